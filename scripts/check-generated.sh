@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Fails when the committed src/proto differs from what proto/ generates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+npx --no-install buf generate --output "$tmp" >/dev/null
+diff -r "$tmp/src/proto" src/proto
