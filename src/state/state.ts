@@ -9,6 +9,7 @@
  */
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
+import type { Logger } from "../core/logger";
 
 /** `Run` as stored. `overrideConfig` keeps the wire form so ints and floats stay distinct. */
 export interface RunRecord {
@@ -18,6 +19,7 @@ export interface RunRecord {
   overrideConfig: Map<string, Scalar>;
 }
 
+/** A node as the state knows it (liveness and optional key). */
 export interface NodeRecord {
   nodeId: bigint;
   /** Unix seconds; the node counts as online while `onlineUntil > now`. */
@@ -35,11 +37,32 @@ export interface StateEvents {
   onTaskResStored?(taskInsId: string): void;
 }
 
+/** Logging the state does on its own (rejected tasks, failing listeners); a pino logger fits. */
+export type StateLogger = Pick<Logger, "warn" | "error" | "debug">;
+
+/** Options shared by both backends. */
+export interface StateOptions {
+  /**
+   * Wall clock in Unix seconds (default `Date.now() / 1000`). Drives node liveness,
+   * `delivered_at` and synthesized error replies; tests inject a fake one to move time.
+   */
+  now?: () => number;
+  /** Where rejected tasks and listener failures are reported. Default: nothing is logged. */
+  logger?: StateLogger;
+}
+
+/**
+ * Errors: SQLite I/O failures surface as StateError; the typed errors named below are part of
+ * the contract; anything else is a bug. Returned messages and records are copies that the
+ * caller may mutate (RecordSets excepted: they may be shared with the store and must be treated
+ * as read-only).
+ */
 export interface State {
   /**
    * Validates (spec §3.3) and stores a TaskIns. Assigns and returns a fresh uuid4 task_id.
    * Returns undefined when validation fails or the run does not exist (nothing is stored).
    * Does not check that the consumer node exists. Sets no `pushed_at` (the caller does).
+   * The argument is not modified; the state keeps its own copy. Notifies `onTaskInsStored`.
    */
   storeTaskIns(taskIns: TaskIns): string | undefined;
 
@@ -47,24 +70,33 @@ export interface State {
    * Returns up to `limit` (>= 1) undelivered TaskIns for `nodeId`, FIFO, and marks each one
    * delivered (`delivered_at` = ISO-8601 now) before returning it: delivery is at most once.
    * `nodeId` undefined means an anonymous caller: TaskIns whose consumer is anonymous node 0.
+   * `delivered_at` is Python's `isoformat()` of the state clock. A limit < 1 throws RangeError.
    */
   getTaskIns(nodeId: bigint | undefined, limit: number): TaskIns[];
 
   /**
    * Validates and stores a TaskRes; assigns and returns a fresh uuid4 task_id, or undefined when
-   * validation fails or the run does not exist.
+   * validation fails or the run does not exist. Like Flower, does not check that `ancestry[0]`
+   * names a stored TaskIns. The argument is not modified. Notifies `onTaskResStored(ancestry[0])`.
    */
   storeTaskRes(taskRes: TaskRes): string | undefined;
 
   /**
-   * Returns undelivered TaskRes whose `ancestry[0]` is in `taskIds`, marking them delivered.
-   * For each requested TaskIns that has no reply and whose consumer node is offline (or gone),
-   * first synthesizes and stores an error TaskRes (code 3, NODE_UNAVAILABLE) as spec §2.6.
-   * `limit` undefined = no limit. Malformed stored ancestry never breaks other pulls.
+   * Returns undelivered TaskRes whose `ancestry[0]` is in `taskIds` (compared in lowercase),
+   * oldest first, marking them delivered. Then, for each requested TaskIns that has no reply at
+   * all (delivered or not) and whose named consumer node is offline, deleted or unknown, it
+   * synthesizes, stores and returns an error TaskRes (code 3, NODE_UNAVAILABLE, spec §2.6 fields)
+   * in TaskIns order, notifying `onTaskResStored`. Anonymous-consumer TaskIns never get one.
+   * So each TaskIns gets at most one synthesized reply and only requested ids get one.
+   * `limit` (>= 1, else RangeError) caps the total; undefined = no limit. Never throws because
+   * of stored data: a malformed ancestry is just a string that matches nothing requested.
    */
   getTaskRes(taskIds: Set<string>, limit?: number): TaskRes[];
 
-  /** Deletes each TaskIns in `taskIds` and its TaskRes, but only when a delivered TaskRes exists. */
+  /**
+   * For each id in `taskIds` that has a delivered TaskRes: deletes the TaskIns and its delivered
+   * TaskRes. Undelivered TaskRes are kept (they can still be pulled). Unknown ids are ignored.
+   */
   deleteTasks(taskIds: Set<string>): void;
 
   /** Number of stored TaskIns (delivered or not). */
@@ -74,7 +106,9 @@ export interface State {
 
   /**
    * Creates a node with a fresh random non-zero signed 64-bit id, online for `pingInterval`
-   * seconds. With `publicKey`, records key -> node. Returns 0n on failure (key already mapped).
+   * seconds. With `publicKey`, records key -> node. Returns 0n on failure (key already mapped,
+   * which is the caller's cue to reuse `getNodeId(key)`). A NaN interval throws
+   * MalformedMessageError. An id collision is redrawn.
    */
   createNode(pingInterval: number, publicKey?: Uint8Array): bigint;
 
@@ -84,13 +118,19 @@ export interface State {
    */
   deleteNode(nodeId: bigint): void;
 
-  /** All online nodes if the run exists, else the empty set. Nodes are not filtered by run. */
+  /**
+   * All online nodes (`onlineUntil > now`) if the run exists, else the empty set. Nodes are not
+   * filtered by run. Offline nodes are kept (a ping brings them back), just not listed.
+   */
   getNodes(runId: bigint): Set<bigint>;
 
-  /** The node id mapped to this canonical public key, if any. */
+  /** The node id mapped to this canonical public key (compared by bytes), if any, online or not. */
   getNodeId(publicKey: Uint8Array): bigint | undefined;
 
-  /** Extends the node's liveness to now + pingInterval. False for an unknown node. */
+  /**
+   * Extends the node's liveness to now + pingInterval. False for an unknown node. A NaN
+   * interval throws MalformedMessageError.
+   */
   acknowledgePing(nodeId: bigint, pingInterval: number): boolean;
 
   /** Creates a run with a fresh random non-zero id and returns it (0n on failure). */
@@ -99,9 +139,16 @@ export interface State {
   /** The run, or undefined for an unknown id (never throws). */
   getRun(runId: bigint): RunRecord | undefined;
 
-  /** Subscribes to change notifications. Returns an unsubscribe function. */
+  /**
+   * Subscribes to change notifications, delivered synchronously after each change is complete.
+   * A listener may call back into the state; one that throws is logged and changes nothing.
+   * Returns an unsubscribe function.
+   */
   subscribe(events: StateEvents): () => void;
 
-  /** Releases resources (closes the database). Further calls are undefined behaviour. */
+  /**
+   * Releases resources (closes the database). Idempotent. Other calls afterwards are a caller
+   * bug (SQLite: StateError).
+   */
   close(): void;
 }

@@ -1,0 +1,537 @@
+/**
+ * Durable SuperLink state in one SQLite file (`--database <path>`), on better-sqlite3.
+ *
+ * Same contract as the in-memory state (the conformance suite runs on both). Differences from
+ * Flower 1.10's `SqliteState`, all deliberate:
+ * - one connection per process, opened once, statements prepared once (Flower reconnects and
+ *   re-runs CREATE TABLE on every RPC, which also made `:memory:` useless);
+ * - `Task.error` is stored (Flower dropped it), an absent RecordSet stays absent, ancestry is
+ *   stored losslessly (JSON) with its first entry indexed as `reply_to`;
+ * - `acknowledgePing` is false for an unknown node, `getRun` of an unknown id is undefined,
+ *   `getTaskRes` synthesizes error replies only for the requested ids;
+ * - the schema is versioned and a foreign or newer database is refused instead of altered.
+ *
+ * Node liveness (`online_until`) is wall-clock time, so after a restart nodes stay valid for
+ * the rest of their ping interval and reconnecting SuperNodes keep their ids.
+ */
+import Database from "better-sqlite3";
+import { FlwrError, NotFoundError, StateError, errorMessage } from "../core/errors";
+import { RecordSet } from "../proto/flwr/proto/recordset";
+import { Run } from "../proto/flwr/proto/run";
+import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
+import type { Scalar } from "../proto/flwr/proto/transport";
+import { randomId, uuid4 } from "./ids";
+import type { RunRecord, State, StateEvents, StateLogger, StateOptions } from "./state";
+import {
+  StateEventHub,
+  checkLimit,
+  checkPingInterval,
+  isoTimestamp,
+  makeNodeUnavailableTaskRes,
+  normalizeTaskId,
+  systemNow,
+} from "./state-support";
+import { validateTaskInsOrRes } from "./validator";
+
+/** Marks a database as ours (`PRAGMA application_id`): ASCII "flwt". */
+export const SQLITE_APPLICATION_ID = 0x666c7774;
+/** Version of the schema below (`PRAGMA user_version`); bump it with every change. */
+export const SQLITE_SCHEMA_VERSION = 1;
+
+/** Attempts at drawing an unused random id before giving up (a collision is ~2^-64 likely). */
+const MAX_ID_ATTEMPTS = 16;
+
+/**
+ * Flower's §2.8 columns, plus: `seq` (FIFO order that survives VACUUM), `recordset` NULL for an
+ * absent RecordSet, `error_code`/`error_reason` NULL for an absent error, `reply_to` (normalized
+ * `ancestry[0]`), ancestry as a JSON array, and `run.override_config` as a serialized
+ * `flwr.proto.Run` (only its override_config set) so ints, floats and bytes stay distinct.
+ * Flower's `credential`/`public_key` tables are not here: auth keys are not part of State.
+ */
+const TASK_COLUMNS = `
+    seq                 INTEGER PRIMARY KEY,
+    task_id             TEXT NOT NULL UNIQUE,
+    group_id            TEXT NOT NULL,
+    run_id              INTEGER NOT NULL REFERENCES run(run_id),
+    producer_anonymous  INTEGER NOT NULL,
+    producer_node_id    INTEGER NOT NULL,
+    consumer_anonymous  INTEGER NOT NULL,
+    consumer_node_id    INTEGER NOT NULL,
+    created_at          REAL NOT NULL,
+    delivered_at        TEXT NOT NULL,
+    pushed_at           REAL NOT NULL,
+    ttl                 REAL NOT NULL,
+    ancestry            TEXT NOT NULL,
+    task_type           TEXT NOT NULL,
+    recordset           BLOB,
+    error_code          INTEGER,
+    error_reason        TEXT`;
+
+const SCHEMA = `
+CREATE TABLE run (
+    run_id          INTEGER PRIMARY KEY,
+    fab_id          TEXT NOT NULL,
+    fab_version     TEXT NOT NULL,
+    override_config BLOB NOT NULL
+);
+CREATE TABLE node (
+    node_id         INTEGER PRIMARY KEY,
+    online_until    REAL NOT NULL,
+    ping_interval   REAL NOT NULL,
+    public_key      BLOB UNIQUE
+);
+CREATE INDEX idx_online_until ON node (online_until);
+CREATE TABLE task_ins (${TASK_COLUMNS}
+);
+CREATE INDEX idx_task_ins_consumer ON task_ins (consumer_anonymous, consumer_node_id, delivered_at);
+CREATE TABLE task_res (${TASK_COLUMNS},
+    reply_to            TEXT NOT NULL
+);
+CREATE INDEX idx_task_res_reply_to ON task_res (reply_to);
+`;
+
+const INSERT_TASK_COLUMNS =
+  "task_id, group_id, run_id, producer_anonymous, producer_node_id, consumer_anonymous, consumer_node_id, " +
+  "created_at, delivered_at, pushed_at, ttl, ancestry, task_type, recordset, error_code, error_reason";
+const INSERT_TASK_VALUES = INSERT_TASK_COLUMNS.split(", ")
+  .map((c) => `@${c}`)
+  .join(", ");
+/** Expands a JSON array parameter into rows, so set-valued queries can be prepared once. */
+const IDS_IN_JSON = "(SELECT value FROM json_each(?))";
+
+/** A `task_ins`/`task_res` row as read with safe integers. */
+interface TaskRow {
+  seq: bigint;
+  task_id: string;
+  group_id: string;
+  run_id: bigint;
+  producer_anonymous: bigint;
+  producer_node_id: bigint;
+  consumer_anonymous: bigint;
+  consumer_node_id: bigint;
+  created_at: number;
+  delivered_at: string;
+  pushed_at: number;
+  ttl: number;
+  ancestry: string;
+  task_type: string;
+  recordset: Buffer | null;
+  error_code: bigint | null;
+  error_reason: string | null;
+}
+
+interface RunRow {
+  run_id: bigint;
+  fab_id: string;
+  fab_version: string;
+  override_config: Buffer;
+}
+
+type Statement = Database.Statement<unknown[], unknown>;
+type Statements = ReturnType<typeof prepareStatements>;
+
+/**
+ * SQLite-backed State on one better-sqlite3 connection. The constructor opens (or creates)
+ * the database and throws StateError naming the path when the file is not a SQLite database,
+ * cannot be written, or holds another schema or schema version. Any later SQLite failure
+ * surfaces as StateError too. Every method runs in one transaction.
+ */
+export class SqliteState implements State {
+  /** The database path as given (":memory:" for a private in-memory database). */
+  readonly path: string;
+  private readonly db: Database.Database;
+  private readonly now: () => number;
+  private readonly logger: StateLogger | undefined;
+  private readonly events: StateEventHub;
+  private readonly sql: Statements;
+
+  constructor(path: string, options: StateOptions = {}) {
+    this.path = path;
+    this.now = options.now ?? systemNow;
+    this.logger = options.logger;
+    this.events = new StateEventHub(this.logger);
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(path);
+      db.defaultSafeIntegers(true);
+      db.pragma("busy_timeout = 5000");
+      db.pragma("foreign_keys = ON");
+      // Refuse foreign files before writing anything to them (the WAL switch is a write).
+      checkSchema(db, path, false);
+      db.pragma("journal_mode = WAL");
+      // WAL + NORMAL: a committed transaction survives a process crash; only an OS crash or
+      // power loss may lose the last few commits.
+      db.pragma("synchronous = NORMAL");
+      const open = db;
+      open.transaction(() => {
+        if (checkSchema(open, path, true) === "empty") {
+          open.exec(SCHEMA);
+          open.pragma(`application_id = ${SQLITE_APPLICATION_ID}`);
+        }
+        // Rewritten on every open: a write, so an unwritable file fails here, not mid-run.
+        open.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
+      }).immediate();
+      this.sql = prepareStatements(db);
+    } catch (err) {
+      db?.close();
+      if (err instanceof StateError) throw err;
+      throw new StateError(openFailureMessage(path, err), { cause: err });
+    }
+    this.db = db;
+  }
+
+  storeTaskIns(taskIns: TaskIns): string | undefined {
+    const errors = validateTaskInsOrRes(taskIns, "ins");
+    if (errors.length > 0) {
+      this.logger?.warn({ errors }, "TaskIns rejected: invalid");
+      return undefined;
+    }
+    const taskId = this.guard("storeTaskIns", () =>
+      this.db.transaction(() => {
+        if (this.sql.runExists.get(taskIns.runId) === undefined) return undefined;
+        const id = uuid4();
+        this.sql.insertTaskIns.run(taskParams({ ...taskIns, taskId: id }));
+        return id;
+      }).immediate(),
+    );
+    if (taskId === undefined) {
+      this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: unknown run_id");
+      return undefined;
+    }
+    const consumer = taskIns.task!.consumer!;
+    this.events.taskInsStored(consumer.nodeId, consumer.anonymous);
+    return taskId;
+  }
+
+  getTaskIns(nodeId: bigint | undefined, limit: number): TaskIns[] {
+    checkLimit(limit);
+    return this.guard("getTaskIns", () =>
+      this.db.transaction(() => {
+        const rows = this.sql.selectUndeliveredTaskIns.all(
+          nodeId === undefined ? 1 : 0,
+          nodeId ?? 0n,
+          limit,
+        ) as TaskRow[];
+        const deliveredAt = isoTimestamp(this.now());
+        return rows.map((row) => {
+          this.sql.markTaskInsDelivered.run(deliveredAt, row.seq);
+          return rowToTask({ ...row, delivered_at: deliveredAt });
+        });
+      }).immediate(),
+    );
+  }
+
+  storeTaskRes(taskRes: TaskRes): string | undefined {
+    const errors = validateTaskInsOrRes(taskRes, "res");
+    if (errors.length > 0) {
+      this.logger?.warn({ errors }, "TaskRes rejected: invalid");
+      return undefined;
+    }
+    const replyTo = normalizeTaskId(taskRes.task!.ancestry[0]!);
+    const taskId = this.guard("storeTaskRes", () =>
+      this.db.transaction(() => {
+        if (this.sql.runExists.get(taskRes.runId) === undefined) return undefined;
+        const id = uuid4();
+        this.sql.insertTaskRes.run({ ...taskParams({ ...taskRes, taskId: id }), reply_to: replyTo });
+        return id;
+      }).immediate(),
+    );
+    if (taskId === undefined) {
+      this.logger?.warn({ runId: String(taskRes.runId) }, "TaskRes rejected: unknown run_id");
+      return undefined;
+    }
+    this.events.taskResStored(replyTo);
+    return taskId;
+  }
+
+  getTaskRes(taskIds: Set<string>, limit?: number): TaskRes[] {
+    if (limit !== undefined) checkLimit(limit);
+    if (taskIds.size === 0) return [];
+    const requested = JSON.stringify([...new Set([...taskIds].map(normalizeTaskId))]);
+    const sqlLimit = limit ?? -1; // SQLite: a negative LIMIT means none
+    const synthesizedFor: string[] = [];
+    const result = this.guard("getTaskRes", () =>
+      this.db.transaction(() => {
+        const now = this.now();
+        const deliveredAt = isoTimestamp(now);
+        const rows = this.sql.selectUndeliveredReplies.all(requested, sqlLimit) as TaskRow[];
+        const out: TaskRes[] = rows.map((row) => {
+          this.sql.markTaskResDelivered.run(deliveredAt, row.seq);
+          return rowToTask({ ...row, delivered_at: deliveredAt });
+        });
+        if (limit !== undefined && out.length >= limit) return out;
+        const remaining = limit === undefined ? -1 : limit - out.length;
+        const orphans = this.sql.selectOrphanTaskIns.all(requested, now, remaining) as TaskRow[];
+        for (const row of orphans) {
+          const errorRes = makeNodeUnavailableTaskRes(rowToTask(row), now);
+          errorRes.task!.deliveredAt = deliveredAt;
+          this.sql.insertTaskRes.run({ ...taskParams(errorRes), reply_to: row.task_id });
+          out.push(errorRes);
+          synthesizedFor.push(row.task_id);
+        }
+        return out;
+      }).immediate(),
+    );
+    for (const taskInsId of synthesizedFor) this.events.taskResStored(taskInsId);
+    return result;
+  }
+
+  deleteTasks(taskIds: Set<string>): void {
+    if (taskIds.size === 0) return;
+    const ids = JSON.stringify([...new Set([...taskIds].map(normalizeTaskId))]);
+    this.guard("deleteTasks", () =>
+      this.db.transaction(() => {
+        // TaskIns first: it finds its victims through the delivered TaskRes deleted next.
+        this.sql.deleteAnsweredTaskIns.run(ids);
+        this.sql.deleteDeliveredTaskRes.run(ids);
+      }).immediate(),
+    );
+  }
+
+  numTaskIns(): number {
+    return this.guard("numTaskIns", () => Number(this.sql.countTaskIns.get() as bigint));
+  }
+
+  numTaskRes(): number {
+    return this.guard("numTaskRes", () => Number(this.sql.countTaskRes.get() as bigint));
+  }
+
+  createNode(pingInterval: number, publicKey?: Uint8Array): bigint {
+    checkPingInterval(pingInterval);
+    const nodeId = this.guard("createNode", () =>
+      this.db.transaction((): bigint | string => {
+        if (publicKey !== undefined && this.sql.selectNodeIdByKey.get(publicKey) !== undefined) {
+          return "public key already mapped to a node";
+        }
+        for (let attempt = 0; attempt < MAX_ID_ATTEMPTS; attempt++) {
+          const id = randomId();
+          if (this.sql.nodeExists.get(id) !== undefined) continue;
+          this.sql.insertNode.run(id, this.now() + pingInterval, pingInterval, publicKey ?? null);
+          return id;
+        }
+        return "no unused node id drawn";
+      }).immediate(),
+    );
+    if (typeof nodeId === "string") {
+      this.logger?.error(`node registration failed: ${nodeId}`);
+      return 0n;
+    }
+    return nodeId;
+  }
+
+  deleteNode(nodeId: bigint): void {
+    const changes = this.guard("deleteNode", () => this.sql.deleteNode.run(nodeId).changes);
+    if (changes === 0) throw new NotFoundError(`Node ${nodeId} not found`);
+  }
+
+  getNodes(runId: bigint): Set<bigint> {
+    return this.guard("getNodes", () =>
+      this.db.transaction(() => {
+        if (this.sql.runExists.get(runId) === undefined) return new Set<bigint>();
+        return new Set(this.sql.selectOnlineNodeIds.all(this.now()) as bigint[]);
+      })(),
+    );
+  }
+
+  getNodeId(publicKey: Uint8Array): bigint | undefined {
+    return this.guard("getNodeId", () => this.sql.selectNodeIdByKey.get(publicKey) as bigint | undefined);
+  }
+
+  acknowledgePing(nodeId: bigint, pingInterval: number): boolean {
+    checkPingInterval(pingInterval);
+    return this.guard(
+      "acknowledgePing",
+      () => this.sql.updatePing.run(this.now() + pingInterval, pingInterval, nodeId).changes > 0,
+    );
+  }
+
+  createRun(fabId: string, fabVersion: string, overrideConfig: Map<string, Scalar>): bigint {
+    const config = Buffer.from(Run.encode(Run.fromPartial({ overrideConfig })).finish());
+    const runId = this.guard("createRun", () =>
+      this.db.transaction(() => {
+        for (let attempt = 0; attempt < MAX_ID_ATTEMPTS; attempt++) {
+          const id = randomId();
+          if (this.sql.runExists.get(id) !== undefined) continue;
+          this.sql.insertRun.run(id, fabId, fabVersion, config);
+          return id;
+        }
+        return 0n;
+      }).immediate(),
+    );
+    if (runId === 0n) this.logger?.error("run creation failed: no unused run id drawn");
+    return runId;
+  }
+
+  getRun(runId: bigint): RunRecord | undefined {
+    return this.guard("getRun", () => {
+      const row = this.sql.selectRun.get(runId) as RunRow | undefined;
+      if (row === undefined) return undefined;
+      return {
+        runId: row.run_id,
+        fabId: row.fab_id,
+        fabVersion: row.fab_version,
+        overrideConfig: Run.decode(row.override_config).overrideConfig,
+      };
+    });
+  }
+
+  subscribe(events: StateEvents): () => void {
+    return this.events.subscribe(events);
+  }
+
+  /** Closes the connection (checkpointing the WAL). Calling it again does nothing. */
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  /** Runs `fn`, turning a SQLite failure into a StateError that names the file and operation. */
+  private guard<T>(operation: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      if (FlwrError.isFlwrError(err)) throw err;
+      throw new StateError(`SQLite state "${this.path}": ${operation} failed: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+}
+
+/** Says what is wrong with the file, in terms of what the user can do about it. */
+function openFailureMessage(path: string, err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  const detail = errorMessage(err);
+  if (code === "SQLITE_NOTADB") {
+    return `"${path}" is not a SQLite database (${detail}). Give --database a new file or a flwr-ts state database.`;
+  }
+  if (code === "SQLITE_READONLY" || code === "SQLITE_CANTOPEN" || code === "SQLITE_PERM" || code === undefined) {
+    return `Cannot open SQLite state database "${path}" for writing (${detail}). Check that the directory exists and the file and directory are writable.`;
+  }
+  return `Cannot open SQLite state database "${path}": ${detail}`;
+}
+
+/**
+ * Classifies the database: "empty" (no tables and no marks: ours to create) or "current".
+ * Throws StateError for anything else. `strict` runs inside the creating transaction, where an
+ * empty-but-marked state cannot be left half-made by a concurrent opener.
+ */
+function checkSchema(db: Database.Database, path: string, strict: boolean): "empty" | "current" {
+  const applicationId = Number(db.pragma("application_id", { simple: true }));
+  const version = Number(db.pragma("user_version", { simple: true }));
+  const tables = Number(db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table'").pluck().get());
+  if (applicationId === 0 && version === 0) {
+    if (tables === 0) return "empty";
+    throw new StateError(
+      `"${path}" is a SQLite database with tables from another program (a Flower Python SuperLink ` +
+        `database, for example), not a flwr-ts state database. Use a new file for --database.`,
+    );
+  }
+  if (applicationId !== SQLITE_APPLICATION_ID) {
+    throw new StateError(
+      `"${path}" is a SQLite database of another application (application_id ` +
+        `0x${applicationId.toString(16)}), not a flwr-ts state database. Use a new file for --database.`,
+    );
+  }
+  if (version !== SQLITE_SCHEMA_VERSION) {
+    throw new StateError(
+      `"${path}" holds flwr-ts state schema version ${version}, but this flwr-ts reads only version ` +
+        `${SQLITE_SCHEMA_VERSION}. Use the flwr-ts release that wrote it, or a new file for --database.`,
+    );
+  }
+  if (strict && tables === 0) {
+    throw new StateError(`"${path}" is marked as a flwr-ts state database but has no tables; use a new file.`);
+  }
+  return "current";
+}
+
+function prepareStatements(db: Database.Database) {
+  const p = (sql: string): Statement => db.prepare(sql);
+  // Single-column lookups return the bare value.
+  const plucked = (sql: string): Statement => db.prepare(sql).pluck();
+  return {
+    runExists: p("SELECT 1 FROM run WHERE run_id = ?"),
+    insertRun: p("INSERT INTO run (run_id, fab_id, fab_version, override_config) VALUES (?, ?, ?, ?)"),
+    selectRun: p("SELECT * FROM run WHERE run_id = ?"),
+
+    nodeExists: p("SELECT 1 FROM node WHERE node_id = ?"),
+    insertNode: p("INSERT INTO node (node_id, online_until, ping_interval, public_key) VALUES (?, ?, ?, ?)"),
+    deleteNode: p("DELETE FROM node WHERE node_id = ?"),
+    selectNodeIdByKey: plucked("SELECT node_id FROM node WHERE public_key = ?"),
+    selectOnlineNodeIds: plucked("SELECT node_id FROM node WHERE online_until > ?"),
+    updatePing: p("UPDATE node SET online_until = ?, ping_interval = ? WHERE node_id = ?"),
+
+    insertTaskIns: p(`INSERT INTO task_ins (${INSERT_TASK_COLUMNS}) VALUES (${INSERT_TASK_VALUES})`),
+    selectUndeliveredTaskIns: p(
+      "SELECT * FROM task_ins WHERE consumer_anonymous = ? AND consumer_node_id = ? AND delivered_at = '' " +
+        "ORDER BY seq LIMIT ?",
+    ),
+    markTaskInsDelivered: p("UPDATE task_ins SET delivered_at = ? WHERE seq = ?"),
+    countTaskIns: plucked("SELECT count(*) FROM task_ins"),
+
+    insertTaskRes: p(
+      `INSERT INTO task_res (${INSERT_TASK_COLUMNS}, reply_to) VALUES (${INSERT_TASK_VALUES}, @reply_to)`,
+    ),
+    selectUndeliveredReplies: p(
+      `SELECT * FROM task_res WHERE reply_to IN ${IDS_IN_JSON} AND delivered_at = '' ORDER BY seq LIMIT ?`,
+    ),
+    // Requested TaskIns with no reply at all, addressed to a node that is offline or deleted.
+    selectOrphanTaskIns: p(
+      `SELECT ti.* FROM task_ins ti LEFT JOIN node n ON n.node_id = ti.consumer_node_id
+       WHERE ti.task_id IN ${IDS_IN_JSON}
+         AND ti.consumer_anonymous = 0
+         AND NOT EXISTS (SELECT 1 FROM task_res tr WHERE tr.reply_to = ti.task_id)
+         AND (n.node_id IS NULL OR NOT (n.online_until > ?))
+       ORDER BY ti.seq LIMIT ?`,
+    ),
+    markTaskResDelivered: p("UPDATE task_res SET delivered_at = ? WHERE seq = ?"),
+    countTaskRes: plucked("SELECT count(*) FROM task_res"),
+
+    deleteAnsweredTaskIns: p(
+      `DELETE FROM task_ins WHERE task_id IN (
+         SELECT reply_to FROM task_res WHERE reply_to IN ${IDS_IN_JSON} AND delivered_at != '')`,
+    ),
+    deleteDeliveredTaskRes: p(`DELETE FROM task_res WHERE reply_to IN ${IDS_IN_JSON} AND delivered_at != ''`),
+  };
+}
+
+/** Named parameters of a task row. Validated messages always have task, producer, consumer. */
+function taskParams(message: TaskIns | TaskRes): Record<string, unknown> {
+  const task = message.task!;
+  return {
+    task_id: message.taskId,
+    group_id: message.groupId,
+    run_id: message.runId,
+    producer_anonymous: task.producer!.anonymous ? 1 : 0,
+    producer_node_id: task.producer!.nodeId,
+    consumer_anonymous: task.consumer!.anonymous ? 1 : 0,
+    consumer_node_id: task.consumer!.nodeId,
+    created_at: task.createdAt,
+    delivered_at: task.deliveredAt,
+    pushed_at: task.pushedAt,
+    ttl: task.ttl,
+    ancestry: JSON.stringify(task.ancestry),
+    task_type: task.taskType,
+    recordset: task.recordset === undefined ? null : Buffer.from(RecordSet.encode(task.recordset).finish()),
+    error_code: task.error === undefined ? null : task.error.code,
+    error_reason: task.error === undefined ? null : task.error.reason,
+  };
+}
+
+/** Rebuilds a TaskIns/TaskRes (same shape) from its row. */
+function rowToTask(row: TaskRow): TaskIns {
+  return {
+    taskId: row.task_id,
+    groupId: row.group_id,
+    runId: row.run_id,
+    task: {
+      producer: { nodeId: row.producer_node_id, anonymous: row.producer_anonymous === 1n },
+      consumer: { nodeId: row.consumer_node_id, anonymous: row.consumer_anonymous === 1n },
+      createdAt: row.created_at,
+      deliveredAt: row.delivered_at,
+      pushedAt: row.pushed_at,
+      ttl: row.ttl,
+      ancestry: JSON.parse(row.ancestry) as string[],
+      taskType: row.task_type,
+      recordset: row.recordset === null ? undefined : RecordSet.decode(row.recordset),
+      error: row.error_code === null ? undefined : { code: row.error_code, reason: row.error_reason ?? "" },
+    },
+  };
+}

@@ -1,0 +1,19 @@
+/**
+ * The one place that picks a state backend from the `--database` value (Flower's
+ * `StateFactory`), and the only importer of the concrete State classes.
+ */
+import { IN_MEMORY_DATABASE } from "../core/constants";
+import { InMemoryState } from "./in-memory-state";
+import { SqliteState } from "./sqlite-state";
+import type { State, StateOptions } from "./state";
+
+/**
+ * `":flwr-in-memory-state:"` (IN_MEMORY_DATABASE) gives a fresh InMemoryState; anything else
+ * is a SQLite path (":memory:" gives a private in-memory SQLite database, useful in tests).
+ * Create one State per SuperLink process and share it across all RPCs.
+ * Throws StateError when the SQLite file cannot be used (see SqliteState).
+ */
+export function createState(database: string, options: StateOptions = {}): State {
+  if (database === IN_MEMORY_DATABASE) return new InMemoryState(options);
+  return new SqliteState(database, options);
+}

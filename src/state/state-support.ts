@@ -1,0 +1,132 @@
+/**
+ * Pieces both state backends share: the clock, Flower's `delivered_at` format, the
+ * NODE_UNAVAILABLE reply, envelope copies, and the change-notification hub.
+ */
+import { ErrorCode, NODE_UNAVAILABLE_REASON } from "../core/constants";
+import { MalformedMessageError, errorMessage } from "../core/errors";
+import type { Task, TaskIns, TaskRes } from "../proto/flwr/proto/task";
+import type { Scalar } from "../proto/flwr/proto/transport";
+import { uuid4 } from "./ids";
+import type { StateEvents, StateLogger } from "./state";
+
+/** The default clock: wall time in Unix seconds. */
+export function systemNow(): number {
+  return Date.now() / 1000;
+}
+
+/**
+ * Unix seconds as Python's `datetime.now(timezone.utc).isoformat()` prints them:
+ * `2024-07-08T10:11:12.123456+00:00`, with the fraction left out when it is zero.
+ */
+export function isoTimestamp(unixSeconds: number): string {
+  const micros = Math.round(unixSeconds * 1e6);
+  const seconds = Math.floor(micros / 1e6);
+  const fraction = micros - seconds * 1e6;
+  const base = new Date(seconds * 1000).toISOString().slice(0, 19);
+  return fraction === 0 ? `${base}+00:00` : `${base}.${String(fraction).padStart(6, "0")}+00:00`;
+}
+
+/**
+ * Task ids are compared in lowercase, as Python compares parsed UUIDs; ancestry written by
+ * peers in uppercase still matches the lowercase id the SuperLink handed out.
+ */
+export function normalizeTaskId(id: string): string {
+  return id.toLowerCase();
+}
+
+/** Rejects a NaN ping interval, which would make the node's liveness undefined. */
+export function checkPingInterval(pingInterval: number): void {
+  if (Number.isNaN(pingInterval)) throw new MalformedMessageError("ping_interval must be a number, got NaN");
+}
+
+/** Flower asserts `limit >= 1`; a smaller one is a caller bug. */
+export function checkLimit(limit: number): void {
+  if (!(Number.isInteger(limit) && limit >= 1)) throw new RangeError(`limit must be an integer >= 1, got ${limit}`);
+}
+
+/** A copy of a run config, so callers cannot mutate stored runs. */
+export function copyConfig(config: Map<string, Scalar>): Map<string, Scalar> {
+  return new Map([...config].map(([k, v]) => [k, { ...v }]));
+}
+/**
+ * A copy of a task message
+'s envelope (ids, Task fields, nodes, ancestry, error) sharing the
+ * RecordSet: state mutates only the envelope (`task_id`, `delivered_at`), and copying model
+ * weights on every store and pull would cost more than it protects.
+ */
+export function copyTaskMessage<T extends TaskIns | TaskRes>(message: T): T {
+  return { ...message, task: message.task === undefined ? undefined : copyTask(message.task) };
+}
+
+function copyTask(task: Task): Task {
+  return {
+    ...task,
+    producer: task.producer === undefined ? undefined : { ...task.producer },
+    consumer: task.consumer === undefined ? undefined : { ...task.consumer },
+    ancestry: [...task.ancestry],
+    error: task.error === undefined ? undefined : { ...task.error },
+  };
+}
+
+/**
+ * The error reply standing in for a TaskIns whose consumer node is offline or gone
+ * (Flower `make_node_unavailable_taskres`, spec §2.6 step 2). Bypasses the validator on
+ * purpose: its consumer is the Driver, node 0, marked non-anonymous exactly as Flower does.
+ */
+export function makeNodeUnavailableTaskRes(taskIns: TaskIns, now: number): TaskRes {
+  const task = taskIns.task;
+  const ttlLeft = (task?.ttl ?? 0) - (now - (task?.createdAt ?? 0));
+  return {
+    taskId: uuid4(),
+    groupId: taskIns.groupId,
+    runId: taskIns.runId,
+    task: {
+      producer: { nodeId: task?.consumer?.nodeId ?? 0n, anonymous: false },
+      consumer: { nodeId: task?.producer?.nodeId ?? 0n, anonymous: false },
+      createdAt: now,
+      deliveredAt: "",
+      pushedAt: 0,
+      ttl: ttlLeft > 0 ? ttlLeft : 0,
+      ancestry: [taskIns.taskId],
+      taskType: task?.taskType ?? "",
+      recordset: undefined,
+      error: { code: BigInt(ErrorCode.NODE_UNAVAILABLE), reason: NODE_UNAVAILABLE_REASON },
+    },
+  };
+}
+
+/**
+ * Fan-out of state change notifications. Listeners run synchronously after the change is
+ * complete (and committed, for SQLite); a throwing listener is logged and never undoes or
+ * blocks the change, nor the other listeners.
+ */
+export class StateEventHub {
+  private readonly listeners = new Set<{ events: StateEvents }>();
+
+  constructor(private readonly logger: StateLogger | undefined) {}
+
+  subscribe(events: StateEvents): () => void {
+    // Wrapped, so the same object subscribed twice gets two independent subscriptions.
+    const entry = { events };
+    this.listeners.add(entry);
+    return () => {
+      this.listeners.delete(entry);
+    };
+  }
+
+  taskInsStored(consumerNodeId: bigint, anonymous: boolean): void {
+    for (const l of [...this.listeners]) this.call(() => l.events.onTaskInsStored?.(consumerNodeId, anonymous));
+  }
+
+  taskResStored(taskInsId: string): void {
+    for (const l of [...this.listeners]) this.call(() => l.events.onTaskResStored?.(taskInsId));
+  }
+
+  private call(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.logger?.warn({ err }, `state event listener failed: ${errorMessage(err)}`);
+    }
+  }
+}
