@@ -1,0 +1,345 @@
+/**
+ * SuperLink side of SuperNode authentication (spec §4.5): every Fleet RPC must carry a
+ * `public-key` header naming an allowlisted key; CreateNode is answered here (the SuperLink's
+ * own public key goes back as initial metadata and the key is bound to one node id); every other
+ * RPC must carry an `auth-token` HMAC of the request under the ECDH-derived key and may only act
+ * on the node bound to that key. Any failure ends the call with UNAUTHENTICATED "Access denied",
+ * as Flower does; the precise reason is logged, never sent.
+ *
+ * Deliberate differences from Flower 1.10: a `public-key` or `auth-token` header that is not
+ * valid base64 ("Incorrect padding") is also "Access denied" (UNAUTHENTICATED) instead of
+ * Python's UNKNOWN "Exception calling application: Incorrect padding" — Python peers always send
+ * padded values, so nothing that works with Flower changes; the allowlist can change at run time
+ * (see allowlist.ts); and the MAC is accepted over the raw received bytes as well as over the
+ * canonical re-encodings (spec §4.4 recommendation).
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { KeyObject } from "node:crypto";
+import { AUTH_TOKEN_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
+import { errorMessage } from "../core/errors";
+import { type Logger, silentLogger } from "../core/logger";
+import { type FleetRequestName, canonicalEncode, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
+import {
+  CreateNodeResponse,
+  type CreateNodeRequest,
+  type DeleteNodeRequest,
+  FleetService,
+  type FleetServer,
+  type PingRequest,
+  type PullTaskInsRequest,
+  type PushTaskResRequest,
+} from "../proto/flwr/proto/fleet";
+import type { GetRunRequest } from "../proto/flwr/proto/run";
+import { toServiceError } from "../transport/status";
+import type { Allowlist, AllowlistChange } from "./allowlist";
+import { base64UrlPadded, decodeBase64UrlLikePython, deriveHmacKey, verifyAuthToken } from "./crypto";
+import { assertKeyPair, sshFingerprint } from "./keys";
+
+/** The slice of the SuperLink State that authentication needs (the State interface has it). */
+export interface FleetAuthState {
+  getNodeId(publicKey: Uint8Array): bigint | undefined;
+  createNode(pingInterval: number, publicKey: Uint8Array): bigint;
+  acknowledgePing(nodeId: bigint, pingInterval: number): boolean;
+  getNodes(runId: bigint): Set<bigint>;
+}
+
+export interface FleetAuthenticatorOptions {
+  allowlist: Allowlist;
+  serverPrivateKey: KeyObject;
+  /** Canonical PEM of the SuperLink's public key; must be the public half of serverPrivateKey. */
+  serverPublicKeyPem: string;
+  state: FleetAuthState;
+  logger?: Logger;
+  /** Most node HMAC keys kept; default 10 000. */
+  hmacKeyCacheSize?: number;
+}
+
+/** Outcome of authenticating one request. */
+export type AuthVerdict =
+  | { ok: true; publicKeyPem: string; /** Undefined only for CreateNode. */ nodeId: bigint | undefined }
+  | { ok: false; reason: string; nodeId?: bigint };
+
+/** Default bound of the per-node HMAC key cache. */
+export const DEFAULT_HMAC_KEY_CACHE_SIZE = 10_000;
+
+/**
+ * The authentication rules, free of gRPC plumbing: checks headers and requests, registers
+ * nodes on CreateNode. Keeps the derived HMAC key of each node key in a bounded LRU cache and
+ * drops the keys of nodes removed from the allowlist. Call `close()` to stop listening to the
+ * allowlist.
+ */
+export class FleetAuthenticator {
+  /** `public-key` header value the SuperLink sends with CreateNode responses. */
+  readonly serverPublicKeyHeader: string;
+  readonly allowlist: Allowlist;
+  private readonly serverPrivateKey: KeyObject;
+  private readonly state: FleetAuthState;
+  private readonly logger: Logger;
+  private readonly cacheSize: number;
+  private readonly hmacKeys = new Map<string, Buffer>();
+  private readonly onAllowlistChange = (change: AllowlistChange): void => {
+    for (const pem of change.removed) this.hmacKeys.delete(pem);
+  };
+
+  /** Throws InvalidKeyFileError if serverPublicKeyPem does not belong to serverPrivateKey. */
+  constructor(options: FleetAuthenticatorOptions) {
+    assertKeyPair(options.serverPrivateKey, options.serverPublicKeyPem, {
+      privatePath: "the SuperLink private key",
+      publicPath: "the SuperLink public key",
+    });
+    this.allowlist = options.allowlist;
+    this.serverPrivateKey = options.serverPrivateKey;
+    this.serverPublicKeyHeader = base64UrlPadded(Buffer.from(options.serverPublicKeyPem, "latin1"));
+    this.state = options.state;
+    this.logger = options.logger ?? silentLogger();
+    this.cacheSize = Math.max(1, options.hmacKeyCacheSize ?? DEFAULT_HMAC_KEY_CACHE_SIZE);
+    this.allowlist.on("change", this.onAllowlistChange);
+  }
+
+  /** Stops following allowlist changes. The authenticator stays usable. */
+  close(): void {
+    this.allowlist.off("change", this.onAllowlistChange);
+  }
+
+  /** Number of cached node HMAC keys (for tests and metrics). */
+  get cachedKeys(): number {
+    return this.hmacKeys.size;
+  }
+
+  /**
+   * Checks one request (spec §4.5 steps 1, 2, 4 and 5): the `public-key` header value must
+   * decode to an allowlisted PEM; for every request but CreateNode, `auth-token` must be the
+   * HMAC of the request (its upb-order or lexicographic-order canonical encoding, or `rawBytes`
+   * as received) and the request must act on the node bound to the key. Never throws for bad
+   * input; the verdict says why it failed.
+   */
+  authenticate(
+    name: FleetRequestName,
+    request: object,
+    headers: { publicKey: string | undefined; authToken: string | undefined },
+    rawBytes?: Uint8Array,
+  ): AuthVerdict {
+    let pem: string;
+    try {
+      pem = decodeBase64UrlLikePython(headers.publicKey ?? "").toString("latin1");
+    } catch (err) {
+      return { ok: false, reason: `public-key header is not valid base64: ${errorMessage(err)}` };
+    }
+    if (pem === "") return { ok: false, reason: "no public-key header" };
+    if (!this.allowlist.has(pem)) return { ok: false, reason: "public key not in the allowlist" };
+    if (name === "CreateNodeRequest") return { ok: true, publicKeyPem: pem, nodeId: undefined };
+
+    const nodeId = this.state.getNodeId(Buffer.from(pem, "latin1"));
+    const fail = (reason: string): AuthVerdict => (nodeId === undefined ? { ok: false, reason } : { ok: false, reason, nodeId });
+    let token: Buffer;
+    try {
+      token = decodeBase64UrlLikePython(headers.authToken ?? "");
+    } catch (err) {
+      return fail(`auth-token header is not valid base64: ${errorMessage(err)}`);
+    }
+    if (token.length === 0) return fail("no auth-token header");
+    let hmacKey: Buffer;
+    try {
+      hmacKey = this.hmacKeyFor(pem);
+    } catch (err) {
+      return fail(errorMessage(err));
+    }
+    if (!this.macMatches(name, request, hmacKey, token, rawBytes)) return fail("auth-token does not match the request");
+
+    if (nodeId === undefined) return fail("no node is registered for this public key (CreateNode first)");
+    const binding = this.checkNodeBinding(name, request, nodeId);
+    if (binding !== undefined) return fail(binding);
+    return { ok: true, publicKeyPem: pem, nodeId };
+  }
+
+  /**
+   * CreateNode for an authenticated key (spec §4.5 step 3): the node already bound to the key
+   * (its liveness extended by `pingInterval`), or a new node bound to it. Returns 0n only if the
+   * state could not create one (Flower's failure value). State errors (a NaN interval) propagate.
+   */
+  registerNode(publicKeyPem: string, pingInterval: number): bigint {
+    const keyBytes = Buffer.from(publicKeyPem, "latin1");
+    const existing = this.state.getNodeId(keyBytes);
+    if (existing !== undefined) {
+      this.state.acknowledgePing(existing, pingInterval);
+      return existing;
+    }
+    const created = this.state.createNode(pingInterval, keyBytes);
+    if (created !== 0n) return created;
+    // Another CreateNode for the same key won the race: reuse its node, as Flower would.
+    const raced = this.state.getNodeId(keyBytes);
+    if (raced === undefined) return 0n;
+    this.state.acknowledgePing(raced, pingInterval);
+    return raced;
+  }
+
+  /** Logs a rejection with the reason and key fingerprint, never the key or token. */
+  logDenied(rpc: string, verdict: Extract<AuthVerdict, { ok: false }>, publicKeyHeader: string | undefined): void {
+    const fields: Record<string, unknown> = { event: "fleet.auth-denied", rpc, reason: verdict.reason };
+    if (verdict.nodeId !== undefined) fields["nodeId"] = verdict.nodeId.toString();
+    const fingerprint = fingerprintOfHeader(publicKeyHeader);
+    if (fingerprint !== undefined) fields["key"] = fingerprint;
+    this.logger.warn(fields, `${rpc}: access denied (${verdict.reason})`);
+  }
+
+  private hmacKeyFor(pem: string): Buffer {
+    const cached = this.hmacKeys.get(pem);
+    if (cached !== undefined) {
+      // Move to the back: the Map's insertion order is the LRU order.
+      this.hmacKeys.delete(pem);
+      this.hmacKeys.set(pem, cached);
+      return cached;
+    }
+    const key = deriveHmacKey(this.serverPrivateKey, pem);
+    if (this.hmacKeys.size >= this.cacheSize) {
+      const oldest = this.hmacKeys.keys().next().value;
+      if (oldest !== undefined) this.hmacKeys.delete(oldest);
+    }
+    this.hmacKeys.set(pem, key);
+    return key;
+  }
+
+  private macMatches(name: FleetRequestName, request: object, hmacKey: Buffer, token: Buffer, rawBytes: Uint8Array | undefined): boolean {
+    // Our own SuperNode sends exactly the bytes it MACs, so the raw bytes usually match at once.
+    if (rawBytes !== undefined && verifyAuthToken(hmacKey, rawBytes, token)) return true;
+    try {
+      if (verifyAuthToken(hmacKey, canonicalEncode(name, request, "upb"), token)) return true;
+      // Python's C++ / pure-Python protobuf order map keys differently (spec §4.4).
+      return hasPrefixRelatedMapKeys(name, request) && verifyAuthToken(hmacKey, canonicalEncode(name, request, "lexicographic"), token);
+    } catch {
+      // A request with no canonical encoding (e.g. two oneof members set) can only match raw.
+      return false;
+    }
+  }
+
+  private checkNodeBinding(name: FleetRequestName, request: object, nodeId: bigint): string | undefined {
+    switch (name) {
+      case "PushTaskResRequest": {
+        const first = (request as PushTaskResRequest).taskResList[0];
+        if (first === undefined) return "PushTaskRes without results";
+        const producer = first.task?.producer?.nodeId ?? 0n;
+        return producer === nodeId ? undefined : `PushTaskRes produced by node ${producer}, not by this node`;
+      }
+      case "GetRunRequest": {
+        const runId = (request as GetRunRequest).runId;
+        return this.state.getNodes(runId).has(nodeId) ? undefined : `GetRun for run ${runId}: unknown run or node not online`;
+      }
+      case "DeleteNodeRequest":
+      case "PingRequest":
+      case "PullTaskInsRequest": {
+        const claimed = (request as DeleteNodeRequest | PingRequest | PullTaskInsRequest).node?.nodeId ?? 0n;
+        return claimed === nodeId ? undefined : `request names node ${claimed}, not this node`;
+      }
+      default:
+        return undefined;
+    }
+  }
+}
+
+function fingerprintOfHeader(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  try {
+    return sshFingerprint(decodeBase64UrlLikePython(header).toString("latin1"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Fleet method name (as in FleetService) -> request message name. */
+const FLEET_METHODS = {
+  createNode: "CreateNodeRequest",
+  deleteNode: "DeleteNodeRequest",
+  ping: "PingRequest",
+  pullTaskIns: "PullTaskInsRequest",
+  pushTaskRes: "PushTaskResRequest",
+  getRun: "GetRunRequest",
+} as const satisfies Record<keyof typeof FleetService, FleetRequestName>;
+
+type FleetMethod = keyof typeof FLEET_METHODS;
+
+const verifiedNodes = new WeakMap<object, bigint>();
+
+/**
+ * The node id authentication bound to this call, for the inner handler; undefined on an
+ * unauthenticated server and for CreateNode.
+ */
+export function authenticatedNodeId(call: object): bigint | undefined {
+  return verifiedNodes.get(call);
+}
+
+/** A header's first value as text (Flower reads the first match; absent -> undefined). */
+function firstHeader(metadata: grpc.Metadata, key: string): string | undefined {
+  const value = metadata.get(key)[0];
+  if (value === undefined) return undefined;
+  return typeof value === "string" ? value : value.toString("latin1");
+}
+
+const ACCESS_DENIED: Partial<grpc.StatusObject> = { code: grpc.status.UNAUTHENTICATED, details: "Access denied" };
+
+/**
+ * Wraps a Fleet implementation with authentication. Register the returned pair with
+ * `server.addService(definition, implementation)` in place of `FleetService` and the plain
+ * implementation. The definition equals FleetService except that its request deserializers
+ * remember the raw request bytes (for the MAC check). CreateNode never reaches the inner
+ * implementation; the other RPCs reach it only once authenticated.
+ */
+export function withFleetAuthentication(
+  implementation: FleetServer,
+  authenticator: FleetAuthenticator,
+): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
+  const rawRequests = new WeakMap<object, Buffer>();
+  const definition: Record<string, grpc.MethodDefinition<object, object>> = {};
+  const wrapped: grpc.UntypedServiceImplementation = {};
+
+  for (const method of Object.keys(FLEET_METHODS) as FleetMethod[]) {
+    const base = FleetService[method] as unknown as grpc.MethodDefinition<object, object>;
+    definition[method] = {
+      ...base,
+      requestDeserialize: (bytes: Buffer): object => {
+        const message = base.requestDeserialize(bytes);
+        rawRequests.set(message, bytes);
+        return message;
+      },
+    };
+    const inner = implementation[method] as unknown as grpc.handleUnaryCall<object, object>;
+    const requestName = FLEET_METHODS[method];
+    const rpc = requestName.replace(/Request$/, "");
+
+    const handler: grpc.handleUnaryCall<object, object> = (call, callback) => {
+      const publicKey = firstHeader(call.metadata, PUBLIC_KEY_HEADER);
+      const verdict = authenticator.authenticate(
+        requestName,
+        call.request,
+        { publicKey, authToken: firstHeader(call.metadata, AUTH_TOKEN_HEADER) },
+        rawRequests.get(call.request),
+      );
+      if (!verdict.ok) {
+        authenticator.logDenied(rpc, verdict, publicKey);
+        callback(ACCESS_DENIED);
+        return;
+      }
+      if (method === "createNode") {
+        let nodeId: bigint;
+        try {
+          nodeId = authenticator.registerNode(verdict.publicKeyPem, (call.request as CreateNodeRequest).pingInterval);
+        } catch (err) {
+          callback(toServiceError(err));
+          return;
+        }
+        const headers = new grpc.Metadata();
+        headers.set(PUBLIC_KEY_HEADER, authenticator.serverPublicKeyHeader);
+        call.sendMetadata(headers);
+        callback(null, CreateNodeResponse.fromPartial({ node: { nodeId, anonymous: false } }));
+        return;
+      }
+      if (verdict.nodeId !== undefined) verifiedNodes.set(call, verdict.nodeId);
+      try {
+        inner(call, callback);
+      } catch (err) {
+        callback(toServiceError(err));
+      }
+    };
+    wrapped[method] = handler;
+  }
+  return { definition, implementation: wrapped };
+}
