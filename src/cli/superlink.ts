@@ -1,0 +1,261 @@
+/**
+ * `flower-superlink`: Flower 1.10's SuperLink command line (spec §4.1, §5, §9) plus flwr-ts
+ * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms). Translates the
+ * flags into a SuperLinkConfig, starts the SuperLink under runDaemon (SIGINT/SIGTERM: graceful
+ * stop; SIGHUP: reload the allowlist) and returns the exit code: 0 clean stop, 2 bad
+ * configuration or files, 1 runtime failure.
+ */
+import { Command, InvalidArgumentError, Option } from "commander";
+import {
+  DEFAULT_DRIVER_API_ADDRESS,
+  DEFAULT_FLEET_API_ADDRESS,
+  DEFAULT_LONG_POLL_MS,
+  DEFAULT_SHUTDOWN_GRACE_MS,
+  IN_MEMORY_DATABASE,
+} from "../core/constants";
+import { InvalidConfigError, errorMessage } from "../core/errors";
+import { type Logger, createLogger } from "../core/logger";
+import { type ServerTlsMaterial, readServerTlsFiles } from "../transport/tls";
+import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
+import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput } from "./common";
+import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
+
+const NAME = "flower-superlink";
+const FLEET_API_TYPE_GRPC_RERE = "grpc-rere";
+const UNSUPPORTED_FLEET_API_TYPES = new Set(["grpc-adapter", "rest"]);
+
+interface SuperLinkOptions {
+  driverApiAddress: string;
+  fleetApiAddress?: string;
+  fleetApiType: string;
+  fleetApiNumWorkers: number;
+  database: string;
+  insecure: boolean;
+  sslCaCertfile?: string;
+  sslCertfile?: string;
+  sslKeyfile?: string;
+  authListPublicKeys?: string;
+  authSuperlinkPrivateKey?: string;
+  authSuperlinkPublicKey?: string;
+  longPollMs: number;
+  metricsAddress?: string;
+  logLevel: string;
+  shutdownGraceMs: number;
+}
+
+function nonNegativeInt(what: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isInteger(n) || n < 0) {
+      throw new InvalidArgumentError(`${what} must be a non-negative integer.`);
+    }
+    return n;
+  };
+}
+
+function integer(value: string): number {
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isInteger(n)) throw new InvalidArgumentError("Must be an integer.");
+  return n;
+}
+
+function buildCommand(io: CliIo): Command {
+  const program = new Command(NAME)
+    .description("Start a Flower SuperLink (Driver API and Fleet API), wire-compatible with Flower 1.10.")
+    .exitOverride()
+    .showHelpAfterError(false)
+    .option(
+      "--driver-api-address <address>",
+      "Driver API (gRPC) server address (IPv4, IPv6, or a domain name).",
+      DEFAULT_DRIVER_API_ADDRESS,
+    )
+    .option("--fleet-api-address <address>", `Fleet API server address (default: "${DEFAULT_FLEET_API_ADDRESS}").`)
+    .option("--fleet-api-type <type>", "Fleet API transport; flwr-ts supports only grpc-rere.", FLEET_API_TYPE_GRPC_RERE)
+    .option(
+      "--fleet-api-num-workers <n>",
+      "Accepted for Flower compatibility; the Fleet API always runs one worker.",
+      integer,
+      1,
+    )
+    .option(
+      "--database <path>",
+      `SQLite database file for persistent state, or "${IN_MEMORY_DATABASE}" for in-memory state.`,
+      IN_MEMORY_DATABASE,
+    )
+    .option(
+      "--insecure",
+      "Run both APIs without TLS. Use this flag only if you understand the risks.",
+      false,
+    )
+    .option("--ssl-ca-certfile <path>", "CA certificate (PEM) of the server certificate.")
+    .option("--ssl-certfile <path>", "Server certificate (PEM), used by the Driver API and the Fleet API.")
+    .option("--ssl-keyfile <path>", "Server private key (PEM).")
+    .option("--auth-list-public-keys <path>", "CSV file of known SuperNode public keys; enables node authentication.")
+    .option("--auth-superlink-private-key <path>", "The SuperLink's private key (OpenSSH EC key) for node authentication.")
+    .option("--auth-superlink-public-key <path>", "The SuperLink's public key for node authentication.")
+    .option(
+      "--long-poll-ms <ms>",
+      "How long an empty PullTaskIns/PullTaskRes may wait for work (0 = answer at once).",
+      nonNegativeInt("--long-poll-ms"),
+      DEFAULT_LONG_POLL_MS,
+    )
+    .option("--metrics-address <address>", "Serve Prometheus metrics on http://ADDRESS/metrics (off by default).")
+    .addOption(new Option("--log-level <level>", "Log level.").choices(LOG_LEVELS).default("info"))
+    .option(
+      "--shutdown-grace-ms <ms>",
+      "On SIGINT/SIGTERM, how long in-flight calls may finish before they are cancelled.",
+      nonNegativeInt("--shutdown-grace-ms"),
+      DEFAULT_SHUTDOWN_GRACE_MS,
+    );
+  routeOutput(program, io);
+  return program;
+}
+
+/** TLS material from the three --ssl-* flags, or undefined with --insecure (spec §5). */
+function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMaterial | undefined {
+  const given = [opts.sslCaCertfile, opts.sslCertfile, opts.sslKeyfile].filter((v) => v !== undefined);
+  if (opts.insecure) {
+    if (given.length > 0) {
+      throw new InvalidConfigError(
+        "Conflicting options: --insecure cannot be combined with --ssl-ca-certfile, --ssl-certfile or --ssl-keyfile. " +
+          "Drop --insecure to serve TLS, or drop the certificate options.",
+      );
+    }
+    logger.warn("Option `--insecure` was set. Starting insecure HTTP server.");
+    return undefined;
+  }
+  if (given.length === 0) {
+    throw new InvalidConfigError(
+      "Certificates are required unless running in insecure mode. Please provide certificate paths to " +
+        "`--ssl-certfile`, `--ssl-keyfile`, and `--ssl-ca-certfile` or run the server in insecure mode " +
+        "using '--insecure' if you understand the risks.",
+    );
+  }
+  if (given.length < 3) {
+    throw new InvalidConfigError(
+      "You need to provide valid file paths to `--ssl-certfile`, `--ssl-keyfile`, and `--ssl-ca-certfile` " +
+        "to create a secure connection in Fleet API server (gRPC-rere).",
+    );
+  }
+  return readServerTlsFiles({ caCertFile: opts.sslCaCertfile!, certFile: opts.sslCertfile!, keyFile: opts.sslKeyfile! });
+}
+
+/** Node-authentication files, all three or none (spec §4.1). */
+function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefined): SuperLinkAuthConfig | undefined {
+  const files = [opts.authListPublicKeys, opts.authSuperlinkPrivateKey, opts.authSuperlinkPublicKey];
+  const given = files.filter((v) => v !== undefined);
+  if (given.length === 0) return undefined;
+  if (given.length < 3) {
+    throw new InvalidConfigError(
+      "Authentication requires providing file paths for '--auth-list-public-keys', " +
+        "'--auth-superlink-private-key' and '--auth-superlink-public-key'. Provide all three to enable authentication.",
+    );
+  }
+  if (tls === undefined) {
+    throw new InvalidConfigError(
+      "Authentication requires secure connections. Please provide certificate paths to `--ssl-certfile`, " +
+        "`--ssl-keyfile`, and `--ssl-ca-certfile` (and drop --insecure) and try again.",
+    );
+  }
+  return {
+    allowlistCsv: opts.authListPublicKeys!,
+    superlinkPrivateKey: opts.authSuperlinkPrivateKey!,
+    superlinkPublicKey: opts.authSuperlinkPublicKey!,
+    watchAllowlist: true,
+  };
+}
+
+/** Turns parsed flags into a SuperLinkConfig; throws InvalidConfigError / InvalidKeyFileError. */
+export function configFromOptions(opts: SuperLinkOptions, logger: Logger): SuperLinkConfig {
+  if (opts.fleetApiType !== FLEET_API_TYPE_GRPC_RERE) {
+    if (UNSUPPORTED_FLEET_API_TYPES.has(opts.fleetApiType)) {
+      throw new InvalidConfigError(
+        `--fleet-api-type ${opts.fleetApiType} is not supported by flwr-ts; only grpc-rere is (the default).`,
+      );
+    }
+    throw new InvalidConfigError(
+      `Unknown --fleet-api-type "${opts.fleetApiType}": expected grpc-rere (grpc-adapter and rest are not supported by flwr-ts).`,
+    );
+  }
+  if (opts.fleetApiNumWorkers !== 1) {
+    logger.warn(
+      `The Fleet API currently supports only 1 worker. You have specified ${opts.fleetApiNumWorkers} workers. ` +
+        "Proceeding with a single worker.",
+    );
+  }
+  const tls = tlsFromOptions(opts, logger);
+  const auth = authFromOptions(opts, tls);
+  return {
+    driverApiAddress: opts.driverApiAddress,
+    fleetApiAddress: opts.fleetApiAddress ?? DEFAULT_FLEET_API_ADDRESS,
+    database: opts.database,
+    ...(tls ? { tls } : {}),
+    ...(auth ? { auth } : {}),
+    longPollMs: opts.longPollMs,
+    ...(opts.metricsAddress !== undefined ? { metricsAddress: opts.metricsAddress } : {}),
+  };
+}
+
+/**
+ * Runs the SuperLink command line. `argv` is process.argv-shaped (node, script, ...flags).
+ * Resolves with the exit code once the daemon stopped (or failed to start).
+ */
+export async function main(argv: string[], io: CliIo = {}): Promise<number> {
+  const program = buildCommand(io);
+  const parseExit = parseOrExitCode(program, argv);
+  if (parseExit !== undefined) return parseExit;
+  const opts = program.opts<SuperLinkOptions>();
+  const logger = createLogger({ level: opts.logLevel, base: { component: "superlink" } }, io.logDestination);
+  logger.info("Starting Flower SuperLink");
+
+  let config: SuperLinkConfig;
+  try {
+    config = configFromOptions(opts, logger);
+  } catch (err) {
+    reportFatal(logger, NAME, err);
+    return exitCodeFor(err);
+  }
+
+  let handle: SuperLinkHandle | undefined;
+  return runDaemon(
+    async () => {
+      handle = await startSuperLink(config, { logger });
+      return handle;
+    },
+    {
+      name: NAME,
+      logger,
+      graceMs: opts.shutdownGraceMs,
+      onHangup: () => {
+        if (handle === undefined) return;
+        if (config.auth === undefined) {
+          logger.info("SIGHUP received: authentication is not enabled, nothing to reload");
+          return;
+        }
+        try {
+          const { added, removed } = handle.reloadAllowlist();
+          logger.info(
+            { event: "superlink.allowlist-reloaded", added: added.length, removed: removed.length },
+            `SIGHUP: allowlist reloaded (${added.length} added, ${removed.length} removed)`,
+          );
+        } catch (err) {
+          logger.error(
+            { event: "superlink.allowlist-reload-failed" },
+            `SIGHUP: could not reload the allowlist, keeping the previous one: ${errorMessage(err)}`,
+          );
+        }
+      },
+    },
+  );
+}
+
+/** Entry point of bin/flower-superlink. */
+export function run(): void {
+  main(process.argv).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`${NAME}: unexpected error: ${errorMessage(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,35 @@
+/** grpc-js implementation of the Driver service: one thin adapter per RPC over driver-handler.ts. */
+import type { Logger } from "../../core/logger";
+import type { DriverServer } from "../../proto/flwr/proto/driver";
+import type { State } from "../../state/state";
+import type { LongPollHub } from "../long-poll";
+import { maxWaitFor, reply, serveUnary } from "../unary";
+import * as driver from "./driver-handler";
+
+export interface DriverServicerDeps {
+  state: State;
+  logger: Logger;
+  hub: LongPollHub;
+  /** How long an empty PullTaskRes may wait for results; 0 answers at once (Flower behaviour). */
+  longPollMs: number;
+}
+
+/** The Driver service implementation (never authenticated in Flower 1.10). */
+export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
+  const { state, logger, hub, longPollMs } = deps;
+  return {
+    createRun: serveUnary(logger, "Driver.CreateRun", ({ request }) => reply(driver.createRun(request, state))),
+    getNodes: serveUnary(logger, "Driver.GetNodes", ({ request }) => reply(driver.getNodes(request, state))),
+    pushTaskIns: serveUnary(logger, "Driver.PushTaskIns", ({ request }) => reply(driver.pushTaskIns(request, state, { logger }))),
+    pullTaskRes: serveUnary(logger, "Driver.PullTaskRes", async ({ request, call, signal }) => {
+      const result = await driver.pullTaskResLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, longPollMs), signal });
+      return {
+        response: result.response,
+        // Flower deletes the delivered TaskIns/TaskRes pairs only once the answer went out with
+        // OK; here: once grpc-js has it, and never when the client had cancelled.
+        afterSent: result.aborted ? undefined : () => state.deleteTasks(result.taskIds),
+      };
+    }),
+    getRun: serveUnary(logger, "Driver.GetRun", ({ request }) => reply(driver.getRun(request, state))),
+  };
+}

@@ -1,0 +1,33 @@
+/**
+ * grpc-js implementation of the Fleet service: one thin adapter per RPC over fleet-handler.ts.
+ * Authentication, when enabled, wraps this implementation (src/auth/server-auth.ts).
+ */
+import type { Logger } from "../../core/logger";
+import type { FleetServer } from "../../proto/flwr/proto/fleet";
+import type { State } from "../../state/state";
+import type { LongPollHub } from "../long-poll";
+import { maxWaitFor, reply, serveUnary } from "../unary";
+import * as fleet from "./fleet-handler";
+
+export interface FleetServicerDeps {
+  state: State;
+  logger: Logger;
+  hub: LongPollHub;
+  /** How long an empty PullTaskIns may wait for work; 0 answers at once (Flower behaviour). */
+  longPollMs: number;
+}
+
+/** The Fleet service implementation (unauthenticated; see withFleetAuthentication for auth). */
+export function createFleetServicer(deps: FleetServicerDeps): FleetServer {
+  const { state, logger, hub, longPollMs } = deps;
+  return {
+    createNode: serveUnary(logger, "Fleet.CreateNode", ({ request }) => reply(fleet.createNode(request, state))),
+    deleteNode: serveUnary(logger, "Fleet.DeleteNode", ({ request }) => reply(fleet.deleteNode(request, state))),
+    ping: serveUnary(logger, "Fleet.Ping", ({ request }) => reply(fleet.ping(request, state))),
+    pullTaskIns: serveUnary(logger, "Fleet.PullTaskIns", async ({ request, call, signal }) =>
+      reply(await fleet.pullTaskInsLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, longPollMs), signal })),
+    ),
+    pushTaskRes: serveUnary(logger, "Fleet.PushTaskRes", ({ request }) => reply(fleet.pushTaskRes(request, state, { logger }))),
+    getRun: serveUnary(logger, "Fleet.GetRun", ({ request }) => reply(fleet.getRun(request, state))),
+  };
+}

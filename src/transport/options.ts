@@ -1,0 +1,21 @@
+/** grpc-js options shared by every server and channel (values as Flower 1.10, spec §9). */
+import type { ChannelOptions } from "@grpc/grpc-js";
+import { GRPC_MAX_MESSAGE_LENGTH } from "../core/constants";
+
+export const SERVER_OPTIONS: ChannelOptions = {
+  "grpc.max_receive_message_length": GRPC_MAX_MESSAGE_LENGTH,
+  "grpc.max_send_message_length": GRPC_MAX_MESSAGE_LENGTH,
+  "grpc.max_concurrent_streams": 1000,
+  "grpc.keepalive_time_ms": 210_000,
+  "grpc.keepalive_permit_without_calls": 0,
+  "grpc.http2.max_pings_without_data": 0,
+};
+
+/**
+ * Client channels set only the message-size limits: a Python SuperLink treats client keepalive
+ * pings without active calls as abuse and closes the connection (spec §9).
+ */
+export const CHANNEL_OPTIONS: ChannelOptions = {
+  "grpc.max_receive_message_length": GRPC_MAX_MESSAGE_LENGTH,
+  "grpc.max_send_message_length": GRPC_MAX_MESSAGE_LENGTH,
+};

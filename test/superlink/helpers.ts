@@ -1,0 +1,97 @@
+/** Builders and small utilities shared by the SuperLink tests. */
+import { Writable } from "node:stream";
+import * as grpc from "@grpc/grpc-js";
+import { createLogger, type Logger } from "../../src/core/logger";
+import { DriverClient } from "../../src/proto/flwr/proto/driver";
+import { FleetClient } from "../../src/proto/flwr/proto/fleet";
+import { TaskIns, TaskRes } from "../../src/proto/flwr/proto/task";
+import { createClient } from "../../src/transport/channel";
+import { channelCredentials } from "../../src/transport/tls";
+
+/** A TaskIns that passes Flower's validator, addressed to `nodeId` in `runId`. */
+export function validTaskIns(runId: bigint, nodeId: bigint, overrides: { taskType?: string; groupId?: string } = {}): TaskIns {
+  return TaskIns.fromPartial({
+    taskId: "",
+    groupId: overrides.groupId ?? "1",
+    runId,
+    task: {
+      producer: { nodeId: 0n, anonymous: true },
+      consumer: { nodeId, anonymous: false },
+      createdAt: Date.now() / 1000,
+      deliveredAt: "",
+      pushedAt: Date.now() / 1000,
+      ttl: 3600,
+      ancestry: [],
+      taskType: overrides.taskType ?? "train",
+      recordset: {},
+    },
+  });
+}
+
+/** A TaskRes from `nodeId` answering TaskIns `taskInsId`, as a SuperNode sends it. */
+export function validTaskRes(runId: bigint, nodeId: bigint, taskInsId: string): TaskRes {
+  return TaskRes.fromPartial({
+    taskId: "",
+    groupId: "1",
+    runId,
+    task: {
+      producer: { nodeId, anonymous: false },
+      consumer: { nodeId: 0n, anonymous: true },
+      createdAt: Date.now() / 1000,
+      deliveredAt: "",
+      pushedAt: Date.now() / 1000,
+      ttl: 3600,
+      ancestry: [taskInsId],
+      taskType: "train",
+      recordset: {},
+    },
+  });
+}
+
+/** A pino logger whose JSON lines are collected in `lines` (parsed). */
+export function memoryLogger(level = "debug"): { logger: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString("utf8").split("\n")) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { logger: createLogger({ level, base: { component: "test" } }, sink), lines };
+}
+
+/** Channel credentials for a SuperLink started with the fixture certificate (or plaintext). */
+export function clientCredentials(caCert?: Buffer): grpc.ChannelCredentials {
+  return caCert ? channelCredentials({ rootCertificates: caCert }) : channelCredentials({ insecure: true });
+}
+
+/** The fixture certificate names "localhost"; connect to 127.0.0.1 without an IP-address SNI. */
+export const TLS_CHANNEL_OPTIONS: grpc.ChannelOptions = { "grpc.ssl_target_name_override": "localhost" };
+
+export function fleetClient(address: string, caCert?: Buffer): FleetClient {
+  return createClient(FleetClient, address, clientCredentials(caCert), caCert ? TLS_CHANNEL_OPTIONS : {});
+}
+
+export function driverClient(address: string, caCert?: Buffer): DriverClient {
+  return createClient(DriverClient, address, clientCredentials(caCert), caCert ? TLS_CHANNEL_OPTIONS : {});
+}
+
+/** Polls `predicate` on the event loop until it holds (bounded by the test timeout). */
+export async function until(predicate: () => boolean, what = "condition"): Promise<void> {
+  const started = Date.now();
+  while (!predicate()) {
+    if (Date.now() - started > 30_000) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The gRPC status of a failed promise (throws if it succeeded). */
+export async function statusOf(p: Promise<unknown>): Promise<{ code: grpc.status; details: string }> {
+  try {
+    await p;
+  } catch (err) {
+    const e = err as grpc.ServiceError;
+    return { code: e.code, details: e.details };
+  }
+  throw new Error("expected the call to fail");
+}
