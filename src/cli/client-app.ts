@@ -1,0 +1,239 @@
+/**
+ * `flower-client-app`: Flower 1.10's SuperNode command line (spec §6.1) plus flwr-ts options
+ * (--poll-interval-ms, --log-level, --shutdown-grace-ms). Loads the ClientApp named by the
+ * positional `module:attr` from --dir, translates the flags into a SuperNodeConfig and runs the
+ * SuperNode under runDaemon (SIGINT/SIGTERM: DeleteNode and a clean stop). Exit codes: 0 clean
+ * stop, 2 bad configuration, files, app or refused credentials, 1 runtime failure (SuperLink
+ * unreachable after the retry limits).
+ */
+import { Command, InvalidArgumentError, Option } from "commander";
+import { ClientApp } from "../client/client-app";
+import { DEFAULT_FLEET_API_ADDRESS, DEFAULT_SHUTDOWN_GRACE_MS } from "../core/constants";
+import { loadAppObject, parseAppReference } from "../core/app-loader";
+import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
+import { type Logger, createLogger } from "../core/logger";
+import { readRootCertificates } from "../transport/tls";
+import { parseNodeConfig } from "../supernode/node-config";
+import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
+import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress } from "./common";
+import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
+
+const NAME = "flower-client-app";
+
+interface ClientAppCliOptions {
+  insecure: boolean;
+  grpcRere?: boolean;
+  grpcAdapter?: boolean;
+  rest?: boolean;
+  rootCertificates?: string;
+  superlink: string;
+  server: string;
+  maxRetries?: number;
+  maxWaitTime?: number;
+  dir: string;
+  authSupernodePrivateKey?: string;
+  authSupernodePublicKey?: string;
+  nodeConfig?: string;
+  pollIntervalMs: number;
+  logLevel: string;
+  shutdownGraceMs: number;
+}
+
+function nonNegativeInt(what: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isInteger(n) || n < 0) {
+      throw new InvalidArgumentError(`${what} must be a non-negative integer.`);
+    }
+    return n;
+  };
+}
+
+function nonNegativeNumber(what: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n) || n < 0) {
+      throw new InvalidArgumentError(`${what} must be a non-negative number.`);
+    }
+    return n;
+  };
+}
+
+function buildCommand(io: CliIo): Command {
+  const program = new Command(NAME)
+    .description("Start a Flower SuperNode running a ClientApp, wire-compatible with Flower 1.10.")
+    .exitOverride()
+    .showHelpAfterError(false)
+    .argument("<client-app>", 'The ClientApp to run, as MODULE:ATTRIBUTE, e.g. "client:app" (loaded from --dir).')
+    .option(
+      "--insecure",
+      "Run the client without HTTPS. By default, the client runs with HTTPS enabled. " +
+        "Use this flag only if you understand the risks.",
+      false,
+    )
+    .addOption(new Option("--grpc-rere", "Use grpc-rere as a transport layer for the client (the default)."))
+    .addOption(
+      new Option("--grpc-adapter", "Use grpc-adapter as a transport layer (not supported by flwr-ts).").conflicts([
+        "grpcRere",
+        "rest",
+      ]),
+    )
+    .addOption(new Option("--rest", "Use REST as a transport layer (not supported by flwr-ts).").conflicts(["grpcRere"]))
+    .option(
+      "--root-certificates <path>",
+      "PEM-encoded root certificate file for the HTTPS connection (default: the system's trusted CAs).",
+    )
+    .option("--server <address>", "Deprecated: use --superlink.", DEFAULT_FLEET_API_ADDRESS)
+    .option(
+      "--superlink <address>",
+      "SuperLink Fleet API (gRPC-rere) address (IPv4, IPv6, or a domain name).",
+      DEFAULT_FLEET_API_ADDRESS,
+    )
+    .option(
+      "--max-retries <n>",
+      "How many times a failing connection is retried before giving up (default: no limit).",
+      nonNegativeInt("--max-retries"),
+    )
+    .option(
+      "--max-wait-time <seconds>",
+      "How long a failing connection is retried before giving up (default: no limit).",
+      nonNegativeNumber("--max-wait-time"),
+    )
+    .option("--dir <dir>", "Directory the ClientApp module is loaded from.", ".")
+    .option("--auth-supernode-private-key <path>", "The SuperNode's private key (OpenSSH EC key) to enable authentication.")
+    .option("--auth-supernode-public-key <path>", "The SuperNode's public key to enable authentication.")
+    .option(
+      "--node-config <pairs>",
+      'Comma-separated key=value pairs (TOML values) handed to the ClientApp, e.g. \'partition-id=0,num-partitions=2,name="a"\'.',
+    )
+    .option(
+      "--poll-interval-ms <ms>",
+      "After an empty pull answered at once (Python SuperLink), wait this long before pulling again.",
+      nonNegativeInt("--poll-interval-ms"),
+      DEFAULT_POLL_INTERVAL_MS,
+    )
+    .addOption(new Option("--log-level <level>", "Log level.").choices(LOG_LEVELS).default("info"))
+    .option(
+      "--shutdown-grace-ms <ms>",
+      "On SIGINT/SIGTERM, how long a message being handled may finish (and DeleteNode be sent).",
+      nonNegativeInt("--shutdown-grace-ms"),
+      DEFAULT_SHUTDOWN_GRACE_MS,
+    );
+  routeOutput(program, io);
+  return program;
+}
+
+/** Loads `ref` from `dir`; accepts a ClientApp or a function returning one (called once). */
+export function loadClientApp(ref: string, dir: string): ClientApp {
+  const { attribute } = parseAppReference(ref);
+  const value = loadAppObject(ref, dir);
+  if (ClientApp.isClientApp(value)) return value;
+  if (typeof value === "function") {
+    let made: unknown;
+    try {
+      made = (value as () => unknown)();
+    } catch (err) {
+      throw new AppLoadError(`Calling "${attribute}" (from "${ref}") to create the ClientApp failed: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+    if (ClientApp.isClientApp(made)) return made;
+    throw new AppLoadError(`"${attribute}" (from "${ref}") is a function but did not return a ClientApp`);
+  }
+  throw new AppLoadError(
+    `Attribute "${attribute}" (from "${ref}") is not a ClientApp: export \`const ${attribute} = new ClientApp(...)\``,
+  );
+}
+
+/** Turns parsed flags into a SuperNodeConfig; throws typed errors (exit code 2). */
+export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger: Logger): SuperNodeConfig {
+  if (opts.grpcAdapter || opts.rest) {
+    const flag = opts.grpcAdapter ? "--grpc-adapter" : "--rest";
+    throw new InvalidConfigError(`${flag} is not supported by flwr-ts: only grpc-rere (the default) is.`);
+  }
+  const superlink = superlinkAddress(opts, DEFAULT_FLEET_API_ADDRESS, "Fleet API", logger);
+  let rootCertificates: Buffer | undefined;
+  if (opts.insecure) {
+    if (opts.rootCertificates !== undefined) {
+      throw new InvalidConfigError(
+        "Conflicting options: The '--insecure' flag disables HTTPS, but '--root-certificates' was also specified. " +
+          "Please remove the '--root-certificates' option when running in insecure mode, or omit '--insecure' to use HTTPS.",
+      );
+    }
+    logger.warn(`Option \`--insecure\` was set. Starting insecure HTTP client connected to ${superlink}.`);
+  } else {
+    if (opts.rootCertificates !== undefined) rootCertificates = readRootCertificates(opts.rootCertificates);
+    logger.debug(
+      `Starting secure HTTPS client connected to ${superlink} with the following certificates: ${opts.rootCertificates ?? "(system)"}.`,
+    );
+  }
+
+  const app = loadClientApp(ref, opts.dir);
+
+  const keys = [opts.authSupernodePrivateKey, opts.authSupernodePublicKey];
+  if (keys.filter((k) => k !== undefined).length === 1) {
+    throw new InvalidConfigError(
+      "Authentication requires file paths to both '--auth-supernode-private-key' and " +
+        "'--auth-supernode-public-key' to be provided (providing only one of them is not sufficient).",
+    );
+  }
+  const auth =
+    opts.authSupernodePrivateKey !== undefined && opts.authSupernodePublicKey !== undefined
+      ? { privateKeyPath: opts.authSupernodePrivateKey, publicKeyPath: opts.authSupernodePublicKey }
+      : undefined;
+  if (auth !== undefined && opts.insecure) {
+    throw new InvalidConfigError(
+      "Authentication requires a secure connection: drop --insecure (and pass --root-certificates if needed).",
+    );
+  }
+
+  return {
+    superlink,
+    ...(rootCertificates !== undefined ? { rootCertificates } : {}),
+    insecure: opts.insecure,
+    ...(auth !== undefined ? { auth } : {}),
+    app,
+    nodeConfig: parseNodeConfig(opts.nodeConfig),
+    ...(opts.maxRetries !== undefined ? { maxRetries: opts.maxRetries } : {}),
+    ...(opts.maxWaitTime !== undefined ? { maxWaitTimeMs: opts.maxWaitTime * 1000 } : {}),
+    pollIntervalMs: opts.pollIntervalMs,
+  };
+}
+
+/**
+ * Runs the SuperNode command line. `argv` is process.argv-shaped (node, script, ...args).
+ * Resolves with the exit code once the node stopped (or failed to start).
+ */
+export async function main(argv: string[], io: CliIo = {}): Promise<number> {
+  const program = buildCommand(io);
+  const parseExit = parseOrExitCode(program, argv);
+  if (parseExit !== undefined) return parseExit;
+  const opts = program.opts<ClientAppCliOptions>();
+  const ref = program.args[0]!;
+  const logger = createLogger({ level: opts.logLevel, base: { component: "supernode" } }, io.logDestination);
+  logger.info("Long-running Flower client starting");
+
+  let config: SuperNodeConfig;
+  try {
+    config = configFromOptions(ref, opts, logger);
+  } catch (err) {
+    reportFatal(logger, NAME, err);
+    return exitCodeFor(err);
+  }
+  return runDaemon(() => startSuperNode(config, { logger }), {
+    name: NAME,
+    logger,
+    graceMs: opts.shutdownGraceMs,
+  });
+}
+
+/** Entry point of bin/flower-client-app. */
+export function run(): void {
+  main(process.argv).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`${NAME}: unexpected error: ${errorMessage(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
