@@ -1,0 +1,209 @@
+/**
+ * `flower-server-app`: Flower 1.10's ServerApp runner command line (spec §7.1) plus flwr-ts
+ * options (--history-json, --log-level). Loads `module:attr` from --dir, connects to the
+ * SuperLink's Driver API, runs the app, prints the [SUMMARY] / History text to stdout (logs go
+ * to stderr) and returns the exit code: 0 success, 1 the run failed (SuperLink unreachable or
+ * gone, a round error), 2 bad configuration, files or app, 130 interrupted (SIGINT/SIGTERM).
+ *
+ * Fixed Flower bug: without --root-certificates and without --insecure, Flower 1.10 silently
+ * connects in plaintext; flwr-ts refuses and says what to pass.
+ */
+import { Command, InvalidArgumentError, Option } from "commander";
+import { DEFAULT_DRIVER_API_ADDRESS } from "../core/constants";
+import { loadAppObject } from "../core/app-loader";
+import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
+import { type Logger, createLogger } from "../core/logger";
+import { readRootCertificates } from "../transport/tls";
+import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-app";
+import { type CliIo as CommonCliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress } from "./common";
+import { EXIT_OK, EXIT_SIGNAL, exitCodeFor, reportFatal } from "./run-daemon";
+
+const NAME = "flower-server-app";
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+interface ServerAppOptions {
+  insecure: boolean;
+  verbose: boolean;
+  rootCertificates?: string;
+  server: string;
+  superlink: string;
+  dir: string;
+  fabId?: string;
+  fabVersion?: string;
+  runId?: bigint;
+  flwrDir?: string;
+  historyJson?: string;
+  logLevel: string;
+}
+
+function runIdArg(value: string): bigint {
+  if (!/^-?\d+$/.test(value.trim())) throw new InvalidArgumentError("Must be an integer run id.");
+  const id = BigInt(value.trim());
+  if (id < INT64_MIN || id > INT64_MAX) throw new InvalidArgumentError("Must be a signed 64-bit integer.");
+  return id;
+}
+
+/** The shared outputs, plus where the History goes and a way to stop the run from a test. */
+export interface CliIo extends CommonCliIo {
+  /** Receives the printed History. Default: process.stdout. */
+  out?: (text: string) => void;
+  /** Aborting it stops the run like SIGINT does. */
+  signal?: AbortSignal;
+}
+
+function buildCommand(io: CliIo): Command {
+  const program = new Command(NAME)
+    .description("Start a Flower ServerApp against a SuperLink, wire-compatible with Flower 1.10.")
+    .exitOverride()
+    .showHelpAfterError(false)
+    .argument("[server-app]", "For example: `server:app` or `project.package.module:wrapper.app`")
+    .option(
+      "--insecure",
+      "Connect to the SuperLink without TLS. Use this flag only if you understand the risks.",
+      false,
+    )
+    .option("--verbose", "Set the logging to `DEBUG`.", false)
+    .option(
+      "--root-certificates <path>",
+      "Path to the PEM-encoded root certificate file for establishing secure connections.",
+    )
+    .option("--server <address>", "Server address (deprecated: use --superlink).", DEFAULT_DRIVER_API_ADDRESS)
+    .option(
+      "--superlink <address>",
+      "SuperLink Driver API (gRPC-rere) address (IPv4, IPv6, or a domain name).",
+      DEFAULT_DRIVER_API_ADDRESS,
+    )
+    .option("--dir <dir>", "Directory to load the ServerApp module from.", ".")
+    .option("--fab-id <id>", "The identifier of the FAB used in the run.")
+    .option("--fab-version <version>", "The version of the FAB used in the run.")
+    .option("--run-id <id>", "The identifier of an existing run.", runIdArg)
+    .option("--flwr-dir <dir>", "The path containing installed Flower Apps (accepted; flwr-ts does not install FABs).")
+    .option("--history-json <path>", "Also write the training History as JSON to this file.")
+    .addOption(new Option("--log-level <level>", "Log level (--verbose means debug).").choices(LOG_LEVELS).default("info"));
+  routeOutput(program, io);
+  return program;
+}
+
+/** TLS choice: a CA file, or an explicit --insecure. Never a silent plaintext fallback. */
+function credentialsFromOptions(
+  opts: ServerAppOptions,
+  superlink: string,
+  logger: Logger,
+): Pick<RunServerAppConfig, "rootCertificates" | "insecure"> {
+  if (opts.insecure) {
+    if (opts.rootCertificates !== undefined) {
+      throw new InvalidConfigError(
+        "Conflicting options: The '--insecure' flag disables HTTPS, but '--root-certificates' was also specified. " +
+          "Please remove the '--root-certificates' option when running in insecure mode, or omit '--insecure' to use HTTPS.",
+      );
+    }
+    logger.warn(`Option \`--insecure\` was set. Starting insecure HTTP client connected to ${superlink}.`);
+    return { insecure: true };
+  }
+  if (opts.rootCertificates === undefined) {
+    throw new InvalidConfigError(
+      "No --root-certificates given. flwr-ts does not fall back to a plaintext connection silently " +
+        "(Flower 1.10 does). Pass --root-certificates PATH (the CA certificate of the SuperLink) to connect " +
+        "with TLS, or --insecure to connect without TLS if you understand the risks.",
+    );
+  }
+  const rootCertificates = readRootCertificates(opts.rootCertificates);
+  logger.debug(
+    `Starting secure HTTPS client connected to ${superlink} with the following certificates: ${opts.rootCertificates}.`,
+  );
+  return { rootCertificates };
+}
+
+/** Exactly one of server-app and --run-id; flwr-ts can only run a given app. */
+function appReference(app: string | undefined, opts: ServerAppOptions): string {
+  if ((app === undefined) === (opts.runId === undefined)) {
+    throw new InvalidConfigError(
+      "Please provide either a ServerApp reference or a Run ID, but not both. " +
+        "For more details, use: `flower-server-app -h`",
+    );
+  }
+  if (app === undefined) {
+    throw new InvalidConfigError(
+      `--run-id ${opts.runId} without a server-app: Flower loads the app of an installed FAB for that run, ` +
+        "which flwr-ts does not support. Pass the ServerApp reference (e.g. `server:app`) instead.",
+    );
+  }
+  return app;
+}
+
+/**
+ * Runs the command line. `argv` is process.argv-shaped (node, script, ...args). Resolves with
+ * the exit code once the run ended (or failed).
+ */
+export async function main(argv: string[], io: CliIo = {}): Promise<number> {
+  const program = buildCommand(io);
+  const parseExit = parseOrExitCode(program, argv);
+  if (parseExit !== undefined) return parseExit;
+  const opts = program.opts<ServerAppOptions>();
+  const appArg = program.args[0];
+  const level = opts.verbose && program.getOptionValueSource("logLevel") !== "cli" ? "debug" : opts.logLevel;
+  const logger = createLogger({ level, base: { component: "serverapp" } }, io.logDestination);
+
+  let config: RunServerAppConfig;
+  try {
+    const superlink = superlinkAddress(opts, DEFAULT_DRIVER_API_ADDRESS, "Driver API", logger);
+    const credentials = credentialsFromOptions(opts, superlink, logger);
+    const ref = appReference(appArg, opts);
+    if (opts.flwrDir !== undefined) logger.debug(`--flwr-dir ${opts.flwrDir} is accepted but not used by flwr-ts`);
+    logger.debug(`Flower will load ServerApp \`${ref}\` in ${opts.dir}`);
+    const app = loadAppObject(ref, opts.dir);
+    if (typeof app !== "object" || app === null || typeof (app as { run?: unknown }).run !== "function") {
+      throw new AppLoadError(`"${ref}" is not a ServerApp: export \`new ServerApp({...})\` from flwr-ts as "${ref.split(":")[1]}"`);
+    }
+    config = {
+      app,
+      superlink,
+      ...credentials,
+      ...(opts.fabId !== undefined ? { fabId: opts.fabId } : {}),
+      ...(opts.fabVersion !== undefined ? { fabVersion: opts.fabVersion } : {}),
+      ...(opts.historyJson !== undefined ? { historyJsonPath: opts.historyJson } : {}),
+    };
+  } catch (err) {
+    reportFatal(logger, NAME, err);
+    return exitCodeFor(err);
+  }
+
+  const controller = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (controller.signal.aborted) return;
+    logger.warn(`${NAME}: ${signal} received, stopping the run`);
+    controller.abort(new Error(`interrupted by ${signal}`));
+  };
+  const onExternalAbort = (): void => controller.abort(io.signal?.reason);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  io.signal?.addEventListener("abort", onExternalAbort, { once: true });
+  const out = io.out ?? ((text: string) => process.stdout.write(text));
+  try {
+    await runServerApp(config, { logger, signal: controller.signal, out: (line) => out(line + "\n") });
+    return EXIT_OK;
+  } catch (err) {
+    if (controller.signal.aborted) {
+      logger.warn({ event: "serverapp.interrupted" }, `${NAME}: run interrupted`);
+      return EXIT_SIGNAL;
+    }
+    reportFatal(logger, NAME, err);
+    return exitCodeFor(err);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    io.signal?.removeEventListener("abort", onExternalAbort);
+  }
+}
+
+/** Entry point of bin/flower-server-app. */
+export function run(): void {
+  main(process.argv).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`${NAME}: unexpected error: ${errorMessage(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

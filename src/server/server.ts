@@ -1,0 +1,334 @@
+/**
+ * The legacy strategy loop (Flower's `Server.fit` + `run_fl`, spec §7.3): initial parameters,
+ * then per round configure_fit -> concurrent fit -> aggregate_fit -> centralized evaluate ->
+ * configure_evaluate -> concurrent evaluate -> aggregate_evaluate, recorded in a History.
+ * A client that answers with an error, a non-OK status, or not before the round timeout counts
+ * as a failure; what that means for aggregation is the strategy's decision (acceptFailures).
+ */
+import { StatusCode } from "../core/constants";
+import { FlwrError, InvalidConfigError, RoundFailedError, errorMessage } from "../core/errors";
+import { type Logger, silentLogger } from "../core/logger";
+import type { Metrics, Parameters, Status } from "../core/records/legacy-types";
+import type { ClientManager } from "./client-manager";
+import type { ClientCallOptions, ClientProxy } from "./client-proxy";
+import { History } from "./history";
+import { FedAvg } from "./strategy/fedavg";
+import type { EvaluateFailure, EvaluateResult, FitFailure, FitResult, Strategy } from "./strategy/strategy";
+
+/** Flower's `ServerConfig`. */
+export interface ServerConfig {
+  /** Number of rounds. Default 1. */
+  numRounds?: number;
+  /** Per-client wait for an answer, in seconds (also the message TTL). Default: no limit. */
+  roundTimeoutSeconds?: number;
+}
+
+export interface ResolvedServerConfig {
+  numRounds: number;
+  roundTimeoutSeconds: number | undefined;
+}
+
+/** Applies defaults and checks values; InvalidConfigError on nonsense. */
+export function resolveServerConfig(config: ServerConfig = {}): ResolvedServerConfig {
+  const numRounds = config.numRounds ?? 1;
+  if (!Number.isInteger(numRounds) || numRounds < 0) {
+    throw new InvalidConfigError(`ServerConfig.numRounds must be a non-negative integer, got ${numRounds}`);
+  }
+  const timeout = config.roundTimeoutSeconds;
+  if (timeout !== undefined && !(Number.isFinite(timeout) && timeout > 0)) {
+    throw new InvalidConfigError(`ServerConfig.roundTimeoutSeconds must be a positive number of seconds, got ${timeout}`);
+  }
+  return { numRounds, roundTimeoutSeconds: timeout };
+}
+
+/** Flower's `ServerConfig.__repr__`: "num_rounds=3, no round_timeout". */
+export function describeServerConfig(config: ResolvedServerConfig): string {
+  const timeout =
+    config.roundTimeoutSeconds === undefined ? "no round_timeout" : `round_timeout=${config.roundTimeoutSeconds}s`;
+  return `num_rounds=${config.numRounds}, ${timeout}`;
+}
+
+export interface FitOutcome {
+  history: History;
+  /** Seconds from the start of round 1 to the end of the last round (Flower's measure). */
+  elapsedSeconds: number;
+}
+
+export interface ServerOptions {
+  clientManager: ClientManager;
+  /** Default: FedAvg with Flower's defaults. */
+  strategy?: Strategy;
+  logger?: Logger;
+}
+
+const EMPTY_PARAMETERS: Parameters = { tensors: [], tensorType: "numpy.ndarray" };
+
+/** A failure of the connection to the SuperLink (as opposed to a failure of one client). */
+function isConnectionError(err: unknown): boolean {
+  return FlwrError.isFlwrError(err) && err.code === "FLWR_CONNECTION_FAILED";
+}
+
+function isOk(res: { status: Status }): boolean {
+  return res.status.code === StatusCode.OK;
+}
+
+export class Server {
+  /** The current global parameters. */
+  parameters: Parameters = EMPTY_PARAMETERS;
+  readonly strategy: Strategy;
+  private readonly clients: ClientManager;
+  private readonly logger: Logger;
+
+  constructor(options: ServerOptions) {
+    this.clients = options.clientManager;
+    this.strategy = options.strategy ?? new FedAvg();
+    this.logger = options.logger ?? silentLogger();
+    this.strategy.setLogger?.(this.logger);
+  }
+
+  clientManager(): ClientManager {
+    return this.clients;
+  }
+
+  /** Runs `numRounds` rounds. Rejects with the abort reason if `signal` aborts. */
+  async fit(numRounds: number, timeoutSeconds: number | undefined, opts: { signal?: AbortSignal } = {}): Promise<FitOutcome> {
+    const { signal } = opts;
+    const history = new History();
+    this.logger.info("[INIT]");
+    this.parameters = await this.getInitialParameters(timeoutSeconds, signal);
+    this.logger.info("Evaluating initial global parameters");
+    const initial = await this.strategy.evaluate(0, this.parameters);
+    if (initial !== undefined) {
+      const [loss, metrics] = initial;
+      this.logger.info(
+        { event: "serverapp.centralized-evaluation", round: 0, loss, metrics: metricsForLog(metrics) },
+        `initial parameters (loss, other metrics): ${loss}, ${JSON.stringify(metricsForLog(metrics))}`,
+      );
+      history.addLossCentralized(0, loss);
+      history.addMetricsCentralized(0, metrics);
+    }
+
+    const start = performance.now();
+    for (let round = 1; round <= numRounds; round++) {
+      signal?.throwIfAborted();
+      this.logger.info({ event: "serverapp.round", round }, `[ROUND ${round}]`);
+      const fitOutcome = await this.fitRound(round, timeoutSeconds, signal);
+      if (fitOutcome !== undefined) {
+        const [parametersPrime, fitMetrics] = fitOutcome;
+        if (parametersPrime !== undefined) this.parameters = parametersPrime;
+        history.addMetricsDistributedFit(round, fitMetrics);
+      }
+
+      const centralized = await this.strategy.evaluate(round, this.parameters);
+      if (centralized !== undefined) {
+        const [loss, metrics] = centralized;
+        const elapsed = (performance.now() - start) / 1000;
+        this.logger.info(
+          { event: "serverapp.centralized-evaluation", round, loss, metrics: metricsForLog(metrics) },
+          `fit progress: (${round}, ${loss}, ${JSON.stringify(metricsForLog(metrics))}, ${elapsed})`,
+        );
+        history.addLossCentralized(round, loss);
+        history.addMetricsCentralized(round, metrics);
+      }
+
+      const evaluateOutcome = await this.evaluateRound(round, timeoutSeconds, signal);
+      if (evaluateOutcome !== undefined) {
+        const [loss, metrics] = evaluateOutcome;
+        if (loss !== undefined) {
+          history.addLossDistributed(round, loss);
+          history.addMetricsDistributed(round, metrics);
+        }
+      }
+    }
+    return { history, elapsedSeconds: (performance.now() - start) / 1000 };
+  }
+
+  /** One training round; undefined when no clients were selected. */
+  async fitRound(
+    round: number,
+    timeoutSeconds: number | undefined,
+    signal?: AbortSignal,
+  ): Promise<[Parameters | undefined, Metrics, FitResult[], FitFailure[]] | undefined> {
+    await this.clients.refresh?.();
+    const instructions = await this.strategy.configureFit(round, this.parameters, this.clients);
+    if (instructions.length === 0) {
+      this.logger.info("configure_fit: no clients selected, cancel");
+      return undefined;
+    }
+    this.logger.info(
+      { event: "serverapp.configure-fit", round, sampled: instructions.length, available: this.clients.numAvailable() },
+      `configure_fit: strategy sampled ${instructions.length} clients (out of ${this.clients.numAvailable()})`,
+    );
+    const [results, failures] = await this.runClients(
+      instructions,
+      (client, ins, callOpts) => client.fit(ins, callOpts),
+      { timeoutSeconds, groupId: round, signal },
+      "fit",
+    );
+    this.logger.info(
+      { event: "serverapp.aggregate-fit", round, results: results.length, failures: failures.length },
+      `aggregate_fit: received ${results.length} results and ${failures.length} failures`,
+    );
+    const [parameters, metrics] = await this.strategy.aggregateFit(round, results, failures);
+    if (parameters === undefined && results.length > 0) {
+      this.logger.warn(
+        { event: "serverapp.round-not-aggregated", round },
+        `Round ${round}: the strategy did not aggregate the results (failures are not accepted); keeping the previous parameters`,
+      );
+    }
+    return [parameters, metrics, results, failures];
+  }
+
+  /** One federated-evaluation round; undefined when no clients were selected. */
+  async evaluateRound(
+    round: number,
+    timeoutSeconds: number | undefined,
+    signal?: AbortSignal,
+  ): Promise<[number | undefined, Metrics, EvaluateResult[], EvaluateFailure[]] | undefined> {
+    await this.clients.refresh?.();
+    const instructions = await this.strategy.configureEvaluate(round, this.parameters, this.clients);
+    if (instructions.length === 0) {
+      this.logger.info("configure_evaluate: no clients selected, skipping evaluation");
+      return undefined;
+    }
+    this.logger.info(
+      { event: "serverapp.configure-evaluate", round, sampled: instructions.length, available: this.clients.numAvailable() },
+      `configure_evaluate: strategy sampled ${instructions.length} clients (out of ${this.clients.numAvailable()})`,
+    );
+    const [results, failures] = await this.runClients(
+      instructions,
+      (client, ins, callOpts) => client.evaluate(ins, callOpts),
+      { timeoutSeconds, groupId: round, signal },
+      "evaluate",
+    );
+    this.logger.info(
+      { event: "serverapp.aggregate-evaluate", round, results: results.length, failures: failures.length },
+      `aggregate_evaluate: received ${results.length} results and ${failures.length} failures`,
+    );
+    const [loss, metrics] = await this.strategy.aggregateEvaluate(round, results, failures);
+    return [loss, metrics, results, failures];
+  }
+
+  /**
+   * Calls every client concurrently and sorts the outcomes as Flower does: OK status ->
+   * results; non-OK status -> failures as (client, res); rejection -> failures as the error.
+   * Outcomes keep the instruction order, so aggregation is deterministic.
+   */
+  private async runClients<Ins, Res extends { status: Status }>(
+    instructions: Array<[ClientProxy, Ins]>,
+    call: (client: ClientProxy, ins: Ins, opts: ClientCallOptions) => Promise<Res>,
+    callOpts: ClientCallOptions,
+    what: string,
+  ): Promise<[Array<[ClientProxy, Res]>, Array<[ClientProxy, Res] | Error>]> {
+    const settled = await Promise.allSettled(instructions.map(([client, ins]) => call(client, ins, callOpts)));
+    callOpts.signal?.throwIfAborted();
+    // Losing the SuperLink is not a client failure: it ends the run.
+    for (const outcome of settled) {
+      if (outcome.status === "rejected" && isConnectionError(outcome.reason)) throw outcome.reason;
+    }
+    const results: Array<[ClientProxy, Res]> = [];
+    const failures: Array<[ClientProxy, Res] | Error> = [];
+    settled.forEach((outcome, i) => {
+      const client = instructions[i]![0];
+      if (outcome.status === "rejected") {
+        const err = outcome.reason instanceof Error ? outcome.reason : new Error(errorMessage(outcome.reason));
+        this.logger.warn(
+          { event: "serverapp.client-failed", nodeId: client.cid, round: callOpts.groupId, call: what },
+          `${what} on node ${client.cid} failed: ${err.message}`,
+        );
+        failures.push(err);
+      } else if (isOk(outcome.value)) {
+        results.push([client, outcome.value]);
+      } else {
+        const { code, message } = outcome.value.status;
+        this.logger.warn(
+          { event: "serverapp.client-failed", nodeId: client.cid, round: callOpts.groupId, call: what, statusCode: code },
+          `${what} on node ${client.cid} returned status ${code}: ${message}`,
+        );
+        failures.push([client, outcome.value]);
+      }
+    });
+    return [results, failures];
+  }
+
+  /** The strategy's initial parameters, or those of one random client (group "", round 0). */
+  private async getInitialParameters(timeoutSeconds: number | undefined, signal?: AbortSignal): Promise<Parameters> {
+    const fromStrategy = await this.strategy.initializeParameters(this.clients);
+    if (fromStrategy !== undefined) {
+      this.logger.info("Using initial global parameters provided by strategy");
+      return fromStrategy;
+    }
+    this.logger.info("Requesting initial parameters from one random client");
+    await this.clients.refresh?.();
+    const [client] = await this.clients.sample(1);
+    signal?.throwIfAborted();
+    if (client === undefined) {
+      throw new RoundFailedError("No client connected in time to provide the initial parameters");
+    }
+    let res;
+    try {
+      res = await client.getParameters(
+        { config: {} },
+        { ...(timeoutSeconds !== undefined ? { timeoutSeconds } : {}), groupId: 0, ...(signal ? { signal } : {}) },
+      );
+    } catch (err) {
+      signal?.throwIfAborted();
+      if (isConnectionError(err)) throw err;
+      throw new RoundFailedError(`Could not get the initial parameters from node ${client.cid}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+    if (isOk(res)) {
+      this.logger.info("Received initial parameters from one random client");
+    } else {
+      this.logger.warn("Failed to receive initial parameters from the client. Empty initial parameters will be used.");
+    }
+    return res.parameters;
+  }
+}
+
+/** Metrics with bigint and bytes made JSON-safe for log lines. */
+function metricsForLog(metrics: Metrics): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(metrics)) {
+    out[k] = typeof v === "bigint" ? v.toString() : v instanceof Uint8Array ? `<${v.length} bytes>` : v;
+  }
+  return out;
+}
+
+/**
+ * The lines Flower's `run_fl` logs after the last round: "[SUMMARY]", "Run finished N round(s)
+ * in S.SSs", then each line of the History text prefixed with a tab.
+ */
+export function summaryLines(numRounds: number, elapsedSeconds: number, history: { toString(): string }): string[] {
+  const lines = ["[SUMMARY]", `Run finished ${numRounds} round(s) in ${elapsedSeconds.toFixed(2)}s`];
+  const text = history.toString();
+  if (text !== "") {
+    for (const line of text.replace(/\n$/, "").split("\n")) lines.push(`\t${line}`);
+  }
+  return lines;
+}
+
+/**
+ * Flower's `run_fl`: `server.fit`, then the [SUMMARY] block, logged (one structured line) and
+ * written line by line to `out` when given.
+ */
+export async function runFl(
+  server: Server,
+  config: ResolvedServerConfig,
+  opts: { logger?: Logger; signal?: AbortSignal; out?: (line: string) => void } = {},
+): Promise<FitOutcome> {
+  const logger = opts.logger ?? silentLogger();
+  const outcome = await server.fit(config.numRounds, config.roundTimeoutSeconds, opts.signal ? { signal: opts.signal } : {});
+  logger.info(
+    {
+      event: "serverapp.summary",
+      rounds: config.numRounds,
+      elapsedSeconds: Number(outcome.elapsedSeconds.toFixed(2)),
+      history: outcome.history.toJSON(),
+    },
+    `[SUMMARY] Run finished ${config.numRounds} round(s) in ${outcome.elapsedSeconds.toFixed(2)}s`,
+  );
+  if (opts.out) for (const line of summaryLines(config.numRounds, outcome.elapsedSeconds, outcome.history)) opts.out(line);
+  return outcome;
+}

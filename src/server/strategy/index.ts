@@ -1,0 +1,8 @@
+/** Strategies of the legacy loop and their aggregation math. */
+export * from "./strategy";
+export { aggregate, aggregateInplace, aggregateMedian, weightedLossAvg, type WeightedArrays } from "./aggregate";
+export { FedAvg, type FedAvgOptions } from "./fedavg";
+export { FedProx, type FedProxOptions } from "./fedprox";
+export { FedOpt, type FedOptOptions } from "./fedopt";
+export { FedAdam } from "./fedadam";
+export { FedMedian } from "./fedmedian";

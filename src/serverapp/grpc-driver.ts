@@ -1,0 +1,354 @@
+/**
+ * The Driver over the SuperLink's Driver API (Flower's `GrpcDriver`, spec §7.2), on one
+ * grpc-js channel with Flower's 512 MiB limits and no interceptors.
+ *
+ * Differences from Flower 1.10, on purpose:
+ *  - TLS follows the given credentials (Flower silently used plaintext without a CA file);
+ *  - connecting waits up to `connectTimeoutMs` for the SuperLink to accept connections, so a
+ *    ServerApp started right after its SuperLink works; after that there are no retries;
+ *  - waiting for replies re-pulls at once when the SuperLink held the pull open (a flwr-ts
+ *    SuperLink long-polls), and sleeps `pollIntervalMs` only after a fast empty answer (a
+ *    Python SuperLink), instead of always sleeping 3 s;
+ *  - a malformed TaskRes is logged and, when it names the message it answers, turned into an
+ *    error reply for that message (so nothing waits for it forever); it never crashes the run.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { ErrorCode } from "../core/constants";
+import { parseAddress } from "../core/address";
+import { ConnectionError, MalformedMessageError, NotFoundError, errorMessage } from "../core/errors";
+import { type Logger, silentLogger } from "../core/logger";
+import { messageFromTaskRes, messageToTaskIns, scalarMapToRecord } from "../core/records/serde";
+import type { Message, RecordSet } from "../core/records/types";
+import { DriverClient, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
+import type { TaskRes } from "../proto/flwr/proto/task";
+import { createClient, unaryCall } from "../transport/channel";
+import { fromServiceError, isServiceError } from "../transport/status";
+import { channelCredentials } from "../transport/tls";
+import {
+  type Driver,
+  type RunInfo,
+  type SendAndReceiveOptions,
+  buildDriverMessage,
+  checkOutgoingMessage,
+} from "../server/driver";
+
+/** Default sleep after a fast empty pull (a SuperLink that does not long-poll). */
+export const DEFAULT_POLL_INTERVAL_MS = 500;
+/** An empty pull that returns faster than this was not held open by the SuperLink. */
+export const FAST_PULL_MS = 100;
+/** Default bound on waiting for the SuperLink to accept the first call. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const CONNECT_RETRY_MS = 250;
+const RESOLUTION_NOTE = /\.?\s*Resolution note:\s*$/;
+
+export interface GrpcDriverConfig {
+  /** Driver API address, HOST:PORT. */
+  superlink: string;
+  /** CA bundle (PEM) to verify the SuperLink; with neither this nor `insecure`, system roots. */
+  rootCertificates?: Buffer;
+  /** Plaintext. Conflicts with rootCertificates. */
+  insecure?: boolean;
+  /** Sent to CreateRun; default "". */
+  fabId?: string;
+  fabVersion?: string;
+  /** Use this existing run instead of creating one. */
+  runId?: bigint;
+  /** Sleep after a fast empty pull. Default 500 ms. */
+  pollIntervalMs?: number;
+  /** How long connecting may wait for the SuperLink. Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Extra grpc-js channel options (e.g. `grpc.ssl_target_name_override` in tests). */
+  channelOptions?: Partial<grpc.ChannelOptions>;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+export class GrpcDriver implements Driver {
+  readonly runId: bigint;
+  /** True when connect() created the run (CreateRun), false for an existing `runId`. */
+  readonly runCreated: boolean;
+  private readonly client: DriverClient;
+  private readonly runInfo: RunInfo;
+  private readonly target: string;
+  private readonly pollIntervalMs: number;
+  private readonly logger: Logger;
+  private closed = false;
+
+  private constructor(
+    client: DriverClient,
+    runInfo: RunInfo,
+    runCreated: boolean,
+    target: string,
+    pollIntervalMs: number,
+    logger: Logger,
+  ) {
+    this.client = client;
+    this.runInfo = runInfo;
+    this.runId = runInfo.runId;
+    this.runCreated = runCreated;
+    this.target = target;
+    this.pollIntervalMs = pollIntervalMs;
+    this.logger = logger;
+  }
+
+  /**
+   * Opens the channel, creates a run (CreateRun with the fab id/version, unless `runId` is
+   * given) and fetches it (GetRun). Rejects with InvalidConfigError (bad address, conflicting
+   * credentials), ConnectionError (SuperLink unreachable within connectTimeoutMs, or a failed
+   * call) or NotFoundError (the SuperLink does not know the run). Nothing stays open on failure.
+   */
+  static async connect(config: GrpcDriverConfig, deps: { logger?: Logger } = {}): Promise<GrpcDriver> {
+    const logger = deps.logger ?? silentLogger();
+    parseAddress(config.superlink);
+    const pollIntervalMs = config.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+    const connectTimeoutMs = config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const credentials = channelCredentials({
+      ...(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
+      ...(config.insecure ? { insecure: true } : {}),
+    });
+    const client = createClient(DriverClient, config.superlink, credentials, config.channelOptions ?? {});
+    const target = config.superlink;
+    try {
+      const started = Date.now();
+      let runId = config.runId;
+      const created = runId === undefined;
+      if (runId === undefined) {
+        const request = { fabId: config.fabId ?? "", fabVersion: config.fabVersion ?? "", overrideConfig: new Map() };
+        const response = await callWhileConnecting(
+          () => unaryCall(client.createRun.bind(client), request),
+          { target, what: "CreateRun", started, connectTimeoutMs },
+        );
+        runId = response.response.runId;
+        logger.debug({ runId: runId.toString() }, `CreateRun: run ${runId} created`);
+      }
+      const getRun = await callWhileConnecting(
+        () => unaryCall(client.getRun.bind(client), { runId: runId! }),
+        { target, what: "GetRun", started, connectTimeoutMs },
+      );
+      const run = getRun.response.run;
+      if (run === undefined) throw new NotFoundError(`Cannot find the run with ID: ${runId} (the SuperLink does not know it)`);
+      const runInfo: RunInfo = {
+        runId: run.runId,
+        fabId: run.fabId,
+        fabVersion: run.fabVersion,
+        overrideConfig: scalarMapToRecord(run.overrideConfig),
+      };
+      return new GrpcDriver(client, runInfo, created, target, pollIntervalMs, logger);
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+  }
+
+  async run(): Promise<RunInfo> {
+    return { ...this.runInfo, overrideConfig: { ...this.runInfo.overrideConfig } };
+  }
+
+  async getNodeIds(): Promise<bigint[]> {
+    const { response } = await this.call("GetNodes", () =>
+      unaryCall(this.client.getNodes.bind(this.client), { runId: this.runId }),
+    );
+    return response.nodes.map((n) => n.nodeId);
+  }
+
+  createMessage(content: RecordSet, messageType: string, dstNodeId: bigint, groupId: string, ttl?: number): Message {
+    return buildDriverMessage(this.runId, content, messageType, dstNodeId, groupId, ttl);
+  }
+
+  async pushMessages(msgs: Message[]): Promise<string[]> {
+    if (msgs.length === 0) return [];
+    const taskInsList = msgs.map((m) => {
+      checkOutgoingMessage(this.runId, m);
+      return messageToTaskIns(m);
+    });
+    const { response } = await this.call("PushTaskIns", () =>
+      unaryCall(this.client.pushTaskIns.bind(this.client), { taskInsList }),
+    );
+    if (response.taskIds.length !== msgs.length) {
+      throw new MalformedMessageError(
+        `The SuperLink answered PushTaskIns with ${response.taskIds.length} task ids for ${msgs.length} messages`,
+      );
+    }
+    response.taskIds.forEach((id, i) => {
+      if (id === "") {
+        this.logger.warn(
+          { event: "serverapp.message-not-stored", nodeId: msgs[i]!.metadata.dstNodeId.toString() },
+          `The SuperLink did not store the message to node ${msgs[i]!.metadata.dstNodeId}`,
+        );
+      }
+    });
+    return response.taskIds;
+  }
+
+  async pullMessages(ids: string[]): Promise<Message[]> {
+    return this.pullOnce(ids, {});
+  }
+
+  async sendAndReceive(msgs: Message[], opts: SendAndReceiveOptions = {}): Promise<Message[]> {
+    const { signal } = opts;
+    signal?.throwIfAborted();
+    const pending = new Set((await this.pushMessages(msgs)).filter((id) => id !== ""));
+    const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
+    const replies: Message[] = [];
+    while (pending.size > 0) {
+      const remaining = deadline === undefined ? undefined : deadline - Date.now();
+      if (remaining !== undefined && remaining <= 0) break;
+      const started = Date.now();
+      const got = await this.pullOnce([...pending], {
+        ...(remaining !== undefined ? { timeoutMs: remaining } : {}),
+        ...(signal ? { signal } : {}),
+      });
+      for (const m of got) {
+        pending.delete(m.metadata.replyToMessage);
+        replies.push(m);
+      }
+      if (pending.size === 0) break;
+      if (got.length === 0 && Date.now() - started < FAST_PULL_MS) {
+        const left = deadline === undefined ? this.pollIntervalMs : Math.min(this.pollIntervalMs, deadline - Date.now());
+        if (left > 0) await sleep(left, signal);
+      }
+    }
+    return replies;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.close();
+  }
+
+  /**
+   * One PullTaskRes. With `timeoutMs`, the call's deadline is set so a long-polling SuperLink
+   * answers in time; a deadline that still passes counts as "nothing yet". Aborting cancels
+   * the call (a cancelled pull takes nothing from the SuperLink) and rejects.
+   */
+  private async pullOnce(ids: string[], opts: { timeoutMs?: number; signal?: AbortSignal }): Promise<Message[]> {
+    if (ids.length === 0) return [];
+    const { signal } = opts;
+    signal?.throwIfAborted();
+    let call: grpc.ClientUnaryCall | undefined;
+    const onAbort = (): void => call?.cancel();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let taskResList: TaskRes[];
+    try {
+      const callOptions: Partial<grpc.CallOptions> =
+        opts.timeoutMs !== undefined ? { deadline: Date.now() + Math.max(opts.timeoutMs, 1) } : {};
+      const { response } = await unaryCall<PullTaskResRequest, PullTaskResResponse>(
+        (req, md, options, cb) => {
+          call = this.client.pullTaskRes(req, md, options, cb);
+          return call;
+        },
+        { node: { nodeId: 0n, anonymous: true }, taskIds: ids },
+        new grpc.Metadata(),
+        callOptions,
+      );
+      taskResList = response.taskResList;
+    } catch (err) {
+      signal?.throwIfAborted();
+      if (isServiceError(err) && err.code === grpc.status.DEADLINE_EXCEEDED && opts.timeoutMs !== undefined) return [];
+      throw this.callError(err, "PullTaskRes");
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+    const messages: Message[] = [];
+    for (const taskRes of taskResList) {
+      const message = this.replyFromTaskRes(taskRes);
+      if (message !== undefined) messages.push(message);
+    }
+    return messages;
+  }
+
+  /** A TaskRes as a Message; a malformed one becomes an error reply (or is dropped), logged. */
+  private replyFromTaskRes(taskRes: TaskRes): Message | undefined {
+    try {
+      return messageFromTaskRes(taskRes);
+    } catch (err) {
+      const replyTo = taskRes.task?.ancestry[0];
+      const nodeId = taskRes.task?.producer?.nodeId ?? 0n;
+      this.logger.warn(
+        { event: "serverapp.malformed-reply", taskId: taskRes.taskId, replyTo: replyTo ?? null, nodeId: nodeId.toString() },
+        `Malformed reply ${taskRes.taskId || "(no id)"} from node ${nodeId}: ${errorMessage(err)}` +
+          (replyTo ? "; treating it as an error reply" : "; dropped"),
+      );
+      if (!replyTo) return undefined;
+      return {
+        metadata: {
+          runId: taskRes.runId,
+          messageId: taskRes.taskId,
+          srcNodeId: nodeId,
+          dstNodeId: 0n,
+          replyToMessage: replyTo,
+          groupId: taskRes.groupId,
+          ttl: taskRes.task?.ttl ?? 0,
+          messageType: taskRes.task?.taskType ?? "",
+          createdAt: taskRes.task?.createdAt ?? 0,
+        },
+        error: { code: ErrorCode.UNKNOWN, reason: `Malformed reply: ${errorMessage(err)}` },
+      };
+    }
+  }
+
+  private async call<T>(what: string, invoke: () => Promise<T>): Promise<T> {
+    try {
+      return await invoke();
+    } catch (err) {
+      throw this.callError(err, what);
+    }
+  }
+
+  private callError(err: unknown, what: string): Error {
+    return withoutResolutionNote(fromServiceError(err, `${what} to the SuperLink Driver API at ${this.target}`));
+  }
+}
+
+/** grpc-js appends an empty "Resolution note: " to connection errors; it only adds noise. */
+function withoutResolutionNote<E extends Error>(err: E): E {
+  err.message = err.message.replace(RESOLUTION_NOTE, "");
+  return err;
+}
+
+/**
+ * Makes a first call, retrying only while no connection to the SuperLink could be established
+ * (UNAVAILABLE), up to `connectTimeoutMs` since `started`. The final error says what failed.
+ */
+async function callWhileConnecting<T>(
+  invoke: () => Promise<T>,
+  ctx: { target: string; what: string; started: number; connectTimeoutMs: number },
+): Promise<T> {
+  for (;;) {
+    try {
+      return await invoke();
+    } catch (err) {
+      const unavailable = isServiceError(err) && err.code === grpc.status.UNAVAILABLE;
+      const elapsed = Date.now() - ctx.started;
+      if (unavailable && elapsed + CONNECT_RETRY_MS < ctx.connectTimeoutMs) {
+        await sleep(CONNECT_RETRY_MS);
+        continue;
+      }
+      if (unavailable) {
+        throw new ConnectionError(
+          `Cannot reach the SuperLink Driver API at ${ctx.target} (gave up after ${Math.round(elapsed / 1000)} s): ` +
+            (err as grpc.ServiceError).details.replace(RESOLUTION_NOTE, ""),
+          { cause: err },
+        );
+      }
+      throw withoutResolutionNote(fromServiceError(err, `${ctx.what} to the SuperLink Driver API at ${ctx.target}`));
+    }
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Runs one ServerApp against a SuperLink, as `flower-server-app` does (spec §7.1): connect the
+ * GrpcDriver (CreateRun unless a run id is given, then GetRun), build the Context
+ * (node 0, empty configs, empty state), run the app, close the channel. The [SUMMARY] lines go
+ * to `out`; the History is returned and, if asked, written as JSON.
+ */
+import { existsSync, statSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
+import type { Logger } from "../core/logger";
+import { type Context, RecordSet } from "../core/records/types";
+import type { History } from "../server/history";
+import { ServerApp } from "../server/server-app";
+import { GrpcDriver, type GrpcDriverConfig } from "./grpc-driver";
+
+export interface RunServerAppConfig {
+  /** The loaded app; must be a ServerApp (checked by brand, see ServerApp.isServerApp). */
+  app: unknown;
+  /** Driver API address, HOST:PORT. */
+  superlink: string;
+  rootCertificates?: Buffer;
+  insecure?: boolean;
+  fabId?: string;
+  fabVersion?: string;
+  /** Attach to an existing run instead of creating one. */
+  runId?: bigint;
+  /** Write History.toJSON() here when the run ends. */
+  historyJsonPath?: string;
+  /** Passed to GrpcDriver (pollIntervalMs, connectTimeoutMs, channelOptions). */
+  driver?: Pick<GrpcDriverConfig, "pollIntervalMs" | "connectTimeoutMs" | "channelOptions">;
+}
+
+export interface RunServerAppDeps {
+  logger: Logger;
+  /** Receives the summary/history lines (the CLI prints them to stdout). */
+  out?: (line: string) => void;
+  /** Aborting stops the run; runServerApp then rejects with the abort reason. */
+  signal?: AbortSignal;
+}
+
+function checkHistoryPath(path: string): void {
+  const dir = dirname(resolve(path));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new InvalidConfigError(`--history-json: directory "${dir}" does not exist`);
+  }
+  if (existsSync(path) && statSync(path).isDirectory()) {
+    throw new InvalidConfigError(`--history-json: "${path}" is a directory`);
+  }
+}
+
+/**
+ * Runs the app to completion and returns its History. Rejects with AppLoadError (not a
+ * ServerApp), InvalidConfigError, ConnectionError (SuperLink unreachable or gone),
+ * NotFoundError (unknown run), or whatever the app itself throws. The channel is always closed.
+ */
+export async function runServerApp(config: RunServerAppConfig, deps: RunServerAppDeps): Promise<History> {
+  const { logger, signal } = deps;
+  if (!ServerApp.isServerApp(config.app)) {
+    throw new AppLoadError("The loaded object is not a ServerApp (create it with `new ServerApp({...})` from flwr-ts)");
+  }
+  const app = config.app;
+  if (config.historyJsonPath !== undefined) checkHistoryPath(config.historyJsonPath);
+  signal?.throwIfAborted();
+
+  const driver = await GrpcDriver.connect(
+    {
+      superlink: config.superlink,
+      ...(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
+      ...(config.insecure ? { insecure: true } : {}),
+      ...(config.fabId !== undefined ? { fabId: config.fabId } : {}),
+      ...(config.fabVersion !== undefined ? { fabVersion: config.fabVersion } : {}),
+      ...(config.runId !== undefined ? { runId: config.runId } : {}),
+      ...config.driver,
+    },
+    { logger },
+  );
+  let history: History;
+  try {
+    const runId = driver.runId.toString();
+    if (driver.runCreated) {
+      logger.info({ event: "serverapp.run-created", runId }, `Created run ${runId}`);
+    } else {
+      logger.info({ event: "serverapp.run-attached", runId }, `Using existing run ${runId}`);
+    }
+    const context: Context = { nodeId: 0n, nodeConfig: {}, state: new RecordSet(), runConfig: {} };
+    history = await app.run(driver, context, { logger, ...(signal ? { signal } : {}), ...(deps.out ? { out: deps.out } : {}) });
+  } finally {
+    driver.close();
+  }
+
+  if (config.historyJsonPath !== undefined) {
+    try {
+      writeFileSync(config.historyJsonPath, JSON.stringify(history.toJSON(), null, 2) + "\n");
+    } catch (err) {
+      throw new InvalidConfigError(`Cannot write the history to "${config.historyJsonPath}": ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+  }
+  logger.info({ event: "serverapp.finished", runId: driver.runId.toString() }, "ServerApp finished");
+  return history;
+}

@@ -1,0 +1,235 @@
+/**
+ * GrpcDriver against a real in-process SuperLink over TLS (certificates from
+ * scripts/generate.sh), with fake SuperNodes on the Fleet API.
+ */
+import { createServer } from "node:net";
+import { ErrorCode } from "../../src/core/constants";
+import { ConnectionError, MalformedMessageError, NotFoundError } from "../../src/core/errors";
+import { RecordSet } from "../../src/core/records/types";
+import { TaskRes } from "../../src/proto/flwr/proto/task";
+import { silentLogger } from "../../src/core/logger";
+import { type SuperLinkHandle, startSuperLink } from "../../src/superlink/superlink";
+import { GrpcDriver } from "../../src/serverapp/grpc-driver";
+import { type Fixtures, generateFixtures } from "../helpers/fixtures";
+import { FakeSuperNode, startTestSuperLink } from "./helpers";
+
+let fx: Fixtures;
+let ca: Buffer;
+const cleanups: Array<() => unknown> = [];
+
+beforeAll(() => {
+  fx = generateFixtures(1);
+  ca = fx.read(fx.caCert);
+});
+afterAll(() => fx.cleanup());
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function superlink(longPollMs?: number): Promise<SuperLinkHandle> {
+  const link = await startTestSuperLink(fx, longPollMs === undefined ? {} : { longPollMs });
+  cleanups.push(() => link.close(0));
+  return link;
+}
+
+async function connect(link: SuperLinkHandle, extra: Partial<Parameters<typeof GrpcDriver.connect>[0]> = {}): Promise<GrpcDriver> {
+  const driver = await GrpcDriver.connect({ superlink: link.driverAddress, rootCertificates: ca, ...extra });
+  cleanups.push(() => driver.close());
+  return driver;
+}
+
+async function node(link: SuperLinkHandle, handler: Parameters<typeof FakeSuperNode.start>[2], pingInterval = 30): Promise<FakeSuperNode> {
+  const n = await FakeSuperNode.start(link.fleetAddress, ca, handler, pingInterval);
+  cleanups.push(() => n.die());
+  return n;
+}
+
+/** A reply RecordSet that echoes the message type and group. */
+function echo(msg: { metadata: { messageType: string; groupId: string } }): RecordSet {
+  const rs = new RecordSet();
+  rs.configsRecords.set("echo", { type: msg.metadata.messageType, group: msg.metadata.groupId });
+  return rs;
+}
+
+/** A port that nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+describe("GrpcDriver.connect", () => {
+  it("creates a run with the fab id/version and reads it back (TLS)", async () => {
+    const link = await superlink();
+    const driver = await connect(link, { fabId: "flwr/demo", fabVersion: "1.0.0" });
+    expect(driver.runCreated).toBe(true);
+    expect(typeof driver.runId).toBe("bigint");
+    expect(await driver.run()).toEqual({ runId: driver.runId, fabId: "flwr/demo", fabVersion: "1.0.0", overrideConfig: {} });
+  });
+
+  it("attaches to an existing run, and refuses an unknown one", async () => {
+    const link = await superlink();
+    const first = await connect(link);
+    const second = await connect(link, { runId: first.runId });
+    expect(second.runCreated).toBe(false);
+    expect(second.runId).toBe(first.runId);
+    await expect(connect(link, { runId: first.runId + 1n })).rejects.toThrow(NotFoundError);
+    await expect(connect(link, { runId: first.runId + 1n })).rejects.toThrow(/Cannot find the run with ID/);
+  });
+
+  it("gives up on an unreachable SuperLink with a ConnectionError naming it", async () => {
+    const port = await closedPort();
+    const attempt = GrpcDriver.connect({ superlink: `127.0.0.1:${port}`, rootCertificates: ca, connectTimeoutMs: 600 });
+    await expect(attempt).rejects.toThrow(ConnectionError);
+    await expect(
+      GrpcDriver.connect({ superlink: `127.0.0.1:${port}`, rootCertificates: ca, connectTimeoutMs: 300 }),
+    ).rejects.toThrow(new RegExp(`Cannot reach the SuperLink Driver API at 127\\.0\\.0\\.1:${port}`));
+  });
+
+  it("waits for a SuperLink that starts shortly after", async () => {
+    const port = await closedPort();
+    const connecting = GrpcDriver.connect({ superlink: `127.0.0.1:${port}`, insecure: true, connectTimeoutMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const link = await startSuperLink(
+      { driverApiAddress: `127.0.0.1:${port}`, fleetApiAddress: "127.0.0.1:0", database: ":flwr-in-memory-state:" },
+      { logger: silentLogger() },
+    );
+    cleanups.push(() => link.close(0));
+    const driver = await connecting;
+    cleanups.push(() => driver.close());
+    expect(driver.runCreated).toBe(true);
+  });
+
+  it("refuses a plaintext connection to a TLS SuperLink", async () => {
+    const link = await superlink();
+    await expect(GrpcDriver.connect({ superlink: link.driverAddress, insecure: true, connectTimeoutMs: 300 })).rejects.toThrow(
+      ConnectionError,
+    );
+  });
+
+  it("refuses a malformed address or conflicting credentials", async () => {
+    await expect(GrpcDriver.connect({ superlink: "nohostport", insecure: true })).rejects.toThrow(/Invalid address/);
+    await expect(GrpcDriver.connect({ superlink: "127.0.0.1:1", insecure: true, rootCertificates: ca })).rejects.toThrow(
+      /Conflicting options/,
+    );
+  });
+});
+
+describe("GrpcDriver messaging", () => {
+  it("lists nodes and round-trips messages to several SuperNodes", async () => {
+    const link = await superlink();
+    const driver = await connect(link);
+    const a = await node(link, async (m) => echo(m));
+    const b = await node(link, async (m) => echo(m));
+    expect(new Set(await driver.getNodeIds())).toEqual(new Set([a.nodeId, b.nodeId]));
+
+    const msgs = [a, b].map((n) => driver.createMessage(new RecordSet(), "query", n.nodeId, "7"));
+    const replies = await driver.sendAndReceive(msgs);
+    expect(replies).toHaveLength(2);
+    for (const reply of replies) {
+      expect(reply.content!.configsRecords.get("echo")).toEqual({ type: "query", group: "7" });
+      expect(reply.metadata.runId).toBe(driver.runId);
+      expect(reply.metadata.dstNodeId).toBe(0n);
+    }
+    expect(new Set(replies.map((r) => r.metadata.srcNodeId))).toEqual(new Set([a.nodeId, b.nodeId]));
+    expect(a.received[0]!.metadata).toMatchObject({ groupId: "7", ttl: 3600, srcNodeId: 0n, messageType: "query" });
+  });
+
+  it("returns each reply once from pullMessages", async () => {
+    const link = await superlink(0);
+    const driver = await connect(link);
+    const a = await node(link, async (m) => echo(m));
+    const [id] = await driver.pushMessages([driver.createMessage(new RecordSet(), "query", a.nodeId, "")]);
+    let replies = await driver.pullMessages([id!]);
+    while (replies.length === 0) {
+      await new Promise((r) => setTimeout(r, 50));
+      replies = await driver.pullMessages([id!]);
+    }
+    expect(replies.map((r) => r.metadata.replyToMessage)).toEqual([id]);
+    expect(await driver.pullMessages([id!])).toEqual([]);
+  });
+
+  it("works with a SuperLink that does not long-poll (fast empty pulls)", async () => {
+    const link = await superlink(0);
+    const driver = await connect(link, { pollIntervalMs: 50 });
+    const a = await node(link, async (m) => {
+      await new Promise((r) => setTimeout(r, 300));
+      return echo(m);
+    });
+    const replies = await driver.sendAndReceive([driver.createMessage(new RecordSet(), "query", a.nodeId, "")]);
+    expect(replies).toHaveLength(1);
+  });
+
+  it("returns what arrived when the timeout passes, even while the SuperLink holds the pull", async () => {
+    const link = await superlink(60_000);
+    const driver = await connect(link);
+    const a = await node(link, async () => "silent");
+    const replies = await driver.sendAndReceive([driver.createMessage(new RecordSet(), "query", a.nodeId, "")], { timeoutMs: 500 });
+    expect(replies).toEqual([]);
+  });
+
+  it("rejects with the abort reason and cancels the held pull", async () => {
+    const link = await superlink(60_000);
+    const driver = await connect(link);
+    const a = await node(link, async () => "silent");
+    const controller = new AbortController();
+    const waiting = driver.sendAndReceive([driver.createMessage(new RecordSet(), "query", a.nodeId, "")], {
+      signal: controller.signal,
+    });
+    setTimeout(() => controller.abort(new Error("stop")), 200);
+    await expect(waiting).rejects.toThrow("stop");
+  });
+
+  it("answers NODE_UNAVAILABLE for a node whose ping expired", async () => {
+    const link = await superlink();
+    const driver = await connect(link);
+    const dying = await node(link, async () => "silent", 1);
+    const waiting = driver.sendAndReceive([driver.createMessage(new RecordSet(), "train", dying.nodeId, "1")]);
+    await dying.die();
+    const [reply] = await waiting;
+    expect(reply!.error?.code).toBe(ErrorCode.NODE_UNAVAILABLE);
+    expect(reply!.metadata.srcNodeId).toBe(dying.nodeId);
+  });
+
+  it("turns a malformed reply into an error reply instead of crashing or hanging", async () => {
+    const link = await superlink();
+    const driver = await connect(link);
+    const bad = await node(link, async (m) => ({
+      raw: TaskRes.fromPartial({
+        taskId: "",
+        groupId: m.metadata.groupId,
+        runId: m.metadata.runId,
+        task: {
+          producer: { nodeId: m.metadata.dstNodeId, anonymous: false },
+          consumer: { nodeId: 0n, anonymous: true },
+          createdAt: Date.now() / 1000,
+          ttl: 3600,
+          ancestry: [m.metadata.messageId],
+          taskType: m.metadata.messageType,
+          // Two keys but one array: the SuperLink stores it, our serde refuses it.
+          recordset: { parameters: new Map([["p", { dataKeys: ["a", "b"], dataValues: [{ dtype: "", shape: [], stype: "", data: Buffer.alloc(0) }] }]]) },
+        },
+      }),
+    }));
+    const [reply] = await driver.sendAndReceive([driver.createMessage(new RecordSet(), "train", bad.nodeId, "1")]);
+    expect(reply!.error?.code).toBe(ErrorCode.UNKNOWN);
+    expect(reply!.error?.reason).toMatch(/Malformed reply: ParametersRecord "p": 2 keys but 1 arrays/);
+  });
+
+  it("refuses messages that were not made for this run", async () => {
+    const link = await superlink();
+    const driver = await connect(link);
+    const msg = driver.createMessage(new RecordSet(), "train", 5n, "");
+    await expect(driver.pushMessages([{ ...msg, metadata: { ...msg.metadata, srcNodeId: 3n } }])).rejects.toThrow(MalformedMessageError);
+  });
+
+  it("reports a lost SuperLink as a ConnectionError", async () => {
+    const link = await superlink();
+    const driver = await connect(link);
+    await link.close(0);
+    await expect(driver.getNodeIds()).rejects.toThrow(ConnectionError);
+    await expect(driver.getNodeIds()).rejects.toThrow(/GetNodes to the SuperLink Driver API at 127\.0\.0\.1:\d+/);
+  });
+});
