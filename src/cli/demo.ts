@@ -1,0 +1,191 @@
+/**
+ * `npm run demo`: the full deployment on one machine, as a newcomer would run it by hand —
+ * certificates and keys (generated if missing), a SuperLink with TLS and node authentication,
+ * two SuperNodes running the bundled example ClientApp, and the example ServerApp (FedAvg).
+ * Child logs are shown as text with a prefix; the ServerApp's history goes to stdout.
+ * Every child is stopped when the run ends, fails, or the demo is interrupted.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { formatLogLine } from "../core/logger";
+
+const REPO_ROOT = resolve(__dirname, "..", "..");
+const NUM_SUPERNODES = 2;
+const READY_TIMEOUT_MS = 60_000;
+
+interface Child {
+  name: string;
+  proc: ChildProcess;
+  exited: Promise<number>;
+}
+
+function say(line: string): void {
+  process.stderr.write(`[demo] ${line}\n`);
+}
+
+function credentialFiles(): string[] {
+  const files = ["certificates/ca.crt", "certificates/server.pem", "certificates/server.key"];
+  files.push("keys/server_credentials", "keys/server_credentials.pub", "keys/client_public_keys.csv");
+  for (let i = 1; i <= NUM_SUPERNODES; i++) files.push(`keys/client_credentials_${i}`, `keys/client_credentials_${i}.pub`);
+  return files;
+}
+
+function ensureCredentials(): void {
+  if (credentialFiles().every((f) => existsSync(join(REPO_ROOT, f)))) return;
+  say("certificates/ or keys/ incomplete: running scripts/generate.sh");
+  const r = spawnSync("bash", [join(REPO_ROOT, "scripts", "generate.sh"), String(NUM_SUPERNODES)], {
+    cwd: REPO_ROOT,
+    stdio: "inherit",
+  });
+  if (r.status !== 0) throw new Error("scripts/generate.sh failed");
+}
+
+/** Spawns a bin/ daemon; its JSON log lines are echoed as text, and `onLog` sees each record. */
+function startChild(
+  name: string,
+  bin: string,
+  args: string[],
+  opts: { onLog?: (rec: Record<string, unknown>) => void; stdout?: "inherit" | "pipe" } = {},
+): Child {
+  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], {
+    cwd: REPO_ROOT,
+    stdio: ["ignore", opts.stdout ?? "pipe", "pipe"],
+  });
+  const pad = name.padEnd(10);
+  createInterface({ input: proc.stderr! }).on("line", (line) => {
+    process.stderr.write(`${pad}| ${formatLogLine(line)}`);
+    try {
+      opts.onLog?.(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      /* not a JSON log line */
+    }
+  });
+  if (proc.stdout) {
+    createInterface({ input: proc.stdout }).on("line", (line) => process.stderr.write(`${pad}| ${line}\n`));
+  }
+  const exited = new Promise<number>((res) => proc.on("exit", (code, signal) => res(code ?? (signal ? 128 : 1))));
+  return { name, proc, exited };
+}
+
+function waitFor<T>(what: string, child: Child, probe: (resolve: (v: T) => void) => void): Promise<T> {
+  return new Promise<T>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`${what}: not ready after ${READY_TIMEOUT_MS / 1000} s`)), READY_TIMEOUT_MS);
+    void child.exited.then((code) => rej(new Error(`${child.name} exited early with code ${code}`)));
+    probe((v) => {
+      clearTimeout(timer);
+      res(v);
+    });
+  });
+}
+
+async function stopGroup(group: Child[]): Promise<void> {
+  const alive = group.filter((c) => c.proc.exitCode === null && c.proc.signalCode === null);
+  for (const c of alive) c.proc.kill("SIGTERM");
+  const deadline = new Promise<void>((res) => setTimeout(res, 10_000).unref());
+  await Promise.race([Promise.all(alive.map((c) => c.exited)), deadline]);
+  for (const c of alive) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
+}
+
+/** SuperNodes and ServerApp first, so they can still deregister; the SuperLink (first child) last. */
+async function stopAll(children: Child[]): Promise<void> {
+  await stopGroup(children.slice(1));
+  await stopGroup(children.slice(0, 1));
+}
+
+export async function main(): Promise<number> {
+  const children: Child[] = [];
+  let interrupted = false;
+  const onSignal = (): void => {
+    interrupted = true;
+    say("interrupted: stopping all processes");
+    void stopAll(children).then(() => process.exit(130));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    ensureCredentials();
+    let onReady: ((rec: Record<string, unknown>) => void) | undefined;
+    const superlink = startChild(
+      "superlink",
+      "flower-superlink",
+      [
+        "--ssl-ca-certfile", "certificates/ca.crt",
+        "--ssl-certfile", "certificates/server.pem",
+        "--ssl-keyfile", "certificates/server.key",
+        "--auth-list-public-keys", "keys/client_public_keys.csv",
+        "--auth-superlink-private-key", "keys/server_credentials",
+        "--auth-superlink-public-key", "keys/server_credentials.pub",
+        "--driver-api-address", "127.0.0.1:0",
+        "--fleet-api-address", "127.0.0.1:0",
+      ],
+      { onLog: (rec) => onReady?.(rec) },
+    );
+    children.push(superlink);
+    const ready = await waitFor<Record<string, unknown>>("SuperLink", superlink, (res) => {
+      onReady = (rec) => {
+        if (rec["event"] === "superlink.ready") res(rec);
+      };
+    });
+    const fleet = String(ready["fleetAddress"]);
+    const driver = String(ready["driverAddress"]);
+    say(`SuperLink ready: Driver API ${driver}, Fleet API ${fleet}`);
+
+    const nodesReady: Promise<unknown>[] = [];
+    for (let i = 1; i <= NUM_SUPERNODES; i++) {
+      let onNodeLog: ((rec: Record<string, unknown>) => void) | undefined;
+      const node = startChild(
+        `node-${i}`,
+        "flower-client-app",
+        [
+          "client:app",
+          "--root-certificates", "certificates/ca.crt",
+          "--superlink", fleet,
+          "--auth-supernode-private-key", `keys/client_credentials_${i}`,
+          "--auth-supernode-public-key", `keys/client_credentials_${i}.pub`,
+          "--node-config", `partition-id=${i - 1},num-partitions=${NUM_SUPERNODES}`,
+        ],
+        { onLog: (rec) => onNodeLog?.(rec) },
+      );
+      children.push(node);
+      nodesReady.push(
+        waitFor(`SuperNode ${i}`, node, (res) => {
+          onNodeLog = (rec) => {
+            if (rec["event"] === "supernode.ready") res(rec);
+          };
+        }),
+      );
+    }
+    await Promise.all(nodesReady);
+    say(`${NUM_SUPERNODES} SuperNodes connected; starting the ServerApp`);
+
+    const serverApp = startChild(
+      "serverapp",
+      "flower-server-app",
+      ["server:app", "--root-certificates", "certificates/ca.crt", "--dir", "./", "--superlink", driver],
+      { stdout: "inherit" },
+    );
+    children.push(serverApp);
+    const code = await Promise.race([
+      serverApp.exited,
+      ...children.filter((c) => c !== serverApp).map((c) => c.exited.then((x) => Promise.reject(new Error(`${c.name} exited unexpectedly with code ${x}`)))),
+    ]);
+    say(code === 0 ? "ServerApp finished; stopping SuperNodes and SuperLink" : `ServerApp failed with exit code ${code}`);
+    await stopAll(children);
+    return code;
+  } catch (err) {
+    if (!interrupted) say(`failed: ${err instanceof Error ? err.message : String(err)}`);
+    await stopAll(children);
+    return 1;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+export function run(): void {
+  void main().then((code) => process.exit(code));
+}
+
+if (require.main === module) run();
