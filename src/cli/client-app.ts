@@ -15,7 +15,7 @@ import { type Logger, createLogger } from "../core/logger";
 import { readRootCertificates } from "../transport/tls";
 import { parseNodeConfig } from "../supernode/node-config";
 import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
-import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress } from "./common";
+import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, silenceIpServernameWarning } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-client-app";
@@ -229,6 +229,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
 
 /** Entry point of bin/flower-client-app. */
 export function run(): void {
+  silenceIpServernameWarning();
   main(process.argv).then(
     (code) => process.exit(code),
     (err: unknown) => {

@@ -68,3 +68,18 @@ export function superlinkAddress(
   }
   return flags.server;
 }
+
+/**
+ * Drops Node's DEP0123 warning ("Setting the TLS ServerName to an IP address…"), and only it.
+ * grpc-js always sends the dialled host as SNI, so `--superlink 127.0.0.1:9092` (the documented
+ * command) would print it on every connection; the certificate is still checked against the
+ * IP address SANs, so the warning tells the user nothing they can act on.
+ */
+export function silenceIpServernameWarning(): void {
+  const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
+    const code = typeof rest[0] === "object" && rest[0] !== null ? (rest[0] as { code?: unknown }).code : rest[1];
+    if (code === "DEP0123") return;
+    emitWarning(warning, ...rest);
+  }) as typeof process.emitWarning;
+}

@@ -15,7 +15,7 @@ import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { readRootCertificates } from "../transport/tls";
 import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-app";
-import { type CliIo as CommonCliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress } from "./common";
+import { type CliIo as CommonCliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, silenceIpServernameWarning } from "./common";
 import { EXIT_OK, EXIT_SIGNAL, exitCodeFor, reportFatal } from "./run-daemon";
 
 const NAME = "flower-server-app";
@@ -199,6 +199,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
 
 /** Entry point of bin/flower-server-app. */
 export function run(): void {
+  silenceIpServernameWarning();
   main(process.argv).then(
     (code) => process.exit(code),
     (err: unknown) => {

@@ -17,7 +17,7 @@ import { InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { type ServerTlsMaterial, readServerTlsFiles } from "../transport/tls";
 import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
-import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput } from "./common";
+import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, silenceIpServernameWarning } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-superlink";
@@ -251,6 +251,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
 
 /** Entry point of bin/flower-superlink. */
 export function run(): void {
+  silenceIpServernameWarning();
   main(process.argv).then(
     (code) => process.exit(code),
     (err: unknown) => {

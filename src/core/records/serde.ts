@@ -407,7 +407,9 @@ export function createReply(
     messageType: md.messageType,
     createdAt: nowSeconds,
   };
-  return content instanceof RecordSet ? { metadata, content } : { metadata, error: { ...content } };
+  // Duck-typed: an app may build its RecordSet with another loaded copy of this package.
+  const isRecordSet = content instanceof RecordSet || (typeof content === "object" && content !== null && "parametersRecords" in content);
+  return isRecordSet ? { metadata, content: content as RecordSet } : { metadata, error: { ...(content as MessageError) } };
 }
 
 // ---------------------------------------------------------------------------------------------
