@@ -10,6 +10,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { formatLogLine } from "../core/logger";
+import { SYNTHETIC_SOURCE } from "../example/synthetic-data";
 
 const REPO_ROOT = resolve(__dirname, "..", "..");
 const NUM_SUPERNODES = 2;
@@ -23,6 +24,15 @@ interface Child {
 
 function say(line: string): void {
   process.stderr.write(`[demo] ${line}\n`);
+}
+
+function tfjsNodeInstalled(): boolean {
+  try {
+    require.resolve("@tensorflow/tfjs-node");
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function credentialFiles(): string[] {
@@ -106,6 +116,8 @@ export async function main(): Promise<number> {
   process.on("SIGTERM", onSignal);
   try {
     ensureCredentials();
+    say(`data: ${SYNTHETIC_SOURCE}; pass cifar-dir in --node-config for real CIFAR-10 (see README)`);
+    say(`TensorFlow.js backend: ${tfjsNodeInstalled() ? "@tensorflow/tfjs-node is installed (used when its native library loads)" : "pure-JS cpu (@tensorflow/tfjs-node is not installed)"}`);
     let onReady: ((rec: Record<string, unknown>) => void) | undefined;
     const superlink = startChild(
       "superlink",

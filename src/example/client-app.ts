@@ -113,7 +113,7 @@ export class CifarClient extends NumPyClient {
     try {
       setWeights(model, parameters);
       const result = await evaluate(model, this.data.test);
-      return [result.loss, this.data.test.count, { accuracy: result.accuracy, data: this.data.test.source }];
+      return [result.loss, this.data.test.count, { accuracy: result.accuracy }];
     } finally {
       model.dispose();
     }
