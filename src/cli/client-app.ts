@@ -12,10 +12,9 @@ import { DEFAULT_FLEET_API_ADDRESS, DEFAULT_SHUTDOWN_GRACE_MS } from "../core/co
 import { loadAppObject, parseAppReference } from "../core/app-loader";
 import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
-import { readRootCertificates } from "../transport/tls";
 import { parseNodeConfig } from "../supernode/node-config";
 import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
-import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, silenceIpServernameWarning } from "./common";
+import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-client-app";
@@ -37,16 +36,6 @@ interface ClientAppCliOptions {
   pollIntervalMs: number;
   logLevel: string;
   shutdownGraceMs: number;
-}
-
-function nonNegativeInt(what: string): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (value.trim() === "" || !Number.isInteger(n) || n < 0) {
-      throw new InvalidArgumentError(`${what} must be a non-negative integer.`);
-    }
-    return n;
-  };
 }
 
 function nonNegativeNumber(what: string): (value: string) => number {
@@ -152,21 +141,7 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
     throw new InvalidConfigError(`${flag} is not supported by flwr-ts: only grpc-rere (the default) is.`);
   }
   const superlink = superlinkAddress(opts, DEFAULT_FLEET_API_ADDRESS, "Fleet API", logger);
-  let rootCertificates: Buffer | undefined;
-  if (opts.insecure) {
-    if (opts.rootCertificates !== undefined) {
-      throw new InvalidConfigError(
-        "Conflicting options: The '--insecure' flag disables HTTPS, but '--root-certificates' was also specified. " +
-          "Please remove the '--root-certificates' option when running in insecure mode, or omit '--insecure' to use HTTPS.",
-      );
-    }
-    logger.warn(`Option \`--insecure\` was set. Starting insecure HTTP client connected to ${superlink}.`);
-  } else {
-    if (opts.rootCertificates !== undefined) rootCertificates = readRootCertificates(opts.rootCertificates);
-    logger.debug(
-      `Starting secure HTTPS client connected to ${superlink} with the following certificates: ${opts.rootCertificates ?? "(system)"}.`,
-    );
-  }
+  const tls = clientTlsFromFlags(opts, superlink, "system-roots", logger);
 
   const app = loadClientApp(ref, opts.dir);
 
@@ -189,7 +164,7 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
 
   return {
     superlink,
-    ...(rootCertificates !== undefined ? { rootCertificates } : {}),
+    ...tls,
     insecure: opts.insecure,
     ...(auth !== undefined ? { auth } : {}),
     app,
@@ -229,12 +204,5 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
 
 /** Entry point of bin/flower-client-app. */
 export function run(): void {
-  silenceIpServernameWarning();
-  main(process.argv).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`${NAME}: unexpected error: ${errorMessage(err)}\n`);
-      process.exit(1);
-    },
-  );
+  runMain(NAME, (argv) => main(argv));
 }

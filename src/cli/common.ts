@@ -4,7 +4,9 @@
  * `--server` / `--superlink` precedence.
  */
 import type pino from "pino";
-import { type Command, CommanderError } from "commander";
+import { type Command, CommanderError, InvalidArgumentError } from "commander";
+import { InvalidConfigError, errorMessage } from "../core/errors";
+import { readRootCertificates } from "../transport/tls";
 import type { Logger } from "../core/logger";
 import { EXIT_CONFIG, EXIT_OK } from "./run-daemon";
 
@@ -82,4 +84,61 @@ export function silenceIpServernameWarning(): void {
     if (code === "DEP0123") return;
     emitWarning(warning, ...rest);
   }) as typeof process.emitWarning;
+}
+
+/** Commander argument parser for a non-negative integer flag, with the flag named in the error. */
+export function nonNegativeInt(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isInteger(n) || n < 0) {
+      throw new InvalidArgumentError(`${flag} must be a non-negative integer.`);
+    }
+    return n;
+  };
+}
+
+/**
+ * The client side's TLS choice from `--insecure` / `--root-certificates` (Flower's texts).
+ * Without either, a SuperNode uses the system trust store (as Flower), while a ServerApp
+ * refuses: Flower 1.10 silently falls back to plaintext there.
+ */
+export function clientTlsFromFlags(
+  flags: { insecure: boolean; rootCertificates?: string },
+  target: string,
+  withoutRoots: "system-roots" | "refuse",
+  logger: Logger,
+): { insecure?: true; rootCertificates?: Buffer } {
+  if (flags.insecure) {
+    if (flags.rootCertificates !== undefined) {
+      throw new InvalidConfigError(
+        "Conflicting options: The '--insecure' flag disables HTTPS, but '--root-certificates' was also specified. " +
+          "Please remove the '--root-certificates' option when running in insecure mode, or omit '--insecure' to use HTTPS.",
+      );
+    }
+    logger.warn(`Option \`--insecure\` was set. Starting insecure HTTP client connected to ${target}.`);
+    return { insecure: true };
+  }
+  if (flags.rootCertificates === undefined && withoutRoots === "refuse") {
+    throw new InvalidConfigError(
+      "No --root-certificates given. flwr-ts does not fall back to a plaintext connection silently " +
+        "(Flower 1.10 does). Pass --root-certificates PATH (the CA certificate of the SuperLink) to connect " +
+        "with TLS, or --insecure to connect without TLS if you understand the risks.",
+    );
+  }
+  logger.debug(
+    `Starting secure HTTPS client connected to ${target} with the following certificates: ${flags.rootCertificates ?? "(system)"}.`,
+  );
+  return flags.rootCertificates === undefined ? {} : { rootCertificates: readRootCertificates(flags.rootCertificates) };
+}
+
+/** A bin wrapper's whole job: run `main` on process.argv and exit with its code. */
+export function runMain(name: string, main: (argv: string[]) => Promise<number>): void {
+  silenceIpServernameWarning();
+  main(process.argv).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`${name}: unexpected error: ${errorMessage(err)}\n`);
+      process.exit(1);
+    },
+  );
 }

@@ -11,11 +11,10 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_DRIVER_API_ADDRESS } from "../core/constants";
 import { loadAppObject } from "../core/app-loader";
-import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
-import { type Logger, createLogger } from "../core/logger";
-import { readRootCertificates } from "../transport/tls";
+import { AppLoadError, InvalidConfigError } from "../core/errors";
+import { createLogger } from "../core/logger";
 import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-app";
-import { type CliIo as CommonCliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, silenceIpServernameWarning } from "./common";
+import { type CliIo as CommonCliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, runMain } from "./common";
 import { EXIT_OK, EXIT_SIGNAL, exitCodeFor, reportFatal } from "./run-daemon";
 
 const NAME = "flower-server-app";
@@ -85,36 +84,6 @@ function buildCommand(io: CliIo): Command {
   return program;
 }
 
-/** TLS choice: a CA file, or an explicit --insecure. Never a silent plaintext fallback. */
-function credentialsFromOptions(
-  opts: ServerAppOptions,
-  superlink: string,
-  logger: Logger,
-): Pick<RunServerAppConfig, "rootCertificates" | "insecure"> {
-  if (opts.insecure) {
-    if (opts.rootCertificates !== undefined) {
-      throw new InvalidConfigError(
-        "Conflicting options: The '--insecure' flag disables HTTPS, but '--root-certificates' was also specified. " +
-          "Please remove the '--root-certificates' option when running in insecure mode, or omit '--insecure' to use HTTPS.",
-      );
-    }
-    logger.warn(`Option \`--insecure\` was set. Starting insecure HTTP client connected to ${superlink}.`);
-    return { insecure: true };
-  }
-  if (opts.rootCertificates === undefined) {
-    throw new InvalidConfigError(
-      "No --root-certificates given. flwr-ts does not fall back to a plaintext connection silently " +
-        "(Flower 1.10 does). Pass --root-certificates PATH (the CA certificate of the SuperLink) to connect " +
-        "with TLS, or --insecure to connect without TLS if you understand the risks.",
-    );
-  }
-  const rootCertificates = readRootCertificates(opts.rootCertificates);
-  logger.debug(
-    `Starting secure HTTPS client connected to ${superlink} with the following certificates: ${opts.rootCertificates}.`,
-  );
-  return { rootCertificates };
-}
-
 /** Exactly one of server-app and --run-id; flwr-ts can only run a given app. */
 function appReference(app: string | undefined, opts: ServerAppOptions): string {
   if ((app === undefined) === (opts.runId === undefined)) {
@@ -148,7 +117,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   let config: RunServerAppConfig;
   try {
     const superlink = superlinkAddress(opts, DEFAULT_DRIVER_API_ADDRESS, "Driver API", logger);
-    const credentials = credentialsFromOptions(opts, superlink, logger);
+    const credentials = clientTlsFromFlags(opts, superlink, "refuse", logger);
     const ref = appReference(appArg, opts);
     if (opts.flwrDir !== undefined) logger.debug(`--flwr-dir ${opts.flwrDir} is accepted but not used by flwr-ts`);
     logger.debug(`Flower will load ServerApp \`${ref}\` in ${opts.dir}`);
@@ -199,12 +168,5 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
 
 /** Entry point of bin/flower-server-app. */
 export function run(): void {
-  silenceIpServernameWarning();
-  main(process.argv).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`${NAME}: unexpected error: ${errorMessage(err)}\n`);
-      process.exit(1);
-    },
-  );
+  runMain(NAME, (argv) => main(argv));
 }

@@ -17,7 +17,7 @@ import { InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { type ServerTlsMaterial, readServerTlsFiles } from "../transport/tls";
 import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
-import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, silenceIpServernameWarning } from "./common";
+import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, nonNegativeInt, runMain } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-superlink";
@@ -41,16 +41,6 @@ interface SuperLinkOptions {
   metricsAddress?: string;
   logLevel: string;
   shutdownGraceMs: number;
-}
-
-function nonNegativeInt(what: string): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (value.trim() === "" || !Number.isInteger(n) || n < 0) {
-      throw new InvalidArgumentError(`${what} must be a non-negative integer.`);
-    }
-    return n;
-  };
 }
 
 function integer(value: string): number {
@@ -251,12 +241,5 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
 
 /** Entry point of bin/flower-superlink. */
 export function run(): void {
-  silenceIpServernameWarning();
-  main(process.argv).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`${NAME}: unexpected error: ${errorMessage(err)}\n`);
-      process.exit(1);
-    },
-  );
+  runMain(NAME, (argv) => main(argv));
 }
