@@ -151,6 +151,17 @@ export class SuperLinkMetrics {
     metric("flwr_superlink_long_polls_waiting", "gauge", "Pull calls currently held open waiting for work.", [
       ["", gauges.longPollsWaiting],
     ]);
+    // The standard process metrics, so memory and CPU need no /proc access to watch.
+    const memory = process.memoryUsage();
+    const cpu = process.cpuUsage();
+    metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [["", memory.rss]]);
+    metric("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", [
+      ["", (cpu.user + cpu.system) / 1e6],
+    ]);
+    metric("nodejs_heap_size_used_bytes", "gauge", "V8 heap in use, in bytes.", [["", memory.heapUsed]]);
+    metric("nodejs_external_memory_bytes", "gauge", "Memory of Buffers and other objects outside the V8 heap, in bytes.", [
+      ["", memory.external],
+    ]);
     return lines.join("\n") + "\n";
   }
 }

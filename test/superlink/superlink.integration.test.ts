@@ -274,6 +274,9 @@ test("metrics are served as Prometheus text on GET /metrics", async () => {
   expect(text).toMatch(/^flwr_superlink_task_ins_stored 1$/m);
   expect(text).toMatch(/^flwr_superlink_task_res_stored 0$/m);
   expect(text).toMatch(/^flwr_superlink_runs_created_total 1$/m);
+  const rss = Number(/^process_resident_memory_bytes (\d+)$/m.exec(text)?.[1]);
+  expect(rss).toBeGreaterThan(1024 * 1024);
+  expect(text).toMatch(/^process_cpu_seconds_total \d+(\.\d+)?$/m);
   expect((await fetch(`http://${link.metricsAddress}/other`)).status).toBe(404);
 });
 

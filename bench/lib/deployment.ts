@@ -1,0 +1,149 @@
+/**
+ * The pieces of a TLS + node-authentication deployment the scenarios share: credentials made by
+ * scripts/generate.sh in a temp dir, a SuperLink child on 127.0.0.1:0, SuperNode children
+ * running a ClientApp file, and a ServerApp child.
+ */
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { type Child, REPO_ROOT, type LogRecord, startDaemon } from "./processes";
+
+export interface Credentials {
+  dir: string;
+  caCert: string;
+  serverCert: string;
+  serverKey: string;
+  serverPrivateKey: string;
+  serverPublicKey: string;
+  allowlistCsv: string;
+  /** Number of SuperNode key pairs made. */
+  numNodes: number;
+  /** Key pair of SuperNode `i` (1-based). */
+  nodeKeys(i: number): { privateKeyPath: string; publicKeyPath: string };
+}
+
+/** Runs scripts/generate.sh N DIR: a CA, the server certificate, the SuperLink key pair and N SuperNode key pairs. */
+export function generateCredentials(numNodes: number, dir: string): Credentials {
+  const r = spawnSync("bash", [join(REPO_ROOT, "scripts", "generate.sh"), String(numNodes), dir], {
+    cwd: REPO_ROOT,
+    encoding: "utf8",
+  });
+  if (r.status !== 0) throw new Error(`scripts/generate.sh failed (${r.status}): ${r.stderr}`);
+  const certs = join(dir, "certificates");
+  const keys = join(dir, "keys");
+  return {
+    dir,
+    caCert: join(certs, "ca.crt"),
+    serverCert: join(certs, "server.pem"),
+    serverKey: join(certs, "server.key"),
+    serverPrivateKey: join(keys, "server_credentials"),
+    serverPublicKey: join(keys, "server_credentials.pub"),
+    allowlistCsv: join(keys, "client_public_keys.csv"),
+    numNodes,
+    nodeKeys(i: number) {
+      if (i < 1 || i > numNodes) throw new Error(`bench: no key pair for SuperNode ${i} (made ${numNodes})`);
+      return {
+        privateKeyPath: join(keys, `client_credentials_${i}`),
+        publicKeyPath: join(keys, `client_credentials_${i}.pub`),
+      };
+    },
+  };
+}
+
+export interface SuperLinkChild {
+  child: Child;
+  driverAddress: string;
+  fleetAddress: string;
+  metricsAddress: string;
+}
+
+/** Starts flower-superlink with TLS, node authentication, in-memory state and metrics, all on 127.0.0.1:0. */
+export async function startSuperLinkChild(creds: Credentials, logDir: string, name = "superlink"): Promise<SuperLinkChild> {
+  const child = startDaemon(name, "flower-superlink", {
+    logDir,
+    args: [
+      "--ssl-ca-certfile", creds.caCert,
+      "--ssl-certfile", creds.serverCert,
+      "--ssl-keyfile", creds.serverKey,
+      "--auth-list-public-keys", creds.allowlistCsv,
+      "--auth-superlink-private-key", creds.serverPrivateKey,
+      "--auth-superlink-public-key", creds.serverPublicKey,
+      "--driver-api-address", "127.0.0.1:0",
+      "--fleet-api-address", "127.0.0.1:0",
+      "--metrics-address", "127.0.0.1:0",
+    ],
+  });
+  try {
+    const ready = await child.waitForLog("superlink.ready", (rec) => rec["event"] === "superlink.ready");
+    return {
+      child,
+      driverAddress: String(ready["driverAddress"]),
+      fleetAddress: String(ready["fleetAddress"]),
+      metricsAddress: String(ready["metricsAddress"]),
+    };
+  } catch (err) {
+    child.proc.kill("SIGKILL");
+    throw err;
+  }
+}
+
+/** Starts flower-client-app for `ref` (module:attr in `appDir`) as SuperNode `i`; resolves when registered. */
+export async function startSuperNodeChild(
+  i: number,
+  creds: Credentials,
+  superlink: SuperLinkChild,
+  appDir: string,
+  ref: string,
+  logDir: string,
+  nodeConfig?: string,
+): Promise<Child> {
+  const keys = creds.nodeKeys(i);
+  const child = startDaemon(`supernode-${i}`, "flower-client-app", {
+    logDir,
+    args: [
+      ref,
+      "--dir", appDir,
+      "--root-certificates", creds.caCert,
+      "--superlink", superlink.fleetAddress,
+      "--auth-supernode-private-key", keys.privateKeyPath,
+      "--auth-supernode-public-key", keys.publicKeyPath,
+      ...(nodeConfig !== undefined ? ["--node-config", nodeConfig] : []),
+    ],
+  });
+  await child.waitForLog(`SuperNode ${i} ready`, (rec) => rec["event"] === "supernode.ready");
+  return child;
+}
+
+/** Starts flower-server-app for `ref` against the SuperLink's Driver API. */
+export function startServerAppChild(
+  creds: Credentials,
+  superlink: SuperLinkChild,
+  appDir: string,
+  ref: string,
+  logDir: string,
+): Child {
+  return startDaemon("serverapp", "flower-server-app", {
+    logDir,
+    args: [ref, "--dir", appDir, "--root-certificates", creds.caCert, "--superlink", superlink.driverAddress],
+  });
+}
+
+/** Reads the SuperLink's Prometheus metrics into name{labels} -> value. */
+export async function scrapeMetrics(metricsAddress: string): Promise<Map<string, number>> {
+  const res = await fetch(`http://${metricsAddress}/metrics`);
+  if (!res.ok) throw new Error(`metrics endpoint answered ${res.status}`);
+  const out = new Map<string, number>();
+  for (const line of (await res.text()).split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const space = line.lastIndexOf(" ");
+    out.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return out;
+}
+
+/** Unix ms of a pino record (`time` is an ISO string with ms). */
+export function recordTimeMs(rec: LogRecord): number {
+  const t = rec["time"];
+  const ms = typeof t === "string" ? Date.parse(t) : typeof t === "number" ? t : NaN;
+  if (!Number.isFinite(ms)) throw new Error(`log record without a usable time: ${JSON.stringify(rec)}`);
+  return ms;
+}

@@ -1,0 +1,263 @@
+/**
+ * `npm run bench [-- SCENARIO... [options]]`: benchmarks of the real daemons (child processes
+ * from bin/, TLS + node authentication from scripts/generate.sh, ports 127.0.0.1:0).
+ * Scenarios: rounds, relay, idle (default: all). Prints a table per scenario on stdout and
+ * writes bench/results/latest.json. See bench/README.md.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, freemem, tmpdir, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { generateCredentials } from "./lib/deployment";
+import { REPO_ROOT, say, setDaemonNodeFlags } from "./lib/processes";
+import { type IdleResult, runIdle } from "./scenarios/idle";
+import { type RelayCase, type RelayResult, runRelay } from "./scenarios/relay";
+import { type RoundsResult, runRounds } from "./scenarios/rounds";
+
+const SCENARIOS = ["rounds", "relay", "idle"] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+interface Options {
+  scenarios: Scenario[];
+  rounds: number;
+  relayCases: RelayCase[];
+  idleNodes: number;
+  idleSeconds: number;
+  keep: boolean;
+  output: string;
+  /** Directory for V8 CPU profiles of every daemon (node --cpu-prof). */
+  profileDir?: string;
+}
+
+const USAGE = `Usage: npm run bench -- [rounds] [relay] [idle] [options]
+  (no scenario = all three)
+  --rounds N           FedAvg rounds in "rounds" (default 3)
+  --relay-cases LIST   payload MB x nodes for "relay" (default 10x2,10x10,100x2,100x10)
+  --nodes N            idle SuperNodes in "idle" (default 100; e.g. 1000)
+  --idle-seconds S     measuring window of "idle" (default 30)
+  --output FILE        where the JSON results go (default bench/results/latest.json)
+  --keep               keep the temp dir (certificates, apps, child logs)
+  --profile DIR        write a V8 CPU profile of every daemon into DIR (open in Chrome DevTools)`;
+
+function positiveInt(flag: string, value: string | undefined): number {
+  const n = Number(value);
+  if (value === undefined || !Number.isInteger(n) || n < 1) throw new Error(`${flag} needs a positive integer, got ${value ?? "nothing"}`);
+  return n;
+}
+
+function parseArgs(args: string[]): Options {
+  const opts: Options = {
+    scenarios: [],
+    rounds: 3,
+    relayCases: [
+      { payloadMB: 10, nodes: 2 },
+      { payloadMB: 10, nodes: 10 },
+      { payloadMB: 100, nodes: 2 },
+      { payloadMB: 100, nodes: 10 },
+    ],
+    idleNodes: 100,
+    idleSeconds: 30,
+    keep: false,
+    output: join(REPO_ROOT, "bench", "results", "latest.json"),
+  };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = (): string | undefined => args[++i];
+    switch (arg) {
+      case "--rounds":
+        opts.rounds = positiveInt(arg, next());
+        break;
+      case "--nodes":
+        opts.idleNodes = positiveInt(arg, next());
+        break;
+      case "--idle-seconds":
+        opts.idleSeconds = positiveInt(arg, next());
+        break;
+      case "--relay-cases": {
+        const list = next() ?? "";
+        opts.relayCases = list.split(",").map((item) => {
+          const m = /^(\d+)x(\d+)$/.exec(item.trim());
+          if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new Error(`--relay-cases: "${item}" is not MBxNODES, e.g. 100x10`);
+          return { payloadMB: Number(m[1]), nodes: Number(m[2]) };
+        });
+        break;
+      }
+      case "--output":
+        opts.output = next() ?? "";
+        if (opts.output === "") throw new Error("--output needs a file name");
+        break;
+      case "--keep":
+        opts.keep = true;
+        break;
+      case "--profile": {
+        const dir = next();
+        if (dir === undefined || dir === "") throw new Error("--profile needs a directory");
+        opts.profileDir = resolve(dir);
+        break;
+      }
+      case "-h":
+      case "--help":
+        process.stdout.write(USAGE + "\n");
+        process.exit(0);
+        break;
+      default:
+        if ((SCENARIOS as readonly string[]).includes(arg)) {
+          if (!opts.scenarios.includes(arg as Scenario)) opts.scenarios.push(arg as Scenario);
+        } else {
+          throw new Error(`unknown argument "${arg}"\n${USAGE}`);
+        }
+    }
+  }
+  if (opts.scenarios.length === 0) opts.scenarios = [...SCENARIOS];
+  return opts;
+}
+
+/** A fixed-width text table. */
+function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i]!)).join("  ");
+  return [line(headers), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+const f = (x: number | undefined, digits = 2): string => (x === undefined ? "-" : x.toFixed(digits));
+
+function roundsTable(r: RoundsResult): string {
+  const rows = r.roundSeconds.map((s, i) => [`round ${i + 1}`, f(s, 3)]);
+  rows.unshift(["init (get_parameters)", f(r.initSeconds, 3)]);
+  rows.push(
+    ["all rounds", f(r.roundSeconds.reduce((a, b) => a + b, 0), 3)],
+    ["run ([INIT] to summary)", f(r.runSeconds, 3)],
+    ["flower-server-app process", f(r.serverAppProcessSeconds, 3)],
+    ["SuperLink CPU during run", f(r.superlinkCpuSeconds, 3)],
+  );
+  return `rounds: ${r.rounds}-round FedAvg, ${r.nodes} SuperNodes, TLS + auth\n` + table(["phase", "seconds"], rows);
+}
+
+function relayTable(results: RelayResult[]): string {
+  const rows = results.map((r) =>
+    r.skipped !== undefined
+      ? [`${r.payloadMB} MB`, String(r.nodes), `skipped: ${r.skipped}`, "", "", "", "", ""]
+      : [
+          `${r.payloadMB} MB`,
+          String(r.nodes),
+          f(r.allPushedSeconds),
+          f(r.roundTripSeconds),
+          f(r.throughputMBps, 0),
+          f(r.superlinkRssBeforeMiB, 0),
+          f(r.superlinkPeakRssMiB, 0),
+          f(r.supernodePeakRssMiB, 0),
+        ],
+  );
+  return (
+    "relay: one message with the payload to every node, echoed back (Message API ServerApp)\n" +
+    table(
+      ["payload", "nodes", "all pushed s", "round trip s", "MB/s", "link RSS before MiB", "link peak RSS MiB", "node peak RSS MiB"],
+      rows,
+    )
+  );
+}
+
+function idleTable(r: IdleResult): string {
+  const rates = Object.entries(r.rpcPerSecond)
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([k, v]) => `${k} ${v.toFixed(1)}/s`)
+    .join(", ");
+  const rows = [
+    ["SuperNodes (online per SuperLink)", `${r.nodes} (${r.onlineNodes})`],
+    ["worker processes", String(r.workers)],
+    ["registration of all nodes", `${f(r.registerSeconds, 1)} s`],
+    ["window", `${f(r.windowSeconds, 1)} s`],
+    ["SuperLink CPU", `${f(r.superlinkCpuPercent, 1)} % of one core`],
+    ["SuperLink RSS idle, no nodes", `${f(r.superlinkRssIdleMiB, 0)} MiB`],
+    ["SuperLink RSS with nodes", `${f(r.superlinkRssMiB, 0)} MiB (peak ${f(r.superlinkPeakRssMiB, 0)} MiB)`],
+    ["Fleet RPCs", rates],
+    ["workers' CPU (all nodes together)", `${f(r.workersCpuPercent, 1)} % of one core`],
+  ];
+  return `idle: ${r.nodes} idle authenticated SuperNodes\n` + table(["measure", "value"], rows);
+}
+
+function gitCommit(): string | undefined {
+  try {
+    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: REPO_ROOT, encoding: "utf8" }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+async function main(args: string[]): Promise<number> {
+  const opts = parseArgs(args);
+  for (const built of ["cli/superlink.js", "cli/client-app.js", "cli/server-app.js", "client/index.js", "server/index.js"]) {
+    if (!existsSync(join(REPO_ROOT, "dist", built))) throw new Error(`dist/${built} is missing: run \`npm run build\` first`);
+  }
+  if (opts.profileDir !== undefined) {
+    mkdirSync(opts.profileDir, { recursive: true });
+    setDaemonNodeFlags(["--cpu-prof", `--cpu-prof-dir=${opts.profileDir}`]);
+  }
+  const workDir = mkdtempSync(join(tmpdir(), "flwr-bench-"));
+  const results: Record<string, unknown> = {
+    startedAt: new Date().toISOString(),
+    commit: gitCommit(),
+    machine: {
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      totalMemMiB: Math.round(totalmem() / 2 ** 20),
+      freeMemMiB: Math.round(freemem() / 2 ** 20),
+      node: process.version,
+    },
+  };
+  const texts: string[] = [];
+  let failed = false;
+  try {
+    const keyPairs = Math.max(
+      opts.scenarios.includes("rounds") ? 2 : 1,
+      opts.scenarios.includes("relay") ? Math.max(...opts.relayCases.map((c) => c.nodes)) : 1,
+      opts.scenarios.includes("idle") ? opts.idleNodes : 1,
+    );
+    say(`generating certificates and ${keyPairs} SuperNode key pair(s) in ${workDir}`);
+    const creds = generateCredentials(keyPairs, join(workDir, "credentials"));
+    for (const scenario of opts.scenarios) {
+      const started = Date.now();
+      say(`scenario ${scenario}: starting`);
+      try {
+        if (scenario === "rounds") {
+          const r = await runRounds(creds, workDir, { numRounds: opts.rounds, numNodes: 2 });
+          results["rounds"] = r;
+          texts.push(roundsTable(r));
+        } else if (scenario === "relay") {
+          const r = await runRelay(creds, workDir, opts.relayCases);
+          results["relay"] = r;
+          texts.push(relayTable(r));
+        } else {
+          const r = await runIdle(creds, workDir, { nodes: opts.idleNodes, windowSeconds: opts.idleSeconds });
+          results["idle"] = r;
+          texts.push(idleTable(r));
+        }
+      } catch (err) {
+        failed = true;
+        const message = err instanceof Error ? err.message : String(err);
+        results[scenario] = { error: message };
+        texts.push(`${scenario}: FAILED: ${message}`);
+        say(`scenario ${scenario} failed: ${message}`);
+        opts.keep = true;
+      }
+      say(`scenario ${scenario}: done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    }
+  } finally {
+    if (opts.keep) say(`kept ${workDir} (certificates, apps, child logs)`);
+    else rmSync(workDir, { recursive: true, force: true });
+  }
+  results["finishedAt"] = new Date().toISOString();
+  mkdirSync(join(opts.output, ".."), { recursive: true });
+  writeFileSync(opts.output, JSON.stringify(results, null, 2) + "\n");
+  process.stdout.write("\n" + texts.join("\n\n") + "\n\n");
+  say(`results written to ${opts.output}`);
+  return failed ? 1 : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(2);
+  },
+);

@@ -1,0 +1,126 @@
+/**
+ * `idle`: N authenticated SuperNodes with nothing to do, run in-process by a few bench worker
+ * processes (bench/idle-worker.ts), against a SuperLink child. Measures the SuperLink's CPU
+ * (utime + stime from /proc over a window), its RSS, and what the idle traffic is (RPC rates
+ * from its --metrics-address endpoint): pings every ~20 s per node, plus each node's long-poll
+ * PullTaskIns that the SuperLink holds open for up to 2 s.
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { type Credentials, scrapeMetrics, startSuperLinkChild } from "../lib/deployment";
+import { type Child, cpuSeconds, failOnExit, memoryInfo, say, sleep, startNodeScript, stopChildren } from "../lib/processes";
+
+/** Nodes per worker process: keeps each worker's event loop far from saturation. */
+const NODES_PER_WORKER = 250;
+/** Wait after the last registration before measuring, so start-up work is not counted. */
+const SETTLE_MS = 5_000;
+
+export interface IdleOptions {
+  nodes: number;
+  windowSeconds: number;
+}
+
+export interface IdleResult {
+  nodes: number;
+  windowSeconds: number;
+  workers: number;
+  /** From the first worker spawned to every node registered. */
+  registerSeconds: number;
+  /** SuperLink CPU over the window, % of one core. */
+  superlinkCpuPercent: number;
+  superlinkRssIdleMiB: number;
+  superlinkRssMiB: number;
+  superlinkPeakRssMiB: number;
+  /** Nodes the SuperLink counted online (flwr_superlink_online_nodes) at the end of the window. */
+  onlineNodes: number;
+  /** RPCs per second over the window, by Fleet method. */
+  rpcPerSecond: Record<string, number>;
+  /** CPU of all worker processes together over the window, % of one core (the nodes' own cost). */
+  workersCpuPercent: number;
+}
+
+function fleetRpcCounts(metrics: Map<string, number>): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const [key, value] of metrics) {
+    const m = /^flwr_superlink_rpcs_total\{service="Fleet",method="([^"]+)",code="([^"]+)"\}$/.exec(key);
+    if (!m) continue;
+    const name = m[2] === "OK" ? m[1]! : `${m[1]}(${m[2]})`;
+    counts.set(name, (counts.get(name) ?? 0) + value);
+  }
+  return counts;
+}
+
+export async function runIdle(creds: Credentials, workDir: string, opts: IdleOptions): Promise<IdleResult> {
+  if (opts.nodes > creds.numNodes) throw new Error(`idle: ${opts.nodes} nodes but only ${creds.numNodes} key pairs`);
+  const dir = join(workDir, `idle-${opts.nodes}`);
+  mkdirSync(dir, { recursive: true });
+  const children: Child[] = [];
+  try {
+    const superlink = await startSuperLinkChild(creds, dir);
+    children.push(superlink.child);
+    await sleep(1_000);
+    const idleMem = memoryInfo(superlink.child.pid);
+
+    const workerScript = join(__dirname, "..", "idle-worker.js");
+    const startedAt = Date.now();
+    const workers: Child[] = [];
+    for (let first = 1, w = 0; first <= opts.nodes; first += NODES_PER_WORKER, w++) {
+      const count = Math.min(NODES_PER_WORKER, opts.nodes - first + 1);
+      workers.push(
+        startNodeScript(`idle-worker-${w}`, workerScript, {
+          logDir: dir,
+          args: [
+            "--superlink", superlink.fleetAddress,
+            "--ca", creds.caCert,
+            "--keys-dir", join(creds.dir, "keys"),
+            "--first", String(first),
+            "--count", String(count),
+          ],
+        }),
+      );
+    }
+    children.push(...workers);
+    say(`idle: registering ${opts.nodes} SuperNodes in ${workers.length} worker process(es)`);
+    await Promise.race([
+      Promise.all(workers.map((w) => w.waitForLog(`${w.name} ready`, (r) => r["event"] === "idle-worker.ready", 600_000))),
+      failOnExit(children),
+    ]);
+    const registerSeconds = (Date.now() - startedAt) / 1000;
+    say(`idle: ${opts.nodes} SuperNodes registered in ${registerSeconds.toFixed(1)} s; measuring for ${opts.windowSeconds} s`);
+    await sleep(SETTLE_MS);
+
+    const linkCpu0 = cpuSeconds(superlink.child.pid);
+    const workerCpu0 = workers.reduce((s, w) => s + cpuSeconds(w.pid), 0);
+    const rpc0 = fleetRpcCounts(await scrapeMetrics(superlink.metricsAddress));
+    const t0 = Date.now();
+    await Promise.race([sleep(opts.windowSeconds * 1000), failOnExit(children)]);
+    const elapsed = (Date.now() - t0) / 1000;
+    const linkCpu = cpuSeconds(superlink.child.pid) - linkCpu0;
+    const workerCpu = workers.reduce((s, w) => s + cpuSeconds(w.pid), 0) - workerCpu0;
+    const metrics = await scrapeMetrics(superlink.metricsAddress);
+    const rpc1 = fleetRpcCounts(metrics);
+    const mem = memoryInfo(superlink.child.pid);
+
+    const rpcPerSecond: Record<string, number> = {};
+    for (const [name, n] of rpc1) {
+      const delta = n - (rpc0.get(name) ?? 0);
+      if (delta > 0) rpcPerSecond[name] = delta / elapsed;
+    }
+    return {
+      nodes: opts.nodes,
+      windowSeconds: elapsed,
+      workers: workers.length,
+      registerSeconds,
+      superlinkCpuPercent: (100 * linkCpu) / elapsed,
+      superlinkRssIdleMiB: idleMem.rssMiB,
+      superlinkRssMiB: mem.rssMiB,
+      superlinkPeakRssMiB: mem.peakRssMiB,
+      onlineNodes: metrics.get("flwr_superlink_online_nodes") ?? 0,
+      rpcPerSecond,
+      workersCpuPercent: (100 * workerCpu) / elapsed,
+    };
+  } finally {
+    await stopChildren(children.slice(1), 20_000);
+    await stopChildren(children.slice(0, 1));
+  }
+}

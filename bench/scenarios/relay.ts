@@ -1,0 +1,105 @@
+/**
+ * `relay`: a Message-API ServerApp (flower-server-app) sends one message with a large
+ * ParametersRecord to every SuperNode (flower-client-app children running an echo ClientApp)
+ * and waits until each has sent the whole payload back. Every case gets a fresh SuperLink, so
+ * its peak RSS (VmHWM) belongs to that case alone.
+ */
+import { freemem } from "node:os";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { RESULT_PREFIX, writeRelayApps } from "../lib/apps";
+import { type Credentials, startServerAppChild, startSuperLinkChild, startSuperNodeChild } from "../lib/deployment";
+import { type Child, failOnExit, memoryInfo, say, stopChildren } from "../lib/processes";
+
+export const MB = 1_000_000;
+/** Payloads are float32 tensors of this size (a 10 MB payload is 5 tensors). */
+const TENSOR_BYTES = 2 * MB;
+/**
+ * Rough upper bound of memory one case needs, per payload byte per node: the SuperLink holds
+ * TaskIns and TaskRes (plus encode/decode copies), each SuperNode a few copies, the ServerApp
+ * one encoded copy per push. Measured peaks stay well below it (see README).
+ */
+const BYTES_NEEDED_PER_PAYLOAD_BYTE_PER_NODE = 12;
+
+export interface RelayCase {
+  payloadMB: number;
+  nodes: number;
+}
+
+export interface RelayResult extends RelayCase {
+  /** Set when the case was not run (not enough memory). */
+  skipped?: string;
+  /** Push of the last message acknowledged by the SuperLink, seconds after the first push began. */
+  allPushedSeconds?: number;
+  /** Every node's full echo pulled by the ServerApp, seconds after the first push began. */
+  roundTripSeconds?: number;
+  /** Payload bytes moved per second: nodes x payload x 2 (down and up) / roundTripSeconds, MB/s. */
+  throughputMBps?: number;
+  superlinkRssBeforeMiB?: number;
+  superlinkPeakRssMiB?: number;
+  /** Highest peak RSS among the SuperNode processes. */
+  supernodePeakRssMiB?: number;
+}
+
+interface ServerAppReport {
+  nodes: number;
+  payloadBytes: number;
+  allPushedMs: number;
+  totalMs: number;
+  firstReplyMs: number;
+}
+
+export async function runRelayCase(creds: Credentials, workDir: string, c: RelayCase): Promise<RelayResult> {
+  const payloadBytes = c.payloadMB * MB;
+  const needed = payloadBytes * c.nodes * BYTES_NEEDED_PER_PAYLOAD_BYTE_PER_NODE;
+  if (needed > freemem() * 0.8) {
+    const reason = `needs about ${Math.round(needed / 2 ** 20)} MiB, ${Math.round(freemem() / 2 ** 20)} MiB free`;
+    say(`relay ${c.payloadMB} MB x ${c.nodes}: skipped (${reason})`);
+    return { ...c, skipped: reason };
+  }
+  if (c.nodes > creds.numNodes) throw new Error(`relay: ${c.nodes} nodes but only ${creds.numNodes} key pairs`);
+  const dir = join(workDir, `relay-${c.payloadMB}MB-${c.nodes}nodes`);
+  mkdirSync(dir, { recursive: true });
+  writeRelayApps(dir, payloadBytes, TENSOR_BYTES, c.nodes);
+  const children: Child[] = [];
+  try {
+    const superlink = await startSuperLinkChild(creds, dir);
+    children.push(superlink.child);
+    const nodes = await Promise.all(
+      Array.from({ length: c.nodes }, (_, k) => startSuperNodeChild(k + 1, creds, superlink, dir, "echo_client:app", dir)),
+    );
+    children.push(...nodes);
+    const before = memoryInfo(superlink.child.pid);
+    say(`relay ${c.payloadMB} MB x ${c.nodes}: ${c.nodes} SuperNodes ready; relaying`);
+
+    const serverApp = startServerAppChild(creds, superlink, dir, "relay_server:app", dir);
+    children.push(serverApp);
+    const code = await Promise.race([serverApp.exited, failOnExit(children.filter((x) => x !== serverApp))]);
+    if (code !== 0) throw new Error(`relay: flower-server-app exited with code ${code} (see ${serverApp.logFile})`);
+    const line = serverApp.stdoutLines.find((l) => l.startsWith(RESULT_PREFIX));
+    if (line === undefined) throw new Error(`relay: the ServerApp printed no result (see ${serverApp.logFile})`);
+    const report = JSON.parse(line.slice(RESULT_PREFIX.length)) as ServerAppReport;
+
+    const linkMem = memoryInfo(superlink.child.pid);
+    const nodePeak = Math.max(...nodes.map((n) => memoryInfo(n.pid).peakRssMiB));
+    const roundTripSeconds = report.totalMs / 1000;
+    return {
+      ...c,
+      allPushedSeconds: report.allPushedMs / 1000,
+      roundTripSeconds,
+      throughputMBps: (c.nodes * c.payloadMB * 2) / roundTripSeconds,
+      superlinkRssBeforeMiB: before.rssMiB,
+      superlinkPeakRssMiB: linkMem.peakRssMiB,
+      supernodePeakRssMiB: nodePeak,
+    };
+  } finally {
+    await stopChildren(children.slice(1));
+    await stopChildren(children.slice(0, 1));
+  }
+}
+
+export async function runRelay(creds: Credentials, workDir: string, cases: RelayCase[]): Promise<RelayResult[]> {
+  const results: RelayResult[] = [];
+  for (const c of cases) results.push(await runRelayCase(creds, workDir, c));
+  return results;
+}

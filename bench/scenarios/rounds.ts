@@ -1,0 +1,88 @@
+/**
+ * `rounds`: a 3-round FedAvg run through real daemons — SuperLink (TLS + node authentication),
+ * 2 SuperNodes running a tiny NumPyClient, flower-server-app with a legacy FedAvg ServerApp.
+ * Round times come from the ServerApp's own log timestamps: round r lasts from its
+ * `serverapp.round` line to the next one (or to `serverapp.summary`), i.e. fit + evaluate.
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { writeRoundsApps } from "../lib/apps";
+import { type Credentials, recordTimeMs, startServerAppChild, startSuperLinkChild, startSuperNodeChild } from "../lib/deployment";
+import { type Child, type LogRecord, cpuSeconds, failOnExit, say, stopChildren } from "../lib/processes";
+
+export interface RoundsOptions {
+  numRounds: number;
+  numNodes: number;
+}
+
+export interface RoundsResult {
+  rounds: number;
+  nodes: number;
+  /** [INIT] to [ROUND 1]: initial parameters from one client (+ its evaluation). */
+  initSeconds: number;
+  /** Wall time of each round (fit + evaluate), seconds. */
+  roundSeconds: number[];
+  /** [INIT] to the summary line. */
+  runSeconds: number;
+  /** flower-server-app spawned to exited (includes Node start-up and loading the app). */
+  serverAppProcessSeconds: number;
+  /** CPU seconds the SuperLink used during the ServerApp's life. */
+  superlinkCpuSeconds: number;
+}
+
+export async function runRounds(creds: Credentials, workDir: string, opts: RoundsOptions): Promise<RoundsResult> {
+  const dir = join(workDir, "rounds");
+  mkdirSync(dir, { recursive: true });
+  writeRoundsApps(dir, opts.numRounds, opts.numNodes);
+  const children: Child[] = [];
+  try {
+    const superlink = await startSuperLinkChild(creds, dir);
+    children.push(superlink.child);
+    const nodes = await Promise.all(
+      Array.from({ length: opts.numNodes }, (_, k) =>
+        startSuperNodeChild(k + 1, creds, superlink, dir, "tiny_client:app", dir, `partition-id=${k},num-partitions=${opts.numNodes}`),
+      ),
+    );
+    children.push(...nodes);
+    say(`rounds: SuperLink and ${opts.numNodes} SuperNodes ready; running ${opts.numRounds} FedAvg rounds`);
+
+    const cpuBefore = cpuSeconds(superlink.child.pid);
+    const spawnedAt = Date.now();
+    const serverApp = startServerAppChild(creds, superlink, dir, "fedavg_server:app", dir);
+    children.push(serverApp);
+    const records: LogRecord[] = [];
+    serverApp.onLog((rec) => records.push(rec));
+    const code = await Promise.race([serverApp.exited, failOnExit(children.filter((c) => c !== serverApp))]);
+    const serverAppProcessSeconds = (Date.now() - spawnedAt) / 1000;
+    const superlinkCpuSeconds = cpuSeconds(superlink.child.pid) - cpuBefore;
+    if (code !== 0) throw new Error(`flower-server-app exited with code ${code} (see ${serverApp.logFile})`);
+
+    const init = records.find((r) => r["msg"] === "[INIT]");
+    const roundStarts = records.filter((r) => r["event"] === "serverapp.round");
+    const summary = records.find((r) => r["event"] === "serverapp.summary");
+    if (!init || !summary || roundStarts.length !== opts.numRounds) {
+      throw new Error(`rounds: expected [INIT], ${opts.numRounds} round lines and a summary in ${serverApp.logFile}`);
+    }
+    // A round with a failed client would be timed but not be a full round: refuse it.
+    for (const rec of records.filter((r) => r["event"] === "serverapp.aggregate-fit" || r["event"] === "serverapp.aggregate-evaluate")) {
+      if (rec["results"] !== opts.numNodes || rec["failures"] !== 0) {
+        throw new Error(`rounds: round ${String(rec["round"])} had ${String(rec["failures"])} failure(s) (see ${serverApp.logFile})`);
+      }
+    }
+    const marks = [...roundStarts.map(recordTimeMs), recordTimeMs(summary)];
+    const roundSeconds = roundStarts.map((_, i) => (marks[i + 1]! - marks[i]!) / 1000);
+    return {
+      rounds: opts.numRounds,
+      nodes: opts.numNodes,
+      initSeconds: (marks[0]! - recordTimeMs(init)) / 1000,
+      roundSeconds,
+      runSeconds: (recordTimeMs(summary) - recordTimeMs(init)) / 1000,
+      serverAppProcessSeconds,
+      superlinkCpuSeconds,
+    };
+  } finally {
+    // SuperNodes first so they can deregister, the SuperLink last.
+    await stopChildren(children.slice(1));
+    await stopChildren(children.slice(0, 1));
+  }
+}
