@@ -10,12 +10,13 @@ import type { Logger } from "../core/logger";
 import { AuthenticationError, FlwrError, InvalidConfigError, errorMessage } from "../core/errors";
 import { DEFAULT_LONG_POLL_MS } from "../core/constants";
 import { parseAddress } from "../core/address";
-import { DriverService } from "../proto/flwr/proto/driver";
-import { FleetService } from "../proto/flwr/proto/fleet";
+import { DriverService, PullTaskResResponse } from "../proto/flwr/proto/driver";
+import { FleetService, PullTaskInsResponse } from "../proto/flwr/proto/fleet";
 import type { State } from "../state/state";
 import { createState } from "../state/state-factory";
 import { type RunningGrpcServer, type ServiceRegistration, startGrpcServer } from "../transport/server";
 import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
+import { withChunkedSerializers } from "../transport/chunked-serializers";
 import { Allowlist } from "../auth/allowlist";
 import { loadKeyPairFiles } from "../auth/keys";
 import { FleetAuthenticator, withFleetAuthentication } from "../auth/server-auth";
@@ -80,6 +81,10 @@ export interface SuperLinkHandle {
    */
   close(graceMs?: number): Promise<void>;
 }
+
+// Task-carrying responses may hold large records: encode them with one copy of the payload.
+const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, { responses: { pullTaskRes: PullTaskResResponse } });
+const FAST_FLEET_RESPONSES = { responses: { pullTaskIns: PullTaskInsResponse } };
 
 interface AuthMaterial {
   allowlist: Allowlist;
@@ -195,7 +200,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     const driver = await startGrpcServer(
       config.driverApiAddress,
       credentials,
-      [{ definition: DriverService, implementation: driverImpl }],
+      [{ definition: FAST_DRIVER_SERVICE, implementation: driverImpl }],
       serverOptions,
     );
     servers.push(driver);
@@ -218,6 +223,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         `Client authentication enabled with ${auth.allowlist.size} known public keys`,
       );
     }
+    fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FAST_FLEET_RESPONSES) };
     const fleet = await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions);
     servers.push(fleet);
 

@@ -1,0 +1,201 @@
+/**
+ * A protobuf writer for large messages that copies payload bytes once.
+ *
+ * ts-proto's generated `encode(message, writer)` drives a BinaryWriter; the stock one writes
+ * nested messages into a growing buffer and, on every `join()`, shifts the nested content to
+ * widen its length prefix, then `finish()` slices (copies) it again. A 100 MB tensor nested six
+ * levels deep (TaskIns > Task > RecordSet > entry > ParametersRecord > Array) is copied about a
+ * dozen times. ChunkedWriter keeps each nested message as a list of chunks instead: scalars go
+ * through an inner stock BinaryWriter (so every varint, zigzag, double and UTF-8 string is
+ * encoded by the same code as before), large `bytes` values are kept by reference, a `join()`
+ * only writes the length prefix and links the child's chunks, and `finish()` copies everything
+ * once into a single Buffer. The generated `encode` decides which fields are written and in
+ * which order, so the bytes are exactly those of `X.encode(m).finish()`.
+ *
+ * Use it through `encodeMessage(X, message)`. The referenced `bytes` values are read only
+ * during `finish()`, which runs synchronously inside `encodeMessage`.
+ */
+import { BinaryWriter, type WireType } from "@bufbuild/protobuf/wire";
+
+/** `bytes` values at least this long are referenced rather than copied into the scratch buffer. */
+const REFERENCE_THRESHOLD = 1024;
+
+interface Frame {
+  chunks: Uint8Array[];
+  length: number;
+}
+
+/** What ts-proto generates for every message: `X.encode(message, writer?)`. */
+export interface MessageEncoder<T> {
+  encode(message: T, writer?: BinaryWriter): BinaryWriter;
+}
+
+/**
+ * Drop-in BinaryWriter for ts-proto's generated `encode` (same method set). Not reusable across
+ * threads of work: one writer per message, finished once.
+ */
+export class ChunkedWriter {
+  /** Scalars and small fields of the current run of bytes, cut into a chunk before any link. */
+  private readonly scratch = new BinaryWriter();
+  private scratchDirty = false;
+  private current: Frame = { chunks: [], length: 0 };
+  private readonly stack: Frame[] = [];
+
+  /** Moves what the scratch writer holds into the current frame (one small copy). */
+  private cut(): void {
+    if (!this.scratchDirty) return;
+    const bytes = this.scratch.finish();
+    this.scratchDirty = false;
+    if (bytes.length === 0) return;
+    this.current.chunks.push(bytes);
+    this.current.length += bytes.length;
+  }
+
+  private small(): BinaryWriter {
+    this.scratchDirty = true;
+    return this.scratch;
+  }
+
+  /** Starts a length-delimited part (nested message or packed repeated field). */
+  fork(): this {
+    this.cut();
+    this.stack.push(this.current);
+    this.current = { chunks: [], length: 0 };
+    return this;
+  }
+
+  /** Ends the last fork: writes its length prefix into the parent and links its chunks. */
+  join(): this {
+    this.cut();
+    const parent = this.stack.pop();
+    if (parent === undefined) throw new Error("invalid state, fork stack empty");
+    const child = this.current;
+    this.current = parent;
+    this.small().uint32(child.length);
+    this.cut();
+    for (const chunk of child.chunks) parent.chunks.push(chunk);
+    parent.length += child.length;
+    return this;
+  }
+
+  /** All bytes written, in one new Buffer; the writer is empty afterwards. */
+  finish(): Buffer {
+    this.cut();
+    if (this.stack.length !== 0) throw new Error("invalid state, unjoined fork");
+    const { chunks, length } = this.current;
+    this.current = { chunks: [], length: 0 };
+    const only = chunks[0];
+    // A lone chunk always comes from the scratch writer (a referenced value is preceded by
+    // its tag and length), so it is ours and needs no copy.
+    if (chunks.length === 1 && only !== undefined) return Buffer.from(only.buffer, only.byteOffset, only.byteLength);
+    const out = Buffer.allocUnsafe(length);
+    let pos = 0;
+    for (const chunk of chunks) {
+      out.set(chunk, pos);
+      pos += chunk.length;
+    }
+    return out;
+  }
+
+  bytes(value: Uint8Array): this {
+    if (value.length < REFERENCE_THRESHOLD) {
+      this.small().bytes(value);
+      return this;
+    }
+    this.small().uint32(value.length);
+    this.cut();
+    this.current.chunks.push(value);
+    this.current.length += value.length;
+    return this;
+  }
+
+  raw(chunk: Uint8Array): this {
+    this.small().raw(chunk);
+    return this;
+  }
+
+  tag(fieldNo: number, type: WireType): this {
+    this.small().tag(fieldNo, type);
+    return this;
+  }
+
+  uint32(value: number): this {
+    this.small().uint32(value);
+    return this;
+  }
+
+  int32(value: number): this {
+    this.small().int32(value);
+    return this;
+  }
+
+  bool(value: boolean): this {
+    this.small().bool(value);
+    return this;
+  }
+
+  string(value: string): this {
+    this.small().string(value);
+    return this;
+  }
+
+  float(value: number): this {
+    this.small().float(value);
+    return this;
+  }
+
+  double(value: number): this {
+    this.small().double(value);
+    return this;
+  }
+
+  fixed32(value: number): this {
+    this.small().fixed32(value);
+    return this;
+  }
+
+  sfixed32(value: number): this {
+    this.small().sfixed32(value);
+    return this;
+  }
+
+  sint32(value: number): this {
+    this.small().sint32(value);
+    return this;
+  }
+
+  sfixed64(value: string | number | bigint): this {
+    this.small().sfixed64(value);
+    return this;
+  }
+
+  fixed64(value: string | number | bigint): this {
+    this.small().fixed64(value);
+    return this;
+  }
+
+  int64(value: string | number | bigint): this {
+    this.small().int64(value);
+    return this;
+  }
+
+  sint64(value: string | number | bigint): this {
+    this.small().sint64(value);
+    return this;
+  }
+
+  uint64(value: string | number | bigint): this {
+    this.small().uint64(value);
+    return this;
+  }
+}
+
+/**
+ * `Buffer.from(X.encode(message).finish())`, byte for byte, with payload bytes copied once.
+ * Worth it for messages that may carry large `bytes` fields (tasks with records).
+ */
+export function encodeMessage<T>(encoder: MessageEncoder<T>, message: T): Buffer {
+  const writer = new ChunkedWriter();
+  encoder.encode(message, writer as unknown as BinaryWriter);
+  return writer.finish();
+}

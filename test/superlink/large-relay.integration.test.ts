@@ -1,0 +1,59 @@
+/**
+ * A multi-megabyte ParametersRecord relayed ServerApp -> SuperLink -> SuperNode -> SuperLink
+ * over real gRPC + TLS: the SuperLink's task-carrying responses use the chunked serializers, so
+ * every payload byte must come back intact and decodable by the generated clients.
+ */
+import { randomBytes } from "node:crypto";
+import { IN_MEMORY_DATABASE } from "../../src/core/constants";
+import { unaryCall } from "../../src/transport/channel";
+import { readServerTlsFiles } from "../../src/transport/tls";
+import { startSuperLink } from "../../src/superlink/superlink";
+import { type Fixtures, generateFixtures } from "../helpers/fixtures";
+import { driverClient, fleetClient, memoryLogger, until, validTaskIns, validTaskRes } from "./helpers";
+
+let fx: Fixtures;
+beforeAll(() => {
+  fx = generateFixtures(1);
+});
+afterAll(() => fx.cleanup());
+
+test("a 6 MB record is relayed both ways with every byte intact", async () => {
+  const tls = readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey });
+  const link = await startSuperLink(
+    { driverApiAddress: "127.0.0.1:0", fleetApiAddress: "127.0.0.1:0", database: IN_MEMORY_DATABASE, tls, longPollMs: 60_000 },
+    { logger: memoryLogger().logger },
+  );
+  const ca = fx.read(fx.caCert);
+  const driver = driverClient(link.driverAddress, ca);
+  const fleet = fleetClient(link.fleetAddress, ca);
+  try {
+    const tensors = [randomBytes(2 * 1024 * 1024), randomBytes(4 * 1024 * 1024 + 3), randomBytes(100)];
+    const params = { dataKeys: ["a", "b", "c"], dataValues: tensors.map((data) => ({ dtype: "uint8", shape: [data.length], stype: "numpy.ndarray", data })) };
+    const runId = (await unaryCall(driver.createRun.bind(driver), { fabId: "f", fabVersion: "1", overrideConfig: new Map() })).response.runId;
+    const nodeId = (await unaryCall(fleet.createNode.bind(fleet), { pingInterval: 30 })).response.node!.nodeId;
+
+    const ins = validTaskIns(runId, nodeId, { taskType: "query" });
+    ins.task!.recordset = { parameters: new Map([["weights", params]]), metrics: new Map([["m", { data: new Map([["loss", { double: -0.5 }]]) }]]), configs: new Map() };
+    const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [ins] })).response.taskIds;
+
+    const pulled = (await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] })).response;
+    expect(pulled.taskInsList.map((t) => t.taskId)).toEqual([taskInsId]);
+    const got = pulled.taskInsList[0]!.task!.recordset!;
+    expect(got.parameters.get("weights")!.dataValues.map((v, i) => v.data.equals(tensors[i]!))).toEqual([true, true, true]);
+    expect(got.metrics.get("m")!.data.get("loss")).toEqual({ double: -0.5 });
+
+    const res = validTaskRes(runId, nodeId, taskInsId!);
+    res.task!.recordset = got;
+    await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [res] });
+    const results = (await unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] })).response;
+    expect(results.taskResList).toHaveLength(1);
+    const back = results.taskResList[0]!.task!.recordset!.parameters.get("weights")!;
+    expect(back.dataKeys).toEqual(["a", "b", "c"]);
+    expect(back.dataValues.map((v, i) => v.data.equals(tensors[i]!))).toEqual([true, true, true]);
+    await until(() => link.state.numTaskIns() === 0 && link.state.numTaskRes() === 0, "TaskIns/TaskRes deletion");
+  } finally {
+    driver.close();
+    fleet.close();
+    await link.close(1000);
+  }
+});
