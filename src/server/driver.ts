@@ -3,9 +3,12 @@
  * `flwr.server.Driver`). `GrpcDriver` (src/serverapp) implements it over the Driver API; tests
  * implement it in memory. Helpers here hold the rules every implementation shares (spec §7.2).
  */
-import { DEFAULT_TTL } from "../core/constants";
-import { MalformedMessageError } from "../core/errors";
+import { DEFAULT_TTL, ErrorCode } from "../core/constants";
+import { MalformedMessageError, errorMessage } from "../core/errors";
+import type { Logger } from "../core/logger";
+import { messageFromTaskRes } from "../core/records/serde";
 import type { ConfigsScalar, Message, RecordSet } from "../core/records/types";
+import type { TaskRes } from "../proto/flwr/proto/task";
 
 /** The run a Driver works in (Flower's `Run`). */
 export interface RunInfo {
@@ -93,5 +96,39 @@ export function checkOutgoingMessage(runId: bigint, msg: Message): void {
   if (!(m.ttl > 0)) problems.push(`ttl must be > 0, got ${m.ttl}`);
   if (problems.length > 0) {
     throw new MalformedMessageError(`Invalid message to node ${m.dstNodeId}: ${problems.join("; ")}`);
+  }
+}
+
+/**
+ * A pulled TaskRes as the reply Message. One that cannot be read becomes an error reply
+ * (code UNKNOWN) so the waiting round counts a failure instead of hanging, or is dropped when it
+ * does not even say what it answers; either way it is logged with `event`.
+ */
+export function replyFromTaskRes(taskRes: TaskRes, logger: Logger, event: string): Message | undefined {
+  try {
+    return messageFromTaskRes(taskRes);
+  } catch (err) {
+    const replyTo = taskRes.task?.ancestry[0];
+    const nodeId = taskRes.task?.producer?.nodeId ?? 0n;
+    logger.warn(
+      { event, taskId: taskRes.taskId, replyTo: replyTo ?? null, nodeId: nodeId.toString() },
+      `Malformed reply ${taskRes.taskId || "(no id)"} from node ${nodeId}: ${errorMessage(err)}` +
+        (replyTo ? "; treating it as an error reply" : "; dropped"),
+    );
+    if (!replyTo) return undefined;
+    return {
+      metadata: {
+        runId: taskRes.runId,
+        messageId: taskRes.taskId,
+        srcNodeId: nodeId,
+        dstNodeId: 0n,
+        replyToMessage: replyTo,
+        groupId: taskRes.groupId,
+        ttl: taskRes.task?.ttl ?? 0,
+        messageType: taskRes.task?.taskType ?? "",
+        createdAt: taskRes.task?.createdAt ?? 0,
+      },
+      error: { code: ErrorCode.UNKNOWN, reason: `Malformed reply: ${errorMessage(err)}` },
+    };
   }
 }

@@ -13,16 +13,15 @@
  *    error reply for that message (so nothing waits for it forever); it never crashes the run.
  */
 import * as grpc from "@grpc/grpc-js";
-import { ErrorCode } from "../core/constants";
 import { parseAddress } from "../core/address";
-import { ConnectionError, MalformedMessageError, NotFoundError, errorMessage } from "../core/errors";
+import { ConnectionError, MalformedMessageError, NotFoundError } from "../core/errors";
 import { type Logger, silentLogger } from "../core/logger";
-import { messageFromTaskRes, messageToTaskIns, scalarMapToRecord } from "../core/records/serde";
+import { messageToTaskIns, scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
 import { DriverClient, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
 import type { TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
-import { fromServiceError, isServiceError } from "../transport/status";
+import { fromServiceError, isServiceError, tlsSetupError } from "../transport/status";
 import { channelCredentials } from "../transport/tls";
 import {
   type Driver,
@@ -30,6 +29,7 @@ import {
   type SendAndReceiveOptions,
   buildDriverMessage,
   checkOutgoingMessage,
+  replyFromTaskRes,
 } from "../server/driver";
 
 /** Default sleep after a fast empty pull (a SuperLink that does not long-poll). */
@@ -268,40 +268,10 @@ export class GrpcDriver implements Driver {
     }
     const messages: Message[] = [];
     for (const taskRes of taskResList) {
-      const message = this.replyFromTaskRes(taskRes);
+      const message = replyFromTaskRes(taskRes, this.logger, "serverapp.malformed-reply");
       if (message !== undefined) messages.push(message);
     }
     return messages;
-  }
-
-  /** A TaskRes as a Message; a malformed one becomes an error reply (or is dropped), logged. */
-  private replyFromTaskRes(taskRes: TaskRes): Message | undefined {
-    try {
-      return messageFromTaskRes(taskRes);
-    } catch (err) {
-      const replyTo = taskRes.task?.ancestry[0];
-      const nodeId = taskRes.task?.producer?.nodeId ?? 0n;
-      this.logger.warn(
-        { event: "serverapp.malformed-reply", taskId: taskRes.taskId, replyTo: replyTo ?? null, nodeId: nodeId.toString() },
-        `Malformed reply ${taskRes.taskId || "(no id)"} from node ${nodeId}: ${errorMessage(err)}` +
-          (replyTo ? "; treating it as an error reply" : "; dropped"),
-      );
-      if (!replyTo) return undefined;
-      return {
-        metadata: {
-          runId: taskRes.runId,
-          messageId: taskRes.taskId,
-          srcNodeId: nodeId,
-          dstNodeId: 0n,
-          replyToMessage: replyTo,
-          groupId: taskRes.groupId,
-          ttl: taskRes.task?.ttl ?? 0,
-          messageType: taskRes.task?.taskType ?? "",
-          createdAt: taskRes.task?.createdAt ?? 0,
-        },
-        error: { code: ErrorCode.UNKNOWN, reason: `Malformed reply: ${errorMessage(err)}` },
-      };
-    }
   }
 
   private async call<T>(what: string, invoke: () => Promise<T>): Promise<T> {
@@ -335,6 +305,9 @@ async function callWhileConnecting<T>(
     try {
       return await invoke();
     } catch (err) {
+      // A certificate the CA does not vouch for will not start working: fail now, as exit 2.
+      const tlsError = tlsSetupError(err, `the SuperLink at ${ctx.target}`, "start this ServerApp with --insecure too");
+      if (tlsError !== undefined) throw tlsError;
       const unavailable = isServiceError(err) && err.code === grpc.status.UNAVAILABLE;
       const elapsed = Date.now() - ctx.started;
       if (unavailable && elapsed + CONNECT_RETRY_MS < ctx.connectTimeoutMs) {

@@ -16,7 +16,9 @@ import {
   InvalidConfigError,
   errorMessage,
 } from "../core/errors";
-import { fromServiceError, isServiceError } from "../transport/status";
+import { cleanDetails, fromServiceError, isServiceError, tlsSetupError } from "../transport/status";
+
+export { isCertificateFailure } from "../transport/status";
 
 /** Default first backoff ceiling (Flower: 1 s). */
 export const DEFAULT_BASE_DELAY_MS = 1_000;
@@ -102,18 +104,6 @@ export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> 
   });
 }
 
-/** Node's TLS verification failures, as grpc-js reports them in UNAVAILABLE details. */
-const CERTIFICATE_FAILURE =
-  /certificate|altnames|CERT_|unable to verify|unable to get (local )?issuer|self[- ]signed|ERR_TLS_CERT/i;
-
-/** OpenSSL's complaint when the peer answers a TLS handshake with plaintext (an --insecure server). */
-const PLAINTEXT_PEER = /wrong version number/i;
-
-/** True when a failed call is a TLS certificate verification failure. */
-export function isCertificateFailure(err: unknown): boolean {
-  return isServiceError(err) && err.code === grpc.status.UNAVAILABLE && CERTIFICATE_FAILURE.test(err.details ?? "");
-}
-
 /** Message for a SuperNode key the SuperLink does not accept. */
 export const ACCESS_DENIED_HINT = "access denied: is this node's public key in the SuperLink's allowlist?";
 
@@ -137,26 +127,9 @@ export function classifyFleetError(
   const details = cleanDetails(err.details) || grpc.status[err.code] || String(err.code);
   switch (err.code) {
     case grpc.status.UNAVAILABLE:
-      if (PLAINTEXT_PEER.test(details)) {
-        return {
-          kind: "fatal",
-          error: new InvalidConfigError(
-            `The SuperLink${at} does not speak TLS (${details}): it probably runs with --insecure. ` +
-              "Start it with certificates, or start this SuperNode with --insecure too.",
-            { cause: err },
-          ),
-        };
-      }
-      if (isCertificateFailure(err)) {
-        return {
-          kind: "fatal",
-          error: new InvalidConfigError(
-            `TLS certificate verification of the SuperLink${at} failed (${details}). ` +
-              "Pass the CA certificate that signed the SuperLink's certificate with --root-certificates, " +
-              "and connect with a host name or IP address that the certificate names.",
-            { cause: err },
-          ),
-        };
+      {
+        const tlsError = tlsSetupError(err, `the SuperLink${at}`, "start this SuperNode with --insecure too");
+        if (tlsError !== undefined) return { kind: "fatal", error: tlsError };
       }
       return { kind: "retryable" };
     case grpc.status.DEADLINE_EXCEEDED:
@@ -198,12 +171,6 @@ export function describeFailure(err: unknown): string {
 }
 
 /** grpc-js details without the empty "Resolution note" tail and OpenSSL's source location. */
-function cleanDetails(details: string | undefined): string {
-  return (details ?? "")
-    .replace(/\.?\s*Resolution note:\s*$/, "")
-    .replace(/:\.\.\/deps\/openssl\/[^\s]*:\d+:\s*$/, "")
-    .trim();
-}
 
 /** Runs calls with the retry policy; one instance is shared by all calls of a SuperNode. */
 export class RetryInvoker {

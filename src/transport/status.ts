@@ -7,6 +7,7 @@ import {
   AuthenticationError,
   ConnectionError,
   FlwrError,
+  InvalidConfigError,
   MalformedMessageError,
   NotFoundError,
   TimeoutError,
@@ -63,4 +64,55 @@ export function isRetryableStatus(code: grpc.status): boolean {
     code === grpc.status.INTERNAL ||
     code === grpc.status.UNKNOWN
   );
+}
+
+/** Node's TLS verification failures, as grpc-js reports them in UNAVAILABLE details. */
+const CERTIFICATE_FAILURE =
+  /certificate|altnames|CERT_|unable to verify|unable to get (local )?issuer|self[- ]signed|ERR_TLS_CERT/i;
+
+/** OpenSSL's complaint when the peer answers a TLS handshake with plaintext (an --insecure server). */
+const PLAINTEXT_PEER = /wrong version number/i;
+
+/** True when a failed call is a TLS certificate verification failure. */
+export function isCertificateFailure(err: unknown): boolean {
+  return isServiceError(err) && err.code === grpc.status.UNAVAILABLE && CERTIFICATE_FAILURE.test(err.details ?? "");
+}
+
+/** grpc-js details without its resolution note and OpenSSL source locations. */
+export function cleanDetails(details: string | undefined): string {
+  return (details ?? "")
+    .replace(/\.?\s*Resolution note:\s*$/, "")
+    .replace(/:\.\.\/deps\/openssl\/[^\s]*:\d+:\s*$/, "")
+    .trim();
+}
+
+/**
+ * A failed call that retrying cannot fix because TLS is set up wrong on this side: the
+ * certificate is not vouched for by the given CA (or names another host), or the peer speaks
+ * plaintext. `peer` names what was dialled ("the SuperLink at HOST:PORT"), `insecureHint`
+ * says which side to restart with --insecure. Undefined for any other failure.
+ */
+export function tlsSetupError(err: unknown, peer: string, insecureHint: string): InvalidConfigError | undefined {
+  if (!isServiceError(err) || err.code !== grpc.status.UNAVAILABLE) return undefined;
+  const details = cleanDetails(err.details) || "UNAVAILABLE";
+  if (PLAINTEXT_PEER.test(details)) {
+    return new InvalidConfigError(
+      `${capitalize(peer)} does not speak TLS (${details}): it probably runs with --insecure. ` +
+        `Start it with certificates, or ${insecureHint}.`,
+      { cause: err },
+    );
+  }
+  if (isCertificateFailure(err)) {
+    return new InvalidConfigError(
+      `TLS certificate verification of ${peer} failed (${details}). ` +
+        "Pass the CA certificate that signed the SuperLink's certificate with --root-certificates, " +
+        "and connect with a host name or IP address that the certificate names.",
+      { cause: err },
+    );
+  }
+  return undefined;
+}
+
+function capitalize(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
