@@ -57,8 +57,8 @@ export interface StartClientOptions {
   /** Default: a text logger on stderr (Flower logs to the console). */
   logger?: Logger;
   /**
-   * Aborting stops the client; startClient then resolves. An abort while the first
-   * registration is still being retried takes effect once that attempt ends.
+   * Aborting stops the client; startClient then resolves. It also works while the first
+   * registration is still being retried (the server not up yet).
    */
   signal?: AbortSignal;
   /** Called once the node is registered with the server. */
@@ -151,8 +151,12 @@ export async function startClient(serverAddress: string, options: StartClientOpt
         ...(options.maxRetries !== undefined ? { maxRetries: options.maxRetries } : {}),
         ...(options.maxWaitTime !== undefined ? { maxWaitTimeMs: options.maxWaitTime * 1000 } : {}),
       },
-      { logger },
+      { logger, ...(signal !== undefined ? { signal } : {}) },
     );
+  } catch (err) {
+    // Aborted while still connecting: stopping is what the caller asked for, not a failure.
+    if (signal?.aborted) return;
+    throw err;
   } finally {
     keys?.cleanup();
   }

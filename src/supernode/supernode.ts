@@ -100,6 +100,11 @@ export interface SuperNodeDeps {
   logger: Logger;
   /** Uniform in [0, 1) for backoff jitter and ping scheduling; default Math.random. */
   random?: () => number;
+  /**
+   * Aborting it while the node is still registering (e.g. retrying a SuperLink that is not up)
+   * makes startSuperNode reject with the abort reason at once. Once started, use close().
+   */
+  signal?: AbortSignal;
 }
 
 export interface SuperNodeHandle {
@@ -136,13 +141,19 @@ export async function startSuperNode(config: SuperNodeConfig, deps: SuperNodeDep
     },
     logger: deps.logger,
   });
-  let node: SuperNode;
+  const { signal } = deps;
+  let node: SuperNode | undefined;
+  const onAbort = (): void => node?.stopRegistering();
+  signal?.addEventListener("abort", onAbort, { once: true });
   try {
+    signal?.throwIfAborted();
     node = new SuperNode(config, checked, deps, connection);
     await node.registerFirst();
   } catch (err) {
     connection.close();
-    throw err;
+    throw signal?.aborted ? signal.reason : err;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
   }
   return node.start();
 }
@@ -267,6 +278,11 @@ class SuperNode {
   }
 
   /** The first CreateNode; logs the readiness line. */
+  /** Cancels a registration in progress (the retry wait and the call in flight). */
+  stopRegistering(): void {
+    this.stopController.abort(new Stopped());
+  }
+
   async registerFirst(): Promise<void> {
     const node = await this.createNode();
     this.setNode(node);
