@@ -16,6 +16,8 @@ import { InvalidConfigError } from "../core/errors";
 import type { Config } from "../core/records/legacy-types";
 import type { ConfigsScalar, Context, NDArrays } from "../core/records/types";
 import {
+  DEFAULT_TEST_COUNT,
+  DEFAULT_TRAIN_COUNT,
   DEFAULT_TRAIN_OPTIONS,
   createModel,
   evaluate,
@@ -61,8 +63,8 @@ export function nodeData(context: Context): NodeDataset {
   const options = {
     partitionId: integerSetting(config, "partition-id", 0),
     numPartitions: integerSetting(config, "num-partitions", 1),
-    trainCount: integerSetting(config, "train-count", 400),
-    testCount: integerSetting(config, "test-count", 200),
+    trainCount: integerSetting(config, "train-count", DEFAULT_TRAIN_COUNT),
+    testCount: integerSetting(config, "test-count", DEFAULT_TEST_COUNT),
     cifarDir: stringSetting(config, "cifar-dir"),
   };
   const key = JSON.stringify(options);
