@@ -18,7 +18,7 @@ import type { KeyObject } from "node:crypto";
 import { AUTH_TOKEN_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
 import { errorMessage } from "../core/errors";
 import { type Logger, silentLogger } from "../core/logger";
-import { type FleetRequestName, canonicalEncode, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
+import { FLEET_REQUEST_NAMES, type FleetRequestName, canonicalEncode, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
 import {
   CreateNodeResponse,
   type CreateNodeRequest,
@@ -245,17 +245,7 @@ function fingerprintOfHeader(header: string | undefined): string | undefined {
   }
 }
 
-/** Fleet method name (as in FleetService) -> request message name. */
-const FLEET_METHODS = {
-  createNode: "CreateNodeRequest",
-  deleteNode: "DeleteNodeRequest",
-  ping: "PingRequest",
-  pullTaskIns: "PullTaskInsRequest",
-  pushTaskRes: "PushTaskResRequest",
-  getRun: "GetRunRequest",
-} as const satisfies Record<keyof typeof FleetService, FleetRequestName>;
-
-type FleetMethod = keyof typeof FLEET_METHODS;
+type FleetMethod = keyof typeof FLEET_REQUEST_NAMES;
 
 const verifiedNodes = new WeakMap<object, bigint>();
 
@@ -291,7 +281,7 @@ export function withFleetAuthentication(
   const definition: Record<string, grpc.MethodDefinition<object, object>> = {};
   const wrapped: grpc.UntypedServiceImplementation = {};
 
-  for (const method of Object.keys(FLEET_METHODS) as FleetMethod[]) {
+  for (const method of Object.keys(FLEET_REQUEST_NAMES) as FleetMethod[]) {
     const base = FleetService[method] as unknown as grpc.MethodDefinition<object, object>;
     definition[method] = {
       ...base,
@@ -302,7 +292,7 @@ export function withFleetAuthentication(
       },
     };
     const inner = implementation[method] as unknown as grpc.handleUnaryCall<object, object>;
-    const requestName = FLEET_METHODS[method];
+    const requestName = FLEET_REQUEST_NAMES[method];
     const rpc = requestName.replace(/Request$/, "");
 
     const handler: grpc.handleUnaryCall<object, object> = (call, callback) => {

@@ -7,15 +7,15 @@
  */
 import { NotFoundError } from "../core/errors";
 import { type Logger, silentLogger } from "../core/logger";
-import { messageToTaskIns, scalarMapToRecord } from "../core/records/serde";
+import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
 import {
   type Driver,
   type RunInfo,
   type SendAndReceiveOptions,
   buildDriverMessage,
-  checkOutgoingMessage,
   replyFromTaskRes,
+  taskInsForPush,
 } from "../server/driver";
 import type { State } from "../state/state";
 import * as driverApi from "../superlink/driver/driver-handler";
@@ -74,10 +74,7 @@ export class InProcessDriver implements Driver {
 
   async pushMessages(msgs: Message[]): Promise<string[]> {
     if (msgs.length === 0) return [];
-    const taskInsList = msgs.map((m) => {
-      checkOutgoingMessage(this.runId, m);
-      return messageToTaskIns(m);
-    });
+    const taskInsList = taskInsForPush(this.runId, msgs);
     return driverApi.pushTaskIns({ taskInsList }, this.state, { logger: this.logger }).taskIds;
   }
 

@@ -6,9 +6,9 @@
 import { DEFAULT_TTL, ErrorCode } from "../core/constants";
 import { MalformedMessageError, errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
-import { messageFromTaskRes } from "../core/records/serde";
+import { messageFromTaskRes, messageToTaskIns } from "../core/records/serde";
 import type { ConfigsScalar, Message, RecordSet } from "../core/records/types";
-import type { TaskRes } from "../proto/flwr/proto/task";
+import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 
 /** The run a Driver works in (Flower's `Run`). */
 export interface RunInfo {
@@ -131,4 +131,12 @@ export function replyFromTaskRes(taskRes: TaskRes, logger: Logger, event: string
       error: { code: ErrorCode.UNKNOWN, reason: `Malformed reply: ${errorMessage(err)}` },
     };
   }
+}
+
+/** The TaskIns a Driver pushes for `msgs`, each checked against the run's rules first. */
+export function taskInsForPush(runId: bigint, msgs: Message[]): TaskIns[] {
+  return msgs.map((m) => {
+    checkOutgoingMessage(runId, m);
+    return messageToTaskIns(m);
+  });
 }

@@ -16,20 +16,20 @@ import * as grpc from "@grpc/grpc-js";
 import { parseAddress } from "../core/address";
 import { ConnectionError, MalformedMessageError, NotFoundError } from "../core/errors";
 import { type Logger, silentLogger } from "../core/logger";
-import { messageToTaskIns, scalarMapToRecord } from "../core/records/serde";
+import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
 import { DriverClient, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
 import type { TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
-import { fromServiceError, isServiceError, tlsSetupError } from "../transport/status";
+import { fromServiceError, isServiceError, tlsSetupError, withoutResolutionNote } from "../transport/status";
 import { channelCredentials } from "../transport/tls";
 import {
   type Driver,
   type RunInfo,
   type SendAndReceiveOptions,
   buildDriverMessage,
-  checkOutgoingMessage,
   replyFromTaskRes,
+  taskInsForPush,
 } from "../server/driver";
 
 /** Default sleep after a fast empty pull (a SuperLink that does not long-poll). */
@@ -39,7 +39,6 @@ export const FAST_PULL_MS = 100;
 /** Default bound on waiting for the SuperLink to accept the first call. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const CONNECT_RETRY_MS = 250;
-const RESOLUTION_NOTE = /\.?\s*Resolution note:\s*$/;
 
 export interface GrpcDriverConfig {
   /** Driver API address, HOST:PORT. */
@@ -173,10 +172,7 @@ export class GrpcDriver implements Driver {
 
   async pushMessages(msgs: Message[]): Promise<string[]> {
     if (msgs.length === 0) return [];
-    const taskInsList = msgs.map((m) => {
-      checkOutgoingMessage(this.runId, m);
-      return messageToTaskIns(m);
-    });
+    const taskInsList = taskInsForPush(this.runId, msgs);
     const { response } = await this.call("PushTaskIns", () =>
       unaryCall(this.client.pushTaskIns.bind(this.client), { taskInsList }),
     );
@@ -283,14 +279,8 @@ export class GrpcDriver implements Driver {
   }
 
   private callError(err: unknown, what: string): Error {
-    return withoutResolutionNote(fromServiceError(err, `${what} to the SuperLink Driver API at ${this.target}`));
+    return withoutNote(fromServiceError(err, `${what} to the SuperLink Driver API at ${this.target}`));
   }
-}
-
-/** grpc-js appends an empty "Resolution note: " to connection errors; it only adds noise. */
-function withoutResolutionNote<E extends Error>(err: E): E {
-  err.message = err.message.replace(RESOLUTION_NOTE, "");
-  return err;
 }
 
 /**
@@ -317,11 +307,17 @@ async function callWhileConnecting<T>(
       if (unavailable) {
         throw new ConnectionError(
           `Cannot reach the SuperLink Driver API at ${ctx.target} (gave up after ${Math.round(elapsed / 1000)} s): ` +
-            (err as grpc.ServiceError).details.replace(RESOLUTION_NOTE, ""),
+            withoutResolutionNote((err as grpc.ServiceError).details),
           { cause: err },
         );
       }
-      throw withoutResolutionNote(fromServiceError(err, `${ctx.what} to the SuperLink Driver API at ${ctx.target}`));
+      throw withoutNote(fromServiceError(err, `${ctx.what} to the SuperLink Driver API at ${ctx.target}`));
     }
   }
+}
+
+/** The typed error with grpc-js's empty resolution note dropped from its message. */
+function withoutNote<E extends Error>(err: E): E {
+  err.message = withoutResolutionNote(err.message);
+  return err;
 }

@@ -18,7 +18,7 @@ import { PUBLIC_KEY_HEADER } from "../core/constants";
 import { ConnectionError, InvalidConfigError } from "../core/errors";
 import type { Logger } from "../core/logger";
 import { silentLogger } from "../core/logger";
-import { type FleetRequestName, type MapOrder, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
+import { FLEET_REQUEST_NAMES, type MapOrder, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
 import {
   CreateNodeRequest,
   type CreateNodeResponse,
@@ -61,15 +61,6 @@ export interface CallControl {
 }
 
 type FleetMethod = keyof typeof FleetService;
-
-const REQUEST_NAMES: Record<FleetMethod, FleetRequestName> = {
-  createNode: "CreateNodeRequest",
-  deleteNode: "DeleteNodeRequest",
-  ping: "PingRequest",
-  pullTaskIns: "PullTaskInsRequest",
-  pushTaskRes: "PushTaskResRequest",
-  getRun: "GetRunRequest",
-};
 
 /** Bytes already encoded by us go on the wire unchanged. */
 const sendBytesAsIs = (bytes: Buffer): Buffer => bytes;
@@ -194,7 +185,7 @@ export class FleetConnection {
     if (this.closed) throw new ConnectionError(`The connection to ${this.target} is closed`);
     control.signal?.throwIfAborted();
     const definition = FleetService[method];
-    const name = REQUEST_NAMES[method];
+    const name = FLEET_REQUEST_NAMES[method];
     let bytes: Buffer;
     let metadata: grpc.Metadata;
     if (this.auth !== undefined) {

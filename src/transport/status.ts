@@ -78,10 +78,14 @@ export function isCertificateFailure(err: unknown): boolean {
   return isServiceError(err) && err.code === grpc.status.UNAVAILABLE && CERTIFICATE_FAILURE.test(err.details ?? "");
 }
 
+/** grpc-js appends an empty "Resolution note: " to connection errors; it only adds noise. */
+export function withoutResolutionNote(text: string): string {
+  return text.replace(/\.?\s*Resolution note:\s*$/, "");
+}
+
 /** grpc-js details without its resolution note and OpenSSL source locations. */
 export function cleanDetails(details: string | undefined): string {
-  return (details ?? "")
-    .replace(/\.?\s*Resolution note:\s*$/, "")
+  return withoutResolutionNote(details ?? "")
     .replace(/:\.\.\/deps\/openssl\/[^\s]*:\d+:\s*$/, "")
     .trim();
 }

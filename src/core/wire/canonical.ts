@@ -38,6 +38,7 @@ import type {
   ParametersRecord,
   RecordSet,
 } from "../../proto/flwr/proto/recordset";
+import type { FleetService } from "../../proto/flwr/proto/fleet";
 import type { GetRunRequest } from "../../proto/flwr/proto/run";
 import type { Task, TaskRes } from "../../proto/flwr/proto/task";
 
@@ -52,6 +53,16 @@ export type FleetRequestName =
   | "PullTaskInsRequest"
   | "PushTaskResRequest"
   | "GetRunRequest";
+
+/** Fleet RPC (method name as in the generated FleetService) -> the request message it carries. */
+export const FLEET_REQUEST_NAMES = {
+  createNode: "CreateNodeRequest",
+  deleteNode: "DeleteNodeRequest",
+  ping: "PingRequest",
+  pullTaskIns: "PullTaskInsRequest",
+  pushTaskRes: "PushTaskResRequest",
+  getRun: "GetRunRequest",
+} as const satisfies Record<keyof typeof FleetService, FleetRequestName>;
 
 interface EncodeContext {
   readonly order: MapOrder;
