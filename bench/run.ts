@@ -32,7 +32,8 @@ interface Options {
 const USAGE = `Usage: npm run bench -- [rounds] [relay] [idle] [options]
   (no scenario = all three)
   --rounds N           FedAvg rounds in "rounds" (default 3)
-  --relay-cases LIST   payload MB x nodes for "relay" (default 10x2,10x10,100x2,100x10)
+  --relay-cases LIST   payload MB x nodes for "relay", TLS + auth unless ":plain" follows
+                       (default 10x2,10x10,100x2,100x10,100x2:plain)
   --nodes N            idle SuperNodes in "idle" (default 100; e.g. 1000)
   --idle-seconds S     measuring window of "idle" (default 30)
   --output FILE        where the JSON results go (default bench/results/latest.json)
@@ -50,10 +51,11 @@ function parseArgs(args: string[]): Options {
     scenarios: [],
     rounds: 3,
     relayCases: [
-      { payloadMB: 10, nodes: 2 },
-      { payloadMB: 10, nodes: 10 },
-      { payloadMB: 100, nodes: 2 },
-      { payloadMB: 100, nodes: 10 },
+      { payloadMB: 10, nodes: 2, security: "tls+auth" },
+      { payloadMB: 10, nodes: 10, security: "tls+auth" },
+      { payloadMB: 100, nodes: 2, security: "tls+auth" },
+      { payloadMB: 100, nodes: 10, security: "tls+auth" },
+      { payloadMB: 100, nodes: 2, security: "plaintext" },
     ],
     idleNodes: 100,
     idleSeconds: 30,
@@ -76,9 +78,11 @@ function parseArgs(args: string[]): Options {
       case "--relay-cases": {
         const list = next() ?? "";
         opts.relayCases = list.split(",").map((item) => {
-          const m = /^(\d+)x(\d+)$/.exec(item.trim());
-          if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new Error(`--relay-cases: "${item}" is not MBxNODES, e.g. 100x10`);
-          return { payloadMB: Number(m[1]), nodes: Number(m[2]) };
+          const m = /^(\d+)x(\d+)(:plain)?$/.exec(item.trim());
+          if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) {
+            throw new Error(`--relay-cases: "${item}" is not MBxNODES[:plain], e.g. 100x10 or 100x2:plain`);
+          }
+          return { payloadMB: Number(m[1]), nodes: Number(m[2]), security: m[3] ? "plaintext" : "tls+auth" };
         });
         break;
       }
@@ -136,10 +140,11 @@ function roundsTable(r: RoundsResult): string {
 function relayTable(results: RelayResult[]): string {
   const rows = results.map((r) =>
     r.skipped !== undefined
-      ? [`${r.payloadMB} MB`, String(r.nodes), `skipped: ${r.skipped}`, "", "", "", "", ""]
+      ? [`${r.payloadMB} MB`, String(r.nodes), r.security, `skipped: ${r.skipped}`, "", "", "", "", ""]
       : [
           `${r.payloadMB} MB`,
           String(r.nodes),
+          r.security,
           f(r.allPushedSeconds),
           f(r.roundTripSeconds),
           f(r.throughputMBps, 0),
@@ -151,7 +156,7 @@ function relayTable(results: RelayResult[]): string {
   return (
     "relay: one message with the payload to every node, echoed back (Message API ServerApp)\n" +
     table(
-      ["payload", "nodes", "all pushed s", "round trip s", "MB/s", "link RSS before MiB", "link peak RSS MiB", "node peak RSS MiB"],
+      ["payload", "nodes", "security", "all pushed s", "round trip s", "MB/s", "link RSS before MiB", "link peak RSS MiB", "node peak RSS MiB"],
       rows,
     )
   );

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 npx --no-install buf generate --output "$tmp" >/dev/null
+node scripts/zero-copy-bytes.js "$tmp/src/proto"
 diff -r "$tmp/src/proto" src/proto

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates src/proto from proto/ with the buf binary shipped in npm and ts-proto.
+# Regenerates src/proto from proto/ with the buf binary shipped in npm and ts-proto, then makes
+# large `bytes` fields decode without a copy (scripts/zero-copy-bytes.js).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf src/proto
 npx --no-install buf generate
+node scripts/zero-copy-bytes.js src/proto

@@ -56,17 +56,35 @@ export interface SuperLinkChild {
   metricsAddress: string;
 }
 
-/** Starts flower-superlink with TLS, node authentication, in-memory state and metrics, all on 127.0.0.1:0. */
-export async function startSuperLinkChild(creds: Credentials, logDir: string, name = "superlink"): Promise<SuperLinkChild> {
+/**
+ * How the daemons of a scenario talk: TLS with SuperNode authentication (the default, as a real
+ * deployment), or plaintext without authentication (to show what TLS and the MACs cost).
+ */
+export type Security = "tls+auth" | "plaintext";
+
+/**
+ * Starts flower-superlink with in-memory state and metrics, all on 127.0.0.1:0, with TLS and node
+ * authentication unless `security` is "plaintext".
+ */
+export async function startSuperLinkChild(
+  creds: Credentials,
+  logDir: string,
+  name = "superlink",
+  security: Security = "tls+auth",
+): Promise<SuperLinkChild> {
   const child = startDaemon(name, "flower-superlink", {
     logDir,
     args: [
-      "--ssl-ca-certfile", creds.caCert,
-      "--ssl-certfile", creds.serverCert,
-      "--ssl-keyfile", creds.serverKey,
-      "--auth-list-public-keys", creds.allowlistCsv,
-      "--auth-superlink-private-key", creds.serverPrivateKey,
-      "--auth-superlink-public-key", creds.serverPublicKey,
+      ...(security === "plaintext"
+        ? ["--insecure"]
+        : [
+            "--ssl-ca-certfile", creds.caCert,
+            "--ssl-certfile", creds.serverCert,
+            "--ssl-keyfile", creds.serverKey,
+            "--auth-list-public-keys", creds.allowlistCsv,
+            "--auth-superlink-private-key", creds.serverPrivateKey,
+            "--auth-superlink-public-key", creds.serverPublicKey,
+          ]),
       "--driver-api-address", "127.0.0.1:0",
       "--fleet-api-address", "127.0.0.1:0",
       "--metrics-address", "127.0.0.1:0",
@@ -95,6 +113,7 @@ export async function startSuperNodeChild(
   ref: string,
   logDir: string,
   nodeConfig?: string,
+  security: Security = "tls+auth",
 ): Promise<Child> {
   const keys = creds.nodeKeys(i);
   const child = startDaemon(`supernode-${i}`, "flower-client-app", {
@@ -102,10 +121,14 @@ export async function startSuperNodeChild(
     args: [
       ref,
       "--dir", appDir,
-      "--root-certificates", creds.caCert,
       "--superlink", superlink.fleetAddress,
-      "--auth-supernode-private-key", keys.privateKeyPath,
-      "--auth-supernode-public-key", keys.publicKeyPath,
+      ...(security === "plaintext"
+        ? ["--insecure"]
+        : [
+            "--root-certificates", creds.caCert,
+            "--auth-supernode-private-key", keys.privateKeyPath,
+            "--auth-supernode-public-key", keys.publicKeyPath,
+          ]),
       ...(nodeConfig !== undefined ? ["--node-config", nodeConfig] : []),
     ],
   });
@@ -120,10 +143,12 @@ export function startServerAppChild(
   appDir: string,
   ref: string,
   logDir: string,
+  security: Security = "tls+auth",
 ): Child {
+  const trust = security === "plaintext" ? ["--insecure"] : ["--root-certificates", creds.caCert];
   return startDaemon("serverapp", "flower-server-app", {
     logDir,
-    args: [ref, "--dir", appDir, "--root-certificates", creds.caCert, "--superlink", superlink.driverAddress],
+    args: [ref, "--dir", appDir, ...trust, "--superlink", superlink.driverAddress],
   });
 }
 

@@ -8,7 +8,7 @@ import { freemem } from "node:os";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { RESULT_PREFIX, writeRelayApps } from "../lib/apps";
-import { type Credentials, startServerAppChild, startSuperLinkChild, startSuperNodeChild } from "../lib/deployment";
+import { type Credentials, type Security, startServerAppChild, startSuperLinkChild, startSuperNodeChild } from "../lib/deployment";
 import { type Child, failOnExit, memoryInfo, say, stopChildren } from "../lib/processes";
 
 export const MB = 1_000_000;
@@ -24,6 +24,7 @@ const BYTES_NEEDED_PER_PAYLOAD_BYTE_PER_NODE = 12;
 export interface RelayCase {
   payloadMB: number;
   nodes: number;
+  security: Security;
 }
 
 export interface RelayResult extends RelayCase {
@@ -49,30 +50,37 @@ interface ServerAppReport {
   firstReplyMs: number;
 }
 
+/** "100 MB x 2, TLS + auth" */
+export function relayCaseName(c: RelayCase): string {
+  return `${c.payloadMB} MB x ${c.nodes}, ${c.security === "plaintext" ? "plaintext" : "TLS + auth"}`;
+}
+
 export async function runRelayCase(creds: Credentials, workDir: string, c: RelayCase): Promise<RelayResult> {
   const payloadBytes = c.payloadMB * MB;
   const needed = payloadBytes * c.nodes * BYTES_NEEDED_PER_PAYLOAD_BYTE_PER_NODE;
   if (needed > freemem() * 0.8) {
     const reason = `needs about ${Math.round(needed / 2 ** 20)} MiB, ${Math.round(freemem() / 2 ** 20)} MiB free`;
-    say(`relay ${c.payloadMB} MB x ${c.nodes}: skipped (${reason})`);
+    say(`relay ${relayCaseName(c)}: skipped (${reason})`);
     return { ...c, skipped: reason };
   }
   if (c.nodes > creds.numNodes) throw new Error(`relay: ${c.nodes} nodes but only ${creds.numNodes} key pairs`);
-  const dir = join(workDir, `relay-${c.payloadMB}MB-${c.nodes}nodes`);
+  const dir = join(workDir, `relay-${c.payloadMB}MB-${c.nodes}nodes-${c.security === "plaintext" ? "plain" : "tls"}`);
   mkdirSync(dir, { recursive: true });
   writeRelayApps(dir, payloadBytes, TENSOR_BYTES, c.nodes);
   const children: Child[] = [];
   try {
-    const superlink = await startSuperLinkChild(creds, dir);
+    const superlink = await startSuperLinkChild(creds, dir, "superlink", c.security);
     children.push(superlink.child);
     const nodes = await Promise.all(
-      Array.from({ length: c.nodes }, (_, k) => startSuperNodeChild(k + 1, creds, superlink, dir, "echo_client:app", dir)),
+      Array.from({ length: c.nodes }, (_, k) =>
+        startSuperNodeChild(k + 1, creds, superlink, dir, "echo_client:app", dir, undefined, c.security),
+      ),
     );
     children.push(...nodes);
     const before = memoryInfo(superlink.child.pid);
-    say(`relay ${c.payloadMB} MB x ${c.nodes}: ${c.nodes} SuperNodes ready; relaying`);
+    say(`relay ${relayCaseName(c)}: ${c.nodes} SuperNodes ready; relaying`);
 
-    const serverApp = startServerAppChild(creds, superlink, dir, "relay_server:app", dir);
+    const serverApp = startServerAppChild(creds, superlink, dir, "relay_server:app", dir, c.security);
     children.push(serverApp);
     const code = await Promise.race([serverApp.exited, failOnExit(children.filter((x) => x !== serverApp))]);
     if (code !== 0) throw new Error(`relay: flower-server-app exited with code ${code} (see ${serverApp.logFile})`);

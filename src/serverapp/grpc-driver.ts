@@ -9,6 +9,9 @@
  *  - waiting for replies re-pulls at once when the SuperLink held the pull open (a flwr-ts
  *    SuperLink long-polls), and sleeps `pollIntervalMs` only after a fast empty answer (a
  *    Python SuperLink), instead of always sleeping 3 s;
+ *  - pushes go out one PushTaskIns at a time, each with at most PUSH_BATCH_BYTES of payload
+ *    (or one message), so the first SuperNode gets its message while later ones are still on
+ *    the wire, and many large messages never exceed the 512 MiB request limit together;
  *  - a malformed TaskRes is logged and, when it names the message it answers, turned into an
  *    error reply for that message (so nothing waits for it forever); it never crashes the run.
  */
@@ -18,8 +21,15 @@ import { ConnectionError, MalformedMessageError, NotFoundError } from "../core/e
 import { type Logger, silentLogger } from "../core/logger";
 import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
-import { DriverClient, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
-import type { TaskRes } from "../proto/flwr/proto/task";
+import {
+  DriverClient,
+  DriverService,
+  PushTaskInsRequest,
+  type PullTaskResRequest,
+  type PullTaskResResponse,
+} from "../proto/flwr/proto/driver";
+import { withChunkedSerializers } from "../transport/chunked-serializers";
+import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
 import { fromServiceError, isServiceError, tlsSetupError, withoutResolutionNote } from "../transport/status";
 import { channelCredentials } from "../transport/tls";
@@ -39,6 +49,8 @@ export const FAST_PULL_MS = 100;
 /** Default bound on waiting for the SuperLink to accept the first call. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const CONNECT_RETRY_MS = 250;
+/** A push is split into PushTaskIns requests of at most this much payload (or one message). */
+export const PUSH_BATCH_BYTES = 16 * 1024 * 1024;
 
 export interface GrpcDriverConfig {
   /** Driver API address, HOST:PORT. */
@@ -78,6 +90,12 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+// PushTaskIns may carry large records: encode it with one copy of the payload (same bytes).
+const FAST_DRIVER_CLIENT = grpc.makeGenericClientConstructor(
+  withChunkedSerializers(DriverService, { requests: { pushTaskIns: PushTaskInsRequest } }),
+  "flwr.proto.Driver",
+) as unknown as typeof DriverClient;
+
 export class GrpcDriver implements Driver {
   readonly runId: bigint;
   /** True when connect() created the run (CreateRun), false for an existing `runId`. */
@@ -88,6 +106,8 @@ export class GrpcDriver implements Driver {
   private readonly pollIntervalMs: number;
   private readonly logger: Logger;
   private closed = false;
+  /** Settles when the PushTaskIns requests queued so far have been answered. */
+  private pushQueue: Promise<unknown> = Promise.resolve();
 
   private constructor(
     client: DriverClient,
@@ -121,7 +141,7 @@ export class GrpcDriver implements Driver {
       ...(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
       ...(config.insecure ? { insecure: true } : {}),
     });
-    const client = createClient(DriverClient, config.superlink, credentials, config.channelOptions ?? {});
+    const client = createClient(FAST_DRIVER_CLIENT, config.superlink, credentials, config.channelOptions ?? {});
     const target = config.superlink;
     try {
       const started = Date.now();
@@ -173,15 +193,16 @@ export class GrpcDriver implements Driver {
   async pushMessages(msgs: Message[]): Promise<string[]> {
     if (msgs.length === 0) return [];
     const taskInsList = taskInsForPush(this.runId, msgs);
-    const { response } = await this.call("PushTaskIns", () =>
-      unaryCall(this.client.pushTaskIns.bind(this.client), { taskInsList }),
-    );
-    if (response.taskIds.length !== msgs.length) {
-      throw new MalformedMessageError(
-        `The SuperLink answered PushTaskIns with ${response.taskIds.length} task ids for ${msgs.length} messages`,
-      );
-    }
-    response.taskIds.forEach((id, i) => {
+    // All batches are queued now, so a concurrent call's pushes go after this call's, and a
+    // batch is sent only if the one before it succeeded.
+    let previous: Promise<unknown> = Promise.resolve();
+    const parts = batchesByPayload(taskInsList, PUSH_BATCH_BYTES).map((batch) => {
+      const part = this.pushInTurn(batch, previous);
+      previous = part;
+      return part;
+    });
+    const taskIds = (await Promise.all(parts)).flat();
+    taskIds.forEach((id, i) => {
       if (id === "") {
         this.logger.warn(
           { event: "serverapp.message-not-stored", nodeId: msgs[i]!.metadata.dstNodeId.toString() },
@@ -189,7 +210,29 @@ export class GrpcDriver implements Driver {
         );
       }
     });
-    return response.taskIds;
+    return taskIds;
+  }
+
+  /**
+   * One PushTaskIns, sent once every push queued before it was answered and `after` succeeded
+   * (rejects with its error otherwise). Concurrent pushes share one HTTP/2 connection, and
+   * interleaved they would all arrive only at the very end.
+   */
+  private pushInTurn(taskInsList: TaskIns[], after: Promise<unknown>): Promise<string[]> {
+    const push = this.pushQueue.then(async () => {
+      await after;
+      const { response } = await this.call("PushTaskIns", () =>
+        unaryCall(this.client.pushTaskIns.bind(this.client), { taskInsList }),
+      );
+      if (response.taskIds.length !== taskInsList.length) {
+        throw new MalformedMessageError(
+          `The SuperLink answered PushTaskIns with ${response.taskIds.length} task ids for ${taskInsList.length} messages`,
+        );
+      }
+      return response.taskIds;
+    });
+    this.pushQueue = push.catch(() => undefined);
+    return push;
   }
 
   async pullMessages(ids: string[]): Promise<Message[]> {
@@ -281,6 +324,34 @@ export class GrpcDriver implements Driver {
   private callError(err: unknown, what: string): Error {
     return withoutNote(fromServiceError(err, `${what} to the SuperLink Driver API at ${this.target}`));
   }
+}
+
+/** Tensor bytes a TaskIns carries (what dominates its encoded size). */
+function payloadBytes(taskIns: TaskIns): number {
+  let total = 0;
+  for (const record of taskIns.task?.recordset?.parameters.values() ?? []) {
+    for (const array of record.dataValues) total += array.data.length;
+  }
+  return total;
+}
+
+/** Consecutive runs of `list` with at most `maxBytes` of payload each (a larger item alone). */
+function batchesByPayload(list: TaskIns[], maxBytes: number): TaskIns[][] {
+  const batches: TaskIns[][] = [];
+  let current: TaskIns[] = [];
+  let bytes = 0;
+  for (const taskIns of list) {
+    const size = payloadBytes(taskIns);
+    if (current.length > 0 && bytes + size > maxBytes) {
+      batches.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(taskIns);
+    bytes += size;
+  }
+  if (current.length > 0) batches.push(current);
+  return batches;
 }
 
 /**

@@ -49,8 +49,7 @@ export function copyConfig(config: Map<string, Scalar>): Map<string, Scalar> {
   return new Map([...config].map(([k, v]) => [k, { ...v }]));
 }
 /**
- * A copy of a task message
-'s envelope (ids, Task fields, nodes, ancestry, error) sharing the
+ * A copy of a task message's envelope (ids, Task fields, nodes, ancestry, error) sharing the
  * RecordSet: state mutates only the envelope (`task_id`, `delivered_at`), and copying model
  * weights on every store and pull would cost more than it protects.
  */

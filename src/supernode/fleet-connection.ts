@@ -35,6 +35,7 @@ import type { Node } from "../proto/flwr/proto/node";
 import { GetRunRequest, type GetRunResponse, type Run } from "../proto/flwr/proto/run";
 import type { TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
+import { withChunkedSerializers } from "../transport/chunked-serializers";
 import { isServiceError } from "../transport/status";
 import { channelCredentials } from "../transport/tls";
 
@@ -61,6 +62,9 @@ export interface CallControl {
 }
 
 type FleetMethod = keyof typeof FleetService;
+
+// PushTaskRes may carry large records: without auth, encode it with one copy of the payload.
+const FLEET_SERVICE = withChunkedSerializers(FleetService, { requests: { pushTaskRes: PushTaskResRequest } });
 
 /** Bytes already encoded by us go on the wire unchanged. */
 const sendBytesAsIs = (bytes: Buffer): Buffer => bytes;
@@ -184,7 +188,7 @@ export class FleetConnection {
   ): Promise<{ response: Res; headers: grpc.Metadata }> {
     if (this.closed) throw new ConnectionError(`The connection to ${this.target} is closed`);
     control.signal?.throwIfAborted();
-    const definition = FleetService[method];
+    const definition = FLEET_SERVICE[method];
     const name = FLEET_REQUEST_NAMES[method];
     let bytes: Buffer;
     let metadata: grpc.Metadata;

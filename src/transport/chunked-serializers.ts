@@ -5,7 +5,7 @@
  * (`requestSerialize`).
  */
 import type * as grpc from "@grpc/grpc-js";
-import { type MessageEncoder, encodeMessage } from "./chunked-writer";
+import { type MessageEncoder, encodeMessage } from "../core/wire/chunked-writer";
 
 export interface ChunkedSerializerChoice {
   /** Method name -> encoder of its request message (used by clients). */

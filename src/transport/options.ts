@@ -22,3 +22,9 @@ export const CHANNEL_OPTIONS: ChannelOptions = {
   "grpc.max_send_message_length": GRPC_MAX_MESSAGE_LENGTH,
   "grpc-node.flow_control_window": 16 * 1024 * 1024,
 };
+
+/**
+ * HTTP/2 receive window of our servers, per stream and per connection (Node's default: 64 KiB),
+ * the server-side twin of `grpc-node.flow_control_window` above (see src/transport/server.ts).
+ */
+export const SERVER_RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;

@@ -351,6 +351,50 @@ describe("round trips with the generated decoder", () => {
     expect(hex(GetRunRequest.encode(getRun).finish())).toBe(hex(canonicalEncode("GetRunRequest", getRun)));
   });
 
+  test("large bytes values (written by reference) encode as ts-proto does and decode intact", () => {
+    // Sizes around the 1024-byte reference threshold and the 1-, 2-, 3- and 4-byte length prefixes.
+    const sizes = [1023, 1024, 1025, 16_384, 70_000, 3_000_000];
+    const tensor = (n: number, seed: number): Buffer => {
+      const b = Buffer.allocUnsafe(n);
+      for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
+      return b;
+    };
+    const request = PushTaskResRequest.fromPartial({
+      taskResList: [
+        {
+          groupId: "1",
+          runId: RUN_ID,
+          task: {
+            producer: { nodeId: NODE_ID },
+            consumer: { nodeId: 0n, anonymous: true },
+            ancestry: ["x"],
+            taskType: "train",
+            recordset: {
+              parameters: new Map([
+                [
+                  "p",
+                  ParametersRecord.fromPartial({
+                    dataKeys: sizes.map(String),
+                    dataValues: sizes.map((n, i) => ({ dtype: "uint8", shape: [n], stype: "raw", data: tensor(n, i) })),
+                  }),
+                ],
+              ]),
+              configs: new Map([["c", { data: new Map<string, ConfigsRecordValue>([["blob", { bytes: tensor(5000, 9) }]]) }]]),
+            },
+          },
+        },
+      ],
+    });
+    const bytes = canonicalEncode("PushTaskResRequest", request);
+    expect(Buffer.from(bytes).equals(Buffer.from(PushTaskResRequest.encode(request).finish()))).toBe(true);
+    // Buffer.equals, not toEqual: jest compares megabytes one element at a time.
+    const decoded = PushTaskResRequest.decode(bytes);
+    const values = decoded.taskResList[0]!.task!.recordset!.parameters.get("p")!.dataValues;
+    expect(values.map((v) => v.data.length)).toEqual(sizes);
+    values.forEach((v, i) => expect(v.data.equals(tensor(sizes[i]!, i))).toBe(true));
+    expect(Buffer.from(canonicalEncode("PushTaskResRequest", decoded)).equals(Buffer.from(bytes))).toBe(true);
+  });
+
   test("the rich request's map keys \"b\" and \"bl\" are reported as prefix-related", () => {
     expect(hasPrefixRelatedMapKeys("PushTaskResRequest", rich())).toBe(true);
   });

@@ -2,14 +2,17 @@
  * GrpcDriver against a real in-process SuperLink over TLS (certificates from
  * scripts/generate.sh), with fake SuperNodes on the Fleet API.
  */
+import * as grpc from "@grpc/grpc-js";
 import { createServer } from "node:net";
 import { ErrorCode } from "../../src/core/constants";
 import { ConnectionError, MalformedMessageError, NotFoundError } from "../../src/core/errors";
 import { RecordSet } from "../../src/core/records/types";
+import { DriverService, type PushTaskInsRequest } from "../../src/proto/flwr/proto/driver";
 import { TaskRes } from "../../src/proto/flwr/proto/task";
+import { startGrpcServer } from "../../src/transport/server";
 import { silentLogger } from "../../src/core/logger";
 import { type SuperLinkHandle, startSuperLink } from "../../src/superlink/superlink";
-import { GrpcDriver } from "../../src/serverapp/grpc-driver";
+import { GrpcDriver, PUSH_BATCH_BYTES } from "../../src/serverapp/grpc-driver";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { FakeSuperNode, startTestSuperLink } from "./helpers";
 
@@ -135,6 +138,65 @@ describe("GrpcDriver messaging", () => {
     }
     expect(new Set(replies.map((r) => r.metadata.srcNodeId))).toEqual(new Set([a.nodeId, b.nodeId]));
     expect(a.received[0]!.metadata).toMatchObject({ groupId: "7", ttl: 3600, srcNodeId: 0n, messageType: "query" });
+  });
+
+  it("splits a large push into PushTaskIns requests sent one at a time, keeping the id order", async () => {
+    const link = await superlink(0);
+    const driver = await connect(link);
+    const a = await node(link, async () => "silent");
+    // Each message carries 0.6 x PUSH_BATCH_BYTES, so no two fit in one request.
+    const big = (i: number): RecordSet => {
+      const data = new Uint8Array(Math.ceil(PUSH_BATCH_BYTES * 0.6)).fill(i);
+      return new RecordSet({
+        parametersRecords: new Map([["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])]]),
+      });
+    };
+    const msgs = [0, 1, 2].map((i) => driver.createMessage(big(i), "query", a.nodeId, String(i)));
+    // Two concurrent calls plus three small messages that share one request.
+    const small = [3, 4, 5].map((i) => driver.createMessage(new RecordSet(), "query", a.nodeId, String(i)));
+    const [bigIds, smallIds] = await Promise.all([driver.pushMessages(msgs), driver.pushMessages(small)]);
+    expect(link.metrics.rpcCount("Driver", "PushTaskIns", "OK")).toBe(4);
+
+    expect(new Set([...bigIds, ...smallIds]).size).toBe(6);
+    while (a.received.length < 6) await new Promise((r) => setTimeout(r, 20));
+    // The node pulls first in, first out: the SuperLink stored them in the order given.
+    expect(a.received.map((m) => m.metadata.groupId)).toEqual(["0", "1", "2", "3", "4", "5"]);
+    expect(a.received.map((m) => m.metadata.messageId)).toEqual([...bigIds, ...smallIds]);
+    const tensor = a.received[1]!.content!.parametersRecords.get("p")!.get("w")!.data;
+    expect(tensor.length).toBe(Math.ceil(PUSH_BATCH_BYTES * 0.6));
+    expect(tensor.every((v) => v === 1)).toBe(true);
+  });
+
+  it("stops a split push at the first refused request and reports it", async () => {
+    // A Driver API that creates runs and refuses the first PushTaskIns.
+    const pushes: number[] = [];
+    const fake = await startGrpcServer("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), [
+      {
+        definition: DriverService,
+        implementation: {
+          createRun: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, { runId: 7n }),
+          getRun: (_call: unknown, cb: grpc.sendUnaryData<unknown>) =>
+            cb(null, { run: { runId: 7n, fabId: "", fabVersion: "", overrideConfig: new Map() } }),
+          pushTaskIns: (call: grpc.ServerUnaryCall<PushTaskInsRequest, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+            pushes.push(call.request.taskInsList.length);
+            if (pushes.length === 1) cb({ code: grpc.status.INTERNAL, details: "disk full" });
+            else cb(null, { taskIds: call.request.taskInsList.map((_, i) => `id-${pushes.length}-${i}`) });
+          },
+        } as unknown as grpc.UntypedServiceImplementation,
+      },
+    ]);
+    cleanups.push(() => fake.close(0));
+    const driver = await GrpcDriver.connect({ superlink: fake.address, insecure: true });
+    cleanups.push(() => driver.close());
+    const data = new Uint8Array(Math.ceil(PUSH_BATCH_BYTES * 0.6));
+    const content = new RecordSet({
+      parametersRecords: new Map([["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])]]),
+    });
+    const msgs = [1, 2, 3].map((i) => driver.createMessage(content, "query", 42n, String(i)));
+    await expect(driver.pushMessages(msgs)).rejects.toThrow(/disk full/);
+    expect(pushes).toEqual([1]);
+    // The queue is not stuck: a later push goes through.
+    expect(await driver.pushMessages([driver.createMessage(new RecordSet(), "query", 42n, "4")])).toEqual(["id-2-0"]);
   });
 
   it("returns each reply once from pullMessages", async () => {

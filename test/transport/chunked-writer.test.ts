@@ -6,7 +6,7 @@ import { PullTaskResResponse, PushTaskInsRequest, DriverService } from "../../sr
 import { PullTaskInsResponse, PushTaskResRequest, FleetService } from "../../src/proto/flwr/proto/fleet";
 import { RecordSet } from "../../src/proto/flwr/proto/recordset";
 import { TaskIns, TaskRes } from "../../src/proto/flwr/proto/task";
-import { ChunkedWriter, encodeMessage } from "../../src/transport/chunked-writer";
+import { ChunkedWriter, encodeMessage } from "../../src/core/wire/chunked-writer";
 import { withChunkedSerializers } from "../../src/transport/chunked-serializers";
 
 /** Deterministic PRNG (mulberry32) so a failure is reproducible. */

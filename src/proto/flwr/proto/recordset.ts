@@ -396,7 +396,7 @@ export const BytesList: MessageFns<BytesList> = {
               break;
             }
 
-            message.vals.push(Buffer.from(reader.bytes()));
+            message.vals.push(bytesView(reader.bytes()));
             continue;
           }
         }
@@ -498,7 +498,7 @@ export const Array: MessageFns<Array> = {
               break;
             }
 
-            message.data = Buffer.from(reader.bytes());
+            message.data = bytesView(reader.bytes());
             continue;
           }
         }
@@ -727,7 +727,7 @@ export const ConfigsRecordValue: MessageFns<ConfigsRecordValue> = {
               break;
             }
 
-            message.bytes = Buffer.from(reader.bytes());
+            message.bytes = bytesView(reader.bytes());
             continue;
           }
           case 21: {
@@ -1484,4 +1484,10 @@ export interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
   fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
+}
+
+// Added by scripts/zero-copy-bytes.js: a `bytes` value of at least 1024 bytes is a view into the
+// decoded buffer (which the caller must not reuse), a shorter one a copy.
+function bytesView(bytes: Uint8Array): Buffer {
+  return bytes.length < 1024 ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }

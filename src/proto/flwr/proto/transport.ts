@@ -98,7 +98,7 @@ export const Scalar: MessageFns<Scalar> = {
               break;
             }
 
-            message.bytes = Buffer.from(reader.bytes());
+            message.bytes = bytesView(reader.bytes());
             continue;
           }
         }
@@ -144,4 +144,10 @@ export interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
   fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
+}
+
+// Added by scripts/zero-copy-bytes.js: a `bytes` value of at least 1024 bytes is a view into the
+// decoded buffer (which the caller must not reuse), a shorter one a copy.
+function bytesView(bytes: Uint8Array): Buffer {
+  return bytes.length < 1024 ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }

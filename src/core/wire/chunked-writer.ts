@@ -12,8 +12,9 @@
  * once into a single Buffer. The generated `encode` decides which fields are written and in
  * which order, so the bytes are exactly those of `X.encode(m).finish()`.
  *
- * Use it through `encodeMessage(X, message)`. The referenced `bytes` values are read only
- * during `finish()`, which runs synchronously inside `encodeMessage`.
+ * Use it through `encodeMessage(X, message)` (or, as the canonical encoder does, write and
+ * `finish()` in one synchronous step): the referenced `bytes` values are read only during
+ * `finish()`, so they must not change before it.
  */
 import { BinaryWriter, type WireType } from "@bufbuild/protobuf/wire";
 
