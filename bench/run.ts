@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- SCENARIO... [options]]`: benchmarks of the real daemons (child processes
  * from bin/, TLS + node authentication from scripts/generate.sh, ports 127.0.0.1:0).
- * Scenarios: rounds, relay, idle (default: all). Prints a table per scenario on stdout and
+ * Scenarios: rounds, relay, idle, hop (default: all). Prints a table per scenario on stdout and
  * writes bench/results/latest.json. See bench/README.md.
  */
 import { execFileSync } from "node:child_process";
@@ -10,11 +10,12 @@ import { cpus, freemem, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { generateCredentials } from "./lib/deployment";
 import { REPO_ROOT, say, setDaemonNodeFlags } from "./lib/processes";
+import { type HopResult, runHop } from "./scenarios/hop";
 import { type IdleResult, runIdle } from "./scenarios/idle";
 import { type RelayCase, type RelayResult, runRelay } from "./scenarios/relay";
 import { type RoundsResult, runRounds } from "./scenarios/rounds";
 
-const SCENARIOS = ["rounds", "relay", "idle"] as const;
+const SCENARIOS = ["rounds", "relay", "idle", "hop"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Options {
@@ -23,19 +24,21 @@ interface Options {
   relayCases: RelayCase[];
   idleNodes: number;
   idleSeconds: number;
+  hopMB: number;
   keep: boolean;
   output: string;
   /** Directory for V8 CPU profiles of every daemon (node --cpu-prof). */
   profileDir?: string;
 }
 
-const USAGE = `Usage: npm run bench -- [rounds] [relay] [idle] [options]
-  (no scenario = all three)
+const USAGE = `Usage: npm run bench -- [rounds] [relay] [idle] [hop] [options]
+  (no scenario = all four)
   --rounds N           FedAvg rounds in "rounds" (default 3)
   --relay-cases LIST   payload MB x nodes for "relay", TLS + auth unless ":plain" follows
                        (default 10x2,10x10,100x2,100x10,100x2:plain)
   --nodes N            idle SuperNodes in "idle" (default 100; e.g. 1000)
   --idle-seconds S     measuring window of "idle" (default 30)
+  --hop-mb N           payload of "hop", one gRPC upload between two processes (default 100)
   --output FILE        where the JSON results go (default bench/results/latest.json)
   --keep               keep the temp dir (certificates, apps, child logs)
   --profile DIR        write a V8 CPU profile of every daemon into DIR (open in Chrome DevTools)`;
@@ -59,6 +62,7 @@ function parseArgs(args: string[]): Options {
     ],
     idleNodes: 100,
     idleSeconds: 30,
+    hopMB: 100,
     keep: false,
     output: join(REPO_ROOT, "bench", "results", "latest.json"),
   };
@@ -74,6 +78,9 @@ function parseArgs(args: string[]): Options {
         break;
       case "--idle-seconds":
         opts.idleSeconds = positiveInt(arg, next());
+        break;
+      case "--hop-mb":
+        opts.hopMB = positiveInt(arg, next());
         break;
       case "--relay-cases": {
         const list = next() ?? "";
@@ -181,6 +188,22 @@ function idleTable(r: IdleResult): string {
   return `idle: ${r.nodes} idle authenticated SuperNodes\n` + table(["measure", "value"], rows);
 }
 
+function hopTable(results: HopResult[]): string {
+  const rows = results.map((r) => [
+    `${r.payloadMB} MB`,
+    r.security,
+    f(r.medianSeconds, 3),
+    f(r.firstSeconds, 3),
+    f(r.senderCpuMs, 0),
+    f(r.receiverUserMs, 0),
+    f(r.receiverSystemMs, 0),
+  ]);
+  return (
+    "hop: one unary gRPC upload between two processes, no protobuf (medians after the first call)\n" +
+    table(["payload", "security", "seconds", "first s", "sender CPU ms", "receiver user ms", "receiver sys ms"], rows)
+  );
+}
+
 function gitCommit(): string | undefined {
   try {
     return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: REPO_ROOT, encoding: "utf8" }).trim();
@@ -232,10 +255,14 @@ async function main(args: string[]): Promise<number> {
           const r = await runRelay(creds, workDir, opts.relayCases);
           results["relay"] = r;
           texts.push(relayTable(r));
-        } else {
+        } else if (scenario === "idle") {
           const r = await runIdle(creds, workDir, { nodes: opts.idleNodes, windowSeconds: opts.idleSeconds });
           results["idle"] = r;
           texts.push(idleTable(r));
+        } else {
+          const r = await runHop(creds, workDir, opts.hopMB);
+          results["hop"] = r;
+          texts.push(hopTable(r));
         }
       } catch (err) {
         failed = true;

@@ -24,7 +24,7 @@ export const CHANNEL_OPTIONS: ChannelOptions = {
 };
 
 /**
- * HTTP/2 receive window of our servers, per stream and per connection (Node's default: 64 KiB),
- * the server-side twin of `grpc-node.flow_control_window` above (see src/transport/server.ts).
+ * HTTP/2 receive window of our servers' connections (Node's default: 64 KiB); streams keep the
+ * default 64 KiB, so uploads and downloads cannot deadlock (see src/transport/server.ts).
  */
 export const SERVER_RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;

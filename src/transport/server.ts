@@ -2,7 +2,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { ConnectionError, errorMessage } from "../core/errors";
 import { formatAddress, parseAddress } from "../core/address";
-import type { Http2Server, ServerHttp2Session, Settings } from "node:http2";
+import type { Http2Server, ServerHttp2Session } from "node:http2";
 import { SERVER_OPTIONS, SERVER_RECEIVE_WINDOW_BYTES } from "./options";
 
 export interface ServiceRegistration {
@@ -29,7 +29,6 @@ export async function startGrpcServer(
   const hostPort = parseAddress(address);
   const server = new grpc.Server({ ...SERVER_OPTIONS, ...options });
   for (const s of services) server.addService(s.definition, s.implementation);
-  advertiseReceiveWindow(server, SERVER_RECEIVE_WINDOW_BYTES);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(formatAddress(hostPort), credentials, (err, boundPort) => {
       if (err) {
@@ -70,21 +69,18 @@ function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
 }
 
 /**
- * grpc-js has no server option for the HTTP/2 receive window, and at Node's default (64 KiB per
- * stream and per connection) a large upload (PushTaskIns, PushTaskRes) waits for a window update
- * every 64 KiB: pushing 2 x 100 MB took 3.4 s instead of 2.1 s (bench relay). These two reach
- * into grpc-js 1.14 internals (`commonServerOptions`, `http2Servers`). If those are missing the
- * server still works, at the default window, and test/transport/server-window.test.ts fails.
+ * grpc-js has no server option for the HTTP/2 receive window, and at Node's default of 64 KiB
+ * for the whole connection, a large upload (PushTaskIns, PushTaskRes) waits for a window update
+ * every 64 KiB: one 100 MB upload took 1.0 s instead of 0.6 s (bench hop). Only the connection
+ * window grows; each stream keeps 64 KiB. Node's HTTP/2 stops reading while it writes, so if
+ * both peers may have megabytes in flight towards each other at once (our channels already
+ * accept 16 MiB per stream), a concurrent upload and download on one connection deadlock;
+ * with 64 KiB per upload stream they cannot (test/transport/server-window.test.ts).
+ * This reaches into grpc-js 1.14 internals (`http2Servers`); if they are missing the server
+ * still works, at the default window, and that test fails.
  */
 interface GrpcServerInternals {
-  commonServerOptions?: { settings?: Settings };
   http2Servers?: Map<Http2Server, unknown>;
-}
-
-function advertiseReceiveWindow(server: grpc.Server, bytes: number): void {
-  const internals = server as unknown as GrpcServerInternals;
-  if (internals.commonServerOptions === undefined) return;
-  internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, initialWindowSize: bytes };
 }
 
 function enlargeConnectionWindows(server: grpc.Server, bytes: number): void {

@@ -1,15 +1,21 @@
 /**
- * Our gRPC servers advertise a large HTTP/2 receive window, per stream (SETTINGS) and per
- * connection (WINDOW_UPDATE), so uploads such as PushTaskIns/PushTaskRes are not paced at
- * Node's 64 KiB default. grpc-js has no option for it (see src/transport/server.ts); this test
- * fails if a grpc-js upgrade moves the internals it relies on.
+ * Our gRPC servers grow the HTTP/2 receive window of each connection (WINDOW_UPDATE) so uploads
+ * such as PushTaskIns/PushTaskRes are not paced at Node's 64 KiB default, and keep each
+ * stream's at 64 KiB so that a large upload and a large download on one connection cannot
+ * deadlock (Node's HTTP/2 stops reading while it writes). grpc-js has no option for the
+ * window (see src/transport/server.ts); the first tests fail if a grpc-js upgrade moves the
+ * internals it relies on.
  */
 import * as grpc from "@grpc/grpc-js";
+import { spawn } from "node:child_process";
 import { connect, type ClientHttp2Session } from "node:http2";
+import { join } from "node:path";
 import { SERVER_RECEIVE_WINDOW_BYTES } from "../../src/transport/options";
 import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/server";
 import { serverCredentials } from "../../src/transport/tls";
-import { type Fixtures, generateFixtures } from "../helpers/fixtures";
+import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
+
+const NODE_DEFAULT_WINDOW = 65_535;
 
 let fx: Fixtures;
 const servers: RunningGrpcServer[] = [];
@@ -36,28 +42,70 @@ async function windowsSeenByClient(url: string, options: Parameters<typeof conne
   while (session.state.remoteWindowSize !== SERVER_RECEIVE_WINDOW_BYTES && Date.now() < until) {
     await new Promise((r) => setTimeout(r, 10));
   }
-  return { stream: settings.initialWindowSize ?? -1, connection: session.state.remoteWindowSize ?? -1 };
+  return { stream: settings.initialWindowSize ?? NODE_DEFAULT_WINDOW, connection: session.state.remoteWindowSize ?? -1 };
+}
+
+function tlsCredentials(): grpc.ServerCredentials {
+  return serverCredentials({ caCert: fx.read(fx.caCert), cert: fx.read(fx.serverCert), key: fx.read(fx.serverKey) });
 }
 
 describe("startGrpcServer receive window", () => {
-  it("is SERVER_RECEIVE_WINDOW_BYTES per stream and per connection (plaintext)", async () => {
+  it("is SERVER_RECEIVE_WINDOW_BYTES per connection and the default per stream (plaintext)", async () => {
     const server = await startGrpcServer("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), []);
     servers.push(server);
-    expect(SERVER_RECEIVE_WINDOW_BYTES).toBeGreaterThan(65_535);
+    expect(SERVER_RECEIVE_WINDOW_BYTES).toBeGreaterThan(NODE_DEFAULT_WINDOW);
     expect(await windowsSeenByClient(`http://${server.address}`, {})).toEqual({
-      stream: SERVER_RECEIVE_WINDOW_BYTES,
+      stream: NODE_DEFAULT_WINDOW,
       connection: SERVER_RECEIVE_WINDOW_BYTES,
     });
   });
 
   it("is the same over TLS", async () => {
-    const creds = serverCredentials({ caCert: fx.read(fx.caCert), cert: fx.read(fx.serverCert), key: fx.read(fx.serverKey) });
-    const server = await startGrpcServer("127.0.0.1:0", creds, []);
+    const server = await startGrpcServer("127.0.0.1:0", tlsCredentials(), []);
     servers.push(server);
-    const url = `https://localhost:${server.port}`;
-    expect(await windowsSeenByClient(url, { ca: fx.read(fx.caCert), ALPNProtocols: ["h2"] })).toEqual({
-      stream: SERVER_RECEIVE_WINDOW_BYTES,
+    expect(await windowsSeenByClient(`https://localhost:${server.port}`, { ca: fx.read(fx.caCert), ALPNProtocols: ["h2"] })).toEqual({
+      stream: NODE_DEFAULT_WINDOW,
       connection: SERVER_RECEIVE_WINDOW_BYTES,
     });
+  });
+
+  it("lets a 20 MB upload and a 20 MB download share one TLS connection without deadlock", async () => {
+    // In a child process (the built dist/, as the e2e tests use): a deadlocked HTTP/2 session
+    // never closes, and would keep jest from exiting.
+    const script = `
+      const grpc = require("@grpc/grpc-js");
+      const fs = require("node:fs");
+      const { startGrpcServer } = require(${JSON.stringify(join(REPO_ROOT, "dist", "transport", "server.js"))});
+      const { CHANNEL_OPTIONS } = require(${JSON.stringify(join(REPO_ROOT, "dist", "transport", "options.js"))});
+      const [ca, cert, key] = process.argv.slice(1).map((f) => fs.readFileSync(f));
+      const raw = (path) => ({ path, requestStream: false, responseStream: false,
+        requestSerialize: (b) => b, requestDeserialize: (b) => b, responseSerialize: (b) => b, responseDeserialize: (b) => b });
+      const definition = { upload: raw("/t.Window/Upload"), download: raw("/t.Window/Download") };
+      const size = 20000000;
+      (async () => {
+        const server = await startGrpcServer("127.0.0.1:0", grpc.ServerCredentials.createSsl(ca, [{ private_key: key, cert_chain: cert }], false), [{
+          definition,
+          implementation: {
+            upload: (call, cb) => cb(null, Buffer.from(String(call.request.length))),
+            download: (_call, cb) => cb(null, Buffer.alloc(size, 2)),
+          },
+        }]);
+        const Client = grpc.makeGenericClientConstructor(definition, "Window");
+        const client = new Client("localhost:" + server.port, grpc.credentials.createSsl(ca), CHANNEL_OPTIONS);
+        const call = (m, body) => new Promise((ok, fail) => client[m](body, (e, r) => (e ? fail(e) : ok(r))));
+        const [up, down] = await Promise.all([call("upload", Buffer.alloc(size, 1)), call("download", Buffer.alloc(1))]);
+        console.log(JSON.stringify({ uploaded: up.toString(), downloaded: down.length }));
+        process.exit(0);
+      })().catch((e) => { console.error(e); process.exit(1); });
+    `;
+    const child = spawn(process.execPath, ["-e", script, fx.caCert, fx.serverCert, fx.serverKey], { cwd: REPO_ROOT });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    const code = await new Promise<number | null>((resolve) => child.on("exit", resolve)).finally(() => clearTimeout(timer));
+    expect({ code, stderr: err }).toEqual({ code: 0, stderr: "" }); // killed (code null) = stalled 30 s: deadlock
+    expect(JSON.parse(out)).toEqual({ uploaded: "20000000", downloaded: 20_000_000 });
   });
 });
