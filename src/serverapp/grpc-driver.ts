@@ -11,7 +11,8 @@
  *    Python SuperLink), instead of always sleeping 3 s;
  *  - pushes go out one PushTaskIns at a time, each with at most PUSH_BATCH_BYTES of payload
  *    (or one message), so the first SuperNode gets its message while later ones are still on
- *    the wire, and many large messages never exceed the 512 MiB request limit together;
+ *    the wire, and many large messages never exceed the 512 MiB request limit together (if one
+ *    request fails, the call rejects and the messages of the requests before it stay stored);
  *  - a malformed TaskRes is logged and, when it names the message it answers, turned into an
  *    error reply for that message (so nothing waits for it forever); it never crashes the run.
  */
@@ -28,9 +29,9 @@ import {
   type PullTaskResRequest,
   type PullTaskResResponse,
 } from "../proto/flwr/proto/driver";
-import { withChunkedSerializers } from "../transport/chunked-serializers";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
+import { withChunkedSerializers } from "../transport/chunked-serializers";
 import { fromServiceError, isServiceError, tlsSetupError, withoutResolutionNote } from "../transport/status";
 import { channelCredentials } from "../transport/tls";
 import {
