@@ -22,16 +22,10 @@ import { ConnectionError, MalformedMessageError, NotFoundError } from "../core/e
 import { type Logger, silentLogger } from "../core/logger";
 import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
-import {
-  DriverClient,
-  DriverService,
-  PushTaskInsRequest,
-  type PullTaskResRequest,
-  type PullTaskResResponse,
-} from "../proto/flwr/proto/driver";
+import { DriverClient, DriverService, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
-import { withChunkedSerializers } from "../transport/chunked-serializers";
+import { DRIVER_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
 import { fromServiceError, isServiceError, tlsSetupError, withoutResolutionNote } from "../transport/status";
 import { channelCredentials } from "../transport/tls";
 import {
@@ -93,7 +87,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 // PushTaskIns may carry large records: encode it with one copy of the payload (same bytes).
 const FAST_DRIVER_CLIENT = grpc.makeGenericClientConstructor(
-  withChunkedSerializers(DriverService, { requests: { pushTaskIns: PushTaskInsRequest } }),
+  withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES),
   "flwr.proto.Driver",
 ) as unknown as typeof DriverClient;
 

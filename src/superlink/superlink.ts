@@ -10,13 +10,13 @@ import type { Logger } from "../core/logger";
 import { AuthenticationError, FlwrError, InvalidConfigError, errorMessage } from "../core/errors";
 import { DEFAULT_LONG_POLL_MS } from "../core/constants";
 import { parseAddress } from "../core/address";
-import { DriverService, PullTaskResResponse } from "../proto/flwr/proto/driver";
-import { FleetService, PullTaskInsResponse } from "../proto/flwr/proto/fleet";
+import { DriverService } from "../proto/flwr/proto/driver";
+import { FleetService } from "../proto/flwr/proto/fleet";
 import type { State } from "../state/state";
 import { createState } from "../state/state-factory";
 import { type RunningGrpcServer, type ServiceRegistration, startGrpcServer } from "../transport/server";
 import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
-import { withChunkedSerializers } from "../transport/chunked-serializers";
+import { DRIVER_TASK_MESSAGES, FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
 import { Allowlist } from "../auth/allowlist";
 import { loadKeyPairFiles } from "../auth/keys";
 import { FleetAuthenticator, withFleetAuthentication } from "../auth/server-auth";
@@ -83,8 +83,7 @@ export interface SuperLinkHandle {
 }
 
 // Task-carrying responses may hold large records: encode them with one copy of the payload.
-const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, { responses: { pullTaskRes: PullTaskResResponse } });
-const FAST_FLEET_RESPONSES = { responses: { pullTaskIns: PullTaskInsResponse } };
+const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES);
 
 interface AuthMaterial {
   allowlist: Allowlist;
@@ -223,7 +222,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         `Client authentication enabled with ${auth.allowlist.size} known public keys`,
       );
     }
-    fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FAST_FLEET_RESPONSES) };
+    fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FLEET_TASK_MESSAGES) };
     const fleet = await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions);
     servers.push(fleet);
 

@@ -35,7 +35,7 @@ import type { Node } from "../proto/flwr/proto/node";
 import { GetRunRequest, type GetRunResponse, type Run } from "../proto/flwr/proto/run";
 import type { TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
-import { withChunkedSerializers } from "../transport/chunked-serializers";
+import { FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
 import { isServiceError } from "../transport/status";
 import { channelCredentials } from "../transport/tls";
 
@@ -64,7 +64,7 @@ export interface CallControl {
 type FleetMethod = keyof typeof FleetService;
 
 // PushTaskRes may carry large records: without auth, encode it with one copy of the payload.
-const FLEET_SERVICE = withChunkedSerializers(FleetService, { requests: { pushTaskRes: PushTaskResRequest } });
+const FLEET_SERVICE = withChunkedSerializers(FleetService, FLEET_TASK_MESSAGES);
 
 /** Bytes already encoded by us go on the wire unchanged. */
 const sendBytesAsIs = (bytes: Buffer): Buffer => bytes;

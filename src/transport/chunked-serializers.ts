@@ -6,6 +6,8 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import { type MessageEncoder, encodeMessage } from "../core/wire/chunked-writer";
+import { PullTaskResResponse, PushTaskInsRequest } from "../proto/flwr/proto/driver";
+import { PullTaskInsResponse, PushTaskResRequest } from "../proto/flwr/proto/fleet";
 
 export interface ChunkedSerializerChoice {
   /** Method name -> encoder of its request message (used by clients). */
@@ -13,6 +15,19 @@ export interface ChunkedSerializerChoice {
   /** Method name -> encoder of its response message (used by servers). */
   responses?: Record<string, MessageEncoder<object>>;
 }
+
+/**
+ * The messages of each API that carry tasks, and so possibly large records: the ones worth the
+ * one-copy encoder. Servers use the responses, clients the requests.
+ */
+export const DRIVER_TASK_MESSAGES: ChunkedSerializerChoice = {
+  requests: { pushTaskIns: PushTaskInsRequest },
+  responses: { pullTaskRes: PullTaskResResponse },
+};
+export const FLEET_TASK_MESSAGES: ChunkedSerializerChoice = {
+  requests: { pushTaskRes: PushTaskResRequest },
+  responses: { pullTaskIns: PullTaskInsResponse },
+};
 
 /**
  * A copy of `definition` in which the named methods serialize with `encodeMessage`; every other
