@@ -34,7 +34,8 @@ interface Options {
 const USAGE = `Usage: npm run bench -- [rounds] [relay] [idle] [hop] [options]
   (no scenario = all four)
   --rounds N           FedAvg rounds in "rounds" (default 3)
-  --relay-cases LIST   payload MB x nodes for "relay", TLS + auth unless ":plain" follows
+  --relay-cases LIST   payload MB x nodes for "relay", TLS + auth unless ":tls" (TLS, no
+                       node auth) or ":plain" (plaintext, no auth) follows
                        (default 10x2,10x10,100x2,100x10,100x2:plain)
   --nodes N            idle SuperNodes in "idle" (default 100; e.g. 1000)
   --idle-seconds S     measuring window of "idle" (default 30)
@@ -85,11 +86,12 @@ function parseArgs(args: string[]): Options {
       case "--relay-cases": {
         const list = next() ?? "";
         opts.relayCases = list.split(",").map((item) => {
-          const m = /^(\d+)x(\d+)(:plain)?$/.exec(item.trim());
+          const m = /^(\d+)x(\d+)(?::(plain|tls))?$/.exec(item.trim());
           if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) {
-            throw new Error(`--relay-cases: "${item}" is not MBxNODES[:plain], e.g. 100x10 or 100x2:plain`);
+            throw new Error(`--relay-cases: "${item}" is not MBxNODES[:tls|:plain], e.g. 100x10 or 100x2:plain`);
           }
-          return { payloadMB: Number(m[1]), nodes: Number(m[2]), security: m[3] ? "plaintext" : "tls+auth" };
+          const security = m[3] === "plain" ? "plaintext" : m[3] === "tls" ? "tls" : "tls+auth";
+          return { payloadMB: Number(m[1]), nodes: Number(m[2]), security };
         });
         break;
       }
@@ -147,7 +149,7 @@ function roundsTable(r: RoundsResult): string {
 function relayTable(results: RelayResult[]): string {
   const rows = results.map((r) =>
     r.skipped !== undefined
-      ? [`${r.payloadMB} MB`, String(r.nodes), r.security, `skipped: ${r.skipped}`, "", "", "", "", ""]
+      ? [`${r.payloadMB} MB`, String(r.nodes), r.security, `skipped: ${r.skipped}`, "", "", "", "", "", "", "", ""]
       : [
           `${r.payloadMB} MB`,
           String(r.nodes),
@@ -158,12 +160,18 @@ function relayTable(results: RelayResult[]): string {
           f(r.superlinkRssBeforeMiB, 0),
           f(r.superlinkPeakRssMiB, 0),
           f(r.supernodePeakRssMiB, 0),
+          f(r.superlinkCpuSeconds),
+          f(r.supernodesCpuSeconds),
+          f(r.serverAppCpuSeconds),
         ],
   );
   return (
     "relay: one message with the payload to every node, echoed back (Message API ServerApp)\n" +
     table(
-      ["payload", "nodes", "security", "all pushed s", "round trip s", "MB/s", "link RSS before MiB", "link peak RSS MiB", "node peak RSS MiB"],
+      [
+        "payload", "nodes", "security", "all pushed s", "round trip s", "MB/s", "link RSS before MiB", "link peak RSS MiB",
+        "node peak RSS MiB", "link CPU s", "nodes CPU s", "app CPU s",
+      ],
       rows,
     )
   );

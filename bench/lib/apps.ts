@@ -112,6 +112,7 @@ exports.app = new ServerApp({
       if (nodeIds.length < NUM_NODES) await sleep(100);
     }
     const content = payload();
+    const cpu0 = process.cpuUsage();
     const started = performance.now();
     let lastPushed = 0;
     const perNode = await Promise.all(
@@ -131,12 +132,14 @@ exports.app = new ServerApp({
       }),
     );
     const totalMs = performance.now() - started;
+    const cpu = process.cpuUsage(cpu0);
     console.log(${JSON.stringify(RESULT_PREFIX)} + JSON.stringify({
       nodes: NUM_NODES,
       payloadBytes: PAYLOAD_BYTES,
       allPushedMs: lastPushed,
       totalMs,
       firstReplyMs: Math.min(...perNode.map((p) => p.repliedMs)),
+      cpuMs: (cpu.user + cpu.system) / 1000,
     }));
   },
 });

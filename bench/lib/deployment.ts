@@ -58,13 +58,14 @@ export interface SuperLinkChild {
 
 /**
  * How the daemons of a scenario talk: TLS with SuperNode authentication (the default, as a real
- * deployment), or plaintext without authentication (to show what TLS and the MACs cost).
+ * deployment), TLS alone, or plaintext without authentication (to show what TLS and the MACs
+ * each cost).
  */
-export type Security = "tls+auth" | "plaintext";
+export type Security = "tls+auth" | "tls" | "plaintext";
 
 /**
  * Starts flower-superlink with in-memory state and metrics, all on 127.0.0.1:0, with TLS and node
- * authentication unless `security` is "plaintext".
+ * authentication as `security` says.
  */
 export async function startSuperLinkChild(
   creds: Credentials,
@@ -81,9 +82,13 @@ export async function startSuperLinkChild(
             "--ssl-ca-certfile", creds.caCert,
             "--ssl-certfile", creds.serverCert,
             "--ssl-keyfile", creds.serverKey,
-            "--auth-list-public-keys", creds.allowlistCsv,
-            "--auth-superlink-private-key", creds.serverPrivateKey,
-            "--auth-superlink-public-key", creds.serverPublicKey,
+            ...(security === "tls+auth"
+              ? [
+                  "--auth-list-public-keys", creds.allowlistCsv,
+                  "--auth-superlink-private-key", creds.serverPrivateKey,
+                  "--auth-superlink-public-key", creds.serverPublicKey,
+                ]
+              : []),
           ]),
       "--driver-api-address", "127.0.0.1:0",
       "--fleet-api-address", "127.0.0.1:0",
@@ -126,8 +131,9 @@ export async function startSuperNodeChild(
         ? ["--insecure"]
         : [
             "--root-certificates", creds.caCert,
-            "--auth-supernode-private-key", keys.privateKeyPath,
-            "--auth-supernode-public-key", keys.publicKeyPath,
+            ...(security === "tls+auth"
+              ? ["--auth-supernode-private-key", keys.privateKeyPath, "--auth-supernode-public-key", keys.publicKeyPath]
+              : []),
           ]),
       ...(nodeConfig !== undefined ? ["--node-config", nodeConfig] : []),
     ],

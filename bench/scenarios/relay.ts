@@ -9,7 +9,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { RESULT_PREFIX, writeRelayApps } from "../lib/apps";
 import { type Credentials, type Security, startServerAppChild, startSuperLinkChild, startSuperNodeChild } from "../lib/deployment";
-import { type Child, failOnExit, memoryInfo, say, stopChildren } from "../lib/processes";
+import { type Child, cpuSeconds, failOnExit, memoryInfo, say, stopChildren } from "../lib/processes";
 
 export const MB = 1_000_000;
 /** Payloads are float32 tensors of this size (a 10 MB payload is 5 tensors). */
@@ -40,6 +40,12 @@ export interface RelayResult extends RelayCase {
   superlinkPeakRssMiB?: number;
   /** Highest peak RSS among the SuperNode processes. */
   supernodePeakRssMiB?: number;
+  /** CPU seconds (user + system) each process used from the ServerApp's start to its exit. */
+  superlinkCpuSeconds?: number;
+  /** All SuperNodes together. */
+  supernodesCpuSeconds?: number;
+  /** The ServerApp's, from the first push to the last reply. */
+  serverAppCpuSeconds?: number;
 }
 
 interface ServerAppReport {
@@ -48,12 +54,16 @@ interface ServerAppReport {
   allPushedMs: number;
   totalMs: number;
   firstReplyMs: number;
+  cpuMs: number;
 }
 
 /** "100 MB x 2, TLS + auth" */
 export function relayCaseName(c: RelayCase): string {
-  return `${c.payloadMB} MB x ${c.nodes}, ${c.security === "plaintext" ? "plaintext" : "TLS + auth"}`;
+  return `${c.payloadMB} MB x ${c.nodes}, ${SECURITY_NAMES[c.security]}`;
 }
+
+const SECURITY_NAMES: Record<Security, string> = { "tls+auth": "TLS + auth", tls: "TLS, no auth", plaintext: "plaintext" };
+const SECURITY_DIRS: Record<Security, string> = { "tls+auth": "tls-auth", tls: "tls", plaintext: "plain" };
 
 export async function runRelayCase(creds: Credentials, workDir: string, c: RelayCase): Promise<RelayResult> {
   const payloadBytes = c.payloadMB * MB;
@@ -64,7 +74,7 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
     return { ...c, skipped: reason };
   }
   if (c.nodes > creds.numNodes) throw new Error(`relay: ${c.nodes} nodes but only ${creds.numNodes} key pairs`);
-  const dir = join(workDir, `relay-${c.payloadMB}MB-${c.nodes}nodes-${c.security === "plaintext" ? "plain" : "tls"}`);
+  const dir = join(workDir, `relay-${c.payloadMB}MB-${c.nodes}nodes-${SECURITY_DIRS[c.security]}`);
   mkdirSync(dir, { recursive: true });
   writeRelayApps(dir, payloadBytes, TENSOR_BYTES, c.nodes);
   const children: Child[] = [];
@@ -80,6 +90,8 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
     const before = memoryInfo(superlink.child.pid);
     say(`relay ${relayCaseName(c)}: ${c.nodes} SuperNodes ready; relaying`);
 
+    const linkCpu0 = cpuSeconds(superlink.child.pid);
+    const nodesCpu0 = nodes.reduce((sum, n) => sum + cpuSeconds(n.pid), 0);
     const serverApp = startServerAppChild(creds, superlink, dir, "relay_server:app", dir, c.security);
     children.push(serverApp);
     const code = await Promise.race([serverApp.exited, failOnExit(children.filter((x) => x !== serverApp))]);
@@ -88,6 +100,8 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
     if (line === undefined) throw new Error(`relay: the ServerApp printed no result (see ${serverApp.logFile})`);
     const report = JSON.parse(line.slice(RESULT_PREFIX.length)) as ServerAppReport;
 
+    const superlinkCpuSeconds = cpuSeconds(superlink.child.pid) - linkCpu0;
+    const supernodesCpuSeconds = nodes.reduce((sum, n) => sum + cpuSeconds(n.pid), 0) - nodesCpu0;
     const linkMem = memoryInfo(superlink.child.pid);
     const nodePeak = Math.max(...nodes.map((n) => memoryInfo(n.pid).peakRssMiB));
     const roundTripSeconds = report.totalMs / 1000;
@@ -99,6 +113,9 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
       superlinkRssBeforeMiB: before.rssMiB,
       superlinkPeakRssMiB: linkMem.peakRssMiB,
       supernodePeakRssMiB: nodePeak,
+      superlinkCpuSeconds,
+      supernodesCpuSeconds,
+      serverAppCpuSeconds: report.cpuMs / 1000,
     };
   } finally {
     await stopChildren(children.slice(1));

@@ -10,7 +10,8 @@ import * as grpc from "@grpc/grpc-js";
 import type { KeyObject } from "node:crypto";
 import { AUTH_TOKEN_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
 import { AuthenticationError, errorMessage } from "../core/errors";
-import { type FleetRequestName, type MapOrder, canonicalEncode } from "../core/wire/canonical";
+import { type FleetRequestName, type MapOrder, canonicalEncodeChunks } from "../core/wire/canonical";
+import type { EncodedChunks } from "../core/wire/chunked-writer";
 import { base64UrlPadded, computeAuthToken, decodeBase64UrlLikePython, deriveHmacKey } from "./crypto";
 import { assertKeyPair, canonicalizePublicPem, curveOf, loadKeyPairFiles, publicPemOf } from "./keys";
 
@@ -74,7 +75,18 @@ export class SuperNodeAuth {
    * bytes: send `bytes` as the request body (e.g. with an identity serializer).
    */
   signedRequest(requestName: FleetRequestName, request: object, order: MapOrder = "upb"): { bytes: Uint8Array; metadata: grpc.Metadata } {
-    const bytes = canonicalEncode(requestName, request, order);
+    const { encoded, metadata } = this.signedRequestChunks(requestName, request, order);
+    const only = encoded.chunks[0];
+    const bytes = encoded.chunks.length === 1 && only !== undefined ? only : Buffer.concat(encoded.chunks, encoded.length);
+    return { bytes, metadata };
+  }
+
+  /**
+   * `signedRequest` with the canonical bytes as chunks that reference the request's large
+   * `bytes` values (MAC'd and sent without copying them; they must not change until sent).
+   */
+  signedRequestChunks(requestName: FleetRequestName, request: object, order: MapOrder = "upb"): { encoded: EncodedChunks; metadata: grpc.Metadata } {
+    const encoded = canonicalEncodeChunks(requestName, request, order);
     const metadata = new grpc.Metadata();
     metadata.set(PUBLIC_KEY_HEADER, this.publicKeyHeader);
     if (requestName !== "CreateNodeRequest") {
@@ -83,9 +95,9 @@ export class SuperNodeAuth {
           `Cannot authenticate ${requestName.replace(/Request$/, "")}: no key shared with the SuperLink yet (CreateNode must succeed first)`,
         );
       }
-      metadata.set(AUTH_TOKEN_HEADER, base64UrlPadded(computeAuthToken(this.hmacKey, bytes)));
+      metadata.set(AUTH_TOKEN_HEADER, base64UrlPadded(computeAuthToken(this.hmacKey, encoded.chunks)));
     }
-    return { bytes, metadata };
+    return { encoded, metadata };
   }
 
   /**

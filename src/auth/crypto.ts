@@ -120,13 +120,19 @@ export function deriveHmacKey(ownPrivateKey: KeyObject, peerPublicPem: string): 
   return Buffer.from(base64UrlPadded(hkdfSha256(ecdhSharedSecret(ownPrivateKey, peerPublicPem))), "ascii");
 }
 
-/** HMAC-SHA256(hmacKey, payload): the 32-byte tag sent (base64url-padded) as `auth-token`. */
-export function computeAuthToken(hmacKey: Uint8Array, payload: Uint8Array): Buffer {
-  return createHmac("sha256", hmacKey).update(payload).digest();
+/**
+ * HMAC-SHA256(hmacKey, payload): the 32-byte tag sent (base64url-padded) as `auth-token`.
+ * A payload given as chunks is MAC'd as their concatenation, without joining them.
+ */
+export function computeAuthToken(hmacKey: Uint8Array, payload: Uint8Array | readonly Uint8Array[]): Buffer {
+  const hmac = createHmac("sha256", hmacKey);
+  if (payload instanceof Uint8Array) hmac.update(payload);
+  else for (const chunk of payload) hmac.update(chunk);
+  return hmac.digest();
 }
 
 /** Constant-time check of a received tag; a tag of the wrong length is simply false. */
-export function verifyAuthToken(hmacKey: Uint8Array, payload: Uint8Array, token: Uint8Array): boolean {
+export function verifyAuthToken(hmacKey: Uint8Array, payload: Uint8Array | readonly Uint8Array[], token: Uint8Array): boolean {
   const expected = computeAuthToken(hmacKey, payload);
   if (token.length !== expected.length) return false;
   return timingSafeEqual(expected, token);

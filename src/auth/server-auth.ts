@@ -18,7 +18,7 @@ import type { KeyObject } from "node:crypto";
 import { AUTH_TOKEN_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
 import { errorMessage } from "../core/errors";
 import { type Logger, silentLogger } from "../core/logger";
-import { FLEET_REQUEST_NAMES, type FleetRequestName, canonicalEncode, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
+import { FLEET_REQUEST_NAMES, type FleetRequestName, canonicalEncodeChunks, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
 import {
   CreateNodeResponse,
   type CreateNodeRequest,
@@ -203,9 +203,13 @@ export class FleetAuthenticator {
     // Our own SuperNode sends exactly the bytes it MACs, so the raw bytes usually match at once.
     if (rawBytes !== undefined && verifyAuthToken(hmacKey, rawBytes, token)) return true;
     try {
-      if (verifyAuthToken(hmacKey, canonicalEncode(name, request, "upb"), token)) return true;
+      // As chunks: the payload bytes are MAC'd where they are, not copied.
+      if (verifyAuthToken(hmacKey, canonicalEncodeChunks(name, request, "upb").chunks, token)) return true;
       // Python's C++ / pure-Python protobuf order map keys differently (spec §4.4).
-      return hasPrefixRelatedMapKeys(name, request) && verifyAuthToken(hmacKey, canonicalEncode(name, request, "lexicographic"), token);
+      return (
+        hasPrefixRelatedMapKeys(name, request) &&
+        verifyAuthToken(hmacKey, canonicalEncodeChunks(name, request, "lexicographic").chunks, token)
+      );
     } catch {
       // A request with no canonical encoding (e.g. two oneof members set) can only match raw.
       return false;

@@ -38,7 +38,9 @@ export interface Driver {
   createMessage(content: RecordSet, messageType: string, dstNodeId: bigint, groupId: string, ttl?: number): Message;
   /**
    * Sends messages made by createMessage (MalformedMessageError for any other) and returns
-   * their ids, aligned with the input; "" marks a message the SuperLink did not store.
+   * their ids, aligned with the input; "" marks a message the SuperLink did not store. The
+   * records' array bytes are sent from where they are, not copied first: do not modify them
+   * until the returned promise settles.
    */
   pushMessages(msgs: Message[]): Promise<string[]>;
   /** Replies available now for the given message ids (each is returned once). */

@@ -36,6 +36,7 @@ import { GetRunRequest, type GetRunResponse, type Run } from "../proto/flwr/prot
 import type { TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
 import { FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
+import { sendableRequest } from "../transport/grpc-zero-copy";
 import { isServiceError } from "../transport/status";
 import { channelCredentials } from "../transport/tls";
 
@@ -63,7 +64,7 @@ export interface CallControl {
 
 type FleetMethod = keyof typeof FleetService;
 
-// PushTaskRes may carry large records: without auth, encode it with one copy of the payload.
+// PushTaskRes may carry large records: without auth, encode it as chunks (no payload copy).
 const FLEET_SERVICE = withChunkedSerializers(FleetService, FLEET_TASK_MESSAGES);
 
 /** Bytes already encoded by us go on the wire unchanged. */
@@ -193,9 +194,9 @@ export class FleetConnection {
     let bytes: Buffer;
     let metadata: grpc.Metadata;
     if (this.auth !== undefined) {
-      // The MAC covers exactly the bytes we send.
-      const signed = this.auth.signedRequest(name, request, order);
-      bytes = Buffer.from(signed.bytes.buffer, signed.bytes.byteOffset, signed.bytes.byteLength);
+      // The MAC covers exactly the bytes we send (payload bytes neither copied nor joined).
+      const signed = this.auth.signedRequestChunks(name, request, order);
+      bytes = sendableRequest(signed.encoded);
       metadata = signed.metadata;
     } else {
       bytes = (definition.requestSerialize as (value: object) => Buffer)(request);

@@ -1,11 +1,12 @@
 /**
- * Service definitions whose serializers for large messages use `encodeMessage` (one copy of the
- * payload bytes instead of about a dozen), with the same bytes on the wire. Works for servers
- * (`responseSerialize`) and for clients made with `makeGenericClientConstructor`
- * (`requestSerialize`).
+ * Service definitions whose serializers for large messages use the chunked encoder (with
+ * grpc-zero-copy, no copy of the payload bytes at all; otherwise one, instead of about a
+ * dozen), with the same bytes on the wire. Works for servers (`responseSerialize`) and for
+ * clients made with `makeGenericClientConstructor` (`requestSerialize`).
  */
 import type * as grpc from "@grpc/grpc-js";
-import { type MessageEncoder, encodeMessage } from "../core/wire/chunked-writer";
+import { type MessageEncoder, encodeMessage, encodeMessageChunks } from "../core/wire/chunked-writer";
+import { gatherRequestSerializer, withGather } from "./grpc-zero-copy";
 import { PullTaskResResponse, PushTaskInsRequest } from "../proto/flwr/proto/driver";
 import { PullTaskInsResponse, PushTaskResRequest } from "../proto/flwr/proto/fleet";
 
@@ -30,8 +31,8 @@ export const FLEET_TASK_MESSAGES: ChunkedSerializerChoice = {
 };
 
 /**
- * A copy of `definition` in which the named methods serialize with `encodeMessage`; every other
- * field (paths, deserializers, streaming flags) is kept. The input is not modified. Throws
+ * A copy of `definition` in which the named methods serialize with the chunked encoder; every
+ * other field (paths, deserializers, streaming flags) is kept. The input is not modified. Throws
  * if a named method is not in the definition, so a renamed method cannot silently fall back.
  */
 export function withChunkedSerializers<D extends grpc.ServiceDefinition>(
@@ -48,10 +49,15 @@ export function withChunkedSerializers<D extends grpc.ServiceDefinition>(
     return method;
   };
   for (const [name, encoder] of Object.entries(choice.requests ?? {})) {
-    pick(name).requestSerialize = (value: object): Buffer => encodeMessage(encoder, value);
+    // Patched clients write the request as chunks that reference the payload (no copy).
+    pick(name).requestSerialize = gatherRequestSerializer((value) => encodeMessageChunks(encoder, value));
   }
   for (const [name, encoder] of Object.entries(choice.responses ?? {})) {
-    pick(name).responseSerialize = (value: object): Buffer => encodeMessage(encoder, value);
+    // Patched servers write the response as chunks that reference the payload (no copy).
+    pick(name).responseSerialize = withGather(
+      (value) => encodeMessage(encoder, value),
+      (value) => encodeMessageChunks(encoder, value),
+    );
   }
   return result as unknown as D;
 }

@@ -4,6 +4,7 @@ import { ConnectionError, errorMessage } from "../core/errors";
 import { formatAddress, parseAddress } from "../core/address";
 import type { Http2Server, ServerHttp2Session } from "node:http2";
 import { SERVER_OPTIONS, SERVER_RECEIVE_WINDOW_BYTES } from "./options";
+import { installGrpcZeroCopy } from "./grpc-zero-copy";
 
 export interface ServiceRegistration {
   definition: grpc.ServiceDefinition;
@@ -27,6 +28,7 @@ export async function startGrpcServer(
   options: grpc.ChannelOptions = {},
 ): Promise<RunningGrpcServer> {
   const hostPort = parseAddress(address);
+  installGrpcZeroCopy();
   const server = new grpc.Server({ ...SERVER_OPTIONS, ...options });
   for (const s of services) server.addService(s.definition, s.implementation);
   const port = await new Promise<number>((resolve, reject) => {

@@ -6,26 +6,10 @@ import { PullTaskResResponse, PushTaskInsRequest, DriverService } from "../../sr
 import { PullTaskInsResponse, PushTaskResRequest, FleetService } from "../../src/proto/flwr/proto/fleet";
 import { RecordSet } from "../../src/proto/flwr/proto/recordset";
 import { TaskIns, TaskRes } from "../../src/proto/flwr/proto/task";
-import { ChunkedWriter, encodeMessage } from "../../src/core/wire/chunked-writer";
+import { ChunkedWriter, HEADROOM_BYTES, encodeMessage, encodeMessageChunks, withHeadroom } from "../../src/core/wire/chunked-writer";
 import { withChunkedSerializers } from "../../src/transport/chunked-serializers";
-
-/** Deterministic PRNG (mulberry32) so a failure is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function bytesOf(rand: () => number, n: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  for (let i = 0; i < n; i++) b[i] = Math.floor(rand() * 256);
-  return b;
-}
+import { requestBytes } from "../../src/transport/grpc-zero-copy";
+import { bytesOf, prng } from "../helpers/random-bytes";
 
 // Sizes around the 1-byte/2-byte/3-byte length-prefix edges and the reference threshold.
 const SIZES = [0, 1, 127, 128, 1023, 1024, 1025, 16383, 16384, 70_000];
@@ -114,6 +98,9 @@ function expectSameBytes<T>(encoder: { encode(m: T): { finish(): Uint8Array } },
   expect(Buffer.isBuffer(actual)).toBe(true);
   expect(actual.length).toBe(expected.length);
   expect(actual.equals(expected)).toBe(true);
+  const { chunks, length } = encodeMessageChunks(encoder as never, message);
+  expect(length).toBe(expected.length);
+  expect(Buffer.concat(chunks).equals(expected)).toBe(true);
   return actual;
 }
 
@@ -169,8 +156,39 @@ test("withChunkedSerializers replaces only the named serializers and leaves the 
 
   const driver = withChunkedSerializers(DriverService, { requests: { pushTaskIns: PushTaskInsRequest } });
   const request = PushTaskInsRequest.fromPartial({ taskInsList: [randomTask(prng(8))] });
-  expect(driver.pushTaskIns.requestSerialize(request).equals(DriverService.pushTaskIns.requestSerialize(request))).toBe(true);
+  // A client request serializes to a stand-in that the patched grpc-js sends as chunks.
+  expect(requestBytes(driver.pushTaskIns.requestSerialize(request)).equals(DriverService.pushTaskIns.requestSerialize(request))).toBe(true);
   expect(driver.pushTaskIns.responseSerialize).toBe(DriverService.pushTaskIns.responseSerialize);
 
   expect(() => withChunkedSerializers(FleetService, { responses: { noSuchMethod: PullTaskInsResponse } as never })).toThrow('no method "noSuchMethod"');
+});
+
+/** A one-record PushTaskResRequest with the given array bytes. */
+function pushWith(taskId: string, ...arrays: Buffer[]): PushTaskResRequest {
+  const dataValues = arrays.map((data) => ({ dtype: "float32", shape: [data.length / 4], stype: "", data }));
+  const parameters = new Map([["p", { dataKeys: arrays.map((_, i) => `a${i}`), dataValues }]]);
+  return PushTaskResRequest.fromPartial({ taskResList: [{ taskId, task: { recordset: { parameters } } }] });
+}
+
+test("finishChunks references large bytes values and joins runs of small chunks", () => {
+  const data = bytesOf(prng(2), 200_000);
+  const { chunks } = encodeMessageChunks(PushTaskResRequest, pushWith("t", data, data.subarray(0, 5000)));
+  // The values are the caller's own memory, not copies.
+  expect(chunks.filter((c) => c.buffer === data.buffer).map((c) => c.length)).toEqual([200_000, 5000]);
+  // Small chunks between and around them are joined: header, value, header, value, trailer.
+  expect(chunks.length).toBeLessThanOrEqual(5);
+});
+
+test("large outputs have headroom in front for a frame header; small ones and other buffers do not", () => {
+  const big = encodeMessage(PushTaskResRequest, pushWith("x".repeat(100), bytesOf(prng(3), 100_000)));
+  const framed = withHeadroom(big, 5)!;
+  expect(framed.buffer).toBe(big.buffer);
+  expect(framed.length).toBe(big.length + 5);
+  expect(framed.subarray(5).equals(big)).toBe(true);
+  expect(withHeadroom(big, HEADROOM_BYTES + 1)).toBeUndefined();
+  // Another view of the same memory with the same start but another length is not the output.
+  expect(withHeadroom(big.subarray(0, 10), 5)).toBeUndefined();
+  expect(withHeadroom(Buffer.from(big), 5)).toBeUndefined();
+  const small = encodeMessage(PushTaskResRequest, pushWith("x", bytesOf(prng(4), 2000)));
+  expect(withHeadroom(small, 5)).toBeUndefined();
 });

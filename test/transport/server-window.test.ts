@@ -7,13 +7,13 @@
  * internals it relies on.
  */
 import * as grpc from "@grpc/grpc-js";
-import { spawn } from "node:child_process";
 import { connect, type ClientHttp2Session } from "node:http2";
 import { join } from "node:path";
 import { SERVER_RECEIVE_WINDOW_BYTES } from "../../src/transport/options";
 import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/server";
 import { serverCredentials } from "../../src/transport/tls";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
+import { runNodeScript } from "../helpers/node-script";
 
 const NODE_DEFAULT_WINDOW = 65_535;
 
@@ -98,14 +98,8 @@ describe("startGrpcServer receive window", () => {
         process.exit(0);
       })().catch((e) => { console.error(e); process.exit(1); });
     `;
-    const child = spawn(process.execPath, ["-e", script, fx.caCert, fx.serverCert, fx.serverKey], { cwd: REPO_ROOT });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-    const code = await new Promise<number | null>((resolve) => child.on("exit", resolve)).finally(() => clearTimeout(timer));
-    expect({ code, stderr: err }).toEqual({ code: 0, stderr: "" }); // killed (code null) = stalled 30 s: deadlock
-    expect(JSON.parse(out)).toEqual({ uploaded: "20000000", downloaded: 20_000_000 });
+    const run = await runNodeScript(script, [fx.caCert, fx.serverCert, fx.serverKey], 30_000);
+  expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" }); // killed (code null) = stalled 30 s: deadlock
+  expect(JSON.parse(run.stdout)).toEqual({ uploaded: "20000000", downloaded: 20_000_000 });
   });
 });

@@ -20,7 +20,7 @@
  * level. This module is pure: no gRPC, no I/O.
  */
 import { WireType } from "@bufbuild/protobuf/wire";
-import { ChunkedWriter } from "./chunked-writer";
+import { ChunkedWriter, type EncodedChunks } from "./chunked-writer";
 import { MalformedMessageError } from "../errors";
 import type { Error as ProtoError } from "../../proto/flwr/proto/error";
 import type {
@@ -341,7 +341,8 @@ function encodeRequest(w: ChunkedWriter, name: FleetRequestName, message: object
 }
 
 interface Encoded {
-  bytes: Uint8Array;
+  /** Holds the encoding: finish it once, as bytes or as chunks. */
+  writer: ChunkedWriter;
   prefixRelated: boolean;
 }
 
@@ -359,7 +360,7 @@ function encode(name: FleetRequestName, message: object, order: MapOrder): Encod
     const why = cause instanceof Error ? cause.message : String(cause);
     throw new MalformedMessageError(`canonicalEncode(${name}): ${why}`, { cause });
   }
-  return { bytes: w.finish(), prefixRelated: ctx.prefixRelated };
+  return { writer: w, prefixRelated: ctx.prefixRelated };
 }
 
 /**
@@ -370,7 +371,15 @@ function encode(name: FleetRequestName, message: object, order: MapOrder): Encod
  * that cannot be encoded (out-of-range integers, several oneof members set).
  */
 export function canonicalEncode(name: FleetRequestName, message: object, order: MapOrder = "upb"): Uint8Array {
-  return encode(name, message, order).bytes;
+  return encode(name, message, order).writer.finish();
+}
+
+/**
+ * `canonicalEncode` as chunks that reference the request's large `bytes` values instead of
+ * copying them (see ChunkedWriter.finishChunks): for MACs and sends of large requests.
+ */
+export function canonicalEncodeChunks(name: FleetRequestName, message: object, order: MapOrder = "upb"): EncodedChunks {
+  return encode(name, message, order).writer.finishChunks();
 }
 
 /**

@@ -9,8 +9,9 @@
  * through an inner stock BinaryWriter (so every varint, zigzag, double and UTF-8 string is
  * encoded by the same code as before), large `bytes` values are kept by reference, a `join()`
  * only writes the length prefix and links the child's chunks, and `finish()` copies everything
- * once into a single Buffer. The generated `encode` decides which fields are written and in
- * which order, so the bytes are exactly those of `X.encode(m).finish()`.
+ * once into a single Buffer (with spare bytes in front when large, see `withHeadroom`). The
+ * generated `encode` decides which fields are written and in which order, so the bytes are
+ * exactly those of `X.encode(m).finish()`.
  *
  * Use it through `encodeMessage(X, message)` (or, as the canonical encoder does, write and
  * `finish()` in one synchronous step): the referenced `bytes` values are read only during
@@ -21,7 +22,35 @@ import { BinaryWriter, type WireType } from "@bufbuild/protobuf/wire";
 /** `bytes` values at least this long are referenced rather than copied into the scratch buffer. */
 const REFERENCE_THRESHOLD = 1024;
 
+/**
+ * Spare bytes in front of every large output of `finish()`, so that a transport can prefix its
+ * own frame header (gRPC's is 5 bytes) in place instead of copying the whole message again.
+ */
+export const HEADROOM_BYTES = 8;
+/** Outputs shorter than this get no headroom: copying them again costs little. */
+const HEADROOM_MIN_LENGTH = 64 * 1024;
+/** Where each output with headroom sits in its own ArrayBuffer. */
+const outputsWithHeadroom = new WeakMap<ArrayBufferLike, { offset: number; length: number }>();
+
+/**
+ * For a large output of `finish()` (or any view of exactly its bytes): a Buffer that starts
+ * `extra` bytes earlier, in the reserved headroom, and ends where the output ends; the caller
+ * fills those bytes. Undefined for anything else, which the caller must then copy.
+ */
+export function withHeadroom(output: Uint8Array, extra: number): Buffer | undefined {
+  const at = outputsWithHeadroom.get(output.buffer);
+  if (at === undefined || at.offset !== output.byteOffset || at.length !== output.byteLength) return undefined;
+  if (extra < 0 || extra > Math.min(HEADROOM_BYTES, output.byteOffset)) return undefined;
+  return Buffer.from(output.buffer, output.byteOffset - extra, output.byteLength + extra);
+}
+
 interface Frame {
+  chunks: Uint8Array[];
+  length: number;
+}
+
+/** An encoded message as consecutive chunks; `length` is their total. */
+export interface EncodedChunks {
   chunks: Uint8Array[];
   length: number;
 }
@@ -89,13 +118,45 @@ export class ChunkedWriter {
     // A lone chunk always comes from the scratch writer (a referenced value is preceded by
     // its tag and length), so it is ours and needs no copy.
     if (chunks.length === 1 && only !== undefined) return Buffer.from(only.buffer, only.byteOffset, only.byteLength);
-    const out = Buffer.allocUnsafe(length);
+    const out = length < HEADROOM_MIN_LENGTH ? Buffer.allocUnsafe(length) : allocateWithHeadroom(length);
     let pos = 0;
     for (const chunk of chunks) {
       out.set(chunk, pos);
       pos += chunk.length;
     }
     return out;
+  }
+
+  /**
+   * All bytes written, as a list of chunks without copying the referenced `bytes` values (runs
+   * of small chunks are joined): for a transport that writes the list as is. The referenced
+   * values must not change until it has been written. The writer is empty afterwards.
+   */
+  finishChunks(): EncodedChunks {
+    this.cut();
+    if (this.stack.length !== 0) throw new Error("invalid state, unjoined fork");
+    const { chunks, length } = this.current;
+    this.current = { chunks: [], length: 0 };
+    const out: Uint8Array[] = [];
+    let run: Uint8Array[] = [];
+    let runLength = 0;
+    const endRun = (): void => {
+      if (run.length === 1) out.push(run[0]!);
+      else if (run.length > 1) out.push(Buffer.concat(run, runLength));
+      run = [];
+      runLength = 0;
+    };
+    for (const chunk of chunks) {
+      if (chunk.length >= REFERENCE_THRESHOLD) {
+        endRun();
+        out.push(chunk);
+      } else {
+        run.push(chunk);
+        runLength += chunk.length;
+      }
+    }
+    endRun();
+    return { chunks: out, length };
   }
 
   bytes(value: Uint8Array): this {
@@ -191,6 +252,13 @@ export class ChunkedWriter {
   }
 }
 
+/** A Buffer of `length` bytes with HEADROOM_BYTES before it in its own (unpooled) ArrayBuffer. */
+function allocateWithHeadroom(length: number): Buffer {
+  const out = Buffer.allocUnsafeSlow(HEADROOM_BYTES + length).subarray(HEADROOM_BYTES);
+  outputsWithHeadroom.set(out.buffer, { offset: out.byteOffset, length });
+  return out;
+}
+
 /**
  * `Buffer.from(X.encode(message).finish())`, byte for byte, with payload bytes copied once.
  * Worth it for messages that may carry large `bytes` fields (tasks with records).
@@ -199,4 +267,15 @@ export function encodeMessage<T>(encoder: MessageEncoder<T>, message: T): Buffer
   const writer = new ChunkedWriter();
   encoder.encode(message, writer as unknown as BinaryWriter);
   return writer.finish();
+}
+
+/**
+ * The bytes of `encodeMessage(encoder, message)` as chunks, with payload bytes not copied at all
+ * (they are referenced): for a transport that can write a list of buffers. `message` must not
+ * change until the chunks are written.
+ */
+export function encodeMessageChunks<T>(encoder: MessageEncoder<T>, message: T): EncodedChunks {
+  const writer = new ChunkedWriter();
+  encoder.encode(message, writer as unknown as BinaryWriter);
+  return writer.finishChunks();
 }

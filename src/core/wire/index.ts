@@ -1,2 +1,2 @@
 /** Wire-level helpers that need no gRPC: the deterministic (HMAC input) encoder. */
-export { canonicalEncode, hasPrefixRelatedMapKeys, type FleetRequestName, type MapOrder } from "./canonical";
+export { canonicalEncode, canonicalEncodeChunks, hasPrefixRelatedMapKeys, type FleetRequestName, type MapOrder } from "./canonical";
