@@ -85,7 +85,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-// PushTaskIns may carry large records: encode it with one copy of the payload (same bytes).
+// PushTaskIns may carry large records: written as chunks, the payload not copied (same bytes).
 const FAST_DRIVER_CLIENT = grpc.makeGenericClientConstructor(
   withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES),
   "flwr.proto.Driver",

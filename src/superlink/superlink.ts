@@ -82,7 +82,7 @@ export interface SuperLinkHandle {
   close(graceMs?: number): Promise<void>;
 }
 
-// Task-carrying responses may hold large records: encode them with one copy of the payload.
+// Task-carrying responses may hold large records: written as chunks, the payload not copied.
 const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES);
 
 interface AuthMaterial {

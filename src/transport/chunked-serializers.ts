@@ -19,7 +19,7 @@ export interface ChunkedSerializerChoice {
 
 /**
  * The messages of each API that carry tasks, and so possibly large records: the ones worth the
- * one-copy encoder. Servers use the responses, clients the requests.
+ * chunked encoder. Servers use the responses, clients the requests.
  */
 export const DRIVER_TASK_MESSAGES: ChunkedSerializerChoice = {
   requests: { pushTaskIns: PushTaskInsRequest },

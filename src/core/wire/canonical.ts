@@ -16,8 +16,9 @@
  * message that repeated the oneof) has no single upb encoding and is refused with
  * MalformedMessageError.
  *
- * It writes through ChunkedWriter, so a 100 MB tensor is copied once, not once per nesting
- * level. This module is pure: no gRPC, no I/O.
+ * It writes through ChunkedWriter, so a 100 MB tensor is copied once (canonicalEncode), or not
+ * at all (canonicalEncodeChunks), instead of once per nesting level. This module is pure: no
+ * gRPC, no I/O.
  */
 import { WireType } from "@bufbuild/protobuf/wire";
 import { ChunkedWriter, type EncodedChunks } from "./chunked-writer";
