@@ -56,7 +56,8 @@ const framedStandIns = new WeakMap<Buffer, Uint8Array[]>();
  */
 export function sendableRequest(encoded: EncodedChunks): Buffer {
   if (!installGrpcZeroCopy().clientGather) return Buffer.concat(encoded.chunks, encoded.length);
-  const standIn = Buffer.alloc(0);
+  // A new object every time (it is a WeakMap key), whatever Buffer.alloc(0) may share.
+  const standIn = Buffer.from(new ArrayBuffer(0));
   requestStandIns.set(standIn, encoded);
   return standIn;
 }
