@@ -149,7 +149,7 @@ function roundsTable(r: RoundsResult): string {
 function relayTable(results: RelayResult[]): string {
   const rows = results.map((r) =>
     r.skipped !== undefined
-      ? [`${r.payloadMB} MB`, String(r.nodes), r.security, `skipped: ${r.skipped}`, "", "", "", "", "", "", "", ""]
+      ? [`${r.payloadMB} MB`, String(r.nodes), r.security, `skipped: ${r.skipped}`, "", "", "", "", "", "", "", "", ""]
       : [
           `${r.payloadMB} MB`,
           String(r.nodes),
@@ -160,6 +160,7 @@ function relayTable(results: RelayResult[]): string {
           f(r.superlinkRssBeforeMiB, 0),
           f(r.superlinkPeakRssMiB, 0),
           f(r.supernodePeakRssMiB, 0),
+          f(r.serverAppPeakRssMiB, 0),
           f(r.superlinkCpuSeconds),
           f(r.supernodesCpuSeconds),
           f(r.serverAppCpuSeconds),
@@ -170,7 +171,7 @@ function relayTable(results: RelayResult[]): string {
     table(
       [
         "payload", "nodes", "security", "all pushed s", "round trip s", "MB/s", "link RSS before MiB", "link peak RSS MiB",
-        "node peak RSS MiB", "link CPU s", "nodes CPU s", "app CPU s",
+        "node peak RSS MiB", "app peak RSS MiB", "link CPU s", "nodes CPU s", "app CPU s",
       ],
       rows,
     )

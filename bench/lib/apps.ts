@@ -140,6 +140,7 @@ exports.app = new ServerApp({
       totalMs,
       firstReplyMs: Math.min(...perNode.map((p) => p.repliedMs)),
       cpuMs: (cpu.user + cpu.system) / 1000,
+      peakRssKiB: process.resourceUsage().maxRSS,
     }));
   },
 });

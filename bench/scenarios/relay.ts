@@ -40,6 +40,8 @@ export interface RelayResult extends RelayCase {
   superlinkPeakRssMiB?: number;
   /** Highest peak RSS among the SuperNode processes. */
   supernodePeakRssMiB?: number;
+  /** The ServerApp process's peak RSS (its own getrusage), measured at the end of its run. */
+  serverAppPeakRssMiB?: number;
   /** CPU seconds (user + system) each process used from the ServerApp's start to its exit. */
   superlinkCpuSeconds?: number;
   /** All SuperNodes together. */
@@ -55,6 +57,7 @@ interface ServerAppReport {
   totalMs: number;
   firstReplyMs: number;
   cpuMs: number;
+  peakRssKiB: number;
 }
 
 /** "100 MB x 2, TLS + auth" */
@@ -113,6 +116,7 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
       superlinkRssBeforeMiB: before.rssMiB,
       superlinkPeakRssMiB: linkMem.peakRssMiB,
       supernodePeakRssMiB: nodePeak,
+      serverAppPeakRssMiB: report.peakRssKiB / 1024,
       superlinkCpuSeconds,
       supernodesCpuSeconds,
       serverAppCpuSeconds: report.cpuMs / 1000,
