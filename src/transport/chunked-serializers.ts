@@ -34,6 +34,8 @@ export const FLEET_TASK_MESSAGES: ChunkedSerializerChoice = {
  * A copy of `definition` in which the named methods serialize with the chunked encoder; every
  * other field (paths, deserializers, streaming flags) is kept. The input is not modified. Throws
  * if a named method is not in the definition, so a renamed method cannot silently fall back.
+ * A request serializer's output is for grpc-js only (a stand-in with the client patches):
+ * `requestBytes` turns it into the bytes.
  */
 export function withChunkedSerializers<D extends grpc.ServiceDefinition>(
   definition: D,
