@@ -94,7 +94,8 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
     say(`relay ${relayCaseName(c)}: ${c.nodes} SuperNodes ready; relaying`);
 
     const linkCpu0 = cpuSeconds(superlink.child.pid);
-    const nodesCpu0 = nodes.reduce((sum, n) => sum + cpuSeconds(n.pid), 0);
+    const nodesCpu = (): number => nodes.reduce((sum, n) => sum + cpuSeconds(n.pid), 0);
+    const nodesCpu0 = nodesCpu();
     const serverApp = startServerAppChild(creds, superlink, dir, "relay_server:app", dir, c.security);
     children.push(serverApp);
     const code = await Promise.race([serverApp.exited, failOnExit(children.filter((x) => x !== serverApp))]);
@@ -104,7 +105,7 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
     const report = JSON.parse(line.slice(RESULT_PREFIX.length)) as ServerAppReport;
 
     const superlinkCpuSeconds = cpuSeconds(superlink.child.pid) - linkCpu0;
-    const supernodesCpuSeconds = nodes.reduce((sum, n) => sum + cpuSeconds(n.pid), 0) - nodesCpu0;
+    const supernodesCpuSeconds = nodesCpu() - nodesCpu0;
     const linkMem = memoryInfo(superlink.child.pid);
     const nodePeak = Math.max(...nodes.map((n) => memoryInfo(n.pid).peakRssMiB));
     const roundTripSeconds = report.totalMs / 1000;

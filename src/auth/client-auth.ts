@@ -11,7 +11,7 @@ import type { KeyObject } from "node:crypto";
 import { AUTH_TOKEN_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
 import { AuthenticationError, errorMessage } from "../core/errors";
 import { type FleetRequestName, type MapOrder, canonicalEncodeChunks } from "../core/wire/canonical";
-import type { EncodedChunks } from "../core/wire/chunked-writer";
+import { type EncodedChunks, joinChunks } from "../core/wire/chunked-writer";
 import { base64UrlPadded, computeAuthToken, decodeBase64UrlLikePython, deriveHmacKey } from "./crypto";
 import { assertKeyPair, canonicalizePublicPem, curveOf, loadKeyPairFiles, publicPemOf } from "./keys";
 
@@ -76,9 +76,7 @@ export class SuperNodeAuth {
    */
   signedRequest(requestName: FleetRequestName, request: object, order: MapOrder = "upb"): { bytes: Uint8Array; metadata: grpc.Metadata } {
     const { encoded, metadata } = this.signedRequestChunks(requestName, request, order);
-    const only = encoded.chunks[0];
-    const bytes = encoded.chunks.length === 1 && only !== undefined ? only : Buffer.concat(encoded.chunks, encoded.length);
-    return { bytes, metadata };
+    return { bytes: joinChunks(encoded), metadata };
   }
 
   /**

@@ -24,7 +24,7 @@
  */
 import { status as Status } from "@grpc/grpc-js";
 import type { ServerHttp2Stream } from "node:http2";
-import { type EncodedChunks, withHeadroom } from "../core/wire/chunked-writer";
+import { type EncodedChunks, joinChunks, withHeadroom } from "../core/wire/chunked-writer";
 
 /** gRPC's message prefix: compressed flag (1 byte) + message length (4 bytes, big-endian). */
 export const GRPC_FRAME_HEADER_BYTES = 5;
@@ -55,7 +55,7 @@ const framedStandIns = new WeakMap<Buffer, Uint8Array[]>();
  * into one buffer.
  */
 export function sendableRequest(encoded: EncodedChunks): Buffer {
-  if (!installGrpcZeroCopy().clientGather) return Buffer.concat(encoded.chunks, encoded.length);
+  if (!installGrpcZeroCopy().clientGather) return joinChunks(encoded);
   // A new object every time (it is a WeakMap key), whatever Buffer.alloc(0) may share.
   const standIn = Buffer.from(new ArrayBuffer(0));
   requestStandIns.set(standIn, encoded);
@@ -65,7 +65,7 @@ export function sendableRequest(encoded: EncodedChunks): Buffer {
 /** The bytes a request buffer from `sendableRequest` (or any other buffer) stands for. */
 export function requestBytes(request: Buffer): Buffer {
   const encoded = requestStandIns.get(request);
-  return encoded === undefined ? request : Buffer.concat(encoded.chunks, encoded.length);
+  return encoded === undefined ? request : joinChunks(encoded);
 }
 
 /**
@@ -88,6 +88,13 @@ export function frameMessage(body: Buffer): Buffer {
 function writeFrameHeader(target: Buffer, messageLength: number): void {
   target.writeUInt8(0, 0);
   target.writeUInt32BE(messageLength, 1);
+}
+
+/** The frame header alone, for a message written after it in chunks. */
+function frameHeader(messageLength: number): Buffer {
+  const header = Buffer.allocUnsafe(GRPC_FRAME_HEADER_BYTES);
+  writeFrameHeader(header, messageLength);
+  return header;
 }
 
 /** What the patches use of grpc-js's server call (all present in 1.14). */
@@ -190,8 +197,6 @@ function sendGathered(call: ServerCall, gather: GatherSerializer, message: objec
     return;
   }
   call.maybeSendMetadata();
-  const header = Buffer.allocUnsafe(GRPC_FRAME_HEADER_BYTES);
-  writeFrameHeader(header, encoded.length);
   const stream = call.stream;
   const onWritten = (error?: Error | null): void => {
     if (error) {
@@ -201,14 +206,12 @@ function sendGathered(call: ServerCall, gather: GatherSerializer, message: objec
     call.callEventTracker?.addMessageSent();
     callback();
   };
-  // Corked, the chunks leave in one writev; the last write's callback reports for all of them
+  // Corked, the pieces leave in one writev; the last write's callback reports for all of them
   // (after an error, later writes fail too).
+  const pieces = [frameHeader(encoded.length), ...encoded.chunks];
   stream.cork();
-  stream.write(header);
-  const last = encoded.chunks.length - 1;
-  for (let i = 0; i < last; i++) stream.write(encoded.chunks[i]!);
-  if (last >= 0) stream.write(encoded.chunks[last]!, onWritten);
-  else stream.write(Buffer.alloc(0), onWritten);
+  for (let i = 0; i < pieces.length - 1; i++) stream.write(pieces[i]!);
+  stream.write(pieces[pieces.length - 1]!, onWritten);
   stream.uncork();
 }
 
@@ -253,8 +256,7 @@ function patchClient(): { clientHeadroom: boolean; clientGather: boolean } {
   identityProto.writeMessage = async function writeMessage(message: Buffer): Promise<Buffer> {
     const encoded = canGather ? requestStandIns.get(message) : undefined;
     if (encoded === undefined) return frameMessage(message);
-    const header = Buffer.allocUnsafe(GRPC_FRAME_HEADER_BYTES);
-    writeFrameHeader(header, encoded.length);
+    const header = frameHeader(encoded.length);
     framedStandIns.set(header, encoded.chunks);
     return header;
   };
@@ -266,7 +268,7 @@ function patchClient(): { clientHeadroom: boolean; clientGather: boolean } {
     if (encoded === undefined) return filterSend!.call(this, Promise.resolve(resolved));
     if (Object.getPrototypeOf(this.sendCompression) !== identityProto) {
       // Compressing: hand grpc-js the whole message, as without the patch.
-      return filterSend!.call(this, Promise.resolve({ ...resolved, message: Buffer.concat(encoded.chunks, encoded.length) }));
+      return filterSend!.call(this, Promise.resolve({ ...resolved, message: joinChunks(encoded) }));
     }
     if (this.maxSendMessageLength !== -1 && encoded.length > this.maxSendMessageLength) {
       // What grpc-js throws for an oversized message.

@@ -108,12 +108,18 @@ export class ChunkedWriter {
     return this;
   }
 
-  /** All bytes written, in one new Buffer; the writer is empty afterwards. */
-  finish(): Buffer {
+  /** Takes everything written (the writer is empty afterwards); refuses an unjoined fork. */
+  private takeAll(): Frame {
     this.cut();
     if (this.stack.length !== 0) throw new Error("invalid state, unjoined fork");
-    const { chunks, length } = this.current;
+    const all = this.current;
     this.current = { chunks: [], length: 0 };
+    return all;
+  }
+
+  /** All bytes written, in one new Buffer; the writer is empty afterwards. */
+  finish(): Buffer {
+    const { chunks, length } = this.takeAll();
     const only = chunks[0];
     // A lone chunk always comes from the scratch writer (a referenced value is preceded by
     // its tag and length), so it is ours and needs no copy.
@@ -133,10 +139,7 @@ export class ChunkedWriter {
    * values must not change until it has been written. The writer is empty afterwards.
    */
   finishChunks(): EncodedChunks {
-    this.cut();
-    if (this.stack.length !== 0) throw new Error("invalid state, unjoined fork");
-    const { chunks, length } = this.current;
-    this.current = { chunks: [], length: 0 };
+    const { chunks, length } = this.takeAll();
     const out: Uint8Array[] = [];
     let run: Uint8Array[] = [];
     let runLength = 0;
@@ -250,6 +253,13 @@ export class ChunkedWriter {
     this.small().uint64(value);
     return this;
   }
+}
+
+/** The bytes of `encoded` in one Buffer: a view of its only chunk, else a joined copy. */
+export function joinChunks(encoded: EncodedChunks): Buffer {
+  const only = encoded.chunks[0];
+  if (encoded.chunks.length === 1 && only !== undefined) return Buffer.from(only.buffer, only.byteOffset, only.byteLength);
+  return Buffer.concat(encoded.chunks, encoded.length);
 }
 
 /** A Buffer of `length` bytes with HEADROOM_BYTES before it in its own (unpooled) ArrayBuffer. */
