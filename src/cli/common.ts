@@ -131,6 +131,17 @@ export function clientTlsFromFlags(
   return flags.rootCertificates === undefined ? {} : { rootCertificates: readRootCertificates(flags.rootCertificates) };
 }
 
+/**
+ * True for a listen host that only this machine can reach: localhost, 127.0.0.0/8, ::1 (also
+ * IPv4-mapped). 0.0.0.0, ::, other addresses and other names count as reachable from outside.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, "");
+  if (h === "localhost" || h === "::1" || h === "0:0:0:0:0:0:0:1") return true;
+  const v4 = h.startsWith("::ffff:") ? h.slice("::ffff:".length) : h;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
+
 /** A bin wrapper's whole job: run `main` on process.argv and exit with its code. */
 export function runMain(name: string, main: (argv: string[]) => Promise<number>): void {
   silenceIpServernameWarning();

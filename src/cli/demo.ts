@@ -1,7 +1,8 @@
 /**
  * `npm run demo`: the full deployment on one machine, as a newcomer would run it by hand —
- * certificates and keys (generated if missing), a SuperLink with TLS and node authentication,
- * two SuperNodes running the bundled example ClientApp, and the example ServerApp (FedAvg).
+ * certificates and keys (generated if missing), a SuperLink with TLS, node authentication and
+ * client certificates on the Driver API, two SuperNodes running the bundled example ClientApp,
+ * and the example ServerApp (FedAvg).
  * Child logs are shown as text with a prefix; the ServerApp's history goes to stdout.
  * Every child is stopped when the run ends, fails, or the demo is interrupted.
  */
@@ -35,21 +36,54 @@ function tfjsNodeInstalled(): boolean {
   }
 }
 
-function credentialFiles(): string[] {
+/** The files the demo's processes use, relative to the directory they run in. */
+export function credentialFiles(): string[] {
   const files = ["certificates/ca.crt", "certificates/server.pem", "certificates/server.key"];
+  files.push("certificates/serverapp-ca.crt", "certificates/serverapp.pem", "certificates/serverapp.key");
   files.push("keys/server_credentials", "keys/server_credentials.pub", "keys/client_public_keys.csv");
   for (let i = 1; i <= NUM_SUPERNODES; i++) files.push(`keys/client_credentials_${i}`, `keys/client_credentials_${i}.pub`);
   return files;
 }
 
-function ensureCredentials(): void {
-  if (credentialFiles().every((f) => existsSync(join(REPO_ROOT, f)))) return;
-  say("certificates/ or keys/ incomplete: running scripts/generate.sh");
-  const r = spawnSync("bash", [join(REPO_ROOT, "scripts", "generate.sh"), String(NUM_SUPERNODES)], {
-    cwd: REPO_ROOT,
-    stdio: "inherit",
+/**
+ * Runs scripts/generate.sh when a file is missing. It fills in only the missing groups (an older
+ * checkout gets its ServerApp certificate) and never replaces existing keys (no --force), so
+ * SuperNodes started by hand with them keep working.
+ */
+export function ensureCredentials(root = REPO_ROOT): void {
+  const missing = credentialFiles().filter((f) => !existsSync(join(root, f)));
+  if (missing.length === 0) return;
+  say(`certificates/ or keys/ incomplete (missing ${missing.join(", ")}): running scripts/generate.sh`);
+  const r = spawnSync("bash", [join(REPO_ROOT, "scripts", "generate.sh"), String(NUM_SUPERNODES), root], {
+    cwd: root,
+    stdio: ["ignore", "inherit", "inherit"],
   });
-  if (r.status !== 0) throw new Error("scripts/generate.sh failed");
+  if (r.status !== 0) throw new Error("scripts/generate.sh failed (see its message above)");
+}
+
+/** The SuperLink's flags: TLS, node authentication, and mutual TLS on the Driver API. */
+export const DEMO_SUPERLINK_ARGS: readonly string[] = [
+  "--ssl-ca-certfile", "certificates/ca.crt",
+  "--ssl-certfile", "certificates/server.pem",
+  "--ssl-keyfile", "certificates/server.key",
+  "--driver-api-client-ca", "certificates/serverapp-ca.crt",
+  "--auth-list-public-keys", "keys/client_public_keys.csv",
+  "--auth-superlink-private-key", "keys/server_credentials",
+  "--auth-superlink-public-key", "keys/server_credentials.pub",
+  "--driver-api-address", "127.0.0.1:0",
+  "--fleet-api-address", "127.0.0.1:0",
+];
+
+/** The ServerApp's flags: verify the SuperLink, present the ServerApp client certificate. */
+export function demoServerAppArgs(driverAddress: string, app = "server:app", dir = "./"): string[] {
+  return [
+    app,
+    "--root-certificates", "certificates/ca.crt",
+    "--ssl-certfile", "certificates/serverapp.pem",
+    "--ssl-keyfile", "certificates/serverapp.key",
+    "--dir", dir,
+    "--superlink", driverAddress,
+  ];
 }
 
 /** Spawns a bin/ daemon; its JSON log lines are echoed as text, and `onLog` sees each record. */
@@ -122,16 +156,7 @@ export async function main(): Promise<number> {
     const superlink = startChild(
       "superlink",
       "flower-superlink",
-      [
-        "--ssl-ca-certfile", "certificates/ca.crt",
-        "--ssl-certfile", "certificates/server.pem",
-        "--ssl-keyfile", "certificates/server.key",
-        "--auth-list-public-keys", "keys/client_public_keys.csv",
-        "--auth-superlink-private-key", "keys/server_credentials",
-        "--auth-superlink-public-key", "keys/server_credentials.pub",
-        "--driver-api-address", "127.0.0.1:0",
-        "--fleet-api-address", "127.0.0.1:0",
-      ],
+      [...DEMO_SUPERLINK_ARGS],
       { onLog: (rec) => onReady?.(rec) },
     );
     children.push(superlink);
@@ -175,7 +200,7 @@ export async function main(): Promise<number> {
     const serverApp = startChild(
       "serverapp",
       "flower-server-app",
-      ["server:app", "--root-certificates", "certificates/ca.crt", "--dir", "./", "--superlink", driver],
+      demoServerAppArgs(driver),
       { stdout: "inherit" },
     );
     children.push(serverApp);

@@ -14,6 +14,7 @@ import { loadAppObject } from "../core/app-loader";
 import { AppLoadError, InvalidConfigError } from "../core/errors";
 import { createLogger } from "../core/logger";
 import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-app";
+import { type ClientCertificate, readClientCertificateFiles } from "../transport/tls";
 import { type CliIo as CommonCliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, runMain } from "./common";
 import { EXIT_OK, EXIT_SIGNAL, exitCodeFor, reportFatal } from "./run-daemon";
 
@@ -25,6 +26,8 @@ interface ServerAppOptions {
   insecure: boolean;
   verbose: boolean;
   rootCertificates?: string;
+  sslCertfile?: string;
+  sslKeyfile?: string;
   server: string;
   superlink: string;
   dir: string;
@@ -67,6 +70,8 @@ function buildCommand(io: CliIo): Command {
       "--root-certificates <path>",
       "Path to the PEM-encoded root certificate file for establishing secure connections.",
     )
+    .option("--ssl-certfile <path>", "Client certificate (PEM) for a SuperLink started with --driver-api-client-ca (mutual TLS).")
+    .option("--ssl-keyfile <path>", "Private key (PEM) of the --ssl-certfile client certificate.")
     .option("--server <address>", "Server address (deprecated: use --superlink).", DEFAULT_DRIVER_API_ADDRESS)
     .option(
       "--superlink <address>",
@@ -101,6 +106,24 @@ function appReference(app: string | undefined, opts: ServerAppOptions): string {
   return app;
 }
 
+/** The client certificate for mutual TLS on the Driver API: both of --ssl-certfile/--ssl-keyfile, or neither. */
+function clientCertificateFromFlags(opts: ServerAppOptions): ClientCertificate | undefined {
+  if (opts.sslCertfile === undefined && opts.sslKeyfile === undefined) return undefined;
+  if (opts.insecure) {
+    throw new InvalidConfigError(
+      "Conflicting options: --insecure cannot be combined with --ssl-certfile/--ssl-keyfile (a client certificate needs TLS). " +
+        "Drop --insecure and pass --root-certificates.",
+    );
+  }
+  if (opts.sslCertfile === undefined || opts.sslKeyfile === undefined) {
+    throw new InvalidConfigError(
+      "A client certificate needs both --ssl-certfile (the certificate) and --ssl-keyfile (its private key); " +
+        `only ${opts.sslCertfile !== undefined ? "--ssl-certfile" : "--ssl-keyfile"} was given.`,
+    );
+  }
+  return readClientCertificateFiles({ certFile: opts.sslCertfile, keyFile: opts.sslKeyfile });
+}
+
 /**
  * Runs the command line. `argv` is process.argv-shaped (node, script, ...args). Resolves with
  * the exit code once the run ended (or failed).
@@ -118,6 +141,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   try {
     const superlink = superlinkAddress(opts, DEFAULT_DRIVER_API_ADDRESS, "Driver API", logger);
     const credentials = clientTlsFromFlags(opts, superlink, "refuse", logger);
+    const clientCertificate = clientCertificateFromFlags(opts);
     const ref = appReference(appArg, opts);
     if (opts.flwrDir !== undefined) logger.debug(`--flwr-dir ${opts.flwrDir} is accepted but not used by flwr-ts`);
     logger.debug(`Flower will load ServerApp \`${ref}\` in ${opts.dir}`);
@@ -129,6 +153,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
       app,
       superlink,
       ...credentials,
+      ...(clientCertificate !== undefined ? { clientCertificate } : {}),
       ...(opts.fabId !== undefined ? { fabId: opts.fabId } : {}),
       ...(opts.fabVersion !== undefined ? { fabVersion: opts.fabVersion } : {}),
       ...(opts.historyJson !== undefined ? { historyJsonPath: opts.historyJson } : {}),

@@ -15,9 +15,10 @@ import {
 } from "../core/constants";
 import { InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
-import { type ServerTlsMaterial, readServerTlsFiles } from "../transport/tls";
+import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "../transport/tls";
+import { parseAddress } from "../core/address";
 import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
-import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, nonNegativeInt, runMain } from "./common";
+import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, nonNegativeInt, runMain, isLoopbackHost } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-superlink";
@@ -34,6 +35,7 @@ interface SuperLinkOptions {
   sslCaCertfile?: string;
   sslCertfile?: string;
   sslKeyfile?: string;
+  driverApiClientCa?: string;
   authListPublicKeys?: string;
   authSuperlinkPrivateKey?: string;
   authSuperlinkPublicKey?: string;
@@ -80,6 +82,11 @@ function buildCommand(io: CliIo): Command {
     .option("--ssl-ca-certfile <path>", "CA certificate (PEM) of the server certificate.")
     .option("--ssl-certfile <path>", "Server certificate (PEM), used by the Driver API and the Fleet API.")
     .option("--ssl-keyfile <path>", "Server private key (PEM).")
+    .option(
+      "--driver-api-client-ca <path>",
+      "CA certificate (PEM) that signs ServerApp client certificates: the Driver API then admits only ServerApps " +
+        "presenting one (mutual TLS). The Fleet API does not ask SuperNodes for certificates.",
+    )
     .option("--auth-list-public-keys <path>", "CSV file of known SuperNode public keys; enables node authentication.")
     .option("--auth-superlink-private-key <path>", "The SuperLink's private key (OpenSSH EC key) for node authentication.")
     .option("--auth-superlink-public-key <path>", "The SuperLink's public key for node authentication.")
@@ -155,6 +162,33 @@ function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefi
   };
 }
 
+/**
+ * The CA for Driver API client certificates (mutual TLS), or undefined with a warning when the
+ * Driver API is reachable beyond loopback without it: whoever reaches it can run anything on
+ * every SuperNode, read the results, and stop every SuperNode (a `reconnect` message).
+ */
+function driverApiClientCaFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefined, logger: Logger): Buffer | undefined {
+  if (opts.driverApiClientCa === undefined) {
+    if (!isLoopbackHost(parseAddress(opts.driverApiAddress).host)) {
+      logger.warn(
+        { event: "superlink.driver-api-open", driverApiAddress: opts.driverApiAddress },
+        `The Driver API listens on ${opts.driverApiAddress} without client authentication: anyone who can reach it can ` +
+          "create runs, send tasks to every SuperNode and read their results, and make every SuperNode exit. " +
+          "Pass --driver-api-client-ca FILE (ServerApps then need --ssl-certfile/--ssl-keyfile), or listen on " +
+          "loopback only (--driver-api-address 127.0.0.1:9091).",
+      );
+    }
+    return undefined;
+  }
+  if (tls === undefined) {
+    throw new InvalidConfigError(
+      "--driver-api-client-ca (mutual TLS on the Driver API) needs TLS: drop --insecure and pass " +
+        "--ssl-ca-certfile, --ssl-certfile and --ssl-keyfile.",
+    );
+  }
+  return readClientCaFile(opts.driverApiClientCa, "--driver-api-client-ca");
+}
+
 /** Turns parsed flags into a SuperLinkConfig; throws InvalidConfigError / InvalidKeyFileError. */
 export function configFromOptions(opts: SuperLinkOptions, logger: Logger): SuperLinkConfig {
   if (opts.fleetApiType !== FLEET_API_TYPE_GRPC_RERE) {
@@ -175,12 +209,14 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
   }
   const tls = tlsFromOptions(opts, logger);
   const auth = authFromOptions(opts, tls);
+  const driverApiClientCa = driverApiClientCaFromOptions(opts, tls, logger);
   return {
     driverApiAddress: opts.driverApiAddress,
     fleetApiAddress: opts.fleetApiAddress ?? DEFAULT_FLEET_API_ADDRESS,
     database: opts.database,
     ...(tls ? { tls } : {}),
     ...(auth ? { auth } : {}),
+    ...(driverApiClientCa ? { driverApiClientCa } : {}),
     longPollMs: opts.longPollMs,
     ...(opts.metricsAddress !== undefined ? { metricsAddress: opts.metricsAddress } : {}),
   };

@@ -27,7 +27,8 @@ import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
 import { DRIVER_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
 import { fromServiceError, isServiceError, tlsSetupError, withoutResolutionNote } from "../transport/status";
-import { channelCredentials } from "../transport/tls";
+import { type ClientCertificate, channelCredentials, checkClientCertificate } from "../transport/tls";
+import { clientCertificateRefusal } from "../transport/client-certificate-refusal";
 import {
   type Driver,
   type RunInfo,
@@ -54,6 +55,8 @@ export interface GrpcDriverConfig {
   rootCertificates?: Buffer;
   /** Plaintext. Conflicts with rootCertificates. */
   insecure?: boolean;
+  /** Presented to a Driver API that requires client certificates (mutual TLS). */
+  clientCertificate?: ClientCertificate;
   /** Sent to CreateRun; default "". */
   fabId?: string;
   fabVersion?: string;
@@ -132,9 +135,12 @@ export class GrpcDriver implements Driver {
     parseAddress(config.superlink);
     const pollIntervalMs = config.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
     const connectTimeoutMs = config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    if (config.clientCertificate !== undefined) checkClientCertificate(config.clientCertificate);
+    const clientCertificate = config.clientCertificate !== undefined ? { clientCertificate: config.clientCertificate } : {};
     const credentials = channelCredentials({
       ...(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
       ...(config.insecure ? { insecure: true } : {}),
+      ...clientCertificate,
     });
     const client = createClient(FAST_DRIVER_CLIENT, config.superlink, credentials, config.channelOptions ?? {});
     const target = config.superlink;
@@ -146,14 +152,14 @@ export class GrpcDriver implements Driver {
         const request = { fabId: config.fabId ?? "", fabVersion: config.fabVersion ?? "", overrideConfig: new Map() };
         const response = await callWhileConnecting(
           () => unaryCall(client.createRun.bind(client), request),
-          { target, what: "CreateRun", started, connectTimeoutMs },
+          { target, what: "CreateRun", started, connectTimeoutMs, ...clientCertificate },
         );
         runId = response.response.runId;
         logger.debug({ runId: runId.toString() }, `CreateRun: run ${runId} created`);
       }
       const getRun = await callWhileConnecting(
         () => unaryCall(client.getRun.bind(client), { runId: runId! }),
-        { target, what: "GetRun", started, connectTimeoutMs },
+        { target, what: "GetRun", started, connectTimeoutMs, ...clientCertificate },
       );
       const run = getRun.response.run;
       if (run === undefined) throw new NotFoundError(`Cannot find the run with ID: ${runId} (the SuperLink does not know it)`);
@@ -355,13 +361,20 @@ function batchesByPayload(list: TaskIns[], maxBytes: number): TaskIns[][] {
  */
 async function callWhileConnecting<T>(
   invoke: () => Promise<T>,
-  ctx: { target: string; what: string; started: number; connectTimeoutMs: number },
+  ctx: { target: string; what: string; started: number; connectTimeoutMs: number; clientCertificate?: ClientCertificate },
 ): Promise<T> {
   for (;;) {
     try {
       return await invoke();
     } catch (err) {
       // A certificate the CA does not vouch for will not start working: fail now, as exit 2.
+      const refused = await clientCertificateRefusal(err, {
+        target: ctx.target,
+        peer: `the SuperLink Driver API at ${ctx.target}`,
+        flags: "--ssl-certfile/--ssl-keyfile (or the clientCertificate option)",
+        ...(ctx.clientCertificate !== undefined ? { clientCertificate: ctx.clientCertificate } : {}),
+      });
+      if (refused !== undefined) throw refused;
       const tlsError = tlsSetupError(err, `the SuperLink at ${ctx.target}`, "start this ServerApp with --insecure too");
       if (tlsError !== undefined) throw tlsError;
       const unavailable = isServiceError(err) && err.code === grpc.status.UNAVAILABLE;

@@ -11,6 +11,7 @@ import type { Logger } from "../core/logger";
 import { type Context, RecordSet } from "../core/records/types";
 import type { History } from "../server/history";
 import { ServerApp } from "../server/server-app";
+import type { ClientCertificate } from "../transport/tls";
 import { GrpcDriver, type GrpcDriverConfig } from "./grpc-driver";
 
 export interface RunServerAppConfig {
@@ -20,6 +21,8 @@ export interface RunServerAppConfig {
   superlink: string;
   rootCertificates?: Buffer;
   insecure?: boolean;
+  /** Presented to a Driver API that requires client certificates (mutual TLS). */
+  clientCertificate?: ClientCertificate;
   fabId?: string;
   fabVersion?: string;
   /** Attach to an existing run instead of creating one. */
@@ -67,6 +70,7 @@ export async function runServerApp(config: RunServerAppConfig, deps: RunServerAp
       superlink: config.superlink,
       ...(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
       ...(config.insecure ? { insecure: true } : {}),
+      ...(config.clientCertificate !== undefined ? { clientCertificate: config.clientCertificate } : {}),
       ...(config.fabId !== undefined ? { fabId: config.fabId } : {}),
       ...(config.fabVersion !== undefined ? { fabVersion: config.fabVersion } : {}),
       ...(config.runId !== undefined ? { runId: config.runId } : {}),

@@ -1,7 +1,8 @@
 /**
  * The SuperLink as an object: `startSuperLink(config, deps)` opens the state, starts the Driver
- * API and the Fleet API (same TLS credentials on both, optional node authentication on the
- * Fleet API), and returns a handle with the bound ports and a graceful `close()`.
+ * API and the Fleet API (same TLS certificate on both, optional client certificates on the
+ * Driver API, optional node authentication on the Fleet API), and returns a handle with the
+ * bound ports and a graceful `close()`.
  * Signals, argv and exit codes belong to src/cli/superlink.ts.
  */
 import type * as grpc from "@grpc/grpc-js";
@@ -48,6 +49,12 @@ export interface SuperLinkConfig {
   tls?: ServerTlsMaterial;
   /** Node authentication on the Fleet API; requires `tls`. */
   auth?: SuperLinkAuthConfig;
+  /**
+   * CA (PEM) that signs Driver API clients: with it, the Driver API admits only ServerApps
+   * presenting a client certificate from this CA (mutual TLS); requires `tls`. The Fleet API
+   * never asks for client certificates.
+   */
+  driverApiClientCa?: Buffer;
   /** How long an empty pull may wait for work (default DEFAULT_LONG_POLL_MS; 0 = Flower behaviour). */
   longPollMs?: number;
   /** HOST:PORT for Prometheus metrics on GET /metrics; undefined = off. */
@@ -100,6 +107,9 @@ function checkConfig(config: SuperLinkConfig): number {
       "Authentication requires secure connections. Please provide certificate paths to " +
         "`--ssl-certfile`, `--ssl-keyfile`, and `--ssl-ca-certfile` and try again.",
     );
+  }
+  if (config.driverApiClientCa !== undefined && config.tls === undefined) {
+    throw new InvalidConfigError("--driver-api-client-ca (mutual TLS on the Driver API) requires TLS: drop --insecure");
   }
   if (config.database === "") throw new InvalidConfigError("--database must not be empty");
   const longPollMs = config.longPollMs ?? DEFAULT_LONG_POLL_MS;
@@ -196,9 +206,11 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       interceptors: [metrics.interceptor()],
     };
     const driverImpl = createDriverServicer({ state, logger: logger.child({ api: "driver" }), hub, longPollMs });
+    const driverCredentials =
+      config.driverApiClientCa !== undefined ? serverCredentials(config.tls, { clientCa: config.driverApiClientCa }) : credentials;
     const driver = await startGrpcServer(
       config.driverApiAddress,
-      credentials,
+      driverCredentials,
       [{ definition: FAST_DRIVER_SERVICE, implementation: driverImpl }],
       serverOptions,
     );
@@ -246,6 +258,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         fleetAddress: fleet.address,
         ...(metricsServer ? { metricsAddress: metricsServer.address } : {}),
         tls: config.tls !== undefined,
+        driverApiClientCertificates: config.driverApiClientCa !== undefined,
         auth: auth !== undefined,
         database: config.database,
         longPollMs,
