@@ -14,7 +14,7 @@ import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { parseNodeConfig } from "../supernode/node-config";
 import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
-import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain } from "./common";
+import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain, packageVersion } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-client-app";
@@ -53,6 +53,7 @@ function buildCommand(io: CliIo): Command {
     .description("Start a Flower SuperNode running a ClientApp, wire-compatible with Flower 1.10.")
     .exitOverride()
     .showHelpAfterError(false)
+    .version(packageVersion(), "-V, --version", "Print the flwr-ts version and exit.")
     .argument("<client-app>", 'The ClientApp to run, as MODULE:ATTRIBUTE, e.g. "client:app" (loaded from --dir).')
     .option(
       "--insecure",

@@ -3,6 +3,9 @@
  * log levels, parsing with commander's exits turned into exit codes, and Flower's
  * `--server` / `--superlink` precedence.
  */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import type pino from "pino";
 import { type Command, CommanderError, InvalidArgumentError } from "commander";
 import { InvalidConfigError, errorMessage } from "../core/errors";
@@ -20,6 +23,12 @@ export interface CliIo {
   writeErr?: (text: string) => void;
   /** Where JSON log lines go. Default: stderr (synchronous). */
   logDestination?: pino.DestinationStream;
+}
+
+/** The flwr-ts version from package.json (src/cli/ and dist/cli/ both sit two levels below it). */
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(join(__dirname, "..", "..", "package.json"), "utf8")) as { version?: unknown };
+  return typeof pkg.version === "string" ? pkg.version : "unknown";
 }
 
 /** Sends commander's help and usage errors to `io` (default: stdout / stderr). */
@@ -142,9 +151,52 @@ export function isLoopbackHost(host: string): boolean {
   return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
 }
 
+/** Node's errno codes for an address this process cannot listen on, and what they mean. */
+const LISTEN_FAILURES: Record<string, string> = {
+  EADDRINUSE: "is already in use: another process (perhaps a SuperLink still running) listens there",
+  EADDRNOTAVAIL: "is not an address of this machine",
+};
+
+/**
+ * A failed start because a listen address is unusable, as an InvalidConfigError (exit 2) that
+ * names the flag to change; undefined for any other failure. `flags` pairs each listening
+ * flag with the address it was given; the failed address is found in the error's message.
+ */
+export function listenFailureError(err: unknown, flags: ReadonlyArray<readonly [flag: string, address: string]>): InvalidConfigError | undefined {
+  const text = errorMessage(err);
+  const errno = Object.keys(LISTEN_FAILURES).find((code) => text.includes(code));
+  if (errno === undefined) return undefined;
+  const culprits = flags.filter(([, address]) => text.includes(` on ${address}:`));
+  const named = culprits.length > 0 ? culprits : flags;
+  const which = named.map(([flag, address]) => `${address} (${flag})`).join(" or ");
+  return new InvalidConfigError(
+    `Cannot listen on ${which}: the address ${LISTEN_FAILURES[errno]} (${errno}). ` +
+      `Pass another address or port with ${named.map(([flag]) => flag).join(" / ")}.`,
+    { cause: err },
+  );
+}
+
+/**
+ * grpc-js logs "E No address added out of total N resolved" on its own when a bind fails, and
+ * then rejects with that same text plus the reason; the rejection is reported properly, so the
+ * stray line is dropped. Every other grpc-js log line is kept.
+ */
+function dropGrpcBindLogLine(): void {
+  // grpc-js's default logger, with that one line left out (grpc-js exports no getter for it).
+  grpc.setLogger({
+    error: (message?: unknown, ...rest: unknown[]) => {
+      if (typeof message === "string" && message.startsWith("No address added out of total")) return;
+      console.error(`E ${String(message)}`, ...rest);
+    },
+    info: (message?: unknown, ...rest: unknown[]) => console.error(`I ${String(message)}`, ...rest),
+    debug: (message?: unknown, ...rest: unknown[]) => console.error(`D ${String(message)}`, ...rest),
+  });
+}
+
 /** A bin wrapper's whole job: run `main` on process.argv and exit with its code. */
 export function runMain(name: string, main: (argv: string[]) => Promise<number>): void {
   silenceIpServernameWarning();
+  dropGrpcBindLogLine();
   main(process.argv).then(
     (code) => process.exit(code),
     (err: unknown) => {

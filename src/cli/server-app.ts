@@ -15,7 +15,7 @@ import { AppLoadError, InvalidConfigError } from "../core/errors";
 import { createLogger } from "../core/logger";
 import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-app";
 import { type ClientCertificate, readClientCertificateFiles } from "../transport/tls";
-import { type CliIo as CommonCliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, runMain } from "./common";
+import { type CliIo as CommonCliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, runMain, packageVersion } from "./common";
 import { EXIT_OK, EXIT_SIGNAL, exitCodeFor, reportFatal } from "./run-daemon";
 
 const NAME = "flower-server-app";
@@ -59,6 +59,7 @@ function buildCommand(io: CliIo): Command {
     .description("Start a Flower ServerApp against a SuperLink, wire-compatible with Flower 1.10.")
     .exitOverride()
     .showHelpAfterError(false)
+    .version(packageVersion(), "-V, --version", "Print the flwr-ts version and exit.")
     .argument("[server-app]", "For example: `server:app` or `project.package.module:wrapper.app`")
     .option(
       "--insecure",

@@ -18,7 +18,7 @@ import { type Logger, createLogger } from "../core/logger";
 import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "../transport/tls";
 import { parseAddress } from "../core/address";
 import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
-import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, nonNegativeInt, runMain, isLoopbackHost } from "./common";
+import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, nonNegativeInt, runMain, isLoopbackHost, packageVersion, listenFailureError } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-superlink";
@@ -56,6 +56,7 @@ function buildCommand(io: CliIo): Command {
     .description("Start a Flower SuperLink (Driver API and Fleet API), wire-compatible with Flower 1.10.")
     .exitOverride()
     .showHelpAfterError(false)
+    .version(packageVersion(), "-V, --version", "Print the flwr-ts version and exit.")
     .option(
       "--driver-api-address <address>",
       "Driver API (gRPC) server address (IPv4, IPv6, or a domain name).",
@@ -189,6 +190,16 @@ function driverApiClientCaFromOptions(opts: SuperLinkOptions, tls: ServerTlsMate
   return readClientCaFile(opts.driverApiClientCa, "--driver-api-client-ca");
 }
 
+/** Each flag that makes the SuperLink listen, with its address (to name the one in use). */
+function listenFlags(config: SuperLinkConfig): Array<[string, string]> {
+  const flags: Array<[string, string]> = [
+    ["--driver-api-address", config.driverApiAddress],
+    ["--fleet-api-address", config.fleetApiAddress],
+  ];
+  if (config.metricsAddress !== undefined) flags.push(["--metrics-address", config.metricsAddress]);
+  return flags;
+}
+
 /** Turns parsed flags into a SuperLinkConfig; throws InvalidConfigError / InvalidKeyFileError. */
 export function configFromOptions(opts: SuperLinkOptions, logger: Logger): SuperLinkConfig {
   if (opts.fleetApiType !== FLEET_API_TYPE_GRPC_RERE) {
@@ -245,7 +256,11 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   let handle: SuperLinkHandle | undefined;
   return runDaemon(
     async () => {
-      handle = await startSuperLink(config, { logger });
+      try {
+        handle = await startSuperLink(config, { logger });
+      } catch (err) {
+        throw listenFailureError(err, listenFlags(config)) ?? err;
+      }
       return handle;
     },
     {
