@@ -15,6 +15,10 @@ export interface Fixtures {
   caKey: string;
   serverCert: string;
   serverKey: string;
+  /** The separate CA for Driver API clients (--driver-api-client-ca), and the ServerApp's client certificate. */
+  serverappCaCert: string;
+  serverappCert: string;
+  serverappKey: string;
   superlinkPrivateKey: string;
   superlinkPublicKey: string;
   clientPrivateKeys: string[];
@@ -36,6 +40,9 @@ export function generateFixtures(numClients = 2): Fixtures {
     caKey: c("ca.key"),
     serverCert: c("server.pem"),
     serverKey: c("server.key"),
+    serverappCaCert: c("serverapp-ca.crt"),
+    serverappCert: c("serverapp.pem"),
+    serverappKey: c("serverapp.key"),
     superlinkPrivateKey: k("server_credentials"),
     superlinkPublicKey: k("server_credentials.pub"),
     clientPrivateKeys: clients.map((i) => k(`client_credentials_${i}`)),
