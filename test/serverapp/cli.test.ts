@@ -112,9 +112,22 @@ describe("flower-server-app configuration errors (exit 2)", () => {
     expect((await runCli(["--insecure", "--run-id", "9223372036854775808"])).code).toBe(2);
   });
 
+  it("wants both --ssl-certfile and --ssl-keyfile, a key that belongs to the certificate, and TLS", async () => {
+    const certOnly = await runCli(["server_app:app", "--dir", dir, "--root-certificates", fx.caCert, "--ssl-certfile", fx.serverappCert]);
+    expect(certOnly.code).toBe(2);
+    expect(fatal(certOnly)).toMatch(/needs both --ssl-certfile .* and --ssl-keyfile .*only --ssl-certfile was given/);
+    const wrongKey = await runCli(["server_app:app", "--dir", dir, "--root-certificates", fx.caCert, "--ssl-certfile", fx.serverappCert, "--ssl-keyfile", fx.serverKey]);
+    expect(wrongKey.code).toBe(2);
+    expect(fatal(wrongKey)).toMatch(/Client private key ".*server\.key" does not belong to certificate ".*serverapp\.pem"/);
+    const insecure = await runCli(["server_app:app", "--dir", dir, "--insecure", "--ssl-certfile", fx.serverappCert, "--ssl-keyfile", fx.serverappKey]);
+    expect(insecure.code).toBe(2);
+    expect(fatal(insecure)).toContain("--insecure cannot be combined with --ssl-certfile/--ssl-keyfile");
+  });
+
   it("prints help and exits 0", async () => {
     const r = await runCli(["--help"]);
     expect(r.code).toBe(0);
+    expect(r.stdout).toContain("--ssl-certfile");
     expect(r.stdout).toContain("--root-certificates");
     expect(r.stdout).toContain("--history-json");
   });

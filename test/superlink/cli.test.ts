@@ -6,6 +6,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { main } from "../../src/cli/superlink";
+import { isLoopbackHost } from "../../src/cli/common";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 
 let fx: Fixtures;
@@ -156,4 +157,39 @@ test("--help prints the flags and exits 0", async () => {
   for (const flag of ["--driver-api-address", "--fleet-api-address", "--database", "--insecure", "--ssl-ca-certfile", "--auth-list-public-keys", "--long-poll-ms", "--metrics-address"]) {
     expect(o.out).toContain(flag);
   }
+});
+
+describe("--driver-api-client-ca (mutual TLS on the Driver API)", () => {
+  test("with --insecure: exit 2, it needs TLS", async () => {
+    const o = await runCli(["--insecure", "--driver-api-client-ca", fx.serverappCaCert]);
+    expect(o.code).toBe(2);
+    expect(fatal(o)).toContain("--driver-api-client-ca (mutual TLS on the Driver API) needs TLS");
+  });
+
+  test("a leaf certificate instead of a CA: exit 2, says which file to pass", async () => {
+    const o = await runCli([...tlsArgs(), "--driver-api-client-ca", fx.serverappCert]);
+    expect(o.code).toBe(2);
+    expect(fatal(o)).toMatch(/--driver-api-client-ca ".*serverapp\.pem" is not a CA certificate.*serverapp-ca\.crt/);
+  });
+
+  test("a missing file: exit 2, naming it", async () => {
+    const o = await runCli([...tlsArgs(), "--driver-api-client-ca", join(fx.dir, "nope.crt")]);
+    expect(o.code).toBe(2);
+    expect(fatal(o)).toContain("nope.crt");
+  });
+
+  test("--help lists it", async () => {
+    const o = await runCli(["--help"]);
+    expect(o.out).toContain("--driver-api-client-ca");
+  });
+});
+
+describe("which Driver API addresses count as loopback (no open-Driver-API warning)", () => {
+  // The warning itself is checked with real processes in driver-mtls.e2e.test.ts.
+  test.each(["0.0.0.0", "::", "10.1.2.3", "superlink.example.org", "::ffff:10.0.0.1", "128.0.0.1"])("%s: reachable from outside", (host) => {
+    expect(isLoopbackHost(host)).toBe(false);
+  });
+  test.each(["127.0.0.1", "127.8.9.10", "::1", "localhost", "LOCALHOST", "::ffff:127.0.0.1"])("%s: loopback", (host) => {
+    expect(isLoopbackHost(host)).toBe(true);
+  });
 });
