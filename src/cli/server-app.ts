@@ -1,6 +1,7 @@
 /**
  * `flower-server-app`: Flower 1.10's ServerApp runner command line (spec §7.1) plus flwr-ts
- * options (--history-json, --log-level). Loads `module:attr` from --dir, connects to the
+ * options (--history-json, --log-level, and --ssl-certfile/--ssl-keyfile: the client
+ * certificate for a SuperLink started with --driver-api-client-ca). Loads `module:attr` from --dir, connects to the
  * SuperLink's Driver API, runs the app, prints the [SUMMARY] / History text to stdout (logs go
  * to stderr) and returns the exit code: 0 success, 1 the run failed (SuperLink unreachable or
  * gone, a round error), 2 bad configuration, files or app, 130 interrupted (SIGINT/SIGTERM).

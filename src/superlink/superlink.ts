@@ -1,8 +1,7 @@
 /**
  * The SuperLink as an object: `startSuperLink(config, deps)` opens the state, starts the Driver
- * API and the Fleet API (same TLS certificate on both, optional client certificates on the
- * Driver API, optional node authentication on the Fleet API), and returns a handle with the
- * bound ports and a graceful `close()`.
+ * API and the Fleet API (same TLS credentials on both, optional node authentication on the
+ * Fleet API), and returns a handle with the bound ports and a graceful `close()`.
  * Signals, argv and exit codes belong to src/cli/superlink.ts.
  */
 import type * as grpc from "@grpc/grpc-js";
