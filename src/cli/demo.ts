@@ -53,7 +53,8 @@ export function credentialFiles(): string[] {
 export function ensureCredentials(root = REPO_ROOT): void {
   const missing = credentialFiles().filter((f) => !existsSync(join(root, f)));
   if (missing.length === 0) return;
-  say(`certificates/ or keys/ incomplete (missing ${missing.join(", ")}): running scripts/generate.sh`);
+  const what = missing.length === credentialFiles().length ? "no certificates or keys yet" : `missing ${missing.join(", ")}`;
+  say(`certificates/ or keys/ incomplete (${what}): running scripts/generate.sh`);
   const r = spawnSync("bash", [join(REPO_ROOT, "scripts", "generate.sh"), String(NUM_SUPERNODES), root], {
     cwd: root,
     stdio: ["ignore", "inherit", "inherit"],
