@@ -12,10 +12,15 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { IN_MEMORY_DATABASE } from "../../src/core/constants";
+import { InvalidConfigError } from "../../src/core/errors";
+import { silentLogger } from "../../src/core/logger";
 import { FleetClient } from "../../src/proto/flwr/proto/fleet";
+import { GrpcDriver } from "../../src/serverapp/grpc-driver";
+import { startSuperLink } from "../../src/superlink/superlink";
 import { createClient, unaryCall } from "../../src/transport/channel";
 import { probeClientCertificate } from "../../src/transport/client-certificate-refusal";
-import { channelCredentials } from "../../src/transport/tls";
+import { channelCredentials, readServerTlsFiles } from "../../src/transport/tls";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 
 let fx: Fixtures;
@@ -233,5 +238,51 @@ describe("flower-superlink without --driver-api-client-ca", () => {
     } finally {
       await link.stop();
     }
+  });
+});
+
+describe("the library: startSuperLink({ driverApiClientCa }) and GrpcDriver({ clientCertificate })", () => {
+  it("connects with the ServerApp certificate and is refused, as InvalidConfigError, without one", async () => {
+    const link = await startSuperLink(
+      {
+        driverApiAddress: "127.0.0.1:0",
+        fleetApiAddress: "127.0.0.1:0",
+        database: IN_MEMORY_DATABASE,
+        tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
+        driverApiClientCa: fx.read(fx.serverappCaCert),
+      },
+      { logger: silentLogger() },
+    );
+    try {
+      const rootCertificates = fx.read(fx.caCert);
+      const driver = await GrpcDriver.connect({
+        superlink: link.driverAddress,
+        rootCertificates,
+        clientCertificate: { cert: fx.read(fx.serverappCert), key: fx.read(fx.serverappKey) },
+      });
+      expect(await driver.getNodeIds()).toEqual([]);
+      driver.close();
+      const refused = GrpcDriver.connect({ superlink: link.driverAddress, rootCertificates, connectTimeoutMs: 5_000 });
+      await expect(refused).rejects.toBeInstanceOf(InvalidConfigError);
+      await expect(refused).rejects.toThrow(/requires a client certificate.*clientCertificate option/);
+      const wrongCa = GrpcDriver.connect({
+        superlink: link.driverAddress,
+        rootCertificates,
+        connectTimeoutMs: 5_000,
+        clientCertificate: { cert: fx.read(extra.otherCert), key: fx.read(extra.otherKey) },
+      });
+      await expect(wrongCa).rejects.toThrow(/refused the client certificate/);
+    } finally {
+      await link.close(0);
+    }
+  });
+
+  it("refuses client certificates without TLS", async () => {
+    await expect(
+      startSuperLink(
+        { driverApiAddress: "127.0.0.1:0", fleetApiAddress: "127.0.0.1:0", database: IN_MEMORY_DATABASE, driverApiClientCa: fx.read(fx.serverappCaCert) },
+        { logger: silentLogger() },
+      ),
+    ).rejects.toThrow(/requires TLS/);
   });
 });
