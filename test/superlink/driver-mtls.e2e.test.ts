@@ -223,9 +223,13 @@ describe("flower-superlink without --driver-api-client-ca", () => {
       expect(warning?.["level"]).toBe(40);
       expect(String(warning?.["msg"])).toContain("--driver-api-client-ca");
       const port = String(link.ready["driverAddress"]).split(":").pop();
-      const r = await runBin("flower-server-app", ["server_app:app", "--dir", dir, "--root-certificates", fx.caCert, "--superlink", `127.0.0.1:${port}`]);
+      const args = ["server_app:app", "--dir", dir, "--root-certificates", fx.caCert, "--superlink", `127.0.0.1:${port}`];
+      const r = await runBin("flower-server-app", args);
       expect(r.code).toBe(0);
       expect(r.stdout).toContain("nodes seen: 0");
+      // A ServerApp already given its certificate works too (ServerApps can be set up first, then the SuperLink).
+      const withCert = await runBin("flower-server-app", [...args, "--ssl-certfile", fx.serverappCert, "--ssl-keyfile", fx.serverappKey]);
+      expect(withCert.code).toBe(0);
     } finally {
       await link.stop();
     }
