@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { ErrorCode } from "../../src/core/constants";
 import { StateError } from "../../src/core/errors";
 import { SQLITE_APPLICATION_ID, SQLITE_SCHEMA_VERSION, SqliteState } from "../../src/state/sqlite-state";
-import { TestClock, describeStateConformance, makeTaskIns, makeTaskRes, sampleRecordSet } from "./state.conformance";
+import { TestClock, describeStateConformance, describeStateLimits, makeTaskIns, makeTaskRes, sampleRecordSet } from "./state.conformance";
 
 /**
  * Makes `path` unwritable for this process and returns the undo, or undefined where this system
@@ -52,6 +52,7 @@ afterAll(() => {
 
 describeStateConformance("SqliteState(:memory:)", (clock) => new SqliteState(":memory:", { now: clock.now }));
 describeStateConformance("SqliteState(file)", (clock) => new SqliteState(freshPath(), { now: clock.now }));
+describeStateLimits("SqliteState(file)", (clock, limits) => new SqliteState(freshPath(), { now: clock.now, limits }));
 
 describe("SqliteState on a file", () => {
   test("runs, nodes, key mappings and undelivered tasks (errors included) survive reopening", () => {
