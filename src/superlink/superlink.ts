@@ -23,6 +23,7 @@ import { FleetAuthenticator, withFleetAuthentication } from "../auth/server-auth
 import { createDriverServicer } from "./driver/driver-servicer";
 import { createFleetServicer } from "./fleet/fleet-servicer";
 import { DEFAULT_MAX_TASK_INS_PER_PUSH } from "./driver/driver-handler";
+import { withTaskInsCountLimit } from "./driver/push-count-limit";
 import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds } from "../core/ping-interval";
 import { LongPollHub } from "./long-poll";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
@@ -278,7 +279,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     const driver = await startGrpcServer(
       config.driverApiAddress,
       credentials,
-      [{ definition: FAST_DRIVER_SERVICE, implementation: driverImpl }],
+      [{ definition: withTaskInsCountLimit(FAST_DRIVER_SERVICE, limits.maxTaskInsPerPush), implementation: driverImpl }],
       serverOptions,
     );
     servers.push(driver);

@@ -60,12 +60,7 @@ export function pushTaskIns(
     throw new MalformedMessageError("Malformed PushTaskInsRequest: `task_ins_list` must not be empty");
   }
   const maxPerPush = opts.maxTaskInsPerPush ?? DEFAULT_MAX_TASK_INS_PER_PUSH;
-  if (list.length > maxPerPush) {
-    throw new ResourceExhaustedError(
-      `PushTaskIns carries ${list.length} TaskIns, more than the limit of ${maxPerPush} per request ` +
-        "(--max-task-ins-per-push); split the push",
-    );
-  }
+  if (list.length > maxPerPush) throw tooManyTaskIns(list.length, maxPerPush);
   const pushedAt = (opts.now ?? unixNow)();
   for (const taskIns of list) if (taskIns.task !== undefined) taskIns.task.pushedAt = pushedAt;
 
@@ -93,6 +88,14 @@ export function pushTaskIns(
     return taskId ?? "";
   });
   return { taskIds };
+}
+
+/** The refusal of a PushTaskIns carrying `count` > `max` TaskIns. */
+export function tooManyTaskIns(count: number, max: number): ResourceExhaustedError {
+  return new ResourceExhaustedError(
+    `PushTaskIns carries ${count > max + 1 ? `more than ${max}` : count} TaskIns, more than the limit of ${max} per ` +
+      "request (--max-task-ins-per-push); split the push",
+  );
 }
 
 const HEX32 = /^[0-9a-fA-F]{32}$/;

@@ -5,6 +5,7 @@ import type { State } from "../../state/state";
 import type { LongPollHub } from "../long-poll";
 import { maxWaitFor, reply, serveUnary } from "../unary";
 import * as driver from "./driver-handler";
+import { refusedTaskInsCount } from "./push-count-limit";
 
 export interface DriverServicerDeps {
   state: State;
@@ -22,7 +23,12 @@ export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
   return {
     createRun: serveUnary(logger, "Driver.CreateRun", ({ request }) => reply(driver.createRun(request, state))),
     getNodes: serveUnary(logger, "Driver.GetNodes", ({ request }) => reply(driver.getNodes(request, state))),
-    pushTaskIns: serveUnary(logger, "Driver.PushTaskIns", ({ request }) => reply(driver.pushTaskIns(request, state, { logger, ...(maxTaskInsPerPush !== undefined ? { maxTaskInsPerPush } : {}) }))),
+    pushTaskIns: serveUnary(logger, "Driver.PushTaskIns", ({ request }) => {
+      // Refused undecoded by withTaskInsCountLimit (counted only up to the limit + 1).
+      const refused = refusedTaskInsCount(request);
+      if (refused !== undefined) throw driver.tooManyTaskIns(refused, maxTaskInsPerPush ?? driver.DEFAULT_MAX_TASK_INS_PER_PUSH);
+      return reply(driver.pushTaskIns(request, state, { logger, ...(maxTaskInsPerPush !== undefined ? { maxTaskInsPerPush } : {}) }));
+    }),
     pullTaskRes: serveUnary(logger, "Driver.PullTaskRes", async ({ request, call, signal }) => {
       const result = await driver.pullTaskResLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, longPollMs), signal });
       return {
