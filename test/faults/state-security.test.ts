@@ -212,7 +212,10 @@ test("storage limits answer RESOURCE_EXHAUSTED with a log line, and store nothin
   const runs = await statusOf(createRun(link));
   expect(runs.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
   expect(runs.details).toContain("--max-runs");
-  const logged = link.proc.logs.filter((l) => l["code"] === "FLWR_RESOURCE_EXHAUSTED").map((l) => String(l["rpc"]));
+  // Log lines arrive over a pipe, possibly after the answers.
+  const exhausted = (l: Record<string, unknown>): boolean => l["code"] === "FLWR_RESOURCE_EXHAUSTED";
+  await link.proc.waitForCount(exhausted, 3, "three RESOURCE_EXHAUSTED log lines");
+  const logged = link.proc.logs.filter(exhausted).map((l) => String(l["rpc"]));
   expect(logged).toEqual(["Driver.PushTaskIns", "Driver.PushTaskIns", "Driver.CreateRun"]);
 });
 
