@@ -168,6 +168,33 @@ describe("SqliteState on a file", () => {
     check.close();
   });
 
+  test("a version 1 database (before sizes and run activity) is migrated, its tasks kept", () => {
+    const path = freshPath();
+    const clock = new TestClock();
+    const first = new SqliteState(path, { now: clock.now });
+    const runId = first.createRun("f", "v", new Map());
+    const insId = first.storeTaskIns(makeTaskIns(clock, runId, { nodeId: 7n, anonymous: false }))!;
+    first.close();
+    const raw = new Database(path);
+    raw.exec("ALTER TABLE task_ins DROP COLUMN size_bytes; ALTER TABLE task_res DROP COLUMN size_bytes; ALTER TABLE run DROP COLUMN last_activity;");
+    raw.pragma("user_version = 1");
+    raw.close();
+    const migrated = new SqliteState(path, { now: clock.now });
+    try {
+      expect(migrated.getTaskIns(7n, 10).map((t) => t.taskId)).toEqual([insId]);
+      expect(migrated.storedBytes()).toBe(0); // version 1 rows were not measured
+      expect(migrated.storeTaskRes(makeTaskRes(clock, runId, 7n, insId))).toBeDefined();
+      // Its runs count as active from the migration on.
+      clock.advance(10);
+      expect(migrated.purge({ expiredGraceSeconds: 0, runIdleSeconds: 100 }).runs).toBe(0);
+    } finally {
+      migrated.close();
+    }
+    const check = new Database(path, { readonly: true });
+    expect(check.pragma("user_version", { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
+    check.close();
+  });
+
   test("a database of Flower's Python SuperLink (unversioned tables) is refused", () => {
     const path = freshPath();
     const raw = new Database(path);
