@@ -17,6 +17,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../core/logger";
 import { ConnectionError, errorMessage } from "../core/errors";
 import { formatAddress, parseAddress } from "../core/address";
+import { DEFAULT_PING_INTERVAL_BOUNDS } from "../core/ping-interval";
 
 /** Values read from elsewhere at scrape time. */
 export interface MetricsGauges {
@@ -45,7 +46,9 @@ export class SuperLinkMetrics {
   /** The node answered CreateNode or Ping: online for `pingIntervalSeconds` from now. */
   nodeAlive(nodeId: bigint, pingIntervalSeconds: number): void {
     if (nodeId === 0n) return;
-    this.nodes.set(nodeId.toString(), this.now() + Math.max(0, pingIntervalSeconds) * 1000);
+    // Bounded like the state's liveness, so a forged interval cannot keep the gauge up for years.
+    const seconds = Math.min(Math.max(0, pingIntervalSeconds), DEFAULT_PING_INTERVAL_BOUNDS.max);
+    this.nodes.set(nodeId.toString(), this.now() + (Number.isFinite(seconds) ? seconds : 0) * 1000);
   }
 
   /** The node was deleted or revoked. */
