@@ -4,6 +4,7 @@
  * intervals out of range, replayed PushTaskRes, storage limits, and TTL expiry with purge.
  * Each test starts its own SuperLink with the limits it needs; everything stops by itself.
  */
+import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { SuperNodeAuth } from "../../src/auth/client-auth";
 import { base64UrlPadded } from "../../src/auth/crypto";
@@ -16,7 +17,7 @@ import { TASK_EXPIRED_REASON } from "../../src/state/state-support";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { runNodeScript } from "../helpers/node-script";
 import { driverClient, fleetClient, statusOf, validTaskIns, validTaskRes } from "../superlink/helpers";
-import { ensureDist, isEvent, killAll, type RunningSuperLink, startSuperLink, superlinkArgs } from "./helpers";
+import { ensureDist, isEvent, killAll, type RunningSuperLink, startSuperLink, stop, superlinkArgs } from "./helpers";
 
 jest.setTimeout(90_000);
 
@@ -41,8 +42,9 @@ interface Link extends RunningSuperLink {
   metricsAddress: string;
 }
 
-async function start(extra: string[]): Promise<Link> {
-  const link = await startSuperLink([...superlinkArgs(fx), "--metrics-address", "127.0.0.1:0", "--long-poll-ms", "0", ...extra]);
+async function start(extra: string[], database?: string): Promise<Link> {
+  const base = superlinkArgs(fx, database === undefined ? {} : { database });
+  const link = await startSuperLink([...base, "--metrics-address", "127.0.0.1:0", "--long-poll-ms", "0", ...extra]);
   const ready = await link.proc.waitFor(isEvent("superlink.ready"), "readiness line");
   const driver = driverClient(link.driverAddress, ca);
   const fleet = fleetClient(link.fleetAddress, ca);
@@ -179,6 +181,28 @@ test("a replayed PushTaskRes reaches the ServerApp once and stores nothing, befo
   const again = await unaryCall(link.driver.pullTaskRes.bind(link.driver), { node: undefined, taskIds: [taskInsId!] });
   expect(again.response.taskResList).toEqual([]);
   expect(link.proc.logs.some((l) => String(l["msg"]).includes("names no stored TaskIns"))).toBe(true);
+});
+
+test("an honest re-push after a SuperLink restart (SQLite) is answered as the first push and stored once", async () => {
+  const database = join(fx.dir, "re-push.db");
+  const first = await start([], database);
+  const runId = await createRun(first);
+  const node = await honestNode(first, 0);
+  const [taskInsId] = await pushTaskIns(first, [validTaskIns(runId, node.nodeId)]);
+  const push: PushTaskResRequest = { taskResList: [validTaskRes(runId, node.nodeId, taskInsId!)] };
+  const metadata = node.auth.metadataFor("PushTaskResRequest", push);
+  const [resultId] = [...(await unaryCall(first.fleet.pushTaskRes.bind(first.fleet), push, metadata)).response.results.keys()];
+  // The SuperLink dies before the SuperNode sees the answer (as far as the SuperNode knows).
+  first.proc.proc.kill("SIGKILL");
+  await first.proc.exited;
+
+  const second = await start([], database);
+  const again = await unaryCall(second.fleet.pushTaskRes.bind(second.fleet), push, metadata);
+  expect([...again.response.results.keys()]).toEqual([resultId]);
+  expect(await gauge(second, "flwr_superlink_task_res_stored")).toBe(1);
+  const results = await unaryCall(second.driver.pullTaskRes.bind(second.driver), { node: undefined, taskIds: [taskInsId!] });
+  expect(results.response.taskResList.map((r) => r.taskId)).toEqual([resultId]);
+  expect(await stop(second.proc)).toBe(0);
 });
 
 test("storage limits answer RESOURCE_EXHAUSTED with a log line, and store nothing of the refused request", async () => {
