@@ -5,8 +5,8 @@
  *   server interceptor, so refusals by the authentication layer are included. Calls ended by the
  *   transport before a status was produced (client cancel, deadline, undecodable or oversized
  *   request) count as code="CANCELLED".
- * - flwr_superlink_online_nodes: nodes seen alive (CreateNode, successful Ping) whose ping
- *   interval has not run out. Learned from traffic, so after a restart a node reappears on its
+ * - flwr_superlink_online_nodes: nodes seen alive (successful Ping; CreateNode too without
+ *   authentication) whose ping interval (at most 1800 s) has not run out. Learned from traffic, so after a restart a node reappears on its
  *   next ping.
  * - flwr_superlink_task_ins_stored / flwr_superlink_task_res_stored: from State.
  * - flwr_superlink_runs_created_total: runs created since start.
@@ -31,6 +31,11 @@ export class SuperLinkMetrics {
   /** node id (decimal) -> online until (ms since epoch). */
   private readonly nodes = new Map<string, number>();
   private runsCreated = 0;
+  /**
+   * False with node authentication: CreateNode carries no MAC and grants no liveness there, so
+   * only successful Pings count a node as online.
+   */
+  createNodeMeansOnline = true;
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -114,7 +119,7 @@ export class SuperLinkMetrics {
     switch (path) {
       case "/flwr.proto.Fleet/CreateNode": {
         const node = (response as { node?: { nodeId?: unknown } } | undefined)?.node;
-        if (typeof node?.nodeId === "bigint") this.nodeAlive(node.nodeId, Number(req.pingInterval ?? 0));
+        if (this.createNodeMeansOnline && typeof node?.nodeId === "bigint") this.nodeAlive(node.nodeId, Number(req.pingInterval ?? 0));
         break;
       }
       case "/flwr.proto.Fleet/Ping":

@@ -303,6 +303,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         pingIntervalBounds: limits.pingIntervalBounds,
       });
       fleetService = withFleetAuthentication(fleetImpl, authenticator);
+      metrics.createNodeMeansOnline = false;
       auth.allowlist.on("change", onAllowlistChange);
       logger.info(
         { event: "superlink.auth-enabled", knownKeys: auth.allowlist.size },

@@ -116,6 +116,7 @@ test("CreateNode with only a live node's public key neither takes it offline nor
   const phantom = await forgedCreateNode(link, 1, 1800);
   expect(phantom).not.toBe(0n);
   expect(await onlineNodes(link, runId)).toEqual([node.nodeId]);
+  expect(await gauge(link, "flwr_superlink_online_nodes")).toBe(1);
 
   // The honest node stops pinging ("killed"): it goes offline after its 2 s, forged CreateNodes
   // notwithstanding.
