@@ -17,6 +17,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { KeyObject } from "node:crypto";
 import { AUTH_TOKEN_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
 import { errorMessage } from "../core/errors";
+import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds, boundedPingInterval } from "../core/ping-interval";
 import { type Logger, silentLogger } from "../core/logger";
 import { FLEET_REQUEST_NAMES, type FleetRequestName, canonicalEncodeChunks, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
 import {
@@ -52,6 +53,8 @@ export interface FleetAuthenticatorOptions {
   logger?: Logger;
   /** Most node HMAC keys kept; default 10 000. */
   hmacKeyCacheSize?: number;
+  /** Accepted ping_interval range of CreateNode (default DEFAULT_PING_INTERVAL_BOUNDS). */
+  pingIntervalBounds?: PingIntervalBounds;
 }
 
 /** Outcome of authenticating one request. */
@@ -76,6 +79,7 @@ export class FleetAuthenticator {
   private readonly state: FleetAuthState;
   private readonly logger: Logger;
   private readonly cacheSize: number;
+  private readonly pingIntervalBounds: PingIntervalBounds;
   private readonly hmacKeys = new Map<string, Buffer>();
   private readonly onAllowlistChange = (change: AllowlistChange): void => {
     for (const pem of change.removed) this.hmacKeys.delete(pem);
@@ -93,6 +97,7 @@ export class FleetAuthenticator {
     this.state = options.state;
     this.logger = options.logger ?? silentLogger();
     this.cacheSize = Math.max(1, options.hmacKeyCacheSize ?? DEFAULT_HMAC_KEY_CACHE_SIZE);
+    this.pingIntervalBounds = options.pingIntervalBounds ?? DEFAULT_PING_INTERVAL_BOUNDS;
     this.allowlist.on("change", this.onAllowlistChange);
   }
 
@@ -153,24 +158,25 @@ export class FleetAuthenticator {
   }
 
   /**
-   * CreateNode for an authenticated key (spec §4.5 step 3): the node already bound to the key
-   * (its liveness extended by `pingInterval`), or a new node bound to it. Returns 0n only if the
-   * state could not create one (Flower's failure value). State errors (a NaN interval) propagate.
+   * CreateNode for an allowlisted key (spec §4.5 step 3): the node already bound to the key, or
+   * a new node bound to it. Returns 0n only if the state could not create one (Flower's failure
+   * value). An out-of-range `pingInterval` is MalformedMessageError (see boundedPingInterval).
+   *
+   * flwr-ts: CreateNode carries no MAC (anyone holding the public key can send it), so it never
+   * changes liveness: an existing node keeps its liveness as it is (neither extended nor cut
+   * short), and a new node starts offline. Only MAC-checked Pings bring a node online; Flower's
+   * SuperNodes and ours ping right after CreateNode. Flower 1.10 extended the liveness here.
    */
   registerNode(publicKeyPem: string, pingInterval: number): bigint {
+    boundedPingInterval(pingInterval, this.pingIntervalBounds);
     const keyBytes = Buffer.from(publicKeyPem, "latin1");
     const existing = this.state.getNodeId(keyBytes);
-    if (existing !== undefined) {
-      this.state.acknowledgePing(existing, pingInterval);
-      return existing;
-    }
-    const created = this.state.createNode(pingInterval, keyBytes);
+    if (existing !== undefined) return existing;
+    // Interval 0: online until now, i.e. offline until its first authenticated Ping.
+    const created = this.state.createNode(0, keyBytes);
     if (created !== 0n) return created;
     // Another CreateNode for the same key won the race: reuse its node, as Flower would.
-    const raced = this.state.getNodeId(keyBytes);
-    if (raced === undefined) return 0n;
-    this.state.acknowledgePing(raced, pingInterval);
-    return raced;
+    return this.state.getNodeId(keyBytes) ?? 0n;
   }
 
   /** Logs a rejection with the reason and key fingerprint, never the key or token. */

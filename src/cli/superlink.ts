@@ -17,8 +17,24 @@ import { InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "../transport/tls";
 import { parseAddress } from "../core/address";
-import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
-import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, nonNegativeInt, runMain, isLoopbackHost, packageVersion, listenFailureError } from "./common";
+import {
+  DEFAULT_SUPERLINK_LIMITS,
+  type SuperLinkAuthConfig,
+  type SuperLinkConfig,
+  type SuperLinkHandle,
+  startSuperLink,
+} from "../superlink/superlink";
+import {
+  type CliIo,
+  LOG_LEVELS,
+  parseOrExitCode,
+  routeOutput,
+  nonNegativeInt,
+  runMain,
+  isLoopbackHost,
+  packageVersion,
+  listenFailureError,
+} from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-superlink";
@@ -43,6 +59,23 @@ interface SuperLinkOptions {
   metricsAddress?: string;
   logLevel: string;
   shutdownGraceMs: number;
+  maxRunBytes: number;
+  maxStoredBytes: number;
+  maxTaskInsPerPush: number;
+  maxRuns: number;
+  runIdleTtl: number;
+  purgeInterval: number;
+  minPingInterval: number;
+  maxPingInterval: number;
+}
+
+/** A positive number (seconds, bytes, counts); fractions allowed. */
+function positiveNumber(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${flag} must be a positive number.`);
+    return n;
+  };
 }
 
 function integer(value: string): number {
@@ -98,6 +131,15 @@ function buildCommand(io: CliIo): Command {
       DEFAULT_LONG_POLL_MS,
     )
     .option("--metrics-address <address>", "Serve Prometheus metrics on http://ADDRESS/metrics (off by default).")
+    // Limits against clients that flood the state (flwr-ts; see SuperLinkLimits).
+    .option("--max-run-bytes <bytes>", "Most bytes of stored tasks of one run.", positiveNumber("--max-run-bytes"), DEFAULT_SUPERLINK_LIMITS.maxRunBytes)
+    .option("--max-stored-bytes <bytes>", "Most bytes of stored tasks over all runs.", positiveNumber("--max-stored-bytes"), DEFAULT_SUPERLINK_LIMITS.maxStoredBytes)
+    .option("--max-task-ins-per-push <n>", "Most TaskIns in one PushTaskIns request.", positiveNumber("--max-task-ins-per-push"), DEFAULT_SUPERLINK_LIMITS.maxTaskInsPerPush)
+    .option("--max-runs <n>", "Most runs stored at once.", positiveNumber("--max-runs"), DEFAULT_SUPERLINK_LIMITS.maxRuns)
+    .option("--run-idle-ttl <seconds>", "Delete a run once it has no tasks and none were stored for this long.", positiveNumber("--run-idle-ttl"), DEFAULT_SUPERLINK_LIMITS.runIdleSeconds)
+    .option("--purge-interval <seconds>", "How often expired tasks and idle runs are deleted.", positiveNumber("--purge-interval"), DEFAULT_SUPERLINK_LIMITS.purgeIntervalSeconds)
+    .option("--min-ping-interval <seconds>", "Smaller ping_interval values are raised to this.", positiveNumber("--min-ping-interval"), DEFAULT_SUPERLINK_LIMITS.pingIntervalBounds.min)
+    .option("--max-ping-interval <seconds>", "Larger ping_interval values are lowered to this.", positiveNumber("--max-ping-interval"), DEFAULT_SUPERLINK_LIMITS.pingIntervalBounds.max)
     .addOption(new Option("--log-level <level>", "Log level.").choices(LOG_LEVELS).default("info"))
     .option(
       "--shutdown-grace-ms <ms>",
@@ -229,6 +271,15 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
     ...(auth ? { auth } : {}),
     ...(driverApiClientCa ? { driverApiClientCa } : {}),
     longPollMs: opts.longPollMs,
+    limits: {
+      maxRunBytes: opts.maxRunBytes,
+      maxStoredBytes: opts.maxStoredBytes,
+      maxTaskInsPerPush: opts.maxTaskInsPerPush,
+      maxRuns: opts.maxRuns,
+      runIdleSeconds: opts.runIdleTtl,
+      purgeIntervalSeconds: opts.purgeInterval,
+      pingIntervalBounds: { min: opts.minPingInterval, max: opts.maxPingInterval },
+    },
     ...(opts.metricsAddress !== undefined ? { metricsAddress: opts.metricsAddress } : {}),
   };
 }

@@ -24,6 +24,8 @@ export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
         return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
       case "FLWR_NOT_FOUND":
         return { code: grpc.status.NOT_FOUND, details: err.message };
+      case "FLWR_RESOURCE_EXHAUSTED":
+        return { code: grpc.status.RESOURCE_EXHAUSTED, details: err.message };
       default:
         return { code: grpc.status.UNKNOWN, details: err.message };
     }

@@ -8,6 +8,7 @@ import type { State } from "../../state/state";
 import type { LongPollHub } from "../long-poll";
 import { maxWaitFor, reply, serveUnary } from "../unary";
 import * as fleet from "./fleet-handler";
+import type { PingIntervalBounds } from "../../core/ping-interval";
 
 export interface FleetServicerDeps {
   state: State;
@@ -15,15 +16,17 @@ export interface FleetServicerDeps {
   hub: LongPollHub;
   /** How long an empty PullTaskIns may wait for work; 0 answers at once (Flower behaviour). */
   longPollMs: number;
+  /** Accepted ping_interval range (default DEFAULT_PING_INTERVAL_BOUNDS). */
+  pingIntervalBounds?: PingIntervalBounds;
 }
 
 /** The Fleet service implementation (unauthenticated; see withFleetAuthentication for auth). */
 export function createFleetServicer(deps: FleetServicerDeps): FleetServer {
-  const { state, logger, hub, longPollMs } = deps;
+  const { state, logger, hub, longPollMs, pingIntervalBounds } = deps;
   return {
-    createNode: serveUnary(logger, "Fleet.CreateNode", ({ request }) => reply(fleet.createNode(request, state))),
+    createNode: serveUnary(logger, "Fleet.CreateNode", ({ request }) => reply(fleet.createNode(request, state, pingIntervalBounds))),
     deleteNode: serveUnary(logger, "Fleet.DeleteNode", ({ request }) => reply(fleet.deleteNode(request, state))),
-    ping: serveUnary(logger, "Fleet.Ping", ({ request }) => reply(fleet.ping(request, state))),
+    ping: serveUnary(logger, "Fleet.Ping", ({ request }) => reply(fleet.ping(request, state, pingIntervalBounds))),
     pullTaskIns: serveUnary(logger, "Fleet.PullTaskIns", async ({ request, call, signal }) =>
       reply(await fleet.pullTaskInsLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, longPollMs), signal })),
     ),
