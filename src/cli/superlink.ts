@@ -16,6 +16,7 @@ import {
 import { InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { type ServerTlsMaterial, readServerTlsFiles } from "../transport/tls";
+import { DEFAULT_CONNECTION_LIMITS } from "../transport/options";
 import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
 import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, nonNegativeInt, runMain } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
@@ -41,6 +42,11 @@ interface SuperLinkOptions {
   metricsAddress?: string;
   logLevel: string;
   shutdownGraceMs: number;
+  maxConnectionIdleMs: number;
+  maxConnectionAgeMs: number;
+  maxConnectionAgeGraceMs: number;
+  requestReceiveTimeoutMs: number;
+  minRequestReceiveRate: number;
 }
 
 function integer(value: string): number {
@@ -96,10 +102,53 @@ function buildCommand(io: CliIo): Command {
       "On SIGINT/SIGTERM, how long in-flight calls may finish before they are cancelled.",
       nonNegativeInt("--shutdown-grace-ms"),
       DEFAULT_SHUTDOWN_GRACE_MS,
+    )
+    // Connection limits (src/transport/options.ts ConnectionLimits); 0 turns each off.
+    .option(
+      "--max-connection-idle-ms <ms>",
+      "Close a connection that has had no call in flight for this long (clients reconnect on their next call; 0 = never).",
+      timerMs("--max-connection-idle-ms"),
+      DEFAULT_CONNECTION_LIMITS.maxConnectionIdleMs,
+    )
+    .option(
+      "--max-connection-age-ms <ms>",
+      "Close every connection after this long, busy or not (0 = never).",
+      timerMs("--max-connection-age-ms"),
+      DEFAULT_CONNECTION_LIMITS.maxConnectionAgeMs,
+    )
+    .option(
+      "--max-connection-age-grace-ms <ms>",
+      "With --max-connection-age-ms: how long calls in flight may still finish (0 = as long as they take).",
+      timerMs("--max-connection-age-grace-ms"),
+      DEFAULT_CONNECTION_LIMITS.maxConnectionAgeGraceMs,
+    )
+    .option(
+      "--request-receive-timeout-ms <ms>",
+      "Cancel a call whose request has not fully arrived after this long, unless it keeps arriving at " +
+        "--min-request-receive-rate (0 = never).",
+      timerMs("--request-receive-timeout-ms"),
+      DEFAULT_CONNECTION_LIMITS.requestReceiveTimeoutMs,
+    )
+    .option(
+      "--min-request-receive-rate <bytes-per-second>",
+      "Average rate below which a request still arriving after --request-receive-timeout-ms is cancelled (0 = any rate).",
+      nonNegativeInt("--min-request-receive-rate"),
+      DEFAULT_CONNECTION_LIMITS.minRequestBytesPerSecond,
     );
   routeOutput(program, io);
   return program;
 }
+
+/** Node timers overflow (and fire at once) above 2^31-1 ms: milliseconds in 0..2^31-2. */
+function timerMs(flag: string): (value: string) => number {
+  const parse = nonNegativeInt(flag);
+  return (value) => {
+    const n = parse(value);
+    if (n > MAX_TIMER_MS) throw new InvalidArgumentError(`${flag} must be at most ${MAX_TIMER_MS} (about 24 days).`);
+    return n;
+  };
+}
+const MAX_TIMER_MS = 2 ** 31 - 2;
 
 /** TLS material from the three --ssl-* flags, or undefined with --insecure (spec §5). */
 function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMaterial | undefined {
@@ -183,6 +232,13 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
     ...(auth ? { auth } : {}),
     longPollMs: opts.longPollMs,
     ...(opts.metricsAddress !== undefined ? { metricsAddress: opts.metricsAddress } : {}),
+    connectionLimits: {
+      maxConnectionIdleMs: opts.maxConnectionIdleMs,
+      maxConnectionAgeMs: opts.maxConnectionAgeMs,
+      maxConnectionAgeGraceMs: opts.maxConnectionAgeGraceMs,
+      requestReceiveTimeoutMs: opts.requestReceiveTimeoutMs,
+      minRequestBytesPerSecond: opts.minRequestReceiveRate,
+    },
   };
 }
 
