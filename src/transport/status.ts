@@ -22,8 +22,8 @@ export type IncidentReporter = (incidentId: string, err: unknown) => void;
 /**
  * A server-side error object that grpc-js turns into a status. Messages are truncated with
  * `truncateEcho`. State failures and unexpected exceptions can carry file paths and internals,
- * and callers of the Driver API are anonymous: they get INTERNAL with only an incident id, and
- * `report` (when given) receives the id and the error for the log.
+ * and callers of the Driver API are anonymous: they get INTERNAL with only an incident id, which
+ * `report` receives with the error, for the log (without `report`: INTERNAL, no id).
  */
 export function toServiceError(err: unknown, report?: IncidentReporter): Partial<grpc.StatusObject> {
   if (FlwrError.isFlwrError(err)) {
@@ -38,8 +38,9 @@ export function toServiceError(err: unknown, report?: IncidentReporter): Partial
         break;
     }
   }
+  if (report === undefined) return { code: grpc.status.INTERNAL, details: "Internal error" };
   const incidentId = randomBytes(6).toString("hex");
-  report?.(incidentId, err);
+  report(incidentId, err);
   return { code: grpc.status.INTERNAL, details: `Internal error (incident ${incidentId}; details are in the SuperLink's log)` };
 }
 

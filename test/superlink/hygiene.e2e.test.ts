@@ -185,7 +185,7 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
     dbDir = mkdtempSync(join(tmpdir(), "flwr-ts-hygiene-"));
     dbPath = join(dbDir, "secret-location", "state.db");
     require("node:fs").mkdirSync(join(dbDir, "secret-location"));
-    link = await startSuperLink(superlinkArgs(fx, { auth: false, database: dbPath }));
+    link = await startSuperLink([...superlinkArgs(fx, { auth: false, database: dbPath }), "--metrics-address", "127.0.0.1:0"]);
     const ca = fx.read(fx.caCert);
     driver = track(driverClient(link.driverAddress, ca));
     fleet = track(fleetClient(link.fleetAddress, ca));
@@ -303,6 +303,13 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
       const err = await send(raw.fleet, "/flwr.proto.Fleet/Ping", Buffer.from([0x0a, 0x02, 0x08, 0x02, 0x78, 0x01]));
       expect(err).toBeNull();
       await unaryCall(fleet.createNode.bind(fleet), { pingInterval: 30 });
+    });
+
+    test("the metrics count them as INVALID_ARGUMENT", async () => {
+      const ready = await link.proc.waitFor(isEvent("superlink.ready"), "readiness line");
+      const text = await (await fetch(`http://${String(ready["metricsAddress"])}/metrics`)).text();
+      expect(text).toContain('flwr_superlink_rpcs_total{service="Fleet",method="Ping",code="INVALID_ARGUMENT"} 2');
+      expect(text).toContain('flwr_superlink_rpcs_total{service="Driver",method="PullTaskRes",code="INVALID_ARGUMENT"}');
     });
   });
 });

@@ -24,3 +24,7 @@ describe("toServiceError", () => {
     expect(new Set(reported.map(([id]) => id)).size).toBe(2);
   });
 });
+
+test("without a reporter, an internal failure says nothing at all (no id that no log holds)", () => {
+  expect(toServiceError(new StateError("/srv/secret/state.db is locked"))).toEqual({ code: grpc.status.INTERNAL, details: "Internal error" });
+});
