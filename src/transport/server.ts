@@ -9,6 +9,7 @@ import { formatAddress, parseAddress } from "../core/address";
 import { type Logger, silentLogger } from "../core/logger";
 import { type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, constants as http2Constants } from "node:http2";
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS, SERVER_OPTIONS, SERVER_RECEIVE_WINDOW_BYTES, connectionLimitOptions } from "./options";
+import type { Socket } from "node:net";
 import { installGrpcZeroCopy } from "./grpc-zero-copy";
 import { rejectMalformedRequests, withMalformedRequestsMarked } from "./request-decoding";
 
@@ -68,13 +69,17 @@ export async function startGrpcServer(
   const http2Servers = http2ServersOf(server);
   enlargeConnectionWindows(http2Servers, SERVER_RECEIVE_WINDOW_BYTES);
   const stopWatching = watchConnections(http2Servers, limits, logger, name);
+  const stopClosingSilent = closeSilentConnections(http2Servers, limits.maxConnectionIdleMs, logger, name);
   let closing: Promise<void> | undefined;
   return {
     server,
     port,
     address: formatAddress({ host: hostPort.host, port }),
     close(graceMs = 0) {
-      closing ??= shutdown(server, graceMs).finally(stopWatching);
+      closing ??= shutdown(server, graceMs).finally(() => {
+        stopWatching();
+        stopClosingSilent();
+      });
       return closing;
     },
   };
@@ -243,5 +248,78 @@ function watchConnections(http2Servers: Http2Server[], limits: ConnectionLimits,
       report();
     }
     receiving.clear();
+  };
+}
+
+/** Connections that did not start HTTP/2 in time are reported at most this often, with a count. */
+const SILENT_REPORT_MS = 60_000;
+
+/**
+ * grpc-js's idle timer starts with the HTTP/2 session, which a TLS server creates only after the
+ * handshake: a peer that opens TCP and never completes TLS held its socket for Node's TLS
+ * handshake timeout (120 s). Here every connection whose peer has not sent its HTTP/2 SETTINGS
+ * within `idleMs` of connecting is destroyed, whatever stage it is stuck in. Connections are
+ * matched to sessions by remote address and port (http2 hands out a proxy of the socket).
+ */
+function closeSilentConnections(http2Servers: Http2Server[], idleMs: number, logger: Logger, name: string): () => void {
+  if (idleMs <= 0) return () => {};
+  // A plaintext server emits 'session' before 'connection'; a TLS one, 'session' after the handshake.
+  const pending = new Map<string, { openedAt: number; socket?: Socket; session?: ServerHttp2Session }>();
+  const keyOf = (socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string =>
+    `${socket.remoteAddress ?? "?"}|${socket.remotePort ?? "?"}`;
+  const entryFor = (key: string): { openedAt: number; socket?: Socket; session?: ServerHttp2Session } => {
+    let entry = pending.get(key);
+    if (entry === undefined) {
+      entry = { openedAt: Date.now() };
+      pending.set(key, entry);
+    }
+    return entry;
+  };
+  let closed = 0;
+  let lastReport = 0;
+  const sweep = (): void => {
+    const now = Date.now();
+    for (const [key, entry] of pending) {
+      if (entry.session?.destroyed || (entry.session === undefined && entry.socket?.destroyed)) {
+        pending.delete(key);
+      } else if (now - entry.openedAt >= idleMs) {
+        pending.delete(key);
+        // Once a session owns the socket, only destroying the session closes it.
+        if (entry.session !== undefined) entry.session.destroy();
+        else entry.socket?.destroy();
+        closed += 1;
+      }
+    }
+    if (closed > 0 && now - lastReport >= SILENT_REPORT_MS) {
+      logger.warn(
+        { event: "grpc.silent-connections-closed", server: name, closed, idleMs },
+        `${name}: closed ${closed} connection(s) that did not start HTTP/2 within ${idleMs} ms`,
+      );
+      closed = 0;
+      lastReport = now;
+    }
+  };
+  const timer = setInterval(sweep, Math.max(10, Math.min(RECEIVE_CHECK_MS, Math.floor(idleMs / 4))));
+  timer.unref();
+  for (const http2Server of http2Servers) {
+    http2Server.on("connection", (socket: Socket) => {
+      const key = keyOf(socket);
+      entryFor(key).socket = socket;
+      socket.once("close", () => {
+        if (pending.get(key)?.socket === socket) pending.delete(key);
+      });
+    });
+    http2Server.on("session", (session: ServerHttp2Session) => {
+      const key = keyOf(session.socket);
+      entryFor(key).session = session;
+      session.once("remoteSettings", () => pending.delete(key));
+      session.once("close", () => {
+        if (pending.get(key)?.session === session) pending.delete(key);
+      });
+    });
+  }
+  return () => {
+    clearInterval(timer);
+    pending.clear();
   };
 }

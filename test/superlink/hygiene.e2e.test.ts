@@ -7,6 +7,7 @@
  * protobuf (upb) rejects gets INVALID_ARGUMENT.
  */
 import * as http2 from "node:http2";
+import * as net from "node:net";
 import { join } from "node:path";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -70,6 +71,22 @@ function frame(body: Buffer): Buffer {
   return Buffer.concat([header, body]);
 }
 
+/** How long the SuperLink keeps a TCP connection on which the peer sends nothing (< 20 s). */
+async function silentConnectionLifetime(address: string): Promise<number> {
+  const socket = net.connect(Number(address.slice(address.lastIndexOf(":") + 1)), address.slice(0, address.lastIndexOf(":")));
+  socket.on("error", () => {});
+  socket.resume(); // read (and drop) what the server sends, so its FIN is seen
+  const opened = Date.now();
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+  const limit = sleep(20_000).then(() => "still open");
+  try {
+    expect(await Promise.race([closed, limit])).not.toBe("still open");
+  } finally {
+    socket.destroy();
+  }
+  return Date.now() - opened;
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe("connection limits (plaintext SuperLink with small limits)", () => {
@@ -88,16 +105,27 @@ describe("connection limits (plaintext SuperLink with small limits)", () => {
     fleet = track(fleetClient(link.fleetAddress));
   }, 60_000);
 
-  test("an idle session is closed with GOAWAY after the idle timeout", async () => {
+  test("an idle session is closed with GOAWAY after the idle timeout, even while it sends PINGs", async () => {
     const session = await rawSession(link.fleetAddress);
     const opened = Date.now();
     const goaway = new Promise<number>((resolve) => session.once("goaway", (code: number) => resolve(code)));
     const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
-    expect(await goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
-    await closed;
+    const pinger = setInterval(() => {
+      if (!session.closed && !session.destroyed) session.ping(() => {});
+    }, 200);
+    try {
+      expect(await goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
+      await closed;
+    } finally {
+      clearInterval(pinger);
+    }
     const idleFor = Date.now() - opened;
     expect(idleFor).toBeGreaterThanOrEqual(700);
     expect(idleFor).toBeLessThan(20_000);
+  });
+
+  test("a TCP connection that never speaks HTTP/2 is closed after the idle timeout too", async () => {
+    expect(await silentConnectionLifetime(link.fleetAddress)).toBeGreaterThanOrEqual(700);
   });
 
   test("a gRPC client reconnects after its idle connection was closed, and a held long-poll is not idle", async () => {
@@ -185,7 +213,11 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
     dbDir = mkdtempSync(join(tmpdir(), "flwr-ts-hygiene-"));
     dbPath = join(dbDir, "secret-location", "state.db");
     require("node:fs").mkdirSync(join(dbDir, "secret-location"));
-    link = await startSuperLink([...superlinkArgs(fx, { auth: false, database: dbPath }), "--metrics-address", "127.0.0.1:0"]);
+    link = await startSuperLink([
+      ...superlinkArgs(fx, { auth: false, database: dbPath }),
+      "--metrics-address", "127.0.0.1:0",
+      "--max-connection-idle-ms", "2000",
+    ]);
     const ca = fx.read(fx.caCert);
     driver = track(driverClient(link.driverAddress, ca));
     fleet = track(fleetClient(link.fleetAddress, ca));
@@ -201,6 +233,12 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
 
   const createRun = async (): Promise<bigint> =>
     (await unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() })).response.runId;
+
+  test("with TLS, a TCP connection that never starts the handshake is closed after the idle timeout (not Node's 120 s)", async () => {
+    expect(await silentConnectionLifetime(link.fleetAddress)).toBeGreaterThanOrEqual(1900);
+    const warning = await link.proc.waitFor(isEvent("grpc.silent-connections-closed"), "silent-connection warning");
+    expect(warning["server"]).toBe("Fleet API");
+  });
 
   test("a 16 MiB bad task id: short INVALID_ARGUMENT and log line, and the channel keeps working", async () => {
     const huge = "x".repeat(16 * 1024 * 1024);
