@@ -6,6 +6,8 @@
  * line, a state failure tells the caller only an incident id, and wire data that Python's
  * protobuf (upb) rejects gets INVALID_ARGUMENT.
  */
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import { join } from "node:path";
@@ -17,7 +19,7 @@ import { formatLogLine } from "../../src/core/logger";
 import type { DriverClient } from "../../src/proto/flwr/proto/driver";
 import type { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { unaryCall } from "../../src/transport/channel";
-import { type Fixtures, generateFixtures } from "../helpers/fixtures";
+import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import {
   type LogRecord,
   type RunningSuperLink,
@@ -350,4 +352,63 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
       expect(text).toContain('flwr_superlink_rpcs_total{service="Driver",method="PullTaskRes",code="INVALID_ARGUMENT"}');
     });
   });
+});
+
+describe("file descriptor exhaustion", () => {
+  test("is logged once, not once per refused connection, and the SuperLink survives it", async () => {
+    // bash sets the descriptor limit (Node cannot); the SuperLink needs ~30 of them to start.
+    const bin = join(REPO_ROOT, "bin", "flower-superlink");
+    const proc = spawn("bash", ["-c", `ulimit -n 64 && exec "${process.execPath}" "${bin}" --insecure --driver-api-address 127.0.0.1:0 --fleet-api-address 127.0.0.1:0`], {
+      stdio: ["ignore", "ignore", "pipe"],
+      detached: true,
+    });
+    const logs: LogRecord[] = [];
+    createInterface({ input: proc.stderr! }).on("line", (line) => {
+      try {
+        logs.push(JSON.parse(line) as LogRecord);
+      } catch {
+        /* not a log line */
+      }
+    });
+    const sockets: net.Socket[] = [];
+    try {
+      const deadline = Date.now() + 30_000;
+      const waitLog = async (event: string): Promise<LogRecord> => {
+        for (;;) {
+          const hit = logs.find(isEvent(event));
+          if (hit) return hit;
+          if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`no ${event}: ${JSON.stringify(logs.slice(-5))}`);
+          await sleep(100);
+        }
+      };
+      const ready = await waitLog("superlink.ready");
+      const fleetAddress = String(ready["fleetAddress"]);
+      const port = Number(fleetAddress.slice(fleetAddress.lastIndexOf(":") + 1));
+      // Far more connections than descriptors, kept open (each sends the HTTP/2 preface).
+      for (let i = 0; i < 120; i++) {
+        const socket = net.connect(port, "127.0.0.1", () => socket.write("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        socket.on("error", () => {});
+        socket.resume();
+        sockets.push(socket);
+        if (i % 20 === 19) await sleep(50);
+      }
+      const exhausted = await waitLog("grpc.descriptors-exhausted");
+      expect(exhausted["level"]).toBe(50);
+      expect(String(exhausted["msg"])).toMatch(/Out of file descriptors.*ulimit -n/);
+      // More refused attempts, several samples later: still one line.
+      for (let i = 0; i < 40; i++) {
+        const socket = net.connect(port, "127.0.0.1");
+        socket.on("error", () => {});
+        sockets.push(socket);
+      }
+      await sleep(11_000);
+      expect(logs.filter(isEvent("grpc.descriptors-exhausted"))).toHaveLength(1);
+      for (const socket of sockets) socket.destroy();
+      await waitLog("grpc.descriptors-recovered");
+      expect(proc.exitCode).toBeNull();
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      if (proc.pid !== undefined && proc.exitCode === null) process.kill(-proc.pid, "SIGKILL");
+    }
+  }, 60_000);
 });
