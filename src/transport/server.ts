@@ -135,8 +135,10 @@ function enlargeConnectionWindows(http2Servers: Http2Server[], bytes: number): v
 
 /** How often the receive deadline is checked, at most (also bounded by a quarter of it). */
 const RECEIVE_CHECK_MS = 1000;
-/** Descriptor exhaustion is reported at most this often, with the count of refused connections. */
-export const ACCEPT_FAILURE_REPORT_MS = 10_000;
+/** Accept failures are reported at most this often, with the count of refused connections. */
+const ACCEPT_FAILURE_REPORT_MS = 10_000;
+/** Cancelled slow requests are warned about at most this often (the others at debug level). */
+const SLOW_REQUEST_REPORT_MS = 60_000;
 
 interface ReceivingStream {
   stream: ServerHttp2Stream;
@@ -149,7 +151,8 @@ interface ReceivingStream {
  * complete `requestReceiveTimeoutMs` after it opened, and whose bytes so far arrived slower than
  * `minRequestBytesPerSecond` on average, is reset with CANCEL: a peer sending 1 byte/s can no
  * longer hold a stream (and its connection) open, while a large upload that keeps flowing may
- * take as long as it needs. One timer per server checks all streams still receiving.
+ * take as long as it needs. One timer per server checks all streams still receiving. A warning
+ * at most once per SLOW_REQUEST_REPORT_MS counts the cancellations since the previous one.
  * EMFILE/ENFILE (or any other failure) on accept is logged at most once per
  * ACCEPT_FAILURE_REPORT_MS, with how many connections were refused since the last report.
  * Returns a function that stops the timers.
@@ -157,6 +160,8 @@ interface ReceivingStream {
 function watchConnections(http2Servers: Http2Server[], limits: ConnectionLimits, logger: Logger, name: string): () => void {
   const receiving = new Set<ReceivingStream>();
   let cancelled = 0;
+  let cancelledSinceReport = 0;
+  let lastCancelReport = -Infinity;
   const timeoutMs = limits.requestReceiveTimeoutMs;
   let checkTimer: NodeJS.Timeout | undefined;
   if (timeoutMs > 0) {
@@ -173,18 +178,27 @@ function watchConnections(http2Servers: Http2Server[], limits: ConnectionLimits,
           if (elapsedMs < timeoutMs || entry.bytes >= (limits.minRequestBytesPerSecond * elapsedMs) / 1000) continue;
           receiving.delete(entry);
           cancelled += 1;
-          logger.warn(
+          cancelledSinceReport += 1;
+          const warn = now - lastCancelReport >= SLOW_REQUEST_REPORT_MS;
+          (warn ? logger.warn : logger.debug).call(
+            logger,
             {
               event: "grpc.slow-request-cancelled",
               server: name,
               peer: `${stream.session?.socket?.remoteAddress ?? "?"}:${stream.session?.socket?.remotePort ?? "?"}`,
               receivedBytes: entry.bytes,
               elapsedMs,
+              cancelledSinceLastWarning: cancelledSinceReport,
               cancelledTotal: cancelled,
             },
             `${name}: cancelled a request whose body was still incomplete after ${Math.round(elapsedMs / 1000)} s ` +
-              `(${entry.bytes} bytes received, below ${limits.minRequestBytesPerSecond} bytes/s)`,
+              `(${entry.bytes} bytes received, below ${limits.minRequestBytesPerSecond} bytes/s; ` +
+              `${cancelledSinceReport} cancelled since the last warning)`,
           );
+          if (warn) {
+            lastCancelReport = now;
+            cancelledSinceReport = 0;
+          }
           stream.close(http2Constants.NGHTTP2_CANCEL);
         }
       },
