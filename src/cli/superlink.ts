@@ -1,6 +1,7 @@
 /**
  * `flower-superlink`: Flower 1.10's SuperLink command line (spec §4.1, §5, §9) plus flwr-ts
- * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms). Translates the
+ * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms, the connection
+ * limits --max-connection-idle-ms and others, src/transport/options.ts). Translates the
  * flags into a SuperLinkConfig, starts the SuperLink under runDaemon (SIGINT/SIGTERM: graceful
  * stop; SIGHUP: reload the allowlist) and returns the exit code: 0 clean stop, 2 bad
  * configuration or files, 1 runtime failure.
@@ -17,6 +18,7 @@ import { InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "../transport/tls";
 import { parseAddress } from "../core/address";
+import { DEFAULT_CONNECTION_LIMITS } from "../transport/options";
 import {
   DEFAULT_SUPERLINK_LIMITS,
   type SuperLinkAuthConfig,
@@ -67,6 +69,11 @@ interface SuperLinkOptions {
   purgeInterval: number;
   minPingInterval: number;
   maxPingInterval: number;
+  maxConnectionIdleMs: number;
+  maxConnectionAgeMs: number;
+  maxConnectionAgeGraceMs: number;
+  requestReceiveTimeoutMs: number;
+  minRequestReceiveRate: number;
 }
 
 /** A positive number (seconds, bytes, counts); fractions allowed. */
@@ -146,10 +153,53 @@ function buildCommand(io: CliIo): Command {
       "On SIGINT/SIGTERM, how long in-flight calls may finish before they are cancelled.",
       nonNegativeInt("--shutdown-grace-ms"),
       DEFAULT_SHUTDOWN_GRACE_MS,
+    )
+    // Connection limits (src/transport/options.ts ConnectionLimits); 0 turns each off.
+    .option(
+      "--max-connection-idle-ms <ms>",
+      "Close a connection that has had no call in flight for this long (clients reconnect on their next call; 0 = never).",
+      timerMs("--max-connection-idle-ms"),
+      DEFAULT_CONNECTION_LIMITS.maxConnectionIdleMs,
+    )
+    .option(
+      "--max-connection-age-ms <ms>",
+      "Close every connection after this long, busy or not (0 = never).",
+      timerMs("--max-connection-age-ms"),
+      DEFAULT_CONNECTION_LIMITS.maxConnectionAgeMs,
+    )
+    .option(
+      "--max-connection-age-grace-ms <ms>",
+      "With --max-connection-age-ms: how long calls in flight may still finish (0 = as long as they take).",
+      timerMs("--max-connection-age-grace-ms"),
+      DEFAULT_CONNECTION_LIMITS.maxConnectionAgeGraceMs,
+    )
+    .option(
+      "--request-receive-timeout-ms <ms>",
+      "Cancel a call whose request has not fully arrived after this long, unless it keeps arriving at " +
+        "--min-request-receive-rate (0 = never).",
+      timerMs("--request-receive-timeout-ms"),
+      DEFAULT_CONNECTION_LIMITS.requestReceiveTimeoutMs,
+    )
+    .option(
+      "--min-request-receive-rate <bytes-per-second>",
+      "Average rate below which a request still arriving after --request-receive-timeout-ms is cancelled (0 = any rate).",
+      nonNegativeInt("--min-request-receive-rate"),
+      DEFAULT_CONNECTION_LIMITS.minRequestBytesPerSecond,
     );
   routeOutput(program, io);
   return program;
 }
+
+/** Node timers overflow (and fire at once) above 2^31-1 ms: milliseconds in 0..2^31-2. */
+function timerMs(flag: string): (value: string) => number {
+  const parse = nonNegativeInt(flag);
+  return (value) => {
+    const n = parse(value);
+    if (n > MAX_TIMER_MS) throw new InvalidArgumentError(`${flag} must be at most ${MAX_TIMER_MS} (about 24 days).`);
+    return n;
+  };
+}
+const MAX_TIMER_MS = 2 ** 31 - 2;
 
 /** TLS material from the three --ssl-* flags, or undefined with --insecure (spec §5). */
 function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMaterial | undefined {
@@ -281,6 +331,13 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
       pingIntervalBounds: { min: opts.minPingInterval, max: opts.maxPingInterval },
     },
     ...(opts.metricsAddress !== undefined ? { metricsAddress: opts.metricsAddress } : {}),
+    connectionLimits: {
+      maxConnectionIdleMs: opts.maxConnectionIdleMs,
+      maxConnectionAgeMs: opts.maxConnectionAgeMs,
+      maxConnectionAgeGraceMs: opts.maxConnectionAgeGraceMs,
+      requestReceiveTimeoutMs: opts.requestReceiveTimeoutMs,
+      minRequestBytesPerSecond: opts.minRequestReceiveRate,
+    },
   };
 }
 

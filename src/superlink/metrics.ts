@@ -3,8 +3,8 @@
  * text on `GET /metrics` when `--metrics-address` is given:
  * - flwr_superlink_rpcs_total{service,method,code}: RPCs ended, by gRPC status name. Counted by a
  *   server interceptor, so refusals by the authentication layer are included. Calls ended by the
- *   transport before a status was produced (client cancel, deadline, undecodable or oversized
- *   request) count as code="CANCELLED".
+ *   transport before a status was produced (client cancel, deadline, oversized request) count
+ *   as code="CANCELLED"; undecodable requests as "INVALID_ARGUMENT" (src/transport/request-decoding.ts).
  * - flwr_superlink_online_nodes: nodes seen alive (successful Ping; CreateNode too without
  *   authentication) whose ping interval (at most 1800 s) has not run out. Learned from traffic, so after a restart a node reappears on its
  *   next ping.

@@ -16,6 +16,8 @@ import type { State } from "../state/state";
 import { createState } from "../state/state-factory";
 import { type RunningGrpcServer, type ServiceRegistration, startGrpcServer } from "../transport/server";
 import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
+import type { ConnectionLimits } from "../transport/options";
+import { watchDescriptors } from "../transport/descriptor-watch";
 import { DRIVER_TASK_MESSAGES, FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
 import { Allowlist } from "../auth/allowlist";
 import { loadKeyPairFiles } from "../auth/keys";
@@ -63,6 +65,8 @@ export interface SuperLinkConfig {
   metricsAddress?: string;
   /** Storage limits, TTL purge and ping bounds (see SuperLinkLimits); defaults apply per field. */
   limits?: SuperLinkLimits;
+  /** Idle, age and slow-sender limits of both APIs' connections; default DEFAULT_CONNECTION_LIMITS. */
+  connectionLimits?: ConnectionLimits;
   /** Test-only: extra grpc-js server options (e.g. a small max receive length). */
   grpcServerOptions?: grpc.ChannelOptions;
 }
@@ -207,6 +211,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
   const servers: RunningGrpcServer[] = [];
   let metricsServer: MetricsServer | undefined;
   let authenticator: FleetAuthenticator | undefined;
+  const stopDescriptorWatch = watchDescriptors(logger);
 
   const onAllowlistChange = (change: { added: string[]; removed: string[] }): void => {
     logger.info(
@@ -260,6 +265,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       hub.close();
       auth?.allowlist.off("change", onAllowlistChange);
       await Promise.all(servers.map((s) => s.close(graceMs)));
+      stopDescriptorWatch();
       await metricsServer?.close();
       authenticator?.close();
       auth?.allowlist.close();
@@ -278,6 +284,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       ...config.grpcServerOptions,
       interceptors: [metrics.interceptor()],
     };
+    const limitsFor = (name: string) => ({ name, ...(config.connectionLimits ? { limits: config.connectionLimits } : {}) });
     const driverImpl = createDriverServicer({
       state,
       logger: logger.child({ api: "driver" }),
@@ -292,6 +299,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       driverCredentials,
       [{ definition: withTaskInsCountLimit(FAST_DRIVER_SERVICE, limits.maxTaskInsPerPush), implementation: driverImpl }],
       serverOptions,
+      { ...limitsFor("Driver API"), logger: logger.child({ api: "driver" }) },
     );
     servers.push(driver);
 
@@ -322,7 +330,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       );
     }
     fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FLEET_TASK_MESSAGES) };
-    const fleet = await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions);
+    const fleet = await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions, {
+      ...limitsFor("Fleet API"),
+      logger: fleetLogger,
+    });
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {

@@ -3,7 +3,7 @@
  * Behaviour is Flower 1.10's, except that bad input is a typed MalformedMessageError
  * (gRPC INVALID_ARGUMENT with a message naming what is wrong) instead of an UNKNOWN crash.
  */
-import type { Logger } from "../../core/logger";
+import { type Logger, truncateEcho } from "../../core/logger";
 import { MalformedMessageError, ResourceExhaustedError } from "../../core/errors";
 import type {
   CreateRunRequest,
@@ -99,6 +99,8 @@ export function tooManyTaskIns(count: number, max: number): ResourceExhaustedErr
 }
 
 const HEX32 = /^[0-9a-fA-F]{32}$/;
+const MAX_BAD_IDS_LISTED = 3;
+const MAX_BAD_ID_CHARS = 60;
 
 /**
  * Parses a task id the way Python's `uuid.UUID(str)` does (optional `urn:uuid:` prefix, braces,
@@ -115,13 +117,16 @@ export function canonicalUuid(text: string): string | undefined {
 export function parseTaskIds(taskIds: readonly string[]): Set<string> {
   const ids = new Set<string>();
   const bad: string[] = [];
+  let badCount = 0;
   for (const text of taskIds) {
     const id = canonicalUuid(text);
-    if (id === undefined) bad.push(JSON.stringify(text));
-    else ids.add(id);
+    if (id !== undefined) ids.add(id);
+    // The message echoes caller input: a few ids, each cut short (truncateEcho), not all of them.
+    else if (++badCount <= MAX_BAD_IDS_LISTED) bad.push(JSON.stringify(truncateEcho(text, MAX_BAD_ID_CHARS)));
   }
-  if (bad.length > 0) {
-    throw new MalformedMessageError(`Malformed PullTaskResRequest: task_ids are not UUIDs: ${bad.join(", ")}`);
+  if (badCount > 0) {
+    const more = badCount > bad.length ? ` and ${badCount - bad.length} more` : "";
+    throw new MalformedMessageError(`Malformed PullTaskResRequest: task_ids are not UUIDs: ${bad.join(", ")}${more}`);
   }
   return ids;
 }

@@ -5,7 +5,7 @@
  * - PushTaskRes with an empty list -> MalformedMessageError (Flower: UNKNOWN from IndexError).
  * With authentication on, CreateNode never reaches this file (src/auth handles it).
  */
-import type { Logger } from "../../core/logger";
+import { type Logger, truncateEcho } from "../../core/logger";
 import { MalformedMessageError } from "../../core/errors";
 import { PUSH_TASK_RES_RECONNECT_SECONDS } from "../../core/constants";
 import { type PingIntervalBounds, boundedPingInterval } from "../../core/ping-interval";
@@ -116,7 +116,8 @@ export function pushTaskRes(
         event: "fleet.push-task-res.dropped",
         runId: taskRes.runId.toString(),
         producerNodeId: (taskRes.task?.producer?.nodeId ?? 0n).toString(),
-        ancestry: taskRes.task?.ancestry ?? [],
+        // Caller input: a few ids, each cut short.
+        ancestry: (taskRes.task?.ancestry ?? []).slice(0, 3).map((id) => truncateEcho(id, 60)),
         reason,
       },
       `PushTaskRes: result not stored (answered "None" as Flower does): ${reason}`,

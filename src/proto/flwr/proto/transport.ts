@@ -90,7 +90,7 @@ export const Scalar: MessageFns<Scalar> = {
               break;
             }
 
-            message.string = reader.string();
+            message.string = reader.string(true);
             continue;
           }
           case 15: {
@@ -102,11 +102,9 @@ export const Scalar: MessageFns<Scalar> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -150,4 +148,15 @@ export interface MessageFns<T> {
 // decoded buffer (which the caller must not reuse), a shorter one a copy.
 function bytesView(bytes: Uint8Array): Buffer {
   return bytes.length < 1024 ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+}
+
+// Added by scripts/strict-decoding.js: reject what Python's protobuf rejects with DecodeError.
+function skipUnknownField(reader: BinaryReader, tag: number): void {
+  if (tag >>> 3 === 0) throw new globalThis.Error("invalid wire data: field number 0");
+  if ((tag & 7) === 4) throw new globalThis.Error("invalid wire data: END_GROUP tag without a group");
+  reader.skip(tag & 7, tag >>> 3);
+}
+
+function checkMessageEnd(reader: BinaryReader, end: number): void {
+  if (reader.pos !== end) throw new globalThis.Error("invalid wire data: a field runs past the end of its message");
 }
