@@ -339,8 +339,10 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
     });
 
     test("a well-formed request on the same channel still succeeds, and unknown fields are still skipped", async () => {
-      // PingRequest{node{node_id=1}, unknown field 15 = varint 1}: Python accepts unknown fields.
-      const err = await send(raw.fleet, "/flwr.proto.Fleet/Ping", Buffer.from([0x0a, 0x02, 0x08, 0x02, 0x78, 0x01]));
+      // PingRequest{node{node_id=1}, ping_interval=30.0, unknown field 15 = varint 1}: Python
+      // accepts unknown fields (a zero ping_interval would be refused on its own merits).
+      const pingBytes = [0x0a, 0x02, 0x08, 0x02, 0x11, 0, 0, 0, 0, 0, 0, 0x3e, 0x40, 0x78, 0x01];
+      const err = await send(raw.fleet, "/flwr.proto.Fleet/Ping", Buffer.from(pingBytes));
       expect(err).toBeNull();
       await unaryCall(fleet.createNode.bind(fleet), { pingInterval: 30 });
     });
