@@ -54,6 +54,11 @@ export interface SuperLinkConfig {
   metricsAddress?: string;
   /** Test-only: extra grpc-js server options (e.g. a small max receive length). */
   grpcServerOptions?: grpc.ChannelOptions;
+  /**
+   * More services served on the Fleet API's port (startServer adds grpc-bidi's FlowerService).
+   * Node authentication does not apply to them.
+   */
+  extraFleetServices?: ServiceRegistration[];
 }
 
 export interface SuperLinkHandle {
@@ -223,7 +228,12 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       );
     }
     fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FLEET_TASK_MESSAGES) };
-    const fleet = await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions);
+    const fleet = await startGrpcServer(
+      config.fleetApiAddress,
+      credentials,
+      [fleetService, ...(config.extraFleetServices ?? [])],
+      serverOptions,
+    );
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
