@@ -235,7 +235,7 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
         return [f32([1, 2])];
       }
       override async fit(parameters: NDArrays): Promise<[NDArrays, number, Record<string, number>]> {
-        await new Promise((r) => setTimeout(r, 3_000));
+        await new Promise((r) => setTimeout(r, 3_000).unref());
         return [parameters, 1, {}];
       }
     }
