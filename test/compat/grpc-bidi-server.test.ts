@@ -4,13 +4,16 @@
  * the client limit, and ending streams.
  */
 import * as grpc from "@grpc/grpc-js";
+import { NumPyClient } from "../../src/client/numpy-client";
 import { type FlowerServiceHandle, createFlowerService } from "../../src/compat/grpc-bidi-server";
+import { startClient } from "../../src/compat/start-client";
+import type { NDArrays } from "../../src/core/records/types";
 import { ClientMessage, Code, FlowerServiceClient, type ServerMessage } from "../../src/proto/flwr/proto/transport";
 import { SimpleClientManager } from "../../src/server/client-manager";
 import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/server";
 import { serverCredentials } from "../../src/transport/tls";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
-import { memoryLogger } from "../server/helpers";
+import { f32, memoryLogger, vectorOf, vectorParameters } from "../server/helpers";
 
 let fx: Fixtures;
 beforeAll(() => {
@@ -161,5 +164,65 @@ describe("FlowerService.Join", () => {
     expect((await a.next()).reconnectIns?.seconds).toBe(3n);
     a.call.write(ClientMessage.fromPartial({ disconnectRes: { reason: 1 } }));
     await expect(reconnect).resolves.toEqual({ reason: "RECONNECT" });
+  });
+});
+
+/** fit adds 1 to every weight (or throws when asked to); 2 examples. */
+class PlusOne extends NumPyClient {
+  constructor(private readonly failFit = false) {
+    super();
+  }
+  override getParameters(): NDArrays {
+    return [f32([0])];
+  }
+  override fit(parameters: NDArrays): [NDArrays, number, Record<string, number>] {
+    if (this.failFit) throw new RangeError("fit failed on purpose");
+    return [[f32(Array.from(parameters[0]!.data as Float32Array, (x) => x + 1))], 2, {}];
+  }
+}
+
+/** Polls until `cond` holds (bounded). */
+async function until(cond: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("startClient (grpc-bidi) against the FlowerService", () => {
+  it("ReconnectIns with 1 s: answers RECONNECT, leaves, joins again under a new cid; with 0 s it resolves", async () => {
+    h = await harness();
+    const run = startClient(`localhost:${h.server.port}`, {
+      client: new PlusOne(),
+      rootCertificates: fx.read(fx.caCert),
+      logger: memoryLogger("warn").logger,
+    });
+    await registered(h.manager, 1);
+    const first = h.service.clients()[0]!;
+    await expect(first.reconnect(1)).resolves.toEqual({ reason: "RECONNECT" });
+    await until(() => h.service.clients().length === 1 && h.service.clients()[0]!.cid !== first.cid);
+    const second = h.service.clients()[0]!;
+    const res = await second.fit({ parameters: vectorParameters([1.5, 2]), config: {} });
+    expect(vectorOf(res.parameters)).toEqual([2.5, 3]);
+    expect(res.numExamples).toBe(2);
+    await expect(second.reconnect(undefined)).resolves.toEqual({ reason: "RECONNECT" });
+    await expect(run).resolves.toBeUndefined();
+    await until(() => h.manager.numAvailable() === 0);
+  });
+
+  it("the client code throws: startClient rejects with that error (Flower re-raises) and the server's call fails", async () => {
+    h = await harness();
+    const run = startClient(`localhost:${h.server.port}`, {
+      client: new PlusOne(true),
+      rootCertificates: fx.read(fx.caCert),
+      logger: memoryLogger("fatal").logger,
+    });
+    run.catch(() => undefined);
+    await registered(h.manager, 1);
+    const fit = h.service.clients()[0]!.fit({ parameters: vectorParameters([1]), config: {} });
+    await expect(run).rejects.toThrow(new RangeError("fit failed on purpose"));
+    await expect(fit).rejects.toMatchObject({ code: "FLWR_CONNECTION_FAILED" });
+    await until(() => h.manager.numAvailable() === 0);
   });
 });

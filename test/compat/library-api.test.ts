@@ -235,13 +235,13 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
         return [f32([1, 2])];
       }
       override async fit(parameters: NDArrays): Promise<[NDArrays, number, Record<string, number>]> {
-        await new Promise((r) => setTimeout(r, 3_000).unref());
+        await new Promise((r) => setTimeout(r, 10_000).unref());
         return [parameters, 1, {}];
       }
     }
     const abort = new AbortController();
     const { run: server, port, log } = await serverForTest({
-      config: { numRounds: 1, roundTimeout: 1 },
+      config: { numRounds: 1, roundTimeout: 3 },
       strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2, acceptFailures: false }),
       signal: abort.signal,
     });
@@ -255,7 +255,7 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
       // Round 1's fit: the slow client times out, so aggregation is refused (acceptFailures: false).
       while (!log.lines.some((l) => l["event"] === "serverapp.aggregate-fit")) await new Promise((r) => setTimeout(r, 20));
       expect(log.lines.find((l) => l["event"] === "serverapp.aggregate-fit")).toMatchObject({ results: 1, failures: 1 });
-      expect(log.lines.find((l) => l["event"] === "serverapp.client-failed")?.["msg"]).toMatch(/Timeout of 1sec was exceeded/);
+      expect(log.lines.find((l) => l["event"] === "serverapp.client-failed")?.["msg"]).toMatch(/Timeout of 3sec was exceeded/);
       // The slow client saw DEADLINE_EXCEEDED and joins again as a new client.
       while (!clientLog.lines.some((l) => l["event"] === "client.stream-broken")) await new Promise((r) => setTimeout(r, 20));
       expect(String(clientLog.lines.find((l) => l["event"] === "client.stream-broken")?.["err"])).toMatch(/DEADLINE_EXCEEDED/);
@@ -264,6 +264,27 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
       await server.catch(() => undefined);
       await Promise.all(clients);
     }
+  });
+
+  it("a grpc-bidi client started before the server joins once the server is up", async () => {
+    const port = await freePort();
+    const ca = fx.read(fx.caCert);
+    const clientLog = memoryLogger("info");
+    const early = new OffsetClient(1, 1);
+    const clients = [
+      startClient(`127.0.0.1:${port}`, { client: early, rootCertificates: ca, logger: clientLog.logger }),
+    ];
+    while (!clientLog.lines.some((l) => l["event"] === "client.join-retry")) await new Promise((r) => setTimeout(r, 20));
+    const { run: server } = await serverForTest({
+      serverAddress: `127.0.0.1:${port}`,
+      config: { numRounds: 2 },
+      strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2 }),
+    });
+    const late = new OffsetClient(2, 3);
+    clients.push(startClient(`127.0.0.1:${port}`, { client: late, rootCertificates: ca, logger: memoryLogger("warn").logger }));
+    await server;
+    await expect(Promise.all(clients)).resolves.toEqual([undefined, undefined]);
+    expectTwoRoundsOfOffsets([early, late]);
   });
 
   it("a grpc-bidi client against a SuperLink's Fleet API (grpc-rere only) rejects with a hint", async () => {
