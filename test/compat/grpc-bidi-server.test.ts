@@ -4,6 +4,7 @@
  * the client limit, and ending streams.
  */
 import * as grpc from "@grpc/grpc-js";
+import { createServer } from "node:net";
 import { NumPyClient } from "../../src/client/numpy-client";
 import { type FlowerServiceHandle, createFlowerService } from "../../src/compat/grpc-bidi-server";
 import { startClient } from "../../src/compat/start-client";
@@ -225,4 +226,19 @@ describe("startClient (grpc-bidi) against the FlowerService", () => {
     await expect(fit).rejects.toMatchObject({ code: "FLWR_CONNECTION_FAILED" });
     await until(() => h.manager.numAvailable() === 0);
   });
+});
+
+test("startClient (grpc-bidi) resolves when aborted while the server is not up yet", async () => {
+  const port = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port: p } = probe.address() as { port: number };
+      probe.close(() => resolve(p));
+    });
+  });
+  const controller = new AbortController();
+  const log = memoryLogger("debug");
+  const running = startClient(`127.0.0.1:${port}`, { client: new PlusOne(), insecure: true, logger: log.logger, signal: controller.signal });
+  await until(() => log.lines.some((l) => l["event"] === "client.join-retry"));
+  controller.abort();
+  await expect(running).resolves.toBeUndefined();
 });
