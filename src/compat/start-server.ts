@@ -85,7 +85,8 @@ export interface StartServerOptions {
   out?: (line: string) => void;
   /**
    * Disconnect every client at the end (grpc-bidi: ReconnectIns; grpc-rere: a `reconnect`
-   * message with 0 s) so that it shuts down, as Flower does. Default true.
+   * message with 0 s) so that it shuts down, as Flower does. Default true. With false, grpc-bidi
+   * streams still end (status OK) when the server stops; grpc-rere nodes keep retrying.
    */
   disconnectClients?: boolean;
 }
