@@ -72,8 +72,11 @@ export interface GrpcBidiClientOptions {
   onConnected?: () => void;
 }
 
-/** How one stream ended. */
-type StreamEnd = { kind: "shutdown" } | { kind: "reconnect"; seconds: number } | { kind: "broken"; error: unknown };
+/** How one stream ended; "broken" says whether instructions had arrived on it. */
+type StreamEnd =
+  | { kind: "shutdown" }
+  | { kind: "reconnect"; seconds: number }
+  | { kind: "broken"; error: unknown; afterInstructions: boolean };
 
 /** Connects and serves `app` until the server disconnects this client; see the module comment. */
 export async function runGrpcBidiClient(options: GrpcBidiClientOptions): Promise<void> {
@@ -136,6 +139,9 @@ export async function runGrpcBidiClient(options: GrpcBidiClientOptions): Promise
       return;
     }
     if (end.kind === "broken") {
+      // After a working stream, only a failure retrying can fix is joined again.
+      const verdict = classifyJoinError(end.error, target);
+      if (verdict.kind === "fatal") throw verdict.error;
       logger.warn({ event: "client.stream-broken", err: describeFailure(end.error) }, `The stream broke (${describeFailure(end.error)}); joining again`);
       continue;
     }
@@ -165,7 +171,7 @@ class BidiSession {
     target: string,
     credentials: grpc.ChannelCredentials,
     signal: AbortSignal | undefined,
-  ): Promise<(StreamEnd & { kind: "shutdown" | "reconnect" }) | { kind: "broken"; error: unknown; afterInstructions: boolean }> {
+  ): Promise<StreamEnd> {
     const client = createClient(FlowerServiceClient, target, credentials);
     const call = client.join();
     let instructions = 0;
@@ -257,7 +263,7 @@ class BidiSession {
   }
 }
 
-function endAfterReconnect(seconds: number): StreamEnd & { kind: "shutdown" | "reconnect" } {
+function endAfterReconnect(seconds: number): StreamEnd {
   return seconds > 0 ? { kind: "reconnect", seconds } : { kind: "shutdown" };
 }
 
