@@ -142,7 +142,10 @@ export async function runGrpcBidiClient(options: GrpcBidiClientOptions): Promise
       // After a working stream, only a failure retrying can fix is joined again.
       const verdict = classifyJoinError(end.error, target);
       if (verdict.kind === "fatal") throw verdict.error;
-      logger.warn({ event: "client.stream-broken", err: describeFailure(end.error) }, `The stream broke (${describeFailure(end.error)}); joining again`);
+      logger.warn(
+        { event: "client.stream-broken", err: describeFailure(end.error) },
+        `The stream broke (${describeFailure(end.error)}); joining again`,
+      );
       continue;
     }
     logger.info(

@@ -242,7 +242,10 @@ export function createFlowerService(options: FlowerServiceOptions): FlowerServic
   const join = (call: JoinCall): void => {
     const peer = call.getPeer();
     if (open.size >= maxClients) {
-      logger.warn({ event: "server.bidi-refused", peer, open: open.size }, `Refused a grpc-bidi client from ${peer}: ${open.size} already connected`);
+      logger.warn(
+        { event: "server.bidi-refused", peer, open: open.size },
+        `Refused a grpc-bidi client from ${peer}: ${open.size} already connected`,
+      );
       call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details: `At most ${maxClients} clients can be connected` });
       return;
     }

@@ -47,7 +47,13 @@ export type ServerMessageKind = "reconnectIns" | "getPropertiesIns" | "getParame
 /** The reply kinds a ClientMessage can carry (its `msg` oneof). */
 export type ClientMessageKind = "disconnectRes" | "getPropertiesRes" | "getParametersRes" | "fitRes" | "evaluateRes";
 
-const SERVER_KINDS: readonly ServerMessageKind[] = ["reconnectIns", "getPropertiesIns", "getParametersIns", "fitIns", "evaluateIns"];
+const SERVER_KINDS: readonly ServerMessageKind[] = [
+  "reconnectIns",
+  "getPropertiesIns",
+  "getParametersIns",
+  "fitIns",
+  "evaluateIns",
+];
 const CLIENT_KINDS: readonly ClientMessageKind[] = ["disconnectRes", "getPropertiesRes", "getParametersRes", "fitRes", "evaluateRes"];
 
 /** Which field of the `msg` oneof is set; undefined for an empty message. */
@@ -187,15 +193,20 @@ export type LegacyInstruction =
 export function serverMessageToInstruction(msg: ServerMessage): LegacyInstruction {
   if (msg.reconnectIns) return { kind: "reconnectIns", seconds: fromInt64("ReconnectIns.seconds", msg.reconnectIns.seconds) };
   if (msg.getPropertiesIns) {
-    return { kind: "getPropertiesIns", ins: { config: scalarDictFromProto("GetPropertiesIns.config", msg.getPropertiesIns.config) } };
+    const config = scalarDictFromProto("GetPropertiesIns.config", msg.getPropertiesIns.config);
+    return { kind: "getPropertiesIns", ins: { config } };
   }
   if (msg.getParametersIns) {
-    return { kind: "getParametersIns", ins: { config: scalarDictFromProto("GetParametersIns.config", msg.getParametersIns.config) } };
+    const config = scalarDictFromProto("GetParametersIns.config", msg.getParametersIns.config);
+    return { kind: "getParametersIns", ins: { config } };
   }
   if (msg.fitIns) {
     return {
       kind: "fitIns",
-      ins: { parameters: parametersFromProto(msg.fitIns.parameters), config: scalarDictFromProto("FitIns.config", msg.fitIns.config) },
+      ins: {
+        parameters: parametersFromProto(msg.fitIns.parameters),
+        config: scalarDictFromProto("FitIns.config", msg.fitIns.config),
+      },
     };
   }
   if (msg.evaluateIns) {
@@ -223,12 +234,19 @@ export function getPropertiesResToClientMessage(res: GetPropertiesRes): ClientMe
 
 export function getParametersResToClientMessage(res: GetParametersRes): ClientMessage {
   const getParametersRes: ClientMessage_GetParametersRes = { status: statusToProto(res.status), parameters: undefined };
-  if (res.status.code !== StatusCode.GET_PARAMETERS_NOT_IMPLEMENTED) getParametersRes.parameters = parametersToProto(res.parameters);
+  if (res.status.code !== StatusCode.GET_PARAMETERS_NOT_IMPLEMENTED) {
+    getParametersRes.parameters = parametersToProto(res.parameters);
+  }
   return { getParametersRes };
 }
 
 export function fitResToClientMessage(res: FitRes): ClientMessage {
-  const fitRes: ClientMessage_FitRes = { status: statusToProto(res.status), parameters: undefined, numExamples: 0n, metrics: new Map() };
+  const fitRes: ClientMessage_FitRes = {
+    status: statusToProto(res.status),
+    parameters: undefined,
+    numExamples: 0n,
+    metrics: new Map(),
+  };
   if (res.status.code !== StatusCode.FIT_NOT_IMPLEMENTED) {
     fitRes.parameters = parametersToProto(res.parameters);
     fitRes.numExamples = toInt64("FitRes.num_examples", res.numExamples);
@@ -238,7 +256,12 @@ export function fitResToClientMessage(res: FitRes): ClientMessage {
 }
 
 export function evaluateResToClientMessage(res: EvaluateRes): ClientMessage {
-  const evaluateRes: ClientMessage_EvaluateRes = { status: statusToProto(res.status), loss: 0, numExamples: 0n, metrics: new Map() };
+  const evaluateRes: ClientMessage_EvaluateRes = {
+    status: statusToProto(res.status),
+    loss: 0,
+    numExamples: 0n,
+    metrics: new Map(),
+  };
   if (res.status.code !== StatusCode.EVALUATE_NOT_IMPLEMENTED) {
     evaluateRes.loss = res.loss;
     evaluateRes.numExamples = toInt64("EvaluateRes.num_examples", res.numExamples);
