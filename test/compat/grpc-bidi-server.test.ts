@@ -242,3 +242,21 @@ test("startClient (grpc-bidi) resolves when aborted while the server is not up y
   controller.abort();
   await expect(running).resolves.toBeUndefined();
 });
+
+test("startClient (grpc-bidi) carries a model above gRPC's 4 MB default both ways (Flower's 512 MB limit)", async () => {
+  h = await harness();
+  const run = startClient(`localhost:${h.server.port}`, {
+    client: new PlusOne(),
+    rootCertificates: fx.read(fx.caCert),
+    logger: memoryLogger("warn").logger,
+  });
+  await registered(h.manager, 1);
+  const weights = new Array<number>(3_000_000).fill(0.5); // 12 MB of float32
+  const res = await h.service.clients()[0]!.fit({ parameters: vectorParameters(weights), config: {} });
+  const out = vectorOf(res.parameters);
+  expect(out).toHaveLength(3_000_000);
+  expect(out[0]).toBe(1.5);
+  expect(out[2_999_999]).toBe(1.5);
+  await h.service.clients()[0]!.reconnect(undefined);
+  await expect(run).resolves.toBeUndefined();
+});
