@@ -69,6 +69,11 @@ export interface SuperLinkConfig {
   connectionLimits?: ConnectionLimits;
   /** Test-only: extra grpc-js server options (e.g. a small max receive length). */
   grpcServerOptions?: grpc.ChannelOptions;
+  /**
+   * More services served on the Fleet API's port (startServer adds grpc-bidi's FlowerService).
+   * Node authentication does not apply to them.
+   */
+  extraFleetServices?: ServiceRegistration[];
 }
 
 /**
@@ -330,10 +335,13 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       );
     }
     fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FLEET_TASK_MESSAGES) };
-    const fleet = await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions, {
-      ...limitsFor("Fleet API"),
-      logger: fleetLogger,
-    });
+    const fleet = await startGrpcServer(
+      config.fleetApiAddress,
+      credentials,
+      [fleetService, ...(config.extraFleetServices ?? [])],
+      serverOptions,
+      { ...limitsFor("Fleet API"), logger: fleetLogger },
+    );
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
