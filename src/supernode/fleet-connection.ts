@@ -14,7 +14,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { SuperNodeAuth } from "../auth/client-auth";
 import { parseAddress } from "../core/address";
-import { PUBLIC_KEY_HEADER } from "../core/constants";
+import { LONG_POLL_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
 import { ConnectionError, InvalidConfigError } from "../core/errors";
 import type { Logger } from "../core/logger";
 import { silentLogger } from "../core/logger";
@@ -60,6 +60,11 @@ export interface CallControl {
   signal?: AbortSignal;
   /** Deadline relative to the start of the call, in ms; none by default (as Flower). */
   deadlineMs?: number;
+  /**
+   * PullTaskIns only: let a flwr-ts SuperLink hold an empty answer open for up to this long
+   * (sent as LONG_POLL_HEADER; Flower's SuperLink ignores it). Without it: an immediate answer.
+   */
+  longPollMs?: number;
 }
 
 type FleetMethod = keyof typeof FleetService;
@@ -202,6 +207,7 @@ export class FleetConnection {
       bytes = (definition.requestSerialize as (value: object) => Buffer)(request);
       metadata = new grpc.Metadata();
     }
+    if (control.longPollMs !== undefined) metadata.set(LONG_POLL_HEADER, String(Math.max(0, Math.floor(control.longPollMs))));
     const options: Partial<grpc.CallOptions> = {};
     if (control.deadlineMs !== undefined) options.deadline = Date.now() + control.deadlineMs;
 

@@ -521,7 +521,7 @@ class SuperNode {
         [node, taskIns] = await this.withRegistration("PullTaskIns", async (n) => {
           const response = await this.retry.invoke(
             "PullTaskIns",
-            () => this.connection.pullTaskIns(n, { signal: stop, deadlineMs: PULL_DEADLINE_MS }),
+            () => this.connection.pullTaskIns(n, { signal: stop, deadlineMs: PULL_DEADLINE_MS, longPollMs: PULL_DEADLINE_MS }),
             { signal: stop },
           );
           return [n, response.taskInsList[0]] as const;
