@@ -13,6 +13,7 @@ import { loadAppObject, parseAppReference } from "../core/app-loader";
 import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { parseNodeConfig } from "../supernode/node-config";
+import { parseRestBaseUrl } from "../supernode/rest-connection";
 import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
 import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
@@ -67,7 +68,9 @@ function buildCommand(io: CliIo): Command {
         "rest",
       ]),
     )
-    .addOption(new Option("--rest", "Use REST as a transport layer (not supported by flwr-ts).").conflicts(["grpcRere"]))
+    .addOption(
+      new Option("--rest", "Use REST as a transport layer (--superlink then takes an http:// or https:// URL).").conflicts(["grpcRere"]),
+    )
     .option(
       "--root-certificates <path>",
       "PEM-encoded root certificate file for the HTTPS connection (default: the system's trusted CAs).",
@@ -134,13 +137,32 @@ export function loadClientApp(ref: string, dir: string): ClientApp {
   );
 }
 
+/**
+ * `--rest`: the URL's scheme decides TLS, as in Flower (which ignores --insecure there); flags
+ * that contradict the scheme are refused instead of being ignored.
+ */
+function checkRestFlags(superlink: string, opts: ClientAppCliOptions, logger: Logger): void {
+  const url = parseRestBaseUrl(superlink);
+  const secure = url.protocol === "https:";
+  if (secure && opts.insecure) {
+    throw new InvalidConfigError(`Conflicting options: --insecure with the https:// SuperLink URL ${superlink}. Use http:// or drop --insecure.`);
+  }
+  if (!secure && opts.rootCertificates !== undefined) {
+    throw new InvalidConfigError(`Conflicting options: --root-certificates with the http:// SuperLink URL ${superlink}. Use https://.`);
+  }
+  if (!secure && (opts.authSupernodePrivateKey !== undefined || opts.authSupernodePublicKey !== undefined)) {
+    throw new InvalidConfigError("Authentication requires a secure connection: use an https:// SuperLink URL.");
+  }
+  if (!secure && !opts.insecure) logger.warn(`Connecting without TLS to the http:// SuperLink URL ${superlink}.`);
+}
+
 /** Turns parsed flags into a SuperNodeConfig; throws typed errors (exit code 2). */
 export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger: Logger): SuperNodeConfig {
-  if (opts.grpcAdapter || opts.rest) {
-    const flag = opts.grpcAdapter ? "--grpc-adapter" : "--rest";
-    throw new InvalidConfigError(`${flag} is not supported by flwr-ts: only grpc-rere (the default) is.`);
+  if (opts.grpcAdapter) {
+    throw new InvalidConfigError("--grpc-adapter is not supported by flwr-ts: grpc-rere (the default) and --rest are.");
   }
   const superlink = superlinkAddress(opts, DEFAULT_FLEET_API_ADDRESS, "Fleet API", logger);
+  if (opts.rest) checkRestFlags(superlink, opts, logger);
   const tls = clientTlsFromFlags(opts, superlink, "system-roots", logger);
 
   const app = loadClientApp(ref, opts.dir);
@@ -164,6 +186,7 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
 
   return {
     superlink,
+    ...(opts.rest ? { transport: "rest" as const } : {}),
     ...tls,
     insecure: opts.insecure,
     ...(auth !== undefined ? { auth } : {}),

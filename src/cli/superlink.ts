@@ -17,12 +17,15 @@ import { InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { type ServerTlsMaterial, readServerTlsFiles } from "../transport/tls";
 import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
+import { DEFAULT_FLEET_REST_ADDRESS, DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
+import { checkCorsOrigins } from "../superlink/fleet/rest-server";
 import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, nonNegativeInt, runMain } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-superlink";
 const FLEET_API_TYPE_GRPC_RERE = "grpc-rere";
-const UNSUPPORTED_FLEET_API_TYPES = new Set(["grpc-adapter", "rest"]);
+const FLEET_API_TYPE_REST = "rest";
+const UNSUPPORTED_FLEET_API_TYPES = new Set(["grpc-adapter"]);
 
 interface SuperLinkOptions {
   driverApiAddress: string;
@@ -41,6 +44,8 @@ interface SuperLinkOptions {
   metricsAddress?: string;
   logLevel: string;
   shutdownGraceMs: number;
+  restCorsOrigins?: string;
+  restMaxBodyBytes: number;
 }
 
 function integer(value: string): number {
@@ -59,8 +64,11 @@ function buildCommand(io: CliIo): Command {
       "Driver API (gRPC) server address (IPv4, IPv6, or a domain name).",
       DEFAULT_DRIVER_API_ADDRESS,
     )
-    .option("--fleet-api-address <address>", `Fleet API server address (default: "${DEFAULT_FLEET_API_ADDRESS}").`)
-    .option("--fleet-api-type <type>", "Fleet API transport; flwr-ts supports only grpc-rere.", FLEET_API_TYPE_GRPC_RERE)
+    .option(
+      "--fleet-api-address <address>",
+      `Fleet API server address (default: "${DEFAULT_FLEET_API_ADDRESS}", or "${DEFAULT_FLEET_REST_ADDRESS}" for rest).`,
+    )
+    .option("--fleet-api-type <type>", "Fleet API transport: grpc-rere or rest.", FLEET_API_TYPE_GRPC_RERE)
     .option(
       "--fleet-api-num-workers <n>",
       "Accepted for Flower compatibility; the Fleet API always runs one worker.",
@@ -96,6 +104,16 @@ function buildCommand(io: CliIo): Command {
       "On SIGINT/SIGTERM, how long in-flight calls may finish before they are cancelled.",
       nonNegativeInt("--shutdown-grace-ms"),
       DEFAULT_SHUTDOWN_GRACE_MS,
+    )
+    .option(
+      "--rest-cors-origins <origins>",
+      'REST Fleet API: comma-separated browser origins allowed by CORS, e.g. "https://app.example.org" (or "*"; default none).',
+    )
+    .option(
+      "--rest-max-body-bytes <n>",
+      "REST Fleet API: largest request body accepted (413 beyond).",
+      nonNegativeInt("--rest-max-body-bytes"),
+      DEFAULT_REST_MAX_BODY_BYTES,
     );
   routeOutput(program, io);
   return program;
@@ -155,16 +173,27 @@ function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefi
   };
 }
 
+/** The REST Fleet API's CORS allow-list and body cap. */
+function restFromOptions(opts: SuperLinkOptions): { corsOrigins: string[]; maxBodyBytes: number } {
+  const corsOrigins = (opts.restCorsOrigins ?? "")
+    .split(",")
+    .map((o) => o.trim())
+    .filter((o) => o !== "");
+  checkCorsOrigins(corsOrigins);
+  return { corsOrigins, maxBodyBytes: opts.restMaxBodyBytes };
+}
+
 /** Turns parsed flags into a SuperLinkConfig; throws InvalidConfigError / InvalidKeyFileError. */
 export function configFromOptions(opts: SuperLinkOptions, logger: Logger): SuperLinkConfig {
-  if (opts.fleetApiType !== FLEET_API_TYPE_GRPC_RERE) {
+  const rest = opts.fleetApiType === FLEET_API_TYPE_REST;
+  if (opts.fleetApiType !== FLEET_API_TYPE_GRPC_RERE && !rest) {
     if (UNSUPPORTED_FLEET_API_TYPES.has(opts.fleetApiType)) {
       throw new InvalidConfigError(
-        `--fleet-api-type ${opts.fleetApiType} is not supported by flwr-ts; only grpc-rere is (the default).`,
+        `--fleet-api-type ${opts.fleetApiType} is not supported by flwr-ts; grpc-rere (the default) and rest are.`,
       );
     }
     throw new InvalidConfigError(
-      `Unknown --fleet-api-type "${opts.fleetApiType}": expected grpc-rere (grpc-adapter and rest are not supported by flwr-ts).`,
+      `Unknown --fleet-api-type "${opts.fleetApiType}": expected grpc-rere or rest (grpc-adapter is not supported by flwr-ts).`,
     );
   }
   if (opts.fleetApiNumWorkers !== 1) {
@@ -177,7 +206,8 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
   const auth = authFromOptions(opts, tls);
   return {
     driverApiAddress: opts.driverApiAddress,
-    fleetApiAddress: opts.fleetApiAddress ?? DEFAULT_FLEET_API_ADDRESS,
+    fleetApiAddress: opts.fleetApiAddress ?? (rest ? DEFAULT_FLEET_REST_ADDRESS : DEFAULT_FLEET_API_ADDRESS),
+    ...(rest ? { fleetApiType: "rest" as const, rest: restFromOptions(opts) } : {}),
     database: opts.database,
     ...(tls ? { tls } : {}),
     ...(auth ? { auth } : {}),

@@ -23,6 +23,8 @@ import { FleetAuthenticator, withFleetAuthentication } from "../auth/server-auth
 import { createDriverServicer } from "./driver/driver-servicer";
 import { createFleetServicer } from "./fleet/fleet-servicer";
 import { LongPollHub } from "./long-poll";
+import { type RunningRestFleetServer, startRestFleetServer } from "./fleet/rest-server";
+import { DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
 
 /** Node authentication files (spec §4.1). All three are required to enable it. */
@@ -52,6 +54,10 @@ export interface SuperLinkConfig {
   longPollMs?: number;
   /** HOST:PORT for Prometheus metrics on GET /metrics; undefined = off. */
   metricsAddress?: string;
+  /** Fleet API transport: "grpc-rere" (default) or "rest" (Flower 1.10's REST routes over HTTP(S)). */
+  fleetApiType?: "grpc-rere" | "rest";
+  /** REST Fleet API only: browser origins allowed by CORS (default none) and the body cap. */
+  rest?: { corsOrigins?: string[]; maxBodyBytes?: number };
   /** Test-only: extra grpc-js server options (e.g. a small max receive length). */
   grpcServerOptions?: grpc.ChannelOptions;
 }
@@ -139,7 +145,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
 
   const hub = new LongPollHub(state);
   const metrics = new SuperLinkMetrics();
-  const servers: RunningGrpcServer[] = [];
+  const servers: Array<RunningGrpcServer | RunningRestFleetServer> = [];
   let metricsServer: MetricsServer | undefined;
   let authenticator: FleetAuthenticator | undefined;
 
@@ -223,7 +229,20 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       );
     }
     fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FLEET_TASK_MESSAGES) };
-    const fleet = await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions);
+    const fleet =
+      config.fleetApiType === "rest"
+        ? await startRestFleetServer({
+            address: config.fleetApiAddress,
+            ...(config.tls !== undefined ? { tls: config.tls } : {}),
+            state,
+            hub,
+            longPollMs,
+            ...(authenticator !== undefined ? { authenticator } : {}),
+            maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
+            corsOrigins: config.rest?.corsOrigins ?? [],
+            logger: fleetLogger,
+          })
+        : await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions);
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
@@ -249,8 +268,9 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         auth: auth !== undefined,
         database: config.database,
         longPollMs,
+        fleetApiType: config.fleetApiType ?? "grpc-rere",
       },
-      `SuperLink ready: Driver API on ${driver.address}, Fleet API (grpc-rere) on ${fleet.address}`,
+      `SuperLink ready: Driver API on ${driver.address}, Fleet API (${config.fleetApiType ?? "grpc-rere"}) on ${fleet.address}`,
     );
 
     return {

@@ -39,6 +39,7 @@ import { FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunke
 import { sendableRequest } from "../transport/grpc-zero-copy";
 import { isServiceError } from "../transport/status";
 import { channelCredentials } from "../transport/tls";
+import type { CallControl, FleetTransport } from "./fleet-transport";
 
 export interface FleetConnectionOptions {
   /** HOST:PORT of the SuperLink's Fleet API. */
@@ -54,18 +55,7 @@ export interface FleetConnectionOptions {
   logger?: Logger;
 }
 
-/** Per-call controls. */
-export interface CallControl {
-  /** Aborting cancels the call (it then fails with CANCELLED). */
-  signal?: AbortSignal;
-  /** Deadline relative to the start of the call, in ms; none by default (as Flower). */
-  deadlineMs?: number;
-  /**
-   * PullTaskIns only: let a flwr-ts SuperLink hold an empty answer open for up to this long
-   * (sent as LONG_POLL_HEADER; Flower's SuperLink ignores it). Without it: an immediate answer.
-   */
-  longPollMs?: number;
-}
+export type { CallControl } from "./fleet-transport";
 
 type FleetMethod = keyof typeof FleetService;
 
@@ -75,7 +65,7 @@ const FLEET_SERVICE = withChunkedSerializers(FleetService, FLEET_TASK_MESSAGES);
 /** Bytes already encoded by us go on the wire unchanged. */
 const sendBytesAsIs = (bytes: Buffer): Buffer => bytes;
 
-export class FleetConnection {
+export class FleetConnection implements FleetTransport {
   /** HOST:PORT this connection talks to. */
   readonly target: string;
   private readonly client: grpc.Client;
