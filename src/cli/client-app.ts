@@ -20,7 +20,7 @@ import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-client-app";
 
-interface ClientAppCliOptions {
+export interface ClientAppCliOptions {
   insecure: boolean;
   grpcRere?: boolean;
   grpcAdapter?: boolean;
@@ -49,12 +49,9 @@ function nonNegativeNumber(what: string): (value: string) => number {
   };
 }
 
-function buildCommand(io: CliIo): Command {
-  const program = new Command(NAME)
-    .description("Start a Flower SuperNode running a ClientApp, wire-compatible with Flower 1.10.")
-    .exitOverride()
-    .showHelpAfterError(false)
-    .argument("<client-app>", 'The ClientApp to run, as MODULE:ATTRIBUTE, e.g. "client:app" (loaded from --dir).')
+/** The options flower-client-app and flower-supernode share (Flower's `_parse_args_common`). */
+export function addSuperNodeOptions(program: Command): Command {
+  return program
     .option(
       "--insecure",
       "Run the client without HTTPS. By default, the client runs with HTTPS enabled. " +
@@ -111,6 +108,15 @@ function buildCommand(io: CliIo): Command {
       nonNegativeInt("--shutdown-grace-ms"),
       DEFAULT_SHUTDOWN_GRACE_MS,
     );
+}
+
+function buildCommand(io: CliIo): Command {
+  const program = new Command(NAME)
+    .description("Start a Flower SuperNode running a ClientApp, wire-compatible with Flower 1.10.")
+    .exitOverride()
+    .showHelpAfterError(false)
+    .argument("<client-app>", 'The ClientApp to run, as MODULE:ATTRIBUTE, e.g. "client:app" (loaded from --dir).');
+  addSuperNodeOptions(program);
   routeOutput(program, io);
   return program;
 }
@@ -156,8 +162,11 @@ function checkRestFlags(superlink: string, opts: ClientAppCliOptions, logger: Lo
   if (!secure && !opts.insecure) logger.warn(`Connecting without TLS to the http:// SuperLink URL ${superlink}.`);
 }
 
-/** Turns parsed flags into a SuperNodeConfig; throws typed errors (exit code 2). */
-export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger: Logger): SuperNodeConfig {
+/**
+ * Turns parsed flags into a SuperNodeConfig; throws typed errors (exit code 2). `app` replaces
+ * loading `ref` (flower-supernode passes its per-run app source).
+ */
+export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger: Logger, app?: SuperNodeConfig["app"]): SuperNodeConfig {
   if (opts.grpcAdapter) {
     throw new InvalidConfigError("--grpc-adapter is not supported by flwr-ts: grpc-rere (the default) and --rest are.");
   }
@@ -165,7 +174,7 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
   if (opts.rest) checkRestFlags(superlink, opts, logger);
   const tls = clientTlsFromFlags(opts, superlink, "system-roots", logger);
 
-  const app = loadClientApp(ref, opts.dir);
+  const clientApp = app ?? loadClientApp(ref, opts.dir);
 
   const keys = [opts.authSupernodePrivateKey, opts.authSupernodePublicKey];
   if (keys.filter((k) => k !== undefined).length === 1) {
@@ -190,7 +199,7 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
     ...tls,
     insecure: opts.insecure,
     ...(auth !== undefined ? { auth } : {}),
-    app,
+    app: clientApp,
     nodeConfig: parseNodeConfig(opts.nodeConfig),
     ...(opts.maxRetries !== undefined ? { maxRetries: opts.maxRetries } : {}),
     ...(opts.maxWaitTime !== undefined ? { maxWaitTimeMs: opts.maxWaitTime * 1000 } : {}),

@@ -77,10 +77,10 @@ export interface SuperNodeConfig {
   /** Node authentication (spec §4). */
   auth?: SuperNodeAuthFiles;
   /**
-   * The app to run: a ClientApp, or a factory called for every message (Flower reloads the app
-   * per message); a factory that throws or returns something else is answered with error code 1.
+   * The app to run: a ClientApp, or a factory called for every message with the run's FAB id and
+   * version (Flower reloads the app per message; flower-supernode picks it by FAB); a factory that throws or returns something else is answered with error code 1.
    */
-  app: ClientApp | (() => ClientApp);
+  app: ClientApp | ((run: { fabId: string; fabVersion: string }) => ClientApp);
   /** Handed to the ClientApp as `context.nodeConfig` (e.g. `partition-id`). */
   nodeConfig?: Record<string, ConfigsScalar>;
   /** Retries of a failing call before giving up; default unlimited. */
@@ -179,7 +179,7 @@ function grpcConnection(config: SuperNodeConfig, auth: SuperNodeAuth | undefined
 interface CheckedConfig {
   pollIntervalMs: number;
   pingInterval: number;
-  appSource: () => ClientApp;
+  appSource: (run: { fabId: string; fabVersion: string }) => ClientApp;
 }
 
 function checkConfig(config: SuperNodeConfig): CheckedConfig {
@@ -197,7 +197,7 @@ function checkConfig(config: SuperNodeConfig): CheckedConfig {
     throw new InvalidConfigError(`Ping interval must be a positive number of seconds, got ${pingInterval}`);
   }
   const app = config.app;
-  let appSource: () => ClientApp;
+  let appSource: CheckedConfig["appSource"];
   if (ClientApp.isClientApp(app)) {
     appSource = () => app;
   } else if (typeof app === "function") {
@@ -600,7 +600,7 @@ class SuperNode {
     let reply: Message;
     let app: ClientApp | undefined;
     try {
-      app = this.checked.appSource();
+      app = this.checked.appSource(run);
       if (!ClientApp.isClientApp(app)) throw new TypeError("the app factory did not return a ClientApp");
     } catch (err) {
       this.logger.error({ event: "supernode.app-load-failed", err }, `Loading the ClientApp failed: ${errorMessage(err)}`);

@@ -5,7 +5,8 @@
  *
  * Beyond Flower 1.10:
  * - node authentication, with the gRPC headers as HTTP headers. With it on, a request whose
- *   `public-key` header names no allowlisted key is refused with 401 before its body is read;
+ *   `public-key` header names no allowlisted key (or that lacks `auth-token`, CreateNode
+ *   excepted) is refused with 401 before its body is read and before the size check;
  *   a body whose `auth-token` does not match, or that acts for another node, gets 403;
  * - a body cap (413, checked on Content-Length first, then while reading), and malformed
  *   protobuf answered 400 with a short message (Flower: 500);
@@ -97,6 +98,8 @@ const METHOD_BY_PATH = new Map<string, FleetRestMethod>(
 
 /** Request headers a browser may send (preflight answer). */
 const ALLOWED_REQUEST_HEADERS = ["content-type", "accept", PUBLIC_KEY_HEADER, AUTH_TOKEN_HEADER, LONG_POLL_HEADER].join(", ");
+/** How long the rest of a refused upload is read and dropped before the connection is closed. */
+const REFUSED_BODY_DRAIN_MS = 2_000;
 /** How long a browser may cache a preflight answer, in seconds. */
 const PREFLIGHT_MAX_AGE_S = 600;
 
@@ -152,9 +155,16 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
     }
     const fail = (failure: HttpFailure): void => {
       logger.debug({ event: "fleet.rest-refused", path, status: failure.status, reason: failure.message }, `REST ${path}: ${failure.message}`);
+      // A refused body is not read into memory: it is discarded for a moment (a reset right away
+      // could destroy the answer in the client's receive buffer), then the connection is dropped.
+      if (!req.complete) {
+        res.setHeader("connection", "close");
+        res.once("finish", () => {
+          req.resume();
+          setTimeout(() => req.destroy(), REFUSED_BODY_DRAIN_MS).unref();
+        });
+      }
       reply(res, failure.status, Buffer.from(`${failure.message}\n`), "text/plain; charset=utf-8");
-      // Stop reading a body we refused; the connection is dropped once the answer is out.
-      if (!req.complete) res.once("finish", () => req.destroy());
     };
     if (method === undefined) return fail(new HttpFailure(404, `Not found: no Fleet API route ${path}`));
     if (req.method !== "POST") {
@@ -162,7 +172,7 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
       return fail(new HttpFailure(405, `Method not allowed: ${path} takes POST`));
     }
     try {
-      checkHeaders(req, maxBodyBytes);
+      checkHeaders(req);
       if (authenticator !== undefined) {
         const key = authenticator.checkKeyHeader(header(req, PUBLIC_KEY_HEADER));
         if (!key.ok) {
@@ -174,6 +184,7 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
           throw new HttpFailure(401, "Access denied");
         }
       }
+      checkDeclaredLength(req, maxBodyBytes);
     } catch (err) {
       return fail(err as HttpFailure);
     }
@@ -332,14 +343,18 @@ function reply(res: http.ServerResponse, status: number, body: Buffer, contentTy
   res.end(body);
 }
 
-/** Flower's header rules (400), then the body cap on Content-Length (413). */
-function checkHeaders(req: http.IncomingMessage, maxBodyBytes: number): void {
+/** Flower's header rules (400). */
+function checkHeaders(req: http.IncomingMessage): void {
   const contentType = header(req, "content-type");
   if (contentType === undefined) throw new HttpFailure(400, "Missing header `Content-Type`");
   if (mediaType(contentType) !== PROTOBUF_CONTENT_TYPE) throw new HttpFailure(400, "Unsupported `Content-Type`");
   const accept = header(req, "accept");
   if (accept === undefined) throw new HttpFailure(400, "Missing header `Accept`");
   if (mediaType(accept) !== PROTOBUF_CONTENT_TYPE) throw new HttpFailure(400, "Unsupported `Accept`");
+}
+
+/** The body cap on an announced Content-Length (413), before any of the body is read. */
+function checkDeclaredLength(req: http.IncomingMessage, maxBodyBytes: number): void {
   const length = header(req, "content-length");
   if (length !== undefined && Number(length) > maxBodyBytes) {
     throw new HttpFailure(413, `Request body of ${length} bytes exceeds the limit of ${maxBodyBytes} bytes`);
