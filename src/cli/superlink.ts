@@ -202,6 +202,9 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
         "Proceeding with a single worker.",
     );
   }
+  if (!rest && opts.restCorsOrigins !== undefined) {
+    logger.warn("--rest-cors-origins applies only to --fleet-api-type rest; ignored for the gRPC Fleet API.");
+  }
   const tls = tlsFromOptions(opts, logger);
   const auth = authFromOptions(opts, tls);
   return {

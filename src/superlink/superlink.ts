@@ -241,6 +241,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
             maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
             corsOrigins: config.rest?.corsOrigins ?? [],
             logger: fleetLogger,
+            onCall: (path, code, request, response) => metrics.recordCall(path, code, request, response),
           })
         : await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions);
     servers.push(fleet);

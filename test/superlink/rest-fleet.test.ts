@@ -220,3 +220,11 @@ test("malformed protobuf is 400 with a short message; Flower's header rules appl
   expect(run.status).toBe(200);
   expect(GetRunResponse.decode(run.body).run?.runId).toBe(runId);
 });
+
+test("REST calls are counted in the SuperLink's metrics under their gRPC method names", () => {
+  expect(link.metrics.rpcCount("Fleet", "CreateNode", "UNAUTHENTICATED")).toBeGreaterThanOrEqual(2);
+  expect(link.metrics.rpcCount("Fleet", "CreateNode", "OK")).toBeGreaterThanOrEqual(4);
+  expect(link.metrics.rpcCount("Fleet", "PullTaskIns", "OK")).toBeGreaterThanOrEqual(3);
+  expect(link.metrics.rpcCount("Fleet", "GetRun", "INVALID_ARGUMENT")).toBeGreaterThanOrEqual(1);
+  expect(link.metrics.onlineNodes()).toBeGreaterThanOrEqual(1);
+});

@@ -58,6 +58,11 @@ export interface RestFleetServerOptions {
   /** Browser origins allowed to call the API (exact `scheme://host[:port]`, or "*"). */
   corsOrigins: readonly string[];
   logger: Logger;
+  /**
+   * Called once per answered request with the gRPC method path ("/flwr.proto.Fleet/Ping"), the
+   * gRPC status code that matches the HTTP outcome, and, on success, the messages (for metrics).
+   */
+  onCall?: (path: string, code: number, request?: object, response?: object) => void;
 }
 
 export interface RunningRestFleetServer {
@@ -91,6 +96,25 @@ const CODECS: { [M in FleetRestMethod]: Codec<object, never> } = {
   pushTaskRes: { decode: (b: Uint8Array) => PushTaskResRequest.decode(b), encode: (r: PushTaskResResponse) => PushTaskResResponse.encode(r) },
   getRun: { decode: (b: Uint8Array) => GetRunRequest.decode(b), encode: (r: GetRunResponse) => GetRunResponse.encode(r) },
 } as never;
+
+/** gRPC method path of each REST route, for metrics. */
+const GRPC_PATHS: { [M in FleetRestMethod]: string } = {
+  createNode: "/flwr.proto.Fleet/CreateNode",
+  deleteNode: "/flwr.proto.Fleet/DeleteNode",
+  pullTaskIns: "/flwr.proto.Fleet/PullTaskIns",
+  pushTaskRes: "/flwr.proto.Fleet/PushTaskRes",
+  ping: "/flwr.proto.Fleet/Ping",
+  getRun: "/flwr.proto.Fleet/GetRun",
+};
+
+/** The gRPC status code that says what an HTTP answer of this server says. */
+function grpcCodeOf(httpStatus: number): number {
+  if (httpStatus === 200) return 0;
+  if (httpStatus === 401 || httpStatus === 403) return 16;
+  if (httpStatus === 400 || httpStatus === 413) return 3;
+  if (httpStatus === 404) return 5;
+  return 2;
+}
 
 const METHOD_BY_PATH = new Map<string, FleetRestMethod>(
   (Object.entries(FLEET_REST_PATHS) as Array<[FleetRestMethod, string]>).map(([method, path]) => [path, method]),
@@ -133,7 +157,7 @@ export function checkCorsOrigins(origins: readonly string[]): void {
 
 /** Starts the REST Fleet API. Rejects with ConnectionError when the address cannot be bound. */
 export async function startRestFleetServer(options: RestFleetServerOptions): Promise<RunningRestFleetServer> {
-  const { state, hub, longPollMs, authenticator, maxBodyBytes, logger } = options;
+  const { state, hub, longPollMs, authenticator, maxBodyBytes, logger, onCall } = options;
   const { host, port } = parseAddress(options.address);
   checkCorsOrigins(options.corsOrigins);
   const anyOrigin = options.corsOrigins.includes("*");
@@ -154,6 +178,7 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
       return;
     }
     const fail = (failure: HttpFailure): void => {
+      if (method !== undefined && req.method === "POST") onCall?.(GRPC_PATHS[method], grpcCodeOf(failure.status));
       logger.debug({ event: "fleet.rest-refused", path, status: failure.status, reason: failure.message }, `REST ${path}: ${failure.message}`);
       // A refused body is not read into memory: it is discarded for a moment (a reset right away
       // could destroy the answer in the client's receive buffer), then the connection is dropped.
@@ -229,7 +254,9 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
       if (method === "createNode") {
         const id = authenticator.registerNode(verdict.publicKeyPem, (request as CreateNodeRequest).pingInterval);
         headers[PUBLIC_KEY_HEADER] = authenticator.serverPublicKeyHeader;
-        reply(res, 200, encode(method, CreateNodeResponse.fromPartial({ node: { nodeId: id, anonymous: false } })), PROTOBUF_CONTENT_TYPE, headers);
+        const created = CreateNodeResponse.fromPartial({ node: { nodeId: id, anonymous: false } });
+        reply(res, 200, encode(method, created), PROTOBUF_CONTENT_TYPE, headers);
+        onCall?.(GRPC_PATHS[method], 0, request, created);
         return;
       }
     }
@@ -257,7 +284,10 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
         } finally {
           res.off("close", onClose);
         }
-        if (gone.signal.aborted) return;
+        if (gone.signal.aborted) {
+          onCall?.(GRPC_PATHS[method], 1);
+          return;
+        }
         break;
       }
       case "pushTaskRes":
@@ -268,6 +298,7 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
         break;
     }
     reply(res, 200, encode(method, response), PROTOBUF_CONTENT_TYPE, headers);
+    onCall?.(GRPC_PATHS[method], 0, request, response);
   };
 
   const answerError = (res: http.ServerResponse, path: string, err: unknown, fail: (f: HttpFailure) => void): void => {
