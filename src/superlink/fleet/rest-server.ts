@@ -122,6 +122,9 @@ const METHOD_BY_PATH = new Map<string, FleetRestMethod>(
 
 /** Request headers a browser may send (preflight answer). */
 const ALLOWED_REQUEST_HEADERS = ["content-type", "accept", PUBLIC_KEY_HEADER, AUTH_TOKEN_HEADER, LONG_POLL_HEADER].join(", ");
+/** Time to receive a request's headers, and the whole request. */
+const HEADERS_TIMEOUT_MS = 30_000;
+const REQUEST_TIMEOUT_MS = 900_000;
 /** How long the rest of a refused upload is read and dropped before the connection is closed. */
 const REFUSED_BODY_DRAIN_MS = 2_000;
 /** How long a browser may cache a preflight answer, in seconds. */
@@ -320,9 +323,11 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
   const server: http.Server = options.tls
     ? https.createServer({ key: options.tls.key, cert: options.tls.cert }, handle)
     : http.createServer(handle);
-  // Long polls and large uploads are legitimate; a stalled header is not.
-  server.requestTimeout = 0;
-  server.headersTimeout = 30_000;
+  // Headers must arrive within 30 s and a whole request (up to the body cap) within 15 min, so a
+  // trickling client cannot hold a connection for ever. A long poll waits after the request was
+  // read, so it is not cut short by either.
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
   // Idle keep-alive connections outlive a SuperNode's ping interval, so a client seldom reuses a
   // socket the server is just closing (that costs it a failed call and a retry).
   server.keepAliveTimeout = 65_000;
