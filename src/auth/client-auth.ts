@@ -106,10 +106,28 @@ export class SuperNodeAuth {
    */
   acceptCreateNodeMetadata(metadata: grpc.Metadata): void {
     const value = metadata.get(PUBLIC_KEY_HEADER)[0];
-    if (value === undefined || value.length === 0) throw new AuthenticationError(NO_SERVER_KEY);
+    this.acceptServerPublicKeyHeader(value === undefined ? undefined : typeof value === "string" ? value : value.toString("latin1"));
+  }
+
+  /**
+   * `signedRequest` with plain header values instead of gRPC metadata (for HTTP transports):
+   * `public-key` always, `auth-token` for every request but CreateNode.
+   */
+  signedHeaders(requestName: FleetRequestName, request: object, order: MapOrder = "upb"): { bytes: Uint8Array; headers: Record<string, string> } {
+    const { bytes, metadata } = this.signedRequest(requestName, request, order);
+    const headers: Record<string, string> = {};
+    for (const key of [PUBLIC_KEY_HEADER, AUTH_TOKEN_HEADER]) {
+      const value = metadata.get(key)[0];
+      if (value !== undefined) headers[key] = value.toString();
+    }
+    return { bytes, headers };
+  }
+
+  /** `acceptCreateNodeMetadata` for the `public-key` value of an HTTP response header. */
+  acceptServerPublicKeyHeader(text: string | undefined): void {
+    if (text === undefined || text.length === 0) throw new AuthenticationError(NO_SERVER_KEY);
     let pem: string;
     try {
-      const text = typeof value === "string" ? value : value.toString("latin1");
       pem = canonicalizePublicPem(decodeBase64UrlLikePython(text).toString("latin1"));
     } catch (err) {
       throw new AuthenticationError(`The SuperLink sent an invalid public key: ${errorMessage(err)}`, { cause: err });

@@ -124,14 +124,9 @@ export class FleetAuthenticator {
     headers: { publicKey: string | undefined; authToken: string | undefined },
     rawBytes?: Uint8Array,
   ): AuthVerdict {
-    let pem: string;
-    try {
-      pem = decodeBase64UrlLikePython(headers.publicKey ?? "").toString("latin1");
-    } catch (err) {
-      return { ok: false, reason: `public-key header is not valid base64: ${errorMessage(err)}` };
-    }
-    if (pem === "") return { ok: false, reason: "no public-key header" };
-    if (!this.allowlist.has(pem)) return { ok: false, reason: "public key not in the allowlist" };
+    const key = this.checkKeyHeader(headers.publicKey);
+    if (!key.ok) return key;
+    const pem = key.publicKeyPem;
     if (name === "CreateNodeRequest") return { ok: true, publicKeyPem: pem, nodeId: undefined };
 
     const nodeId = this.state.getNodeId(Buffer.from(pem, "latin1"));
@@ -155,6 +150,23 @@ export class FleetAuthenticator {
     const binding = this.checkNodeBinding(name, request, nodeId);
     if (binding !== undefined) return fail(binding);
     return { ok: true, publicKeyPem: pem, nodeId };
+  }
+
+  /**
+   * The header-only part of `authenticate` (spec §4.5 step 1): the `public-key` header decodes to
+   * an allowlisted PEM. Cheap, needs no request body: transports can refuse strangers before
+   * reading what they send. Never throws.
+   */
+  checkKeyHeader(publicKeyHeader: string | undefined): { ok: true; publicKeyPem: string } | { ok: false; reason: string } {
+    let pem: string;
+    try {
+      pem = decodeBase64UrlLikePython(publicKeyHeader ?? "").toString("latin1");
+    } catch (err) {
+      return { ok: false, reason: `public-key header is not valid base64: ${errorMessage(err)}` };
+    }
+    if (pem === "") return { ok: false, reason: "no public-key header" };
+    if (!this.allowlist.has(pem)) return { ok: false, reason: "public key not in the allowlist" };
+    return { ok: true, publicKeyPem: pem };
   }
 
   /**

@@ -13,13 +13,14 @@ import { loadAppObject, parseAppReference } from "../core/app-loader";
 import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { parseNodeConfig } from "../supernode/node-config";
+import { parseRestBaseUrl } from "../supernode/rest-connection";
 import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
 import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain, packageVersion } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-client-app";
 
-interface ClientAppCliOptions {
+export interface ClientAppCliOptions {
   insecure: boolean;
   grpcRere?: boolean;
   grpcAdapter?: boolean;
@@ -48,13 +49,9 @@ function nonNegativeNumber(what: string): (value: string) => number {
   };
 }
 
-function buildCommand(io: CliIo): Command {
-  const program = new Command(NAME)
-    .description("Start a Flower SuperNode running a ClientApp, wire-compatible with Flower 1.10.")
-    .exitOverride()
-    .showHelpAfterError(false)
-    .version(packageVersion(), "-V, --version", "Print the flwr-ts version and exit.")
-    .argument("<client-app>", 'The ClientApp to run, as MODULE:ATTRIBUTE, e.g. "client:app" (loaded from --dir).')
+/** The options flower-client-app and flower-supernode share (Flower's `_parse_args_common`). */
+export function addSuperNodeOptions(program: Command): Command {
+  return program
     .option(
       "--insecure",
       "Run the client without HTTPS. By default, the client runs with HTTPS enabled. " +
@@ -68,7 +65,9 @@ function buildCommand(io: CliIo): Command {
         "rest",
       ]),
     )
-    .addOption(new Option("--rest", "Use REST as a transport layer (not supported by flwr-ts).").conflicts(["grpcRere"]))
+    .addOption(
+      new Option("--rest", "Use REST as a transport layer (--superlink then takes an http:// or https:// URL).").conflicts(["grpcRere"]),
+    )
     .option(
       "--root-certificates <path>",
       "PEM-encoded root certificate file for the HTTPS connection (default: the system's trusted CAs).",
@@ -109,6 +108,16 @@ function buildCommand(io: CliIo): Command {
       nonNegativeInt("--shutdown-grace-ms"),
       DEFAULT_SHUTDOWN_GRACE_MS,
     );
+}
+
+function buildCommand(io: CliIo): Command {
+  const program = new Command(NAME)
+    .description("Start a Flower SuperNode running a ClientApp, wire-compatible with Flower 1.10.")
+    .exitOverride()
+    .showHelpAfterError(false)
+    .version(packageVersion(), "-V, --version", "Print the flwr-ts version and exit.")
+    .argument("<client-app>", 'The ClientApp to run, as MODULE:ATTRIBUTE, e.g. "client:app" (loaded from --dir).');
+  addSuperNodeOptions(program);
   routeOutput(program, io);
   return program;
 }
@@ -135,16 +144,38 @@ export function loadClientApp(ref: string, dir: string): ClientApp {
   );
 }
 
-/** Turns parsed flags into a SuperNodeConfig; throws typed errors (exit code 2). */
-export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger: Logger): SuperNodeConfig {
-  if (opts.grpcAdapter || opts.rest) {
-    const flag = opts.grpcAdapter ? "--grpc-adapter" : "--rest";
-    throw new InvalidConfigError(`${flag} is not supported by flwr-ts: only grpc-rere (the default) is.`);
+/**
+ * `--rest`: the URL's scheme decides TLS, as in Flower (which ignores --insecure there); flags
+ * that contradict the scheme are refused instead of being ignored.
+ */
+function checkRestFlags(superlink: string, opts: ClientAppCliOptions, logger: Logger): void {
+  const url = parseRestBaseUrl(superlink);
+  const secure = url.protocol === "https:";
+  if (secure && opts.insecure) {
+    throw new InvalidConfigError(`Conflicting options: --insecure with the https:// SuperLink URL ${superlink}. Use http:// or drop --insecure.`);
+  }
+  if (!secure && opts.rootCertificates !== undefined) {
+    throw new InvalidConfigError(`Conflicting options: --root-certificates with the http:// SuperLink URL ${superlink}. Use https://.`);
+  }
+  if (!secure && (opts.authSupernodePrivateKey !== undefined || opts.authSupernodePublicKey !== undefined)) {
+    throw new InvalidConfigError("Authentication requires a secure connection: use an https:// SuperLink URL.");
+  }
+  if (!secure && !opts.insecure) logger.warn(`Connecting without TLS to the http:// SuperLink URL ${superlink}.`);
+}
+
+/**
+ * Turns parsed flags into a SuperNodeConfig; throws typed errors (exit code 2). `app` replaces
+ * loading `ref` (flower-supernode passes its per-run app source).
+ */
+export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger: Logger, app?: SuperNodeConfig["app"]): SuperNodeConfig {
+  if (opts.grpcAdapter) {
+    throw new InvalidConfigError("--grpc-adapter is not supported by flwr-ts: grpc-rere (the default) and --rest are.");
   }
   const superlink = superlinkAddress(opts, DEFAULT_FLEET_API_ADDRESS, "Fleet API", logger);
+  if (opts.rest) checkRestFlags(superlink, opts, logger);
   const tls = clientTlsFromFlags(opts, superlink, "system-roots", logger);
 
-  const app = loadClientApp(ref, opts.dir);
+  const clientApp = app ?? loadClientApp(ref, opts.dir);
 
   const keys = [opts.authSupernodePrivateKey, opts.authSupernodePublicKey];
   if (keys.filter((k) => k !== undefined).length === 1) {
@@ -165,10 +196,11 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
 
   return {
     superlink,
+    ...(opts.rest ? { transport: "rest" as const } : {}),
     ...tls,
     insecure: opts.insecure,
     ...(auth !== undefined ? { auth } : {}),
-    app,
+    app: clientApp,
     nodeConfig: parseNodeConfig(opts.nodeConfig),
     ...(opts.maxRetries !== undefined ? { maxRetries: opts.maxRetries } : {}),
     ...(opts.maxWaitTime !== undefined ? { maxWaitTimeMs: opts.maxWaitTime * 1000 } : {}),

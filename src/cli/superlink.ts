@@ -18,6 +18,8 @@ import { InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "../transport/tls";
 import { parseAddress } from "../core/address";
+import { DEFAULT_FLEET_REST_ADDRESS, DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
+import { checkCorsOrigins } from "../superlink/fleet/rest-server";
 import { DEFAULT_CONNECTION_LIMITS } from "../transport/options";
 import {
   DEFAULT_SUPERLINK_LIMITS,
@@ -41,7 +43,8 @@ import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-superlink";
 const FLEET_API_TYPE_GRPC_RERE = "grpc-rere";
-const UNSUPPORTED_FLEET_API_TYPES = new Set(["grpc-adapter", "rest"]);
+const FLEET_API_TYPE_REST = "rest";
+const UNSUPPORTED_FLEET_API_TYPES = new Set(["grpc-adapter"]);
 
 interface SuperLinkOptions {
   driverApiAddress: string;
@@ -74,6 +77,8 @@ interface SuperLinkOptions {
   maxConnectionAgeGraceMs: number;
   requestReceiveTimeoutMs: number;
   minRequestReceiveRate: number;
+  restCorsOrigins?: string;
+  restMaxBodyBytes: number;
 }
 
 /** A positive number (seconds, bytes, counts); fractions allowed. */
@@ -102,8 +107,11 @@ function buildCommand(io: CliIo): Command {
       "Driver API (gRPC) server address (IPv4, IPv6, or a domain name).",
       DEFAULT_DRIVER_API_ADDRESS,
     )
-    .option("--fleet-api-address <address>", `Fleet API server address (default: "${DEFAULT_FLEET_API_ADDRESS}").`)
-    .option("--fleet-api-type <type>", "Fleet API transport; flwr-ts supports only grpc-rere.", FLEET_API_TYPE_GRPC_RERE)
+    .option(
+      "--fleet-api-address <address>",
+      `Fleet API server address (default: "${DEFAULT_FLEET_API_ADDRESS}", or "${DEFAULT_FLEET_REST_ADDRESS}" for rest).`,
+    )
+    .option("--fleet-api-type <type>", "Fleet API transport: grpc-rere or rest.", FLEET_API_TYPE_GRPC_RERE)
     .option(
       "--fleet-api-num-workers <n>",
       "Accepted for Flower compatibility; the Fleet API always runs one worker.",
@@ -185,6 +193,16 @@ function buildCommand(io: CliIo): Command {
       "Average rate below which a request still arriving after --request-receive-timeout-ms is cancelled (0 = any rate).",
       nonNegativeInt("--min-request-receive-rate"),
       DEFAULT_CONNECTION_LIMITS.minRequestBytesPerSecond,
+    )
+    .option(
+      "--rest-cors-origins <origins>",
+      'REST Fleet API: comma-separated browser origins allowed by CORS, e.g. "https://app.example.org" (or "*"; default none).',
+    )
+    .option(
+      "--rest-max-body-bytes <n>",
+      "REST Fleet API: largest request body accepted (413 beyond).",
+      nonNegativeInt("--rest-max-body-bytes"),
+      DEFAULT_REST_MAX_BODY_BYTES,
     );
   routeOutput(program, io);
   return program;
@@ -292,16 +310,27 @@ function listenFlags(config: SuperLinkConfig): Array<[string, string]> {
   return flags;
 }
 
+/** The REST Fleet API's CORS allow-list and body cap. */
+function restFromOptions(opts: SuperLinkOptions): { corsOrigins: string[]; maxBodyBytes: number } {
+  const corsOrigins = (opts.restCorsOrigins ?? "")
+    .split(",")
+    .map((o) => o.trim())
+    .filter((o) => o !== "");
+  checkCorsOrigins(corsOrigins);
+  return { corsOrigins, maxBodyBytes: opts.restMaxBodyBytes };
+}
+
 /** Turns parsed flags into a SuperLinkConfig; throws InvalidConfigError / InvalidKeyFileError. */
 export function configFromOptions(opts: SuperLinkOptions, logger: Logger): SuperLinkConfig {
-  if (opts.fleetApiType !== FLEET_API_TYPE_GRPC_RERE) {
+  const rest = opts.fleetApiType === FLEET_API_TYPE_REST;
+  if (opts.fleetApiType !== FLEET_API_TYPE_GRPC_RERE && !rest) {
     if (UNSUPPORTED_FLEET_API_TYPES.has(opts.fleetApiType)) {
       throw new InvalidConfigError(
-        `--fleet-api-type ${opts.fleetApiType} is not supported by flwr-ts; only grpc-rere is (the default).`,
+        `--fleet-api-type ${opts.fleetApiType} is not supported by flwr-ts; grpc-rere (the default) and rest are.`,
       );
     }
     throw new InvalidConfigError(
-      `Unknown --fleet-api-type "${opts.fleetApiType}": expected grpc-rere (grpc-adapter and rest are not supported by flwr-ts).`,
+      `Unknown --fleet-api-type "${opts.fleetApiType}": expected grpc-rere or rest (grpc-adapter is not supported by flwr-ts).`,
     );
   }
   if (opts.fleetApiNumWorkers !== 1) {
@@ -310,12 +339,16 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
         "Proceeding with a single worker.",
     );
   }
+  if (!rest && opts.restCorsOrigins !== undefined) {
+    logger.warn("--rest-cors-origins applies only to --fleet-api-type rest; ignored for the gRPC Fleet API.");
+  }
   const tls = tlsFromOptions(opts, logger);
   const auth = authFromOptions(opts, tls);
   const driverApiClientCa = driverApiClientCaFromOptions(opts, tls, logger);
   return {
     driverApiAddress: opts.driverApiAddress,
-    fleetApiAddress: opts.fleetApiAddress ?? DEFAULT_FLEET_API_ADDRESS,
+    fleetApiAddress: opts.fleetApiAddress ?? (rest ? DEFAULT_FLEET_REST_ADDRESS : DEFAULT_FLEET_API_ADDRESS),
+    ...(rest ? { fleetApiType: "rest" as const, rest: restFromOptions(opts) } : {}),
     database: opts.database,
     ...(tls ? { tls } : {}),
     ...(auth ? { auth } : {}),

@@ -37,6 +37,15 @@ export const PUSH_TASK_RES_RECONNECT_SECONDS = 5n;
  */
 export const DEFAULT_LONG_POLL_MS = 2_000;
 
+/**
+ * flwr-ts: request header (gRPC metadata or HTTP) with which a SuperNode opts in to long polling
+ * of its PullTaskIns, valued with the longest wait it accepts in ms. Without it the SuperLink
+ * answers at once, as Flower: a Python SuperNode's SIGINT handler raises inside a pending pull,
+ * and grpc's channel cleanup then waits for that call, so holding its pulls open can hang it.
+ * Not covered by the auth MAC (which is over the request body), and ignored by Flower.
+ */
+export const LONG_POLL_HEADER = "flwr-ts-long-poll-ms";
+
 /** flwr-ts: grace period for in-flight RPCs on SIGINT/SIGTERM before forcing shutdown. */
 export const DEFAULT_SHUTDOWN_GRACE_MS = 5_000;
 

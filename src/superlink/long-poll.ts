@@ -23,6 +23,15 @@ function nodeKey(nodeId: bigint | undefined): string {
   return nodeId === undefined ? ANONYMOUS_KEY : nodeId.toString();
 }
 
+/**
+ * How long a Fleet pull may wait: the time the client asked for with LONG_POLL_HEADER, capped at
+ * the SuperLink's `longPollMs`; 0 (Flower's immediate answer) without a valid header.
+ */
+export function optedInWaitMs(header: string | undefined, longPollMs: number): number {
+  if (header === undefined || !/^\d{1,9}$/.test(header.trim())) return 0;
+  return Math.min(Number(header.trim()), longPollMs);
+}
+
 /** Waiting rooms keyed by consumer node (TaskIns) and by TaskIns id (TaskRes), fed by State events. */
 export class LongPollHub {
   private closing = false;

@@ -48,6 +48,15 @@ export class SuperLinkMetrics {
     this.rpcs.set(key, (this.rpcs.get(key) ?? 0) + 1);
   }
 
+  /**
+   * Counts one ended call of a non-gRPC transport (the REST Fleet API) under the gRPC method
+   * `path` and the status `code` that says the same, and feeds the node trackers on success.
+   */
+  recordCall(path: string, code: grpc.status, request?: unknown, response?: unknown): void {
+    this.recordRpc(path, code);
+    if (code === grpc.status.OK) this.observe(path, request, response);
+  }
+
   /** The node answered CreateNode or Ping: online for `pingIntervalSeconds` from now. */
   nodeAlive(nodeId: bigint, pingIntervalSeconds: number): void {
     if (nodeId === 0n) return;

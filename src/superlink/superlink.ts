@@ -28,6 +28,8 @@ import { DEFAULT_MAX_TASK_INS_PER_PUSH } from "./driver/driver-handler";
 import { withTaskInsCountLimit } from "./driver/push-count-limit";
 import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds } from "../core/ping-interval";
 import { LongPollHub } from "./long-poll";
+import { type RunningRestFleetServer, startRestFleetServer } from "./fleet/rest-server";
+import { DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
 
 /** Node authentication files (spec §4.1). All three are required to enable it. */
@@ -63,6 +65,10 @@ export interface SuperLinkConfig {
   longPollMs?: number;
   /** HOST:PORT for Prometheus metrics on GET /metrics; undefined = off. */
   metricsAddress?: string;
+  /** Fleet API transport: "grpc-rere" (default) or "rest" (Flower 1.10's REST routes over HTTP(S)). */
+  fleetApiType?: "grpc-rere" | "rest";
+  /** REST Fleet API only: browser origins allowed by CORS (default none) and the body cap. */
+  rest?: { corsOrigins?: string[]; maxBodyBytes?: number };
   /** Storage limits, TTL purge and ping bounds (see SuperLinkLimits); defaults apply per field. */
   limits?: SuperLinkLimits;
   /** Idle, age and slow-sender limits of both APIs' connections; default DEFAULT_CONNECTION_LIMITS. */
@@ -213,7 +219,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
 
   const hub = new LongPollHub(state);
   const metrics = new SuperLinkMetrics();
-  const servers: RunningGrpcServer[] = [];
+  const servers: Array<RunningGrpcServer | RunningRestFleetServer> = [];
   let metricsServer: MetricsServer | undefined;
   let authenticator: FleetAuthenticator | undefined;
   const stopDescriptorWatch = watchDescriptors(logger);
@@ -335,13 +341,28 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       );
     }
     fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FLEET_TASK_MESSAGES) };
-    const fleet = await startGrpcServer(
-      config.fleetApiAddress,
-      credentials,
-      [fleetService, ...(config.extraFleetServices ?? [])],
-      serverOptions,
-      { ...limitsFor("Fleet API"), logger: fleetLogger },
-    );
+    const fleet =
+      config.fleetApiType === "rest"
+        ? await startRestFleetServer({
+            address: config.fleetApiAddress,
+            ...(config.tls !== undefined ? { tls: config.tls } : {}),
+            state,
+            hub,
+            longPollMs,
+            pingIntervalBounds: limits.pingIntervalBounds,
+            ...(authenticator !== undefined ? { authenticator } : {}),
+            maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
+            corsOrigins: config.rest?.corsOrigins ?? [],
+            logger: fleetLogger,
+            onCall: (path, code, request, response) => metrics.recordCall(path, code, request, response),
+          })
+        : await startGrpcServer(
+            config.fleetApiAddress,
+            credentials,
+            [fleetService, ...(config.extraFleetServices ?? [])],
+            serverOptions,
+            { ...limitsFor("Fleet API"), logger: fleetLogger },
+          );
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
@@ -369,8 +390,9 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         database: config.database,
         longPollMs,
         limits,
+        fleetApiType: config.fleetApiType ?? "grpc-rere",
       },
-      `SuperLink ready: Driver API on ${driver.address}, Fleet API (grpc-rere) on ${fleet.address}`,
+      `SuperLink ready: Driver API on ${driver.address}, Fleet API (${config.fleetApiType ?? "grpc-rere"}) on ${fleet.address}`,
     );
 
     return {

@@ -14,7 +14,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { SuperNodeAuth } from "../auth/client-auth";
 import { parseAddress } from "../core/address";
-import { PUBLIC_KEY_HEADER } from "../core/constants";
+import { LONG_POLL_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
 import { ConnectionError, InvalidConfigError } from "../core/errors";
 import type { Logger } from "../core/logger";
 import { silentLogger } from "../core/logger";
@@ -39,6 +39,7 @@ import { FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunke
 import { sendableRequest } from "../transport/grpc-zero-copy";
 import { isServiceError } from "../transport/status";
 import { channelCredentials } from "../transport/tls";
+import type { CallControl, FleetTransport } from "./fleet-transport";
 
 export interface FleetConnectionOptions {
   /** HOST:PORT of the SuperLink's Fleet API. */
@@ -54,13 +55,7 @@ export interface FleetConnectionOptions {
   logger?: Logger;
 }
 
-/** Per-call controls. */
-export interface CallControl {
-  /** Aborting cancels the call (it then fails with CANCELLED). */
-  signal?: AbortSignal;
-  /** Deadline relative to the start of the call, in ms; none by default (as Flower). */
-  deadlineMs?: number;
-}
+export type { CallControl } from "./fleet-transport";
 
 type FleetMethod = keyof typeof FleetService;
 
@@ -70,7 +65,7 @@ const FLEET_SERVICE = withChunkedSerializers(FleetService, FLEET_TASK_MESSAGES);
 /** Bytes already encoded by us go on the wire unchanged. */
 const sendBytesAsIs = (bytes: Buffer): Buffer => bytes;
 
-export class FleetConnection {
+export class FleetConnection implements FleetTransport {
   /** HOST:PORT this connection talks to. */
   readonly target: string;
   private readonly client: grpc.Client;
@@ -202,6 +197,7 @@ export class FleetConnection {
       bytes = (definition.requestSerialize as (value: object) => Buffer)(request);
       metadata = new grpc.Metadata();
     }
+    if (control.longPollMs !== undefined) metadata.set(LONG_POLL_HEADER, String(Math.max(0, Math.floor(control.longPollMs))));
     const options: Partial<grpc.CallOptions> = {};
     if (control.deadlineMs !== undefined) options.deadline = Date.now() + control.deadlineMs;
 

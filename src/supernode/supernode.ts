@@ -34,7 +34,10 @@ import type { Node } from "../proto/flwr/proto/node";
 import type { Run } from "../proto/flwr/proto/run";
 import type { TaskIns } from "../proto/flwr/proto/task";
 import { isServiceError } from "../transport/status";
-import { type CallControl, FleetConnection } from "./fleet-connection";
+import { FleetConnection } from "./fleet-connection";
+import type { CallControl, FleetTransport } from "./fleet-transport";
+import { createNodeRestPoster } from "./node-rest-poster";
+import { RestFleetConnection } from "./rest-connection";
 import {
   ACCESS_DENIED_HINT,
   DEFAULT_MAX_BACKOFF_MS,
@@ -63,8 +66,10 @@ export interface SuperNodeAuthFiles {
 }
 
 export interface SuperNodeConfig {
-  /** HOST:PORT of the SuperLink's Fleet API. */
+  /** HOST:PORT of the SuperLink's Fleet API; with `transport: "rest"`, its http(s):// URL. */
   superlink: string;
+  /** "grpc-rere" (default) or "rest" (Flower's REST Fleet API; https:// or http:// in `superlink`). */
+  transport?: "grpc-rere" | "rest";
   /** CA bundle (PEM) that signed the SuperLink's certificate; default: system roots. */
   rootCertificates?: Buffer;
   /** Plaintext connection (only with --insecure); excludes `rootCertificates` and `auth`. */
@@ -72,10 +77,10 @@ export interface SuperNodeConfig {
   /** Node authentication (spec §4). */
   auth?: SuperNodeAuthFiles;
   /**
-   * The app to run: a ClientApp, or a factory called for every message (Flower reloads the app
-   * per message); a factory that throws or returns something else is answered with error code 1.
+   * The app to run: a ClientApp, or a factory called for every message with the run's FAB id and
+   * version (Flower reloads the app per message; flower-supernode picks it by FAB); a factory that throws or returns something else is answered with error code 1.
    */
-  app: ClientApp | (() => ClientApp);
+  app: ClientApp | ((run: { fabId: string; fabVersion: string }) => ClientApp);
   /** Handed to the ClientApp as `context.nodeConfig` (e.g. `partition-id`). */
   nodeConfig?: Record<string, ConfigsScalar>;
   /** Retries of a failing call before giving up; default unlimited. */
@@ -127,20 +132,15 @@ export interface SuperNodeHandle {
 export async function startSuperNode(config: SuperNodeConfig, deps: SuperNodeDeps): Promise<SuperNodeHandle> {
   const checked = checkConfig(config);
   const auth = config.auth ? SuperNodeAuth.fromFiles(config.auth.privateKeyPath, config.auth.publicKeyPath) : undefined;
-  const connection = new FleetConnection({
-    superlink: config.superlink,
-    ...(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
-    ...(config.insecure !== undefined ? { insecure: config.insecure } : {}),
-    ...(auth !== undefined ? { auth } : {}),
-    channelOptions: {
-      // grpc-js retries the connection on its own backoff (up to 120 s by default); keep it in
-      // step with ours so a SuperLink that comes back is seen within one backoff ceiling.
-      "grpc.initial_reconnect_backoff_ms": Math.min(1_000, config.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS),
-      "grpc.max_reconnect_backoff_ms": config.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS,
-      ...config.channelOptions,
-    },
-    logger: deps.logger,
-  });
+  const connection: FleetTransport =
+    config.transport === "rest"
+      ? new RestFleetConnection({
+          baseUrl: config.superlink,
+          poster: createNodeRestPoster(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
+          ...(auth !== undefined ? { auth } : {}),
+          logger: deps.logger,
+        })
+      : grpcConnection(config, auth, deps.logger);
   const { signal } = deps;
   let node: SuperNode | undefined;
   const onAbort = (): void => node?.stopRegistering();
@@ -158,10 +158,28 @@ export async function startSuperNode(config: SuperNodeConfig, deps: SuperNodeDep
   return node.start();
 }
 
+/** The grpc-rere connection, with the channel's reconnect backoff kept in step with ours. */
+function grpcConnection(config: SuperNodeConfig, auth: SuperNodeAuth | undefined, logger: Logger): FleetConnection {
+  return new FleetConnection({
+    superlink: config.superlink,
+    ...(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
+    ...(config.insecure !== undefined ? { insecure: config.insecure } : {}),
+    ...(auth !== undefined ? { auth } : {}),
+    channelOptions: {
+      // grpc-js retries the connection on its own backoff (up to 120 s by default); keep it in
+      // step with ours so a SuperLink that comes back is seen within one backoff ceiling.
+      "grpc.initial_reconnect_backoff_ms": Math.min(1_000, config.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS),
+      "grpc.max_reconnect_backoff_ms": config.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS,
+      ...config.channelOptions,
+    },
+    logger: logger,
+  });
+}
+
 interface CheckedConfig {
   pollIntervalMs: number;
   pingInterval: number;
-  appSource: () => ClientApp;
+  appSource: (run: { fabId: string; fabVersion: string }) => ClientApp;
 }
 
 function checkConfig(config: SuperNodeConfig): CheckedConfig {
@@ -179,7 +197,7 @@ function checkConfig(config: SuperNodeConfig): CheckedConfig {
     throw new InvalidConfigError(`Ping interval must be a positive number of seconds, got ${pingInterval}`);
   }
   const app = config.app;
-  let appSource: () => ClientApp;
+  let appSource: CheckedConfig["appSource"];
   if (ClientApp.isClientApp(app)) {
     appSource = () => app;
   } else if (typeof app === "function") {
@@ -232,7 +250,7 @@ class SuperNode {
     config: SuperNodeConfig,
     private readonly checked: CheckedConfig,
     deps: SuperNodeDeps,
-    private readonly connection: FleetConnection,
+    private readonly connection: FleetTransport,
   ) {
     this.logger = deps.logger;
     this.random = deps.random ?? Math.random;
@@ -521,7 +539,7 @@ class SuperNode {
         [node, taskIns] = await this.withRegistration("PullTaskIns", async (n) => {
           const response = await this.retry.invoke(
             "PullTaskIns",
-            () => this.connection.pullTaskIns(n, { signal: stop, deadlineMs: PULL_DEADLINE_MS }),
+            () => this.connection.pullTaskIns(n, { signal: stop, deadlineMs: PULL_DEADLINE_MS, longPollMs: PULL_DEADLINE_MS }),
             { signal: stop },
           );
           return [n, response.taskInsList[0]] as const;
@@ -582,7 +600,7 @@ class SuperNode {
     let reply: Message;
     let app: ClientApp | undefined;
     try {
-      app = this.checked.appSource();
+      app = this.checked.appSource(run);
       if (!ClientApp.isClientApp(app)) throw new TypeError("the app factory did not return a ClientApp");
     } catch (err) {
       this.logger.error({ event: "supernode.app-load-failed", err }, `Loading the ClientApp failed: ${errorMessage(err)}`);

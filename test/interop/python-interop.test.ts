@@ -12,12 +12,12 @@
  * Fit metrics carry the prefix-related keys `loss`/`loss_avg`, whose map order differs between
  * protobuf backends and therefore exercise the HMAC canonical-order handling.
  */
-import { ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
+import { Peer, freePort, waitForTcp } from "./peers";
 
 const PY_SRC = process.env["FLWR_PY_SRC"];
 const PY_SHIMS = process.env["FLWR_PY_SHIMS"];
@@ -30,121 +30,6 @@ const SKIP_REASON =
   "skipped: set FLWR_PY_SRC to a Flower 1.10.0 src/py tree (and FLWR_PY_SHIMS) to run; see docs/interop.md";
 if (!PY_SRC) process.stderr.write(`python-interop.test.ts: ${SKIP_REASON}\n`);
 const describeInterop = PY_SRC ? describe : describe.skip;
-
-/** A child process whose combined stdout+stderr is kept for assertions and failure reports. */
-class Peer {
-  readonly child: ChildProcess;
-  output = "";
-  readonly exited: Promise<number | null>;
-  private waiters: Array<() => void> = [];
-
-  constructor(
-    readonly name: string,
-    command: string,
-    args: string[],
-    env: NodeJS.ProcessEnv,
-    cwd: string,
-  ) {
-    this.child = spawn(command, args, { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
-    const collect = (chunk: Buffer): void => {
-      this.output += chunk.toString("utf8");
-      for (const w of this.waiters) w();
-    };
-    this.child.stdout!.on("data", collect);
-    this.child.stderr!.on("data", collect);
-    this.exited = new Promise((resolve) => {
-      this.child.on("exit", (code) => {
-        for (const w of this.waiters) w();
-        resolve(code);
-      });
-    });
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  /** Resolves with the first match of `pattern` in the output; rejects if the process ends first. */
-  waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const m = pattern.exec(this.output);
-        if (m) return done(() => resolve(m));
-        if (!this.running) return done(() => reject(new Error(`${this.name} exited before ${pattern}:\n${this.tail()}`)));
-      };
-      const timer = setTimeout(
-        () => done(() => reject(new Error(`${this.name}: no ${pattern} within ${timeoutMs} ms:\n${this.tail()}`))),
-        timeoutMs,
-      );
-      const done = (fn: () => void): void => {
-        clearTimeout(timer);
-        this.waiters = this.waiters.filter((w) => w !== check);
-        fn();
-      };
-      this.waiters.push(check);
-      check();
-    });
-  }
-
-  /** Waits for the process to end by itself; kills it and rejects after `timeoutMs`. */
-  async waitForExit(timeoutMs: number): Promise<number | null> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.child.kill("SIGKILL");
-        reject(new Error(`${this.name} did not finish within ${timeoutMs} ms:\n${this.tail()}`));
-      }, timeoutMs);
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** SIGTERM (the SuperNodes then send DeleteNode), SIGKILL if still alive after 10 s. */
-  async stop(): Promise<void> {
-    if (!this.running) return;
-    this.child.kill("SIGTERM");
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-
-  tail(lines = 60): string {
-    return `--- ${this.name} (last ${lines} lines) ---\n` + this.output.split("\n").slice(-lines).join("\n");
-  }
-}
-
-/** A port that was free a moment ago (the Python SuperLink cannot report a port-0 binding). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForTcp(port: number, owner: Peer, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const sock = connect(port, "127.0.0.1");
-      sock.once("connect", () => {
-        sock.destroy();
-        resolve(true);
-      });
-      sock.once("error", () => resolve(false));
-    });
-    if (ok) return;
-    if (!owner.running) throw new Error(`${owner.name} exited before listening on ${port}:\n${owner.tail()}`);
-    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` — ${SKIP_REASON}`}`, () => {
   let fx: Fixtures;

@@ -14,7 +14,7 @@ import { unaryCall } from "../../src/transport/channel";
 import { readServerTlsFiles } from "../../src/transport/tls";
 import { type SuperLinkHandle, startSuperLink } from "../../src/superlink/superlink";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
-import { driverClient, fleetClient, memoryLogger, statusOf, until, validTaskIns } from "./helpers";
+import { driverClient, fleetClient, longPollOptIn, memoryLogger, statusOf, until, validTaskIns } from "./helpers";
 
 let fx: Fixtures;
 let csv: string;
@@ -78,7 +78,7 @@ test("removing a key revokes its node at once and its work answers NODE_UNAVAILA
     .runId;
 
   const pull = { node: { nodeId: n1.nodeId, anonymous: false }, taskIds: [] };
-  const waiting = statusOf(unaryCall(fleet.pullTaskIns.bind(fleet), pull, n1.auth.metadataFor("PullTaskInsRequest", pull)));
+  const waiting = statusOf(unaryCall(fleet.pullTaskIns.bind(fleet), pull, longPollOptIn(n1.auth.metadataFor("PullTaskInsRequest", pull))));
   await until(() => link.waitingPulls === 1, "node 1's pull to wait");
 
   writeFileSync(csv, `${keys[1]}\n`);

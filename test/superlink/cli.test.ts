@@ -132,12 +132,16 @@ test("a SuperLink public key that does not belong to the private key: exit 2", a
   expect(fatal(o)).toMatch(/not the public key of/);
 });
 
-test("--fleet-api-type rest or grpc-adapter: exit 2, not supported by flwr-ts", async () => {
-  for (const type of ["rest", "grpc-adapter"]) {
-    const o = await runCli(["--insecure", "--fleet-api-type", type]);
-    expect(o.code).toBe(2);
-    expect(fatal(o)).toContain("not supported by flwr-ts");
-  }
+test("--fleet-api-type grpc-adapter: exit 2, not supported by flwr-ts; rest is", async () => {
+  const o = await runCli(["--insecure", "--fleet-api-type", "grpc-adapter"]);
+  expect(o.code).toBe(2);
+  expect(fatal(o)).toContain("not supported by flwr-ts");
+});
+
+test("--rest-cors-origins must list origins (no paths): exit 2", async () => {
+  const o = await runCli(["--insecure", "--fleet-api-type", "rest", "--rest-cors-origins", "https://app.example.org/"]);
+  expect(o.code).toBe(2);
+  expect(fatal(o)).toContain('did you mean "https://app.example.org"');
 });
 
 test("invalid numbers and unknown flags are usage errors with exit 2", async () => {

@@ -1,6 +1,7 @@
 /** Builders and small utilities shared by the SuperLink tests. */
 import { Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
+import { LONG_POLL_HEADER } from "../../src/core/constants";
 import { createLogger, type Logger } from "../../src/core/logger";
 import { DriverClient } from "../../src/proto/flwr/proto/driver";
 import { FleetClient } from "../../src/proto/flwr/proto/fleet";
@@ -94,4 +95,10 @@ export async function statusOf(p: Promise<unknown>): Promise<{ code: grpc.status
     return { code: e.code, details: e.details };
   }
   throw new Error("expected the call to fail");
+}
+
+/** Metadata that opts a Fleet pull in to long polling (as our SuperNode does), up to 60 s. */
+export function longPollOptIn(metadata: grpc.Metadata = new grpc.Metadata()): grpc.Metadata {
+  metadata.set(LONG_POLL_HEADER, "60000");
+  return metadata;
 }

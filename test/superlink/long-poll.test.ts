@@ -1,5 +1,5 @@
 import type { StateEvents } from "../../src/state/state";
-import { LongPollHub } from "../../src/superlink/long-poll";
+import { LongPollHub, optedInWaitMs } from "../../src/superlink/long-poll";
 
 /** The State surface the hub uses: subscribe, with a handle to fire events by hand. */
 function fakeState(): { subscribe(events: StateEvents): () => void; events: Set<StateEvents> } {
@@ -76,5 +76,16 @@ describe("LongPollHub", () => {
     expect(hub.waiting).toBe(1);
     hub.close();
     await expect(other).resolves.toBe("closing");
+  });
+});
+
+describe("optedInWaitMs (long polling only for pulls that ask)", () => {
+  test("no header, or a header that is not a plain number, means Flower's immediate answer", () => {
+    for (const header of [undefined, "", "abc", "-5", "1e3", "12.5", "9999999999"]) expect(optedInWaitMs(header, 2_000)).toBe(0);
+  });
+  test("the requested wait is capped at the SuperLink's --long-poll-ms", () => {
+    expect(optedInWaitMs("500", 2_000)).toBe(500);
+    expect(optedInWaitMs(" 60000 ", 2_000)).toBe(2_000);
+    expect(optedInWaitMs("60000", 0)).toBe(0);
   });
 });

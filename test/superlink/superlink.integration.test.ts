@@ -15,6 +15,7 @@ import { type ServerTlsMaterial, readServerTlsFiles } from "../../src/transport/
 import { type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../../src/superlink/superlink";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import {
+  longPollOptIn,
   TLS_CHANNEL_OPTIONS,
   clientCredentials,
   driverClient,
@@ -146,11 +147,23 @@ test("a PullTaskIns started before the push receives the task (long polling)", a
   const { link, driver, fleet } = await start();
   const runId = await createRun(driver);
   const nodeId = await createNode(fleet);
-  const pull = unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] });
+  const pull = unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] }, longPollOptIn());
   await until(() => link.waitingPulls === 1, "the pull to wait");
   const { response } = await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] });
   const { response: pulled } = await pull;
   expect(pulled.taskInsList.map((t) => t.taskId)).toEqual(response.taskIds);
+  expect(link.waitingPulls).toBe(0);
+});
+
+test("a PullTaskIns without the opt-in header is answered at once, as Flower (Python SuperNodes)", async () => {
+  const { link, driver, fleet } = await start();
+  await createRun(driver);
+  const nodeId = await createNode(fleet);
+  const started = performance.now();
+  const { response } = await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] });
+  // The SuperLink holds opted-in pulls for 60 s here; an answer within 10 s was not held.
+  expect(performance.now() - started).toBeLessThan(10_000);
+  expect(response.taskInsList).toEqual([]);
   expect(link.waitingPulls).toBe(0);
 });
 
@@ -173,7 +186,7 @@ test("a cancelled long-poll leaves no waiter behind and takes no task", async ()
   const runId = await createRun(driver);
   const nodeId = await createNode(fleet);
   const ended = new Promise<grpc.ServiceError | null>((resolve) => {
-    const call = fleet.pullTaskIns({ node: { nodeId, anonymous: false }, taskIds: [] }, (err) => resolve(err));
+    const call = fleet.pullTaskIns({ node: { nodeId, anonymous: false }, taskIds: [] }, longPollOptIn(), (err) => resolve(err));
     void until(() => link.waitingPulls === 1, "the pull to wait").then(() => call.cancel());
   });
   expect((await ended)?.code).toBe(grpc.status.CANCELLED);
@@ -205,10 +218,11 @@ test("close() ends a waiting pull promptly with an empty answer", async () => {
   const { link, driver, fleet } = await start();
   await createRun(driver);
   const nodeId = await createNode(fleet);
-  const pull: Promise<{ response: PullTaskInsResponse }> = unaryCall(fleet.pullTaskIns.bind(fleet), {
-    node: { nodeId, anonymous: false },
-    taskIds: [],
-  });
+  const pull: Promise<{ response: PullTaskInsResponse }> = unaryCall(
+    fleet.pullTaskIns.bind(fleet),
+    { node: { nodeId, anonymous: false }, taskIds: [] },
+    longPollOptIn(),
+  );
   await until(() => link.waitingPulls === 1, "the pull to wait");
   await link.close(30_000);
   expect((await pull).response.taskInsList).toEqual([]);

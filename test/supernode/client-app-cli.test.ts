@@ -82,10 +82,25 @@ describe("flower-client-app command line", () => {
     expect(r.text).toContain("Conflicting options: The '--insecure' flag disables HTTPS");
   });
 
-  it.each([["--grpc-adapter"], ["--rest"]])("refuses %s as not supported by flwr-ts (exit 2)", async (flag) => {
-    const r = await run("client:app", "--dir", dir, "--insecure", flag);
+  it("refuses --grpc-adapter as not supported by flwr-ts (exit 2)", async () => {
+    const r = await run("client:app", "--dir", dir, "--insecure", "--grpc-adapter");
     expect(r.code).toBe(2);
-    expect(r.text).toContain(`${flag} is not supported by flwr-ts`);
+    expect(r.text).toContain("--grpc-adapter is not supported by flwr-ts");
+  });
+
+  it("--rest needs an http:// or https:// URL and refuses flags that contradict its scheme (exit 2)", async () => {
+    const bare = await run("client:app", "--dir", dir, "--insecure", "--rest", "--superlink", "127.0.0.1:9093");
+    expect(bare.code).toBe(2);
+    expect(bare.text).toContain("please provide `https://` or `http://` before the server address");
+    const httpsInsecure = await run("client:app", "--dir", dir, "--insecure", "--rest", "--superlink", "https://127.0.0.1:9093");
+    expect(httpsInsecure.code).toBe(2);
+    expect(httpsInsecure.text).toContain("Conflicting options: --insecure with the https:// SuperLink URL");
+    const httpAuth = await run(
+      "client:app", "--dir", dir, "--rest", "--superlink", "http://127.0.0.1:9093",
+      "--auth-supernode-private-key", join(dir, "k"), "--auth-supernode-public-key", join(dir, "k.pub"),
+    );
+    expect(httpAuth.code).toBe(2);
+    expect(httpAuth.text).toContain("Authentication requires a secure connection: use an https:// SuperLink URL");
   });
 
   it("refuses two transports at once", async () => {

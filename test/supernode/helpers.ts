@@ -81,10 +81,10 @@ export class TestDriver {
     );
   }
 
-  async createRun(overrideConfig: Map<string, Scalar> = new Map()): Promise<bigint> {
+  async createRun(overrideConfig: Map<string, Scalar> = new Map(), fab: { fabId: string; fabVersion: string } = { fabId: "", fabVersion: "" }): Promise<bigint> {
     const { response } = await unaryCall(this.client.createRun.bind(this.client), {
-      fabId: "",
-      fabVersion: "",
+      fabId: fab.fabId,
+      fabVersion: fab.fabVersion,
       overrideConfig,
     });
     return response.runId;

@@ -2,10 +2,12 @@
  * grpc-js implementation of the Fleet service: one thin adapter per RPC over fleet-handler.ts.
  * Authentication, when enabled, wraps this implementation (src/auth/server-auth.ts).
  */
+import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../../core/logger";
 import type { FleetServer } from "../../proto/flwr/proto/fleet";
 import type { State } from "../../state/state";
-import type { LongPollHub } from "../long-poll";
+import { LONG_POLL_HEADER } from "../../core/constants";
+import { type LongPollHub, optedInWaitMs } from "../long-poll";
 import { maxWaitFor, reply, serveUnary } from "../unary";
 import * as fleet from "./fleet-handler";
 import type { PingIntervalBounds } from "../../core/ping-interval";
@@ -14,7 +16,10 @@ export interface FleetServicerDeps {
   state: State;
   logger: Logger;
   hub: LongPollHub;
-  /** How long an empty PullTaskIns may wait for work; 0 answers at once (Flower behaviour). */
+  /**
+   * How long an empty PullTaskIns may wait for work; 0 answers at once (Flower behaviour). Only
+   * pulls that carry LONG_POLL_HEADER wait (our SuperNode); others are answered at once.
+   */
   longPollMs: number;
   /** Accepted ping_interval range (default DEFAULT_PING_INTERVAL_BOUNDS). */
   pingIntervalBounds?: PingIntervalBounds;
@@ -23,12 +28,16 @@ export interface FleetServicerDeps {
 /** The Fleet service implementation (unauthenticated; see withFleetAuthentication for auth). */
 export function createFleetServicer(deps: FleetServicerDeps): FleetServer {
   const { state, logger, hub, longPollMs, pingIntervalBounds } = deps;
+  const requestedWait = (metadata: grpc.Metadata): number => {
+    const value = metadata.get(LONG_POLL_HEADER)[0];
+    return optedInWaitMs(value === undefined ? undefined : value.toString(), longPollMs);
+  };
   return {
     createNode: serveUnary(logger, "Fleet.CreateNode", ({ request }) => reply(fleet.createNode(request, state, pingIntervalBounds))),
     deleteNode: serveUnary(logger, "Fleet.DeleteNode", ({ request }) => reply(fleet.deleteNode(request, state))),
     ping: serveUnary(logger, "Fleet.Ping", ({ request }) => reply(fleet.ping(request, state, pingIntervalBounds))),
     pullTaskIns: serveUnary(logger, "Fleet.PullTaskIns", async ({ request, call, signal }) =>
-      reply(await fleet.pullTaskInsLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, longPollMs), signal })),
+      reply(await fleet.pullTaskInsLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, requestedWait(call.metadata)), signal })),
     ),
     pushTaskRes: serveUnary(logger, "Fleet.PushTaskRes", ({ request }) => reply(fleet.pushTaskRes(request, state, { logger }))),
     getRun: serveUnary(logger, "Fleet.GetRun", ({ request }) => reply(fleet.getRun(request, state))),
