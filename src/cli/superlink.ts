@@ -17,6 +17,10 @@ import { InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { type ServerTlsMaterial, readServerTlsFiles } from "../transport/tls";
 import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
+import {
+  DEFAULT_UNAUTHENTICATED_BYTES_PER_CONNECTION,
+  DEFAULT_UNAUTHENTICATED_BYTES_TOTAL,
+} from "../superlink/fleet/fleet-receive";
 import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, nonNegativeInt, runMain } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
@@ -41,12 +45,27 @@ interface SuperLinkOptions {
   metricsAddress?: string;
   logLevel: string;
   shutdownGraceMs: number;
+  fleetUnauthenticatedBytesPerConnection: number;
+  fleetUnauthenticatedBytesTotal: number;
 }
 
 function integer(value: string): number {
   const n = Number(value);
   if (value.trim() === "" || !Number.isInteger(n)) throw new InvalidArgumentError("Must be an integer.");
   return n;
+}
+
+const BYTE_UNITS: Record<string, number> = { "": 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3 };
+
+/** A positive byte count: digits, optionally followed by KiB, MiB or GiB (or k, m, g). */
+function byteSize(flag: string): (value: string) => number {
+  return (value) => {
+    const match = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(value);
+    const unit = match === null ? undefined : BYTE_UNITS[match[2]!.toLowerCase()];
+    const n = match === null || unit === undefined ? NaN : Number(match[1]) * unit;
+    if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive number of bytes (e.g. 536870912 or 512MiB).`);
+    return n;
+  };
 }
 
 function buildCommand(io: CliIo): Command {
@@ -96,6 +115,18 @@ function buildCommand(io: CliIo): Command {
       "On SIGINT/SIGTERM, how long in-flight calls may finish before they are cancelled.",
       nonNegativeInt("--shutdown-grace-ms"),
       DEFAULT_SHUTDOWN_GRACE_MS,
+    )
+    .option(
+      "--fleet-unauthenticated-bytes-per-connection <bytes>",
+      "Fleet API: most request bytes held for one connection's calls not yet authenticated (all calls without node auth); more ends them RESOURCE_EXHAUSTED.",
+      byteSize("--fleet-unauthenticated-bytes-per-connection"),
+      DEFAULT_UNAUTHENTICATED_BYTES_PER_CONNECTION,
+    )
+    .option(
+      "--fleet-unauthenticated-bytes-total <bytes>",
+      "Fleet API: the same budget over all connections together.",
+      byteSize("--fleet-unauthenticated-bytes-total"),
+      DEFAULT_UNAUTHENTICATED_BYTES_TOTAL,
     );
   routeOutput(program, io);
   return program;
@@ -183,6 +214,10 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
     ...(auth ? { auth } : {}),
     longPollMs: opts.longPollMs,
     ...(opts.metricsAddress !== undefined ? { metricsAddress: opts.metricsAddress } : {}),
+    fleetReceiveLimits: {
+      unauthenticatedBytesPerConnection: opts.fleetUnauthenticatedBytesPerConnection,
+      unauthenticatedBytesTotal: opts.fleetUnauthenticatedBytesTotal,
+    },
   };
 }
 

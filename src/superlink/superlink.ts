@@ -22,6 +22,7 @@ import { loadKeyPairFiles } from "../auth/keys";
 import { FleetAuthenticator, withFleetAuthentication } from "../auth/server-auth";
 import { createDriverServicer } from "./driver/driver-servicer";
 import { createFleetServicer } from "./fleet/fleet-servicer";
+import { type FleetReceiveLimits, createFleetReceiveGuard } from "./fleet/fleet-receive";
 import { LongPollHub } from "./long-poll";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
 
@@ -52,6 +53,8 @@ export interface SuperLinkConfig {
   longPollMs?: number;
   /** HOST:PORT for Prometheus metrics on GET /metrics; undefined = off. */
   metricsAddress?: string;
+  /** Fleet API budgets for bytes from unauthenticated calls (src/superlink/fleet/fleet-receive.ts). */
+  fleetReceiveLimits?: FleetReceiveLimits;
   /** Test-only: extra grpc-js server options (e.g. a small max receive length). */
   grpcServerOptions?: grpc.ChannelOptions;
 }
@@ -206,6 +209,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
 
     const fleetLogger = logger.child({ api: "fleet" });
     const fleetImpl = createFleetServicer({ state, logger: fleetLogger, hub, longPollMs });
+    // The receive guard comes first (it needs grpc-js's own call); the authentication gate last,
+    // so metrics see its refusals.
+    const fleetReceive = createFleetReceiveGuard(config.fleetReceiveLimits ?? {}, fleetLogger);
+    const fleetInterceptors: grpc.ServerInterceptor[] = [fleetReceive.interceptor(), metrics.interceptor()];
     let fleetService: ServiceRegistration = { definition: FleetService, implementation: fleetImpl };
     if (auth !== undefined) {
       authenticator = new FleetAuthenticator({
@@ -215,7 +222,11 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         state,
         logger: fleetLogger,
       });
-      fleetService = withFleetAuthentication(fleetImpl, authenticator);
+      const authenticated = withFleetAuthentication(fleetImpl, authenticator, {
+        onAuthenticated: (metadata) => fleetReceive.markAuthenticated(metadata),
+      });
+      fleetService = authenticated;
+      fleetInterceptors.push(authenticated.interceptor);
       auth.allowlist.on("change", onAllowlistChange);
       logger.info(
         { event: "superlink.auth-enabled", knownKeys: auth.allowlist.size },
@@ -223,7 +234,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       );
     }
     fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FLEET_TASK_MESSAGES) };
-    const fleet = await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions);
+    const fleet = await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], {
+      ...serverOptions,
+      interceptors: fleetInterceptors,
+    });
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
