@@ -315,7 +315,7 @@ export interface ReceiveAccount {
 }
 
 /** Smallest buffer the decoder starts a message in (messages that declare less get exactly that). */
-export const DECODER_MIN_CAPACITY = 4096;
+export const DECODER_MIN_CAPACITY = 1024;
 
 interface DecoderInstance {
   maxReadMessageLength: number;
