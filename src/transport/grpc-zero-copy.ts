@@ -327,6 +327,8 @@ interface DecoderState {
   headerFilled: number;
   /** The framed message being received (header included); grows with the bytes that arrived. */
   message: Buffer | undefined;
+  /** For a large message: the resizable memory under `message`, grown in place. */
+  resizable: ResizableArrayBuffer | undefined;
   /** Frame header + declared message length. */
   framedLength: number;
   filled: number;
@@ -342,6 +344,29 @@ export function setDecoderAccount(decoder: object, account: ReceiveAccount): voi
 /** Bytes of message buffer `decoder` holds now (for tests). */
 export function decoderCapacity(decoder: object): number {
   return (decoder as DecoderInstance)[DECODER_STATE]?.message?.length ?? 0;
+}
+
+/** Messages larger than this grow in place (a resizable ArrayBuffer) instead of by copying. */
+export const DECODER_IN_PLACE_GROWTH_BYTES = 1024 * 1024;
+
+interface ResizableArrayBuffer extends ArrayBuffer {
+  resize(byteLength: number): void;
+}
+type ResizableArrayBufferConstructor = new (byteLength: number, options: { maxByteLength: number }) => ResizableArrayBuffer;
+
+/**
+ * Memory for a large message that can grow up to `maxBytes` without moving: V8 reserves the
+ * address space (no memory) and commits pages as the buffer grows, so growing costs no copy and
+ * no page faults beyond the bytes that arrived. Undefined where that is unavailable (old V8, an
+ * address-space limit), and the decoder copies on growth instead.
+ */
+function reserveResizable(byteLength: number, maxBytes: number): ResizableArrayBuffer | undefined {
+  try {
+    const memory = new (ArrayBuffer as unknown as ResizableArrayBufferConstructor)(byteLength, { maxByteLength: maxBytes });
+    return typeof memory.resize === "function" && memory.byteLength === byteLength ? memory : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -360,8 +385,10 @@ function grownCapacity(current: number, needed: number, framedLength: number): n
  * output: whole framed messages, same size-limit error), copying each chunk into the message
  * buffer as it arrives, so the work is spread over the transfer and chunks are freed at once.
  * The buffer grows with the bytes that arrived (doubling), never to the size the header
- * declares before those bytes exist: a peer that declares 512 MiB and sends 16 bytes costs a
- * few KiB, not an allocation of 512 MiB.
+ * declares before those bytes exist: a peer that declares 512 MiB and sends 16 bytes costs
+ * 1 KiB, not an allocation of 512 MiB. A large message grows in place (reserveResizable), so
+ * this costs what one allocation at the full size did (bench hop); a small one is copied on
+ * growth (at most 1 MiB in all).
  */
 function patchDecoder(): boolean {
   let proto: { write?: (this: DecoderInstance, data: Buffer) => Buffer[] } | undefined;
@@ -377,6 +404,7 @@ function patchDecoder(): boolean {
       header: Buffer.alloc(GRPC_FRAME_HEADER_BYTES),
       headerFilled: 0,
       message: undefined,
+      resizable: undefined,
       framedLength: 0,
       filled: 0,
     });
@@ -401,6 +429,7 @@ function patchDecoder(): boolean {
         }
         state.framedLength = GRPC_FRAME_HEADER_BYTES + size;
         state.message = undefined;
+        state.resizable = undefined;
       }
       const n = Math.min(state.framedLength - state.filled, data.length - pos);
       if (n === 0) break; // a header at the very end of `data`: nothing to hold yet
@@ -409,10 +438,17 @@ function patchDecoder(): boolean {
       if (needed > current) {
         const capacity = grownCapacity(current, needed, state.framedLength);
         this[DECODER_ACCOUNT]?.reserve(capacity - current);
-        const grown = Buffer.allocUnsafe(capacity);
-        if (state.message === undefined) state.header.copy(grown, 0);
-        else state.message.copy(grown, 0, 0, state.filled);
-        state.message = grown;
+        if (state.resizable !== undefined) {
+          state.resizable.resize(capacity);
+          state.message = Buffer.from(state.resizable, 0, capacity);
+        } else {
+          const resizable = current === 0 && state.framedLength > DECODER_IN_PLACE_GROWTH_BYTES ? reserveResizable(capacity, state.framedLength) : undefined;
+          const grown = resizable !== undefined ? Buffer.from(resizable, 0, capacity) : Buffer.allocUnsafe(capacity);
+          if (state.message === undefined) state.header.copy(grown, 0);
+          else state.message.copy(grown, 0, 0, state.filled);
+          state.message = grown;
+          state.resizable = resizable;
+        }
       }
       const message = state.message!;
       data.copy(message, state.filled, pos, pos + n);
@@ -421,6 +457,7 @@ function patchDecoder(): boolean {
       if (state.filled === state.framedLength) {
         messages.push(message);
         state.message = undefined;
+        state.resizable = undefined;
         state.framedLength = 0;
       }
     }

@@ -14,6 +14,7 @@ import { createClient } from "../../src/transport/channel";
 import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/server";
 import { channelCredentials, serverCredentials } from "../../src/transport/tls";
 import {
+  DECODER_IN_PLACE_GROWTH_BYTES,
   DECODER_MIN_CAPACITY,
   decoderCapacity,
   gatherRequestSerializer,
@@ -148,6 +149,27 @@ describe("the in-place decoder's buffer grows with the bytes that arrived", () =
     expect(out[0]!.length).toBe(stream.length);
     expect(out[0]!.equals(stream)).toBe(true);
     expect(decoderCapacity(decoder)).toBe(0);
+  });
+
+  test("a large message grows in place (one resizable buffer, no copies); a small one does not need to", () => {
+    const body = bytesOf(prng(11), 3 * 1024 * 1024);
+    const stream = framed(body);
+    const decoder = new StreamDecoder(-1);
+    const out: Buffer[] = [];
+    let underlying: ArrayBufferLike | undefined;
+    for (let pos = 0; pos < stream.length; pos += 16_384) {
+      out.push(...decoder.write(stream.subarray(pos, pos + 16_384)));
+      const now = (decoder as unknown as Record<symbol, { message?: Buffer }>)[Object.getOwnPropertySymbols(decoder)[0]!]?.message?.buffer;
+      if (now !== undefined) {
+        underlying ??= now;
+        expect(now).toBe(underlying); // never moved
+      }
+    }
+    expect(out).toHaveLength(1);
+    expect(out[0]!.equals(stream)).toBe(true);
+    expect((out[0]!.buffer as ArrayBuffer & { resizable?: boolean }).resizable).toBe(true);
+    expect(out[0]!.buffer).toBe(underlying);
+    expect(DECODER_IN_PLACE_GROWTH_BYTES).toBeLessThan(stream.length);
   });
 
   test("a small message is allocated exactly once, at its framed size", () => {
