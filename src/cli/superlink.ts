@@ -1,7 +1,8 @@
 /**
  * `flower-superlink`: Flower 1.10's SuperLink command line (spec §4.1, §5, §9) plus flwr-ts
- * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms). Translates the
- * flags into a SuperLinkConfig, starts the SuperLink under runDaemon (SIGINT/SIGTERM: graceful
+ * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms, and the Fleet API
+ * budgets --fleet-unauthenticated-bytes-per-connection and --fleet-unauthenticated-bytes-total).
+ * Translates the flags into a SuperLinkConfig, starts the SuperLink under runDaemon (SIGINT/SIGTERM: graceful
  * stop; SIGHUP: reload the allowlist) and returns the exit code: 0 clean stop, 2 bad
  * configuration or files, 1 runtime failure.
  */
