@@ -21,7 +21,8 @@ import { PUBLIC_KEY_HEADER } from "../../src/core/constants";
 import type { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { unaryCall } from "../../src/transport/channel";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
-import { fleetClient } from "../superlink/helpers";
+import { RecordSet } from "../../src/proto/flwr/proto/recordset";
+import { fleetClient, validTaskRes } from "../superlink/helpers";
 import { type RunningSuperLink, ensureDist, isEvent, killAll, startSuperLink, superlinkArgs } from "./helpers";
 
 jest.setTimeout(240_000);
@@ -53,7 +54,9 @@ function rssMiB(pid: number): number {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A registered, authenticated node that can ping; `pingMs()` measures one Ping. */
-async function legitimateNode(link: RunningSuperLink): Promise<{ auth: SuperNodeAuth; nodeId: bigint; pingMs(): Promise<number> }> {
+async function legitimateNode(
+  link: RunningSuperLink,
+): Promise<{ auth: SuperNodeAuth; nodeId: bigint; client: FleetClient; pingMs(): Promise<number> }> {
   const client: FleetClient = fleetClient(link.fleetAddress, ca);
   closers.push(() => client.close());
   const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[0]!, fx.clientPublicKeys[0]!);
@@ -65,6 +68,7 @@ async function legitimateNode(link: RunningSuperLink): Promise<{ auth: SuperNode
   return {
     auth,
     nodeId,
+    client,
     async pingMs() {
       const start = performance.now();
       const { response: pong } = await unaryCall(client.ping.bind(client), ping, auth.metadataFor("PingRequest", ping));
@@ -282,6 +286,22 @@ test("bytes from unauthenticated calls over the per-connection budget end RESOUR
   expect(overTotal.grpcStatus).toBe(String(grpc.status.RESOURCE_EXHAUSTED));
   await link.proc.waitFor(isEvent("transport.receive-budget-exceeded", (rec) => rec["scope"] === "total"), "total-budget log line");
   holding.close();
-  // The authenticated node is never budgeted and keeps working.
+  // The authenticated node is never budgeted and keeps working: on its connection, where its
+  // Pings passed the MAC check, a 10 MiB PushTaskRes is read in full (then judged by the handler).
   expect(await medianPingMs(node, 3)).toBeLessThan(100);
+  const taskRes = validTaskRes(1n, node.nodeId, "00000000-0000-4000-8000-000000000000");
+  taskRes.task!.recordset = RecordSet.fromPartial({
+    parameters: new Map([["w", { dataKeys: ["a"], dataValues: [{ dtype: "float32", shape: [10 * MiB / 4], stype: "numpy.ndarray", data: Buffer.alloc(10 * MiB) }] }]]),
+  });
+  const push = { taskResList: [taskRes] };
+  const codeOf = (p: Promise<unknown>): Promise<grpc.status> => p.then(() => grpc.status.OK, (e: grpc.ServiceError) => e.code);
+  expect(await codeOf(unaryCall(node.client.pushTaskRes.bind(node.client), push, node.auth.metadataFor("PushTaskResRequest", push)))).toBe(
+    grpc.status.OK,
+  );
+  // The same request as the first call of a new connection is over the 8 MiB budget.
+  const fresh = fleetClient(link.fleetAddress, ca);
+  closers.push(() => fresh.close());
+  expect(await codeOf(unaryCall(fresh.pushTaskRes.bind(fresh), push, node.auth.metadataFor("PushTaskResRequest", push)))).toBe(
+    grpc.status.RESOURCE_EXHAUSTED,
+  );
 });
