@@ -349,6 +349,9 @@ export function decoderCapacity(decoder: object): number {
 /** Messages larger than this grow in place (a resizable ArrayBuffer) instead of by copying. */
 export const DECODER_IN_PLACE_GROWTH_BYTES = 1024 * 1024;
 
+/** A large message's buffer becomes resizable when it grows to this size. */
+const RESERVE_AFTER_BYTES = 64 * 1024;
+
 interface ResizableArrayBuffer extends ArrayBuffer {
   resize(byteLength: number): void;
 }
@@ -442,7 +445,10 @@ function patchDecoder(): boolean {
           state.resizable.resize(capacity);
           state.message = Buffer.from(state.resizable, 0, capacity);
         } else {
-          const resizable = current === 0 && state.framedLength > DECODER_IN_PLACE_GROWTH_BYTES ? reserveResizable(capacity, state.framedLength) : undefined;
+          // Reserved only once 64 KiB arrived: a peer that sends a few bytes costs a small buffer,
+          // not a reservation (the copy into it is of at most 64 KiB).
+          const resizable =
+            state.framedLength > DECODER_IN_PLACE_GROWTH_BYTES && capacity >= RESERVE_AFTER_BYTES ? reserveResizable(capacity, state.framedLength) : undefined;
           const grown = resizable !== undefined ? Buffer.from(resizable, 0, capacity) : Buffer.allocUnsafe(capacity);
           if (state.message === undefined) state.header.copy(grown, 0);
           else state.message.copy(grown, 0, 0, state.filled);
