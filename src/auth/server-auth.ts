@@ -62,6 +62,11 @@ export type AuthVerdict =
   | { ok: true; publicKeyPem: string; /** Undefined only for CreateNode. */ nodeId: bigint | undefined }
   | { ok: false; reason: string; nodeId?: bigint };
 
+/** Outcome of the header checks (`checkHeaders`); `token` is the decoded auth-token. */
+export type HeaderVerdict =
+  | { ok: true; publicKeyPem: string; nodeId: bigint | undefined; token: Buffer | undefined }
+  | { ok: false; reason: string; nodeId?: bigint };
+
 /** Default bound of the per-node HMAC key cache. */
 export const DEFAULT_HMAC_KEY_CACHE_SIZE = 10_000;
 
@@ -112,25 +117,20 @@ export class FleetAuthenticator {
   }
 
   /**
-   * Checks one request (spec §4.5 steps 1, 2, 4 and 5): the `public-key` header value must
-   * decode to an allowlisted PEM; for every request but CreateNode, `auth-token` must be the
-   * HMAC of the request (its upb-order or lexicographic-order canonical encoding, or `rawBytes`
-   * as received) and the request must act on the node bound to the key. Never throws for bad
-   * input; the verdict says why it failed.
+   * The checks that need only the headers, made before any request byte is read (see
+   * `fleetAuthenticationGate`): the `public-key` header value must decode to an allowlisted PEM;
+   * for every request but CreateNode, `auth-token` must be present and that key must be bound to
+   * a node. Each failure is one Flower also refuses with UNAUTHENTICATED "Access denied" (it reads
+   * the request first, then finds the MAC or the node missing). Never throws.
    */
-  authenticate(
-    name: FleetRequestName,
-    request: object,
-    headers: { publicKey: string | undefined; authToken: string | undefined },
-    rawBytes?: Uint8Array,
-  ): AuthVerdict {
+  checkHeaders(name: FleetRequestName, headers: { publicKey: string | undefined; authToken: string | undefined }): HeaderVerdict {
     const key = this.checkKeyHeader(headers.publicKey);
     if (!key.ok) return key;
     const pem = key.publicKeyPem;
-    if (name === "CreateNodeRequest") return { ok: true, publicKeyPem: pem, nodeId: undefined };
+    if (name === "CreateNodeRequest") return { ok: true, publicKeyPem: pem, nodeId: undefined, token: undefined };
 
     const nodeId = this.state.getNodeId(Buffer.from(pem, "latin1"));
-    const fail = (reason: string): AuthVerdict => (nodeId === undefined ? { ok: false, reason } : { ok: false, reason, nodeId });
+    const fail = (reason: string): HeaderVerdict => (nodeId === undefined ? { ok: false, reason } : { ok: false, reason, nodeId });
     let token: Buffer;
     try {
       token = decodeBase64UrlLikePython(headers.authToken ?? "");
@@ -138,6 +138,29 @@ export class FleetAuthenticator {
       return fail(`auth-token header is not valid base64: ${errorMessage(err)}`);
     }
     if (token.length === 0) return fail("no auth-token header");
+    if (nodeId === undefined) return fail("no node is registered for this public key (CreateNode first)");
+    return { ok: true, publicKeyPem: pem, nodeId, token };
+  }
+
+  /**
+   * Checks one request (spec §4.5 steps 1, 2, 4 and 5): the header checks of `checkHeaders`,
+   * then, for every request but CreateNode, `auth-token` must be the HMAC of the request (its
+   * upb-order or lexicographic-order canonical encoding, or `rawBytes` as received) and the
+   * request must act on the node bound to the key. Never throws for bad input; the verdict says
+   * why it failed.
+   */
+  authenticate(
+    name: FleetRequestName,
+    request: object,
+    headers: { publicKey: string | undefined; authToken: string | undefined },
+    rawBytes?: Uint8Array,
+  ): AuthVerdict {
+    const checked = this.checkHeaders(name, headers);
+    if (!checked.ok) return checked;
+    const { publicKeyPem: pem, nodeId, token } = checked;
+    // CreateNode needs no more (checkHeaders gives the other requests a node and a token).
+    if (name === "CreateNodeRequest" || nodeId === undefined || token === undefined) return { ok: true, publicKeyPem: pem, nodeId: undefined };
+    const fail = (reason: string): AuthVerdict => ({ ok: false, reason, nodeId });
     let hmacKey: Buffer;
     try {
       hmacKey = this.hmacKeyFor(pem);
@@ -146,7 +169,6 @@ export class FleetAuthenticator {
     }
     if (!this.macMatches(name, request, hmacKey, token, rawBytes)) return fail("auth-token does not match the request");
 
-    if (nodeId === undefined) return fail("no node is registered for this public key (CreateNode first)");
     const binding = this.checkNodeBinding(name, request, nodeId);
     if (binding !== undefined) return fail(binding);
     return { ok: true, publicKeyPem: pem, nodeId };
@@ -288,17 +310,60 @@ function firstHeader(metadata: grpc.Metadata, key: string): string | undefined {
 
 const ACCESS_DENIED: Partial<grpc.StatusObject> = { code: grpc.status.UNAUTHENTICATED, details: "Access denied" };
 
+const REQUEST_NAME_BY_PATH = new Map<string, FleetRequestName>(
+  (Object.keys(FLEET_REQUEST_NAMES) as FleetMethod[]).map((method) => [FleetService[method].path, FLEET_REQUEST_NAMES[method]]),
+);
+
 /**
- * Wraps a Fleet implementation with authentication. Register the returned pair with
- * `server.addService(definition, implementation)` in place of `FleetService` and the plain
- * implementation. The definition equals FleetService except that its request deserializers
- * remember the raw request bytes (for the MAC check). CreateNode never reaches the inner
- * implementation; the other RPCs reach it only once authenticated.
+ * A grpc-js server interceptor that refuses a Fleet call on its headers (`checkHeaders`), before
+ * any byte of the request is read or inflated: an unknown or missing key, a missing auth-token,
+ * or a key bound to no node (for all but CreateNode) ends the call at once with UNAUTHENTICATED
+ * "Access denied", the status Flower gives the same requests once it has read them. Calls to
+ * other services pass through. Put it after the interceptors that must see the status (metrics).
+ */
+export function fleetAuthenticationGate(authenticator: FleetAuthenticator): grpc.ServerInterceptor {
+  return (method, call) => {
+    const requestName = REQUEST_NAME_BY_PATH.get(method.path);
+    if (requestName === undefined) return new grpc.ServerInterceptingCall(call);
+    const listener = new grpc.ServerListenerBuilder()
+      .withOnReceiveMetadata((metadata, next) => {
+        const publicKey = firstHeader(metadata, PUBLIC_KEY_HEADER);
+        const verdict = authenticator.checkHeaders(requestName, { publicKey, authToken: firstHeader(metadata, AUTH_TOKEN_HEADER) });
+        if (verdict.ok) {
+          next(metadata);
+          return;
+        }
+        authenticator.logDenied(requestName.replace(/Request$/, ""), verdict, publicKey);
+        gated.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "Access denied" });
+      })
+      .build();
+    const gated = new grpc.ServerInterceptingCall(call, { start: (next) => next(listener) });
+    return gated;
+  };
+}
+
+export interface FleetAuthenticationOptions {
+  /**
+   * Called with a call's request metadata once its MAC and node binding were verified (not for
+   * CreateNode, which proves nothing): the peer holds the private key of its `public-key`.
+   */
+  onAuthenticated?(metadata: grpc.Metadata): void;
+}
+
+/**
+ * Wraps a Fleet implementation with authentication. Register the returned definition and
+ * implementation with `server.addService(definition, implementation)` in place of `FleetService`
+ * and the plain implementation, and add `interceptor` (fleetAuthenticationGate) to the server's
+ * interceptors so calls with bad headers are refused before their request is read. The
+ * definition equals FleetService except that its request deserializers remember the raw request
+ * bytes (for the MAC check). CreateNode never reaches the inner implementation; the other RPCs
+ * reach it only once authenticated.
  */
 export function withFleetAuthentication(
   implementation: FleetServer,
   authenticator: FleetAuthenticator,
-): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
+  options: FleetAuthenticationOptions = {},
+): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation; interceptor: grpc.ServerInterceptor } {
   const rawRequests = new WeakMap<object, Buffer>();
   const definition: Record<string, grpc.MethodDefinition<object, object>> = {};
   const wrapped: grpc.UntypedServiceImplementation = {};
@@ -345,6 +410,7 @@ export function withFleetAuthentication(
         return;
       }
       if (verdict.nodeId !== undefined) verifiedNodes.set(call, verdict.nodeId);
+      options.onAuthenticated?.(call.metadata);
       try {
         inner(call, callback);
       } catch (err) {
@@ -353,5 +419,5 @@ export function withFleetAuthentication(
     };
     wrapped[method] = handler;
   }
-  return { definition, implementation: wrapped };
+  return { definition, implementation: wrapped, interceptor: fleetAuthenticationGate(authenticator) };
 }

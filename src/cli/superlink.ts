@@ -1,8 +1,9 @@
 /**
  * `flower-superlink`: Flower 1.10's SuperLink command line (spec §4.1, §5, §9) plus flwr-ts
  * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms, the connection
- * limits --max-connection-idle-ms and others, src/transport/options.ts). Translates the
- * flags into a SuperLinkConfig, starts the SuperLink under runDaemon (SIGINT/SIGTERM: graceful
+ * limits --max-connection-idle-ms and others, src/transport/options.ts, and the Fleet API
+ * budgets --fleet-unauthenticated-bytes-per-connection and --fleet-unauthenticated-bytes-total).
+ * Translates the flags into a SuperLinkConfig, starts the SuperLink under runDaemon (SIGINT/SIGTERM: graceful
  * stop; SIGHUP: reload the allowlist) and returns the exit code: 0 clean stop, 2 bad
  * configuration or files, 1 runtime failure.
  */
@@ -21,6 +22,10 @@ import { parseAddress } from "../core/address";
 import { DEFAULT_FLEET_REST_ADDRESS, DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
 import { checkCorsOrigins } from "../superlink/fleet/rest-server";
 import { DEFAULT_CONNECTION_LIMITS } from "../transport/options";
+import {
+  DEFAULT_UNAUTHENTICATED_BYTES_PER_CONNECTION,
+  DEFAULT_UNAUTHENTICATED_BYTES_TOTAL,
+} from "../superlink/fleet/fleet-receive";
 import {
   DEFAULT_SUPERLINK_LIMITS,
   type SuperLinkAuthConfig,
@@ -79,6 +84,8 @@ interface SuperLinkOptions {
   minRequestReceiveRate: number;
   restCorsOrigins?: string;
   restMaxBodyBytes: number;
+  fleetUnauthenticatedBytesPerConnection: number;
+  fleetUnauthenticatedBytesTotal: number;
 }
 
 /** A positive number (seconds, bytes, counts); fractions allowed. */
@@ -94,6 +101,19 @@ function integer(value: string): number {
   const n = Number(value);
   if (value.trim() === "" || !Number.isInteger(n)) throw new InvalidArgumentError("Must be an integer.");
   return n;
+}
+
+const BYTE_UNITS: Record<string, number> = { "": 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3 };
+
+/** A positive byte count: digits, optionally followed by KiB, MiB or GiB (or k, m, g). */
+function byteSize(flag: string): (value: string) => number {
+  return (value) => {
+    const match = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(value);
+    const unit = match === null ? undefined : BYTE_UNITS[match[2]!.toLowerCase()];
+    const n = match === null || unit === undefined ? NaN : Number(match[1]) * unit;
+    if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive number of bytes (e.g. 536870912 or 512MiB).`);
+    return n;
+  };
 }
 
 function buildCommand(io: CliIo): Command {
@@ -203,6 +223,18 @@ function buildCommand(io: CliIo): Command {
       "REST Fleet API: largest request body accepted (413 beyond).",
       nonNegativeInt("--rest-max-body-bytes"),
       DEFAULT_REST_MAX_BODY_BYTES,
+    )
+    .option(
+      "--fleet-unauthenticated-bytes-per-connection <bytes>",
+      "Fleet API: most request bytes held for one connection's calls not yet authenticated (all calls without node auth); more ends them RESOURCE_EXHAUSTED.",
+      byteSize("--fleet-unauthenticated-bytes-per-connection"),
+      DEFAULT_UNAUTHENTICATED_BYTES_PER_CONNECTION,
+    )
+    .option(
+      "--fleet-unauthenticated-bytes-total <bytes>",
+      "Fleet API: the same budget over all connections together.",
+      byteSize("--fleet-unauthenticated-bytes-total"),
+      DEFAULT_UNAUTHENTICATED_BYTES_TOTAL,
     );
   routeOutput(program, io);
   return program;
@@ -370,6 +402,10 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
       maxConnectionAgeGraceMs: opts.maxConnectionAgeGraceMs,
       requestReceiveTimeoutMs: opts.requestReceiveTimeoutMs,
       minRequestBytesPerSecond: opts.minRequestReceiveRate,
+    },
+    fleetReceiveLimits: {
+      unauthenticatedBytesPerConnection: opts.fleetUnauthenticatedBytesPerConnection,
+      unauthenticatedBytesTotal: opts.fleetUnauthenticatedBytesTotal,
     },
   };
 }

@@ -27,6 +27,7 @@ import { createFleetServicer } from "./fleet/fleet-servicer";
 import { DEFAULT_MAX_TASK_INS_PER_PUSH } from "./driver/driver-handler";
 import { withTaskInsCountLimit } from "./driver/push-count-limit";
 import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds } from "../core/ping-interval";
+import { type FleetReceiveLimits, createFleetReceiveGuard } from "./fleet/fleet-receive";
 import { LongPollHub } from "./long-poll";
 import { type RunningRestFleetServer, startRestFleetServer } from "./fleet/rest-server";
 import { DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
@@ -73,6 +74,8 @@ export interface SuperLinkConfig {
   limits?: SuperLinkLimits;
   /** Idle, age and slow-sender limits of both APIs' connections; default DEFAULT_CONNECTION_LIMITS. */
   connectionLimits?: ConnectionLimits;
+  /** Fleet API budgets for bytes from unauthenticated calls (src/superlink/fleet/fleet-receive.ts). */
+  fleetReceiveLimits?: FleetReceiveLimits;
   /** Test-only: extra grpc-js server options (e.g. a small max receive length). */
   grpcServerOptions?: grpc.ChannelOptions;
   /**
@@ -322,6 +325,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       longPollMs,
       pingIntervalBounds: limits.pingIntervalBounds,
     });
+    // The receive guard comes first (it needs grpc-js's own call); the authentication gate last,
+    // so metrics see its refusals.
+    const fleetReceive = createFleetReceiveGuard(config.fleetReceiveLimits ?? {}, fleetLogger);
+    const fleetInterceptors: grpc.ServerInterceptor[] = [fleetReceive.interceptor(), metrics.interceptor()];
     let fleetService: ServiceRegistration = { definition: FleetService, implementation: fleetImpl };
     if (auth !== undefined) {
       authenticator = new FleetAuthenticator({
@@ -332,7 +339,11 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         logger: fleetLogger,
         pingIntervalBounds: limits.pingIntervalBounds,
       });
-      fleetService = withFleetAuthentication(fleetImpl, authenticator);
+      const authenticated = withFleetAuthentication(fleetImpl, authenticator, {
+        onAuthenticated: (metadata) => fleetReceive.markAuthenticated(metadata),
+      });
+      fleetService = authenticated;
+      fleetInterceptors.push(authenticated.interceptor);
       metrics.createNodeMeansOnline = false;
       auth.allowlist.on("change", onAllowlistChange);
       logger.info(
@@ -360,7 +371,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
             config.fleetApiAddress,
             credentials,
             [fleetService, ...(config.extraFleetServices ?? [])],
-            serverOptions,
+            { ...serverOptions, interceptors: fleetInterceptors },
             { ...limitsFor("Fleet API"), logger: fleetLogger },
           );
     servers.push(fleet);

@@ -17,7 +17,8 @@
  * - both (`...serializeMessage`, `writeMessage`): a message with headroom (ChunkedWriter's large
  *   outputs) gets its frame header written in front of it instead of being copied;
  * - both (`StreamDecoder.prototype.write`): a received message is copied into place as its
- *   chunks arrive, instead of all at once at the end (see patchDecoder).
+ *   chunks arrive, instead of all at once at the end, into a buffer that grows with the bytes
+ *   that arrived, not to the size the peer declares (see patchDecoder).
  * Everything else is framed and sent as grpc-js does it. If the internals are missing, nothing
  * is patched, every message goes through grpc-js's own code as one buffer, and
  * test/transport/grpc-zero-copy.test.ts fails so the upgrade is noticed.
@@ -304,18 +305,80 @@ function patchClient(): { clientHeadroom: boolean; clientGather: boolean } {
   return { clientHeadroom: true, clientGather: true };
 }
 
+/**
+ * Charged for the memory a call's decoder holds: `reserve(n)` runs before a message buffer grows
+ * by n bytes and throws to refuse (the call then ends RESOURCE_EXHAUSTED with the error's
+ * message, as for grpc-js's own size-limit error). See src/transport/receive-guard.ts.
+ */
+export interface ReceiveAccount {
+  reserve(bytes: number): void;
+}
+
+/** Smallest buffer the decoder starts a message in (messages that declare less get exactly that). */
+export const DECODER_MIN_CAPACITY = 1024;
+
 interface DecoderInstance {
   maxReadMessageLength: number;
   [DECODER_STATE]?: DecoderState;
+  [DECODER_ACCOUNT]?: ReceiveAccount;
 }
 interface DecoderState {
   header: Buffer;
   headerFilled: number;
-  /** The framed message being received (header included), allocated once its size is known. */
+  /** The framed message being received (header included); grows with the bytes that arrived. */
   message: Buffer | undefined;
+  /** For a large message: the resizable memory under `message`, grown in place. */
+  resizable: ResizableArrayBuffer | undefined;
+  /** Frame header + declared message length. */
+  framedLength: number;
   filled: number;
 }
 const DECODER_STATE = Symbol("flwr.decoderState");
+const DECODER_ACCOUNT = Symbol("flwr.decoderAccount");
+
+/** Makes `decoder` (a grpc-js StreamDecoder) charge `account` for the message memory it holds. */
+export function setDecoderAccount(decoder: object, account: ReceiveAccount): void {
+  (decoder as DecoderInstance)[DECODER_ACCOUNT] = account;
+}
+
+/** Bytes of message buffer `decoder` holds now (for tests). */
+export function decoderCapacity(decoder: object): number {
+  return (decoder as DecoderInstance)[DECODER_STATE]?.message?.length ?? 0;
+}
+
+/** Messages larger than this grow in place (a resizable ArrayBuffer) instead of by copying. */
+export const DECODER_IN_PLACE_GROWTH_BYTES = 1024 * 1024;
+
+/** A large message's buffer becomes resizable when it grows to this size. */
+const RESERVE_AFTER_BYTES = 64 * 1024;
+
+interface ResizableArrayBuffer extends ArrayBuffer {
+  resize(byteLength: number): void;
+}
+type ResizableArrayBufferConstructor = new (byteLength: number, options: { maxByteLength: number }) => ResizableArrayBuffer;
+
+/**
+ * Memory for a large message that can grow up to `maxBytes` without moving: V8 reserves the
+ * address space (no memory) and commits pages as the buffer grows, so growing costs no copy and
+ * no page faults beyond the bytes that arrived. Undefined where that is unavailable (old V8, an
+ * address-space limit), and the decoder copies on growth instead.
+ */
+function reserveResizable(byteLength: number, maxBytes: number): ResizableArrayBuffer | undefined {
+  try {
+    const memory = new (ArrayBuffer as unknown as ResizableArrayBufferConstructor)(byteLength, { maxByteLength: maxBytes });
+    return typeof memory.resize === "function" && memory.byteLength === byteLength ? memory : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The next size of a message buffer that must hold `needed` bytes: at least double the current
+ * one (so copies on growth add up to less than the message), never beyond the framed length.
+ */
+function grownCapacity(current: number, needed: number, framedLength: number): number {
+  return Math.min(framedLength, Math.max(needed, 2 * current, GRPC_FRAME_HEADER_BYTES + DECODER_MIN_CAPACITY));
+}
 
 /**
  * grpc-js's StreamDecoder (used by servers and clients) keeps every received DATA chunk of a
@@ -324,6 +387,11 @@ const DECODER_STATE = Symbol("flwr.decoderState");
  * the chunks and the copy are both held. This `write` does the same job (same input, same
  * output: whole framed messages, same size-limit error), copying each chunk into the message
  * buffer as it arrives, so the work is spread over the transfer and chunks are freed at once.
+ * The buffer grows with the bytes that arrived (doubling), never to the size the header
+ * declares before those bytes exist: a peer that declares 512 MiB and sends 16 bytes costs
+ * 1 KiB, not an allocation of 512 MiB. A large message grows in place (reserveResizable), so
+ * this costs what one allocation at the full size did (bench hop); a small one is copied on
+ * growth (at most 1 MiB in all).
  */
 function patchDecoder(): boolean {
   let proto: { write?: (this: DecoderInstance, data: Buffer) => Buffer[] } | undefined;
@@ -335,11 +403,18 @@ function patchDecoder(): boolean {
   }
   if (proto === undefined || typeof proto.write !== "function") return false;
   proto.write = function write(this: DecoderInstance, data: Buffer): Buffer[] {
-    const state = (this[DECODER_STATE] ??= { header: Buffer.alloc(GRPC_FRAME_HEADER_BYTES), headerFilled: 0, message: undefined, filled: 0 });
+    const state = (this[DECODER_STATE] ??= {
+      header: Buffer.alloc(GRPC_FRAME_HEADER_BYTES),
+      headerFilled: 0,
+      message: undefined,
+      resizable: undefined,
+      framedLength: 0,
+      filled: 0,
+    });
     const messages: Buffer[] = [];
     let pos = 0;
     while (pos < data.length) {
-      if (state.message === undefined) {
+      if (state.framedLength === 0) {
         const n = Math.min(GRPC_FRAME_HEADER_BYTES - state.headerFilled, data.length - pos);
         data.copy(state.header, state.headerFilled, pos, pos + n);
         state.headerFilled += n;
@@ -349,18 +424,47 @@ function patchDecoder(): boolean {
         if (this.maxReadMessageLength !== -1 && size > this.maxReadMessageLength) {
           throw new Error(`Received message larger than max (${size} vs ${this.maxReadMessageLength})`);
         }
-        state.message = Buffer.allocUnsafe(GRPC_FRAME_HEADER_BYTES + size);
-        state.header.copy(state.message, 0);
-        state.filled = GRPC_FRAME_HEADER_BYTES;
         state.headerFilled = 0;
-      }
-      const n = Math.min(state.message.length - state.filled, data.length - pos);
-      data.copy(state.message, state.filled, pos, pos + n);
-      state.filled += n;
-      pos += n;
-      if (state.filled === state.message.length) {
-        messages.push(state.message);
+        state.filled = GRPC_FRAME_HEADER_BYTES;
+        if (size === 0) {
+          messages.push(Buffer.from(state.header));
+          continue;
+        }
+        state.framedLength = GRPC_FRAME_HEADER_BYTES + size;
         state.message = undefined;
+        state.resizable = undefined;
+      }
+      const n = Math.min(state.framedLength - state.filled, data.length - pos);
+      if (n === 0) break; // a header at the very end of `data`: nothing to hold yet
+      const needed = state.filled + n;
+      const current = state.message?.length ?? 0;
+      if (needed > current) {
+        const capacity = grownCapacity(current, needed, state.framedLength);
+        this[DECODER_ACCOUNT]?.reserve(capacity - current);
+        if (state.resizable !== undefined) {
+          state.resizable.resize(capacity);
+          state.message = Buffer.from(state.resizable, 0, capacity);
+        } else {
+          // Reserved only once 64 KiB arrived: a peer that sends a few bytes costs a small buffer,
+          // not a reservation (the copy into it is of at most 64 KiB).
+          const resizable =
+            state.framedLength > DECODER_IN_PLACE_GROWTH_BYTES && capacity >= RESERVE_AFTER_BYTES ? reserveResizable(capacity, state.framedLength) : undefined;
+          const grown = resizable !== undefined ? Buffer.from(resizable, 0, capacity) : Buffer.allocUnsafe(capacity);
+          if (state.message === undefined) state.header.copy(grown, 0);
+          else state.message.copy(grown, 0, 0, state.filled);
+          state.message = grown;
+          state.resizable = resizable;
+        }
+      }
+      const message = state.message!;
+      data.copy(message, state.filled, pos, pos + n);
+      state.filled = needed;
+      pos += n;
+      if (state.filled === state.framedLength) {
+        messages.push(message);
+        state.message = undefined;
+        state.resizable = undefined;
+        state.framedLength = 0;
       }
     }
     return messages;

@@ -155,10 +155,22 @@ test("invalid numbers and unknown flags are usage errors with exit 2", async () 
   expect(level.code).toBe(2);
 });
 
+test("Fleet API byte budgets must be positive sizes (bytes, or KiB/MiB/GiB): otherwise exit 2", async () => {
+  for (const [flag, value] of [
+    ["--fleet-unauthenticated-bytes-total", "0"],
+    ["--fleet-unauthenticated-bytes-per-connection", "12XB"],
+    ["--fleet-unauthenticated-bytes-per-connection", "-1"],
+  ] as const) {
+    const o = await runCli(["--insecure", flag, value]);
+    expect(o.code).toBe(2);
+    expect(o.err).toContain(`${flag} must be a positive number of bytes`);
+  }
+});
+
 test("--help prints the flags and exits 0", async () => {
   const o = await runCli(["--help"]);
   expect(o.code).toBe(0);
-  for (const flag of ["--driver-api-address", "--fleet-api-address", "--database", "--insecure", "--ssl-ca-certfile", "--auth-list-public-keys", "--long-poll-ms", "--metrics-address"]) {
+  for (const flag of ["--driver-api-address", "--fleet-api-address", "--database", "--insecure", "--ssl-ca-certfile", "--auth-list-public-keys", "--long-poll-ms", "--metrics-address", "--fleet-unauthenticated-bytes-per-connection", "--fleet-unauthenticated-bytes-total"]) {
     expect(o.out).toContain(flag);
   }
 });

@@ -13,7 +13,17 @@ import type { EncodedChunks } from "../../src/core/wire/chunked-writer";
 import { createClient } from "../../src/transport/channel";
 import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/server";
 import { channelCredentials, serverCredentials } from "../../src/transport/tls";
-import { gatherRequestSerializer, installGrpcZeroCopy, requestBytes, sendableRequest, withGather } from "../../src/transport/grpc-zero-copy";
+import {
+  DECODER_IN_PLACE_GROWTH_BYTES,
+  DECODER_MIN_CAPACITY,
+  decoderCapacity,
+  gatherRequestSerializer,
+  installGrpcZeroCopy,
+  requestBytes,
+  sendableRequest,
+  setDecoderAccount,
+  withGather,
+} from "../../src/transport/grpc-zero-copy";
 import { bytesOf, prng } from "../helpers/random-bytes";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { runNodeScript } from "../helpers/node-script";
@@ -86,6 +96,122 @@ describe("the in-place decoder", () => {
     header.writeUInt32BE(1001, 1);
     expect(() => new StreamDecoder(1000).write(header)).toThrow("Received message larger than max (1001 vs 1000)");
     expect(() => originalDecoderWrite.call(new StreamDecoder(1000), header)).toThrow("Received message larger than max (1001 vs 1000)");
+  });
+});
+
+describe("the in-place decoder's buffer grows with the bytes that arrived", () => {
+  beforeAll(() => installGrpcZeroCopy());
+
+  const headerDeclaring = (size: number): Buffer => {
+    const header = Buffer.alloc(5);
+    header.writeUInt32BE(size, 1);
+    return header;
+  };
+
+  test("a header declaring 512 MiB followed by 11 bytes holds a few KiB, not 512 MiB", () => {
+    const decoder = new StreamDecoder(-1);
+    expect(decoder.write(Buffer.concat([headerDeclaring(512 * 1024 * 1024), Buffer.alloc(11, 7)]))).toEqual([]);
+    expect(decoderCapacity(decoder)).toBe(5 + DECODER_MIN_CAPACITY);
+    // A header alone allocates nothing.
+    const headerOnly = new StreamDecoder(-1);
+    headerOnly.write(headerDeclaring(512 * 1024 * 1024));
+    expect(decoderCapacity(headerOnly)).toBe(0);
+  });
+
+  test("4,000 decoders each told of 512 MiB hold under 32 MiB together", () => {
+    const before = process.memoryUsage().arrayBuffers;
+    const decoders = Array.from({ length: 4000 }, () => {
+      const d = new StreamDecoder(-1);
+      d.write(Buffer.concat([headerDeclaring(512 * 1024 * 1024), Buffer.alloc(11)]));
+      return d;
+    });
+    const held = decoders.reduce((n, d) => n + decoderCapacity(d), 0);
+    expect(held).toBe(4000 * (5 + DECODER_MIN_CAPACITY));
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(32 * 1024 * 1024);
+  });
+
+  test("while a message arrives its buffer is at most twice the bytes so far (or the minimum), and ends exact", () => {
+    const rand = prng(77);
+    const body = bytesOf(rand, 1_000_003);
+    const stream = framed(body);
+    const decoder = new StreamDecoder(-1);
+    let pos = 0;
+    const out: Buffer[] = [];
+    while (pos < stream.length) {
+      const n = 1 + Math.floor(rand() * 20_000);
+      out.push(...decoder.write(stream.subarray(pos, pos + n)));
+      pos += n;
+      if (out.length === 0) {
+        expect(decoderCapacity(decoder)).toBeLessThanOrEqual(Math.max(2 * Math.min(pos, stream.length), 5 + DECODER_MIN_CAPACITY));
+      }
+    }
+    expect(out).toHaveLength(1);
+    expect(out[0]!.length).toBe(stream.length);
+    expect(out[0]!.equals(stream)).toBe(true);
+    expect(decoderCapacity(decoder)).toBe(0);
+  });
+
+  test("a large message grows in place (one resizable buffer from 64 KiB on, no copies after that)", () => {
+    const body = bytesOf(prng(11), 3 * 1024 * 1024);
+    const stream = framed(body);
+    const decoder = new StreamDecoder(-1);
+    const out: Buffer[] = [];
+    let underlying: ArrayBufferLike | undefined;
+    for (let pos = 0; pos < stream.length; pos += 16_384) {
+      out.push(...decoder.write(stream.subarray(pos, pos + 16_384)));
+      const now = (decoder as unknown as Record<symbol, { message?: Buffer }>)[Object.getOwnPropertySymbols(decoder)[0]!]?.message?.buffer;
+      if (now !== undefined && (now as ArrayBuffer & { resizable?: boolean }).resizable === true) {
+        underlying ??= now;
+        expect(now).toBe(underlying); // resizable from 64 KiB on, and never moved again
+      }
+    }
+    expect(out).toHaveLength(1);
+    expect(out[0]!.equals(stream)).toBe(true);
+    expect((out[0]!.buffer as ArrayBuffer & { resizable?: boolean }).resizable).toBe(true);
+    expect(out[0]!.buffer).toBe(underlying);
+    expect(DECODER_IN_PLACE_GROWTH_BYTES).toBeLessThan(stream.length);
+  });
+
+  test("a small message is allocated exactly once, at its framed size", () => {
+    const reserved: number[] = [];
+    const decoder = new StreamDecoder(-1);
+    setDecoderAccount(decoder, { reserve: (n) => reserved.push(n) });
+    const message = Buffer.from("a small ping");
+    const [got] = decoder.write(framed(message));
+    expect(got!.equals(framed(message))).toBe(true);
+    expect(reserved).toEqual([5 + message.length]);
+  });
+
+  test("the account is charged for every byte of growth and can refuse it with its own error", () => {
+    const reserved: number[] = [];
+    const decoder = new StreamDecoder(-1);
+    setDecoderAccount(decoder, { reserve: (n) => reserved.push(n) });
+    const stream = framed(bytesOf(prng(3), 300_000));
+    for (let pos = 0; pos < stream.length; pos += 16_384) decoder.write(stream.subarray(pos, pos + 16_384));
+    expect(reserved.reduce((a, b) => a + b, 0)).toBe(stream.length);
+    expect(reserved.length).toBeGreaterThan(3);
+
+    const refusing = new StreamDecoder(-1);
+    let total = 0;
+    setDecoderAccount(refusing, {
+      reserve: (n) => {
+        if (total + n > 100_000) throw new Error("over budget");
+        total += n;
+      },
+    });
+    expect(() => {
+      for (let pos = 0; pos < stream.length; pos += 16_384) refusing.write(stream.subarray(pos, pos + 16_384));
+    }).toThrow("over budget");
+    expect(total).toBeLessThanOrEqual(100_000);
+  });
+
+  test("an empty message is a 5-byte frame and costs nothing", () => {
+    const reserved: number[] = [];
+    const decoder = new StreamDecoder(-1);
+    setDecoderAccount(decoder, { reserve: (n) => reserved.push(n) });
+    const got = decoder.write(Buffer.concat([framed(Buffer.alloc(0)), framed(Buffer.from("x"))]));
+    expect(got.map((b) => b.toString("hex"))).toEqual(["0000000000", "000000000178"]);
+    expect(reserved).toEqual([6]);
   });
 });
 
