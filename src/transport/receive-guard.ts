@@ -177,7 +177,9 @@ export class ReceiveGuard {
         if (base.maxReceiveMessageSize === -1 || limit < base.maxReceiveMessageSize) base.maxReceiveMessageSize = limit;
         if (base.decoder.maxReadMessageLength === -1 || limit < base.decoder.maxReadMessageLength) base.decoder.maxReadMessageLength = limit;
       }
-      resetWhenEndedEarly(base);
+      // A streaming request (grpc-bidi's Join) ends by the server's status while the peer is still
+      // open by design; resetting it could overtake the status, which the peer must see.
+      if (!method.requestStream) resetWhenEndedEarly(base);
       const listener = new grpc.ServerListenerBuilder()
         .withOnReceiveMetadata((metadata, next) => {
           this.admit(base, method.path, metadata);
