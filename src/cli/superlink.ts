@@ -41,6 +41,7 @@ interface SuperLinkOptions {
   metricsAddress?: string;
   logLevel: string;
   shutdownGraceMs: number;
+  taskLeaseSeconds?: number;
 }
 
 function integer(value: string): number {
@@ -96,6 +97,15 @@ function buildCommand(io: CliIo): Command {
       "On SIGINT/SIGTERM, how long in-flight calls may finish before they are cancelled.",
       nonNegativeInt("--shutdown-grace-ms"),
       DEFAULT_SHUTDOWN_GRACE_MS,
+    )
+    .option(
+      "--task-lease-seconds <s>",
+      "A task delivered this long ago and still unanswered is offered again (default: half its TTL, 5-60 s).",
+      (value: string) => {
+        const n = Number(value);
+        if (value.trim() === "" || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError("Must be a positive number of seconds.");
+        return n;
+      },
     );
   routeOutput(program, io);
   return program;
@@ -183,6 +193,7 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
     ...(auth ? { auth } : {}),
     longPollMs: opts.longPollMs,
     ...(opts.metricsAddress !== undefined ? { metricsAddress: opts.metricsAddress } : {}),
+    ...(opts.taskLeaseSeconds !== undefined ? { taskLeaseSeconds: opts.taskLeaseSeconds } : {}),
   };
 }
 

@@ -6,8 +6,8 @@
  *  - TLS follows the given credentials (Flower silently used plaintext without a CA file);
  *  - connecting waits up to `connectTimeoutMs` for the SuperLink to accept connections, so a
  *    ServerApp started right after its SuperLink works;
- *  - after that, a call that fails transiently (UNAVAILABLE, a reset connection: a SuperLink
- *    restarting on its database) is retried with capped, jittered backoff for up to
+ *  - after that, a call that fails transiently (UNAVAILABLE: a SuperLink restarting on its
+ *    database) is retried with capped, jittered backoff for up to
  *    `retryDeadlineMs`, keeping the task ids already held, so a run rides out a restart
  *    (docs/delivery.md). A PushTaskIns whose answer was lost is sent again: the first copy may
  *    then be stored as well, but results are matched by the ids the Driver holds, so that copy's
@@ -121,6 +121,7 @@ export class GrpcDriver implements Driver {
   private readonly logger: Logger;
   private closed = false;
   private readonly retry: RetryInvoker;
+  private readonly retryDeadlineMs: number;
   /** Messages (task ids) whose reply was handed out: a second reply to one is dropped. */
   private readonly answered = new Set<string>();
   /** Settles when the PushTaskIns requests queued so far have been answered. */
@@ -142,6 +143,7 @@ export class GrpcDriver implements Driver {
     this.target = target;
     this.pollIntervalMs = pollIntervalMs;
     this.logger = logger;
+    this.retryDeadlineMs = retryDeadlineMs;
     this.retry = new RetryInvoker(
       {
         maxWaitTimeMs: retryDeadlineMs,
@@ -156,6 +158,9 @@ export class GrpcDriver implements Driver {
             { event: "serverapp.retry", call: state.what, tries: state.tries, waitMs: Math.round(state.waitMs ?? 0) },
             `${state.what} failed (${describeFailure(state.error)}); retrying in ${Math.round(state.waitMs ?? 0)} ms`,
           ),
+        onGiveUp: (state) => {
+          throw new GaveUp(state.error);
+        },
         onSuccess: (state) => {
           if (state.tries > 1) {
             logger.info(
@@ -391,6 +396,13 @@ export class GrpcDriver implements Driver {
 
   /** A typed error for a call that failed for good (classified fatal, or retries spent). */
   private failure(err: unknown, what: string): Error {
+    if (err instanceof GaveUp) {
+      const typed = this.callError(err.cause, what);
+      if (this.retryDeadlineMs > 0) {
+        typed.message += `; gave up after retrying for ${this.retryDeadlineMs / 1000} s (--retry-deadline)`;
+      }
+      return typed;
+    }
     if (FlwrError.isFlwrError(err)) return withoutNote(err);
     return this.callError(err, what);
   }
@@ -461,12 +473,19 @@ async function callWhileConnecting<T>(
   }
 }
 
+/** Retries are spent; `cause` is the last failure (turned into a typed error by the caller). */
+class GaveUp extends Error {
+  constructor(cause: unknown) {
+    super("retries spent", { cause });
+  }
+}
+
 /**
  * Driver calls worth retrying: the SuperLink is unreachable or the connection broke
- * (UNAVAILABLE other than a TLS verification failure, a CANCELLED we did not ask for, ABORTED,
- * INTERNAL, UNKNOWN from a torn connection) or it is overloaded (RESOURCE_EXHAUSTED), or a call
- * without a long-poll deadline timed out. Everything else (refused, invalid, not found, and
- * every non-gRPC error) is final.
+ * (UNAVAILABLE other than a TLS verification failure, a CANCELLED we did not ask for, ABORTED),
+ * or a call without a long-poll deadline timed out. Everything else is final: refused, invalid,
+ * not found, too large (RESOURCE_EXHAUSTED), the SuperLink's own failures (INTERNAL, UNKNOWN:
+ * a broken database does not heal by asking again), and every non-gRPC error.
  */
 export function classifyDriverError(err: unknown, target: string): Classification {
   if (!isServiceError(err)) return { kind: "fatal", error: err };
@@ -477,9 +496,6 @@ export function classifyDriverError(err: unknown, target: string): Classificatio
     }
     case grpc.status.CANCELLED:
     case grpc.status.ABORTED:
-    case grpc.status.INTERNAL:
-    case grpc.status.UNKNOWN:
-    case grpc.status.RESOURCE_EXHAUSTED:
     case grpc.status.DEADLINE_EXCEEDED:
       return { kind: "retryable" };
     default:

@@ -52,6 +52,8 @@ export interface SuperLinkConfig {
   longPollMs?: number;
   /** HOST:PORT for Prometheus metrics on GET /metrics; undefined = off. */
   metricsAddress?: string;
+  /** Delivery lease in seconds (State `taskLeaseSeconds`); undefined = per-task default. */
+  taskLeaseSeconds?: number;
   /** Test-only: extra grpc-js server options (e.g. a small max receive length). */
   grpcServerOptions?: grpc.ChannelOptions;
 }
@@ -131,7 +133,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
   const auth = config.auth !== undefined ? loadAuthMaterial(config.auth, logger) : undefined;
   let state: State;
   try {
-    state = createState(config.database, { logger: logger.child({ module: "state" }) });
+    state = createState(config.database, {
+      logger: logger.child({ module: "state" }),
+      ...(config.taskLeaseSeconds !== undefined ? { taskLeaseSeconds: config.taskLeaseSeconds } : {}),
+    });
   } catch (err) {
     auth?.allowlist.close();
     throw err;
