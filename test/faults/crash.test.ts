@@ -36,6 +36,8 @@ const FIRST_SEED = Number(process.env["FLWR_CRASH_SEED"] ?? Date.now() % 100_000
 const ROUNDS = 10;
 /** Short lease so a delivery lost in a crash is re-offered within the trial's time. */
 const LEASE_SECONDS = 3;
+/** A trial that has not finished by then is stuck (a clean one takes 10-30 s on 2 cores). */
+const TRIAL_LIMIT_MS = 80_000;
 
 jest.setTimeout(120_000);
 
@@ -55,7 +57,7 @@ class CrashClient extends NumPyClient {
   constructor(context) { super(); this.k = Number(context.nodeConfig["partition-id"]) + 1; }
   getParameters() { return [{ dtype: "float32", shape: [2], data: new Float32Array([0, 0]) }]; }
   async fit(parameters) {
-    await sleep(100);
+    await sleep(250);
     const out = parameters.map((a) => ({ ...a, data: a.data.map((v) => v * 0.5 + this.k) }));
     return [out, this.k, { w: Number(out[0].data[0]) }];
   }
@@ -210,8 +212,8 @@ test.each(trials)(
 
     const killedAt: number[] = [];
     for (let k = 1; k <= KILLS && run.alive(); k++) {
-      // Somewhere in the next 0.2-2.5 s: mid-push, mid-training, mid-pull, between rounds.
-      await new Promise((r) => setTimeout(r, 200 + random() * 2_300));
+      // Somewhere in the next 0.2-1.5 s: mid-push, mid-training, mid-pull, between rounds.
+      await new Promise((r) => setTimeout(r, 200 + random() * 1_300));
       if (!run.alive()) break;
       const round = run.logs.filter(isEvent("serverapp.round")).length;
       link.proc.proc.kill("SIGKILL");
@@ -220,8 +222,18 @@ test.each(trials)(
       link = await startOnSamePorts(d, `superlink-${k}`);
     }
 
-    const code = await run.exited;
     const context = `seed ${seed}, kills in rounds ${JSON.stringify(killedAt)}`;
+    // Bounded: a stuck run fails with every process's last log lines instead of a jest timeout.
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([
+      run.exited,
+      new Promise<"stuck">((resolve) => (timer = setTimeout(() => resolve("stuck"), TRIAL_LIMIT_MS))),
+    ]);
+    clearTimeout(timer);
+    if (code === "stuck") {
+      const tails = [run, ...nodes, link.proc].map((p) => `--- ${p.name}:\n${p.stderr.slice(-25).join("\n")}`);
+      throw new Error(`${context}: the run did not finish within ${TRIAL_LIMIT_MS / 1000} s\n${tails.join("\n")}`);
+    }
     if (code !== 0) throw new Error(`${context}: ServerApp exited ${code}: ${fatalText(run)}\n${run.text().slice(-3000)}`);
     expect({ context, history: JSON.parse(readFileSync(historyPath, "utf8")) }).toEqual({ context, history: expectedHistory });
     // Every round got both results and no failure: nothing lost, nothing counted twice.
