@@ -19,6 +19,7 @@ import {
   isoTimestamp,
   leaseSeconds,
   makeNodeUnavailableTaskRes,
+  RESULT_LEASE_SECONDS,
   normalizeTaskId,
   systemNow,
 } from "./state-support";
@@ -186,10 +187,7 @@ export class InMemoryState implements State {
       for (const resId of this.repliesByTaskIns.get(taskInsId) ?? []) {
         const stored = this.taskRes.get(resId)!;
         const task = stored.message.task!;
-        if (
-          task.deliveredAt === "" ||
-          now - (stored.deliveredAtSeconds ?? now) >= leaseSeconds(task.ttl, this.taskLeaseSeconds)
-        ) {
+        if (task.deliveredAt === "" || now - (stored.deliveredAtSeconds ?? now) >= RESULT_LEASE_SECONDS) {
           replies.push(stored);
         }
       }

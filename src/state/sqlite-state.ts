@@ -25,6 +25,7 @@ import type { RunRecord, State, StateEvents, StateLogger, StateOptions } from ".
 import {
   DEFAULT_MAX_LEASE_SECONDS,
   DEFAULT_MIN_LEASE_SECONDS,
+  RESULT_LEASE_SECONDS,
   StateEventHub,
   checkLease,
   checkLimit,
@@ -309,7 +310,6 @@ export class SqliteState implements State {
           ids: requested,
           limit: sqlLimit,
           now_jd: julianDay(now),
-          lease: this.taskLeaseSeconds ?? null,
         }) as TaskRow[];
         const out: TaskRes[] = rows.map((row) => {
           this.sql.markTaskResDelivered.run(deliveredAt, row.seq);
@@ -561,7 +561,8 @@ function prepareStatements(db: Database.Database) {
     // Undelivered, or delivered with the lease passed and still not deleted (answer lost).
     selectDeliverableReplies: p(
       `SELECT * FROM task_res WHERE reply_to IN (SELECT value FROM json_each(@ids))
-         AND (delivered_at = '' OR ${LEASE_PASSED}) ORDER BY seq LIMIT @limit`,
+         AND (delivered_at = '' OR (@now_jd - julianday(delivered_at)) * 86400.0 >= ${RESULT_LEASE_SECONDS}.0 - 0.001)
+       ORDER BY seq LIMIT @limit`,
     ),
     // Requested TaskIns with no reply at all, addressed to a node that is offline or deleted.
     selectOrphanTaskIns: p(

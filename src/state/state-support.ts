@@ -54,6 +54,13 @@ export function leaseSeconds(ttl: number, configured: number | undefined): numbe
   return Math.min(DEFAULT_MAX_LEASE_SECONDS, Math.max(DEFAULT_MIN_LEASE_SECONDS, ttl / 2));
 }
 
+/**
+ * A delivered TaskRes still stored this long after its delivery is offered again when its
+ * TaskIns is asked for again: a Driver asks again only for results it did not get, so the answer
+ * carrying it was lost. Short, because a result is re-offered only on request.
+ */
+export const RESULT_LEASE_SECONDS = 2;
+
 /** Rejects a lease that is not a non-negative finite number of seconds. */
 export function checkLease(lease: number | undefined): void {
   if (lease !== undefined && !(Number.isFinite(lease) && lease >= 0)) {

@@ -51,9 +51,8 @@ export interface StateOptions {
   logger?: StateLogger;
   /**
    * Delivery lease, in seconds: a TaskIns delivered this long ago and still unanswered (and not
-   * expired) is offered again, and so is a TaskRes delivered this long ago whose pair was never
-   * deleted (its PullTaskRes answer was lost). Default: per task, half its TTL, at most
-   * DEFAULT_MAX_LEASE_SECONDS (see docs/delivery.md).
+   * expired) is offered again. Default: per task, half its TTL, within
+   * [DEFAULT_MIN_LEASE_SECONDS, DEFAULT_MAX_LEASE_SECONDS] (see docs/delivery.md).
    */
   taskLeaseSeconds?: number;
 }
@@ -93,8 +92,8 @@ export interface State {
 
   /**
    * Returns undelivered TaskRes whose `ancestry[0]` is in `taskIds` (compared in lowercase),
-   * oldest first, marking them delivered; also delivered ones whose lease has passed (their
-   * pair was not deleted, so the answer carrying them was probably lost). Then, for each requested TaskIns that has no reply at
+   * oldest first, marking them delivered; also delivered ones still stored RESULT_LEASE_SECONDS
+   * after their delivery (asked for again: the answer carrying them was lost). Then, for each requested TaskIns that has no reply at
    * all (delivered or not) and whose named consumer node is offline, deleted or unknown, it
    * synthesizes, stores and returns an error TaskRes (code 3, NODE_UNAVAILABLE, spec §2.6 fields)
    * in TaskIns order, notifying `onTaskResStored`. Anonymous-consumer TaskIns never get one.

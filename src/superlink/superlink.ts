@@ -8,7 +8,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { KeyObject } from "node:crypto";
 import type { Logger } from "../core/logger";
 import { AuthenticationError, FlwrError, InvalidConfigError, errorMessage } from "../core/errors";
-import { DEFAULT_LONG_POLL_MS } from "../core/constants";
+import { DEFAULT_LONG_POLL_MS, IN_MEMORY_DATABASE } from "../core/constants";
 import { parseAddress } from "../core/address";
 import { DriverService } from "../proto/flwr/proto/driver";
 import { FleetService } from "../proto/flwr/proto/fleet";
@@ -83,6 +83,9 @@ export interface SuperLinkHandle {
    */
   close(graceMs?: number): Promise<void>;
 }
+
+/** How long a SQLite SuperLink keeps delivered TaskIns/TaskRes pairs before deleting them. */
+export const DELIVERED_PAIR_GRACE_MS = 10_000;
 
 // Task-carrying responses may hold large records: written as chunks, the payload not copied.
 const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES);
@@ -200,7 +203,15 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       ...config.grpcServerOptions,
       interceptors: [metrics.interceptor()],
     };
-    const driverImpl = createDriverServicer({ state, logger: logger.child({ api: "driver" }), hub, longPollMs });
+    const driverImpl = createDriverServicer({
+      state,
+      logger: logger.child({ api: "driver" }),
+      hub,
+      longPollMs,
+      // Durable state keeps delivered pairs a little while, so a crash right after a PullTaskRes
+      // answer does not lose its results (docs/delivery.md); in memory they would die anyway.
+      deleteGraceMs: config.database === IN_MEMORY_DATABASE ? 0 : DELIVERED_PAIR_GRACE_MS,
+    });
     const driver = await startGrpcServer(
       config.driverApiAddress,
       credentials,
