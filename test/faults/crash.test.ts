@@ -6,7 +6,8 @@
  * doubled result shows), every round with all results and no failure.
  *
  * FLWR_CRASH_TRIALS (default 1) sets the number of trials, FLWR_CRASH_KILLS (default 3) the kills
- * per trial, FLWR_CRASH_SEED the first trial's seed (printed on failure, to replay a trial).
+ * per trial, FLWR_CRASH_SEED the first trial's seed (printed on failure, to replay a trial),
+ * FLWR_CRASH_REPORT a file that gets one JSON line of counts per passed trial.
  * `npm run test:crash` runs 10 trials.
  *
  * Also here: a second SuperLink on a file in use, and a corrupt file, both refused with exit 2.
@@ -201,6 +202,7 @@ const trials = Array.from({ length: TRIALS }, (_, i) => FIRST_SEED + i);
 test.each(trials)(
   `SIGKILL the SuperLink ${KILLS} times during a ${ROUNDS}-round run (seed %i): same History, no lost or doubled result`,
   async (seed) => {
+    const trialStart = Date.now();
     const random = seeded(seed);
     const d = await deployment(`trial-${seed}`);
     let link = await startOnSamePorts(d, "superlink-0");
@@ -208,18 +210,28 @@ test.each(trials)(
     await Promise.all(nodes.map((n) => n.waitFor(isEvent("supernode.ready"), "registration")));
     const historyPath = join(dir, `trial-${seed}.json`);
     const run = spawnRun(d, historyPath);
-    await run.waitFor(isEvent("serverapp.round", (r) => r["round"] === 1), "round 1");
 
+    // Kill rounds drawn without repeats from 1..ROUNDS-1, each kill at a random point of its
+    // round (mid-push, mid-training, mid-pull, between fit and evaluate).
+    const rounds = Array.from({ length: ROUNDS - 1 }, (_, i) => i + 1);
+    const targets = Array.from({ length: Math.min(KILLS, rounds.length) }, () => rounds.splice(Math.floor(random() * rounds.length), 1)[0]!);
+    targets.sort((a, b) => a - b);
     const killedAt: number[] = [];
-    for (let k = 1; k <= KILLS && run.alive(); k++) {
-      // Somewhere in the next 0.2-1.5 s: mid-push, mid-training, mid-pull, between rounds.
-      await new Promise((r) => setTimeout(r, 200 + random() * 1_300));
+    for (const [k, target] of targets.entries()) {
+      const reached = await Promise.race([
+        run.waitFor(isEvent("serverapp.round", (r) => Number(r["round"]) >= target), `round ${target}`).then(
+          () => true,
+          () => false, // the run ended (the checks below say how)
+        ),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), Math.max(0, trialStart + TRIAL_LIMIT_MS - Date.now())).unref()),
+      ]);
+      if (!reached) break;
+      await new Promise((r) => setTimeout(r, random() * 700));
       if (!run.alive()) break;
-      const round = run.logs.filter(isEvent("serverapp.round")).length;
       link.proc.proc.kill("SIGKILL");
       await link.proc.exited;
-      killedAt.push(round);
-      link = await startOnSamePorts(d, `superlink-${k}`);
+      killedAt.push(run.logs.filter(isEvent("serverapp.round")).length);
+      link = await startOnSamePorts(d, `superlink-${k + 1}`);
     }
 
     const context = `seed ${seed}, kills in rounds ${JSON.stringify(killedAt)}`;
@@ -227,12 +239,12 @@ test.each(trials)(
     let timer: NodeJS.Timeout | undefined;
     const code = await Promise.race([
       run.exited,
-      new Promise<"stuck">((resolve) => (timer = setTimeout(() => resolve("stuck"), TRIAL_LIMIT_MS))),
+      new Promise<"stuck">((resolve) => (timer = setTimeout(() => resolve("stuck"), Math.max(1_000, trialStart + TRIAL_LIMIT_MS - Date.now())))),
     ]);
     clearTimeout(timer);
     if (code === "stuck") {
       const tails = [run, ...nodes, link.proc].map((p) => `--- ${p.name}:\n${p.stderr.slice(-25).join("\n")}`);
-      throw new Error(`${context}: the run did not finish within ${TRIAL_LIMIT_MS / 1000} s\n${tails.join("\n")}`);
+      throw new Error(`${context}: the trial did not finish within ${TRIAL_LIMIT_MS / 1000} s\n${tails.join("\n")}`);
     }
     if (code !== 0) throw new Error(`${context}: ServerApp exited ${code}: ${fatalText(run)}\n${run.text().slice(-3000)}`);
     expect({ context, history: JSON.parse(readFileSync(historyPath, "utf8")) }).toEqual({ context, history: expectedHistory });
@@ -246,6 +258,20 @@ test.each(trials)(
       expect({ context, node: n.name, duplicates: replied.length - new Set(replied).size }).toEqual({ context, node: n.name, duplicates: 0 });
     }
     expect(killedAt.length).toBeGreaterThan(0);
+    const report = process.env["FLWR_CRASH_REPORT"];
+    if (report) {
+      const count = (p: Proc[], event: string): number => p.reduce((n, x) => n + x.logs.filter(isEvent(event)).length, 0);
+      const line = {
+        seed,
+        killedInRounds: killedAt,
+        seconds: Number(((Date.now() - trialStart) / 1000).toFixed(1)),
+        driverRetries: count([run], "serverapp.retry"),
+        duplicateRepliesDropped: count([run], "serverapp.duplicate-reply"),
+        repeatedTaskInsSkipped: count(nodes, "supernode.task-repeated"),
+        nodeReplies: count(nodes, "supernode.reply-sent"),
+      };
+      writeFileSync(report, JSON.stringify(line) + "\n", { flag: "a" });
+    }
   },
 );
 
