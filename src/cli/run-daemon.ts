@@ -35,6 +35,8 @@ export function exitCodeFor(err: unknown): number {
       case "FLWR_INVALID_KEY_FILE":
       case "FLWR_APP_LOAD_FAILED":
       case "FLWR_STATE_ERROR":
+      case "FLWR_STATE_CORRUPT":
+      case "FLWR_STATE_LOCKED":
       case "FLWR_AUTHENTICATION_FAILED":
         return EXIT_CONFIG;
       default:

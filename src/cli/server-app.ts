@@ -14,6 +14,7 @@ import { DEFAULT_DRIVER_API_ADDRESS } from "../core/constants";
 import { loadAppObject } from "../core/app-loader";
 import { AppLoadError, InvalidConfigError } from "../core/errors";
 import { createLogger } from "../core/logger";
+import { DEFAULT_RETRY_DEADLINE_MS } from "../serverapp/grpc-driver";
 import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-app";
 import { type ClientCertificate, readClientCertificateFiles } from "../transport/tls";
 import { type CliIo as CommonCliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, runMain, packageVersion } from "./common";
@@ -37,7 +38,14 @@ interface ServerAppOptions {
   runId?: bigint;
   flwrDir?: string;
   historyJson?: string;
+  retryDeadline: number;
   logLevel: string;
+}
+
+function secondsArg(value: string): number {
+  const seconds = Number(value.trim());
+  if (value.trim() === "" || !Number.isFinite(seconds) || seconds < 0) throw new InvalidArgumentError("Must be a non-negative number of seconds.");
+  return seconds;
 }
 
 function runIdArg(value: string): bigint {
@@ -86,6 +94,12 @@ function buildCommand(io: CliIo): Command {
     .option("--run-id <id>", "The identifier of an existing run.", runIdArg)
     .option("--flwr-dir <dir>", "The path containing installed Flower Apps (accepted; flwr-ts does not install FABs).")
     .option("--history-json <path>", "Also write the training History as JSON to this file.")
+    .option(
+      "--retry-deadline <seconds>",
+      "How long one Driver API call keeps retrying while the SuperLink is unreachable (e.g. restarting) before the run fails; 0 = no retries.",
+      secondsArg,
+      DEFAULT_RETRY_DEADLINE_MS / 1000,
+    )
     .addOption(new Option("--log-level <level>", "Log level (--verbose means debug).").choices(LOG_LEVELS).default("info"));
   routeOutput(program, io);
   return program;
@@ -159,6 +173,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
       ...(opts.fabId !== undefined ? { fabId: opts.fabId } : {}),
       ...(opts.fabVersion !== undefined ? { fabVersion: opts.fabVersion } : {}),
       ...(opts.historyJson !== undefined ? { historyJsonPath: opts.historyJson } : {}),
+      driver: { retryDeadlineMs: opts.retryDeadline * 1000 },
     };
   } catch (err) {
     reportFatal(logger, NAME, err);

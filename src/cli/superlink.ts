@@ -86,6 +86,7 @@ interface SuperLinkOptions {
   restMaxBodyBytes: number;
   fleetUnauthenticatedBytesPerConnection: number;
   fleetUnauthenticatedBytesTotal: number;
+  taskLeaseSeconds?: number;
 }
 
 /** A positive number (seconds, bytes, counts); fractions allowed. */
@@ -235,6 +236,15 @@ function buildCommand(io: CliIo): Command {
       "Fleet API: the same budget over all connections together.",
       byteSize("--fleet-unauthenticated-bytes-total"),
       DEFAULT_UNAUTHENTICATED_BYTES_TOTAL,
+    )
+    .option(
+      "--task-lease-seconds <s>",
+      "A task delivered this long ago and still unanswered is offered again (default: half its TTL, 5-60 s).",
+      (value: string) => {
+        const n = Number(value);
+        if (value.trim() === "" || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError("Must be a positive number of seconds.");
+        return n;
+      },
     );
   routeOutput(program, io);
   return program;
@@ -407,6 +417,7 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
       unauthenticatedBytesPerConnection: opts.fleetUnauthenticatedBytesPerConnection,
       unauthenticatedBytesTotal: opts.fleetUnauthenticatedBytesTotal,
     },
+    ...(opts.taskLeaseSeconds !== undefined ? { taskLeaseSeconds: opts.taskLeaseSeconds } : {}),
   };
 }
 

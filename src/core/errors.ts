@@ -85,6 +85,20 @@ export class StateError extends FlwrError {
   }
 }
 
+/** The `--database` file failed SQLite's integrity check (corrupt pages): restore or replace it. */
+export class StateCorruptError extends FlwrError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("FLWR_STATE_CORRUPT", message, options);
+  }
+}
+
+/** The `--database` file is held by another process (a second SuperLink on the same file). */
+export class StateLockedError extends FlwrError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("FLWR_STATE_LOCKED", message, options);
+  }
+}
+
 /** A training round could not proceed (too few results, all clients failed). */
 export class RoundFailedError extends FlwrError {
   constructor(message: string, options?: { cause?: unknown }) {

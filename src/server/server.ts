@@ -3,7 +3,9 @@
  * then per round configure_fit -> concurrent fit -> aggregate_fit -> centralized evaluate ->
  * configure_evaluate -> concurrent evaluate -> aggregate_evaluate, recorded in a History.
  * A client that answers with an error, a non-OK status, or not before the round timeout counts
- * as a failure; what that means for aggregation is the strategy's decision (acceptFailures).
+ * as a failure; so does a training result whose arrays cannot be aggregated with the others
+ * (src/server/result-check.ts). What failures mean for aggregation is the strategy's decision
+ * (acceptFailures).
  */
 import { StatusCode } from "../core/constants";
 import { FlwrError, InvalidConfigError, RoundFailedError, errorMessage } from "../core/errors";
@@ -12,6 +14,7 @@ import type { Metrics, Parameters, Status } from "../core/records/legacy-types";
 import type { ClientManager } from "./client-manager";
 import type { ClientCallOptions, ClientProxy } from "./client-proxy";
 import { History } from "./history";
+import { screenResults } from "./result-check";
 import { FedAvg } from "./strategy/fedavg";
 import type { EvaluateFailure, EvaluateResult, FitFailure, FitResult, Strategy } from "./strategy/strategy";
 
@@ -159,12 +162,15 @@ export class Server {
       { event: "serverapp.configure-fit", round, sampled: instructions.length, available: this.clients.numAvailable() },
       `configure_fit: strategy sampled ${instructions.length} clients (out of ${this.clients.numAvailable()})`,
     );
-    const [results, failures] = await this.runClients(
+    const [received, failures] = await this.runClients(
       instructions,
       (client, ins, callOpts) => client.fit(ins, callOpts),
       { timeoutSeconds, groupId: round, signal },
       "fit",
     );
+    // One client's ill-shaped arrays are its failure, not the round's.
+    const { kept: results, rejected } = screenResults(received, this.parameters, { logger: this.logger, round, call: "fit" });
+    failures.push(...rejected);
     this.logger.info(
       { event: "serverapp.aggregate-fit", round, results: results.length, failures: failures.length },
       `aggregate_fit: received ${results.length} results and ${failures.length} failures`,

@@ -5,7 +5,15 @@
  * Differences from Flower 1.10, on purpose:
  *  - TLS follows the given credentials (Flower silently used plaintext without a CA file);
  *  - connecting waits up to `connectTimeoutMs` for the SuperLink to accept connections, so a
- *    ServerApp started right after its SuperLink works; after that there are no retries;
+ *    ServerApp started right after its SuperLink works;
+ *  - after that, a call that fails transiently (UNAVAILABLE: a SuperLink restarting on its
+ *    database) is retried with capped, jittered backoff for up to
+ *    `retryDeadlineMs`, keeping the task ids already held, so a run rides out a restart
+ *    (docs/delivery.md). A PushTaskIns whose answer was lost is sent again: the first copy may
+ *    then be stored as well, but results are matched by the ids the Driver holds, so that copy's
+ *    result is never taken for the instruction's;
+ *  - a second result for a message already answered is dropped (logged), so a strategy sees at
+ *    most one result per message even from a SuperLink that delivers at least once;
  *  - waiting for replies re-pulls at once when the SuperLink held the pull open (a flwr-ts
  *    SuperLink long-polls), and sleeps `pollIntervalMs` only after a fast empty answer (a
  *    Python SuperLink), instead of always sleeping 3 s;
@@ -18,13 +26,14 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseAddress } from "../core/address";
-import { ConnectionError, MalformedMessageError, NotFoundError } from "../core/errors";
+import { ConnectionError, FlwrError, MalformedMessageError, NotFoundError } from "../core/errors";
 import { type Logger, silentLogger } from "../core/logger";
 import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
 import { DriverClient, DriverService, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
+import { type Classification, RetryInvoker, describeFailure } from "../transport/retry";
 import { DRIVER_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
 import { fromServiceError, isServiceError, tlsSetupError, withoutResolutionNote } from "../transport/status";
 import { type ClientCertificate, channelCredentials, checkClientCertificate } from "../transport/tls";
@@ -45,6 +54,11 @@ export const FAST_PULL_MS = 100;
 /** Default bound on waiting for the SuperLink to accept the first call. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const CONNECT_RETRY_MS = 250;
+/** Default bound on retrying one call through a SuperLink outage (`--retry-deadline`). */
+export const DEFAULT_RETRY_DEADLINE_MS = 120_000;
+/** Backoff while the SuperLink is away: restarts take about a second, so start small. */
+const RETRY_BASE_DELAY_MS = 100;
+const RETRY_MAX_BACKOFF_MS = 2_000;
 /** A push is split into PushTaskIns requests of at most this much payload (or one message). */
 export const PUSH_BATCH_BYTES = 16 * 1024 * 1024;
 
@@ -66,6 +80,11 @@ export interface GrpcDriverConfig {
   pollIntervalMs?: number;
   /** How long connecting may wait for the SuperLink. Default 10 s. */
   connectTimeoutMs?: number;
+  /**
+   * How long one call may keep retrying transient failures (SuperLink restarting) before the
+   * run fails with ConnectionError. Default 120 s; 0 = no retries.
+   */
+  retryDeadlineMs?: number;
   /** Extra grpc-js channel options (e.g. `grpc.ssl_target_name_override` in tests). */
   channelOptions?: Partial<grpc.ChannelOptions>;
 }
@@ -104,6 +123,10 @@ export class GrpcDriver implements Driver {
   private readonly pollIntervalMs: number;
   private readonly logger: Logger;
   private closed = false;
+  private readonly retry: RetryInvoker;
+  private readonly retryDeadlineMs: number;
+  /** Messages (task ids) whose reply was handed out: a second reply to one is dropped. */
+  private readonly answered = new Set<string>();
   /** Settles when the PushTaskIns requests queued so far have been answered. */
   private pushQueue: Promise<unknown> = Promise.resolve();
 
@@ -114,6 +137,7 @@ export class GrpcDriver implements Driver {
     target: string,
     pollIntervalMs: number,
     logger: Logger,
+    retryDeadlineMs: number,
   ) {
     this.client = client;
     this.runInfo = runInfo;
@@ -122,6 +146,34 @@ export class GrpcDriver implements Driver {
     this.target = target;
     this.pollIntervalMs = pollIntervalMs;
     this.logger = logger;
+    this.retryDeadlineMs = retryDeadlineMs;
+    this.retry = new RetryInvoker(
+      {
+        maxWaitTimeMs: retryDeadlineMs,
+        baseDelayMs: RETRY_BASE_DELAY_MS,
+        maxBackoffMs: RETRY_MAX_BACKOFF_MS,
+        ...(retryDeadlineMs === 0 ? { maxRetries: 0 } : {}),
+      },
+      {
+        classify: (err) => classifyDriverError(err, target),
+        onBackoff: (state) =>
+          logger.warn(
+            { event: "serverapp.retry", call: state.what, tries: state.tries, waitMs: Math.round(state.waitMs ?? 0) },
+            `${state.what} failed (${describeFailure(state.error)}); retrying in ${Math.round(state.waitMs ?? 0)} ms`,
+          ),
+        onGiveUp: (state) => {
+          throw new GaveUp(state.error);
+        },
+        onSuccess: (state) => {
+          if (state.tries > 1) {
+            logger.info(
+              { event: "serverapp.reconnected", call: state.what, tries: state.tries, elapsedMs: Math.round(state.elapsedMs) },
+              `${state.what} succeeded after ${state.tries} tries (${(state.elapsedMs / 1000).toFixed(2)} s)`,
+            );
+          }
+        },
+      },
+    );
   }
 
   /**
@@ -169,7 +221,8 @@ export class GrpcDriver implements Driver {
         fabVersion: run.fabVersion,
         overrideConfig: scalarMapToRecord(run.overrideConfig),
       };
-      return new GrpcDriver(client, runInfo, created, target, pollIntervalMs, logger);
+      const retryDeadlineMs = config.retryDeadlineMs ?? DEFAULT_RETRY_DEADLINE_MS;
+      return new GrpcDriver(client, runInfo, created, target, pollIntervalMs, logger, retryDeadlineMs);
     } catch (err) {
       client.close();
       throw err;
@@ -274,21 +327,52 @@ export class GrpcDriver implements Driver {
   }
 
   /**
-   * One PullTaskRes. With `timeoutMs`, the call's deadline is set so a long-polling SuperLink
-   * answers in time; a deadline that still passes counts as "nothing yet". Aborting cancels
-   * the call (a cancelled pull takes nothing from the SuperLink) and rejects.
+   * One PullTaskRes (retried through a SuperLink outage). With `timeoutMs`, the call's deadline
+   * is set so a long-polling SuperLink answers in time; a deadline that still passes counts as
+   * "nothing yet". Aborting cancels the call (a cancelled pull takes nothing from the
+   * SuperLink) and rejects. Replies to messages already answered are dropped.
    */
   private async pullOnce(ids: string[], opts: { timeoutMs?: number; signal?: AbortSignal }): Promise<Message[]> {
     if (ids.length === 0) return [];
     const { signal } = opts;
     signal?.throwIfAborted();
+    const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + Math.max(opts.timeoutMs, 1);
+    const taskResList = await this.retry.invoke(
+      "PullTaskRes",
+      async () => {
+        if (deadline !== undefined && Date.now() >= deadline) return [];
+        return this.pullAttempt(ids, deadline, signal);
+      },
+      signal ? { signal } : {},
+    ).catch((err: unknown) => {
+      signal?.throwIfAborted();
+      throw this.failure(err, "PullTaskRes");
+    });
+    const messages: Message[] = [];
+    for (const taskRes of taskResList) {
+      const message = replyFromTaskRes(taskRes, this.logger, "serverapp.malformed-reply");
+      if (message === undefined) continue;
+      const replyTo = message.metadata.replyToMessage.toLowerCase();
+      if (this.answered.has(replyTo)) {
+        this.logger.warn(
+          { event: "serverapp.duplicate-reply", replyTo, taskId: message.metadata.messageId, nodeId: message.metadata.srcNodeId.toString() },
+          `Dropping a second reply to message ${replyTo} from node ${message.metadata.srcNodeId}`,
+        );
+        continue;
+      }
+      this.answered.add(replyTo);
+      messages.push(message);
+    }
+    return messages;
+  }
+
+  /** One PullTaskRes call; a passed `deadline` answers "nothing yet". */
+  private async pullAttempt(ids: string[], deadline: number | undefined, signal?: AbortSignal): Promise<TaskRes[]> {
     let call: grpc.ClientUnaryCall | undefined;
     const onAbort = (): void => call?.cancel();
     signal?.addEventListener("abort", onAbort, { once: true });
-    let taskResList: TaskRes[];
     try {
-      const callOptions: Partial<grpc.CallOptions> =
-        opts.timeoutMs !== undefined ? { deadline: Date.now() + Math.max(opts.timeoutMs, 1) } : {};
+      const callOptions: Partial<grpc.CallOptions> = deadline !== undefined ? { deadline } : {};
       const { response } = await unaryCall<PullTaskResRequest, PullTaskResResponse>(
         (req, md, options, cb) => {
           call = this.client.pullTaskRes(req, md, options, cb);
@@ -298,28 +382,35 @@ export class GrpcDriver implements Driver {
         new grpc.Metadata(),
         callOptions,
       );
-      taskResList = response.taskResList;
+      return response.taskResList;
     } catch (err) {
-      signal?.throwIfAborted();
-      if (isServiceError(err) && err.code === grpc.status.DEADLINE_EXCEEDED && opts.timeoutMs !== undefined) return [];
-      throw this.callError(err, "PullTaskRes");
+      if (isServiceError(err) && err.code === grpc.status.DEADLINE_EXCEEDED && deadline !== undefined) return [];
+      throw err;
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
-    const messages: Message[] = [];
-    for (const taskRes of taskResList) {
-      const message = replyFromTaskRes(taskRes, this.logger, "serverapp.malformed-reply");
-      if (message !== undefined) messages.push(message);
-    }
-    return messages;
   }
 
+  /** `invoke`, retried through transient failures; fails with a typed error naming `what`. */
   private async call<T>(what: string, invoke: () => Promise<T>): Promise<T> {
     try {
-      return await invoke();
+      return await this.retry.invoke(what, invoke);
     } catch (err) {
-      throw this.callError(err, what);
+      throw this.failure(err, what);
     }
+  }
+
+  /** A typed error for a call that failed for good (classified fatal, or retries spent). */
+  private failure(err: unknown, what: string): Error {
+    if (err instanceof GaveUp) {
+      const typed = this.callError(err.cause, what);
+      if (this.retryDeadlineMs > 0) {
+        typed.message += `; gave up after retrying for ${this.retryDeadlineMs / 1000} s (--retry-deadline)`;
+      }
+      return typed;
+    }
+    if (FlwrError.isFlwrError(err)) return withoutNote(err);
+    return this.callError(err, what);
   }
 
   private callError(err: unknown, what: string): Error {
@@ -392,6 +483,36 @@ async function callWhileConnecting<T>(
       }
       throw withoutNote(fromServiceError(err, `${ctx.what} to the SuperLink Driver API at ${ctx.target}`));
     }
+  }
+}
+
+/** Retries are spent; `cause` is the last failure (turned into a typed error by the caller). */
+class GaveUp extends Error {
+  constructor(cause: unknown) {
+    super("retries spent", { cause });
+  }
+}
+
+/**
+ * Driver calls worth retrying: the SuperLink is unreachable or the connection broke
+ * (UNAVAILABLE other than a TLS verification failure, a CANCELLED we did not ask for, ABORTED),
+ * or a call without a long-poll deadline timed out. Everything else is final: refused, invalid,
+ * not found, too large (RESOURCE_EXHAUSTED), the SuperLink's own failures (INTERNAL, UNKNOWN:
+ * a broken database does not heal by asking again), and every non-gRPC error.
+ */
+export function classifyDriverError(err: unknown, target: string): Classification {
+  if (!isServiceError(err)) return { kind: "fatal", error: err };
+  switch (err.code) {
+    case grpc.status.UNAVAILABLE: {
+      const tlsError = tlsSetupError(err, `the SuperLink at ${target}`, "start this ServerApp with --insecure too");
+      return tlsError === undefined ? { kind: "retryable" } : { kind: "fatal", error: tlsError };
+    }
+    case grpc.status.CANCELLED:
+    case grpc.status.ABORTED:
+    case grpc.status.DEADLINE_EXCEEDED:
+      return { kind: "retryable" };
+    default:
+      return { kind: "fatal", error: err };
   }
 }
 

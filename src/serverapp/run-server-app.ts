@@ -29,8 +29,8 @@ export interface RunServerAppConfig {
   runId?: bigint;
   /** Write History.toJSON() here when the run ends. */
   historyJsonPath?: string;
-  /** Passed to GrpcDriver (pollIntervalMs, connectTimeoutMs, channelOptions). */
-  driver?: Pick<GrpcDriverConfig, "pollIntervalMs" | "connectTimeoutMs" | "channelOptions">;
+  /** Passed to GrpcDriver (pollIntervalMs, connectTimeoutMs, retryDeadlineMs, channelOptions). */
+  driver?: Pick<GrpcDriverConfig, "pollIntervalMs" | "connectTimeoutMs" | "retryDeadlineMs" | "channelOptions">;
 }
 
 export interface RunServerAppDeps {

@@ -16,12 +16,15 @@ import {
   TASK_EXPIRED_REASON,
   expiresAt,
   taskBytes,
+  checkLease,
   checkLimit,
   checkPingInterval,
   copyConfig,
   copyTaskMessage,
   isoTimestamp,
+  leaseSeconds,
   makeNodeUnavailableTaskRes,
+  RESULT_LEASE_SECONDS,
   normalizeTaskId,
   refuseTaskRes,
   systemNow,
@@ -42,19 +45,38 @@ interface StoredTaskIns {
   message: TaskIns;
   /** Charged against the storage limits. */
   bytes: number;
-  /** Key into `undeliveredByConsumer`. */
+  /** Key into `undeliveredByConsumer` and `leasedByConsumer`. */
   consumerKey: string;
+  /** State-clock time of the last delivery. */
+  deliveredAtSeconds?: number;
 }
 
 interface StoredTaskRes {
   seq: number;
   message: TaskRes;
   bytes: number;
+  /** State-clock time of the last delivery. */
+  deliveredAtSeconds?: number;
   /** Normalized `ancestry[0]`: the TaskIns this answers. */
   replyTo: string;
 }
 
 const ANONYMOUS_CONSUMER = "anonymous";
+
+/** Adds `id` to the set under `key`, creating it. */
+function setAdd(map: Map<string, Set<string>>, key: string, id: string): void {
+  let set = map.get(key);
+  if (set === undefined) map.set(key, (set = new Set()));
+  set.add(id);
+}
+
+/** Removes `id` from the set under `key`, dropping the set when it empties. */
+function setRemove(map: Map<string, Set<string>>, key: string, id: string): void {
+  const set = map.get(key);
+  if (set === undefined) return;
+  set.delete(id);
+  if (set.size === 0) map.delete(key);
+}
 const consumerKeyOf = (nodeId: bigint): string => `node:${nodeId}`;
 const publicKeyIndex = (key: Uint8Array): string => Buffer.from(key).toString("hex");
 
@@ -78,6 +100,9 @@ export class InMemoryState implements State {
   private readonly taskIns = new Map<string, StoredTaskIns>();
   /** Consumer key -> ids of its undelivered TaskIns, in FIFO order. */
   private readonly undeliveredByConsumer = new Map<string, Set<string>>();
+  /** Consumer key -> ids of its delivered TaskIns that have no TaskRes yet (may be re-offered). */
+  private readonly leasedByConsumer = new Map<string, Set<string>>();
+  private readonly taskLeaseSeconds: number | undefined;
   private readonly taskRes = new Map<string, StoredTaskRes>();
   /** TaskIns id -> ids of every stored TaskRes answering it. */
   private readonly repliesByTaskIns = new Map<string, Set<string>>();
@@ -88,6 +113,8 @@ export class InMemoryState implements State {
     this.logger = options.logger;
     this.events = new StateEventHub(this.logger);
     this.usage = new StorageUsage(options.limits ?? {});
+    checkLease(options.taskLeaseSeconds);
+    this.taskLeaseSeconds = options.taskLeaseSeconds;
   }
 
   storeTaskIns(taskIns: TaskIns): string | undefined {
@@ -124,21 +151,34 @@ export class InMemoryState implements State {
   getTaskIns(nodeId: bigint | undefined, limit: number): TaskIns[] {
     checkLimit(limit);
     const consumerKey = nodeId === undefined ? ANONYMOUS_CONSUMER : consumerKeyOf(nodeId);
-    const queue = this.undeliveredByConsumer.get(consumerKey);
-    if (queue === undefined) return [];
     const now = this.now();
-    const deliveredAt = isoTimestamp(now);
-    const result: TaskIns[] = [];
-    for (const taskId of queue) {
-      if (result.length >= limit) break;
-      queue.delete(taskId);
+    const candidates: StoredTaskIns[] = [];
+    for (const taskId of this.undeliveredByConsumer.get(consumerKey) ?? []) {
+      if (candidates.length >= limit) break;
       const stored = this.taskIns.get(taskId)!;
       // Expired: never delivered (purge removes it later).
       if (expiresAt(stored.message.task) <= now) continue;
+      candidates.push(stored);
+    }
+    // Delivered, unanswered, unexpired TaskIns whose lease ran out: their delivery may be lost.
+    for (const taskId of this.leasedByConsumer.get(consumerKey) ?? []) {
+      const stored = this.taskIns.get(taskId)!;
+      const task = stored.message.task!;
+      if (now - (stored.deliveredAtSeconds ?? now) < leaseSeconds(task.ttl, this.taskLeaseSeconds)) continue;
+      if (task.createdAt + task.ttl <= now) continue;
+      candidates.push(stored);
+    }
+    candidates.sort((a, b) => a.seq - b.seq);
+    const deliveredAt = isoTimestamp(now);
+    const result: TaskIns[] = [];
+    for (const stored of candidates.slice(0, limit)) {
+      const taskId = stored.message.taskId;
+      setRemove(this.undeliveredByConsumer, consumerKey, taskId);
+      setAdd(this.leasedByConsumer, consumerKey, taskId);
       stored.message.task!.deliveredAt = deliveredAt;
+      stored.deliveredAtSeconds = now;
       result.push(copyTaskMessage(stored.message));
     }
-    if (queue.size === 0) this.undeliveredByConsumer.delete(consumerKey);
     return result;
   }
 
@@ -183,19 +223,25 @@ export class InMemoryState implements State {
     const max = limit ?? Infinity;
     const requested = new Set([...taskIds].map(normalizeTaskId));
 
-    // 1. Undelivered replies to the requested TaskIns, oldest first.
+    // 1. Undelivered replies to the requested TaskIns (and delivered ones whose lease ran out:
+    // the answer carrying them may be lost), oldest first.
+    const now = this.now();
     const replies: StoredTaskRes[] = [];
     for (const taskInsId of requested) {
       for (const resId of this.repliesByTaskIns.get(taskInsId) ?? []) {
         const stored = this.taskRes.get(resId)!;
-        if (stored.message.task!.deliveredAt === "") replies.push(stored);
+        const task = stored.message.task!;
+        if (task.deliveredAt === "" || now - (stored.deliveredAtSeconds ?? now) >= RESULT_LEASE_SECONDS) {
+          replies.push(stored);
+        }
       }
     }
     replies.sort((a, b) => a.seq - b.seq);
-    const result = replies.slice(0, max).map((r) => r.message);
+    const picked = replies.slice(0, max);
+    for (const stored of picked) stored.deliveredAtSeconds = now;
+    const result = picked.map((r) => r.message);
 
     // 2. Requested TaskIns without any reply whose consumer node is offline or gone.
-    const now = this.now();
     const orphans: Array<[StoredTaskIns, string]> = [];
     for (const taskInsId of requested) {
       if ((this.repliesByTaskIns.get(taskInsId)?.size ?? 0) > 0) continue;
@@ -209,7 +255,7 @@ export class InMemoryState implements State {
     for (const [stored, reason] of orphans) {
       if (result.length >= max) break;
       const errorRes = makeNodeUnavailableTaskRes(stored.message, now, reason);
-      this.addTaskRes(errorRes, taskBytes(errorRes));
+      this.addTaskRes(errorRes, taskBytes(errorRes)).deliveredAtSeconds = now;
       result.push(errorRes);
       synthesizedFor.push(stored.message.taskId);
     }
@@ -349,15 +395,21 @@ export class InMemoryState implements State {
     // Nothing to release; the data lives as long as this object.
   }
 
-  /** Stores a TaskRes (already carrying its id) and indexes it; returns the TaskIns it answers. */
-  private addTaskRes(message: TaskRes, bytes: number): string {
+  /**
+   * Stores a TaskRes (already carrying its id) and indexes it; the TaskIns it answers is no
+   * longer leased out (it will not be offered again).
+   */
+  private addTaskRes(message: TaskRes, bytes: number): StoredTaskRes {
     const replyTo = normalizeTaskId(message.task!.ancestry[0]!);
-    this.taskRes.set(message.taskId, { seq: this.nextSeq++, message, bytes, replyTo });
+    const stored: StoredTaskRes = { seq: this.nextSeq++, message, bytes, replyTo };
+    this.taskRes.set(message.taskId, stored);
     this.usage.add(message.runId, bytes);
     let replies = this.repliesByTaskIns.get(replyTo);
     if (replies === undefined) this.repliesByTaskIns.set(replyTo, (replies = new Set()));
     replies.add(message.taskId);
-    return replyTo;
+    const ins = this.taskIns.get(replyTo);
+    if (ins !== undefined) setRemove(this.leasedByConsumer, ins.consumerKey, replyTo);
+    return stored;
   }
 
   private removeTaskRes(resId: string): void {
@@ -375,9 +427,8 @@ export class InMemoryState implements State {
     if (ins === undefined) return;
     this.taskIns.delete(taskInsId);
     this.usage.remove(ins.message.runId, ins.bytes);
-    const queue = this.undeliveredByConsumer.get(ins.consumerKey);
-    queue?.delete(taskInsId);
-    if (queue?.size === 0) this.undeliveredByConsumer.delete(ins.consumerKey);
+    setRemove(this.undeliveredByConsumer, ins.consumerKey, taskInsId);
+    setRemove(this.leasedByConsumer, ins.consumerKey, taskInsId);
   }
 
   /** Why an unanswered TaskIns gets a synthesized error reply now, or undefined. */

@@ -15,7 +15,7 @@
  * the rest of their ping interval and reconnecting SuperNodes keep their ids.
  */
 import Database from "better-sqlite3";
-import { FlwrError, NotFoundError, StateError, errorMessage } from "../core/errors";
+import { FlwrError, NotFoundError, StateCorruptError, StateError, StateLockedError, errorMessage } from "../core/errors";
 import { RecordSet } from "../proto/flwr/proto/recordset";
 import { Run } from "../proto/flwr/proto/run";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
@@ -24,12 +24,16 @@ import { randomId, uuid4 } from "./ids";
 import { NODE_UNAVAILABLE_REASON } from "../core/constants";
 import type { PurgeOptions, PurgeResult, RunRecord, State, StateEvents, StateLogger, StateOptions } from "./state";
 import {
+  DEFAULT_MAX_LEASE_SECONDS,
+  DEFAULT_MIN_LEASE_SECONDS,
+  RESULT_LEASE_SECONDS,
   StateEventHub,
   StorageUsage,
   TASK_EXPIRED_REASON,
   expiresAt,
   refuseTaskRes,
   taskBytes,
+  checkLease,
   checkLimit,
   checkPingInterval,
   isoTimestamp,
@@ -114,6 +118,17 @@ const INSERT_TASK_COLUMNS =
 const INSERT_TASK_VALUES = INSERT_TASK_COLUMNS.split(", ")
   .map((c) => `@${c}`)
   .join(", ");
+/**
+ * The row's lease (state-support.ts `leaseSeconds`) and whether it has passed since
+ * `delivered_at` (ISO text; @now_jd is the state clock as a Julian day). The millisecond of slack
+ * absorbs the microsecond rounding of `delivered_at`.
+ */
+const LEASE_SQL = `COALESCE(@lease, MIN(${DEFAULT_MAX_LEASE_SECONDS}.0, MAX(${DEFAULT_MIN_LEASE_SECONDS}.0, ttl / 2.0)))`;
+const LEASE_PASSED = `((@now_jd - julianday(delivered_at)) * 86400.0 >= ${LEASE_SQL} - 0.001)`;
+
+/** Unix seconds as a SQLite Julian day number. */
+const julianDay = (unixSeconds: number): number => unixSeconds / 86400 + 2440587.5;
+
 /** Expands a JSON array parameter into rows, so set-valued queries can be prepared once. */
 const IDS_IN_JSON = "(SELECT value FROM json_each(?))";
 
@@ -192,9 +207,12 @@ export class SqliteState implements State {
   private readonly events: StateEventHub;
   private readonly sql: Statements;
   private readonly usage: StorageUsage;
+  private readonly taskLeaseSeconds: number | undefined;
 
   constructor(path: string, options: StateOptions = {}) {
     this.path = path;
+    checkLease(options.taskLeaseSeconds);
+    this.taskLeaseSeconds = options.taskLeaseSeconds;
     this.now = options.now ?? systemNow;
     this.logger = options.logger;
     this.events = new StateEventHub(this.logger);
@@ -203,10 +221,17 @@ export class SqliteState implements State {
     try {
       db = new Database(path);
       db.defaultSafeIntegers(true);
-      db.pragma("busy_timeout = 5000");
       db.pragma("foreign_keys = ON");
+      // One process per file: SQLite's exclusive lock, taken by the first read below and held
+      // until close. It is an OS file lock, so the kernel drops it when the process dies (even
+      // by SIGKILL) and a restart can open the file at once. No busy wait: a holder is reported.
+      if (path !== ":memory:") {
+        db.pragma("busy_timeout = 0");
+        db.pragma("locking_mode = EXCLUSIVE");
+      }
       // Refuse foreign files before writing anything to them (the WAL switch is a write).
       checkSchema(db, path, false);
+      checkIntegrity(db, path);
       db.pragma("journal_mode = WAL");
       // WAL + NORMAL: a committed transaction survives a process crash; only an OS crash or
       // power loss may lose the last few commits.
@@ -221,7 +246,8 @@ export class SqliteState implements State {
           open.exec(MIGRATE_1_TO_2);
           open.prepare("UPDATE run SET last_activity = ?").run(this.now());
         }
-        // Rewritten on every open: a write, so an unwritable file fails here, not mid-run.
+        // Rewritten on every open: a write, so an unwritable file fails here, not mid-run. In
+        // exclusive mode this write also takes the lock for good.
         open.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
       }).immediate();
       this.sql = prepareStatements(db);
@@ -230,7 +256,8 @@ export class SqliteState implements State {
       }
     } catch (err) {
       db?.close();
-      if (err instanceof StateError) throw err;
+      if (FlwrError.isFlwrError(err)) throw err;
+      if ((err as { code?: unknown } | null)?.code === "SQLITE_BUSY") throw lockedError(path, err);
       throw new StateError(openFailureMessage(path, err), { cause: err });
     }
     this.db = db;
@@ -273,12 +300,14 @@ export class SqliteState implements State {
     return this.guard("getTaskIns", () =>
       this.db.transaction(() => {
         const now = this.now();
-        const rows = this.sql.selectUndeliveredTaskIns.all(
-          nodeId === undefined ? 1 : 0,
-          nodeId ?? 0n,
-          now,
+        const rows = this.sql.selectDeliverableTaskIns.all({
+          anonymous: nodeId === undefined ? 1 : 0,
+          node: nodeId ?? 0n,
           limit,
-        ) as TaskRow[];
+          now,
+          now_jd: julianDay(now),
+          lease: this.taskLeaseSeconds ?? null,
+        }) as TaskRow[];
         const deliveredAt = isoTimestamp(now);
         return rows.map((row) => {
           this.sql.markTaskInsDelivered.run(deliveredAt, row.seq);
@@ -338,7 +367,11 @@ export class SqliteState implements State {
       this.db.transaction(() => {
         const now = this.now();
         const deliveredAt = isoTimestamp(now);
-        const rows = this.sql.selectUndeliveredReplies.all(requested, sqlLimit) as TaskRow[];
+        const rows = this.sql.selectDeliverableReplies.all({
+          ids: requested,
+          limit: sqlLimit,
+          now_jd: julianDay(now),
+        }) as TaskRow[];
         const out: TaskRes[] = rows.map((row) => {
           this.sql.markTaskResDelivered.run(deliveredAt, row.seq);
           return rowToTask({ ...row, delivered_at: deliveredAt });
@@ -520,6 +553,35 @@ export class SqliteState implements State {
   }
 }
 
+/**
+ * SQLite's `quick_check` (page structure, no index cross-check: fast even on large files). A
+ * corrupt file would otherwise open, report ready, and then fail every RPC.
+ */
+function checkIntegrity(db: Database.Database, path: string): void {
+  let problems: string[];
+  try {
+    problems = (db.pragma("quick_check(5)") as Array<{ quick_check: string }>).map((r) => r.quick_check);
+  } catch (err) {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code === "SQLITE_BUSY") throw lockedError(path, err);
+    if (code !== "SQLITE_CORRUPT") throw err;
+    problems = [errorMessage(err)];
+  }
+  if (problems.length === 1 && problems[0] === "ok") return;
+  throw new StateCorruptError(
+    `SQLite state database "${path}" is corrupt (${problems.join("; ")}). Restore it from a backup or give --database a new file.`,
+  );
+}
+
+/** The error for a file another process holds. */
+function lockedError(path: string, cause: unknown): StateLockedError {
+  return new StateLockedError(
+    `SQLite state database "${path}" is locked by another process: is another flower-superlink running on it? ` +
+      "Stop it, or give this one another --database file.",
+    { cause },
+  );
+}
+
 /** Says what is wrong with the file, in terms of what the user can do about it. */
 function openFailureMessage(path: string, err: unknown): string {
   const code = (err as { code?: unknown } | null)?.code;
@@ -527,7 +589,8 @@ function openFailureMessage(path: string, err: unknown): string {
   if (code === "SQLITE_NOTADB") {
     return `"${path}" is not a SQLite database (${detail}). Give --database a new file or a flwr-ts state database.`;
   }
-  if (code === "SQLITE_READONLY" || code === "SQLITE_CANTOPEN" || code === "SQLITE_PERM" || code === undefined) {
+  const ioError = typeof code === "string" && code.startsWith("SQLITE_IOERR");
+  if (code === "SQLITE_READONLY" || code === "SQLITE_CANTOPEN" || code === "SQLITE_PERM" || ioError || code === undefined) {
     return `Cannot open SQLite state database "${path}" for writing (${detail}). Check that the directory exists and the file and directory are writable.`;
   }
   return `Cannot open SQLite state database "${path}": ${detail}`;
@@ -593,9 +656,13 @@ function prepareStatements(db: Database.Database) {
     updatePing: p("UPDATE node SET online_until = ?, ping_interval = ? WHERE node_id = ?"),
 
     insertTaskIns: p(`INSERT INTO task_ins (${INSERT_TASK_COLUMNS}) VALUES (${INSERT_TASK_VALUES})`),
-    selectUndeliveredTaskIns: p(
-      "SELECT * FROM task_ins WHERE consumer_anonymous = ? AND consumer_node_id = ? AND delivered_at = '' " +
-        "AND created_at + ttl > ? ORDER BY seq LIMIT ?",
+    // Unexpired, and never delivered, or delivered and still unanswered with its lease passed.
+    selectDeliverableTaskIns: p(
+      `SELECT * FROM task_ins WHERE consumer_anonymous = @anonymous AND consumer_node_id = @node
+         AND created_at + ttl > @now
+         AND (delivered_at = '' OR (${LEASE_PASSED}
+               AND NOT EXISTS (SELECT 1 FROM task_res tr WHERE tr.reply_to = task_ins.task_id)))
+       ORDER BY seq LIMIT @limit`,
     ),
     // What refuseTaskRes needs, without reading the RecordSet.
     selectTaskInsHeader: p(
@@ -608,8 +675,11 @@ function prepareStatements(db: Database.Database) {
     insertTaskRes: p(
       `INSERT INTO task_res (${INSERT_TASK_COLUMNS}, reply_to) VALUES (${INSERT_TASK_VALUES}, @reply_to)`,
     ),
-    selectUndeliveredReplies: p(
-      `SELECT * FROM task_res WHERE reply_to IN ${IDS_IN_JSON} AND delivered_at = '' ORDER BY seq LIMIT ?`,
+    // Undelivered, or delivered with the lease passed and still not deleted (answer lost).
+    selectDeliverableReplies: p(
+      `SELECT * FROM task_res WHERE reply_to IN (SELECT value FROM json_each(@ids))
+         AND (delivered_at = '' OR (@now_jd - julianday(delivered_at)) * 86400.0 >= ${RESULT_LEASE_SECONDS}.0 - 0.001)
+       ORDER BY seq LIMIT @limit`,
     ),
     // Requested TaskIns with no reply at all, addressed to a node that is offline or deleted, or
     // expired. Parameters: now, ids, now, limit.

@@ -147,6 +147,35 @@ export function refuseTaskRes(taskRes: TaskRes, taskIns: TaskIns | undefined, no
   return undefined;
 }
 
+/** Bounds of the default delivery lease (seconds). */
+export const DEFAULT_MAX_LEASE_SECONDS = 60;
+export const DEFAULT_MIN_LEASE_SECONDS = 5;
+
+/**
+ * The delivery lease of a task with `ttl` seconds: the configured one, else half the TTL (so a
+ * lost delivery is re-offered with half the TTL left to run it) within
+ * [DEFAULT_MIN_LEASE_SECONDS, DEFAULT_MAX_LEASE_SECONDS]. The SQLite state computes the same
+ * in SQL (sqlite-state.ts, LEASE_SQL).
+ */
+export function leaseSeconds(ttl: number, configured: number | undefined): number {
+  if (configured !== undefined) return configured;
+  return Math.min(DEFAULT_MAX_LEASE_SECONDS, Math.max(DEFAULT_MIN_LEASE_SECONDS, ttl / 2));
+}
+
+/**
+ * A delivered TaskRes still stored this long after its delivery is offered again when its
+ * TaskIns is asked for again: a Driver asks again only for results it did not get, so the answer
+ * carrying it was lost. Short, because a result is re-offered only on request.
+ */
+export const RESULT_LEASE_SECONDS = 2;
+
+/** Rejects a lease that is not a non-negative finite number of seconds. */
+export function checkLease(lease: number | undefined): void {
+  if (lease !== undefined && !(Number.isFinite(lease) && lease >= 0)) {
+    throw new RangeError(`taskLeaseSeconds must be a non-negative number, got ${lease}`);
+  }
+}
+
 /** Flower asserts `limit >= 1`; a smaller one is a caller bug. */
 export function checkLimit(limit: number): void {
   if (!(Number.isInteger(limit) && limit >= 1)) throw new RangeError(`limit must be an integer >= 1, got ${limit}`);

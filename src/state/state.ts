@@ -83,6 +83,12 @@ export interface StateOptions {
   now?: () => number;
   /** Where rejected tasks and listener failures are reported. Default: nothing is logged. */
   logger?: StateLogger;
+  /**
+   * Delivery lease, in seconds: a TaskIns delivered this long ago and still unanswered (and not
+   * expired) is offered again. Default: per task, half its TTL, within
+   * [DEFAULT_MIN_LEASE_SECONDS, DEFAULT_MAX_LEASE_SECONDS] (see docs/delivery.md).
+   */
+  taskLeaseSeconds?: number;
 }
 
 /**
@@ -103,8 +109,11 @@ export interface State {
   storeTaskIns(taskIns: TaskIns): string | undefined;
 
   /**
-   * Returns up to `limit` (>= 1) undelivered, unexpired TaskIns for `nodeId`, FIFO, and marks each one
-   * delivered (`delivered_at` = ISO-8601 now) before returning it: delivery is at most once.
+   * Returns up to `limit` (>= 1) unexpired TaskIns for `nodeId`, FIFO, and marks each one delivered
+   * (`delivered_at` = ISO-8601 now) before returning it. A TaskIns is returned when it was never
+   * delivered, or when its lease (`StateOptions.taskLeaseSeconds`) has passed since its last
+   * delivery while it still has no TaskRes and its TTL has not run out: delivery is at least
+   * once, so a TaskIns whose delivery was lost (a crash between commit and answer) is not lost.
    * `nodeId` undefined means an anonymous caller: TaskIns whose consumer is anonymous node 0.
    * `delivered_at` is Python's `isoformat()` of the state clock. A limit < 1 throws RangeError.
    */
@@ -125,7 +134,8 @@ export interface State {
 
   /**
    * Returns undelivered TaskRes whose `ancestry[0]` is in `taskIds` (compared in lowercase),
-   * oldest first, marking them delivered. Then, for each requested TaskIns that has no reply at
+   * oldest first, marking them delivered; also delivered ones still stored RESULT_LEASE_SECONDS
+   * after their delivery (asked for again: the answer carrying them was lost). Then, for each requested TaskIns that has no reply at
    * all (delivered or not) and whose named consumer node is offline, deleted or unknown, it
    * synthesizes, stores and returns an error TaskRes (code 3, NODE_UNAVAILABLE, spec §2.6 fields)
    * in TaskIns order, notifying `onTaskResStored`. A TaskIns that expired unanswered gets the

@@ -8,7 +8,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { KeyObject } from "node:crypto";
 import type { Logger } from "../core/logger";
 import { AuthenticationError, FlwrError, InvalidConfigError, errorMessage } from "../core/errors";
-import { DEFAULT_LONG_POLL_MS } from "../core/constants";
+import { DEFAULT_LONG_POLL_MS, IN_MEMORY_DATABASE } from "../core/constants";
 import { parseAddress } from "../core/address";
 import { DriverService } from "../proto/flwr/proto/driver";
 import { FleetService } from "../proto/flwr/proto/fleet";
@@ -76,6 +76,8 @@ export interface SuperLinkConfig {
   connectionLimits?: ConnectionLimits;
   /** Fleet API budgets for bytes from unauthenticated calls (src/superlink/fleet/fleet-receive.ts). */
   fleetReceiveLimits?: FleetReceiveLimits;
+  /** Delivery lease in seconds (State `taskLeaseSeconds`); undefined = per-task default. */
+  taskLeaseSeconds?: number;
   /** Test-only: extra grpc-js server options (e.g. a small max receive length). */
   grpcServerOptions?: grpc.ChannelOptions;
   /**
@@ -158,6 +160,9 @@ export interface SuperLinkHandle {
   close(graceMs?: number): Promise<void>;
 }
 
+/** How long a SQLite SuperLink keeps delivered TaskIns/TaskRes pairs before deleting them. */
+export const DELIVERED_PAIR_GRACE_MS = 10_000;
+
 // Task-carrying responses may hold large records: written as chunks, the payload not copied.
 const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES);
 
@@ -214,6 +219,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     state = createState(config.database, {
       logger: logger.child({ module: "state" }),
       limits: { maxRunBytes: limits.maxRunBytes, maxStoredBytes: limits.maxStoredBytes, maxRuns: limits.maxRuns },
+      ...(config.taskLeaseSeconds !== undefined ? { taskLeaseSeconds: config.taskLeaseSeconds } : {}),
     });
   } catch (err) {
     auth?.allowlist.close();
@@ -305,6 +311,9 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       hub,
       longPollMs,
       maxTaskInsPerPush: limits.maxTaskInsPerPush,
+      // Durable state keeps delivered pairs a little while, so a crash right after a PullTaskRes
+      // answer does not lose its results (docs/delivery.md); in memory they would die anyway.
+      deleteGraceMs: config.database === IN_MEMORY_DATABASE ? 0 : DELIVERED_PAIR_GRACE_MS,
     });
     const driverCredentials =
       config.driverApiClientCa !== undefined ? serverCredentials(config.tls, { clientCa: config.driverApiClientCa }) : credentials;

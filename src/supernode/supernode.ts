@@ -229,6 +229,12 @@ class SuperNode {
   private readonly abortController = new AbortController();
   private readonly runs = new Map<bigint, RunInfo>();
   private readonly contexts = new Map<bigint, Context>();
+  /**
+   * Ids of the TaskIns answered most recently (insertion order, at most ANSWERED_MEMORY). The
+   * SuperLink delivers at least once (docs/delivery.md): a TaskIns seen again after its reply
+   * went out is not run a second time.
+   */
+  private readonly answered = new Set<string>();
   private readonly nodeConfig: Record<string, ConfigsScalar>;
 
   /** The current registration; undefined while (re-)registering or disconnected. */
@@ -566,6 +572,13 @@ class SuperNode {
         }
         continue;
       }
+      if (this.answered.has(taskIns.taskId.toLowerCase())) {
+        this.logger.warn(
+          { event: "supernode.task-repeated", taskId: taskIns.taskId },
+          `TaskIns ${taskIns.taskId} was delivered again after its reply was sent; not running it twice`,
+        );
+        continue;
+      }
       const outcome = await this.handleTaskIns(taskIns);
       if (outcome === "stop") {
         this.stopController.abort(new Stopped());
@@ -727,11 +740,19 @@ class SuperNode {
         return;
       }
       if (FlwrError.isFlwrError(err) && err.code === "FLWR_MALFORMED_MESSAGE") {
+        this.remember(incoming.messageId);
         this.logger.error({ event: "supernode.reply-rejected" }, `The SuperLink rejected the reply: ${err.message}`);
+        return;
+      }
+      // A re-push after a lost answer: the SuperLink already holds this result.
+      if (isAlreadyStored(err)) {
+        this.remember(incoming.messageId);
+        this.logger.info({ event: "supernode.reply-already-stored", replyTo: reply.metadata.replyToMessage }, "The SuperLink already had this reply");
         return;
       }
       throw err;
     }
+    this.remember(incoming.messageId);
     if (!stored) {
       // The SuperLink answers "None" (status OK, as Flower) for a result it dropped: the message
       // expired, was completed already (a re-push after a lost answer), or is unknown to it.
@@ -745,6 +766,12 @@ class SuperNode {
       { event: "supernode.reply-sent", messageType: reply.metadata.messageType, replyTo: reply.metadata.replyToMessage, error: reply.error !== undefined },
       "Sent reply",
     );
+  }
+
+  /** Records a TaskIns as answered, forgetting the oldest beyond ANSWERED_MEMORY. */
+  private remember(taskInsId: string): void {
+    this.answered.add(taskInsId.toLowerCase());
+    if (this.answered.size > ANSWERED_MEMORY) this.answered.delete(this.answered.values().next().value!);
   }
 
   /** DeleteNode, best effort: failures are logged, never thrown. */
@@ -788,6 +815,15 @@ class SuperNode {
 }
 
 /** Resolves when `promise` settles or `ms` passed, whichever is first; never rejects. */
+/** How many answered TaskIns ids a SuperNode remembers (a redelivery comes within a lease). */
+const ANSWERED_MEMORY = 1024;
+
+/** ALREADY_EXISTS from PushTaskRes (directly or as the cause of a typed error). */
+function isAlreadyStored(err: unknown): boolean {
+  const cause = FlwrError.isFlwrError(err) ? (err as Error).cause : err;
+  return isServiceError(cause) && cause.code === grpc.status.ALREADY_EXISTS;
+}
+
 async function waitAtMost(promise: Promise<unknown>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([

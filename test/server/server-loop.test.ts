@@ -6,6 +6,7 @@
 import { ConnectionError } from "../../src/core/errors";
 import type { FitRes, Metrics } from "../../src/core/records/legacy-types";
 import { recordSetToFitIns } from "../../src/core/records/compat";
+import { ndarrayToNpy } from "../../src/core/records/npy";
 import { RecordSet, type Context } from "../../src/core/records/types";
 import { FedAvg, ServerApp, type MetricsAggregationFn } from "../../src/server";
 import { FakeDriver, legacyNode } from "./fake-driver";
@@ -125,6 +126,36 @@ describe("legacy ServerApp loop", () => {
       const round2 = driver.sentOfType("train").filter((m) => m.metadata.groupId === "2");
       expect(round2.map((m) => vectorOf(recordSetToFitIns(m.content!).parameters))).toEqual([[7], [7], [7]]);
       expect(history.isEmpty).toBe(true);
+    });
+
+    it.each([
+      ["a wrong shape", () => fitRes([1, 2, 3], 10)],
+      ["a wrong tensor count", () => ({ ...fitRes([1], 10), parameters: { tensors: [], tensorType: "numpy.ndarray" } })],
+      ["undecodable bytes", () => ({ ...fitRes([1], 10), parameters: { tensors: [new Uint8Array([1, 2, 3])], tensorType: "numpy.ndarray" } })],
+      ["a wrong dtype", () => ({ ...fitRes([1], 10), parameters: { tensors: [ndarrayToNpy({ dtype: "float64", shape: [1], data: new Float64Array([9]) })], tensorType: "numpy.ndarray" } })],
+    ])("counts one result with %s as that client's failure; the run goes on", async (_what, bad) => {
+      const driver = new FakeDriver();
+      threeNodes(driver, legacyNode({ fit: bad as () => FitRes }));
+      const { logger, lines } = memoryLogger();
+      const app = new ServerApp({ config: { numRounds: 2 }, strategy: new FedAvg({ fractionEvaluate: 0, initialParameters: vectorParameters([0]) }) });
+      await app.run(driver, context(), { logger });
+      expect(messagesOf(lines).filter((m) => m === "aggregate_fit: received 2 results and 1 failures")).toHaveLength(2);
+      const bads = lines.filter((l) => l["event"] === "serverapp.bad-result");
+      expect(bads.map((l) => l["nodeId"])).toEqual([NODE_C.toString(), NODE_C.toString()]);
+      const round2 = driver.sentOfType("train").filter((m) => m.metadata.groupId === "2");
+      expect(round2.map((m) => vectorOf(recordSetToFitIns(m.content!).parameters))).toEqual([[3], [3], [3]]);
+    });
+
+    it("with acceptFailures false, an ill-shaped result skips the round's aggregation instead of ending the run", async () => {
+      const driver = new FakeDriver();
+      threeNodes(driver, legacyNode({ fit: () => fitRes([1, 2], 10) }));
+      const app = new ServerApp({
+        config: { numRounds: 2 },
+        strategy: new FedAvg({ fractionEvaluate: 0, acceptFailures: false, initialParameters: vectorParameters([7]) }),
+      });
+      await app.run(driver, context());
+      const round2 = driver.sentOfType("train").filter((m) => m.metadata.groupId === "2");
+      expect(round2.map((m) => vectorOf(recordSetToFitIns(m.content!).parameters))).toEqual([[7], [7], [7]]);
     });
 
     it("counts a non-OK status as a failure", async () => {

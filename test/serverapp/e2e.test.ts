@@ -132,12 +132,14 @@ test("stops on SIGINT with exit 130", async () => {
   expect(await child.exited).toBe(130);
 });
 
-test("exits 1 with a clear message when the SuperLink goes away mid-run", async () => {
+test("exits 1 with a clear message when the SuperLink goes away mid-run for longer than --retry-deadline", async () => {
   const link = await startTestSuperLink(fx);
-  const child = serverApp(["server:waiting", "--root-certificates", fx.caCert, "--superlink", link.driverAddress]);
+  const child = serverApp(["server:waiting", "--root-certificates", fx.caCert, "--superlink", link.driverAddress, "--retry-deadline", "1"]);
   await child.event("serverapp.waiting-for-clients");
   await link.close(0);
   expect(await child.exited).toBe(1);
   const fatalLine = child.logs.find((l) => l["level"] === 60);
-  expect(String(fatalLine?.["msg"])).toMatch(/GetNodes to the SuperLink Driver API at 127\.0\.0\.1:\d+ failed \(UNAVAILABLE\)/);
+  expect(String(fatalLine?.["msg"])).toMatch(
+    /GetNodes to the SuperLink Driver API at 127\.0\.0\.1:\d+ failed \(UNAVAILABLE\).*gave up after retrying for 1 s \(--retry-deadline\)/,
+  );
 });

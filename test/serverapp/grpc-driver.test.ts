@@ -13,7 +13,13 @@ import { startGrpcServer } from "../../src/transport/server";
 import { silentLogger } from "../../src/core/logger";
 import { type SuperLinkHandle, startSuperLink } from "../../src/superlink/superlink";
 import { GrpcDriver, PUSH_BATCH_BYTES } from "../../src/serverapp/grpc-driver";
+import { join } from "node:path";
+import { createReply, messageToTaskRes } from "../../src/core/records/serde";
+import { FleetClient } from "../../src/proto/flwr/proto/fleet";
+import { createClient, unaryCall } from "../../src/transport/channel";
+import { channelCredentials, readServerTlsFiles } from "../../src/transport/tls";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
+import { memoryLogger } from "../server/helpers";
 import { FakeSuperNode, startTestSuperLink } from "./helpers";
 
 let fx: Fixtures;
@@ -287,11 +293,70 @@ describe("GrpcDriver messaging", () => {
     await expect(driver.pushMessages([{ ...msg, metadata: { ...msg.metadata, srcNodeId: 3n } }])).rejects.toThrow(MalformedMessageError);
   });
 
-  it("reports a lost SuperLink as a ConnectionError", async () => {
+  it("reports a lost SuperLink as a ConnectionError once the retry deadline has passed", async () => {
     const link = await superlink();
-    const driver = await connect(link);
+    const driver = await connect(link, { retryDeadlineMs: 600 });
     await link.close(0);
+    const started = Date.now();
     await expect(driver.getNodeIds()).rejects.toThrow(ConnectionError);
-    await expect(driver.getNodeIds()).rejects.toThrow(/GetNodes to the SuperLink Driver API at 127\.0\.0\.1:\d+/);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(500);
+    await expect(driver.getNodeIds()).rejects.toThrow(
+      /GetNodes to the SuperLink Driver API at 127\.0\.0\.1:\d+ failed \(UNAVAILABLE\).*gave up after retrying for 0\.6 s \(--retry-deadline\)/,
+    );
+  });
+
+  it("with retryDeadlineMs 0, fails at once", async () => {
+    const link = await superlink();
+    const driver = await connect(link, { retryDeadlineMs: 0 });
+    await link.close(0);
+    await expect(driver.getNodeIds()).rejects.toThrow(/GetNodes to the SuperLink Driver API.*failed \(UNAVAILABLE\)/);
+  });
+});
+
+describe("GrpcDriver across a SuperLink restart", () => {
+  it("keeps the ids it holds, resumes pulling after a restart on the same database, and drops a second reply", async () => {
+    const database = join(fx.dir, `restart-${process.pid}.db`);
+    const start = (driverApiAddress: string, fleetApiAddress: string): Promise<SuperLinkHandle> =>
+      startSuperLink(
+        {
+          driverApiAddress,
+          fleetApiAddress,
+          database,
+          tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
+          longPollMs: 500,
+        },
+        { logger: silentLogger() },
+      );
+    let link = await start("127.0.0.1:0", "127.0.0.1:0");
+    cleanups.push(() => link.close(0));
+    const { logger, lines } = memoryLogger("info");
+    const driver = await GrpcDriver.connect({ superlink: link.driverAddress, rootCertificates: ca, retryDeadlineMs: 30_000 }, { logger });
+    cleanups.push(() => driver.close());
+    const silent = await node(link, async () => "silent");
+    const [taskId] = await driver.pushMessages([driver.createMessage(new RecordSet(), "query", silent.nodeId, "1")]);
+    const pending = (async () => {
+      const got = [];
+      while (got.length === 0) got.push(...(await driver.pullMessages([taskId!])));
+      return got;
+    })();
+    while (silent.received.length === 0) await new Promise((r) => setTimeout(r, 20));
+
+    await link.close(0);
+    await new Promise((r) => setTimeout(r, 700));
+    link = await start(link.driverAddress, link.fleetAddress);
+
+    // The node answers through the restarted SuperLink, twice (a re-push after a lost answer).
+    const fleet = createClient(FleetClient, link.fleetAddress, channelCredentials({ rootCertificates: ca }));
+    cleanups.push(() => fleet.close());
+    const taskRes = messageToTaskRes(createReply(silent.received[0]!, echo(silent.received[0]!)));
+    await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [taskRes] });
+    const replies = await pending;
+    expect(replies.map((r) => r.metadata.replyToMessage)).toEqual([taskId]);
+    expect(lines.some((l) => l["event"] === "serverapp.retry")).toBe(true);
+    expect(lines.some((l) => l["event"] === "serverapp.reconnected")).toBe(true);
+
+    await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [taskRes] }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await driver.pullMessages([taskId!])).toEqual([]);
   });
 });

@@ -130,7 +130,7 @@ test("a SuperNode that dies mid-round fails only its own task; the round complet
   expect(history.metricsDistributedFit.get("acc")).toEqual([[1, 1]]);
 });
 
-test("fails with a ConnectionError when the SuperLink goes away during the run", async () => {
+test("fails with a ConnectionError when the SuperLink goes away during the run (and stays away past the retry deadline)", async () => {
   const link = await superlink();
   const { logger } = memoryLogger("info");
   const running = runServerApp(
@@ -138,6 +138,7 @@ test("fails with a ConnectionError when the SuperLink goes away during the run",
       app: new ServerApp({ config: { numRounds: 1 }, strategy: strategy({ initialParameters: vectorParameters([0]) }) }),
       superlink: link.driverAddress,
       rootCertificates: ca,
+      driver: { retryDeadlineMs: 1_000 },
     },
     { logger },
   );

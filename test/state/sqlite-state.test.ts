@@ -4,7 +4,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ErrorCode } from "../../src/core/constants";
-import { StateError } from "../../src/core/errors";
+import { StateCorruptError, StateError, StateLockedError } from "../../src/core/errors";
 import { SQLITE_APPLICATION_ID, SQLITE_SCHEMA_VERSION, SqliteState } from "../../src/state/sqlite-state";
 import { TestClock, describeStateConformance, describeStateLimits, makeTaskIns, makeTaskRes, sampleRecordSet } from "./state.conformance";
 
@@ -211,16 +211,60 @@ describe("SqliteState on a file", () => {
     expect(() => new SqliteState(path)).toThrow(/another application/);
   });
 
-  test("two states on the same file see each other's writes", () => {
+  test("a second state on a file in use is refused at once (StateLockedError); after close it opens and sees the writes", () => {
     const path = freshPath();
     const a = new SqliteState(path);
+    const runId = a.createRun("f", "v", new Map());
+    const started = Date.now();
+    expect(() => new SqliteState(path)).toThrow(StateLockedError);
+    expect(() => new SqliteState(path)).toThrow(/locked by another process.*another flower-superlink/);
+    expect(Date.now() - started).toBeLessThan(2_000); // no busy wait
+    a.close();
     const b = new SqliteState(path);
     try {
-      const runId = a.createRun("f", "v", new Map());
       expect(b.getRun(runId)?.runId).toBe(runId);
     } finally {
-      a.close();
       b.close();
+    }
+  });
+
+  test("a file with corrupt pages is refused at open (StateCorruptError), not served", () => {
+    const path = freshPath();
+    const state = new SqliteState(path);
+    const runId = state.createRun("f", "v", new Map());
+    const nodeId = state.createNode(30);
+    for (let i = 0; i < 200; i++) state.storeTaskIns(makeTaskIns(new TestClock(), runId, { nodeId, anonymous: false }, { recordset: sampleRecordSet() }));
+    state.close();
+    // Scribble over a page in the middle of the file (not the header, so it still opens).
+    const bytes = readFileSync(path);
+    const pageSize = bytes.readUInt16BE(16) === 1 ? 65536 : bytes.readUInt16BE(16);
+    const pages = bytes.length / pageSize;
+    expect(pages).toBeGreaterThan(4);
+    const at = Math.floor(pages / 2) * pageSize;
+    bytes.fill(0xa5, at, at + pageSize);
+    writeFileSync(path, bytes);
+    expect(() => new SqliteState(path)).toThrow(StateCorruptError);
+    expect(() => new SqliteState(path)).toThrow(/is corrupt .*new file/);
+  });
+
+  test("expired tasks (a crashed run's leftovers) are purged when the file is opened", () => {
+    const path = freshPath();
+    const clock = new TestClock();
+    const state = new SqliteState(path, { now: clock.now });
+    const runId = state.createRun("f", "v", new Map());
+    const nodeId = state.createNode(30);
+    const node = { nodeId, anonymous: false };
+    const shortId = state.storeTaskIns(makeTaskIns(clock, runId, node, { ttl: 10 }))!;
+    state.storeTaskRes(makeTaskRes(clock, runId, nodeId, shortId, { ttl: 10 }));
+    state.storeTaskIns(makeTaskIns(clock, runId, node, { ttl: 3600 }));
+    state.close();
+    clock.advance(11);
+    const reopened = new SqliteState(path, { now: clock.now });
+    try {
+      expect([reopened.numTaskIns(), reopened.numTaskRes()]).toEqual([1, 0]);
+      expect(reopened.getRun(runId)?.runId).toBe(runId);
+    } finally {
+      reopened.close();
     }
   });
 

@@ -676,7 +676,8 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
         storeRes(runId, nodeId, insId);
         expect(state.getTaskRes(new Set([insId]))).toHaveLength(1);
         clock.advance(10);
-        expect(state.getTaskRes(new Set([insId]))).toEqual([]);
+        // Asked for again, the stored reply may come again (delivery lease), never an error.
+        expect(state.getTaskRes(new Set([insId])).filter((r) => r.task!.error !== undefined)).toEqual([]);
         expect(state.numTaskRes()).toBe(1);
       });
 
@@ -763,6 +764,68 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
         state.getTaskRes(new Set([a]));
         state.deleteTasks(new Set([a]));
         expect(state.getTaskIns(nodeId, 10).map((t) => t.taskId)).toEqual([b]);
+      });
+    });
+
+    describe("delivery lease (at-least-once)", () => {
+      // Default lease: half the TTL within [5 s, 60 s]; TTL 20 s gives 10 s.
+      test("an unanswered TaskIns is offered again once its lease passed, not before", () => {
+        const runId = newRun();
+        const nodeId = state.createNode(3600);
+        const insId = storeIns(runId, named(nodeId), { ttl: 20 });
+        expect(state.getTaskIns(nodeId, 10).map((t) => t.taskId)).toEqual([insId]);
+        clock.advance(9.5);
+        expect(state.getTaskIns(nodeId, 10)).toEqual([]);
+        clock.advance(0.5);
+        const again = state.getTaskIns(nodeId, 10);
+        expect(again.map((t) => t.taskId)).toEqual([insId]);
+        expect(again[0]!.task!.deliveredAt).toBe(isoTimestamp(clock.now()));
+        // A new lease starts with each delivery.
+        clock.advance(5);
+        expect(state.getTaskIns(nodeId, 10)).toEqual([]);
+      });
+
+      test("an answered or expired TaskIns is never offered again; FIFO order and the limit hold", () => {
+        const runId = newRun();
+        const nodeId = state.createNode(3600);
+        const answered = storeIns(runId, named(nodeId), { ttl: 20 });
+        const expiring = storeIns(runId, named(nodeId), { ttl: 11 });
+        const lost = storeIns(runId, named(nodeId), { ttl: 20 });
+        expect(state.getTaskIns(nodeId, 10)).toHaveLength(3);
+        storeRes(runId, nodeId, answered);
+        const fresh = storeIns(runId, named(nodeId), { ttl: 20 });
+        clock.advance(11);
+        expect(state.getTaskIns(nodeId, 1).map((t) => t.taskId)).toEqual([lost]);
+        expect(state.getTaskIns(nodeId, 10).map((t) => t.taskId)).toEqual([fresh]);
+        expect(expiring).not.toBe(lost);
+      });
+
+      test("the default lease is capped at 60 s", () => {
+        const runId = newRun();
+        const nodeId = state.createNode(3600);
+        const insId = storeIns(runId, named(nodeId), { ttl: 3600 });
+        state.getTaskIns(nodeId, 1);
+        clock.advance(59);
+        expect(state.getTaskIns(nodeId, 1)).toEqual([]);
+        clock.advance(1);
+        expect(state.getTaskIns(nodeId, 1).map((t) => t.taskId)).toEqual([insId]);
+      });
+
+      test("a delivered TaskRes whose pair was not deleted is offered again when asked for 2 s later", () => {
+        const runId = newRun();
+        const nodeId = state.createNode(3600);
+        const insId = storeIns(runId, named(nodeId));
+        const resId = storeRes(runId, nodeId, insId);
+        expect(state.getTaskRes(new Set([insId])).map((r) => r.taskId)).toEqual([resId]);
+        expect(state.getTaskRes(new Set([insId]))).toEqual([]);
+        clock.advance(1.9);
+        expect(state.getTaskRes(new Set([insId]))).toEqual([]);
+        clock.advance(0.1);
+        expect(state.getTaskRes(new Set([insId])).map((r) => r.taskId)).toEqual([resId]);
+        state.deleteTasks(new Set([insId]));
+        clock.advance(10);
+        expect(state.getTaskRes(new Set([insId]))).toEqual([]);
+        expect([state.numTaskIns(), state.numTaskRes()]).toEqual([0, 0]);
       });
     });
 

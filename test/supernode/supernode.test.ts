@@ -109,6 +109,34 @@ describe("SuperNode with TLS and node authentication", () => {
     expect(Array.from(parametersToNdarrays(fitRes.parameters)[0]!.data as Float32Array)).toEqual([3, -4]);
   });
 
+  it("does not run a TaskIns twice when the SuperLink delivers it again after the reply (at-least-once)", async () => {
+    const link = await superLink({ tls: true, auth: true });
+    // Deliver the first TaskIns once more on a later pull, as a lease expiry after a lost answer does.
+    const getTaskIns = link.state.getTaskIns.bind(link.state);
+    let first: ReturnType<typeof getTaskIns> | undefined;
+    let replayed = false;
+    let sent = false;
+    link.state.getTaskIns = (nodeId, limit) => {
+      const got = getTaskIns(nodeId, limit);
+      if (got.length > 0 && first === undefined) first = got;
+      else if (got.length === 0 && first !== undefined && !replayed && sent) {
+        replayed = true;
+        return first;
+      }
+      return got;
+    };
+    const { node, lines } = await superNode({ superlink: link.fleetAddress, ...tlsAuth() });
+    const d = driver(link, true);
+    const runId = await d.createRun();
+    await d.waitForNode(runId, node.nodeId);
+    const { taskId } = await d.push(runId, node.nodeId, "train", fitContent([1]), "1");
+    await d.reply(taskId);
+    sent = true;
+    await until(() => lines.some((l) => l.event === "supernode.task-repeated"));
+    expect(lines.find((l) => l.event === "supernode.task-repeated")).toMatchObject({ taskId });
+    expect(lines.filter((l) => l.event === "supernode.reply-sent")).toHaveLength(1);
+  });
+
   it("keeps one context per run across messages and passes the run's override config", async () => {
     const link = await superLink({ tls: true, auth: true });
     const contexts: unknown[] = [];

@@ -15,11 +15,33 @@ export interface DriverServicerDeps {
   longPollMs: number;
   /** Most TaskIns per PushTaskIns (default DEFAULT_MAX_TASK_INS_PER_PUSH). */
   maxTaskInsPerPush?: number;
+  /**
+   * How long delivered TaskIns/TaskRes pairs are kept after the PullTaskRes answer went out
+   * (0 = deleted at once, as Flower). "Went out" means grpc-js has the bytes, not that the
+   * ServerApp got them: a crash right after would lose the results. Kept a little longer, they
+   * can be delivered again when the ServerApp asks again (State.getTaskRes, docs/delivery.md).
+   */
+  deleteGraceMs?: number;
 }
 
 /** The Driver service implementation (never authenticated in Flower 1.10). */
 export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
   const { state, logger, hub, longPollMs, maxTaskInsPerPush } = deps;
+  const graceMs = deps.deleteGraceMs ?? 0;
+  const deleteLater = (taskIds: Set<string>): void => {
+    if (graceMs <= 0) {
+      state.deleteTasks(taskIds);
+      return;
+    }
+    setTimeout(() => {
+      try {
+        state.deleteTasks(taskIds);
+      } catch (err) {
+        // The state was closed meanwhile (shutdown); the rows expire and are purged later.
+        logger.debug({ err }, "Deferred deletion of delivered tasks skipped");
+      }
+    }, graceMs).unref();
+  };
   return {
     createRun: serveUnary(logger, "Driver.CreateRun", ({ request }) => reply(driver.createRun(request, state))),
     getNodes: serveUnary(logger, "Driver.GetNodes", ({ request }) => reply(driver.getNodes(request, state))),
@@ -34,8 +56,8 @@ export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
       return {
         response: result.response,
         // Flower deletes the delivered TaskIns/TaskRes pairs only once the answer went out with
-        // OK; here: once grpc-js has it, and never when the client had cancelled.
-        afterSent: result.aborted ? undefined : () => state.deleteTasks(result.taskIds),
+        // OK; here: once grpc-js has it (after deleteGraceMs), never when the client had cancelled.
+        afterSent: result.aborted ? undefined : () => deleteLater(result.taskIds),
       };
     }),
     getRun: serveUnary(logger, "Driver.GetRun", ({ request }) => reply(driver.getRun(request, state))),
