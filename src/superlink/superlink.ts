@@ -275,6 +275,8 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       logger.error({ err }, `Purging expired tasks failed: ${errorMessage(err)}`);
     }
   };
+  // Once at start too: what a crashed run left in a database file goes without waiting.
+  purge();
   const purgeTimer = setInterval(purge, limits.purgeIntervalSeconds * 1000);
   purgeTimer.unref();
 

@@ -247,7 +247,7 @@ describe("SqliteState on a file", () => {
     expect(() => new SqliteState(path)).toThrow(/is corrupt .*new file/);
   });
 
-  test("expired tasks (a crashed run's leftovers) are purged when the file is opened", () => {
+  test("expired tasks (a crashed run's leftovers) are purged after the file is reopened", () => {
     const path = freshPath();
     const clock = new TestClock();
     const state = new SqliteState(path, { now: clock.now });
@@ -261,6 +261,8 @@ describe("SqliteState on a file", () => {
     clock.advance(11);
     const reopened = new SqliteState(path, { now: clock.now });
     try {
+      // The SuperLink purges at start and then every --purge-interval.
+      expect(reopened.purge({ expiredGraceSeconds: 0, runIdleSeconds: 86_400 })).toEqual({ taskIns: 1, taskRes: 1, runs: 0 });
       expect([reopened.numTaskIns(), reopened.numTaskRes()]).toEqual([1, 0]);
       expect(reopened.getRun(runId)?.runId).toBe(runId);
     } finally {
