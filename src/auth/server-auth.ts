@@ -77,6 +77,8 @@ export class FleetAuthenticator {
   private readonly logger: Logger;
   private readonly cacheSize: number;
   private readonly hmacKeys = new Map<string, Buffer>();
+  /** Last authenticated request per node (bounded like hmacKeys): spots a key used by two live SuperNodes. */
+  private readonly lastSeen = new Map<bigint, { atMs: number; peer: string; windowMs: number }>();
   private readonly onAllowlistChange = (change: AllowlistChange): void => {
     for (const pem of change.removed) this.hmacKeys.delete(pem);
   };
@@ -118,6 +120,7 @@ export class FleetAuthenticator {
     request: object,
     headers: { publicKey: string | undefined; authToken: string | undefined },
     rawBytes?: Uint8Array,
+    peer = "",
   ): AuthVerdict {
     let pem: string;
     try {
@@ -149,6 +152,7 @@ export class FleetAuthenticator {
     if (nodeId === undefined) return fail("no node is registered for this public key (CreateNode first)");
     const binding = this.checkNodeBinding(name, request, nodeId);
     if (binding !== undefined) return fail(binding);
+    this.noteSeen(nodeId, peer);
     return { ok: true, publicKeyPem: pem, nodeId };
   }
 
@@ -157,20 +161,70 @@ export class FleetAuthenticator {
    * (its liveness extended by `pingInterval`), or a new node bound to it. Returns 0n only if the
    * state could not create one (Flower's failure value). State errors (a NaN interval) propagate.
    */
-  registerNode(publicKeyPem: string, pingInterval: number): bigint {
+  registerNode(publicKeyPem: string, pingInterval: number, peer = ""): bigint {
     const keyBytes = Buffer.from(publicKeyPem, "latin1");
     const existing = this.state.getNodeId(keyBytes);
     if (existing !== undefined) {
+      this.warnIfStillOnline(existing, publicKeyPem, peer);
       this.state.acknowledgePing(existing, pingInterval);
+      this.logRegistered(existing, pingInterval, peer, true);
       return existing;
     }
     const created = this.state.createNode(pingInterval, keyBytes);
-    if (created !== 0n) return created;
+    if (created !== 0n) {
+      this.logRegistered(created, pingInterval, peer, false);
+      return created;
+    }
     // Another CreateNode for the same key won the race: reuse its node, as Flower would.
     const raced = this.state.getNodeId(keyBytes);
     if (raced === undefined) return 0n;
     this.state.acknowledgePing(raced, pingInterval);
     return raced;
+  }
+
+  private logRegistered(nodeId: bigint, pingInterval: number, peer: string, reused: boolean): void {
+    this.lastSeen.delete(nodeId);
+    this.noteSeen(nodeId, peer, pingInterval);
+    this.logger.info(
+      { event: "superlink.node-registered", nodeId: nodeId.toString(), authenticated: true, reused, peer },
+      `Node ${nodeId} ${reused ? "registered again" : "registered"} (authenticated) from ${peer}`,
+    );
+  }
+
+  private noteSeen(nodeId: bigint, peer: string, pingInterval?: number): void {
+    const previous = this.lastSeen.get(nodeId);
+    const windowMs = pingInterval !== undefined && Number.isFinite(pingInterval) ? pingInterval * 1000 : (previous?.windowMs ?? 0);
+    this.lastSeen.delete(nodeId);
+    if (this.lastSeen.size >= this.cacheSize) {
+      const oldest = this.lastSeen.keys().next().value;
+      if (oldest !== undefined) this.lastSeen.delete(oldest);
+    }
+    this.lastSeen.set(nodeId, { atMs: Date.now(), peer, windowMs });
+  }
+
+  /**
+   * A CreateNode for a key whose node made an authenticated request within its ping interval:
+   * most likely the same key file on two machines; both then act as one node and take each
+   * other's tasks. A SuperNode restarted right after a crash looks the same, hence a warning.
+   */
+  private warnIfStillOnline(nodeId: bigint, publicKeyPem: string, peer: string): void {
+    const seen = this.lastSeen.get(nodeId);
+    if (seen === undefined) return;
+    const agoMs = Date.now() - seen.atMs;
+    if (agoMs >= seen.windowMs) return;
+    this.logger.warn(
+      {
+        event: "superlink.duplicate-node-key",
+        nodeId: nodeId.toString(),
+        key: sshFingerprint(publicKeyPem),
+        peer,
+        lastPeer: seen.peer,
+        lastSeenMsAgo: agoMs,
+      },
+      `CreateNode from ${peer} for the key of node ${nodeId}, which is still online (last request ${(agoMs / 1000).toFixed(1)} s ago ` +
+        `from ${seen.peer}): are two SuperNodes using the same key pair? They would share node ${nodeId} and take each other's ` +
+        "messages; give each SuperNode its own key pair (a SuperNode restarted right after a crash also causes this warning)",
+    );
   }
 
   /** Logs a rejection with the reason and key fingerprint, never the key or token. */
@@ -306,6 +360,7 @@ export function withFleetAuthentication(
         call.request,
         { publicKey, authToken: firstHeader(call.metadata, AUTH_TOKEN_HEADER) },
         rawRequests.get(call.request),
+        call.getPeer(),
       );
       if (!verdict.ok) {
         authenticator.logDenied(rpc, verdict, publicKey);
@@ -315,7 +370,7 @@ export function withFleetAuthentication(
       if (method === "createNode") {
         let nodeId: bigint;
         try {
-          nodeId = authenticator.registerNode(verdict.publicKeyPem, (call.request as CreateNodeRequest).pingInterval);
+          nodeId = authenticator.registerNode(verdict.publicKeyPem, (call.request as CreateNodeRequest).pingInterval, call.getPeer());
         } catch (err) {
           callback(toServiceError(err));
           return;

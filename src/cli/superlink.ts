@@ -14,11 +14,11 @@ import {
   IN_MEMORY_DATABASE,
 } from "../core/constants";
 import { InvalidConfigError, errorMessage } from "../core/errors";
-import { type Logger, createLogger } from "../core/logger";
+import type { Logger } from "../core/logger";
 import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "../transport/tls";
 import { parseAddress } from "../core/address";
 import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
-import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, nonNegativeInt, runMain, isLoopbackHost, packageVersion, listenFailureError } from "./common";
+import { type CliIo, LOG_LEVELS, LOG_FORMATS, LOG_FORMAT_HELP, createCliLogger, parseOrExitCode, routeOutput, nonNegativeInt, runMain, isLoopbackHost, packageVersion, listenFailureError } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-superlink";
@@ -42,6 +42,7 @@ interface SuperLinkOptions {
   longPollMs: number;
   metricsAddress?: string;
   logLevel: string;
+  logFormat?: string;
   shutdownGraceMs: number;
 }
 
@@ -99,6 +100,7 @@ function buildCommand(io: CliIo): Command {
     )
     .option("--metrics-address <address>", "Serve Prometheus metrics on http://ADDRESS/metrics (off by default).")
     .addOption(new Option("--log-level <level>", "Log level.").choices(LOG_LEVELS).default("info"))
+    .addOption(new Option("--log-format <format>", LOG_FORMAT_HELP).choices(LOG_FORMATS))
     .option(
       "--shutdown-grace-ms <ms>",
       "On SIGINT/SIGTERM, how long in-flight calls may finish before they are cancelled.",
@@ -242,7 +244,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const parseExit = parseOrExitCode(program, argv);
   if (parseExit !== undefined) return parseExit;
   const opts = program.opts<SuperLinkOptions>();
-  const logger = createLogger({ level: opts.logLevel, base: { component: "superlink" } }, io.logDestination);
+  const logger = createCliLogger({ level: opts.logLevel, component: "superlink", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
   logger.info("Starting Flower SuperLink");
 
   let config: SuperLinkConfig;

@@ -18,7 +18,14 @@ export interface DriverServicerDeps {
 export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
   const { state, logger, hub, longPollMs } = deps;
   return {
-    createRun: serveUnary(logger, "Driver.CreateRun", ({ request }) => reply(driver.createRun(request, state))),
+    createRun: serveUnary(logger, "Driver.CreateRun", ({ request, call }) => {
+      const response = driver.createRun(request, state);
+      logger.info(
+        { event: "superlink.run-created", runId: response.runId.toString(), peer: call.getPeer() },
+        `Run ${response.runId} created`,
+      );
+      return reply(response);
+    }),
     getNodes: serveUnary(logger, "Driver.GetNodes", ({ request }) => reply(driver.getNodes(request, state))),
     pushTaskIns: serveUnary(logger, "Driver.PushTaskIns", ({ request }) => reply(driver.pushTaskIns(request, state, { logger }))),
     pullTaskRes: serveUnary(logger, "Driver.PullTaskRes", async ({ request, call, signal }) => {
