@@ -216,7 +216,7 @@ export class FleetAuthenticator {
       {
         event: "superlink.duplicate-node-key",
         nodeId: nodeId.toString(),
-        key: sshFingerprint(publicKeyPem),
+        key: fingerprintOfPem(publicKeyPem),
         peer,
         lastPeer: seen.peer,
         lastSeenMsAgo: agoMs,
@@ -291,6 +291,14 @@ export class FleetAuthenticator {
       default:
         return undefined;
     }
+  }
+}
+
+function fingerprintOfPem(pem: string): string | undefined {
+  try {
+    return sshFingerprint(pem);
+  } catch {
+    return undefined;
   }
 }
 
