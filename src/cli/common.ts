@@ -26,7 +26,7 @@ export interface CliIo {
   writeErr?: (text: string) => void;
   /** Where log lines go. Default: stderr (synchronous). */
   logDestination?: pino.DestinationStream;
-  /** Whether stderr is a terminal (picks the default --log-format). Default: process.stderr.isTTY. */
+  /** Whether stderr is a terminal (picks the default --log-format). Default: process.stderr.isTTY, false with logDestination. */
   stderrIsTTY?: boolean;
 }
 
@@ -44,8 +44,10 @@ export function createCliLogger(
   opts: { level: string; component: string; logFormat?: string },
   io: CliIo,
 ): Logger {
-  const format = resolveLogFormat(opts.logFormat, io.stderrIsTTY ?? process.stderr.isTTY === true);
   const sink = io.logDestination;
+  // An injected destination is not stderr: it gets JSON unless asked otherwise.
+  const tty = io.stderrIsTTY ?? (sink === undefined && process.stderr.isTTY === true);
+  const format = resolveLogFormat(opts.logFormat, tty);
   const destination =
     sink !== undefined && format === "text" ? { write: (line: string): void => { sink.write(formatLogLine(line)); } } : sink;
   return createLogger({ level: opts.level, base: { component: opts.component }, format }, destination);
