@@ -20,6 +20,7 @@ const PANEL_WIDTH = 460;
 const PANEL_HEIGHT = 280;
 const COLUMNS = 2;
 const MARGIN = { left: 64, right: 16, top: 36, bottom: 64 };
+const INSET = 10;
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
 
 /** Escapes text for SVG element content and attribute values. */
@@ -89,8 +90,10 @@ function renderPanel(panel: Panel, x0: number, y0: number): string {
   }
   const plotW = PANEL_WIDTH - MARGIN.left - MARGIN.right;
   const plotH = PANEL_HEIGHT - MARGIN.top - MARGIN.bottom;
-  const px = (r: number): number => x0 + MARGIN.left + (rMax === rMin ? plotW / 2 : ((r - rMin) / (rMax - rMin)) * plotW);
-  const py = (v: number): number => y0 + MARGIN.top + plotH - ((v - vMin) / (vMax - vMin)) * plotH;
+  // Points stay INSET px inside the frame, so the first and last ones are not cut by it.
+  const px = (r: number): number =>
+    x0 + MARGIN.left + INSET + (rMax === rMin ? (plotW - 2 * INSET) / 2 : ((r - rMin) / (rMax - rMin)) * (plotW - 2 * INSET));
+  const py = (v: number): number => y0 + MARGIN.top + plotH - INSET - ((v - vMin) / (vMax - vMin)) * (plotH - 2 * INSET);
   const f = (n: number): string => n.toFixed(1);
 
   const out: string[] = [];
