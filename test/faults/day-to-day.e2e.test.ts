@@ -164,4 +164,18 @@ test("SuperLink with node authentication: registered (authenticated), and a warn
   expect(String(duplicate["key"])).toMatch(/^SHA256:/);
   expect(String(duplicate["msg"])).toContain("are two SuperNodes using the same key pair?");
   expect(first.alive() && second.alive()).toBe(true);
+
+  // After a clean DeleteNode the key is free again: registering it anew is no duplicate.
+  second.proc.kill("SIGKILL");
+  await second.exited;
+  expect(await stop(first)).toBe(0);
+  await link.proc.waitFor(isEvent("superlink.node-left"), "node left line");
+  const third = spawnBin("third", "flower-client-app", nodeArgs("third"));
+  const thirdReady = await third.waitFor(isEvent("supernode.ready"), "readiness of the third node");
+  const again = await link.proc.waitFor(
+    isEvent("superlink.node-registered", (r) => r["nodeId"] === String(thirdReady["nodeId"])),
+    "the third node's registration",
+  );
+  expect(again["reused"]).toBe(false);
+  expect(link.proc.logs.filter(isEvent("superlink.duplicate-node-key"))).toHaveLength(1);
 });
