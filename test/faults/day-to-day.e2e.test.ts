@@ -143,6 +143,14 @@ test("--insecure SuperNode against a TLS SuperLink: a warning with the hint, and
   expect(node.logs.filter(isEvent("supernode.tls-hint"))).toHaveLength(1);
 });
 
+test("TLS SuperNode against a plaintext SuperLink: unambiguous, so exit 2 with the hint", async () => {
+  const link = await insecureSuperLink();
+  const node = spawnBin("tls-node", "flower-client-app", ["client:app", "--dir", appDir, "--superlink", link.fleetAddress, "--root-certificates", fx.caCert]);
+  expect(await node.exited).toBe(2);
+  const fatal = node.logs.find((l) => l["level"] === 60);
+  expect(String(fatal?.["msg"])).toMatch(/does not speak TLS .*it probably runs with --insecure/);
+});
+
 test("SuperLink with node authentication: registered (authenticated), and a warning when two live SuperNodes present the same key", async () => {
   const link = await startSuperLink(superlinkArgs(fx));
   const nodeArgs = (name: string): string[] => [
