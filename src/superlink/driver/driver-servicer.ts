@@ -20,6 +20,7 @@ export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
   return {
     createRun: serveUnary(logger, "Driver.CreateRun", ({ request, call }) => {
       const response = driver.createRun(request, state);
+      if (response.runId === 0n) return reply(response); // Flower's failure value; State logged why
       logger.info(
         { event: "superlink.run-created", runId: response.runId.toString(), peer: call.getPeer() },
         `Run ${response.runId} created`,
