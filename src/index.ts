@@ -17,11 +17,14 @@ export {
   DEFAULT_SERVER_ADDRESS,
   type ClientAuthKeys,
   type ClientReadyInfo,
+  type ClientTransport,
+  DEFAULT_CLIENT_TRANSPORT,
   type ServerReadyInfo,
   type StartClientOptions,
   type StartServerConfig,
   type StartServerOptions,
   startClient,
+  startNumpyClient,
   startServer,
 } from "./compat";
 

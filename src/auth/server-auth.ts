@@ -17,6 +17,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { KeyObject } from "node:crypto";
 import { AUTH_TOKEN_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
 import { errorMessage } from "../core/errors";
+import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds, boundedPingInterval } from "../core/ping-interval";
 import { type Logger, silentLogger } from "../core/logger";
 import { FLEET_REQUEST_NAMES, type FleetRequestName, canonicalEncodeChunks, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
 import {
@@ -52,6 +53,8 @@ export interface FleetAuthenticatorOptions {
   logger?: Logger;
   /** Most node HMAC keys kept; default 10 000. */
   hmacKeyCacheSize?: number;
+  /** Accepted ping_interval range of CreateNode (default DEFAULT_PING_INTERVAL_BOUNDS). */
+  pingIntervalBounds?: PingIntervalBounds;
 }
 
 /** Outcome of authenticating one request. */
@@ -76,9 +79,10 @@ export class FleetAuthenticator {
   private readonly state: FleetAuthState;
   private readonly logger: Logger;
   private readonly cacheSize: number;
+  private readonly pingIntervalBounds: PingIntervalBounds;
   private readonly hmacKeys = new Map<string, Buffer>();
   /** Last authenticated request per node (bounded like hmacKeys): spots a key used by two live SuperNodes. */
-  private readonly lastSeen = new Map<bigint, { atMs: number; peer: string; windowMs: number }>();
+  private readonly lastSeen = new Map<bigint, { atMs: number; peer: string; windowMs: number; warnedAtMs: number }>();
   private readonly onAllowlistChange = (change: AllowlistChange): void => {
     for (const pem of change.removed) this.hmacKeys.delete(pem);
   };
@@ -95,6 +99,7 @@ export class FleetAuthenticator {
     this.state = options.state;
     this.logger = options.logger ?? silentLogger();
     this.cacheSize = Math.max(1, options.hmacKeyCacheSize ?? DEFAULT_HMAC_KEY_CACHE_SIZE);
+    this.pingIntervalBounds = options.pingIntervalBounds ?? DEFAULT_PING_INTERVAL_BOUNDS;
     this.allowlist.on("change", this.onAllowlistChange);
   }
 
@@ -152,45 +157,47 @@ export class FleetAuthenticator {
     if (nodeId === undefined) return fail("no node is registered for this public key (CreateNode first)");
     const binding = this.checkNodeBinding(name, request, nodeId);
     if (binding !== undefined) return fail(binding);
-    this.noteSeen(nodeId, peer);
+    this.noteSeen(nodeId, peer, name === "PingRequest" ? (request as PingRequest).pingInterval : undefined);
     return { ok: true, publicKeyPem: pem, nodeId };
   }
 
   /**
-   * CreateNode for an authenticated key (spec §4.5 step 3): the node already bound to the key
-   * (its liveness extended by `pingInterval`), or a new node bound to it. Returns 0n only if the
-   * state could not create one (Flower's failure value). State errors (a NaN interval) propagate.
+   * CreateNode for an allowlisted key (spec §4.5 step 3): the node already bound to the key, or
+   * a new node bound to it. Returns 0n only if the state could not create one (Flower's failure
+   * value). An out-of-range `pingInterval` is MalformedMessageError (see boundedPingInterval).
+   *
+   * flwr-ts: CreateNode carries no MAC (anyone holding the public key can send it), so it never
+   * changes liveness: an existing node keeps its liveness as it is (neither extended nor cut
+   * short), and a new node starts offline. Only MAC-checked Pings bring a node online; Flower's
+   * SuperNodes and ours ping right after CreateNode. Flower 1.10 extended the liveness here.
    */
   registerNode(publicKeyPem: string, pingInterval: number, peer = ""): bigint {
+    boundedPingInterval(pingInterval, this.pingIntervalBounds);
     const keyBytes = Buffer.from(publicKeyPem, "latin1");
     const existing = this.state.getNodeId(keyBytes);
     if (existing !== undefined) {
       this.warnIfStillOnline(existing, publicKeyPem, peer);
-      this.state.acknowledgePing(existing, pingInterval);
-      this.logRegistered(existing, pingInterval, peer, true);
+      this.logRegistered(existing, peer, true);
       return existing;
     }
-    const created = this.state.createNode(pingInterval, keyBytes);
+    // Interval 0: online until now, i.e. offline until its first authenticated Ping.
+    const created = this.state.createNode(0, keyBytes);
     if (created !== 0n) {
-      this.logRegistered(created, pingInterval, peer, false);
+      this.logRegistered(created, peer, false);
       return created;
     }
     // Another CreateNode for the same key won the race: reuse its node, as Flower would.
-    const raced = this.state.getNodeId(keyBytes);
-    if (raced === undefined) return 0n;
-    this.state.acknowledgePing(raced, pingInterval);
-    return raced;
+    return this.state.getNodeId(keyBytes) ?? 0n;
   }
 
-  private logRegistered(nodeId: bigint, pingInterval: number, peer: string, reused: boolean): void {
-    this.lastSeen.delete(nodeId);
-    this.noteSeen(nodeId, peer, pingInterval);
+  private logRegistered(nodeId: bigint, peer: string, reused: boolean): void {
     this.logger.info(
       { event: "superlink.node-registered", nodeId: nodeId.toString(), authenticated: true, reused, peer },
       `Node ${nodeId} ${reused ? "registered again" : "registered"} (authenticated) from ${peer}`,
     );
   }
 
+  /** Records a MAC-checked request; a Ping also sets the window in which the node counts as live. */
   private noteSeen(nodeId: bigint, peer: string, pingInterval?: number): void {
     const previous = this.lastSeen.get(nodeId);
     const windowMs = pingInterval !== undefined && Number.isFinite(pingInterval) ? pingInterval * 1000 : (previous?.windowMs ?? 0);
@@ -199,19 +206,23 @@ export class FleetAuthenticator {
       const oldest = this.lastSeen.keys().next().value;
       if (oldest !== undefined) this.lastSeen.delete(oldest);
     }
-    this.lastSeen.set(nodeId, { atMs: Date.now(), peer, windowMs });
+    this.lastSeen.set(nodeId, { atMs: Date.now(), peer, windowMs, warnedAtMs: previous?.warnedAtMs ?? -Infinity });
   }
 
   /**
-   * A CreateNode for a key whose node made an authenticated request within its ping interval:
+   * A CreateNode for a key whose node made a MAC-checked request within its ping interval:
    * most likely the same key file on two machines; both then act as one node and take each
-   * other's tasks. A SuperNode restarted right after a crash looks the same, hence a warning.
+   * other's tasks. A SuperNode restarted right after a crash (or anyone replaying the public
+   * key, since CreateNode has no MAC) looks the same, hence only a warning.
    */
   private warnIfStillOnline(nodeId: bigint, publicKeyPem: string, peer: string): void {
     const seen = this.lastSeen.get(nodeId);
     if (seen === undefined) return;
-    const agoMs = Date.now() - seen.atMs;
-    if (agoMs >= seen.windowMs) return;
+    const now = Date.now();
+    const agoMs = now - seen.atMs;
+    // CreateNode carries no MAC, so anyone with the public key can repeat it: one warning per window.
+    if (agoMs >= seen.windowMs || now - seen.warnedAtMs < seen.windowMs) return;
+    seen.warnedAtMs = now;
     this.logger.warn(
       {
         event: "superlink.duplicate-node-key",

@@ -1,6 +1,7 @@
 /**
  * `flower-superlink`: Flower 1.10's SuperLink command line (spec §4.1, §5, §9) plus flwr-ts
- * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms). Translates the
+ * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms, the connection
+ * limits --max-connection-idle-ms and others, src/transport/options.ts). Translates the
  * flags into a SuperLinkConfig, starts the SuperLink under runDaemon (SIGINT/SIGTERM: graceful
  * stop; SIGHUP: reload the allowlist) and returns the exit code: 0 clean stop, 2 bad
  * configuration or files, 1 runtime failure.
@@ -17,8 +18,28 @@ import { InvalidConfigError, errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
 import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "../transport/tls";
 import { parseAddress } from "../core/address";
-import { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
-import { type CliIo, LOG_LEVELS, LOG_FORMATS, LOG_FORMAT_HELP, createCliLogger, parseOrExitCode, routeOutput, nonNegativeInt, runMain, isLoopbackHost, packageVersion, listenFailureError } from "./common";
+import { DEFAULT_CONNECTION_LIMITS } from "../transport/options";
+import {
+  DEFAULT_SUPERLINK_LIMITS,
+  type SuperLinkAuthConfig,
+  type SuperLinkConfig,
+  type SuperLinkHandle,
+  startSuperLink,
+} from "../superlink/superlink";
+import {
+  type CliIo,
+  LOG_LEVELS,
+  LOG_FORMATS,
+  LOG_FORMAT_HELP,
+  createCliLogger,
+  parseOrExitCode,
+  routeOutput,
+  nonNegativeInt,
+  runMain,
+  isLoopbackHost,
+  packageVersion,
+  listenFailureError,
+} from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-superlink";
@@ -44,6 +65,28 @@ interface SuperLinkOptions {
   logLevel: string;
   logFormat?: string;
   shutdownGraceMs: number;
+  maxRunBytes: number;
+  maxStoredBytes: number;
+  maxTaskInsPerPush: number;
+  maxRuns: number;
+  runIdleTtl: number;
+  purgeInterval: number;
+  minPingInterval: number;
+  maxPingInterval: number;
+  maxConnectionIdleMs: number;
+  maxConnectionAgeMs: number;
+  maxConnectionAgeGraceMs: number;
+  requestReceiveTimeoutMs: number;
+  minRequestReceiveRate: number;
+}
+
+/** A positive number (seconds, bytes, counts); fractions allowed. */
+function positiveNumber(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${flag} must be a positive number.`);
+    return n;
+  };
 }
 
 function integer(value: string): number {
@@ -99,6 +142,15 @@ function buildCommand(io: CliIo): Command {
       DEFAULT_LONG_POLL_MS,
     )
     .option("--metrics-address <address>", "Serve Prometheus metrics on http://ADDRESS/metrics (off by default).")
+    // Limits against clients that flood the state (flwr-ts; see SuperLinkLimits).
+    .option("--max-run-bytes <bytes>", "Most bytes of stored tasks of one run.", positiveNumber("--max-run-bytes"), DEFAULT_SUPERLINK_LIMITS.maxRunBytes)
+    .option("--max-stored-bytes <bytes>", "Most bytes of stored tasks over all runs.", positiveNumber("--max-stored-bytes"), DEFAULT_SUPERLINK_LIMITS.maxStoredBytes)
+    .option("--max-task-ins-per-push <n>", "Most TaskIns in one PushTaskIns request.", positiveNumber("--max-task-ins-per-push"), DEFAULT_SUPERLINK_LIMITS.maxTaskInsPerPush)
+    .option("--max-runs <n>", "Most runs stored at once.", positiveNumber("--max-runs"), DEFAULT_SUPERLINK_LIMITS.maxRuns)
+    .option("--run-idle-ttl <seconds>", "Delete a run once it has no tasks and none were stored for this long.", positiveNumber("--run-idle-ttl"), DEFAULT_SUPERLINK_LIMITS.runIdleSeconds)
+    .option("--purge-interval <seconds>", "How often expired tasks and idle runs are deleted.", positiveNumber("--purge-interval"), DEFAULT_SUPERLINK_LIMITS.purgeIntervalSeconds)
+    .option("--min-ping-interval <seconds>", "Smaller ping_interval values are raised to this.", positiveNumber("--min-ping-interval"), DEFAULT_SUPERLINK_LIMITS.pingIntervalBounds.min)
+    .option("--max-ping-interval <seconds>", "Larger ping_interval values are lowered to this.", positiveNumber("--max-ping-interval"), DEFAULT_SUPERLINK_LIMITS.pingIntervalBounds.max)
     .addOption(new Option("--log-level <level>", "Log level.").choices(LOG_LEVELS).default("info"))
     .addOption(new Option("--log-format <format>", LOG_FORMAT_HELP).choices(LOG_FORMATS))
     .option(
@@ -106,10 +158,53 @@ function buildCommand(io: CliIo): Command {
       "On SIGINT/SIGTERM, how long in-flight calls may finish before they are cancelled.",
       nonNegativeInt("--shutdown-grace-ms"),
       DEFAULT_SHUTDOWN_GRACE_MS,
+    )
+    // Connection limits (src/transport/options.ts ConnectionLimits); 0 turns each off.
+    .option(
+      "--max-connection-idle-ms <ms>",
+      "Close a connection that has had no call in flight for this long (clients reconnect on their next call; 0 = never).",
+      timerMs("--max-connection-idle-ms"),
+      DEFAULT_CONNECTION_LIMITS.maxConnectionIdleMs,
+    )
+    .option(
+      "--max-connection-age-ms <ms>",
+      "Close every connection after this long, busy or not (0 = never).",
+      timerMs("--max-connection-age-ms"),
+      DEFAULT_CONNECTION_LIMITS.maxConnectionAgeMs,
+    )
+    .option(
+      "--max-connection-age-grace-ms <ms>",
+      "With --max-connection-age-ms: how long calls in flight may still finish (0 = as long as they take).",
+      timerMs("--max-connection-age-grace-ms"),
+      DEFAULT_CONNECTION_LIMITS.maxConnectionAgeGraceMs,
+    )
+    .option(
+      "--request-receive-timeout-ms <ms>",
+      "Cancel a call whose request has not fully arrived after this long, unless it keeps arriving at " +
+        "--min-request-receive-rate (0 = never).",
+      timerMs("--request-receive-timeout-ms"),
+      DEFAULT_CONNECTION_LIMITS.requestReceiveTimeoutMs,
+    )
+    .option(
+      "--min-request-receive-rate <bytes-per-second>",
+      "Average rate below which a request still arriving after --request-receive-timeout-ms is cancelled (0 = any rate).",
+      nonNegativeInt("--min-request-receive-rate"),
+      DEFAULT_CONNECTION_LIMITS.minRequestBytesPerSecond,
     );
   routeOutput(program, io);
   return program;
 }
+
+/** Node timers overflow (and fire at once) above 2^31-1 ms: milliseconds in 0..2^31-2. */
+function timerMs(flag: string): (value: string) => number {
+  const parse = nonNegativeInt(flag);
+  return (value) => {
+    const n = parse(value);
+    if (n > MAX_TIMER_MS) throw new InvalidArgumentError(`${flag} must be at most ${MAX_TIMER_MS} (about 24 days).`);
+    return n;
+  };
+}
+const MAX_TIMER_MS = 2 ** 31 - 2;
 
 /** TLS material from the three --ssl-* flags, or undefined with --insecure (spec §5). */
 function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMaterial | undefined {
@@ -231,7 +326,23 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
     ...(auth ? { auth } : {}),
     ...(driverApiClientCa ? { driverApiClientCa } : {}),
     longPollMs: opts.longPollMs,
+    limits: {
+      maxRunBytes: opts.maxRunBytes,
+      maxStoredBytes: opts.maxStoredBytes,
+      maxTaskInsPerPush: opts.maxTaskInsPerPush,
+      maxRuns: opts.maxRuns,
+      runIdleSeconds: opts.runIdleTtl,
+      purgeIntervalSeconds: opts.purgeInterval,
+      pingIntervalBounds: { min: opts.minPingInterval, max: opts.maxPingInterval },
+    },
     ...(opts.metricsAddress !== undefined ? { metricsAddress: opts.metricsAddress } : {}),
+    connectionLimits: {
+      maxConnectionIdleMs: opts.maxConnectionIdleMs,
+      maxConnectionAgeMs: opts.maxConnectionAgeMs,
+      maxConnectionAgeGraceMs: opts.maxConnectionAgeGraceMs,
+      requestReceiveTimeoutMs: opts.requestReceiveTimeoutMs,
+      minRequestBytesPerSecond: opts.minRequestReceiveRate,
+    },
   };
 }
 

@@ -1,4 +1,4 @@
-/** The legacy one-call API of the older Flower guide: startServer / startClient. */
+/** The legacy one-call API of the older Flower guide: startServer / startClient / startNumpyClient. */
 export {
   DEFAULT_SERVER_ADDRESS,
   type ServerReadyInfo,
@@ -6,5 +6,13 @@ export {
   type StartServerOptions,
   startServer,
 } from "./start-server";
-export { type ClientAuthKeys, type ClientReadyInfo, type StartClientOptions, startClient } from "./start-client";
+export {
+  type ClientAuthKeys,
+  type ClientReadyInfo,
+  type ClientTransport,
+  DEFAULT_CLIENT_TRANSPORT,
+  type StartClientOptions,
+  startClient,
+  startNumpyClient,
+} from "./start-client";
 export { InProcessDriver, type InProcessDriverOptions } from "./in-process-driver";

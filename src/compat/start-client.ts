@@ -1,19 +1,26 @@
 /**
- * `startClient`: the legacy one-call client of the older Flower guide (Flower 1.10's
- * `flwr.client.start_client`). It runs a SuperNode (grpc-rere) whose ClientApp serves the given
- * Client / NumPyClient, and resolves when the node stops.
+ * `startClient` / `startNumpyClient`: the legacy one-call client of the older Flower guide
+ * (Flower 1.10's `flwr.client.start_client` / `start_numpy_client`). It serves the given Client
+ * or NumPyClient over one of Flower's transports and resolves when the server disconnects it:
+ *
+ *  - `transport: "grpc-bidi"` (the default, as Flower 1.10): one FlowerService.Join stream
+ *    (grpc-bidi-client.ts), for Flower's `start_server` and ours;
+ *  - `transport: "grpc-rere"`: a SuperNode on the Fleet API, for a SuperLink (ours or Flower's
+ *    `flower-superlink`) and for our `startServer`; node authentication (`authKeys`) needs it;
+ *  - `transport: "rest"`: Flower's REST Fleet API; not available in flwr-ts yet (clear error).
  *
  * When it ends:
- *  - the server finished: `startServer` sends every node a `reconnect` message with 0 seconds
- *    after its last round (as Flower's start_server disconnects its clients), the node answers,
- *    unregisters, and startClient resolves;
- *  - `signal` aborts: the node stops (finishing a message in hand, then DeleteNode) and
- *    startClient resolves — stopping on request is a normal end for a client;
- *  - a failure retrying cannot fix (untrusted certificate, refused key, retry limits reached):
- *    startClient rejects with the typed error.
- * A SuperLink that simply goes away (e.g. a Python `flower-superlink`, whose ServerApp never
- * sends `reconnect`) is retried within `maxRetries` / `maxWaitTime` — unlimited by default,
- * as Flower.
+ *  - the server finished: both Flower's start_server and ours disconnect every client after the
+ *    last round (grpc-bidi ReconnectIns / grpc-rere `reconnect` with 0 seconds); the client
+ *    answers, leaves (grpc-rere: DeleteNode) and startClient resolves. A grpc-bidi server that
+ *    just ends the stream also makes it resolve, as Flower's client does;
+ *  - `signal` aborts: the client stops (grpc-rere: finishing a message in hand, then DeleteNode)
+ *    and startClient resolves; stopping on request is a normal end for a client;
+ *  - a failure retrying cannot fix (untrusted certificate, refused key, wrong transport for the
+ *    server, the client code threw on grpc-bidi, retry limits reached): startClient rejects with
+ *    the typed error.
+ * A server that simply goes away (e.g. a Python `flower-superlink`, whose ServerApp never sends
+ * `reconnect`) is retried within `maxRetries` / `maxWaitTime`, unlimited by default as Flower.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,10 +28,19 @@ import { join } from "node:path";
 import { ClientApp } from "../client/client-app";
 import type { Client } from "../client/client";
 import { type NumPyClient, isNumPyClient } from "../client/numpy-client";
-import { InvalidConfigError, InvalidKeyFileError, errorMessage } from "../core/errors";
+import * as grpc from "@grpc/grpc-js";
+import { FlwrError, InvalidConfigError, InvalidKeyFileError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import type { ConfigsScalar } from "../core/records/types";
 import { type SuperNodeAuthFiles, type SuperNodeHandle, startSuperNode } from "../supernode/supernode";
+import { isServiceError } from "../transport/status";
+import { runGrpcBidiClient } from "./grpc-bidi-client";
+
+/** Flower 1.10's `transport=` values. */
+export type ClientTransport = "grpc-bidi" | "grpc-rere" | "rest";
+/** Flower 1.10's default transport of start_client. */
+export const DEFAULT_CLIENT_TRANSPORT: ClientTransport = "grpc-bidi";
+const TRANSPORTS: readonly ClientTransport[] = ["grpc-bidi", "grpc-rere", "rest"];
 
 /** Node authentication keys: each a file path, or the key text itself (OpenSSH or PEM). */
 export interface ClientAuthKeys {
@@ -34,14 +50,20 @@ export interface ClientAuthKeys {
   publicKey: string;
 }
 
-/** What `onReady` is told once the node is registered. */
+/** What `onReady` is told once the client is connected. */
 export interface ClientReadyInfo {
+  /** grpc-rere: the node id the server assigned; grpc-bidi: -1 (Flower's value: it has none). */
   nodeId: bigint;
 }
 
 export interface StartClientOptions {
   /** The client to serve (one instance answers every message, as Flower's `client=`). */
   client: Client | NumPyClient;
+  /**
+   * "grpc-bidi" (default, Flower 1.10's): FlowerService.Join, for a `start_server`;
+   * "grpc-rere": the Fleet API, for a SuperLink or our startServer; "rest": not available yet.
+   */
+  transport?: ClientTransport;
   /** PEM CA bundle that signed the server's certificate. */
   rootCertificates?: Buffer;
   /** Plaintext. Default: true exactly when no `rootCertificates` are given (as Flower). */
@@ -50,7 +72,7 @@ export interface StartClientOptions {
   maxRetries?: number;
   /** Total time a failing call is retried before giving up, in seconds (as Flower). Default unlimited. */
   maxWaitTime?: number;
-  /** Node authentication (needs TLS). */
+  /** Node authentication (needs TLS and `transport: "grpc-rere"`). */
   authKeys?: ClientAuthKeys;
   /** Handed to the client as `context.nodeConfig` (e.g. `partition-id`). Default {}. */
   nodeConfig?: Record<string, ConfigsScalar>;
@@ -61,7 +83,7 @@ export interface StartClientOptions {
    * registration is still being retried (the server not up yet).
    */
   signal?: AbortSignal;
-  /** Called once the node is registered with the server. */
+  /** Called once connected: grpc-rere after registration, grpc-bidi when the stream is open. */
   onReady?: (info: ClientReadyInfo) => void;
 }
 
@@ -112,10 +134,11 @@ function keyFiles(keys: ClientAuthKeys): { files: SuperNodeAuthFiles; cleanup: (
 }
 
 /**
- * Connects to `serverAddress` (HOST:PORT of a Fleet API, e.g. startServer's) and serves
- * `options.client` until the server disconnects it or `signal` aborts (resolves). Rejects with
- * InvalidConfigError (options, untrusted certificate, wrong service), InvalidKeyFileError
- * (keys), AuthenticationError (refused key) or ConnectionError (retry limits reached).
+ * Connects to `serverAddress` (HOST:PORT of startServer, Flower's start_server, or with
+ * grpc-rere a SuperLink's Fleet API) and serves `options.client` until the server disconnects
+ * it or `signal` aborts (resolves). Rejects with InvalidConfigError (options, untrusted
+ * certificate, wrong transport for the server), InvalidKeyFileError (keys), AuthenticationError
+ * (refused key), ConnectionError (retry limits reached), or what the client threw (grpc-bidi).
  */
 export async function startClient(serverAddress: string, options: StartClientOptions): Promise<void> {
   if (options === undefined || !isClientLike(options.client)) {
@@ -124,6 +147,10 @@ export async function startClient(serverAddress: string, options: StartClientOpt
     );
   }
   const { client, rootCertificates, signal } = options;
+  const transport = options.transport ?? DEFAULT_CLIENT_TRANSPORT;
+  if (!TRANSPORTS.includes(transport)) {
+    throw new InvalidConfigError(`startClient: unknown transport ${JSON.stringify(transport)} (possible: ${TRANSPORTS.join(", ")})`);
+  }
   if (rootCertificates !== undefined && !(rootCertificates instanceof Uint8Array)) {
     throw new InvalidConfigError("startClient: `rootCertificates` must be a Buffer with the PEM CA certificate(s)");
   }
@@ -134,8 +161,38 @@ export async function startClient(serverAddress: string, options: StartClientOpt
   if (options.maxWaitTime !== undefined && !(Number.isFinite(options.maxWaitTime) && options.maxWaitTime >= 0)) {
     throw new InvalidConfigError(`startClient: \`maxWaitTime\` must be a non-negative number of seconds, got ${options.maxWaitTime}`);
   }
+  if (transport === "rest") {
+    // Hook for Flower's REST transport: route to a REST SuperNode here once flwr-ts has one.
+    throw new InvalidConfigError(
+      'startClient: transport "rest" (Flower\'s REST Fleet API) is not available in flwr-ts; ' +
+        'use "grpc-bidi" (Flower\'s start_server, our startServer) or "grpc-rere" (a SuperLink, our startServer)',
+    );
+  }
+  if (transport === "grpc-bidi" && options.authKeys !== undefined) {
+    // Flower logs "Client authentication is not supported for this transport type." and goes on
+    // without; refusing is safer than silently connecting unauthenticated.
+    throw new InvalidConfigError('startClient: `authKeys` needs transport "grpc-rere"; grpc-bidi has no node authentication');
+  }
   if (signal?.aborted) return;
   const logger = options.logger ?? createLogger({ format: "text", base: { component: "flwr" } });
+  const app = new ClientApp({ clientFn: () => client });
+
+  if (transport === "grpc-bidi") {
+    await runGrpcBidiClient({
+      serverAddress,
+      ...(rootCertificates !== undefined ? { rootCertificates: Buffer.from(rootCertificates) } : {}),
+      insecure,
+      app,
+      ...(options.nodeConfig !== undefined ? { nodeConfig: options.nodeConfig } : {}),
+      ...(options.maxRetries !== undefined ? { maxRetries: options.maxRetries } : {}),
+      ...(options.maxWaitTime !== undefined ? { maxWaitTimeMs: options.maxWaitTime * 1000 } : {}),
+      logger,
+      ...(signal !== undefined ? { signal } : {}),
+      onConnected: () => options.onReady?.({ nodeId: -1n }),
+    });
+    logger.info({ event: "client.finished" }, "Client finished");
+    return;
+  }
 
   const keys = options.authKeys !== undefined ? keyFiles(options.authKeys) : undefined;
   let node: SuperNodeHandle;
@@ -146,7 +203,7 @@ export async function startClient(serverAddress: string, options: StartClientOpt
         ...(rootCertificates !== undefined ? { rootCertificates: Buffer.from(rootCertificates) } : {}),
         ...(insecure ? { insecure: true } : {}),
         ...(keys !== undefined ? { auth: keys.files } : {}),
-        app: new ClientApp({ clientFn: () => client }),
+        app,
         ...(options.nodeConfig !== undefined ? { nodeConfig: options.nodeConfig } : {}),
         ...(options.maxRetries !== undefined ? { maxRetries: options.maxRetries } : {}),
         ...(options.maxWaitTime !== undefined ? { maxWaitTimeMs: options.maxWaitTime * 1000 } : {}),
@@ -156,7 +213,7 @@ export async function startClient(serverAddress: string, options: StartClientOpt
   } catch (err) {
     // Aborted while still connecting: stopping is what the caller asked for, not a failure.
     if (signal?.aborted) return;
-    throw err;
+    throw withLibraryHint(err, serverAddress);
   } finally {
     keys?.cleanup();
   }
@@ -175,4 +232,27 @@ export async function startClient(serverAddress: string, options: StartClientOpt
     signal?.removeEventListener("abort", stop);
     await node.close();
   }
+}
+
+/** Flower 1.10's deprecated `start_numpy_client`: startClient with a NumPyClient. */
+export async function startNumpyClient(serverAddress: string, options: StartClientOptions & { client: NumPyClient }): Promise<void> {
+  if (options === undefined || !isNumPyClient(options.client)) {
+    throw new InvalidConfigError("startNumpyClient: `client` must be a NumPyClient");
+  }
+  return startClient(serverAddress, options);
+}
+
+/**
+ * The SuperNode explains UNIMPLEMENTED for its command line ("Is --superlink ..."); called
+ * from the library, the likely cause is a grpc-bidi-only server such as Flower's start_server.
+ */
+function withLibraryHint(err: unknown, serverAddress: string): unknown {
+  if (!FlwrError.isFlwrError(err) || err.code !== "FLWR_INVALID_CONFIG") return err;
+  const cause = err.cause;
+  if (!isServiceError(cause) || cause.code !== grpc.status.UNIMPLEMENTED) return err;
+  return new InvalidConfigError(
+    `The server at ${serverAddress} does not implement the grpc-rere Fleet API (${cause.details || "UNIMPLEMENTED"}). ` +
+      'Flower\'s start_server serves only grpc-bidi: use `transport: "grpc-bidi"` (the default).',
+    { cause },
+  );
 }

@@ -1,39 +1,47 @@
 /**
  * `startServer`: the legacy one-call server of the older Flower guide (Flower 1.10's
- * `flwr.server.start_server`). It starts a SuperLink in this process, creates one run, and
- * runs the legacy strategy loop (rounds of fit/evaluate, default FedAvg) against the
- * SuperNodes that connect, then returns the History.
+ * `flwr.server.start_server`). It serves Flower's grpc-bidi `FlowerService` (what Flower 1.10's
+ * `start_client` / `start_numpy_client` use by default) and, on the same port, the grpc-rere
+ * Fleet API (what `flower-client-app` and `start_client(..., transport="grpc-rere")` use), then
+ * runs the legacy strategy loop (rounds of fit/evaluate, default FedAvg) over the clients of
+ * both transports and returns the History.
  *
  * Differences from Flower, on purpose:
- *  - the Fleet API speaks grpc-rere (Flower 1.10's SuperNode protocol); Flower's start_server
- *    serves the deprecated grpc-bidi `FlowerService`, which flwr-ts does not implement, so
- *    Python clients must be `flower-client-app` / `start_client(..., transport="grpc-rere")`;
- *  - the SuperLink's Driver API cannot be switched off: it is bound to 127.0.0.1 on an
- *    ephemeral port (same TLS as the Fleet API) and left unused; the loop reaches the State
- *    directly through an InProcessDriver;
- *  - at the end, every online node is sent a `reconnect` message with 0 seconds — the grpc-rere
- *    form of Flower's `disconnect_all_clients` — so `startClient` (and Flower 1.10 SuperNodes)
- *    shut down as start_client did after start_server's last round;
+ *  - Flower 1.10's start_server serves grpc-bidi only; the grpc-rere Fleet API here comes from an
+ *    in-process SuperLink (in-memory state, one run). Its Driver API cannot be switched off: it
+ *    is bound to 127.0.0.1 on an ephemeral port (same TLS) and left unused; the loop reaches the
+ *    State directly through an InProcessDriver;
+ *  - at the end every client is disconnected (Flower's `disconnect_all_clients`): grpc-bidi
+ *    clients get `ReconnectIns` (as Flower), grpc-rere nodes a `reconnect` message with 0
+ *    seconds; the server then waits (bounded) for the grpc-rere nodes' DeleteNode before it
+ *    stops, so that they can unregister and exit instead of retrying a server that is gone;
+ *  - the waits for those acknowledgements are bounded (round timeout, or 10 s) where Flower waits
+ *    without limit when no round timeout is set;
  *  - bad certificates, a bad address or config reject with typed errors instead of exiting.
  */
 import { IN_MEMORY_DATABASE, MessageType } from "../core/constants";
-import { InvalidConfigError, StateError, errorMessage } from "../core/errors";
+import { FlwrError, InvalidConfigError, StateError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { RecordSet } from "../core/records/types";
-import { SimpleClientManager, driverNodeDiscovery } from "../server/client-manager";
+import { type ClientManager, SimpleClientManager, driverNodeDiscovery } from "../server/client-manager";
 import type { History } from "../server/history";
 import { Server, describeServerConfig, resolveServerConfig, runFl } from "../server/server";
 import type { Strategy } from "../server/strategy/strategy";
 import { type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
 import { type ServerTlsMaterial, checkServerTlsMaterial } from "../transport/tls";
+import { type FlowerServiceHandle, type GrpcBidiClientProxy, createFlowerService } from "./grpc-bidi-server";
 import { InProcessDriver } from "./in-process-driver";
 
 /** Flower's `ADDRESS_FLEET_API_GRPC_BIDI`, the default of start_server. */
 export const DEFAULT_SERVER_ADDRESS = "[::]:8080";
 /** Where the (unused) Driver API is bound: loopback only, any free port. */
 export const INTERNAL_DRIVER_API_ADDRESS = "127.0.0.1:0";
-/** Longest wait for nodes to acknowledge the final disconnect when no round timeout is set. */
+/** Longest wait for clients to acknowledge the final disconnect when no round timeout is set. */
 export const DISCONNECT_TIMEOUT_MS = 10_000;
+/** After acknowledging the disconnect, grpc-rere nodes get this long to send DeleteNode. */
+export const DELETE_NODE_GRACE_MS = 5_000;
+/** How often the node list is re-read while waiting for DeleteNode. */
+const DELETE_NODE_POLL_MS = 50;
 /** Grace for in-flight calls when the server stops (Flower: `grpc_server.stop(grace=1)`). */
 export const STOP_GRACE_MS = 1_000;
 
@@ -47,7 +55,7 @@ export interface StartServerConfig {
 
 /** What `onReady` is told once the server accepts connections. */
 export interface ServerReadyInfo {
-  /** HOST:PORT the Fleet API is bound to (port 0 resolved). */
+  /** HOST:PORT the server is bound to (port 0 resolved): grpc-bidi and grpc-rere clients connect here. */
   fleetAddress: string;
   fleetPort: number;
   /** The run the strategy loop works in. */
@@ -55,7 +63,7 @@ export interface ServerReadyInfo {
 }
 
 export interface StartServerOptions {
-  /** HOST:PORT for the Fleet API (grpc-rere). Default "[::]:8080", as Flower. Port 0 = any free port. */
+  /** HOST:PORT for both transports. Default "[::]:8080", as Flower. Port 0 = any free port. */
   serverAddress?: string;
   config?: StartServerConfig;
   /** Default: `new FedAvg()`. */
@@ -75,7 +83,11 @@ export interface StartServerOptions {
    * (runFl already logs the "[SUMMARY] Run finished ..." line).
    */
   out?: (line: string) => void;
-  /** Send every online node a final `reconnect` (0 s) so it shuts down. Default true. */
+  /**
+   * Disconnect every client at the end (grpc-bidi: ReconnectIns; grpc-rere: a `reconnect`
+   * message with 0 s) so that it shuts down, as Flower does. Default true. With false, grpc-bidi
+   * streams still end (status OK) when the server stops; grpc-rere nodes keep retrying.
+   */
   disconnectClients?: boolean;
 }
 
@@ -134,12 +146,22 @@ export async function startServer(options: StartServerOptions = {}): Promise<His
     { event: "server.start", numRounds: config.numRounds, roundTimeoutSeconds: config.roundTimeoutSeconds ?? null },
     `Starting Flower server, config: ${describeServerConfig(config)}`,
   );
+  // The grpc-bidi streams register with the client manager as they join; the grpc-rere nodes
+  // are found through the Driver once the run exists.
+  let discoverNodes: ((manager: ClientManager) => Promise<void>) | undefined;
+  const clientManager = new SimpleClientManager({
+    discover: async (manager) => discoverNodes?.(manager),
+    logger,
+    ...(signal ? { signal } : {}),
+  });
+  const flowerService = createFlowerService({ clientManager, logger });
   const superlink: SuperLinkHandle = await startSuperLink(
     {
       driverApiAddress: INTERNAL_DRIVER_API_ADDRESS,
       fleetApiAddress: serverAddress,
       database: IN_MEMORY_DATABASE,
       ...(tls !== undefined ? { tls } : {}),
+      extraFleetServices: [flowerService.registration],
     },
     { logger: logger.child({ module: "superlink" }) },
   );
@@ -149,18 +171,14 @@ export async function startServer(options: StartServerOptions = {}): Promise<His
     const runId = superlink.state.createRun("", "", new Map());
     if (runId === 0n) throw new StateError("startServer: the SuperLink could not create a run");
     driver = new InProcessDriver(superlink.state, runId, { logger });
+    discoverNodes = driverNodeDiscovery(driver, { logger });
     logger.info(
       { event: "server.ready", fleetAddress: superlink.fleetAddress, runId: runId.toString(), tls: tls !== undefined },
       `Flower ECE: gRPC server running (${config.numRounds} rounds), SSL is ${tls !== undefined ? "enabled" : "disabled"}` +
-        ` (Fleet API grpc-rere on ${superlink.fleetAddress})`,
+        ` (grpc-bidi and grpc-rere on ${superlink.fleetAddress})`,
     );
     options.onReady?.({ fleetAddress: superlink.fleetAddress, fleetPort: superlink.fleetPort, runId });
 
-    const clientManager = new SimpleClientManager({
-      discover: driverNodeDiscovery(driver, { logger }),
-      logger,
-      ...(signal ? { signal } : {}),
-    });
     const server = new Server({ clientManager, ...(options.strategy ? { strategy: options.strategy } : {}), logger });
     const out =
       options.out ??
@@ -169,9 +187,13 @@ export async function startServer(options: StartServerOptions = {}): Promise<His
       });
     const { history } = await runFl(server, config, { logger, out, ...(signal ? { signal } : {}) });
 
-    if (options.disconnectClients ?? true) await disconnectAll(driver, config.roundTimeoutSeconds, logger, signal);
+    if (options.disconnectClients ?? true) {
+      await disconnectAll(flowerService, driver, config.roundTimeoutSeconds, logger, signal);
+    }
     return history;
   } finally {
+    // Streams still open see their end (Flower's clients then shut down) before the server stops.
+    flowerService.endAll();
     driver?.close();
     await superlink.close(STOP_GRACE_MS);
     logger.info({ event: "server.stopped" }, "Flower server stopped");
@@ -179,13 +201,66 @@ export async function startServer(options: StartServerOptions = {}): Promise<His
 }
 
 /**
- * Flower's `disconnect_all_clients` over grpc-rere: a `reconnect` message with
- * `configs["config"]["seconds"] = 0` to every online node, then a bounded wait for the replies
- * (each node answers before it unregisters). Best effort: failures are logged.
+ * Flower's `disconnect_all_clients`, over both transports at once. Best effort: failures are
+ * logged. Each wait is bounded by the round timeout, or DISCONNECT_TIMEOUT_MS without one.
  */
 async function disconnectAll(
+  flowerService: FlowerServiceHandle,
   driver: InProcessDriver,
   roundTimeoutSeconds: number | undefined,
+  logger: Logger,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const timeoutMs = roundTimeoutSeconds !== undefined ? roundTimeoutSeconds * 1000 : DISCONNECT_TIMEOUT_MS;
+  await Promise.all([
+    disconnectBidiClients(flowerService.clients(), timeoutMs, logger, signal),
+    disconnectRereNodes(driver, timeoutMs, logger, signal),
+  ]);
+}
+
+/** grpc-bidi: `ReconnectIns` (seconds unset) to every open stream; each answers DisconnectRes. */
+async function disconnectBidiClients(
+  clients: GrpcBidiClientProxy[],
+  timeoutMs: number,
+  logger: Logger,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  if (clients.length === 0) return;
+  const outcomes = await Promise.allSettled(
+    clients.map((c) => c.reconnect(undefined, { timeoutSeconds: timeoutMs / 1000, ...(signal ? { signal } : {}) })),
+  );
+  signal?.throwIfAborted();
+  // Flower's Python client closes its channel right after queueing DisconnectRes, so the reply
+  // often never arrives: a stream that ends after ReconnectIns counts as having left.
+  const acknowledged = outcomes.filter((o) => o.status === "fulfilled").length;
+  let closed = 0;
+  outcomes.forEach((o, i) => {
+    if (o.status === "fulfilled") return;
+    if (FlwrError.isFlwrError(o.reason) && o.reason.code === "FLWR_CONNECTION_FAILED") {
+      closed += 1;
+      return;
+    }
+    logger.warn(
+      { event: "server.disconnect-failed", cid: clients[i]!.cid, err: o.reason },
+      `Disconnecting grpc-bidi client ${clients[i]!.cid} failed: ${errorMessage(o.reason)}`,
+    );
+  });
+  logger.info(
+    { event: "server.clients-disconnected", transport: "grpc-bidi", clients: clients.length, acknowledged, closed },
+    `Disconnected ${acknowledged + closed} of ${clients.length} grpc-bidi client(s)` +
+      ` (${acknowledged} answered DisconnectRes, ${closed} closed the stream)`,
+  );
+}
+
+/**
+ * grpc-rere: a `reconnect` message with `configs["config"]["seconds"] = 0` to every online
+ * node, a bounded wait for the replies, then up to DELETE_NODE_GRACE_MS for the nodes that
+ * answered to unregister (DeleteNode). A Flower SuperNode sends DeleteNode right after its reply
+ * and retries it without limit when the server is already gone.
+ */
+async function disconnectRereNodes(
+  driver: InProcessDriver,
+  timeoutMs: number,
   logger: Logger,
   signal: AbortSignal | undefined,
 ): Promise<void> {
@@ -200,14 +275,41 @@ async function disconnectAll(
         "",
       ),
     );
-    const timeoutMs = roundTimeoutSeconds !== undefined ? roundTimeoutSeconds * 1000 : DISCONNECT_TIMEOUT_MS;
     const replies = await driver.sendAndReceive(messages, { timeoutMs, ...(signal ? { signal } : {}) });
     logger.info(
-      { event: "server.clients-disconnected", nodes: nodeIds.length, acknowledged: replies.length },
-      `Disconnected ${replies.length} of ${nodeIds.length} client(s)`,
+      { event: "server.clients-disconnected", transport: "grpc-rere", nodes: nodeIds.length, acknowledged: replies.length },
+      `Disconnected ${replies.length} of ${nodeIds.length} grpc-rere node(s)`,
     );
+    const leaving = new Set(replies.map((r) => r.metadata.srcNodeId));
+    const deadline = Date.now() + DELETE_NODE_GRACE_MS;
+    let remaining = leaving.size;
+    while (remaining > 0 && Date.now() < deadline) {
+      await sleep(DELETE_NODE_POLL_MS, signal);
+      const online = new Set(await driver.getNodeIds());
+      remaining = [...leaving].filter((id) => online.has(id)).length;
+    }
+    if (remaining > 0) {
+      logger.warn(
+        { event: "server.delete-node-missing", nodes: remaining },
+        `${remaining} grpc-rere node(s) did not unregister within ${DELETE_NODE_GRACE_MS / 1000} s`,
+      );
+    }
   } catch (err) {
     signal?.throwIfAborted();
     logger.warn({ event: "server.disconnect-failed", err }, `Disconnecting the clients failed: ${errorMessage(err)}`);
   }
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }

@@ -92,6 +92,16 @@ export class RoundFailedError extends FlwrError {
   }
 }
 
+/**
+ * A SuperLink limit was hit (stored bytes per run or in total, TaskIns per PushTaskIns, live
+ * runs). Maps to RESOURCE_EXHAUSTED; retrying later may succeed once results were pulled.
+ */
+export class ResourceExhaustedError extends FlwrError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("FLWR_RESOURCE_EXHAUSTED", message, options);
+  }
+}
+
 /** Reads a message from any caught value without assuming it is an Error. */
 export function errorMessage(value: unknown): string {
   if (value instanceof Error) return value.message;

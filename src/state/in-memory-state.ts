@@ -4,13 +4,18 @@
  * in-memory bugs fixed: DeleteNode drops the public-key mapping, pulling results never throws
  * on a malformed ancestry or a deleted consumer, and id collisions are redrawn.
  */
+import { NODE_UNAVAILABLE_REASON } from "../core/constants";
 import { NotFoundError } from "../core/errors";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import { randomId, uuid4 } from "./ids";
-import type { RunRecord, State, StateEvents, StateLogger, StateOptions } from "./state";
+import type { PurgeOptions, PurgeResult, RunRecord, State, StateEvents, StateLogger, StateOptions } from "./state";
 import {
   StateEventHub,
+  StorageUsage,
+  TASK_EXPIRED_REASON,
+  expiresAt,
+  taskBytes,
   checkLimit,
   checkPingInterval,
   copyConfig,
@@ -18,6 +23,7 @@ import {
   isoTimestamp,
   makeNodeUnavailableTaskRes,
   normalizeTaskId,
+  refuseTaskRes,
   systemNow,
 } from "./state-support";
 import { validateTaskInsOrRes } from "./validator";
@@ -34,6 +40,8 @@ interface StoredNode {
 interface StoredTaskIns {
   seq: number;
   message: TaskIns;
+  /** Charged against the storage limits. */
+  bytes: number;
   /** Key into `undeliveredByConsumer`. */
   consumerKey: string;
 }
@@ -41,6 +49,7 @@ interface StoredTaskIns {
 interface StoredTaskRes {
   seq: number;
   message: TaskRes;
+  bytes: number;
   /** Normalized `ancestry[0]`: the TaskIns this answers. */
   replyTo: string;
 }
@@ -60,6 +69,9 @@ export class InMemoryState implements State {
   private readonly events: StateEventHub;
 
   private readonly runs = new Map<bigint, RunRecord>();
+  /** Run id -> when a task was last stored for it (or it was created). */
+  private readonly runActivity = new Map<bigint, number>();
+  private readonly usage: StorageUsage;
   private readonly nodes = new Map<bigint, StoredNode>();
   private readonly nodeIdByPublicKey = new Map<string, bigint>();
   /** Insertion order is FIFO order. */
@@ -75,6 +87,7 @@ export class InMemoryState implements State {
     this.now = options.now ?? systemNow;
     this.logger = options.logger;
     this.events = new StateEventHub(this.logger);
+    this.usage = new StorageUsage(options.limits ?? {});
   }
 
   storeTaskIns(taskIns: TaskIns): string | undefined {
@@ -87,11 +100,20 @@ export class InMemoryState implements State {
       this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: unknown run_id");
       return undefined;
     }
+    const now = this.now();
+    if (expiresAt(taskIns.task) <= now) {
+      this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: already expired (created_at + ttl is past)");
+      return undefined;
+    }
+    const bytes = taskBytes(taskIns);
+    this.usage.check(new Map([[taskIns.runId, bytes]]));
     const message = copyTaskMessage(taskIns);
     message.taskId = this.freshTaskId();
     const consumer = message.task!.consumer!;
     const consumerKey = consumer.anonymous ? ANONYMOUS_CONSUMER : consumerKeyOf(consumer.nodeId);
-    this.taskIns.set(message.taskId, { seq: this.nextSeq++, message, consumerKey });
+    this.taskIns.set(message.taskId, { seq: this.nextSeq++, message, bytes, consumerKey });
+    this.usage.add(message.runId, bytes);
+    this.runActivity.set(message.runId, now);
     let queue = this.undeliveredByConsumer.get(consumerKey);
     if (queue === undefined) this.undeliveredByConsumer.set(consumerKey, (queue = new Set()));
     queue.add(message.taskId);
@@ -104,12 +126,15 @@ export class InMemoryState implements State {
     const consumerKey = nodeId === undefined ? ANONYMOUS_CONSUMER : consumerKeyOf(nodeId);
     const queue = this.undeliveredByConsumer.get(consumerKey);
     if (queue === undefined) return [];
-    const deliveredAt = isoTimestamp(this.now());
+    const now = this.now();
+    const deliveredAt = isoTimestamp(now);
     const result: TaskIns[] = [];
     for (const taskId of queue) {
       if (result.length >= limit) break;
       queue.delete(taskId);
       const stored = this.taskIns.get(taskId)!;
+      // Expired: never delivered (purge removes it later).
+      if (expiresAt(stored.message.task) <= now) continue;
       stored.message.task!.deliveredAt = deliveredAt;
       result.push(copyTaskMessage(stored.message));
     }
@@ -127,9 +152,28 @@ export class InMemoryState implements State {
       this.logger?.warn({ runId: String(taskRes.runId) }, "TaskRes rejected: unknown run_id");
       return undefined;
     }
+    const replyTo = normalizeTaskId(taskRes.task!.ancestry[0]!);
+    const ins = this.taskIns.get(replyTo);
+    const refusal = refuseTaskRes(taskRes, ins?.message, this.now());
+    if (refusal !== undefined) {
+      this.logger?.warn({ runId: String(taskRes.runId), taskInsId: replyTo }, `TaskRes rejected: ${refusal}`);
+      return undefined;
+    }
+    const existing = this.repliesByTaskIns.get(replyTo);
+    if (existing !== undefined && existing.size > 0) {
+      const [firstId] = existing;
+      this.logger?.warn(
+        { event: "state.task-res-duplicate", taskInsId: replyTo },
+        `TaskRes ignored: TaskIns ${replyTo} already has a result (a re-push or a replay); nothing stored`,
+      );
+      return firstId;
+    }
+    const bytes = taskBytes(taskRes);
+    this.usage.check(new Map([[taskRes.runId, bytes]]));
     const message = copyTaskMessage(taskRes);
     message.taskId = this.freshTaskId();
-    const replyTo = this.addTaskRes(message);
+    this.addTaskRes(message, bytes);
+    this.runActivity.set(message.runId, this.now());
     this.events.taskResStored(replyTo);
     return message.taskId;
   }
@@ -152,23 +196,20 @@ export class InMemoryState implements State {
 
     // 2. Requested TaskIns without any reply whose consumer node is offline or gone.
     const now = this.now();
-    const orphans: StoredTaskIns[] = [];
+    const orphans: Array<[StoredTaskIns, string]> = [];
     for (const taskInsId of requested) {
       if ((this.repliesByTaskIns.get(taskInsId)?.size ?? 0) > 0) continue;
       const stored = this.taskIns.get(taskInsId);
       if (stored === undefined) continue;
-      const consumer = stored.message.task!.consumer!;
-      // Anonymous TaskIns are for whichever node pulls them; there is no one node to be offline.
-      if (consumer.anonymous) continue;
-      const node = this.nodes.get(consumer.nodeId);
-      if (node === undefined || !(node.onlineUntil > now)) orphans.push(stored);
+      const reason = this.orphanReason(stored.message, now);
+      if (reason !== undefined) orphans.push([stored, reason]);
     }
-    orphans.sort((a, b) => a.seq - b.seq);
+    orphans.sort((a, b) => a[0].seq - b[0].seq);
     const synthesizedFor: string[] = [];
-    for (const stored of orphans) {
+    for (const [stored, reason] of orphans) {
       if (result.length >= max) break;
-      const errorRes = makeNodeUnavailableTaskRes(stored.message, now);
-      this.addTaskRes(errorRes);
+      const errorRes = makeNodeUnavailableTaskRes(stored.message, now, reason);
+      this.addTaskRes(errorRes, taskBytes(errorRes));
       result.push(errorRes);
       synthesizedFor.push(stored.message.taskId);
     }
@@ -186,19 +227,45 @@ export class InMemoryState implements State {
       if (replyIds === undefined) continue;
       const delivered = [...replyIds].filter((id) => this.taskRes.get(id)!.message.task!.deliveredAt !== "");
       if (delivered.length === 0) continue;
-      for (const resId of delivered) {
-        this.taskRes.delete(resId);
-        replyIds.delete(resId);
-      }
-      if (replyIds.size === 0) this.repliesByTaskIns.delete(taskInsId);
-      const ins = this.taskIns.get(taskInsId);
-      if (ins !== undefined) {
-        this.taskIns.delete(taskInsId);
-        const queue = this.undeliveredByConsumer.get(ins.consumerKey);
-        queue?.delete(taskInsId);
-        if (queue?.size === 0) this.undeliveredByConsumer.delete(ins.consumerKey);
-      }
+      for (const resId of delivered) this.removeTaskRes(resId);
+      this.removeTaskIns(taskInsId);
     }
+  }
+
+  checkStorage(bytesByRun: Map<bigint, number>): void {
+    this.usage.check(bytesByRun);
+  }
+
+  storedBytes(runId?: bigint): number {
+    return this.usage.bytes(runId);
+  }
+
+  purge(options: PurgeOptions): PurgeResult {
+    const now = this.now();
+    const removed = { taskIns: 0, taskRes: 0, runs: 0 };
+    for (const [taskInsId, stored] of [...this.taskIns]) {
+      if (expiresAt(stored.message.task) + options.expiredGraceSeconds > now) continue;
+      for (const resId of [...(this.repliesByTaskIns.get(taskInsId) ?? [])]) {
+        this.removeTaskRes(resId);
+        removed.taskRes++;
+      }
+      this.removeTaskIns(taskInsId);
+      removed.taskIns++;
+    }
+    for (const [resId, stored] of [...this.taskRes]) {
+      if (this.taskIns.has(stored.replyTo)) continue;
+      if (expiresAt(stored.message.task) + options.expiredGraceSeconds > now) continue;
+      this.removeTaskRes(resId);
+      removed.taskRes++;
+    }
+    for (const runId of [...this.runs.keys()]) {
+      if (this.usage.tasks(runId) > 0) continue;
+      if ((this.runActivity.get(runId) ?? 0) + options.runIdleSeconds > now) continue;
+      this.runs.delete(runId);
+      this.runActivity.delete(runId);
+      removed.runs++;
+    }
+    return removed;
   }
 
   numTaskIns(): number {
@@ -258,12 +325,14 @@ export class InMemoryState implements State {
   }
 
   createRun(fabId: string, fabVersion: string, overrideConfig: Map<string, Scalar>): bigint {
+    this.usage.checkRuns(this.runs.size);
     const runId = this.drawUnusedId((id) => this.runs.has(id));
     if (runId === 0n) {
       this.logger?.error("run creation failed: no unused run id drawn");
       return 0n;
     }
     this.runs.set(runId, { runId, fabId, fabVersion, overrideConfig: copyConfig(overrideConfig) });
+    this.runActivity.set(runId, this.now());
     return runId;
   }
 
@@ -281,13 +350,45 @@ export class InMemoryState implements State {
   }
 
   /** Stores a TaskRes (already carrying its id) and indexes it; returns the TaskIns it answers. */
-  private addTaskRes(message: TaskRes): string {
+  private addTaskRes(message: TaskRes, bytes: number): string {
     const replyTo = normalizeTaskId(message.task!.ancestry[0]!);
-    this.taskRes.set(message.taskId, { seq: this.nextSeq++, message, replyTo });
+    this.taskRes.set(message.taskId, { seq: this.nextSeq++, message, bytes, replyTo });
+    this.usage.add(message.runId, bytes);
     let replies = this.repliesByTaskIns.get(replyTo);
     if (replies === undefined) this.repliesByTaskIns.set(replyTo, (replies = new Set()));
     replies.add(message.taskId);
     return replyTo;
+  }
+
+  private removeTaskRes(resId: string): void {
+    const stored = this.taskRes.get(resId);
+    if (stored === undefined) return;
+    this.taskRes.delete(resId);
+    this.usage.remove(stored.message.runId, stored.bytes);
+    const replies = this.repliesByTaskIns.get(stored.replyTo);
+    replies?.delete(resId);
+    if (replies?.size === 0) this.repliesByTaskIns.delete(stored.replyTo);
+  }
+
+  private removeTaskIns(taskInsId: string): void {
+    const ins = this.taskIns.get(taskInsId);
+    if (ins === undefined) return;
+    this.taskIns.delete(taskInsId);
+    this.usage.remove(ins.message.runId, ins.bytes);
+    const queue = this.undeliveredByConsumer.get(ins.consumerKey);
+    queue?.delete(taskInsId);
+    if (queue?.size === 0) this.undeliveredByConsumer.delete(ins.consumerKey);
+  }
+
+  /** Why an unanswered TaskIns gets a synthesized error reply now, or undefined. */
+  private orphanReason(taskIns: TaskIns, now: number): string | undefined {
+    const consumer = taskIns.task!.consumer!;
+    // Anonymous TaskIns are for whichever node pulls them; there is no one node to be offline.
+    if (!consumer.anonymous) {
+      const node = this.nodes.get(consumer.nodeId);
+      if (node === undefined || !(node.onlineUntil > now)) return NODE_UNAVAILABLE_REASON;
+    }
+    return expiresAt(taskIns.task) <= now ? TASK_EXPIRED_REASON : undefined;
   }
 
   private freshTaskId(): string {

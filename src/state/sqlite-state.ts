@@ -21,9 +21,15 @@ import { Run } from "../proto/flwr/proto/run";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import { randomId, uuid4 } from "./ids";
-import type { RunRecord, State, StateEvents, StateLogger, StateOptions } from "./state";
+import { NODE_UNAVAILABLE_REASON } from "../core/constants";
+import type { PurgeOptions, PurgeResult, RunRecord, State, StateEvents, StateLogger, StateOptions } from "./state";
 import {
   StateEventHub,
+  StorageUsage,
+  TASK_EXPIRED_REASON,
+  expiresAt,
+  refuseTaskRes,
+  taskBytes,
   checkLimit,
   checkPingInterval,
   isoTimestamp,
@@ -36,7 +42,7 @@ import { validateTaskInsOrRes } from "./validator";
 /** Marks a database as ours (`PRAGMA application_id`): ASCII "flwt". */
 export const SQLITE_APPLICATION_ID = 0x666c7774;
 /** Version of the schema below (`PRAGMA user_version`); bump it with every change. */
-export const SQLITE_SCHEMA_VERSION = 1;
+export const SQLITE_SCHEMA_VERSION = 2;
 
 /** Attempts at drawing an unused random id before giving up (a collision is ~2^-64 likely). */
 const MAX_ID_ATTEMPTS = 16;
@@ -65,14 +71,16 @@ const TASK_COLUMNS = `
     task_type           TEXT NOT NULL,
     recordset           BLOB,
     error_code          INTEGER,
-    error_reason        TEXT`;
+    error_reason        TEXT,
+    size_bytes          INTEGER NOT NULL DEFAULT 0`;
 
 const SCHEMA = `
 CREATE TABLE run (
     run_id          INTEGER PRIMARY KEY,
     fab_id          TEXT NOT NULL,
     fab_version     TEXT NOT NULL,
-    override_config BLOB NOT NULL
+    override_config BLOB NOT NULL,
+    last_activity   REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE node (
     node_id         INTEGER PRIMARY KEY,
@@ -90,9 +98,19 @@ CREATE TABLE task_res (${TASK_COLUMNS},
 CREATE INDEX idx_task_res_reply_to ON task_res (reply_to);
 `;
 
+/**
+ * Version 1 -> 2 (flwr-ts storage limits and expiry): task sizes and run activity. Rows of a
+ * version 1 file count 0 bytes and their runs as active now.
+ */
+const MIGRATE_1_TO_2 = `
+ALTER TABLE task_ins ADD COLUMN size_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE task_res ADD COLUMN size_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE run ADD COLUMN last_activity REAL NOT NULL DEFAULT 0;
+`;
+
 const INSERT_TASK_COLUMNS =
   "task_id, group_id, run_id, producer_anonymous, producer_node_id, consumer_anonymous, consumer_node_id, " +
-  "created_at, delivered_at, pushed_at, ttl, ancestry, task_type, recordset, error_code, error_reason";
+  "created_at, delivered_at, pushed_at, ttl, ancestry, task_type, recordset, error_code, error_reason, size_bytes";
 const INSERT_TASK_VALUES = INSERT_TASK_COLUMNS.split(", ")
   .map((c) => `@${c}`)
   .join(", ");
@@ -120,6 +138,35 @@ interface TaskRow {
   error_reason: string | null;
 }
 
+/** The columns of a `task_ins` row that decide whether a TaskRes may answer it. */
+interface TaskInsHeader {
+  run_id: bigint;
+  consumer_anonymous: bigint;
+  consumer_node_id: bigint;
+  created_at: number;
+  ttl: number;
+}
+
+function headerToTaskIns(row: TaskInsHeader): TaskIns {
+  return {
+    taskId: "",
+    groupId: "",
+    runId: row.run_id,
+    task: {
+      producer: undefined,
+      consumer: { nodeId: row.consumer_node_id, anonymous: row.consumer_anonymous === 1n },
+      createdAt: row.created_at,
+      deliveredAt: "",
+      pushedAt: 0,
+      ttl: row.ttl,
+      ancestry: [],
+      taskType: "",
+      recordset: undefined,
+      error: undefined,
+    },
+  };
+}
+
 interface RunRow {
   run_id: bigint;
   fab_id: string;
@@ -144,12 +191,14 @@ export class SqliteState implements State {
   private readonly logger: StateLogger | undefined;
   private readonly events: StateEventHub;
   private readonly sql: Statements;
+  private readonly usage: StorageUsage;
 
   constructor(path: string, options: StateOptions = {}) {
     this.path = path;
     this.now = options.now ?? systemNow;
     this.logger = options.logger;
     this.events = new StateEventHub(this.logger);
+    this.usage = new StorageUsage(options.limits ?? {});
     let db: Database.Database | undefined;
     try {
       db = new Database(path);
@@ -164,14 +213,21 @@ export class SqliteState implements State {
       db.pragma("synchronous = NORMAL");
       const open = db;
       open.transaction(() => {
-        if (checkSchema(open, path, true) === "empty") {
+        const found = checkSchema(open, path, true);
+        if (found === "empty") {
           open.exec(SCHEMA);
           open.pragma(`application_id = ${SQLITE_APPLICATION_ID}`);
+        } else if (found === "version-1") {
+          open.exec(MIGRATE_1_TO_2);
+          open.prepare("UPDATE run SET last_activity = ?").run(this.now());
         }
         // Rewritten on every open: a write, so an unwritable file fails here, not mid-run.
         open.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
       }).immediate();
       this.sql = prepareStatements(db);
+      for (const row of this.sql.selectUsage.all() as Array<{ run_id: bigint; size_bytes: bigint; tasks: bigint }>) {
+        this.usage.add(row.run_id, Number(row.size_bytes), Number(row.tasks));
+      }
     } catch (err) {
       db?.close();
       if (err instanceof StateError) throw err;
@@ -186,11 +242,19 @@ export class SqliteState implements State {
       this.logger?.warn({ errors }, "TaskIns rejected: invalid");
       return undefined;
     }
+    const now = this.now();
+    if (expiresAt(taskIns.task) <= now) {
+      this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: already expired (created_at + ttl is past)");
+      return undefined;
+    }
+    const bytes = taskBytes(taskIns);
+    this.usage.check(new Map([[taskIns.runId, bytes]]));
     const taskId = this.guard("storeTaskIns", () =>
       this.db.transaction(() => {
         if (this.sql.runExists.get(taskIns.runId) === undefined) return undefined;
         const id = uuid4();
-        this.sql.insertTaskIns.run(taskParams({ ...taskIns, taskId: id }));
+        this.sql.insertTaskIns.run(taskParams({ ...taskIns, taskId: id }, bytes));
+        this.sql.touchRun.run(now, taskIns.runId);
         return id;
       }).immediate(),
     );
@@ -198,6 +262,7 @@ export class SqliteState implements State {
       this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: unknown run_id");
       return undefined;
     }
+    this.usage.add(taskIns.runId, bytes);
     const consumer = taskIns.task!.consumer!;
     this.events.taskInsStored(consumer.nodeId, consumer.anonymous);
     return taskId;
@@ -207,12 +272,14 @@ export class SqliteState implements State {
     checkLimit(limit);
     return this.guard("getTaskIns", () =>
       this.db.transaction(() => {
+        const now = this.now();
         const rows = this.sql.selectUndeliveredTaskIns.all(
           nodeId === undefined ? 1 : 0,
           nodeId ?? 0n,
+          now,
           limit,
         ) as TaskRow[];
-        const deliveredAt = isoTimestamp(this.now());
+        const deliveredAt = isoTimestamp(now);
         return rows.map((row) => {
           this.sql.markTaskInsDelivered.run(deliveredAt, row.seq);
           return rowToTask({ ...row, delivered_at: deliveredAt });
@@ -228,20 +295,37 @@ export class SqliteState implements State {
       return undefined;
     }
     const replyTo = normalizeTaskId(taskRes.task!.ancestry[0]!);
-    const taskId = this.guard("storeTaskRes", () =>
-      this.db.transaction(() => {
-        if (this.sql.runExists.get(taskRes.runId) === undefined) return undefined;
+    const bytes = taskBytes(taskRes);
+    const outcome = this.guard("storeTaskRes", () =>
+      this.db.transaction((): { stored: string } | { duplicateOf: string } | { refused: string } => {
+        if (this.sql.runExists.get(taskRes.runId) === undefined) return { refused: "unknown run_id" };
+        const now = this.now();
+        const insRow = this.sql.selectTaskInsHeader.get(replyTo) as TaskInsHeader | undefined;
+        const refusal = refuseTaskRes(taskRes, insRow === undefined ? undefined : headerToTaskIns(insRow), now);
+        if (refusal !== undefined) return { refused: refusal };
+        const existing = this.sql.selectFirstReplyId.get(replyTo) as string | undefined;
+        if (existing !== undefined) return { duplicateOf: existing };
+        this.usage.check(new Map([[taskRes.runId, bytes]]));
         const id = uuid4();
-        this.sql.insertTaskRes.run({ ...taskParams({ ...taskRes, taskId: id }), reply_to: replyTo });
-        return id;
+        this.sql.insertTaskRes.run({ ...taskParams({ ...taskRes, taskId: id }, bytes), reply_to: replyTo });
+        this.sql.touchRun.run(now, taskRes.runId);
+        return { stored: id };
       }).immediate(),
     );
-    if (taskId === undefined) {
-      this.logger?.warn({ runId: String(taskRes.runId) }, "TaskRes rejected: unknown run_id");
+    if ("refused" in outcome) {
+      this.logger?.warn({ runId: String(taskRes.runId), taskInsId: replyTo }, `TaskRes rejected: ${outcome.refused}`);
       return undefined;
     }
+    if ("duplicateOf" in outcome) {
+      this.logger?.warn(
+        { event: "state.task-res-duplicate", taskInsId: replyTo },
+        `TaskRes ignored: TaskIns ${replyTo} already has a result (a re-push or a replay); nothing stored`,
+      );
+      return outcome.duplicateOf;
+    }
+    this.usage.add(taskRes.runId, bytes);
     this.events.taskResStored(replyTo);
-    return taskId;
+    return outcome.stored;
   }
 
   getTaskRes(taskIds: Set<string>, limit?: number): TaskRes[] {
@@ -261,11 +345,16 @@ export class SqliteState implements State {
         });
         if (limit !== undefined && out.length >= limit) return out;
         const remaining = limit === undefined ? -1 : limit - out.length;
-        const orphans = this.sql.selectOrphanTaskIns.all(requested, now, remaining) as TaskRow[];
+        const orphans = this.sql.selectOrphanTaskIns.all(now, requested, now, remaining) as Array<
+          TaskRow & { consumer_offline: bigint }
+        >;
         for (const row of orphans) {
-          const errorRes = makeNodeUnavailableTaskRes(rowToTask(row), now);
+          const reason = row.consumer_offline === 1n ? NODE_UNAVAILABLE_REASON : TASK_EXPIRED_REASON;
+          const errorRes = makeNodeUnavailableTaskRes(rowToTask(row), now, reason);
           errorRes.task!.deliveredAt = deliveredAt;
-          this.sql.insertTaskRes.run({ ...taskParams(errorRes), reply_to: row.task_id });
+          const bytes = taskBytes(errorRes);
+          this.sql.insertTaskRes.run({ ...taskParams(errorRes, bytes), reply_to: row.task_id });
+          this.usage.add(errorRes.runId, bytes);
           out.push(errorRes);
           synthesizedFor.push(row.task_id);
         }
@@ -282,10 +371,45 @@ export class SqliteState implements State {
     this.guard("deleteTasks", () =>
       this.db.transaction(() => {
         // TaskIns first: it finds its victims through the delivered TaskRes deleted next.
-        this.sql.deleteAnsweredTaskIns.run(ids);
-        this.sql.deleteDeliveredTaskRes.run(ids);
+        this.release(this.sql.deleteAnsweredTaskIns.all(ids));
+        this.release(this.sql.deleteDeliveredTaskRes.all(ids));
       }).immediate(),
     );
+  }
+
+  checkStorage(bytesByRun: Map<bigint, number>): void {
+    this.usage.check(bytesByRun);
+  }
+
+  storedBytes(runId?: bigint): number {
+    return this.usage.bytes(runId);
+  }
+
+  purge(options: PurgeOptions): PurgeResult {
+    return this.guard("purge", () =>
+      this.db.transaction(() => {
+        const cutoff = this.now() - options.expiredGraceSeconds;
+        // Replies first: they are found through the expired TaskIns deleted next.
+        const replies = this.sql.deleteRepliesOfExpiredTaskIns.all(cutoff);
+        const taskIns = this.sql.deleteExpiredTaskIns.all(cutoff);
+        const orphans = this.sql.deleteExpiredOrphanTaskRes.all(cutoff);
+        this.release(replies);
+        this.release(taskIns);
+        this.release(orphans);
+        let runs = 0;
+        const idleSince = this.now() - options.runIdleSeconds;
+        for (const runId of this.sql.selectIdleRunIds.all(idleSince) as bigint[]) {
+          if (this.usage.tasks(runId) > 0) continue;
+          runs += this.sql.deleteRun.run(runId).changes;
+        }
+        return { taskIns: taskIns.length, taskRes: replies.length + orphans.length, runs };
+      }).immediate(),
+    );
+  }
+
+  /** Takes deleted rows (`RETURNING run_id, size_bytes`) off the storage accounting. */
+  private release(rows: unknown[]): void {
+    for (const row of rows as Array<{ run_id: bigint; size_bytes: bigint }>) this.usage.remove(row.run_id, Number(row.size_bytes));
   }
 
   numTaskIns(): number {
@@ -349,10 +473,11 @@ export class SqliteState implements State {
     const config = Buffer.from(Run.encode(Run.fromPartial({ overrideConfig })).finish());
     const runId = this.guard("createRun", () =>
       this.db.transaction(() => {
+        this.usage.checkRuns(Number(this.sql.countRuns.get() as bigint));
         for (let attempt = 0; attempt < MAX_ID_ATTEMPTS; attempt++) {
           const id = randomId();
           if (this.sql.runExists.get(id) !== undefined) continue;
-          this.sql.insertRun.run(id, fabId, fabVersion, config);
+          this.sql.insertRun.run(id, fabId, fabVersion, config, this.now());
           return id;
         }
         return 0n;
@@ -413,7 +538,7 @@ function openFailureMessage(path: string, err: unknown): string {
  * Throws StateError for anything else. `strict` runs inside the creating transaction, where an
  * empty-but-marked state cannot be left half-made by a concurrent opener.
  */
-function checkSchema(db: Database.Database, path: string, strict: boolean): "empty" | "current" {
+function checkSchema(db: Database.Database, path: string, strict: boolean): "empty" | "current" | "version-1" {
   const applicationId = Number(db.pragma("application_id", { simple: true }));
   const version = Number(db.pragma("user_version", { simple: true }));
   const tables = Number(db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table'").pluck().get());
@@ -430,6 +555,7 @@ function checkSchema(db: Database.Database, path: string, strict: boolean): "emp
         `0x${applicationId.toString(16)}), not a flwr-ts state database. Use a new file for --database.`,
     );
   }
+  if (version === 1 && tables > 0) return "version-1";
   if (version !== SQLITE_SCHEMA_VERSION) {
     throw new StateError(
       `"${path}" holds flwr-ts state schema version ${version}, but this flwr-ts reads only version ` +
@@ -448,7 +574,15 @@ function prepareStatements(db: Database.Database) {
   const plucked = (sql: string): Statement => db.prepare(sql).pluck();
   return {
     runExists: p("SELECT 1 FROM run WHERE run_id = ?"),
-    insertRun: p("INSERT INTO run (run_id, fab_id, fab_version, override_config) VALUES (?, ?, ?, ?)"),
+    insertRun: p("INSERT INTO run (run_id, fab_id, fab_version, override_config, last_activity) VALUES (?, ?, ?, ?, ?)"),
+    countRuns: plucked("SELECT count(*) FROM run"),
+    touchRun: p("UPDATE run SET last_activity = ? WHERE run_id = ?"),
+    selectIdleRunIds: plucked("SELECT run_id FROM run WHERE last_activity <= ?"),
+    deleteRun: p("DELETE FROM run WHERE run_id = ?"),
+    selectUsage: p(
+      "SELECT run_id, sum(size_bytes) AS size_bytes, count(*) AS tasks FROM " +
+        "(SELECT run_id, size_bytes FROM task_ins UNION ALL SELECT run_id, size_bytes FROM task_res) GROUP BY run_id",
+    ),
     selectRun: p("SELECT * FROM run WHERE run_id = ?"),
 
     nodeExists: p("SELECT 1 FROM node WHERE node_id = ?"),
@@ -461,8 +595,13 @@ function prepareStatements(db: Database.Database) {
     insertTaskIns: p(`INSERT INTO task_ins (${INSERT_TASK_COLUMNS}) VALUES (${INSERT_TASK_VALUES})`),
     selectUndeliveredTaskIns: p(
       "SELECT * FROM task_ins WHERE consumer_anonymous = ? AND consumer_node_id = ? AND delivered_at = '' " +
-        "ORDER BY seq LIMIT ?",
+        "AND created_at + ttl > ? ORDER BY seq LIMIT ?",
     ),
+    // What refuseTaskRes needs, without reading the RecordSet.
+    selectTaskInsHeader: p(
+      "SELECT run_id, consumer_anonymous, consumer_node_id, created_at, ttl FROM task_ins WHERE task_id = ?",
+    ),
+    selectFirstReplyId: plucked("SELECT task_id FROM task_res WHERE reply_to = ? ORDER BY seq LIMIT 1"),
     markTaskInsDelivered: p("UPDATE task_ins SET delivered_at = ? WHERE seq = ?"),
     countTaskIns: plucked("SELECT count(*) FROM task_ins"),
 
@@ -472,28 +611,43 @@ function prepareStatements(db: Database.Database) {
     selectUndeliveredReplies: p(
       `SELECT * FROM task_res WHERE reply_to IN ${IDS_IN_JSON} AND delivered_at = '' ORDER BY seq LIMIT ?`,
     ),
-    // Requested TaskIns with no reply at all, addressed to a node that is offline or deleted.
+    // Requested TaskIns with no reply at all, addressed to a node that is offline or deleted, or
+    // expired. Parameters: now, ids, now, limit.
     selectOrphanTaskIns: p(
-      `SELECT ti.* FROM task_ins ti LEFT JOIN node n ON n.node_id = ti.consumer_node_id
-       WHERE ti.task_id IN ${IDS_IN_JSON}
-         AND ti.consumer_anonymous = 0
-         AND NOT EXISTS (SELECT 1 FROM task_res tr WHERE tr.reply_to = ti.task_id)
-         AND (n.node_id IS NULL OR NOT (n.online_until > ?))
-       ORDER BY ti.seq LIMIT ?`,
+      `SELECT * FROM (
+         SELECT ti.*, (ti.consumer_anonymous = 0 AND (n.node_id IS NULL OR NOT (n.online_until > ?))) AS consumer_offline
+         FROM task_ins ti LEFT JOIN node n ON n.node_id = ti.consumer_node_id
+         WHERE ti.task_id IN ${IDS_IN_JSON}
+           AND NOT EXISTS (SELECT 1 FROM task_res tr WHERE tr.reply_to = ti.task_id))
+       WHERE consumer_offline = 1 OR created_at + ttl <= ?
+       ORDER BY seq LIMIT ?`,
     ),
     markTaskResDelivered: p("UPDATE task_res SET delivered_at = ? WHERE seq = ?"),
     countTaskRes: plucked("SELECT count(*) FROM task_res"),
 
     deleteAnsweredTaskIns: p(
       `DELETE FROM task_ins WHERE task_id IN (
-         SELECT reply_to FROM task_res WHERE reply_to IN ${IDS_IN_JSON} AND delivered_at != '')`,
+         SELECT reply_to FROM task_res WHERE reply_to IN ${IDS_IN_JSON} AND delivered_at != '')
+       RETURNING run_id, size_bytes`,
     ),
-    deleteDeliveredTaskRes: p(`DELETE FROM task_res WHERE reply_to IN ${IDS_IN_JSON} AND delivered_at != ''`),
+    deleteDeliveredTaskRes: p(
+      `DELETE FROM task_res WHERE reply_to IN ${IDS_IN_JSON} AND delivered_at != '' RETURNING run_id, size_bytes`,
+    ),
+    deleteRepliesOfExpiredTaskIns: p(
+      `DELETE FROM task_res WHERE reply_to IN (SELECT task_id FROM task_ins WHERE created_at + ttl <= ?)
+       RETURNING run_id, size_bytes`,
+    ),
+    deleteExpiredTaskIns: p("DELETE FROM task_ins WHERE created_at + ttl <= ? RETURNING run_id, size_bytes"),
+    deleteExpiredOrphanTaskRes: p(
+      `DELETE FROM task_res WHERE created_at + ttl <= ?
+         AND NOT EXISTS (SELECT 1 FROM task_ins ti WHERE ti.task_id = task_res.reply_to)
+       RETURNING run_id, size_bytes`,
+    ),
   };
 }
 
 /** Named parameters of a task row. Validated messages always have task, producer, consumer. */
-function taskParams(message: TaskIns | TaskRes): Record<string, unknown> {
+function taskParams(message: TaskIns | TaskRes, sizeBytes: number): Record<string, unknown> {
   const task = message.task!;
   return {
     task_id: message.taskId,
@@ -512,6 +666,7 @@ function taskParams(message: TaskIns | TaskRes): Record<string, unknown> {
     recordset: task.recordset === undefined ? null : Buffer.from(RecordSet.encode(task.recordset).finish()),
     error_code: task.error === undefined ? null : task.error.code,
     error_reason: task.error === undefined ? null : task.error.reason,
+    size_bytes: sizeBytes,
   };
 }
 

@@ -3,11 +3,102 @@
  * NODE_UNAVAILABLE reply, envelope copies, and the change-notification hub.
  */
 import { ErrorCode, NODE_UNAVAILABLE_REASON } from "../core/constants";
-import { MalformedMessageError, errorMessage } from "../core/errors";
+import { MalformedMessageError, ResourceExhaustedError, errorMessage } from "../core/errors";
+import { encodeMessageChunks } from "../core/wire/chunked-writer";
+import { RecordSet } from "../proto/flwr/proto/recordset";
 import type { Task, TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import { uuid4 } from "./ids";
-import type { StateEvents, StateLogger } from "./state";
+import type { StateEvents, StateLimits, StateLogger } from "./state";
+
+/**
+ * Bytes a stored task is charged beyond its RecordSet: the envelope and index entries, so that
+ * 200 000 empty TaskIns are not free. Roughly what one costs in memory.
+ */
+export const TASK_OVERHEAD_BYTES = 512;
+
+/**
+ * Reason of the error reply for a TaskIns that expired unanswered (code 3, which later Flower
+ * versions call MESSAGE_UNAVAILABLE).
+ */
+export const TASK_EXPIRED_REASON =
+  "Error: Message Unavailable - The message expired (its TTL passed) before a reply arrived.";
+
+/** The bytes a task is charged against the storage limits: encoded RecordSet + overhead. */
+export function taskBytes(message: TaskIns | TaskRes): number {
+  const task = message.task;
+  const recordset = task?.recordset === undefined ? 0 : encodeMessageChunks(RecordSet, task.recordset).length;
+  return recordset + (task?.error?.reason.length ?? 0) + TASK_OVERHEAD_BYTES;
+}
+
+/** Unix seconds at which a task expires: `created_at + ttl`. */
+export function expiresAt(task: Task | undefined): number {
+  return (task?.createdAt ?? 0) + (task?.ttl ?? 0);
+}
+
+/**
+ * Byte and run accounting for the storage limits, kept by each backend in this process (SQLite
+ * rebuilds it from the file on open). Throws ResourceExhaustedError naming the limit.
+ */
+export class StorageUsage {
+  private readonly byRun = new Map<bigint, { bytes: number; tasks: number }>();
+  private total = 0;
+
+  constructor(private readonly limits: StateLimits) {}
+
+  bytes(runId?: bigint): number {
+    return runId === undefined ? this.total : (this.byRun.get(runId)?.bytes ?? 0);
+  }
+
+  tasks(runId: bigint): number {
+    return this.byRun.get(runId)?.tasks ?? 0;
+  }
+
+  check(bytesByRun: Map<bigint, number>): void {
+    let added = 0;
+    for (const [runId, bytes] of bytesByRun) {
+      added += bytes;
+      const max = this.limits.maxRunBytes;
+      if (max !== undefined && this.bytes(runId) + bytes > max) {
+        throw new ResourceExhaustedError(
+          `Run ${runId} would hold ${this.bytes(runId) + bytes} bytes of tasks, more than its limit of ${max} ` +
+            "(--max-run-bytes); pull results to free space",
+        );
+      }
+    }
+    const maxTotal = this.limits.maxStoredBytes;
+    if (maxTotal !== undefined && this.total + added > maxTotal) {
+      throw new ResourceExhaustedError(
+        `The SuperLink would hold ${this.total + added} bytes of tasks, more than its limit of ${maxTotal} (--max-stored-bytes)`,
+      );
+    }
+  }
+
+  checkRuns(stored: number): void {
+    const max = this.limits.maxRuns;
+    if (max !== undefined && stored >= max) {
+      throw new ResourceExhaustedError(`${stored} runs are stored, the limit (--max-runs) is ${max}; try again once idle runs were purged`);
+    }
+  }
+
+  /** Counts `tasks` stored tasks (default one) of `bytes` bytes in total. */
+  add(runId: bigint, bytes: number, tasks = 1): void {
+    const entry = this.byRun.get(runId) ?? { bytes: 0, tasks: 0 };
+    entry.bytes += bytes;
+    entry.tasks += tasks;
+    this.byRun.set(runId, entry);
+    this.total += bytes;
+  }
+
+  remove(runId: bigint, bytes: number): void {
+    const entry = this.byRun.get(runId);
+    if (entry === undefined) return;
+    entry.bytes -= bytes;
+    entry.tasks -= 1;
+    this.total -= bytes;
+    if (entry.tasks <= 0) this.byRun.delete(runId);
+  }
+}
 
 /** The default clock: wall time in Unix seconds. */
 export function systemNow(): number {
@@ -37,6 +128,23 @@ export function normalizeTaskId(id: string): string {
 /** Rejects a NaN ping interval, which would make the node's liveness undefined. */
 export function checkPingInterval(pingInterval: number): void {
   if (Number.isNaN(pingInterval)) throw new MalformedMessageError("ping_interval must be a number, got NaN");
+}
+
+/**
+ * Why a (validated) TaskRes must not be stored as a reply to `taskIns` (undefined: it may be):
+ * one result per task, from the node the task was for, while the task lives.
+ */
+export function refuseTaskRes(taskRes: TaskRes, taskIns: TaskIns | undefined, now: number): string | undefined {
+  const replyTo = taskRes.task!.ancestry[0]!;
+  if (taskIns === undefined) return `ancestry[0] ${replyTo} names no stored TaskIns (unknown, completed or purged)`;
+  if (taskIns.runId !== taskRes.runId) return `run ${taskRes.runId} is not the run of TaskIns ${replyTo}`;
+  const consumer = taskIns.task!.consumer!;
+  const producer = taskRes.task!.producer!;
+  if (!consumer.anonymous && (producer.anonymous || producer.nodeId !== consumer.nodeId)) {
+    return `producer node ${producer.nodeId} is not node ${consumer.nodeId}, the consumer of TaskIns ${replyTo}`;
+  }
+  if (expiresAt(taskIns.task) <= now) return `TaskIns ${replyTo} has expired`;
+  return undefined;
 }
 
 /** Flower asserts `limit >= 1`; a smaller one is a caller bug. */
@@ -72,7 +180,7 @@ function copyTask(task: Task): Task {
  * (Flower `make_node_unavailable_taskres`, spec §2.6 step 2). Bypasses the validator on
  * purpose: its consumer is the Driver, node 0, marked non-anonymous exactly as Flower does.
  */
-export function makeNodeUnavailableTaskRes(taskIns: TaskIns, now: number): TaskRes {
+export function makeNodeUnavailableTaskRes(taskIns: TaskIns, now: number, reason = NODE_UNAVAILABLE_REASON): TaskRes {
   const task = taskIns.task;
   const ttlLeft = (task?.ttl ?? 0) - (now - (task?.createdAt ?? 0));
   return {
@@ -89,7 +197,7 @@ export function makeNodeUnavailableTaskRes(taskIns: TaskIns, now: number): TaskR
       ancestry: [taskIns.taskId],
       taskType: task?.taskType ?? "",
       recordset: undefined,
-      error: { code: BigInt(ErrorCode.NODE_UNAVAILABLE), reason: NODE_UNAVAILABLE_REASON },
+      error: { code: BigInt(ErrorCode.NODE_UNAVAILABLE), reason },
     },
   };
 }

@@ -40,8 +40,42 @@ export interface StateEvents {
 /** Logging the state does on its own (rejected tasks, failing listeners); a pino logger fits. */
 export type StateLogger = Pick<Logger, "warn" | "error" | "debug">;
 
+/**
+ * Storage limits (flwr-ts; Flower 1.10 has none). Bytes are counted per stored TaskIns/TaskRes
+ * as its encoded RecordSet plus TASK_OVERHEAD_BYTES (state-support.ts), so many tiny tasks count
+ * too. Absent = no limit.
+ */
+export interface StateLimits {
+  /** Most bytes of stored TaskIns + TaskRes of one run. */
+  maxRunBytes?: number;
+  /** Most bytes of stored TaskIns + TaskRes over all runs. */
+  maxStoredBytes?: number;
+  /** Most runs stored at once (idle runs are removed by `purge`). */
+  maxRuns?: number;
+}
+
+/** What `purge` removes. */
+export interface PurgeOptions {
+  /**
+   * An expired TaskIns (`created_at + ttl <= now`) is kept this many seconds longer, so the
+   * ServerApp's next pull still gets its expiry error reply; then it goes with its replies.
+   */
+  expiredGraceSeconds: number;
+  /** A run with no stored tasks and no task stored for it in this many seconds is deleted. */
+  runIdleSeconds: number;
+}
+
+/** How much one `purge` removed. */
+export interface PurgeResult {
+  taskIns: number;
+  taskRes: number;
+  runs: number;
+}
+
 /** Options shared by both backends. */
 export interface StateOptions {
+  /** Storage limits; default none. */
+  limits?: StateLimits;
   /**
    * Wall clock in Unix seconds (default `Date.now() / 1000`). Drives node liveness,
    * `delivered_at` and synthesized error replies; tests inject a fake one to move time.
@@ -60,14 +94,16 @@ export interface StateOptions {
 export interface State {
   /**
    * Validates (spec §3.3) and stores a TaskIns. Assigns and returns a fresh uuid4 task_id.
-   * Returns undefined when validation fails or the run does not exist (nothing is stored).
-   * Does not check that the consumer node exists. Sets no `pushed_at` (the caller does).
-   * The argument is not modified; the state keeps its own copy. Notifies `onTaskInsStored`.
+   * Returns undefined when validation fails, the run does not exist, or the TaskIns has already
+   * expired (`created_at + ttl <= now`); nothing is stored then. Throws ResourceExhaustedError
+   * (nothing stored) when it would break a byte limit. Does not check that the consumer node
+   * exists. Sets no `pushed_at` (the caller does). The argument is not modified; the state
+   * keeps its own copy. Notifies `onTaskInsStored`.
    */
   storeTaskIns(taskIns: TaskIns): string | undefined;
 
   /**
-   * Returns up to `limit` (>= 1) undelivered TaskIns for `nodeId`, FIFO, and marks each one
+   * Returns up to `limit` (>= 1) undelivered, unexpired TaskIns for `nodeId`, FIFO, and marks each one
    * delivered (`delivered_at` = ISO-8601 now) before returning it: delivery is at most once.
    * `nodeId` undefined means an anonymous caller: TaskIns whose consumer is anonymous node 0.
    * `delivered_at` is Python's `isoformat()` of the state clock. A limit < 1 throws RangeError.
@@ -75,9 +111,15 @@ export interface State {
   getTaskIns(nodeId: bigint | undefined, limit: number): TaskIns[];
 
   /**
-   * Validates and stores a TaskRes; assigns and returns a fresh uuid4 task_id, or undefined when
-   * validation fails or the run does not exist. Like Flower, does not check that `ancestry[0]`
-   * names a stored TaskIns. The argument is not modified. Notifies `onTaskResStored(ancestry[0])`.
+   * Validates and stores a TaskRes; assigns and returns a fresh uuid4 task_id. One result per
+   * task (unlike Flower 1.10): a TaskRes for a TaskIns that already has one (delivered or not,
+   * real or synthesized) stores nothing and returns the id of the stored one, so an honest
+   * re-push is answered as the first push was, and a replay changes nothing. Returns undefined
+   * (nothing stored, a warning logged) when validation fails, the run does not exist, or
+   * `ancestry[0]` names no stored TaskIns of that run (unknown, completed or purged), an expired
+   * one, or one whose named consumer is not the producer. Throws ResourceExhaustedError when it
+   * would break a byte limit. The argument is not modified. Notifies `onTaskResStored(ancestry[0])`
+   * only when something was stored.
    */
   storeTaskRes(taskRes: TaskRes): string | undefined;
 
@@ -86,7 +128,9 @@ export interface State {
    * oldest first, marking them delivered. Then, for each requested TaskIns that has no reply at
    * all (delivered or not) and whose named consumer node is offline, deleted or unknown, it
    * synthesizes, stores and returns an error TaskRes (code 3, NODE_UNAVAILABLE, spec §2.6 fields)
-   * in TaskIns order, notifying `onTaskResStored`. Anonymous-consumer TaskIns never get one.
+   * in TaskIns order, notifying `onTaskResStored`. A TaskIns that expired unanswered gets the
+   * same reply with TASK_EXPIRED_REASON (anonymous consumers too); otherwise anonymous-consumer
+   * TaskIns never get one.
    * So each TaskIns gets at most one synthesized reply and only requested ids get one.
    * `limit` (>= 1, else RangeError) caps the total; undefined = no limit. Never throws because
    * of stored data: a malformed ancestry is just a string that matches nothing requested.
@@ -133,11 +177,30 @@ export interface State {
    */
   acknowledgePing(nodeId: bigint, pingInterval: number): boolean;
 
-  /** Creates a run with a fresh random non-zero id and returns it (0n on failure). */
+  /**
+   * Creates a run with a fresh random non-zero id and returns it (0n on failure). Throws
+   * ResourceExhaustedError when `limits.maxRuns` runs are stored.
+   */
   createRun(fabId: string, fabVersion: string, overrideConfig: Map<string, Scalar>): bigint;
 
   /** The run, or undefined for an unknown id (never throws). */
   getRun(runId: bigint): RunRecord | undefined;
+
+  /**
+   * Throws ResourceExhaustedError, naming the limit, if storing `bytesByRun` more (bytes as
+   * counted by `taskBytes`) would break a byte limit. Lets a caller refuse a whole batch up front.
+   */
+  checkStorage(bytesByRun: Map<bigint, number>): void;
+
+  /** Bytes of stored TaskIns + TaskRes of one run, or of all runs when `runId` is undefined. */
+  storedBytes(runId?: bigint): number;
+
+  /**
+   * Deletes TaskIns expired more than `expiredGraceSeconds` ago with all their replies, TaskRes
+   * whose own TTL passed that long ago and whose TaskIns is gone, and runs idle for
+   * `runIdleSeconds` (no stored task, none stored for that long). Returns what was removed.
+   */
+  purge(options: PurgeOptions): PurgeResult;
 
   /**
    * Subscribes to change notifications, delivered synchronously after each change is complete.

@@ -3,10 +3,10 @@
  * text on `GET /metrics` when `--metrics-address` is given:
  * - flwr_superlink_rpcs_total{service,method,code}: RPCs ended, by gRPC status name. Counted by a
  *   server interceptor, so refusals by the authentication layer are included. Calls ended by the
- *   transport before a status was produced (client cancel, deadline, undecodable or oversized
- *   request) count as code="CANCELLED".
- * - flwr_superlink_online_nodes: nodes seen alive (CreateNode, successful Ping) whose ping
- *   interval has not run out. Learned from traffic, so after a restart a node reappears on its
+ *   transport before a status was produced (client cancel, deadline, oversized request) count
+ *   as code="CANCELLED"; undecodable requests as "INVALID_ARGUMENT" (src/transport/request-decoding.ts).
+ * - flwr_superlink_online_nodes: nodes seen alive (successful Ping; CreateNode too without
+ *   authentication) whose ping interval (at most 1800 s) has not run out. Learned from traffic, so after a restart a node reappears on its
  *   next ping.
  * - flwr_superlink_task_ins_stored / flwr_superlink_task_res_stored: from State.
  * - flwr_superlink_runs_created_total: runs created since start.
@@ -17,6 +17,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../core/logger";
 import { ConnectionError, errorMessage } from "../core/errors";
 import { formatAddress, parseAddress } from "../core/address";
+import { DEFAULT_PING_INTERVAL_BOUNDS } from "../core/ping-interval";
 
 /** Values read from elsewhere at scrape time. */
 export interface MetricsGauges {
@@ -30,6 +31,11 @@ export class SuperLinkMetrics {
   /** node id (decimal) -> online until (ms since epoch). */
   private readonly nodes = new Map<string, number>();
   private runsCreated = 0;
+  /**
+   * False with node authentication: CreateNode carries no MAC and grants no liveness there, so
+   * only successful Pings count a node as online.
+   */
+  createNodeMeansOnline = true;
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -45,7 +51,9 @@ export class SuperLinkMetrics {
   /** The node answered CreateNode or Ping: online for `pingIntervalSeconds` from now. */
   nodeAlive(nodeId: bigint, pingIntervalSeconds: number): void {
     if (nodeId === 0n) return;
-    this.nodes.set(nodeId.toString(), this.now() + Math.max(0, pingIntervalSeconds) * 1000);
+    // Bounded like the state's liveness, so a forged interval cannot keep the gauge up for years.
+    const seconds = Math.min(Math.max(0, pingIntervalSeconds), DEFAULT_PING_INTERVAL_BOUNDS.max);
+    this.nodes.set(nodeId.toString(), this.now() + (Number.isFinite(seconds) ? seconds : 0) * 1000);
   }
 
   /** The node was deleted or revoked. */
@@ -111,7 +119,7 @@ export class SuperLinkMetrics {
     switch (path) {
       case "/flwr.proto.Fleet/CreateNode": {
         const node = (response as { node?: { nodeId?: unknown } } | undefined)?.node;
-        if (typeof node?.nodeId === "bigint") this.nodeAlive(node.nodeId, Number(req.pingInterval ?? 0));
+        if (this.createNodeMeansOnline && typeof node?.nodeId === "bigint") this.nodeAlive(node.nodeId, Number(req.pingInterval ?? 0));
         break;
       }
       case "/flwr.proto.Fleet/Ping":

@@ -16,12 +16,17 @@ import type { State } from "../state/state";
 import { createState } from "../state/state-factory";
 import { type RunningGrpcServer, type ServiceRegistration, startGrpcServer } from "../transport/server";
 import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
+import type { ConnectionLimits } from "../transport/options";
+import { watchDescriptors } from "../transport/descriptor-watch";
 import { DRIVER_TASK_MESSAGES, FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
 import { Allowlist } from "../auth/allowlist";
 import { loadKeyPairFiles } from "../auth/keys";
 import { FleetAuthenticator, withFleetAuthentication } from "../auth/server-auth";
 import { createDriverServicer } from "./driver/driver-servicer";
 import { createFleetServicer } from "./fleet/fleet-servicer";
+import { DEFAULT_MAX_TASK_INS_PER_PUSH } from "./driver/driver-handler";
+import { withTaskInsCountLimit } from "./driver/push-count-limit";
+import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds } from "../core/ping-interval";
 import { LongPollHub } from "./long-poll";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
 
@@ -58,8 +63,64 @@ export interface SuperLinkConfig {
   longPollMs?: number;
   /** HOST:PORT for Prometheus metrics on GET /metrics; undefined = off. */
   metricsAddress?: string;
+  /** Storage limits, TTL purge and ping bounds (see SuperLinkLimits); defaults apply per field. */
+  limits?: SuperLinkLimits;
+  /** Idle, age and slow-sender limits of both APIs' connections; default DEFAULT_CONNECTION_LIMITS. */
+  connectionLimits?: ConnectionLimits;
   /** Test-only: extra grpc-js server options (e.g. a small max receive length). */
   grpcServerOptions?: grpc.ChannelOptions;
+  /**
+   * More services served on the Fleet API's port (startServer adds grpc-bidi's FlowerService).
+   * Node authentication does not apply to them.
+   */
+  extraFleetServices?: ServiceRegistration[];
+}
+
+/**
+ * flwr-ts limits against a client that floods the state (Flower 1.10 has none). Each has a
+ * `flower-superlink` flag; a hit is RESOURCE_EXHAUSTED plus a warning.
+ */
+export interface SuperLinkLimits {
+  /** Most stored task bytes of one run (`--max-run-bytes`, default 4 GiB). */
+  maxRunBytes?: number;
+  /** Most stored task bytes over all runs (`--max-stored-bytes`, default 8 GiB). */
+  maxStoredBytes?: number;
+  /** Most TaskIns in one PushTaskIns (`--max-task-ins-per-push`, default 10 000). */
+  maxTaskInsPerPush?: number;
+  /** Most runs stored at once (`--max-runs`, default 1000). */
+  maxRuns?: number;
+  /** Seconds without stored tasks after which a run is deleted (`--run-idle-ttl`, default 1 day). */
+  runIdleSeconds?: number;
+  /**
+   * Seconds between purges of expired tasks and idle runs (`--purge-interval`, default 60). An
+   * expired TaskIns is kept one more interval, so a pulling ServerApp gets its expiry error.
+   */
+  purgeIntervalSeconds?: number;
+  /** Accepted ping_interval range (`--min-ping-interval`/`--max-ping-interval`, default 10..1800 s). */
+  pingIntervalBounds?: PingIntervalBounds;
+}
+
+export const DEFAULT_SUPERLINK_LIMITS = {
+  maxRunBytes: 4 * 1024 ** 3,
+  maxStoredBytes: 8 * 1024 ** 3,
+  maxTaskInsPerPush: DEFAULT_MAX_TASK_INS_PER_PUSH,
+  maxRuns: 1000,
+  runIdleSeconds: 86_400,
+  purgeIntervalSeconds: 60,
+  pingIntervalBounds: DEFAULT_PING_INTERVAL_BOUNDS,
+} as const satisfies Required<SuperLinkLimits>;
+
+/** The limits with defaults filled in; InvalidConfigError for a non-positive or inverted value. */
+export function resolveLimits(limits: SuperLinkLimits = {}): Required<SuperLinkLimits> {
+  const resolved = { ...DEFAULT_SUPERLINK_LIMITS, ...limits };
+  for (const key of ["maxRunBytes", "maxStoredBytes", "maxTaskInsPerPush", "maxRuns", "runIdleSeconds", "purgeIntervalSeconds"] as const) {
+    if (!(resolved[key] > 0)) throw new InvalidConfigError(`Limit ${key} must be a positive number, got ${resolved[key]}`);
+  }
+  const { min, max } = resolved.pingIntervalBounds;
+  if (!(min > 0 && max >= min && Number.isFinite(max))) {
+    throw new InvalidConfigError(`Ping interval bounds must satisfy 0 < min <= max, got ${min}..${max}`);
+  }
+  return resolved;
 }
 
 export interface SuperLinkHandle {
@@ -135,12 +196,16 @@ function loadAuthMaterial(auth: SuperLinkAuthConfig, logger: Logger): AuthMateri
 export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Logger }): Promise<SuperLinkHandle> {
   const { logger } = deps;
   const longPollMs = checkConfig(config);
+  const limits = resolveLimits(config.limits);
 
   // Keys first: a bad key file must not leave a half-opened database behind.
   const auth = config.auth !== undefined ? loadAuthMaterial(config.auth, logger) : undefined;
   let state: State;
   try {
-    state = createState(config.database, { logger: logger.child({ module: "state" }) });
+    state = createState(config.database, {
+      logger: logger.child({ module: "state" }),
+      limits: { maxRunBytes: limits.maxRunBytes, maxStoredBytes: limits.maxStoredBytes, maxRuns: limits.maxRuns },
+    });
   } catch (err) {
     auth?.allowlist.close();
     throw err;
@@ -151,6 +216,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
   const servers: RunningGrpcServer[] = [];
   let metricsServer: MetricsServer | undefined;
   let authenticator: FleetAuthenticator | undefined;
+  const stopDescriptorWatch = watchDescriptors(logger);
 
   const onAllowlistChange = (change: { added: string[]; removed: string[] }): void => {
     logger.info(
@@ -180,12 +246,31 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     }
   };
 
+  // Expired tasks and idle runs go periodically; a purge is one synchronous state transaction.
+  const purge = (): void => {
+    try {
+      const removed = state.purge({ expiredGraceSeconds: limits.purgeIntervalSeconds, runIdleSeconds: limits.runIdleSeconds });
+      if (removed.taskIns + removed.taskRes + removed.runs > 0) {
+        logger.info(
+          { event: "superlink.purged", ...removed },
+          `Purged ${removed.taskIns} expired TaskIns, ${removed.taskRes} TaskRes and ${removed.runs} idle run(s)`,
+        );
+      }
+    } catch (err) {
+      logger.error({ err }, `Purging expired tasks failed: ${errorMessage(err)}`);
+    }
+  };
+  const purgeTimer = setInterval(purge, limits.purgeIntervalSeconds * 1000);
+  purgeTimer.unref();
+
   let closing: Promise<void> | undefined;
   const close = (graceMs = 0): Promise<void> => {
     closing ??= (async () => {
+      clearInterval(purgeTimer);
       hub.close();
       auth?.allowlist.off("change", onAllowlistChange);
       await Promise.all(servers.map((s) => s.close(graceMs)));
+      stopDescriptorWatch();
       await metricsServer?.close();
       authenticator?.close();
       auth?.allowlist.close();
@@ -204,19 +289,33 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       ...config.grpcServerOptions,
       interceptors: [metrics.interceptor()],
     };
-    const driverImpl = createDriverServicer({ state, logger: logger.child({ api: "driver" }), hub, longPollMs });
+    const limitsFor = (name: string) => ({ name, ...(config.connectionLimits ? { limits: config.connectionLimits } : {}) });
+    const driverImpl = createDriverServicer({
+      state,
+      logger: logger.child({ api: "driver" }),
+      hub,
+      longPollMs,
+      maxTaskInsPerPush: limits.maxTaskInsPerPush,
+    });
     const driverCredentials =
       config.driverApiClientCa !== undefined ? serverCredentials(config.tls, { clientCa: config.driverApiClientCa }) : credentials;
     const driver = await startGrpcServer(
       config.driverApiAddress,
       driverCredentials,
-      [{ definition: FAST_DRIVER_SERVICE, implementation: driverImpl }],
+      [{ definition: withTaskInsCountLimit(FAST_DRIVER_SERVICE, limits.maxTaskInsPerPush), implementation: driverImpl }],
       serverOptions,
+      { ...limitsFor("Driver API"), logger: logger.child({ api: "driver" }) },
     );
     servers.push(driver);
 
     const fleetLogger = logger.child({ api: "fleet" });
-    const fleetImpl = createFleetServicer({ state, logger: fleetLogger, hub, longPollMs });
+    const fleetImpl = createFleetServicer({
+      state,
+      logger: fleetLogger,
+      hub,
+      longPollMs,
+      pingIntervalBounds: limits.pingIntervalBounds,
+    });
     let fleetService: ServiceRegistration = { definition: FleetService, implementation: fleetImpl };
     if (auth !== undefined) {
       authenticator = new FleetAuthenticator({
@@ -225,8 +324,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         serverPublicKeyPem: auth.serverPublicKeyPem,
         state,
         logger: fleetLogger,
+        pingIntervalBounds: limits.pingIntervalBounds,
       });
       fleetService = withFleetAuthentication(fleetImpl, authenticator);
+      metrics.createNodeMeansOnline = false;
       auth.allowlist.on("change", onAllowlistChange);
       logger.info(
         { event: "superlink.auth-enabled", knownKeys: auth.allowlist.size },
@@ -234,7 +335,13 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       );
     }
     fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FLEET_TASK_MESSAGES) };
-    const fleet = await startGrpcServer(config.fleetApiAddress, credentials, [fleetService], serverOptions);
+    const fleet = await startGrpcServer(
+      config.fleetApiAddress,
+      credentials,
+      [fleetService, ...(config.extraFleetServices ?? [])],
+      serverOptions,
+      { ...limitsFor("Fleet API"), logger: fleetLogger },
+    );
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
@@ -261,6 +368,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         auth: auth !== undefined,
         database: config.database,
         longPollMs,
+        limits,
       },
       `SuperLink ready: Driver API on ${driver.address}, Fleet API (grpc-rere) on ${fleet.address}`,
     );

@@ -1,12 +1,19 @@
 /**
  * The one adapter between grpc-js unary calls and the pure handlers: logs one debug line per
  * RPC, turns client cancellation into an AbortSignal, maps thrown errors with toServiceError
- * (the single error-to-status boundary), and never lets a handler failure escape.
+ * (the single error-to-status boundary), and never lets a handler failure escape. Input echoed
+ * into log lines is truncated; internal failures are logged with the incident id the caller got.
  */
-import type * as grpc from "@grpc/grpc-js";
-import type { Logger } from "../core/logger";
-import { FlwrError } from "../core/errors";
+import * as grpc from "@grpc/grpc-js";
+import { type Logger, truncateEcho } from "../core/logger";
+import { FlwrError, errorMessage } from "../core/errors";
 import { toServiceError } from "../transport/status";
+
+/**
+ * Our own failures (state errors) may say more than a caller's echo, but are still bounded:
+ * SQLite messages can quote parts of a statement's input.
+ */
+const MAX_LOGGED_ERROR_CHARS = 1000;
 
 /** What a handler answers: the response, and optionally work to do once it was handed to gRPC. */
 export interface UnaryReply<Res> {
@@ -42,11 +49,14 @@ export function serveUnary<Req, Res>(
         return;
       }
       if (reply === undefined) {
-        const status = toServiceError(err);
-        if (FlwrError.isFlwrError(err)) {
-          logger.warn({ rpc, code: err.code }, `${rpc} failed: ${err.message}`);
-        } else {
-          logger.error({ rpc, err }, `${rpc} failed with an unexpected error`);
+        const status = toServiceError(err, (incidentId, failure) => {
+          logger.error(
+            { rpc, incidentId, ...(FlwrError.isFlwrError(failure) ? { code: failure.code } : {}), err: boundedError(failure) },
+            `${rpc} failed (incident ${incidentId}): ${truncateEcho(errorMessage(failure), MAX_LOGGED_ERROR_CHARS)}`,
+          );
+        });
+        if (status.code !== grpc.status.INTERNAL && FlwrError.isFlwrError(err)) {
+          logger.warn({ rpc, code: err.code }, `${rpc} failed: ${truncateEcho(err.message)}`);
         }
         callback(status as grpc.ServerErrorResponse);
         return;
@@ -78,6 +88,16 @@ export function serveUnary<Req, Res>(
     } else {
       finish(undefined, pending);
     }
+  };
+}
+
+/** What the log keeps of an internal failure: its type, message and stack, each bounded. */
+function boundedError(err: unknown): { type: string; message: string; stack?: string } {
+  if (!(err instanceof Error)) return { type: typeof err, message: truncateEcho(String(err), MAX_LOGGED_ERROR_CHARS) };
+  return {
+    type: err.name,
+    message: truncateEcho(err.message, MAX_LOGGED_ERROR_CHARS),
+    ...(err.stack !== undefined ? { stack: truncateEcho(err.stack, 4 * MAX_LOGGED_ERROR_CHARS) } : {}),
   };
 }
 

@@ -717,12 +717,14 @@ class SuperNode {
     }
     const taskRes = messageToTaskRes(reply);
     const abort = this.abortController.signal;
+    let stored = true;
     try {
-      await this.withRegistration("PushTaskRes", (node) => {
+      const response = await this.withRegistration("PushTaskRes", (node) => {
         // After registering again, the result goes out under the new node id.
         if (taskRes.task?.producer !== undefined) taskRes.task.producer = { nodeId: node.nodeId, anonymous: false };
         return this.retry.invoke("PushTaskRes", () => this.connection.pushTaskRes(taskRes, { signal: abort }), { signal: abort });
       });
+      stored = !response.results.has("None");
     } catch (err) {
       if (abort.aborted) {
         this.logger.warn({ event: "supernode.reply-abandoned" }, "Shutting down: the reply could not be sent within the grace time");
@@ -733,6 +735,15 @@ class SuperNode {
         return;
       }
       throw err;
+    }
+    if (!stored) {
+      // The SuperLink answers "None" (status OK, as Flower) for a result it dropped: the message
+      // expired, was completed already (a re-push after a lost answer), or is unknown to it.
+      this.logger.warn(
+        { event: "supernode.reply-not-stored", replyTo: reply.metadata.replyToMessage },
+        "The SuperLink did not store the reply (the message expired, already has a reply, or is unknown); carrying on",
+      );
+      return;
     }
     this.logger.info(
       { event: "supernode.reply-sent", messageType: reply.metadata.messageType, replyTo: reply.metadata.replyToMessage, error: reply.error !== undefined },

@@ -287,11 +287,14 @@ describe("CreateNode", () => {
     expect(calls).toEqual([]); // the inner CreateNode never runs
   });
 
-  test("the same key always gets the same node id, and its liveness is refreshed", async () => {
+  test("the same key always gets the same node id; CreateNode (no MAC) never grants liveness", async () => {
     const first = await connect(1, 30);
+    // Created offline (interval 0): only an authenticated Ping brings it online.
+    expect(state.pingIntervals.get(first.nodeId)).toBe(0);
+    state.acknowledgePing(first.nodeId, 30);
     const second = await connect(1, 45);
     expect(second.nodeId).toBe(first.nodeId);
-    expect(state.pingIntervals.get(first.nodeId)).toBe(45);
+    expect(state.pingIntervals.get(first.nodeId)).toBe(30); // neither extended nor cut short
     const other = await connect(0);
     expect(other.nodeId).not.toBe(first.nodeId);
   });
@@ -571,7 +574,7 @@ describe("FleetAuthenticator without gRPC", () => {
     const auth = new FleetAuthenticator({ allowlist, serverPrivateKey: keys.privateKey, serverPublicKeyPem: keys.publicKeyPem, state: racing });
     try {
       expect(auth.registerNode(pem, 60)).toBe(existing);
-      expect(inner.pingIntervals.get(existing)).toBe(60);
+      expect(inner.pingIntervals.get(existing)).toBe(30); // liveness untouched
     } finally {
       auth.close();
     }

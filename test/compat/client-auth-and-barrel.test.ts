@@ -56,6 +56,7 @@ async function registerThenStop(authKeys: { privateKey: string; publicKey: strin
   const run = startClient(`127.0.0.1:${link.fleetPort}`, {
     client: new TinyClient(),
     rootCertificates: fx.read(fx.caCert),
+    transport: "grpc-rere",
     authKeys,
     logger: memoryLogger("warn").logger,
     signal: abort.signal,
@@ -86,6 +87,7 @@ describe("startClient authKeys", () => {
     const run = startClient(`127.0.0.1:${link.fleetPort}`, {
       client: new TinyClient(),
       rootCertificates: fx.read(fx.caCert),
+      transport: "grpc-rere",
       authKeys: {
         privateKey: readFileSync(strangerFx.clientPrivateKeys[0]!, "utf8"),
         publicKey: readFileSync(strangerFx.clientPublicKeys[0]!, "utf8"),
@@ -99,6 +101,7 @@ describe("startClient authKeys", () => {
     const run = startClient(`127.0.0.1:${link.fleetPort}`, {
       client: new TinyClient(),
       rootCertificates: fx.read(fx.caCert),
+      transport: "grpc-rere",
       authKeys: {
         privateKey: readFileSync(strangerFx.clientPrivateKeys[0]!, "utf8"),
         publicKey: readFileSync(fx.clientPublicKeys[0]!, "utf8"),
@@ -113,7 +116,7 @@ describe("package barrel (src/index.ts)", () => {
   it("exports the public API and does not load TensorFlow.js", () => {
     const script = [
       `const api = require(${JSON.stringify(join(REPO_ROOT, "src", "index.ts"))});`,
-      `const names = ["startServer", "startClient", "ClientApp", "NumPyClient", "ServerApp", "FedAvg", "History",`,
+      `const names = ["startServer", "startClient", "startNumpyClient", "ClientApp", "NumPyClient", "ServerApp", "FedAvg", "History",`,
       `  "RecordSet", "createReply", "ndarraysToParameters", "parametersToNdarrays", "FlwrError", "startSuperLink"];`,
       `const missing = names.filter((n) => api[n] === undefined);`,
       `const tf = Object.keys(require.cache).filter((k) => k.includes("@tensorflow"));`,

@@ -1,11 +1,14 @@
 /**
- * startServer / startClient end to end: a real in-process SuperLink with TLS from generated
- * certificates on 127.0.0.1 ephemeral ports, real SuperNodes over gRPC, NumPyClients with tiny
- * float32 arrays. Also: untrusted CA, bad certificate buffers, failure after binding, abort.
+ * startServer / startClient end to end: a real in-process server with TLS from generated
+ * certificates on 127.0.0.1 ephemeral ports, real clients over gRPC with both transports
+ * (grpc-bidi, the default, and grpc-rere), NumPyClients with tiny float32 arrays. Also: both
+ * transports in one run, round timeout on grpc-bidi, untrusted CA, plaintext client, wrong
+ * transport for the server, bad certificate buffers, failure after binding, abort.
  */
 import { createServer } from "node:net";
-import { startClient, startServer } from "../../src/compat";
-import type { ServerReadyInfo } from "../../src/compat";
+import { startClient, startNumpyClient, startServer } from "../../src/compat";
+import type { ClientTransport, ServerReadyInfo } from "../../src/compat";
+import { startSuperLink } from "../../src/superlink/superlink";
 import { NumPyClient } from "../../src/client/numpy-client";
 import type { Config } from "../../src/core/records/legacy-types";
 import type { NDArrays } from "../../src/core/records/types";
@@ -85,43 +88,54 @@ function freePort(): Promise<number> {
   });
 }
 
-describe("startServer + startClient over TLS", () => {
+/** Starts a TLS server on port 0 for a test; resolves once it listens. */
+async function serverForTest(opts: Parameters<typeof startServer>[0] = {}): Promise<{
+  run: Promise<import("../../src/server/history").History>;
+  port: number;
+  log: ReturnType<typeof memoryLogger>;
+}> {
+  const ready = deferred<ServerReadyInfo>();
+  const log = memoryLogger("info");
+  const run = startServer({ serverAddress: "127.0.0.1:0", certificates, logger: log.logger, onReady: ready.resolve, ...opts });
+  run.catch(() => undefined);
+  const { fleetPort } = await Promise.race([ready.promise, run.then(() => Promise.reject(new Error("server ended early")))]);
+  return { run, port: fleetPort, log };
+}
+
+/** Round 1: both start from [1, 2]; FedAvg weights 1:3 -> +1.75. Round 2: another +1.75. */
+function expectTwoRoundsOfOffsets(clients: OffsetClient[]): void {
+  for (const c of clients) {
+    expect(c.fitReceived).toEqual([
+      [1, 2],
+      [2.75, 3.75],
+    ]);
+    expect(c.evaluateReceived).toEqual([
+      [2.75, 3.75],
+      [4.5, 5.5],
+    ]);
+  }
+}
+
+describe.each<[ClientTransport]>([["grpc-bidi"], ["grpc-rere"]])("startServer + startClient (%s) over TLS", (transport) => {
   it("runs 2 rounds with two NumPyClients: History has the distributed losses, parameters are FedAvg of the updates", async () => {
-    const ready = deferred<ServerReadyInfo>();
     const summary: string[] = [];
-    const serverLog = memoryLogger("info");
-    const server = startServer({
-      serverAddress: "127.0.0.1:0",
+    const { run: server, port, log: serverLog } = await serverForTest({
       config: { numRounds: 2 },
       strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2 }),
-      certificates,
-      logger: serverLog.logger,
-      onReady: ready.resolve,
       out: (line) => summary.push(line),
     });
-    const { fleetPort } = await Promise.race([ready.promise, server.then(() => Promise.reject(new Error("server ended early")))]);
 
     const a = new OffsetClient(1, 1);
     const b = new OffsetClient(2, 3);
     const ca = fx.read(fx.caCert);
-    const clientA = startClient(`127.0.0.1:${fleetPort}`, { client: a, rootCertificates: ca, logger: memoryLogger("warn").logger });
-    const clientB = startClient(`localhost:${fleetPort}`, { client: b, rootCertificates: ca, logger: memoryLogger("warn").logger });
+    const clientA = startClient(`127.0.0.1:${port}`, { client: a, rootCertificates: ca, transport, logger: memoryLogger("warn").logger });
+    const clientB = startClient(`localhost:${port}`, { client: b, rootCertificates: ca, transport, logger: memoryLogger("warn").logger });
 
     const history = await server;
-    // The final reconnect(0) lets both clients return, as start_client did after start_server.
+    // The final disconnect lets both clients return, as start_client did after start_server.
     await expect(Promise.all([clientA, clientB])).resolves.toEqual([undefined, undefined]);
 
-    // Round 1: both start from [1, 2]; FedAvg weights 1:3 -> +1.75. Round 2: another +1.75.
-    for (const c of [a, b]) {
-      expect(c.fitReceived).toEqual([
-        [1, 2],
-        [2.75, 3.75],
-      ]);
-      expect(c.evaluateReceived).toEqual([
-        [2.75, 3.75],
-        [4.5, 5.5],
-      ]);
-    }
+    expectTwoRoundsOfOffsets([a, b]);
     // Weighted loss: w0 + (1*1 + 3*2) / 4.
     expect(history.lossesDistributed).toEqual([
       [1, 4.5],
@@ -129,34 +143,32 @@ describe("startServer + startClient over TLS", () => {
     ]);
     expect(summary).toContain("[SUMMARY]");
     expect(summary).toContain("\tHistory (loss, distributed):");
-    const events = serverLog.lines.map((l) => l["event"]);
-    expect(events).toContain("server.clients-disconnected");
-    expect(serverLog.lines.find((l) => l["event"] === "server.clients-disconnected")).toMatchObject({ nodes: 2, acknowledged: 2 });
-    expect(await portIsFree(fleetPort)).toBe(true);
+    const disconnected = serverLog.lines.filter((l) => l["event"] === "server.clients-disconnected");
+    expect(disconnected).toEqual([
+      transport === "grpc-bidi"
+        ? expect.objectContaining({ transport, clients: 2, acknowledged: 2 })
+        : expect.objectContaining({ transport, nodes: 2, acknowledged: 2 }),
+    ]);
+    // grpc-rere nodes unregistered before the server stopped.
+    expect(serverLog.lines.some((l) => l["event"] === "server.delete-node-missing")).toBe(false);
+    expect(await portIsFree(port)).toBe(true);
   });
 
   it("startClient with a CA that did not sign the server's certificate rejects with InvalidConfigError", async () => {
-    const ready = deferred<ServerReadyInfo>();
     const abort = new AbortController();
-    const server = startServer({
-      serverAddress: "127.0.0.1:0",
-      certificates,
-      logger: memoryLogger("warn").logger,
-      signal: abort.signal,
-      onReady: ready.resolve,
-    });
-    server.catch(() => undefined);
+    const { run: server, port } = await serverForTest({ signal: abort.signal });
     try {
-      const { fleetPort } = await ready.promise;
-      const attempt = startClient(`127.0.0.1:${fleetPort}`, {
+      const attempt = startClient(`127.0.0.1:${port}`, {
         client: new OffsetClient(1, 1),
         rootCertificates: otherFx.read(otherFx.caCert),
+        transport,
         logger: memoryLogger("warn").logger,
       });
+      const peer = transport === "grpc-bidi" ? "server" : "SuperLink";
       await expect(attempt).rejects.toMatchObject({
         name: "InvalidConfigError",
         code: "FLWR_INVALID_CONFIG",
-        message: expect.stringMatching(/TLS certificate verification of the SuperLink at 127\.0\.0\.1:\d+ failed/),
+        message: expect.stringMatching(new RegExp(`TLS certificate verification of the ${peer} at 127\\.0\\.0\\.1:\\d+ failed`)),
       });
     } finally {
       abort.abort(new Error("test over"));
@@ -165,33 +177,147 @@ describe("startServer + startClient over TLS", () => {
   });
 
   it("a plaintext client against the TLS server is refused (maxRetries bounds the attempts)", async () => {
-    const ready = deferred<ServerReadyInfo>();
     const abort = new AbortController();
-    const server = startServer({
-      serverAddress: "127.0.0.1:0",
-      certificates,
-      logger: memoryLogger("warn").logger,
-      signal: abort.signal,
-      onReady: ready.resolve,
-    });
-    server.catch(() => undefined);
+    const { run: server, port } = await serverForTest({ signal: abort.signal });
     try {
-      const { fleetPort } = await ready.promise;
       // No rootCertificates: plaintext by default, as Flower's start_client.
-      const attempt = startClient(`127.0.0.1:${fleetPort}`, {
+      const attempt = startClient(`127.0.0.1:${port}`, {
         client: new OffsetClient(1, 1),
         maxRetries: 1,
+        transport,
         logger: memoryLogger("error").logger,
       });
+      const call = transport === "grpc-bidi" ? "Join" : "CreateNode";
       await expect(attempt).rejects.toMatchObject({
         name: "ConnectionError",
         code: "FLWR_CONNECTION_FAILED",
-        message: expect.stringMatching(/Giving up on CreateNode after 2 tries/),
+        message: expect.stringMatching(new RegExp(`Giving up on ${call} after 2 tries`)),
       });
     } finally {
       abort.abort(new Error("test over"));
       await expect(server).rejects.toThrow("test over");
     }
+  });
+});
+
+describe("startServer with both transports and grpc-bidi specifics", () => {
+  it("one grpc-bidi and one grpc-rere client train together in one run", async () => {
+    const { run: server, port, log } = await serverForTest({
+      config: { numRounds: 2 },
+      strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2 }),
+    });
+    const a = new OffsetClient(1, 1);
+    const b = new OffsetClient(2, 3);
+    const ca = fx.read(fx.caCert);
+    const clients = [
+      startNumpyClient(`127.0.0.1:${port}`, { client: a, rootCertificates: ca, logger: memoryLogger("warn").logger }),
+      startClient(`127.0.0.1:${port}`, { client: b, rootCertificates: ca, transport: "grpc-rere", logger: memoryLogger("warn").logger }),
+    ];
+    const history = await server;
+    await expect(Promise.all(clients)).resolves.toEqual([undefined, undefined]);
+    expectTwoRoundsOfOffsets([a, b]);
+    expect(history.lossesDistributed).toEqual([
+      [1, 4.5],
+      [2, 6.25],
+    ]);
+    const disconnected = log.lines.filter((l) => l["event"] === "server.clients-disconnected");
+    expect(disconnected).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ transport: "grpc-bidi", clients: 1, acknowledged: 1 }),
+        expect.objectContaining({ transport: "grpc-rere", nodes: 1, acknowledged: 1 }),
+      ]),
+    );
+  });
+
+  it("a grpc-bidi client slower than round_timeout is a failure; its stream ends with DEADLINE_EXCEEDED", async () => {
+    class SlowFit extends NumPyClient {
+      override getParameters(): NDArrays {
+        return [f32([1, 2])];
+      }
+      override async fit(parameters: NDArrays): Promise<[NDArrays, number, Record<string, number>]> {
+        await new Promise((r) => setTimeout(r, 10_000).unref());
+        return [parameters, 1, {}];
+      }
+    }
+    const abort = new AbortController();
+    const { run: server, port, log } = await serverForTest({
+      config: { numRounds: 1, roundTimeout: 3 },
+      strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2, acceptFailures: false }),
+      signal: abort.signal,
+    });
+    const ca = fx.read(fx.caCert);
+    const clientLog = memoryLogger("info");
+    const clients = [
+      startClient(`127.0.0.1:${port}`, { client: new OffsetClient(1, 1), rootCertificates: ca, logger: memoryLogger("warn").logger, signal: abort.signal }),
+      startClient(`127.0.0.1:${port}`, { client: new SlowFit(), rootCertificates: ca, logger: clientLog.logger, signal: abort.signal }),
+    ];
+    try {
+      // Round 1's fit: the slow client times out, so aggregation is refused (acceptFailures: false).
+      while (!log.lines.some((l) => l["event"] === "serverapp.aggregate-fit")) await new Promise((r) => setTimeout(r, 20));
+      expect(log.lines.find((l) => l["event"] === "serverapp.aggregate-fit")).toMatchObject({ results: 1, failures: 1 });
+      expect(log.lines.find((l) => l["event"] === "serverapp.client-failed")?.["msg"]).toMatch(/Timeout of 3sec was exceeded/);
+      // The slow client saw DEADLINE_EXCEEDED and joins again as a new client.
+      while (!clientLog.lines.some((l) => l["event"] === "client.stream-broken")) await new Promise((r) => setTimeout(r, 20));
+      expect(String(clientLog.lines.find((l) => l["event"] === "client.stream-broken")?.["err"])).toMatch(/DEADLINE_EXCEEDED/);
+    } finally {
+      abort.abort(new Error("test over"));
+      await server.catch(() => undefined);
+      await Promise.all(clients);
+    }
+  });
+
+  it("a grpc-bidi client started before the server joins once the server is up", async () => {
+    const port = await freePort();
+    const ca = fx.read(fx.caCert);
+    const clientLog = memoryLogger("info");
+    const early = new OffsetClient(1, 1);
+    const clients = [
+      startClient(`127.0.0.1:${port}`, { client: early, rootCertificates: ca, logger: clientLog.logger }),
+    ];
+    while (!clientLog.lines.some((l) => l["event"] === "client.join-retry")) await new Promise((r) => setTimeout(r, 20));
+    const { run: server } = await serverForTest({
+      serverAddress: `127.0.0.1:${port}`,
+      config: { numRounds: 2 },
+      strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2 }),
+    });
+    const late = new OffsetClient(2, 3);
+    clients.push(startClient(`127.0.0.1:${port}`, { client: late, rootCertificates: ca, logger: memoryLogger("warn").logger }));
+    await server;
+    await expect(Promise.all(clients)).resolves.toEqual([undefined, undefined]);
+    expectTwoRoundsOfOffsets([early, late]);
+  });
+
+  it("a grpc-bidi client against a SuperLink's Fleet API (grpc-rere only) rejects with a hint", async () => {
+    const link = await startSuperLink(
+      { driverApiAddress: "127.0.0.1:0", fleetApiAddress: "127.0.0.1:0", database: ":flwr-in-memory-state:" },
+      { logger: memoryLogger("warn").logger },
+    );
+    try {
+      await expect(
+        startClient(`127.0.0.1:${link.fleetPort}`, { client: new OffsetClient(1, 1), logger: memoryLogger("error").logger }),
+      ).rejects.toMatchObject({ name: "InvalidConfigError", message: expect.stringMatching(/FlowerService\.Join.*transport: "grpc-rere"/s) });
+    } finally {
+      await link.close();
+    }
+  });
+
+  it('transport "rest" and unknown transports are refused; authKeys need grpc-rere', async () => {
+    const logger = memoryLogger("warn").logger;
+    const client = new OffsetClient(1, 1);
+    await expect(startClient("127.0.0.1:1", { client, transport: "rest", logger })).rejects.toMatchObject({
+      name: "InvalidConfigError",
+      message: expect.stringContaining('transport "rest"'),
+    });
+    await expect(startClient("127.0.0.1:1", { client, transport: "grpc" as ClientTransport, logger })).rejects.toMatchObject({
+      name: "InvalidConfigError",
+      message: expect.stringContaining("unknown transport"),
+    });
+    await expect(
+      startClient("127.0.0.1:1", { client, authKeys: { privateKey: "a", publicKey: "b" }, logger }),
+    ).rejects.toMatchObject({ name: "InvalidConfigError", message: expect.stringContaining("grpc-rere") });
+    await expect(startNumpyClient("127.0.0.1:1", { client: {} as NumPyClient, logger })).rejects.toMatchObject({
+      name: "InvalidConfigError",
+    });
   });
 });
 
@@ -286,8 +412,8 @@ describe("abort", () => {
         onReady: ({ nodeId }) => r.resolve(nodeId),
       }),
     );
-    const nodeIds = await Promise.all(registered.map((r) => r.promise));
-    expect(nodeIds[0]).not.toBe(nodeIds[1]);
+    // grpc-bidi clients have no node id (Flower's -1); onReady says the server took the stream.
+    expect(await Promise.all(registered.map((r) => r.promise))).toEqual([-1n, -1n]);
     // Wait until the server has seen both nodes (it is then waiting for a third).
     while (!serverLog.lines.some((l) => l["event"] === "serverapp.waiting-for-clients")) {
       await new Promise((r) => setTimeout(r, 20));

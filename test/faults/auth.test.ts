@@ -74,7 +74,11 @@ async function register(client: FleetClient, index: number): Promise<{ auth: Sup
   const request = { pingInterval: 30 };
   const { response, headers } = await unaryCall(client.createNode.bind(client), request, auth.metadataFor("CreateNodeRequest", request));
   auth.acceptCreateNodeMetadata(headers);
-  return { auth, nodeId: response.node!.nodeId, headers };
+  const nodeId = response.node!.nodeId;
+  // As a SuperNode does: CreateNode alone leaves a new node offline until its first Ping.
+  const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
+  await unaryCall(client.ping.bind(client), ping, auth.metadataFor("PingRequest", ping));
+  return { auth, nodeId, headers };
 }
 
 function pingOf(nodeId: bigint): { node: { nodeId: bigint; anonymous: boolean }; pingInterval: number } {

@@ -1,7 +1,8 @@
 /**
  * Opt-in interop tests against real Flower 1.10.0 (Python), with TLS and node authentication:
  *   (a) our flower-superlink + 2 Python SuperNodes + Python ServerApp;
- *   (b) Python SuperLink + 2 of our SuperNodes (a JS ClientApp) + Python ServerApp.
+ *   (b) Python SuperLink + 2 of our SuperNodes (a JS ClientApp) + Python ServerApp;
+ *   (c) as (a), with a 1 s idle-connection timeout, so Python's channels are closed between polls.
  * They run only when FLWR_PY_SRC points at a Flower 1.10 `src/py` tree (FLWR_PY_SHIMS adds the
  * `Crypto`/`iterators` shims, FLWR_PYTHON picks the interpreter, default /usr/bin/python3);
  * see docs/interop.md. They spawn the built bin/* (run `npm run build` first).
@@ -254,6 +255,42 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
         expect(n.running).toBe(true);
         expect(n.output).not.toMatch(/ERROR/);
       }
+      expect(superlink.running).toBe(true);
+    },
+    SCENARIO_TIMEOUT_MS,
+  );
+
+  it(
+    "(c) Python peers reconnect transparently when our SuperLink closes their idle connections",
+    async () => {
+      // Python polls every 3 s; with no long-poll, each connection is idle for ~3 s between
+      // calls, so a 1 s idle timeout closes it (GOAWAY) and the next call must reconnect.
+      const superlink = startNode("ts-superlink", "flower-superlink", [
+        ...superlinkTlsAuthArgs(),
+        "--driver-api-address", "127.0.0.1:0",
+        "--fleet-api-address", "127.0.0.1:0",
+        "--max-connection-idle-ms", "1000",
+        "--long-poll-ms", "0",
+        "--log-level", "debug",
+      ]);
+      const ready = await superlink.waitFor(/\{[^\n]*"event":"superlink\.ready"[^\n]*\}/, 30_000);
+      const { driverAddress, fleetAddress } = JSON.parse(ready[0]) as { driverAddress: string; fleetAddress: string };
+      const nodes = [0, 1].map((i) =>
+        startPython(`py-supernode-${i + 1}`, "flwr.client:run_client_app", [
+          "client:app", "--dir", PY_APP_DIR, ...supernodeArgs(i, fleetAddress),
+        ]),
+      );
+      await runPythonServerApp(driverAddress, "python,python");
+      for (const n of nodes) {
+        expect(n.running).toBe(true);
+        expect(n.output).not.toMatch(/ERROR|Traceback/);
+      }
+      // The debug line of every RPC names its peer address: many client ports means the
+      // connections were really closed and re-opened (without the timeout: one per process).
+      const peersSeen = (rpcPrefix: string): number =>
+        new Set([...superlink.output.matchAll(new RegExp(`"rpc":"${rpcPrefix}[^"]*","peer":"([^"]+)"`, "g"))].map((m) => m[1])).size;
+      expect(peersSeen("Fleet.")).toBeGreaterThan(4);
+      expect(peersSeen("Driver.")).toBeGreaterThan(2);
       expect(superlink.running).toBe(true);
     },
     SCENARIO_TIMEOUT_MS,

@@ -1,6 +1,7 @@
 /**
  * The committed src/proto must be exactly what proto/ generates (buf from npm + ts-proto, then
- * scripts/zero-copy-bytes.js), so a .proto edit without `npm run proto` fails here.
+ * scripts/zero-copy-bytes.js and scripts/strict-decoding.js), so a .proto edit without
+ * `npm run proto` fails here.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -21,7 +22,9 @@ describe("generated protobuf code", () => {
       const buf = join(REPO_ROOT, "node_modules", ".bin", "buf");
       execFileSync(buf, ["generate", "--output", out], { cwd: REPO_ROOT, stdio: "pipe" });
       const generatedDir = join(out, "src", "proto");
-      execFileSync(process.execPath, [join(REPO_ROOT, "scripts", "zero-copy-bytes.js"), generatedDir], { stdio: "pipe" });
+      for (const script of ["zero-copy-bytes.js", "strict-decoding.js"]) {
+        execFileSync(process.execPath, [join(REPO_ROOT, "scripts", script), generatedDir], { stdio: "pipe" });
+      }
       const committedDir = join(REPO_ROOT, "src", "proto");
       const generated = listFiles(generatedDir).sort();
       expect(listFiles(committedDir).sort()).toEqual(generated);

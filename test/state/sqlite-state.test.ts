@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { ErrorCode } from "../../src/core/constants";
 import { StateError } from "../../src/core/errors";
 import { SQLITE_APPLICATION_ID, SQLITE_SCHEMA_VERSION, SqliteState } from "../../src/state/sqlite-state";
-import { TestClock, describeStateConformance, makeTaskIns, makeTaskRes, sampleRecordSet } from "./state.conformance";
+import { TestClock, describeStateConformance, describeStateLimits, makeTaskIns, makeTaskRes, sampleRecordSet } from "./state.conformance";
 
 /**
  * Makes `path` unwritable for this process and returns the undo, or undefined where this system
@@ -52,6 +52,7 @@ afterAll(() => {
 
 describeStateConformance("SqliteState(:memory:)", (clock) => new SqliteState(":memory:", { now: clock.now }));
 describeStateConformance("SqliteState(file)", (clock) => new SqliteState(freshPath(), { now: clock.now }));
+describeStateLimits("SqliteState(file)", (clock, limits) => new SqliteState(freshPath(), { now: clock.now, limits }));
 
 describe("SqliteState on a file", () => {
   test("runs, nodes, key mappings and undelivered tasks (errors included) survive reopening", () => {
@@ -164,6 +165,33 @@ describe("SqliteState on a file", () => {
     );
     const check = new Database(path, { readonly: true });
     expect(check.pragma("user_version", { simple: true })).toBe(SQLITE_SCHEMA_VERSION + 1);
+    check.close();
+  });
+
+  test("a version 1 database (before sizes and run activity) is migrated, its tasks kept", () => {
+    const path = freshPath();
+    const clock = new TestClock();
+    const first = new SqliteState(path, { now: clock.now });
+    const runId = first.createRun("f", "v", new Map());
+    const insId = first.storeTaskIns(makeTaskIns(clock, runId, { nodeId: 7n, anonymous: false }))!;
+    first.close();
+    const raw = new Database(path);
+    raw.exec("ALTER TABLE task_ins DROP COLUMN size_bytes; ALTER TABLE task_res DROP COLUMN size_bytes; ALTER TABLE run DROP COLUMN last_activity;");
+    raw.pragma("user_version = 1");
+    raw.close();
+    const migrated = new SqliteState(path, { now: clock.now });
+    try {
+      expect(migrated.getTaskIns(7n, 10).map((t) => t.taskId)).toEqual([insId]);
+      expect(migrated.storedBytes()).toBe(0); // version 1 rows were not measured
+      expect(migrated.storeTaskRes(makeTaskRes(clock, runId, 7n, insId))).toBeDefined();
+      // Its runs count as active from the migration on.
+      clock.advance(10);
+      expect(migrated.purge({ expiredGraceSeconds: 0, runIdleSeconds: 100 }).runs).toBe(0);
+    } finally {
+      migrated.close();
+    }
+    const check = new Database(path, { readonly: true });
+    expect(check.pragma("user_version", { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
     check.close();
   });
 

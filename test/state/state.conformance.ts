@@ -5,13 +5,13 @@
  * Time is a TestClock the suite moves by hand, so liveness is tested without sleeping.
  */
 import { ErrorCode, MIN_TASK_TIMESTAMP, NODE_UNAVAILABLE_REASON } from "../../src/core/constants";
-import { MalformedMessageError, NotFoundError } from "../../src/core/errors";
+import { MalformedMessageError, NotFoundError, ResourceExhaustedError } from "../../src/core/errors";
 import type { Node } from "../../src/proto/flwr/proto/node";
 import type { RecordSet } from "../../src/proto/flwr/proto/recordset";
 import type { Task, TaskIns, TaskRes } from "../../src/proto/flwr/proto/task";
 import type { Scalar } from "../../src/proto/flwr/proto/transport";
-import type { State, StateEvents } from "../../src/state/state";
-import { isoTimestamp } from "../../src/state/state-support";
+import type { State, StateEvents, StateLimits } from "../../src/state/state";
+import { TASK_EXPIRED_REASON, TASK_OVERHEAD_BYTES, isoTimestamp, taskBytes } from "../../src/state/state-support";
 
 /** A clock the test moves by hand; `now` is bound so it can be passed as `{ now: clock.now }`. */
 export class TestClock {
@@ -547,8 +547,7 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
       test("extreme 64-bit producer ids and error codes round-trip exactly", () => {
         const runId = newRun();
         for (const id of [INT64_MIN, INT64_MAX, BEYOND_2_53]) {
-          const nodeId = state.createNode(30);
-          const insId = storeIns(runId, named(nodeId));
+          const insId = storeIns(runId, named(id));
           storeRes(runId, id, insId, { recordset: undefined, error: { code: id, reason: "r" } });
           const [got] = state.getTaskRes(new Set([insId]));
           expect(got!.task!.producer).toEqual({ nodeId: id, anonymous: false });
@@ -575,14 +574,14 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
         expect(state.getTaskRes(new Set([insId])).length).toBe(1);
       });
 
-      test("a reply whose ancestry is not a UUID breaks no pull", () => {
+      test("a reply whose ancestry is not a UUID is refused and breaks no pull", () => {
         const runId = newRun();
         const nodeId = state.createNode(30);
         const insId = storeIns(runId, named(nodeId));
-        storeRes(runId, nodeId, "not-a-uuid");
+        expect(state.storeTaskRes(makeTaskRes(clock, runId, nodeId, "not-a-uuid"))).toBeUndefined();
         storeRes(runId, nodeId, insId);
         expect(state.getTaskRes(new Set([insId])).map((r) => r.task!.ancestry[0])).toEqual([insId]);
-        expect(state.getTaskRes(new Set(["not-a-uuid"])).length).toBe(1);
+        expect(state.getTaskRes(new Set(["not-a-uuid"]))).toEqual([]);
       });
 
       test("getTaskRes of no ids, or of unknown ids, is empty", () => {
@@ -694,7 +693,7 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
       test("TaskIns for anonymous consumers get no error reply", () => {
         const runId = newRun();
         const insId = storeIns(runId, ANONYMOUS);
-        clock.advance(1e6);
+        clock.advance(3000); // within its ttl of 3600 s
         expect(state.getTaskRes(new Set([insId]))).toEqual([]);
       });
 
@@ -743,16 +742,15 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
         expect([state.numTaskIns(), state.numTaskRes()]).toEqual([1, 1]);
       });
 
-      test("an undelivered second reply is kept, and can still be pulled", () => {
+      test("after deletion, a late reply for the deleted TaskIns is refused", () => {
         const runId = newRun();
         const nodeId = state.createNode(30);
         const insId = storeIns(runId, named(nodeId));
-        const first = storeRes(runId, nodeId, insId);
-        const second = storeRes(runId, nodeId, insId);
-        expect(state.getTaskRes(new Set([insId]), 1).map((r) => r.taskId)).toEqual([first]);
+        storeRes(runId, nodeId, insId);
+        state.getTaskRes(new Set([insId]));
         state.deleteTasks(new Set([insId]));
-        expect([state.numTaskIns(), state.numTaskRes()]).toEqual([0, 1]);
-        expect(state.getTaskRes(new Set([insId])).map((r) => r.taskId)).toEqual([second]);
+        expect(state.storeTaskRes(makeTaskRes(clock, runId, nodeId, insId))).toBeUndefined();
+        expect([state.numTaskIns(), state.numTaskRes()]).toEqual([0, 0]);
       });
 
       test("a delivered TaskIns stays delivered after its pair is deleted elsewhere", () => {
@@ -768,6 +766,172 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
       });
     });
 
+
+    // flwr-ts security rules (not in Flower 1.10): one result per task, TTLs, storage limits.
+    describe("one result per task", () => {
+      test("a second reply stores nothing and returns the first reply's id", () => {
+        const runId = newRun();
+        const nodeId = state.createNode(30);
+        const insId = storeIns(runId, named(nodeId));
+        const rec = recorder();
+        state.subscribe(rec.events);
+        const first = storeRes(runId, nodeId, insId);
+        expect(state.storeTaskRes(makeTaskRes(clock, runId, nodeId, insId))).toBe(first);
+        expect(state.storeTaskRes(makeTaskRes(clock, runId, nodeId, insId.toUpperCase()))).toBe(first);
+        expect(state.numTaskRes()).toBe(1);
+        expect(rec.res).toEqual([insId]);
+        expect(state.getTaskRes(new Set([insId])).map((r) => r.taskId)).toEqual([first]);
+      });
+
+      test("a replay after delivery changes nothing; after deletion it is refused", () => {
+        const runId = newRun();
+        const nodeId = state.createNode(30);
+        const insId = storeIns(runId, named(nodeId));
+        const first = storeRes(runId, nodeId, insId);
+        expect(state.getTaskRes(new Set([insId]))).toHaveLength(1);
+        for (let i = 0; i < 5; i++) expect(state.storeTaskRes(makeTaskRes(clock, runId, nodeId, insId))).toBe(first);
+        expect(state.getTaskRes(new Set([insId]))).toEqual([]);
+        state.deleteTasks(new Set([insId]));
+        for (let i = 0; i < 5; i++) expect(state.storeTaskRes(makeTaskRes(clock, runId, nodeId, insId))).toBeUndefined();
+        expect([state.numTaskIns(), state.numTaskRes(), state.storedBytes()]).toEqual([0, 0, 0]);
+      });
+
+      test("a real reply after a synthesized error reply is ignored", () => {
+        const runId = newRun();
+        const nodeId = state.createNode(5);
+        const insId = storeIns(runId, named(nodeId));
+        clock.advance(10);
+        const [errorRes] = state.getTaskRes(new Set([insId]));
+        expect(state.storeTaskRes(makeTaskRes(clock, runId, nodeId, insId))).toBe(errorRes!.taskId);
+        expect(state.numTaskRes()).toBe(1);
+      });
+
+      test("a reply naming no stored TaskIns is refused", () => {
+        const runId = newRun();
+        expect(state.storeTaskRes(makeTaskRes(clock, runId, 7n, "00000000-0000-4000-8000-000000000000"))).toBeUndefined();
+        expect(state.numTaskRes()).toBe(0);
+      });
+
+      test("a reply from another node than the TaskIns's consumer is refused", () => {
+        const runId = newRun();
+        const insId = storeIns(runId, named(7n));
+        expect(state.storeTaskRes(makeTaskRes(clock, runId, 8n, insId))).toBeUndefined();
+        const anonymousProducer = makeTaskRes(clock, runId, 0n, insId, { producer: ANONYMOUS });
+        expect(state.storeTaskRes(anonymousProducer)).toBeUndefined();
+        expect(state.numTaskRes()).toBe(0);
+        expect(storeRes(runId, 7n, insId)).toMatch(UUID4);
+      });
+
+      test("a reply in another run than its TaskIns is refused", () => {
+        const runA = newRun();
+        const runB = newRun();
+        const insId = storeIns(runA, named(7n));
+        expect(state.storeTaskRes(makeTaskRes(clock, runB, 7n, insId))).toBeUndefined();
+        expect(state.numTaskRes()).toBe(0);
+      });
+
+      test("an anonymous TaskIns takes a reply from any producer, once", () => {
+        const runId = newRun();
+        const insId = storeIns(runId, ANONYMOUS);
+        const first = storeRes(runId, 9n, insId);
+        expect(state.storeTaskRes(makeTaskRes(clock, runId, 10n, insId))).toBe(first);
+        expect(state.numTaskRes()).toBe(1);
+      });
+    });
+
+    describe("expiry (TTL)", () => {
+      test("an already expired TaskIns is not stored", () => {
+        const runId = newRun();
+        const stale = makeTaskIns(clock, runId, named(7n), { createdAt: clock.now() - 20, ttl: 10 });
+        expect(state.storeTaskIns(stale)).toBeUndefined();
+        expect(state.numTaskIns()).toBe(0);
+      });
+
+      test("an expired TaskIns is not delivered", () => {
+        const runId = newRun();
+        storeIns(runId, named(7n), { ttl: 10 });
+        const live = storeIns(runId, named(7n), { ttl: 100 });
+        clock.advance(10);
+        expect(state.getTaskIns(7n, 10).map((t) => t.taskId)).toEqual([live]);
+      });
+
+      test("an expired unanswered TaskIns gets an expiry error reply, once (anonymous consumers too)", () => {
+        const runId = newRun();
+        const nodeId = state.createNode(1000);
+        const named1 = storeIns(runId, named(nodeId), { ttl: 10 });
+        const anon = storeIns(runId, ANONYMOUS, { ttl: 10 });
+        expect(state.getTaskRes(new Set([named1, anon]))).toEqual([]);
+        clock.advance(11);
+        const got = state.getTaskRes(new Set([named1, anon]));
+        expect(got.map((r) => [r.task!.ancestry[0], r.task!.error])).toEqual([
+          [named1, { code: BigInt(ErrorCode.NODE_UNAVAILABLE), reason: TASK_EXPIRED_REASON }],
+          [anon, { code: BigInt(ErrorCode.NODE_UNAVAILABLE), reason: TASK_EXPIRED_REASON }],
+        ]);
+        expect(state.getTaskRes(new Set([named1, anon]))).toEqual([]);
+      });
+
+      test("a reply to an expired TaskIns is refused", () => {
+        const runId = newRun();
+        const insId = storeIns(runId, named(7n), { ttl: 10 });
+        clock.advance(10);
+        expect(state.storeTaskRes(makeTaskRes(clock, runId, 7n, insId))).toBeUndefined();
+        expect(state.numTaskRes()).toBe(0);
+      });
+
+      test("purge removes TaskIns expired for longer than the grace, with their replies", () => {
+        const runId = newRun();
+        const nodeId = state.createNode(1000);
+        const answered = storeIns(runId, named(nodeId), { ttl: 10 });
+        storeRes(runId, nodeId, answered);
+        const unanswered = storeIns(runId, named(nodeId), { ttl: 10 });
+        const live = storeIns(runId, named(nodeId), { ttl: 100 });
+        const options = { expiredGraceSeconds: 5, runIdleSeconds: 1e6 };
+        clock.advance(12);
+        expect(state.purge(options)).toEqual({ taskIns: 0, taskRes: 0, runs: 0 }); // within the grace
+        clock.advance(5);
+        expect(state.purge(options)).toEqual({ taskIns: 2, taskRes: 1, runs: 0 });
+        expect([state.numTaskIns(), state.numTaskRes()]).toEqual([1, 0]);
+        expect(state.getTaskRes(new Set([answered, unanswered]))).toEqual([]);
+        expect(state.getTaskIns(nodeId, 10).map((t) => t.taskId)).toEqual([live]);
+        expect(state.storedBytes()).toBe(state.storedBytes(runId));
+        clock.advance(100);
+        expect(state.purge(options)).toEqual({ taskIns: 1, taskRes: 0, runs: 0 });
+        expect(state.storedBytes()).toBe(0);
+      });
+
+      test("purge removes runs idle for runIdleSeconds with no tasks, and keeps the others", () => {
+        const idle = newRun();
+        const busy = newRun();
+        storeIns(busy, named(7n), { ttl: 1e6 });
+        const options = { expiredGraceSeconds: 0, runIdleSeconds: 100 };
+        clock.advance(99);
+        expect(state.purge(options).runs).toBe(0);
+        const fresh = newRun();
+        clock.advance(2);
+        expect(state.purge(options)).toEqual({ taskIns: 0, taskRes: 0, runs: 1 });
+        expect(state.getRun(idle)).toBeUndefined();
+        expect(state.getRun(busy)).toBeDefined();
+        expect(state.getRun(fresh)).toBeDefined();
+        expect(state.storeTaskIns(makeTaskIns(clock, idle, named(7n)))).toBeUndefined();
+      });
+    });
+
+    describe("storage limits", () => {
+      const payload = (size: number): RecordSet => ({
+        parameters: new Map([["w", { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [size], stype: "raw", data: Buffer.alloc(size, 1) }] }]]),
+        metrics: new Map(),
+        configs: new Map(),
+      });
+
+      test("taskBytes charges the encoded RecordSet plus a fixed overhead", () => {
+        const small = makeTaskIns(clock, 1n, named(7n));
+        const big = makeTaskIns(clock, 1n, named(7n), { recordset: payload(10_000) });
+        expect(taskBytes(small)).toBe(TASK_OVERHEAD_BYTES);
+        expect(taskBytes(big)).toBeGreaterThan(10_000 + TASK_OVERHEAD_BYTES);
+        expect(taskBytes(big)).toBeLessThan(10_100 + TASK_OVERHEAD_BYTES);
+      });
+    });
+
     describe("notifications", () => {
       test("storing TaskIns and TaskRes notifies subscribers with consumer and TaskIns id", () => {
         const runId = newRun();
@@ -775,7 +939,7 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
         state.subscribe(rec.events);
         const insId = storeIns(runId, named(INT64_MIN));
         storeIns(runId, ANONYMOUS);
-        storeRes(runId, 7n, insId);
+        storeRes(runId, INT64_MIN, insId);
         expect(rec.ins).toEqual([
           [INT64_MIN, false],
           [0n, true],
@@ -836,6 +1000,72 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
         const insId = storeIns(runId, named(7n));
         expect(pulled.map((t) => t.taskId)).toEqual([insId]);
       });
+    });
+  });
+}
+
+/**
+ * The storage limits of the State contract. `makeState` must return a fresh, empty State with
+ * the given limits and clock.
+ */
+export function describeStateLimits(name: string, makeState: (clock: TestClock, limits: StateLimits) => State): void {
+  describe(`State limits: ${name}`, () => {
+    let clock: TestClock;
+    const states: State[] = [];
+    const open = (limits: StateLimits): State => {
+      const state = makeState(clock, limits);
+      states.push(state);
+      return state;
+    };
+    beforeEach(() => {
+      clock = new TestClock();
+    });
+    afterEach(() => {
+      for (const s of states.splice(0)) s.close();
+    });
+    const payload = (size: number): RecordSet => ({
+      parameters: new Map([["w", { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [size], stype: "raw", data: Buffer.alloc(size, 1) }] }]]),
+      metrics: new Map(),
+      configs: new Map(),
+    });
+
+    test("a TaskIns beyond the per-run byte limit throws ResourceExhaustedError and stores nothing", () => {
+      const state = open({ maxRunBytes: 25_000 });
+      const runA = state.createRun("f", "v", new Map());
+      const runB = state.createRun("f", "v", new Map());
+      expect(state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) }))).toMatch(UUID4);
+      expect(state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) }))).toMatch(UUID4);
+      const before = state.storedBytes(runA);
+      expect(() => state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) }))).toThrow(ResourceExhaustedError);
+      expect([state.numTaskIns(), state.storedBytes(runA)]).toEqual([2, before]);
+      // Another run has its own budget.
+      expect(state.storeTaskIns(makeTaskIns(clock, runB, named(7n), { recordset: payload(10_000) }))).toMatch(UUID4);
+    });
+
+    test("the total byte limit spans runs, results count too, and pulling frees space", () => {
+      const state = open({ maxStoredBytes: 25_000 });
+      const runA = state.createRun("f", "v", new Map());
+      const runB = state.createRun("f", "v", new Map());
+      const insA = state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) }))!;
+      state.storeTaskIns(makeTaskIns(clock, runB, named(7n), { recordset: payload(10_000) }));
+      expect(() => state.storeTaskRes(makeTaskRes(clock, runA, 7n, insA, { recordset: payload(10_000) }))).toThrow(ResourceExhaustedError);
+      expect(state.numTaskRes()).toBe(0);
+      expect(() => state.checkStorage(new Map([[runB, 10_000]]))).toThrow(ResourceExhaustedError);
+      expect(state.storeTaskRes(makeTaskRes(clock, runA, 7n, insA))).toMatch(UUID4);
+      state.getTaskRes(new Set([insA]));
+      state.deleteTasks(new Set([insA]));
+      expect(state.storedBytes()).toBe(state.storedBytes(runB));
+      expect(() => state.checkStorage(new Map([[runB, 10_000]]))).not.toThrow();
+    });
+
+    test("createRun beyond maxRuns throws ResourceExhaustedError; purging an idle run makes room", () => {
+      const state = open({ maxRuns: 2 });
+      state.createRun("f", "v", new Map());
+      state.createRun("f", "v", new Map());
+      expect(() => state.createRun("f", "v", new Map())).toThrow(ResourceExhaustedError);
+      clock.advance(10);
+      expect(state.purge({ expiredGraceSeconds: 0, runIdleSeconds: 5 }).runs).toBe(2);
+      expect(state.createRun("f", "v", new Map())).not.toBe(0n);
     });
   });
 }

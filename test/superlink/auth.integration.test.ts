@@ -57,7 +57,11 @@ async function connect(fleet: FleetClient, index: number): Promise<{ auth: Super
   const request = { pingInterval: 30 };
   const { response, headers } = await unaryCall(fleet.createNode.bind(fleet), request, auth.metadataFor("CreateNodeRequest", request));
   auth.acceptCreateNodeMetadata(headers);
-  return { auth, nodeId: response.node!.nodeId };
+  const nodeId = response.node!.nodeId;
+  // As a SuperNode does: CreateNode alone leaves a new node offline until its first Ping.
+  const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
+  await unaryCall(fleet.ping.bind(fleet), ping, auth.metadataFor("PingRequest", ping));
+  return { auth, nodeId };
 }
 
 test("removing a key revokes its node at once and its work answers NODE_UNAVAILABLE", async () => {

@@ -193,3 +193,16 @@ describe("which Driver API addresses count as loopback (no open-Driver-API warni
     expect(isLoopbackHost(host)).toBe(true);
   });
 });
+
+test("connection-limit flags: documented in --help, bounded, and reach the config", async () => {
+  const help = await runCli(["--help"]);
+  for (const flag of ["--max-connection-idle-ms", "--max-connection-age-ms", "--max-connection-age-grace-ms", "--request-receive-timeout-ms", "--min-request-receive-rate"]) {
+    expect(help.out).toContain(flag);
+  }
+  // Above 2^31-1 ms, Node timers fire at once: refused rather than silently closing everything.
+  const huge = await runCli(["--insecure", "--max-connection-idle-ms", String(2 ** 31)]);
+  expect(huge.code).toBe(2);
+  expect(huge.err).toContain("--max-connection-idle-ms must be at most");
+  const negative = await runCli(["--insecure", "--min-request-receive-rate", "-1"]);
+  expect(negative.code).toBe(2);
+});

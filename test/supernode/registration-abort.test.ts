@@ -48,7 +48,13 @@ test("startSuperNode with an already-aborted signal starts nothing", async () =>
 test("startClient resolves when aborted while the server is not up yet", async () => {
   const controller = new AbortController();
   const { logger, lines } = memoryLogger("debug");
-  const running = startClient(await deadAddress(), { client: new IdleClient(), insecure: true, logger, signal: controller.signal });
+  const running = startClient(await deadAddress(), {
+    client: new IdleClient(),
+    insecure: true,
+    transport: "grpc-rere",
+    logger,
+    signal: controller.signal,
+  });
   await until(() => lines.some((l) => l["event"] === "supernode.retry"), "a CreateNode retry");
   controller.abort();
   await expect(running).resolves.toBeUndefined();

@@ -3,8 +3,8 @@
  * Behaviour is Flower 1.10's, except that bad input is a typed MalformedMessageError
  * (gRPC INVALID_ARGUMENT with a message naming what is wrong) instead of an UNKNOWN crash.
  */
-import type { Logger } from "../../core/logger";
-import { MalformedMessageError } from "../../core/errors";
+import { type Logger, truncateEcho } from "../../core/logger";
+import { MalformedMessageError, ResourceExhaustedError } from "../../core/errors";
 import type {
   CreateRunRequest,
   CreateRunResponse,
@@ -17,6 +17,7 @@ import type {
 } from "../../proto/flwr/proto/driver";
 import type { TaskRes } from "../../proto/flwr/proto/task";
 import type { State } from "../../state/state";
+import { taskBytes } from "../../state/state-support";
 import { validateTaskInsOrRes } from "../../state/validator";
 import { type LongPollOptions, unixNow } from "../run-info";
 
@@ -25,6 +26,12 @@ export { getRun } from "../run-info";
 /** flwr-ts: while a PullTaskRes waits, results are re-checked this often so that an error for a
  * node that went offline (synthesized by State.getTaskRes) is delivered without delay. */
 export const PULL_TASK_RES_RECHECK_MS = 250;
+
+/**
+ * flwr-ts: most TaskIns one PushTaskIns may carry (`--max-task-ins-per-push`). Storing 200 000
+ * tiny TaskIns took 1.5 s of the event loop; 10 000 is well above one per node per round.
+ */
+export const DEFAULT_MAX_TASK_INS_PER_PUSH = 10_000;
 
 /** Creates a run. Empty fab id/version are accepted (flower-server-app sends them). */
 export function createRun(request: CreateRunRequest, state: State): CreateRunResponse {
@@ -46,12 +53,14 @@ export function getNodes(request: GetNodesRequest, state: State): GetNodesRespon
 export function pushTaskIns(
   request: PushTaskInsRequest,
   state: State,
-  opts: { logger?: Logger; now?: () => number } = {},
+  opts: { logger?: Logger; now?: () => number; maxTaskInsPerPush?: number } = {},
 ): PushTaskInsResponse {
   const list = request.taskInsList;
   if (list.length === 0) {
     throw new MalformedMessageError("Malformed PushTaskInsRequest: `task_ins_list` must not be empty");
   }
+  const maxPerPush = opts.maxTaskInsPerPush ?? DEFAULT_MAX_TASK_INS_PER_PUSH;
+  if (list.length > maxPerPush) throw tooManyTaskIns(list.length, maxPerPush);
   const pushedAt = (opts.now ?? unixNow)();
   for (const taskIns of list) if (taskIns.task !== undefined) taskIns.task.pushedAt = pushedAt;
 
@@ -63,13 +72,17 @@ export function pushTaskIns(
   if (problems.length > 0) {
     throw new MalformedMessageError(`Malformed PushTaskInsRequest: ${problems.join("; ")}`);
   }
+  // All or nothing: a request that would break a byte limit stores none of its TaskIns.
+  const bytesByRun = new Map<bigint, number>();
+  for (const taskIns of list) bytesByRun.set(taskIns.runId, (bytesByRun.get(taskIns.runId) ?? 0) + taskBytes(taskIns));
+  state.checkStorage(bytesByRun);
 
   const taskIds = list.map((taskIns) => {
     const taskId = state.storeTaskIns(taskIns);
     if (taskId === undefined) {
       opts.logger?.warn(
         { event: "driver.push-task-ins.not-stored", runId: taskIns.runId.toString() },
-        `PushTaskIns: TaskIns not stored because run ${taskIns.runId} does not exist (answered "" as Flower does)`,
+        `PushTaskIns: TaskIns not stored because run ${taskIns.runId} does not exist or it has already expired (answered "" as Flower does)`,
       );
     }
     return taskId ?? "";
@@ -77,7 +90,17 @@ export function pushTaskIns(
   return { taskIds };
 }
 
+/** The refusal of a PushTaskIns carrying `count` > `max` TaskIns. */
+export function tooManyTaskIns(count: number, max: number): ResourceExhaustedError {
+  return new ResourceExhaustedError(
+    `PushTaskIns carries ${count > max + 1 ? `more than ${max}` : count} TaskIns, more than the limit of ${max} per ` +
+      "request (--max-task-ins-per-push); split the push",
+  );
+}
+
 const HEX32 = /^[0-9a-fA-F]{32}$/;
+const MAX_BAD_IDS_LISTED = 3;
+const MAX_BAD_ID_CHARS = 60;
 
 /**
  * Parses a task id the way Python's `uuid.UUID(str)` does (optional `urn:uuid:` prefix, braces,
@@ -94,13 +117,16 @@ export function canonicalUuid(text: string): string | undefined {
 export function parseTaskIds(taskIds: readonly string[]): Set<string> {
   const ids = new Set<string>();
   const bad: string[] = [];
+  let badCount = 0;
   for (const text of taskIds) {
     const id = canonicalUuid(text);
-    if (id === undefined) bad.push(JSON.stringify(text));
-    else ids.add(id);
+    if (id !== undefined) ids.add(id);
+    // The message echoes caller input: a few ids, each cut short (truncateEcho), not all of them.
+    else if (++badCount <= MAX_BAD_IDS_LISTED) bad.push(JSON.stringify(truncateEcho(text, MAX_BAD_ID_CHARS)));
   }
-  if (bad.length > 0) {
-    throw new MalformedMessageError(`Malformed PullTaskResRequest: task_ids are not UUIDs: ${bad.join(", ")}`);
+  if (badCount > 0) {
+    const more = badCount > bad.length ? ` and ${badCount - bad.length} more` : "";
+    throw new MalformedMessageError(`Malformed PullTaskResRequest: task_ids are not UUIDs: ${bad.join(", ")}${more}`);
   }
   return ids;
 }

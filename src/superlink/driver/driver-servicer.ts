@@ -5,6 +5,7 @@ import type { State } from "../../state/state";
 import type { LongPollHub } from "../long-poll";
 import { maxWaitFor, reply, serveUnary } from "../unary";
 import * as driver from "./driver-handler";
+import { refusedTaskInsCount } from "./push-count-limit";
 
 export interface DriverServicerDeps {
   state: State;
@@ -12,11 +13,13 @@ export interface DriverServicerDeps {
   hub: LongPollHub;
   /** How long an empty PullTaskRes may wait for results; 0 answers at once (Flower behaviour). */
   longPollMs: number;
+  /** Most TaskIns per PushTaskIns (default DEFAULT_MAX_TASK_INS_PER_PUSH). */
+  maxTaskInsPerPush?: number;
 }
 
 /** The Driver service implementation (never authenticated in Flower 1.10). */
 export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
-  const { state, logger, hub, longPollMs } = deps;
+  const { state, logger, hub, longPollMs, maxTaskInsPerPush } = deps;
   return {
     createRun: serveUnary(logger, "Driver.CreateRun", ({ request, call }) => {
       const response = driver.createRun(request, state);
@@ -28,7 +31,12 @@ export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
       return reply(response);
     }),
     getNodes: serveUnary(logger, "Driver.GetNodes", ({ request }) => reply(driver.getNodes(request, state))),
-    pushTaskIns: serveUnary(logger, "Driver.PushTaskIns", ({ request }) => reply(driver.pushTaskIns(request, state, { logger }))),
+    pushTaskIns: serveUnary(logger, "Driver.PushTaskIns", ({ request }) => {
+      // Refused undecoded by withTaskInsCountLimit (counted only up to the limit + 1).
+      const refused = refusedTaskInsCount(request);
+      if (refused !== undefined) throw driver.tooManyTaskIns(refused, maxTaskInsPerPush ?? driver.DEFAULT_MAX_TASK_INS_PER_PUSH);
+      return reply(driver.pushTaskIns(request, state, { logger, ...(maxTaskInsPerPush !== undefined ? { maxTaskInsPerPush } : {}) }));
+    }),
     pullTaskRes: serveUnary(logger, "Driver.PullTaskRes", async ({ request, call, signal }) => {
       const result = await driver.pullTaskResLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, longPollMs), signal });
       return {

@@ -5,9 +5,10 @@
  * - PushTaskRes with an empty list -> MalformedMessageError (Flower: UNKNOWN from IndexError).
  * With authentication on, CreateNode never reaches this file (src/auth handles it).
  */
-import type { Logger } from "../../core/logger";
+import { type Logger, truncateEcho } from "../../core/logger";
 import { MalformedMessageError } from "../../core/errors";
 import { PUSH_TASK_RES_RECONNECT_SECONDS } from "../../core/constants";
+import { type PingIntervalBounds, boundedPingInterval } from "../../core/ping-interval";
 import type {
   CreateNodeRequest,
   CreateNodeResponse,
@@ -26,9 +27,9 @@ import { type LongPollOptions, unixNow } from "../run-info";
 
 export { getRun } from "../run-info";
 
-/** Registers a node that is online for `ping_interval` seconds. Id 0 means "could not create". */
-export function createNode(request: CreateNodeRequest, state: State): CreateNodeResponse {
-  const nodeId = state.createNode(request.pingInterval);
+/** Registers a node that is online for `ping_interval` (bounded) seconds. Id 0 means "could not create". */
+export function createNode(request: CreateNodeRequest, state: State, bounds?: PingIntervalBounds): CreateNodeResponse {
+  const nodeId = state.createNode(boundedPingInterval(request.pingInterval, bounds));
   return { node: { nodeId, anonymous: false } };
 }
 
@@ -43,10 +44,10 @@ export function deleteNode(request: DeleteNodeRequest, state: State): DeleteNode
   return {};
 }
 
-/** Extends the node's liveness; `success` is false for an unknown node. */
-export function ping(request: PingRequest, state: State): PingResponse {
+/** Extends the node's liveness by the bounded interval; `success` is false for an unknown node. */
+export function ping(request: PingRequest, state: State, bounds?: PingIntervalBounds): PingResponse {
   const nodeId = request.node?.nodeId ?? 0n;
-  return { success: state.acknowledgePing(nodeId, request.pingInterval) };
+  return { success: state.acknowledgePing(nodeId, boundedPingInterval(request.pingInterval, bounds)) };
 }
 
 /** The id State uses for the caller: undefined for an anonymous node (spec §2.5). */
@@ -84,9 +85,14 @@ export async function pullTaskInsLongPoll(
 
 /**
  * Stores `task_res_list[0]` (only the first, as Flower) with `pushed_at` = now. Answers
- * `{reconnect: 5, results: {<task_id>: 0}}`. A result that fails validation or names an unknown
- * run is dropped and answered with the key "None" and status OK, exactly as Flower (its peers
- * ignore the response) — but we log a warning that says why.
+ * `{reconnect: 5, results: {<task_id>: 0}}`. One result per task: a re-push or replay of a result
+ * for a TaskIns that already has one stores nothing and is answered with the stored result's id
+ * (status OK), so a SuperNode that lost the first answer carries on. A result that fails
+ * validation, names an unknown run, or answers no stored TaskIns of this node (unknown,
+ * completed, expired, or addressed to another node) is dropped and answered with the key "None"
+ * and status OK, exactly as Flower answers dropped results (its peers retry any error status
+ * forever, so refusing with an error would wedge a Python SuperNode) — with a warning that says
+ * why. A storage limit is RESOURCE_EXHAUSTED (retried with backoff by SuperNodes).
  */
 export function pushTaskRes(
   request: PushTaskResRequest,
@@ -101,13 +107,17 @@ export function pushTaskRes(
   const taskId = state.storeTaskRes(taskRes);
   if (taskId === undefined) {
     const errors = validateTaskInsOrRes(taskRes, "res");
-    const reason = errors.length > 0 ? errors.join(", ") : `run ${taskRes.runId} does not exist`;
+    const reason =
+      errors.length > 0
+        ? errors.join(", ")
+        : `run ${taskRes.runId} does not exist, or the result answers no stored TaskIns for this node (see the state warning)`;
     opts.logger?.warn(
       {
         event: "fleet.push-task-res.dropped",
         runId: taskRes.runId.toString(),
         producerNodeId: (taskRes.task?.producer?.nodeId ?? 0n).toString(),
-        ancestry: taskRes.task?.ancestry ?? [],
+        // Caller input: a few ids, each cut short.
+        ancestry: (taskRes.task?.ancestry ?? []).slice(0, 3).map((id) => truncateEcho(id, 60)),
         reason,
       },
       `PushTaskRes: result not stored (answered "None" as Flower does): ${reason}`,

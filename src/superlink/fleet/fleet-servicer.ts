@@ -8,6 +8,7 @@ import type { State } from "../../state/state";
 import type { LongPollHub } from "../long-poll";
 import { maxWaitFor, reply, serveUnary } from "../unary";
 import * as fleet from "./fleet-handler";
+import type { PingIntervalBounds } from "../../core/ping-interval";
 
 export interface FleetServicerDeps {
   state: State;
@@ -15,6 +16,8 @@ export interface FleetServicerDeps {
   hub: LongPollHub;
   /** How long an empty PullTaskIns may wait for work; 0 answers at once (Flower behaviour). */
   longPollMs: number;
+  /** Accepted ping_interval range (default DEFAULT_PING_INTERVAL_BOUNDS). */
+  pingIntervalBounds?: PingIntervalBounds;
 }
 
 /** One info line per CreateNode (the authenticated path logs through src/auth/server-auth.ts). */
@@ -28,10 +31,10 @@ export function logNodeRegistered(logger: Logger, nodeId: bigint, authenticated:
 
 /** The Fleet service implementation (unauthenticated; see withFleetAuthentication for auth). */
 export function createFleetServicer(deps: FleetServicerDeps): FleetServer {
-  const { state, logger, hub, longPollMs } = deps;
+  const { state, logger, hub, longPollMs, pingIntervalBounds } = deps;
   return {
     createNode: serveUnary(logger, "Fleet.CreateNode", ({ request, call }) => {
-      const response = fleet.createNode(request, state);
+      const response = fleet.createNode(request, state, pingIntervalBounds);
       logNodeRegistered(logger, response.node?.nodeId ?? 0n, false, call.getPeer());
       return reply(response);
     }),
@@ -43,7 +46,7 @@ export function createFleetServicer(deps: FleetServicerDeps): FleetServer {
       }
       return reply(response);
     }),
-    ping: serveUnary(logger, "Fleet.Ping", ({ request }) => reply(fleet.ping(request, state))),
+    ping: serveUnary(logger, "Fleet.Ping", ({ request }) => reply(fleet.ping(request, state, pingIntervalBounds))),
     pullTaskIns: serveUnary(logger, "Fleet.PullTaskIns", async ({ request, call, signal }) =>
       reply(await fleet.pullTaskInsLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, longPollMs), signal })),
     ),

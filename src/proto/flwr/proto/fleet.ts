@@ -111,11 +111,9 @@ export const CreateNodeRequest: MessageFns<CreateNodeRequest> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -166,11 +164,9 @@ export const CreateNodeResponse: MessageFns<CreateNodeResponse> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -221,11 +217,9 @@ export const DeleteNodeRequest: MessageFns<DeleteNodeRequest> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -265,11 +259,9 @@ export const DeleteNodeResponse: MessageFns<DeleteNodeResponse> = {
         const tag = reader.uint32();
         switch (tag >>> 3) {
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -330,11 +322,9 @@ export const PingRequest: MessageFns<PingRequest> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -386,11 +376,9 @@ export const PingResponse: MessageFns<PingResponse> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -448,15 +436,13 @@ export const PullTaskInsRequest: MessageFns<PullTaskInsRequest> = {
               break;
             }
 
-            message.taskIds.push(reader.string());
+            message.taskIds.push(reader.string(true));
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -519,11 +505,9 @@ export const PullTaskInsResponse: MessageFns<PullTaskInsResponse> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -577,11 +561,9 @@ export const PushTaskResRequest: MessageFns<PushTaskResRequest> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -646,11 +628,9 @@ export const PushTaskResResponse: MessageFns<PushTaskResResponse> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -711,7 +691,7 @@ export const PushTaskResResponse_ResultsEntry: MessageFns<PushTaskResResponse_Re
               break;
             }
 
-            message.key = reader.string();
+            message.key = reader.string(true);
             continue;
           }
           case 2: {
@@ -723,11 +703,9 @@ export const PushTaskResResponse_ResultsEntry: MessageFns<PushTaskResResponse_Re
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -786,11 +764,9 @@ export const Reconnect: MessageFns<Reconnect> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -987,4 +963,15 @@ export interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
   fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
+}
+
+// Added by scripts/strict-decoding.js: reject what Python's protobuf rejects with DecodeError.
+function skipUnknownField(reader: BinaryReader, tag: number): void {
+  if (tag >>> 3 === 0) throw new globalThis.Error("invalid wire data: field number 0");
+  if ((tag & 7) === 4) throw new globalThis.Error("invalid wire data: END_GROUP tag without a group");
+  reader.skip(tag & 7, tag >>> 3);
+}
+
+function checkMessageEnd(reader: BinaryReader, end: number): void {
+  if (reader.pos !== end) throw new globalThis.Error("invalid wire data: a field runs past the end of its message");
 }

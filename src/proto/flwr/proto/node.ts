@@ -63,11 +63,9 @@ export const Node: MessageFns<Node> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -102,4 +100,15 @@ export interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
   fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
+}
+
+// Added by scripts/strict-decoding.js: reject what Python's protobuf rejects with DecodeError.
+function skipUnknownField(reader: BinaryReader, tag: number): void {
+  if (tag >>> 3 === 0) throw new globalThis.Error("invalid wire data: field number 0");
+  if ((tag & 7) === 4) throw new globalThis.Error("invalid wire data: END_GROUP tag without a group");
+  reader.skip(tag & 7, tag >>> 3);
+}
+
+function checkMessageEnd(reader: BinaryReader, end: number): void {
+  if (reader.pos !== end) throw new globalThis.Error("invalid wire data: a field runs past the end of its message");
 }

@@ -149,11 +149,9 @@ export const DoubleList: MessageFns<DoubleList> = {
             break;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -221,11 +219,9 @@ export const Sint64List: MessageFns<Sint64List> = {
             break;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -290,11 +286,9 @@ export const BoolList: MessageFns<BoolList> = {
             break;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -341,15 +335,13 @@ export const StringList: MessageFns<StringList> = {
               break;
             }
 
-            message.vals.push(reader.string());
+            message.vals.push(reader.string(true));
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -400,11 +392,9 @@ export const BytesList: MessageFns<BytesList> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -464,7 +454,7 @@ export const Array: MessageFns<Array> = {
               break;
             }
 
-            message.dtype = reader.string();
+            message.dtype = reader.string(true);
             continue;
           }
           case 2: {
@@ -490,7 +480,7 @@ export const Array: MessageFns<Array> = {
               break;
             }
 
-            message.stype = reader.string();
+            message.stype = reader.string(true);
             continue;
           }
           case 4: {
@@ -502,11 +492,9 @@ export const Array: MessageFns<Array> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -596,11 +584,9 @@ export const MetricsRecordValue: MessageFns<MetricsRecordValue> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -719,7 +705,7 @@ export const ConfigsRecordValue: MessageFns<ConfigsRecordValue> = {
               break;
             }
 
-            message.string = reader.string();
+            message.string = reader.string(true);
             continue;
           }
           case 5: {
@@ -771,11 +757,9 @@ export const ConfigsRecordValue: MessageFns<ConfigsRecordValue> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -844,7 +828,7 @@ export const ParametersRecord: MessageFns<ParametersRecord> = {
               break;
             }
 
-            message.dataKeys.push(reader.string());
+            message.dataKeys.push(reader.string(true));
             continue;
           }
           case 2: {
@@ -856,11 +840,9 @@ export const ParametersRecord: MessageFns<ParametersRecord> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -915,11 +897,9 @@ export const MetricsRecord: MessageFns<MetricsRecord> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -977,7 +957,7 @@ export const MetricsRecord_DataEntry: MessageFns<MetricsRecord_DataEntry> = {
               break;
             }
 
-            message.key = reader.string();
+            message.key = reader.string(true);
             continue;
           }
           case 2: {
@@ -989,11 +969,9 @@ export const MetricsRecord_DataEntry: MessageFns<MetricsRecord_DataEntry> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -1050,11 +1028,9 @@ export const ConfigsRecord: MessageFns<ConfigsRecord> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -1112,7 +1088,7 @@ export const ConfigsRecord_DataEntry: MessageFns<ConfigsRecord_DataEntry> = {
               break;
             }
 
-            message.key = reader.string();
+            message.key = reader.string(true);
             continue;
           }
           case 2: {
@@ -1124,11 +1100,9 @@ export const ConfigsRecord_DataEntry: MessageFns<ConfigsRecord_DataEntry> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -1213,11 +1187,9 @@ export const RecordSet: MessageFns<RecordSet> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -1293,7 +1265,7 @@ export const RecordSet_ParametersEntry: MessageFns<RecordSet_ParametersEntry> = 
               break;
             }
 
-            message.key = reader.string();
+            message.key = reader.string(true);
             continue;
           }
           case 2: {
@@ -1305,11 +1277,9 @@ export const RecordSet_ParametersEntry: MessageFns<RecordSet_ParametersEntry> = 
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -1362,7 +1332,7 @@ export const RecordSet_MetricsEntry: MessageFns<RecordSet_MetricsEntry> = {
               break;
             }
 
-            message.key = reader.string();
+            message.key = reader.string(true);
             continue;
           }
           case 2: {
@@ -1374,11 +1344,9 @@ export const RecordSet_MetricsEntry: MessageFns<RecordSet_MetricsEntry> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -1431,7 +1399,7 @@ export const RecordSet_ConfigsEntry: MessageFns<RecordSet_ConfigsEntry> = {
               break;
             }
 
-            message.key = reader.string();
+            message.key = reader.string(true);
             continue;
           }
           case 2: {
@@ -1443,11 +1411,9 @@ export const RecordSet_ConfigsEntry: MessageFns<RecordSet_ConfigsEntry> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -1490,4 +1456,15 @@ export interface MessageFns<T> {
 // decoded buffer (which the caller must not reuse), a shorter one a copy.
 function bytesView(bytes: Uint8Array): Buffer {
   return bytes.length < 1024 ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+}
+
+// Added by scripts/strict-decoding.js: reject what Python's protobuf rejects with DecodeError.
+function skipUnknownField(reader: BinaryReader, tag: number): void {
+  if (tag >>> 3 === 0) throw new globalThis.Error("invalid wire data: field number 0");
+  if ((tag & 7) === 4) throw new globalThis.Error("invalid wire data: END_GROUP tag without a group");
+  reader.skip(tag & 7, tag >>> 3);
+}
+
+function checkMessageEnd(reader: BinaryReader, end: number): void {
+  if (reader.pos !== end) throw new globalThis.Error("invalid wire data: a field runs past the end of its message");
 }

@@ -81,7 +81,7 @@ export const Run: MessageFns<Run> = {
               break;
             }
 
-            message.fabId = reader.string();
+            message.fabId = reader.string(true);
             continue;
           }
           case 3: {
@@ -89,7 +89,7 @@ export const Run: MessageFns<Run> = {
               break;
             }
 
-            message.fabVersion = reader.string();
+            message.fabVersion = reader.string(true);
             continue;
           }
           case 4: {
@@ -104,11 +104,9 @@ export const Run: MessageFns<Run> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -169,7 +167,7 @@ export const Run_OverrideConfigEntry: MessageFns<Run_OverrideConfigEntry> = {
               break;
             }
 
-            message.key = reader.string();
+            message.key = reader.string(true);
             continue;
           }
           case 2: {
@@ -181,11 +179,9 @@ export const Run_OverrideConfigEntry: MessageFns<Run_OverrideConfigEntry> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -242,11 +238,9 @@ export const GetRunRequest: MessageFns<GetRunRequest> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -297,11 +291,9 @@ export const GetRunResponse: MessageFns<GetRunResponse> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -335,4 +327,15 @@ export interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
   fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
+}
+
+// Added by scripts/strict-decoding.js: reject what Python's protobuf rejects with DecodeError.
+function skipUnknownField(reader: BinaryReader, tag: number): void {
+  if (tag >>> 3 === 0) throw new globalThis.Error("invalid wire data: field number 0");
+  if ((tag & 7) === 4) throw new globalThis.Error("invalid wire data: END_GROUP tag without a group");
+  reader.skip(tag & 7, tag >>> 3);
+}
+
+function checkMessageEnd(reader: BinaryReader, end: number): void {
+  if (reader.pos !== end) throw new globalThis.Error("invalid wire data: a field runs past the end of its message");
 }

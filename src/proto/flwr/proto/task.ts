@@ -132,7 +132,7 @@ export const Task: MessageFns<Task> = {
               break;
             }
 
-            message.deliveredAt = reader.string();
+            message.deliveredAt = reader.string(true);
             continue;
           }
           case 5: {
@@ -156,7 +156,7 @@ export const Task: MessageFns<Task> = {
               break;
             }
 
-            message.ancestry.push(reader.string());
+            message.ancestry.push(reader.string(true));
             continue;
           }
           case 8: {
@@ -164,7 +164,7 @@ export const Task: MessageFns<Task> = {
               break;
             }
 
-            message.taskType = reader.string();
+            message.taskType = reader.string(true);
             continue;
           }
           case 9: {
@@ -184,11 +184,9 @@ export const Task: MessageFns<Task> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -262,7 +260,7 @@ export const TaskIns: MessageFns<TaskIns> = {
               break;
             }
 
-            message.taskId = reader.string();
+            message.taskId = reader.string(true);
             continue;
           }
           case 2: {
@@ -270,7 +268,7 @@ export const TaskIns: MessageFns<TaskIns> = {
               break;
             }
 
-            message.groupId = reader.string();
+            message.groupId = reader.string(true);
             continue;
           }
           case 3: {
@@ -290,11 +288,9 @@ export const TaskIns: MessageFns<TaskIns> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -356,7 +352,7 @@ export const TaskRes: MessageFns<TaskRes> = {
               break;
             }
 
-            message.taskId = reader.string();
+            message.taskId = reader.string(true);
             continue;
           }
           case 2: {
@@ -364,7 +360,7 @@ export const TaskRes: MessageFns<TaskRes> = {
               break;
             }
 
-            message.groupId = reader.string();
+            message.groupId = reader.string(true);
             continue;
           }
           case 3: {
@@ -384,11 +380,9 @@ export const TaskRes: MessageFns<TaskRes> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -425,4 +419,15 @@ export interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
   fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
+}
+
+// Added by scripts/strict-decoding.js: reject what Python's protobuf rejects with DecodeError.
+function skipUnknownField(reader: BinaryReader, tag: number): void {
+  if (tag >>> 3 === 0) throw new globalThis.Error("invalid wire data: field number 0");
+  if ((tag & 7) === 4) throw new globalThis.Error("invalid wire data: END_GROUP tag without a group");
+  reader.skip(tag & 7, tag >>> 3);
+}
+
+function checkMessageEnd(reader: BinaryReader, end: number): void {
+  if (reader.pos !== end) throw new globalThis.Error("invalid wire data: a field runs past the end of its message");
 }

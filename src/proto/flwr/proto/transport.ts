@@ -3,15 +3,156 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientDuplexStream,
+  type ClientOptions,
+  type handleBidiStreamingCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 
 export const protobufPackage = "flwr.proto";
 
 export const protobufFileName = "flwr/proto/transport.proto";
 
 /**
- * Flower 1.10 wire format: the part of transport.proto that grpc-rere needs.
- * The legacy grpc-bidi service is not served by flwr-ts.
+ * Flower 1.10 wire format: transport.proto, the legacy grpc-bidi FlowerService (one
+ * bidirectional stream per client: ServerMessage instructions, ClientMessage replies) and the
+ * Scalar that grpc-rere's records also use.
  */
+
+export enum Code {
+  OK = 0,
+  GET_PROPERTIES_NOT_IMPLEMENTED = 1,
+  GET_PARAMETERS_NOT_IMPLEMENTED = 2,
+  FIT_NOT_IMPLEMENTED = 3,
+  EVALUATE_NOT_IMPLEMENTED = 4,
+  UNRECOGNIZED = -1,
+}
+
+export enum Reason {
+  UNKNOWN = 0,
+  RECONNECT = 1,
+  POWER_DISCONNECTED = 2,
+  WIFI_UNAVAILABLE = 3,
+  ACK = 4,
+  UNRECOGNIZED = -1,
+}
+
+export interface Status {
+  code: Code;
+  message: string;
+}
+
+export interface Parameters {
+  tensors: Buffer[];
+  tensorType: string;
+}
+
+export interface ServerMessage {
+  reconnectIns?: ServerMessage_ReconnectIns | undefined;
+  getPropertiesIns?: ServerMessage_GetPropertiesIns | undefined;
+  getParametersIns?: ServerMessage_GetParametersIns | undefined;
+  fitIns?: ServerMessage_FitIns | undefined;
+  evaluateIns?: ServerMessage_EvaluateIns | undefined;
+}
+
+export interface ServerMessage_ReconnectIns {
+  seconds: bigint;
+}
+
+export interface ServerMessage_GetPropertiesIns {
+  config: Map<string, Scalar>;
+}
+
+export interface ServerMessage_GetPropertiesIns_ConfigEntry {
+  key: string;
+  value: Scalar | undefined;
+}
+
+export interface ServerMessage_GetParametersIns {
+  config: Map<string, Scalar>;
+}
+
+export interface ServerMessage_GetParametersIns_ConfigEntry {
+  key: string;
+  value: Scalar | undefined;
+}
+
+export interface ServerMessage_FitIns {
+  parameters: Parameters | undefined;
+  config: Map<string, Scalar>;
+}
+
+export interface ServerMessage_FitIns_ConfigEntry {
+  key: string;
+  value: Scalar | undefined;
+}
+
+export interface ServerMessage_EvaluateIns {
+  parameters: Parameters | undefined;
+  config: Map<string, Scalar>;
+}
+
+export interface ServerMessage_EvaluateIns_ConfigEntry {
+  key: string;
+  value: Scalar | undefined;
+}
+
+export interface ClientMessage {
+  disconnectRes?: ClientMessage_DisconnectRes | undefined;
+  getPropertiesRes?: ClientMessage_GetPropertiesRes | undefined;
+  getParametersRes?: ClientMessage_GetParametersRes | undefined;
+  fitRes?: ClientMessage_FitRes | undefined;
+  evaluateRes?: ClientMessage_EvaluateRes | undefined;
+}
+
+export interface ClientMessage_DisconnectRes {
+  reason: Reason;
+}
+
+export interface ClientMessage_GetPropertiesRes {
+  status: Status | undefined;
+  properties: Map<string, Scalar>;
+}
+
+export interface ClientMessage_GetPropertiesRes_PropertiesEntry {
+  key: string;
+  value: Scalar | undefined;
+}
+
+export interface ClientMessage_GetParametersRes {
+  status: Status | undefined;
+  parameters: Parameters | undefined;
+}
+
+export interface ClientMessage_FitRes {
+  status: Status | undefined;
+  parameters: Parameters | undefined;
+  numExamples: bigint;
+  metrics: Map<string, Scalar>;
+}
+
+export interface ClientMessage_FitRes_MetricsEntry {
+  key: string;
+  value: Scalar | undefined;
+}
+
+export interface ClientMessage_EvaluateRes {
+  status: Status | undefined;
+  loss: number;
+  numExamples: bigint;
+  metrics: Map<string, Scalar>;
+}
+
+export interface ClientMessage_EvaluateRes_MetricsEntry {
+  key: string;
+  value: Scalar | undefined;
+}
 
 export interface Scalar {
   double?: number | undefined;
@@ -20,6 +161,1637 @@ export interface Scalar {
   string?: string | undefined;
   bytes?: Buffer | undefined;
 }
+
+function createBaseStatus(): Status {
+  return { code: 0, message: "" };
+}
+
+export const Status: MessageFns<Status> = {
+  encode(message: Status, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== 0) {
+      writer.uint32(8).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Status {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.code = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string(true);
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Status>, I>>(base?: I): Status {
+    return Status.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Status>, I>>(object: I): Status {
+    const message = createBaseStatus();
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseParameters(): Parameters {
+  return { tensors: [], tensorType: "" };
+}
+
+export const Parameters: MessageFns<Parameters> = {
+  encode(message: Parameters, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tensors) {
+      writer.uint32(10).bytes(v!);
+    }
+    if (message.tensorType !== "") {
+      writer.uint32(18).string(message.tensorType);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Parameters {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseParameters();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tensors.push(bytesView(reader.bytes()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tensorType = reader.string(true);
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Parameters>, I>>(base?: I): Parameters {
+    return Parameters.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Parameters>, I>>(object: I): Parameters {
+    const message = createBaseParameters();
+    message.tensors = object.tensors?.map((e) => e) || [];
+    message.tensorType = object.tensorType ?? "";
+    return message;
+  },
+};
+
+function createBaseServerMessage(): ServerMessage {
+  return {
+    reconnectIns: undefined,
+    getPropertiesIns: undefined,
+    getParametersIns: undefined,
+    fitIns: undefined,
+    evaluateIns: undefined,
+  };
+}
+
+export const ServerMessage: MessageFns<ServerMessage> = {
+  encode(message: ServerMessage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reconnectIns !== undefined) {
+      ServerMessage_ReconnectIns.encode(message.reconnectIns, writer.uint32(10).fork()).join();
+    }
+    if (message.getPropertiesIns !== undefined) {
+      ServerMessage_GetPropertiesIns.encode(message.getPropertiesIns, writer.uint32(18).fork()).join();
+    }
+    if (message.getParametersIns !== undefined) {
+      ServerMessage_GetParametersIns.encode(message.getParametersIns, writer.uint32(26).fork()).join();
+    }
+    if (message.fitIns !== undefined) {
+      ServerMessage_FitIns.encode(message.fitIns, writer.uint32(34).fork()).join();
+    }
+    if (message.evaluateIns !== undefined) {
+      ServerMessage_EvaluateIns.encode(message.evaluateIns, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerMessage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerMessage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reconnectIns = ServerMessage_ReconnectIns.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.getPropertiesIns = ServerMessage_GetPropertiesIns.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.getParametersIns = ServerMessage_GetParametersIns.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.fitIns = ServerMessage_FitIns.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.evaluateIns = ServerMessage_EvaluateIns.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ServerMessage>, I>>(base?: I): ServerMessage {
+    return ServerMessage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerMessage>, I>>(object: I): ServerMessage {
+    const message = createBaseServerMessage();
+    message.reconnectIns = (object.reconnectIns !== undefined && object.reconnectIns !== null)
+      ? ServerMessage_ReconnectIns.fromPartial(object.reconnectIns)
+      : undefined;
+    message.getPropertiesIns = (object.getPropertiesIns !== undefined && object.getPropertiesIns !== null)
+      ? ServerMessage_GetPropertiesIns.fromPartial(object.getPropertiesIns)
+      : undefined;
+    message.getParametersIns = (object.getParametersIns !== undefined && object.getParametersIns !== null)
+      ? ServerMessage_GetParametersIns.fromPartial(object.getParametersIns)
+      : undefined;
+    message.fitIns = (object.fitIns !== undefined && object.fitIns !== null)
+      ? ServerMessage_FitIns.fromPartial(object.fitIns)
+      : undefined;
+    message.evaluateIns = (object.evaluateIns !== undefined && object.evaluateIns !== null)
+      ? ServerMessage_EvaluateIns.fromPartial(object.evaluateIns)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseServerMessage_ReconnectIns(): ServerMessage_ReconnectIns {
+  return { seconds: 0n };
+}
+
+export const ServerMessage_ReconnectIns: MessageFns<ServerMessage_ReconnectIns> = {
+  encode(message: ServerMessage_ReconnectIns, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seconds !== 0n) {
+      if (BigInt.asIntN(64, message.seconds) !== message.seconds) {
+        throw new globalThis.Error("value provided for field message.seconds of type int64 too large");
+      }
+      writer.uint32(8).int64(message.seconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerMessage_ReconnectIns {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerMessage_ReconnectIns();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seconds = reader.int64() as bigint;
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ServerMessage_ReconnectIns>, I>>(base?: I): ServerMessage_ReconnectIns {
+    return ServerMessage_ReconnectIns.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerMessage_ReconnectIns>, I>>(object: I): ServerMessage_ReconnectIns {
+    const message = createBaseServerMessage_ReconnectIns();
+    message.seconds = (object.seconds !== undefined && object.seconds !== null) ? BigInt(object.seconds) : 0n;
+    return message;
+  },
+};
+
+function createBaseServerMessage_GetPropertiesIns(): ServerMessage_GetPropertiesIns {
+  return { config: new Map() };
+}
+
+export const ServerMessage_GetPropertiesIns: MessageFns<ServerMessage_GetPropertiesIns> = {
+  encode(message: ServerMessage_GetPropertiesIns, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    message.config.forEach((value, key) => {
+      ServerMessage_GetPropertiesIns_ConfigEntry.encode({ key: key as any, value }, writer.uint32(10).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerMessage_GetPropertiesIns {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerMessage_GetPropertiesIns();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            const entry1 = ServerMessage_GetPropertiesIns_ConfigEntry.decode(reader, reader.uint32());
+            if (entry1.value !== undefined) {
+              message.config.set(entry1.key, entry1.value);
+            }
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ServerMessage_GetPropertiesIns>, I>>(base?: I): ServerMessage_GetPropertiesIns {
+    return ServerMessage_GetPropertiesIns.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerMessage_GetPropertiesIns>, I>>(
+    object: I,
+  ): ServerMessage_GetPropertiesIns {
+    const message = createBaseServerMessage_GetPropertiesIns();
+    message.config = (() => {
+      const m = new Map();
+      (object.config as Map<string, Scalar> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, Scalar.fromPartial(value));
+        }
+      });
+      return m;
+    })();
+    return message;
+  },
+};
+
+function createBaseServerMessage_GetPropertiesIns_ConfigEntry(): ServerMessage_GetPropertiesIns_ConfigEntry {
+  return { key: "", value: undefined };
+}
+
+export const ServerMessage_GetPropertiesIns_ConfigEntry: MessageFns<ServerMessage_GetPropertiesIns_ConfigEntry> = {
+  encode(message: ServerMessage_GetPropertiesIns_ConfigEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      Scalar.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerMessage_GetPropertiesIns_ConfigEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerMessage_GetPropertiesIns_ConfigEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string(true);
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = Scalar.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ServerMessage_GetPropertiesIns_ConfigEntry>, I>>(
+    base?: I,
+  ): ServerMessage_GetPropertiesIns_ConfigEntry {
+    return ServerMessage_GetPropertiesIns_ConfigEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerMessage_GetPropertiesIns_ConfigEntry>, I>>(
+    object: I,
+  ): ServerMessage_GetPropertiesIns_ConfigEntry {
+    const message = createBaseServerMessage_GetPropertiesIns_ConfigEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? Scalar.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseServerMessage_GetParametersIns(): ServerMessage_GetParametersIns {
+  return { config: new Map() };
+}
+
+export const ServerMessage_GetParametersIns: MessageFns<ServerMessage_GetParametersIns> = {
+  encode(message: ServerMessage_GetParametersIns, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    message.config.forEach((value, key) => {
+      ServerMessage_GetParametersIns_ConfigEntry.encode({ key: key as any, value }, writer.uint32(10).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerMessage_GetParametersIns {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerMessage_GetParametersIns();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            const entry1 = ServerMessage_GetParametersIns_ConfigEntry.decode(reader, reader.uint32());
+            if (entry1.value !== undefined) {
+              message.config.set(entry1.key, entry1.value);
+            }
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ServerMessage_GetParametersIns>, I>>(base?: I): ServerMessage_GetParametersIns {
+    return ServerMessage_GetParametersIns.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerMessage_GetParametersIns>, I>>(
+    object: I,
+  ): ServerMessage_GetParametersIns {
+    const message = createBaseServerMessage_GetParametersIns();
+    message.config = (() => {
+      const m = new Map();
+      (object.config as Map<string, Scalar> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, Scalar.fromPartial(value));
+        }
+      });
+      return m;
+    })();
+    return message;
+  },
+};
+
+function createBaseServerMessage_GetParametersIns_ConfigEntry(): ServerMessage_GetParametersIns_ConfigEntry {
+  return { key: "", value: undefined };
+}
+
+export const ServerMessage_GetParametersIns_ConfigEntry: MessageFns<ServerMessage_GetParametersIns_ConfigEntry> = {
+  encode(message: ServerMessage_GetParametersIns_ConfigEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      Scalar.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerMessage_GetParametersIns_ConfigEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerMessage_GetParametersIns_ConfigEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string(true);
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = Scalar.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ServerMessage_GetParametersIns_ConfigEntry>, I>>(
+    base?: I,
+  ): ServerMessage_GetParametersIns_ConfigEntry {
+    return ServerMessage_GetParametersIns_ConfigEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerMessage_GetParametersIns_ConfigEntry>, I>>(
+    object: I,
+  ): ServerMessage_GetParametersIns_ConfigEntry {
+    const message = createBaseServerMessage_GetParametersIns_ConfigEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? Scalar.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseServerMessage_FitIns(): ServerMessage_FitIns {
+  return { parameters: undefined, config: new Map() };
+}
+
+export const ServerMessage_FitIns: MessageFns<ServerMessage_FitIns> = {
+  encode(message: ServerMessage_FitIns, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.parameters !== undefined) {
+      Parameters.encode(message.parameters, writer.uint32(10).fork()).join();
+    }
+    message.config.forEach((value, key) => {
+      ServerMessage_FitIns_ConfigEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerMessage_FitIns {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerMessage_FitIns();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parameters = Parameters.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = ServerMessage_FitIns_ConfigEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.config.set(entry2.key, entry2.value);
+            }
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ServerMessage_FitIns>, I>>(base?: I): ServerMessage_FitIns {
+    return ServerMessage_FitIns.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerMessage_FitIns>, I>>(object: I): ServerMessage_FitIns {
+    const message = createBaseServerMessage_FitIns();
+    message.parameters = (object.parameters !== undefined && object.parameters !== null)
+      ? Parameters.fromPartial(object.parameters)
+      : undefined;
+    message.config = (() => {
+      const m = new Map();
+      (object.config as Map<string, Scalar> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, Scalar.fromPartial(value));
+        }
+      });
+      return m;
+    })();
+    return message;
+  },
+};
+
+function createBaseServerMessage_FitIns_ConfigEntry(): ServerMessage_FitIns_ConfigEntry {
+  return { key: "", value: undefined };
+}
+
+export const ServerMessage_FitIns_ConfigEntry: MessageFns<ServerMessage_FitIns_ConfigEntry> = {
+  encode(message: ServerMessage_FitIns_ConfigEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      Scalar.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerMessage_FitIns_ConfigEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerMessage_FitIns_ConfigEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string(true);
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = Scalar.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ServerMessage_FitIns_ConfigEntry>, I>>(
+    base?: I,
+  ): ServerMessage_FitIns_ConfigEntry {
+    return ServerMessage_FitIns_ConfigEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerMessage_FitIns_ConfigEntry>, I>>(
+    object: I,
+  ): ServerMessage_FitIns_ConfigEntry {
+    const message = createBaseServerMessage_FitIns_ConfigEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? Scalar.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseServerMessage_EvaluateIns(): ServerMessage_EvaluateIns {
+  return { parameters: undefined, config: new Map() };
+}
+
+export const ServerMessage_EvaluateIns: MessageFns<ServerMessage_EvaluateIns> = {
+  encode(message: ServerMessage_EvaluateIns, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.parameters !== undefined) {
+      Parameters.encode(message.parameters, writer.uint32(10).fork()).join();
+    }
+    message.config.forEach((value, key) => {
+      ServerMessage_EvaluateIns_ConfigEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerMessage_EvaluateIns {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerMessage_EvaluateIns();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parameters = Parameters.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = ServerMessage_EvaluateIns_ConfigEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.config.set(entry2.key, entry2.value);
+            }
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ServerMessage_EvaluateIns>, I>>(base?: I): ServerMessage_EvaluateIns {
+    return ServerMessage_EvaluateIns.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerMessage_EvaluateIns>, I>>(object: I): ServerMessage_EvaluateIns {
+    const message = createBaseServerMessage_EvaluateIns();
+    message.parameters = (object.parameters !== undefined && object.parameters !== null)
+      ? Parameters.fromPartial(object.parameters)
+      : undefined;
+    message.config = (() => {
+      const m = new Map();
+      (object.config as Map<string, Scalar> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, Scalar.fromPartial(value));
+        }
+      });
+      return m;
+    })();
+    return message;
+  },
+};
+
+function createBaseServerMessage_EvaluateIns_ConfigEntry(): ServerMessage_EvaluateIns_ConfigEntry {
+  return { key: "", value: undefined };
+}
+
+export const ServerMessage_EvaluateIns_ConfigEntry: MessageFns<ServerMessage_EvaluateIns_ConfigEntry> = {
+  encode(message: ServerMessage_EvaluateIns_ConfigEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      Scalar.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerMessage_EvaluateIns_ConfigEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerMessage_EvaluateIns_ConfigEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string(true);
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = Scalar.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ServerMessage_EvaluateIns_ConfigEntry>, I>>(
+    base?: I,
+  ): ServerMessage_EvaluateIns_ConfigEntry {
+    return ServerMessage_EvaluateIns_ConfigEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerMessage_EvaluateIns_ConfigEntry>, I>>(
+    object: I,
+  ): ServerMessage_EvaluateIns_ConfigEntry {
+    const message = createBaseServerMessage_EvaluateIns_ConfigEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? Scalar.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseClientMessage(): ClientMessage {
+  return {
+    disconnectRes: undefined,
+    getPropertiesRes: undefined,
+    getParametersRes: undefined,
+    fitRes: undefined,
+    evaluateRes: undefined,
+  };
+}
+
+export const ClientMessage: MessageFns<ClientMessage> = {
+  encode(message: ClientMessage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.disconnectRes !== undefined) {
+      ClientMessage_DisconnectRes.encode(message.disconnectRes, writer.uint32(10).fork()).join();
+    }
+    if (message.getPropertiesRes !== undefined) {
+      ClientMessage_GetPropertiesRes.encode(message.getPropertiesRes, writer.uint32(18).fork()).join();
+    }
+    if (message.getParametersRes !== undefined) {
+      ClientMessage_GetParametersRes.encode(message.getParametersRes, writer.uint32(26).fork()).join();
+    }
+    if (message.fitRes !== undefined) {
+      ClientMessage_FitRes.encode(message.fitRes, writer.uint32(34).fork()).join();
+    }
+    if (message.evaluateRes !== undefined) {
+      ClientMessage_EvaluateRes.encode(message.evaluateRes, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientMessage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientMessage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.disconnectRes = ClientMessage_DisconnectRes.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.getPropertiesRes = ClientMessage_GetPropertiesRes.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.getParametersRes = ClientMessage_GetParametersRes.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.fitRes = ClientMessage_FitRes.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.evaluateRes = ClientMessage_EvaluateRes.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClientMessage>, I>>(base?: I): ClientMessage {
+    return ClientMessage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClientMessage>, I>>(object: I): ClientMessage {
+    const message = createBaseClientMessage();
+    message.disconnectRes = (object.disconnectRes !== undefined && object.disconnectRes !== null)
+      ? ClientMessage_DisconnectRes.fromPartial(object.disconnectRes)
+      : undefined;
+    message.getPropertiesRes = (object.getPropertiesRes !== undefined && object.getPropertiesRes !== null)
+      ? ClientMessage_GetPropertiesRes.fromPartial(object.getPropertiesRes)
+      : undefined;
+    message.getParametersRes = (object.getParametersRes !== undefined && object.getParametersRes !== null)
+      ? ClientMessage_GetParametersRes.fromPartial(object.getParametersRes)
+      : undefined;
+    message.fitRes = (object.fitRes !== undefined && object.fitRes !== null)
+      ? ClientMessage_FitRes.fromPartial(object.fitRes)
+      : undefined;
+    message.evaluateRes = (object.evaluateRes !== undefined && object.evaluateRes !== null)
+      ? ClientMessage_EvaluateRes.fromPartial(object.evaluateRes)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseClientMessage_DisconnectRes(): ClientMessage_DisconnectRes {
+  return { reason: 0 };
+}
+
+export const ClientMessage_DisconnectRes: MessageFns<ClientMessage_DisconnectRes> = {
+  encode(message: ClientMessage_DisconnectRes, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reason !== 0) {
+      writer.uint32(8).int32(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientMessage_DisconnectRes {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientMessage_DisconnectRes();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.reason = reader.int32() as any;
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClientMessage_DisconnectRes>, I>>(base?: I): ClientMessage_DisconnectRes {
+    return ClientMessage_DisconnectRes.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClientMessage_DisconnectRes>, I>>(object: I): ClientMessage_DisconnectRes {
+    const message = createBaseClientMessage_DisconnectRes();
+    message.reason = object.reason ?? 0;
+    return message;
+  },
+};
+
+function createBaseClientMessage_GetPropertiesRes(): ClientMessage_GetPropertiesRes {
+  return { status: undefined, properties: new Map() };
+}
+
+export const ClientMessage_GetPropertiesRes: MessageFns<ClientMessage_GetPropertiesRes> = {
+  encode(message: ClientMessage_GetPropertiesRes, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== undefined) {
+      Status.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    message.properties.forEach((value, key) => {
+      ClientMessage_GetPropertiesRes_PropertiesEntry.encode({ key: key as any, value }, writer.uint32(18).fork())
+        .join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientMessage_GetPropertiesRes {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientMessage_GetPropertiesRes();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = Status.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = ClientMessage_GetPropertiesRes_PropertiesEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.properties.set(entry2.key, entry2.value);
+            }
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClientMessage_GetPropertiesRes>, I>>(base?: I): ClientMessage_GetPropertiesRes {
+    return ClientMessage_GetPropertiesRes.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClientMessage_GetPropertiesRes>, I>>(
+    object: I,
+  ): ClientMessage_GetPropertiesRes {
+    const message = createBaseClientMessage_GetPropertiesRes();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? Status.fromPartial(object.status)
+      : undefined;
+    message.properties = (() => {
+      const m = new Map();
+      (object.properties as Map<string, Scalar> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, Scalar.fromPartial(value));
+        }
+      });
+      return m;
+    })();
+    return message;
+  },
+};
+
+function createBaseClientMessage_GetPropertiesRes_PropertiesEntry(): ClientMessage_GetPropertiesRes_PropertiesEntry {
+  return { key: "", value: undefined };
+}
+
+export const ClientMessage_GetPropertiesRes_PropertiesEntry: MessageFns<
+  ClientMessage_GetPropertiesRes_PropertiesEntry
+> = {
+  encode(
+    message: ClientMessage_GetPropertiesRes_PropertiesEntry,
+    writer: BinaryWriter = new BinaryWriter(),
+  ): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      Scalar.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientMessage_GetPropertiesRes_PropertiesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientMessage_GetPropertiesRes_PropertiesEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string(true);
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = Scalar.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClientMessage_GetPropertiesRes_PropertiesEntry>, I>>(
+    base?: I,
+  ): ClientMessage_GetPropertiesRes_PropertiesEntry {
+    return ClientMessage_GetPropertiesRes_PropertiesEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClientMessage_GetPropertiesRes_PropertiesEntry>, I>>(
+    object: I,
+  ): ClientMessage_GetPropertiesRes_PropertiesEntry {
+    const message = createBaseClientMessage_GetPropertiesRes_PropertiesEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? Scalar.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseClientMessage_GetParametersRes(): ClientMessage_GetParametersRes {
+  return { status: undefined, parameters: undefined };
+}
+
+export const ClientMessage_GetParametersRes: MessageFns<ClientMessage_GetParametersRes> = {
+  encode(message: ClientMessage_GetParametersRes, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== undefined) {
+      Status.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    if (message.parameters !== undefined) {
+      Parameters.encode(message.parameters, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientMessage_GetParametersRes {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientMessage_GetParametersRes();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = Status.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.parameters = Parameters.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClientMessage_GetParametersRes>, I>>(base?: I): ClientMessage_GetParametersRes {
+    return ClientMessage_GetParametersRes.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClientMessage_GetParametersRes>, I>>(
+    object: I,
+  ): ClientMessage_GetParametersRes {
+    const message = createBaseClientMessage_GetParametersRes();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? Status.fromPartial(object.status)
+      : undefined;
+    message.parameters = (object.parameters !== undefined && object.parameters !== null)
+      ? Parameters.fromPartial(object.parameters)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseClientMessage_FitRes(): ClientMessage_FitRes {
+  return { status: undefined, parameters: undefined, numExamples: 0n, metrics: new Map() };
+}
+
+export const ClientMessage_FitRes: MessageFns<ClientMessage_FitRes> = {
+  encode(message: ClientMessage_FitRes, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== undefined) {
+      Status.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    if (message.parameters !== undefined) {
+      Parameters.encode(message.parameters, writer.uint32(18).fork()).join();
+    }
+    if (message.numExamples !== 0n) {
+      if (BigInt.asIntN(64, message.numExamples) !== message.numExamples) {
+        throw new globalThis.Error("value provided for field message.numExamples of type int64 too large");
+      }
+      writer.uint32(24).int64(message.numExamples);
+    }
+    message.metrics.forEach((value, key) => {
+      ClientMessage_FitRes_MetricsEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientMessage_FitRes {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientMessage_FitRes();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = Status.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.parameters = Parameters.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.numExamples = reader.int64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = ClientMessage_FitRes_MetricsEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.metrics.set(entry4.key, entry4.value);
+            }
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClientMessage_FitRes>, I>>(base?: I): ClientMessage_FitRes {
+    return ClientMessage_FitRes.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClientMessage_FitRes>, I>>(object: I): ClientMessage_FitRes {
+    const message = createBaseClientMessage_FitRes();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? Status.fromPartial(object.status)
+      : undefined;
+    message.parameters = (object.parameters !== undefined && object.parameters !== null)
+      ? Parameters.fromPartial(object.parameters)
+      : undefined;
+    message.numExamples = (object.numExamples !== undefined && object.numExamples !== null)
+      ? BigInt(object.numExamples)
+      : 0n;
+    message.metrics = (() => {
+      const m = new Map();
+      (object.metrics as Map<string, Scalar> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, Scalar.fromPartial(value));
+        }
+      });
+      return m;
+    })();
+    return message;
+  },
+};
+
+function createBaseClientMessage_FitRes_MetricsEntry(): ClientMessage_FitRes_MetricsEntry {
+  return { key: "", value: undefined };
+}
+
+export const ClientMessage_FitRes_MetricsEntry: MessageFns<ClientMessage_FitRes_MetricsEntry> = {
+  encode(message: ClientMessage_FitRes_MetricsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      Scalar.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientMessage_FitRes_MetricsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientMessage_FitRes_MetricsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string(true);
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = Scalar.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClientMessage_FitRes_MetricsEntry>, I>>(
+    base?: I,
+  ): ClientMessage_FitRes_MetricsEntry {
+    return ClientMessage_FitRes_MetricsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClientMessage_FitRes_MetricsEntry>, I>>(
+    object: I,
+  ): ClientMessage_FitRes_MetricsEntry {
+    const message = createBaseClientMessage_FitRes_MetricsEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? Scalar.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseClientMessage_EvaluateRes(): ClientMessage_EvaluateRes {
+  return { status: undefined, loss: 0, numExamples: 0n, metrics: new Map() };
+}
+
+export const ClientMessage_EvaluateRes: MessageFns<ClientMessage_EvaluateRes> = {
+  encode(message: ClientMessage_EvaluateRes, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== undefined) {
+      Status.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    if (message.loss !== 0) {
+      writer.uint32(21).float(message.loss);
+    }
+    if (message.numExamples !== 0n) {
+      if (BigInt.asIntN(64, message.numExamples) !== message.numExamples) {
+        throw new globalThis.Error("value provided for field message.numExamples of type int64 too large");
+      }
+      writer.uint32(24).int64(message.numExamples);
+    }
+    message.metrics.forEach((value, key) => {
+      ClientMessage_EvaluateRes_MetricsEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientMessage_EvaluateRes {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientMessage_EvaluateRes();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = Status.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.loss = reader.float();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.numExamples = reader.int64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = ClientMessage_EvaluateRes_MetricsEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.metrics.set(entry4.key, entry4.value);
+            }
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClientMessage_EvaluateRes>, I>>(base?: I): ClientMessage_EvaluateRes {
+    return ClientMessage_EvaluateRes.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClientMessage_EvaluateRes>, I>>(object: I): ClientMessage_EvaluateRes {
+    const message = createBaseClientMessage_EvaluateRes();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? Status.fromPartial(object.status)
+      : undefined;
+    message.loss = object.loss ?? 0;
+    message.numExamples = (object.numExamples !== undefined && object.numExamples !== null)
+      ? BigInt(object.numExamples)
+      : 0n;
+    message.metrics = (() => {
+      const m = new Map();
+      (object.metrics as Map<string, Scalar> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, Scalar.fromPartial(value));
+        }
+      });
+      return m;
+    })();
+    return message;
+  },
+};
+
+function createBaseClientMessage_EvaluateRes_MetricsEntry(): ClientMessage_EvaluateRes_MetricsEntry {
+  return { key: "", value: undefined };
+}
+
+export const ClientMessage_EvaluateRes_MetricsEntry: MessageFns<ClientMessage_EvaluateRes_MetricsEntry> = {
+  encode(message: ClientMessage_EvaluateRes_MetricsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      Scalar.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientMessage_EvaluateRes_MetricsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientMessage_EvaluateRes_MetricsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string(true);
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = Scalar.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        skipUnknownField(reader, tag);
+      }
+      checkMessageEnd(reader, end);
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ClientMessage_EvaluateRes_MetricsEntry>, I>>(
+    base?: I,
+  ): ClientMessage_EvaluateRes_MetricsEntry {
+    return ClientMessage_EvaluateRes_MetricsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClientMessage_EvaluateRes_MetricsEntry>, I>>(
+    object: I,
+  ): ClientMessage_EvaluateRes_MetricsEntry {
+    const message = createBaseClientMessage_EvaluateRes_MetricsEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? Scalar.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
 
 function createBaseScalar(): Scalar {
   return { double: undefined, sint64: undefined, bool: undefined, string: undefined, bytes: undefined };
@@ -90,7 +1862,7 @@ export const Scalar: MessageFns<Scalar> = {
               break;
             }
 
-            message.string = reader.string();
+            message.string = reader.string(true);
             continue;
           }
           case 15: {
@@ -102,11 +1874,9 @@ export const Scalar: MessageFns<Scalar> = {
             continue;
           }
         }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
+        skipUnknownField(reader, tag);
       }
+      checkMessageEnd(reader, end);
       return message;
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
@@ -125,6 +1895,38 @@ export const Scalar: MessageFns<Scalar> = {
     message.bytes = object.bytes ?? undefined;
     return message;
   },
+};
+
+export type FlowerServiceService = typeof FlowerServiceService;
+export const FlowerServiceService = {
+  join: {
+    path: "/flwr.proto.FlowerService/Join" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ClientMessage): Buffer => Buffer.from(ClientMessage.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ClientMessage => ClientMessage.decode(value),
+    responseSerialize: (value: ServerMessage): Buffer => Buffer.from(ServerMessage.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ServerMessage => ServerMessage.decode(value),
+  },
+} as const;
+
+export interface FlowerServiceServer extends UntypedServiceImplementation {
+  join: handleBidiStreamingCall<ClientMessage, ServerMessage>;
+}
+
+export interface FlowerServiceClient extends Client {
+  join(): ClientDuplexStream<ClientMessage, ServerMessage>;
+  join(options: Partial<CallOptions>): ClientDuplexStream<ClientMessage, ServerMessage>;
+  join(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ClientMessage, ServerMessage>;
+}
+
+export const FlowerServiceClient = makeGenericClientConstructor(
+  FlowerServiceService,
+  "flwr.proto.FlowerService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): FlowerServiceClient;
+  service: typeof FlowerServiceService;
+  serviceName: string;
 };
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
@@ -150,4 +1952,15 @@ export interface MessageFns<T> {
 // decoded buffer (which the caller must not reuse), a shorter one a copy.
 function bytesView(bytes: Uint8Array): Buffer {
   return bytes.length < 1024 ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+}
+
+// Added by scripts/strict-decoding.js: reject what Python's protobuf rejects with DecodeError.
+function skipUnknownField(reader: BinaryReader, tag: number): void {
+  if (tag >>> 3 === 0) throw new globalThis.Error("invalid wire data: field number 0");
+  if ((tag & 7) === 4) throw new globalThis.Error("invalid wire data: END_GROUP tag without a group");
+  reader.skip(tag & 7, tag >>> 3);
+}
+
+function checkMessageEnd(reader: BinaryReader, end: number): void {
+  if (reader.pos !== end) throw new globalThis.Error("invalid wire data: a field runs past the end of its message");
 }
