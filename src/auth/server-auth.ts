@@ -125,7 +125,6 @@ export class FleetAuthenticator {
     request: object,
     headers: { publicKey: string | undefined; authToken: string | undefined },
     rawBytes?: Uint8Array,
-    peer = "",
   ): AuthVerdict {
     let pem: string;
     try {
@@ -157,7 +156,6 @@ export class FleetAuthenticator {
     if (nodeId === undefined) return fail("no node is registered for this public key (CreateNode first)");
     const binding = this.checkNodeBinding(name, request, nodeId);
     if (binding !== undefined) return fail(binding);
-    this.noteSeen(nodeId, peer, name === "PingRequest" ? (request as PingRequest).pingInterval : undefined);
     return { ok: true, publicKeyPem: pem, nodeId };
   }
 
@@ -195,6 +193,11 @@ export class FleetAuthenticator {
       { event: "superlink.node-registered", nodeId: nodeId.toString(), authenticated: true, reused, peer },
       `Node ${nodeId} ${reused ? "registered again" : "registered"} (authenticated) from ${peer}`,
     );
+  }
+
+  /** After a MAC-checked request of `nodeId`: remembered for the duplicate-key warning (a Ping sets its window). */
+  noteAuthenticated(nodeId: bigint, peer: string, name: FleetRequestName, request: object): void {
+    this.noteSeen(nodeId, peer, name === "PingRequest" ? (request as PingRequest).pingInterval : undefined);
   }
 
   /** Records a MAC-checked request; a Ping also sets the window in which the node counts as live. */
@@ -379,7 +382,6 @@ export function withFleetAuthentication(
         call.request,
         { publicKey, authToken: firstHeader(call.metadata, AUTH_TOKEN_HEADER) },
         rawRequests.get(call.request),
-        call.getPeer(),
       );
       if (!verdict.ok) {
         authenticator.logDenied(rpc, verdict, publicKey);
@@ -401,6 +403,7 @@ export function withFleetAuthentication(
         return;
       }
       if (verdict.nodeId !== undefined) verifiedNodes.set(call, verdict.nodeId);
+      if (verdict.nodeId !== undefined) authenticator.noteAuthenticated(verdict.nodeId, call.getPeer(), requestName, call.request);
       try {
         inner(call, callback);
       } catch (err) {
