@@ -402,8 +402,8 @@ export function withFleetAuthentication(
         callback(null, CreateNodeResponse.fromPartial({ node: { nodeId, anonymous: false } }));
         return;
       }
-      if (verdict.nodeId !== undefined) verifiedNodes.set(call, verdict.nodeId);
       if (verdict.nodeId !== undefined) authenticator.noteAuthenticated(verdict.nodeId, call.getPeer(), requestName, call.request);
+      if (verdict.nodeId !== undefined) verifiedNodes.set(call, verdict.nodeId);
       try {
         inner(call, callback);
       } catch (err) {
