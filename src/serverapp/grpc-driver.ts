@@ -18,7 +18,8 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { parseAddress } from "../core/address";
-import { ConnectionError, InvalidConfigError, MalformedMessageError, NotFoundError } from "../core/errors";
+import { ConnectionError, MalformedMessageError, NotFoundError } from "../core/errors";
+import { InvalidConfigError } from "../core/errors";
 import { type Logger, silentLogger } from "../core/logger";
 import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
@@ -396,6 +397,12 @@ async function callWhileConnecting<T>(
   }
 }
 
+/** The typed error with grpc-js's empty resolution note dropped from its message. */
+function withoutNote<E extends Error>(err: E): E {
+  err.message = withoutResolutionNote(err.message);
+  return err;
+}
+
 /**
  * UNIMPLEMENTED for the first Driver call: a gRPC server, but not the Driver API, most likely
  * the SuperLink's Fleet API (both look alike on the wire; 9092 vs 9091 is an easy slip).
@@ -408,10 +415,4 @@ function notTheDriverApi(err: grpc.ServiceError, ctx: { target: string; what: st
       `is that the Fleet API? The Driver API is on ${guess} (the SuperLink's --driver-api-address); pass it with --superlink.`,
     { cause: err },
   );
-}
-
-/** The typed error with grpc-js's empty resolution note dropped from its message. */
-function withoutNote<E extends Error>(err: E): E {
-  err.message = withoutResolutionNote(err.message);
-  return err;
 }
