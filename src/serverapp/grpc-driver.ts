@@ -19,10 +19,10 @@
 import * as grpc from "@grpc/grpc-js";
 import { parseAddress } from "../core/address";
 import { ConnectionError, MalformedMessageError, NotFoundError } from "../core/errors";
-import { InvalidConfigError } from "../core/errors";
 import { type Logger, silentLogger } from "../core/logger";
 import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
+import { InvalidConfigError } from "../core/errors";
 import { DriverClient, DriverService, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";

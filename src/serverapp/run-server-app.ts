@@ -28,10 +28,10 @@ export interface RunServerAppConfig {
   fabVersion?: string;
   /** Attach to an existing run instead of creating one. */
   runId?: bigint;
-  /** Write History.toJSON() here when the run ends. */
-  historyJsonPath?: string;
   /** Write the History as an SVG chart (server/history-plot.ts) here when the run ends. */
   historyPlotPath?: string;
+  /** Write History.toJSON() here when the run ends. */
+  historyJsonPath?: string;
   /** Passed to GrpcDriver (pollIntervalMs, connectTimeoutMs, channelOptions). */
   driver?: Pick<GrpcDriverConfig, "pollIntervalMs" | "connectTimeoutMs" | "channelOptions">;
 }
