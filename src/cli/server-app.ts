@@ -36,8 +36,8 @@ interface ServerAppOptions {
   fabVersion?: string;
   runId?: bigint;
   flwrDir?: string;
-  historyJson?: string;
   historyPlot?: string;
+  historyJson?: string;
   logLevel: string;
   logFormat?: string;
 }
@@ -87,8 +87,8 @@ function buildCommand(io: CliIo): Command {
     .option("--fab-version <version>", "The version of the FAB used in the run.")
     .option("--run-id <id>", "The identifier of an existing run.", runIdArg)
     .option("--flwr-dir <dir>", "The path containing installed Flower Apps (accepted; flwr-ts does not install FABs).")
-    .option("--history-json <path>", "Also write the training History as JSON to this file.")
     .option("--history-plot <path>", "Also write the training History as an SVG chart (losses and metrics per round) to this file.")
+    .option("--history-json <path>", "Also write the training History as JSON to this file.")
     .addOption(new Option("--log-level <level>", "Log level (--verbose means debug).").choices(LOG_LEVELS).default("info"))
     .addOption(new Option("--log-format <format>", LOG_FORMAT_HELP).choices(LOG_FORMATS));
   routeOutput(program, io);
@@ -162,8 +162,8 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
       ...(clientCertificate !== undefined ? { clientCertificate } : {}),
       ...(opts.fabId !== undefined ? { fabId: opts.fabId } : {}),
       ...(opts.fabVersion !== undefined ? { fabVersion: opts.fabVersion } : {}),
-      ...(opts.historyJson !== undefined ? { historyJsonPath: opts.historyJson } : {}),
       ...(opts.historyPlot !== undefined ? { historyPlotPath: opts.historyPlot } : {}),
+      ...(opts.historyJson !== undefined ? { historyJsonPath: opts.historyJson } : {}),
     };
   } catch (err) {
     reportFatal(logger, NAME, err);
