@@ -86,6 +86,8 @@ export class FleetAuthenticator {
   private readonly cacheSize: number;
   private readonly pingIntervalBounds: PingIntervalBounds;
   private readonly hmacKeys = new Map<string, Buffer>();
+  /** Last authenticated request per node (bounded like hmacKeys): spots a key used by two live SuperNodes. */
+  private readonly lastSeen = new Map<bigint, { atMs: number; peer: string; windowMs: number; warnedAtMs: number }>();
   private readonly onAllowlistChange = (change: AllowlistChange): void => {
     for (const pem of change.removed) this.hmacKeys.delete(pem);
   };
@@ -201,16 +203,76 @@ export class FleetAuthenticator {
    * short), and a new node starts offline. Only MAC-checked Pings bring a node online; Flower's
    * SuperNodes and ours ping right after CreateNode. Flower 1.10 extended the liveness here.
    */
-  registerNode(publicKeyPem: string, pingInterval: number): bigint {
+  registerNode(publicKeyPem: string, pingInterval: number, peer = ""): bigint {
     boundedPingInterval(pingInterval, this.pingIntervalBounds);
     const keyBytes = Buffer.from(publicKeyPem, "latin1");
     const existing = this.state.getNodeId(keyBytes);
-    if (existing !== undefined) return existing;
+    if (existing !== undefined) {
+      this.warnIfStillOnline(existing, publicKeyPem, peer);
+      this.logRegistered(existing, peer, true);
+      return existing;
+    }
     // Interval 0: online until now, i.e. offline until its first authenticated Ping.
     const created = this.state.createNode(0, keyBytes);
-    if (created !== 0n) return created;
+    if (created !== 0n) {
+      this.logRegistered(created, peer, false);
+      return created;
+    }
     // Another CreateNode for the same key won the race: reuse its node, as Flower would.
     return this.state.getNodeId(keyBytes) ?? 0n;
+  }
+
+  private logRegistered(nodeId: bigint, peer: string, reused: boolean): void {
+    this.logger.info(
+      { event: "superlink.node-registered", nodeId: nodeId.toString(), authenticated: true, reused, peer },
+      `Node ${nodeId} ${reused ? "registered again" : "registered"} (authenticated) from ${peer}`,
+    );
+  }
+
+  /** After a MAC-checked request of `nodeId`: remembered for the duplicate-key warning (a Ping sets its window). */
+  noteAuthenticated(nodeId: bigint, peer: string, name: FleetRequestName, request: object): void {
+    this.noteSeen(nodeId, peer, name === "PingRequest" ? (request as PingRequest).pingInterval : undefined);
+  }
+
+  /** Records a MAC-checked request; a Ping also sets the window in which the node counts as live. */
+  private noteSeen(nodeId: bigint, peer: string, pingInterval?: number): void {
+    const previous = this.lastSeen.get(nodeId);
+    const windowMs = pingInterval !== undefined && Number.isFinite(pingInterval) ? pingInterval * 1000 : (previous?.windowMs ?? 0);
+    this.lastSeen.delete(nodeId);
+    if (this.lastSeen.size >= this.cacheSize) {
+      const oldest = this.lastSeen.keys().next().value;
+      if (oldest !== undefined) this.lastSeen.delete(oldest);
+    }
+    this.lastSeen.set(nodeId, { atMs: Date.now(), peer, windowMs, warnedAtMs: previous?.warnedAtMs ?? -Infinity });
+  }
+
+  /**
+   * A CreateNode for a key whose node made a MAC-checked request within its ping interval:
+   * most likely the same key file on two machines; both then act as one node and take each
+   * other's tasks. A SuperNode restarted right after a crash (or anyone replaying the public
+   * key, since CreateNode has no MAC) looks the same, hence only a warning.
+   */
+  private warnIfStillOnline(nodeId: bigint, publicKeyPem: string, peer: string): void {
+    const seen = this.lastSeen.get(nodeId);
+    if (seen === undefined) return;
+    const now = Date.now();
+    const agoMs = now - seen.atMs;
+    // CreateNode carries no MAC, so anyone with the public key can repeat it: one warning per window.
+    if (agoMs >= seen.windowMs || now - seen.warnedAtMs < seen.windowMs) return;
+    seen.warnedAtMs = now;
+    this.logger.warn(
+      {
+        event: "superlink.duplicate-node-key",
+        nodeId: nodeId.toString(),
+        key: fingerprintOfPem(publicKeyPem),
+        peer,
+        lastPeer: seen.peer,
+        lastSeenMsAgo: agoMs,
+      },
+      `CreateNode from ${peer} for the key of node ${nodeId}, which is still online (last request ${(agoMs / 1000).toFixed(1)} s ago ` +
+        `from ${seen.peer}): are two SuperNodes using the same key pair? They would share node ${nodeId} and take each other's ` +
+        "messages; give each SuperNode its own key pair (a SuperNode restarted right after a crash also causes this warning)",
+    );
   }
 
   /** Logs a rejection with the reason and key fingerprint, never the key or token. */
@@ -277,6 +339,14 @@ export class FleetAuthenticator {
       default:
         return undefined;
     }
+  }
+}
+
+function fingerprintOfPem(pem: string): string | undefined {
+  try {
+    return sshFingerprint(pem);
+  } catch {
+    return undefined;
   }
 }
 
@@ -398,7 +468,7 @@ export function withFleetAuthentication(
       if (method === "createNode") {
         let nodeId: bigint;
         try {
-          nodeId = authenticator.registerNode(verdict.publicKeyPem, (call.request as CreateNodeRequest).pingInterval);
+          nodeId = authenticator.registerNode(verdict.publicKeyPem, (call.request as CreateNodeRequest).pingInterval, call.getPeer());
         } catch (err) {
           callback(toServiceError(err));
           return;
@@ -409,6 +479,7 @@ export function withFleetAuthentication(
         callback(null, CreateNodeResponse.fromPartial({ node: { nodeId, anonymous: false } }));
         return;
       }
+      if (verdict.nodeId !== undefined) authenticator.noteAuthenticated(verdict.nodeId, call.getPeer(), requestName, call.request);
       if (verdict.nodeId !== undefined) verifiedNodes.set(call, verdict.nodeId);
       options.onAuthenticated?.(call.metadata);
       try {

@@ -11,11 +11,11 @@ import { ClientApp } from "../client/client-app";
 import { DEFAULT_FLEET_API_ADDRESS, DEFAULT_SHUTDOWN_GRACE_MS } from "../core/constants";
 import { loadAppObject, parseAppReference } from "../core/app-loader";
 import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
-import { type Logger, createLogger } from "../core/logger";
+import type { Logger } from "../core/logger";
 import { parseNodeConfig } from "../supernode/node-config";
 import { parseRestBaseUrl } from "../supernode/rest-connection";
 import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
-import { type CliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain, packageVersion } from "./common";
+import { type CliIo, LOG_LEVELS, LOG_FORMATS, LOG_FORMAT_HELP, createCliLogger, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain, packageVersion } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 
 const NAME = "flower-client-app";
@@ -36,6 +36,7 @@ export interface ClientAppCliOptions {
   nodeConfig?: string;
   pollIntervalMs: number;
   logLevel: string;
+  logFormat?: string;
   shutdownGraceMs: number;
 }
 
@@ -102,6 +103,7 @@ export function addSuperNodeOptions(program: Command): Command {
       DEFAULT_POLL_INTERVAL_MS,
     )
     .addOption(new Option("--log-level <level>", "Log level.").choices(LOG_LEVELS).default("info"))
+    .addOption(new Option("--log-format <format>", LOG_FORMAT_HELP).choices(LOG_FORMATS))
     .option(
       "--shutdown-grace-ms <ms>",
       "On SIGINT/SIGTERM, how long a message being handled may finish (and DeleteNode be sent).",
@@ -218,7 +220,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   if (parseExit !== undefined) return parseExit;
   const opts = program.opts<ClientAppCliOptions>();
   const ref = program.args[0]!;
-  const logger = createLogger({ level: opts.logLevel, base: { component: "supernode" } }, io.logDestination);
+  const logger = createCliLogger({ level: opts.logLevel, component: "supernode", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
   logger.info("Long-running Flower client starting");
 
   let config: SuperNodeConfig;

@@ -10,10 +10,13 @@ import type pino from "pino";
 import { type Command, CommanderError, InvalidArgumentError } from "commander";
 import { InvalidConfigError, errorMessage } from "../core/errors";
 import { readRootCertificates } from "../transport/tls";
-import type { Logger } from "../core/logger";
+import { type LogFormat, type Logger, createLogger, formatLogLine } from "../core/logger";
 import { EXIT_CONFIG, EXIT_OK } from "./run-daemon";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+export const LOG_FORMATS: LogFormat[] = ["text", "json"];
+/** Help text of every daemon's --log-format flag. */
+export const LOG_FORMAT_HELP = "Log format: text (for people) or json (one pino JSON object a line). Default: text when stderr is a terminal, else json.";
 
 /** Redirectable outputs, so tests can run main() in-process. */
 export interface CliIo {
@@ -21,8 +24,33 @@ export interface CliIo {
   writeOut?: (text: string) => void;
   /** Usage errors. Default: process.stderr. */
   writeErr?: (text: string) => void;
-  /** Where JSON log lines go. Default: stderr (synchronous). */
+  /** Where log lines go. Default: stderr (synchronous). */
   logDestination?: pino.DestinationStream;
+  /** Whether stderr is a terminal (picks the default --log-format). Default: process.stderr.isTTY, false with logDestination. */
+  stderrIsTTY?: boolean;
+}
+
+/** --log-format as given, else text for a terminal (as Flower prints) and JSON for pipes and files. */
+export function resolveLogFormat(flag: string | undefined, stderrIsTTY: boolean): LogFormat {
+  if (flag === "text" || flag === "json") return flag;
+  return stderrIsTTY ? "text" : "json";
+}
+
+/**
+ * The daemon logger from --log-level / --log-format: stderr by default; an injected
+ * destination (tests) receives text lines too when the format is text.
+ */
+export function createCliLogger(
+  opts: { level: string; component: string; logFormat?: string },
+  io: CliIo,
+): Logger {
+  const sink = io.logDestination;
+  // An injected destination is not stderr: it gets JSON unless asked otherwise.
+  const tty = io.stderrIsTTY ?? (sink === undefined && process.stderr.isTTY === true);
+  const format = resolveLogFormat(opts.logFormat, tty);
+  const destination =
+    sink !== undefined && format === "text" ? { write: (line: string): void => { sink.write(formatLogLine(line)); } } : sink;
+  return createLogger({ level: opts.level, base: { component: opts.component }, format }, destination);
 }
 
 /** The flwr-ts version from package.json (src/cli/ and dist/cli/ both sit two levels below it). */

@@ -11,6 +11,8 @@ export const EXIT_OK = 0;
 export const EXIT_CONFIG = 2;
 /** A runtime failure (peer unreachable after retries, round failed). */
 export const EXIT_FAILURE = 1;
+/** flower-server-app: the run ended, but some round had no successful fit result (docs/errors.md). */
+export const EXIT_NO_FIT_RESULTS = 3;
 export const EXIT_SIGNAL = 130;
 
 export interface DaemonHandle {

@@ -4,7 +4,8 @@
  * certificate for a SuperLink started with --driver-api-client-ca). Loads `module:attr` from --dir, connects to the
  * SuperLink's Driver API, runs the app, prints the [SUMMARY] / History text to stdout (logs go
  * to stderr) and returns the exit code: 0 success, 1 the run failed (SuperLink unreachable or
- * gone, a round error), 2 bad configuration, files or app, 130 interrupted (SIGINT/SIGTERM).
+ * gone, a round error), 2 bad configuration, files or app, 3 the run ended but some round had no
+ * successful fit result, 130 interrupted (SIGINT/SIGTERM).
  *
  * Fixed Flower bug: without --root-certificates and without --insecure, Flower 1.10 silently
  * connects in plaintext; flwr-ts refuses and says what to pass.
@@ -13,12 +14,11 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_DRIVER_API_ADDRESS } from "../core/constants";
 import { loadAppObject } from "../core/app-loader";
 import { AppLoadError, InvalidConfigError } from "../core/errors";
-import { createLogger } from "../core/logger";
 import { DEFAULT_RETRY_DEADLINE_MS } from "../serverapp/grpc-driver";
 import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-app";
 import { type ClientCertificate, readClientCertificateFiles } from "../transport/tls";
-import { type CliIo as CommonCliIo, LOG_LEVELS, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, runMain, packageVersion } from "./common";
-import { EXIT_OK, EXIT_SIGNAL, exitCodeFor, reportFatal } from "./run-daemon";
+import { type CliIo as CommonCliIo, LOG_LEVELS, LOG_FORMATS, LOG_FORMAT_HELP, createCliLogger, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, runMain, packageVersion } from "./common";
+import { EXIT_NO_FIT_RESULTS, EXIT_OK, EXIT_SIGNAL, exitCodeFor, reportFatal } from "./run-daemon";
 
 const NAME = "flower-server-app";
 const INT64_MIN = -(2n ** 63n);
@@ -37,9 +37,11 @@ interface ServerAppOptions {
   fabVersion?: string;
   runId?: bigint;
   flwrDir?: string;
+  historyPlot?: string;
   historyJson?: string;
   retryDeadline: number;
   logLevel: string;
+  logFormat?: string;
 }
 
 function secondsArg(value: string): number {
@@ -93,6 +95,7 @@ function buildCommand(io: CliIo): Command {
     .option("--fab-version <version>", "The version of the FAB used in the run.")
     .option("--run-id <id>", "The identifier of an existing run.", runIdArg)
     .option("--flwr-dir <dir>", "The path containing installed Flower Apps (accepted; flwr-ts does not install FABs).")
+    .option("--history-plot <path>", "Also write the training History as an SVG chart (losses and metrics per round) to this file.")
     .option("--history-json <path>", "Also write the training History as JSON to this file.")
     .option(
       "--retry-deadline <seconds>",
@@ -100,7 +103,8 @@ function buildCommand(io: CliIo): Command {
       secondsArg,
       DEFAULT_RETRY_DEADLINE_MS / 1000,
     )
-    .addOption(new Option("--log-level <level>", "Log level (--verbose means debug).").choices(LOG_LEVELS).default("info"));
+    .addOption(new Option("--log-level <level>", "Log level (--verbose means debug).").choices(LOG_LEVELS).default("info"))
+    .addOption(new Option("--log-format <format>", LOG_FORMAT_HELP).choices(LOG_FORMATS));
   routeOutput(program, io);
   return program;
 }
@@ -151,7 +155,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const opts = program.opts<ServerAppOptions>();
   const appArg = program.args[0];
   const level = opts.verbose && program.getOptionValueSource("logLevel") !== "cli" ? "debug" : opts.logLevel;
-  const logger = createLogger({ level, base: { component: "serverapp" } }, io.logDestination);
+  const logger = createCliLogger({ level, component: "serverapp", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
 
   let config: RunServerAppConfig;
   try {
@@ -172,6 +176,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
       ...(clientCertificate !== undefined ? { clientCertificate } : {}),
       ...(opts.fabId !== undefined ? { fabId: opts.fabId } : {}),
       ...(opts.fabVersion !== undefined ? { fabVersion: opts.fabVersion } : {}),
+      ...(opts.historyPlot !== undefined ? { historyPlotPath: opts.historyPlot } : {}),
       ...(opts.historyJson !== undefined ? { historyJsonPath: opts.historyJson } : {}),
       driver: { retryDeadlineMs: opts.retryDeadline * 1000 },
     };
@@ -192,7 +197,16 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   io.signal?.addEventListener("abort", onExternalAbort, { once: true });
   const out = io.out ?? ((text: string) => process.stdout.write(text));
   try {
-    await runServerApp(config, { logger, signal: controller.signal, out: (line) => out(line + "\n") });
+    const history = await runServerApp(config, { logger, signal: controller.signal, out: (line) => out(line + "\n") });
+    const failedRounds = history.roundsWithoutFitResults;
+    if (failedRounds.length > 0) {
+      logger.error(
+        { event: "serverapp.no-fit-results", rounds: failedRounds, exitCode: EXIT_NO_FIT_RESULTS },
+        `${NAME}: ${failedRounds.length} round(s) had no successful fit result (round ${failedRounds.join(", ")}): ` +
+          `the model was not trained there; exiting with ${EXIT_NO_FIT_RESULTS}. See the warnings above for why the fits failed.`,
+      );
+      return EXIT_NO_FIT_RESULTS;
+    }
     return EXIT_OK;
   } catch (err) {
     if (controller.signal.aborted) {

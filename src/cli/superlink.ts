@@ -16,7 +16,7 @@ import {
   IN_MEMORY_DATABASE,
 } from "../core/constants";
 import { InvalidConfigError, errorMessage } from "../core/errors";
-import { type Logger, createLogger } from "../core/logger";
+import type { Logger } from "../core/logger";
 import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "../transport/tls";
 import { parseAddress } from "../core/address";
 import { DEFAULT_FLEET_REST_ADDRESS, DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
@@ -36,6 +36,9 @@ import {
 import {
   type CliIo,
   LOG_LEVELS,
+  LOG_FORMATS,
+  LOG_FORMAT_HELP,
+  createCliLogger,
   parseOrExitCode,
   routeOutput,
   nonNegativeInt,
@@ -68,6 +71,7 @@ interface SuperLinkOptions {
   longPollMs: number;
   metricsAddress?: string;
   logLevel: string;
+  logFormat?: string;
   shutdownGraceMs: number;
   maxRunBytes: number;
   maxStoredBytes: number;
@@ -177,6 +181,7 @@ function buildCommand(io: CliIo): Command {
     .option("--min-ping-interval <seconds>", "Smaller ping_interval values are raised to this.", positiveNumber("--min-ping-interval"), DEFAULT_SUPERLINK_LIMITS.pingIntervalBounds.min)
     .option("--max-ping-interval <seconds>", "Larger ping_interval values are lowered to this.", positiveNumber("--max-ping-interval"), DEFAULT_SUPERLINK_LIMITS.pingIntervalBounds.max)
     .addOption(new Option("--log-level <level>", "Log level.").choices(LOG_LEVELS).default("info"))
+    .addOption(new Option("--log-format <format>", LOG_FORMAT_HELP).choices(LOG_FORMATS))
     .option(
       "--shutdown-grace-ms <ms>",
       "On SIGINT/SIGTERM, how long in-flight calls may finish before they are cancelled.",
@@ -430,7 +435,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const parseExit = parseOrExitCode(program, argv);
   if (parseExit !== undefined) return parseExit;
   const opts = program.opts<SuperLinkOptions>();
-  const logger = createLogger({ level: opts.logLevel, base: { component: "superlink" } }, io.logDestination);
+  const logger = createCliLogger({ level: opts.logLevel, component: "superlink", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
   logger.info("Starting Flower SuperLink");
 
   let config: SuperLinkConfig;

@@ -31,6 +31,8 @@ export class History {
   readonly metricsDistributed: MetricsHistory = new Map();
   /** Metrics of the strategy's server-side `evaluate`. */
   readonly metricsCentralized: MetricsHistory = new Map();
+  /** Rounds in which no fit succeeded (none selected, or every fit failed); not part of Flower's History. */
+  readonly roundsWithoutFitResults: number[] = [];
 
   addLossDistributed(round: number, loss: number): void {
     this.lossesDistributed.push([round, loss]);

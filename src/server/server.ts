@@ -114,16 +114,27 @@ export class Server {
     const start = performance.now();
     for (let round = 1; round <= numRounds; round++) {
       signal?.throwIfAborted();
+      const roundStart = performance.now();
       this.logger.info({ event: "serverapp.round", round }, `[ROUND ${round}]`);
       const fitOutcome = await this.fitRound(round, timeoutSeconds, signal);
+      const summary: RoundSummary = { round, numRounds, seconds: 0, fitResults: 0, fitFailures: 0 };
       if (fitOutcome !== undefined) {
-        const [parametersPrime, fitMetrics] = fitOutcome;
+        const [parametersPrime, fitMetrics, fitResults, fitFailures] = fitOutcome;
         if (parametersPrime !== undefined) this.parameters = parametersPrime;
         history.addMetricsDistributedFit(round, fitMetrics);
+        Object.assign(summary, { fitResults: fitResults.length, fitFailures: fitFailures.length, fitMetrics });
+      }
+      if (summary.fitResults === 0) {
+        history.roundsWithoutFitResults.push(round);
+        this.logger.warn(
+          { event: "serverapp.round-without-fit-results", round, failures: summary.fitFailures },
+          `Round ${round}: no successful fit result (${summary.fitFailures} failures); the model did not change`,
+        );
       }
 
       const centralized = await this.strategy.evaluate(round, this.parameters);
       if (centralized !== undefined) {
+        Object.assign(summary, { centralizedLoss: centralized[0], centralizedMetrics: centralized[1] });
         const [loss, metrics] = centralized;
         const elapsed = (performance.now() - start) / 1000;
         this.logger.info(
@@ -136,12 +147,16 @@ export class Server {
 
       const evaluateOutcome = await this.evaluateRound(round, timeoutSeconds, signal);
       if (evaluateOutcome !== undefined) {
-        const [loss, metrics] = evaluateOutcome;
+        const [loss, metrics, evalResults, evalFailures] = evaluateOutcome;
+        Object.assign(summary, { evalResults: evalResults.length, evalFailures: evalFailures.length });
         if (loss !== undefined) {
           history.addLossDistributed(round, loss);
           history.addMetricsDistributed(round, metrics);
+          Object.assign(summary, { evalLoss: loss, evalMetrics: metrics });
         }
       }
+      summary.seconds = (performance.now() - roundStart) / 1000;
+      logRoundSummary(this.logger, summary);
     }
     return { history, elapsedSeconds: (performance.now() - start) / 1000 };
   }
@@ -291,6 +306,66 @@ export class Server {
     }
     return res.parameters;
   }
+}
+
+/** What one round produced, for its one-line summary. */
+interface RoundSummary {
+  round: number;
+  numRounds: number;
+  seconds: number;
+  fitResults: number;
+  fitFailures: number;
+  fitMetrics?: Metrics;
+  evalResults?: number;
+  evalFailures?: number;
+  evalLoss?: number;
+  evalMetrics?: Metrics;
+  centralizedLoss?: number;
+  centralizedMetrics?: Metrics;
+}
+
+/** A number short enough for a progress line (the History keeps the full value). */
+function shortNumber(value: number): string {
+  return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(4)));
+}
+
+function metricsText(metrics: Metrics | undefined): string[] {
+  return Object.entries(metricsForLog(metrics ?? {})).map(([k, v]) => `${k}=${typeof v === "number" ? shortNumber(v) : String(v)}`);
+}
+
+/**
+ * One info line per round: "Round 2/3 done in 1.52 s: fit 2 results, 0 failures (train_loss=0.41);
+ * evaluate 2 results, 0 failures, loss 0.52 (accuracy=0.81)".
+ */
+function logRoundSummary(logger: Logger, s: RoundSummary): void {
+  const parts = [`fit ${s.fitResults} results, ${s.fitFailures} failures${bracket(metricsText(s.fitMetrics))}`];
+  if (s.evalResults !== undefined) {
+    const loss = s.evalLoss !== undefined ? `, loss ${shortNumber(s.evalLoss)}` : "";
+    parts.push(`evaluate ${s.evalResults} results, ${s.evalFailures ?? 0} failures${loss}${bracket(metricsText(s.evalMetrics))}`);
+  }
+  if (s.centralizedLoss !== undefined) {
+    parts.push(`centralized loss ${shortNumber(s.centralizedLoss)}${bracket(metricsText(s.centralizedMetrics))}`);
+  }
+  logger.info(
+    {
+      event: "serverapp.round-finished",
+      round: s.round,
+      seconds: Number(s.seconds.toFixed(3)),
+      fitResults: s.fitResults,
+      fitFailures: s.fitFailures,
+      ...(s.fitMetrics !== undefined ? { fitMetrics: metricsForLog(s.fitMetrics) } : {}),
+      ...(s.evalResults !== undefined ? { evalResults: s.evalResults, evalFailures: s.evalFailures ?? 0 } : {}),
+      ...(s.evalLoss !== undefined ? { evalLoss: s.evalLoss } : {}),
+      ...(s.evalMetrics !== undefined ? { evalMetrics: metricsForLog(s.evalMetrics) } : {}),
+      ...(s.centralizedLoss !== undefined ? { centralizedLoss: s.centralizedLoss } : {}),
+      ...(s.centralizedMetrics !== undefined ? { centralizedMetrics: metricsForLog(s.centralizedMetrics) } : {}),
+    },
+    `Round ${s.round}/${s.numRounds} done in ${s.seconds.toFixed(2)} s: ${parts.join("; ")}`,
+  );
+}
+
+function bracket(items: string[]): string {
+  return items.length > 0 ? ` (${items.join(", ")})` : "";
 }
 
 /** Metrics with bigint and bytes made JSON-safe for log lines. */

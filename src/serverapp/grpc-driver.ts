@@ -30,6 +30,7 @@ import { ConnectionError, FlwrError, MalformedMessageError, NotFoundError } from
 import { type Logger, silentLogger } from "../core/logger";
 import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
+import { InvalidConfigError } from "../core/errors";
 import { DriverClient, DriverService, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
@@ -474,6 +475,7 @@ async function callWhileConnecting<T>(
         await sleep(CONNECT_RETRY_MS);
         continue;
       }
+      if (isServiceError(err) && err.code === grpc.status.UNIMPLEMENTED) throw notTheDriverApi(err, ctx);
       if (unavailable) {
         throw new ConnectionError(
           `Cannot reach the SuperLink Driver API at ${ctx.target} (gave up after ${Math.round(elapsed / 1000)} s): ` +
@@ -520,4 +522,18 @@ export function classifyDriverError(err: unknown, target: string): Classificatio
 function withoutNote<E extends Error>(err: E): E {
   err.message = withoutResolutionNote(err.message);
   return err;
+}
+
+/**
+ * UNIMPLEMENTED for the first Driver call: a gRPC server, but not the Driver API, most likely
+ * the SuperLink's Fleet API (both look alike on the wire; 9092 vs 9091 is an easy slip).
+ */
+function notTheDriverApi(err: grpc.ServiceError, ctx: { target: string; what: string }): InvalidConfigError {
+  const { host, port } = parseAddress(ctx.target);
+  const guess = port === 9092 ? `${host.includes(":") ? `[${host}]` : host}:9091` : "port 9091 by default";
+  return new InvalidConfigError(
+    `The server at ${ctx.target} does not implement ${ctx.what} (UNIMPLEMENTED: ${withoutResolutionNote(err.details)}): ` +
+      `is that the Fleet API? The Driver API is on ${guess} (the SuperLink's --driver-api-address); pass it with --superlink.`,
+    { cause: err },
+  );
 }

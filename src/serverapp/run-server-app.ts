@@ -10,6 +10,7 @@ import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
 import { type Context, RecordSet } from "../core/records/types";
 import type { History } from "../server/history";
+import { historyToSvg } from "../server/history-plot";
 import { ServerApp } from "../server/server-app";
 import type { ClientCertificate } from "../transport/tls";
 import { GrpcDriver, type GrpcDriverConfig } from "./grpc-driver";
@@ -27,6 +28,8 @@ export interface RunServerAppConfig {
   fabVersion?: string;
   /** Attach to an existing run instead of creating one. */
   runId?: bigint;
+  /** Write the History as an SVG chart (server/history-plot.ts) here when the run ends. */
+  historyPlotPath?: string;
   /** Write History.toJSON() here when the run ends. */
   historyJsonPath?: string;
   /** Passed to GrpcDriver (pollIntervalMs, connectTimeoutMs, retryDeadlineMs, channelOptions). */
@@ -41,13 +44,21 @@ export interface RunServerAppDeps {
   signal?: AbortSignal;
 }
 
-function checkHistoryPath(path: string): void {
+function checkHistoryPath(path: string, flag = "--history-json"): void {
   const dir = dirname(resolve(path));
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    throw new InvalidConfigError(`--history-json: directory "${dir}" does not exist`);
+    throw new InvalidConfigError(`${flag}: directory "${dir}" does not exist`);
   }
   if (existsSync(path) && statSync(path).isDirectory()) {
-    throw new InvalidConfigError(`--history-json: "${path}" is a directory`);
+    throw new InvalidConfigError(`${flag}: "${path}" is a directory`);
+  }
+}
+
+function writeHistoryFile(path: string, text: string): void {
+  try {
+    writeFileSync(path, text);
+  } catch (err) {
+    throw new InvalidConfigError(`Cannot write the history to "${path}": ${errorMessage(err)}`, { cause: err });
   }
 }
 
@@ -63,6 +74,7 @@ export async function runServerApp(config: RunServerAppConfig, deps: RunServerAp
   }
   const app = config.app;
   if (config.historyJsonPath !== undefined) checkHistoryPath(config.historyJsonPath);
+  if (config.historyPlotPath !== undefined) checkHistoryPath(config.historyPlotPath, "--history-plot");
   signal?.throwIfAborted();
 
   const driver = await GrpcDriver.connect(
@@ -93,13 +105,11 @@ export async function runServerApp(config: RunServerAppConfig, deps: RunServerAp
   }
 
   if (config.historyJsonPath !== undefined) {
-    try {
-      writeFileSync(config.historyJsonPath, JSON.stringify(history.toJSON(), null, 2) + "\n");
-    } catch (err) {
-      throw new InvalidConfigError(`Cannot write the history to "${config.historyJsonPath}": ${errorMessage(err)}`, {
-        cause: err,
-      });
-    }
+    writeHistoryFile(config.historyJsonPath, JSON.stringify(history.toJSON(), null, 2) + "\n");
+  }
+  if (config.historyPlotPath !== undefined) {
+    writeHistoryFile(config.historyPlotPath, historyToSvg(history, `Flower run ${driver.runId}`));
+    logger.info({ event: "serverapp.history-plot-written", path: config.historyPlotPath }, `History chart written to ${config.historyPlotPath}`);
   }
   logger.info({ event: "serverapp.finished", runId: driver.runId.toString() }, "ServerApp finished");
   return history;

@@ -215,6 +215,15 @@ interface RunInfo {
   overrideConfig: Record<string, ConfigsScalar>;
 }
 
+/**
+ * A plaintext HTTP/2 client dialling a TLS server: TCP connects, then the server drops the
+ * session, which grpc-js reports as "Failed to connect" (a server that is down is ECONNREFUSED).
+ */
+function looksLikeTlsOnlyPeer(err: unknown): boolean {
+  if (!isServiceError(err) || err.code !== grpc.status.UNAVAILABLE) return false;
+  return /Last error: Failed to connect/.test(err.details) && !/ECONNREFUSED/.test(err.details);
+}
+
 /** Thrown by a loop that saw the node being stopped; never escapes this module. */
 class Stopped extends Error {}
 
@@ -249,6 +258,9 @@ class SuperNode {
   /** The error that stopped the node, if any. */
   private failure: unknown;
   private wakePing: (() => void) | undefined;
+  /** --insecure: a TLS-only SuperLink then fails every call; hinted at once (see onBackoff). */
+  private readonly insecure: boolean;
+  private tlsServerHinted = false;
   private loops: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
 
@@ -261,6 +273,7 @@ class SuperNode {
     this.logger = deps.logger;
     this.random = deps.random ?? Math.random;
     this.nodeConfig = { ...(config.nodeConfig ?? {}) };
+    this.insecure = config.insecure === true;
     const policy: RetryPolicy = {
       ...(config.maxRetries !== undefined ? { maxRetries: config.maxRetries } : {}),
       ...(config.maxWaitTimeMs !== undefined ? { maxWaitTimeMs: config.maxWaitTimeMs } : {}),
@@ -355,6 +368,15 @@ class SuperNode {
         ? `Connection attempt failed (${s.what}: ${describeFailure(s.error)}), retrying in ${wait} seconds...`
         : `Connection attempt failed, retrying in ${wait} seconds`,
     );
+    if (this.insecure && !this.tlsServerHinted && s.tries >= 2 && looksLikeTlsOnlyPeer(s.error)) {
+      this.tlsServerHinted = true;
+      this.logger.warn(
+        { event: "supernode.tls-hint", call: s.what, tries: s.tries },
+        `The SuperLink at ${this.connection.target} accepts connections but no plaintext gRPC session starts: it probably ` +
+          "serves TLS. Drop --insecure and pass --root-certificates with the SuperLink's CA certificate. " +
+          "Still retrying (the SuperLink may also be starting up or behind a proxy).",
+      );
+    }
   }
 
   private onSuccess(s: RetryState): void {

@@ -43,7 +43,15 @@ export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
     }, graceMs).unref();
   };
   return {
-    createRun: serveUnary(logger, "Driver.CreateRun", ({ request }) => reply(driver.createRun(request, state))),
+    createRun: serveUnary(logger, "Driver.CreateRun", ({ request, call }) => {
+      const response = driver.createRun(request, state);
+      if (response.runId === 0n) return reply(response); // Flower's failure value; State logged why
+      logger.info(
+        { event: "superlink.run-created", runId: response.runId.toString(), peer: call.getPeer() },
+        `Run ${response.runId} created`,
+      );
+      return reply(response);
+    }),
     getNodes: serveUnary(logger, "Driver.GetNodes", ({ request }) => reply(driver.getNodes(request, state))),
     pushTaskIns: serveUnary(logger, "Driver.PushTaskIns", ({ request }) => {
       // Refused undecoded by withTaskInsCountLimit (counted only up to the limit + 1).

@@ -25,6 +25,15 @@ export interface FleetServicerDeps {
   pingIntervalBounds?: PingIntervalBounds;
 }
 
+/** One info line per CreateNode (the authenticated path logs through src/auth/server-auth.ts). */
+export function logNodeRegistered(logger: Logger, nodeId: bigint, authenticated: boolean, peer: string): void {
+  if (nodeId === 0n) return;
+  logger.info(
+    { event: "superlink.node-registered", nodeId: nodeId.toString(), authenticated, peer },
+    `Node ${nodeId} registered (${authenticated ? "authenticated" : "not authenticated"}) from ${peer}`,
+  );
+}
+
 /** The Fleet service implementation (unauthenticated; see withFleetAuthentication for auth). */
 export function createFleetServicer(deps: FleetServicerDeps): FleetServer {
   const { state, logger, hub, longPollMs, pingIntervalBounds } = deps;
@@ -33,8 +42,19 @@ export function createFleetServicer(deps: FleetServicerDeps): FleetServer {
     return optedInWaitMs(value === undefined ? undefined : value.toString(), longPollMs);
   };
   return {
-    createNode: serveUnary(logger, "Fleet.CreateNode", ({ request }) => reply(fleet.createNode(request, state, pingIntervalBounds))),
-    deleteNode: serveUnary(logger, "Fleet.DeleteNode", ({ request }) => reply(fleet.deleteNode(request, state))),
+    createNode: serveUnary(logger, "Fleet.CreateNode", ({ request, call }) => {
+      const response = fleet.createNode(request, state, pingIntervalBounds);
+      logNodeRegistered(logger, response.node?.nodeId ?? 0n, false, call.getPeer());
+      return reply(response);
+    }),
+    deleteNode: serveUnary(logger, "Fleet.DeleteNode", ({ request }) => {
+      const response = fleet.deleteNode(request, state);
+      const nodeId = request.node?.nodeId ?? 0n;
+      if (nodeId !== 0n && request.node?.anonymous !== true) {
+        logger.info({ event: "superlink.node-left", nodeId: nodeId.toString(), reason: "DeleteNode" }, `Node ${nodeId} left (DeleteNode)`);
+      }
+      return reply(response);
+    }),
     ping: serveUnary(logger, "Fleet.Ping", ({ request }) => reply(fleet.ping(request, state, pingIntervalBounds))),
     pullTaskIns: serveUnary(logger, "Fleet.PullTaskIns", async ({ request, call, signal }) =>
       reply(await fleet.pullTaskInsLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, requestedWait(call.metadata)), signal })),
