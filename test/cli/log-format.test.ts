@@ -28,8 +28,8 @@ async function superlinkLines(args: string[], stderrIsTTY?: boolean): Promise<{ 
       cb();
     },
   });
-  // --fleet-api-type rest is refused at once: a start line and a fatal line, then exit 2.
-  const argv = ["node", "flower-superlink", "--insecure", "--fleet-api-type", "rest", ...args];
+  // --fleet-api-type grpc-adapter is refused at once: a start line and a fatal line, then exit 2.
+  const argv = ["node", "flower-superlink", "--insecure", "--fleet-api-type", "grpc-adapter", ...args];
   const code = await superlinkMain(argv, { writeOut: () => {}, writeErr: () => {}, logDestination, ...(stderrIsTTY !== undefined ? { stderrIsTTY } : {}) });
   return { code, lines: text.split("\n").filter((l) => l !== "") };
 }
@@ -38,7 +38,7 @@ test("in-process: a terminal gets text lines, --log-format json and injected sin
   const tty = await superlinkLines([], true);
   expect(tty.code).toBe(2);
   expect(tty.lines[0]).toMatch(/^\d\d:\d\d:\d\d\.\d\d\d INFO  \[superlink\] Starting Flower SuperLink$/);
-  expect(tty.lines.some((l) => /FATAL \[superlink\] flower-superlink: --fleet-api-type rest is not supported/.test(l))).toBe(true);
+  expect(tty.lines.some((l) => /FATAL \[superlink\] flower-superlink: --fleet-api-type grpc-adapter is not supported/.test(l))).toBe(true);
   expect(tty.lines.some((l) => l.startsWith("{"))).toBe(false);
 
   for (const run of [await superlinkLines(["--log-format", "json"], true), await superlinkLines([])]) {
@@ -58,7 +58,7 @@ if (!hasScript) console.warn("log-format.test.ts: `script` (util-linux) not foun
 
 /** Each daemon with flags it refuses at once (exit 2), so it prints a start/warning line and a fatal line. */
 const DAEMONS: Array<[bin: string, component: string, args: string[]]> = [
-  ["flower-superlink", "superlink", ["--insecure", "--fleet-api-type", "rest"]],
+  ["flower-superlink", "superlink", ["--insecure", "--fleet-api-type", "grpc-adapter"]],
   ["flower-client-app", "supernode", ["client:app", "--rest"]],
   ["flower-server-app", "serverapp", ["server:app", "--superlink", "127.0.0.1:1"]],
 ];

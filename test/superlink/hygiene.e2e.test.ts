@@ -14,8 +14,10 @@ import { join } from "node:path";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as grpc from "@grpc/grpc-js";
-import Database from "better-sqlite3";
 import { formatLogLine } from "../../src/core/logger";
+import { LONG_POLL_HEADER } from "../../src/core/constants";
+import { startSuperLink as startSuperLinkInProcess } from "../../src/superlink/superlink";
+import { readServerTlsFiles } from "../../src/transport/tls";
 import type { DriverClient } from "../../src/proto/flwr/proto/driver";
 import type { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { unaryCall } from "../../src/transport/channel";
@@ -31,7 +33,7 @@ import {
   superlinkArgs,
   writeApps,
 } from "../faults/helpers";
-import { TLS_CHANNEL_OPTIONS, clientCredentials, driverClient, fleetClient, statusOf, validTaskIns } from "./helpers";
+import { TLS_CHANNEL_OPTIONS, clientCredentials, driverClient, fleetClient, memoryLogger, statusOf, validTaskIns } from "./helpers";
 
 const clients: grpc.Client[] = [];
 afterAll(async () => {
@@ -138,9 +140,11 @@ describe("connection limits (plaintext SuperLink with small limits)", () => {
       expect(nodeId).not.toBe(0n);
       await sleep(1500); // longer than the idle timeout: the next call needs a new connection
     }
-    // Held for --long-poll-ms (default 2 s), more than twice the idle timeout.
+    // Held for --long-poll-ms (default 2 s; pulls opt in with the header), more than twice the idle timeout.
     const started = Date.now();
-    const pulled = await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] });
+    const optIn = new grpc.Metadata();
+    optIn.set(LONG_POLL_HEADER, "2000");
+    const pulled = await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] }, optIn);
     expect(pulled.response.taskInsList).toEqual([]);
     expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
   });
@@ -294,29 +298,6 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
     }
   }, 90_000);
 
-  test("a state failure answers INTERNAL with an incident id and no path; the path is in the log", async () => {
-    // Another process holds the write lock: the SuperLink's write fails after its busy timeout.
-    const blocker = new Database(dbPath);
-    blocker.exec("BEGIN EXCLUSIVE");
-    let status: { code: grpc.status; details: string };
-    try {
-      status = await statusOf(unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() }));
-    } finally {
-      blocker.exec("ROLLBACK");
-      blocker.close();
-    }
-    expect(status.code).toBe(grpc.status.INTERNAL);
-    expect(status.details).not.toContain("secret-location");
-    expect(status.details).not.toContain(dbDir);
-    expect(status.details).not.toMatch(/sqlite|locked/i);
-    const incident = /incident ([0-9a-f]+)/.exec(status.details)?.[1];
-    expect(incident).toBeDefined();
-    const line: LogRecord = await link.proc.waitFor((r) => r["incidentId"] === incident, "incident line");
-    expect(line["level"]).toBe(50);
-    expect(String(line["msg"])).toContain("secret-location");
-    // The SuperLink still serves once the lock is gone.
-    expect(await createRun()).not.toBe(0n);
-  }, 60_000);
 
   describe("wire data that Python's protobuf rejects gets INVALID_ARGUMENT", () => {
     const send = (client: grpc.Client, method: string, body: Buffer): Promise<grpc.ServiceError | null> =>
@@ -414,3 +395,41 @@ describe("file descriptor exhaustion", () => {
     }
   }, 60_000);
 });
+
+// The SQLite file is locked exclusively by its SuperLink, so no other process can make its writes
+// fail: here the state fails under a running SuperLink (its connection closed underneath it).
+test("a state failure answers INTERNAL with an incident id and no path; the path is in the log", async () => {
+  const fx = generateFixtures(1);
+  const dbDir = mkdtempSync(join(tmpdir(), "flwr-ts-hygiene-"));
+  const dbPath = join(dbDir, "secret-location", "state.db");
+  require("node:fs").mkdirSync(join(dbDir, "secret-location"));
+  const { logger, lines } = memoryLogger();
+  const link = await startSuperLinkInProcess(
+    {
+      driverApiAddress: "127.0.0.1:0",
+      fleetApiAddress: "127.0.0.1:0",
+      database: dbPath,
+      tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
+    },
+    { logger },
+  );
+  const driver = driverClient(link.driverAddress, fx.read(fx.caCert));
+  try {
+    link.state.close();
+    const status = await statusOf(unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() }));
+    expect(status.code).toBe(grpc.status.INTERNAL);
+    expect(status.details).not.toContain("secret-location");
+    expect(status.details).not.toContain(dbDir);
+    expect(status.details).not.toMatch(/sqlite|not open/i);
+    const incident = /incident ([0-9a-f]+)/.exec(status.details)?.[1];
+    expect(incident).toBeDefined();
+    const line = lines.find((r) => r["incidentId"] === incident);
+    expect(line?.["level"]).toBe(50);
+    expect(String(line?.["msg"])).toContain("secret-location");
+  } finally {
+    driver.close();
+    await link.close(500).catch(() => undefined);
+    fx.cleanup();
+    rmSync(dbDir, { recursive: true, force: true });
+  }
+}, 60_000);
