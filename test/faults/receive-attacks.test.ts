@@ -211,8 +211,10 @@ describe("a SuperLink with TLS + node authentication", () => {
       await sleep(2000); // the server sees the connections go and frees their calls
     }
     expect(await medianPingMs(node)).toBeLessThan(100);
-    // The freed stream bookkeeping goes back to the system after V8's next GCs: give it up to 10 s.
-    expect(await settledRssMiB(pid, idle + 100, 10_000)).toBeLessThan(idle + 100);
+    // The freed stream bookkeeping goes back to the system after V8's idle-time GCs: up to 45 s.
+    const settled = await settledRssMiB(pid, idle + 100, 45_000);
+    console.log(`receive-attacks: SuperLink RSS ${idle.toFixed(0)} MiB idle, ${settled.toFixed(0)} MiB after the attack`);
+    expect(settled).toBeLessThan(idle + 100);
     expect(link.proc.alive()).toBe(true);
   });
 
