@@ -17,7 +17,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
-import { Peer, freePort, waitForTcp } from "./peers";
+import { Peer, freePort, waitForTcp } from "../helpers/peer-process";
 
 const PY_SRC = process.env["FLWR_PY_SRC"];
 const PY_SHIMS = process.env["FLWR_PY_SHIMS"];

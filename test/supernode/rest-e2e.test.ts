@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
-import { Peer } from "../interop/peers";
+import { Peer } from "../helpers/peer-process";
 
 jest.setTimeout(180_000);
 
