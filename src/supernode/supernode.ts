@@ -12,7 +12,7 @@
  *
  * Failures retrying cannot fix (refused key, untrusted certificate, give-up limits reached) end
  * the node: `done` rejects with a typed error. Signals, argv and exit codes belong to
- * src/cli/client-app.ts.
+ * src/cli/flower-client-app.ts.
  */
 import * as grpc from "@grpc/grpc-js";
 import { SuperNodeAuth } from "../auth/client-auth";
@@ -47,7 +47,7 @@ import {
   abortableSleep,
   classifyFleetError,
   describeFailure,
-} from "./retry";
+} from "../transport/retry";
 
 /** flwr-ts default: after an empty pull that came back at once, wait this long (Flower: 3 s). */
 export const DEFAULT_POLL_INTERVAL_MS = 1_000;
