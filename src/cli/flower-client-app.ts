@@ -7,6 +7,7 @@
  * unreachable after the retry limits).
  */
 import { Command, InvalidArgumentError, Option } from "commander";
+import { loadKeyPairFiles } from "../auth/keys";
 import { ClientApp } from "../client/client-app";
 import { DEFAULT_FLEET_API_ADDRESS, DEFAULT_SHUTDOWN_GRACE_MS } from "../core/constants";
 import { loadAppObject, parseAppReference } from "./app-loader";
@@ -186,15 +187,14 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
         "'--auth-supernode-public-key' to be provided (providing only one of them is not sufficient).",
     );
   }
-  const auth =
-    opts.authSupernodePrivateKey !== undefined && opts.authSupernodePublicKey !== undefined
-      ? { privateKeyPath: opts.authSupernodePrivateKey, publicKeyPath: opts.authSupernodePublicKey }
-      : undefined;
-  if (auth !== undefined && opts.insecure) {
+  const authWanted = opts.authSupernodePrivateKey !== undefined && opts.authSupernodePublicKey !== undefined;
+  if (authWanted && opts.insecure) {
     throw new InvalidConfigError(
       "Authentication requires a secure connection: drop --insecure (and pass --root-certificates if needed).",
     );
   }
+  // Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
+  const auth = authWanted ? loadKeyPairFiles(opts.authSupernodePrivateKey!, opts.authSupernodePublicKey!) : undefined;
 
   return {
     superlink,

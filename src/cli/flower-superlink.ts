@@ -17,6 +17,8 @@ import {
 } from "../core/constants";
 import { InvalidConfigError, errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
+import { Allowlist } from "../auth/allowlist";
+import { loadKeyPairFiles } from "../auth/keys";
 import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "../transport/tls";
 import { parseAddress } from "../core/address";
 import { DEFAULT_FLEET_REST_ADDRESS, DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
@@ -295,8 +297,12 @@ function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMateri
   return readServerTlsFiles({ caCertFile: opts.sslCaCertfile!, certFile: opts.sslCertfile!, keyFile: opts.sslKeyfile! });
 }
 
-/** Node-authentication files, all three or none (spec §4.1). */
-function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefined): SuperLinkAuthConfig | undefined {
+/**
+ * Node-authentication files, all three or none (docs/protocol.md, "Node authentication"): the
+ * key pair is read here, the allowlist CSV too (the SuperLink re-reads it on SIGHUP or a change).
+ * Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
+ */
+function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefined, logger: Logger): SuperLinkAuthConfig | undefined {
   const files = [opts.authListPublicKeys, opts.authSuperlinkPrivateKey, opts.authSuperlinkPublicKey];
   const given = files.filter((v) => v !== undefined);
   if (given.length === 0) return undefined;
@@ -312,12 +318,9 @@ function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefi
         "`--ssl-keyfile`, and `--ssl-ca-certfile` (and drop --insecure) and try again.",
     );
   }
-  return {
-    allowlistCsv: opts.authListPublicKeys!,
-    superlinkPrivateKey: opts.authSuperlinkPrivateKey!,
-    superlinkPublicKey: opts.authSuperlinkPublicKey!,
-    watchAllowlist: true,
-  };
+  const superlinkKeys = loadKeyPairFiles(opts.authSuperlinkPrivateKey!, opts.authSuperlinkPublicKey!);
+  const allowlist = Allowlist.fromCsvFile(opts.authListPublicKeys!, { logger });
+  return { allowlist, superlinkKeys, watchAllowlist: true };
 }
 
 /**
@@ -390,7 +393,7 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
     logger.warn("--rest-cors-origins applies only to --fleet-api-type rest; ignored for the gRPC Fleet API.");
   }
   const tls = tlsFromOptions(opts, logger);
-  const auth = authFromOptions(opts, tls);
+  const auth = authFromOptions(opts, tls, logger);
   const driverApiClientCa = driverApiClientCaFromOptions(opts, tls, logger);
   return {
     driverApiAddress: opts.driverApiAddress,

@@ -11,6 +11,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { SuperNodeAuth } from "../auth/client-auth";
+import type { KeyPair } from "../auth/keys";
 import { ClientApp } from "../client/client-app";
 import { DEFAULT_SHUTDOWN_GRACE_MS, PING_DEFAULT_INTERVAL } from "../core/constants";
 import { InvalidConfigError } from "../core/errors";
@@ -36,12 +37,11 @@ import { type AppSource, TaskRunner } from "./task-runner";
 /** flwr-ts default: after an empty pull that came back at once, wait this long (Flower: 3 s). */
 export const DEFAULT_POLL_INTERVAL_MS = 1_000;
 
-export interface SuperNodeAuthFiles {
-  /** The SuperNode's OpenSSH (or PEM) EC private key. */
-  privateKeyPath: string;
-  /** Its public key; must belong to the private key. */
-  publicKeyPath: string;
-}
+/**
+ * The node's key pair for node authentication (docs/protocol.md, "Node authentication"), read
+ * by the caller: loadKeyPairFiles for key files, or parsed keys. The halves must match.
+ */
+export type SuperNodeAuthKeys = KeyPair;
 
 export interface SuperNodeConfig {
   /** HOST:PORT of the SuperLink's Fleet API; with `transport: "rest"`, its http(s):// URL. */
@@ -52,8 +52,8 @@ export interface SuperNodeConfig {
   rootCertificates?: Buffer;
   /** Plaintext connection (only with --insecure); excludes `rootCertificates` and `auth`. */
   insecure?: boolean;
-  /** Node authentication (spec §4). */
-  auth?: SuperNodeAuthFiles;
+  /** Node authentication: the node's key pair. */
+  auth?: SuperNodeAuthKeys;
   /**
    * The app to run: a ClientApp, or a factory called for every message with the run's FAB id and
    * version (Flower reloads the app per message; flower-supernode picks it by FAB); a factory that throws or returns something else is answered with error code 1.
@@ -109,7 +109,8 @@ export interface SuperNodeHandle {
 /** Starts a SuperNode; resolves once it is registered. Rejects with a typed error otherwise. */
 export async function startSuperNode(config: SuperNodeConfig, deps: SuperNodeDeps): Promise<SuperNodeHandle> {
   const checked = checkConfig(config);
-  const auth = config.auth ? SuperNodeAuth.fromFiles(config.auth.privateKeyPath, config.auth.publicKeyPath) : undefined;
+  // Throws InvalidKeyFileError for a mismatched pair.
+  const auth = config.auth !== undefined ? new SuperNodeAuth(config.auth.privateKey, config.auth.publicKeyPem) : undefined;
   const connection: FleetTransport =
     config.transport === "rest"
       ? new RestFleetConnection({
