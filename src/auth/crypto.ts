@@ -6,9 +6,6 @@
 import { createHmac, createPublicKey, diffieHellman, hkdfSync, timingSafeEqual, type KeyObject } from "node:crypto";
 import { AuthenticationError, MalformedMessageError, errorMessage } from "../core/errors";
 
-/** Length of an HMAC-SHA256 tag in bytes. */
-export const AUTH_TOKEN_LENGTH = 32;
-
 /**
  * Python's `base64.urlsafe_b64encode`: the URL-safe alphabet (`-`, `_`) and, unlike Node's
  * `base64url`, the `=` padding kept. Flower sends and expects the padded form.

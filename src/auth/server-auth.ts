@@ -361,16 +361,6 @@ function fingerprintOfHeader(header: string | undefined): string | undefined {
 
 type FleetMethod = keyof typeof FLEET_REQUEST_NAMES;
 
-const verifiedNodes = new WeakMap<object, bigint>();
-
-/**
- * The node id authentication bound to this call, for the inner handler; undefined on an
- * unauthenticated server and for CreateNode.
- */
-export function authenticatedNodeId(call: object): bigint | undefined {
-  return verifiedNodes.get(call);
-}
-
 /** A header's first value as text (Flower reads the first match; absent -> undefined). */
 function firstHeader(metadata: grpc.Metadata, key: string): string | undefined {
   const value = metadata.get(key)[0];
@@ -480,7 +470,6 @@ export function withFleetAuthentication(
         return;
       }
       if (verdict.nodeId !== undefined) authenticator.noteAuthenticated(verdict.nodeId, call.getPeer(), requestName, call.request);
-      if (verdict.nodeId !== undefined) verifiedNodes.set(call, verdict.nodeId);
       options.onAuthenticated?.(call.metadata);
       try {
         inner(call, callback);

@@ -19,16 +19,6 @@ export interface RunRecord {
   overrideConfig: Map<string, Scalar>;
 }
 
-/** A node as the state knows it (liveness and optional key). */
-export interface NodeRecord {
-  nodeId: bigint;
-  /** Unix seconds; the node counts as online while `onlineUntil > now`. */
-  onlineUntil: number;
-  pingInterval: number;
-  /** Canonical PEM bytes of the node's public key when authentication is on. */
-  publicKey?: Uint8Array;
-}
-
 /** Notified after state changes, so long-polling RPCs can wake up instead of sleeping. */
 export interface StateEvents {
   /** TaskIns became available for `consumerNodeId` (0n = anonymous consumer). */
