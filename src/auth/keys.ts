@@ -1,5 +1,5 @@
 /**
- * Key files of SuperNode authentication (spec §4.1): OpenSSH ECDSA public and private keys and
+ * Key files of SuperNode authentication (docs/protocol.md, "Keys and files"): OpenSSH ECDSA public and private keys and
  * PEM keys (the allowlist CSV is read by allowlist-csv.ts). Every public key is reduced to its canonical
  * form, the PEM SubjectPublicKeyInfo text Python's `public_key_to_bytes` produces (named
  * curve, uncompressed point, 64-character lines): the allowlist, the node table and the

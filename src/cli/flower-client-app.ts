@@ -1,5 +1,5 @@
 /**
- * `flower-client-app`: Flower 1.10's SuperNode command line (spec §6.1) plus flwr-ts options
+ * `flower-client-app`: Flower 1.10's SuperNode command line (docs/protocol.md, "SuperNode") plus flwr-ts options
  * (--poll-interval-ms, --log-level, --shutdown-grace-ms). Loads the ClientApp named by the
  * positional `module:attr` from --dir, translates the flags into a SuperNodeConfig and runs the
  * SuperNode under runDaemon (SIGINT/SIGTERM: DeleteNode and a clean stop). Exit codes: 0 clean

@@ -1,5 +1,5 @@
 /**
- * `flower-superlink`: Flower 1.10's SuperLink command line (spec §4.1, §5, §9) plus flwr-ts
+ * `flower-superlink`: Flower 1.10's SuperLink command line (docs/protocol.md, "Keys and files", "TLS", "Transport") plus flwr-ts
  * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms, the connection
  * limits --max-connection-idle-ms and others, src/transport/options.ts, and the Fleet API
  * budgets --fleet-unauthenticated-bytes-per-connection and --fleet-unauthenticated-bytes-total).
@@ -268,7 +268,7 @@ function timerMs(flag: string): (value: string) => number {
 }
 const MAX_TIMER_MS = 2 ** 31 - 2;
 
-/** TLS material from the three --ssl-* flags, or undefined with --insecure (spec §5). */
+/** TLS material from the three --ssl-* flags, or undefined with --insecure (docs/protocol.md, "TLS"). */
 function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMaterial | undefined {
   const given = [opts.sslCaCertfile, opts.sslCertfile, opts.sslKeyfile].filter((v) => v !== undefined);
   if (opts.insecure) {
