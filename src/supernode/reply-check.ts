@@ -1,7 +1,7 @@
 /**
  * The checks a SuperNode applies to a ClientApp's reply before pushing it: Flower 1.10's
  * `validate_out_message` (the reply must answer the message it replies to) plus the TTL rule the
- * SuperLink's validator applies (docs/protocol.md, "Tasks"). Pure functions, no I/O.
+ * SuperLink's validator applies (docs/protocol.md, "Messages and replies"). Pure functions, no I/O.
  */
 import type { Message, Metadata } from "../core/records/types";
 

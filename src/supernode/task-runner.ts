@@ -1,6 +1,6 @@
 /**
  * The SuperNode's task loop: pull a TaskIns, run the ClientApp, push the reply, one message at a
- * time (docs/protocol.md, "Fleet API" and "Tasks"). One Context per run (its state persists
+ * time (docs/protocol.md, "SuperNode" and "Messages and replies"). One Context per run (its state persists
  * across the run's messages), GetRun once per run, the `reconnect` control message (registering
  * again afterwards, which Flower 1.10 forgets), and no TaskIns run twice after its reply went out
  * (the SuperLink delivers at least once, docs/delivery.md).
