@@ -187,14 +187,15 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
         "'--auth-supernode-public-key' to be provided (providing only one of them is not sufficient).",
     );
   }
-  const authWanted = opts.authSupernodePrivateKey !== undefined && opts.authSupernodePublicKey !== undefined;
+  const { authSupernodePrivateKey: privatePath, authSupernodePublicKey: publicPath } = opts;
+  const authWanted = privatePath !== undefined && publicPath !== undefined;
   if (authWanted && opts.insecure) {
     throw new InvalidConfigError(
       "Authentication requires a secure connection: drop --insecure (and pass --root-certificates if needed).",
     );
   }
   // Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
-  const auth = authWanted ? loadKeyPairFiles(opts.authSupernodePrivateKey!, opts.authSupernodePublicKey!) : undefined;
+  const auth = privatePath !== undefined && publicPath !== undefined ? loadKeyPairFiles(privatePath, publicPath) : undefined;
 
   return {
     superlink,

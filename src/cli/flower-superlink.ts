@@ -303,10 +303,9 @@ function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMateri
  * Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
  */
 function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefined, logger: Logger): SuperLinkAuthConfig | undefined {
-  const files = [opts.authListPublicKeys, opts.authSuperlinkPrivateKey, opts.authSuperlinkPublicKey];
-  const given = files.filter((v) => v !== undefined);
-  if (given.length === 0) return undefined;
-  if (given.length < 3) {
+  const { authListPublicKeys: csv, authSuperlinkPrivateKey: privatePath, authSuperlinkPublicKey: publicPath } = opts;
+  if (csv === undefined && privatePath === undefined && publicPath === undefined) return undefined;
+  if (csv === undefined || privatePath === undefined || publicPath === undefined) {
     throw new InvalidConfigError(
       "Authentication requires providing file paths for '--auth-list-public-keys', " +
         "'--auth-superlink-private-key' and '--auth-superlink-public-key'. Provide all three to enable authentication.",
@@ -318,8 +317,8 @@ function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefi
         "`--ssl-keyfile`, and `--ssl-ca-certfile` (and drop --insecure) and try again.",
     );
   }
-  const superlinkKeys = loadKeyPairFiles(opts.authSuperlinkPrivateKey!, opts.authSuperlinkPublicKey!);
-  const allowlist = Allowlist.fromCsvFile(opts.authListPublicKeys!, { logger });
+  const superlinkKeys = loadKeyPairFiles(privatePath, publicPath);
+  const allowlist = Allowlist.fromCsvFile(csv, { logger });
   return { allowlist, superlinkKeys, watchAllowlist: true };
 }
 

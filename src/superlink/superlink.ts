@@ -18,7 +18,7 @@ import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
 import type { ConnectionLimits } from "../transport/options";
 import { watchDescriptors } from "../transport/descriptor-watch";
 import { DRIVER_TASK_MESSAGES, FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
-import { Allowlist } from "../auth/allowlist";
+import type { Allowlist } from "../auth/allowlist";
 import { type KeyPair, assertKeyPair } from "../auth/keys";
 import { FleetAuthenticator, withFleetAuthentication } from "../auth/server-auth";
 import { createDriverServicer } from "./driver/driver-servicer";

@@ -60,7 +60,12 @@ export function replyProblem(incoming: Metadata, reply: Message): ReplyProblem |
         `Reply dropped: its TTL is ${out.ttl} s (message created_at ${incoming.createdAt}, ttl ${incoming.ttl} s; ` +
         `reply created_at ${out.createdAt}). The message expired before the reply was ready, or this node's clock ` +
         "is ahead of the ServerApp's by more than the TTL; the SuperLink would reject it.",
-      fields: { replyCreatedAt: out.createdAt, messageCreatedAt: incoming.createdAt, ttl: out.ttl, messageTtl: incoming.ttl },
+      fields: {
+        replyCreatedAt: out.createdAt,
+        messageCreatedAt: incoming.createdAt,
+        ttl: out.ttl,
+        messageTtl: incoming.ttl,
+      },
     };
   }
   return undefined;
