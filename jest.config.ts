@@ -6,6 +6,8 @@ const config: Config = {
   testEnvironment: "node",
   transform: { "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.jest.json" }] },
   testMatch: ["<rootDir>/test/**/*.test.ts"],
+  // The grpc-js extensions, enabled as the daemons enable them (src/transport/grpc-extensions.ts).
+  setupFiles: ["<rootDir>/test/helpers/grpc-extensions-setup.ts"],
   testTimeout: 60_000,
   maxWorkers: 2,
   reporters: ["default", "<rootDir>/test/helpers/summary-reporter.js"],

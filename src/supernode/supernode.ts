@@ -38,6 +38,7 @@ import { FleetConnection } from "./fleet-connection";
 import type { CallControl, FleetTransport } from "./fleet-transport";
 import { createNodeRestPoster } from "./node-rest-poster";
 import { RestFleetConnection } from "./rest-connection";
+import { activeGrpcExtensions } from "../transport/grpc-extensions";
 import {
   ACCESS_DENIED_HINT,
   DEFAULT_MAX_BACKOFF_MS,
@@ -324,8 +325,8 @@ class SuperNode {
     const node = await this.createNode();
     this.setNode(node);
     this.logger.info(
-      { event: "supernode.ready", nodeId: node.nodeId.toString(), superlink: this.connection.target },
-      `SuperNode registered with the SuperLink at ${this.connection.target} as node ${node.nodeId}`,
+      { event: "supernode.ready", nodeId: node.nodeId.toString(), superlink: this.connection.target, grpcExtensions: activeGrpcExtensions() },
+      `SuperNode registered with the SuperLink at ${this.connection.target} as node ${node.nodeId}; grpc-js extensions: ${activeGrpcExtensions().join(", ") || "none"}`,
     );
   }
 
