@@ -381,7 +381,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
             maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
             corsOrigins: config.rest?.corsOrigins ?? [],
             logger: fleetLogger,
-            onCall: (path, code, request, response) => metrics.recordCall(path, code, request, response),
+            onCall: (path, code, request, response, seconds) => metrics.recordCall(path, code, request, response, seconds),
           })
         : await startGrpcServer(
             config.fleetApiAddress,
@@ -393,16 +393,8 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
-      metricsServer = await startMetricsServer(
-        config.metricsAddress,
-        () =>
-          metrics.render({
-            taskInsStored: state.numTaskIns(),
-            taskResStored: state.numTaskRes(),
-            longPollsWaiting: hub.waiting,
-          }),
-        logger,
-      );
+      metrics.setGauges(() => ({ taskInsStored: state.numTaskIns(), taskResStored: state.numTaskRes(), longPollsWaiting: hub.waiting }));
+      metricsServer = await startMetricsServer(config.metricsAddress, metrics, logger);
     }
 
     logger.info(
