@@ -162,3 +162,20 @@ test("grpc-js's trace lines stay on the replaced send paths (GRPC_TRACE)", async
   expect(result.stderr).toMatch(/server_call \| Request to \/t\.Trace\/Echo sent data frame of size 10/);
   expect(result.stderr).toMatch(/subchannel_call \| \[\d+\] write\(\) called with message of length 10 in 3 chunks/);
 });
+
+test("startServer enables the extensions by default and logs it; with grpcExtensions: false it refuses (Fleet API unguarded)", async () => {
+  const script = `
+    const { startServer } = require(${dist("index.js")});
+    (async () => {
+      const refused = await startServer({ serverAddress: "127.0.0.1:0", grpcExtensions: false }).then(() => "started", (e) => e.code);
+      const controller = new AbortController();
+      const ended = await startServer({ serverAddress: "127.0.0.1:0", signal: controller.signal, onReady: () => controller.abort(new Error("stop")) })
+        .then(() => "finished", (e) => e.message);
+      console.log(JSON.stringify({ refused, ended }));
+    })().catch((e) => { console.error(e); process.exit(1); });
+  `;
+  const run = await runNodeScript(script, [], 30_000);
+  expect(run.code).toBe(0);
+  expect(JSON.parse(run.stdout)).toEqual({ refused: "FLWR_INVALID_CONFIG", ended: "stop" });
+  expect(run.stderr).toContain(`startServer enabled grpc-js ${REVIEWED_GRPC_JS_VERSION} extensions process-wide: ${GRPC_EXTENSION_NAMES.join(", ")}`);
+});
