@@ -26,7 +26,7 @@ import { applyGrpcExtensionsOption } from "./grpc-extensions-option";
 import { RecordSet } from "../core/records/types";
 import { type ClientManager, SimpleClientManager, driverNodeDiscovery } from "../server/client-manager";
 import type { History } from "../server/history";
-import { Server, describeServerConfig, resolveServerConfig, runFl } from "../server/server";
+import { Server, describeServerConfig, resolveServerConfig, runFl } from "../server/round-loop";
 import type { Strategy } from "../server/strategy/strategy";
 import { type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
 import { type ServerTlsMaterial, checkServerTlsMaterial } from "../transport/tls";

@@ -8,7 +8,7 @@
  * | client-zero-copy-send | requests framed in place / written as chunks                  | grpc-zero-copy.ts |
  * | incremental-decoder   | received messages copied into place as they arrive, budgeted  | grpc-zero-copy.ts |
  * | receive-guard         | pre-authentication byte budgets, per-method limits            | receive-guard.ts |
- * | server-session-hooks  | receive window, slow-sender deadline, silent connections      | server.ts |
+ * | server-session-hooks  | receive window, slow-sender deadline, silent connections      | grpc-server.ts |
  *
  * Nothing is applied on import or by creating a channel or server: a daemon calls
  * `enableGrpcExtensions()` (src/cli/* do; startServer/startClient have a `grpcExtensions`
@@ -20,7 +20,7 @@
  */
 import type { Logger } from "../core/logger";
 import { RECEIVE_GUARD } from "./receive-guard";
-import { SERVER_SESSION_HOOKS } from "./server";
+import { SERVER_SESSION_HOOKS } from "./grpc-server";
 import { CLIENT_ZERO_COPY_SEND, INCREMENTAL_DECODER, SERVER_ZERO_COPY_SEND } from "./grpc-zero-copy";
 import {
   type GrpcExtension,

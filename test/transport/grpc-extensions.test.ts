@@ -56,7 +56,7 @@ test("importing flwr-ts and creating a server and a channel change nothing; enab
     ${PROBE}
     const grpc = require("@grpc/grpc-js");
     require(${dist("index.js")});
-    const { startGrpcServer } = require(${dist("transport/server.js")});
+    const { startGrpcServer } = require(${dist("transport/grpc-server.js")});
     const { createClient } = require(${dist("transport/channel.js")});
     const ext = require(${dist("transport/grpc-extensions.js")});
     (async () => {
@@ -123,7 +123,7 @@ test("grpc-js's trace lines stay on the replaced send paths (GRPC_TRACE)", async
   const script = `
     const grpc = require("@grpc/grpc-js");
     require(${dist("transport/grpc-extensions.js")}).enableGrpcExtensions();
-    const { startGrpcServer } = require(${dist("transport/server.js")});
+    const { startGrpcServer } = require(${dist("transport/grpc-server.js")});
     const { createClient } = require(${dist("transport/channel.js")});
     const { gatherRequestSerializer, withGather } = require(${dist("transport/grpc-zero-copy.js")});
     const chunks = (v) => ({ chunks: [Buffer.from("ab"), Buffer.from("cde")], length: 5 });

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { StreamDecoder } from "@grpc/grpc-js/build/src/stream-decoder";
 import type { EncodedChunks } from "../../src/core/wire/chunked-writer";
 import { createClient } from "../../src/transport/channel";
-import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/server";
+import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/grpc-server";
 import { channelCredentials, serverCredentials } from "../../src/transport/tls";
 import {
   DECODER_IN_PLACE_GROWTH_BYTES,
@@ -293,7 +293,7 @@ test("a 20 MB chunked upload and a 20 MB chunked download share one TLS connecti
   const script = `
     const grpc = require("@grpc/grpc-js");
     const fs = require("node:fs");
-    const { startGrpcServer } = require(${dist("server.js")});
+    const { startGrpcServer } = require(${dist("grpc-server.js")});
     const { createClient } = require(${dist("channel.js")});
     const { gatherRequestSerializer, withGather } = require(${dist("grpc-zero-copy.js")});
     require(${dist("grpc-extensions.js")}).enableGrpcExtensions();
