@@ -262,10 +262,10 @@ export class SuperLinkMetrics {
           request = message;
           next(message);
         })
-        .withOnCancel(() => record(grpc.status.CANCELLED))
+        .withOnCancel(() => { record(grpc.status.CANCELLED); })
         .build();
       const responder = new grpc.ResponderBuilder()
-        .withStart((next) => next(listener))
+        .withStart((next) => { next(listener); })
         .withSendMessage((message, next) => {
           response = message;
           next(message);
@@ -345,7 +345,8 @@ export class SuperLinkMetrics {
     if (run === undefined) {
       run = { runId: key, fabId, fabVersion, createdAt: this.now(), lastGroupId: "", taskInsPushed: 0, taskResPushed: 0 };
       this.runs.set(key, run);
-      if (this.runs.size > STATUS_RUNS_SHOWN) this.runs.delete(this.runs.keys().next().value!);
+      const oldest = this.runs.keys().next();
+      if (this.runs.size > STATUS_RUNS_SHOWN && oldest.done !== true) this.runs.delete(oldest.value);
     }
     return run;
   }
@@ -385,7 +386,11 @@ export async function startMetricsServer(address: string, metrics: SuperLinkMetr
     try {
       if (path === "/") send("text/html; charset=utf-8", STATUS_PAGE_HTML, STATUS_PAGE_HEADERS);
       else if (path === "/status.json") send("application/json; charset=utf-8", JSON.stringify(metrics.status()));
-      else metrics.render().then((text) => send(metrics.registry.contentType, text), failed);
+      else {
+        void metrics.render().then((text) => {
+          send(metrics.registry.contentType, text);
+        }, failed);
+      }
     } catch (err) {
       failed(err);
     }
@@ -402,14 +407,14 @@ export async function startMetricsServer(address: string, metrics: SuperLinkMetr
   });
   const bound = server.address();
   const boundPort = typeof bound === "object" && bound !== null ? bound.port : port;
-  server.on("error", (err) => logger.error({ err }, "metrics server error"));
+  server.on("error", (err) => { logger.error({ err }, "metrics server error"); });
   let closing: Promise<void> | undefined;
   return {
     port: boundPort,
     address: formatAddress({ host, port: boundPort }),
     close() {
       closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        server.close(() => { resolve(); });
         server.closeAllConnections();
       });
       return closing;

@@ -381,7 +381,9 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
             maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
             corsOrigins: config.rest?.corsOrigins ?? [],
             logger: fleetLogger,
-            onCall: (path, code, request, response, seconds) => metrics.recordCall(path, code, request, response, seconds),
+            onCall: (path, code, request, response, seconds) => {
+              metrics.recordCall(path, code, request, response, seconds);
+            },
           })
         : await startGrpcServer(
             config.fleetApiAddress,

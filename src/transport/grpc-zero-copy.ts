@@ -134,6 +134,7 @@ export const SERVER_ZERO_COPY_SEND: GrpcExtension = {
     const what = "build/src/server-interceptors BaseServerInterceptingCall";
     const proto = requireGrpcInternal(
       what,
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
       () => require("@grpc/grpc-js/build/src/server-interceptors"),
       (mod) => (mod["BaseServerInterceptingCall"] as { prototype?: ServerCallPrototype } | undefined)?.prototype,
     );
@@ -228,6 +229,7 @@ export const CLIENT_ZERO_COPY_SEND: GrpcExtension = {
     const filterWhat = "build/src/compression-filter CompressionFilter";
     const filterClass = requireGrpcInternal(
       filterWhat,
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
       () => require("@grpc/grpc-js/build/src/compression-filter"),
       (mod) => (typeof mod["CompressionFilter"] === "function" ? (mod["CompressionFilter"] as CompressionFilterClass) : undefined),
     );
@@ -235,6 +237,7 @@ export const CLIENT_ZERO_COPY_SEND: GrpcExtension = {
     const callWhat = "build/src/subchannel-call Http2SubchannelCall";
     const callProto = requireGrpcInternal(
       callWhat,
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
       () => require("@grpc/grpc-js/build/src/subchannel-call"),
       (mod) => (mod["Http2SubchannelCall"] as { prototype?: SubchannelCallPrototype } | undefined)?.prototype,
     );
@@ -262,7 +265,8 @@ export const CLIENT_ZERO_COPY_SEND: GrpcExtension = {
         }
         const length = encoded?.length ?? resolved.message.length;
         if (this.maxSendMessageLength !== -1 && length > this.maxSendMessageLength) {
-          // What grpc-js throws for an oversized message.
+          // What grpc-js throws for an oversized message (a status object, not an Error).
+          // eslint-disable-next-line @typescript-eslint/only-throw-error
           throw { code: Status.RESOURCE_EXHAUSTED, details: `Attempted to send message with a size larger than ${this.maxSendMessageLength}` };
         }
         // The identity handler never compresses: its flag byte is always 0, as frameMessage writes.
@@ -397,6 +401,7 @@ export const INCREMENTAL_DECODER: GrpcExtension = {
     const what = "build/src/stream-decoder StreamDecoder";
     const proto = requireGrpcInternal(
       what,
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
       () => require("@grpc/grpc-js/build/src/stream-decoder"),
       (mod) => (mod["StreamDecoder"] as { prototype?: DecoderPrototype } | undefined)?.prototype,
     );

@@ -43,6 +43,7 @@ export const RECEIVE_GUARD: GrpcExtension = {
     const what = "build/src/server-interceptors BaseServerInterceptingCall";
     const proto = requireGrpcInternal(
       what,
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
       () => require("@grpc/grpc-js/build/src/server-interceptors"),
       (mod) => (mod["BaseServerInterceptingCall"] as { prototype?: object } | undefined)?.prototype,
     );
