@@ -3,13 +3,14 @@
  * JSON log lines parsed and awaitable, a tiny ClientApp/ServerApp pair written to a temp dir,
  * argument builders for TLS + node authentication, and cleanup of every child a test started.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Fixtures } from "../helpers/fixtures";
 import { REPO_ROOT } from "../helpers/fixtures";
+import { requireDist } from "../helpers/dist";
 
 export type LogRecord = Record<string, unknown>;
 
@@ -127,27 +128,9 @@ export function fatalText(p: Proc): string {
     .join("\n");
 }
 
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-/** Builds dist/ when it is older than src/ (the daemons run the compiled code, as users do). */
+/** dist/ must exist (the daemons run the compiled code, as users do); jest's global setup builds it, never a test. */
 export function ensureDist(): void {
-  const built = join(REPO_ROOT, "dist", "cli", "superlink.js");
-  if (existsSync(built) && statSync(built).mtimeMs >= newestMtime(join(REPO_ROOT, "src"))) return;
-  try {
-    execFileSync(process.execPath, [join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], {
-      cwd: REPO_ROOT,
-      stdio: "pipe",
-    });
-  } catch {
-    // Type errors elsewhere in the tree do not stop tsc from emitting; the tests tell what is missing.
-  }
+  requireDist();
 }
 
 /**

@@ -1,13 +1,24 @@
 /**
- * Real TLS certificates and OpenSSH key pairs for tests, made by scripts/generate.sh into a
- * fresh temporary directory (the same recipe a user runs).
+ * Real TLS certificates and OpenSSH key pairs for tests, made by scripts/generate.sh (the same
+ * recipe a user runs). jest's global setup (test/helpers/global-setup.ts) generates two sets
+ * once per run, with ECDSA P-256 TLS keys, into the directory named by FLWR_TEST_FIXTURES; each
+ * generateFixtures() call copies one of them into a fresh temporary directory (tests may edit
+ * their copy). The first call in a test file gets set 0, the next set 1 (a different CA and
+ * different keys), and so on in turn. `{ rsa: true }` generates a fresh set with generate.sh's
+ * default RSA 4096 TLS keys (Flower's own recipe) instead.
  */
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 export const REPO_ROOT = resolve(__dirname, "..", "..");
+
+/** The environment variable naming the shared fixture sets, set by the global setup. */
+export const FIXTURE_POOL_ENV = "FLWR_TEST_FIXTURES";
+/** Sets in the shared pool, and SuperNode key pairs in each. */
+export const POOL_SETS = 2;
+export const POOL_CLIENTS = 3;
 
 export interface Fixtures {
   dir: string;
@@ -28,9 +39,50 @@ export interface Fixtures {
   cleanup(): void;
 }
 
-export function generateFixtures(numClients = 2): Fixtures {
+export interface FixtureOptions {
+  /** RSA 4096 TLS keys (generated for this call, which takes seconds) instead of ECDSA P-256. */
+  rsa?: boolean;
+}
+
+function generateArgs(numClients: number, dir: string): string[] {
+  return [join(REPO_ROOT, "scripts", "generate.sh"), String(numClients), dir];
+}
+
+/** Runs scripts/generate.sh into `dir` without blocking (the global setup runs several at once). */
+export function generateSet(dir: string, numClients: number, keyType: "ec" | "rsa"): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn("bash", generateArgs(numClients, dir), { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FLWR_CERT_KEY: keyType } });
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
+    child.once("error", reject);
+    child.once("exit", (code) => (code === 0 ? resolvePromise() : reject(new Error(`generate.sh exited with ${code}: ${stderr}`))));
+  });
+}
+
+/** Copies a pool set into `dir`, keeping only `numClients` SuperNode key pairs and an allowlist of exactly those. */
+function copySet(from: string, dir: string, numClients: number): void {
+  cpSync(join(from, "certificates"), join(dir, "certificates"), { recursive: true });
+  mkdirSync(join(dir, "keys"));
+  const keys = ["server_credentials", ...Array.from({ length: numClients }, (_, i) => `client_credentials_${i + 1}`)];
+  for (const name of keys.flatMap((k) => [k, `${k}.pub`])) copyFileSync(join(from, "keys", name), join(dir, "keys", name));
+  // As generate.sh writes it: the "type blob" of each .pub, comma-separated, on one line.
+  const csv = keys
+    .slice(1)
+    .map((k) => readFileSync(join(dir, "keys", `${k}.pub`), "utf8").split("\n")[0]!.split(" ").slice(0, 2).join(" "))
+    .join(",");
+  writeFileSync(join(dir, "keys", "client_public_keys.csv"), `${csv}\n`);
+}
+
+let poolCalls = 0;
+
+export function generateFixtures(numClients = 2, options: FixtureOptions = {}): Fixtures {
   const dir = mkdtempSync(join(tmpdir(), "flwr-ts-fixtures-"));
-  execFileSync("bash", [join(REPO_ROOT, "scripts", "generate.sh"), String(numClients), dir], { stdio: "pipe" });
+  const pool = process.env[FIXTURE_POOL_ENV];
+  if (options.rsa !== true && pool !== undefined && existsSync(pool) && numClients <= POOL_CLIENTS) {
+    copySet(join(pool, `set-${poolCalls++ % POOL_SETS}`), dir, numClients);
+  } else {
+    execFileSync("bash", generateArgs(numClients, dir), { stdio: "pipe", env: { ...process.env, FLWR_CERT_KEY: options.rsa === true ? "rsa" : "ec" } });
+  }
   const c = (f: string): string => join(dir, "certificates", f);
   const k = (f: string): string => join(dir, "keys", f);
   const clients = Array.from({ length: numClients }, (_, i) => i + 1);
@@ -52,3 +104,4 @@ export function generateFixtures(numClients = 2): Fixtures {
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
 }
+
