@@ -37,8 +37,8 @@ export interface Proc {
 const running = new Set<Proc>();
 
 /** Spawns `node bin/<bin> ...args` with stdout and stderr captured. */
-export function spawnBin(name: string, bin: string, args: string[], cwd: string = REPO_ROOT): Proc {
-  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], { cwd, stdio: ["ignore", "pipe", "pipe"] });
+export function spawnBin(name: string, bin: string, args: string[], cwd: string = REPO_ROOT, env: NodeJS.ProcessEnv = process.env): Proc {
+  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
   const logs: LogRecord[] = [];
   const stdout: string[] = [];
   const stderr: string[] = [];
@@ -206,13 +206,17 @@ export async function startSuperLink(args: string[], name = "superlink"): Promis
   return { proc, driverAddress: String(ready["driverAddress"]), fleetAddress: String(ready["fleetAddress"]) };
 }
 
-/** Spawns flower-client-app with key pair `index` (0-based) of the fixtures, running client:app. */
+/**
+ * Spawns flower-client-app with key pair `index` (0-based) of the fixtures, running client:app.
+ * `pingInterval` (seconds) replaces Flower's 30 s (FLWR_TEST_PING_INTERVAL; the SuperLink needs a
+ * --min-ping-interval at most that).
+ */
 export function spawnSuperNode(
   fx: Fixtures,
   appDir: string,
   fleetAddress: string,
   index: number,
-  opts: { nodeConfig?: string; keys?: { privateKey: string; publicKey: string }; name?: string } = {},
+  opts: { nodeConfig?: string; keys?: { privateKey: string; publicKey: string }; name?: string; pingInterval?: number } = {},
 ): Proc {
   const keys = opts.keys ?? { privateKey: fx.clientPrivateKeys[index]!, publicKey: fx.clientPublicKeys[index]! };
   return spawnBin(opts.name ?? `node-${index + 1}`, "flower-client-app", [
@@ -223,7 +227,7 @@ export function spawnSuperNode(
     "--auth-supernode-private-key", keys.privateKey,
     "--auth-supernode-public-key", keys.publicKey,
     "--node-config", opts.nodeConfig ?? `partition-id=${index}`,
-  ]);
+  ], REPO_ROOT, opts.pingInterval === undefined ? process.env : { ...process.env, FLWR_TEST_PING_INTERVAL: String(opts.pingInterval) });
 }
 
 /** Starts a SuperNode and waits until it is registered; returns it with its node id. */

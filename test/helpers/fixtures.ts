@@ -4,8 +4,9 @@
  * once per run, with ECDSA P-256 TLS keys, into the directory named by FLWR_TEST_FIXTURES; each
  * generateFixtures() call copies one of them into a fresh temporary directory (tests may edit
  * their copy). The first call in a test file gets set 0, the next set 1 (a different CA and
- * different keys), and so on in turn. `{ rsa: true }` generates a fresh set with generate.sh's
- * default RSA 4096 TLS keys (Flower's own recipe) instead.
+ * different keys), and so on in turn. Without the pool (or for more SuperNodes than it has) the
+ * call runs generate.sh itself. generate.sh's default RSA 4096 recipe is tested by
+ * test/superlink/generate-sh.test.ts and test/superlink/demo-credentials.test.ts.
  */
 import { execFileSync, spawn } from "node:child_process";
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -39,11 +40,6 @@ export interface Fixtures {
   cleanup(): void;
 }
 
-export interface FixtureOptions {
-  /** RSA 4096 TLS keys (generated for this call, which takes seconds) instead of ECDSA P-256. */
-  rsa?: boolean;
-}
-
 function generateArgs(numClients: number, dir: string): string[] {
   return [join(REPO_ROOT, "scripts", "generate.sh"), String(numClients), dir];
 }
@@ -75,13 +71,13 @@ function copySet(from: string, dir: string, numClients: number): void {
 
 let poolCalls = 0;
 
-export function generateFixtures(numClients = 2, options: FixtureOptions = {}): Fixtures {
+export function generateFixtures(numClients = 2): Fixtures {
   const dir = mkdtempSync(join(tmpdir(), "flwr-ts-fixtures-"));
   const pool = process.env[FIXTURE_POOL_ENV];
-  if (options.rsa !== true && pool !== undefined && existsSync(pool) && numClients <= POOL_CLIENTS) {
+  if (pool !== undefined && existsSync(pool) && numClients <= POOL_CLIENTS) {
     copySet(join(pool, `set-${poolCalls++ % POOL_SETS}`), dir, numClients);
   } else {
-    execFileSync("bash", generateArgs(numClients, dir), { stdio: "pipe", env: { ...process.env, FLWR_CERT_KEY: options.rsa === true ? "rsa" : "ec" } });
+    execFileSync("bash", generateArgs(numClients, dir), { stdio: "pipe", env: { ...process.env, FLWR_CERT_KEY: "ec" } });
   }
   const c = (f: string): string => join(dir, "certificates", f);
   const k = (f: string): string => join(dir, "keys", f);

@@ -81,8 +81,7 @@ let clientKeys: string[];
 beforeAll(() => {
   // e2e runs the compiled program, as users do.
   requireDist();
-  // Flower's own recipe (RSA 4096 TLS keys); the other tests use the faster ECDSA sets.
-  fx = generateFixtures(2, { rsa: true });
+  fx = generateFixtures(2);
   ca = fx.read(fx.caCert);
   clientKeys = readFileSync(fx.allowlistCsv, "utf8").trim().split(",");
   // Only the first SuperNode is allowed at first.
