@@ -8,7 +8,7 @@ import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT } from "./fixtures";
 
-const BUILT = join(REPO_ROOT, "dist", "cli", "superlink.js");
+const BUILT = join(REPO_ROOT, "dist", "cli", "flower-superlink.js");
 
 function newestMtime(dir: string): number {
   let newest = 0;

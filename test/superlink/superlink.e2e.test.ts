@@ -77,7 +77,6 @@ let fx: Fixtures;
 let ca: Buffer;
 let clientKeys: string[];
 
-/** Newest modification time (ms) of any file under `dir`. */
 beforeAll(() => {
   // e2e runs the compiled program, as users do.
   requireDist();
