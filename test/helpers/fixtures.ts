@@ -9,7 +9,7 @@
  * test/superlink/generate-sh.test.ts and test/superlink/demo-credentials.test.ts.
  */
 import { execFileSync, spawn } from "node:child_process";
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -49,22 +49,28 @@ export function generateSet(dir: string, numClients: number, keyType: "ec" | "rs
   return new Promise((resolvePromise, reject) => {
     const child = spawn("bash", generateArgs(numClients, dir), { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FLWR_CERT_KEY: keyType } });
     let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString("utf8");
+    });
     child.once("error", reject);
-    child.once("exit", (code) => (code === 0 ? resolvePromise() : reject(new Error(`generate.sh exited with ${code}: ${stderr}`))));
+    child.once("exit", (code) => {
+      if (code === 0) resolvePromise();
+      else reject(new Error(`generate.sh exited with ${String(code)}: ${stderr}`));
+    });
   });
 }
 
 /** Copies a pool set into `dir`, keeping only `numClients` SuperNode key pairs and an allowlist of exactly those. */
 function copySet(from: string, dir: string, numClients: number): void {
-  cpSync(join(from, "certificates"), join(dir, "certificates"), { recursive: true });
+  mkdirSync(join(dir, "certificates"));
+  for (const name of readdirSync(join(from, "certificates"))) copyFileSync(join(from, "certificates", name), join(dir, "certificates", name));
   mkdirSync(join(dir, "keys"));
   const keys = ["server_credentials", ...Array.from({ length: numClients }, (_, i) => `client_credentials_${i + 1}`)];
   for (const name of keys.flatMap((k) => [k, `${k}.pub`])) copyFileSync(join(from, "keys", name), join(dir, "keys", name));
   // As generate.sh writes it: the "type blob" of each .pub, comma-separated, on one line.
   const csv = keys
     .slice(1)
-    .map((k) => readFileSync(join(dir, "keys", `${k}.pub`), "utf8").split("\n")[0]!.split(" ").slice(0, 2).join(" "))
+    .map((k) => readFileSync(join(dir, "keys", `${k}.pub`), "utf8").trim().split(/\s+/).slice(0, 2).join(" "))
     .join(",");
   writeFileSync(join(dir, "keys", "client_public_keys.csv"), `${csv}\n`);
 }
@@ -97,7 +103,9 @@ export function generateFixtures(numClients = 2): Fixtures {
     clientPublicKeys: clients.map((i) => k(`client_credentials_${i}.pub`)),
     allowlistCsv: k("client_public_keys.csv"),
     read: (path: string) => readFileSync(path),
-    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+    cleanup: () => {
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 
