@@ -208,7 +208,18 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
     ...(opts.maxRetries !== undefined ? { maxRetries: opts.maxRetries } : {}),
     ...(opts.maxWaitTime !== undefined ? { maxWaitTimeMs: opts.maxWaitTime * 1000 } : {}),
     pollIntervalMs: opts.pollIntervalMs,
+    ...testPingInterval(),
   };
+}
+
+/**
+ * FLWR_TEST_PING_INTERVAL (seconds; for tests only): the ping_interval to announce instead of
+ * Flower's 30 s, so a test sees a killed node go offline in seconds. The SuperLink still clamps
+ * it into --min-ping-interval..--max-ping-interval; startSuperNode refuses a non-positive value.
+ */
+function testPingInterval(): Pick<SuperNodeConfig, "pingIntervalSeconds"> {
+  const seconds = process.env.FLWR_TEST_PING_INTERVAL;
+  return seconds === undefined || seconds === "" ? {} : { pingIntervalSeconds: Number(seconds) };
 }
 
 /**

@@ -452,7 +452,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   return runDaemon(
     async () => {
       try {
-        handle = await startSuperLink(config, { logger });
+        handle = await startSuperLink(config, { logger, ...testDescriptorCheck() });
       } catch (err) {
         throw listenFailureError(err, listenFlags(config)) ?? err;
       }
@@ -483,6 +483,15 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
       },
     },
   );
+}
+
+/**
+ * FLWR_TEST_DESCRIPTOR_CHECK_MS (for tests only): how often to sample open file descriptors
+ * instead of every 5 s, so a test of the exhaustion warning needs no long waits.
+ */
+function testDescriptorCheck(): { descriptorCheckMs?: number } {
+  const ms = Number(process.env.FLWR_TEST_DESCRIPTOR_CHECK_MS);
+  return Number.isFinite(ms) && ms > 0 ? { descriptorCheckMs: ms } : {};
 }
 
 /** Entry point of bin/flower-superlink. */

@@ -211,7 +211,11 @@ function loadAuthMaterial(auth: SuperLinkAuthConfig, logger: Logger): AuthMateri
 }
 
 /** Starts the SuperLink. Rejects with a typed error (bad config/files, port in use, bad DB). */
-export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Logger }): Promise<SuperLinkHandle> {
+export async function startSuperLink(
+  config: SuperLinkConfig,
+  // descriptorCheckMs: how often to sample open file descriptors (default 5 s; tests use less).
+  deps: { logger: Logger; descriptorCheckMs?: number },
+): Promise<SuperLinkHandle> {
   const { logger } = deps;
   const longPollMs = checkConfig(config);
   const limits = resolveLimits(config.limits);
@@ -235,7 +239,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
   const servers: Array<RunningGrpcServer | RunningRestFleetServer> = [];
   let metricsServer: MetricsServer | undefined;
   let authenticator: FleetAuthenticator | undefined;
-  const stopDescriptorWatch = watchDescriptors(logger);
+  const stopDescriptorWatch = watchDescriptors(logger, deps.descriptorCheckMs !== undefined ? { checkEveryMs: deps.descriptorCheckMs } : {});
 
   const onAllowlistChange = (change: { added: string[]; removed: string[] }): void => {
     logger.info(
