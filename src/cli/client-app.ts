@@ -9,7 +9,8 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ClientApp } from "../client/client-app";
 import { DEFAULT_FLEET_API_ADDRESS, DEFAULT_SHUTDOWN_GRACE_MS } from "../core/constants";
-import { loadAppObject, parseAppReference } from "../core/app-loader";
+import { parseAppReference } from "../core/app-loader";
+import { loadAppModuleObject } from "./app-modules";
 import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
 import { parseNodeConfig } from "../supernode/node-config";
@@ -127,7 +128,7 @@ function buildCommand(io: CliIo): Command {
 /** Loads `ref` from `dir`; accepts a ClientApp or a function returning one (called once). */
 export function loadClientApp(ref: string, dir: string): ClientApp {
   const { attribute } = parseAppReference(ref);
-  const value = loadAppObject(ref, dir);
+  const value = loadAppModuleObject(ref, dir);
   if (ClientApp.isClientApp(value)) return value;
   if (typeof value === "function") {
     let made: unknown;
