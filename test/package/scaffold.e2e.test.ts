@@ -10,7 +10,7 @@
  */
 import { spawn } from "node:child_process";
 import { builtinModules } from "node:module";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
@@ -64,6 +64,27 @@ function run(command: string, args: string[], cwd: string, timeoutMs = 180_000):
 
 let typecheck: Promise<string>;
 
+/** Names the README's sketch uses without defining them. */
+const SNIPPET_PRELUDE = "declare const weights: NDArrays, newWeights: NDArrays, numExamples: number, loss: number;\n";
+
+/**
+ * The app-writing examples of README.md and docs/your-own-app.md (the ```ts blocks that import
+ * flwr-ts and need no top-level await), as files of the app, so its type check covers them.
+ */
+function writeDocumentedSnippets(dir: string): void {
+  for (const doc of ["README.md", "docs/your-own-app.md"]) {
+    const text = readFileSync(join(REPO_ROOT, doc), "utf8");
+    let index = 0;
+    for (const m of text.matchAll(/```ts\n([\s\S]*?)```/g)) {
+      const code = m[1]!;
+      if (!code.includes('from "flwr-ts"') || /^(const|let|await)\b.*\bawait\b/m.test(code)) continue;
+      const firstLineEnd = code.indexOf("\n") + 1;
+      const prelude = /\bNDArrays\b/.test(code.slice(0, firstLineEnd)) ? SNIPPET_PRELUDE : "";
+      writeFileSync(join(dir, `snippet-${doc.replace(/\W+/g, "-")}-${++index}.ts`), code.slice(0, firstLineEnd) + prelude + code.slice(firstLineEnd));
+    }
+  }
+}
+
 beforeAll(async () => {
   ensureDist();
   work = mkdtempSync(join(tmpdir(), "flwr-ts-scaffold-"));
@@ -83,6 +104,7 @@ beforeAll(async () => {
     appDir,
   );
   await install;
+  writeDocumentedSnippets(appDir);
   // Runs while the federation does (the tests below run in order).
   typecheck = run(join(appDir, "node_modules", ".bin", "tsc"), ["--noEmit", "-p", appDir], appDir);
   typecheck.catch(() => undefined);
@@ -213,7 +235,8 @@ describe("an app made by flwr-ts new", () => {
     expect(superlink.output.match(/registered \(authenticated\)/g)?.length).toBe(2);
   });
 
-  it("type-checks (strict, noUncheckedIndexedAccess, exactOptionalPropertyTypes)", async () => {
+  it("type-checks (strict, noUncheckedIndexedAccess, exactOptionalPropertyTypes), with the examples of the README and the guide", async () => {
+    expect(readdirSync(appDir).filter((f) => f.startsWith("snippet-")).length).toBeGreaterThanOrEqual(3);
     await expect(typecheck).resolves.toBeDefined();
   });
 
