@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT } from "../helpers/fixtures";
 
-const APP_MODULES = join(REPO_ROOT, "dist", "cli", "app-modules.js");
+const APP_LOADER = join(REPO_ROOT, "dist", "cli", "app-loader.js");
 
 let dir: string;
 
@@ -60,10 +60,10 @@ interface Outcome {
 /** Loads each ref from `dir/apps` in one child process started in `cwd`. */
 function loadInChild(refs: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Record<string, Outcome> {
   const script = `
-    const { loadAppModuleObject } = require(${JSON.stringify(APP_MODULES)});
+    const { loadAppObject } = require(${JSON.stringify(APP_LOADER)});
     const out = {};
     for (const ref of process.argv.slice(1)) {
-      try { out[ref] = { value: loadAppModuleObject(ref, ${JSON.stringify(join(dir, "apps"))}) }; }
+      try { out[ref] = { value: loadAppObject(ref, ${JSON.stringify(join(dir, "apps"))}) }; }
       catch (e) { out[ref] = { error: e.code + " " + e.message }; }
     }
     process.stdout.write(JSON.stringify(out));`;

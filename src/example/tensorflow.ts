@@ -8,7 +8,7 @@
  * versions that compute the same values (same summation set, same first-maximum tie rule), which
  * makes CNN training roughly 15x faster. The native backend is left untouched.
  */
-import { AppLoadError } from "./errors";
+import { AppLoadError } from "../core/errors";
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
 
 export type TensorFlow = typeof import("@tensorflow/tfjs");

@@ -9,8 +9,7 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ClientApp } from "../client/client-app";
 import { DEFAULT_FLEET_API_ADDRESS, DEFAULT_SHUTDOWN_GRACE_MS } from "../core/constants";
-import { parseAppReference } from "../core/app-loader";
-import { loadAppModuleObject } from "./app-modules";
+import { loadAppObject, parseAppReference } from "./app-loader";
 import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
 import { parseNodeConfig } from "../supernode/node-config";
@@ -128,7 +127,7 @@ function buildCommand(io: CliIo): Command {
 /** Loads `ref` from `dir`; accepts a ClientApp or a function returning one (called once). */
 export function loadClientApp(ref: string, dir: string): ClientApp {
   const { attribute } = parseAppReference(ref);
-  const value = loadAppModuleObject(ref, dir);
+  const value = loadAppObject(ref, dir);
   if (ClientApp.isClientApp(value)) return value;
   if (typeof value === "function") {
     let made: unknown;

@@ -12,7 +12,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_DRIVER_API_ADDRESS } from "../core/constants";
-import { loadAppModuleObject } from "./app-modules";
+import { loadAppObject } from "./app-loader";
 import { AppLoadError, InvalidConfigError } from "../core/errors";
 import { DEFAULT_RETRY_DEADLINE_MS } from "../serverapp/grpc-driver";
 import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-app";
@@ -165,7 +165,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
     const ref = appReference(appArg, opts);
     if (opts.flwrDir !== undefined) logger.debug(`--flwr-dir ${opts.flwrDir} is accepted but not used by flwr-ts`);
     logger.debug(`Flower will load ServerApp \`${ref}\` in ${opts.dir}`);
-    const app = loadAppModuleObject(ref, opts.dir);
+    const app = loadAppObject(ref, opts.dir);
     if (typeof app !== "object" || app === null || typeof (app as { run?: unknown }).run !== "function") {
       throw new AppLoadError(`"${ref}" is not a ServerApp: export \`new ServerApp({...})\` from flwr-ts as "${ref.split(":")[1]}"`);
     }

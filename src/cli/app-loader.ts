@@ -5,15 +5,22 @@
  * Every app module (.js/.cjs/.mjs/.ts/.cts/.mts) is loaded synchronously through tsx's
  * CommonJS hook (a dependency of this package, so an installed flwr-ts needs nothing else):
  * TypeScript is stripped by esbuild without type checking, and ES-module syntax is turned into
- * CommonJS, so an app may mix both and import its own .ts helpers. Which tsconfig.json tsx
- * reads is decided by the CLI (see `appLoaderTsconfigPath`), never by where the command runs.
+ * CommonJS, so an app may mix both and import its own .ts helpers.
+ *
+ * tsx reads TSX_TSCONFIG_PATH, else the tsconfig.json found from the working directory up, so
+ * starting a daemon from a TypeScript project's root (this repository's, say) would apply that
+ * project's settings to the app. Unless the user sets TSX_TSCONFIG_PATH, it is pointed at an
+ * empty one shipped with the package: an app loads the same from any folder.
  * The app is loaded once, at startup, so a broken app fails fast, with file:line in the error.
  */
 import { existsSync, statSync } from "node:fs";
 import { isAbsolute, join, resolve, sep } from "node:path";
-import { AppLoadError, errorMessage } from "./errors";
+import { AppLoadError, errorMessage } from "../core/errors";
 
 const MODULE_EXTENSIONS = [".js", ".cjs", ".mjs", ".ts", ".cts", ".mts"];
+
+/** templates/app-loader-tsconfig.json (src/cli/ and dist/cli/ both sit two levels below it). */
+export const APP_LOADER_TSCONFIG = join(__dirname, "..", "..", "templates", "app-loader-tsconfig.json");
 
 export interface AppReference {
   module: string;
@@ -51,6 +58,7 @@ let typeScriptLoaderRegistered = false;
 /** Installs tsx's require hook once per process (it stays for modules the app loads later). */
 function registerTypeScriptLoader(): void {
   if (typeScriptLoaderRegistered) return;
+  process.env["TSX_TSCONFIG_PATH"] ??= APP_LOADER_TSCONFIG;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const tsx = require("tsx/cjs/api") as { register(): unknown };
