@@ -50,7 +50,9 @@ beforeAll(() => {
   write(join(apps, "tla.mts"), `export const app = await Promise.resolve(1);\n`);
 });
 
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 interface Outcome {
   value?: unknown;
@@ -70,7 +72,7 @@ function loadInChild(refs: string[], cwd: string, env: NodeJS.ProcessEnv = {}): 
   const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
   if (!("TSX_TSCONFIG_PATH" in env)) delete childEnv["TSX_TSCONFIG_PATH"];
   const result = spawnSync(process.execPath, ["-e", script, ...refs], { cwd, env: childEnv, encoding: "utf8", timeout: 30_000 });
-  if (result.status !== 0) throw new Error(`loader child failed (${result.status}): ${result.stderr}`);
+  if (result.status !== 0) throw new Error(`loader child failed (${String(result.status)}): ${result.stderr}`);
   return JSON.parse(result.stdout) as Record<string, Outcome>;
 }
 

@@ -5,8 +5,12 @@ import { join } from "node:path";
 import { main } from "../../src/cli/flwr-ts";
 
 let parent: string;
-beforeEach(() => (parent = mkdtempSync(join(tmpdir(), "flwr-ts-new-"))));
-afterEach(() => rmSync(parent, { recursive: true, force: true }));
+beforeEach(() => {
+  parent = mkdtempSync(join(tmpdir(), "flwr-ts-new-"));
+});
+afterEach(() => {
+  rmSync(parent, { recursive: true, force: true });
+});
 
 async function flwrTs(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = "";

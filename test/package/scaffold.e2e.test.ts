@@ -57,7 +57,7 @@ function run(command: string, args: string[], cwd: string, timeoutMs = 180_000):
     child.on("exit", (code, signal) => {
       clearTimeout(timer);
       if (code === 0) resolve(out);
-      else reject(new Error(`${command} ${args.join(" ")} exited ${code ?? signal}:\n${out.slice(-4000)}`));
+      else reject(new Error(`${command} ${args.join(" ")} exited ${String(code ?? signal)}:\n${out.slice(-4000)}`));
     });
   });
 }
@@ -112,7 +112,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(peers.map((p) => p.stop()));
-  fx?.cleanup();
+  (fx as Fixtures | undefined)?.cleanup();
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
@@ -230,7 +230,8 @@ describe("an app made by flwr-ts new", () => {
     // Gradient descent on a linear model: the federated loss falls every round.
     expect(losses[1]!).toBeLessThan(losses[0]!);
     expect(losses[2]!).toBeLessThan(losses[1]!);
-    expect(history.metricsDistributed["mse"]?.map(([round]) => round)).toEqual([1, 2, 3]);
+    const mse = history.metricsDistributed["mse"] as Array<[number, number]> | undefined;
+    expect(mse?.map(([round]) => round)).toEqual([1, 2, 3]);
     // Both nodes registered with their keys.
     expect(superlink.output.match(/registered \(authenticated\)/g)?.length).toBe(2);
   });
