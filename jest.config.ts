@@ -20,6 +20,7 @@ const INTEGRATION = [
   "/test/state/sqlite-state\\.test\\.ts$",
   "/test/proto/generated-current\\.test\\.ts$",
   "/test/server/history-plot\\.test\\.ts$",
+  "/test/example/model\\.test\\.ts$",
 ];
 const ALL = "/test/.*\\.test\\.ts$";
 
