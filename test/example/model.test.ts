@@ -143,7 +143,7 @@ describe("train / evaluate", () => {
     requireDist();
     const r = await runNodeScript(TRAIN_SCRIPT, [], 150_000);
     if (r.code !== 0) throw new Error(`training script exited ${String(r.code)}:\n${r.stderr}`);
-    outcome = JSON.parse(r.stdout.trim().split("\n").pop()!) as TrainOutcome;
+    outcome = JSON.parse(r.stdout.trim().split("\n").pop() ?? "") as TrainOutcome;
   }, 160_000);
 
   test("two epochs on synthetic data raise held-out accuracy well above the untrained model", () => {
