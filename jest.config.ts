@@ -29,6 +29,8 @@ const common = {
   testEnvironment: "node",
   transform: { "^.+\\.ts$": ["ts-jest", { tsconfig: "<rootDir>/tsconfig.jest.json" }] },
   rootDir: __dirname,
+  // The grpc-js extensions, enabled as the daemons enable them (src/transport/grpc-extensions.ts).
+  setupFiles: ["<rootDir>/test/helpers/grpc-extensions-setup.ts"],
 } satisfies Config;
 
 const config: Config = {

@@ -17,6 +17,7 @@ import { parseRestBaseUrl } from "../supernode/rest-connection";
 import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
 import { type CliIo, LOG_LEVELS, LOG_FORMATS, LOG_FORMAT_HELP, createCliLogger, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain, packageVersion } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
+import { enableGrpcExtensions } from "../transport/grpc-extensions";
 
 const NAME = "flower-client-app";
 
@@ -233,6 +234,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const ref = program.args[0]!;
   const logger = createCliLogger({ level: opts.logLevel, component: "supernode", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
   logger.info("Long-running Flower client starting");
+  enableGrpcExtensions({ logger });
 
   let config: SuperNodeConfig;
   try {

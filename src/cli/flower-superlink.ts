@@ -48,6 +48,7 @@ import {
   listenFailureError,
 } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
+import { enableGrpcExtensions } from "../transport/grpc-extensions";
 
 const NAME = "flower-superlink";
 const FLEET_API_TYPE_GRPC_RERE = "grpc-rere";
@@ -437,6 +438,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const opts = program.opts<SuperLinkOptions>();
   const logger = createCliLogger({ level: opts.logLevel, component: "superlink", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
   logger.info("Starting Flower SuperLink");
+  enableGrpcExtensions({ logger });
 
   let config: SuperLinkConfig;
   try {
