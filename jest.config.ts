@@ -9,6 +9,7 @@ const E2E = [
   "/test/superlink/demo-credentials\\.test\\.ts$",
   "/test/cli/log-format\\.test\\.ts$",
   "/test/transport/(grpc-zero-copy|server-window|grpc-extensions)\\.test\\.ts$",
+  "/test/example/tensorflow-missing\\.test\\.ts$",
 ];
 // integration: real servers on loopback ports, SQLite files and tools (openssl, buf) from this process.
 const INTEGRATION = [
@@ -20,6 +21,7 @@ const INTEGRATION = [
   "/test/state/sqlite-state\\.test\\.ts$",
   "/test/proto/generated-current\\.test\\.ts$",
   "/test/server/history-plot\\.test\\.ts$",
+  "/test/example/model\\.test\\.ts$",
 ];
 const ALL = "/test/.*\\.test\\.ts$";
 
