@@ -9,6 +9,7 @@ import { PUBLIC_KEY_HEADER } from "../core/constants";
 import { AuthenticationError, errorMessage } from "../core/errors";
 import { type FleetRequestName, type MapOrder, canonicalEncodeChunks } from "../core/wire/canonical";
 import {
+  type WebCryptoKey,
   type WebEcCurve,
   type WebKeyPair,
   canonicalPemOfPoint,
@@ -25,8 +26,8 @@ import {
 const FIELD_BITS: Record<WebEcCurve, number> = { "P-256": 256, "P-384": 384, "P-521": 528 };
 
 /** ECDH shared secret Z (the x-coordinate, field-size bytes) with a peer's PEM public key. */
-export async function webEcdhSharedSecret(privateKey: CryptoKey, curve: WebEcCurve, peerPublicPem: string): Promise<Uint8Array> {
-  let peer: CryptoKey;
+export async function webEcdhSharedSecret(privateKey: WebCryptoKey, curve: WebEcCurve, peerPublicPem: string): Promise<Uint8Array> {
+  let peer: WebCryptoKey;
   let peerCurve: WebEcCurve;
   try {
     const parsed = pointOfPublicPem(peerPublicPem);
@@ -48,13 +49,13 @@ export async function webHkdfSha256(sharedSecret: Uint8Array): Promise<Uint8Arra
 }
 
 /** The HMAC key both sides use: the ASCII bytes of base64url_padded(HKDF-SHA256(Z)). */
-export async function webDeriveHmacKey(privateKey: CryptoKey, curve: WebEcCurve, peerPublicPem: string): Promise<Uint8Array> {
+export async function webDeriveHmacKey(privateKey: WebCryptoKey, curve: WebEcCurve, peerPublicPem: string): Promise<Uint8Array> {
   const okm = await webHkdfSha256(await webEcdhSharedSecret(privateKey, curve, peerPublicPem));
   return Uint8Array.from(toBase64UrlPadded(okm), (c) => c.charCodeAt(0));
 }
 
 /** HMAC-SHA256(key, payload), the 32-byte `auth-token` tag; chunks are MAC'd as one payload. */
-export async function webAuthToken(hmacKey: Uint8Array | CryptoKey, payload: Uint8Array | readonly Uint8Array[]): Promise<Uint8Array> {
+export async function webAuthToken(hmacKey: Uint8Array | WebCryptoKey, payload: Uint8Array | readonly Uint8Array[]): Promise<Uint8Array> {
   const key =
     hmacKey instanceof Uint8Array ? await webSubtle().importKey("raw", hmacKey, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]) : hmacKey;
   const data = payload instanceof Uint8Array ? payload : concatBytes(...payload);
@@ -69,12 +70,12 @@ export interface SignedRequest {
 
 /** A SuperNode key pair and, after CreateNode, the HMAC key shared with the SuperLink. */
 export class WebSuperNodeAuth {
-  /** HMAC key (as a CryptoKey) once CreateNode delivered the SuperLink's public key. */
-  private hmacKey: CryptoKey | undefined;
+  /** HMAC key (as a WebCryptoKey) once CreateNode delivered the SuperLink's public key. */
+  private hmacKey: WebCryptoKey | undefined;
   private serverPem: string | undefined;
 
   private constructor(
-    private readonly privateKey: CryptoKey,
+    private readonly privateKey: WebCryptoKey,
     readonly curve: WebEcCurve,
     /** Canonical PEM of this node's public key. */
     readonly publicKeyPem: string,

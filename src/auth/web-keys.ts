@@ -41,8 +41,24 @@ export interface WebKeyPair {
   point: Uint8Array;
 }
 
-function subtle(): SubtleCrypto {
-  const s = globalThis.crypto?.subtle;
+/** WebCrypto's types, named the same under Node's typings and the DOM's. */
+export type SubtleApi = (typeof globalThis.crypto)["subtle"];
+export type WebCryptoKey = Awaited<ReturnType<SubtleApi["importKey"]>>;
+interface WebCryptoKeyPair {
+  publicKey: WebCryptoKey;
+  privateKey: WebCryptoKey;
+}
+interface EcJwk {
+  kty: "EC";
+  crv: WebEcCurve;
+  x: string;
+  y: string;
+  d?: string;
+  ext: boolean;
+}
+
+function subtle(): SubtleApi {
+  const s = (globalThis.crypto as typeof globalThis.crypto | undefined)?.subtle;
   if (s === undefined) {
     throw new InvalidKeyFileError("WebCrypto (crypto.subtle) is not available: a browser gives it only to https:// pages and localhost");
   }
@@ -314,15 +330,15 @@ export function openSshPrivateText(pair: WebKeyPair, comment = ""): string {
 
 const b64url = (bytes: Uint8Array): string => toBase64(bytes).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 
-function jwkOf(pair: { curve: WebEcCurve; point: Uint8Array; d?: Uint8Array }): JsonWebKey {
+function jwkOf(pair: { curve: WebEcCurve; point: Uint8Array; d?: Uint8Array }): EcJwk {
   const n = curveInfo(pair.curve).fieldBytes;
-  const jwk: JsonWebKey = { kty: "EC", crv: pair.curve, x: b64url(pair.point.subarray(1, 1 + n)), y: b64url(pair.point.subarray(1 + n)), ext: true };
+  const jwk: EcJwk = { kty: "EC", crv: pair.curve, x: b64url(pair.point.subarray(1, 1 + n)), y: b64url(pair.point.subarray(1 + n)), ext: true };
   if (pair.d !== undefined) jwk.d = b64url(pair.d);
   return jwk;
 }
 
 /** The ECDH private key of a pair (not extractable). Throws InvalidKeyFileError if unusable. */
-export async function importEcdhPrivateKey(pair: WebKeyPair): Promise<CryptoKey> {
+export async function importEcdhPrivateKey(pair: WebKeyPair): Promise<WebCryptoKey> {
   try {
     return await subtle().importKey("jwk", { ...jwkOf(pair), ext: false }, { name: "ECDH", namedCurve: pair.curve }, false, ["deriveBits"]);
   } catch (err) {
@@ -331,7 +347,7 @@ export async function importEcdhPrivateKey(pair: WebKeyPair): Promise<CryptoKey>
 }
 
 /** An ECDH public key from its point; rejects points that are not on the curve. */
-export async function importEcdhPublicKey(curve: WebEcCurve, point: Uint8Array): Promise<CryptoKey> {
+export async function importEcdhPublicKey(curve: WebEcCurve, point: Uint8Array): Promise<WebCryptoKey> {
   return subtle().importKey("raw", point, { name: "ECDH", namedCurve: curve }, true, []);
 }
 
@@ -341,14 +357,14 @@ export async function importEcdhPublicKey(curve: WebEcCurve, point: Uint8Array):
  */
 export async function checkWebKeyPair(pair: WebKeyPair): Promise<void> {
   const privateKey = await importEcdhPrivateKey(pair);
-  let publicKey: CryptoKey;
+  let publicKey: WebCryptoKey;
   try {
     publicKey = await importEcdhPublicKey(pair.curve, pair.point);
   } catch (err) {
     throw new InvalidKeyFileError(`the public point is not on ${pair.curve}: ${(err as Error).message}`, { cause: err });
   }
   const bits = curveInfo(pair.curve).fieldBytes * 8;
-  const probe = (await subtle().generateKey({ name: "ECDH", namedCurve: pair.curve }, false, ["deriveBits"])) as CryptoKeyPair;
+  const probe = (await subtle().generateKey({ name: "ECDH", namedCurve: pair.curve }, false, ["deriveBits"])) as WebCryptoKeyPair;
   const probePublic = new Uint8Array(await subtle().exportKey("raw", probe.publicKey));
   const a = new Uint8Array(await subtle().deriveBits({ name: "ECDH", public: await importEcdhPublicKey(pair.curve, probePublic) }, privateKey, bits));
   const b = new Uint8Array(await subtle().deriveBits({ name: "ECDH", public: publicKey }, probe.privateKey, bits));
@@ -357,7 +373,7 @@ export async function checkWebKeyPair(pair: WebKeyPair): Promise<void> {
 
 /** A fresh key pair (P-384 by default), as raw values to store and export. */
 export async function generateWebKeyPair(curve: WebEcCurve = DEFAULT_WEB_CURVE): Promise<WebKeyPair> {
-  const pair = (await subtle().generateKey({ name: "ECDH", namedCurve: curve }, true, ["deriveBits"])) as CryptoKeyPair;
+  const pair = (await subtle().generateKey({ name: "ECDH", namedCurve: curve }, true, ["deriveBits"])) as WebCryptoKeyPair;
   const jwk = await subtle().exportKey("jwk", pair.privateKey);
   const n = curveInfo(curve).fieldBytes;
   const field = (v: string | undefined): Uint8Array => {

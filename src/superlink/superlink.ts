@@ -30,6 +30,7 @@ import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds } from "../core/p
 import { type FleetReceiveLimits, createFleetReceiveGuard } from "./fleet/fleet-receive";
 import { LongPollHub } from "./long-poll";
 import { type RunningRestFleetServer, startRestFleetServer } from "./fleet/rest-server";
+import { loadBrowserClientFiles } from "./fleet/browser-client";
 import { DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
 
@@ -68,8 +69,11 @@ export interface SuperLinkConfig {
   metricsAddress?: string;
   /** Fleet API transport: "grpc-rere" (default) or "rest" (Flower 1.10's REST routes over HTTP(S)). */
   fleetApiType?: "grpc-rere" | "rest";
-  /** REST Fleet API only: browser origins allowed by CORS (default none) and the body cap. */
-  rest?: { corsOrigins?: string[]; maxBodyBytes?: number };
+  /**
+   * REST Fleet API only: browser origins allowed by CORS (default none), the body cap, and the
+   * directory of the prebuilt browser SuperNode to serve on GET / (undefined = not served).
+   */
+  rest?: { corsOrigins?: string[]; maxBodyBytes?: number; browserClientDir?: string };
   /** Storage limits, TTL purge and ping bounds (see SuperLinkLimits); defaults apply per field. */
   limits?: SuperLinkLimits;
   /** Idle, age and slow-sender limits of both APIs' connections; default DEFAULT_CONNECTION_LIMITS. */
@@ -375,6 +379,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
             ...(authenticator !== undefined ? { authenticator } : {}),
             maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
             corsOrigins: config.rest?.corsOrigins ?? [],
+            ...(config.rest?.browserClientDir !== undefined ? { staticFiles: loadBrowserClientFiles(config.rest.browserClientDir) } : {}),
             logger: fleetLogger,
             onCall: (path, code, request, response) => metrics.recordCall(path, code, request, response),
           })
@@ -400,6 +405,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       );
     }
 
+    const browserClientUrl =
+      config.fleetApiType === "rest" && config.rest?.browserClientDir !== undefined
+        ? `${config.tls !== undefined ? "https" : "http"}://${fleet.address}/`
+        : undefined;
     logger.info(
       {
         event: "superlink.ready",
@@ -413,8 +422,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         longPollMs,
         limits,
         fleetApiType: config.fleetApiType ?? "grpc-rere",
+        ...(browserClientUrl !== undefined ? { browserClientUrl } : {}),
       },
-      `SuperLink ready: Driver API on ${driver.address}, Fleet API (${config.fleetApiType ?? "grpc-rere"}) on ${fleet.address}`,
+      `SuperLink ready: Driver API on ${driver.address}, Fleet API (${config.fleetApiType ?? "grpc-rere"}) on ${fleet.address}` +
+        (browserClientUrl !== undefined ? `; browser SuperNode page at ${browserClientUrl}` : ""),
     );
 
     return {
