@@ -18,6 +18,7 @@ import {
   fromBase64,
   importEcdhPrivateKey,
   importEcdhPublicKey,
+  ownBuffer,
   pointOfPublicPem,
   toBase64UrlPadded,
   webSubtle,
@@ -43,7 +44,7 @@ export async function webEcdhSharedSecret(privateKey: WebCryptoKey, curve: WebEc
 
 /** HKDF-SHA256(Z), no salt, empty info, 32 bytes: Flower's key derivation. */
 export async function webHkdfSha256(sharedSecret: Uint8Array): Promise<Uint8Array> {
-  const ikm = await webSubtle().importKey("raw", sharedSecret, "HKDF", false, ["deriveBits"]);
+  const ikm = await webSubtle().importKey("raw", ownBuffer(sharedSecret), "HKDF", false, ["deriveBits"]);
   const okm = await webSubtle().deriveBits({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: new Uint8Array(0) }, ikm, 256);
   return new Uint8Array(okm);
 }
@@ -57,8 +58,8 @@ export async function webDeriveHmacKey(privateKey: WebCryptoKey, curve: WebEcCur
 /** HMAC-SHA256(key, payload), the 32-byte `auth-token` tag; chunks are MAC'd as one payload. */
 export async function webAuthToken(hmacKey: Uint8Array | WebCryptoKey, payload: Uint8Array | readonly Uint8Array[]): Promise<Uint8Array> {
   const key =
-    hmacKey instanceof Uint8Array ? await webSubtle().importKey("raw", hmacKey, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]) : hmacKey;
-  const data = payload instanceof Uint8Array ? payload : concatBytes(...payload);
+    hmacKey instanceof Uint8Array ? await webSubtle().importKey("raw", ownBuffer(hmacKey), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]) : hmacKey;
+  const data = ownBuffer(payload instanceof Uint8Array ? payload : concatBytes(...payload));
   return new Uint8Array(await webSubtle().sign("HMAC", key, data));
 }
 
@@ -132,7 +133,7 @@ export class WebSuperNodeAuth {
       throw new AuthenticationError(`The SuperLink sent an invalid public key: ${errorMessage(err)}`, { cause: err });
     }
     const raw = await webDeriveHmacKey(this.privateKey, this.curve, pem);
-    this.hmacKey = await webSubtle().importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    this.hmacKey = await webSubtle().importKey("raw", ownBuffer(raw), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
     this.serverPem = pem;
   }
 

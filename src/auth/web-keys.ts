@@ -84,6 +84,11 @@ export function concatBytes(...parts: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** The bytes in an ArrayBuffer of their own, as WebCrypto's DOM typings want (copies). */
+export function ownBuffer(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(bytes);
+}
+
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
@@ -348,7 +353,7 @@ export async function importEcdhPrivateKey(pair: WebKeyPair): Promise<WebCryptoK
 
 /** An ECDH public key from its point; rejects points that are not on the curve. */
 export async function importEcdhPublicKey(curve: WebEcCurve, point: Uint8Array): Promise<WebCryptoKey> {
-  return subtle().importKey("raw", point, { name: "ECDH", namedCurve: curve }, true, []);
+  return subtle().importKey("raw", ownBuffer(point), { name: "ECDH", namedCurve: curve }, true, []);
 }
 
 /**
@@ -387,7 +392,7 @@ export async function generateWebKeyPair(curve: WebEcCurve = DEFAULT_WEB_CURVE):
 export async function webSshFingerprint(curve: WebEcCurve, point: Uint8Array): Promise<string> {
   const info = curveInfo(curve);
   const blob = concatBytes(sshString(ascii(info.sshType)), sshString(ascii(info.sshCurve)), sshString(point));
-  return "SHA256:" + toBase64(new Uint8Array(await subtle().digest("SHA-256", blob))).replace(/=+$/, "");
+  return "SHA256:" + toBase64(new Uint8Array(await subtle().digest("SHA-256", ownBuffer(blob)))).replace(/=+$/, "");
 }
 
 export { subtle as webSubtle };
