@@ -11,7 +11,7 @@
  * Skips, saying so, when Chromium is absent.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "puppeteer-core";
@@ -78,10 +78,27 @@ async function waitForValue(page: Page, id: string): Promise<string> {
   return valueOf(page, `#${id}`);
 }
 
+/** Newest modification time of the files under `dir` (0 when it does not exist). */
+function newestMtime(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) newest = Math.max(newest, statSync(join(entry.parentPath, entry.name)).mtimeMs);
+  }
+  return newest;
+}
+
+/** `npm run build` when dist/ is older than src/ (npm test and test:browser have just built it). */
+function buildIfStale(): void {
+  const built = [join(REPO_ROOT, "dist", "browser", "flwr-browser.js"), join(REPO_ROOT, "dist", "superlink", "superlink.js")];
+  const oldest = Math.min(...built.map((f) => (existsSync(f) ? statSync(f).mtimeMs : 0)));
+  if (oldest > newestMtime(join(REPO_ROOT, "src"))) return;
+  execFileSync("npm", ["run", "build"], { cwd: REPO_ROOT, stdio: "pipe" });
+}
+
 beforeAll(() => {
   if (chromium === undefined) return;
-  execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { cwd: REPO_ROOT, stdio: "pipe" });
-  execFileSync(process.execPath, [join(REPO_ROOT, "scripts", "build-browser.js")], { cwd: REPO_ROOT, stdio: "pipe" });
+  buildIfStale();
   fx = generateFixtures(2);
   work = mkdtempSync(join(tmpdir(), "flwr-ts-browser-"));
 });
@@ -155,6 +172,7 @@ describeWithChromium("browser SuperNode in Chromium", () => {
     if (code !== 0) throw new Error(`ServerApp exit ${code}\n${peers.map((p) => p.tail()).join("\n")}`);
     const summary = /\{[^\n]*"event":"serverapp\.summary"[^\n]*\}/.exec(serverApp.output);
     const history = (JSON.parse(summary![0]) as { history: Record<string, Record<string, unknown>> }).history;
+    if (process.env["FLWR_DEBUG_BROWSER"]) process.stderr.write(`${JSON.stringify(history)}\n${await textOf(page, "#log")}\n${serverApp.output}\n`);
     expect(history["metricsDistributedFit"]!["runtimes"]).toEqual([[1, "browser,node"]]);
     expect(history["metricsDistributedFit"]!["clients"]).toEqual([[1, 2]]);
     expect(history["metricsDistributed"]!["runtimes"]).toEqual([[1, "browser,node"]]);
