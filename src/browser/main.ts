@@ -24,7 +24,7 @@ import { FlwrError, errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
 import type { Config } from "../core/records/legacy-types";
 import type { ConfigsScalar, NDArrays } from "../core/records/types";
-import { CifarClient, nodeData } from "../example/client-app";
+import { CifarClient, nodeData } from "../example/example-client-app";
 import { SYNTHETIC_SOURCE } from "../example/synthetic-data";
 import { createFetchRestPoster } from "../supernode/fetch-rest-poster";
 import { RestFleetConnection } from "../supernode/rest-connection";

@@ -1,8 +1,8 @@
 /**
- * The SuperNode for Node: `startSuperNode(config, deps)` opens the connection that `config`
- * names (grpc-rere via grpc-js, or REST via node:https) with node authentication from key files,
- * and runs the platform-neutral loop of supernode-core.ts on it. Signals, argv and exit codes
- * belong to src/cli/client-app.ts.
+ * The SuperNode for Node: `startSuperNode(config, deps)` opens the connection `config` names
+ * (grpc-rere over grpc-js, or REST over node:https) with node authentication from key files, and
+ * runs the platform-neutral loop of supernode-core.ts on it. Signals, argv and exit codes belong
+ * to src/cli/flower-client-app.ts.
  */
 import type * as grpc from "@grpc/grpc-js";
 import { SuperNodeAuth } from "../auth/client-auth";
@@ -15,7 +15,7 @@ import { createNodeRestPoster } from "./node-rest-poster";
 import { RestFleetConnection } from "./rest-connection";
 import { type SuperNodeCoreConfig, type SuperNodeDeps, type SuperNodeHandle, startSuperNodeOn } from "./supernode-core";
 
-export { DEFAULT_POLL_INTERVAL_MS, PULL_DEADLINE_MS, replyProblem, startSuperNodeOn } from "./supernode-core";
+export { DEFAULT_POLL_INTERVAL_MS, startSuperNodeOn } from "./supernode-core";
 export type { SuperNodeCoreConfig, SuperNodeDeps, SuperNodeHandle } from "./supernode-core";
 
 export interface SuperNodeAuthFiles {
