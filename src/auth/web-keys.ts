@@ -44,10 +44,6 @@ export interface WebKeyPair {
 /** WebCrypto's types, named the same under Node's typings and the DOM's. */
 export type SubtleApi = (typeof globalThis.crypto)["subtle"];
 export type WebCryptoKey = Awaited<ReturnType<SubtleApi["importKey"]>>;
-interface WebCryptoKeyPair {
-  publicKey: WebCryptoKey;
-  privateKey: WebCryptoKey;
-}
 interface EcJwk {
   kty: "EC";
   crv: WebEcCurve;
@@ -57,8 +53,15 @@ interface EcJwk {
   ext: boolean;
 }
 
+/** WebCrypto, or undefined (a browser offers it only to https:// pages and localhost). */
+function webCrypto(): typeof globalThis.crypto | undefined {
+  // Node 20 has globalThis.crypto (unflagged since Node 19); a plain-http page has none.
+  // eslint-disable-next-line n/no-unsupported-features/node-builtins, @typescript-eslint/no-unnecessary-type-assertion
+  return globalThis.crypto as typeof globalThis.crypto | undefined;
+}
+
 function subtle(): SubtleApi {
-  const s = (globalThis.crypto as typeof globalThis.crypto | undefined)?.subtle;
+  const s = webCrypto()?.subtle;
   if (s === undefined) {
     throw new InvalidKeyFileError("WebCrypto (crypto.subtle) is not available: a browser gives it only to https:// pages and localhost");
   }
@@ -67,7 +70,7 @@ function subtle(): SubtleApi {
 
 function curveInfo(curve: WebEcCurve): WebCurveInfo {
   const info = WEB_CURVES.find((c) => c.curve === curve);
-  if (info === undefined) throw new InvalidKeyFileError(`unsupported curve ${String(curve)}`);
+  if (info === undefined) throw new InvalidKeyFileError(`unsupported curve ${curve as string}`);
   return info;
 }
 
@@ -149,7 +152,7 @@ class SshReader {
     const d = this.data;
     const o = this.offset;
     this.offset += 4;
-    return ((d[o]! << 24) >>> 0) + (d[o + 1]! << 16) + (d[o + 2]! << 8) + d[o + 3]!;
+    return ((d[o] << 24) >>> 0) + (d[o + 1] << 16) + (d[o + 2] << 8) + d[o + 3];
   }
 
   bytes(): Uint8Array {
@@ -198,7 +201,7 @@ export function canonicalPemOfPoint(curve: WebEcCurve, point: Uint8Array): strin
 export function pointOfPublicPem(pem: string): { curve: WebEcCurve; point: Uint8Array } {
   const match = /-----BEGIN PUBLIC KEY-----([\s\S]*?)-----END PUBLIC KEY-----/.exec(pem);
   if (match === null) throw new Error("not a PEM public key");
-  const spki = fromBase64(match[1]!.replace(/\s+/g, ""), "the PEM body");
+  const spki = fromBase64(match[1].replace(/\s+/g, ""), "the PEM body");
   for (const info of WEB_CURVES) {
     const prefix = der(0x30, der(0x30, EC_PUBLIC_KEY_OID, info.oid), der(0x03, Uint8Array.of(0), new Uint8Array(1 + 2 * info.fieldBytes)));
     const head = prefix.subarray(0, prefix.length - (1 + 2 * info.fieldBytes));
@@ -232,7 +235,7 @@ function parsePublicBlob(blob: Uint8Array, expectedType: string | undefined): { 
 export function parseOpenSshPublicLine(line: string): { curve: WebEcCurve; point: Uint8Array } {
   const [type, body] = line.trim().split(/\s+/);
   try {
-    if (type === undefined || type === "" || body === undefined) throw new Error('expected a line "ecdsa-sha2-nistp384 AAAA..."');
+    if (!type || !body) throw new Error('expected a line "ecdsa-sha2-nistp384 AAAA..."');
     const { curve, point } = parsePublicBlob(fromBase64(body, "the key data"), type);
     return { curve: curve.curve, point };
   } catch (err) {
@@ -256,7 +259,7 @@ const OPENSSH_END = "-----END OPENSSH PRIVATE KEY-----";
 const OPENSSH_MAGIC = ascii("openssh-key-v1\0");
 
 function mpintToField(mpint: Uint8Array, size: number): Uint8Array {
-  if (mpint.length > 0 && (mpint[0]! & 0x80) !== 0) throw new Error("the private scalar is negative");
+  if (mpint.length > 0 && (mpint[0] & 0x80) !== 0) throw new Error("the private scalar is negative");
   let start = 0;
   while (start < mpint.length && mpint[start] === 0) start++;
   const magnitude = mpint.subarray(start);
@@ -305,8 +308,8 @@ export function parseOpenSshPrivateText(text: string): WebKeyPair {
 export function openSshPrivateText(pair: WebKeyPair, comment = ""): string {
   const info = curveInfo(pair.curve);
   const publicBlob = concatBytes(sshString(ascii(info.sshType)), sshString(ascii(info.sshCurve)), sshString(pair.point));
-  const mpint = (pair.d[0]! & 0x80) !== 0 ? concatBytes(Uint8Array.of(0), pair.d) : pair.d;
-  const check = crypto.getRandomValues(new Uint8Array(4));
+  const mpint = (pair.d[0] & 0x80) !== 0 ? concatBytes(Uint8Array.of(0), pair.d) : pair.d;
+  const check = (webCrypto() ?? { getRandomValues: (a: Uint8Array) => a }).getRandomValues(new Uint8Array(4));
   let section = concatBytes(
     check,
     check,
@@ -369,7 +372,7 @@ export async function checkWebKeyPair(pair: WebKeyPair): Promise<void> {
     throw new InvalidKeyFileError(`the public point is not on ${pair.curve}: ${(err as Error).message}`, { cause: err });
   }
   const bits = curveInfo(pair.curve).fieldBytes * 8;
-  const probe = (await subtle().generateKey({ name: "ECDH", namedCurve: pair.curve }, false, ["deriveBits"])) as WebCryptoKeyPair;
+  const probe = (await subtle().generateKey({ name: "ECDH", namedCurve: pair.curve }, false, ["deriveBits"]));
   const probePublic = new Uint8Array(await subtle().exportKey("raw", probe.publicKey));
   const a = new Uint8Array(await subtle().deriveBits({ name: "ECDH", public: await importEcdhPublicKey(pair.curve, probePublic) }, privateKey, bits));
   const b = new Uint8Array(await subtle().deriveBits({ name: "ECDH", public: publicKey }, probe.privateKey, bits));
@@ -378,7 +381,7 @@ export async function checkWebKeyPair(pair: WebKeyPair): Promise<void> {
 
 /** A fresh key pair (P-384 by default), as raw values to store and export. */
 export async function generateWebKeyPair(curve: WebEcCurve = DEFAULT_WEB_CURVE): Promise<WebKeyPair> {
-  const pair = (await subtle().generateKey({ name: "ECDH", namedCurve: curve }, true, ["deriveBits"])) as WebCryptoKeyPair;
+  const pair = (await subtle().generateKey({ name: "ECDH", namedCurve: curve }, true, ["deriveBits"]));
   const jwk = await subtle().exportKey("jwk", pair.privateKey);
   const n = curveInfo(curve).fieldBytes;
   const field = (v: string | undefined): Uint8Array => {

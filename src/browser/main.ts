@@ -32,11 +32,13 @@ import { type SuperNodeHandle, startSuperNodeOn } from "../supernode/supernode-c
 import { type StoredKey, forgetStoredKey, loadStoredKey, saveStoredKey } from "./key-store";
 import { type TensorFlowBackend, initBrowserTensorFlow } from "./tensorflow-browser";
 
-const $ = <T extends HTMLElement>(id: string): T => {
+function $(id: string): HTMLElement;
+function $<T extends HTMLElement>(id: string, kind: new () => T): T;
+function $(id: string, kind: new () => HTMLElement = HTMLElement): HTMLElement {
   const el = document.getElementById(id);
-  if (el === null) throw new Error(`page element #${id} is missing`);
-  return el as T;
-};
+  if (!(el instanceof kind)) throw new Error(`page element #${id} is missing`);
+  return el;
+}
 
 /** What the page shows as "State"; `data-state` carries the same word for scripts and tests. */
 type PageState = "idle" | "loading" | "registering" | "connected" | "training" | "evaluating" | "reconnecting" | "stopped" | "refused" | "failed";
@@ -71,7 +73,7 @@ function pageLogger(): Logger {
       write: (record: object) => {
         const r = record as { msg?: string; event?: string; nodeId?: string; level?: number | { label?: string } };
         if (r.msg) logLine(r.msg);
-        switch (r.event) {
+        switch (r.event ?? "") {
           case "supernode.ready":
           case "supernode.reregistered":
             setState("connected", "waiting for work");
@@ -98,12 +100,12 @@ async function showKey(key: StoredKey | undefined): Promise<void> {
   currentKey = key;
   if (key === undefined) {
     $("key-status").textContent = "No key yet: load an OpenSSH key pair, or generate one here.";
-    $<HTMLTextAreaElement>("public-line").value = "";
+    $("public-line", HTMLTextAreaElement).value = "";
     $("fingerprint").textContent = "";
     return;
   }
   $("key-status").textContent = `Key: ${key.curve} ECDSA, ${key.origin} (kept in this browser's IndexedDB since ${key.savedAt}).`;
-  $<HTMLTextAreaElement>("public-line").value = openSshPublicLine(key.curve, key.point);
+  $("public-line", HTMLTextAreaElement).value = openSshPublicLine(key.curve, key.point);
   $("fingerprint").textContent = `Fingerprint ${await webSshFingerprint(key.curve, key.point)}`;
 }
 
@@ -115,8 +117,8 @@ async function keep(pair: WebKeyPair, origin: string): Promise<void> {
 }
 
 async function loadKeyFiles(): Promise<void> {
-  const privateFile = $<HTMLInputElement>("private-key-file").files?.[0];
-  const publicFile = $<HTMLInputElement>("public-key-file").files?.[0];
+  const privateFile = $("private-key-file", HTMLInputElement).files?.[0];
+  const publicFile = $("public-key-file", HTMLInputElement).files?.[0];
   if (privateFile === undefined) throw new FlwrError("FLWR_INVALID_KEY_FILE", "Choose the private key file (e.g. keys/client_credentials_1)");
   const pair = parseOpenSshPrivateText(await privateFile.text());
   if (publicFile !== undefined) {
@@ -133,7 +135,7 @@ function download(name: string, text: string): void {
   a.href = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
   a.download = name;
   a.click();
-  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  setTimeout(() => { URL.revokeObjectURL(a.href); }, 10_000);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -147,13 +149,14 @@ function metric(metrics: Record<string, unknown>, key: string): number | undefin
 const fmt = (v: number | undefined): string => (v === undefined ? "–" : v.toFixed(4));
 
 function roundRow(round: number): HTMLTableRowElement {
-  const body = $("rounds").querySelector("tbody")!;
+  const body = $("rounds").querySelector("tbody");
+  if (body === null) throw new Error("page table #rounds has no tbody");
   let row = body.querySelector<HTMLTableRowElement>(`tr[data-round="${round}"]`);
   if (row === null) {
     row = document.createElement("tr");
     row.dataset["round"] = String(round);
     for (let i = 0; i < 5; i++) row.append(document.createElement("td"));
-    row.cells[0]!.textContent = String(round);
+    row.cells[0].textContent = String(round);
     body.append(row);
   }
   return row;
@@ -182,14 +185,14 @@ class PageClient extends NumPyClient {
     $("fit-loss").textContent = fmt(loss);
     $("fit-accuracy").textContent = fmt(accuracy);
     const row = roundRow(round);
-    row.cells[1]!.textContent = fmt(loss);
-    row.cells[2]!.textContent = fmt(accuracy);
+    row.cells[1].textContent = fmt(loss);
+    row.cells[2].textContent = fmt(accuracy);
     setState("connected", `round ${round} trained, waiting for work`);
     // Tells the ServerApp's metrics which node ran in a page.
     return [result[0], result[1], { ...metrics, runtime: "browser" }];
   }
 
-  override async evaluate(parameters: NDArrays, config: Config): Promise<EvaluateResult> {
+  override async evaluate(parameters: NDArrays): Promise<EvaluateResult> {
     setState("evaluating", `round ${lastRound}`);
     const result = await this.inner.evaluate(parameters);
     const [loss, , metrics] = result;
@@ -197,10 +200,9 @@ class PageClient extends NumPyClient {
     $("eval-loss").textContent = fmt(loss);
     $("eval-accuracy").textContent = fmt(accuracy);
     const row = roundRow(lastRound);
-    row.cells[3]!.textContent = fmt(loss);
-    row.cells[4]!.textContent = fmt(accuracy);
+    row.cells[3].textContent = fmt(loss);
+    row.cells[4].textContent = fmt(accuracy);
     setState("connected", `round ${lastRound} evaluated, waiting for work`);
-    void config;
     return [result[0], result[1], { ...metrics, runtime: "browser" }];
   }
 }
@@ -213,7 +215,7 @@ let running: SuperNodeHandle | undefined;
 let backendInUse: TensorFlowBackend | undefined;
 
 function nodeConfig(): Record<string, ConfigsScalar> {
-  const n = (id: string): bigint => BigInt(Math.max(0, Math.floor(Number($<HTMLInputElement>(id).value) || 0)));
+  const n = (id: string): bigint => BigInt(Math.max(0, Math.floor(Number($(id, HTMLInputElement).value) || 0)));
   return {
     "partition-id": n("partition-id"),
     "num-partitions": n("num-partitions"),
@@ -236,15 +238,15 @@ async function join(): Promise<void> {
   showError("");
   const key = currentKey;
   if (key === undefined) throw new FlwrError("FLWR_INVALID_KEY_FILE", "Load or generate a node key first");
-  $<HTMLButtonElement>("start").disabled = true;
+  $("start", HTMLButtonElement).disabled = true;
   try {
     setState("loading", "TensorFlow.js");
     backendInUse ??= await initBrowserTensorFlow(params.get("backend") === "cpu" ? "cpu" : "webgl");
     $("backend").textContent = backendInUse === "webgl" ? "webgl (GPU)" : "cpu (pure JavaScript; this browser offers no usable WebGL)";
     const logger = pageLogger();
     const auth = await WebSuperNodeAuth.create(key);
-    const superlink = $<HTMLInputElement>("superlink").value.trim();
-    const connection = new RestFleetConnection({ baseUrl: superlink, poster: createFetchRestPoster(), auth, logger });
+    const superlink = $("superlink", HTMLInputElement).value.trim();
+    const connection = new RestFleetConnection({ baseUrl: superlink, poster: createFetchRestPoster(fetch.bind(globalThis)), auth, logger });
     setState("registering", superlink);
     const app = new ClientApp({ clientFn: (context) => new PageClient(new CifarClient(nodeData(context))) });
     running = await startSuperNodeOn(connection, { app, nodeConfig: nodeConfig(), maxWaitTimeMs: 60_000 }, { logger });
@@ -252,17 +254,17 @@ async function join(): Promise<void> {
     fail(err);
     return;
   }
-  $<HTMLButtonElement>("stop").disabled = false;
+  $("stop", HTMLButtonElement).disabled = false;
   running.done.then(
-    () => setState("stopped"),
-    (err: unknown) => fail(err),
+    () => { setState("stopped"); },
+    (err: unknown) => { fail(err); },
   );
 }
 
 function fail(err: unknown): void {
   running = undefined;
-  $<HTMLButtonElement>("start").disabled = false;
-  $<HTMLButtonElement>("stop").disabled = true;
+  $("start", HTMLButtonElement).disabled = false;
+  $("stop", HTMLButtonElement).disabled = true;
   const refused = refusedMessage(err);
   setState(refused !== undefined ? "refused" : "failed");
   showError(refused ?? errorMessage(err));
@@ -272,26 +274,26 @@ function fail(err: unknown): void {
 async function leave(): Promise<void> {
   const handle = running;
   running = undefined;
-  $<HTMLButtonElement>("stop").disabled = true;
+  $("stop", HTMLButtonElement).disabled = true;
   await handle?.close();
   setState("stopped");
-  $<HTMLButtonElement>("start").disabled = false;
+  $("start", HTMLButtonElement).disabled = false;
 }
 
 /** Runs an async UI action; a failure is shown, never unhandled. */
 function action(run: () => Promise<void>): () => void {
   return () => {
-    run().catch((err: unknown) => showError(errorMessage(err)));
+    run().catch((err: unknown) => { showError(errorMessage(err)); });
   };
 }
 
 function init(): void {
-  $<HTMLInputElement>("superlink").value = params.get("superlink") ?? location.origin;
+  $("superlink", HTMLInputElement).value = params.get("superlink") ?? location.origin;
   $("superlink-note").textContent =
     location.protocol === "https:" ? "" : "This page is not served over https: WebCrypto, and so node authentication, may be unavailable.";
   for (const id of ["partition-id", "num-partitions", "train-count", "test-count"]) {
     const v = params.get(id);
-    if (v !== null) $<HTMLInputElement>(id).value = v;
+    if (v !== null) $(id, HTMLInputElement).value = v;
   }
   $("data-label").textContent =
     `Data: ${SYNTHETIC_SOURCE}, the same images the Node example SuperNodes generate for the same partition ` +
@@ -303,7 +305,7 @@ function init(): void {
     await showKey(undefined);
   }));
   $("download-key").addEventListener("click", () => {
-    if (currentKey === undefined) return showError("No key to download");
+    if (currentKey === undefined) { showError("No key to download"); return; }
     download("browser_credentials", openSshPrivateText(currentKey, "flwr-browser-supernode"));
     download("browser_credentials.pub", `${openSshPublicLine(currentKey.curve, currentKey.point, "flwr-browser-supernode")}\n`);
   });
@@ -311,7 +313,7 @@ function init(): void {
   $("stop").addEventListener("click", action(leave));
   window.addEventListener("pagehide", () => void running?.close(1_000));
   setState("idle");
-  loadStoredKey().then(showKey, (err: unknown) => showError(`Cannot read the stored key: ${errorMessage(err)}`));
+  loadStoredKey().then(showKey, (err: unknown) => { showError(`Cannot read the stored key: ${errorMessage(err)}`); });
 }
 
 /** For tests and curious users: recompute the authentication test vectors with this browser's WebCrypto. */

@@ -7,7 +7,10 @@
 import { CallStatus, FleetCallError } from "./fleet-transport";
 import type { ClosableRestPoster, RestResponse } from "./rest-connection";
 
-export function createFetchRestPoster(fetchFn: typeof fetch = globalThis.fetch.bind(globalThis)): ClosableRestPoster {
+/** The part of the Fetch API a poster needs (a page passes `fetch.bind(globalThis)`). */
+export type FetchFunction = (url: string, init: RequestInit) => Promise<Response>;
+
+export function createFetchRestPoster(fetchFn: FetchFunction): ClosableRestPoster {
   const inFlight = new Set<AbortController>();
   const post = async (
     url: string,
@@ -16,13 +19,15 @@ export function createFetchRestPoster(fetchFn: typeof fetch = globalThis.fetch.b
     control: { signal?: AbortSignal; deadlineMs?: number },
   ): Promise<RestResponse> => {
     const cancel = new AbortController();
-    let expired = false;
-    const onAbort = (): void => cancel.abort();
+    const deadline = { expired: false };
+    const onAbort = (): void => {
+      cancel.abort();
+    };
     control.signal?.addEventListener("abort", onAbort, { once: true });
     const timer =
       control.deadlineMs !== undefined
         ? setTimeout(() => {
-            expired = true;
+            deadline.expired = true;
             cancel.abort();
           }, Math.max(0, control.deadlineMs))
         : undefined;
@@ -42,7 +47,7 @@ export function createFetchRestPoster(fetchFn: typeof fetch = globalThis.fetch.b
       return { status: answer.status, header: (name) => answer.headers.get(name) ?? undefined, body: bytes };
     } catch (err) {
       if (err instanceof FleetCallError) throw err;
-      if (expired) throw new FleetCallError(CallStatus.DEADLINE_EXCEEDED, "Deadline exceeded", undefined, { cause: err });
+      if (deadline.expired) throw new FleetCallError(CallStatus.DEADLINE_EXCEEDED, "Deadline exceeded", undefined, { cause: err });
       if (cancel.signal.aborted) throw new FleetCallError(CallStatus.CANCELLED, "Call cancelled", undefined, { cause: err });
       // fetch says only "Failed to fetch" (TLS, DNS, refused, CORS alike): the console has details.
       const detail = err instanceof Error ? err.message : String(err);

@@ -187,13 +187,12 @@ class SuperNode {
     const retry = new RetryInvoker(policy, {
       random,
       classify,
-      onBackoff: (s) => this.onBackoff(s),
-      onSuccess: (s) => this.onSuccess(s),
-      onGiveUp: (s) =>
-        this.logger.warn(
+      onBackoff: (s) => { this.onBackoff(s); },
+      onSuccess: (s) => { this.onSuccess(s); },
+      onGiveUp: (s) => { this.logger.warn(
           { event: "supernode.give-up", call: s.what, tries: s.tries },
           `Giving up reconnection after ${(s.elapsedMs / 1000).toFixed(2)} seconds and ${s.tries} tries.`,
-        ),
+        ); },
     });
     // The ping loop retries without limit, as Flower's; the task loop's limits end the node.
     const pingRetry = new RetryInvoker(
@@ -201,7 +200,7 @@ class SuperNode {
       {
         random,
         classify,
-        onSuccess: (s) => this.onSuccess(s),
+        onSuccess: (s) => { this.onSuccess(s); },
         onBackoff: (s) => {
           this.connected = false;
           this.logger.debug(
@@ -220,7 +219,7 @@ class SuperNode {
       stopSignal,
       abortSignal,
       logger: this.logger,
-      onRegistered: (node) => this.tasks.updateNodeId(node.nodeId),
+      onRegistered: (node) => { this.tasks.updateNodeId(node.nodeId); },
     });
     this.pingLoop = new PingLoop({
       connection,
@@ -239,7 +238,7 @@ class SuperNode {
       nodeConfig: { ...(config.nodeConfig ?? {}) },
       stopSignal,
       abortSignal,
-      requestStop: () => this.stopController.abort(new Stopped()),
+      requestStop: () => { this.stopController.abort(new Stopped()); },
       logger: this.logger,
     });
   }
@@ -300,7 +299,7 @@ class SuperNode {
   }
 
   private async runLoops(): Promise<void> {
-    const ping = this.pingLoop.run().catch((err: unknown) => this.fail(err));
+    const ping = this.pingLoop.run().catch((err: unknown) => { this.fail(err); });
     try {
       await this.tasks.run();
     } catch (err) {
@@ -311,6 +310,8 @@ class SuperNode {
     await ping;
     // close() still needs the channel for DeleteNode and closes it itself.
     if (this.closing === undefined) this.connection.close();
+    // The failure is what a loop threw: a typed error, or the transport's rejection as it came.
+    // eslint-disable-next-line @typescript-eslint/only-throw-error
     if (this.failure !== undefined) throw this.failure;
   }
 
@@ -329,7 +330,7 @@ class SuperNode {
       const deleteBudget = Math.min(grace / 2, 2_000);
       this.stopController.abort(new Stopped());
       this.pingLoop.wake();
-      const hardStop = setTimeout(() => this.abortController.abort(new Stopped()), Math.max(0, grace - deleteBudget));
+      const hardStop = setTimeout(() => { this.abortController.abort(new Stopped()); }, Math.max(0, grace - deleteBudget));
       try {
         await waitAtMost(this.loops ?? Promise.resolve(), grace - deleteBudget);
       } finally {

@@ -93,7 +93,7 @@ const PLAINTEXT_PEER = /wrong version number/i;
 
 /** True when a failed call is a TLS certificate verification failure. */
 export function isCertificateFailure(err: unknown): boolean {
-  return isCallFailure(err) && err.code === GrpcStatus.UNAVAILABLE && CERTIFICATE_FAILURE.test(err.details ?? "");
+  return isCallFailure(err) && err.code === GrpcStatus.UNAVAILABLE && CERTIFICATE_FAILURE.test(err.details);
 }
 
 /** grpc-js appends an empty "Resolution note: " to connection errors; it only adds noise. */

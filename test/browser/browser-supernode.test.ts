@@ -26,7 +26,6 @@ jest.setTimeout(240_000);
 const chromium = chromiumPath();
 const describeWithChromium = chromium !== undefined ? describe : describe.skip;
 if (chromium === undefined) {
-  // eslint-disable-next-line no-console
   console.log("test/browser: skipped, Chromium not found (install Debian's chromium or set FLWR_CHROMIUM)");
 }
 

@@ -19,7 +19,7 @@ beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), "flwr-ts-bundle-"));
   execFileSync(process.execPath, [BUILD, "--entry", join(REPO_ROOT, "src", "browser", "main.ts"), "--outdir", work], { cwd: REPO_ROOT, stdio: "pipe" });
 });
-afterAll(() => rmSync(work, { recursive: true, force: true }));
+afterAll(() => { rmSync(work, { recursive: true, force: true }); });
 
 test("the bundle is the shared source with nothing Node-only", () => {
   const bundle = readFileSync(join(work, "flwr-browser.js"), "utf8");

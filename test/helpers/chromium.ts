@@ -9,6 +9,7 @@ import { createHash, X509Certificate } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type * as PuppeteerModule from "puppeteer-core";
 import type { Browser } from "puppeteer-core";
 
 export const DEFAULT_CHROMIUM = "/usr/bin/chromium";
@@ -35,8 +36,9 @@ export interface LaunchedChromium {
 export async function launchChromium(options: { trustCertPem?: string } = {}): Promise<LaunchedChromium> {
   const executablePath = chromiumPath();
   if (executablePath === undefined) throw new Error(`Chromium not found (set FLWR_CHROMIUM or install ${DEFAULT_CHROMIUM})`);
+  // Loaded on use: a machine without Chromium never needs it.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const puppeteer = require("puppeteer-core") as typeof import("puppeteer-core");
+  const puppeteer = require("puppeteer-core") as typeof PuppeteerModule;
   const profile = mkdtempSync(join(tmpdir(), "flwr-chromium-"));
   const args = [
     `--user-data-dir=${profile}`,
