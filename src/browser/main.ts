@@ -20,7 +20,7 @@ import {
 } from "../auth/web-keys";
 import { ClientApp } from "../client/client-app";
 import { NumPyClient, type EvaluateResult, type FitResult } from "../client/numpy-client";
-import { FlwrError, errorMessage } from "../core/errors";
+import { FlwrError, InvalidKeyFileError, errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
 import type { Config } from "../core/records/legacy-types";
 import type { ConfigsScalar, NDArrays } from "../core/records/types";
@@ -119,12 +119,12 @@ async function keep(pair: WebKeyPair, origin: string): Promise<void> {
 async function loadKeyFiles(): Promise<void> {
   const privateFile = $("private-key-file", HTMLInputElement).files?.[0];
   const publicFile = $("public-key-file", HTMLInputElement).files?.[0];
-  if (privateFile === undefined) throw new FlwrError("FLWR_INVALID_KEY_FILE", "Choose the private key file (e.g. keys/client_credentials_1)");
+  if (privateFile === undefined) throw new InvalidKeyFileError("Choose the private key file (e.g. keys/client_credentials_1)");
   const pair = parseOpenSshPrivateText(await privateFile.text());
   if (publicFile !== undefined) {
     const pub = parseOpenSshPublicLine(await publicFile.text());
     if (pub.curve !== pair.curve || pub.point.some((b, i) => b !== pair.point[i])) {
-      throw new FlwrError("FLWR_INVALID_KEY_FILE", `${publicFile.name} is not the public key of ${privateFile.name}`);
+      throw new InvalidKeyFileError(`${publicFile.name} is not the public key of ${privateFile.name}`);
     }
   }
   await keep(pair, `loaded from ${privateFile.name}${publicFile ? ` and ${publicFile.name}` : ""}`);
@@ -237,7 +237,7 @@ function refusedMessage(err: unknown): string | undefined {
 async function join(): Promise<void> {
   showError("");
   const key = currentKey;
-  if (key === undefined) throw new FlwrError("FLWR_INVALID_KEY_FILE", "Load or generate a node key first");
+  if (key === undefined) throw new InvalidKeyFileError("Load or generate a node key first");
   $("start", HTMLButtonElement).disabled = true;
   try {
     setState("loading", "TensorFlow.js");
