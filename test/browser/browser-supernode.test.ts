@@ -10,13 +10,13 @@
  * and the test checks that the page really came over https with that certificate.
  * Skips, saying so, when Chromium is absent.
  */
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "puppeteer-core";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { type LaunchedChromium, chromiumPath, launchChromium } from "../helpers/chromium";
+import { BROWSER_BUNDLE, requireDist } from "../helpers/dist";
 import { Peer } from "../helpers/peer-process";
 import { WEB_VECTOR_INPUTS, expectWebVectors } from "../auth/web-vectors";
 import type { AuthVectorOutputs } from "../../src/auth/web-vector-check";
@@ -26,7 +26,7 @@ jest.setTimeout(240_000);
 const chromium = chromiumPath();
 const describeWithChromium = chromium !== undefined ? describe : describe.skip;
 if (chromium === undefined) {
-  console.log("test/browser: skipped, Chromium not found (install Debian's chromium or set FLWR_CHROMIUM)");
+  console.log("test/browser/browser-supernode: skipped, no Chromium (apt-get install chromium, or set FLWR_CHROMIUM)");
 }
 
 /** Tiny data and the CPU backend keep the run short; the page uses webgl by default. */
@@ -77,27 +77,10 @@ async function waitForValue(page: Page, id: string): Promise<string> {
   return valueOf(page, `#${id}`);
 }
 
-/** Newest modification time of the files under `dir` (0 when it does not exist). */
-function newestMtime(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
-    if (entry.isFile()) newest = Math.max(newest, statSync(join(entry.parentPath, entry.name)).mtimeMs);
-  }
-  return newest;
-}
-
-/** `npm run build` when dist/ is older than src/ (npm test and test:browser have just built it). */
-function buildIfStale(): void {
-  const built = [join(REPO_ROOT, "dist", "browser", "flwr-browser.js"), join(REPO_ROOT, "dist", "superlink", "superlink.js")];
-  const oldest = Math.min(...built.map((f) => (existsSync(f) ? statSync(f).mtimeMs : 0)));
-  if (oldest > newestMtime(join(REPO_ROOT, "src"))) return;
-  execFileSync("npm", ["run", "build"], { cwd: REPO_ROOT, stdio: "pipe" });
-}
-
 beforeAll(() => {
   if (chromium === undefined) return;
-  buildIfStale();
+  requireDist();
+  if (!existsSync(BROWSER_BUNDLE)) throw new Error("dist/browser/ is missing: run `npm run build` first");
   fx = generateFixtures(2);
   work = mkdtempSync(join(tmpdir(), "flwr-ts-browser-"));
 });
