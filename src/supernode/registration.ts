@@ -9,7 +9,6 @@ import type { Node } from "../proto/flwr/proto/node";
 import { ACCESS_DENIED_HINT, type RetryInvoker, describeFailure } from "../transport/retry";
 import { GrpcStatus, isCallFailure as isServiceError } from "../transport/call-errors";
 import type { CallControl, FleetTransport } from "./fleet-transport";
-import { activeGrpcExtensions } from "../transport/grpc-extensions";
 
 /** Thrown by a loop that saw the node being stopped; never escapes the SuperNode. */
 export class Stopped extends Error {}
@@ -37,6 +36,8 @@ export interface RegistrationOptions {
   logger: Logger;
   /** Called with every new registration, before the waiting loops resume. */
   onRegistered?: (node: Node) => void;
+  /** The grpc-js extensions in use, for the ready line (Node only; the browser has no grpc-js). */
+  grpcExtensions?: () => readonly string[];
 }
 
 export class Registration {
@@ -63,10 +64,11 @@ export class Registration {
     const node = await this.createNode();
     this.set(node);
     const target = this.options.connection.target;
-    const grpcExtensions = activeGrpcExtensions();
+    const grpcExtensions = this.options.grpcExtensions?.();
     this.options.logger.info(
-      { event: "supernode.ready", nodeId: node.nodeId.toString(), superlink: target, grpcExtensions },
-      `SuperNode registered with the SuperLink at ${target} as node ${node.nodeId}; grpc-js extensions: ${grpcExtensions.join(", ") || "none"}`,
+      { event: "supernode.ready", nodeId: node.nodeId.toString(), superlink: target, ...(grpcExtensions !== undefined ? { grpcExtensions } : {}) },
+      `SuperNode registered with the SuperLink at ${target} as node ${node.nodeId}` +
+        (grpcExtensions !== undefined ? `; grpc-js extensions: ${grpcExtensions.join(", ") || "none"}` : ""),
     );
   }
 

@@ -59,6 +59,8 @@ export interface SuperNodeCoreConfig {
 
 export interface SuperNodeDeps {
   logger: Logger;
+  /** The grpc-js extensions in use, named in the ready line; startSuperNode (Node) fills it in. */
+  grpcExtensions?: () => readonly string[];
   /** Uniform in [0, 1) for backoff jitter and ping scheduling; default Math.random. */
   random?: () => number;
   /**
@@ -220,6 +222,7 @@ class SuperNode {
       abortSignal,
       logger: this.logger,
       onRegistered: (node) => { this.tasks.updateNodeId(node.nodeId); },
+      ...(deps.grpcExtensions !== undefined ? { grpcExtensions: deps.grpcExtensions } : {}),
     });
     this.pingLoop = new PingLoop({
       connection,

@@ -8,6 +8,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { SuperNodeAuth } from "../auth/client-auth";
 import { InvalidConfigError } from "../core/errors";
 import type { Logger } from "../core/logger";
+import { activeGrpcExtensions } from "../transport/grpc-extensions";
 import { DEFAULT_MAX_BACKOFF_MS } from "../transport/retry";
 import { FleetConnection } from "./fleet-connection";
 import type { FleetTransport } from "./fleet-transport";
@@ -57,7 +58,7 @@ export async function startSuperNode(config: SuperNodeConfig, deps: SuperNodeDep
           logger: deps.logger,
         })
       : grpcConnection(config, auth, deps.logger);
-  return startSuperNodeOn(connection, config, deps);
+  return startSuperNodeOn(connection, config, { grpcExtensions: activeGrpcExtensions, ...deps });
 }
 
 /** The grpc-rere connection, with the channel's reconnect backoff kept in step with ours. */
