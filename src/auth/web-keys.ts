@@ -149,10 +149,9 @@ class SshReader {
 
   uint32(): number {
     if (this.remaining < 4) throw new Error(`${this.what} is truncated`);
-    const d = this.data;
-    const o = this.offset;
+    const value = new DataView(this.data.buffer, this.data.byteOffset + this.offset, 4).getUint32(0);
     this.offset += 4;
-    return ((d[o] << 24) >>> 0) + (d[o + 1] << 16) + (d[o + 2] << 8) + d[o + 3];
+    return value;
   }
 
   bytes(): Uint8Array {
@@ -199,9 +198,10 @@ export function canonicalPemOfPoint(curve: WebEcCurve, point: Uint8Array): strin
 
 /** The curve and point of a PEM SPKI EC public key (uncompressed points only). */
 export function pointOfPublicPem(pem: string): { curve: WebEcCurve; point: Uint8Array } {
-  const match = /-----BEGIN PUBLIC KEY-----([\s\S]*?)-----END PUBLIC KEY-----/.exec(pem);
-  if (match === null) throw new Error("not a PEM public key");
-  const spki = fromBase64(match[1].replace(/\s+/g, ""), "the PEM body");
+  const begin = pem.indexOf("-----BEGIN PUBLIC KEY-----");
+  const end = pem.indexOf("-----END PUBLIC KEY-----", begin);
+  if (begin < 0 || end < 0) throw new Error("not a PEM public key");
+  const spki = fromBase64(pem.slice(begin + "-----BEGIN PUBLIC KEY-----".length, end).replace(/\s+/g, ""), "the PEM body");
   for (const info of WEB_CURVES) {
     const prefix = der(0x30, der(0x30, EC_PUBLIC_KEY_OID, info.oid), der(0x03, Uint8Array.of(0), new Uint8Array(1 + 2 * info.fieldBytes)));
     const head = prefix.subarray(0, prefix.length - (1 + 2 * info.fieldBytes));
@@ -259,7 +259,7 @@ const OPENSSH_END = "-----END OPENSSH PRIVATE KEY-----";
 const OPENSSH_MAGIC = ascii("openssh-key-v1\0");
 
 function mpintToField(mpint: Uint8Array, size: number): Uint8Array {
-  if (mpint.length > 0 && (mpint[0] & 0x80) !== 0) throw new Error("the private scalar is negative");
+  if (mpint.length > 0 && ((mpint.at(0) ?? 0) & 0x80) !== 0) throw new Error("the private scalar is negative");
   let start = 0;
   while (start < mpint.length && mpint[start] === 0) start++;
   const magnitude = mpint.subarray(start);
@@ -308,7 +308,7 @@ export function parseOpenSshPrivateText(text: string): WebKeyPair {
 export function openSshPrivateText(pair: WebKeyPair, comment = ""): string {
   const info = curveInfo(pair.curve);
   const publicBlob = concatBytes(sshString(ascii(info.sshType)), sshString(ascii(info.sshCurve)), sshString(pair.point));
-  const mpint = (pair.d[0] & 0x80) !== 0 ? concatBytes(Uint8Array.of(0), pair.d) : pair.d;
+  const mpint = ((pair.d.at(0) ?? 0) & 0x80) !== 0 ? concatBytes(Uint8Array.of(0), pair.d) : pair.d;
   const check = (webCrypto() ?? { getRandomValues: (a: Uint8Array) => a }).getRandomValues(new Uint8Array(4));
   let section = concatBytes(
     check,

@@ -148,6 +148,11 @@ function metric(metrics: Record<string, unknown>, key: string): number | undefin
 
 const fmt = (v: number | undefined): string => (v === undefined ? "–" : v.toFixed(4));
 
+function setCell(row: HTMLTableRowElement, index: number, text: string): void {
+  const cell = row.cells.item(index);
+  if (cell !== null) cell.textContent = text;
+}
+
 function roundRow(round: number): HTMLTableRowElement {
   const body = $("rounds").querySelector("tbody");
   if (body === null) throw new Error("page table #rounds has no tbody");
@@ -156,7 +161,7 @@ function roundRow(round: number): HTMLTableRowElement {
     row = document.createElement("tr");
     row.dataset["round"] = String(round);
     for (let i = 0; i < 5; i++) row.append(document.createElement("td"));
-    row.cells[0].textContent = String(round);
+    setCell(row, 0, String(round));
     body.append(row);
   }
   return row;
@@ -185,8 +190,8 @@ class PageClient extends NumPyClient {
     $("fit-loss").textContent = fmt(loss);
     $("fit-accuracy").textContent = fmt(accuracy);
     const row = roundRow(round);
-    row.cells[1].textContent = fmt(loss);
-    row.cells[2].textContent = fmt(accuracy);
+    setCell(row, 1, fmt(loss));
+    setCell(row, 2, fmt(accuracy));
     setState("connected", `round ${round} trained, waiting for work`);
     // Tells the ServerApp's metrics which node ran in a page.
     return [result[0], result[1], { ...metrics, runtime: "browser" }];
@@ -200,8 +205,8 @@ class PageClient extends NumPyClient {
     $("eval-loss").textContent = fmt(loss);
     $("eval-accuracy").textContent = fmt(accuracy);
     const row = roundRow(lastRound);
-    row.cells[3].textContent = fmt(loss);
-    row.cells[4].textContent = fmt(accuracy);
+    setCell(row, 3, fmt(loss));
+    setCell(row, 4, fmt(accuracy));
     setState("connected", `round ${lastRound} evaluated, waiting for work`);
     return [result[0], result[1], { ...metrics, runtime: "browser" }];
   }

@@ -41,9 +41,9 @@ export function browserInstructions(url: string, root = REPO_ROOT): string[] {
 
 export async function main(): Promise<number> {
   const children: Child[] = [];
-  let interrupted = false;
+  const stop = { interrupted: false };
   const onSignal = (): void => {
-    interrupted = true;
+    stop.interrupted = true;
     say("interrupted: stopping all processes");
     void stopAll(children).then(() => process.exit(130));
   };
@@ -102,7 +102,7 @@ export async function main(): Promise<number> {
     await stopAll(children);
     return code;
   } catch (err) {
-    if (!interrupted) say(`failed: ${err instanceof Error ? err.message : String(err)}`);
+    if (!stop.interrupted) say(`failed: ${err instanceof Error ? err.message : String(err)}`);
     await stopAll(children);
     return 1;
   } finally {

@@ -148,7 +148,7 @@ describeWithChromium("browser SuperNode in Chromium", () => {
     expect(await waitForState(page, /^(connected|refused|failed)$/, 60_000)).toBe("connected");
 
     const serverApp = start("server-app", "flower-server-app", [
-      "server:app", "--dir", join(REPO_ROOT, "test", "browser", "app"), "--root-certificates", fx.caCert, "--superlink", driverAddress,
+      "server:app", "--dir", join(REPO_ROOT, "test", "browser", "app"), "--root-certificates", fx.caCert, "--superlink", String(driverAddress),
     ]);
     const code = await serverApp.waitForExit(150_000);
     if (code !== 0) throw new Error(`ServerApp exit ${code}\n${peers.map((p) => p.tail()).join("\n")}`);
