@@ -6,6 +6,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import { SuperNodeAuth } from "../auth/client-auth";
+import type { KeyPair } from "../auth/keys";
 import { InvalidConfigError } from "../core/errors";
 import type { Logger } from "../core/logger";
 import { activeGrpcExtensions } from "../transport/grpc-extensions";
@@ -19,12 +20,11 @@ import { type SuperNodeCoreConfig, type SuperNodeDeps, type SuperNodeHandle, sta
 export { DEFAULT_POLL_INTERVAL_MS, startSuperNodeOn } from "./supernode-core";
 export type { SuperNodeCoreConfig, SuperNodeDeps, SuperNodeHandle } from "./supernode-core";
 
-export interface SuperNodeAuthFiles {
-  /** The SuperNode's OpenSSH (or PEM) EC private key. */
-  privateKeyPath: string;
-  /** Its public key; must belong to the private key. */
-  publicKeyPath: string;
-}
+/**
+ * The node's key pair for node authentication (docs/protocol.md, "Node authentication"), read
+ * by the caller: loadKeyPairFiles for key files, or parsed keys. The halves must match.
+ */
+export type SuperNodeAuthKeys = KeyPair;
 
 export interface SuperNodeConfig extends SuperNodeCoreConfig {
   /** HOST:PORT of the SuperLink's Fleet API; with `transport: "rest"`, its http(s):// URL. */
@@ -35,8 +35,8 @@ export interface SuperNodeConfig extends SuperNodeCoreConfig {
   rootCertificates?: Buffer;
   /** Plaintext connection (only with --insecure); excludes `rootCertificates` and `auth`. */
   insecure?: boolean;
-  /** Node authentication (spec §4). */
-  auth?: SuperNodeAuthFiles;
+  /** Node authentication: the node's key pair. */
+  auth?: SuperNodeAuthKeys;
   /** Extra grpc-js channel options. */
   channelOptions?: grpc.ChannelOptions;
 }
@@ -48,7 +48,9 @@ export async function startSuperNode(config: SuperNodeConfig, deps: SuperNodeDep
       "Node authentication requires a secure (TLS) connection: drop --insecure or the --auth-supernode-* keys",
     );
   }
-  const auth = config.auth ? SuperNodeAuth.fromFiles(config.auth.privateKeyPath, config.auth.publicKeyPath) : undefined;
+  // Throws InvalidKeyFileError for a mismatched pair.
+  const auth =
+    config.auth !== undefined ? new SuperNodeAuth(config.auth.privateKey, config.auth.publicKeyPem) : undefined;
   const connection: FleetTransport =
     config.transport === "rest"
       ? new RestFleetConnection({

@@ -72,18 +72,6 @@ export function fromServiceError(err: unknown, what: string): FlwrError {
   }
 }
 
-/** Whether a failed call is worth retrying (peer down, overloaded, connection reset). */
-export function isRetryableStatus(code: number): boolean {
-  return (
-    code === GrpcStatus.UNAVAILABLE ||
-    code === GrpcStatus.DEADLINE_EXCEEDED ||
-    code === GrpcStatus.RESOURCE_EXHAUSTED ||
-    code === GrpcStatus.ABORTED ||
-    code === GrpcStatus.INTERNAL ||
-    code === GrpcStatus.UNKNOWN
-  );
-}
-
 /** Node's TLS verification failures, as grpc-js reports them in UNAVAILABLE details. */
 const CERTIFICATE_FAILURE =
   /certificate|altnames|CERT_|unable to verify|unable to get (local )?issuer|self[- ]signed|ERR_TLS_CERT/i;

@@ -45,7 +45,6 @@ export {
   cleanDetails,
   fromServiceError,
   isCertificateFailure,
-  isRetryableStatus,
   tlsSetupError,
   withoutResolutionNote,
 } from "./call-errors";
