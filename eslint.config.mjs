@@ -30,6 +30,8 @@ const allowedImports = {
   serverapp: ["auth", "core", "proto", "server", "transport"],
   compat: ["auth", "client", "core", "proto", "server", "state", "superlink", "supernode", "transport"],
   example: ["client", "compat", "core", "server"],
+  // The browser SuperNode's page (scripts/build-browser.js bundles it).
+  browser: ["auth", "client", "core", "example", "proto", "supernode"],
   ".": ["auth", "client", "compat", "core", "server", "serverapp", "state", "superlink", "supernode", "transport"],
   cli: [
     "auth",
@@ -125,6 +127,14 @@ export default tseslint.config(
     files: binFiles,
     plugins: { n: nodePlugin },
     rules: { "n/hashbang": "error" },
+  },
+
+  // The page runs in a browser (src/browser/tsconfig.json has the DOM types): its globals are the
+  // browser's, not Node's.
+  {
+    files: ["src/browser/**/*.ts"],
+    languageOptions: { globals: { ...globals.browser } },
+    rules: { "n/no-unsupported-features/node-builtins": "off" },
   },
 
   // src/: the module allow-list; the process belongs to src/cli/.

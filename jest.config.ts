@@ -9,6 +9,7 @@ const E2E = [
   "/test/superlink/demo-credentials\\.test\\.ts$",
   "/test/cli/log-format\\.test\\.ts$",
   "/test/transport/(grpc-zero-copy|server-window|grpc-extensions)\\.test\\.ts$",
+  "/test/browser/.*\\.test\\.ts$",
 ];
 // integration: real servers on loopback ports, SQLite files and tools (openssl, buf) from this process.
 const INTEGRATION = [

@@ -24,16 +24,18 @@ const area = (file) => path.relative(src, file).split(path.sep)[0];
 
 // area -> areas it must not import
 const forbidden = {
-  core: ["superlink", "supernode", "serverapp", "state", "auth", "transport", "client", "server", "cli", "example", "compat", "bench"],
+  core: ["superlink", "supernode", "serverapp", "state", "auth", "transport", "client", "server", "cli", "example", "compat", "bench", "browser"],
   proto: ["core", "superlink", "supernode", "serverapp", "state", "auth", "transport", "client", "server", "cli"],
   transport: ["superlink", "supernode", "serverapp", "state", "client", "server", "cli"],
   state: ["superlink", "supernode", "serverapp", "transport", "auth", "client", "server", "cli"],
   auth: ["superlink", "supernode", "serverapp", "state", "client", "server", "cli"],
-  superlink: ["supernode", "serverapp", "client", "server", "cli", "example"],
+  superlink: ["supernode", "serverapp", "client", "server", "cli", "example", "browser"],
   supernode: ["superlink", "serverapp", "server", "cli", "example", "state"],
   serverapp: ["superlink", "supernode", "client", "cli", "example", "state"],
   client: ["superlink", "supernode", "serverapp", "server", "cli", "state"],
   server: ["superlink", "supernode", "serverapp", "client", "cli", "state"],
+  // The page (scripts/build-browser.js bundles it): a SuperNode, never the servers' side.
+  browser: ["superlink", "serverapp", "server", "cli", "state", "transport", "compat"],
 };
 // Only the CLI owns the process.
 const processApi = /\bprocess\.(argv|exit|env)\b|\bprocess\.(on|once)\(\s*["']SIG/;

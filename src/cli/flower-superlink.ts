@@ -23,6 +23,7 @@ import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "..
 import { parseAddress } from "../core/address";
 import { DEFAULT_FLEET_REST_ADDRESS, DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
 import { checkCorsOrigins } from "../superlink/fleet/rest-server";
+import { DEFAULT_BROWSER_CLIENT_DIR } from "../superlink/fleet/browser-client";
 import { DEFAULT_CONNECTION_LIMITS } from "../transport/options";
 import {
   DEFAULT_UNAUTHENTICATED_BYTES_PER_CONNECTION,
@@ -91,6 +92,7 @@ interface SuperLinkOptions {
   minRequestReceiveRate: number;
   restCorsOrigins?: string;
   restMaxBodyBytes: number;
+  restServeBrowserClient?: boolean;
   fleetUnauthenticatedBytesPerConnection: number;
   fleetUnauthenticatedBytesTotal: number;
   taskLeaseSeconds?: number;
@@ -228,6 +230,10 @@ function buildCommand(io: CliIo): Command {
       'REST Fleet API: comma-separated browser origins allowed by CORS, e.g. "https://app.example.org" (or "*"; default none).',
     )
     .option(
+      "--rest-serve-browser-client",
+      "REST Fleet API: also serve the browser SuperNode (page and bundle from dist/browser/, see docs/browser.md) on GET /.",
+    )
+    .option(
       "--rest-max-body-bytes <n>",
       "REST Fleet API: largest request body accepted (413 beyond).",
       nonNegativeInt("--rest-max-body-bytes"),
@@ -361,13 +367,17 @@ function listenFlags(config: SuperLinkConfig): Array<[string, string]> {
 }
 
 /** The REST Fleet API's CORS allow-list and body cap. */
-function restFromOptions(opts: SuperLinkOptions): { corsOrigins: string[]; maxBodyBytes: number } {
+function restFromOptions(opts: SuperLinkOptions): { corsOrigins: string[]; maxBodyBytes: number; browserClientDir?: string } {
   const corsOrigins = (opts.restCorsOrigins ?? "")
     .split(",")
     .map((o) => o.trim())
     .filter((o) => o !== "");
   checkCorsOrigins(corsOrigins);
-  return { corsOrigins, maxBodyBytes: opts.restMaxBodyBytes };
+  return {
+    corsOrigins,
+    maxBodyBytes: opts.restMaxBodyBytes,
+    ...(opts.restServeBrowserClient === true ? { browserClientDir: DEFAULT_BROWSER_CLIENT_DIR } : {}),
+  };
 }
 
 /** Turns parsed flags into a SuperLinkConfig; throws InvalidConfigError / InvalidKeyFileError. */
@@ -388,6 +398,9 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
       `The Fleet API currently supports only 1 worker. You have specified ${opts.fleetApiNumWorkers} workers. ` +
         "Proceeding with a single worker.",
     );
+  }
+  if (!rest && opts.restServeBrowserClient === true) {
+    throw new InvalidConfigError("--rest-serve-browser-client needs --fleet-api-type rest (the page talks to the REST Fleet API)");
   }
   if (!rest && opts.restCorsOrigins !== undefined) {
     logger.warn("--rest-cors-origins applies only to --fleet-api-type rest; ignored for the gRPC Fleet API.");

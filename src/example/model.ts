@@ -193,7 +193,7 @@ export async function evaluate(model: LayersModel, data: ImageDataset, batchSize
     lossSum += batchLoss;
     correct += batchCorrect;
     // Let timers and gRPC callbacks run between batches.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await new Promise<void>((resolve) => setTimeout(resolve, 0));
   }
   return { loss: lossSum / data.count, accuracy: correct / data.count };
 }

@@ -29,6 +29,7 @@ import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds } from "../core/p
 import { type FleetReceiveLimits, createFleetReceiveGuard } from "./fleet/fleet-receive";
 import { LongPollHub } from "./long-poll";
 import { type RunningRestFleetServer, startRestFleetServer } from "./fleet/rest-server";
+import { loadBrowserClientFiles } from "./fleet/browser-client";
 import { DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
 import { FLEET_API_REQUIRED_EXTENSIONS, activeGrpcExtensions, requireGrpcExtensions } from "../transport/grpc-extensions";
@@ -73,8 +74,11 @@ export interface SuperLinkConfig {
   metricsAddress?: string;
   /** Fleet API transport: "grpc-rere" (default) or "rest" (Flower 1.10's REST routes over HTTP(S)). */
   fleetApiType?: "grpc-rere" | "rest";
-  /** REST Fleet API only: browser origins allowed by CORS (default none) and the body cap. */
-  rest?: { corsOrigins?: string[]; maxBodyBytes?: number };
+  /**
+   * REST Fleet API only: browser origins allowed by CORS (default none), the body cap, and the
+   * directory of the prebuilt browser SuperNode to serve on GET / (undefined = not served).
+   */
+  rest?: { corsOrigins?: string[]; maxBodyBytes?: number; browserClientDir?: string };
   /** Storage limits, TTL purge and ping bounds (see SuperLinkLimits); defaults apply per field. */
   limits?: SuperLinkLimits;
   /** Idle, age and slow-sender limits of both APIs' connections; default DEFAULT_CONNECTION_LIMITS. */
@@ -389,6 +393,7 @@ export async function startSuperLink(
             ...(authenticator !== undefined ? { authenticator } : {}),
             maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
             corsOrigins: config.rest?.corsOrigins ?? [],
+            ...(config.rest?.browserClientDir !== undefined ? { staticFiles: loadBrowserClientFiles(config.rest.browserClientDir) } : {}),
             logger: fleetLogger,
             onCall: (path, code, request, response, seconds) => {
               metrics.recordCall(path, code, request, response, seconds);
@@ -408,6 +413,10 @@ export async function startSuperLink(
       metricsServer = await startMetricsServer(config.metricsAddress, metrics, logger);
     }
 
+    const browserClientUrl =
+      config.fleetApiType === "rest" && config.rest?.browserClientDir !== undefined
+        ? `${config.tls !== undefined ? "https" : "http"}://${fleet.address}/`
+        : undefined;
     logger.info(
       {
         event: "superlink.ready",
@@ -422,9 +431,11 @@ export async function startSuperLink(
         limits,
         fleetApiType: config.fleetApiType ?? "grpc-rere",
         grpcExtensions: activeGrpcExtensions(),
+        ...(browserClientUrl !== undefined ? { browserClientUrl } : {}),
       },
       `SuperLink ready: Driver API on ${driver.address}, Fleet API (${config.fleetApiType ?? "grpc-rere"}) on ${fleet.address}` +
-        `; grpc-js extensions: ${activeGrpcExtensions().join(", ") || "none"}`,
+        `; grpc-js extensions: ${activeGrpcExtensions().join(", ") || "none"}` +
+        (browserClientUrl !== undefined ? `; browser SuperNode page at ${browserClientUrl}` : ""),
     );
 
     return {

@@ -5,11 +5,10 @@
  * restarted with in-memory state or deleted the node. The node then registers again instead of
  * dying as Flower 1.10 does.
  */
-import * as grpc from "@grpc/grpc-js";
 import { PING_BASE_MULTIPLIER, PING_CALL_TIMEOUT, PING_RANDOM_RANGE } from "../core/constants";
 import type { Node } from "../proto/flwr/proto/node";
 import { type RetryInvoker, abortableSleep } from "../transport/retry";
-import { isServiceError } from "../transport/status";
+import { GrpcStatus, isCallFailure as isServiceError } from "../transport/call-errors";
 import type { FleetTransport } from "./fleet-transport";
 import { type Registration, Stopped, isRefusal } from "./registration";
 
@@ -61,7 +60,7 @@ export class PingLoop {
             signal,
             // A ping that hit its deadline already waited 5 s (as Flower's heartbeat).
             adjustWaitMs: (waitMs, err) =>
-              isServiceError(err) && err.code === grpc.status.DEADLINE_EXCEEDED
+              isServiceError(err) && err.code === GrpcStatus.DEADLINE_EXCEEDED
                 ? Math.max(waitMs - PING_CALL_TIMEOUT * 1000, 0)
                 : waitMs,
           },

@@ -3,21 +3,19 @@
  * registering again when the SuperLink forgot the node (single flight), and DeleteNode. The ping
  * loop and the task runner wait here for a usable registration.
  */
-import * as grpc from "@grpc/grpc-js";
 import { AuthenticationError, FlwrError } from "../core/errors";
 import type { Logger } from "../core/logger";
 import type { Node } from "../proto/flwr/proto/node";
 import { ACCESS_DENIED_HINT, type RetryInvoker, describeFailure } from "../transport/retry";
-import { isServiceError } from "../transport/status";
+import { GrpcStatus, isCallFailure as isServiceError } from "../transport/call-errors";
 import type { CallControl, FleetTransport } from "./fleet-transport";
-import { activeGrpcExtensions } from "../transport/grpc-extensions";
 
 /** Thrown by a loop that saw the node being stopped; never escapes the SuperNode. */
 export class Stopped extends Error {}
 
 /** Our own stop, or a call it cancelled. */
 export function isCancellation(err: unknown): boolean {
-  return err instanceof Stopped || (isServiceError(err) && err.code === grpc.status.CANCELLED);
+  return err instanceof Stopped || (isServiceError(err) && err.code === GrpcStatus.CANCELLED);
 }
 
 /** An UNAUTHENTICATED answer to a call other than CreateNode (classified as AuthenticationError). */
@@ -38,6 +36,8 @@ export interface RegistrationOptions {
   logger: Logger;
   /** Called with every new registration, before the waiting loops resume. */
   onRegistered?: (node: Node) => void;
+  /** The grpc-js extensions in use, for the ready line (Node only; the browser has no grpc-js). */
+  grpcExtensions?: () => readonly string[];
 }
 
 export class Registration {
@@ -64,10 +64,11 @@ export class Registration {
     const node = await this.createNode();
     this.set(node);
     const target = this.options.connection.target;
-    const grpcExtensions = activeGrpcExtensions();
+    const grpcExtensions = this.options.grpcExtensions?.();
     this.options.logger.info(
-      { event: "supernode.ready", nodeId: node.nodeId.toString(), superlink: target, grpcExtensions },
-      `SuperNode registered with the SuperLink at ${target} as node ${node.nodeId}; grpc-js extensions: ${grpcExtensions.join(", ") || "none"}`,
+      { event: "supernode.ready", nodeId: node.nodeId.toString(), superlink: target, ...(grpcExtensions !== undefined ? { grpcExtensions } : {}) },
+      `SuperNode registered with the SuperLink at ${target} as node ${node.nodeId}` +
+        (grpcExtensions !== undefined ? `; grpc-js extensions: ${grpcExtensions.join(", ") || "none"}` : ""),
     );
   }
 

@@ -12,11 +12,10 @@
  * key. A PushTaskRes refused as unauthenticated is re-sent once in the other map order, as over
  * gRPC.
  */
-import type { SuperNodeAuth } from "../auth/client-auth";
 import { LONG_POLL_HEADER } from "../core/constants";
 import { ConnectionError, InvalidConfigError } from "../core/errors";
-import { type Logger, silentLogger } from "../core/logger";
-import { FLEET_REQUEST_NAMES, type MapOrder, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
+import type { Logger } from "../core/logger";
+import { FLEET_REQUEST_NAMES, type FleetRequestName, type MapOrder, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
 import { FLEET_REST_PATHS, type FleetRestMethod, PROTOBUF_CONTENT_TYPE } from "../core/wire/fleet-rest";
 import { PUBLIC_KEY_HEADER } from "../core/constants";
 import {
@@ -62,12 +61,26 @@ export interface ClosableRestPoster {
   close(): void;
 }
 
+/**
+ * Node authentication for an HTTP transport: SuperNodeAuth (node:crypto, synchronous) or
+ * WebSuperNodeAuth (WebCrypto, asynchronous) — both are awaited.
+ */
+export interface RestAuth {
+  signedHeaders(
+    requestName: FleetRequestName,
+    request: object,
+    order: MapOrder,
+  ): { bytes: Uint8Array; headers: Record<string, string> } | Promise<{ bytes: Uint8Array; headers: Record<string, string> }>;
+  acceptServerPublicKeyHeader(text: string | undefined): void | Promise<void>;
+}
+
 export interface RestFleetConnectionOptions {
   /** `http://HOST:PORT` or `https://HOST:PORT` (a path prefix is kept). */
   baseUrl: string;
   poster: ClosableRestPoster;
   /** Node authentication; needs https and a flwr-ts SuperLink. */
-  auth?: SuperNodeAuth;
+  auth?: RestAuth;
+  /** Default: silent. */
   logger?: Logger;
 }
 
@@ -121,8 +134,8 @@ export class RestFleetConnection implements FleetTransport {
   readonly target: string;
   private readonly base: string;
   private readonly poster: ClosableRestPoster;
-  private readonly auth: SuperNodeAuth | undefined;
-  private readonly logger: Logger;
+  private readonly auth: RestAuth | undefined;
+  private readonly logger: Logger | undefined;
   private readonly inFlight = new Set<AbortController>();
   private pushOrder: MapOrder = "upb";
   private closed = false;
@@ -136,7 +149,7 @@ export class RestFleetConnection implements FleetTransport {
     this.target = this.base;
     this.poster = options.poster;
     this.auth = options.auth;
-    this.logger = options.logger ?? silentLogger();
+    this.logger = options.logger;
   }
 
   get authenticated(): boolean {
@@ -154,7 +167,7 @@ export class RestFleetConnection implements FleetTransport {
             "this SuperNode without --auth-supernode-private-key/--auth-supernode-public-key.",
         );
       }
-      this.auth.acceptServerPublicKeyHeader(key);
+      await this.auth.acceptServerPublicKeyHeader(key);
     }
     const node = (response as CreateNodeResponse).node;
     if (node === undefined || node.nodeId === 0n) {
@@ -188,7 +201,7 @@ export class RestFleetConnection implements FleetTransport {
       const other: MapOrder = order === "upb" ? "lexicographic" : "upb";
       const { response } = await this.call("pushTaskRes", request, control, other);
       this.pushOrder = other;
-      this.logger.info({ event: "supernode.map-order", order: other }, `The SuperLink verified PushTaskRes with ${other} map-key order; using it from now on`);
+      this.logger?.info({ event: "supernode.map-order", order: other }, `The SuperLink verified PushTaskRes with ${other} map-key order; using it from now on`);
       return response as PushTaskResResponse;
     }
   }
@@ -217,7 +230,7 @@ export class RestFleetConnection implements FleetTransport {
     const headers: Record<string, string> = { "content-type": PROTOBUF_CONTENT_TYPE, accept: PROTOBUF_CONTENT_TYPE };
     let body: Uint8Array;
     if (this.auth !== undefined) {
-      const signed = this.auth.signedHeaders(FLEET_REQUEST_NAMES[method], request, order);
+      const signed = await this.auth.signedHeaders(FLEET_REQUEST_NAMES[method], request, order);
       body = signed.bytes;
       Object.assign(headers, signed.headers);
     } else {

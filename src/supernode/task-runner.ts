@@ -5,7 +5,6 @@
  * again afterwards, which Flower 1.10 forgets), and no TaskIns run twice after its reply went out
  * (the SuperLink delivers at least once, docs/delivery.md).
  */
-import * as grpc from "@grpc/grpc-js";
 import { ClientApp, exceptionReason } from "../client/client-app";
 import { ErrorCode, MessageType } from "../core/constants";
 import { FlwrError, errorMessage } from "../core/errors";
@@ -16,7 +15,7 @@ import type { Node } from "../proto/flwr/proto/node";
 import type { Run } from "../proto/flwr/proto/run";
 import type { TaskIns } from "../proto/flwr/proto/task";
 import { type RetryInvoker, abortableSleep } from "../transport/retry";
-import { isServiceError } from "../transport/status";
+import { GrpcStatus, isCallFailure as isServiceError } from "../transport/call-errors";
 import type { FleetTransport } from "./fleet-transport";
 import type { Registration } from "./registration";
 import { replyProblem } from "./reply-check";
@@ -356,5 +355,5 @@ export class TaskRunner {
 /** ALREADY_EXISTS from PushTaskRes (directly or as the cause of a typed error). */
 function isAlreadyStored(err: unknown): boolean {
   const cause = FlwrError.isFlwrError(err) ? (err as Error).cause : err;
-  return isServiceError(cause) && cause.code === grpc.status.ALREADY_EXISTS;
+  return isServiceError(cause) && cause.code === GrpcStatus.ALREADY_EXISTS;
 }

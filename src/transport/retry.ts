@@ -11,7 +11,6 @@
  * Shared by the SuperNode (Fleet calls, `classifyFleetError`) and the ServerApp's Driver, which
  * passes its own classification (`classifyDriverError`).
  */
-import * as grpc from "@grpc/grpc-js";
 import {
   AuthenticationError,
   ConnectionError,
@@ -19,9 +18,9 @@ import {
   InvalidConfigError,
   errorMessage,
 } from "../core/errors";
-import { cleanDetails, fromServiceError, isServiceError, tlsSetupError } from "./status";
+import { GrpcStatus, cleanDetails, fromServiceError, isCallFailure, statusName, tlsSetupError } from "./call-errors";
 
-export { isCertificateFailure } from "./status";
+export { isCertificateFailure } from "./call-errors";
 
 /** Default first backoff ceiling (Flower: 1 s). */
 export const DEFAULT_BASE_DELAY_MS = 1_000;
@@ -123,26 +122,26 @@ export function classifyFleetError(
 ): Classification {
   const what = context.what ?? "Fleet call";
   const at = context.target ? ` at ${context.target}` : "";
-  if (!isServiceError(err)) {
+  if (!isCallFailure(err)) {
     if (FlwrError.isFlwrError(err) && err.code === "FLWR_CONNECTION_FAILED") return { kind: "retryable" };
     return { kind: "fatal", error: err };
   }
-  const details = cleanDetails(err.details) || grpc.status[err.code] || String(err.code);
+  const details = cleanDetails(err.details) || statusName(err.code) || String(err.code);
   switch (err.code) {
-    case grpc.status.UNAVAILABLE:
+    case GrpcStatus.UNAVAILABLE:
       {
         const tlsError = tlsSetupError(err, `the SuperLink${at}`, "start this SuperNode with --insecure too");
         if (tlsError !== undefined) return { kind: "fatal", error: tlsError };
       }
       return { kind: "retryable" };
-    case grpc.status.DEADLINE_EXCEEDED:
-    case grpc.status.RESOURCE_EXHAUSTED:
-    case grpc.status.UNKNOWN:
-    case grpc.status.INTERNAL:
-    case grpc.status.ABORTED:
-    case grpc.status.CANCELLED:
+    case GrpcStatus.DEADLINE_EXCEEDED:
+    case GrpcStatus.RESOURCE_EXHAUSTED:
+    case GrpcStatus.UNKNOWN:
+    case GrpcStatus.INTERNAL:
+    case GrpcStatus.ABORTED:
+    case GrpcStatus.CANCELLED:
       return { kind: "retryable" };
-    case grpc.status.UNAUTHENTICATED:
+    case GrpcStatus.UNAUTHENTICATED:
       return {
         kind: "fatal",
         error: new AuthenticationError(
@@ -153,7 +152,7 @@ export function classifyFleetError(
           { cause: err },
         ),
       };
-    case grpc.status.UNIMPLEMENTED:
+    case GrpcStatus.UNIMPLEMENTED:
       return {
         kind: "fatal",
         error: new InvalidConfigError(
@@ -169,7 +168,7 @@ export function classifyFleetError(
 
 /** Describes a failure for logs: gRPC status name and details, or the error message. */
 export function describeFailure(err: unknown): string {
-  if (isServiceError(err)) return `${grpc.status[err.code] ?? err.code}: ${cleanDetails(err.details)}`;
+  if (isCallFailure(err)) return `${statusName(err.code) ?? err.code}: ${cleanDetails(err.details)}`;
   return errorMessage(err);
 }
 

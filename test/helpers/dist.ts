@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { REPO_ROOT } from "./fixtures";
 
 const BUILT = join(REPO_ROOT, "dist", "cli", "flower-superlink.js");
+/** The browser SuperNode's bundle (scripts/build-browser.js), served by --rest-serve-browser-client. */
+export const BROWSER_BUNDLE = join(REPO_ROOT, "dist", "browser", "flwr-browser.js");
 
 function newestMtime(dir: string): number {
   let newest = 0;
@@ -21,7 +23,8 @@ function newestMtime(dir: string): number {
 
 /** True when dist/ is missing or older than some file under src/. */
 export function distIsStale(): boolean {
-  return !existsSync(BUILT) || statSync(BUILT).mtimeMs < newestMtime(join(REPO_ROOT, "src"));
+  const newest = newestMtime(join(REPO_ROOT, "src"));
+  return [BUILT, BROWSER_BUNDLE].some((f) => !existsSync(f) || statSync(f).mtimeMs < newest);
 }
 
 /** `npm run build`'s compiler run; type errors elsewhere do not stop tsc from emitting, so they are ignored here. */
@@ -33,6 +36,11 @@ export function buildDist(): void {
     });
   } catch {
     // The tests tell what is missing.
+  }
+  try {
+    execFileSync(process.execPath, [join(REPO_ROOT, "scripts", "build-browser.js")], { cwd: REPO_ROOT, stdio: "pipe" });
+  } catch {
+    // test/browser tells what is missing.
   }
 }
 

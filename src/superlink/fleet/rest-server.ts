@@ -41,6 +41,7 @@ import type { FleetAuthenticator } from "../../auth/server-auth";
 import type { ServerTlsMaterial } from "../../transport/tls";
 import { type LongPollHub, optedInWaitMs } from "../long-poll";
 import * as fleet from "./fleet-handler";
+import { BROWSER_CLIENT_HEADERS, type StaticFile } from "./browser-client";
 import type { PingIntervalBounds } from "../../core/ping-interval";
 
 export interface RestFleetServerOptions {
@@ -60,6 +61,8 @@ export interface RestFleetServerOptions {
   maxBodyBytes: number;
   /** Browser origins allowed to call the API (exact `scheme://host[:port]`, or "*"). */
   corsOrigins: readonly string[];
+  /** Files answered to GET/HEAD by path (the browser SuperNode, browser-client.ts); none by default. */
+  staticFiles?: ReadonlyMap<string, StaticFile>;
   logger: Logger;
   /**
    * Called once per answered request with the gRPC method path ("/flwr.proto.Fleet/Ping"), the
@@ -187,6 +190,13 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
     }
     const path = (req.url ?? "").split("?")[0]!.replace(/^\/{2,}/, "/");
     const method = METHOD_BY_PATH.get(path);
+    const file = options.staticFiles?.get(path);
+    if (file !== undefined && (req.method === "GET" || req.method === "HEAD")) {
+      res.writeHead(200, { ...BROWSER_CLIENT_HEADERS, "content-type": file.contentType, "content-length": String(file.body.length) });
+      res.end(req.method === "HEAD" ? undefined : file.body);
+      req.resume();
+      return;
+    }
     if (req.method === "OPTIONS") {
       answerPreflight(req, res, origin, method !== undefined);
       return;
