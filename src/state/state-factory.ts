@@ -6,14 +6,15 @@ import { IN_MEMORY_DATABASE } from "../core/constants";
 import { InMemoryState } from "./in-memory-state";
 import { SqliteState } from "./sqlite-state";
 import type { State, StateOptions } from "./state";
+import { promisedState } from "./sync-state";
 
 /**
  * `":flwr-in-memory-state:"` (IN_MEMORY_DATABASE) gives a fresh InMemoryState; anything else
  * is a SQLite path (":memory:" gives a private in-memory SQLite database, useful in tests).
- * Create one State per SuperLink process and share it across all RPCs.
- * Throws StateError when the SQLite file cannot be used (see SqliteState).
+ * Create one State per SuperLink process and share it across all RPCs. Rejects with StateError
+ * when the database cannot be used.
  */
-export function createState(database: string, options: StateOptions = {}): State {
-  if (database === IN_MEMORY_DATABASE) return new InMemoryState(options);
-  return new SqliteState(database, options);
+export async function createState(database: string, options: StateOptions = {}): Promise<State> {
+  if (database === IN_MEMORY_DATABASE) return promisedState(new InMemoryState(options));
+  return promisedState(new SqliteState(database, options));
 }

@@ -195,7 +195,11 @@ export interface MetricsServer {
 }
 
 /** Serves `render()` on GET /metrics (404 elsewhere) at `address` (port 0 allowed). */
-export async function startMetricsServer(address: string, render: () => string, logger: Logger): Promise<MetricsServer> {
+export async function startMetricsServer(
+  address: string,
+  render: () => string | Promise<string>,
+  logger: Logger,
+): Promise<MetricsServer> {
   const { host, port } = parseAddress(address);
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "").split("?")[0];
@@ -207,16 +211,19 @@ export async function startMetricsServer(address: string, render: () => string, 
       res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain" }).end("Method not allowed\n");
       return;
     }
-    let body: string;
-    try {
-      body = render();
-    } catch (err) {
-      logger.error({ err }, "metrics: rendering failed");
-      res.writeHead(500, { "content-type": "text/plain" }).end("metrics unavailable\n");
-      return;
-    }
-    res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
-    res.end(req.method === "HEAD" ? undefined : body);
+    const head = req.method === "HEAD";
+    Promise.resolve()
+      .then(render)
+      .then(
+        (body) => {
+          res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+          res.end(head ? undefined : body);
+        },
+        (err: unknown) => {
+          logger.error({ err }, "metrics: rendering failed");
+          res.writeHead(500, { "content-type": "text/plain" }).end("metrics unavailable\n");
+        },
+      );
   });
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => {

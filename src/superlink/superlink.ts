@@ -216,7 +216,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
   const auth = config.auth !== undefined ? loadAuthMaterial(config.auth, logger) : undefined;
   let state: State;
   try {
-    state = createState(config.database, {
+    state = await createState(config.database, {
       logger: logger.child({ module: "state" }),
       limits: { maxRunBytes: limits.maxRunBytes, maxStoredBytes: limits.maxStoredBytes, maxRuns: limits.maxRuns },
       ...(config.taskLeaseSeconds !== undefined ? { taskLeaseSeconds: config.taskLeaseSeconds } : {}),
@@ -241,30 +241,31 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     for (const pem of change.removed) revokeKey(pem);
   };
   const revokeKey = (pem: string): void => {
-    try {
-      const nodeId = state.getNodeId(Buffer.from(pem, "utf8"));
-      if (nodeId === undefined) return;
-      // Deleting the node makes its pending TaskIns answer the ServerApp with NODE_UNAVAILABLE.
-      try {
-        state.deleteNode(nodeId);
-      } catch (err) {
-        if (!(FlwrError.isFlwrError(err) && err.code === "FLWR_NOT_FOUND")) throw err;
-      }
-      metrics.nodeGone(nodeId);
-      const ended = hub.revokeNode(nodeId, new AuthenticationError(`Node ${nodeId} was removed from the allowlist`));
-      logger.info(
-        { event: "superlink.node-revoked", nodeId: nodeId.toString(), pullsEnded: ended },
-        `Node ${nodeId} removed from the allowlist: deleted, ${ended} waiting pull(s) ended`,
-      );
-    } catch (err) {
+    revokeKeyNow(pem).catch((err: unknown) => {
       logger.error({ err }, `Could not revoke a node removed from the allowlist: ${errorMessage(err)}`);
+    });
+  };
+  const revokeKeyNow = async (pem: string): Promise<void> => {
+    const nodeId = await state.getNodeId(Buffer.from(pem, "utf8"));
+    if (nodeId === undefined) return;
+    // Deleting the node makes its pending TaskIns answer the ServerApp with NODE_UNAVAILABLE.
+    try {
+      await state.deleteNode(nodeId);
+    } catch (err) {
+      if (!(FlwrError.isFlwrError(err) && err.code === "FLWR_NOT_FOUND")) throw err;
     }
+    metrics.nodeGone(nodeId);
+    const ended = hub.revokeNode(nodeId, new AuthenticationError(`Node ${nodeId} was removed from the allowlist`));
+    logger.info(
+      { event: "superlink.node-revoked", nodeId: nodeId.toString(), pullsEnded: ended },
+      `Node ${nodeId} removed from the allowlist: deleted, ${ended} waiting pull(s) ended`,
+    );
   };
 
-  // Expired tasks and idle runs go periodically; a purge is one synchronous state transaction.
-  const purge = (): void => {
+  // Expired tasks and idle runs go periodically; a purge is one state transaction.
+  const purge = async (): Promise<void> => {
     try {
-      const removed = state.purge({ expiredGraceSeconds: limits.purgeIntervalSeconds, runIdleSeconds: limits.runIdleSeconds });
+      const removed = await state.purge({ expiredGraceSeconds: limits.purgeIntervalSeconds, runIdleSeconds: limits.runIdleSeconds });
       if (removed.taskIns + removed.taskRes + removed.runs > 0) {
         logger.info(
           { event: "superlink.purged", ...removed },
@@ -276,8 +277,8 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     }
   };
   // Once at start too: what a crashed run left in a database file goes without waiting.
-  purge();
-  const purgeTimer = setInterval(purge, limits.purgeIntervalSeconds * 1000);
+  await purge();
+  const purgeTimer = setInterval(() => void purge(), limits.purgeIntervalSeconds * 1000);
   purgeTimer.unref();
 
   let closing: Promise<void> | undefined;
@@ -292,7 +293,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
       authenticator?.close();
       auth?.allowlist.close();
       try {
-        state.close();
+        await state.close();
       } catch (err) {
         logger.error({ err }, `Closing the state failed: ${errorMessage(err)}`);
       }
@@ -390,10 +391,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     if (config.metricsAddress !== undefined) {
       metricsServer = await startMetricsServer(
         config.metricsAddress,
-        () =>
+        async () =>
           metrics.render({
-            taskInsStored: state.numTaskIns(),
-            taskResStored: state.numTaskRes(),
+            taskInsStored: await state.numTaskIns(),
+            taskResStored: await state.numTaskRes(),
             longPollsWaiting: hub.waiting,
           }),
         logger,
