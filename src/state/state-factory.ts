@@ -4,17 +4,20 @@
  */
 import { IN_MEMORY_DATABASE } from "../core/constants";
 import { InMemoryState } from "./in-memory-state";
+import { PostgresState, isPostgresUrl } from "./postgres-state";
 import { SqliteState } from "./sqlite-state";
 import type { State, StateOptions } from "./state";
 import { promisedState } from "./sync-state";
 
 /**
  * `":flwr-in-memory-state:"` (IN_MEMORY_DATABASE) gives a fresh InMemoryState; anything else
- * is a SQLite path (":memory:" gives a private in-memory SQLite database, useful in tests).
- * Create one State per SuperLink process and share it across all RPCs. Rejects with StateError
- * when the database cannot be used.
+ * is a SQLite path (":memory:" gives a private in-memory SQLite database, useful in tests),
+ * except a `postgresql://` (or `postgres://`) URL, which gives a PostgresState that several
+ * SuperLink replicas may share. Create one State per SuperLink process and share it across all
+ * RPCs. Rejects with StateError when the database cannot be used.
  */
 export async function createState(database: string, options: StateOptions = {}): Promise<State> {
   if (database === IN_MEMORY_DATABASE) return promisedState(new InMemoryState(options));
+  if (isPostgresUrl(database)) return PostgresState.open(database, options);
   return promisedState(new SqliteState(database, options));
 }
