@@ -4,7 +4,7 @@
  */
 import { IN_MEMORY_DATABASE } from "../core/constants";
 import { InMemoryState } from "./in-memory-state";
-import { PostgresState, isPostgresUrl } from "./postgres-state";
+import { PostgresState, isPostgresUrl, redactPostgresUrl } from "./postgres-state";
 import { SqliteState } from "./sqlite-state";
 import type { State, StateOptions } from "./state";
 import { promisedState } from "./sync-state";
@@ -20,4 +20,9 @@ export async function createState(database: string, options: StateOptions = {}):
   if (database === IN_MEMORY_DATABASE) return promisedState(new InMemoryState(options));
   if (isPostgresUrl(database)) return PostgresState.open(database, options);
   return promisedState(new SqliteState(database, options));
+}
+
+/** The `--database` value as it may be logged (a PostgreSQL URL without its password). */
+export function databaseForLogs(database: string): string {
+  return isPostgresUrl(database) ? redactPostgresUrl(database) : database;
 }

@@ -13,7 +13,7 @@ import { parseAddress } from "../core/address";
 import { DriverService } from "../proto/flwr/proto/driver";
 import { FleetService } from "../proto/flwr/proto/fleet";
 import type { State } from "../state/state";
-import { createState } from "../state/state-factory";
+import { createState, databaseForLogs } from "../state/state-factory";
 import { type RunningGrpcServer, type ServiceRegistration, startGrpcServer } from "../transport/server";
 import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
 import type { ConnectionLimits } from "../transport/options";
@@ -410,7 +410,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         tls: config.tls !== undefined,
         driverApiClientCertificates: config.driverApiClientCa !== undefined,
         auth: auth !== undefined,
-        database: config.database,
+        database: databaseForLogs(config.database),
         longPollMs,
         limits,
         fleetApiType: config.fleetApiType ?? "grpc-rere",
