@@ -17,7 +17,7 @@ const REPO_ROOT = resolve(__dirname, "..", "..");
 const NUM_SUPERNODES = 2;
 const READY_TIMEOUT_MS = 60_000;
 
-interface Child {
+export interface Child {
   name: string;
   proc: ChildProcess;
   exited: Promise<number>;
@@ -88,7 +88,7 @@ export function demoServerAppArgs(driverAddress: string, app = "server:app", dir
 }
 
 /** Spawns a bin/ daemon; its JSON log lines are echoed as text, and `onLog` sees each record. */
-function startChild(
+export function startChild(
   name: string,
   bin: string,
   args: string[],
@@ -114,7 +114,7 @@ function startChild(
   return { name, proc, exited };
 }
 
-function waitFor<T>(what: string, child: Child, probe: (resolve: (v: T) => void) => void): Promise<T> {
+export function waitFor<T>(what: string, child: Child, probe: (resolve: (v: T) => void) => void): Promise<T> {
   return new Promise<T>((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`${what}: not ready after ${READY_TIMEOUT_MS / 1000} s`)), READY_TIMEOUT_MS);
     void child.exited.then((code) => rej(new Error(`${child.name} exited early with code ${code}`)));
@@ -125,7 +125,7 @@ function waitFor<T>(what: string, child: Child, probe: (resolve: (v: T) => void)
   });
 }
 
-async function stopGroup(group: Child[]): Promise<void> {
+export async function stopGroup(group: Child[]): Promise<void> {
   const alive = group.filter((c) => c.proc.exitCode === null && c.proc.signalCode === null);
   for (const c of alive) c.proc.kill("SIGTERM");
   const deadline = new Promise<void>((res) => setTimeout(res, 10_000).unref());

@@ -10,12 +10,15 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
+import { errorMessage } from "../core/errors";
 
 export interface LocalPostgres {
   /** `postgresql://` URL of the database `flwr` (over the Unix socket). */
   url: string;
   /** URL of another database on the same server (created on first use of `createDatabase`). */
   createDatabase(name: string): Promise<string>;
+  /** Process group of the server and its backends (for CPU accounting). */
+  processGroup: number;
   /** Stops the server (fast shutdown) and deletes its directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -61,7 +64,9 @@ async function freePort(): Promise<number> {
     server.listen(0, "127.0.0.1", () => {
       const address = server.address();
       const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
+      server.close(() => {
+        resolve(port);
+      });
     });
   });
 }
@@ -84,7 +89,8 @@ export async function startLocalPostgres(): Promise<LocalPostgres> {
     execFileSync(initCmd, initArgs, { stdio: ["ignore", "pipe", "pipe"] });
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
-    throw new Error(`initdb failed: ${String((err as { stderr?: Buffer }).stderr ?? err)}`);
+    const stderr = (err as { stderr?: Buffer }).stderr;
+    throw new Error(`initdb failed: ${stderr === undefined ? errorMessage(err) : stderr.toString()}`, { cause: err });
   }
   const port = await freePort();
   // Unix socket only; fsync off: a throw-away server, only replicas crash in the tests.
@@ -106,7 +112,11 @@ export async function startLocalPostgres(): Promise<LocalPostgres> {
   let output = "";
   child.stdout?.on("data", (c: Buffer) => (output += c.toString()));
   child.stderr?.on("data", (c: Buffer) => (output += c.toString()));
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const exited = new Promise<void>((resolve) => {
+    child.once("exit", () => {
+      resolve();
+    });
+  });
   const urlOf = (database: string): string => `postgresql://postgres@localhost/${database}?host=${encodeURIComponent(dir)}&port=${port}`;
 
   let stopped = false;
@@ -149,13 +159,14 @@ export async function startLocalPostgres(): Promise<LocalPostgres> {
     } catch (err) {
       if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
         await stop();
-        throw new Error(`PostgreSQL did not start: ${String(err)}\n${output}`);
+        throw new Error(`PostgreSQL did not start: ${errorMessage(err)}\n${output}`, { cause: err });
       }
       await new Promise((r) => setTimeout(r, 100));
     }
   }
   return {
     url: urlOf("flwr"),
+    processGroup: child.pid ?? 0,
     createDatabase: async (name) => {
       if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`bad database name ${name}`);
       await admin((c) => c.query(`CREATE DATABASE ${name}`));

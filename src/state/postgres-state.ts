@@ -167,11 +167,13 @@ interface TaskRow {
 }
 
 /** int8 as bigint (ids are full signed 64-bit); everything else as pg parses it. */
-const BIGINT_TYPES = {
-  getTypeParser: ((oid: number, format?: string) => {
-    if (oid === pg.types.builtins.INT8 && format !== "binary") return (text: string) => BigInt(text);
-    return pg.types.getTypeParser(oid, format as "text");
-  }) as typeof pg.types.getTypeParser,
+const INT8_OID = 20;
+const BIGINT_TYPES: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") => {
+    if (oid === INT8_OID && format !== "binary") return (text: string): bigint => BigInt(text);
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-enum-assignment -- pg passes any OID through
+    return pg.types.getTypeParser(oid, format ?? "text") as (value: string) => unknown;
+  }) as pg.CustomTypesConfig["getTypeParser"],
 };
 
 /** Options of the PostgreSQL backend beyond the common ones. */
@@ -290,7 +292,9 @@ export class PostgresState implements State {
   /** LISTENs on its own connection; reconnects after a failure while the state is open. */
   private async listen(): Promise<void> {
     const client = new pg.Client({ connectionString: this.url, types: BIGINT_TYPES });
-    client.on("notification", (message) => this.onNotification(message.payload));
+    client.on("notification", (message) => {
+      this.onNotification(message.payload);
+    });
     client.on("error", (err) => {
       this.logger?.warn({ err }, `PostgreSQL state: the LISTEN connection failed (${errorMessage(err)}); reconnecting`);
       if (this.listener === client) this.listener = undefined;
@@ -669,7 +673,9 @@ export class PostgresState implements State {
   }
 
   async checkStorage(bytesByRun: Map<bigint, number>): Promise<void> {
-    await this.tx("checkStorage", async (db) => (await this.usage(db)).check(bytesByRun));
+    await this.tx("checkStorage", async (db) => {
+      (await this.usage(db)).check(bytesByRun);
+    });
   }
 
   async storedBytes(runId?: bigint): Promise<number> {

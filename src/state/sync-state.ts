@@ -21,20 +21,32 @@ export function promisedState(sync: SyncState): State {
     getTaskIns: (nodeId, limit) => settle(() => sync.getTaskIns(nodeId, limit)),
     storeTaskRes: (taskRes) => settle(() => sync.storeTaskRes(taskRes)),
     getTaskRes: (taskIds, limit) => settle(() => sync.getTaskRes(taskIds, limit)),
-    deleteTasks: (taskIds) => settle(() => sync.deleteTasks(taskIds)),
+    deleteTasks: (taskIds) =>
+      settle(() => {
+        sync.deleteTasks(taskIds);
+      }),
     numTaskIns: () => settle(() => sync.numTaskIns()),
     numTaskRes: () => settle(() => sync.numTaskRes()),
     createNode: (pingInterval, publicKey) => settle(() => sync.createNode(pingInterval, publicKey)),
-    deleteNode: (nodeId) => settle(() => sync.deleteNode(nodeId)),
+    deleteNode: (nodeId) =>
+      settle(() => {
+        sync.deleteNode(nodeId);
+      }),
     getNodes: (runId) => settle(() => sync.getNodes(runId)),
     getNodeId: (publicKey) => settle(() => sync.getNodeId(publicKey)),
     acknowledgePing: (nodeId, pingInterval) => settle(() => sync.acknowledgePing(nodeId, pingInterval)),
     createRun: (fabId, fabVersion, overrideConfig) => settle(() => sync.createRun(fabId, fabVersion, overrideConfig)),
     getRun: (runId) => settle(() => sync.getRun(runId)),
-    checkStorage: (bytesByRun) => settle(() => sync.checkStorage(bytesByRun)),
+    checkStorage: (bytesByRun) =>
+      settle(() => {
+        sync.checkStorage(bytesByRun);
+      }),
     storedBytes: (runId) => settle(() => sync.storedBytes(runId)),
     purge: (options) => settle(() => sync.purge(options)),
     subscribe: (events: StateEvents) => sync.subscribe(events),
-    close: () => settle(() => sync.close()),
+    close: () =>
+      settle(() => {
+        sync.close();
+      }),
   };
 }
