@@ -377,6 +377,16 @@ export class PostgresState implements State {
     }
   }
 
+  /** One statement on its own (PostgreSQL runs it as its own transaction): one round trip. */
+  private async single<R extends pg.QueryResultRow>(operation: string, sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    if (this.closed) throw new StateError(`PostgreSQL state ${this.label}: ${operation} after close`);
+    try {
+      return await this.pool.query<R>(sql, params);
+    } catch (err) {
+      throw new StateError(`PostgreSQL state ${this.label}: ${operation} failed: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
   /** Current storage accounting of `runIds` (and the total), read in the caller's transaction. */
   private async usage(db: Queryable): Promise<StorageUsage> {
     const usage = new StorageUsage(this.limits);
@@ -566,11 +576,11 @@ export class PostgresState implements State {
   }
 
   async numTaskIns(): Promise<number> {
-    return this.tx("numTaskIns", async (db) => Number((await db.query<{ n: bigint }>("SELECT count(*) AS n FROM task_ins")).rows[0]!.n));
+    return Number((await this.single<{ n: bigint }>("numTaskIns", "SELECT count(*) AS n FROM task_ins", [])).rows[0]!.n);
   }
 
   async numTaskRes(): Promise<number> {
-    return this.tx("numTaskRes", async (db) => Number((await db.query<{ n: bigint }>("SELECT count(*) AS n FROM task_res")).rows[0]!.n));
+    return Number((await this.single<{ n: bigint }>("numTaskRes", "SELECT count(*) AS n FROM task_res", [])).rows[0]!.n);
   }
 
   async createNode(pingInterval: number, publicKey?: Uint8Array): Promise<bigint> {
@@ -600,35 +610,34 @@ export class PostgresState implements State {
   }
 
   async deleteNode(nodeId: bigint): Promise<void> {
-    const deleted = await this.tx("deleteNode", async (db) => (await db.query("DELETE FROM node WHERE node_id = $1", [nodeId])).rowCount);
+    const deleted = (await this.single("deleteNode", "DELETE FROM node WHERE node_id = $1", [nodeId])).rowCount;
     if (deleted === 0) throw new NotFoundError(`Node ${nodeId} not found`);
   }
 
   async getNodes(runId: bigint): Promise<Set<bigint>> {
-    return this.tx("getNodes", async (db) => {
-      if ((await db.query("SELECT 1 FROM run WHERE run_id = $1", [runId])).rowCount === 0) return new Set<bigint>();
-      const rows = await db.query<{ node_id: bigint }>("SELECT node_id FROM node WHERE online_until > $1", [this.now()]);
-      return new Set(rows.rows.map((r) => r.node_id));
-    });
+    const rows = await this.single<{ node_id: bigint }>(
+      "getNodes",
+      "SELECT node_id FROM node WHERE online_until > $1 AND EXISTS (SELECT 1 FROM run WHERE run_id = $2)",
+      [this.now(), runId],
+    );
+    return new Set(rows.rows.map((r) => r.node_id));
   }
 
   async getNodeId(publicKey: Uint8Array): Promise<bigint | undefined> {
-    return this.tx("getNodeId", async (db) => {
-      const rows = await db.query<{ node_id: bigint }>("SELECT node_id FROM node WHERE public_key = $1", [Buffer.from(publicKey)]);
-      return rows.rows[0]?.node_id;
-    });
+    const rows = await this.single<{ node_id: bigint }>("getNodeId", "SELECT node_id FROM node WHERE public_key = $1", [
+      Buffer.from(publicKey),
+    ]);
+    return rows.rows[0]?.node_id;
   }
 
   async acknowledgePing(nodeId: bigint, pingInterval: number): Promise<boolean> {
     checkPingInterval(pingInterval);
-    return this.tx("acknowledgePing", async (db) => {
-      const updated = await db.query("UPDATE node SET online_until = $1, ping_interval = $2 WHERE node_id = $3", [
-        this.now() + pingInterval,
-        pingInterval,
-        nodeId,
-      ]);
-      return updated.rowCount === 1;
-    });
+    const updated = await this.single("acknowledgePing", "UPDATE node SET online_until = $1, ping_interval = $2 WHERE node_id = $3", [
+      this.now() + pingInterval,
+      pingInterval,
+      nodeId,
+    ]);
+    return updated.rowCount === 1;
   }
 
   async createRun(fabId: string, fabVersion: string, overrideConfig: Map<string, Scalar>): Promise<bigint> {
@@ -656,20 +665,19 @@ export class PostgresState implements State {
   }
 
   async getRun(runId: bigint): Promise<RunRecord | undefined> {
-    return this.tx("getRun", async (db) => {
-      const rows = await db.query<{ run_id: bigint; fab_id: string; fab_version: string; override_config: Buffer }>(
-        "SELECT run_id, fab_id, fab_version, override_config FROM run WHERE run_id = $1",
-        [runId],
-      );
-      const row = rows.rows[0];
-      if (row === undefined) return undefined;
-      return {
-        runId: row.run_id,
-        fabId: row.fab_id,
-        fabVersion: row.fab_version,
-        overrideConfig: Run.decode(row.override_config).overrideConfig,
-      };
-    });
+    const rows = await this.single<{ run_id: bigint; fab_id: string; fab_version: string; override_config: Buffer }>(
+      "getRun",
+      "SELECT run_id, fab_id, fab_version, override_config FROM run WHERE run_id = $1",
+      [runId],
+    );
+    const row = rows.rows[0];
+    if (row === undefined) return undefined;
+    return {
+      runId: row.run_id,
+      fabId: row.fab_id,
+      fabVersion: row.fab_version,
+      overrideConfig: Run.decode(row.override_config).overrideConfig,
+    };
   }
 
   async checkStorage(bytesByRun: Map<bigint, number>): Promise<void> {
@@ -679,15 +687,14 @@ export class PostgresState implements State {
   }
 
   async storedBytes(runId?: bigint): Promise<number> {
-    return this.tx("storedBytes", async (db) => {
-      const rows = await db.query<{ n: bigint | null }>(
-        `SELECT sum(size_bytes)::bigint AS n FROM
-           (SELECT run_id, size_bytes FROM task_ins UNION ALL SELECT run_id, size_bytes FROM task_res) t
-         WHERE $1::bigint IS NULL OR run_id = $1`,
-        [runId ?? null],
-      );
-      return Number(rows.rows[0]?.n ?? 0n);
-    });
+    const rows = await this.single<{ n: bigint | null }>(
+      "storedBytes",
+      `SELECT sum(size_bytes)::bigint AS n FROM
+         (SELECT run_id, size_bytes FROM task_ins UNION ALL SELECT run_id, size_bytes FROM task_res) t
+       WHERE $1::bigint IS NULL OR run_id = $1`,
+      [runId ?? null],
+    );
+    return Number(rows.rows[0]?.n ?? 0n);
   }
 
   async purge(options: PurgeOptions): Promise<PurgeResult> {

@@ -19,28 +19,24 @@ if (unavailable !== undefined) {
 const describeIfPostgres = unavailable === undefined ? describe : describe.skip;
 
 let server: LocalPostgres | undefined;
+/** One connection for emptying the shared test database between tests. */
+let admin: pg.Client | undefined;
 beforeAll(async () => {
   if (unavailable === undefined) server = await startLocalPostgres();
 }, 60_000);
 afterAll(async () => {
+  await admin?.end();
   await server?.stop();
 }, 30_000);
 
-/** Empties the shared test database (schema kept), so each test starts from nothing. */
-async function truncate(url: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query("TRUNCATE task_res, task_ins, node, run");
-  } finally {
-    await client.end();
-  }
-}
-
-/** A fresh, empty state on the shared database. */
+/** A fresh, empty state on the shared database (schema kept, rows gone). */
 async function freshState(options: StateOptions): Promise<State> {
   const state = await PostgresState.open(server!.url, options);
-  await truncate(server!.url);
+  if (admin === undefined) {
+    admin = new pg.Client({ connectionString: server!.url });
+    await admin.connect();
+  }
+  await admin.query("DELETE FROM task_res; DELETE FROM task_ins; DELETE FROM node; DELETE FROM run");
   return state;
 }
 
