@@ -2,8 +2,8 @@
  * `npm run bench:replicas [-- --nodes N --idle-seconds S]`: SuperLink replicas on PostgreSQL,
  * 1 replica vs 2, with N authenticated idle SuperNodes (in-process, bench/idle-worker.ts)
  * spread over the replicas. Per case: registration time (first worker spawned to every node
- * registered), then over the window the CPU of all SuperLinks and of PostgreSQL (its whole
- * process group, from /proc), SuperLink RSS, and the Fleet RPC rates. A throw-away PostgreSQL
+ * registered), then over the window the CPU of all SuperLinks and of PostgreSQL (the postmaster
+ * and its backends, from /proc), SuperLink RSS, and the Fleet RPC rates. A throw-away PostgreSQL
  * server is started for the bench (src/cli/local-postgres.ts). Writes bench/results/replicas.json.
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -11,7 +11,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startLocalPostgres } from "../src/cli/local-postgres";
 import { type SuperLinkChild, generateCredentials, scrapeMetrics, startSuperLinkChild } from "./lib/deployment";
-import { type Child, REPO_ROOT, cpuSeconds, failOnExit, memoryInfo, say, sleep, startNodeScript, stopChildren } from "./lib/processes";
+import {
+  type Child,
+  REPO_ROOT,
+  cpuSeconds,
+  failOnExit,
+  memoryInfo,
+  say,
+  sleep,
+  startNodeScript,
+  stopChildren,
+} from "./lib/processes";
 
 const NODES_PER_WORKER = 125;
 const SETTLE_MS = 5_000;
@@ -28,15 +38,15 @@ interface CaseResult {
   fleetRpcPerSecond: number;
 }
 
-/** CPU seconds of every process in group `pgid` (PostgreSQL's postmaster and backends). */
-function groupCpuSeconds(pgid: number): number {
+/** CPU seconds of the postmaster and its live children (the backends serving the replicas). */
+function serverCpuSeconds(postmaster: number): number {
   let total = 0;
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[2]) === pgid) total += (Number(fields[11]) + Number(fields[12])) / 100;
+      if (Number(entry) === postmaster || Number(fields[1]) === postmaster) total += (Number(fields[11]) + Number(fields[12])) / 100;
     } catch {
       // the process ended meanwhile
     }
@@ -87,32 +97,47 @@ async function main(args: string[]): Promise<void> {
             startNodeScript(`idle-worker-${w}`, join(__dirname, "idle-worker.js"), {
               logDir: dir,
               args: [
-                "--superlink", target.fleetAddress,
-                "--ca", creds.caCert,
-                "--keys-dir", join(creds.dir, "keys"),
-                "--first", String(first),
-                "--count", String(Math.min(NODES_PER_WORKER, nodes - first + 1)),
+                "--superlink",
+                target.fleetAddress,
+                "--ca",
+                creds.caCert,
+                "--keys-dir",
+                join(creds.dir, "keys"),
+                "--first",
+                String(first),
+                "--count",
+                String(Math.min(NODES_PER_WORKER, nodes - first + 1)),
               ],
             }),
           );
         }
         children.push(...workers);
         await Promise.race([
-          Promise.all(workers.map((w) => w.waitForLog(`${w.name} ready`, (r) => r["event"] === "idle-worker.ready", 900_000))),
+          Promise.all(
+            workers.map((w) => w.waitForLog(`${w.name} ready`, (r) => r["event"] === "idle-worker.ready", 900_000)),
+          ),
           failOnExit(children),
         ]);
         const registerSeconds = (Date.now() - startedAt) / 1000;
-        say(`replicas=${replicas}: ${nodes} nodes registered in ${registerSeconds.toFixed(1)} s; measuring ${windowSeconds} s`);
+        say(
+          `replicas=${replicas}: ${nodes} nodes registered in ${registerSeconds.toFixed(1)} s; measuring ${windowSeconds} s`,
+        );
         await sleep(SETTLE_MS);
         const linkCpu0 = links.reduce((s, l) => s + cpuSeconds(l.child.pid), 0);
-        const pgCpu0 = groupCpuSeconds(postgres.processGroup);
-        const rpc0 = (await Promise.all(links.map((l) => scrapeMetrics(l.metricsAddress)))).reduce((s, m) => s + fleetRpcs(m), 0);
+        const pgCpu0 = serverCpuSeconds(postgres.serverPid());
+        const rpc0 = (await Promise.all(links.map((l) => scrapeMetrics(l.metricsAddress)))).reduce(
+          (s, m) => s + fleetRpcs(m),
+          0,
+        );
         const t0 = Date.now();
         await Promise.race([sleep(windowSeconds * 1000), failOnExit(children)]);
         const elapsed = (Date.now() - t0) / 1000;
         const linkCpu = links.reduce((s, l) => s + cpuSeconds(l.child.pid), 0) - linkCpu0;
-        const pgCpu = groupCpuSeconds(postgres.processGroup) - pgCpu0;
-        const rpc1 = (await Promise.all(links.map((l) => scrapeMetrics(l.metricsAddress)))).reduce((s, m) => s + fleetRpcs(m), 0);
+        const pgCpu = serverCpuSeconds(postgres.serverPid()) - pgCpu0;
+        const rpc1 = (await Promise.all(links.map((l) => scrapeMetrics(l.metricsAddress)))).reduce(
+          (s, m) => s + fleetRpcs(m),
+          0,
+        );
         results.push({
           replicas,
           nodes,

@@ -7,7 +7,15 @@
  * end, and the database deleted.
  */
 import { errorMessage } from "../core/errors";
-import { type Child, DEMO_SUPERLINK_ARGS, demoServerAppArgs, ensureCredentials, startChild, stopGroup, waitFor } from "./demo";
+import {
+  type Child,
+  DEMO_SUPERLINK_ARGS,
+  demoServerAppArgs,
+  ensureCredentials,
+  startChild,
+  stopGroup,
+  waitFor,
+} from "./demo";
 import { type LocalPostgres, localPostgresUnavailableReason, startLocalPostgres } from "./local-postgres";
 
 const REPLICAS = ["a", "b"] as const;
@@ -17,7 +25,12 @@ function say(line: string): void {
 }
 
 /** Starts a daemon; `ready` resolves with its first `event` log record. */
-function startUntil(name: string, bin: string, args: string[], event: string): { child: Child; ready: Promise<Record<string, unknown>> } {
+function startUntil(
+  name: string,
+  bin: string,
+  args: string[],
+  event: string,
+): { child: Child; ready: Promise<Record<string, unknown>> } {
   let hook: ((rec: Record<string, unknown>) => void) | undefined;
   const child = startChild(name, bin, args, { onLog: (rec) => hook?.(rec) });
   const ready = waitFor<Record<string, unknown>>(name, child, (resolve) => {
@@ -54,29 +67,51 @@ export async function main(): Promise<number> {
     say(`PostgreSQL ready (a throw-away server): ${postgres.url}`);
     const ready: Array<Record<string, unknown>> = [];
     for (const name of REPLICAS) {
-      const link = startUntil(`replica-${name}`, "flower-superlink", [...DEMO_SUPERLINK_ARGS, "--database", postgres.url], "superlink.ready");
+      const link = startUntil(
+        `replica-${name}`,
+        "flower-superlink",
+        [...DEMO_SUPERLINK_ARGS, "--database", postgres.url],
+        "superlink.ready",
+      );
       links.push(link.child);
       ready.push(await link.ready);
     }
     for (const [i, rec] of ready.entries()) {
-      say(`replica ${REPLICAS[i]}: Driver API ${String(rec["driverAddress"])}, Fleet API ${String(rec["fleetAddress"])}`);
+      say(
+        `replica ${REPLICAS[i]}: Driver API ${String(rec["driverAddress"])}, Fleet API ${String(rec["fleetAddress"])}`,
+      );
     }
     const nodesReady = [1, 2].map((i) => {
       const fleet = String(ready[(i - 1) % ready.length]?.["fleetAddress"]);
-      const node = startUntil(`node-${i}`, "flower-client-app", [
-        "client:app",
-        "--root-certificates", "certificates/ca.crt",
-        "--superlink", fleet,
-        "--auth-supernode-private-key", `keys/client_credentials_${i}`,
-        "--auth-supernode-public-key", `keys/client_credentials_${i}.pub`,
-        "--node-config", `partition-id=${i - 1},num-partitions=2`,
-      ], "supernode.ready");
+      const node = startUntil(
+        `node-${i}`,
+        "flower-client-app",
+        [
+          "client:app",
+          "--root-certificates",
+          "certificates/ca.crt",
+          "--superlink",
+          fleet,
+          "--auth-supernode-private-key",
+          `keys/client_credentials_${i}`,
+          "--auth-supernode-public-key",
+          `keys/client_credentials_${i}.pub`,
+          "--node-config",
+          `partition-id=${i - 1},num-partitions=2`,
+        ],
+        "supernode.ready",
+      );
       others.push(node.child);
       return node.ready;
     });
     await Promise.all(nodesReady);
     say("SuperNode 1 is on replica a, SuperNode 2 on replica b; starting the ServerApp on replica a");
-    const serverApp = startChild("serverapp", "flower-server-app", demoServerAppArgs(String(ready[0]?.["driverAddress"])), { stdout: "inherit" });
+    const serverApp = startChild(
+      "serverapp",
+      "flower-server-app",
+      demoServerAppArgs(String(ready[0]?.["driverAddress"])),
+      { stdout: "inherit" },
+    );
     others.push(serverApp);
     const code = await serverApp.exited;
     say(code === 0 ? "ServerApp finished; stopping everything" : `ServerApp failed with exit code ${code}`);

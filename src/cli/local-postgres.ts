@@ -5,7 +5,7 @@
  * `postgres` system user (what the Debian `postgresql` package creates) through `runuser`.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,8 +17,8 @@ export interface LocalPostgres {
   url: string;
   /** URL of another database on the same server (created on first use of `createDatabase`). */
   createDatabase(name: string): Promise<string>;
-  /** Process group of the server and its backends (for CPU accounting). */
-  processGroup: number;
+  /** Pid of the postmaster (its backends are its children), for CPU accounting. */
+  serverPid(): number;
   /** Stops the server (fast shutdown) and deletes its directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -27,13 +27,17 @@ export interface LocalPostgres {
 export function findPostgresBinDir(): string | undefined {
   const candidates: string[] = [];
   try {
-    candidates.push(execFileSync("pg_config", ["--bindir"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim());
+    candidates.push(
+      execFileSync("pg_config", ["--bindir"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim(),
+    );
   } catch {
     // no pg_config on PATH
   }
   const root = "/usr/lib/postgresql";
   if (existsSync(root)) {
-    const versions = readdirSync(root).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
+    const versions = readdirSync(root)
+      .filter((v) => /^\d+$/.test(v))
+      .sort((a, b) => Number(b) - Number(a));
     candidates.push(...versions.map((v) => join(root, v, "bin")));
   }
   return candidates.find((dir) => existsSync(join(dir, "initdb")) && existsSync(join(dir, "postgres")));
@@ -41,15 +45,21 @@ export function findPostgresBinDir(): string | undefined {
 
 /** Why a local server cannot be started here, or undefined when it can. */
 export function localPostgresUnavailableReason(): string | undefined {
-  if (findPostgresBinDir() === undefined) return "no PostgreSQL server binaries (initdb, postgres) found; install the postgresql package";
-  if (process.getuid?.() === 0 && postgresUser() === undefined) return "running as root and there is no `postgres` user to run the server as";
+  if (findPostgresBinDir() === undefined)
+    return "no PostgreSQL server binaries (initdb, postgres) found; install the postgresql package";
+  if (process.getuid?.() === 0 && postgresUser() === undefined)
+    return "running as root and there is no `postgres` user to run the server as";
   return undefined;
 }
 
 function postgresUser(): { uid: number; gid: number } | undefined {
   try {
-    const uid = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim());
-    const gid = Number(execFileSync("id", ["-g", "postgres"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim());
+    const uid = Number(
+      execFileSync("id", ["-u", "postgres"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim(),
+    );
+    const gid = Number(
+      execFileSync("id", ["-g", "postgres"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim(),
+    );
     return Number.isInteger(uid) && Number.isInteger(gid) ? { uid, gid } : undefined;
   } catch {
     return undefined;
@@ -84,7 +94,17 @@ export async function startLocalPostgres(): Promise<LocalPostgres> {
   const run = (command: string, args: string[]): [string, string[]] =>
     user !== undefined ? ["runuser", ["-u", "postgres", "--", command, ...args]] : [command, args];
   const dataDir = join(dir, "data");
-  const [initCmd, initArgs] = run(join(binDir, "initdb"), ["-D", dataDir, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]);
+  const [initCmd, initArgs] = run(join(binDir, "initdb"), [
+    "-D",
+    dataDir,
+    "-U",
+    "postgres",
+    "-A",
+    "trust",
+    "--no-sync",
+    "-E",
+    "UTF8",
+  ]);
   try {
     execFileSync(initCmd, initArgs, { stdio: ["ignore", "pipe", "pipe"] });
   } catch (err) {
@@ -117,7 +137,8 @@ export async function startLocalPostgres(): Promise<LocalPostgres> {
       resolve();
     });
   });
-  const urlOf = (database: string): string => `postgresql://postgres@localhost/${database}?host=${encodeURIComponent(dir)}&port=${port}`;
+  const urlOf = (database: string): string =>
+    `postgresql://postgres@localhost/${database}?host=${encodeURIComponent(dir)}&port=${port}`;
 
   let stopped = false;
   const stop = async (): Promise<void> => {
@@ -166,7 +187,7 @@ export async function startLocalPostgres(): Promise<LocalPostgres> {
   }
   return {
     url: urlOf("flwr"),
-    processGroup: child.pid ?? 0,
+    serverPid: () => Number(readFileSync(join(dataDir, "postmaster.pid"), "utf8").split("\n")[0]),
     createDatabase: async (name) => {
       if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`bad database name ${name}`);
       await admin((c) => c.query(`CREATE DATABASE ${name}`));

@@ -26,7 +26,16 @@ import { Run } from "../proto/flwr/proto/run";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import { randomId, uuid4 } from "./ids";
-import type { PurgeOptions, PurgeResult, RunRecord, State, StateEvents, StateLimits, StateLogger, StateOptions } from "./state";
+import type {
+  PurgeOptions,
+  PurgeResult,
+  RunRecord,
+  State,
+  StateEvents,
+  StateLimits,
+  StateLogger,
+  StateOptions,
+} from "./state";
 import {
   DEFAULT_MAX_LEASE_SECONDS,
   DEFAULT_MIN_LEASE_SECONDS,
@@ -189,7 +198,8 @@ function splitUrl(database: string): { url: string; poolMax: number | undefined 
   url.searchParams.delete("pool_max");
   if (raw === null) return { url: url.toString(), poolMax: undefined };
   const poolMax = Number(raw);
-  if (!Number.isInteger(poolMax) || poolMax < 1) throw new StateError(`PostgreSQL state: pool_max must be a positive integer, got "${raw}"`);
+  if (!Number.isInteger(poolMax) || poolMax < 1)
+    throw new StateError(`PostgreSQL state: pool_max must be a positive integer, got "${raw}"`);
   return { url: url.toString(), poolMax };
 }
 
@@ -246,9 +256,15 @@ export class PostgresState implements State {
     checkLease(options.taskLeaseSeconds);
     const label = redactPostgresUrl(database);
     const { url, poolMax } = splitUrl(database);
-    const pool = new pg.Pool({ connectionString: url, max: options.poolMax ?? poolMax ?? DEFAULT_POSTGRES_POOL_MAX, types: BIGINT_TYPES });
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: options.poolMax ?? poolMax ?? DEFAULT_POSTGRES_POOL_MAX,
+      types: BIGINT_TYPES,
+    });
     // An idle pooled connection that breaks (server restart) must not crash the process.
-    pool.on("error", (err) => options.logger?.warn({ err }, `PostgreSQL state: idle connection failed: ${errorMessage(err)}`));
+    pool.on("error", (err) =>
+      options.logger?.warn({ err }, `PostgreSQL state: idle connection failed: ${errorMessage(err)}`),
+    );
     const state = new PostgresState(
       pool,
       url,
@@ -272,8 +288,12 @@ export class PostgresState implements State {
   private async migrate(): Promise<void> {
     await this.tx("migrate", async (db) => {
       await db.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK_KEY]);
-      await db.query("CREATE TABLE IF NOT EXISTS flwr_schema_migrations (version integer PRIMARY KEY, applied_at double precision NOT NULL)");
-      const found = await db.query<{ version: number | null }>("SELECT max(version) AS version FROM flwr_schema_migrations");
+      await db.query(
+        "CREATE TABLE IF NOT EXISTS flwr_schema_migrations (version integer PRIMARY KEY, applied_at double precision NOT NULL)",
+      );
+      const found = await db.query<{ version: number | null }>(
+        "SELECT max(version) AS version FROM flwr_schema_migrations",
+      );
       const version = found.rows[0]?.version ?? 0;
       if (version > POSTGRES_SCHEMA_VERSION) {
         throw new StateError(
@@ -283,7 +303,10 @@ export class PostgresState implements State {
       }
       for (let v = version; v < POSTGRES_SCHEMA_VERSION; v++) {
         await db.query(POSTGRES_MIGRATIONS[v]!);
-        await db.query("INSERT INTO flwr_schema_migrations (version, applied_at) VALUES ($1, $2)", [v + 1, Date.now() / 1000]);
+        await db.query("INSERT INTO flwr_schema_migrations (version, applied_at) VALUES ($1, $2)", [
+          v + 1,
+          Date.now() / 1000,
+        ]);
         this.logger?.debug({ version: v + 1 }, "PostgreSQL state: schema migrated");
       }
     });
@@ -349,17 +372,23 @@ export class PostgresState implements State {
       try {
         client = await this.pool.connect();
       } catch (err) {
-        throw new StateError(`PostgreSQL state ${this.label}: ${operation} failed: cannot connect: ${errorMessage(err)}`, { cause: err });
+        throw new StateError(
+          `PostgreSQL state ${this.label}: ${operation} failed: cannot connect: ${errorMessage(err)}`,
+          { cause: err },
+        );
       }
       let result: T;
       try {
         await client.query("BEGIN");
         result = await fn(client, announce);
         const payloads = [
-          ...announce.taskIns.map((e) => JSON.stringify({ r: this.replicaId, k: "ins", n: e.nodeId.toString(), a: e.anonymous })),
+          ...announce.taskIns.map((e) =>
+            JSON.stringify({ r: this.replicaId, k: "ins", n: e.nodeId.toString(), a: e.anonymous }),
+          ),
           ...announce.taskRes.map((t) => JSON.stringify({ r: this.replicaId, k: "res", t })),
         ];
-        if (payloads.length > 0) await client.query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", [POSTGRES_CHANNEL, payloads]);
+        if (payloads.length > 0)
+          await client.query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", [POSTGRES_CHANNEL, payloads]);
         await client.query("COMMIT");
         client.release();
       } catch (err) {
@@ -369,7 +398,9 @@ export class PostgresState implements State {
         client.release(typeof code === "string" ? undefined : true);
         if (FlwrError.isFlwrError(err) || err instanceof RangeError) throw err;
         if ((code === "40001" || code === "40P01") && attempt < MAX_TX_ATTEMPTS) continue;
-        throw new StateError(`PostgreSQL state ${this.label}: ${operation} failed: ${errorMessage(err)}`, { cause: err });
+        throw new StateError(`PostgreSQL state ${this.label}: ${operation} failed: ${errorMessage(err)}`, {
+          cause: err,
+        });
       }
       for (const e of announce.taskIns) this.events.taskInsStored(e.nodeId, e.anonymous);
       for (const t of announce.taskRes) this.events.taskResStored(t);
@@ -378,7 +409,11 @@ export class PostgresState implements State {
   }
 
   /** One statement on its own (PostgreSQL runs it as its own transaction): one round trip. */
-  private async single<R extends pg.QueryResultRow>(operation: string, sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+  private async single<R extends pg.QueryResultRow>(
+    operation: string,
+    sql: string,
+    params: unknown[],
+  ): Promise<pg.QueryResult<R>> {
     if (this.closed) throw new StateError(`PostgreSQL state ${this.label}: ${operation} after close`);
     try {
       return await this.pool.query<R>(sql, params);
@@ -407,7 +442,10 @@ export class PostgresState implements State {
     }
     const now = this.now();
     if (expiresAt(taskIns.task) <= now) {
-      this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: already expired (created_at + ttl is past)");
+      this.logger?.warn(
+        { runId: String(taskIns.runId) },
+        "TaskIns rejected: already expired (created_at + ttl is past)",
+      );
       return undefined;
     }
     const bytes = taskBytes(taskIns);
@@ -476,7 +514,9 @@ export class PostgresState implements State {
         const insRow = ins.rows[0];
         const refusal = refuseTaskRes(taskRes, insRow === undefined ? undefined : headerToTaskIns(insRow), now);
         if (refusal !== undefined) return { refused: refusal };
-        const existing = await db.query<{ task_id: string }>("SELECT task_id FROM task_res WHERE reply_to = $1", [replyTo]);
+        const existing = await db.query<{ task_id: string }>("SELECT task_id FROM task_res WHERE reply_to = $1", [
+          replyTo,
+        ]);
         if (existing.rows[0] !== undefined) return { duplicateOf: existing.rows[0].task_id };
         (await this.usage(db)).check(new Map([[taskRes.runId, bytes]]));
         const id = uuid4();
@@ -486,7 +526,9 @@ export class PostgresState implements State {
           [...taskParams({ ...taskRes, taskId: id }, bytes, null), replyTo],
         );
         if (inserted.rowCount === 0) {
-          const winner = await db.query<{ task_id: string }>("SELECT task_id FROM task_res WHERE reply_to = $1", [replyTo]);
+          const winner = await db.query<{ task_id: string }>("SELECT task_id FROM task_res WHERE reply_to = $1", [
+            replyTo,
+          ]);
           return { duplicateOf: winner.rows[0]?.task_id ?? id };
         }
         await db.query("UPDATE run SET last_activity = $1 WHERE run_id = $2", [now, taskRes.runId]);
@@ -549,10 +591,10 @@ export class PostgresState implements State {
         errorRes.task!.deliveredAt = deliveredAt;
         const bytes = taskBytes(errorRes);
         // Another replica synthesizing the same reply at once: only one is stored and returned.
-        const inserted = await db.query(`${INSERT_TASK_SQL("task_res", "reply_to")} ON CONFLICT (reply_to) DO NOTHING RETURNING task_id`, [
-          ...taskParams(errorRes, bytes, now),
-          row.task_id,
-        ]);
+        const inserted = await db.query(
+          `${INSERT_TASK_SQL("task_res", "reply_to")} ON CONFLICT (reply_to) DO NOTHING RETURNING task_id`,
+          [...taskParams(errorRes, bytes, now), row.task_id],
+        );
         if (inserted.rowCount === 0) continue;
         out.push(errorRes);
         announce.taskRes.push(row.task_id);
@@ -576,11 +618,15 @@ export class PostgresState implements State {
   }
 
   async numTaskIns(): Promise<number> {
-    return Number((await this.single<{ n: bigint }>("numTaskIns", "SELECT count(*) AS n FROM task_ins", [])).rows[0]!.n);
+    return Number(
+      (await this.single<{ n: bigint }>("numTaskIns", "SELECT count(*) AS n FROM task_ins", [])).rows[0]!.n,
+    );
   }
 
   async numTaskRes(): Promise<number> {
-    return Number((await this.single<{ n: bigint }>("numTaskRes", "SELECT count(*) AS n FROM task_res", [])).rows[0]!.n);
+    return Number(
+      (await this.single<{ n: bigint }>("numTaskRes", "SELECT count(*) AS n FROM task_res", [])).rows[0]!.n,
+    );
   }
 
   async createNode(pingInterval: number, publicKey?: Uint8Array): Promise<bigint> {
@@ -632,11 +678,11 @@ export class PostgresState implements State {
 
   async acknowledgePing(nodeId: bigint, pingInterval: number): Promise<boolean> {
     checkPingInterval(pingInterval);
-    const updated = await this.single("acknowledgePing", "UPDATE node SET online_until = $1, ping_interval = $2 WHERE node_id = $3", [
-      this.now() + pingInterval,
-      pingInterval,
-      nodeId,
-    ]);
+    const updated = await this.single(
+      "acknowledgePing",
+      "UPDATE node SET online_until = $1, ping_interval = $2 WHERE node_id = $3",
+      [this.now() + pingInterval, pingInterval, nodeId],
+    );
     return updated.rowCount === 1;
   }
 
@@ -741,7 +787,9 @@ export class PostgresState implements State {
   }
 }
 
-function headerToTaskIns(row: Pick<TaskRow, "run_id" | "consumer_anonymous" | "consumer_node_id" | "created_at" | "ttl">): TaskIns {
+function headerToTaskIns(
+  row: Pick<TaskRow, "run_id" | "consumer_anonymous" | "consumer_node_id" | "created_at" | "ttl">,
+): TaskIns {
   return {
     taskId: "",
     groupId: "",

@@ -20,10 +20,9 @@ const LEASE_SECONDS = 3;
 
 const unavailable = localPostgresUnavailableReason();
 if (unavailable !== undefined) {
-  // eslint-disable-next-line no-console
   console.warn(`PostgreSQL replica failover test skipped: ${unavailable}`);
 }
-const testIfPostgres = unavailable === undefined ? test : test.skip;
+const describeIfPostgres = unavailable === undefined ? describe : describe.skip;
 
 jest.setTimeout(180_000);
 
@@ -79,12 +78,18 @@ function spawnNodes(fleet: string): Proc[] {
   return [0, 1].map((i) =>
     spawnBin(`node-${i + 1}`, "flower-client-app", [
       "client:app",
-      "--dir", dir,
-      "--superlink", fleet,
-      "--root-certificates", fx.caCert,
-      "--auth-supernode-private-key", fx.clientPrivateKeys[i]!,
-      "--auth-supernode-public-key", fx.clientPublicKeys[i]!,
-      "--node-config", `partition-id=${i}`,
+      "--dir",
+      dir,
+      "--superlink",
+      fleet,
+      "--root-certificates",
+      fx.caCert,
+      "--auth-supernode-private-key",
+      fx.clientPrivateKeys[i]!,
+      "--auth-supernode-public-key",
+      fx.clientPublicKeys[i]!,
+      "--node-config",
+      `partition-id=${i}`,
     ]),
   );
 }
@@ -93,7 +98,19 @@ function spawnRun(driver: string, historyJson: string): Proc {
   return spawnBin(
     "serverapp",
     "flower-server-app",
-    ["server:app", "--dir", dir, "--superlink", driver, "--root-certificates", fx.caCert, "--retry-deadline", "30", "--history-json", historyJson],
+    [
+      "server:app",
+      "--dir",
+      dir,
+      "--superlink",
+      driver,
+      "--root-certificates",
+      fx.caCert,
+      "--retry-deadline",
+      "30",
+      "--history-json",
+      historyJson,
+    ],
     dir,
   );
 }
@@ -109,13 +126,20 @@ function aggregates(serverApp: Proc, event: string): Array<[unknown, unknown]> {
 
 async function finished(run: Proc, others: Proc[]): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
-  const code = await Promise.race([run.exited, new Promise<"stuck">((resolve) => (timer = setTimeout(() => resolve("stuck"), 120_000)))]);
+  const code = await Promise.race([
+    run.exited,
+    new Promise<"stuck">((resolve) => {
+      timer = setTimeout(() => {
+        resolve("stuck");
+      }, 120_000);
+    }),
+  ]);
   clearTimeout(timer);
   if (code === "stuck") {
     const tails = [run, ...others].map((p) => `--- ${p.name}:\n${p.stderr.slice(-25).join("\n")}`);
     throw new Error(`the run did not finish within 120 s\n${tails.join("\n")}`);
   }
-  if (code !== 0) throw new Error(`ServerApp exited ${code}: ${fatalText(run)}\n${run.text().slice(-3000)}`);
+  if (code !== 0) throw new Error(`ServerApp exited ${String(code)}: ${fatalText(run)}\n${run.text().slice(-3000)}`);
 }
 
 beforeAll(async () => {
@@ -132,15 +156,19 @@ afterEach(async () => {
 afterAll(async () => {
   await killAll();
   await postgres?.stop();
-  fx?.cleanup();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  if (unavailable === undefined) {
+    fx.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }, 60_000);
 
-testIfPostgres(
-  `2 replicas on one PostgreSQL, one SIGKILLed mid-run (TLS + auth): the ${ROUNDS}-round run ends with the single-SuperLink History`,
-  async () => {
+describeIfPostgres("SuperLink replicas on PostgreSQL", () => {
+  test(`2 replicas on one PostgreSQL, one SIGKILLed mid-run (TLS + auth): the ${ROUNDS}-round run ends with the single-SuperLink History`, async () => {
     // The reference: one SuperLink on its own database.
-    const reference = await startSuperLink(linkArgs(await postgres!.createDatabase("reference")), "superlink-reference");
+    const reference = await startSuperLink(
+      linkArgs(await postgres!.createDatabase("reference")),
+      "superlink-reference",
+    );
     let nodes = spawnNodes(reference.fleetAddress);
     await Promise.all(nodes.map((n) => n.waitFor(isEvent("supernode.ready"), "registration")));
     const referencePath = join(dir, "reference.json");
@@ -151,7 +179,10 @@ testIfPostgres(
 
     // Two replicas on a fresh database behind one balanced address per API.
     const database = await postgres!.createDatabase("replicas");
-    const [a, b] = await Promise.all([startSuperLink(linkArgs(database), "replica-a"), startSuperLink(linkArgs(database), "replica-b")]);
+    const [a, b] = await Promise.all([
+      startSuperLink(linkArgs(database), "replica-a"),
+      startSuperLink(linkArgs(database), "replica-b"),
+    ]);
     const fleet = await startTcpProxy([a!.fleetAddress, b!.fleetAddress]);
     const driver = await startTcpProxy([a!.driverAddress, b!.driverAddress]);
     try {
@@ -159,7 +190,10 @@ testIfPostgres(
       await Promise.all(nodes.map((n) => n.waitFor(isEvent("supernode.ready"), "registration")));
       const historyPath = join(dir, "replicas.json");
       const run = spawnRun(driver.address, historyPath);
-      await run.waitFor(isEvent("serverapp.round", (r) => Number(r["round"]) >= 2), "round 2");
+      await run.waitFor(
+        isEvent("serverapp.round", (r) => Number(r["round"]) >= 2),
+        "round 2",
+      );
       // Both replicas serve (the SuperNodes were spread over them) before one dies mid-round.
       expect([...fleet.forwarded.keys()].sort()).toEqual([a!.fleetAddress, b!.fleetAddress].sort());
       await new Promise((r) => setTimeout(r, 300));
@@ -173,12 +207,15 @@ testIfPostgres(
       expect(aggregates(run, "serverapp.aggregate-evaluate")).toEqual(full);
       for (const n of nodes) {
         const replied = n.logs.filter(isEvent("supernode.reply-sent")).map((l) => String(l["replyTo"]));
-        expect({ node: n.name, duplicates: replied.length - new Set(replied).size }).toEqual({ node: n.name, duplicates: 0 });
+        expect({ node: n.name, duplicates: replied.length - new Set(replied).size }).toEqual({
+          node: n.name,
+          duplicates: 0,
+        });
       }
       expect(b!.proc.alive()).toBe(true);
     } finally {
       await fleet.close();
       await driver.close();
     }
-  },
-);
+  });
+});

@@ -9,11 +9,17 @@ import { StateError } from "../../src/core/errors";
 import { POSTGRES_SCHEMA_VERSION, PostgresState, redactPostgresUrl } from "../../src/state/postgres-state";
 import type { State, StateOptions } from "../../src/state/state";
 import { createState } from "../../src/state/state-factory";
-import { TestClock, UUID4, describeStateConformance, describeStateLimits, makeTaskIns, makeTaskRes } from "./state.conformance";
+import {
+  TestClock,
+  UUID4,
+  describeStateConformance,
+  describeStateLimits,
+  makeTaskIns,
+  makeTaskRes,
+} from "./state.conformance";
 
 const unavailable = localPostgresUnavailableReason();
 if (unavailable !== undefined) {
-  // eslint-disable-next-line no-console
   console.warn(`PostgreSQL state tests skipped: ${unavailable}`);
 }
 const describeIfPostgres = unavailable === undefined ? describe : describe.skip;
@@ -51,9 +57,13 @@ describeIfPostgres("PostgresState", () => {
         expect(state.kind).toBe("postgresql");
         const client = new pg.Client({ connectionString: server!.url });
         await client.connect();
-        const rows = await client.query<{ version: number }>("SELECT version FROM flwr_schema_migrations ORDER BY version");
+        const rows = await client.query<{ version: number }>(
+          "SELECT version FROM flwr_schema_migrations ORDER BY version",
+        );
         await client.end();
-        expect(rows.rows.map((r) => r.version)).toEqual(Array.from({ length: POSTGRES_SCHEMA_VERSION }, (_, i) => i + 1));
+        expect(rows.rows.map((r) => r.version)).toEqual(
+          Array.from({ length: POSTGRES_SCHEMA_VERSION }, (_, i) => i + 1),
+        );
       } finally {
         await state.close();
       }
@@ -71,10 +81,14 @@ describeIfPostgres("PostgresState", () => {
       const url = await server!.createDatabase("newer_schema");
       const client = new pg.Client({ connectionString: url });
       await client.connect();
-      await client.query("CREATE TABLE flwr_schema_migrations (version integer PRIMARY KEY, applied_at double precision NOT NULL)");
+      await client.query(
+        "CREATE TABLE flwr_schema_migrations (version integer PRIMARY KEY, applied_at double precision NOT NULL)",
+      );
       await client.query("INSERT INTO flwr_schema_migrations VALUES ($1, 0)", [POSTGRES_SCHEMA_VERSION + 1]);
       await client.end();
-      await expect(PostgresState.open(url)).rejects.toThrow(new RegExp(`schema version ${POSTGRES_SCHEMA_VERSION + 1}`));
+      await expect(PostgresState.open(url)).rejects.toThrow(
+        new RegExp(`schema version ${POSTGRES_SCHEMA_VERSION + 1}`),
+      );
     });
 
     test("an unreachable server is a StateError that does not show the password", async () => {
@@ -105,8 +119,12 @@ describeIfPostgres("PostgresState", () => {
       const seen = new Promise<{ ins: [bigint, boolean]; res: string }>((resolve) => {
         let ins: [bigint, boolean] | undefined;
         b.subscribe({
-          onTaskInsStored: (nodeId, anonymous) => (ins = [nodeId, anonymous]),
-          onTaskResStored: (taskInsId) => resolve({ ins: ins!, res: taskInsId }),
+          onTaskInsStored: (nodeId, anonymous) => {
+            ins = [nodeId, anonymous];
+          },
+          onTaskResStored: (taskInsId) => {
+            resolve({ ins: ins!, res: taskInsId });
+          },
         });
       });
       const nodeId = await a.createNode(30);
@@ -120,7 +138,9 @@ describeIfPostgres("PostgresState", () => {
       const runId = await a.createRun("f", "v", new Map());
       const nodeId = await a.createNode(30);
       for (let i = 0; i < 20; i++) await a.storeTaskIns(makeTaskIns(clock, runId, { nodeId, anonymous: false }));
-      const pulls = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? a : b).getTaskIns(nodeId, 1)));
+      const pulls = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? a : b).getTaskIns(nodeId, 1)),
+      );
       const ids = pulls.flat().map((t) => t.taskId);
       expect(ids).toHaveLength(20);
       expect(new Set(ids).size).toBe(20);
@@ -131,7 +151,9 @@ describeIfPostgres("PostgresState", () => {
       const nodeId = await a.createNode(30);
       const insId = (await a.storeTaskIns(makeTaskIns(clock, runId, { nodeId, anonymous: false })))!;
       const answers = await Promise.all(
-        Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? a : b).storeTaskRes(makeTaskRes(clock, runId, nodeId, insId))),
+        Array.from({ length: 10 }, (_, i) =>
+          (i % 2 === 0 ? a : b).storeTaskRes(makeTaskRes(clock, runId, nodeId, insId)),
+        ),
       );
       expect(answers[0]).toMatch(UUID4);
       expect(new Set(answers).size).toBe(1);
