@@ -7,11 +7,13 @@
  * Usage: node idle-worker.js --superlink HOST:PORT --ca FILE --keys-dir DIR --first I --count N
  * (nodes use keys DIR/client_credentials_I .. I+N-1).
  */
+import { loadKeyPairFiles } from "../src/auth/keys";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ClientApp } from "../src/client/client-app";
 import { createLogger } from "../src/core/logger";
 import { type SuperNodeHandle, startSuperNode } from "../src/supernode/supernode";
+import { enableGrpcExtensions } from "../src/transport/grpc-extensions";
 
 /** Registrations in flight at once: enough to be quick, few enough not to time out TLS handshakes. */
 const REGISTER_CONCURRENCY = 20;
@@ -44,6 +46,7 @@ async function main(args: string[]): Promise<number> {
     process.once("SIGINT", onSignal);
   });
 
+  enableGrpcExtensions();
   const started = Date.now();
   const indices = Array.from({ length: count }, (_, k) => first + k);
   try {
@@ -55,10 +58,7 @@ async function main(args: string[]): Promise<number> {
             {
               superlink,
               rootCertificates,
-              auth: {
-                privateKeyPath: join(keysDir, `client_credentials_${i}`),
-                publicKeyPath: join(keysDir, `client_credentials_${i}.pub`),
-              },
+              auth: loadKeyPairFiles(join(keysDir, `client_credentials_${i}`), join(keysDir, `client_credentials_${i}.pub`)),
               app,
               nodeConfig: { "partition-id": BigInt(i - 1) },
             },

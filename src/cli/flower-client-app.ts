@@ -1,5 +1,5 @@
 /**
- * `flower-client-app`: Flower 1.10's SuperNode command line (spec §6.1) plus flwr-ts options
+ * `flower-client-app`: Flower 1.10's SuperNode command line (docs/protocol.md, "SuperNode") plus flwr-ts options
  * (--poll-interval-ms, --log-level, --shutdown-grace-ms). Loads the ClientApp named by the
  * positional `module:attr` from --dir, translates the flags into a SuperNodeConfig and runs the
  * SuperNode under runDaemon (SIGINT/SIGTERM: DeleteNode and a clean stop). Exit codes: 0 clean
@@ -7,6 +7,7 @@
  * unreachable after the retry limits).
  */
 import { Command, InvalidArgumentError, Option } from "commander";
+import { loadKeyPairFiles } from "../auth/keys";
 import { ClientApp } from "../client/client-app";
 import { DEFAULT_FLEET_API_ADDRESS, DEFAULT_SHUTDOWN_GRACE_MS } from "../core/constants";
 import { loadAppObject, parseAppReference } from "./app-loader";
@@ -17,6 +18,7 @@ import { parseRestBaseUrl } from "../supernode/rest-connection";
 import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
 import { type CliIo, LOG_LEVELS, LOG_FORMATS, LOG_FORMAT_HELP, createCliLogger, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain, packageVersion } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
+import { enableGrpcExtensions } from "../transport/grpc-extensions";
 
 const NAME = "flower-client-app";
 
@@ -186,15 +188,15 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
         "'--auth-supernode-public-key' to be provided (providing only one of them is not sufficient).",
     );
   }
-  const auth =
-    opts.authSupernodePrivateKey !== undefined && opts.authSupernodePublicKey !== undefined
-      ? { privateKeyPath: opts.authSupernodePrivateKey, publicKeyPath: opts.authSupernodePublicKey }
-      : undefined;
-  if (auth !== undefined && opts.insecure) {
+  const { authSupernodePrivateKey: privatePath, authSupernodePublicKey: publicPath } = opts;
+  const authWanted = privatePath !== undefined && publicPath !== undefined;
+  if (authWanted && opts.insecure) {
     throw new InvalidConfigError(
       "Authentication requires a secure connection: drop --insecure (and pass --root-certificates if needed).",
     );
   }
+  // Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
+  const auth = privatePath !== undefined && publicPath !== undefined ? loadKeyPairFiles(privatePath, publicPath) : undefined;
 
   return {
     superlink,
@@ -207,7 +209,18 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
     ...(opts.maxRetries !== undefined ? { maxRetries: opts.maxRetries } : {}),
     ...(opts.maxWaitTime !== undefined ? { maxWaitTimeMs: opts.maxWaitTime * 1000 } : {}),
     pollIntervalMs: opts.pollIntervalMs,
+    ...testPingInterval(),
   };
+}
+
+/**
+ * FLWR_TEST_PING_INTERVAL (seconds; for tests only): the ping_interval to announce instead of
+ * Flower's 30 s, so a test sees a killed node go offline in seconds. The SuperLink still clamps
+ * it into --min-ping-interval..--max-ping-interval; startSuperNode refuses a non-positive value.
+ */
+function testPingInterval(): Pick<SuperNodeConfig, "pingIntervalSeconds"> {
+  const seconds = process.env.FLWR_TEST_PING_INTERVAL;
+  return seconds === undefined || seconds === "" ? {} : { pingIntervalSeconds: Number(seconds) };
 }
 
 /**
@@ -222,6 +235,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const ref = program.args[0]!;
   const logger = createCliLogger({ level: opts.logLevel, component: "supernode", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
   logger.info("Long-running Flower client starting");
+  enableGrpcExtensions({ logger });
 
   let config: SuperNodeConfig;
   try {

@@ -2,7 +2,8 @@
  * The SuperLink's state: runs, nodes, task instructions (TaskIns) and results (TaskRes).
  * One interface, three backends (`in-memory-state.ts`, `sqlite-state.ts`, `postgres-state.ts`),
  * one conformance suite (`test/state/state.conformance.ts`). Semantics follow Flower 1.10's
- * in-memory state with its bugs fixed; each method says what is promised.
+ * in-memory state (docs/protocol.md, "State") with its bugs fixed; each method says what is
+ * promised.
  *
  * Methods return Promises because PostgreSQL is a network database shared by several SuperLink
  * replicas. The in-process backends stay synchronous inside (`SyncState`, wrapped by
@@ -20,16 +21,6 @@ export interface RunRecord {
   fabId: string;
   fabVersion: string;
   overrideConfig: Map<string, Scalar>;
-}
-
-/** A node as the state knows it (liveness and optional key). */
-export interface NodeRecord {
-  nodeId: bigint;
-  /** Unix seconds; the node counts as online while `onlineUntil > now`. */
-  onlineUntil: number;
-  pingInterval: number;
-  /** Canonical PEM bytes of the node's public key when authentication is on. */
-  publicKey?: Uint8Array;
 }
 
 /** Notified after state changes, so long-polling RPCs can wake up instead of sleeping. */
@@ -105,7 +96,7 @@ export interface State {
   readonly kind: "memory" | "sqlite" | "postgresql";
 
   /**
-   * Validates (spec §3.3) and stores a TaskIns. Assigns and returns a fresh uuid4 task_id.
+   * Validates (docs/protocol.md, "Validation") and stores a TaskIns. Assigns and returns a fresh uuid4 task_id.
    * Returns undefined when validation fails, the run does not exist, or the TaskIns has already
    * expired (`created_at + ttl <= now`); nothing is stored then. Throws ResourceExhaustedError
    * (nothing stored) when it would break a byte limit. Does not check that the consumer node
@@ -143,7 +134,7 @@ export interface State {
    * oldest first, marking them delivered; also delivered ones still stored RESULT_LEASE_SECONDS
    * after their delivery (asked for again: the answer carrying them was lost). Then, for each requested TaskIns that has no reply at
    * all (delivered or not) and whose named consumer node is offline, deleted or unknown, it
-   * synthesizes, stores and returns an error TaskRes (code 3, NODE_UNAVAILABLE, spec §2.6 fields)
+   * synthesizes, stores and returns an error TaskRes (code 3, NODE_UNAVAILABLE, fields as in docs/protocol.md, "State")
    * in TaskIns order, notifying `onTaskResStored`. A TaskIns that expired unanswered gets the
    * same reply with TASK_EXPIRED_REASON (anonymous consumers too); otherwise anonymous-consumer
    * TaskIns never get one.

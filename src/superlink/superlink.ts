@@ -5,7 +5,6 @@
  * Signals, argv and exit codes belong to src/cli/flower-superlink.ts.
  */
 import type * as grpc from "@grpc/grpc-js";
-import type { KeyObject } from "node:crypto";
 import type { Logger } from "../core/logger";
 import { AuthenticationError, FlwrError, InvalidConfigError, errorMessage } from "../core/errors";
 import { DEFAULT_LONG_POLL_MS, IN_MEMORY_DATABASE } from "../core/constants";
@@ -19,8 +18,8 @@ import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
 import type { ConnectionLimits } from "../transport/options";
 import { watchDescriptors } from "../transport/descriptor-watch";
 import { DRIVER_TASK_MESSAGES, FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
-import { Allowlist } from "../auth/allowlist";
-import { loadKeyPairFiles } from "../auth/keys";
+import type { Allowlist } from "../auth/allowlist";
+import { type KeyPair, assertKeyPair } from "../auth/keys";
 import { FleetAuthenticator, withFleetAuthentication } from "../auth/server-auth";
 import { createDriverServicer } from "./driver/driver-servicer";
 import { createFleetServicer } from "./fleet/fleet-servicer";
@@ -32,16 +31,22 @@ import { LongPollHub } from "./long-poll";
 import { type RunningRestFleetServer, startRestFleetServer } from "./fleet/rest-server";
 import { DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
+import { FLEET_API_REQUIRED_EXTENSIONS, activeGrpcExtensions, requireGrpcExtensions } from "../transport/grpc-extensions";
 
-/** Node authentication files (spec §4.1). All three are required to enable it. */
+/**
+ * Node authentication on the Fleet API (docs/protocol.md, "Node authentication"), with key
+ * material the caller read: src/cli/flower-superlink.ts reads the files.
+ */
 export interface SuperLinkAuthConfig {
-  /** CSV of allowed SuperNode OpenSSH public keys. */
-  allowlistCsv: string;
-  /** The SuperLink's OpenSSH (or PEM) EC private key. */
-  superlinkPrivateKey: string;
-  /** The SuperLink's public key; must belong to the private key. */
-  superlinkPublicKey: string;
-  /** Reload the CSV when the file changes (default true). */
+  /**
+   * The SuperNode public keys allowed on the Fleet API. One from `Allowlist.fromCsvFile` can be
+   * re-read (reloadAllowlist(), SIGHUP) and followed (`watchAllowlist`). The SuperLink owns it:
+   * close(), or a failed start, stops its watcher.
+   */
+  allowlist: Allowlist;
+  /** The SuperLink's EC key pair (e.g. from loadKeyPairFiles); the halves must match. */
+  superlinkKeys: KeyPair;
+  /** Reload the allowlist when its file changes (default true; a list without a file has none). */
   watchAllowlist?: boolean;
 }
 
@@ -166,12 +171,6 @@ export const DELIVERED_PAIR_GRACE_MS = 10_000;
 // Task-carrying responses may hold large records: written as chunks, the payload not copied.
 const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES);
 
-interface AuthMaterial {
-  allowlist: Allowlist;
-  serverPrivateKey: KeyObject;
-  serverPublicKeyPem: string;
-}
-
 function checkConfig(config: SuperLinkConfig): number {
   parseAddress(config.driverApiAddress);
   parseAddress(config.fleetApiAddress);
@@ -186,6 +185,9 @@ function checkConfig(config: SuperLinkConfig): number {
     throw new InvalidConfigError("--driver-api-client-ca (mutual TLS on the Driver API) requires TLS: drop --insecure");
   }
   if (config.database === "") throw new InvalidConfigError("--database must not be empty");
+  // Without the receive guard and slow-sender hooks the gRPC Fleet API would take unbounded bytes
+  // from unauthenticated peers: it does not start that way (docs/security.md).
+  if (config.fleetApiType !== "rest") requireGrpcExtensions(FLEET_API_REQUIRED_EXTENSIONS, "The Fleet API (grpc-rere)");
   const longPollMs = config.longPollMs ?? DEFAULT_LONG_POLL_MS;
   if (!Number.isFinite(longPollMs) || longPollMs < 0) {
     throw new InvalidConfigError(`Long-poll time must be a non-negative number of milliseconds, got ${longPollMs}`);
@@ -193,27 +195,38 @@ function checkConfig(config: SuperLinkConfig): number {
   return longPollMs;
 }
 
-function loadAuthMaterial(auth: SuperLinkAuthConfig, logger: Logger): AuthMaterial {
-  // Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
-  const { privateKey: serverPrivateKey, publicKeyPem: serverPublicKeyPem } = loadKeyPairFiles(
-    auth.superlinkPrivateKey,
-    auth.superlinkPublicKey,
-  );
-  const allowlist = Allowlist.fromCsvFile(auth.allowlistCsv, {
-    watch: auth.watchAllowlist ?? true,
-    logger,
-  });
-  return { allowlist, serverPrivateKey, serverPublicKeyPem };
+/** Checks the key pair before anything opens; starts following the allowlist file. */
+function prepareAuth(auth: SuperLinkAuthConfig): SuperLinkAuthConfig {
+  try {
+    // Throws InvalidKeyFileError for a mismatched pair, which would make every MAC fail.
+    assertKeyPair(auth.superlinkKeys.privateKey, auth.superlinkKeys.publicKeyPem);
+  } catch (err) {
+    auth.allowlist.close();
+    throw err;
+  }
+  if ((auth.watchAllowlist ?? true) && auth.allowlist.filePath !== undefined) auth.allowlist.watch();
+  return auth;
 }
 
 /** Starts the SuperLink. Rejects with a typed error (bad config/files, port in use, bad DB). */
-export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Logger }): Promise<SuperLinkHandle> {
+export async function startSuperLink(
+  config: SuperLinkConfig,
+  // descriptorCheckMs: how often to sample open file descriptors (default 5 s; tests use less).
+  deps: { logger: Logger; descriptorCheckMs?: number },
+): Promise<SuperLinkHandle> {
   const { logger } = deps;
-  const longPollMs = checkConfig(config);
-  const limits = resolveLimits(config.limits);
+  let longPollMs: number;
+  let limits: ReturnType<typeof resolveLimits>;
+  try {
+    longPollMs = checkConfig(config);
+    limits = resolveLimits(config.limits);
+  } catch (err) {
+    config.auth?.allowlist.close(); // the SuperLink owns it (SuperLinkAuthConfig.allowlist)
+    throw err;
+  }
 
-  // Keys first: a bad key file must not leave a half-opened database behind.
-  const auth = config.auth !== undefined ? loadAuthMaterial(config.auth, logger) : undefined;
+  // Keys first: a bad key pair must not leave a half-opened database behind.
+  const auth = config.auth !== undefined ? prepareAuth(config.auth) : undefined;
   let state: State;
   try {
     state = await createState(config.database, {
@@ -230,8 +243,9 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
   const metrics = new SuperLinkMetrics();
   const servers: Array<RunningGrpcServer | RunningRestFleetServer> = [];
   let metricsServer: MetricsServer | undefined;
+  let stopStoredRefresh: (() => void) | undefined;
   let authenticator: FleetAuthenticator | undefined;
-  const stopDescriptorWatch = watchDescriptors(logger);
+  const stopDescriptorWatch = watchDescriptors(logger, deps.descriptorCheckMs !== undefined ? { checkEveryMs: deps.descriptorCheckMs } : {});
 
   const onAllowlistChange = (change: { added: string[]; removed: string[] }): void => {
     logger.info(
@@ -286,6 +300,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     closing ??= (async () => {
       clearInterval(purgeTimer);
       hub.close();
+      stopStoredRefresh?.();
       auth?.allowlist.off("change", onAllowlistChange);
       await Promise.all(servers.map((s) => s.close(graceMs)));
       stopDescriptorWatch();
@@ -339,20 +354,21 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     });
     // The receive guard comes first (it needs grpc-js's own call); the authentication gate last,
     // so metrics see its refusals.
-    const fleetReceive = createFleetReceiveGuard(config.fleetReceiveLimits ?? {}, fleetLogger);
-    const fleetInterceptors: grpc.ServerInterceptor[] = [fleetReceive.interceptor(), metrics.interceptor()];
+    // (The REST Fleet API caps bodies itself; the guard is for gRPC calls.)
+    const fleetReceive = config.fleetApiType === "rest" ? undefined : createFleetReceiveGuard(config.fleetReceiveLimits ?? {}, fleetLogger);
+    const fleetInterceptors: grpc.ServerInterceptor[] = [...(fleetReceive ? [fleetReceive.interceptor()] : []), metrics.interceptor()];
     let fleetService: ServiceRegistration = { definition: FleetService, implementation: fleetImpl };
     if (auth !== undefined) {
       authenticator = new FleetAuthenticator({
         allowlist: auth.allowlist,
-        serverPrivateKey: auth.serverPrivateKey,
-        serverPublicKeyPem: auth.serverPublicKeyPem,
+        serverPrivateKey: auth.superlinkKeys.privateKey,
+        serverPublicKeyPem: auth.superlinkKeys.publicKeyPem,
         state,
         logger: fleetLogger,
         pingIntervalBounds: limits.pingIntervalBounds,
       });
       const authenticated = withFleetAuthentication(fleetImpl, authenticator, {
-        onAuthenticated: (metadata) => fleetReceive.markAuthenticated(metadata),
+        onAuthenticated: (metadata) => fleetReceive?.markAuthenticated(metadata),
       });
       fleetService = authenticated;
       fleetInterceptors.push(authenticated.interceptor);
@@ -377,7 +393,9 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
             maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
             corsOrigins: config.rest?.corsOrigins ?? [],
             logger: fleetLogger,
-            onCall: (path, code, request, response) => metrics.recordCall(path, code, request, response),
+            onCall: (path, code, request, response, seconds) => {
+              metrics.recordCall(path, code, request, response, seconds);
+            },
           })
         : await startGrpcServer(
             config.fleetApiAddress,
@@ -389,16 +407,25 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
-      metricsServer = await startMetricsServer(
-        config.metricsAddress,
-        async () =>
-          metrics.render({
-            taskInsStored: await state.numTaskIns(),
-            taskResStored: await state.numTaskRes(),
-            longPollsWaiting: hub.waiting,
-          }),
-        logger,
-      );
+      // The gauges are read synchronously; the counts come from the (async) state, refreshed on
+      // every read and every stored task, so a scrape shows them as of the last change.
+      const stored = { taskIns: 0, taskRes: 0 };
+      const refreshStored = (): void => {
+        Promise.all([state.numTaskIns(), state.numTaskRes()]).then(
+          ([taskIns, taskRes]) => {
+            stored.taskIns = taskIns;
+            stored.taskRes = taskRes;
+          },
+          () => undefined, // closed or unreachable: keep the last counts
+        );
+      };
+      refreshStored();
+      stopStoredRefresh = state.subscribe({ onTaskInsStored: refreshStored, onTaskResStored: refreshStored });
+      metrics.setGauges(() => {
+        refreshStored();
+        return { taskInsStored: stored.taskIns, taskResStored: stored.taskRes, longPollsWaiting: hub.waiting };
+      });
+      metricsServer = await startMetricsServer(config.metricsAddress, metrics, logger);
     }
 
     logger.info(
@@ -414,8 +441,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         longPollMs,
         limits,
         fleetApiType: config.fleetApiType ?? "grpc-rere",
+        grpcExtensions: activeGrpcExtensions(),
       },
-      `SuperLink ready: Driver API on ${driver.address}, Fleet API (${config.fleetApiType ?? "grpc-rere"}) on ${fleet.address}`,
+      `SuperLink ready: Driver API on ${driver.address}, Fleet API (${config.fleetApiType ?? "grpc-rere"}) on ${fleet.address}` +
+        `; grpc-js extensions: ${activeGrpcExtensions().join(", ") || "none"}`,
     );
 
     return {

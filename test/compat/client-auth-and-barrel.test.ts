@@ -3,6 +3,8 @@
  * SuperLink with TLS + allowlist; and the package barrel (src/index.ts): its public names, and
  * that importing it does not load TensorFlow.js.
  */
+import { Allowlist } from "../../src/auth/allowlist";
+import { loadKeyPairFiles } from "../../src/auth/keys";
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -11,6 +13,7 @@ import { NumPyClient } from "../../src/client/numpy-client";
 import type { NDArrays } from "../../src/core/records/types";
 import { type SuperLinkHandle, startSuperLink } from "../../src/superlink/superlink";
 import { readServerTlsFiles } from "../../src/transport/tls";
+import { requireDist } from "../helpers/dist";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { f32, memoryLogger } from "../server/helpers";
 
@@ -34,9 +37,8 @@ beforeAll(async () => {
       database: ":flwr-in-memory-state:",
       tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
       auth: {
-        allowlistCsv: fx.allowlistCsv,
-        superlinkPrivateKey: fx.superlinkPrivateKey,
-        superlinkPublicKey: fx.superlinkPublicKey,
+        allowlist: Allowlist.fromCsvFile(fx.allowlistCsv),
+        superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey),
         watchAllowlist: false,
       },
     },
@@ -50,7 +52,7 @@ afterAll(async () => {
 });
 
 /** Runs startClient until it registered, then aborts it; resolves with the node id. */
-async function registerThenStop(authKeys: { privateKey: string; publicKey: string }): Promise<bigint> {
+async function registerThenStop(authKeys: { privateKey: string | Buffer; publicKey: string | Buffer }): Promise<bigint> {
   const abort = new AbortController();
   let nodeId = 0n;
   const run = startClient(`127.0.0.1:${link.fleetPort}`, {
@@ -75,6 +77,11 @@ describe("startClient authKeys", () => {
       privateKey: readFileSync(fx.clientPrivateKeys[0]!, "utf8"),
       publicKey: readFileSync(fx.clientPublicKeys[0]!, "utf8"),
     });
+    expect(nodeId).not.toBe(0n);
+  });
+
+  it("accepts the keys as Buffers", async () => {
+    const nodeId = await registerThenStop({ privateKey: fx.read(fx.clientPrivateKeys[0]!), publicKey: fx.read(fx.clientPublicKeys[0]!) });
     expect(nodeId).not.toBe(0n);
   });
 
@@ -112,17 +119,19 @@ describe("startClient authKeys", () => {
   });
 });
 
-describe("package barrel (src/index.ts)", () => {
+describe("package barrel (src/index.ts, as the package's main dist/index.js)", () => {
   it("exports the public API and does not load TensorFlow.js", () => {
+    // The compiled barrel, as users load it (compiling src/ in a child with ts-node took seconds).
+    requireDist();
     const script = [
-      `const api = require(${JSON.stringify(join(REPO_ROOT, "src", "index.ts"))});`,
+      `const api = require(${JSON.stringify(join(REPO_ROOT, "dist", "index.js"))});`,
       `const names = ["startServer", "startClient", "startNumpyClient", "ClientApp", "NumPyClient", "ServerApp", "FedAvg", "History",`,
       `  "RecordSet", "createReply", "ndarraysToParameters", "parametersToNdarrays", "FlwrError", "startSuperLink"];`,
       `const missing = names.filter((n) => api[n] === undefined);`,
       `const tf = Object.keys(require.cache).filter((k) => k.includes("@tensorflow"));`,
       `console.log(JSON.stringify({ missing, tf: tf.length }));`,
     ].join("\n");
-    const output = execFileSync(process.execPath, ["-r", "ts-node/register/transpile-only", "-e", script], {
+    const output = execFileSync(process.execPath, ["-e", script], {
       cwd: REPO_ROOT,
       encoding: "utf8",
     });

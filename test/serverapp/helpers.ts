@@ -1,7 +1,7 @@
 /**
  * A real SuperLink (in-process, TLS, 127.0.0.1:0) and minimal fake SuperNodes that speak the
  * Fleet API directly: CreateNode, ping, PullTaskIns, PushTaskRes. Replies are made with the
- * shared serde (createReply + messageToTaskRes), as a SuperNode does (spec §6.4).
+ * shared serde (createReply + messageToTaskRes), as a SuperNode does (docs/protocol.md, "Messages and replies").
  */
 import * as grpc from "@grpc/grpc-js";
 import { IN_MEMORY_DATABASE } from "../../src/core/constants";
@@ -24,6 +24,8 @@ export async function startTestSuperLink(fx: Fixtures, opts: { longPollMs?: numb
       database: IN_MEMORY_DATABASE,
       tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
       longPollMs: opts.longPollMs ?? 2_000,
+      // Below the default 10 s minimum, so a fake node announcing 1 s goes offline in a second.
+      limits: { pingIntervalBounds: { min: 1, max: 1800 } },
     },
     { logger: silentLogger() },
   );

@@ -2,6 +2,8 @@
  * The SuperLink in-process over real gRPC on 127.0.0.1:0 with real TLS (certificates made by
  * scripts/generate.sh), driven by the generated Driver and Fleet clients.
  */
+import { Allowlist } from "../../src/auth/allowlist";
+import { loadKeyPairFiles } from "../../src/auth/keys";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -198,7 +200,8 @@ test("a cancelled long-poll leaves no waiter behind and takes no task", async ()
 });
 
 test("a node that stops pinging makes PullTaskRes deliver a NODE_UNAVAILABLE error result", async () => {
-  const { driver, fleet } = await start({ longPollMs: 2000 });
+  // Below the default 10 s minimum ping interval, so the node's 0.3 s run out at once.
+  const { driver, fleet } = await start({ longPollMs: 2000, limits: { pingIntervalBounds: { min: 0.1, max: 1800 } } });
   const runId = await createRun(driver);
   const nodeId = await createNode(fleet, 0.3);
   const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] })).response
@@ -325,7 +328,7 @@ test("authentication without TLS is refused before anything starts", async () =>
         driverApiAddress: "127.0.0.1:0",
         fleetApiAddress: "127.0.0.1:0",
         database: IN_MEMORY_DATABASE,
-        auth: { allowlistCsv: fx.allowlistCsv, superlinkPrivateKey: fx.superlinkPrivateKey, superlinkPublicKey: fx.superlinkPublicKey },
+        auth: { allowlist: Allowlist.fromCsvFile(fx.allowlistCsv), superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey) },
       },
       { logger },
     ),
