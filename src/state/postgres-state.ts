@@ -57,10 +57,10 @@ import {
 import { validateTaskInsOrRes } from "./validator";
 
 /** The NOTIFY channel replicas announce stored tasks on. */
-export const POSTGRES_CHANNEL = "flwr_state_events";
+const POSTGRES_CHANNEL = "flwr_state_events";
 
 /** Default number of pooled connections per replica (`?pool_max=` in the URL overrides it). */
-export const DEFAULT_POSTGRES_POOL_MAX = 10;
+const DEFAULT_POSTGRES_POOL_MAX = 10;
 
 /** Attempts at drawing an unused random id before giving up (a collision is ~2^-64 likely). */
 const MAX_ID_ATTEMPTS = 16;
@@ -104,7 +104,7 @@ const TASK_COLUMNS = `
  * edit a released entry; append a new one. Like the SQLite schema, plus `delivered_unix` (the
  * delivery time as a number, for the leases) and a unique `reply_to` (one result per task).
  */
-export const POSTGRES_MIGRATIONS: readonly string[] = [
+const POSTGRES_MIGRATIONS: readonly string[] = [
   `CREATE TABLE run (
        run_id          bigint PRIMARY KEY,
        fab_id          text NOT NULL,
