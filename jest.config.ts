@@ -18,7 +18,7 @@ const INTEGRATION = [
   "/test/supernode/(supernode|fleet-connection|rest-connection|fab-app|registration-abort|client-app-cli)\\.test\\.ts$",
   "/test/auth/server-auth\\.test\\.ts$",
   "/test/superlink/(cli|rest-fleet|generate-sh|metrics|metrics-status-page)\\.test\\.ts$",
-  "/test/state/sqlite-state\\.test\\.ts$",
+  "/test/state/(sqlite|postgres)-state\\.test\\.ts$",
   "/test/proto/generated-current\\.test\\.ts$",
   "/test/server/history-plot\\.test\\.ts$",
   "/test/example/model\\.test\\.ts$",

@@ -72,6 +72,7 @@ export async function startSuperLinkChild(
   logDir: string,
   name = "superlink",
   security: Security = "tls+auth",
+  extraArgs: readonly string[] = [],
 ): Promise<SuperLinkChild> {
   const child = startDaemon(name, "flower-superlink", {
     logDir,
@@ -93,6 +94,7 @@ export async function startSuperLinkChild(
       "--driver-api-address", "127.0.0.1:0",
       "--fleet-api-address", "127.0.0.1:0",
       "--metrics-address", "127.0.0.1:0",
+      ...extraArgs,
     ],
   });
   try {

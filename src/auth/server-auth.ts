@@ -38,10 +38,10 @@ import { assertKeyPair, sshFingerprint } from "./keys";
 
 /** The slice of the SuperLink State that authentication needs (the State interface has it). */
 export interface FleetAuthState {
-  getNodeId(publicKey: Uint8Array): bigint | undefined;
-  createNode(pingInterval: number, publicKey: Uint8Array): bigint;
-  acknowledgePing(nodeId: bigint, pingInterval: number): boolean;
-  getNodes(runId: bigint): Set<bigint>;
+  getNodeId(publicKey: Uint8Array): Promise<bigint | undefined>;
+  createNode(pingInterval: number, publicKey: Uint8Array): Promise<bigint>;
+  acknowledgePing(nodeId: bigint, pingInterval: number): Promise<boolean>;
+  getNodes(runId: bigint): Promise<Set<bigint>>;
 }
 
 export interface FleetAuthenticatorOptions {
@@ -125,13 +125,16 @@ export class FleetAuthenticator {
    * a node. Each failure is one Flower also refuses with UNAUTHENTICATED "Access denied" (it reads
    * the request first, then finds the MAC or the node missing). Never throws.
    */
-  checkHeaders(name: FleetRequestName, headers: { publicKey: string | undefined; authToken: string | undefined }): HeaderVerdict {
+  async checkHeaders(
+    name: FleetRequestName,
+    headers: { publicKey: string | undefined; authToken: string | undefined },
+  ): Promise<HeaderVerdict> {
     const key = this.checkKeyHeader(headers.publicKey);
     if (!key.ok) return key;
     const pem = key.publicKeyPem;
     if (name === "CreateNodeRequest") return { ok: true, publicKeyPem: pem, nodeId: undefined, token: undefined };
 
-    const nodeId = this.state.getNodeId(Buffer.from(pem, "latin1"));
+    const nodeId = await this.state.getNodeId(Buffer.from(pem, "latin1"));
     const fail = (reason: string): HeaderVerdict => (nodeId === undefined ? { ok: false, reason } : { ok: false, reason, nodeId });
     let token: Buffer;
     try {
@@ -149,15 +152,15 @@ export class FleetAuthenticator {
    * then, for every request but CreateNode, `auth-token` must be the HMAC of the request (its
    * upb-order or lexicographic-order canonical encoding, or `rawBytes` as received) and the
    * request must act on the node bound to the key. Never throws for bad input; the verdict says
-   * why it failed.
+   * why it failed (a state failure rejects).
    */
-  authenticate(
+  async authenticate(
     name: FleetRequestName,
     request: object,
     headers: { publicKey: string | undefined; authToken: string | undefined },
     rawBytes?: Uint8Array,
-  ): AuthVerdict {
-    const checked = this.checkHeaders(name, headers);
+  ): Promise<AuthVerdict> {
+    const checked = await this.checkHeaders(name, headers);
     if (!checked.ok) return checked;
     const { publicKeyPem: pem, nodeId, token } = checked;
     // CreateNode needs no more (checkHeaders gives the other requests a node and a token).
@@ -171,7 +174,7 @@ export class FleetAuthenticator {
     }
     if (!this.macMatches(name, request, hmacKey, token, rawBytes)) return fail("auth-token does not match the request");
 
-    const binding = this.checkNodeBinding(name, request, nodeId);
+    const binding = await this.checkNodeBinding(name, request, nodeId);
     if (binding !== undefined) return fail(binding);
     return { ok: true, publicKeyPem: pem, nodeId };
   }
@@ -203,23 +206,24 @@ export class FleetAuthenticator {
    * short), and a new node starts offline. Only MAC-checked Pings bring a node online; Flower's
    * SuperNodes and ours ping right after CreateNode. Flower 1.10 extended the liveness here.
    */
-  registerNode(publicKeyPem: string, pingInterval: number, peer = ""): bigint {
+  async registerNode(publicKeyPem: string, pingInterval: number, peer = ""): Promise<bigint> {
     boundedPingInterval(pingInterval, this.pingIntervalBounds);
     const keyBytes = Buffer.from(publicKeyPem, "latin1");
-    const existing = this.state.getNodeId(keyBytes);
+    const existing = await this.state.getNodeId(keyBytes);
     if (existing !== undefined) {
       this.warnIfStillOnline(existing, publicKeyPem, peer);
       this.logRegistered(existing, peer, true);
       return existing;
     }
     // Interval 0: online until now, i.e. offline until its first authenticated Ping.
-    const created = this.state.createNode(0, keyBytes);
+    const created = await this.state.createNode(0, keyBytes);
     if (created !== 0n) {
       this.logRegistered(created, peer, false);
       return created;
     }
-    // Another CreateNode for the same key won the race: reuse its node, as Flower would.
-    return this.state.getNodeId(keyBytes) ?? 0n;
+    // Another CreateNode for the same key (here or on another replica) won the race: reuse its
+    // node, as Flower would.
+    return (await this.state.getNodeId(keyBytes)) ?? 0n;
   }
 
   private logRegistered(nodeId: bigint, peer: string, reused: boolean): void {
@@ -318,7 +322,7 @@ export class FleetAuthenticator {
     }
   }
 
-  private checkNodeBinding(name: FleetRequestName, request: object, nodeId: bigint): string | undefined {
+  private async checkNodeBinding(name: FleetRequestName, request: object, nodeId: bigint): Promise<string | undefined> {
     switch (name) {
       case "PushTaskResRequest": {
         const first = (request as PushTaskResRequest).taskResList[0];
@@ -328,7 +332,7 @@ export class FleetAuthenticator {
       }
       case "GetRunRequest": {
         const runId = (request as GetRunRequest).runId;
-        return this.state.getNodes(runId).has(nodeId) ? undefined : `GetRun for run ${runId}: unknown run or node not online`;
+        return (await this.state.getNodes(runId)).has(nodeId) ? undefined : `GetRun for run ${runId}: unknown run or node not online`;
       }
       case "DeleteNodeRequest":
       case "PingRequest":
@@ -388,13 +392,20 @@ export function fleetAuthenticationGate(authenticator: FleetAuthenticator): grpc
     const listener = new grpc.ServerListenerBuilder()
       .withOnReceiveMetadata((metadata, next) => {
         const publicKey = firstHeader(metadata, PUBLIC_KEY_HEADER);
-        const verdict = authenticator.checkHeaders(requestName, { publicKey, authToken: firstHeader(metadata, AUTH_TOKEN_HEADER) });
-        if (verdict.ok) {
-          next(metadata);
-          return;
-        }
-        authenticator.logDenied(requestName.replace(/Request$/, ""), verdict, publicKey);
-        gated.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "Access denied" });
+        authenticator.checkHeaders(requestName, { publicKey, authToken: firstHeader(metadata, AUTH_TOKEN_HEADER) }).then(
+          (verdict) => {
+            if (verdict.ok) {
+              next(metadata);
+              return;
+            }
+            authenticator.logDenied(requestName.replace(/Request$/, ""), verdict, publicKey);
+            gated.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "Access denied" });
+          },
+          (err: unknown) => {
+            const status = toServiceError(err);
+            gated.sendStatus({ code: status.code ?? grpc.status.INTERNAL, details: status.details ?? "" });
+          },
+        );
       })
       .build();
     const gated = new grpc.ServerInterceptingCall(call, { start: (next) => next(listener) });
@@ -442,9 +453,9 @@ export function withFleetAuthentication(
     const requestName = FLEET_REQUEST_NAMES[method];
     const rpc = requestName.replace(/Request$/, "");
 
-    const handler: grpc.handleUnaryCall<object, object> = (call, callback) => {
+    const handle = async (call: grpc.ServerUnaryCall<object, object>, callback: grpc.sendUnaryData<object>): Promise<void> => {
       const publicKey = firstHeader(call.metadata, PUBLIC_KEY_HEADER);
-      const verdict = authenticator.authenticate(
+      const verdict = await authenticator.authenticate(
         requestName,
         call.request,
         { publicKey, authToken: firstHeader(call.metadata, AUTH_TOKEN_HEADER) },
@@ -458,7 +469,7 @@ export function withFleetAuthentication(
       if (method === "createNode") {
         let nodeId: bigint;
         try {
-          nodeId = authenticator.registerNode(verdict.publicKeyPem, (call.request as CreateNodeRequest).pingInterval, call.getPeer());
+          nodeId = await authenticator.registerNode(verdict.publicKeyPem, (call.request as CreateNodeRequest).pingInterval, call.getPeer());
         } catch (err) {
           callback(toServiceError(err));
           return;
@@ -471,11 +482,10 @@ export function withFleetAuthentication(
       }
       if (verdict.nodeId !== undefined) authenticator.noteAuthenticated(verdict.nodeId, call.getPeer(), requestName, call.request);
       options.onAuthenticated?.(call.metadata);
-      try {
-        inner(call, callback);
-      } catch (err) {
-        callback(toServiceError(err));
-      }
+      inner(call, callback);
+    };
+    const handler: grpc.handleUnaryCall<object, object> = (call, callback) => {
+      handle(call, callback).catch((err: unknown) => callback(toServiceError(err)));
     };
     wrapped[method] = handler;
   }

@@ -125,7 +125,7 @@ export function waitFor<T>(what: string, child: Child, probe: (resolve: (v: T) =
   });
 }
 
-async function stopGroup(group: Child[]): Promise<void> {
+export async function stopGroup(group: Child[]): Promise<void> {
   const alive = group.filter((c) => c.proc.exitCode === null && c.proc.signalCode === null);
   for (const c of alive) c.proc.kill("SIGTERM");
   const deadline = new Promise<void>((res) => setTimeout(res, 10_000).unref());

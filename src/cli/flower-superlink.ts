@@ -150,7 +150,8 @@ function buildCommand(io: CliIo): Command {
     )
     .option(
       "--database <path>",
-      `SQLite database file for persistent state, or "${IN_MEMORY_DATABASE}" for in-memory state.`,
+      `SQLite database file for persistent state, "${IN_MEMORY_DATABASE}" for in-memory state, or a ` +
+        "postgresql:// URL for state shared by several SuperLink replicas (docs/postgresql.md).",
       IN_MEMORY_DATABASE,
     )
     .option(

@@ -40,13 +40,17 @@ export class InProcessDriver implements Driver {
   private readonly unsubscribe: () => void;
   private closed = false;
 
-  /** Throws NotFoundError when the State does not know `runId`. */
-  constructor(
+  /** Rejects with NotFoundError when the State does not know `runId`. */
+  static async open(state: State, runId: bigint, options: InProcessDriverOptions = {}): Promise<InProcessDriver> {
+    if ((await state.getRun(runId)) === undefined) throw new NotFoundError(`Cannot find the run with ID: ${runId}`);
+    return new InProcessDriver(state, runId, options);
+  }
+
+  private constructor(
     private readonly state: State,
     readonly runId: bigint,
-    options: InProcessDriverOptions = {},
+    options: InProcessDriverOptions,
   ) {
-    if (state.getRun(runId) === undefined) throw new NotFoundError(`Cannot find the run with ID: ${runId}`);
     this.logger = options.logger ?? silentLogger();
     this.recheckMs = options.recheckMs ?? REPLY_RECHECK_MS;
     // Any stored result wakes every waiter; each re-checks its own ids (cheap at this scale).
@@ -54,7 +58,7 @@ export class InProcessDriver implements Driver {
   }
 
   async run(): Promise<RunInfo> {
-    const run = this.state.getRun(this.runId);
+    const run = await this.state.getRun(this.runId);
     if (run === undefined) throw new NotFoundError(`Cannot find the run with ID: ${this.runId}`);
     return {
       runId: run.runId,
@@ -65,7 +69,7 @@ export class InProcessDriver implements Driver {
   }
 
   async getNodeIds(): Promise<bigint[]> {
-    return driverApi.getNodes({ runId: this.runId }, this.state).nodes.map((n) => n.nodeId);
+    return (await driverApi.getNodes({ runId: this.runId }, this.state)).nodes.map((n) => n.nodeId);
   }
 
   createMessage(content: RecordSet, messageType: string, dstNodeId: bigint, groupId: string, ttl?: number): Message {
@@ -75,11 +79,11 @@ export class InProcessDriver implements Driver {
   async pushMessages(msgs: Message[]): Promise<string[]> {
     if (msgs.length === 0) return [];
     const taskInsList = taskInsForPush(this.runId, msgs);
-    return driverApi.pushTaskIns({ taskInsList }, this.state, { logger: this.logger }).taskIds;
+    return (await driverApi.pushTaskIns({ taskInsList }, this.state, { logger: this.logger })).taskIds;
   }
 
   async pullMessages(ids: string[]): Promise<Message[]> {
-    return this.take(ids);
+    return await this.take(ids);
   }
 
   async sendAndReceive(msgs: Message[], opts: SendAndReceiveOptions = {}): Promise<Message[]> {
@@ -89,7 +93,7 @@ export class InProcessDriver implements Driver {
     const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
     const replies: Message[] = [];
     while (pending.size > 0 && !this.closed) {
-      for (const m of this.take([...pending])) {
+      for (const m of await this.take([...pending])) {
         pending.delete(m.metadata.replyToMessage);
         replies.push(m);
       }
@@ -109,10 +113,10 @@ export class InProcessDriver implements Driver {
   }
 
   /** One PullTaskRes: the available replies, whose delivered pairs are then deleted. */
-  private take(ids: string[]): Message[] {
+  private async take(ids: string[]): Promise<Message[]> {
     if (ids.length === 0) return [];
-    const { response, taskIds } = driverApi.pullTaskRes({ node: undefined, taskIds: ids }, this.state);
-    this.state.deleteTasks(taskIds);
+    const { response, taskIds } = await driverApi.pullTaskRes({ node: undefined, taskIds: ids }, this.state);
+    await this.state.deleteTasks(taskIds);
     const messages: Message[] = [];
     for (const taskRes of response.taskResList) {
       const message = replyFromTaskRes(taskRes, this.logger, "server.malformed-reply");

@@ -177,9 +177,9 @@ export async function startServer(options: StartServerOptions = {}): Promise<His
   let driver: InProcessDriver | undefined;
   try {
     signal?.throwIfAborted();
-    const runId = superlink.state.createRun("", "", new Map());
+    const runId = await superlink.state.createRun("", "", new Map());
     if (runId === 0n) throw new StateError("startServer: the SuperLink could not create a run");
-    driver = new InProcessDriver(superlink.state, runId, { logger });
+    driver = await InProcessDriver.open(superlink.state, runId, { logger });
     discoverNodes = driverNodeDiscovery(driver, { logger });
     logger.info(
       { event: "server.ready", fleetAddress: superlink.fleetAddress, runId: runId.toString(), tls: tls !== undefined },

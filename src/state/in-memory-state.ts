@@ -9,7 +9,7 @@ import { NotFoundError } from "../core/errors";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import { randomId, uuid4 } from "./ids";
-import type { PurgeOptions, PurgeResult, RunRecord, State, StateEvents, StateLogger, StateOptions } from "./state";
+import type { PurgeOptions, PurgeResult, RunRecord, StateEvents, StateLogger, StateOptions, SyncState } from "./state";
 import {
   StateEventHub,
   StorageUsage,
@@ -85,7 +85,8 @@ const publicKeyIndex = (key: Uint8Array): string => Buffer.from(key).toString("h
  * thread. Stored and returned TaskIns/TaskRes are envelope copies: callers may mutate what they
  * pass in or get back without touching the store (RecordSets are shared, never mutated here).
  */
-export class InMemoryState implements State {
+export class InMemoryState implements SyncState {
+  readonly kind = "memory";
   private readonly now: () => number;
   private readonly logger: StateLogger | undefined;
   private readonly events: StateEventHub;

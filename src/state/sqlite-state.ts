@@ -22,7 +22,7 @@ import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import { randomId, uuid4 } from "./ids";
 import { NODE_UNAVAILABLE_REASON } from "../core/constants";
-import type { PurgeOptions, PurgeResult, RunRecord, State, StateEvents, StateLogger, StateOptions } from "./state";
+import type { PurgeOptions, PurgeResult, RunRecord, StateEvents, StateLogger, StateOptions, SyncState } from "./state";
 import {
   DEFAULT_MAX_LEASE_SECONDS,
   DEFAULT_MIN_LEASE_SECONDS,
@@ -198,7 +198,8 @@ type Statements = ReturnType<typeof prepareStatements>;
  * cannot be written, or holds another schema or schema version. Any later SQLite failure
  * surfaces as StateError too. Every method runs in one transaction.
  */
-export class SqliteState implements State {
+export class SqliteState implements SyncState {
+  readonly kind = "sqlite";
   /** The database path as given (":memory:" for a private in-memory database). */
   readonly path: string;
   private readonly db: Database.Database;

@@ -1,11 +1,15 @@
 /**
  * The SuperLink's state: runs, nodes, task instructions (TaskIns) and results (TaskRes).
- * One interface, two backends (`in-memory-state.ts`, `sqlite-state.ts`), one conformance suite
- * (`test/state/state.conformance.ts`). Semantics follow Flower 1.10's in-memory state
- * (docs/protocol.md, "State") with its bugs fixed; each method says what is promised.
+ * One interface, three backends (`in-memory-state.ts`, `sqlite-state.ts`, `postgres-state.ts`),
+ * one conformance suite (`test/state/state.conformance.ts`). Semantics follow Flower 1.10's
+ * in-memory state (docs/protocol.md, "State") with its bugs fixed; each method says what is
+ * promised.
  *
- * All methods are synchronous: both backends are in-process (better-sqlite3 is synchronous),
- * and a synchronous store keeps every read-modify-write atomic under Node's single thread.
+ * Methods return Promises because PostgreSQL is a network database shared by several SuperLink
+ * replicas. The in-process backends stay synchronous inside (`SyncState`, wrapped by
+ * `promisedState` in sync-state.ts), so their read-modify-writes stay atomic under Node's one
+ * thread; PostgreSQL makes each one a transaction. Errors are rejections, never synchronous
+ * throws.
  */
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
@@ -82,12 +86,15 @@ export interface StateOptions {
 }
 
 /**
- * Errors: SQLite I/O failures surface as StateError; the typed errors named below are part of
+ * Errors ("throws" below means the Promise rejects): database failures surface as StateError; the typed errors named below are part of
  * the contract; anything else is a bug. Returned messages and records are copies that the
  * caller may mutate (RecordSets excepted: they may be shared with the store and must be treated
  * as read-only).
  */
 export interface State {
+  /** Which backend this is (for logs and tests). */
+  readonly kind: "memory" | "sqlite" | "postgresql";
+
   /**
    * Validates (docs/protocol.md, "Validation") and stores a TaskIns. Assigns and returns a fresh uuid4 task_id.
    * Returns undefined when validation fails, the run does not exist, or the TaskIns has already
@@ -96,7 +103,7 @@ export interface State {
    * exists. Sets no `pushed_at` (the caller does). The argument is not modified; the state
    * keeps its own copy. Notifies `onTaskInsStored`.
    */
-  storeTaskIns(taskIns: TaskIns): string | undefined;
+  storeTaskIns(taskIns: TaskIns): Promise<string | undefined>;
 
   /**
    * Returns up to `limit` (>= 1) unexpired TaskIns for `nodeId`, FIFO, and marks each one delivered
@@ -107,7 +114,7 @@ export interface State {
    * `nodeId` undefined means an anonymous caller: TaskIns whose consumer is anonymous node 0.
    * `delivered_at` is Python's `isoformat()` of the state clock. A limit < 1 throws RangeError.
    */
-  getTaskIns(nodeId: bigint | undefined, limit: number): TaskIns[];
+  getTaskIns(nodeId: bigint | undefined, limit: number): Promise<TaskIns[]>;
 
   /**
    * Validates and stores a TaskRes; assigns and returns a fresh uuid4 task_id. One result per
@@ -120,7 +127,7 @@ export interface State {
    * would break a byte limit. The argument is not modified. Notifies `onTaskResStored(ancestry[0])`
    * only when something was stored.
    */
-  storeTaskRes(taskRes: TaskRes): string | undefined;
+  storeTaskRes(taskRes: TaskRes): Promise<string | undefined>;
 
   /**
    * Returns undelivered TaskRes whose `ancestry[0]` is in `taskIds` (compared in lowercase),
@@ -135,18 +142,18 @@ export interface State {
    * `limit` (>= 1, else RangeError) caps the total; undefined = no limit. Never throws because
    * of stored data: a malformed ancestry is just a string that matches nothing requested.
    */
-  getTaskRes(taskIds: Set<string>, limit?: number): TaskRes[];
+  getTaskRes(taskIds: Set<string>, limit?: number): Promise<TaskRes[]>;
 
   /**
    * For each id in `taskIds` that has a delivered TaskRes: deletes the TaskIns and its delivered
    * TaskRes. Undelivered TaskRes are kept (they can still be pulled). Unknown ids are ignored.
    */
-  deleteTasks(taskIds: Set<string>): void;
+  deleteTasks(taskIds: Set<string>): Promise<void>;
 
   /** Number of stored TaskIns (delivered or not). */
-  numTaskIns(): number;
+  numTaskIns(): Promise<number>;
   /** Number of stored TaskRes (delivered or not). */
-  numTaskRes(): number;
+  numTaskRes(): Promise<number>;
 
   /**
    * Creates a node with a fresh random non-zero signed 64-bit id, online for `pingInterval`
@@ -154,58 +161,59 @@ export interface State {
    * which is the caller's cue to reuse `getNodeId(key)`). A NaN interval throws
    * MalformedMessageError. An id collision is redrawn.
    */
-  createNode(pingInterval: number, publicKey?: Uint8Array): bigint;
+  createNode(pingInterval: number, publicKey?: Uint8Array): Promise<bigint>;
 
   /**
    * Deletes the node and its public-key mapping (Flower 1.10 leaked the mapping, which left a
    * reconnecting node dead; we fix that). Throws NotFoundError for an unknown node.
    */
-  deleteNode(nodeId: bigint): void;
+  deleteNode(nodeId: bigint): Promise<void>;
 
   /**
    * All online nodes (`onlineUntil > now`) if the run exists, else the empty set. Nodes are not
    * filtered by run. Offline nodes are kept (a ping brings them back), just not listed.
    */
-  getNodes(runId: bigint): Set<bigint>;
+  getNodes(runId: bigint): Promise<Set<bigint>>;
 
   /** The node id mapped to this canonical public key (compared by bytes), if any, online or not. */
-  getNodeId(publicKey: Uint8Array): bigint | undefined;
+  getNodeId(publicKey: Uint8Array): Promise<bigint | undefined>;
 
   /**
    * Extends the node's liveness to now + pingInterval. False for an unknown node. A NaN
    * interval throws MalformedMessageError.
    */
-  acknowledgePing(nodeId: bigint, pingInterval: number): boolean;
+  acknowledgePing(nodeId: bigint, pingInterval: number): Promise<boolean>;
 
   /**
    * Creates a run with a fresh random non-zero id and returns it (0n on failure). Throws
    * ResourceExhaustedError when `limits.maxRuns` runs are stored.
    */
-  createRun(fabId: string, fabVersion: string, overrideConfig: Map<string, Scalar>): bigint;
+  createRun(fabId: string, fabVersion: string, overrideConfig: Map<string, Scalar>): Promise<bigint>;
 
   /** The run, or undefined for an unknown id (never throws). */
-  getRun(runId: bigint): RunRecord | undefined;
+  getRun(runId: bigint): Promise<RunRecord | undefined>;
 
   /**
    * Throws ResourceExhaustedError, naming the limit, if storing `bytesByRun` more (bytes as
    * counted by `taskBytes`) would break a byte limit. Lets a caller refuse a whole batch up front.
    */
-  checkStorage(bytesByRun: Map<bigint, number>): void;
+  checkStorage(bytesByRun: Map<bigint, number>): Promise<void>;
 
   /** Bytes of stored TaskIns + TaskRes of one run, or of all runs when `runId` is undefined. */
-  storedBytes(runId?: bigint): number;
+  storedBytes(runId?: bigint): Promise<number>;
 
   /**
    * Deletes TaskIns expired more than `expiredGraceSeconds` ago with all their replies, TaskRes
    * whose own TTL passed that long ago and whose TaskIns is gone, and runs idle for
    * `runIdleSeconds` (no stored task, none stored for that long). Returns what was removed.
    */
-  purge(options: PurgeOptions): PurgeResult;
+  purge(options: PurgeOptions): Promise<PurgeResult>;
 
   /**
-   * Subscribes to change notifications, delivered synchronously after each change is complete.
-   * A listener may call back into the state; one that throws is logged and changes nothing.
-   * Returns an unsubscribe function.
+   * Subscribes to change notifications. A change made through this State object is notified
+   * before its Promise resolves; PostgreSQL also notifies changes made by other replicas (LISTEN/
+   * NOTIFY), a moment after they commit. A listener may call back into the state; one that
+   * throws is logged and changes nothing. Returns an unsubscribe function.
    */
   subscribe(events: StateEvents): () => void;
 
@@ -213,5 +221,13 @@ export interface State {
    * Releases resources (closes the database). Idempotent. Other calls afterwards are a caller
    * bug (SQLite: StateError).
    */
-  close(): void;
+  close(): Promise<void>;
 }
+
+/**
+ * The synchronous form of State that the in-process backends (memory, SQLite) implement;
+ * `promisedState` (sync-state.ts) turns one into a State.
+ */
+export type SyncState = {
+  [K in keyof State]: State[K] extends (...args: infer A) => Promise<infer R> ? (...args: A) => R : State[K];
+};

@@ -7,8 +7,8 @@ import type { LongPollHub } from "./long-poll";
  * The run as stored, or an empty response (no `run` field) for an unknown id — what Flower's
  * in-memory state answers; its SQLite backend crashed with UNKNOWN instead.
  */
-export function getRun(request: GetRunRequest, state: State): GetRunResponse {
-  const run = state.getRun(request.runId);
+export async function getRun(request: GetRunRequest, state: State): Promise<GetRunResponse> {
+  const run = await state.getRun(request.runId);
   if (run === undefined) return { run: undefined };
   return {
     run: {

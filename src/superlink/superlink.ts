@@ -12,7 +12,7 @@ import { parseAddress } from "../core/address";
 import { DriverService } from "../proto/flwr/proto/driver";
 import { FleetService } from "../proto/flwr/proto/fleet";
 import type { State } from "../state/state";
-import { createState } from "../state/state-factory";
+import { createState, databaseForLogs } from "../state/state-factory";
 import { type RunningGrpcServer, type ServiceRegistration, startGrpcServer } from "../transport/grpc-server";
 import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
 import type { ConnectionLimits } from "../transport/options";
@@ -233,7 +233,7 @@ export async function startSuperLink(
   const auth = config.auth !== undefined ? prepareAuth(config.auth) : undefined;
   let state: State;
   try {
-    state = createState(config.database, {
+    state = await createState(config.database, {
       logger: logger.child({ module: "state" }),
       limits: { maxRunBytes: limits.maxRunBytes, maxStoredBytes: limits.maxStoredBytes, maxRuns: limits.maxRuns },
       ...(config.taskLeaseSeconds !== undefined ? { taskLeaseSeconds: config.taskLeaseSeconds } : {}),
@@ -247,6 +247,7 @@ export async function startSuperLink(
   const metrics = new SuperLinkMetrics();
   const servers: Array<RunningGrpcServer | RunningRestFleetServer> = [];
   let metricsServer: MetricsServer | undefined;
+  let stopStoredRefresh: (() => void) | undefined;
   let authenticator: FleetAuthenticator | undefined;
   const stopDescriptorWatch = watchDescriptors(logger, deps.descriptorCheckMs !== undefined ? { checkEveryMs: deps.descriptorCheckMs } : {});
 
@@ -258,30 +259,31 @@ export async function startSuperLink(
     for (const pem of change.removed) revokeKey(pem);
   };
   const revokeKey = (pem: string): void => {
-    try {
-      const nodeId = state.getNodeId(Buffer.from(pem, "utf8"));
-      if (nodeId === undefined) return;
-      // Deleting the node makes its pending TaskIns answer the ServerApp with NODE_UNAVAILABLE.
-      try {
-        state.deleteNode(nodeId);
-      } catch (err) {
-        if (!(FlwrError.isFlwrError(err) && err.code === "FLWR_NOT_FOUND")) throw err;
-      }
-      metrics.nodeGone(nodeId);
-      const ended = hub.revokeNode(nodeId, new AuthenticationError(`Node ${nodeId} was removed from the allowlist`));
-      logger.info(
-        { event: "superlink.node-revoked", nodeId: nodeId.toString(), pullsEnded: ended },
-        `Node ${nodeId} removed from the allowlist: deleted, ${ended} waiting pull(s) ended`,
-      );
-    } catch (err) {
+    revokeKeyNow(pem).catch((err: unknown) => {
       logger.error({ err }, `Could not revoke a node removed from the allowlist: ${errorMessage(err)}`);
+    });
+  };
+  const revokeKeyNow = async (pem: string): Promise<void> => {
+    const nodeId = await state.getNodeId(Buffer.from(pem, "utf8"));
+    if (nodeId === undefined) return;
+    // Deleting the node makes its pending TaskIns answer the ServerApp with NODE_UNAVAILABLE.
+    try {
+      await state.deleteNode(nodeId);
+    } catch (err) {
+      if (!(FlwrError.isFlwrError(err) && err.code === "FLWR_NOT_FOUND")) throw err;
     }
+    metrics.nodeGone(nodeId);
+    const ended = hub.revokeNode(nodeId, new AuthenticationError(`Node ${nodeId} was removed from the allowlist`));
+    logger.info(
+      { event: "superlink.node-revoked", nodeId: nodeId.toString(), pullsEnded: ended },
+      `Node ${nodeId} removed from the allowlist: deleted, ${ended} waiting pull(s) ended`,
+    );
   };
 
-  // Expired tasks and idle runs go periodically; a purge is one synchronous state transaction.
-  const purge = (): void => {
+  // Expired tasks and idle runs go periodically; a purge is one state transaction.
+  const purge = async (): Promise<void> => {
     try {
-      const removed = state.purge({ expiredGraceSeconds: limits.purgeIntervalSeconds, runIdleSeconds: limits.runIdleSeconds });
+      const removed = await state.purge({ expiredGraceSeconds: limits.purgeIntervalSeconds, runIdleSeconds: limits.runIdleSeconds });
       if (removed.taskIns + removed.taskRes + removed.runs > 0) {
         logger.info(
           { event: "superlink.purged", ...removed },
@@ -293,8 +295,8 @@ export async function startSuperLink(
     }
   };
   // Once at start too: what a crashed run left in a database file goes without waiting.
-  purge();
-  const purgeTimer = setInterval(purge, limits.purgeIntervalSeconds * 1000);
+  await purge();
+  const purgeTimer = setInterval(() => void purge(), limits.purgeIntervalSeconds * 1000);
   purgeTimer.unref();
 
   let closing: Promise<void> | undefined;
@@ -302,6 +304,7 @@ export async function startSuperLink(
     closing ??= (async () => {
       clearInterval(purgeTimer);
       hub.close();
+      stopStoredRefresh?.();
       auth?.allowlist.off("change", onAllowlistChange);
       await Promise.all(servers.map((s) => s.close(graceMs)));
       stopDescriptorWatch();
@@ -309,7 +312,7 @@ export async function startSuperLink(
       authenticator?.close();
       auth?.allowlist.close();
       try {
-        state.close();
+        await state.close();
       } catch (err) {
         logger.error({ err }, `Closing the state failed: ${errorMessage(err)}`);
       }
@@ -409,7 +412,24 @@ export async function startSuperLink(
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
-      metrics.setGauges(() => ({ taskInsStored: state.numTaskIns(), taskResStored: state.numTaskRes(), longPollsWaiting: hub.waiting }));
+      // The gauges are read synchronously; the counts come from the (async) state, refreshed on
+      // every read and every stored task, so a scrape shows them as of the last change.
+      const stored = { taskIns: 0, taskRes: 0 };
+      const refreshStored = (): void => {
+        Promise.all([state.numTaskIns(), state.numTaskRes()]).then(
+          ([taskIns, taskRes]) => {
+            stored.taskIns = taskIns;
+            stored.taskRes = taskRes;
+          },
+          () => undefined, // closed or unreachable: keep the last counts
+        );
+      };
+      refreshStored();
+      stopStoredRefresh = state.subscribe({ onTaskInsStored: refreshStored, onTaskResStored: refreshStored });
+      metrics.setGauges(() => {
+        refreshStored();
+        return { taskInsStored: stored.taskIns, taskResStored: stored.taskRes, longPollsWaiting: hub.waiting };
+      });
       metricsServer = await startMetricsServer(config.metricsAddress, metrics, logger);
     }
 
@@ -426,7 +446,7 @@ export async function startSuperLink(
         tls: config.tls !== undefined,
         driverApiClientCertificates: config.driverApiClientCa !== undefined,
         auth: auth !== undefined,
-        database: config.database,
+        database: databaseForLogs(config.database),
         longPollMs,
         limits,
         fleetApiType: config.fleetApiType ?? "grpc-rere",

@@ -38,11 +38,11 @@ class MapState implements FleetAuthState {
   readonly runs = new Set<bigint>();
   private nextId = -7_000_000_000_000_000_001n;
 
-  getNodeId(publicKey: Uint8Array): bigint | undefined {
+  async getNodeId(publicKey: Uint8Array): Promise<bigint | undefined> {
     return this.keys.get(Buffer.from(publicKey).toString("latin1"));
   }
 
-  createNode(pingInterval: number, publicKey: Uint8Array): bigint {
+  async createNode(pingInterval: number, publicKey: Uint8Array): Promise<bigint> {
     const key = Buffer.from(publicKey).toString("latin1");
     if (this.keys.has(key)) return 0n;
     const id = this.nextId;
@@ -52,13 +52,13 @@ class MapState implements FleetAuthState {
     return id;
   }
 
-  acknowledgePing(nodeId: bigint, pingInterval: number): boolean {
+  async acknowledgePing(nodeId: bigint, pingInterval: number): Promise<boolean> {
     if (!this.pingIntervals.has(nodeId)) return false;
     this.pingIntervals.set(nodeId, pingInterval);
     return true;
   }
 
-  getNodes(runId: bigint): Set<bigint> {
+  async getNodes(runId: bigint): Promise<Set<bigint>> {
     return this.runs.has(runId) ? new Set(this.pingIntervals.keys()) : new Set();
   }
 }
@@ -288,7 +288,7 @@ describe("CreateNode", () => {
     expect(headers?.get("public-key")).toEqual([base64UrlPadded(Buffer.from(serverPem))]);
     expect(auth.serverPublicKeyPem).toBe(serverPem);
     expect(nodeId < 0n && nodeId < -(2n ** 53n)).toBe(true);
-    expect(state.getNodeId(Buffer.from(loadPublicKeyFile(fx.clientPublicKeys[0]!)))).toBe(nodeId);
+    expect(await state.getNodeId(Buffer.from(loadPublicKeyFile(fx.clientPublicKeys[0]!)))).toBe(nodeId);
     expect(calls).toEqual([]); // the inner CreateNode never runs
   });
 
@@ -296,7 +296,7 @@ describe("CreateNode", () => {
     const first = await connect(1, 30);
     // Created offline (interval 0): only an authenticated Ping brings it online.
     expect(state.pingIntervals.get(first.nodeId)).toBe(0);
-    state.acknowledgePing(first.nodeId, 30);
+    await state.acknowledgePing(first.nodeId, 30);
     const second = await connect(1, 45);
     expect(second.nodeId).toBe(first.nodeId);
     expect(state.pingIntervals.get(first.nodeId)).toBe(30); // neither extended nor cut short
@@ -316,7 +316,7 @@ describe("CreateNode", () => {
     );
     expect(status).toEqual(DENIED);
     expect(headers).toBeUndefined();
-    expect(state.getNodeId(Buffer.from(outsider.publicKeyPem))).toBeUndefined();
+    expect(await state.getNodeId(Buffer.from(outsider.publicKeyPem))).toBeUndefined();
   });
 
   test("a missing, empty or unpadded public-key header is denied", async () => {
@@ -338,7 +338,7 @@ describe("CreateNode", () => {
     md.set("public-key", Buffer.from(auth.publicKeyPem).toString("base64"));
     const request = CreateNodeRequest.fromPartial({ pingInterval: 30 });
     const { response } = await unary<CreateNodeRequest, { node?: { nodeId: bigint } }>(client, "createNode", request, md);
-    expect(response.node?.nodeId).toBe(state.getNodeId(Buffer.from(auth.publicKeyPem)));
+    expect(response.node?.nodeId).toBe(await state.getNodeId(Buffer.from(auth.publicKeyPem)));
   });
 });
 
@@ -536,23 +536,24 @@ describe("FleetAuthenticator without gRPC", () => {
     return { publicKey: auth.publicKeyHeader, authToken: token === undefined ? undefined : String(token) };
   };
 
-  test("the HMAC key cache stays within its bound and stays correct", () => {
+  test("the HMAC key cache stays within its bound and stays correct", async () => {
     const keys = loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey);
     const localState = new MapState();
     const small = new FleetAuthenticator({ allowlist, serverPrivateKey: keys.privateKey, serverPublicKeyPem: keys.publicKeyPem, state: localState, hmacKeyCacheSize: 1 });
     try {
-      const nodes = [0, 1].map((i) => {
+      const nodes: Array<{ auth: SuperNodeAuth; nodeId: bigint }> = [];
+      for (const i of [0, 1]) {
         const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[i]!, fx.clientPublicKeys[i]!);
-        const nodeId = small.registerNode(auth.publicKeyPem, 30);
+        const nodeId = await small.registerNode(auth.publicKeyPem, 30);
         const md = new grpc.Metadata();
         md.set("public-key", small.serverPublicKeyHeader);
         auth.acceptCreateNodeMetadata(md);
-        return { auth, nodeId };
-      });
+        nodes.push({ auth, nodeId });
+      }
       for (let round = 0; round < 3; round++) {
         for (const { auth, nodeId } of nodes) {
           const request = PingRequest.fromPartial({ node: { nodeId }, pingInterval: 30 });
-          const verdict: AuthVerdict = small.authenticate("PingRequest", request, headersOf(auth, "PingRequest", request));
+          const verdict: AuthVerdict = await small.authenticate("PingRequest", request, headersOf(auth, "PingRequest", request));
           expect(verdict).toEqual({ ok: true, publicKeyPem: auth.publicKeyPem, nodeId });
           expect(small.cachedKeys).toBe(1);
         }
@@ -562,23 +563,23 @@ describe("FleetAuthenticator without gRPC", () => {
     }
   });
 
-  test("registerNode reuses the node of a key bound by a concurrent CreateNode", () => {
+  test("registerNode reuses the node of a key bound by a concurrent CreateNode", async () => {
     const keys = loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey);
     const inner = new MapState();
     let lookups = 0;
     // The first lookup misses (the other CreateNode has not finished), then createNode finds
     // the key taken and returns 0n.
     const racing: FleetAuthState = {
-      getNodeId: (pk) => (lookups++ === 0 ? undefined : inner.getNodeId(pk)),
+      getNodeId: async (pk) => (lookups++ === 0 ? undefined : inner.getNodeId(pk)),
       createNode: (pi, pk) => inner.createNode(pi, pk),
       acknowledgePing: (id, pi) => inner.acknowledgePing(id, pi),
       getNodes: (run) => inner.getNodes(run),
     };
     const pem = loadPublicKeyFile(fx.clientPublicKeys[0]!);
-    const existing = inner.createNode(30, Buffer.from(pem));
+    const existing = await inner.createNode(30, Buffer.from(pem));
     const auth = new FleetAuthenticator({ allowlist, serverPrivateKey: keys.privateKey, serverPublicKeyPem: keys.publicKeyPem, state: racing });
     try {
-      expect(auth.registerNode(pem, 60)).toBe(existing);
+      expect(await auth.registerNode(pem, 60)).toBe(existing);
       expect(inner.pingIntervals.get(existing)).toBe(30); // liveness untouched
     } finally {
       auth.close();

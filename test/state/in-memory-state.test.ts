@@ -1,5 +1,6 @@
 import { InMemoryState } from "../../src/state/in-memory-state";
+import { promisedState } from "../../src/state/sync-state";
 import { describeStateConformance, describeStateLimits } from "./state.conformance";
 
-describeStateConformance("InMemoryState", (clock) => new InMemoryState({ now: clock.now }));
-describeStateLimits("InMemoryState", (clock, limits) => new InMemoryState({ now: clock.now, limits }));
+describeStateConformance("InMemoryState", (clock) => promisedState(new InMemoryState({ now: clock.now })));
+describeStateLimits("InMemoryState", (clock, limits) => promisedState(new InMemoryState({ now: clock.now, limits })));

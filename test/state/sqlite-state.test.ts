@@ -7,6 +7,7 @@ import { ErrorCode } from "../../src/core/constants";
 import { StateCorruptError, StateError, StateLockedError } from "../../src/core/errors";
 import { SQLITE_APPLICATION_ID, SQLITE_SCHEMA_VERSION, SqliteState } from "../../src/state/sqlite-state";
 import { TestClock, describeStateConformance, describeStateLimits, makeTaskIns, makeTaskRes, sampleRecordSet } from "./state.conformance";
+import { promisedState } from "../../src/state/sync-state";
 
 /**
  * Makes `path` unwritable for this process and returns the undo, or undefined where this system
@@ -50,9 +51,9 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describeStateConformance("SqliteState(:memory:)", (clock) => new SqliteState(":memory:", { now: clock.now }));
-describeStateConformance("SqliteState(file)", (clock) => new SqliteState(freshPath(), { now: clock.now }));
-describeStateLimits("SqliteState(file)", (clock, limits) => new SqliteState(freshPath(), { now: clock.now, limits }));
+describeStateConformance("SqliteState(:memory:)", (clock) => promisedState(new SqliteState(":memory:", { now: clock.now })));
+describeStateConformance("SqliteState(file)", (clock) => promisedState(new SqliteState(freshPath(), { now: clock.now })));
+describeStateLimits("SqliteState(file)", (clock, limits) => promisedState(new SqliteState(freshPath(), { now: clock.now, limits })));
 
 describe("SqliteState on a file", () => {
   test("runs, nodes, key mappings and undelivered tasks (errors included) survive reopening", () => {

@@ -3,8 +3,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { IN_MEMORY_DATABASE } from "../../src/core/constants";
 import { StateError } from "../../src/core/errors";
-import { InMemoryState } from "../../src/state/in-memory-state";
-import { SqliteState } from "../../src/state/sqlite-state";
 import { createState } from "../../src/state/state-factory";
 import { TestClock } from "./state.conformance";
 
@@ -15,41 +13,41 @@ describe("createState", () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  test(`"${IN_MEMORY_DATABASE}" gives an InMemoryState, a fresh one each time`, () => {
-    const a = createState(IN_MEMORY_DATABASE);
-    const b = createState(IN_MEMORY_DATABASE);
-    expect(a).toBeInstanceOf(InMemoryState);
-    const runId = a.createRun("", "", new Map());
-    expect(b.getRun(runId)).toBeUndefined();
-    a.close();
-    b.close();
+  test(`"${IN_MEMORY_DATABASE}" gives an InMemoryState, a fresh one each time`, async () => {
+    const a = await createState(IN_MEMORY_DATABASE);
+    const b = await createState(IN_MEMORY_DATABASE);
+    expect(a.kind).toBe("memory");
+    const runId = await a.createRun("", "", new Map());
+    expect(await b.getRun(runId)).toBeUndefined();
+    await a.close();
+    await b.close();
   });
 
-  test('":memory:" gives a SqliteState', () => {
-    const state = createState(":memory:");
-    expect(state).toBeInstanceOf(SqliteState);
-    state.close();
+  test('":memory:" gives a SqliteState', async () => {
+    const state = await createState(":memory:");
+    expect(state.kind).toBe("sqlite");
+    await state.close();
   });
 
-  test("a path gives a SqliteState on that file", () => {
+  test("a path gives a SqliteState on that file", async () => {
     const path = join(dir, "superlink.db");
-    const state = createState(path);
-    expect(state).toBeInstanceOf(SqliteState);
+    const state = await createState(path);
+    expect(state.kind).toBe("sqlite");
     expect(existsSync(path)).toBe(true);
-    state.close();
+    await state.close();
   });
 
-  test.each([IN_MEMORY_DATABASE, ":memory:"])("options reach the backend (%s)", (database) => {
+  test.each([IN_MEMORY_DATABASE, ":memory:"])("options reach the backend (%s)", async (database) => {
     const clock = new TestClock();
-    const state = createState(database, { now: clock.now });
-    const runId = state.createRun("", "", new Map());
-    const nodeId = state.createNode(10);
+    const state = await createState(database, { now: clock.now });
+    const runId = await state.createRun("", "", new Map());
+    const nodeId = await state.createNode(10);
     clock.advance(11);
-    expect(state.getNodes(runId).has(nodeId)).toBe(false);
-    state.close();
+    expect((await state.getNodes(runId)).has(nodeId)).toBe(false);
+    await state.close();
   });
 
-  test("an unusable path is a StateError", () => {
-    expect(() => createState(join(dir, "missing", "x.db"))).toThrow(StateError);
+  test("an unusable path is a StateError", async () => {
+    await expect(createState(join(dir, "missing", "x.db"))).rejects.toThrow(StateError);
   });
 });

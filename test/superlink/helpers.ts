@@ -78,9 +78,9 @@ export function driverClient(address: string, caCert?: Buffer): DriverClient {
 }
 
 /** Polls `predicate` on the event loop until it holds (bounded by the test timeout). */
-export async function until(predicate: () => boolean, what = "condition"): Promise<void> {
+export async function until(predicate: () => boolean | Promise<boolean>, what = "condition"): Promise<void> {
   const started = Date.now();
-  while (!predicate()) {
+  while (!(await predicate())) {
     if (Date.now() - started > 30_000) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }

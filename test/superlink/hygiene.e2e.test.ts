@@ -417,7 +417,7 @@ test("a state failure answers INTERNAL with an incident id and no path; the path
   );
   const driver = driverClient(link.driverAddress, fx.read(fx.caCert));
   try {
-    link.state.close();
+    await link.state.close();
     const status = await statusOf(unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() }));
     expect(status.code).toBe(grpc.status.INTERNAL);
     expect(status.details).not.toContain("secret-location");

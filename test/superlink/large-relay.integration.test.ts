@@ -50,7 +50,7 @@ test("a 6 MB record is relayed both ways with every byte intact", async () => {
     const back = results.taskResList[0]!.task!.recordset!.parameters.get("weights")!;
     expect(back.dataKeys).toEqual(["a", "b", "c"]);
     expect(back.dataValues.map((v, i) => v.data.equals(tensors[i]!))).toEqual([true, true, true]);
-    await until(() => link.state.numTaskIns() === 0 && link.state.numTaskRes() === 0, "TaskIns/TaskRes deletion");
+    await until(async () => (await link.state.numTaskIns()) === 0 && (await link.state.numTaskRes()) === 0, "TaskIns/TaskRes deletion");
   } finally {
     driver.close();
     fleet.close();

@@ -133,8 +133,8 @@ test("an opted-in PullTaskIns is held open (long poll); one without the header i
   const held = request("/api/v0/fleet/pull-task-ins", { headers: { ...PROTOBUF, ...signed.headers, [LONG_POLL_HEADER]: "60000" }, body: signed.bytes });
   await until(() => link.waitingPulls === 1, "the REST pull to wait");
   // A new TaskIns for the node ends the wait with it.
-  const runId = link.state.createRun("", "", new Map());
-  const taskId = link.state.storeTaskIns(validTaskIns(runId, nodeId));
+  const runId = await link.state.createRun("", "", new Map());
+  const taskId = await link.state.storeTaskIns(validTaskIns(runId, nodeId));
   const answer = await held;
   expect(answer.status).toBe(200);
   expect(PullTaskInsResponse.decode(answer.body).taskInsList.map((t) => t.taskId)).toEqual([taskId]);
@@ -215,15 +215,15 @@ test("malformed protobuf is 400 with a short message; Flower's header rules appl
   expect((await request("/api/v0/fleet/nope", { headers: PROTOBUF, body: garbage })).status).toBe(404);
   expect((await request("/api/v0/fleet/ping", { method: "GET" })).status).toBe(405);
   // Flower's REST client asks for GetRun at "//api/v0/fleet/get-run": served all the same.
-  const runId = link.state.createRun("", "", new Map());
-  link.state.acknowledgePing(nodeId, 30);
+  const runId = await link.state.createRun("", "", new Map());
+  await link.state.acknowledgePing(nodeId, 30);
   const signed = auth.signedHeaders("GetRunRequest", GetRunRequest.fromPartial({ runId }));
   const run = await request("//api/v0/fleet/get-run", { headers: { ...PROTOBUF, ...signed.headers }, body: signed.bytes });
   expect(run.status).toBe(200);
   expect(GetRunResponse.decode(run.body).run?.runId).toBe(runId);
 });
 
-test("REST calls are counted in the SuperLink's metrics under their gRPC method names", () => {
+test("REST calls are counted in the SuperLink's metrics under their gRPC method names", async () => {
   expect(link.metrics.rpcCount("Fleet", "CreateNode", "UNAUTHENTICATED")).toBeGreaterThanOrEqual(2);
   expect(link.metrics.rpcCount("Fleet", "CreateNode", "OK")).toBeGreaterThanOrEqual(4);
   expect(link.metrics.rpcCount("Fleet", "PullTaskIns", "OK")).toBeGreaterThanOrEqual(3);

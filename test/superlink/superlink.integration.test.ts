@@ -133,7 +133,7 @@ test("full Driver + Fleet round trip over TLS", async () => {
   const { response: results } = await unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] });
   expect(results.taskResList.map((t) => [t.taskId, t.task!.ancestry])).toEqual([[resultId, [taskInsId]]]);
   // The delivered pair is deleted once the answer went out.
-  await until(() => link.state.numTaskIns() === 0 && link.state.numTaskRes() === 0, "TaskIns/TaskRes deletion");
+  await until(async () => (await link.state.numTaskIns()) === 0 && (await link.state.numTaskRes()) === 0, "TaskIns/TaskRes deletion");
 
   expect((await unaryCall(fleet.deleteNode.bind(fleet), { node: { nodeId, anonymous: false } })).response).toEqual({});
   expect((await unaryCall(driver.getNodes.bind(driver), { runId })).response.nodes).toEqual([]);

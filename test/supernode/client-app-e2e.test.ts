@@ -127,7 +127,7 @@ describe("flower-client-app (spawned)", () => {
     ]);
     const ready = await node.waitFor((l) => l["event"] === "supernode.ready", "the readiness line");
     const nodeId = BigInt(ready["nodeId"] as string);
-    expect(link.state.acknowledgePing(nodeId, 30)).toBe(true);
+    expect(await link.state.acknowledgePing(nodeId, 30)).toBe(true);
 
     const driver = new TestDriver(link.driverAddress, fixtures.read(fixtures.caCert));
     try {
@@ -151,7 +151,7 @@ describe("flower-client-app (spawned)", () => {
     node.child.kill("SIGTERM");
     expect(await node.exited).toBe(0);
     // The SuperLink saw DeleteNode: it no longer knows the node.
-    expect(link.state.acknowledgePing(nodeId, 30)).toBe(false);
+    expect(await link.state.acknowledgePing(nodeId, 30)).toBe(false);
     expect(node.lines.some((l) => l["event"] === "supernode.node-deleted")).toBe(true);
   });
 

@@ -29,9 +29,9 @@ export function memoryLogger(level = "debug"): { logger: Logger; lines: LogLine[
 }
 
 /** Polls `predicate` until it holds (bounded by the test timeout, checked every 10 ms). */
-export async function until(predicate: () => boolean, what = "condition", limitMs = 45_000): Promise<void> {
+export async function until(predicate: () => boolean | Promise<boolean>, what = "condition", limitMs = 45_000): Promise<void> {
   const started = Date.now();
-  while (!predicate()) {
+  while (!(await predicate())) {
     if (Date.now() - started > limitMs) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }

@@ -38,13 +38,13 @@ let fixtures: Fixtures;
 let otherFixtures: Fixtures;
 const cleanups: Array<() => Promise<void> | void> = [];
 
-beforeAll(() => {
+beforeAll(async () => {
   fixtures = generateFixtures(2);
   // A second CA and key set: a CA that did not sign the SuperLink's certificate, a key not in the allowlist.
   otherFixtures = generateFixtures(1);
 });
 
-afterAll(() => {
+afterAll(async () => {
   fixtures?.cleanup();
   otherFixtures?.cleanup();
 });
@@ -115,11 +115,11 @@ describe("SuperNode with TLS and node authentication", () => {
     const link = await superLink({ tls: true, auth: true });
     // Deliver the first TaskIns once more on a later pull, as a lease expiry after a lost answer does.
     const getTaskIns = link.state.getTaskIns.bind(link.state);
-    let first: ReturnType<typeof getTaskIns> | undefined;
+    let first: Awaited<ReturnType<typeof getTaskIns>> | undefined;
     let replayed = false;
     let sent = false;
-    link.state.getTaskIns = (nodeId, limit) => {
-      const got = getTaskIns(nodeId, limit);
+    link.state.getTaskIns = async (nodeId, limit) => {
+      const got = await getTaskIns(nodeId, limit);
       if (got.length > 0 && first === undefined) first = got;
       else if (got.length === 0 && first !== undefined && !replayed && sent) {
         replayed = true;
@@ -279,10 +279,10 @@ describe("SuperNode with TLS and node authentication", () => {
     const link = await superLink({ tls: true, auth: true });
     const { node, lines } = await superNode({ superlink: link.fleetAddress, ...tlsAuth() });
     const nodeId = node.nodeId;
-    expect(link.state.acknowledgePing(nodeId, 30)).toBe(true);
+    expect(await link.state.acknowledgePing(nodeId, 30)).toBe(true);
     await node.close(5_000);
     await expect(node.done).resolves.toBeUndefined();
-    expect(link.state.acknowledgePing(nodeId, 30)).toBe(false);
+    expect(await link.state.acknowledgePing(nodeId, 30)).toBe(false);
     expect(lines.some((l) => l.event === "supernode.node-deleted")).toBe(true);
   });
 });
@@ -326,14 +326,14 @@ describe("SuperNode connection handling", () => {
     const link = await superLink({});
     const { node, lines } = await superNode({ superlink: link.fleetAddress, insecure: true, pingIntervalSeconds: 2 });
     const firstId = node.nodeId;
-    link.state.deleteNode(firstId);
+    await link.state.deleteNode(firstId);
     await until(() => lines.some((l) => l.event === "supernode.reregistered"), "the node to register again");
     expect(lines.find((l) => l.event === "supernode.node-unknown")).toMatchObject({
       nodeId: firstId.toString(),
       reason: "Ping was answered with success=false",
     });
     expect(node.nodeId).not.toBe(firstId);
-    expect(link.state.acknowledgePing(node.nodeId, 30)).toBe(true);
+    expect(await link.state.acknowledgePing(node.nodeId, 30)).toBe(true);
   });
 
   it("ends with a rejected `done` when the SuperLink stays away beyond the retry limits", async () => {
@@ -377,7 +377,7 @@ describe("SuperNode connection handling", () => {
     expect(message.content!.configsRecords.get("config")).toEqual({ reason: 1n });
 
     await until(() => lines.some((l) => l.event === "supernode.reregistered"), "the node to register again");
-    expect(link.state.acknowledgePing(firstId, 30)).toBe(false);
+    expect(await link.state.acknowledgePing(firstId, 30)).toBe(false);
     expect(node.nodeId).not.toBe(firstId);
     const next = await d.push(runId, node.nodeId, "train", fitContent([1]));
     expect((await d.reply(next.taskId)).taskRes.task!.recordset).toBeDefined();
@@ -394,7 +394,7 @@ describe("SuperNode connection handling", () => {
     const { taskId } = await d.push(runId, nodeId, "reconnect", reconnect);
     await expect(node.done).resolves.toBeUndefined();
     expect((await d.reply(taskId)).message.content!.configsRecords.get("config")).toEqual({ reason: 1n });
-    expect(link.state.acknowledgePing(nodeId, 30)).toBe(false);
+    expect(await link.state.acknowledgePing(nodeId, 30)).toBe(false);
   });
 });
 
@@ -415,18 +415,18 @@ describe("replyProblem", () => {
     content: new RecordSet(),
   });
 
-  it("accepts a reply built like createReply", () => {
+  it("accepts a reply built like createReply", async () => {
     expect(replyProblem(incoming, reply())).toBeUndefined();
   });
 
-  it("names the metadata field that does not match", () => {
+  it("names the metadata field that does not match", async () => {
     expect(replyProblem(incoming, reply({ replyToMessage: "other" }))).toMatchObject({
       kind: "invalid",
       fields: { field: "replyToMessage", actual: "other", expected: "m" },
     });
   });
 
-  it("reports clock skew with both timestamps instead of dropping silently", () => {
+  it("reports clock skew with both timestamps instead of dropping silently", async () => {
     const behind = replyProblem(incoming, reply({ createdAt: 1_719_999_999 }));
     expect(behind?.kind).toBe("clock");
     expect(behind?.text).toContain("1719999999");
@@ -436,7 +436,7 @@ describe("replyProblem", () => {
     expect(expired?.text).toMatch(/TTL is -5 s/);
   });
 
-  it("rejects a reply with both or neither of content and error", () => {
+  it("rejects a reply with both or neither of content and error", async () => {
     const both: Message = { ...reply(), error: { code: 0, reason: "" } };
     expect(replyProblem(incoming, both)?.kind).toBe("invalid");
   });

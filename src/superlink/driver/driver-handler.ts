@@ -34,13 +34,13 @@ export const PULL_TASK_RES_RECHECK_MS = 250;
 export const DEFAULT_MAX_TASK_INS_PER_PUSH = 10_000;
 
 /** Creates a run. Empty fab id/version are accepted (flower-server-app sends them). */
-export function createRun(request: CreateRunRequest, state: State): CreateRunResponse {
-  return { runId: state.createRun(request.fabId, request.fabVersion, request.overrideConfig) };
+export async function createRun(request: CreateRunRequest, state: State): Promise<CreateRunResponse> {
+  return { runId: await state.createRun(request.fabId, request.fabVersion, request.overrideConfig) };
 }
 
 /** Every online node if the run exists, else none. Nodes are not filtered by run (Flower 1.10). */
-export function getNodes(request: GetNodesRequest, state: State): GetNodesResponse {
-  const ids = state.getNodes(request.runId);
+export async function getNodes(request: GetNodesRequest, state: State): Promise<GetNodesResponse> {
+  const ids = await state.getNodes(request.runId);
   return { nodes: [...ids].map((nodeId) => ({ nodeId, anonymous: false })) };
 }
 
@@ -50,11 +50,11 @@ export function getNodes(request: GetNodesRequest, state: State): GetNodesRespon
  * every problem by index. `task_ids` (field 2) is aligned with the input; an item that could
  * not be stored (unknown run) gets "" as in Flower, and a warning is logged.
  */
-export function pushTaskIns(
+export async function pushTaskIns(
   request: PushTaskInsRequest,
   state: State,
   opts: { logger?: Logger; now?: () => number; maxTaskInsPerPush?: number } = {},
-): PushTaskInsResponse {
+): Promise<PushTaskInsResponse> {
   const list = request.taskInsList;
   if (list.length === 0) {
     throw new MalformedMessageError("Malformed PushTaskInsRequest: `task_ins_list` must not be empty");
@@ -75,18 +75,20 @@ export function pushTaskIns(
   // All or nothing: a request that would break a byte limit stores none of its TaskIns.
   const bytesByRun = new Map<bigint, number>();
   for (const taskIns of list) bytesByRun.set(taskIns.runId, (bytesByRun.get(taskIns.runId) ?? 0) + taskBytes(taskIns));
-  state.checkStorage(bytesByRun);
+  await state.checkStorage(bytesByRun);
 
-  const taskIds = list.map((taskIns) => {
-    const taskId = state.storeTaskIns(taskIns);
+  // In order, one at a time: TaskIns keep their FIFO order per node.
+  const taskIds: string[] = [];
+  for (const taskIns of list) {
+    const taskId = await state.storeTaskIns(taskIns);
     if (taskId === undefined) {
       opts.logger?.warn(
         { event: "driver.push-task-ins.not-stored", runId: taskIns.runId.toString() },
         `PushTaskIns: TaskIns not stored because run ${taskIns.runId} does not exist or it has already expired (answered "" as Flower does)`,
       );
     }
-    return taskId ?? "";
-  });
+    taskIds.push(taskId ?? "");
+  }
   return { taskIds };
 }
 
@@ -145,9 +147,9 @@ export interface PullTaskResResult {
  * error results synthesized for offline consumers (State.getTaskRes). The `node` field is
  * ignored, as in Flower. Does not delete anything: see PullTaskResResult.taskIds.
  */
-export function pullTaskRes(request: PullTaskResRequest, state: State): PullTaskResResult {
+export async function pullTaskRes(request: PullTaskResRequest, state: State): Promise<PullTaskResResult> {
   const taskIds = parseTaskIds(request.taskIds);
-  return { response: { taskResList: taskIds.size > 0 ? state.getTaskRes(taskIds) : [] }, taskIds, aborted: false };
+  return { response: { taskResList: taskIds.size > 0 ? await state.getTaskRes(taskIds) : [] }, taskIds, aborted: false };
 }
 
 /**
@@ -161,7 +163,7 @@ export async function pullTaskResLongPoll(
   poll: LongPollOptions,
   recheckMs: number = PULL_TASK_RES_RECHECK_MS,
 ): Promise<PullTaskResResult> {
-  const result = pullTaskRes(request, state);
+  const result = await pullTaskRes(request, state);
   const { taskIds } = result;
   if (result.response.taskResList.length > 0 || taskIds.size === 0 || poll.maxWaitMs <= 0) return result;
   const deadline = Date.now() + poll.maxWaitMs;
@@ -171,7 +173,7 @@ export async function pullTaskResLongPoll(
     if (remaining <= 0) break;
     const outcome = await poll.hub.waitForTaskRes(taskIds, Math.min(remaining, recheckMs), poll.signal);
     if (outcome === "aborted") return { response: { taskResList: [] }, taskIds, aborted: true };
-    found = state.getTaskRes(taskIds);
+    found = await state.getTaskRes(taskIds);
     if (found.length > 0 || outcome === "closing") break;
   }
   return { response: { taskResList: found }, taskIds, aborted: false };

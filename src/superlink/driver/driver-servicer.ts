@@ -28,23 +28,23 @@ export interface DriverServicerDeps {
 export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
   const { state, logger, hub, longPollMs, maxTaskInsPerPush } = deps;
   const graceMs = deps.deleteGraceMs ?? 0;
+  const deleteNow = (taskIds: Set<string>): void => {
+    state.deleteTasks(taskIds).catch((err: unknown) => {
+      // The state was closed meanwhile (shutdown) or the database is away; the rows expire
+      // and are purged later.
+      logger.debug({ err }, "Deletion of delivered tasks skipped");
+    });
+  };
   const deleteLater = (taskIds: Set<string>): void => {
     if (graceMs <= 0) {
-      state.deleteTasks(taskIds);
+      deleteNow(taskIds);
       return;
     }
-    setTimeout(() => {
-      try {
-        state.deleteTasks(taskIds);
-      } catch (err) {
-        // The state was closed meanwhile (shutdown); the rows expire and are purged later.
-        logger.debug({ err }, "Deferred deletion of delivered tasks skipped");
-      }
-    }, graceMs).unref();
+    setTimeout(() => deleteNow(taskIds), graceMs).unref();
   };
   return {
-    createRun: serveUnary(logger, "Driver.CreateRun", ({ request, call }) => {
-      const response = driver.createRun(request, state);
+    createRun: serveUnary(logger, "Driver.CreateRun", async ({ request, call }) => {
+      const response = await driver.createRun(request, state);
       if (response.runId === 0n) return reply(response); // Flower's failure value; State logged why
       logger.info(
         { event: "superlink.run-created", runId: response.runId.toString(), peer: call.getPeer() },
@@ -52,12 +52,12 @@ export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
       );
       return reply(response);
     }),
-    getNodes: serveUnary(logger, "Driver.GetNodes", ({ request }) => reply(driver.getNodes(request, state))),
-    pushTaskIns: serveUnary(logger, "Driver.PushTaskIns", ({ request }) => {
+    getNodes: serveUnary(logger, "Driver.GetNodes", async ({ request }) => reply(await driver.getNodes(request, state))),
+    pushTaskIns: serveUnary(logger, "Driver.PushTaskIns", async ({ request }) => {
       // Refused undecoded by withTaskInsCountLimit (counted only up to the limit + 1).
       const refused = refusedTaskInsCount(request);
       if (refused !== undefined) throw driver.tooManyTaskIns(refused, maxTaskInsPerPush ?? driver.DEFAULT_MAX_TASK_INS_PER_PUSH);
-      return reply(driver.pushTaskIns(request, state, { logger, ...(maxTaskInsPerPush !== undefined ? { maxTaskInsPerPush } : {}) }));
+      return reply(await driver.pushTaskIns(request, state, { logger, ...(maxTaskInsPerPush !== undefined ? { maxTaskInsPerPush } : {}) }));
     }),
     pullTaskRes: serveUnary(logger, "Driver.PullTaskRes", async ({ request, call, signal }) => {
       const result = await driver.pullTaskResLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, longPollMs), signal });
@@ -68,6 +68,6 @@ export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
         afterSent: result.aborted ? undefined : () => deleteLater(result.taskIds),
       };
     }),
-    getRun: serveUnary(logger, "Driver.GetRun", ({ request }) => reply(driver.getRun(request, state))),
+    getRun: serveUnary(logger, "Driver.GetRun", async ({ request }) => reply(await driver.getRun(request, state))),
   };
 }

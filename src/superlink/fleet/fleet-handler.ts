@@ -28,8 +28,12 @@ import { type LongPollOptions, unixNow } from "../run-info";
 export { getRun } from "../run-info";
 
 /** Registers a node that is online for `ping_interval` (bounded) seconds. Id 0 means "could not create". */
-export function createNode(request: CreateNodeRequest, state: State, bounds?: PingIntervalBounds): CreateNodeResponse {
-  const nodeId = state.createNode(boundedPingInterval(request.pingInterval, bounds));
+export async function createNode(
+  request: CreateNodeRequest,
+  state: State,
+  bounds?: PingIntervalBounds,
+): Promise<CreateNodeResponse> {
+  const nodeId = await state.createNode(boundedPingInterval(request.pingInterval, bounds));
   return { node: { nodeId, anonymous: false } };
 }
 
@@ -37,17 +41,17 @@ export function createNode(request: CreateNodeRequest, state: State, bounds?: Pi
  * Deletes the node (and its public-key mapping). Anonymous nodes and node 0 are a no-op, as in
  * Flower. Throws NotFoundError (gRPC NOT_FOUND) for an unknown node.
  */
-export function deleteNode(request: DeleteNodeRequest, state: State): DeleteNodeResponse {
+export async function deleteNode(request: DeleteNodeRequest, state: State): Promise<DeleteNodeResponse> {
   const node = request.node;
   if (node === undefined || node.anonymous || node.nodeId === 0n) return {};
-  state.deleteNode(node.nodeId);
+  await state.deleteNode(node.nodeId);
   return {};
 }
 
 /** Extends the node's liveness by the bounded interval; `success` is false for an unknown node. */
-export function ping(request: PingRequest, state: State, bounds?: PingIntervalBounds): PingResponse {
+export async function ping(request: PingRequest, state: State, bounds?: PingIntervalBounds): Promise<PingResponse> {
   const nodeId = request.node?.nodeId ?? 0n;
-  return { success: state.acknowledgePing(nodeId, boundedPingInterval(request.pingInterval, bounds)) };
+  return { success: await state.acknowledgePing(nodeId, boundedPingInterval(request.pingInterval, bounds)) };
 }
 
 /** The id State uses for the caller: undefined for an anonymous node (docs/protocol.md, "State"). */
@@ -61,8 +65,8 @@ function consumerOf(request: PullTaskInsRequest): bigint | undefined {
  * At most one undelivered TaskIns for the calling node, marked delivered. `task_ids` in the
  * request is ignored, as in Flower. `reconnect` is never set.
  */
-export function pullTaskIns(request: PullTaskInsRequest, state: State): PullTaskInsResponse {
-  return { reconnect: undefined, taskInsList: state.getTaskIns(consumerOf(request), 1) };
+export async function pullTaskIns(request: PullTaskInsRequest, state: State): Promise<PullTaskInsResponse> {
+  return { reconnect: undefined, taskInsList: await state.getTaskIns(consumerOf(request), 1) };
 }
 
 /**
@@ -76,11 +80,11 @@ export async function pullTaskInsLongPoll(
   state: State,
   poll: LongPollOptions,
 ): Promise<PullTaskInsResponse> {
-  const first = pullTaskIns(request, state);
+  const first = await pullTaskIns(request, state);
   if (first.taskInsList.length > 0 || poll.maxWaitMs <= 0) return first;
   const outcome = await poll.hub.waitForTaskIns(consumerOf(request), poll.maxWaitMs, poll.signal);
   if (outcome === "aborted") return first;
-  return pullTaskIns(request, state);
+  return await pullTaskIns(request, state);
 }
 
 /**
@@ -94,17 +98,17 @@ export async function pullTaskInsLongPoll(
  * forever, so refusing with an error would wedge a Python SuperNode) — with a warning that says
  * why. A storage limit is RESOURCE_EXHAUSTED (retried with backoff by SuperNodes).
  */
-export function pushTaskRes(
+export async function pushTaskRes(
   request: PushTaskResRequest,
   state: State,
   opts: { logger?: Logger; now?: () => number } = {},
-): PushTaskResResponse {
+): Promise<PushTaskResResponse> {
   const taskRes = request.taskResList[0];
   if (taskRes === undefined) {
     throw new MalformedMessageError("Malformed PushTaskResRequest: `task_res_list` must not be empty");
   }
   if (taskRes.task !== undefined) taskRes.task.pushedAt = (opts.now ?? unixNow)();
-  const taskId = state.storeTaskRes(taskRes);
+  const taskId = await state.storeTaskRes(taskRes);
   if (taskId === undefined) {
     const errors = validateTaskInsOrRes(taskRes, "res");
     const reason =

@@ -42,24 +42,24 @@ export function createFleetServicer(deps: FleetServicerDeps): FleetServer {
     return optedInWaitMs(value === undefined ? undefined : value.toString(), longPollMs);
   };
   return {
-    createNode: serveUnary(logger, "Fleet.CreateNode", ({ request, call }) => {
-      const response = fleet.createNode(request, state, pingIntervalBounds);
+    createNode: serveUnary(logger, "Fleet.CreateNode", async ({ request, call }) => {
+      const response = await fleet.createNode(request, state, pingIntervalBounds);
       logNodeRegistered(logger, response.node?.nodeId ?? 0n, false, call.getPeer());
       return reply(response);
     }),
-    deleteNode: serveUnary(logger, "Fleet.DeleteNode", ({ request }) => {
-      const response = fleet.deleteNode(request, state);
+    deleteNode: serveUnary(logger, "Fleet.DeleteNode", async ({ request }) => {
+      const response = await fleet.deleteNode(request, state);
       const nodeId = request.node?.nodeId ?? 0n;
       if (nodeId !== 0n && request.node?.anonymous !== true) {
         logger.info({ event: "superlink.node-left", nodeId: nodeId.toString(), reason: "DeleteNode" }, `Node ${nodeId} left (DeleteNode)`);
       }
       return reply(response);
     }),
-    ping: serveUnary(logger, "Fleet.Ping", ({ request }) => reply(fleet.ping(request, state, pingIntervalBounds))),
+    ping: serveUnary(logger, "Fleet.Ping", async ({ request }) => reply(await fleet.ping(request, state, pingIntervalBounds))),
     pullTaskIns: serveUnary(logger, "Fleet.PullTaskIns", async ({ request, call, signal }) =>
       reply(await fleet.pullTaskInsLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, requestedWait(call.metadata)), signal })),
     ),
-    pushTaskRes: serveUnary(logger, "Fleet.PushTaskRes", ({ request }) => reply(fleet.pushTaskRes(request, state, { logger }))),
-    getRun: serveUnary(logger, "Fleet.GetRun", ({ request }) => reply(fleet.getRun(request, state))),
+    pushTaskRes: serveUnary(logger, "Fleet.PushTaskRes", async ({ request }) => reply(await fleet.pushTaskRes(request, state, { logger }))),
+    getRun: serveUnary(logger, "Fleet.GetRun", async ({ request }) => reply(await fleet.getRun(request, state))),
   };
 }

@@ -270,13 +270,13 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
     if (authenticator !== undefined) {
       const name = FLEET_REQUEST_NAMES[method];
       const publicKey = header(req, PUBLIC_KEY_HEADER);
-      const verdict = authenticator.authenticate(name, request, { publicKey, authToken: header(req, AUTH_TOKEN_HEADER) }, body);
+      const verdict = await authenticator.authenticate(name, request, { publicKey, authToken: header(req, AUTH_TOKEN_HEADER) }, body);
       if (!verdict.ok) {
         authenticator.logDenied(`REST ${FLEET_REST_PATHS[method]}`, verdict, publicKey);
         throw new HttpFailure(403, "Access denied");
       }
       if (method === "createNode") {
-        const id = authenticator.registerNode(verdict.publicKeyPem, (request as CreateNodeRequest).pingInterval);
+        const id = await authenticator.registerNode(verdict.publicKeyPem, (request as CreateNodeRequest).pingInterval);
         headers[PUBLIC_KEY_HEADER] = authenticator.serverPublicKeyHeader;
         const created = CreateNodeResponse.fromPartial({ node: { nodeId: id, anonymous: false } });
         reply(res, 200, encode(method, created), PROTOBUF_CONTENT_TYPE, headers);
@@ -287,13 +287,13 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
     let response: object;
     switch (method) {
       case "createNode":
-        response = fleet.createNode(request as CreateNodeRequest, state, options.pingIntervalBounds);
+        response = await fleet.createNode(request as CreateNodeRequest, state, options.pingIntervalBounds);
         break;
       case "deleteNode":
-        response = fleet.deleteNode(request as DeleteNodeRequest, state);
+        response = await fleet.deleteNode(request as DeleteNodeRequest, state);
         break;
       case "ping":
-        response = fleet.ping(request as PingRequest, state, options.pingIntervalBounds);
+        response = await fleet.ping(request as PingRequest, state, options.pingIntervalBounds);
         break;
       case "pullTaskIns": {
         // The client went away: stop waiting without taking a task.
@@ -315,10 +315,10 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
         break;
       }
       case "pushTaskRes":
-        response = fleet.pushTaskRes(request as PushTaskResRequest, state, { logger });
+        response = await fleet.pushTaskRes(request as PushTaskResRequest, state, { logger });
         break;
       case "getRun":
-        response = fleet.getRun(request as GetRunRequest, state);
+        response = await fleet.getRun(request as GetRunRequest, state);
         break;
     }
     reply(res, 200, encode(method, response), PROTOBUF_CONTENT_TYPE, headers);
