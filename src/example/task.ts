@@ -48,7 +48,7 @@ export const DEFAULT_TRAIN_OPTIONS: Readonly<TrainOptions> = Object.freeze({ epo
 
 export interface LoadDatasetOptions {
   /** Directory with the CIFAR-10 binary version (or its parent); synthetic data when absent. */
-  cifarDir?: string;
+  cifarDir?: string | undefined;
   /** Number of SuperNodes sharing the data; positive integer. */
   numPartitions: number;
   /** This node's partition, in [0, numPartitions). */

@@ -53,7 +53,7 @@ export interface SuperLinkConfig {
   /** ":flwr-in-memory-state:" or a SQLite file path. */
   database: string;
   /** TLS for both APIs; undefined = plaintext (--insecure). */
-  tls?: ServerTlsMaterial;
+  tls?: ServerTlsMaterial | undefined;
   /** Node authentication on the Fleet API; requires `tls`. */
   auth?: SuperLinkAuthConfig;
   /**

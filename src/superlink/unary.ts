@@ -19,7 +19,7 @@ const MAX_LOGGED_ERROR_CHARS = 1000;
 export interface UnaryReply<Res> {
   response: Res;
   /** Runs after the response was passed to grpc-js, unless the client had already cancelled. */
-  afterSent?: () => void;
+  afterSent?: (() => void) | undefined;
 }
 
 export interface UnaryContext<Req> {

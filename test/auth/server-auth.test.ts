@@ -371,7 +371,7 @@ describe("authenticated RPCs", () => {
     const token = Buffer.from(String(good.get("auth-token")[0]).replace(/-/g, "+").replace(/_/g, "/"), "base64");
 
     const flipped = good.clone();
-    token[5] ^= 1;
+    token[5]! ^= 1;
     flipped.set("auth-token", base64UrlPadded(token));
     const missing = good.clone();
     missing.remove("auth-token");
