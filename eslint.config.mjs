@@ -97,6 +97,7 @@ export default tseslint.config(
       "@typescript-eslint/no-misused-promises": "error",
       "@typescript-eslint/await-thenable": "error",
       "@typescript-eslint/consistent-type-imports": ["error", { fixStyle: "inline-type-imports" }],
+      "@typescript-eslint/no-import-type-side-effects": "error",
       "@typescript-eslint/switch-exhaustiveness-check": ["error", { considerDefaultExhaustiveForUnions: true }],
     },
   },
@@ -175,6 +176,17 @@ export default tseslint.config(
             { name: "pino", message: "State does not log: callers log what State reports." },
           ],
         },
+      ],
+    },
+  },
+
+  // Tests and benchmarks print exit codes, signals and regexps that may be null/undefined.
+  {
+    files: ["test/**/*.ts", "bench/**/*.ts"],
+    rules: {
+      "@typescript-eslint/restrict-template-expressions": [
+        "error",
+        { allowNumber: true, allowBoolean: true, allowNullish: true, allowRegExp: true },
       ],
     },
   },

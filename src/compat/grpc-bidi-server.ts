@@ -270,8 +270,8 @@ export function createFlowerService(options: FlowerServiceOptions): FlowerServic
 
   return {
     registration: {
-      definition: FlowerServiceService as unknown as grpc.ServiceDefinition,
-      implementation: { join } as grpc.UntypedServiceImplementation,
+      definition: FlowerServiceService,
+      implementation: { join },
     },
     clients: () => [...open],
     endAll: () => {

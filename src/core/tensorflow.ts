@@ -8,7 +8,7 @@
  * versions that compute the same values (same summation set, same first-maximum tie rule), which
  * makes CNN training roughly 15x faster. The native backend is left untouched.
  */
-import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
+import type { KernelConfig, KernelFunc, TensorInfo } from "@tensorflow/tfjs";
 
 export type TensorFlow = typeof import("@tensorflow/tfjs");
 export type TensorFlowBackend = "tfjs-node" | "cpu";
@@ -110,7 +110,7 @@ function conv2dBackpropFilter(tf: TensorFlow, args: KernelArgs): TensorInfo | un
   const backend = args.backend as CpuBackendLike;
   const x = args.inputs["x"];
   const dy = args.inputs["dy"];
-  const attrs = (args.attrs ?? {}) as NamedAttrMap;
+  const attrs = (args.attrs ?? {});
   if (x === undefined || dy === undefined) return undefined;
   const dataFormat = tf.backend_util.convertConv2DDataFormat((attrs["dataFormat"] as "NHWC" | "NCHW" | undefined) ?? "NHWC");
   if (dataFormat !== "channelsLast") return undefined;
@@ -171,7 +171,7 @@ function maxPoolGrad(tf: TensorFlow, args: KernelArgs): TensorInfo | undefined {
   const backend = args.backend as CpuBackendLike;
   const dy = args.inputs["dy"];
   const x = args.inputs["input"];
-  const attrs = (args.attrs ?? {}) as NamedAttrMap;
+  const attrs = (args.attrs ?? {});
   if (x === undefined || dy === undefined) return undefined;
   const xValues = float32Values(backend, x);
   const dyValues = float32Values(backend, dy);

@@ -178,10 +178,10 @@ class PrettyPrinter {
     const rep = pyRepr(v);
     const maxWidth = this.width - indent - allowance;
     if (pyLen(rep) > maxWidth) {
-      if (v instanceof Map) return this.printDict(v, indent, allowance, level + 1);
-      if (v instanceof PyTuple) return this.printSequence(v.items, "(", v.items.length === 1 ? ",)" : ")", indent, allowance, level + 1);
-      if (Array.isArray(v)) return this.printSequence(v, "[", "]", indent, allowance, level + 1);
-      if (typeof v === "string") return this.printStr(v, indent, allowance, level + 1);
+      if (v instanceof Map) { this.printDict(v, indent, allowance, level + 1); return; }
+      if (v instanceof PyTuple) { this.printSequence(v.items, "(", v.items.length === 1 ? ",)" : ")", indent, allowance, level + 1); return; }
+      if (Array.isArray(v)) { this.printSequence(v, "[", "]", indent, allowance, level + 1); return; }
+      if (typeof v === "string") { this.printStr(v, indent, allowance, level + 1); return; }
     }
     this.out += rep;
   }

@@ -31,7 +31,7 @@ import { type Logger, silentLogger } from "../core/logger";
 import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
 import { InvalidConfigError } from "../core/errors";
-import { DriverClient, DriverService, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
+import { type DriverClient, DriverService, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
 import { type Classification, RetryInvoker, describeFailure } from "../transport/retry";
@@ -211,7 +211,7 @@ export class GrpcDriver implements Driver {
         logger.debug({ runId: runId.toString() }, `CreateRun: run ${runId} created`);
       }
       const getRun = await callWhileConnecting(
-        () => unaryCall(client.getRun.bind(client), { runId: runId! }),
+        () => unaryCall(client.getRun.bind(client), { runId: runId }),
         { target, what: "GetRun", started, connectTimeoutMs, ...clientCertificate },
       );
       const run = getRun.response.run;
@@ -479,7 +479,7 @@ async function callWhileConnecting<T>(
       if (unavailable) {
         throw new ConnectionError(
           `Cannot reach the SuperLink Driver API at ${ctx.target} (gave up after ${Math.round(elapsed / 1000)} s): ` +
-            withoutResolutionNote((err as grpc.ServiceError).details),
+            withoutResolutionNote((err).details),
           { cause: err },
         );
       }

@@ -266,22 +266,22 @@ function patchClient(): { clientHeadroom: boolean; clientGather: boolean } {
   filterClass.prototype.sendMessage = async function sendMessage(this: CompressionFilterInstance, message: Promise<WriteObject>): Promise<WriteObject> {
     const resolved = await message;
     const encoded = requestStandIns.get(resolved.message);
-    if (encoded === undefined) return filterSend!.call(this, Promise.resolve(resolved));
+    if (encoded === undefined) return filterSend.call(this, Promise.resolve(resolved));
     if (Object.getPrototypeOf(this.sendCompression) !== identityProto) {
       // Compressing: hand grpc-js the whole message, as without the patch.
-      return filterSend!.call(this, Promise.resolve({ ...resolved, message: joinChunks(encoded) }));
+      return filterSend.call(this, Promise.resolve({ ...resolved, message: joinChunks(encoded) }));
     }
     if (this.maxSendMessageLength !== -1 && encoded.length > this.maxSendMessageLength) {
       // What grpc-js throws for an oversized message.
       throw { code: Status.RESOURCE_EXHAUSTED, details: `Attempted to send message with a size larger than ${this.maxSendMessageLength}` };
     }
-    return filterSend!.call(this, Promise.resolve(resolved));
+    return filterSend.call(this, Promise.resolve(resolved));
   };
 
   subchannelCall.sendMessageWithContext = function sendMessageWithContext(context: unknown, message: Buffer): void {
     const chunks = framedStandIns.get(message);
     if (chunks === undefined || chunks.length === 0) {
-      subchannelSend!.call(this, context, message);
+      subchannelSend.call(this, context, message);
       return;
     }
     // Corked, everything leaves in one writev. grpc-js writes the last chunk itself, so its
@@ -297,7 +297,7 @@ function patchClient(): { clientHeadroom: boolean; clientGather: boolean } {
       // The stream is unusable; grpc-js's own write below fails the same way and ends the call.
     }
     try {
-      subchannelSend!.call(this, context, Buffer.from(last.buffer, last.byteOffset, last.byteLength));
+      subchannelSend.call(this, context, Buffer.from(last.buffer, last.byteOffset, last.byteLength));
     } finally {
       stream.uncork();
     }

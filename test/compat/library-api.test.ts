@@ -46,8 +46,7 @@ class OffsetClient extends NumPyClient {
     return [f32([1, 2])];
   }
 
-  override fit(parameters: NDArrays, config: Config): [NDArrays, number, Record<string, number>] {
-    void config;
+  override fit(parameters: NDArrays, _config: Config): [NDArrays, number, Record<string, number>] {
     const w = Array.from(parameters[0]!.data as Float32Array);
     this.fitReceived.push(w);
     return [[f32(w.map((x) => x + this.offset))], this.examples, {}];
@@ -360,7 +359,7 @@ describe("startServer: bad certificates and options", () => {
     await expect(startServer({ config: { numRounds: -1 }, logger })).rejects.toMatchObject({ name: "InvalidConfigError" });
     await expect(startServer({ serverAddress: "nonsense", logger })).rejects.toMatchObject({ name: "InvalidConfigError" });
     await expect(
-      startClient("127.0.0.1:1", { client: {} as NumPyClient, logger }),
+      startClient("127.0.0.1:1", { client: {}, logger }),
     ).rejects.toMatchObject({ name: "InvalidConfigError", message: expect.stringContaining("`client`") });
     await expect(
       startClient("127.0.0.1:1", { client: new OffsetClient(1, 1), insecure: true, rootCertificates: certificates[0], logger }),

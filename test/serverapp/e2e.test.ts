@@ -64,8 +64,8 @@ function serverApp(args: string[]): Child {
   const stdout: string[] = [];
   const logs: Array<Record<string, unknown>> = [];
   const listeners: Array<() => void> = [];
-  createInterface({ input: proc.stdout! }).on("line", (l) => stdout.push(l));
-  createInterface({ input: proc.stderr! }).on("line", (l) => {
+  createInterface({ input: proc.stdout }).on("line", (l) => stdout.push(l));
+  createInterface({ input: proc.stderr }).on("line", (l) => {
     try {
       logs.push(JSON.parse(l) as Record<string, unknown>);
       for (const f of listeners) f();

@@ -346,7 +346,7 @@ describe("file descriptor exhaustion", () => {
       detached: true,
     });
     const logs: LogRecord[] = [];
-    createInterface({ input: proc.stderr! }).on("line", (line) => {
+    createInterface({ input: proc.stderr }).on("line", (line) => {
       try {
         logs.push(JSON.parse(line) as LogRecord);
       } catch {

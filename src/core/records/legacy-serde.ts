@@ -131,7 +131,7 @@ const NOT_IMPLEMENTED_CODES: ReadonlySet<number> = new Set([
 ]);
 
 export function statusToProto(status: Status): ProtoStatus {
-  return { code: NOT_IMPLEMENTED_CODES.has(status.code) ? (status.code as Code) : Code.OK, message: status.message };
+  return { code: NOT_IMPLEMENTED_CODES.has(status.code) ? (status.code) : Code.OK, message: status.message };
 }
 
 export function statusFromProto(p: ProtoStatus | undefined): Status {
@@ -279,7 +279,7 @@ function expectReply<K extends ClientMessageKind>(msg: ClientMessage, kind: K): 
   if (value === undefined) {
     throw new MalformedMessageError(`Expected a ClientMessage with ${kind}, got ${clientMessageKind(msg) ?? "an empty message"}`);
   }
-  return value as NonNullable<ClientMessage[K]>;
+  return value;
 }
 
 export function clientMessageToGetPropertiesRes(msg: ClientMessage): GetPropertiesRes {
