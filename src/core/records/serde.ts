@@ -14,17 +14,17 @@
  *   into the decoded message, not a copy). A value with no oneof member set is refused.
  */
 import { MalformedMessageError } from "../errors";
-import { type Error as ProtoError } from "../../proto/flwr/proto/error";
-import { type Node } from "../../proto/flwr/proto/node";
-import {
-  type Array as ProtoArray,
-  type ConfigsRecordValue,
-  type MetricsRecordValue,
-  type ParametersRecord as ProtoParametersRecord,
-  type RecordSet as ProtoRecordSet,
+import type { Error as ProtoError } from "../../proto/flwr/proto/error";
+import type { Node } from "../../proto/flwr/proto/node";
+import type {
+  Array as ProtoArray,
+  ConfigsRecordValue,
+  MetricsRecordValue,
+  ParametersRecord as ProtoParametersRecord,
+  RecordSet as ProtoRecordSet,
 } from "../../proto/flwr/proto/recordset";
-import { type Task, type TaskIns, type TaskRes } from "../../proto/flwr/proto/task";
-import { type Scalar } from "../../proto/flwr/proto/transport";
+import type { Task, TaskIns, TaskRes } from "../../proto/flwr/proto/task";
+import type { Scalar } from "../../proto/flwr/proto/transport";
 import {
   RecordSet,
   type ArrayRecordEntry,
