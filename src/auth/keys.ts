@@ -171,7 +171,7 @@ function canonicalPemFromPoint(curve: CurveInfo, point: Buffer): string {
   try {
     key = createPublicKey({ key: spki, format: "der", type: "spki" });
   } catch (err) {
-    throw new Error(`the public point is not on curve ${curve.sshCurve} (${errorMessage(err)})`);
+    throw new Error(`the public point is not on curve ${curve.sshCurve} (${errorMessage(err)})`, { cause: err });
   }
   return canonicalPublicPem(key);
 }

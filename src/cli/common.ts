@@ -198,7 +198,7 @@ export function listenFailureError(err: unknown, flags: ReadonlyArray<readonly [
   const named = culprits.length > 0 ? culprits : flags;
   const which = named.map(([flag, address]) => `${address} (${flag})`).join(" or ");
   return new InvalidConfigError(
-    `Cannot listen on ${which}: the address ${LISTEN_FAILURES[errno]} (${errno}). ` +
+    `Cannot listen on ${which}: the address ${LISTEN_FAILURES[errno] ?? "cannot be used"} (${errno}). ` +
       `Pass another address or port with ${named.map(([flag]) => flag).join(" / ")}.`,
     { cause: err },
   );

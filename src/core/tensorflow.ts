@@ -8,9 +8,10 @@
  * versions that compute the same values (same summation set, same first-maximum tie rule), which
  * makes CNN training roughly 15x faster. The native backend is left untouched.
  */
+import type * as tfjs from "@tensorflow/tfjs";
 import type { KernelConfig, KernelFunc, TensorInfo } from "@tensorflow/tfjs";
 
-export type TensorFlow = typeof import("@tensorflow/tfjs");
+export type TensorFlow = typeof tfjs;
 export type TensorFlowBackend = "tfjs-node" | "cpu";
 
 export interface LoadedTensorFlow {

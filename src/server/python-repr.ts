@@ -40,7 +40,7 @@ export function pyFloatRepr(x: number): string {
   }
   const frac = digits.length > 1 ? `.${digits.slice(1)}` : "";
   const expAbs = String(Math.abs(exp)).padStart(2, "0");
-  return `${sign}${digits[0]}${frac}e${exp < 0 ? "-" : "+"}${expAbs}`;
+  return `${sign}${digits.charAt(0)}${frac}e${exp < 0 ? "-" : "+"}${expAbs}`;
 }
 
 // Characters `str.isprintable()` rejects: control, format, surrogate, private-use, unassigned,
@@ -90,7 +90,9 @@ export function pyBytesRepr(b: Uint8Array): string {
 /** Python ordering of dict keys of one kind (code-point order for str), as `sorted()` does. */
 function compareKeys(a: PyKey, b: PyKey): number {
   if (typeof a === "string" && typeof b === "string") {
+    // eslint-disable-next-line @typescript-eslint/no-misused-spread -- code points, as Python compares str
     const ca = [...a];
+    // eslint-disable-next-line @typescript-eslint/no-misused-spread -- as above
     const cb = [...b];
     for (let i = 0; i < Math.min(ca.length, cb.length); i++) {
       const d = ca[i]!.codePointAt(0)! - cb[i]!.codePointAt(0)!;

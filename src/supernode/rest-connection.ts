@@ -40,7 +40,7 @@ import { type CallControl, CallStatus, FleetCallError, type FleetTransport, stat
 export interface RestResponse {
   status: number;
   /** A response header (lower-case name), undefined when absent. */
-  header(name: string): string | undefined;
+  header: (name: string) => string | undefined;
   body: Uint8Array;
 }
 

@@ -581,7 +581,7 @@ class SuperNode {
         if (taskIns !== undefined) {
           this.logger.warn(
             { event: "supernode.task-ignored", taskId: taskIns.taskId },
-            `Ignoring TaskIns ${taskIns.taskId}: ${task === undefined ? "no task" : task.recordset === undefined ? "no recordset" : `addressed to node ${task.consumer?.nodeId}`}`,
+            `Ignoring TaskIns ${taskIns.taskId}: ${task === undefined ? "no task" : task.recordset === undefined ? "no recordset" : `addressed to node ${task.consumer?.nodeId ?? "(none)"}`}`,
           );
         }
         // A Python SuperLink answers an empty pull at once; ours holds it open for new work.
@@ -748,7 +748,7 @@ class SuperNode {
     }
     const taskRes = messageToTaskRes(reply);
     const abort = this.abortController.signal;
-    let stored = true;
+    let stored: boolean;
     try {
       const response = await this.withRegistration("PushTaskRes", (node) => {
         // After registering again, the result goes out under the new node id.

@@ -125,7 +125,7 @@ function reverseEachItem(bytes: Uint8Array, itemSize: number): void {
 
 /** Python `repr` of a shape tuple: `()`, `(2,)`, `(2, 3)`. */
 function shapeRepr(shape: readonly number[]): string {
-  if (shape.length === 1) return `(${shape[0]},)`;
+  if (shape.length === 1) return `(${shape.join("")},)`;
   return `(${shape.join(", ")})`;
 }
 
@@ -339,7 +339,7 @@ function parseDescr(descr: PyValue): { dtype: DType; bigEndian: boolean } {
         "refused (allow_pickle=False)",
     );
   }
-  const dtype = match === null ? undefined : DTYPE_BY_CODE[`${match[2]}${match[3]}`];
+  const dtype = match === null ? undefined : DTYPE_BY_CODE[`${match[2] ?? ""}${match[3] ?? ""}`];
   if (match === null || dtype === undefined) {
     throw new MalformedMessageError(
       `npyToNdarray: unsupported descr ${JSON.stringify(descr)} (supported: ${Object.values(DTYPES)

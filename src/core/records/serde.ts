@@ -139,7 +139,7 @@ function metricsValueFromProto(where: string, value: MetricsRecordValue | undefi
   if (value.sint64 !== undefined) return value.sint64;
   if (value.doubleList !== undefined) return [...value.doubleList.vals];
   if (value.sint64List !== undefined) return [...value.sint64List.vals];
-  throw new MalformedMessageError(`${where}: unknown value kind ${members[0]}`);
+  throw new MalformedMessageError(`${where}: unknown value kind ${members.join("")}`);
 }
 
 function configsValueFromProto(where: string, value: ConfigsRecordValue | undefined): ConfigsValue {
@@ -157,7 +157,7 @@ function configsValueFromProto(where: string, value: ConfigsRecordValue | undefi
   if (value.boolList !== undefined) return [...value.boolList.vals];
   if (value.stringList !== undefined) return [...value.stringList.vals];
   if (value.bytesList !== undefined) return value.bytesList.vals.map(fromBuffer);
-  throw new MalformedMessageError(`${where}: unknown value kind ${members[0]}`);
+  throw new MalformedMessageError(`${where}: unknown value kind ${members.join("")}`);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -41,9 +41,9 @@ export class RecordSet {
     metricsRecords?: Map<string, MetricsRecord>;
     configsRecords?: Map<string, ConfigsRecord>;
   }) {
-    this.parametersRecords = init?.parametersRecords ?? new Map();
-    this.metricsRecords = init?.metricsRecords ?? new Map();
-    this.configsRecords = init?.configsRecords ?? new Map();
+    this.parametersRecords = init?.parametersRecords ?? new Map<string, ParametersRecord>();
+    this.metricsRecords = init?.metricsRecords ?? new Map<string, MetricsRecord>();
+    this.configsRecords = init?.configsRecords ?? new Map<string, ConfigsRecord>();
   }
 }
 
