@@ -113,7 +113,7 @@ function unary<Req, Res>(
 ): Promise<{ response: Res; headers: grpc.Metadata | undefined }> {
   return new Promise((resolve, reject) => {
     let headers: grpc.Metadata | undefined;
-    const fn = (client as unknown as Record<string, Function>)[method]!.bind(client);
+    const fn = (client as unknown as Record<string, (...args: unknown[]) => grpc.ClientUnaryCall>)[method]!.bind(client);
     const call: grpc.ClientUnaryCall = fn(request, metadata, (err: grpc.ServiceError | null, response: Res) => {
       if (err) reject(err);
       else resolve({ response, headers });

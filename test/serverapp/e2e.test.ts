@@ -26,7 +26,7 @@ beforeAll(() => {
     });
   } catch (err) {
     const output = (err as { stdout?: Buffer }).stdout?.toString() ?? "";
-    throw new Error(`npx tsc -p tsconfig.build.json failed; the e2e test needs dist/:\n${output}`);
+    throw new Error(`npx tsc -p tsconfig.build.json failed; the e2e test needs dist/:\n${output}`, { cause: err });
   }
   fx = generateFixtures(1);
   dir = mkdtempSync(join(tmpdir(), "flwr-ts-e2e-serverapp-"));
@@ -113,7 +113,7 @@ test("runs a FedAvg app to completion: history on stdout, logs on stderr, exit 0
   expect(child.stdout.slice(2)).toEqual(["\tHistory (metrics, distributed, fit):", "\t{'acc': [(1, 0.3125), (2, 0.3125)]}"]);
   expect(child.logs.find((l) => l["event"] === "serverapp.run-created")?.["runId"]).toMatch(/^-?\d+$/);
   expect(child.logs.every((l) => l["component"] === "serverapp")).toBe(true);
-  expect(JSON.parse(readFileSync(historyJson, "utf8")).metricsDistributedFit).toEqual({ acc: [[1, 0.3125], [2, 0.3125]] });
+  expect((JSON.parse(readFileSync(historyJson, "utf8")) as { metricsDistributedFit: unknown }).metricsDistributedFit).toEqual({ acc: [[1, 0.3125], [2, 0.3125]] });
 });
 
 test("refuses plaintext without --insecure: exit 2, nothing on stdout", async () => {

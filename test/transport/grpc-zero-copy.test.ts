@@ -29,6 +29,7 @@ import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures"
 import { runNodeScript } from "../helpers/node-script";
 
 // grpc-js's own decoder, taken before any patch is installed in this test file's module registry.
+// eslint-disable-next-line jest/unbound-method -- called with .call(decoder, ...)
 const originalDecoderWrite = StreamDecoder.prototype.write;
 
 let fx: Fixtures;
