@@ -40,7 +40,7 @@ export function silentLogger(): Logger {
 }
 
 /** How much of a caller's input an error message or log line may echo. */
-export const MAX_ECHO_CHARS = 200;
+const MAX_ECHO_CHARS = 200;
 
 /**
  * `text` cut to `max` characters with a marker saying how much was left out, so that input a

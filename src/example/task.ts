@@ -42,7 +42,7 @@ export const DEFAULT_TRAIN_COUNT = 400;
 /** Test images per node (per partition). */
 export const DEFAULT_TEST_COUNT = 200;
 /** Seed of the synthetic data and of the partition shuffle; all nodes must use the same one. */
-export const DEFAULT_DATA_SEED = 42;
+const DEFAULT_DATA_SEED = 42;
 /** Local training per federated round. */
 export const DEFAULT_TRAIN_OPTIONS: Readonly<TrainOptions> = Object.freeze({ epochs: 1, batchSize: 16, learningRate: 0.003 });
 

@@ -16,7 +16,7 @@ export class PyTuple {
 }
 
 export type PyValue = null | boolean | number | bigint | string | Uint8Array | PyTuple | PyValue[] | Map<PyKey, PyValue>;
-export type PyKey = string | bigint | number | boolean;
+type PyKey = string | bigint | number | boolean;
 
 /**
  * `repr(float)`: the shortest digits that round-trip (as JS), laid out as CPython does —
@@ -71,7 +71,7 @@ export function pyStrRepr(s: string): string {
 }
 
 /** `repr(bytes)`: b'...' with printable ASCII kept and everything else as \xNN. */
-export function pyBytesRepr(b: Uint8Array): string {
+function pyBytesRepr(b: Uint8Array): string {
   const hasSingle = b.includes(0x27);
   const quote = hasSingle && !b.includes(0x22) ? '"' : "'";
   let out = "b" + quote;

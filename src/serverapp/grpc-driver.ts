@@ -49,11 +49,11 @@ import {
 } from "../server/driver";
 
 /** Default sleep after a fast empty pull (a SuperLink that does not long-poll). */
-export const DEFAULT_POLL_INTERVAL_MS = 500;
+const DEFAULT_POLL_INTERVAL_MS = 500;
 /** An empty pull that returns faster than this was not held open by the SuperLink. */
-export const FAST_PULL_MS = 100;
+const FAST_PULL_MS = 100;
 /** Default bound on waiting for the SuperLink to accept the first call. */
-export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const CONNECT_RETRY_MS = 250;
 /** Default bound on retrying one call through a SuperLink outage (`--retry-deadline`). */
 export const DEFAULT_RETRY_DEADLINE_MS = 120_000;
@@ -502,7 +502,7 @@ class GaveUp extends Error {
  * not found, too large (RESOURCE_EXHAUSTED), the SuperLink's own failures (INTERNAL, UNKNOWN:
  * a broken database does not heal by asking again), and every non-gRPC error.
  */
-export function classifyDriverError(err: unknown, target: string): Classification {
+function classifyDriverError(err: unknown, target: string): Classification {
   if (!isServiceError(err)) return { kind: "fatal", error: err };
   switch (err.code) {
     case grpc.status.UNAVAILABLE: {

@@ -122,7 +122,7 @@ export const DEFAULT_SUPERLINK_LIMITS = {
 } as const satisfies Required<SuperLinkLimits>;
 
 /** The limits with defaults filled in; InvalidConfigError for a non-positive or inverted value. */
-export function resolveLimits(limits: SuperLinkLimits = {}): Required<SuperLinkLimits> {
+function resolveLimits(limits: SuperLinkLimits = {}): Required<SuperLinkLimits> {
   const resolved = { ...DEFAULT_SUPERLINK_LIMITS, ...limits };
   for (const key of ["maxRunBytes", "maxStoredBytes", "maxTaskInsPerPush", "maxRuns", "runIdleSeconds", "purgeIntervalSeconds"] as const) {
     if (!(resolved[key] > 0)) throw new InvalidConfigError(`Limit ${key} must be a positive number, got ${resolved[key]}`);
@@ -161,7 +161,7 @@ export interface SuperLinkHandle {
 }
 
 /** How long a SQLite SuperLink keeps delivered TaskIns/TaskRes pairs before deleting them. */
-export const DELIVERED_PAIR_GRACE_MS = 10_000;
+const DELIVERED_PAIR_GRACE_MS = 10_000;
 
 // Task-carrying responses may hold large records: written as chunks, the payload not copied.
 const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES);

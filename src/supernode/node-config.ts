@@ -27,7 +27,7 @@ export function parseNodeConfig(text: string | undefined): NodeConfig {
 }
 
 /** Reads a flat TOML file (tables flattened to "table.key"); throws InvalidConfigError. */
-export function parseTomlFile(path: string): NodeConfig {
+function parseTomlFile(path: string): NodeConfig {
   let text: string;
   try {
     text = readFileSync(path, "utf8");

@@ -49,7 +49,7 @@ export interface RestResponse {
  * CANCELLED when `signal` aborts, DEADLINE_EXCEEDED after `deadlineMs`, UNAVAILABLE (details
  * saying why, e.g. the TLS failure) when no answer came.
  */
-export type RestPoster = (
+type RestPoster = (
   url: string,
   body: Uint8Array,
   headers: Record<string, string>,

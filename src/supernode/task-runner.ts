@@ -22,7 +22,7 @@ import type { Registration } from "./registration";
 import { replyProblem } from "./reply-check";
 
 /** flwr-ts: deadline of a PullTaskIns, so a silently dead connection cannot hang the node. */
-export const PULL_DEADLINE_MS = 60_000;
+const PULL_DEADLINE_MS = 60_000;
 /** `Reason.RECONNECT` of Flower's DisconnectRes, sent in reply to a reconnect message. */
 const REASON_RECONNECT = 1n;
 /** Error reason Flower sends when the ClientApp could not be loaded. */

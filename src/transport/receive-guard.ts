@@ -44,7 +44,7 @@ export interface ReceiveGuardOptions {
 }
 
 /** Default of `unauthenticatedInflatedBytes`: the size of the largest small request. */
-export const DEFAULT_UNAUTHENTICATED_INFLATED_BYTES = 64 * 1024;
+const DEFAULT_UNAUTHENTICATED_INFLATED_BYTES = 64 * 1024;
 
 /** What the guard uses of grpc-js 1.14's BaseServerInterceptingCall. */
 interface BaseCall {

@@ -20,7 +20,7 @@ export interface ArrayRecordEntry {
 /** Ordered: Flower keeps tensors as parallel key/value lists and their order is meaningful. */
 export type ParametersRecord = Map<string, ArrayRecordEntry>;
 
-export type MetricsScalar = number | bigint;
+type MetricsScalar = number | bigint;
 export type MetricsValue = MetricsScalar | number[] | bigint[];
 /** Metric name -> value. A plain object; key order carries no meaning. */
 export type MetricsRecord = Record<string, MetricsValue>;
