@@ -138,6 +138,8 @@ export function pyRepr(v: PyValue): string {
       return v.toString();
     case "string":
       return pyStrRepr(v);
+    default:
+      break; // objects: below
   }
   if (v instanceof Uint8Array) return pyBytesRepr(v);
   if (v instanceof PyTuple) {

@@ -357,6 +357,7 @@ class SuperNode {
     await ping;
     // close() still needs the channel for DeleteNode and closes it itself.
     if (this.closing === undefined) this.connection.close();
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- the recorded failure, rethrown as it was
     if (this.failure !== undefined) throw this.failure;
   }
 

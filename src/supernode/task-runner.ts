@@ -100,7 +100,7 @@ export class TaskRunner {
         if (taskIns !== undefined) {
           this.logger.warn(
             { event: "supernode.task-ignored", taskId: taskIns.taskId },
-            `Ignoring TaskIns ${taskIns.taskId}: ${task === undefined ? "no task" : task.recordset === undefined ? "no recordset" : `addressed to node ${task.consumer?.nodeId}`}`,
+            `Ignoring TaskIns ${taskIns.taskId}: ${task === undefined ? "no task" : task.recordset === undefined ? "no recordset" : `addressed to node ${task.consumer?.nodeId ?? "(none)"}`}`,
           );
         }
         // A Python SuperLink answers an empty pull at once; ours holds it open for new work.
@@ -267,7 +267,7 @@ export class TaskRunner {
     }
     const taskRes = messageToTaskRes(reply);
     const { connection, registration, retry, abortSignal: abort } = this.options;
-    let stored = true;
+    let stored: boolean;
     try {
       const response = await registration.withRegistration("PushTaskRes", (node) => {
         // After registering again, the result goes out under the new node id.
