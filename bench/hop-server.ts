@@ -22,7 +22,7 @@ async function main(args: string[]): Promise<void> {
   let since = process.cpuUsage();
   const server = await startGrpcServer("127.0.0.1:0", credentials, [
     {
-      definition: { upload: HOP_METHOD } as grpc.ServiceDefinition,
+      definition: { upload: HOP_METHOD },
       implementation: {
         upload: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
           const used = process.cpuUsage(since);

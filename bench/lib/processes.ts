@@ -62,7 +62,7 @@ export function startNodeScript(name: string, script: string, opts: StartOptions
   const listeners = new Set<(rec: LogRecord, at: number) => void>();
   const seen: LogRecord[] = [];
   const stdoutLines: string[] = [];
-  createInterface({ input: proc.stderr! }).on("line", (line) => {
+  createInterface({ input: proc.stderr }).on("line", (line) => {
     const at = Date.now();
     out.write(line + "\n");
     let rec: LogRecord;
@@ -74,7 +74,7 @@ export function startNodeScript(name: string, script: string, opts: StartOptions
     if (seen.length < 10_000) seen.push(rec);
     for (const fn of listeners) fn(rec, at);
   });
-  createInterface({ input: proc.stdout! }).on("line", (line) => {
+  createInterface({ input: proc.stdout }).on("line", (line) => {
     out.write(`[stdout] ${line}\n`);
     stdoutLines.push(line);
   });

@@ -28,7 +28,7 @@ export interface AllowlistOptions {
 }
 
 /** Default poll interval of a watched allowlist file, in ms. */
-export const DEFAULT_ALLOWLIST_POLL_MS = 500;
+const DEFAULT_ALLOWLIST_POLL_MS = 500;
 
 /**
  * Canonical PEM public keys (see keys.ts) of the SuperNodes allowed to authenticate.

@@ -171,7 +171,7 @@ function canonicalPemFromPoint(curve: CurveInfo, point: Buffer): string {
   try {
     key = createPublicKey({ key: spki, format: "der", type: "spki" });
   } catch (err) {
-    throw new Error(`the public point is not on curve ${curve.sshCurve} (${errorMessage(err)})`);
+    throw new Error(`the public point is not on curve ${curve.sshCurve} (${errorMessage(err)})`, { cause: err });
   }
   return canonicalPublicPem(key);
 }
@@ -182,6 +182,9 @@ function canonicalPublicPem(key: KeyObject): string {
   // Re-import through JWK (x, y): OpenSSL keeps a compressed point compressed on export, and
   // the canonical form is always uncompressed.
   const { kty, crv, x, y } = publicKey.export({ format: "jwk" });
+  if (kty === undefined || crv === undefined || x === undefined || y === undefined) {
+    throw new Error("the public key is not an EC key with an (x, y) point");
+  }
   const uncompressed = createPublicKey({ key: { kty, crv, x, y }, format: "jwk" });
   return uncompressed.export({ type: "spki", format: "pem" }) as string;
 }

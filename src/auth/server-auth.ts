@@ -68,7 +68,7 @@ export type HeaderVerdict =
   | { ok: false; reason: string; nodeId?: bigint };
 
 /** Default bound of the per-node HMAC key cache. */
-export const DEFAULT_HMAC_KEY_CACHE_SIZE = 10_000;
+const DEFAULT_HMAC_KEY_CACHE_SIZE = 10_000;
 
 /**
  * The authentication rules, free of gRPC plumbing: checks headers and requests, registers
@@ -385,7 +385,7 @@ const REQUEST_NAME_BY_PATH = new Map<string, FleetRequestName>(
  * "Access denied", the status Flower gives the same requests once it has read them. Calls to
  * other services pass through. Put it after the interceptors that must see the status (metrics).
  */
-export function fleetAuthenticationGate(authenticator: FleetAuthenticator): grpc.ServerInterceptor {
+function fleetAuthenticationGate(authenticator: FleetAuthenticator): grpc.ServerInterceptor {
   return (method, call) => {
     const requestName = REQUEST_NAME_BY_PATH.get(method.path);
     if (requestName === undefined) return new grpc.ServerInterceptingCall(call);

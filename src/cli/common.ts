@@ -46,7 +46,7 @@ export function createCliLogger(
 ): Logger {
   const sink = io.logDestination;
   // An injected destination is not stderr: it gets JSON unless asked otherwise.
-  const tty = io.stderrIsTTY ?? (sink === undefined && process.stderr.isTTY === true);
+  const tty = io.stderrIsTTY ?? (sink === undefined && process.stderr.isTTY);
   const format = resolveLogFormat(opts.logFormat, tty);
   const destination =
     sink !== undefined && format === "text" ? { write: (line: string): void => { sink.write(formatLogLine(line)); } } : sink;
@@ -120,7 +120,7 @@ export function silenceIpServernameWarning(): void {
     const code = typeof rest[0] === "object" && rest[0] !== null ? (rest[0] as { code?: unknown }).code : rest[1];
     if (code === "DEP0123") return;
     emitWarning(warning, ...rest);
-  }) as typeof process.emitWarning;
+  });
 }
 
 /** Commander argument parser for a non-negative integer flag, with the flag named in the error. */
@@ -198,7 +198,7 @@ export function listenFailureError(err: unknown, flags: ReadonlyArray<readonly [
   const named = culprits.length > 0 ? culprits : flags;
   const which = named.map(([flag, address]) => `${address} (${flag})`).join(" or ");
   return new InvalidConfigError(
-    `Cannot listen on ${which}: the address ${LISTEN_FAILURES[errno]} (${errno}). ` +
+    `Cannot listen on ${which}: the address ${LISTEN_FAILURES[errno] ?? "cannot be used"} (${errno}). ` +
       `Pass another address or port with ${named.map(([flag]) => flag).join(" / ")}.`,
     { cause: err },
   );

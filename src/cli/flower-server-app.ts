@@ -120,7 +120,7 @@ function appReference(app: string | undefined, opts: ServerAppOptions): string {
   }
   if (app === undefined) {
     throw new InvalidConfigError(
-      `--run-id ${opts.runId} without a server-app: Flower loads the app of an installed FAB for that run, ` +
+      `--run-id ${opts.runId ?? ""} without a server-app: Flower loads the app of an installed FAB for that run, ` +
         "which flwr-ts does not support. Pass the ServerApp reference (e.g. `server:app`) instead.",
     );
   }
@@ -169,7 +169,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
     logger.debug(`Flower will load ServerApp \`${ref}\` in ${opts.dir}`);
     const app = loadAppObject(ref, opts.dir);
     if (typeof app !== "object" || app === null || typeof (app as { run?: unknown }).run !== "function") {
-      throw new AppLoadError(`"${ref}" is not a ServerApp: export \`new ServerApp({...})\` from flwr-ts as "${ref.split(":")[1]}"`);
+      throw new AppLoadError(`"${ref}" is not a ServerApp: export \`new ServerApp({...})\` from flwr-ts as "${ref.split(":")[1] ?? ""}"`);
     }
     config = {
       app,

@@ -65,7 +65,7 @@ export async function main(argv: string[], io: CliIo = {}, env: NodeJS.ProcessEn
   const parseExit = parseOrExitCode(program, argv);
   if (parseExit !== undefined) return parseExit;
   const opts = program.opts<SuperNodeCliOptions>();
-  const defaultRef = (program.args[0] as string | undefined) ?? "";
+  const defaultRef = (program.args[0]) ?? "";
   const logger = createLogger({ level: opts.logLevel, base: { component: "supernode" } }, io.logDestination);
   logger.info("Starting Flower SuperNode");
   enableGrpcExtensions({ logger });

@@ -181,7 +181,7 @@ export class ClientApp {
     if (typeof made !== "object" || made === null) {
       throw new TypeError("clientFn must return a Client or a NumPyClient");
     }
-    const client: Client = isNumPyClient(made) ? made.toClient() : (made as Client);
+    const client: Client = isNumPyClient(made) ? made.toClient() : (made);
     client.setContext?.(context);
 
     const messageType = message.metadata.messageType;

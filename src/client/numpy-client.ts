@@ -36,28 +36,22 @@ export abstract class NumPyClient {
   context?: Context;
 
   /** Properties of this client. Default: not implemented (status code 1). */
-  getProperties(config: Config): MaybePromise<Properties> {
-    void config;
+  getProperties(_config: Config): MaybePromise<Properties> {
     return {};
   }
 
   /** The current local model parameters. Default: not implemented (status code 2). */
-  getParameters(config: Config): MaybePromise<NDArrays> {
-    void config;
+  getParameters(_config: Config): MaybePromise<NDArrays> {
     return [];
   }
 
   /** Trains on local data. Default: not implemented (status code 3). */
-  fit(parameters: NDArrays, config: Config): MaybePromise<FitResult> {
-    void parameters;
-    void config;
+  fit(_parameters: NDArrays, _config: Config): MaybePromise<FitResult> {
     return [[], 0, {}];
   }
 
   /** Evaluates on local data. Default: not implemented (status code 4). */
-  evaluate(parameters: NDArrays, config: Config): MaybePromise<EvaluateResult> {
-    void parameters;
-    void config;
+  evaluate(_parameters: NDArrays, _config: Config): MaybePromise<EvaluateResult> {
     return [0.0, 0, {}];
   }
 

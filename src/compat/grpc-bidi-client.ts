@@ -52,9 +52,9 @@ import { cleanDetails, fromServiceError, isCertificateFailure, isServiceError, t
 import { channelCredentials } from "../transport/tls";
 
 /** Flower's node id for a grpc-bidi client, which has none. */
-export const BIDI_NODE_ID = -1n;
+const BIDI_NODE_ID = -1n;
 /** After answering ReconnectIns, how long to wait for the server to end the stream before cancelling it. */
-export const RECONNECT_LINGER_MS = 1_000;
+const RECONNECT_LINGER_MS = 1_000;
 
 export interface GrpcBidiClientOptions {
   /** HOST:PORT of a grpc-bidi server (Flower's start_server, or ours). */
@@ -314,7 +314,7 @@ function instructionMessage(instruction: Exclude<LegacyInstruction, { kind: "rec
  * Fatal: TLS set up wrong, a server without FlowerService (UNIMPLEMENTED), other statuses, and
  * every non-gRPC error (the client code threw, a malformed instruction).
  */
-export function classifyJoinError(err: unknown, target: string): Classification {
+function classifyJoinError(err: unknown, target: string): Classification {
   if (!isServiceError(err)) return { kind: "fatal", error: err };
   const details = cleanDetails(err.details) || grpc.status[err.code] || String(err.code);
   switch (err.code) {

@@ -51,7 +51,7 @@ import type { ClientCallOptions, ClientProxy } from "../server/client-proxy";
 import type { ServiceRegistration } from "../transport/grpc-server";
 
 /** Flower's `max_concurrent_workers` default: at most this many Join streams at once. */
-export const DEFAULT_MAX_BIDI_CLIENTS = 1000;
+const DEFAULT_MAX_BIDI_CLIENTS = 1000;
 
 type JoinCall = grpc.ServerDuplexStream<ClientMessage, ServerMessage>;
 
@@ -270,8 +270,8 @@ export function createFlowerService(options: FlowerServiceOptions): FlowerServic
 
   return {
     registration: {
-      definition: FlowerServiceService as unknown as grpc.ServiceDefinition,
-      implementation: { join } as grpc.UntypedServiceImplementation,
+      definition: FlowerServiceService,
+      implementation: { join },
     },
     clients: () => [...open],
     endAll: () => {

@@ -24,7 +24,7 @@ import * as driverApi from "../superlink/driver/driver-handler";
  * While waiting for replies, results are re-checked this often even without a notification:
  * State synthesizes NODE_UNAVAILABLE replies for nodes that went offline only when asked.
  */
-export const REPLY_RECHECK_MS = 250;
+const REPLY_RECHECK_MS = 250;
 
 export interface InProcessDriverOptions {
   logger?: Logger;

@@ -15,4 +15,3 @@ export {
   startClient,
   startNumpyClient,
 } from "./start-client";
-export { InProcessDriver, type InProcessDriverOptions } from "./in-process-driver";

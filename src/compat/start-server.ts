@@ -36,15 +36,15 @@ import { InProcessDriver } from "./in-process-driver";
 /** Flower's `ADDRESS_FLEET_API_GRPC_BIDI`, the default of start_server. */
 export const DEFAULT_SERVER_ADDRESS = "[::]:8080";
 /** Where the (unused) Driver API is bound: loopback only, any free port. */
-export const INTERNAL_DRIVER_API_ADDRESS = "127.0.0.1:0";
+const INTERNAL_DRIVER_API_ADDRESS = "127.0.0.1:0";
 /** Longest wait for clients to acknowledge the final disconnect when no round timeout is set. */
-export const DISCONNECT_TIMEOUT_MS = 10_000;
+const DISCONNECT_TIMEOUT_MS = 10_000;
 /** After acknowledging the disconnect, grpc-rere nodes get this long to send DeleteNode. */
-export const DELETE_NODE_GRACE_MS = 5_000;
+const DELETE_NODE_GRACE_MS = 5_000;
 /** How often the node list is re-read while waiting for DeleteNode. */
 const DELETE_NODE_POLL_MS = 50;
 /** Grace for in-flight calls when the server stops (Flower: `grpc_server.stop(grace=1)`). */
-export const STOP_GRACE_MS = 1_000;
+const STOP_GRACE_MS = 1_000;
 
 /** Flower's `ServerConfig`, with Flower's names. */
 export interface StartServerConfig {

@@ -40,7 +40,7 @@ export function silentLogger(): Logger {
 }
 
 /** How much of a caller's input an error message or log line may echo. */
-export const MAX_ECHO_CHARS = 200;
+const MAX_ECHO_CHARS = 200;
 
 /**
  * `text` cut to `max` characters with a marker saying how much was left out, so that input a
@@ -92,7 +92,8 @@ export function formatLogLine(line: string): string {
   }
   const level = LEVEL_NAMES[Number(rec["level"])] ?? String(rec["level"]);
   const time = typeof rec["time"] === "string" ? rec["time"].slice(11, 23) : "";
-  const component = rec["component"] ? ` [${String(rec["component"])}]` : "";
+  const rawComponent = rec["component"];
+  const component = rawComponent ? ` [${typeof rawComponent === "string" ? rawComponent : JSON.stringify(rawComponent)}]` : "";
   const extras: string[] = [];
   for (const [k, v] of Object.entries(rec)) {
     if (HIDDEN_KEYS.has(k)) continue;

@@ -106,7 +106,7 @@ export function loadCifar10Binary(dir: string, split: Cifar10Split, options: Loa
 
 function batchFiles(dir: string, split: Cifar10Split): BatchFile[] {
   const names = SPLIT_FILES[split];
-  if (names === undefined) throw new InvalidConfigError(`unknown CIFAR-10 split "${String(split)}" (use "train" or "test")`);
+  if (names === undefined) throw new InvalidConfigError(`unknown CIFAR-10 split "${split}" (use "train" or "test")`);
   if (!isDirectory(dir)) {
     throw new InvalidConfigError(
       `CIFAR-10 directory ${path.resolve(dir)} does not exist or is not a directory; ` +

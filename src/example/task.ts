@@ -42,13 +42,13 @@ export const DEFAULT_TRAIN_COUNT = 400;
 /** Test images per node (per partition). */
 export const DEFAULT_TEST_COUNT = 200;
 /** Seed of the synthetic data and of the partition shuffle; all nodes must use the same one. */
-export const DEFAULT_DATA_SEED = 42;
+const DEFAULT_DATA_SEED = 42;
 /** Local training per federated round. */
 export const DEFAULT_TRAIN_OPTIONS: Readonly<TrainOptions> = Object.freeze({ epochs: 1, batchSize: 16, learningRate: 0.003 });
 
 export interface LoadDatasetOptions {
   /** Directory with the CIFAR-10 binary version (or its parent); synthetic data when absent. */
-  cifarDir?: string;
+  cifarDir?: string | undefined;
   /** Number of SuperNodes sharing the data; positive integer. */
   numPartitions: number;
   /** This node's partition, in [0, numPartitions). */

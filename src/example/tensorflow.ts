@@ -9,9 +9,10 @@
  * makes CNN training roughly 15x faster. The native backend is left untouched.
  */
 import { AppLoadError } from "../core/errors";
-import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
+import type * as tfjs from "@tensorflow/tfjs";
+import type { KernelConfig, KernelFunc, TensorInfo } from "@tensorflow/tfjs";
 
-export type TensorFlow = typeof import("@tensorflow/tfjs");
+export type TensorFlow = typeof tfjs;
 export type TensorFlowBackend = "tfjs-node" | "cpu";
 
 export interface LoadedTensorFlow {
@@ -120,7 +121,7 @@ function conv2dBackpropFilter(tf: TensorFlow, args: KernelArgs): TensorInfo | un
   const backend = args.backend as CpuBackendLike;
   const x = args.inputs["x"];
   const dy = args.inputs["dy"];
-  const attrs = (args.attrs ?? {}) as NamedAttrMap;
+  const attrs = (args.attrs ?? {});
   if (x === undefined || dy === undefined) return undefined;
   const dataFormat = tf.backend_util.convertConv2DDataFormat((attrs["dataFormat"] as "NHWC" | "NCHW" | undefined) ?? "NHWC");
   if (dataFormat !== "channelsLast") return undefined;
@@ -181,7 +182,7 @@ function maxPoolGrad(tf: TensorFlow, args: KernelArgs): TensorInfo | undefined {
   const backend = args.backend as CpuBackendLike;
   const dy = args.inputs["dy"];
   const x = args.inputs["input"];
-  const attrs = (args.attrs ?? {}) as NamedAttrMap;
+  const attrs = (args.attrs ?? {});
   if (x === undefined || dy === undefined) return undefined;
   const xValues = float32Values(backend, x);
   const dyValues = float32Values(backend, dy);

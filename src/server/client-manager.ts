@@ -11,9 +11,9 @@ import { type ClientProxy, DriverClientProxy } from "./client-proxy";
 import type { Driver } from "./driver";
 
 /** Flower's default wait for enough clients: one day. */
-export const DEFAULT_WAIT_FOR_CLIENTS_MS = 86_400_000;
+const DEFAULT_WAIT_FOR_CLIENTS_MS = 86_400_000;
 /** flwr-ts: how often GetNodes is polled while a round waits for clients. */
-export const DISCOVERY_INTERVAL_MS = 250;
+const DISCOVERY_INTERVAL_MS = 250;
 
 /** Picks clients by a property. */
 export interface Criterion {

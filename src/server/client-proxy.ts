@@ -31,11 +31,11 @@ import type { Driver } from "./driver";
 /** How one client call is made. */
 export interface ClientCallOptions {
   /** Round timeout in seconds; also the message TTL. Undefined = wait without limit, TTL 3600. */
-  timeoutSeconds?: number;
+  timeoutSeconds?: number | undefined;
   /** The server round; becomes the message group id (round 0 / undefined -> ""). */
-  groupId?: number;
+  groupId?: number | undefined;
   /** Aborts the wait (the message stays queued at the SuperLink). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** One client of the legacy loop. Every method rejects when the client fails to answer. */

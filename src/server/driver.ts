@@ -55,7 +55,7 @@ export interface Driver {
 }
 
 /** Current time as Unix seconds (float), the unit of Message `createdAt`. */
-export function nowSeconds(): number {
+function nowSeconds(): number {
   return Date.now() / 1000;
 }
 

@@ -10,7 +10,7 @@ import { PyTuple, type PyValue, pformat, pyFloatRepr } from "./python-repr";
 export type MetricsHistory = Map<string, Array<[number, Scalar]>>;
 
 /** JSON form of a scalar: bigint as a number when exact, else a decimal string; bytes as base64. */
-export type JsonScalar = number | string | boolean;
+type JsonScalar = number | string | boolean;
 
 export interface HistoryJson {
   lossesDistributed: Array<[number, number]>;

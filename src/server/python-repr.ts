@@ -16,7 +16,7 @@ export class PyTuple {
 }
 
 export type PyValue = null | boolean | number | bigint | string | Uint8Array | PyTuple | PyValue[] | Map<PyKey, PyValue>;
-export type PyKey = string | bigint | number | boolean;
+type PyKey = string | bigint | number | boolean;
 
 /**
  * `repr(float)`: the shortest digits that round-trip (as JS), laid out as CPython does —
@@ -40,7 +40,7 @@ export function pyFloatRepr(x: number): string {
   }
   const frac = digits.length > 1 ? `.${digits.slice(1)}` : "";
   const expAbs = String(Math.abs(exp)).padStart(2, "0");
-  return `${sign}${digits[0]}${frac}e${exp < 0 ? "-" : "+"}${expAbs}`;
+  return `${sign}${digits.charAt(0)}${frac}e${exp < 0 ? "-" : "+"}${expAbs}`;
 }
 
 // Characters `str.isprintable()` rejects: control, format, surrogate, private-use, unassigned,
@@ -71,7 +71,7 @@ export function pyStrRepr(s: string): string {
 }
 
 /** `repr(bytes)`: b'...' with printable ASCII kept and everything else as \xNN. */
-export function pyBytesRepr(b: Uint8Array): string {
+function pyBytesRepr(b: Uint8Array): string {
   const hasSingle = b.includes(0x27);
   const quote = hasSingle && !b.includes(0x22) ? '"' : "'";
   let out = "b" + quote;
@@ -90,7 +90,9 @@ export function pyBytesRepr(b: Uint8Array): string {
 /** Python ordering of dict keys of one kind (code-point order for str), as `sorted()` does. */
 function compareKeys(a: PyKey, b: PyKey): number {
   if (typeof a === "string" && typeof b === "string") {
+    // eslint-disable-next-line @typescript-eslint/no-misused-spread -- code points, as Python compares str
     const ca = [...a];
+    // eslint-disable-next-line @typescript-eslint/no-misused-spread -- as above
     const cb = [...b];
     for (let i = 0; i < Math.min(ca.length, cb.length); i++) {
       const d = ca[i]!.codePointAt(0)! - cb[i]!.codePointAt(0)!;
@@ -136,6 +138,8 @@ export function pyRepr(v: PyValue): string {
       return v.toString();
     case "string":
       return pyStrRepr(v);
+    default:
+      break; // objects: below
   }
   if (v instanceof Uint8Array) return pyBytesRepr(v);
   if (v instanceof PyTuple) {
@@ -178,10 +182,10 @@ class PrettyPrinter {
     const rep = pyRepr(v);
     const maxWidth = this.width - indent - allowance;
     if (pyLen(rep) > maxWidth) {
-      if (v instanceof Map) return this.printDict(v, indent, allowance, level + 1);
-      if (v instanceof PyTuple) return this.printSequence(v.items, "(", v.items.length === 1 ? ",)" : ")", indent, allowance, level + 1);
-      if (Array.isArray(v)) return this.printSequence(v, "[", "]", indent, allowance, level + 1);
-      if (typeof v === "string") return this.printStr(v, indent, allowance, level + 1);
+      if (v instanceof Map) { this.printDict(v, indent, allowance, level + 1); return; }
+      if (v instanceof PyTuple) { this.printSequence(v.items, "(", v.items.length === 1 ? ",)" : ")", indent, allowance, level + 1); return; }
+      if (Array.isArray(v)) { this.printSequence(v, "[", "]", indent, allowance, level + 1); return; }
+      if (typeof v === "string") { this.printStr(v, indent, allowance, level + 1); return; }
     }
     this.out += rep;
   }

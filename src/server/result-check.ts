@@ -69,7 +69,7 @@ export function screenResults<R extends { parameters: Parameters }>(
     }
     const reason =
       typeof sig === "string"
-        ? `arrays ${sig === "" ? "(none)" : sig} do not match ${reference === "" ? "(none)" : reference}`
+        ? `arrays ${sig === "" ? "(none)" : sig} do not match ${reference === "" || reference === undefined ? "(none)" : reference}`
         : `undecodable parameters: ${sig.message}`;
     const error = new IllShapedResultError(result[0].cid, reason);
     ctx.logger.warn(

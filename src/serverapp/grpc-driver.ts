@@ -31,7 +31,7 @@ import { type Logger, silentLogger } from "../core/logger";
 import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
 import { InvalidConfigError } from "../core/errors";
-import { DriverClient, DriverService, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
+import { type DriverClient, DriverService, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
 import { type Classification, RetryInvoker, describeFailure } from "../transport/retry";
@@ -49,11 +49,11 @@ import {
 } from "../server/driver";
 
 /** Default sleep after a fast empty pull (a SuperLink that does not long-poll). */
-export const DEFAULT_POLL_INTERVAL_MS = 500;
+const DEFAULT_POLL_INTERVAL_MS = 500;
 /** An empty pull that returns faster than this was not held open by the SuperLink. */
-export const FAST_PULL_MS = 100;
+const FAST_PULL_MS = 100;
 /** Default bound on waiting for the SuperLink to accept the first call. */
-export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const CONNECT_RETRY_MS = 250;
 /** Default bound on retrying one call through a SuperLink outage (`--retry-deadline`). */
 export const DEFAULT_RETRY_DEADLINE_MS = 120_000;
@@ -211,7 +211,7 @@ export class GrpcDriver implements Driver {
         logger.debug({ runId: runId.toString() }, `CreateRun: run ${runId} created`);
       }
       const getRun = await callWhileConnecting(
-        () => unaryCall(client.getRun.bind(client), { runId: runId! }),
+        () => unaryCall(client.getRun.bind(client), { runId: runId }),
         { target, what: "GetRun", started, connectTimeoutMs, ...clientCertificate },
       );
       const run = getRun.response.run;
@@ -479,7 +479,7 @@ async function callWhileConnecting<T>(
       if (unavailable) {
         throw new ConnectionError(
           `Cannot reach the SuperLink Driver API at ${ctx.target} (gave up after ${Math.round(elapsed / 1000)} s): ` +
-            withoutResolutionNote((err as grpc.ServiceError).details),
+            withoutResolutionNote((err).details),
           { cause: err },
         );
       }
@@ -502,7 +502,7 @@ class GaveUp extends Error {
  * not found, too large (RESOURCE_EXHAUSTED), the SuperLink's own failures (INTERNAL, UNKNOWN:
  * a broken database does not heal by asking again), and every non-gRPC error.
  */
-export function classifyDriverError(err: unknown, target: string): Classification {
+function classifyDriverError(err: unknown, target: string): Classification {
   if (!isServiceError(err)) return { kind: "fatal", error: err };
   switch (err.code) {
     case grpc.status.UNAVAILABLE: {

@@ -189,7 +189,7 @@ interface RunRow {
   override_config: Buffer;
 }
 
-type Statement = Database.Statement<unknown[], unknown>;
+type Statement = Database.Statement;
 type Statements = ReturnType<typeof prepareStatements>;
 
 /**
@@ -507,7 +507,7 @@ export class SqliteState implements SyncState {
     const config = Buffer.from(Run.encode(Run.fromPartial({ overrideConfig })).finish());
     const runId = this.guard("createRun", () =>
       this.db.transaction(() => {
-        this.usage.checkRuns(Number(this.sql.countRuns.get() as bigint));
+        this.usage.checkRuns(Number(this.sql.countRuns.get()));
         for (let attempt = 0; attempt < MAX_ID_ATTEMPTS; attempt++) {
           const id = randomId();
           if (this.sql.runExists.get(id) !== undefined) continue;

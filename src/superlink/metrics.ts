@@ -42,7 +42,7 @@ const RPC_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 /** Runs the status page lists (the most recent ones). */
 export const STATUS_RUNS_SHOWN = 50;
 /** Online nodes the status page lists by id (the count is always complete). */
-export const STATUS_NODES_SHOWN = 200;
+const STATUS_NODES_SHOWN = 200;
 
 /** What the SuperLink saw of one run since it started (Driver traffic). */
 export interface RunActivity {

@@ -12,9 +12,9 @@
 import { createHash } from "node:crypto";
 
 /** How often the page polls /status.json. */
-export const STATUS_POLL_MS = 1000;
+const STATUS_POLL_MS = 1000;
 /** Samples the chart keeps. */
-export const STATUS_CHART_POINTS = 60;
+const STATUS_CHART_POINTS = 60;
 
 const STYLE = `
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; background: #fafafa; }

@@ -59,7 +59,7 @@ export interface SuperLinkConfig {
   /** ":flwr-in-memory-state:" or a SQLite file path. */
   database: string;
   /** TLS for both APIs; undefined = plaintext (--insecure). */
-  tls?: ServerTlsMaterial;
+  tls?: ServerTlsMaterial | undefined;
   /** Node authentication on the Fleet API; requires `tls`. */
   auth?: SuperLinkAuthConfig;
   /**
@@ -131,7 +131,7 @@ export const DEFAULT_SUPERLINK_LIMITS = {
 } as const satisfies Required<SuperLinkLimits>;
 
 /** The limits with defaults filled in; InvalidConfigError for a non-positive or inverted value. */
-export function resolveLimits(limits: SuperLinkLimits = {}): Required<SuperLinkLimits> {
+function resolveLimits(limits: SuperLinkLimits = {}): Required<SuperLinkLimits> {
   const resolved = { ...DEFAULT_SUPERLINK_LIMITS, ...limits };
   for (const key of ["maxRunBytes", "maxStoredBytes", "maxTaskInsPerPush", "maxRuns", "runIdleSeconds", "purgeIntervalSeconds"] as const) {
     if (!(resolved[key] > 0)) throw new InvalidConfigError(`Limit ${key} must be a positive number, got ${resolved[key]}`);
@@ -170,7 +170,7 @@ export interface SuperLinkHandle {
 }
 
 /** How long a SQLite SuperLink keeps delivered TaskIns/TaskRes pairs before deleting them. */
-export const DELIVERED_PAIR_GRACE_MS = 10_000;
+const DELIVERED_PAIR_GRACE_MS = 10_000;
 
 // Task-carrying responses may hold large records: written as chunks, the payload not copied.
 const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES);

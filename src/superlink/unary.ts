@@ -19,7 +19,7 @@ const MAX_LOGGED_ERROR_CHARS = 1000;
 export interface UnaryReply<Res> {
   response: Res;
   /** Runs after the response was passed to grpc-js, unless the client had already cancelled. */
-  afterSent?: () => void;
+  afterSent?: (() => void) | undefined;
 }
 
 export interface UnaryContext<Req> {
@@ -58,7 +58,7 @@ export function serveUnary<Req, Res>(
         if (status.code !== grpc.status.INTERNAL && FlwrError.isFlwrError(err)) {
           logger.warn({ rpc, code: err.code }, `${rpc} failed: ${truncateEcho(err.message)}`);
         }
-        callback(status as grpc.ServerErrorResponse);
+        callback(status);
         return;
       }
       callback(null, reply.response);
@@ -75,7 +75,7 @@ export function serveUnary<Req, Res>(
     };
     let pending: UnaryReply<Res> | Promise<UnaryReply<Res>>;
     try {
-      pending = run({ request: call.request, call: call as grpc.ServerUnaryCall<Req, unknown>, signal: controller.signal });
+      pending = run({ request: call.request, call: call, signal: controller.signal });
     } catch (err) {
       finish(err);
       return;

@@ -27,7 +27,7 @@ export function parseNodeConfig(text: string | undefined): NodeConfig {
 }
 
 /** Reads a flat TOML file (tables flattened to "table.key"); throws InvalidConfigError. */
-export function parseTomlFile(path: string): NodeConfig {
+function parseTomlFile(path: string): NodeConfig {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
@@ -113,8 +113,9 @@ function parseBasicString(text: string, where: string): string {
       continue;
     }
     const esc = text[++i];
-    if (esc !== undefined && esc in ESCAPES) {
-      out += ESCAPES[esc];
+    const escaped = esc === undefined ? undefined : ESCAPES[esc];
+    if (escaped !== undefined) {
+      out += escaped;
     } else if (esc === "u" || esc === "U") {
       const len = esc === "u" ? 4 : 8;
       const hex = text.slice(i + 1, i + 1 + len);

@@ -80,7 +80,7 @@ export function createNodeRestPoster(options: NodeRestPosterOptions = {}): Closa
           );
         });
       });
-      if (control.signal?.aborted) return onAbort();
+      if (control.signal?.aborted) { onAbort(); return; }
       req.end(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
     });
   return {

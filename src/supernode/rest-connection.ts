@@ -39,7 +39,7 @@ import { type CallControl, CallStatus, FleetCallError, type FleetTransport, stat
 export interface RestResponse {
   status: number;
   /** A response header (lower-case name), undefined when absent. */
-  header(name: string): string | undefined;
+  header: (name: string) => string | undefined;
   body: Uint8Array;
 }
 
@@ -48,7 +48,7 @@ export interface RestResponse {
  * CANCELLED when `signal` aborts, DEADLINE_EXCEEDED after `deadlineMs`, UNAVAILABLE (details
  * saying why, e.g. the TLS failure) when no answer came.
  */
-export type RestPoster = (
+type RestPoster = (
   url: string,
   body: Uint8Array,
   headers: Record<string, string>,

@@ -42,7 +42,7 @@ export function watchDescriptors(logger: Logger, options: DescriptorWatchOptions
     } else if (exhaustedSince !== undefined) {
       logger.info(
         { event: "grpc.descriptors-recovered", open, limit, exhaustedMs: now - exhaustedSince },
-        `File descriptors available again (${open} of ${limit} open)`,
+        `File descriptors available again (${open ?? "?"} of ${limit} open)`,
       );
       exhaustedSince = undefined;
     }

@@ -55,7 +55,7 @@ export async function startGrpcServer(
     ...connectionLimitOptions(limits),
     ...options,
     // Outermost, so the other interceptors (metrics) see the INVALID_ARGUMENT it answers.
-    interceptors: [...(options.interceptors ?? []), rejectMalformedRequests()],
+    interceptors: [...((options.interceptors as grpc.ServerInterceptor[] | undefined) ?? []), rejectMalformedRequests()],
   });
   for (const s of services) server.addService(withMalformedRequestsMarked(s.definition), s.implementation);
   const port = await new Promise<number>((resolve, reject) => {

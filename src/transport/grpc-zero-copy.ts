@@ -86,7 +86,7 @@ export function gatherRequestSerializer(gather: GatherSerializer): Serializer {
 }
 
 /** The framed message for `body`: in place when `body` has headroom, else copied. */
-export function frameMessage(body: Buffer): Buffer {
+function frameMessage(body: Buffer): Buffer {
   const inPlace = withHeadroom(body, GRPC_FRAME_HEADER_BYTES);
   const framed = inPlace ?? Buffer.allocUnsafe(GRPC_FRAME_HEADER_BYTES + body.byteLength);
   writeFrameHeader(framed, body.byteLength);

@@ -67,7 +67,7 @@ export interface ReceiveGuardOptions {
 }
 
 /** Default of `unauthenticatedInflatedBytes`: the size of the largest small request. */
-export const DEFAULT_UNAUTHENTICATED_INFLATED_BYTES = 64 * 1024;
+const DEFAULT_UNAUTHENTICATED_INFLATED_BYTES = 64 * 1024;
 
 /** What the guard uses of grpc-js 1.14's BaseServerInterceptingCall. */
 interface BaseCall {
@@ -276,6 +276,7 @@ export class ReceiveGuard {
    * `inflatedLimit` bytes (charged to the call's account), on zlib's thread pool.
    */
   private inflateBounded(base: BaseCall, account: CallAccount): void {
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with .call(this, ...)
     const original = base.decompressMessage;
     const inflatedLimit = this.inflatedLimit;
     base.decompressMessage = function decompressMessage(this: BaseCall, message: Buffer, encoding: string): Buffer | Promise<Buffer> {
@@ -285,6 +286,7 @@ export class ReceiveGuard {
         const done = (err: Error | null, inflated: Buffer): void => {
           if (err !== null) {
             const tooLarge = (err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE";
+            // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- grpc-js's decompressMessage rejects with a status object
             reject(
               tooLarge
                 ? { code: grpc.status.RESOURCE_EXHAUSTED, details: `Received message that decompresses to a size larger than ${limit}` }
@@ -295,6 +297,7 @@ export class ReceiveGuard {
           try {
             account.reserve(inflated.length);
           } catch (e) {
+            // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- as above
             reject({ code: grpc.status.RESOURCE_EXHAUSTED, details: (e as Error).message });
             return;
           }
@@ -314,6 +317,7 @@ export class ReceiveGuard {
  * of its request is read. grpc-js alone leaves the stream open and reads and drops the rest.
  */
 function resetWhenEndedEarly(base: BaseCall): void {
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called with .call(this, ...)
   const original = base.sendStatus;
   let done = false;
   base.sendStatus = function sendStatus(this: BaseCall, status: Partial<grpc.StatusObject>): void {

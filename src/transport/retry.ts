@@ -23,9 +23,9 @@ import { GrpcStatus, cleanDetails, fromServiceError, isCallFailure, statusName, 
 export { isCertificateFailure } from "./call-errors";
 
 /** Default first backoff ceiling (Flower: 1 s). */
-export const DEFAULT_BASE_DELAY_MS = 1_000;
+const DEFAULT_BASE_DELAY_MS = 1_000;
 /** Default ceiling growth per retry (Flower: x2). */
-export const DEFAULT_BACKOFF_MULTIPLIER = 2;
+const DEFAULT_BACKOFF_MULTIPLIER = 2;
 /** Default cap of the ceiling (flwr-ts; Flower has none). */
 export const DEFAULT_MAX_BACKOFF_MS = 30_000;
 

@@ -118,11 +118,11 @@ describe("auth tokens", () => {
     const payload = Buffer.from(v.PING_HEX, "hex");
     const token = decodeBase64UrlLikePython(v.PING_TOKEN);
     const changed = Buffer.from(payload);
-    changed[changed.length - 1] ^= 1;
+    changed[changed.length - 1]! ^= 1;
     expect(verifyAuthToken(hmacKey, changed, token)).toBe(false);
     expect(verifyAuthToken(Buffer.from("x".repeat(44)), payload, token)).toBe(false);
     const badToken = Buffer.from(token);
-    badToken[0] ^= 0x80;
+    badToken[0]! ^= 0x80;
     expect(verifyAuthToken(hmacKey, payload, badToken)).toBe(false);
   });
 

@@ -118,7 +118,7 @@ function unary<Req, Res>(
 ): Promise<{ response: Res; headers: grpc.Metadata | undefined }> {
   return new Promise((resolve, reject) => {
     let headers: grpc.Metadata | undefined;
-    const fn = (client as unknown as Record<string, Function>)[method]!.bind(client);
+    const fn = (client as unknown as Record<string, (...args: unknown[]) => grpc.ClientUnaryCall>)[method]!.bind(client);
     const call: grpc.ClientUnaryCall = fn(request, metadata, (err: grpc.ServiceError | null, response: Res) => {
       if (err) reject(err);
       else resolve({ response, headers });
@@ -376,7 +376,7 @@ describe("authenticated RPCs", () => {
     const token = Buffer.from(String(good.get("auth-token")[0]).replace(/-/g, "+").replace(/_/g, "/"), "base64");
 
     const flipped = good.clone();
-    token[5] ^= 1;
+    token[5]! ^= 1;
     flipped.set("auth-token", base64UrlPadded(token));
     const missing = good.clone();
     missing.remove("auth-token");

@@ -37,7 +37,7 @@ async function superlinkLines(args: string[], stderrIsTTY?: boolean): Promise<{ 
 test("in-process: a terminal gets text lines, --log-format json and injected sinks get JSON", async () => {
   const tty = await superlinkLines([], true);
   expect(tty.code).toBe(2);
-  expect(tty.lines[0]).toMatch(/^\d\d:\d\d:\d\d\.\d\d\d INFO  \[superlink\] Starting Flower SuperLink$/);
+  expect(tty.lines[0]).toMatch(/^\d\d:\d\d:\d\d\.\d\d\d INFO {2}\[superlink\] Starting Flower SuperLink$/);
   expect(tty.lines.some((l) => /FATAL \[superlink\] flower-superlink: --fleet-api-type grpc-adapter is not supported/.test(l))).toBe(true);
   expect(tty.lines.some((l) => l.startsWith("{"))).toBe(false);
 

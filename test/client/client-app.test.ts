@@ -304,7 +304,7 @@ describe("ClientApp with the Message API", () => {
         counter["n"] = (counter["n"] as bigint) + 1n;
         context.state.metricsRecords.set("counter", counter);
         const content = new RecordSet();
-        content.metricsRecords.set("out", { n: counter["n"] as bigint });
+        content.metricsRecords.set("out", { n: counter["n"] });
         return createReply(message, content);
       })
       .evaluate(async (message) => {

@@ -13,6 +13,7 @@ import { NumPyClient } from "../../src/client/numpy-client";
 import type { Config } from "../../src/core/records/legacy-types";
 import type { NDArrays } from "../../src/core/records/types";
 import { FedAvg } from "../../src/server/strategy/fedavg";
+import type { History } from "../../src/server/history";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { f32, memoryLogger } from "../server/helpers";
 
@@ -46,8 +47,7 @@ class OffsetClient extends NumPyClient {
     return [f32([1, 2])];
   }
 
-  override fit(parameters: NDArrays, config: Config): [NDArrays, number, Record<string, number>] {
-    void config;
+  override fit(parameters: NDArrays, _config: Config): [NDArrays, number, Record<string, number>] {
     const w = Array.from(parameters[0]!.data as Float32Array);
     this.fitReceived.push(w);
     return [[f32(w.map((x) => x + this.offset))], this.examples, {}];
@@ -90,7 +90,7 @@ function freePort(): Promise<number> {
 
 /** Starts a TLS server on port 0 for a test; resolves once it listens. */
 async function serverForTest(opts: Parameters<typeof startServer>[0] = {}): Promise<{
-  run: Promise<import("../../src/server/history").History>;
+  run: Promise<History>;
   port: number;
   log: ReturnType<typeof memoryLogger>;
 }> {
@@ -315,7 +315,7 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
     await expect(
       startClient("127.0.0.1:1", { client, authKeys: { privateKey: "a", publicKey: "b" }, logger }),
     ).rejects.toMatchObject({ name: "InvalidConfigError", message: expect.stringContaining("grpc-rere") });
-    await expect(startNumpyClient("127.0.0.1:1", { client: {} as NumPyClient, logger })).rejects.toMatchObject({
+    await expect(startNumpyClient("127.0.0.1:1", { client: {} as unknown as NumPyClient, logger })).rejects.toMatchObject({
       name: "InvalidConfigError",
     });
   });
@@ -360,7 +360,7 @@ describe("startServer: bad certificates and options", () => {
     await expect(startServer({ config: { numRounds: -1 }, logger })).rejects.toMatchObject({ name: "InvalidConfigError" });
     await expect(startServer({ serverAddress: "nonsense", logger })).rejects.toMatchObject({ name: "InvalidConfigError" });
     await expect(
-      startClient("127.0.0.1:1", { client: {} as NumPyClient, logger }),
+      startClient("127.0.0.1:1", { client: {}, logger }),
     ).rejects.toMatchObject({ name: "InvalidConfigError", message: expect.stringContaining("`client`") });
     await expect(
       startClient("127.0.0.1:1", { client: new OffsetClient(1, 1), insecure: true, rootCertificates: certificates[0], logger }),

@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-import { FlwrError, InvalidConfigError } from "../../src/core/errors";
+import { type FlwrError, InvalidConfigError } from "../../src/core/errors";
 import { CIFAR10_RECORD_BYTES, cifar10RecordCount, loadCifar10Binary } from "../../src/example/cifar10";
 import { IMAGE_SIZE } from "../../src/example/dataset";
 import { loadDataset } from "../../src/example/task";

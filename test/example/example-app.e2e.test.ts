@@ -29,8 +29,8 @@ function startDaemon(bin: string, args: string[]): Daemon {
   const stderr: string[] = [];
   const records: Array<Record<string, unknown>> = [];
   const waiters: Array<() => void> = [];
-  createInterface({ input: proc.stdout! }).on("line", (line) => stdout.push(line));
-  createInterface({ input: proc.stderr! }).on("line", (line) => {
+  createInterface({ input: proc.stdout }).on("line", (line) => stdout.push(line));
+  createInterface({ input: proc.stderr }).on("line", (line) => {
     stderr.push(line);
     try {
       records.push(JSON.parse(line) as Record<string, unknown>);

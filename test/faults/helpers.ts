@@ -43,8 +43,8 @@ export function spawnBin(name: string, bin: string, args: string[], cwd: string 
   const stdout: string[] = [];
   const stderr: string[] = [];
   const listeners = new Set<() => void>();
-  createInterface({ input: proc.stdout! }).on("line", (line) => stdout.push(line));
-  createInterface({ input: proc.stderr! }).on("line", (line) => {
+  createInterface({ input: proc.stdout }).on("line", (line) => stdout.push(line));
+  createInterface({ input: proc.stderr }).on("line", (line) => {
     stderr.push(line);
     try {
       logs.push(JSON.parse(line) as LogRecord);

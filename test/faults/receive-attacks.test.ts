@@ -131,7 +131,7 @@ function sendRequest(session: http2.ClientHttp2Session, headers: http2.OutgoingH
     let grpcStatus: string | undefined;
     let written = 0;
     stream.on("response", (h) => (grpcStatus ??= h["grpc-status"] as string | undefined));
-    stream.on("trailers", (h) => (grpcStatus ??= h["grpc-status"] as string | undefined));
+    stream.on("trailers", (h: Record<string, unknown>) => (grpcStatus ??= h["grpc-status"] as string | undefined));
     stream.on("error", () => undefined);
     stream.resume();
     stream.on("close", () => resolve({ grpcStatus, written }));
@@ -309,7 +309,7 @@ test("bytes from unauthenticated calls over the per-connection budget end RESOUR
     parameters: new Map([["w", { dataKeys: ["a"], dataValues: [{ dtype: "float32", shape: [10 * MiB / 4], stype: "numpy.ndarray", data: Buffer.alloc(10 * MiB) }] }]]),
   });
   const push = { taskResList: [taskRes] };
-  const codeOf = (p: Promise<unknown>): Promise<grpc.status> => p.then(() => grpc.status.OK, (e: grpc.ServiceError) => e.code);
+  const codeOf = (p: Promise<unknown>): Promise<grpc.status> => p.then(() => grpc.status.OK, (e: unknown) => (e as grpc.ServiceError).code);
   expect(await codeOf(unaryCall(node.client.pushTaskRes.bind(node.client), push, node.auth.metadataFor("PushTaskResRequest", push)))).toBe(
     grpc.status.OK,
   );

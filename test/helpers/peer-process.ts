@@ -43,8 +43,8 @@ export class Peer {
     return new Promise((resolve, reject) => {
       const check = (): void => {
         const m = pattern.exec(this.output);
-        if (m) return done(() => resolve(m));
-        if (!this.running) return done(() => reject(new Error(`${this.name} exited before ${pattern}:\n${this.tail()}`)));
+        if (m) { done(() => resolve(m)); return; }
+        if (!this.running) { done(() => reject(new Error(`${this.name} exited before ${pattern}:\n${this.tail()}`))); return; }
       };
       const timer = setTimeout(
         () => done(() => reject(new Error(`${this.name}: no ${pattern} within ${timeoutMs} ms:\n${this.tail()}`))),

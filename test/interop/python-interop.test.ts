@@ -16,7 +16,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
+import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { Peer, freePort, waitForTcp } from "../helpers/peer-process";
 
 const PY_SRC = process.env["FLWR_PY_SRC"];

@@ -230,7 +230,7 @@ describe("an app made by flwr-ts new", () => {
     // Gradient descent on a linear model: the federated loss falls every round.
     expect(losses[1]!).toBeLessThan(losses[0]!);
     expect(losses[2]!).toBeLessThan(losses[1]!);
-    const mse = history.metricsDistributed["mse"] as Array<[number, number]> | undefined;
+    const mse = history.metricsDistributed["mse"];
     expect(mse?.map(([round]) => round)).toEqual([1, 2, 3]);
     // Both nodes registered with their keys.
     expect(superlink.output.match(/registered \(authenticated\)/g)?.length).toBe(2);

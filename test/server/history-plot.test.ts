@@ -78,7 +78,9 @@ function svgRenderer(): ((svg: string, png: string) => ReturnType<typeof spawnSy
 const render = svgRenderer();
 if (render === undefined) console.warn("history-plot.test.ts: no rsvg-convert or ImageMagick, not rendering the chart");
 
-(render !== undefined ? test : test.skip)("an SVG renderer draws the chart", () => {
+const testIfRenderer = render !== undefined ? test : test.skip;
+
+testIfRenderer("an SVG renderer draws the chart", () => {
   const dir = mkdtempSync(join(tmpdir(), "flwr-ts-plot-"));
   try {
     writeFileSync(join(dir, "history.svg"), historyToSvg(sampleHistory()));

@@ -58,7 +58,7 @@ describe("ServerApp", () => {
 
   it("refuses mixed or malformed forms", () => {
     const main = async (): Promise<void> => undefined;
-    expect(() => new ServerApp({ main, strategy: new FedAvg() } as never)).toThrow(InvalidConfigError);
+    expect(() => new ServerApp({ main, strategy: new FedAvg() })).toThrow(InvalidConfigError);
     expect(() => new ServerApp({ main: 42 } as never)).toThrow(/main/);
     expect(() => new ServerApp({ config: { numRounds: -1 } })).toThrow(/numRounds/);
     expect(() => new ServerApp({ config: { roundTimeoutSeconds: 0 } })).toThrow(/roundTimeoutSeconds/);

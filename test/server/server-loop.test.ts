@@ -135,7 +135,7 @@ describe("legacy ServerApp loop", () => {
       ["a wrong dtype", () => ({ ...fitRes([1], 10), parameters: { tensors: [ndarrayToNpy({ dtype: "float64", shape: [1], data: new Float64Array([9]) })], tensorType: "numpy.ndarray" } })],
     ])("counts one result with %s as that client's failure; the run goes on", async (_what, bad) => {
       const driver = new FakeDriver();
-      threeNodes(driver, legacyNode({ fit: bad as () => FitRes }));
+      threeNodes(driver, legacyNode({ fit: bad }));
       const { logger, lines } = memoryLogger();
       const app = new ServerApp({ config: { numRounds: 2 }, strategy: new FedAvg({ fractionEvaluate: 0, initialParameters: vectorParameters([0]) }) });
       await app.run(driver, context(), { logger });

@@ -57,8 +57,8 @@ function serverApp(args: string[]): Child {
   const stdout: string[] = [];
   const logs: Array<Record<string, unknown>> = [];
   const listeners: Array<() => void> = [];
-  createInterface({ input: proc.stdout! }).on("line", (l) => stdout.push(l));
-  createInterface({ input: proc.stderr! }).on("line", (l) => {
+  createInterface({ input: proc.stdout }).on("line", (l) => stdout.push(l));
+  createInterface({ input: proc.stderr }).on("line", (l) => {
     try {
       logs.push(JSON.parse(l) as Record<string, unknown>);
       for (const f of listeners) f();
@@ -106,7 +106,7 @@ test("runs a FedAvg app to completion: history on stdout, logs on stderr, exit 0
   expect(child.stdout.slice(2)).toEqual(["\tHistory (metrics, distributed, fit):", "\t{'acc': [(1, 0.3125), (2, 0.3125)]}"]);
   expect(child.logs.find((l) => l["event"] === "serverapp.run-created")?.["runId"]).toMatch(/^-?\d+$/);
   expect(child.logs.every((l) => l["component"] === "serverapp")).toBe(true);
-  expect(JSON.parse(readFileSync(historyJson, "utf8")).metricsDistributedFit).toEqual({ acc: [[1, 0.3125], [2, 0.3125]] });
+  expect((JSON.parse(readFileSync(historyJson, "utf8")) as { metricsDistributedFit: unknown }).metricsDistributedFit).toEqual({ acc: [[1, 0.3125], [2, 0.3125]] });
 });
 
 test("refuses plaintext without --insecure: exit 2, nothing on stdout", async () => {

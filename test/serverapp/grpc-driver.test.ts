@@ -188,7 +188,7 @@ describe("GrpcDriver messaging", () => {
             if (pushes.length === 1) cb({ code: grpc.status.INTERNAL, details: "disk full" });
             else cb(null, { taskIds: call.request.taskInsList.map((_, i) => `id-${pushes.length}-${i}`) });
           },
-        } as unknown as grpc.UntypedServiceImplementation,
+        },
       },
     ]);
     cleanups.push(() => fake.close(0));

@@ -3,7 +3,7 @@
  * Fleet API directly: CreateNode, ping, PullTaskIns, PushTaskRes. Replies are made with the
  * shared serde (createReply + messageToTaskRes), as a SuperNode does (docs/protocol.md, "Messages and replies").
  */
-import * as grpc from "@grpc/grpc-js";
+import type * as grpc from "@grpc/grpc-js";
 import { IN_MEMORY_DATABASE } from "../../src/core/constants";
 import { silentLogger } from "../../src/core/logger";
 import { createReply, messageFromTaskIns, messageToTaskRes } from "../../src/core/records/serde";

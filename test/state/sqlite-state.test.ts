@@ -137,7 +137,8 @@ describe("SqliteState on a file", () => {
     expect(() => new SqliteState(path)).toThrow(path);
   });
 
-  (canMakeReadOnly ? test : test.skip)("an unwritable database file gives StateError naming the path", () => {
+  const testIfReadOnly = canMakeReadOnly ? test : test.skip;
+  testIfReadOnly("an unwritable database file gives StateError naming the path", () => {
     const path = freshPath();
     new SqliteState(path).close();
     const undo = makeReadOnly(path)!;

@@ -12,6 +12,7 @@ describe("isoTimestamp", () => {
   });
 
   test("a fraction rounding up to a whole second carries into the seconds", () => {
+    // eslint-disable-next-line no-loss-of-precision -- the nearest double, as Python's time.time() could return it
     expect(isoTimestamp(1720433472.9999999)).toBe("2024-07-08T10:11:13+00:00");
   });
 });

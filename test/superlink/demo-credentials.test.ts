@@ -77,7 +77,7 @@ describe("the demo's flags", () => {
     const exited = new Promise<void>((resolve) => link.on("exit", () => resolve()));
     try {
       const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-        createInterface({ input: link.stderr! }).on("line", (line) => {
+        createInterface({ input: link.stderr }).on("line", (line) => {
           if (line.includes('"superlink.ready"')) resolve(JSON.parse(line) as Record<string, unknown>);
         });
         void exited.then(() => reject(new Error("the demo's SuperLink exited early")));

@@ -121,7 +121,7 @@ async function startSuperLinkBin(args: string[]): Promise<SuperLinkChild> {
   const logs: Array<Record<string, unknown>> = [];
   const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => resolve(code)));
   const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    createInterface({ input: proc.stderr! }).on("line", (line) => {
+    createInterface({ input: proc.stderr }).on("line", (line) => {
       try {
         const rec = JSON.parse(line) as Record<string, unknown>;
         logs.push(rec);

@@ -11,7 +11,7 @@ import { createInterface } from "node:readline";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import { join } from "node:path";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as grpc from "@grpc/grpc-js";
 import { formatLogLine } from "../../src/core/logger";
@@ -185,7 +185,7 @@ describe("connection limits (plaintext SuperLink with small limits)", () => {
       message.writeDoubleLE(30, 1);
       const body = frame(message);
       const status = new Promise<string>((resolve) => {
-        stream.on("trailers", (trailers) => resolve(String(trailers["grpc-status"])));
+        stream.on("trailers", (trailers: Record<string, unknown>) => resolve(String(trailers["grpc-status"])));
         stream.on("response", (headers) => {
           if (headers["grpc-status"] !== undefined) resolve(String(headers["grpc-status"]));
         });
@@ -218,7 +218,7 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
     fx = generateFixtures(1);
     dbDir = mkdtempSync(join(tmpdir(), "flwr-ts-hygiene-"));
     dbPath = join(dbDir, "secret-location", "state.db");
-    require("node:fs").mkdirSync(join(dbDir, "secret-location"));
+    mkdirSync(join(dbDir, "secret-location"));
     link = await startSuperLink([
       ...superlinkArgs(fx, { auth: false, database: dbPath }),
       "--metrics-address", "127.0.0.1:0",
@@ -348,7 +348,7 @@ describe("file descriptor exhaustion", () => {
       env: { ...process.env, FLWR_TEST_DESCRIPTOR_CHECK_MS: "250" },
     });
     const logs: LogRecord[] = [];
-    createInterface({ input: proc.stderr! }).on("line", (line) => {
+    createInterface({ input: proc.stderr }).on("line", (line) => {
       try {
         logs.push(JSON.parse(line) as LogRecord);
       } catch {
@@ -404,7 +404,7 @@ test("a state failure answers INTERNAL with an incident id and no path; the path
   const fx = generateFixtures(1);
   const dbDir = mkdtempSync(join(tmpdir(), "flwr-ts-hygiene-"));
   const dbPath = join(dbDir, "secret-location", "state.db");
-  require("node:fs").mkdirSync(join(dbDir, "secret-location"));
+  mkdirSync(join(dbDir, "secret-location"));
   const { logger, lines } = memoryLogger();
   const link = await startSuperLinkInProcess(
     {

@@ -34,7 +34,7 @@ function spawnSuperLink(args: string[]): Daemon {
   const lines: Array<Record<string, unknown>> = [];
   const stderr: string[] = [];
   const watchers = new Set<(rec: Record<string, unknown>) => void>();
-  createInterface({ input: proc.stderr! }).on("line", (line) => {
+  createInterface({ input: proc.stderr }).on("line", (line) => {
     stderr.push(line);
     let rec: Record<string, unknown>;
     try {

@@ -69,7 +69,7 @@ function spawnClientApp(args: string[]): Spawned {
   let stderr = "";
   let partial = "";
   const waiters: Array<() => void> = [];
-  child.stderr!.on("data", (chunk: Buffer) => {
+  child.stderr.on("data", (chunk: Buffer) => {
     stderr += chunk.toString();
     partial += chunk.toString();
     const parts = partial.split("\n");

@@ -47,7 +47,7 @@ async function startStrictFleet(
   };
   const verified = (md: grpc.Metadata, payload: Uint8Array): boolean => {
     const token = md.get(AUTH_TOKEN_HEADER)[0];
-    return token !== undefined && verifyAuthToken(hmacKeyOf(md), payload, decodeBase64UrlLikePython(token as string));
+    return token !== undefined && verifyAuthToken(hmacKeyOf(md), payload, decodeBase64UrlLikePython(token));
   };
   const implementation: FleetServer = {
     createNode: (call, callback) => {
@@ -180,7 +180,7 @@ describe("FleetConnection with node authentication", () => {
       },
     };
     const server = await startGrpcServer("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), [
-      { definition: FleetService, implementation: implementation as unknown as grpc.UntypedServiceImplementation },
+      { definition: FleetService, implementation: implementation },
     ]);
     const connection = new FleetConnection({ superlink: `127.0.0.1:${server.port}`, insecure: true });
     try {

@@ -52,7 +52,11 @@ test("REST SuperLink (TLS + auth) + flower-client-app --rest + flower-supernode 
     "--auth-superlink-private-key", fx.superlinkPrivateKey, "--auth-superlink-public-key", fx.superlinkPublicKey,
   ]);
   const ready = await superlink.waitFor(/\{[^\n]*"event":"superlink\.ready"[^\n]*\}/, 30_000);
-  const { driverAddress, fleetAddress, fleetApiType } = JSON.parse(ready[0]) as Record<string, string>;
+  const { driverAddress, fleetAddress, fleetApiType } = JSON.parse(ready[0]) as {
+    driverAddress: string;
+    fleetAddress: string;
+    fleetApiType: string;
+  };
   expect(fleetApiType).toBe("rest");
   const url = `https://${fleetAddress}`;
   const nodeArgs = (i: number): string[] => [

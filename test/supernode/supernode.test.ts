@@ -21,7 +21,7 @@ class TrainingClient extends NumPyClient {
   override fit(parameters: NDArrays, config: Config): [NDArrays, number, Metrics] {
     const scale = Number(config["scale"] ?? 1);
     const out = parameters.map((a) => ({ ...a, data: (a.data as Float32Array).map((v) => v * scale) }));
-    return [out as NDArrays, 50, { train_loss: 1.25 }];
+    return [out, 50, { train_loss: 1.25 }];
   }
 }
 

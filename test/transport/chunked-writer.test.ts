@@ -160,7 +160,7 @@ test("withChunkedSerializers replaces only the named serializers and leaves the 
   expect(requestBytes(driver.pushTaskIns.requestSerialize(request)).equals(DriverService.pushTaskIns.requestSerialize(request))).toBe(true);
   expect(driver.pushTaskIns.responseSerialize).toBe(DriverService.pushTaskIns.responseSerialize);
 
-  expect(() => withChunkedSerializers(FleetService, { responses: { noSuchMethod: PullTaskInsResponse } as never })).toThrow('no method "noSuchMethod"');
+  expect(() => withChunkedSerializers(FleetService, { responses: { noSuchMethod: PullTaskInsResponse } })).toThrow('no method "noSuchMethod"');
 });
 
 /** A one-record PushTaskResRequest with the given array bytes. */

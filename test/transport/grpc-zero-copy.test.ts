@@ -32,6 +32,7 @@ type DecoderWrite = (this: StreamDecoder, data: Buffer) => Buffer[];
 // grpc-js's own decoder, from a copy of grpc-js loaded apart from the extended one.
 let originalDecoderWrite: DecoderWrite | undefined;
 jest.isolateModules(() => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a second, unpatched copy of grpc-js's decoder
   originalDecoderWrite = (require("@grpc/grpc-js/build/src/stream-decoder") as { StreamDecoder: { prototype: { write: DecoderWrite } } }).StreamDecoder
     .prototype.write;
 });
@@ -221,7 +222,7 @@ const ECHO: grpc.MethodDefinition<Parts, Buffer> = {
   responseStream: false,
   requestSerialize: gatherRequestSerializer((v: object) => encoded(v as Parts)),
   requestDeserialize: (b: Buffer) => b as unknown as Parts,
-  responseSerialize: withGather((v: object) => joined(v as Parts), (v: object) => encoded(v as Parts)) as unknown as (v: Buffer) => Buffer,
+  responseSerialize: withGather((v: object) => joined(v as Parts), (v: object) => encoded(v as Parts)),
   responseDeserialize: (b: Buffer) => b,
 };
 
@@ -229,7 +230,7 @@ async function echoServer(options: grpc.ChannelOptions = {}): Promise<RunningGrp
   const credentials = serverCredentials({ caCert: fx.read(fx.caCert), cert: fx.read(fx.serverCert), key: fx.read(fx.serverKey) });
   const server = await startGrpcServer("127.0.0.1:0", credentials, [
     {
-      definition: { echo: ECHO } as grpc.ServiceDefinition,
+      definition: { echo: ECHO },
       implementation: {
         // Answer with the request reversed, in three chunks around a small middle one.
         echo: (call: grpc.ServerUnaryCall<Buffer, unknown>, cb: grpc.sendUnaryData<unknown>) => {
@@ -245,7 +246,7 @@ async function echoServer(options: grpc.ChannelOptions = {}): Promise<RunningGrp
 }
 
 function echoClient(server: RunningGrpcServer, options: grpc.ChannelOptions = {}): (parts: Uint8Array[]) => Promise<Buffer> {
-  const Client = grpc.makeGenericClientConstructor({ echo: ECHO } as grpc.ServiceDefinition, "ZeroCopy");
+  const Client = grpc.makeGenericClientConstructor({ echo: ECHO }, "ZeroCopy");
   const client = createClient(Client, `localhost:${server.port}`, channelCredentials({ rootCertificates: fx.read(fx.caCert) }), options);
   clients.push(client);
   const call = client["echo"] as (req: Parts, cb: (e: grpc.ServiceError | null, r: Buffer) => void) => void;

@@ -82,7 +82,7 @@ function toScalar(where: string, value: ConfigsValue): Scalar {
   }
   // A bigint converts exactly whenever the result is a safe integer.
   if (typeof value === "bigint" && Number.isSafeInteger(Number(value))) return Number(value);
-  return value as Scalar;
+  return value;
 }
 
 function recordToScalars(name: string, record: ConfigsRecord): Record<string, Scalar> {

@@ -69,7 +69,7 @@ export function clientMessageKind(msg: ClientMessage): ClientMessageKind | undef
 // ---------------------------------------------------------------------------------------------
 // Scalars, dicts, parameters, status
 
-export function scalarToProto(where: string, value: Scalar): ProtoScalar {
+function scalarToProto(where: string, value: Scalar): ProtoScalar {
   if (typeof value === "boolean") return { bool: value };
   if (typeof value === "number") return { double: value };
   if (typeof value === "bigint") return { sint64: value };
@@ -78,7 +78,7 @@ export function scalarToProto(where: string, value: Scalar): ProtoScalar {
   throw new MalformedMessageError(`${where}: a legacy Scalar is a boolean, number, bigint, string or bytes, got ${typeof value}`);
 }
 
-export function scalarFromProto(where: string, p: ProtoScalar | undefined): Scalar {
+function scalarFromProto(where: string, p: ProtoScalar | undefined): Scalar {
   if (p === undefined) throw new MalformedMessageError(`${where}: missing value`);
   if (p.double !== undefined) return p.double;
   if (p.sint64 !== undefined) return Number.isSafeInteger(Number(p.sint64)) ? Number(p.sint64) : p.sint64;
@@ -88,13 +88,13 @@ export function scalarFromProto(where: string, p: ProtoScalar | undefined): Scal
   throw new MalformedMessageError(`${where}: Scalar with no value set`);
 }
 
-export function scalarDictToProto(where: string, dict: Record<string, Scalar>): Map<string, ProtoScalar> {
+function scalarDictToProto(where: string, dict: Record<string, Scalar>): Map<string, ProtoScalar> {
   const out = new Map<string, ProtoScalar>();
   for (const [key, value] of Object.entries(dict)) out.set(key, scalarToProto(`${where} "${key}"`, value));
   return out;
 }
 
-export function scalarDictFromProto(where: string, map: Map<string, ProtoScalar>): Record<string, Scalar> {
+function scalarDictFromProto(where: string, map: Map<string, ProtoScalar>): Record<string, Scalar> {
   const out: Record<string, Scalar> = {};
   for (const [key, value] of map) {
     // defineProperty: a key like "__proto__" stays an ordinary entry.
@@ -108,14 +108,14 @@ export function scalarDictFromProto(where: string, map: Map<string, ProtoScalar>
   return out;
 }
 
-export function parametersToProto(p: Parameters): ProtoParameters {
+function parametersToProto(p: Parameters): ProtoParameters {
   return {
     tensors: p.tensors.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength)),
     tensorType: p.tensorType,
   };
 }
 
-export function parametersFromProto(p: ProtoParameters | undefined): Parameters {
+function parametersFromProto(p: ProtoParameters | undefined): Parameters {
   if (p === undefined) return { tensors: [], tensorType: "" };
   return {
     tensors: p.tensors.map((t) => new Uint8Array(t.buffer, t.byteOffset, t.byteLength)),
@@ -131,10 +131,10 @@ const NOT_IMPLEMENTED_CODES: ReadonlySet<number> = new Set([
 ]);
 
 export function statusToProto(status: Status): ProtoStatus {
-  return { code: NOT_IMPLEMENTED_CODES.has(status.code) ? (status.code as Code) : Code.OK, message: status.message };
+  return { code: NOT_IMPLEMENTED_CODES.has(status.code) ? (status.code) : Code.OK, message: status.message };
 }
 
-export function statusFromProto(p: ProtoStatus | undefined): Status {
+function statusFromProto(p: ProtoStatus | undefined): Status {
   if (p === undefined) return { code: StatusCode.OK, message: "" };
   return { code: NOT_IMPLEMENTED_CODES.has(p.code) ? p.code : StatusCode.OK, message: p.message };
 }
@@ -279,7 +279,7 @@ function expectReply<K extends ClientMessageKind>(msg: ClientMessage, kind: K): 
   if (value === undefined) {
     throw new MalformedMessageError(`Expected a ClientMessage with ${kind}, got ${clientMessageKind(msg) ?? "an empty message"}`);
   }
-  return value as NonNullable<ClientMessage[K]>;
+  return value;
 }
 
 export function clientMessageToGetPropertiesRes(msg: ClientMessage): GetPropertiesRes {

@@ -125,7 +125,7 @@ function reverseEachItem(bytes: Uint8Array, itemSize: number): void {
 
 /** Python `repr` of a shape tuple: `()`, `(2,)`, `(2, 3)`. */
 function shapeRepr(shape: readonly number[]): string {
-  if (shape.length === 1) return `(${shape[0]},)`;
+  if (shape.length === 1) return `(${shape.join("")},)`;
   return `(${shape.join(", ")})`;
 }
 
@@ -164,7 +164,7 @@ function wrapHeader(header: string): Uint8Array {
  * match the dtype, or `data.length` differs from the product of `shape`.
  */
 export function ndarrayToNpy(a: NDArray): Uint8Array {
-  const info = DTYPES[a.dtype as DType];
+  const info = DTYPES[a.dtype];
   if (info === undefined) {
     throw new MalformedMessageError(`ndarrayToNpy: unsupported dtype ${JSON.stringify(a.dtype)}`);
   }
@@ -339,7 +339,7 @@ function parseDescr(descr: PyValue): { dtype: DType; bigEndian: boolean } {
         "refused (allow_pickle=False)",
     );
   }
-  const dtype = match === null ? undefined : DTYPE_BY_CODE[`${match[2]}${match[3]}`];
+  const dtype = match === null ? undefined : DTYPE_BY_CODE[`${match[2] ?? ""}${match[3] ?? ""}`];
   if (match === null || dtype === undefined) {
     throw new MalformedMessageError(
       `npyToNdarray: unsupported descr ${JSON.stringify(descr)} (supported: ${Object.values(DTYPES)
@@ -436,7 +436,7 @@ export function npyToNdarray(bytes: Uint8Array): NDArray {
   ) {
     throw new MalformedMessageError(`npyToNdarray: shape is not a tuple of ints in ${JSON.stringify(headerText)}`);
   }
-  const shape = shapeValue.tuple as number[];
+  const shape = shapeValue.tuple;
   const fortranOrder = header.get("fortran_order");
   if (typeof fortranOrder !== "boolean") {
     throw new MalformedMessageError(`npyToNdarray: fortran_order is not a bool in ${JSON.stringify(headerText)}`);
@@ -467,5 +467,5 @@ export function npyToNdarray(bytes: Uint8Array): NDArray {
     fortranToC(data, reordered, shape);
     data = reordered;
   }
-  return { dtype, shape: [...shape], data } as NDArray;
+  return { dtype, shape: [...shape], data };
 }

@@ -14,19 +14,17 @@
  *   into the decoded message, not a copy). A value with no oneof member set is refused.
  */
 import { MalformedMessageError } from "../errors";
-import { Error as ProtoError } from "../../proto/flwr/proto/error";
-import { Node } from "../../proto/flwr/proto/node";
-import {
+import type { Error as ProtoError } from "../../proto/flwr/proto/error";
+import type { Node } from "../../proto/flwr/proto/node";
+import type {
   Array as ProtoArray,
-  ConfigsRecord as ProtoConfigsRecord,
   ConfigsRecordValue,
-  MetricsRecord as ProtoMetricsRecord,
   MetricsRecordValue,
   ParametersRecord as ProtoParametersRecord,
   RecordSet as ProtoRecordSet,
 } from "../../proto/flwr/proto/recordset";
-import { Task, TaskIns, TaskRes } from "../../proto/flwr/proto/task";
-import { Scalar } from "../../proto/flwr/proto/transport";
+import type { Task, TaskIns, TaskRes } from "../../proto/flwr/proto/task";
+import type { Scalar } from "../../proto/flwr/proto/transport";
 import {
   RecordSet,
   type ArrayRecordEntry,
@@ -74,7 +72,7 @@ function setOwn<T>(target: Record<string, T>, key: string, value: T): void {
 function describe(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "a list of mixed or unsupported types";
-  if (typeof value === "object") return (value as object).constructor?.name ?? "object";
+  if (typeof value === "object") return (value).constructor?.name ?? "object";
   return typeof value;
 }
 
@@ -97,12 +95,12 @@ function metricsValueToProto(where: string, value: unknown): MetricsRecordValue 
   if (typeof value === "bigint") return { sint64: checkInt64(value, where) };
   if (typeof value === "boolean") return { sint64: value ? 1n : 0n };
   if (Array.isArray(value)) {
-    if (value.every((v) => typeof v === "number")) return { doubleList: { vals: [...(value as number[])] } };
+    if (value.every((v) => typeof v === "number")) return { doubleList: { vals: [...(value)] } };
     if (value.every((v) => typeof v === "bigint")) {
-      return { sint64List: { vals: (value as bigint[]).map((v) => checkInt64(v, where)) } };
+      return { sint64List: { vals: (value).map((v) => checkInt64(v, where)) } };
     }
     if (value.every((v) => typeof v === "boolean")) {
-      return { sint64List: { vals: (value as boolean[]).map((v) => (v ? 1n : 0n)) } };
+      return { sint64List: { vals: (value).map((v) => (v ? 1n : 0n)) } };
     }
   }
   throw new MalformedMessageError(
@@ -118,13 +116,13 @@ function configsValueToProto(where: string, value: unknown): ConfigsRecordValue 
   if (isBytes(value)) return { bytes: toBuffer(value) };
   if (Array.isArray(value)) {
     // Flower tries bool first, so an empty list becomes a bool_list.
-    if (value.every((v) => typeof v === "boolean")) return { boolList: { vals: [...(value as boolean[])] } };
-    if (value.every((v) => typeof v === "number")) return { doubleList: { vals: [...(value as number[])] } };
+    if (value.every((v) => typeof v === "boolean")) return { boolList: { vals: [...(value)] } };
+    if (value.every((v) => typeof v === "number")) return { doubleList: { vals: [...(value)] } };
     if (value.every((v) => typeof v === "bigint")) {
-      return { sint64List: { vals: (value as bigint[]).map((v) => checkInt64(v, where)) } };
+      return { sint64List: { vals: (value).map((v) => checkInt64(v, where)) } };
     }
-    if (value.every((v) => typeof v === "string")) return { stringList: { vals: [...(value as string[])] } };
-    if (value.every(isBytes)) return { bytesList: { vals: (value as Uint8Array[]).map(toBuffer) } };
+    if (value.every((v) => typeof v === "string")) return { stringList: { vals: [...(value)] } };
+    if (value.every(isBytes)) return { bytesList: { vals: (value).map(toBuffer) } };
   }
   throw new MalformedMessageError(
     `${where}: ${describe(value)} is not allowed in a ConfigsRecord ` +
@@ -141,7 +139,7 @@ function metricsValueFromProto(where: string, value: MetricsRecordValue | undefi
   if (value.sint64 !== undefined) return value.sint64;
   if (value.doubleList !== undefined) return [...value.doubleList.vals];
   if (value.sint64List !== undefined) return [...value.sint64List.vals];
-  throw new MalformedMessageError(`${where}: unknown value kind ${members[0]}`);
+  throw new MalformedMessageError(`${where}: unknown value kind ${members.join("")}`);
 }
 
 function configsValueFromProto(where: string, value: ConfigsRecordValue | undefined): ConfigsValue {
@@ -159,7 +157,7 @@ function configsValueFromProto(where: string, value: ConfigsRecordValue | undefi
   if (value.boolList !== undefined) return [...value.boolList.vals];
   if (value.stringList !== undefined) return [...value.stringList.vals];
   if (value.bytesList !== undefined) return value.bytesList.vals.map(fromBuffer);
-  throw new MalformedMessageError(`${where}: unknown value kind ${members[0]}`);
+  throw new MalformedMessageError(`${where}: unknown value kind ${members.join("")}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -251,14 +249,14 @@ export function recordSetFromProto(p: ProtoRecordSet): RecordSet {
   for (const [name, record] of p.parameters) rs.parametersRecords.set(name, parametersRecordFromProto(name, record));
   for (const [name, record] of p.metrics) {
     const out: MetricsRecord = {};
-    for (const [key, value] of (record as ProtoMetricsRecord).data) {
+    for (const [key, value] of (record).data) {
       setOwn(out, key, metricsValueFromProto(`MetricsRecord "${name}" key "${key}"`, value));
     }
     rs.metricsRecords.set(name, out);
   }
   for (const [name, record] of p.configs) {
     const out: ConfigsRecord = {};
-    for (const [key, value] of (record as ProtoConfigsRecord).data) {
+    for (const [key, value] of (record).data) {
       setOwn(out, key, configsValueFromProto(`ConfigsRecord "${name}" key "${key}"`, value));
     }
     rs.configsRecords.set(name, out);
@@ -409,7 +407,7 @@ export function createReply(
   };
   // Duck-typed: an app may build its RecordSet with another loaded copy of this package.
   const isRecordSet = content instanceof RecordSet || (typeof content === "object" && content !== null && "parametersRecords" in content);
-  return isRecordSet ? { metadata, content: content as RecordSet } : { metadata, error: { ...(content as MessageError) } };
+  return isRecordSet ? { metadata, content: content } : { metadata, error: { ...(content) } };
 }
 
 // ---------------------------------------------------------------------------------------------

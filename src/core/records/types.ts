@@ -20,7 +20,7 @@ export interface ArrayRecordEntry {
 /** Ordered: Flower keeps tensors as parallel key/value lists and their order is meaningful. */
 export type ParametersRecord = Map<string, ArrayRecordEntry>;
 
-export type MetricsScalar = number | bigint;
+type MetricsScalar = number | bigint;
 export type MetricsValue = MetricsScalar | number[] | bigint[];
 /** Metric name -> value. A plain object; key order carries no meaning. */
 export type MetricsRecord = Record<string, MetricsValue>;
@@ -41,9 +41,9 @@ export class RecordSet {
     metricsRecords?: Map<string, MetricsRecord>;
     configsRecords?: Map<string, ConfigsRecord>;
   }) {
-    this.parametersRecords = init?.parametersRecords ?? new Map();
-    this.metricsRecords = init?.metricsRecords ?? new Map();
-    this.configsRecords = init?.configsRecords ?? new Map();
+    this.parametersRecords = init?.parametersRecords ?? new Map<string, ParametersRecord>();
+    this.metricsRecords = init?.metricsRecords ?? new Map<string, MetricsRecord>();
+    this.configsRecords = init?.configsRecords ?? new Map<string, ConfigsRecord>();
   }
 }
 

@@ -238,6 +238,8 @@ const encodeMetricsRecordValue: Encoder<MetricsRecordValue> = (w, m, ctx) => {
     case "sint64List":
       messageField(w, 22, m.sint64List, encodeSint64List, ctx);
       break;
+    case undefined: // no member set: nothing on the wire
+      break;
   }
 };
 
@@ -272,6 +274,8 @@ const encodeConfigsRecordValue: Encoder<ConfigsRecordValue> = (w, m, ctx) => {
       break;
     case "bytesList":
       messageField(w, 25, m.bytesList, encodeBytesList, ctx);
+      break;
+    case undefined: // no member set: nothing on the wire
       break;
   }
 };

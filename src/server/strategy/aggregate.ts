@@ -14,7 +14,7 @@ type Precision = "float32" | "float64";
 
 function toNumbers(a: NDArray): ArrayLike<number> {
   if (a.data instanceof BigInt64Array) return Array.from(a.data, (v) => Number(v));
-  return a.data as ArrayLike<number>;
+  return a.data;
 }
 
 function sameShape(a: number[], b: number[]): boolean {
@@ -46,8 +46,8 @@ function layerPrecision(layers: NDArray[]): Precision {
 
 function makeArray(precision: Precision, shape: number[], data: Float32Array | Float64Array): NDArray {
   return precision === "float32"
-    ? { dtype: "float32", shape: [...shape], data: data as Float32Array }
-    : { dtype: "float64", shape: [...shape], data: data as Float64Array };
+    ? { dtype: "float32", shape: [...shape], data: data }
+    : { dtype: "float64", shape: [...shape], data: data };
 }
 
 function allocate(precision: Precision, size: number): Float32Array | Float64Array {

@@ -25,7 +25,7 @@ export { getRun } from "../run-info";
 
 /** flwr-ts: while a PullTaskRes waits, results are re-checked this often so that an error for a
  * node that went offline (synthesized by State.getTaskRes) is delivered without delay. */
-export const PULL_TASK_RES_RECHECK_MS = 250;
+const PULL_TASK_RES_RECHECK_MS = 250;
 
 /**
  * flwr-ts: most TaskIns one PushTaskIns may carry (`--max-task-ins-per-push`). Storing 200 000
@@ -116,7 +116,7 @@ export function canonicalUuid(text: string): string | undefined {
 }
 
 /** The requested TaskIns ids, canonicalized; MalformedMessageError listing every bad one. */
-export function parseTaskIds(taskIds: readonly string[]): Set<string> {
+function parseTaskIds(taskIds: readonly string[]): Set<string> {
   const ids = new Set<string>();
   const bad: string[] = [];
   let badCount = 0;

@@ -14,7 +14,7 @@ import { FleetService } from "../../proto/flwr/proto/fleet";
 import { ReceiveGuard } from "../../transport/receive-guard";
 
 /** Largest CreateNode, DeleteNode, Ping, PullTaskIns or GetRun request. */
-export const FLEET_SMALL_REQUEST_MAX_BYTES = 64 * 1024;
+const FLEET_SMALL_REQUEST_MAX_BYTES = 64 * 1024;
 /** Default unauthenticated bytes per connection: one message of the largest size. */
 export const DEFAULT_UNAUTHENTICATED_BYTES_PER_CONNECTION = GRPC_MAX_MESSAGE_LENGTH;
 /** Default unauthenticated bytes over all connections: 1 GiB. */

@@ -26,7 +26,7 @@ export interface FleetServicerDeps {
 }
 
 /** One info line per CreateNode (the authenticated path logs through src/auth/server-auth.ts). */
-export function logNodeRegistered(logger: Logger, nodeId: bigint, authenticated: boolean, peer: string): void {
+function logNodeRegistered(logger: Logger, nodeId: bigint, authenticated: boolean, peer: string): void {
   if (nodeId === 0n) return;
   logger.info(
     { event: "superlink.node-registered", nodeId: nodeId.toString(), authenticated, peer },

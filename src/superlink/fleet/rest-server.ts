@@ -102,7 +102,7 @@ const CODECS: { [M in FleetRestMethod]: Codec<object, never> } = {
   pullTaskIns: { decode: (b: Uint8Array) => PullTaskInsRequest.decode(b), encode: (r: PullTaskInsResponse) => PullTaskInsResponse.encode(r) },
   pushTaskRes: { decode: (b: Uint8Array) => PushTaskResRequest.decode(b), encode: (r: PushTaskResResponse) => PushTaskResResponse.encode(r) },
   getRun: { decode: (b: Uint8Array) => GetRunRequest.decode(b), encode: (r: GetRunResponse) => GetRunResponse.encode(r) },
-} as never;
+};
 
 /** gRPC method path of each REST route, for metrics. */
 const GRPC_PATHS: { [M in FleetRestMethod]: string } = {
@@ -215,10 +215,10 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
       }
       reply(res, failure.status, Buffer.from(`${failure.message}\n`), "text/plain; charset=utf-8");
     };
-    if (method === undefined) return fail(new HttpFailure(404, `Not found: no Fleet API route ${path}`));
+    if (method === undefined) { fail(new HttpFailure(404, `Not found: no Fleet API route ${path}`)); return; }
     if (req.method !== "POST") {
       res.setHeader("allow", "POST, OPTIONS");
-      return fail(new HttpFailure(405, `Method not allowed: ${path} takes POST`));
+      fail(new HttpFailure(405, `Method not allowed: ${path} takes POST`)); return;
     }
     try {
       checkHeaders(req);
@@ -235,7 +235,7 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
       }
       checkDeclaredLength(req, maxBodyBytes);
     } catch (err) {
-      return fail(err as HttpFailure);
+      fail(err as HttpFailure); return;
     }
     readBody(req, maxBodyBytes).then(
       (body) => serve(method, req, res, body).catch((err: unknown) => answerError(res, path, err, fail)),
@@ -330,12 +330,12 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
       res.destroy();
       return;
     }
-    if (err instanceof HttpFailure) return fail(err);
+    if (err instanceof HttpFailure) { fail(err); return; }
     if (FlwrError.isFlwrError(err)) {
       logger.warn({ rpc: `REST ${path}`, code: err.code }, `REST ${path} failed: ${err.message}`);
       const status =
         err.code === "FLWR_MALFORMED_MESSAGE" ? 400 : err.code === "FLWR_NOT_FOUND" ? 404 : err.code === "FLWR_AUTHENTICATION_FAILED" ? 403 : 500;
-      return fail(new HttpFailure(status, status === 403 ? "Access denied" : err.message));
+      fail(new HttpFailure(status, status === 403 ? "Access denied" : err.message)); return;
     }
     logger.error({ rpc: `REST ${path}`, err }, `REST ${path} failed with an unexpected error`);
     fail(new HttpFailure(500, "Internal server error"));
