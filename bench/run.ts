@@ -10,18 +10,21 @@ import { cpus, freemem, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { generateCredentials } from "./lib/deployment";
 import { REPO_ROOT, say, setDaemonNodeFlags } from "./lib/processes";
+import { type FedAvgCase, type FedAvgResult, runFedAvg } from "./scenarios/fedavg";
 import { type HopResult, runHop } from "./scenarios/hop";
 import { type IdleResult, runIdle } from "./scenarios/idle";
 import { type RelayCase, type RelayResult, runRelay } from "./scenarios/relay";
 import { type RoundsResult, runRounds } from "./scenarios/rounds";
 
-const SCENARIOS = ["rounds", "relay", "idle", "hop"] as const;
+const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Options {
   scenarios: Scenario[];
   rounds: number;
   relayCases: RelayCase[];
+  fedavgCases: FedAvgCase[];
+  fedavgRounds: number;
   idleNodes: number;
   idleSeconds: number;
   hopMB: number;
@@ -31,12 +34,15 @@ interface Options {
   profileDir?: string;
 }
 
-const USAGE = `Usage: npm run bench -- [rounds] [relay] [idle] [hop] [options]
-  (no scenario = all four)
+const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [options]
+  (no scenario = all five)
   --rounds N           FedAvg rounds in "rounds" (default 3)
   --relay-cases LIST   payload MB x nodes for "relay", TLS + auth unless ":tls" (TLS, no
                        node auth) or ":plain" (plaintext, no auth) follows
                        (default 10x2,10x10,100x2,100x10,100x2:plain)
+  --fedavg-cases LIST  payload MB x nodes for "fedavg", a FedAvg round with aggregation
+                       (default 100x10)
+  --fedavg-rounds N    rounds of each "fedavg" case (default 1)
   --nodes N            idle SuperNodes in "idle" (default 100; e.g. 1000)
   --idle-seconds S     measuring window of "idle" (default 30)
   --hop-mb N           payload of "hop", one gRPC upload between two processes (default 100)
@@ -61,6 +67,8 @@ function parseArgs(args: string[]): Options {
       { payloadMB: 100, nodes: 10, security: "tls+auth" },
       { payloadMB: 100, nodes: 2, security: "plaintext" },
     ],
+    fedavgCases: [{ payloadMB: 100, nodes: 10 }],
+    fedavgRounds: 1,
     idleNodes: 100,
     idleSeconds: 30,
     hopMB: 100,
@@ -95,6 +103,18 @@ function parseArgs(args: string[]): Options {
         });
         break;
       }
+      case "--fedavg-cases": {
+        const list = next() ?? "";
+        opts.fedavgCases = list.split(",").map((item) => {
+          const m = /^(\d+)x(\d+)$/.exec(item.trim());
+          if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new Error(`--fedavg-cases: "${item}" is not MBxNODES, e.g. 100x10`);
+          return { payloadMB: Number(m[1]), nodes: Number(m[2]) };
+        });
+        break;
+      }
+      case "--fedavg-rounds":
+        opts.fedavgRounds = positiveInt(arg, next());
+        break;
       case "--output":
         opts.output = next() ?? "";
         if (opts.output === "") throw new Error("--output needs a file name");
@@ -178,6 +198,31 @@ function relayTable(results: RelayResult[]): string {
   );
 }
 
+/** Goals of issue 19, printed beside the measurements. */
+const GOAL_SERVERAPP_RSS_MIB = 400;
+const GOAL_SUPERLINK_RSS_MIB = 400;
+
+function fedavgTable(results: FedAvgResult[]): string {
+  const goal = (v: number | undefined, max: number): string => (v === undefined ? "-" : `${f(v, 0)} (goal <= ${max}${v <= max ? ", met" : ", NOT met"})`);
+  const rows = results.map((r) =>
+    r.skipped !== undefined
+      ? [`${r.payloadMB} MB`, String(r.nodes), `skipped: ${r.skipped}`, "", "", "", ""]
+      : [
+          `${r.payloadMB} MB`,
+          String(r.nodes),
+          (r.roundSeconds ?? []).map((s) => f(s)).join(" / "),
+          goal(r.serverAppPeakRssMiB, GOAL_SERVERAPP_RSS_MIB),
+          goal(r.superlinkPeakRssMiB, GOAL_SUPERLINK_RSS_MIB),
+          f(r.supernodePeakRssMiB, 0),
+          f(r.superlinkCpuSeconds),
+        ],
+  );
+  return (
+    "fedavg: legacy FedAvg, fit on every node and aggregation (TLS + auth)\n" +
+    table(["payload", "nodes", "round s", "app peak RSS MiB", "link peak RSS MiB", "node peak RSS MiB", "link CPU s"], rows)
+  );
+}
+
 function idleTable(r: IdleResult): string {
   const rates = Object.entries(r.rpcPerSecond)
     .sort(([a], [b]) => (a < b ? -1 : 1))
@@ -248,6 +293,7 @@ async function main(args: string[]): Promise<number> {
     const keyPairs = Math.max(
       opts.scenarios.includes("rounds") ? 2 : 1,
       opts.scenarios.includes("relay") ? Math.max(...opts.relayCases.map((c) => c.nodes)) : 1,
+      opts.scenarios.includes("fedavg") ? Math.max(...opts.fedavgCases.map((c) => c.nodes)) : 1,
       opts.scenarios.includes("idle") ? opts.idleNodes : 1,
     );
     say(`generating certificates and ${keyPairs} SuperNode key pair(s) in ${workDir}`);
@@ -264,6 +310,10 @@ async function main(args: string[]): Promise<number> {
           const r = await runRelay(creds, workDir, opts.relayCases);
           results["relay"] = r;
           texts.push(relayTable(r));
+        } else if (scenario === "fedavg") {
+          const r = await runFedAvg(creds, workDir, opts.fedavgCases, opts.fedavgRounds);
+          results["fedavg"] = r;
+          texts.push(fedavgTable(r));
         } else if (scenario === "idle") {
           const r = await runIdle(creds, workDir, { nodes: opts.idleNodes, windowSeconds: opts.idleSeconds });
           results["idle"] = r;
