@@ -210,7 +210,7 @@ function fedavgTable(results: FedAvgResult[]): string {
       : [
           `${r.payloadMB} MB`,
           String(r.nodes),
-          (r.roundSeconds ?? []).map((s) => f(s)).join(" / "),
+          `${(r.roundSeconds ?? []).map((s) => f(s)).join(" / ")}${r.failures ? ` (${r.failures} failures)` : ""}`,
           goal(r.serverAppPeakRssMiB, GOAL_SERVERAPP_RSS_MIB),
           goal(r.superlinkPeakRssMiB, GOAL_SUPERLINK_RSS_MIB),
           f(r.supernodePeakRssMiB, 0),

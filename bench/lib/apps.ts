@@ -205,6 +205,14 @@ function initial() {
   return ndarraysToParameters(arrays);
 }
 
+// A memory timeline in the log (kept with --keep): where the peak happens.
+const started = Date.now();
+setInterval(() => {
+  const m = process.memoryUsage();
+  const mib = (x) => Math.round(x / 2 ** 20);
+  console.log("BENCH_MEM " + JSON.stringify({ s: (Date.now() - started) / 1000, rss: mib(m.rss), external: mib(m.external), heap: mib(m.heapUsed) }));
+}, 250).unref();
+
 class MeasuredFedAvg extends FedAvg {
   configureEvaluate(round, parameters, clientManager) {
     console.log(${JSON.stringify(RESULT_PREFIX)} + JSON.stringify({ round, peakRssKiB: process.resourceUsage().maxRSS }));

@@ -23,6 +23,8 @@ export interface FedAvgCase {
 export interface FedAvgResult extends FedAvgCase {
   rounds: number;
   skipped?: string;
+  /** Fit failures over all rounds (should be 0). */
+  failures?: number;
   /** Each round's wall time (configure_fit to the next round), from the ServerApp's log. */
   roundSeconds?: number[];
   serverAppPeakRssMiB?: number;
@@ -61,11 +63,10 @@ export async function runFedAvgCase(creds: Credentials, workDir: string, c: FedA
     serverApp.onLog((rec) => records.push(rec));
     const code = await Promise.race([serverApp.exited, failOnExit(children.filter((x) => x !== serverApp))]);
     if (code !== 0) throw new Error(`fedavg: flower-server-app exited with code ${code} (see ${serverApp.logFile})`);
-    for (const rec of records.filter((r) => r["event"] === "serverapp.aggregate-fit")) {
-      if (rec["results"] !== c.nodes || rec["failures"] !== 0) {
-        throw new Error(`fedavg: round ${String(rec["round"])} had ${String(rec["failures"])} failure(s) (see ${serverApp.logFile})`);
-      }
-    }
+    // A node that misses its ping deadline on a loaded machine fails its fit: counted, not fatal.
+    const failures = records
+      .filter((r) => r["event"] === "serverapp.aggregate-fit")
+      .reduce((n, r) => n + Number(r["failures"] ?? 0), 0);
     const starts = records.filter((r) => r["event"] === "serverapp.round").map(recordTimeMs);
     const summary = records.find((r) => r["event"] === "serverapp.summary");
     if (summary === undefined || starts.length !== numRounds) throw new Error(`fedavg: no summary in ${serverApp.logFile}`);
@@ -77,6 +78,7 @@ export async function runFedAvgCase(creds: Credentials, workDir: string, c: FedA
     return {
       ...c,
       rounds: numRounds,
+      failures,
       roundSeconds: starts.map((_, i) => (marks[i + 1]! - marks[i]!) / 1000),
       serverAppPeakRssMiB: Math.max(...reports.map((r) => r.peakRssKiB)) / 1024,
       superlinkPeakRssMiB: memoryInfo(superlink.child.pid).peakRssMiB,

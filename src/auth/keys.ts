@@ -68,7 +68,7 @@ const EC_PUBLIC_KEY_OID_DER = Buffer.from("06072a8648ce3d0201", "hex");
 
 const EC_REQUIRED =
   "node authentication requires an elliptic-curve (ECDSA) key: ecdsa-sha2-nistp256, -nistp384 or " +
-  "-nistp521 (create one with `ssh-keygen -t ecdsa -b 384 -N \"\" -f <file>`)";
+  "-nistp521 (create one with `ssh-keygen -t ecdsa -b 256 -N \"\" -f <file>`)";
 
 /** Key types that are well-formed OpenSSH keys but not usable for Flower's ECDH. */
 const NON_EC_SSH_TYPES = /^(ssh-ed25519|ssh-ed448|ssh-rsa|ssh-dss|rsa-sha2-256|rsa-sha2-512|sk-.*|.*-cert-v01@openssh\.com)$/;
