@@ -7,7 +7,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { readFileSync } from "node:fs";
-import { startGrpcServer } from "../src/transport/server";
+import { startGrpcServer } from "../src/transport/grpc-server";
 import { serverCredentials } from "../src/transport/tls";
 import { HOP_METHOD } from "./lib/hop-method";
 

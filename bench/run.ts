@@ -268,7 +268,7 @@ function gitCommit(): string | undefined {
 
 async function main(args: string[]): Promise<number> {
   const opts = parseArgs(args);
-  for (const built of ["cli/superlink.js", "cli/client-app.js", "cli/server-app.js", "client/index.js", "server/index.js"]) {
+  for (const built of ["cli/flower-superlink.js", "cli/flower-client-app.js", "cli/flower-server-app.js", "client/index.js", "server/index.js"]) {
     if (!existsSync(join(REPO_ROOT, "dist", built))) throw new Error(`dist/${built} is missing: run \`npm run build\` first`);
   }
   if (opts.profileDir !== undefined) {

@@ -9,7 +9,7 @@
  * - embedding the daemons: startSuperLink, startSuperNode, runServerApp.
  *
  * TensorFlow.js is deliberately not reachable from here: importing flwr-ts must not load it
- * (the example app imports src/core/tensorflow.ts itself).
+ * (the example app imports src/example/tensorflow.ts itself).
  */
 
 // Legacy one-call API.
@@ -47,7 +47,7 @@ export {
 } from "./server/server-app";
 export type { Driver, RunInfo, SendAndReceiveOptions } from "./server/driver";
 export { History, type HistoryJson } from "./server/history";
-export { Server, type ServerConfig, type FitOutcome, runFl } from "./server/server";
+export { Server, type ServerConfig, type FitOutcome, runFl } from "./server/round-loop";
 export { type ClientManager, type Criterion, SimpleClientManager, driverNodeDiscovery } from "./server/client-manager";
 export { type ClientCallOptions, type ClientProxy, ClientAppError, DriverClientProxy } from "./server/client-proxy";
 export * from "./server/strategy";

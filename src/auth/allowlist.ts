@@ -8,7 +8,7 @@ import { EventEmitter } from "node:events";
 import { statSync } from "node:fs";
 import { InvalidConfigError, errorMessage } from "../core/errors";
 import { type Logger, silentLogger } from "../core/logger";
-import { loadAllowlistCsv } from "./keys";
+import { loadAllowlistCsv } from "./allowlist-csv";
 
 /** What a reload changed: canonical PEMs added to and removed from the list. */
 export interface AllowlistChange {

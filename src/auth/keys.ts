@@ -1,6 +1,6 @@
 /**
- * Key files of SuperNode authentication (spec §4.1): OpenSSH ECDSA public and private keys,
- * PEM keys, and the SuperLink's allowlist CSV. Every public key is reduced to its canonical
+ * Key files of SuperNode authentication (spec §4.1): OpenSSH ECDSA public and private keys and
+ * PEM keys (the allowlist CSV is read by allowlist-csv.ts). Every public key is reduced to its canonical
  * form, the PEM SubjectPublicKeyInfo text Python's `public_key_to_bytes` produces (named
  * curve, uncompressed point, 64-character lines): the allowlist, the node table and the
  * `public-key` headers all compare those exact bytes.
@@ -376,7 +376,8 @@ export function parseOpenSshPrivateKey(text: string, source?: string): KeyObject
 // ---------------------------------------------------------------------------------------------
 // Files.
 
-function readTextFile(path: string, what: string): string {
+/** Reads a key-related text file; InvalidKeyFileError naming the file if it cannot be read. */
+export function readKeyTextFile(path: string, what: string): string {
   try {
     return readFileSync(path, "utf8");
   } catch (err) {
@@ -391,7 +392,7 @@ function readTextFile(path: string, what: string): string {
  * returns its canonical PEM. Throws InvalidKeyFileError naming the file.
  */
 export function loadPublicKeyFile(path: string): string {
-  const text = readTextFile(path, "public key file");
+  const text = readKeyTextFile(path, "public key file");
   if (text.includes("-----BEGIN")) {
     if (!text.includes("-----BEGIN PUBLIC KEY-----")) {
       throw new InvalidKeyFileError(`${path} is not a public key file (expected an OpenSSH .pub line or "-----BEGIN PUBLIC KEY-----")`);
@@ -405,7 +406,7 @@ export function loadPublicKeyFile(path: string): string {
 
 /** Loads a private key file (see parseOpenSshPrivateKey). Throws InvalidKeyFileError naming the file. */
 export function loadPrivateKeyFile(path: string): KeyObject {
-  return parseOpenSshPrivateKey(readTextFile(path, "private key file"), path);
+  return parseOpenSshPrivateKey(readKeyTextFile(path, "private key file"), path);
 }
 
 /** The canonical PEM of the public half of a private (or public) EC key. */
@@ -476,110 +477,4 @@ export function loadKeyPairFiles(privateKeyPath: string, publicKeyPath: string):
   const publicKeyPem = loadPublicKeyFile(publicKeyPath);
   assertKeyPair(privateKey, publicKeyPem, { privatePath: privateKeyPath, publicPath: publicKeyPath });
   return { privateKey, publicKeyPem };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Allowlist CSV.
-
-interface CsvRow {
-  /** 1-based line where the row starts. */
-  line: number;
-  fields: string[];
-}
-
-/**
- * Python's `csv.reader` with the default "excel" dialect: `,` separates fields, a field that
- * starts with `"` is quoted (`""` inside is a literal quote, newlines are kept), characters after
- * a closing quote are appended, and `\r`, `\n` or `\r\n` ends a row. An empty line is a row
- * without fields.
- */
-function parseCsv(text: string): CsvRow[] {
-  const rows: CsvRow[] = [];
-  let line = 1;
-  let i = 0;
-  while (i < text.length) {
-    const startLine = line;
-    const fields: string[] = [];
-    let field = "";
-    let fieldStarted = false;
-    let inQuotes = false;
-    let atFieldStart = true;
-    let rowEnded = false;
-    while (i < text.length) {
-      const ch = text[i] as string;
-      if (inQuotes) {
-        if (ch === '"') {
-          if (text[i + 1] === '"') {
-            field += '"';
-            i += 2;
-            continue;
-          }
-          inQuotes = false;
-          i++;
-          continue;
-        }
-        if (ch === "\n" || (ch === "\r" && text[i + 1] !== "\n")) line++;
-        field += ch;
-        i++;
-        continue;
-      }
-      if (ch === ",") {
-        fields.push(field);
-        field = "";
-        fieldStarted = true;
-        atFieldStart = true;
-        i++;
-        continue;
-      }
-      if (ch === "\r" || ch === "\n") {
-        i += ch === "\r" && text[i + 1] === "\n" ? 2 : 1;
-        line++;
-        rowEnded = true;
-        break;
-      }
-      if (ch === '"' && atFieldStart) {
-        inQuotes = true;
-        fieldStarted = true;
-        atFieldStart = false;
-        i++;
-        continue;
-      }
-      field += ch;
-      fieldStarted = true;
-      atFieldStart = false;
-      i++;
-    }
-    if (inQuotes) throw new Error(`unexpected end of file inside a quoted field starting on line ${startLine}`);
-    if (fieldStarted || field !== "") fields.push(field);
-    rows.push({ line: startLine, fields });
-    if (!rowEnded) break;
-  }
-  return rows;
-}
-
-/**
- * Reads the SuperLink's allowlist: a CSV file in which every field of every row is one OpenSSH
- * public key (`ecdsa-sha2-nistpNNN <base64>`), and returns the set of canonical PEMs.
- * Accepts the single-line file generate.sh writes, one key per line, blank lines, CRLF, a
- * trailing newline and quoted fields. Unlike Python, whitespace around a field is trimmed and
- * empty fields (a trailing comma) are skipped, since neither can be meant as a key. Throws
- * InvalidKeyFileError for a missing file or a bad field, naming the file, row and column.
- */
-export function loadAllowlistCsv(path: string): Set<string> {
-  const text = readTextFile(path, "allowlist CSV");
-  let rows: CsvRow[];
-  try {
-    rows = parseCsv(text);
-  } catch (err) {
-    throw new InvalidKeyFileError(`invalid allowlist CSV ${path}: ${errorMessage(err)}`, { cause: err });
-  }
-  const keys = new Set<string>();
-  for (const { line, fields } of rows) {
-    fields.forEach((field, index) => {
-      const element = field.trim();
-      if (element === "") return;
-      keys.add(parseOpenSshPublicKey(element, `${path} (row ${line}, column ${index + 1})`));
-    });
-  }
-  return keys;
 }

@@ -46,7 +46,7 @@ import {
 } from "../core/records/legacy-serde";
 import { type ConfigsScalar, type Context, type Message, RecordSet } from "../core/records/types";
 import { type ClientMessage, FlowerServiceClient, type ServerMessage } from "../proto/flwr/proto/transport";
-import { type Classification, RetryInvoker, abortableSleep, describeFailure } from "../supernode/retry";
+import { type Classification, RetryInvoker, abortableSleep, describeFailure } from "../transport/retry";
 import { createClient } from "../transport/channel";
 import { cleanDetails, fromServiceError, isCertificateFailure, isServiceError, tlsSetupError } from "../transport/status";
 import { channelCredentials } from "../transport/tls";

@@ -48,7 +48,7 @@ import type {
 import { type ClientMessage, FlowerServiceService, type ServerMessage } from "../proto/flwr/proto/transport";
 import type { ClientManager } from "../server/client-manager";
 import type { ClientCallOptions, ClientProxy } from "../server/client-proxy";
-import type { ServiceRegistration } from "../transport/server";
+import type { ServiceRegistration } from "../transport/grpc-server";
 
 /** Flower's `max_concurrent_workers` default: at most this many Join streams at once. */
 export const DEFAULT_MAX_BIDI_CLIENTS = 1000;

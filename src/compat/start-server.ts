@@ -25,7 +25,7 @@ import { type Logger, createLogger } from "../core/logger";
 import { RecordSet } from "../core/records/types";
 import { type ClientManager, SimpleClientManager, driverNodeDiscovery } from "../server/client-manager";
 import type { History } from "../server/history";
-import { Server, describeServerConfig, resolveServerConfig, runFl } from "../server/server";
+import { Server, describeServerConfig, resolveServerConfig, runFl } from "../server/round-loop";
 import type { Strategy } from "../server/strategy/strategy";
 import { type SuperLinkHandle, startSuperLink } from "../superlink/superlink";
 import { type ServerTlsMaterial, checkServerTlsMaterial } from "../transport/tls";

@@ -26,7 +26,7 @@ import type { LayersModel, Tensor } from "@tensorflow/tfjs";
 
 import { InvalidConfigError, MalformedMessageError } from "../core/errors";
 import type { NDArray, NDArrays } from "../core/records/types";
-import { loadTensorFlow, type TensorFlow } from "../core/tensorflow";
+import { loadTensorFlow, type TensorFlow } from "./tensorflow";
 import { IMAGE_CHANNELS, IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH, NUM_CLASSES, type ImageDataset } from "./dataset";
 import { SeededRandom } from "./random";
 

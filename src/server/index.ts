@@ -22,7 +22,7 @@ export {
   resolveServerConfig,
   runFl,
   summaryLines,
-} from "./server";
+} from "./round-loop";
 export { type ClientManager, type Criterion, SimpleClientManager, driverNodeDiscovery } from "./client-manager";
 export { type ClientCallOptions, type ClientProxy, ClientAppError, DriverClientProxy } from "./client-proxy";
 export * from "./strategy";

@@ -18,7 +18,7 @@ import type { Context } from "../core/records/types";
 import { SimpleClientManager, driverNodeDiscovery } from "./client-manager";
 import type { Driver } from "./driver";
 import { History } from "./history";
-import { Server, type ServerConfig, describeServerConfig, resolveServerConfig, runFl } from "./server";
+import { Server, type ServerConfig, describeServerConfig, resolveServerConfig, runFl } from "./round-loop";
 import type { Awaitable, Strategy } from "./strategy/strategy";
 
 const kServerApp = Symbol.for("flwr-ts.ServerApp");

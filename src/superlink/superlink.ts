@@ -2,7 +2,7 @@
  * The SuperLink as an object: `startSuperLink(config, deps)` opens the state, starts the Driver
  * API and the Fleet API (same TLS credentials on both, optional node authentication on the
  * Fleet API), and returns a handle with the bound ports and a graceful `close()`.
- * Signals, argv and exit codes belong to src/cli/superlink.ts.
+ * Signals, argv and exit codes belong to src/cli/flower-superlink.ts.
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { KeyObject } from "node:crypto";
@@ -14,7 +14,7 @@ import { DriverService } from "../proto/flwr/proto/driver";
 import { FleetService } from "../proto/flwr/proto/fleet";
 import type { State } from "../state/state";
 import { createState } from "../state/state-factory";
-import { type RunningGrpcServer, type ServiceRegistration, startGrpcServer } from "../transport/server";
+import { type RunningGrpcServer, type ServiceRegistration, startGrpcServer } from "../transport/grpc-server";
 import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
 import type { ConnectionLimits } from "../transport/options";
 import { watchDescriptors } from "../transport/descriptor-watch";

@@ -1,6 +1,6 @@
 /**
  * The SuperNode's grpc-rere connection to the SuperLink's Fleet API: one channel, one method per
- * RPC, no retries (see retry.ts) and no Flower rules (see supernode.ts).
+ * RPC, no retries (see src/transport/retry.ts) and no Flower rules (see supernode.ts).
  *
  * With node authentication, every request is encoded once with the canonical (upb-order)
  * encoder, exactly those bytes are sent, and the `auth-token` MAC is computed over them

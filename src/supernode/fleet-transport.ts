@@ -2,7 +2,7 @@
  * What the SuperNode needs from a connection to the SuperLink's Fleet API, whatever carries it:
  * FleetConnection (grpc-rere) and RestFleetConnection (Flower's REST routes) implement it.
  *
- * Failures are reported in gRPC's vocabulary for both, so one retry policy (retry.ts) serves
+ * Failures are reported in gRPC's vocabulary for both, so one retry policy (src/transport/retry.ts) serves
  * both: a gRPC ServiceError, or a FleetCallError with the gRPC status code that matches the
  * HTTP outcome. This file imports nothing from Node or grpc-js, so a browser build can use it.
  */

@@ -58,7 +58,7 @@ export function createNodeRestPoster(options: NodeRestPosterOptions = {}): Closa
         timer = setTimeout(() => fail(CallStatus.DEADLINE_EXCEEDED, "Deadline exceeded"), Math.max(0, control.deadlineMs));
       }
       req.on("error", (err: NodeJS.ErrnoException) => {
-        // Keep the TLS / socket error text: retry.ts recognises certificate and plaintext-peer failures in it.
+        // Keep the TLS / socket error text: src/transport/retry.ts recognises certificate and plaintext-peer failures in it.
         const code = err.code ? `${err.code}: ` : "";
         fail(CallStatus.UNAVAILABLE, `${code}${errorMessage(err)}`, err);
       });

@@ -1,6 +1,6 @@
 /**
  * The SuperNode's connection to a REST Fleet API (Flower 1.10's `--rest` transport): one POST
- * per RPC with protobuf bodies (src/core/wire/fleet-rest.ts), no retries (see retry.ts).
+ * per RPC with protobuf bodies (src/core/wire/fleet-rest.ts), no retries (see src/transport/retry.ts).
  *
  * The HTTP exchange itself is a `RestPoster`, so this file imports neither Node's http nor
  * grpc-js: in Node, node-rest-poster.ts (node:https, which can take a custom CA); in a browser,

@@ -25,7 +25,7 @@ export const CHANNEL_OPTIONS: ChannelOptions = {
 
 /**
  * HTTP/2 receive window of our servers' connections (Node's default: 64 KiB); streams keep the
- * default 64 KiB, so uploads and downloads cannot deadlock (see src/transport/server.ts).
+ * default 64 KiB, so uploads and downloads cannot deadlock (see src/transport/grpc-server.ts).
  */
 export const SERVER_RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
 

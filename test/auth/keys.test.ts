@@ -6,7 +6,6 @@ import {
   assertKeyPair,
   canonicalizePublicPem,
   curveOf,
-  loadAllowlistCsv,
   loadKeyPairFiles,
   loadPrivateKeyFile,
   loadPublicKeyFile,
@@ -15,6 +14,7 @@ import {
   publicPemOf,
   sshFingerprint,
 } from "../../src/auth/keys";
+import { loadAllowlistCsv } from "../../src/auth/allowlist-csv";
 import { decodeBase64UrlLikePython } from "../../src/auth/crypto";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { csvElementOf, type KeyDir, makeKeyDir, run } from "./key-helpers";

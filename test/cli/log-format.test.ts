@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { resolveLogFormat } from "../../src/cli/common";
-import { main as superlinkMain } from "../../src/cli/superlink";
+import { main as superlinkMain } from "../../src/cli/flower-superlink";
 import { REPO_ROOT } from "../helpers/fixtures";
 import { ensureDist } from "../faults/helpers";
 

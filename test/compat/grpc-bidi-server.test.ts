@@ -11,7 +11,7 @@ import { startClient } from "../../src/compat/start-client";
 import type { NDArrays } from "../../src/core/records/types";
 import { ClientMessage, Code, FlowerServiceClient, type ServerMessage } from "../../src/proto/flwr/proto/transport";
 import { SimpleClientManager } from "../../src/server/client-manager";
-import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/server";
+import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/grpc-server";
 import { serverCredentials } from "../../src/transport/tls";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { f32, memoryLogger, vectorOf, vectorParameters } from "../server/helpers";

@@ -6,7 +6,7 @@ import type { LayersModel } from "@tensorflow/tfjs";
 
 import { InvalidConfigError, MalformedMessageError } from "../../src/core/errors";
 import type { NDArrays } from "../../src/core/records/types";
-import { loadTensorFlow } from "../../src/core/tensorflow";
+import { loadTensorFlow } from "../../src/example/tensorflow";
 import { createModel, evaluate, getWeights, setWeights, train } from "../../src/example/model";
 import { loadDataset } from "../../src/example/task";
 

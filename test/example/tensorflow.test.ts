@@ -4,12 +4,12 @@
  */
 import type { Tensor } from "@tensorflow/tfjs";
 
-import type * as TensorFlowModule from "../../src/core/tensorflow";
-import type { LoadedTensorFlow } from "../../src/core/tensorflow";
+import type * as TensorFlowModule from "../../src/example/tensorflow";
+import type { LoadedTensorFlow } from "../../src/example/tensorflow";
 
 // Required lazily so the console.warn spy is in place before tfjs first loads in this file.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const loadModule = (): typeof TensorFlowModule => require("../../src/core/tensorflow") as typeof TensorFlowModule;
+const loadModule = (): typeof TensorFlowModule => require("../../src/example/tensorflow") as typeof TensorFlowModule;
 
 let loaded: LoadedTensorFlow;
 let bannerWarnings: unknown[][] = [];

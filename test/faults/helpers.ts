@@ -138,7 +138,7 @@ function newestMtime(dir: string): number {
 
 /** Builds dist/ when it is older than src/ (the daemons run the compiled code, as users do). */
 export function ensureDist(): void {
-  const built = join(REPO_ROOT, "dist", "cli", "superlink.js");
+  const built = join(REPO_ROOT, "dist", "cli", "flower-superlink.js");
   if (existsSync(built) && statSync(built).mtimeMs >= newestMtime(join(REPO_ROOT, "src"))) return;
   try {
     execFileSync(process.execPath, [join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], {

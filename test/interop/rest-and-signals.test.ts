@@ -87,7 +87,7 @@ describeInterop(`Python Flower 1.10 interop: REST and signals${PY_SRC ? "" : ` â
   let fx: Fixtures;
   beforeAll(() => {
     fx = generateFixtures(1);
-    for (const bin of ["superlink", "client-app", "server-app"]) {
+    for (const bin of ["flower-superlink", "flower-client-app", "flower-server-app"]) {
       if (!existsSync(join(REPO_ROOT, "dist", "cli", `${bin}.js`))) {
         throw new Error(`dist/cli/${bin}.js is missing: run \`npm run build\` before the interop tests`);
       }

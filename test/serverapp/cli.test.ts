@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { main } from "../../src/cli/server-app";
+import { main } from "../../src/cli/flower-server-app";
 import type { FitRes } from "../../src/core/records/legacy-types";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { legacyNode } from "../server/fake-driver";

@@ -9,7 +9,7 @@ import { ConnectionError, MalformedMessageError, NotFoundError } from "../../src
 import { RecordSet } from "../../src/core/records/types";
 import { DriverService, type PushTaskInsRequest } from "../../src/proto/flwr/proto/driver";
 import { TaskRes } from "../../src/proto/flwr/proto/task";
-import { startGrpcServer } from "../../src/transport/server";
+import { startGrpcServer } from "../../src/transport/grpc-server";
 import { silentLogger } from "../../src/core/logger";
 import { type SuperLinkHandle, startSuperLink } from "../../src/superlink/superlink";
 import { GrpcDriver, PUSH_BATCH_BYTES } from "../../src/serverapp/grpc-driver";

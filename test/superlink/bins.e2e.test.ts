@@ -41,7 +41,7 @@ const fatal = (r: Run): string =>
   );
 
 beforeAll(() => {
-  if (!existsSync(join(REPO_ROOT, "dist", "cli", "superlink.js"))) throw new Error("dist/ is missing: run `npm run build` first");
+  if (!existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js"))) throw new Error("dist/ is missing: run `npm run build` first");
 });
 
 describe("--version", () => {

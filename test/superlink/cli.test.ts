@@ -5,7 +5,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { main } from "../../src/cli/superlink";
+import { main } from "../../src/cli/flower-superlink";
 import { isLoopbackHost } from "../../src/cli/common";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 

@@ -18,7 +18,7 @@ let root: string;
 const children: ChildProcess[] = [];
 
 beforeAll(() => {
-  if (!existsSync(join(REPO_ROOT, "dist", "cli", "superlink.js"))) throw new Error("dist/ is missing: run `npm run build` first");
+  if (!existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js"))) throw new Error("dist/ is missing: run `npm run build` first");
   root = mkdtempSync(join(tmpdir(), "flwr-ts-demo-"));
 });
 afterAll(() => {

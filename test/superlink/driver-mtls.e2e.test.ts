@@ -35,7 +35,7 @@ function openssl(...args: string[]): void {
 }
 
 beforeAll(() => {
-  if (!existsSync(join(REPO_ROOT, "dist", "cli", "superlink.js"))) throw new Error("dist/ is missing: run `npm run build` first");
+  if (!existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js"))) throw new Error("dist/ is missing: run `npm run build` first");
   fx = generateFixtures(1);
   dir = mkdtempSync(join(tmpdir(), "flwr-ts-driver-mtls-"));
   const f = (name: string): string => join(dir, name);

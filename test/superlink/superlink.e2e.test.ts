@@ -88,14 +88,14 @@ function newestMtime(dir: string): number {
 
 /** dist/ is current when the compiled CLI is newer than every source file (`npm test` builds first). */
 function distIsCurrent(): boolean {
-  const built = join(REPO_ROOT, "dist", "cli", "superlink.js");
+  const built = join(REPO_ROOT, "dist", "cli", "flower-superlink.js");
   return existsSync(built) && statSync(built).mtimeMs >= newestMtime(join(REPO_ROOT, "src"));
 }
 
 beforeAll(() => {
   // e2e runs the compiled program, as users do.
   if (!distIsCurrent()) buildDist();
-  expect(existsSync(join(REPO_ROOT, "dist", "cli", "superlink.js"))).toBe(true);
+  expect(existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js"))).toBe(true);
   fx = generateFixtures(2);
   ca = fx.read(fx.caCert);
   clientKeys = readFileSync(fx.allowlistCsv, "utf8").trim().split(",");

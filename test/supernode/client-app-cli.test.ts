@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Writable } from "node:stream";
-import { main } from "../../src/cli/client-app";
+import { main } from "../../src/cli/flower-client-app";
 
 const CLIENT_INDEX = resolve(__dirname, "..", "..", "src", "client", "index.ts");
 

@@ -6,8 +6,8 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { loadClientApp } from "../../src/cli/client-app";
-import { resolveFlwrDir } from "../../src/cli/supernode";
+import { loadClientApp } from "../../src/cli/flower-client-app";
+import { resolveFlwrDir } from "../../src/cli/flower-supernode";
 import { ErrorCode } from "../../src/core/constants";
 import { AppLoadError } from "../../src/core/errors";
 import { clientAppRefFromPyproject, createFabAppSource, fabProjectDir } from "../../src/supernode/fab-app";

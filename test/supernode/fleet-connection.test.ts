@@ -14,7 +14,7 @@ import { RecordSet } from "../../src/core/records/types";
 import { type MapOrder, canonicalEncode } from "../../src/core/wire/canonical";
 import { FleetService, type FleetServer, type PushTaskResRequest } from "../../src/proto/flwr/proto/fleet";
 import { TaskRes } from "../../src/proto/flwr/proto/task";
-import { startGrpcServer, type RunningGrpcServer } from "../../src/transport/server";
+import { startGrpcServer, type RunningGrpcServer } from "../../src/transport/grpc-server";
 import { readServerTlsFiles, serverCredentials } from "../../src/transport/tls";
 import { FleetConnection } from "../../src/supernode/fleet-connection";
 import { generateFixtures, type Fixtures } from "../helpers/fixtures";

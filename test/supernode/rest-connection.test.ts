@@ -1,6 +1,6 @@
 /**
  * RestFleetConnection with the Node poster against real servers on 127.0.0.1:0: how failures
- * are classified by the SuperNode's retry policy (retry.ts), which both transports share.
+ * are classified by the SuperNode's retry policy (src/transport/retry.ts), which both transports share.
  */
 import * as http from "node:http";
 import { createServer } from "node:net";
@@ -10,7 +10,7 @@ import { type SuperLinkHandle, startSuperLink } from "../../src/superlink/superl
 import { CallStatus, FleetCallError, statusForHttp } from "../../src/supernode/fleet-transport";
 import { createNodeRestPoster } from "../../src/supernode/node-rest-poster";
 import { RestFleetConnection } from "../../src/supernode/rest-connection";
-import { classifyFleetError } from "../../src/supernode/retry";
+import { classifyFleetError } from "../../src/transport/retry";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { memoryLogger } from "./helpers";
 

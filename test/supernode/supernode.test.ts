@@ -11,7 +11,8 @@ import { ndarraysToParameters, parametersToNdarrays } from "../../src/core/recor
 import { RecordSet, type Message } from "../../src/core/records/types";
 import { AuthenticationError, ConnectionError, InvalidConfigError } from "../../src/core/errors";
 import type { SuperLinkHandle } from "../../src/superlink/superlink";
-import { type SuperNodeConfig, type SuperNodeHandle, replyProblem, startSuperNode } from "../../src/supernode/supernode";
+import { type SuperNodeConfig, type SuperNodeHandle, startSuperNode } from "../../src/supernode/supernode";
+import { replyProblem } from "../../src/supernode/reply-check";
 import { generateFixtures, type Fixtures } from "../helpers/fixtures";
 import { TestDriver, memoryLogger, startTestSuperLink, until } from "./helpers";
 

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { StreamDecoder } from "@grpc/grpc-js/build/src/stream-decoder";
 import type { EncodedChunks } from "../../src/core/wire/chunked-writer";
 import { createClient } from "../../src/transport/channel";
-import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/server";
+import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/grpc-server";
 import { channelCredentials, serverCredentials } from "../../src/transport/tls";
 import {
   DECODER_IN_PLACE_GROWTH_BYTES,

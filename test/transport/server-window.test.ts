@@ -3,14 +3,14 @@
  * such as PushTaskIns/PushTaskRes are not paced at Node's 64 KiB default, and keep each
  * stream's at 64 KiB so that a large upload and a large download on one connection cannot
  * deadlock (Node's HTTP/2 stops reading while it writes). grpc-js has no option for the
- * window (see src/transport/server.ts); the first tests fail if a grpc-js upgrade moves the
+ * window (see src/transport/grpc-server.ts); the first tests fail if a grpc-js upgrade moves the
  * internals it relies on.
  */
 import * as grpc from "@grpc/grpc-js";
 import { connect, type ClientHttp2Session } from "node:http2";
 import { join } from "node:path";
 import { SERVER_RECEIVE_WINDOW_BYTES } from "../../src/transport/options";
-import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/server";
+import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/grpc-server";
 import { serverCredentials } from "../../src/transport/tls";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { runNodeScript } from "../helpers/node-script";

@@ -9,7 +9,7 @@ import {
   backoffCeilingMs,
   classifyFleetError,
   isCertificateFailure,
-} from "../../src/supernode/retry";
+} from "../../src/transport/retry";
 
 function serviceError(code: grpc.status, details: string): grpc.ServiceError {
   return Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), { code, details, metadata: new grpc.Metadata() });

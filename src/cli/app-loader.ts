@@ -6,7 +6,7 @@
  */
 import { existsSync, statSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
-import { AppLoadError, errorMessage } from "./errors";
+import { AppLoadError, errorMessage } from "../core/errors";
 
 const MODULE_EXTENSIONS = [".js", ".cjs", ".ts", ".cts"];
 

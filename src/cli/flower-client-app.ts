@@ -9,7 +9,7 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ClientApp } from "../client/client-app";
 import { DEFAULT_FLEET_API_ADDRESS, DEFAULT_SHUTDOWN_GRACE_MS } from "../core/constants";
-import { loadAppObject, parseAppReference } from "../core/app-loader";
+import { loadAppObject, parseAppReference } from "./app-loader";
 import { AppLoadError, InvalidConfigError, errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
 import { parseNodeConfig } from "../supernode/node-config";

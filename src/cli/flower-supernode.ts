@@ -12,7 +12,7 @@ import { Command } from "commander";
 import { createLogger } from "../core/logger";
 import { createFabAppSource } from "../supernode/fab-app";
 import { type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
-import { type ClientAppCliOptions, addSuperNodeOptions, configFromOptions, loadClientApp } from "./client-app";
+import { type ClientAppCliOptions, addSuperNodeOptions, configFromOptions, loadClientApp } from "./flower-client-app";
 import { type CliIo, parseOrExitCode, routeOutput, runMain, packageVersion } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 

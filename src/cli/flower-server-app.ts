@@ -12,7 +12,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_DRIVER_API_ADDRESS } from "../core/constants";
-import { loadAppObject } from "../core/app-loader";
+import { loadAppObject } from "./app-loader";
 import { AppLoadError, InvalidConfigError } from "../core/errors";
 import { DEFAULT_RETRY_DEADLINE_MS } from "../serverapp/grpc-driver";
 import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-app";
