@@ -15,7 +15,7 @@ import type { NDArray, NDArrays } from "../../src/core/records/types";
 import { SimpleClientManager, driverNodeDiscovery } from "../../src/server/client-manager";
 import type { ClientProxy } from "../../src/server/client-proxy";
 import { ResultSpill, arraySourcesOf } from "../../src/server/result-spill";
-import { Server } from "../../src/server/server";
+import { Server } from "../../src/server/round-loop";
 import {
   CHUNK_ELEMENTS,
   FedAvg,
