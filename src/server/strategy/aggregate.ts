@@ -23,7 +23,7 @@ export interface ArraySource {
   readonly length: number;
   /**
    * Elements [start, start + count) as numbers. The returned view may be reused by the next
-   * read of this source: use it before reading this source again.
+   * read of any array of the same result: use it before reading that result again.
    */
   read(start: number, count: number): ArrayLike<number>;
 }
