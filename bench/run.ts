@@ -201,6 +201,7 @@ function relayTable(results: RelayResult[]): string {
 /** Goals of issue 19, printed beside the measurements. */
 const GOAL_SERVERAPP_RSS_MIB = 400;
 const GOAL_SUPERLINK_RSS_MIB = 400;
+const GOAL_REGISTRATIONS_PER_SECOND = 300;
 
 function fedavgTable(results: FedAvgResult[]): string {
   const goal = (v: number | undefined, max: number): string => (v === undefined ? "-" : `${f(v, 0)} (goal <= ${max}${v <= max ? ", met" : ", NOT met"})`);
@@ -232,6 +233,11 @@ function idleTable(r: IdleResult): string {
     ["SuperNodes (online per SuperLink)", `${r.nodes} (${r.onlineNodes})`],
     ["worker processes", String(r.workers)],
     ["registration of all nodes", `${f(r.registerSeconds, 1)} s`],
+    [
+      "registrations per second",
+      `${f(r.registrationsPerSecond, 0)}/s (goal >= ${GOAL_REGISTRATIONS_PER_SECOND}${r.registrationsPerSecond >= GOAL_REGISTRATIONS_PER_SECOND ? ", met" : ", NOT met"})`,
+    ],
+    ["SuperLink CPU per registration", `${f(r.superlinkCpuMsPerRegistration, 1)} ms`],
     ["window", `${f(r.windowSeconds, 1)} s`],
     ["SuperLink CPU", `${f(r.superlinkCpuPercent, 1)} % of one core`],
     ["SuperLink RSS idle, no nodes", `${f(r.superlinkRssIdleMiB, 0)} MiB`],
