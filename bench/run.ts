@@ -30,6 +30,8 @@ interface Options {
   hopMB: number;
   keep: boolean;
   output: string;
+  /** A generate.sh variant (same arguments), e.g. an older one, to compare certificate choices. */
+  credentialsScript?: string;
   /** Directory for V8 CPU profiles of every daemon (node --cpu-prof). */
   profileDir?: string;
 }
@@ -47,6 +49,8 @@ const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [o
   --idle-seconds S     measuring window of "idle" (default 30)
   --hop-mb N           payload of "hop", one gRPC upload between two processes (default 100)
   --output FILE        where the JSON results go (default bench/results/latest.json)
+  --credentials-script FILE  make certificates and keys with FILE instead of scripts/generate.sh
+                       (same arguments; e.g. an older version, to compare)
   --keep               keep the temp dir (certificates, apps, child logs)
   --profile DIR        write a V8 CPU profile of every daemon into DIR (open in Chrome DevTools)`;
 
@@ -119,6 +123,12 @@ function parseArgs(args: string[]): Options {
         opts.output = next() ?? "";
         if (opts.output === "") throw new Error("--output needs a file name");
         break;
+      case "--credentials-script": {
+        const script = next();
+        if (script === undefined || script === "") throw new Error("--credentials-script needs a file");
+        opts.credentialsScript = resolve(script);
+        break;
+      }
       case "--keep":
         opts.keep = true;
         break;
@@ -303,7 +313,7 @@ async function main(args: string[]): Promise<number> {
       opts.scenarios.includes("idle") ? opts.idleNodes : 1,
     );
     say(`generating certificates and ${keyPairs} SuperNode key pair(s) in ${workDir}`);
-    const creds = generateCredentials(keyPairs, join(workDir, "credentials"));
+    const creds = generateCredentials(keyPairs, join(workDir, "credentials"), opts.credentialsScript);
     for (const scenario of opts.scenarios) {
       const started = Date.now();
       say(`scenario ${scenario}: starting`);
