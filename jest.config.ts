@@ -1,11 +1,46 @@
 import type { Config } from "jest";
 
-// Unit tests run in-process; integration and e2e tests start real servers and child processes
-// on ephemeral ports. `npm test` builds dist/ first so e2e tests can spawn bin/*.
-const config: Config = {
+// Three projects, by what a test file needs (`npm test` runs all three; `npm run test:unit`,
+// `test:integration` and `test:e2e` one each). A file that matches neither list below is a unit test.
+// e2e: child processes running dist/ (bin/*, or scripts that load it) and the Python peers.
+const E2E = [
+  "/test/(faults|interop)/.*\\.test\\.ts$",
+  "[/.-]e2e\\.test\\.ts$",
+  "/test/superlink/demo-credentials\\.test\\.ts$",
+  "/test/cli/log-format\\.test\\.ts$",
+  "/test/transport/(grpc-zero-copy|server-window)\\.test\\.ts$",
+];
+// integration: real servers on loopback ports, SQLite files and tools (openssl, buf) from this process.
+const INTEGRATION = [
+  "\\.integration\\.test\\.ts$",
+  "/test/(compat|serverapp)/.*\\.test\\.ts$",
+  "/test/supernode/(supernode|fleet-connection|rest-connection|fab-app|registration-abort|client-app-cli)\\.test\\.ts$",
+  "/test/auth/server-auth\\.test\\.ts$",
+  "/test/superlink/(cli|rest-fleet|generate-sh)\\.test\\.ts$",
+  "/test/state/sqlite-state\\.test\\.ts$",
+  "/test/proto/generated-current\\.test\\.ts$",
+  "/test/server/history-plot\\.test\\.ts$",
+];
+const ALL = "/test/.*\\.test\\.ts$";
+
+// Type checking is `npm run typecheck`'s job: ts-jest only transpiles (isolatedModules in tsconfig.jest.json).
+const common = {
   testEnvironment: "node",
-  transform: { "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.jest.json" }] },
-  testMatch: ["<rootDir>/test/**/*.test.ts"],
+  transform: { "^.+\\.ts$": ["ts-jest", { tsconfig: "<rootDir>/tsconfig.jest.json" }] },
+  rootDir: __dirname,
+  // The grpc-js extensions, enabled as the daemons enable them (src/transport/grpc-extensions.ts).
+  setupFiles: ["<rootDir>/test/helpers/grpc-extensions-setup.ts"],
+} satisfies Config;
+
+const config: Config = {
+  projects: [
+    { ...common, displayName: "unit", testRegex: ALL, testPathIgnorePatterns: ["/node_modules/", ...E2E, ...INTEGRATION] },
+    { ...common, displayName: "integration", testRegex: INTEGRATION, testPathIgnorePatterns: ["/node_modules/", ...E2E] },
+    { ...common, displayName: "e2e", testRegex: E2E, testPathIgnorePatterns: ["/node_modules/"] },
+  ],
+  // Builds dist/ if needed and generates the shared certificates once (test/helpers/fixtures.ts).
+  globalSetup: "<rootDir>/test/helpers/global-setup.ts",
+  globalTeardown: "<rootDir>/test/helpers/global-teardown.ts",
   testTimeout: 60_000,
   maxWorkers: 2,
   reporters: ["default", "<rootDir>/test/helpers/summary-reporter.js"],

@@ -9,6 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import { readFileSync } from "node:fs";
 import { startGrpcServer } from "../src/transport/grpc-server";
 import { serverCredentials } from "../src/transport/tls";
+import { enableGrpcExtensions } from "../src/transport/grpc-extensions";
 import { HOP_METHOD } from "./lib/hop-method";
 
 async function main(args: string[]): Promise<void> {
@@ -17,6 +18,7 @@ async function main(args: string[]): Promise<void> {
     tls === undefined
       ? grpc.ServerCredentials.createInsecure()
       : serverCredentials({ caCert: readFileSync(tls[0]!), cert: readFileSync(tls[1]!), key: readFileSync(tls[2]!) });
+  enableGrpcExtensions();
   let since = process.cpuUsage();
   const server = await startGrpcServer("127.0.0.1:0", credentials, [
     {

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { ClientApp } from "../src/client/client-app";
 import { createLogger } from "../src/core/logger";
 import { type SuperNodeHandle, startSuperNode } from "../src/supernode/supernode";
+import { enableGrpcExtensions } from "../src/transport/grpc-extensions";
 
 /** Registrations in flight at once: enough to be quick, few enough not to time out TLS handshakes. */
 const REGISTER_CONCURRENCY = 20;
@@ -44,6 +45,7 @@ async function main(args: string[]): Promise<number> {
     process.once("SIGINT", onSignal);
   });
 
+  enableGrpcExtensions();
   const started = Date.now();
   const indices = Array.from({ length: count }, (_, k) => first + k);
   try {

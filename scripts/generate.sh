@@ -18,6 +18,8 @@
 #   --force  replace existing files (every peer holding the old ones loses access)
 #   N        number of SuperNode key pairs (default 2)
 #   OUTDIR   where certificates/ and keys/ go (default: the repository root)
+# Environment: FLWR_CERT_DAYS (default 365); FLWR_CERT_KEY=rsa makes the Fleet/Driver CA and
+# server keys RSA 4096 (Flower's own recipe) instead of ECDSA P-256 (the default).
 #
 # Without --force nothing existing is replaced: a group whose files all exist is kept, a group
 # with none is generated, and a group with only some of its files is refused (exit 1) before
@@ -30,7 +32,7 @@ positional=()
 for arg in "$@"; do
   case "$arg" in
     --force) force=1 ;;
-    -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "generate.sh: unknown option '$arg' (usage: scripts/generate.sh [--force] [N] [OUTDIR])" >&2; exit 2 ;;
     *) positional+=("$arg") ;;
   esac
@@ -47,6 +49,11 @@ fi
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out_dir="${positional[1]:-$repo_root}"
 days="${FLWR_CERT_DAYS:-365}"
+cert_key="${FLWR_CERT_KEY:-ec}"
+case "$cert_key" in
+  rsa | ec) ;;
+  *) echo "generate.sh: FLWR_CERT_KEY must be 'rsa' or 'ec', got '$cert_key'" >&2; exit 2 ;;
+esac
 for tool in openssl ssh-keygen; do
   command -v "$tool" >/dev/null || { echo "generate.sh: '$tool' is required but not installed" >&2; exit 2; }
 done
@@ -103,15 +110,22 @@ if [ "$fleet_action$serverapp_action$superlink_action$supernode_action" = keepke
 fi
 mkdir -p "$cert_dir" "$key_dir"
 
+# ECDSA P-256 by default: the SuperLink signs every TLS handshake with server.key, and an
+# RSA-4096 signature costs ~60x a P-256 one (it capped registrations at ~50 nodes/s). Python
+# peers (grpcio) accept both. FLWR_CERT_KEY=rsa: RSA 4096, as Flower's own recipe.
+fleet_key() {
+  if [ "$cert_key" = ec ]; then
+    openssl ecparam -name prime256v1 -genkey -noout -out "$1"
+  else
+    openssl genrsa -out "$1" 4096 2>/dev/null
+  fi
+}
 if [ "$fleet_action" = generate ]; then
   rm -f "${fleet_files[@]}" "$cert_dir/server.csr" "$cert_dir/ca.srl"
-  # ECDSA P-256, not RSA 4096: the SuperLink signs every TLS handshake with server.key, and an
-  # RSA-4096 signature costs ~40x a P-256 one (it capped registrations at ~50 nodes/s).
-  # Python peers (grpcio) accept it.
-  openssl ecparam -name prime256v1 -genkey -noout -out "$cert_dir/ca.key"
+  fleet_key "$cert_dir/ca.key"
   openssl req -new -x509 -key "$cert_dir/ca.key" -sha256 -subj "/C=DE/ST=HH/O=CA, Inc." \
     -days "$days" -out "$cert_dir/ca.crt"
-  openssl ecparam -name prime256v1 -genkey -noout -out "$cert_dir/server.key"
+  fleet_key "$cert_dir/server.key"
   openssl req -new -key "$cert_dir/server.key" -out "$cert_dir/server.csr" -config "$conf"
   openssl x509 -req -in "$cert_dir/server.csr" -CA "$cert_dir/ca.crt" -CAkey "$cert_dir/ca.key" \
     -CAcreateserial -out "$cert_dir/server.pem" -days "$days" -sha256 \

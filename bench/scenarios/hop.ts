@@ -9,6 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createClient } from "../../src/transport/channel";
+import { enableGrpcExtensions } from "../../src/transport/grpc-extensions";
 import { HOP_METHOD } from "../lib/hop-method";
 import type { Credentials } from "../lib/deployment";
 import { type Child, say, stopChildren, startNodeScript } from "../lib/processes";
@@ -42,6 +43,8 @@ async function runHopCase(creds: Credentials, workDir: string, payloadMB: number
     const ready = await server.waitForLog("hop server ready", (r) => r["event"] === "hop-server.ready");
     const credentials =
       security === "tls" ? grpc.credentials.createSsl(readFileSync(creds.caCert)) : grpc.credentials.createInsecure();
+    // Both ends extended, as the daemons are.
+    enableGrpcExtensions();
     stub = createClient(client, `localhost:${String(ready["port"])}`, credentials);
     const payload = Buffer.alloc(payloadMB * 1_000_000, 1);
     const times: number[] = [];

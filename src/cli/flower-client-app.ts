@@ -17,6 +17,7 @@ import { parseRestBaseUrl } from "../supernode/rest-connection";
 import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
 import { type CliIo, LOG_LEVELS, LOG_FORMATS, LOG_FORMAT_HELP, createCliLogger, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain, packageVersion } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
+import { enableGrpcExtensions } from "../transport/grpc-extensions";
 
 const NAME = "flower-client-app";
 
@@ -207,7 +208,18 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
     ...(opts.maxRetries !== undefined ? { maxRetries: opts.maxRetries } : {}),
     ...(opts.maxWaitTime !== undefined ? { maxWaitTimeMs: opts.maxWaitTime * 1000 } : {}),
     pollIntervalMs: opts.pollIntervalMs,
+    ...testPingInterval(),
   };
+}
+
+/**
+ * FLWR_TEST_PING_INTERVAL (seconds; for tests only): the ping_interval to announce instead of
+ * Flower's 30 s, so a test sees a killed node go offline in seconds. The SuperLink still clamps
+ * it into --min-ping-interval..--max-ping-interval; startSuperNode refuses a non-positive value.
+ */
+function testPingInterval(): Pick<SuperNodeConfig, "pingIntervalSeconds"> {
+  const seconds = process.env.FLWR_TEST_PING_INTERVAL;
+  return seconds === undefined || seconds === "" ? {} : { pingIntervalSeconds: Number(seconds) };
 }
 
 /**
@@ -222,6 +234,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const ref = program.args[0]!;
   const logger = createCliLogger({ level: opts.logLevel, component: "supernode", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
   logger.info("Long-running Flower client starting");
+  enableGrpcExtensions({ logger });
 
   let config: SuperNodeConfig;
   try {

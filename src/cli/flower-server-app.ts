@@ -19,6 +19,7 @@ import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-a
 import { type ClientCertificate, readClientCertificateFiles } from "../transport/tls";
 import { type CliIo as CommonCliIo, LOG_LEVELS, LOG_FORMATS, LOG_FORMAT_HELP, createCliLogger, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, runMain, packageVersion } from "./common";
 import { EXIT_NO_FIT_RESULTS, EXIT_OK, EXIT_SIGNAL, exitCodeFor, reportFatal } from "./run-daemon";
+import { enableGrpcExtensions } from "../transport/grpc-extensions";
 
 const NAME = "flower-server-app";
 const INT64_MIN = -(2n ** 63n);
@@ -156,6 +157,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const appArg = program.args[0];
   const level = opts.verbose && program.getOptionValueSource("logLevel") !== "cli" ? "debug" : opts.logLevel;
   const logger = createCliLogger({ level, component: "serverapp", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
+  enableGrpcExtensions({ logger });
 
   let config: RunServerAppConfig;
   try {

@@ -48,6 +48,7 @@ import {
   listenFailureError,
 } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
+import { enableGrpcExtensions } from "../transport/grpc-extensions";
 
 const NAME = "flower-superlink";
 const FLEET_API_TYPE_GRPC_RERE = "grpc-rere";
@@ -437,6 +438,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const opts = program.opts<SuperLinkOptions>();
   const logger = createCliLogger({ level: opts.logLevel, component: "superlink", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
   logger.info("Starting Flower SuperLink");
+  enableGrpcExtensions({ logger });
 
   let config: SuperLinkConfig;
   try {
@@ -450,7 +452,7 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   return runDaemon(
     async () => {
       try {
-        handle = await startSuperLink(config, { logger });
+        handle = await startSuperLink(config, { logger, ...testDescriptorCheck() });
       } catch (err) {
         throw listenFailureError(err, listenFlags(config)) ?? err;
       }
@@ -481,6 +483,15 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
       },
     },
   );
+}
+
+/**
+ * FLWR_TEST_DESCRIPTOR_CHECK_MS (for tests only): how often to sample open file descriptors
+ * instead of every 5 s, so a test of the exhaustion warning needs no long waits.
+ */
+function testDescriptorCheck(): { descriptorCheckMs?: number } {
+  const ms = Number(process.env.FLWR_TEST_DESCRIPTOR_CHECK_MS);
+  return Number.isFinite(ms) && ms > 0 ? { descriptorCheckMs: ms } : {};
 }
 
 /** Entry point of bin/flower-superlink. */

@@ -15,6 +15,7 @@ import { type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
 import { type ClientAppCliOptions, addSuperNodeOptions, configFromOptions, loadClientApp } from "./flower-client-app";
 import { type CliIo, parseOrExitCode, routeOutput, runMain, packageVersion } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
+import { enableGrpcExtensions } from "../transport/grpc-extensions";
 
 const NAME = "flower-supernode";
 
@@ -67,6 +68,7 @@ export async function main(argv: string[], io: CliIo = {}, env: NodeJS.ProcessEn
   const defaultRef = (program.args[0] as string | undefined) ?? "";
   const logger = createLogger({ level: opts.logLevel, base: { component: "supernode" } }, io.logDestination);
   logger.info("Starting Flower SuperNode");
+  enableGrpcExtensions({ logger });
 
   let config: SuperNodeConfig;
   try {

@@ -31,6 +31,7 @@ import { type NumPyClient, isNumPyClient } from "../client/numpy-client";
 import * as grpc from "@grpc/grpc-js";
 import { FlwrError, InvalidConfigError, InvalidKeyFileError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
+import { applyGrpcExtensionsOption } from "./grpc-extensions-option";
 import type { ConfigsScalar } from "../core/records/types";
 import { type SuperNodeAuthFiles, type SuperNodeHandle, startSuperNode } from "../supernode/supernode";
 import { isServiceError } from "../transport/status";
@@ -78,6 +79,12 @@ export interface StartClientOptions {
   nodeConfig?: Record<string, ConfigsScalar>;
   /** Default: a text logger on stderr (Flower logs to the console). */
   logger?: Logger;
+  /**
+   * Enable flwr-ts's grpc-js extensions (zero-copy sends, incremental decoder) in this process,
+   * process-wide, and log that it did. Default true; false leaves grpc-js as it is (large
+   * messages then cost extra copies). docs/grpc-extensions.md.
+   */
+  grpcExtensions?: boolean;
   /**
    * Aborting stops the client; startClient then resolves. It also works while the first
    * registration is still being retried (the server not up yet).
@@ -175,6 +182,7 @@ export async function startClient(serverAddress: string, options: StartClientOpt
   }
   if (signal?.aborted) return;
   const logger = options.logger ?? createLogger({ format: "text", base: { component: "flwr" } });
+  applyGrpcExtensionsOption(options.grpcExtensions, "startClient", logger);
   const app = new ClientApp({ clientFn: () => client });
 
   if (transport === "grpc-bidi") {

@@ -22,6 +22,7 @@
 import { IN_MEMORY_DATABASE, MessageType } from "../core/constants";
 import { FlwrError, InvalidConfigError, StateError, errorMessage } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
+import { applyGrpcExtensionsOption } from "./grpc-extensions-option";
 import { RecordSet } from "../core/records/types";
 import { type ClientManager, SimpleClientManager, driverNodeDiscovery } from "../server/client-manager";
 import type { History } from "../server/history";
@@ -89,6 +90,13 @@ export interface StartServerOptions {
    * streams still end (status OK) when the server stops; grpc-rere nodes keep retrying.
    */
   disconnectClients?: boolean;
+  /**
+   * Enable flwr-ts's grpc-js extensions in this process, process-wide, and log that it did.
+   * Default true. The Fleet API needs the receive guard among them (docs/security.md): with
+   * false, startServer rejects with InvalidConfigError unless the app called
+   * `enableGrpcExtensions()` itself. docs/grpc-extensions.md.
+   */
+  grpcExtensions?: boolean;
 }
 
 function isBytes(value: unknown): value is Buffer {
@@ -146,6 +154,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<His
     { event: "server.start", numRounds: config.numRounds, roundTimeoutSeconds: config.roundTimeoutSeconds ?? null },
     `Starting Flower server, config: ${describeServerConfig(config)}`,
   );
+  applyGrpcExtensionsOption(options.grpcExtensions, "startServer", logger);
   // The grpc-bidi streams register with the client manager as they join; the grpc-rere nodes
   // are found through the Driver once the run exists.
   let discoverNodes: ((manager: ClientManager) => Promise<void>) | undefined;

@@ -9,6 +9,7 @@
  * makes CNN training roughly 15x faster. The native backend is left untouched.
  */
 import { dirname } from "node:path";
+import { AppLoadError } from "../core/errors";
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
 
 export type TensorFlow = typeof import("@tensorflow/tfjs");
@@ -32,7 +33,8 @@ const NEGATIVE_INFINITY = -Infinity;
 /**
  * Returns the TensorFlow.js module and the backend in use. The first call loads it (tfjs-node if
  * it can be required and activates its "tensorflow" backend, else tfjs with the "cpu" backend);
- * later calls return the same object. Never throws for a missing or broken tfjs-node.
+ * later calls return the same object. Never throws for a missing or broken tfjs-node; throws
+ * (saying what to install) when neither package is installed.
  */
 export function loadTensorFlow(): LoadedTensorFlow {
   if (loaded !== undefined) return loaded;
@@ -183,8 +185,16 @@ function tryLoadNative(): LoadedTensorFlow | undefined {
 }
 
 function loadPureJs(): LoadedTensorFlow {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const tf = require("@tensorflow/tfjs") as TensorFlow;
+  let tf: TensorFlow;
+  try {
+    // An optional peer dependency: only the bundled example needs it, not flwr-ts itself.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    tf = require("@tensorflow/tfjs") as TensorFlow;
+  } catch (err) {
+    throw new AppLoadError("The example app needs TensorFlow.js: run `npm install @tensorflow/tfjs` (or @tensorflow/tfjs-node) next to flwr-ts", {
+      cause: err,
+    });
+  }
   // The CPU backend initialises synchronously, so the backend is active when this returns; the
   // promise only reports success.
   void tf.setBackend("cpu").catch(() => undefined);

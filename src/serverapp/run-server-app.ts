@@ -14,6 +14,7 @@ import { historyToSvg } from "../server/history-plot";
 import { ServerApp } from "../server/server-app";
 import type { ClientCertificate } from "../transport/tls";
 import { GrpcDriver, type GrpcDriverConfig } from "./grpc-driver";
+import { activeGrpcExtensions } from "../transport/grpc-extensions";
 
 export interface RunServerAppConfig {
   /** The loaded app; must be a ServerApp (checked by brand, see ServerApp.isServerApp). */
@@ -93,10 +94,13 @@ export async function runServerApp(config: RunServerAppConfig, deps: RunServerAp
   let history: History;
   try {
     const runId = driver.runId.toString();
+    // The ServerApp's ready line: it reached the Driver API and has its run.
+    const grpcExtensions = activeGrpcExtensions();
+    const extensionsText = `grpc-js extensions: ${grpcExtensions.join(", ") || "none"}`;
     if (driver.runCreated) {
-      logger.info({ event: "serverapp.run-created", runId }, `Created run ${runId}`);
+      logger.info({ event: "serverapp.run-created", runId, grpcExtensions }, `Created run ${runId}; ${extensionsText}`);
     } else {
-      logger.info({ event: "serverapp.run-attached", runId }, `Using existing run ${runId}`);
+      logger.info({ event: "serverapp.run-attached", runId, grpcExtensions }, `Using existing run ${runId}; ${extensionsText}`);
     }
     const context: Context = { nodeId: 0n, nodeConfig: {}, state: new RecordSet(), runConfig: {} };
     history = await app.run(driver, context, { logger, ...(signal ? { signal } : {}), ...(deps.out ? { out: deps.out } : {}) });

@@ -1,23 +1,33 @@
 /**
- * A few Prometheus metrics for the SuperLink (a flwr-ts feature; Flower has none), served as
- * text on `GET /metrics` when `--metrics-address` is given:
- * - flwr_superlink_rpcs_total{service,method,code}: RPCs ended, by gRPC status name. Counted by a
- *   server interceptor, so refusals by the authentication layer are included. Calls ended by the
- *   transport before a status was produced (client cancel, deadline, oversized request) count
- *   as code="CANCELLED"; undecodable requests as "INVALID_ARGUMENT" (src/transport/request-decoding.ts).
+ * Prometheus metrics for the SuperLink (a flwr-ts feature; Flower has none), through prom-client
+ * with one Registry per SuperLink (never the global one, so several SuperLinks in one process
+ * keep apart), served on `GET /metrics` of `--metrics-address`, with a status page on `/`
+ * (src/superlink/status-page.ts) fed by `GET /status.json`:
+ * - flwr_superlink_rpcs_total{service,method,code}: RPCs ended, by gRPC status name (REST calls
+ *   under the gRPC method they stand for). Counted by a server interceptor, so refusals by the
+ *   authentication layer are included. Calls ended by the transport before a status was
+ *   produced (client cancel, deadline, oversized request) count as code="CANCELLED";
+ *   undecodable requests as "INVALID_ARGUMENT" (src/transport/request-decoding.ts).
+ * - flwr_superlink_rpc_duration_seconds{service,method,transport}: histogram of the same calls'
+ *   time from arrival to status (a long-polled pull includes its wait), transport "grpc" or "rest".
  * - flwr_superlink_online_nodes: nodes seen alive (successful Ping; CreateNode too without
- *   authentication) whose ping interval (at most 1800 s) has not run out. Learned from traffic, so after a restart a node reappears on its
- *   next ping.
+ *   authentication) whose ping interval (at most 1800 s) has not run out. Learned from traffic,
+ *   so after a restart a node reappears on its next ping.
  * - flwr_superlink_task_ins_stored / flwr_superlink_task_res_stored: from State.
+ * - flwr_superlink_task_ins_pushed_total / flwr_superlink_task_res_pushed_total: tasks accepted.
  * - flwr_superlink_runs_created_total: runs created since start.
  * - flwr_superlink_long_polls_waiting: pulls currently held open.
+ * - prom-client's default process and Node.js metrics (process_resident_memory_bytes,
+ *   process_cpu_seconds_total, nodejs_heap_size_used_bytes, nodejs_eventloop_lag_seconds, ...).
  */
 import * as http from "node:http";
 import * as grpc from "@grpc/grpc-js";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { Logger } from "../core/logger";
 import { ConnectionError, errorMessage } from "../core/errors";
 import { formatAddress, parseAddress } from "../core/address";
 import { DEFAULT_PING_INTERVAL_BOUNDS } from "../core/ping-interval";
+import { STATUS_PAGE_HEADERS, STATUS_PAGE_HTML } from "./status-page";
 
 /** Values read from elsewhere at scrape time. */
 export interface MetricsGauges {
@@ -26,34 +36,148 @@ export interface MetricsGauges {
   longPollsWaiting: number;
 }
 
+/** Seconds; from a ping-sized call to a long-polled pull or a large upload. */
+const RPC_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/** Runs the status page lists (the most recent ones). */
+export const STATUS_RUNS_SHOWN = 50;
+/** Online nodes the status page lists by id (the count is always complete). */
+export const STATUS_NODES_SHOWN = 200;
+
+/** What the SuperLink saw of one run since it started (Driver traffic). */
+export interface RunActivity {
+  runId: string;
+  fabId: string;
+  fabVersion: string;
+  createdAt: number;
+  /** group_id of the latest TaskIns pushed: the round, for the legacy loop ("" when none). */
+  lastGroupId: string;
+  taskInsPushed: number;
+  taskResPushed: number;
+}
+
+/** `GET /status.json`: everything the status page shows. Node and run ids are decimal strings. */
+export interface StatusSnapshot {
+  /** ms since epoch, of this snapshot. */
+  time: number;
+  startedAt: number;
+  nodesOnline: number;
+  /** Up to STATUS_NODES_SHOWN of them. */
+  nodes: Array<{ nodeId: string; onlineUntil: number }>;
+  runsCreated: number;
+  runs: RunActivity[];
+  taskInsStored: number;
+  taskResStored: number;
+  longPollsWaiting: number;
+  /** Totals since start, for rates. */
+  rpcsTotal: number;
+  taskInsPushedTotal: number;
+  taskResPushedTotal: number;
+  /** RPCs ended, by "Service/Method" and status name. */
+  rpcs: Array<{ method: string; code: string; count: number }>;
+}
+
+type Transport = "grpc" | "rest";
+
+export interface SuperLinkMetricsOptions {
+  now?: () => number;
+  /** Read at scrape time (default all zero). */
+  gauges?: () => MetricsGauges;
+}
+
 export class SuperLinkMetrics {
+  /** This SuperLink's registry: what `/metrics` serves. */
+  readonly registry = new Registry();
+  private readonly rpcsTotal: Counter<"service" | "method" | "code">;
+  private readonly rpcDuration: Histogram<"service" | "method" | "transport">;
+  private readonly runsCreatedTotal: Counter;
+  private readonly taskInsPushedTotal: Counter;
+  private readonly taskResPushedTotal: Counter;
+  /** Same counts as rpcsTotal, readable synchronously (tests, status page). */
   private readonly rpcs = new Map<string, number>();
+  private rpcCountTotal = 0;
+  private taskInsPushed = 0;
+  private taskResPushed = 0;
   /** node id (decimal) -> online until (ms since epoch). */
   private readonly nodes = new Map<string, number>();
+  private readonly runs = new Map<string, RunActivity>();
   private runsCreated = 0;
+  private readonly now: () => number;
+  private readonly startedAt: number;
+  private gauges: () => MetricsGauges;
   /**
    * False with node authentication: CreateNode carries no MAC and grants no liveness there, so
    * only successful Pings count a node as online.
    */
   createNodeMeansOnline = true;
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(options: SuperLinkMetricsOptions = {}) {
+    this.now = options.now ?? Date.now;
+    this.startedAt = this.now();
+    this.gauges = options.gauges ?? (() => ({ taskInsStored: 0, taskResStored: 0, longPollsWaiting: 0 }));
+    const registers = [this.registry];
+    this.rpcsTotal = new Counter({
+      name: "flwr_superlink_rpcs_total",
+      help: "RPCs ended, by service, method and gRPC status code.",
+      labelNames: ["service", "method", "code"],
+      registers,
+    });
+    this.rpcDuration = new Histogram({
+      name: "flwr_superlink_rpc_duration_seconds",
+      help: "Time from a call's arrival to its status, by service, method and transport (grpc or rest).",
+      labelNames: ["service", "method", "transport"],
+      buckets: RPC_DURATION_BUCKETS,
+      registers,
+    });
+    const gauge = (name: string, help: string, read: () => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    };
+    gauge("flwr_superlink_online_nodes", "Nodes within their announced ping interval.", () => this.onlineNodes());
+    gauge("flwr_superlink_task_ins_stored", "TaskIns held in state (delivered or not).", () => this.gauges().taskInsStored);
+    gauge("flwr_superlink_task_res_stored", "TaskRes held in state (delivered or not).", () => this.gauges().taskResStored);
+    gauge("flwr_superlink_long_polls_waiting", "Pull calls currently held open waiting for work.", () => this.gauges().longPollsWaiting);
+    this.runsCreatedTotal = new Counter({ name: "flwr_superlink_runs_created_total", help: "Runs created since the SuperLink started.", registers });
+    this.taskInsPushedTotal = new Counter({ name: "flwr_superlink_task_ins_pushed_total", help: "TaskIns accepted from ServerApps (PushTaskIns).", registers });
+    this.taskResPushedTotal = new Counter({ name: "flwr_superlink_task_res_pushed_total", help: "TaskRes accepted from SuperNodes (PushTaskRes).", registers });
+    collectDefaultMetrics({ register: this.registry });
+  }
 
-  /** Counts one ended RPC. `path` is the gRPC method path, e.g. "/flwr.proto.Fleet/Ping". */
-  recordRpc(path: string, code: grpc.status): void {
+  /** Where the state gauges come from (the SuperLink sets it once its state and hub exist). */
+  setGauges(gauges: () => MetricsGauges): void {
+    this.gauges = gauges;
+  }
+
+  /**
+   * Counts one ended RPC. `path` is the gRPC method path, e.g. "/flwr.proto.Fleet/Ping";
+   * `durationSeconds` (when known) goes to the latency histogram.
+   */
+  recordRpc(path: string, code: grpc.status, durationSeconds?: number, transport: Transport = "grpc"): void {
     const m = /^\/flwr\.proto\.([^/]+)\/(.+)$/.exec(path);
     const service = m?.[1] ?? "unknown";
     const method = m?.[2] ?? path;
-    const key = `${service}\u0000${method}\u0000${grpc.status[code] ?? String(code)}`;
+    const codeName = grpc.status[code] ?? String(code);
+    const key = `${service}\u0000${method}\u0000${codeName}`;
     this.rpcs.set(key, (this.rpcs.get(key) ?? 0) + 1);
+    this.rpcCountTotal += 1;
+    this.rpcsTotal.inc({ service, method, code: codeName });
+    if (durationSeconds !== undefined && Number.isFinite(durationSeconds) && durationSeconds >= 0) {
+      this.rpcDuration.observe({ service, method, transport }, durationSeconds);
+    }
   }
 
   /**
    * Counts one ended call of a non-gRPC transport (the REST Fleet API) under the gRPC method
    * `path` and the status `code` that says the same, and feeds the node trackers on success.
    */
-  recordCall(path: string, code: grpc.status, request?: unknown, response?: unknown): void {
-    this.recordRpc(path, code);
+  recordCall(path: string, code: grpc.status, request?: unknown, response?: unknown, durationSeconds?: number): void {
+    this.recordRpc(path, code, durationSeconds, "rest");
     if (code === grpc.status.OK) this.observe(path, request, response);
   }
 
@@ -72,6 +196,7 @@ export class SuperLinkMetrics {
 
   runCreated(): void {
     this.runsCreated += 1;
+    this.runsCreatedTotal.inc();
   }
 
   /** Number of nodes still within their announced ping interval. Drops expired entries. */
@@ -86,19 +211,50 @@ export class SuperLinkMetrics {
     return this.rpcs.get(`${service}\u0000${method}\u0000${code}`) ?? 0;
   }
 
+  /** Prometheus text exposition (prom-client's format for this registry). */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** What `/status.json` serves. */
+  status(): StatusSnapshot {
+    const gauges = this.gauges();
+    const nodesOnline = this.onlineNodes();
+    const nodes = [...this.nodes].slice(0, STATUS_NODES_SHOWN).map(([nodeId, onlineUntil]) => ({ nodeId, onlineUntil }));
+    const rpcs = [...this.rpcs].map(([key, count]) => {
+      const [service, method, code] = key.split("\u0000") as [string, string, string];
+      return { method: `${service}/${method}`, code, count };
+    });
+    rpcs.sort((a, b) => (a.method < b.method ? -1 : a.method > b.method ? 1 : a.code < b.code ? -1 : a.code > b.code ? 1 : 0));
+    return {
+      time: this.now(),
+      startedAt: this.startedAt,
+      nodesOnline,
+      nodes,
+      runsCreated: this.runsCreated,
+      runs: [...this.runs.values()].reverse().map((run) => ({ ...run })),
+      ...gauges,
+      rpcsTotal: this.rpcCountTotal,
+      taskInsPushedTotal: this.taskInsPushed,
+      taskResPushedTotal: this.taskResPushed,
+      rpcs,
+    };
+  }
+
   /**
-   * A grpc-js server interceptor that records every call's final status and feeds the node and
-   * run trackers from the (decoded) request and response messages.
+   * A grpc-js server interceptor that records every call's final status and duration and feeds
+   * the node and run trackers from the (decoded) request and response messages.
    */
   interceptor(): grpc.ServerInterceptor {
     return (method, call) => {
+      const startedAt = performance.now();
       let request: unknown;
       let response: unknown;
       let recorded = false;
       const record = (code: grpc.status): void => {
         if (recorded) return;
         recorded = true;
-        this.recordRpc(method.path, code);
+        this.recordRpc(method.path, code, (performance.now() - startedAt) / 1000);
         if (code === grpc.status.OK) this.observe(method.path, request, response);
       };
       const listener = new grpc.ServerListenerBuilder()
@@ -106,10 +262,10 @@ export class SuperLinkMetrics {
           request = message;
           next(message);
         })
-        .withOnCancel(() => record(grpc.status.CANCELLED))
+        .withOnCancel(() => { record(grpc.status.CANCELLED); })
         .build();
       const responder = new grpc.ResponderBuilder()
-        .withStart((next) => next(listener))
+        .withStart((next) => { next(listener); })
         .withSendMessage((message, next) => {
           response = message;
           next(message);
@@ -139,52 +295,61 @@ export class SuperLinkMetrics {
       case "/flwr.proto.Fleet/DeleteNode":
         if (typeof req.node?.nodeId === "bigint") this.nodeGone(req.node.nodeId);
         break;
-      case "/flwr.proto.Driver/CreateRun":
-        if ((response as { runId?: unknown } | undefined)?.runId !== 0n) this.runCreated();
+      case "/flwr.proto.Driver/CreateRun": {
+        const runId = (response as { runId?: unknown } | undefined)?.runId;
+        if (runId === 0n) break;
+        this.runCreated();
+        if (typeof runId === "bigint") {
+          const run = request as { fabId?: unknown; fabVersion?: unknown } | undefined;
+          this.runActivity(runId, typeof run?.fabId === "string" ? run.fabId : "", typeof run?.fabVersion === "string" ? run.fabVersion : "");
+        }
+        break;
+      }
+      case "/flwr.proto.Driver/PushTaskIns":
+        this.countTasks(request, "taskInsList", "ins");
+        break;
+      case "/flwr.proto.Fleet/PushTaskRes":
+        this.countTasks(request, "taskResList", "res");
         break;
       default:
         break;
     }
   }
 
-  /** Prometheus text exposition format 0.0.4. */
-  render(gauges: MetricsGauges): string {
-    const lines: string[] = [];
-    const metric = (name: string, type: string, help: string, samples: Array<[string, number]>): void => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-      for (const [labels, value] of samples) lines.push(`${name}${labels} ${value}`);
-    };
-    const rpcSamples: Array<[string, number]> = [...this.rpcs.entries()]
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([key, n]) => {
-        const [service, method, code] = key.split("\u0000");
-        return [`{service="${esc(service!)}",method="${esc(method!)}",code="${esc(code!)}"}`, n];
-      });
-    metric("flwr_superlink_rpcs_total", "counter", "RPCs ended, by service, method and gRPC status code.", rpcSamples);
-    metric("flwr_superlink_online_nodes", "gauge", "Nodes within their announced ping interval.", [["", this.onlineNodes()]]);
-    metric("flwr_superlink_task_ins_stored", "gauge", "TaskIns held in state (delivered or not).", [["", gauges.taskInsStored]]);
-    metric("flwr_superlink_task_res_stored", "gauge", "TaskRes held in state (delivered or not).", [["", gauges.taskResStored]]);
-    metric("flwr_superlink_runs_created_total", "counter", "Runs created since the SuperLink started.", [["", this.runsCreated]]);
-    metric("flwr_superlink_long_polls_waiting", "gauge", "Pull calls currently held open waiting for work.", [
-      ["", gauges.longPollsWaiting],
-    ]);
-    // The standard process metrics, so memory and CPU need no /proc access to watch.
-    const memory = process.memoryUsage();
-    const cpu = process.cpuUsage();
-    metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [["", memory.rss]]);
-    metric("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", [
-      ["", (cpu.user + cpu.system) / 1e6],
-    ]);
-    metric("nodejs_heap_size_used_bytes", "gauge", "V8 heap in use, in bytes.", [["", memory.heapUsed]]);
-    metric("nodejs_external_memory_bytes", "gauge", "Memory of Buffers and other objects outside the V8 heap, in bytes.", [
-      ["", memory.external],
-    ]);
-    return lines.join("\n") + "\n";
+  private countTasks(request: unknown, field: "taskInsList" | "taskResList", kind: "ins" | "res"): void {
+    const list = (request as Record<string, unknown> | undefined)?.[field];
+    if (!Array.isArray(list)) return;
+    for (const task of list as Array<{ runId?: unknown; groupId?: unknown }>) {
+      if (kind === "ins") {
+        this.taskInsPushed += 1;
+        this.taskInsPushedTotal.inc();
+      } else {
+        this.taskResPushed += 1;
+        this.taskResPushedTotal.inc();
+      }
+      if (typeof task.runId !== "bigint") continue;
+      const run = this.runActivity(task.runId);
+      if (kind === "ins") {
+        run.taskInsPushed += 1;
+        if (typeof task.groupId === "string") run.lastGroupId = task.groupId;
+      } else {
+        run.taskResPushed += 1;
+      }
+    }
   }
-}
 
-function esc(value: string): string {
-  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+  /** The run's entry (created if unknown, e.g. a run from before a restart); keeps the latest STATUS_RUNS_SHOWN. */
+  private runActivity(runId: bigint, fabId = "", fabVersion = ""): RunActivity {
+    const key = runId.toString();
+    let run = this.runs.get(key);
+    if (run === undefined) {
+      run = { runId: key, fabId, fabVersion, createdAt: this.now(), lastGroupId: "", taskInsPushed: 0, taskResPushed: 0 };
+      this.runs.set(key, run);
+      const oldest = this.runs.keys().next();
+      if (this.runs.size > STATUS_RUNS_SHOWN && oldest.done !== true) this.runs.delete(oldest.value);
+    }
+    return run;
+  }
 }
 
 export interface MetricsServer {
@@ -194,29 +359,41 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves `render()` on GET /metrics (404 elsewhere) at `address` (port 0 allowed). */
-export async function startMetricsServer(address: string, render: () => string, logger: Logger): Promise<MetricsServer> {
+/**
+ * Serves, at `address` (port 0 allowed): `/metrics` (Prometheus text), `/status.json` (the
+ * status snapshot) and `/` (the status page, which polls `/status.json`); 404 elsewhere.
+ */
+export async function startMetricsServer(address: string, metrics: SuperLinkMetrics, logger: Logger): Promise<MetricsServer> {
   const { host, port } = parseAddress(address);
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "").split("?")[0];
-    if (path !== "/metrics") {
-      res.writeHead(404, { "content-type": "text/plain" }).end("Not found: metrics are served on /metrics\n");
+    if (path !== "/metrics" && path !== "/status.json" && path !== "/") {
+      res.writeHead(404, { "content-type": "text/plain" }).end("Not found: metrics are served on /metrics, the status page on /\n");
       return;
     }
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain" }).end("Method not allowed\n");
       return;
     }
-    let body: string;
+    const send = (contentType: string, body: string, headers: Record<string, string> = {}): void => {
+      res.writeHead(200, { "content-type": contentType, "cache-control": "no-store", "x-content-type-options": "nosniff", ...headers });
+      res.end(req.method === "HEAD" ? undefined : body);
+    };
+    const failed = (err: unknown): void => {
+      logger.error({ err }, `metrics: rendering ${path} failed: ${errorMessage(err)}`);
+      if (!res.headersSent) res.writeHead(500, { "content-type": "text/plain" }).end("metrics unavailable\n");
+    };
     try {
-      body = render();
+      if (path === "/") send("text/html; charset=utf-8", STATUS_PAGE_HTML, STATUS_PAGE_HEADERS);
+      else if (path === "/status.json") send("application/json; charset=utf-8", JSON.stringify(metrics.status()));
+      else {
+        void metrics.render().then((text) => {
+          send(metrics.registry.contentType, text);
+        }, failed);
+      }
     } catch (err) {
-      logger.error({ err }, "metrics: rendering failed");
-      res.writeHead(500, { "content-type": "text/plain" }).end("metrics unavailable\n");
-      return;
+      failed(err);
     }
-    res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
-    res.end(req.method === "HEAD" ? undefined : body);
   });
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => {
@@ -230,14 +407,14 @@ export async function startMetricsServer(address: string, render: () => string, 
   });
   const bound = server.address();
   const boundPort = typeof bound === "object" && bound !== null ? bound.port : port;
-  server.on("error", (err) => logger.error({ err }, "metrics server error"));
+  server.on("error", (err) => { logger.error({ err }, "metrics server error"); });
   let closing: Promise<void> | undefined;
   return {
     port: boundPort,
     address: formatAddress({ host, port: boundPort }),
     close() {
       closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        server.close(() => { resolve(); });
         server.closeAllConnections();
       });
       return closing;

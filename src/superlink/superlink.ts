@@ -32,6 +32,7 @@ import { LongPollHub } from "./long-poll";
 import { type RunningRestFleetServer, startRestFleetServer } from "./fleet/rest-server";
 import { DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
+import { FLEET_API_REQUIRED_EXTENSIONS, activeGrpcExtensions, requireGrpcExtensions } from "../transport/grpc-extensions";
 
 /** Node authentication files (spec §4.1). All three are required to enable it. */
 export interface SuperLinkAuthConfig {
@@ -186,6 +187,9 @@ function checkConfig(config: SuperLinkConfig): number {
     throw new InvalidConfigError("--driver-api-client-ca (mutual TLS on the Driver API) requires TLS: drop --insecure");
   }
   if (config.database === "") throw new InvalidConfigError("--database must not be empty");
+  // Without the receive guard and slow-sender hooks the gRPC Fleet API would take unbounded bytes
+  // from unauthenticated peers: it does not start that way (docs/security.md).
+  if (config.fleetApiType !== "rest") requireGrpcExtensions(FLEET_API_REQUIRED_EXTENSIONS, "The Fleet API (grpc-rere)");
   const longPollMs = config.longPollMs ?? DEFAULT_LONG_POLL_MS;
   if (!Number.isFinite(longPollMs) || longPollMs < 0) {
     throw new InvalidConfigError(`Long-poll time must be a non-negative number of milliseconds, got ${longPollMs}`);
@@ -207,7 +211,11 @@ function loadAuthMaterial(auth: SuperLinkAuthConfig, logger: Logger): AuthMateri
 }
 
 /** Starts the SuperLink. Rejects with a typed error (bad config/files, port in use, bad DB). */
-export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Logger }): Promise<SuperLinkHandle> {
+export async function startSuperLink(
+  config: SuperLinkConfig,
+  // descriptorCheckMs: how often to sample open file descriptors (default 5 s; tests use less).
+  deps: { logger: Logger; descriptorCheckMs?: number },
+): Promise<SuperLinkHandle> {
   const { logger } = deps;
   const longPollMs = checkConfig(config);
   const limits = resolveLimits(config.limits);
@@ -231,7 +239,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
   const servers: Array<RunningGrpcServer | RunningRestFleetServer> = [];
   let metricsServer: MetricsServer | undefined;
   let authenticator: FleetAuthenticator | undefined;
-  const stopDescriptorWatch = watchDescriptors(logger);
+  const stopDescriptorWatch = watchDescriptors(logger, deps.descriptorCheckMs !== undefined ? { checkEveryMs: deps.descriptorCheckMs } : {});
 
   const onAllowlistChange = (change: { added: string[]; removed: string[] }): void => {
     logger.info(
@@ -338,8 +346,9 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     });
     // The receive guard comes first (it needs grpc-js's own call); the authentication gate last,
     // so metrics see its refusals.
-    const fleetReceive = createFleetReceiveGuard(config.fleetReceiveLimits ?? {}, fleetLogger);
-    const fleetInterceptors: grpc.ServerInterceptor[] = [fleetReceive.interceptor(), metrics.interceptor()];
+    // (The REST Fleet API caps bodies itself; the guard is for gRPC calls.)
+    const fleetReceive = config.fleetApiType === "rest" ? undefined : createFleetReceiveGuard(config.fleetReceiveLimits ?? {}, fleetLogger);
+    const fleetInterceptors: grpc.ServerInterceptor[] = [...(fleetReceive ? [fleetReceive.interceptor()] : []), metrics.interceptor()];
     let fleetService: ServiceRegistration = { definition: FleetService, implementation: fleetImpl };
     if (auth !== undefined) {
       authenticator = new FleetAuthenticator({
@@ -351,7 +360,7 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         pingIntervalBounds: limits.pingIntervalBounds,
       });
       const authenticated = withFleetAuthentication(fleetImpl, authenticator, {
-        onAuthenticated: (metadata) => fleetReceive.markAuthenticated(metadata),
+        onAuthenticated: (metadata) => fleetReceive?.markAuthenticated(metadata),
       });
       fleetService = authenticated;
       fleetInterceptors.push(authenticated.interceptor);
@@ -376,7 +385,9 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
             maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
             corsOrigins: config.rest?.corsOrigins ?? [],
             logger: fleetLogger,
-            onCall: (path, code, request, response) => metrics.recordCall(path, code, request, response),
+            onCall: (path, code, request, response, seconds) => {
+              metrics.recordCall(path, code, request, response, seconds);
+            },
           })
         : await startGrpcServer(
             config.fleetApiAddress,
@@ -388,16 +399,8 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
-      metricsServer = await startMetricsServer(
-        config.metricsAddress,
-        () =>
-          metrics.render({
-            taskInsStored: state.numTaskIns(),
-            taskResStored: state.numTaskRes(),
-            longPollsWaiting: hub.waiting,
-          }),
-        logger,
-      );
+      metrics.setGauges(() => ({ taskInsStored: state.numTaskIns(), taskResStored: state.numTaskRes(), longPollsWaiting: hub.waiting }));
+      metricsServer = await startMetricsServer(config.metricsAddress, metrics, logger);
     }
 
     logger.info(
@@ -413,8 +416,10 @@ export async function startSuperLink(config: SuperLinkConfig, deps: { logger: Lo
         longPollMs,
         limits,
         fleetApiType: config.fleetApiType ?? "grpc-rere",
+        grpcExtensions: activeGrpcExtensions(),
       },
-      `SuperLink ready: Driver API on ${driver.address}, Fleet API (${config.fleetApiType ?? "grpc-rere"}) on ${fleet.address}`,
+      `SuperLink ready: Driver API on ${driver.address}, Fleet API (${config.fleetApiType ?? "grpc-rere"}) on ${fleet.address}` +
+        `; grpc-js extensions: ${activeGrpcExtensions().join(", ") || "none"}`,
     );
 
     return {

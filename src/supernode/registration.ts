@@ -10,6 +10,7 @@ import type { Node } from "../proto/flwr/proto/node";
 import { ACCESS_DENIED_HINT, type RetryInvoker, describeFailure } from "../transport/retry";
 import { isServiceError } from "../transport/status";
 import type { CallControl, FleetTransport } from "./fleet-transport";
+import { activeGrpcExtensions } from "../transport/grpc-extensions";
 
 /** Thrown by a loop that saw the node being stopped; never escapes the SuperNode. */
 export class Stopped extends Error {}
@@ -63,9 +64,10 @@ export class Registration {
     const node = await this.createNode();
     this.set(node);
     const target = this.options.connection.target;
+    const grpcExtensions = activeGrpcExtensions();
     this.options.logger.info(
-      { event: "supernode.ready", nodeId: node.nodeId.toString(), superlink: target },
-      `SuperNode registered with the SuperLink at ${target} as node ${node.nodeId}`,
+      { event: "supernode.ready", nodeId: node.nodeId.toString(), superlink: target, grpcExtensions },
+      `SuperNode registered with the SuperLink at ${target} as node ${node.nodeId}; grpc-js extensions: ${grpcExtensions.join(", ") || "none"}`,
     );
   }
 

@@ -1,7 +1,6 @@
 /** Client construction for the Fleet and Driver APIs. */
 import * as grpc from "@grpc/grpc-js";
 import { CHANNEL_OPTIONS } from "./options";
-import { installGrpcZeroCopy } from "./grpc-zero-copy";
 
 /**
  * Creates a generated ts-proto client (`FleetClient`, `DriverClient`) with Flower's channel
@@ -13,7 +12,6 @@ export function createClient<C extends grpc.Client>(
   credentials: grpc.ChannelCredentials,
   options: Partial<grpc.ChannelOptions> = {},
 ): C {
-  installGrpcZeroCopy();
   return new ClientCtor(target, credentials, { ...CHANNEL_OPTIONS, ...options });
 }
 

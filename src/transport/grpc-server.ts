@@ -1,7 +1,9 @@
 /**
  * Starting and stopping a grpc-js server on HOST:PORT (port 0 allowed), with the connection
  * limits that protect it from idle or slow peers (ConnectionLimits) and undecodable requests
- * answered with INVALID_ARGUMENT (request-decoding.ts).
+ * answered with INVALID_ARGUMENT (request-decoding.ts). The limits on connections and slow
+ * senders, and the larger receive window, need the server-session-hooks extension
+ * (SERVER_SESSION_HOOKS below, applied by src/transport/grpc-extensions.ts).
  */
 import * as grpc from "@grpc/grpc-js";
 import { ConnectionError, errorMessage } from "../core/errors";
@@ -10,7 +12,7 @@ import { type Logger, silentLogger } from "../core/logger";
 import { type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, constants as http2Constants } from "node:http2";
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS, SERVER_OPTIONS, SERVER_RECEIVE_WINDOW_BYTES, connectionLimitOptions } from "./options";
 import type { Socket } from "node:net";
-import { installGrpcZeroCopy } from "./grpc-zero-copy";
+import { type GrpcExtension, MissingGrpcInternal, isGrpcExtensionActive } from "./grpc-internals";
 import { rejectMalformedRequests, withMalformedRequestsMarked } from "./request-decoding";
 
 export interface ServiceRegistration {
@@ -45,7 +47,6 @@ export async function startGrpcServer(
   serverOptions: GrpcServerOptions = {},
 ): Promise<RunningGrpcServer> {
   const hostPort = parseAddress(address);
-  installGrpcZeroCopy();
   const limits = serverOptions.limits ?? DEFAULT_CONNECTION_LIMITS;
   const logger = serverOptions.logger ?? silentLogger();
   const name = serverOptions.name ?? "gRPC server";
@@ -110,15 +111,30 @@ function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
  * both peers may have megabytes in flight towards each other at once (our channels already
  * accept 16 MiB per stream), a concurrent upload and download on one connection deadlock;
  * with 64 KiB per upload stream they cannot (test/transport/server-window.test.ts).
- * This and watchConnections reach into grpc-js 1.14 internals (`http2Servers`); if they are
- * missing the server still works, at the default window and without the slow-sender deadline
- * and descriptor warnings, and those tests fail.
+ * This, watchConnections and closeSilentConnections reach into a grpc-js internal (the server's
+ * `http2Servers`): only with the server-session-hooks extension active. Without it the server
+ * still works, at the default window and without the slow-sender deadline, silent-connection
+ * sweep and accept-failure warnings (the SuperLink's Fleet API refuses to start that way).
  */
 interface GrpcServerInternals {
   http2Servers?: Map<Http2Server, unknown>;
 }
 
+/** Marks the hooks usable once a grpc-js Server holds its Node HTTP/2 servers where 1.14.7 does. */
+export const SERVER_SESSION_HOOKS: GrpcExtension = {
+  name: "server-session-hooks",
+  prepare() {
+    // An unbound server with channelz off registers nothing anywhere.
+    const probe = new grpc.Server({ "grpc.enable_channelz": 0 });
+    if (!((probe as unknown as GrpcServerInternals).http2Servers instanceof Map)) {
+      throw new MissingGrpcInternal("build/src/server Server.http2Servers: not a Map");
+    }
+    return () => undefined;
+  },
+};
+
 function http2ServersOf(server: grpc.Server): Http2Server[] {
+  if (!isGrpcExtensionActive("server-session-hooks")) return [];
   const http2Servers = (server as unknown as GrpcServerInternals).http2Servers;
   return http2Servers instanceof Map ? [...http2Servers.keys()] : [];
 }

@@ -1,31 +1,39 @@
 /**
- * Large messages through grpc-js with fewer copies.
+ * Large messages through grpc-js with fewer copies: three of the extensions that
+ * src/transport/grpc-extensions.ts applies when a daemon enables them (docs/grpc-extensions.md).
  *
  * grpc-js frames every message it sends (a compressed-flag byte and a 4-byte big-endian length:
  * gRPC's length-prefixed message) by allocating a new buffer and copying the serialized message
  * into it, after the serializer has already copied every tensor into one buffer; and it
  * receives a message as a list of chunks that it joins at the end. For a 100 MB model that was
- * three fresh 100 MB buffers per hop (their page faults cost more than the copying). Patches of
- * grpc-js 1.14 internals remove two of them:
- * - servers (`BaseServerInterceptingCall.prototype.sendMessage`): a response whose serializer
- *   has a gather form (`withGather`) is written as a list of chunks that reference the payload
- *   bytes, with no copy at all;
- * - clients (the compression filter's `sendMessage`, the identity handler's `writeMessage`,
- *   `Http2SubchannelCall.prototype.sendMessageWithContext`): a request from `sendableRequest`
- *   travels through grpc-js as a stand-in buffer and is written as its chunks (a channel that
- *   compresses gets the chunks joined, and compresses them as usual);
- * - both (`...serializeMessage`, `writeMessage`): a message with headroom (ChunkedWriter's large
- *   outputs) gets its frame header written in front of it instead of being copied;
- * - both (`StreamDecoder.prototype.write`): a received message is copied into place as its
- *   chunks arrive, instead of all at once at the end, into a buffer that grows with the bytes
- *   that arrived, not to the size the peer declares (see patchDecoder).
- * Everything else is framed and sent as grpc-js does it. If the internals are missing, nothing
- * is patched, every message goes through grpc-js's own code as one buffer, and
- * test/transport/grpc-zero-copy.test.ts fails so the upgrade is noticed.
+ * three fresh 100 MB buffers per hop (their page faults cost more than the copying). The
+ * extensions remove two of them:
+ * - SERVER_ZERO_COPY_SEND (`BaseServerInterceptingCall.prototype.serializeMessage/sendMessage`):
+ *   a response whose serializer has a gather form (`withGather`) is written as a list of chunks
+ *   that reference the payload bytes, with no copy at all; one with headroom (ChunkedWriter's
+ *   large outputs) gets its frame header written in front of it instead of being copied;
+ * - CLIENT_ZERO_COPY_SEND (`CompressionFilter.prototype.sendMessage`,
+ *   `Http2SubchannelCall.prototype.sendMessageWithContext`): the same for requests; a request
+ *   from `sendableRequest` travels through grpc-js as a stand-in buffer and is written as its
+ *   chunks (a channel that compresses gets the chunks joined, and compresses them as usual);
+ * - INCREMENTAL_DECODER (`StreamDecoder.prototype.write`): a received message is copied into
+ *   place as its chunks arrive, instead of all at once at the end, into a buffer that grows with
+ *   the bytes that arrived, and charges a ReceiveAccount for it (the receive guard's budgets).
+ * Without them every message goes through grpc-js's own code as one buffer. Nothing here runs on
+ * import: grpc-extensions.ts calls `prepare()` and the function it returns.
  */
 import { status as Status } from "@grpc/grpc-js";
 import type { ServerHttp2Stream } from "node:http2";
 import { type EncodedChunks, joinChunks, withHeadroom } from "../core/wire/chunked-writer";
+import {
+  type GrpcExtension,
+  type GrpcTracer,
+  MissingGrpcInternal,
+  grpcTracer,
+  isGrpcExtensionActive,
+  requireGrpcInternal,
+  requireMethod,
+} from "./grpc-internals";
 
 /** gRPC's message prefix: compressed flag (1 byte) + message length (4 bytes, big-endian). */
 export const GRPC_FRAME_HEADER_BYTES = 5;
@@ -37,8 +45,8 @@ export type GatherSerializer = (value: object) => EncodedChunks;
 export type Serializer = (value: object) => Buffer;
 
 /**
- * `serialize` with a gather form attached: patched servers call `gather` instead and write the
- * chunks as they are; anything else (clients, unpatched servers) calls `serialize`. Both must
+ * `serialize` with a gather form attached: servers with SERVER_ZERO_COPY_SEND call `gather` instead and write the
+ * chunks as they are; anything else (clients, servers without it) calls `serialize`. Both must
  * produce the same bytes.
  */
 export function withGather(serialize: Serializer, gather: GatherSerializer): Serializer {
@@ -51,12 +59,12 @@ const requestStandIns = new WeakMap<Buffer, EncodedChunks>();
 const framedStandIns = new WeakMap<Buffer, Uint8Array[]>();
 
 /**
- * What to pass grpc-js as a client request for `encoded`: with the client patches, an empty
- * stand-in buffer that the patched client writes as the chunks; without them, the chunks joined
- * into one buffer.
+ * What to pass grpc-js as a client request for `encoded`: with CLIENT_ZERO_COPY_SEND active, an
+ * empty stand-in buffer that the extended client writes as the chunks; without it, the chunks
+ * joined into one buffer.
  */
 export function sendableRequest(encoded: EncodedChunks): Buffer {
-  if (!installGrpcZeroCopy().clientGather) return joinChunks(encoded);
+  if (!isGrpcExtensionActive("client-zero-copy-send")) return joinChunks(encoded);
   // A new object every time (it is a WeakMap key), whatever Buffer.alloc(0) may share.
   const standIn = Buffer.from(new ArrayBuffer(0));
   requestStandIns.set(standIn, encoded);
@@ -98,9 +106,9 @@ function frameHeader(messageLength: number): Buffer {
   return header;
 }
 
-/** What the patches use of grpc-js's server call (all present in 1.14). */
+/** What the extensions use of grpc-js's server call (BaseServerInterceptingCall, 1.14.7). */
 interface ServerCall {
-  handler: { serialize: Serializer & { [GATHER]?: GatherSerializer } };
+  handler: { path: string; serialize: Serializer & { [GATHER]?: GatherSerializer } };
   stream: ServerHttp2Stream;
   maxSendMessageSize: number;
   callEventTracker?: { addMessageSent(): void } | null;
@@ -109,78 +117,49 @@ interface ServerCall {
   sendStatus(status: { code: Status; details: string; metadata: null }): void;
 }
 interface ServerCallPrototype {
-  serializeMessage?: (this: ServerCall, value: object) => Buffer;
-  sendMessage?: (this: ServerCall, message: object, callback: () => void) => void;
-  checkCancelled?: unknown;
-  maybeSendMetadata?: unknown;
-  sendStatus?: unknown;
-}
-interface IdentityHandlerPrototype {
-  writeMessage?: (message: Buffer, compress: boolean) => Promise<Buffer>;
+  serializeMessage: (this: ServerCall, value: object) => Buffer;
+  sendMessage: (this: ServerCall, message: object, callback: () => void) => void;
 }
 
-export interface InstalledPatches {
-  /** Received messages are copied into place as their bytes arrive. */
-  receiveInPlace: boolean;
-  /** Server responses with a gather form are written without copying. */
-  serverGather: boolean;
-  /** Server responses with headroom are framed in place. */
-  serverHeadroom: boolean;
-  /** Uncompressed client requests with headroom are framed in place. */
-  clientHeadroom: boolean;
-  /** Client requests from `gatherRequestSerializer` are written as chunks. */
-  clientGather: boolean;
-}
+/** grpc-js's server call tracer (TRACER_NAME of build/src/server-interceptors). */
+const SERVER_CALL_TRACER = "server_call";
 
-let installed: InstalledPatches | undefined;
-
-/** Patches grpc-js once per process; says which patches could be applied. */
-export function installGrpcZeroCopy(): InstalledPatches {
-  if (installed === undefined) {
-    installed = { ...patchServer(), ...patchClient(), receiveInPlace: patchDecoder() };
-  }
-  return installed;
-}
-
-function patchServer(): { serverGather: boolean; serverHeadroom: boolean } {
-  let proto: ServerCallPrototype | undefined;
-  try {
-    const mod = require("@grpc/grpc-js/build/src/server-interceptors") as {
-      BaseServerInterceptingCall?: { prototype: ServerCallPrototype };
+/**
+ * Servers: a response with headroom is framed in place (`serializeMessage`), a response whose
+ * serializer has a gather form is written as its chunks (`sendMessage`).
+ */
+export const SERVER_ZERO_COPY_SEND: GrpcExtension = {
+  name: "server-zero-copy-send",
+  prepare() {
+    const what = "build/src/server-interceptors BaseServerInterceptingCall";
+    const proto = requireGrpcInternal(
+      what,
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
+      () => require("@grpc/grpc-js/build/src/server-interceptors"),
+      (mod) => (mod["BaseServerInterceptingCall"] as { prototype?: ServerCallPrototype } | undefined)?.prototype,
+    );
+    for (const key of ["serializeMessage", "sendMessage", "checkCancelled", "maybeSendMetadata", "sendStatus"]) requireMethod(what, proto, key);
+    const original = proto.sendMessage;
+    const tracer = grpcTracer();
+    return () => {
+      // Same contract as grpc-js's: serialize with the method's serializer, return the framed bytes.
+      proto.serializeMessage = function serializeMessage(this: ServerCall, value: object): Buffer {
+        return frameMessage(this.handler.serialize(value));
+      };
+      proto.sendMessage = function sendMessage(this: ServerCall, message: object, callback: () => void): void {
+        const gather = this.handler.serialize[GATHER];
+        if (gather === undefined) {
+          original.call(this, message, callback);
+          return;
+        }
+        sendGathered(this, gather, message, callback, tracer);
+      };
     };
-    proto = mod.BaseServerInterceptingCall?.prototype;
-  } catch {
-    return { serverGather: false, serverHeadroom: false };
-  }
-  if (proto === undefined || typeof proto.serializeMessage !== "function") {
-    return { serverGather: false, serverHeadroom: false };
-  }
-  // Same contract as grpc-js's: serialize with the method's serializer, return the framed bytes.
-  proto.serializeMessage = function serializeMessage(this: ServerCall, value: object): Buffer {
-    return frameMessage(this.handler.serialize(value));
-  };
-  const original = proto.sendMessage;
-  if (
-    typeof original !== "function" ||
-    typeof proto.checkCancelled !== "function" ||
-    typeof proto.maybeSendMetadata !== "function" ||
-    typeof proto.sendStatus !== "function"
-  ) {
-    return { serverGather: false, serverHeadroom: true };
-  }
-  proto.sendMessage = function sendMessage(this: ServerCall, message: object, callback: () => void): void {
-    const gather = this.handler.serialize[GATHER];
-    if (gather === undefined) {
-      original.call(this, message, callback);
-      return;
-    }
-    sendGathered(this, gather, message, callback);
-  };
-  return { serverGather: true, serverHeadroom: true };
-}
+  },
+};
 
-/** grpc-js's sendMessage, step for step, with the message written as a list of chunks. */
-function sendGathered(call: ServerCall, gather: GatherSerializer, message: object, callback: () => void): void {
+/** grpc-js's sendMessage, step for step (its trace line included), with the message written as a list of chunks. */
+function sendGathered(call: ServerCall, gather: GatherSerializer, message: object, callback: () => void, tracer: GrpcTracer): void {
   if (call.checkCancelled()) return;
   let encoded: EncodedChunks;
   try {
@@ -198,6 +177,7 @@ function sendGathered(call: ServerCall, gather: GatherSerializer, message: objec
     return;
   }
   call.maybeSendMetadata();
+  tracer.trace(SERVER_CALL_TRACER, `Request to ${call.handler.path} sent data frame of size ${encoded.length + GRPC_FRAME_HEADER_BYTES}`);
   const stream = call.stream;
   const onWritten = (error?: Error | null): void => {
     if (error) {
@@ -220,90 +200,112 @@ interface CompressionFilterInstance {
   sendCompression: object;
   maxSendMessageLength: number;
 }
-interface CompressionFilterClass {
-  new (options: object, shared: object): CompressionFilterInstance;
-  prototype: { sendMessage?: (this: CompressionFilterInstance, message: Promise<WriteObject>) => Promise<WriteObject> };
-}
 interface WriteObject {
   message: Buffer;
-  flags?: number;
+  flags?: number | undefined;
+}
+interface CompressionFilterClass {
+  new (options: object, shared: object): CompressionFilterInstance;
+  prototype: { sendMessage: (this: CompressionFilterInstance, message: Promise<WriteObject>) => Promise<WriteObject> };
+}
+interface SubchannelCall {
+  http2Stream: { cork(): void; uncork(): void; write(chunk: Uint8Array): boolean };
+  traceEnabled?: boolean;
+  trace(text: string): void;
 }
 interface SubchannelCallPrototype {
-  sendMessageWithContext?: (this: { http2Stream: { cork(): void; uncork(): void; write(chunk: Uint8Array): boolean } }, context: unknown, message: Buffer) => void;
+  sendMessageWithContext: (this: SubchannelCall, context: unknown, message: Buffer) => void;
 }
 
-function patchClient(): { clientHeadroom: boolean; clientGather: boolean } {
-  const none = { clientHeadroom: false, clientGather: false };
-  let filterClass: CompressionFilterClass | undefined;
-  let subchannelCall: SubchannelCallPrototype | undefined;
-  try {
-    filterClass = (require("@grpc/grpc-js/build/src/compression-filter") as { CompressionFilter?: CompressionFilterClass }).CompressionFilter;
-    subchannelCall = (
-      require("@grpc/grpc-js/build/src/subchannel-call") as { Http2SubchannelCall?: { prototype: SubchannelCallPrototype } }
-    ).Http2SubchannelCall?.prototype;
-  } catch {
-    return none;
-  }
-  if (typeof filterClass !== "function") return none;
-  // A fresh filter starts with the identity handler: its class is the one to patch.
-  const identity = new filterClass({}, {}).sendCompression;
-  const identityProto = Object.getPrototypeOf(identity) as IdentityHandlerPrototype;
-  if (identityProto.constructor.name !== "IdentityHandler" || typeof identityProto.writeMessage !== "function") return none;
-  const filterSend = filterClass.prototype.sendMessage;
-  const subchannelSend = subchannelCall?.sendMessageWithContext;
-  const canGather = typeof filterSend === "function" && typeof subchannelSend === "function";
-
-  // The identity handler never compresses: its flag byte is always 0, as frameMessage writes.
-  identityProto.writeMessage = async function writeMessage(message: Buffer): Promise<Buffer> {
-    const encoded = canGather ? requestStandIns.get(message) : undefined;
-    if (encoded === undefined) return frameMessage(message);
-    const header = frameHeader(encoded.length);
-    framedStandIns.set(header, encoded.chunks);
-    return header;
-  };
-  if (!canGather || subchannelCall === undefined) return { clientHeadroom: true, clientGather: false };
-
-  filterClass.prototype.sendMessage = async function sendMessage(this: CompressionFilterInstance, message: Promise<WriteObject>): Promise<WriteObject> {
-    const resolved = await message;
-    const encoded = requestStandIns.get(resolved.message);
-    if (encoded === undefined) return filterSend!.call(this, Promise.resolve(resolved));
-    if (Object.getPrototypeOf(this.sendCompression) !== identityProto) {
-      // Compressing: hand grpc-js the whole message, as without the patch.
-      return filterSend!.call(this, Promise.resolve({ ...resolved, message: joinChunks(encoded) }));
-    }
-    if (this.maxSendMessageLength !== -1 && encoded.length > this.maxSendMessageLength) {
-      // What grpc-js throws for an oversized message.
-      throw { code: Status.RESOURCE_EXHAUSTED, details: `Attempted to send message with a size larger than ${this.maxSendMessageLength}` };
-    }
-    return filterSend!.call(this, Promise.resolve(resolved));
-  };
-
-  subchannelCall.sendMessageWithContext = function sendMessageWithContext(context: unknown, message: Buffer): void {
-    const chunks = framedStandIns.get(message);
-    if (chunks === undefined || chunks.length === 0) {
-      subchannelSend!.call(this, context, message);
-      return;
-    }
-    // Corked, everything leaves in one writev. grpc-js writes the last chunk itself, so its
-    // callback, error handling and accounting cover the message (after an error on an earlier
-    // chunk the stream is destroyed and that last write fails too).
-    const stream = this.http2Stream;
-    const last = chunks[chunks.length - 1]!;
-    stream.cork();
+/**
+ * Clients: an uncompressed request is framed by the compression filter itself (in place when it
+ * has headroom) instead of by the identity handler's copy, and a request from `sendableRequest`
+ * travels through grpc-js as a stand-in (a frame header) and is written as its chunks by the
+ * subchannel call. A channel that compresses gets the chunks joined and compresses as usual.
+ */
+export const CLIENT_ZERO_COPY_SEND: GrpcExtension = {
+  name: "client-zero-copy-send",
+  prepare() {
+    const filterWhat = "build/src/compression-filter CompressionFilter";
+    const filterClass = requireGrpcInternal(
+      filterWhat,
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
+      () => require("@grpc/grpc-js/build/src/compression-filter"),
+      (mod) => (typeof mod["CompressionFilter"] === "function" ? (mod["CompressionFilter"] as CompressionFilterClass) : undefined),
+    );
+    requireMethod(filterWhat, filterClass.prototype, "sendMessage");
+    const callWhat = "build/src/subchannel-call Http2SubchannelCall";
+    const callProto = requireGrpcInternal(
+      callWhat,
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
+      () => require("@grpc/grpc-js/build/src/subchannel-call"),
+      (mod) => (mod["Http2SubchannelCall"] as { prototype?: SubchannelCallPrototype } | undefined)?.prototype,
+    );
+    requireMethod(callWhat, callProto, "sendMessageWithContext");
+    requireMethod(callWhat, callProto, "trace");
+    // grpc-js 1.14.7's CompressionFilter constructor starts every filter with `new
+    // IdentityHandler()` (not exported): a fresh filter's handler has the class to recognise.
+    let identityProto: unknown;
     try {
-      stream.write(message);
-      for (let i = 0; i < chunks.length - 1; i++) stream.write(chunks[i]!);
-    } catch {
-      // The stream is unusable; grpc-js's own write below fails the same way and ends the call.
+      identityProto = Object.getPrototypeOf(new filterClass({}, {}).sendCompression);
+    } catch (err) {
+      throw new MissingGrpcInternal(`${filterWhat}: cannot construct (${err instanceof Error ? err.message : String(err)})`);
     }
-    try {
-      subchannelSend!.call(this, context, Buffer.from(last.buffer, last.byteOffset, last.byteLength));
-    } finally {
-      stream.uncork();
-    }
-  };
-  return { clientHeadroom: true, clientGather: true };
-}
+    if (typeof identityProto !== "object" || identityProto === null) throw new MissingGrpcInternal(`${filterWhat}: no sendCompression handler`);
+    requireMethod(`${filterWhat} identity handler`, identityProto, "writeMessage");
+    const filterSend = filterClass.prototype.sendMessage;
+    const subchannelSend = callProto.sendMessageWithContext;
+    return () => {
+      filterClass.prototype.sendMessage = async function sendMessage(this: CompressionFilterInstance, message: Promise<WriteObject>): Promise<WriteObject> {
+        const resolved = await message;
+        const encoded = requestStandIns.get(resolved.message);
+        if (Object.getPrototypeOf(this.sendCompression) !== identityProto) {
+          // Compressing: grpc-js's own path, with the whole message.
+          return filterSend.call(this, Promise.resolve(encoded === undefined ? resolved : { ...resolved, message: joinChunks(encoded) }));
+        }
+        const length = encoded?.length ?? resolved.message.length;
+        if (this.maxSendMessageLength !== -1 && length > this.maxSendMessageLength) {
+          // What grpc-js throws for an oversized message (a status object, not an Error).
+          // eslint-disable-next-line @typescript-eslint/only-throw-error
+          throw { code: Status.RESOURCE_EXHAUSTED, details: `Attempted to send message with a size larger than ${this.maxSendMessageLength}` };
+        }
+        // The identity handler never compresses: its flag byte is always 0, as frameMessage writes.
+        if (encoded === undefined) return { message: frameMessage(resolved.message), flags: resolved.flags };
+        const header = frameHeader(encoded.length);
+        framedStandIns.set(header, encoded.chunks);
+        return { message: header, flags: resolved.flags };
+      };
+      callProto.sendMessageWithContext = function sendMessageWithContext(this: SubchannelCall, context: unknown, message: Buffer): void {
+        const chunks = framedStandIns.get(message);
+        if (chunks === undefined || chunks.length === 0) {
+          subchannelSend.call(this, context, message);
+          return;
+        }
+        if (this.traceEnabled) {
+          const length = chunks.reduce((sum, chunk) => sum + chunk.byteLength, message.length);
+          this.trace(`write() called with message of length ${length} in ${chunks.length + 1} chunks (the last one follows)`);
+        }
+        // Corked, everything leaves in one writev. grpc-js writes the last chunk itself, so its
+        // callback, error handling, accounting and trace cover the message (after an error on an
+        // earlier chunk the stream is destroyed and that last write fails too).
+        const stream = this.http2Stream;
+        const last = chunks[chunks.length - 1]!;
+        stream.cork();
+        try {
+          stream.write(message);
+          for (let i = 0; i < chunks.length - 1; i++) stream.write(chunks[i]!);
+        } catch {
+          // The stream is unusable; grpc-js's own write below fails the same way and ends the call.
+        }
+        try {
+          subchannelSend.call(this, context, Buffer.from(last.buffer, last.byteOffset, last.byteLength));
+        } finally {
+          stream.uncork();
+        }
+      };
+    };
+  },
+};
 
 /**
  * Charged for the memory a call's decoder holds: `reserve(n)` runs before a message buffer grows
@@ -393,81 +395,91 @@ function grownCapacity(current: number, needed: number, framedLength: number): n
  * this costs what one allocation at the full size did (bench hop); a small one is copied on
  * growth (at most 1 MiB in all).
  */
-function patchDecoder(): boolean {
-  let proto: { write?: (this: DecoderInstance, data: Buffer) => Buffer[] } | undefined;
-  try {
-    proto = (require("@grpc/grpc-js/build/src/stream-decoder") as { StreamDecoder?: { prototype: typeof proto } }).StreamDecoder
-      ?.prototype;
-  } catch {
-    return false;
-  }
-  if (proto === undefined || typeof proto.write !== "function") return false;
-  proto.write = function write(this: DecoderInstance, data: Buffer): Buffer[] {
-    const state = (this[DECODER_STATE] ??= {
-      header: Buffer.alloc(GRPC_FRAME_HEADER_BYTES),
-      headerFilled: 0,
-      message: undefined,
-      resizable: undefined,
-      framedLength: 0,
-      filled: 0,
-    });
-    const messages: Buffer[] = [];
-    let pos = 0;
-    while (pos < data.length) {
-      if (state.framedLength === 0) {
-        const n = Math.min(GRPC_FRAME_HEADER_BYTES - state.headerFilled, data.length - pos);
-        data.copy(state.header, state.headerFilled, pos, pos + n);
-        state.headerFilled += n;
-        pos += n;
-        if (state.headerFilled < GRPC_FRAME_HEADER_BYTES) break;
-        const size = state.header.readUInt32BE(1);
-        if (this.maxReadMessageLength !== -1 && size > this.maxReadMessageLength) {
-          throw new Error(`Received message larger than max (${size} vs ${this.maxReadMessageLength})`);
-        }
-        state.headerFilled = 0;
-        state.filled = GRPC_FRAME_HEADER_BYTES;
-        if (size === 0) {
-          messages.push(Buffer.from(state.header));
-          continue;
-        }
-        state.framedLength = GRPC_FRAME_HEADER_BYTES + size;
-        state.message = undefined;
-        state.resizable = undefined;
-      }
-      const n = Math.min(state.framedLength - state.filled, data.length - pos);
-      if (n === 0) break; // a header at the very end of `data`: nothing to hold yet
-      const needed = state.filled + n;
-      const current = state.message?.length ?? 0;
-      if (needed > current) {
-        const capacity = grownCapacity(current, needed, state.framedLength);
-        this[DECODER_ACCOUNT]?.reserve(capacity - current);
-        if (state.resizable !== undefined) {
-          state.resizable.resize(capacity);
-          state.message = Buffer.from(state.resizable, 0, capacity);
-        } else {
-          // Reserved only once 64 KiB arrived: a peer that sends a few bytes costs a small buffer,
-          // not a reservation (the copy into it is of at most 64 KiB).
-          const resizable =
-            state.framedLength > DECODER_IN_PLACE_GROWTH_BYTES && capacity >= RESERVE_AFTER_BYTES ? reserveResizable(capacity, state.framedLength) : undefined;
-          const grown = resizable !== undefined ? Buffer.from(resizable, 0, capacity) : Buffer.allocUnsafe(capacity);
-          if (state.message === undefined) state.header.copy(grown, 0);
-          else state.message.copy(grown, 0, 0, state.filled);
-          state.message = grown;
-          state.resizable = resizable;
-        }
-      }
-      const message = state.message!;
-      data.copy(message, state.filled, pos, pos + n);
-      state.filled = needed;
+export const INCREMENTAL_DECODER: GrpcExtension = {
+  name: "incremental-decoder",
+  prepare() {
+    const what = "build/src/stream-decoder StreamDecoder";
+    const proto = requireGrpcInternal(
+      what,
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
+      () => require("@grpc/grpc-js/build/src/stream-decoder"),
+      (mod) => (mod["StreamDecoder"] as { prototype?: DecoderPrototype } | undefined)?.prototype,
+    );
+    requireMethod(what, proto, "write");
+    return () => {
+      proto.write = incrementalWrite;
+    };
+  },
+};
+
+interface DecoderPrototype {
+  write: (this: DecoderInstance, data: Buffer) => Buffer[];
+}
+
+function incrementalWrite(this: DecoderInstance, data: Buffer): Buffer[] {
+  const state = (this[DECODER_STATE] ??= {
+    header: Buffer.alloc(GRPC_FRAME_HEADER_BYTES),
+    headerFilled: 0,
+    message: undefined,
+    resizable: undefined,
+    framedLength: 0,
+    filled: 0,
+  });
+  const messages: Buffer[] = [];
+  let pos = 0;
+  while (pos < data.length) {
+    if (state.framedLength === 0) {
+      const n = Math.min(GRPC_FRAME_HEADER_BYTES - state.headerFilled, data.length - pos);
+      data.copy(state.header, state.headerFilled, pos, pos + n);
+      state.headerFilled += n;
       pos += n;
-      if (state.filled === state.framedLength) {
-        messages.push(message);
-        state.message = undefined;
-        state.resizable = undefined;
-        state.framedLength = 0;
+      if (state.headerFilled < GRPC_FRAME_HEADER_BYTES) break;
+      const size = state.header.readUInt32BE(1);
+      if (this.maxReadMessageLength !== -1 && size > this.maxReadMessageLength) {
+        throw new Error(`Received message larger than max (${size} vs ${this.maxReadMessageLength})`);
+      }
+      state.headerFilled = 0;
+      state.filled = GRPC_FRAME_HEADER_BYTES;
+      if (size === 0) {
+        messages.push(Buffer.from(state.header));
+        continue;
+      }
+      state.framedLength = GRPC_FRAME_HEADER_BYTES + size;
+      state.message = undefined;
+      state.resizable = undefined;
+    }
+    const n = Math.min(state.framedLength - state.filled, data.length - pos);
+    if (n === 0) break; // a header at the very end of `data`: nothing to hold yet
+    const needed = state.filled + n;
+    const current = state.message?.length ?? 0;
+    if (needed > current) {
+      const capacity = grownCapacity(current, needed, state.framedLength);
+      this[DECODER_ACCOUNT]?.reserve(capacity - current);
+      if (state.resizable !== undefined) {
+        state.resizable.resize(capacity);
+        state.message = Buffer.from(state.resizable, 0, capacity);
+      } else {
+        // Reserved only once 64 KiB arrived: a peer that sends a few bytes costs a small buffer,
+        // not a reservation (the copy into it is of at most 64 KiB).
+        const resizable =
+          state.framedLength > DECODER_IN_PLACE_GROWTH_BYTES && capacity >= RESERVE_AFTER_BYTES ? reserveResizable(capacity, state.framedLength) : undefined;
+        const grown = resizable !== undefined ? Buffer.from(resizable, 0, capacity) : Buffer.allocUnsafe(capacity);
+        if (state.message === undefined) state.header.copy(grown, 0);
+        else state.message.copy(grown, 0, 0, state.filled);
+        state.message = grown;
+        state.resizable = resizable;
       }
     }
-    return messages;
-  };
-  return true;
+    const message = state.message!;
+    data.copy(message, state.filled, pos, pos + n);
+    state.filled = needed;
+    pos += n;
+    if (state.filled === state.framedLength) {
+      messages.push(message);
+      state.message = undefined;
+      state.resizable = undefined;
+      state.framedLength = 0;
+    }
+  }
+  return messages;
 }

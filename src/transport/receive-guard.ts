@@ -18,16 +18,39 @@
  * later calls on the same connection naming the same identity are not budgeted (a TLS connection
  * cannot be taken over, so the same peer sends them). Without such a caller, every call counts.
  *
- * This reaches into grpc-js 1.14 internals (BaseServerInterceptingCall's stream, decoder,
- * receive limit, decompressMessage and sendStatus). If they are missing, the guard logs once and
- * lets calls through unguarded; test/transport/receive-guard.test.ts fails so the upgrade is
- * noticed.
+ * This reaches into grpc-js internals of each call (BaseServerInterceptingCall's stream, decoder,
+ * receive limit, decompressMessage and sendStatus), reviewed for one grpc-js version: the
+ * RECEIVE_GUARD extension (src/transport/grpc-extensions.ts, docs/grpc-extensions.md) checks
+ * them, and a guard cannot be made unless it is active. If a call still lacks them (the guard
+ * is not the first interceptor), the guard logs once and lets calls through unguarded.
  */
 import * as grpc from "@grpc/grpc-js";
 import { constants as http2Constants, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import * as zlib from "node:zlib";
 import { type Logger, silentLogger } from "../core/logger";
-import { GRPC_FRAME_HEADER_BYTES, type ReceiveAccount, installGrpcZeroCopy, setDecoderAccount } from "./grpc-zero-copy";
+import { GRPC_FRAME_HEADER_BYTES, type ReceiveAccount, setDecoderAccount } from "./grpc-zero-copy";
+import { type GrpcExtension, requireGrpcExtensions, requireGrpcInternal, requireMethod } from "./grpc-internals";
+
+/**
+ * The guard's use of per-call internals: nothing is replaced process-wide (the guard swaps
+ * `decompressMessage` and `sendStatus` on the calls it guards only), so applying it only marks it
+ * active once the prototype has what the guard calls. Budgets need the incremental decoder.
+ */
+export const RECEIVE_GUARD: GrpcExtension = {
+  name: "receive-guard",
+  requires: ["incremental-decoder"],
+  prepare() {
+    const what = "build/src/server-interceptors BaseServerInterceptingCall";
+    const proto = requireGrpcInternal(
+      what,
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
+      () => require("@grpc/grpc-js/build/src/server-interceptors"),
+      (mod) => (mod["BaseServerInterceptingCall"] as { prototype?: object } | undefined)?.prototype,
+    );
+    for (const key of ["decompressMessage", "sendStatus"]) requireMethod(what, proto, key);
+    return () => undefined;
+  },
+};
 
 export interface ReceiveGuardOptions {
   /** Largest request message in bytes, by method path; other methods keep the server's limit. */
@@ -127,6 +150,7 @@ interface GuardedCall {
   account: CallAccount | undefined;
 }
 
+/** Constructing one throws InvalidConfigError unless the incremental-decoder and receive-guard extensions are active. */
 export class ReceiveGuard {
   readonly perConnection: number;
   readonly totalLimit: number;
@@ -155,7 +179,7 @@ export class ReceiveGuard {
     this.inflatedLimit = Math.max(1, options.unauthenticatedInflatedBytes ?? DEFAULT_UNAUTHENTICATED_INFLATED_BYTES);
     this.identityHeader = options.identityHeader;
     this.logger = options.logger ?? silentLogger();
-    installGrpcZeroCopy();
+    requireGrpcExtensions(["incremental-decoder", "receive-guard"], "A ReceiveGuard");
   }
 
   /** The interceptor; it must be the first of the server's interceptors. */

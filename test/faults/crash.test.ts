@@ -13,7 +13,6 @@
  * Also here: a second SuperLink on a file in use, and a corrupt file, both refused with exit 2.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SqliteState } from "../../src/state/sqlite-state";
@@ -91,19 +90,6 @@ exports.app = new ServerApp({
   );
 }
 
-/** Two free loopback ports, found before the first start because every restart must reuse them. */
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => {
-      const server = createServer();
-      return new Promise<ReturnType<typeof createServer>>((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
-    }),
-  );
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
-
 /** mulberry32: a small seeded generator, so a failing trial can be replayed. */
 function seeded(seed: number): () => number {
   let a = seed >>> 0;
@@ -123,20 +109,30 @@ interface Deployment {
   args: string[];
 }
 
-async function deployment(name: string): Promise<Deployment> {
-  const [driverPort, fleetPort] = await freePorts(2);
-  const driver = `127.0.0.1:${driverPort}`;
-  const fleet = `127.0.0.1:${fleetPort}`;
-  const database = join(dir, `${name}.db`);
-  const args = [...superlinkArgs(fx, { database, driver, fleet }), "--task-lease-seconds", String(LEASE_SECONDS)];
-  return { database, driver, fleet, args };
+function superlinkFlags(database: string, driver: string, fleet: string): string[] {
+  return [...superlinkArgs(fx, { database, driver, fleet }), "--task-lease-seconds", String(LEASE_SECONDS)];
 }
 
-/** Starts the SuperLink, retrying while the old process's ports are not yet free. */
+/** Ports 0 until the first start, which binds them; every restart reuses them (see startOnSamePorts). */
+function deployment(name: string): Deployment {
+  const database = join(dir, `${name}.db`);
+  const [driver, fleet] = ["127.0.0.1:0", "127.0.0.1:0"];
+  return { database, driver, fleet, args: superlinkFlags(database, driver, fleet) };
+}
+
+/**
+ * Starts the SuperLink, retrying while the old process's ports are not yet free. The first start
+ * binds port 0 and records the ports from its ready line (no free-port probe to race with).
+ */
 async function startOnSamePorts(d: Deployment, name: string): Promise<RunningSuperLink> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startSuperLink(d.args, name);
+      const link = await startSuperLink(d.args, name);
+      if (d.driver.endsWith(":0")) {
+        [d.driver, d.fleet] = [link.driverAddress, link.fleetAddress];
+        d.args = superlinkFlags(d.database, d.driver, d.fleet);
+      }
+      return link;
     } catch (err) {
       if (attempt >= 20 || !/EADDRINUSE|address already in use|No address added/i.test(String(err))) throw err;
       await new Promise((r) => setTimeout(r, 150));
@@ -178,8 +174,8 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "flwr-ts-crash-"));
   writeDeterministicApps(dir);
   // The reference: the same deployment without crashes.
-  const d = await deployment("reference");
-  await startSuperLink(d.args, "superlink-reference");
+  const d = deployment("reference");
+  await startOnSamePorts(d, "superlink-reference");
   const nodes = spawnNodes(d);
   await Promise.all(nodes.map((n) => n.waitFor(isEvent("supernode.ready"), "registration")));
   const historyPath = join(dir, "reference.json");
@@ -204,7 +200,7 @@ test.each(trials)(
   async (seed) => {
     const trialStart = Date.now();
     const random = seeded(seed);
-    const d = await deployment(`trial-${seed}`);
+    const d = deployment(`trial-${seed}`);
     let link = await startOnSamePorts(d, "superlink-0");
     const nodes = spawnNodes(d);
     await Promise.all(nodes.map((n) => n.waitFor(isEvent("supernode.ready"), "registration")));
@@ -277,7 +273,7 @@ test.each(trials)(
 
 describe("the SQLite file at start", () => {
   test("a second SuperLink on a file in use exits 2 at once, saying so; after a SIGKILL of the first, a restart opens it", async () => {
-    const d = await deployment("locked");
+    const d = deployment("locked");
     const first = await startOnSamePorts(d, "superlink-first");
     const second = spawnBin("superlink-second", "flower-superlink", [
       ...superlinkArgs(fx, { database: d.database }),

@@ -3,13 +3,14 @@
  * JSON log lines parsed and awaitable, a tiny ClientApp/ServerApp pair written to a temp dir,
  * argument builders for TLS + node authentication, and cleanup of every child a test started.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Fixtures } from "../helpers/fixtures";
 import { REPO_ROOT } from "../helpers/fixtures";
+import { requireDist } from "../helpers/dist";
 
 export type LogRecord = Record<string, unknown>;
 
@@ -36,8 +37,8 @@ export interface Proc {
 const running = new Set<Proc>();
 
 /** Spawns `node bin/<bin> ...args` with stdout and stderr captured. */
-export function spawnBin(name: string, bin: string, args: string[], cwd: string = REPO_ROOT): Proc {
-  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], { cwd, stdio: ["ignore", "pipe", "pipe"] });
+export function spawnBin(name: string, bin: string, args: string[], cwd: string = REPO_ROOT, env: NodeJS.ProcessEnv = process.env): Proc {
+  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
   const logs: LogRecord[] = [];
   const stdout: string[] = [];
   const stderr: string[] = [];
@@ -127,27 +128,9 @@ export function fatalText(p: Proc): string {
     .join("\n");
 }
 
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-/** Builds dist/ when it is older than src/ (the daemons run the compiled code, as users do). */
+/** dist/ must exist (the daemons run the compiled code, as users do); jest's global setup builds it, never a test. */
 export function ensureDist(): void {
-  const built = join(REPO_ROOT, "dist", "cli", "flower-superlink.js");
-  if (existsSync(built) && statSync(built).mtimeMs >= newestMtime(join(REPO_ROOT, "src"))) return;
-  try {
-    execFileSync(process.execPath, [join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], {
-      cwd: REPO_ROOT,
-      stdio: "pipe",
-    });
-  } catch {
-    // Type errors elsewhere in the tree do not stop tsc from emitting; the tests tell what is missing.
-  }
+  requireDist();
 }
 
 /**
@@ -223,13 +206,17 @@ export async function startSuperLink(args: string[], name = "superlink"): Promis
   return { proc, driverAddress: String(ready["driverAddress"]), fleetAddress: String(ready["fleetAddress"]) };
 }
 
-/** Spawns flower-client-app with key pair `index` (0-based) of the fixtures, running client:app. */
+/**
+ * Spawns flower-client-app with key pair `index` (0-based) of the fixtures, running client:app.
+ * `pingInterval` (seconds) replaces Flower's 30 s (FLWR_TEST_PING_INTERVAL; the SuperLink needs a
+ * --min-ping-interval at most that).
+ */
 export function spawnSuperNode(
   fx: Fixtures,
   appDir: string,
   fleetAddress: string,
   index: number,
-  opts: { nodeConfig?: string; keys?: { privateKey: string; publicKey: string }; name?: string } = {},
+  opts: { nodeConfig?: string; keys?: { privateKey: string; publicKey: string }; name?: string; pingInterval?: number } = {},
 ): Proc {
   const keys = opts.keys ?? { privateKey: fx.clientPrivateKeys[index]!, publicKey: fx.clientPublicKeys[index]! };
   return spawnBin(opts.name ?? `node-${index + 1}`, "flower-client-app", [
@@ -240,7 +227,7 @@ export function spawnSuperNode(
     "--auth-supernode-private-key", keys.privateKey,
     "--auth-supernode-public-key", keys.publicKey,
     "--node-config", opts.nodeConfig ?? `partition-id=${index}`,
-  ]);
+  ], REPO_ROOT, opts.pingInterval === undefined ? process.env : { ...process.env, FLWR_TEST_PING_INTERVAL: String(opts.pingInterval) });
 }
 
 /** Starts a SuperNode and waits until it is registered; returns it with its node id. */

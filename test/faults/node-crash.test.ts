@@ -3,7 +3,7 @@
  * flower-superlink (TLS + node auth), two flower-client-app, flower-server-app.
  *
  * Expected (spec §2.6 step 2, §7.3): once the dead node's last ping has run out (ping_interval
- * 30 s), the SuperLink answers the ServerApp's pull for the unanswered instruction with a
+ * 30 s in Flower; here the nodes announce 6 s so the test does not wait half a minute), the SuperLink answers the ServerApp's pull for the unanswered instruction with a
  * synthesized NODE_UNAVAILABLE error reply; the legacy ServerApp counts it as a failure, FedAvg
  * aggregates the surviving result, the run finishes, and the surviving node keeps training.
  */
@@ -20,6 +20,9 @@ import {
 } from "./helpers";
 
 jest.setTimeout(150_000);
+
+/** Seconds; the survivor pings every ~2.4 s, so it stays online with room for a slow machine. */
+const PING_INTERVAL = 6;
 
 let fx: Fixtures;
 let apps: { dir: string; cleanup(): void };
@@ -43,11 +46,12 @@ test("a SuperNode killed mid-round: its instruction fails with NODE_UNAVAILABLE,
       "--auth-superlink-private-key", fx.superlinkPrivateKey,
       "--auth-superlink-public-key", fx.superlinkPublicKey,
       "--driver-api-address", "127.0.0.1:0", "--fleet-api-address", "127.0.0.1:0",
+      "--min-ping-interval", "1",
     ],
   );
-  const survivor = await startSuperNode(fx, apps.dir, link.fleetAddress, 0);
+  const survivor = await startSuperNode(fx, apps.dir, link.fleetAddress, 0, { pingInterval: PING_INTERVAL });
   // The victim's fit never returns, so it is surely still "training" when it is killed.
-  const victim = await startSuperNode(fx, apps.dir, link.fleetAddress, 1, { nodeConfig: "partition-id=1,hang=true" });
+  const victim = await startSuperNode(fx, apps.dir, link.fleetAddress, 1, { nodeConfig: "partition-id=1,hang=true", pingInterval: PING_INTERVAL });
 
   // `solo` needs one node per round, so round 2 can go on without the dead node.
   const serverApp = spawnServerApp(fx, apps.dir, link.driverAddress, "solo");

@@ -3,12 +3,13 @@
  * SuperNodes running in the test process: success (exit 0, history on stdout, JSON logs on
  * stderr), plaintext refused (exit 2), SIGINT (exit 130), SuperLink gone mid-run (exit 1).
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { FitRes } from "../../src/core/records/legacy-types";
+import { requireDist } from "../helpers/dist";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { legacyNode } from "../server/fake-driver";
 import { vectorParameters } from "../server/helpers";
@@ -19,15 +20,7 @@ let dir: string;
 const cleanups: Array<() => unknown> = [];
 
 beforeAll(() => {
-  try {
-    execFileSync(process.execPath, [join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], {
-      cwd: REPO_ROOT,
-      stdio: "pipe",
-    });
-  } catch (err) {
-    const output = (err as { stdout?: Buffer }).stdout?.toString() ?? "";
-    throw new Error(`npx tsc -p tsconfig.build.json failed; the e2e test needs dist/:\n${output}`);
-  }
+  requireDist();
   fx = generateFixtures(1);
   dir = mkdtempSync(join(tmpdir(), "flwr-ts-e2e-serverapp-"));
   const serverModule = JSON.stringify(join(REPO_ROOT, "dist", "server", "index.js"));

@@ -24,6 +24,8 @@ export async function startTestSuperLink(fx: Fixtures, opts: { longPollMs?: numb
       database: IN_MEMORY_DATABASE,
       tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
       longPollMs: opts.longPollMs ?? 2_000,
+      // Below the default 10 s minimum, so a fake node announcing 1 s goes offline in a second.
+      limits: { pingIntervalBounds: { min: 1, max: 1800 } },
     },
     { logger: silentLogger() },
   );

@@ -18,6 +18,11 @@ function generate(...args: string[]): SpawnSyncReturns<string> {
   return spawnSync("bash", [SCRIPT, ...args], { encoding: "utf8" });
 }
 
+/** With FLWR_CERT_KEY=ec: ECDSA P-256 Fleet/Driver keys, generated in a fraction of RSA 4096's time. */
+function generateEc(...args: string[]): SpawnSyncReturns<string> {
+  return spawnSync("bash", [SCRIPT, ...args], { encoding: "utf8", env: { ...process.env, FLWR_CERT_KEY: "ec" } });
+}
+
 /** sha256 of every file under certificates/ and keys/, by relative path. */
 function snapshot(root: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -73,6 +78,28 @@ describe("the ServerApp client certificate", () => {
   });
 });
 
+describe("the Fleet/Driver certificates", () => {
+  it("are RSA 4096 by default (Flower's recipe) and valid for localhost and 127.0.0.1", () => {
+    const server = new X509Certificate(readFileSync(cert("server.pem")));
+    expect(server.publicKey.asymmetricKeyType).toBe("rsa");
+    expect(server.publicKey.asymmetricKeyDetails?.modulusLength).toBe(4096);
+    expect(server.checkHost("localhost")).toBe("localhost");
+    expect(server.checkIP("127.0.0.1")).toBe("127.0.0.1");
+  });
+
+  it("refuses an unknown FLWR_CERT_KEY before writing anything (exit 2)", () => {
+    const other = mkdtempSync(join(tmpdir(), "flwr-ts-generate-"));
+    try {
+      const r = spawnSync("bash", [SCRIPT, "1", other], { encoding: "utf8", env: { ...process.env, FLWR_CERT_KEY: "dsa" } });
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain("FLWR_CERT_KEY must be 'rsa' or 'ec'");
+      expect(readdirSync(other)).toEqual([]);
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("existing files", () => {
   it("are never replaced without --force: exit 1, nothing written, the message says --force", () => {
     const before = snapshot(dir);
@@ -113,9 +140,9 @@ describe("existing files", () => {
     expect(existsSync(cert("serverapp.pem"))).toBe(false);
   });
 
-  it("--force replaces everything", () => {
+  it("--force replaces everything (here with FLWR_CERT_KEY=ec: ECDSA P-256 Fleet/Driver keys)", () => {
     const before = snapshot(dir);
-    const r = generate("--force", "2", dir);
+    const r = generateEc("--force", "2", dir);
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     const after = snapshot(dir);
@@ -125,6 +152,10 @@ describe("existing files", () => {
     }
     expect(existsSync(join(dir, "keys", "client_credentials_2.pub"))).toBe(true);
     expect(verify("-CAfile", cert("serverapp-ca.crt"), "-purpose", "sslclient", cert("serverapp.pem")).ok).toBe(true);
+    expect(verify("-CAfile", cert("ca.crt"), "-purpose", "sslserver", cert("server.pem")).ok).toBe(true);
+    const server = new X509Certificate(readFileSync(cert("server.pem")));
+    expect(server.publicKey.asymmetricKeyType).toBe("ec");
+    expect(server.publicKey.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
   }, 60_000);
 
   it("an unknown option is a usage error (exit 2)", () => {

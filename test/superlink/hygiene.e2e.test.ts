@@ -344,6 +344,8 @@ describe("file descriptor exhaustion", () => {
     const proc = spawn("bash", ["-c", `ulimit -n 64 && exec "${process.execPath}" "${bin}" --insecure --driver-api-address 127.0.0.1:0 --fleet-api-address 127.0.0.1:0`], {
       stdio: ["ignore", "ignore", "pipe"],
       detached: true,
+      // Samples every 250 ms instead of 5 s, so "several samples later" is 2 s, not 11.
+      env: { ...process.env, FLWR_TEST_DESCRIPTOR_CHECK_MS: "250" },
     });
     const logs: LogRecord[] = [];
     createInterface({ input: proc.stderr! }).on("line", (line) => {
@@ -384,7 +386,7 @@ describe("file descriptor exhaustion", () => {
         socket.on("error", () => {});
         sockets.push(socket);
       }
-      await sleep(11_000);
+      await sleep(2_000);
       expect(logs.filter(isEvent("grpc.descriptors-exhausted"))).toHaveLength(1);
       for (const socket of sockets) socket.destroy();
       await waitLog("grpc.descriptors-recovered");

@@ -3,14 +3,15 @@
  * a SQLite file, waits for its readiness line, talks to it with the generated clients and the
  * SuperNode auth helper, stops it with signals, and restarts it on the same database.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import * as grpc from "@grpc/grpc-js";
 import { SuperNodeAuth } from "../../src/auth/client-auth";
 import type { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { unaryCall } from "../../src/transport/channel";
+import { requireDist } from "../helpers/dist";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { driverClient, fleetClient, statusOf } from "./helpers";
 
@@ -76,44 +77,15 @@ let fx: Fixtures;
 let ca: Buffer;
 let clientKeys: string[];
 
-/** Newest modification time (ms) of any file under `dir`. */
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
-/** dist/ is current when the compiled CLI is newer than every source file (`npm test` builds first). */
-function distIsCurrent(): boolean {
-  const built = join(REPO_ROOT, "dist", "cli", "flower-superlink.js");
-  return existsSync(built) && statSync(built).mtimeMs >= newestMtime(join(REPO_ROOT, "src"));
-}
-
 beforeAll(() => {
   // e2e runs the compiled program, as users do.
-  if (!distIsCurrent()) buildDist();
-  expect(existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js"))).toBe(true);
+  requireDist();
   fx = generateFixtures(2);
   ca = fx.read(fx.caCert);
   clientKeys = readFileSync(fx.allowlistCsv, "utf8").trim().split(",");
   // Only the first SuperNode is allowed at first.
   writeFileSync(fx.allowlistCsv, `${clientKeys[0]}\n`);
 }, 180_000);
-
-function buildDist(): void {
-  try {
-    execFileSync(process.execPath, [join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], {
-      cwd: REPO_ROOT,
-      stdio: "pipe",
-    });
-  } catch {
-    // Type errors elsewhere in the tree do not stop tsc from emitting dist/; the checks below
-    // and the tests themselves tell whether what we need was built.
-  }
-}
 
 afterAll(() => fx?.cleanup());
 

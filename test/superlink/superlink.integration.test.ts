@@ -198,7 +198,8 @@ test("a cancelled long-poll leaves no waiter behind and takes no task", async ()
 });
 
 test("a node that stops pinging makes PullTaskRes deliver a NODE_UNAVAILABLE error result", async () => {
-  const { driver, fleet } = await start({ longPollMs: 2000 });
+  // Below the default 10 s minimum ping interval, so the node's 0.3 s run out at once.
+  const { driver, fleet } = await start({ longPollMs: 2000, limits: { pingIntervalBounds: { min: 0.1, max: 1800 } } });
   const runId = await createRun(driver);
   const nodeId = await createNode(fleet, 0.3);
   const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] })).response

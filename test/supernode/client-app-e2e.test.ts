@@ -3,13 +3,14 @@
  * module written to a temp dir and loaded with --dir, against an in-process SuperLink with TLS
  * and node authentication. Readiness is the `supernode.ready` log line, never a sleep.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fitInsToRecordSet, recordSetToFitRes } from "../../src/core/records/compat";
 import { ndarraysToParameters, parametersToNdarrays } from "../../src/core/records/parameters";
 import type { SuperLinkHandle } from "../../src/superlink/superlink";
+import { requireDist } from "../helpers/dist";
 import { REPO_ROOT, generateFixtures, type Fixtures } from "../helpers/fixtures";
 import { TestDriver, startTestSuperLink } from "./helpers";
 
@@ -25,7 +26,7 @@ const children = new Set<ChildProcess>();
 
 beforeAll(async () => {
   // The binary runs the compiled CLI.
-  execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { cwd: REPO_ROOT, stdio: "pipe" });
+  requireDist();
   fixtures = generateFixtures(1);
   otherFixtures = generateFixtures(1);
   appDir = mkdtempSync(join(tmpdir(), "flwr-ts-e2e-app-"));

@@ -5,10 +5,10 @@
  * interop ServerApp (FedAvg, 2 rounds) to completion. A node whose key is not allowlisted is
  * refused and exits 2.
  */
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { requireDist } from "../helpers/dist";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { Peer } from "../helpers/peer-process";
 
@@ -28,7 +28,7 @@ const start = (name: string, bin: string, args: string[]): Peer => {
 };
 
 beforeAll(() => {
-  execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { cwd: REPO_ROOT, stdio: "pipe" });
+  requireDist();
   fx = generateFixtures(2);
   stranger = generateFixtures(1);
   work = mkdtempSync(join(tmpdir(), "flwr-ts-rest-e2e-"));

@@ -1,7 +1,7 @@
 /**
- * src/transport/grpc-zero-copy.ts patches grpc-js internals so that large messages are sent as
- * chunks (no copy) and received in place. Checked here: every patch applies to the grpc-js we
- * ship (these fail on an upgrade that moves the internals); the patched decoder returns exactly
+ * src/transport/grpc-zero-copy.ts holds the grpc-js extensions that send large messages as
+ * chunks (no copy) and receive them in place; test/helpers/grpc-extensions-setup.ts enables them
+ * for every test file, as the daemons do. Checked here: the extended decoder returns exactly
  * what grpc-js's own returns for any chunking; real calls over TLS carry the exact bytes both
  * ways, also with compression on, with size limits enforced as before; and a large chunked
  * upload and download can share one connection.
@@ -18,7 +18,6 @@ import {
   DECODER_MIN_CAPACITY,
   decoderCapacity,
   gatherRequestSerializer,
-  installGrpcZeroCopy,
   requestBytes,
   sendableRequest,
   setDecoderAccount,
@@ -27,9 +26,16 @@ import {
 import { bytesOf, prng } from "../helpers/random-bytes";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { runNodeScript } from "../helpers/node-script";
+import { isGrpcExtensionActive } from "../../src/transport/grpc-extensions";
 
-// grpc-js's own decoder, taken before any patch is installed in this test file's module registry.
-const originalDecoderWrite = StreamDecoder.prototype.write;
+type DecoderWrite = (this: StreamDecoder, data: Buffer) => Buffer[];
+// grpc-js's own decoder, from a copy of grpc-js loaded apart from the extended one.
+let originalDecoderWrite: DecoderWrite | undefined;
+jest.isolateModules(() => {
+  originalDecoderWrite = (require("@grpc/grpc-js/build/src/stream-decoder") as { StreamDecoder: { prototype: { write: DecoderWrite } } }).StreamDecoder
+    .prototype.write;
+});
+const pristineWrite = (decoder: StreamDecoder, data: Buffer): Buffer[] => originalDecoderWrite!.call(decoder, data);
 
 let fx: Fixtures;
 const servers: RunningGrpcServer[] = [];
@@ -50,20 +56,12 @@ function framed(message: Buffer): Buffer {
   return Buffer.concat([header, message]);
 }
 
-test("every patch applies to the installed grpc-js", () => {
-  expect(installGrpcZeroCopy()).toEqual({
-    serverGather: true,
-    serverHeadroom: true,
-    clientHeadroom: true,
-    clientGather: true,
-    receiveInPlace: true,
-  });
+test("the zero-copy extensions are active and the decoder is grpc-js's no more", () => {
+  for (const name of ["server-zero-copy-send", "client-zero-copy-send", "incremental-decoder"] as const) expect(isGrpcExtensionActive(name)).toBe(true);
   expect(StreamDecoder.prototype.write).not.toBe(originalDecoderWrite);
 });
 
 describe("the in-place decoder", () => {
-  beforeAll(() => installGrpcZeroCopy());
-
   test("returns what grpc-js's decoder returns, for random messages cut at random points", () => {
     const rand = prng(20261130);
     const sizes = [0, 1, 4, 5, 6, 100, 16_384, 70_000, 300_000];
@@ -84,7 +82,7 @@ describe("the in-place decoder", () => {
       const want: Buffer[] = [];
       for (const piece of pieces) {
         got.push(...ours.write(piece));
-        want.push(...originalDecoderWrite.call(theirs, piece));
+        want.push(...pristineWrite(theirs, piece));
       }
       expect(got.length).toBe(messages.length);
       expect(got.map((b) => b.toString("hex"))).toEqual(want.map((b) => b.toString("hex")));
@@ -95,13 +93,11 @@ describe("the in-place decoder", () => {
     const header = framed(Buffer.alloc(0));
     header.writeUInt32BE(1001, 1);
     expect(() => new StreamDecoder(1000).write(header)).toThrow("Received message larger than max (1001 vs 1000)");
-    expect(() => originalDecoderWrite.call(new StreamDecoder(1000), header)).toThrow("Received message larger than max (1001 vs 1000)");
+    expect(() => pristineWrite(new StreamDecoder(1000), header)).toThrow("Received message larger than max (1001 vs 1000)");
   });
 });
 
 describe("the in-place decoder's buffer grows with the bytes that arrived", () => {
-  beforeAll(() => installGrpcZeroCopy());
-
   const headerDeclaring = (size: number): Buffer => {
     const header = Buffer.alloc(5);
     header.writeUInt32BE(size, 1);
@@ -283,7 +279,6 @@ describe("chunked sends over TLS", () => {
   });
 
   test("a request stand-in stands for its bytes", () => {
-    installGrpcZeroCopy();
     const standIn = sendableRequest({ chunks: [Buffer.from("ab"), Buffer.from("c")], length: 3 });
     expect(standIn.length).toBe(0);
     expect(requestBytes(standIn).toString()).toBe("abc");
@@ -298,9 +293,10 @@ test("a 20 MB chunked upload and a 20 MB chunked download share one TLS connecti
   const script = `
     const grpc = require("@grpc/grpc-js");
     const fs = require("node:fs");
-    const { startGrpcServer } = require(${dist("server.js")});
+    const { startGrpcServer } = require(${dist("grpc-server.js")});
     const { createClient } = require(${dist("channel.js")});
     const { gatherRequestSerializer, withGather } = require(${dist("grpc-zero-copy.js")});
+    require(${dist("grpc-extensions.js")}).enableGrpcExtensions();
     const [ca, cert, key] = process.argv.slice(1).map((f) => fs.readFileSync(f));
     const size = 20000000;
     const chunksOf = (fill) => ({ chunks: [Buffer.alloc(size / 2, fill), Buffer.alloc(size / 2, fill)], length: size });

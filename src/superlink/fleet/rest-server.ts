@@ -63,9 +63,10 @@ export interface RestFleetServerOptions {
   logger: Logger;
   /**
    * Called once per answered request with the gRPC method path ("/flwr.proto.Fleet/Ping"), the
-   * gRPC status code that matches the HTTP outcome, and, on success, the messages (for metrics).
+   * gRPC status code that matches the HTTP outcome, on success the messages, and the seconds
+   * since the request arrived (for metrics).
    */
-  onCall?: (path: string, code: number, request?: object, response?: object) => void;
+  onCall?: (path: string, code: number, request?: object, response?: object, durationSeconds?: number) => void;
 }
 
 export interface RunningRestFleetServer {
@@ -170,7 +171,14 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
   const origins = new Set(options.corsOrigins);
   const allowedOrigin = (origin: string | undefined): boolean => origin !== undefined && (anyOrigin || origins.has(origin));
 
+  // Arrival time of each request, for the latency histogram (src/superlink/metrics.ts).
+  const arrivedAt = new WeakMap<http.IncomingMessage, number>();
+  const called = (req: http.IncomingMessage, path: string, code: number, request?: object, response?: object): void => {
+    const t0 = arrivedAt.get(req);
+    onCall?.(path, code, request, response, t0 === undefined ? undefined : (performance.now() - t0) / 1000);
+  };
   const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    arrivedAt.set(req, performance.now());
     const origin = header(req, "origin");
     if (allowedOrigin(origin)) {
       res.setHeader("access-control-allow-origin", anyOrigin ? "*" : origin!);
@@ -184,7 +192,7 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
       return;
     }
     const fail = (failure: HttpFailure): void => {
-      if (method !== undefined && req.method === "POST") onCall?.(GRPC_PATHS[method], grpcCodeOf(failure.status));
+      if (method !== undefined && req.method === "POST") called(req, GRPC_PATHS[method], grpcCodeOf(failure.status));
       logger.debug({ event: "fleet.rest-refused", path, status: failure.status, reason: failure.message }, `REST ${path}: ${failure.message}`);
       // A refused body is not read into memory: it is discarded for a moment (a reset right away
       // could destroy the answer in the client's receive buffer), then the connection is dropped.
@@ -262,7 +270,7 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
         headers[PUBLIC_KEY_HEADER] = authenticator.serverPublicKeyHeader;
         const created = CreateNodeResponse.fromPartial({ node: { nodeId: id, anonymous: false } });
         reply(res, 200, encode(method, created), PROTOBUF_CONTENT_TYPE, headers);
-        onCall?.(GRPC_PATHS[method], 0, request, created);
+        called(req, GRPC_PATHS[method], 0, request, created);
         return;
       }
     }
@@ -291,7 +299,7 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
           res.off("close", onClose);
         }
         if (gone.signal.aborted) {
-          onCall?.(GRPC_PATHS[method], 1);
+          called(req, GRPC_PATHS[method], 1);
           return;
         }
         break;
@@ -304,7 +312,7 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
         break;
     }
     reply(res, 200, encode(method, response), PROTOBUF_CONTENT_TYPE, headers);
-    onCall?.(GRPC_PATHS[method], 0, request, response);
+    called(req, GRPC_PATHS[method], 0, request, response);
   };
 
   const answerError = (res: http.ServerResponse, path: string, err: unknown, fail: (f: HttpFailure) => void): void => {
