@@ -10,7 +10,8 @@
  */
 import { dirname } from "node:path";
 import { AppLoadError } from "../core/errors";
-import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
+import type { GradConfig, KernelConfig, KernelFunc, NamedAttrMap, Tensor, Tensor4D, TensorInfo } from "@tensorflow/tfjs";
+import type * as TfWasm from "@tensorflow/tfjs-backend-wasm";
 
 export type TensorFlow = typeof import("@tensorflow/tfjs");
 export type TensorFlowBackend = "tfjs-node" | "wasm" | "cpu";
@@ -59,7 +60,7 @@ export function useFastestBackend(): Promise<LoadedTensorFlow> {
     try {
       const { tf } = current;
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const wasm = require("@tensorflow/tfjs-backend-wasm") as typeof import("@tensorflow/tfjs-backend-wasm");
+      const wasm = require("@tensorflow/tfjs-backend-wasm") as typeof TfWasm;
       wasm.setWasmPaths(dirname(require.resolve("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm")) + "/");
       installWasmTrainingKernels(tf);
       if (!(await tf.setBackend("wasm"))) throw new Error("the wasm backend did not initialise");
@@ -78,7 +79,8 @@ interface WasmBackendLike {
 }
 
 function installWasmTrainingKernels(tf: TensorFlow): void {
-  if (tf.getKernel("ReluGrad", "wasm") === undefined) {
+  // getKernel is typed as always finding one; it returns undefined when there is none.
+  if ((tf.getKernel("ReluGrad", "wasm") as KernelConfig | undefined) === undefined) {
     tf.registerKernel({
       kernelName: "ReluGrad",
       backendName: "wasm",
@@ -95,7 +97,7 @@ function installWasmTrainingKernels(tf: TensorFlow): void {
       },
     });
   }
-  if (tf.getKernel(tf.Conv2DBackpropFilter, "wasm") === undefined) {
+  if ((tf.getKernel(tf.Conv2DBackpropFilter, "wasm") as KernelConfig | undefined) === undefined) {
     // The CPU backend's JS kernel over wasm memory: for the cases the wasm convolution skips.
     tf.registerKernel({
       kernelName: tf.Conv2DBackpropFilter,
@@ -118,15 +120,15 @@ function installWasmTrainingKernels(tf: TensorFlow): void {
       },
     });
   }
-  const original = tf.getGradient(tf.Conv2D);
+  const original = tf.getGradient(tf.Conv2D) as GradConfig | undefined;
   if (original === undefined) return;
   tf.registerGradient({
     ...original,
     gradFunc: (dy, saved, attrs) => {
       const grads = original.gradFunc(dy, saved, attrs);
       if (tf.getBackend() !== "wasm") return grads;
-      const [x] = saved as [import("@tensorflow/tfjs").Tensor4D];
-      const filter = conv2dFilterGradByOps(tf, x, dy as import("@tensorflow/tfjs").Tensor4D, attrs as NamedAttrMap, saved[1]!.shape);
+      const [x] = saved as [Tensor4D];
+      const filter = conv2dFilterGradByOps(tf, x, dy as Tensor4D, attrs as NamedAttrMap, saved[1]!.shape);
       return filter === undefined ? grads : { ...grads, filter };
     },
   });
@@ -138,11 +140,11 @@ function installWasmTrainingKernels(tf: TensorFlow): void {
  */
 function conv2dFilterGradByOps(
   tf: TensorFlow,
-  x: import("@tensorflow/tfjs").Tensor4D,
-  dy: import("@tensorflow/tfjs").Tensor4D,
+  x: Tensor4D,
+  dy: Tensor4D,
   attrs: NamedAttrMap,
   filterShape: number[],
-): (() => import("@tensorflow/tfjs").Tensor) | undefined {
+): (() => Tensor) | undefined {
   const dilations = attrs["dilations"] as number | [number, number] | undefined;
   const dataFormat = (attrs["dataFormat"] as string | undefined) ?? "NHWC";
   const strides = attrs["strides"] as number | [number, number] | undefined;

@@ -105,9 +105,9 @@ function npySource(tensor: Uint8Array, layout: NpyLayout, scratch: Scratch): Arr
       read: (start, n) => asNumbers(new VIEW[dtype](tensor.buffer, base + start * itemSize, n)),
     };
   }
-  return copyingSource(dtype, shape, count, scratch, (byteOffset, into) =>
-    into.set(tensor.subarray(dataStart + byteOffset, dataStart + byteOffset + into.length)),
-  );
+  return copyingSource(dtype, shape, count, scratch, (byteOffset, into) => {
+    into.set(tensor.subarray(dataStart + byteOffset, dataStart + byteOffset + into.length));
+  });
 }
 
 /**
@@ -189,12 +189,12 @@ export class ResultSpill {
     await Promise.all(
       p.tensors.map((tensor, i) => writeAll(handle, tensor.subarray(layouts[i]!.dataStart), arrays[i]!.offset)),
     );
-    const spill = this;
+    const npyBytes = (a: SpilledArray): Uint8Array => this.npyBytes(a);
     const kept: Parameters = {
       tensorType: p.tensorType,
       // Rebuilt on every read: whoever asks holds the copy, the spill holds none.
       get tensors(): Uint8Array[] {
-        return arrays.map((a) => spill.npyBytes(a));
+        return arrays.map(npyBytes);
       },
     };
     spilled.set(kept, { spill: this, arrays });
@@ -211,7 +211,9 @@ export class ResultSpill {
 
   /** A chunked reader of one spilled array, reading into `scratch`. */
   source(a: SpilledArray, scratch: Scratch): ArraySource {
-    return copyingSource(a.dtype, a.shape, a.count, scratch, (byteOffset, into) => this.readAt(a.offset + byteOffset, into));
+    return copyingSource(a.dtype, a.shape, a.count, scratch, (byteOffset, into) => {
+      this.readAt(a.offset + byteOffset, into);
+    });
   }
 
   private npyBytes(a: SpilledArray): Uint8Array {

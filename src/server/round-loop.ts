@@ -79,9 +79,12 @@ export const DEFAULT_SPILL_MIN_BYTES = 16 * 1024 * 1024;
 
 /** aggregateFit implementations that read results through arraySourcesOf (and keep none). */
 const SPILL_AWARE_AGGREGATE_FIT: ReadonlySet<unknown> = new Set([
+  // Compared by identity, never called unbound.
+  /* eslint-disable @typescript-eslint/unbound-method */
   FedAvg.prototype.aggregateFit,
   FedMedian.prototype.aggregateFit,
   FedAdam.prototype.aggregateFit,
+  /* eslint-enable @typescript-eslint/unbound-method */
 ]);
 
 const EMPTY_PARAMETERS: Parameters = { tensors: [], tensorType: "numpy.ndarray" };
@@ -109,6 +112,7 @@ export class Server {
     this.logger = options.logger ?? silentLogger();
     const spill = options.fitResultSpill ?? {};
     this.spill =
+      // eslint-disable-next-line @typescript-eslint/unbound-method -- compared by identity
       spill !== false && SPILL_AWARE_AGGREGATE_FIT.has(this.strategy.aggregateFit)
         ? { minBytes: spill.minBytes ?? DEFAULT_SPILL_MIN_BYTES, dir: spill.dir }
         : undefined;
