@@ -8,7 +8,8 @@ const E2E = [
   "[/.-]e2e\\.test\\.ts$",
   "/test/superlink/demo-credentials\\.test\\.ts$",
   "/test/cli/log-format\\.test\\.ts$",
-  "/test/transport/(grpc-zero-copy|server-window)\\.test\\.ts$",
+  "/test/transport/(grpc-zero-copy|server-window|grpc-extensions)\\.test\\.ts$",
+  "/test/example/tensorflow-missing\\.test\\.ts$",
 ];
 // integration: real servers on loopback ports, SQLite files and tools (openssl, buf) from this process.
 const INTEGRATION = [
@@ -16,10 +17,11 @@ const INTEGRATION = [
   "/test/(compat|serverapp)/.*\\.test\\.ts$",
   "/test/supernode/(supernode|fleet-connection|rest-connection|fab-app|registration-abort|client-app-cli)\\.test\\.ts$",
   "/test/auth/server-auth\\.test\\.ts$",
-  "/test/superlink/(cli|rest-fleet|generate-sh)\\.test\\.ts$",
+  "/test/superlink/(cli|rest-fleet|generate-sh|metrics|metrics-status-page)\\.test\\.ts$",
   "/test/state/sqlite-state\\.test\\.ts$",
   "/test/proto/generated-current\\.test\\.ts$",
   "/test/server/history-plot\\.test\\.ts$",
+  "/test/example/model\\.test\\.ts$",
 ];
 const ALL = "/test/.*\\.test\\.ts$";
 

@@ -7,6 +7,7 @@
  * Usage: node idle-worker.js --superlink HOST:PORT --ca FILE --keys-dir DIR --first I --count N
  * (nodes use keys DIR/client_credentials_I .. I+N-1).
  */
+import { loadKeyPairFiles } from "../src/auth/keys";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ClientApp } from "../src/client/client-app";
@@ -57,10 +58,7 @@ async function main(args: string[]): Promise<number> {
             {
               superlink,
               rootCertificates,
-              auth: {
-                privateKeyPath: join(keysDir, `client_credentials_${i}`),
-                publicKeyPath: join(keysDir, `client_credentials_${i}.pub`),
-              },
+              auth: loadKeyPairFiles(join(keysDir, `client_credentials_${i}`), join(keysDir, `client_credentials_${i}.pub`)),
               app,
               nodeConfig: { "partition-id": BigInt(i - 1) },
             },

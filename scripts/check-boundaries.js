@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Lint for the module boundaries of docs/architecture (STYLE.md "Dependency direction"):
-// which folders may import which, where process-level APIs may appear, no import cycles,
-// no focused tests. Exits 1 and lists every violation.
+// Lint for the module boundaries described in README.md ("Layout"): which folders may import
+// which (the three daemons src/superlink, src/supernode and src/serverapp never import each other),
+// that only src/cli/ touches argv, env, exit and signals, no import cycles, no focused tests.
+// Exits 1 and lists every violation.
 "use strict";
 const fs = require("node:fs");
 const path = require("node:path");

@@ -90,10 +90,12 @@ export {
 } from "./core/errors";
 export { type Logger, type LoggerOptions, createLogger, silentLogger } from "./core/logger";
 
-// Embedding the daemons.
+// Embedding the daemons (they take key material; these read or parse it).
+export { Allowlist } from "./auth/allowlist";
+export { type KeyPair, loadKeyPairFiles, parseOpenSshPrivateKey, parsePublicKey } from "./auth/keys";
 export { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "./superlink/superlink";
 export {
-  type SuperNodeAuthFiles,
+  type SuperNodeAuthKeys,
   type SuperNodeConfig,
   type SuperNodeHandle,
   startSuperNode,

@@ -124,7 +124,11 @@ export class Allowlist extends EventEmitter {
     }
   }
 
-  private watch(intervalMs: number): void {
+  /**
+   * Reloads the list whenever its file changes (the file's stat is polled every `intervalMs`)
+   * until close(). A no-op for a list without a file or one already watched.
+   */
+  watch(intervalMs: number = DEFAULT_ALLOWLIST_POLL_MS): void {
     const path = this.path;
     if (path === undefined || this.pollTimer !== undefined) return;
     this.pollTimer = setInterval(() => {

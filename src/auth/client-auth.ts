@@ -1,5 +1,5 @@
 /**
- * SuperNode side of SuperNode authentication (spec §4.6): every Fleet request carries the
+ * SuperNode side of SuperNode authentication (docs/protocol.md, "SuperNode side"): every Fleet request carries the
  * node's `public-key`; CreateNode's response headers deliver the SuperLink's public key, from
  * which the shared HMAC key is derived (ECDH + HKDF); every later request carries an
  * `auth-token`, the HMAC of the request's canonical encoding. The caller must send exactly the

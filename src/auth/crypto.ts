@@ -1,13 +1,10 @@
 /**
- * The cryptographic primitives of SuperNode authentication (spec §4.2, §4.3), built on
+ * The cryptographic primitives of SuperNode authentication (docs/protocol.md, "Headers and MAC"), built on
  * node:crypto alone: ECDH on the NIST curves, HKDF-SHA256, HMAC-SHA256 and the base64 flavours
  * Python's `base64` module uses on the wire. Nothing here knows about gRPC or files.
  */
 import { createHmac, createPublicKey, diffieHellman, hkdfSync, timingSafeEqual, type KeyObject } from "node:crypto";
 import { AuthenticationError, MalformedMessageError, errorMessage } from "../core/errors";
-
-/** Length of an HMAC-SHA256 tag in bytes. */
-export const AUTH_TOKEN_LENGTH = 32;
 
 /**
  * Python's `base64.urlsafe_b64encode`: the URL-safe alphabet (`-`, `_`) and, unlike Node's
@@ -114,7 +111,7 @@ export function hkdfSha256(sharedSecret: Uint8Array): Buffer {
 
 /**
  * The HMAC key both sides use: the 44 ASCII bytes of base64url_padded(HKDF-SHA256(Z)), not the
- * 32 raw HKDF bytes (spec §0 item 1). Throws AuthenticationError if ECDH is impossible.
+ * 32 raw HKDF bytes (docs/protocol.md, "Headers and MAC"). Throws AuthenticationError if ECDH is impossible.
  */
 export function deriveHmacKey(ownPrivateKey: KeyObject, peerPublicPem: string): Buffer {
   return Buffer.from(base64UrlPadded(hkdfSha256(ecdhSharedSecret(ownPrivateKey, peerPublicPem))), "ascii");

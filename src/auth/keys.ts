@@ -1,5 +1,5 @@
 /**
- * Key files of SuperNode authentication (spec §4.1): OpenSSH ECDSA public and private keys and
+ * Key files of SuperNode authentication (docs/protocol.md, "Keys and files"): OpenSSH ECDSA public and private keys and
  * PEM keys (the allowlist CSV is read by allowlist-csv.ts). Every public key is reduced to its canonical
  * form, the PEM SubjectPublicKeyInfo text Python's `public_key_to_bytes` produces (named
  * curve, uncompressed point, 64-character lines): the allowlist, the node table and the
@@ -388,20 +388,25 @@ export function readKeyTextFile(path: string, what: string): string {
 }
 
 /**
- * Loads a public key file, either an OpenSSH `.pub` line or a PEM `BEGIN PUBLIC KEY`, and
- * returns its canonical PEM. Throws InvalidKeyFileError naming the file.
+ * Parses a public key's text, either an OpenSSH `.pub` line or a PEM `BEGIN PUBLIC KEY`, and
+ * returns its canonical PEM. Throws InvalidKeyFileError naming `source` (a file, or what the
+ * text is) in messages.
  */
-export function loadPublicKeyFile(path: string): string {
-  const text = readKeyTextFile(path, "public key file");
+export function parsePublicKey(text: string, source: string): string {
   if (text.includes("-----BEGIN")) {
     if (!text.includes("-----BEGIN PUBLIC KEY-----")) {
-      throw new InvalidKeyFileError(`${path} is not a public key file (expected an OpenSSH .pub line or "-----BEGIN PUBLIC KEY-----")`);
+      throw new InvalidKeyFileError(`${source} is not a public key file (expected an OpenSSH .pub line or "-----BEGIN PUBLIC KEY-----")`);
     }
-    return canonicalizePublicPem(text, path);
+    return canonicalizePublicPem(text, source);
   }
   const line = text.split(/\r?\n/).find((l) => l.trim() !== "");
-  if (line === undefined) throw new InvalidKeyFileError(`the public key file ${path} is empty`);
-  return parseOpenSshPublicKey(line, path);
+  if (line === undefined) throw new InvalidKeyFileError(`the public key ${source} is empty`);
+  return parseOpenSshPublicKey(line, source);
+}
+
+/** Loads a public key file (see parsePublicKey). Throws InvalidKeyFileError naming the file. */
+export function loadPublicKeyFile(path: string): string {
+  return parsePublicKey(readKeyTextFile(path, "public key file"), path);
 }
 
 /** Loads a private key file (see parseOpenSshPrivateKey). Throws InvalidKeyFileError naming the file. */

@@ -1,5 +1,5 @@
 /**
- * SuperLink side of SuperNode authentication (spec §4.5): every Fleet RPC must carry a
+ * SuperLink side of SuperNode authentication (docs/protocol.md, "SuperLink checks"): every Fleet RPC must carry a
  * `public-key` header naming an allowlisted key; CreateNode is answered here (the SuperLink's
  * own public key goes back as initial metadata and the key is bound to one node id); every other
  * RPC must carry an `auth-token` HMAC of the request under the ECDH-derived key and may only act
@@ -11,7 +11,7 @@
  * Python's UNKNOWN "Exception calling application: Incorrect padding" — Python peers always send
  * padded values, so nothing that works with Flower changes; the allowlist can change at run time
  * (see allowlist.ts); and the MAC is accepted over the raw received bytes as well as over the
- * canonical re-encodings (spec §4.4 recommendation).
+ * canonical re-encodings (docs/protocol.md, "Canonical encoding").
  */
 import * as grpc from "@grpc/grpc-js";
 import type { KeyObject } from "node:crypto";
@@ -145,7 +145,7 @@ export class FleetAuthenticator {
   }
 
   /**
-   * Checks one request (spec §4.5 steps 1, 2, 4 and 5): the header checks of `checkHeaders`,
+   * Checks one request (docs/protocol.md, "SuperLink checks", steps 1 and 3): the header checks of `checkHeaders`,
    * then, for every request but CreateNode, `auth-token` must be the HMAC of the request (its
    * upb-order or lexicographic-order canonical encoding, or `rawBytes` as received) and the
    * request must act on the node bound to the key. Never throws for bad input; the verdict says
@@ -177,7 +177,7 @@ export class FleetAuthenticator {
   }
 
   /**
-   * The header-only part of `authenticate` (spec §4.5 step 1): the `public-key` header decodes to
+   * The header-only part of `authenticate` (docs/protocol.md, "SuperLink checks", step 1): the `public-key` header decodes to
    * an allowlisted PEM. Cheap, needs no request body: transports can refuse strangers before
    * reading what they send. Never throws.
    */
@@ -194,7 +194,7 @@ export class FleetAuthenticator {
   }
 
   /**
-   * CreateNode for an allowlisted key (spec §4.5 step 3): the node already bound to the key, or
+   * CreateNode for an allowlisted key (docs/protocol.md, "SuperLink checks", step 2): the node already bound to the key, or
    * a new node bound to it. Returns 0n only if the state could not create one (Flower's failure
    * value). An out-of-range `pingInterval` is MalformedMessageError (see boundedPingInterval).
    *
@@ -307,7 +307,7 @@ export class FleetAuthenticator {
     try {
       // As chunks: the payload bytes are MAC'd where they are, not copied.
       if (verifyAuthToken(hmacKey, canonicalEncodeChunks(name, request, "upb").chunks, token)) return true;
-      // Python's C++ / pure-Python protobuf order map keys differently (spec §4.4).
+      // Python's C++ / pure-Python protobuf order map keys differently (docs/protocol.md, "Canonical encoding").
       return (
         hasPrefixRelatedMapKeys(name, request) &&
         verifyAuthToken(hmacKey, canonicalEncodeChunks(name, request, "lexicographic").chunks, token)
@@ -360,16 +360,6 @@ function fingerprintOfHeader(header: string | undefined): string | undefined {
 }
 
 type FleetMethod = keyof typeof FLEET_REQUEST_NAMES;
-
-const verifiedNodes = new WeakMap<object, bigint>();
-
-/**
- * The node id authentication bound to this call, for the inner handler; undefined on an
- * unauthenticated server and for CreateNode.
- */
-export function authenticatedNodeId(call: object): bigint | undefined {
-  return verifiedNodes.get(call);
-}
 
 /** A header's first value as text (Flower reads the first match; absent -> undefined). */
 function firstHeader(metadata: grpc.Metadata, key: string): string | undefined {
@@ -480,7 +470,6 @@ export function withFleetAuthentication(
         return;
       }
       if (verdict.nodeId !== undefined) authenticator.noteAuthenticated(verdict.nodeId, call.getPeer(), requestName, call.request);
-      if (verdict.nodeId !== undefined) verifiedNodes.set(call, verdict.nodeId);
       options.onAuthenticated?.(call.metadata);
       try {
         inner(call, callback);

@@ -87,7 +87,7 @@ export function parseOrExitCode(program: Command, argv: string[]): number | unde
 
 /**
  * The address to dial after Flower's precedence between `--superlink` and the deprecated
- * `--server` (spec §6.1): `--server` counts only when changed from its default, and loses
+ * `--server` (docs/protocol.md, "SuperNode"): `--server` counts only when changed from its default, and loses
  * (with a warning) when `--superlink` was changed too.
  */
 export function superlinkAddress(

@@ -1,5 +1,5 @@
 /**
- * `flower-client-app`: Flower 1.10's SuperNode command line (spec §6.1) plus flwr-ts options
+ * `flower-client-app`: Flower 1.10's SuperNode command line (docs/protocol.md, "SuperNode") plus flwr-ts options
  * (--poll-interval-ms, --log-level, --shutdown-grace-ms). Loads the ClientApp named by the
  * positional `module:attr` from --dir, translates the flags into a SuperNodeConfig and runs the
  * SuperNode under runDaemon (SIGINT/SIGTERM: DeleteNode and a clean stop). Exit codes: 0 clean
@@ -7,6 +7,7 @@
  * unreachable after the retry limits).
  */
 import { Command, InvalidArgumentError, Option } from "commander";
+import { loadKeyPairFiles } from "../auth/keys";
 import { ClientApp } from "../client/client-app";
 import { DEFAULT_FLEET_API_ADDRESS, DEFAULT_SHUTDOWN_GRACE_MS } from "../core/constants";
 import { loadAppObject, parseAppReference } from "./app-loader";
@@ -187,15 +188,15 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
         "'--auth-supernode-public-key' to be provided (providing only one of them is not sufficient).",
     );
   }
-  const auth =
-    opts.authSupernodePrivateKey !== undefined && opts.authSupernodePublicKey !== undefined
-      ? { privateKeyPath: opts.authSupernodePrivateKey, publicKeyPath: opts.authSupernodePublicKey }
-      : undefined;
-  if (auth !== undefined && opts.insecure) {
+  const { authSupernodePrivateKey: privatePath, authSupernodePublicKey: publicPath } = opts;
+  const authWanted = privatePath !== undefined && publicPath !== undefined;
+  if (authWanted && opts.insecure) {
     throw new InvalidConfigError(
       "Authentication requires a secure connection: drop --insecure (and pass --root-certificates if needed).",
     );
   }
+  // Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
+  const auth = privatePath !== undefined && publicPath !== undefined ? loadKeyPairFiles(privatePath, publicPath) : undefined;
 
   return {
     superlink,

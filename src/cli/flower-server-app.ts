@@ -1,5 +1,5 @@
 /**
- * `flower-server-app`: Flower 1.10's ServerApp runner command line (spec §7.1) plus flwr-ts
+ * `flower-server-app`: Flower 1.10's ServerApp runner command line (docs/protocol.md, "ServerApp") plus flwr-ts
  * options (--history-json, --log-level, and --ssl-certfile/--ssl-keyfile: the client
  * certificate for a SuperLink started with --driver-api-client-ca). Loads `module:attr` from --dir, connects to the
  * SuperLink's Driver API, runs the app, prints the [SUMMARY] / History text to stdout (logs go

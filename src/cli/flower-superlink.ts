@@ -1,5 +1,5 @@
 /**
- * `flower-superlink`: Flower 1.10's SuperLink command line (spec §4.1, §5, §9) plus flwr-ts
+ * `flower-superlink`: Flower 1.10's SuperLink command line (docs/protocol.md, "Keys and files", "TLS", "Transport") plus flwr-ts
  * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms, the connection
  * limits --max-connection-idle-ms and others, src/transport/options.ts, and the Fleet API
  * budgets --fleet-unauthenticated-bytes-per-connection and --fleet-unauthenticated-bytes-total).
@@ -17,6 +17,8 @@ import {
 } from "../core/constants";
 import { InvalidConfigError, errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
+import { Allowlist } from "../auth/allowlist";
+import { loadKeyPairFiles } from "../auth/keys";
 import { type ServerTlsMaterial, readClientCaFile, readServerTlsFiles } from "../transport/tls";
 import { parseAddress } from "../core/address";
 import { DEFAULT_FLEET_REST_ADDRESS, DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
@@ -267,7 +269,7 @@ function timerMs(flag: string): (value: string) => number {
 }
 const MAX_TIMER_MS = 2 ** 31 - 2;
 
-/** TLS material from the three --ssl-* flags, or undefined with --insecure (spec §5). */
+/** TLS material from the three --ssl-* flags, or undefined with --insecure (docs/protocol.md, "TLS"). */
 function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMaterial | undefined {
   const given = [opts.sslCaCertfile, opts.sslCertfile, opts.sslKeyfile].filter((v) => v !== undefined);
   if (opts.insecure) {
@@ -296,12 +298,15 @@ function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMateri
   return readServerTlsFiles({ caCertFile: opts.sslCaCertfile!, certFile: opts.sslCertfile!, keyFile: opts.sslKeyfile! });
 }
 
-/** Node-authentication files, all three or none (spec §4.1). */
-function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefined): SuperLinkAuthConfig | undefined {
-  const files = [opts.authListPublicKeys, opts.authSuperlinkPrivateKey, opts.authSuperlinkPublicKey];
-  const given = files.filter((v) => v !== undefined);
-  if (given.length === 0) return undefined;
-  if (given.length < 3) {
+/**
+ * Node-authentication files, all three or none (docs/protocol.md, "Node authentication"): the
+ * key pair is read here, the allowlist CSV too (the SuperLink re-reads it on SIGHUP or a change).
+ * Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
+ */
+function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefined, logger: Logger): SuperLinkAuthConfig | undefined {
+  const { authListPublicKeys: csv, authSuperlinkPrivateKey: privatePath, authSuperlinkPublicKey: publicPath } = opts;
+  if (csv === undefined && privatePath === undefined && publicPath === undefined) return undefined;
+  if (csv === undefined || privatePath === undefined || publicPath === undefined) {
     throw new InvalidConfigError(
       "Authentication requires providing file paths for '--auth-list-public-keys', " +
         "'--auth-superlink-private-key' and '--auth-superlink-public-key'. Provide all three to enable authentication.",
@@ -313,12 +318,9 @@ function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefi
         "`--ssl-keyfile`, and `--ssl-ca-certfile` (and drop --insecure) and try again.",
     );
   }
-  return {
-    allowlistCsv: opts.authListPublicKeys!,
-    superlinkPrivateKey: opts.authSuperlinkPrivateKey!,
-    superlinkPublicKey: opts.authSuperlinkPublicKey!,
-    watchAllowlist: true,
-  };
+  const superlinkKeys = loadKeyPairFiles(privatePath, publicPath);
+  const allowlist = Allowlist.fromCsvFile(csv, { logger });
+  return { allowlist, superlinkKeys, watchAllowlist: true };
 }
 
 /**
@@ -391,7 +393,7 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
     logger.warn("--rest-cors-origins applies only to --fleet-api-type rest; ignored for the gRPC Fleet API.");
   }
   const tls = tlsFromOptions(opts, logger);
-  const auth = authFromOptions(opts, tls);
+  const auth = authFromOptions(opts, tls, logger);
   const driverApiClientCa = driverApiClientCaFromOptions(opts, tls, logger);
   return {
     driverApiAddress: opts.driverApiAddress,

@@ -4,7 +4,7 @@
  *
  * - legacy: `new ClientApp({ clientFn })`, where `clientFn(context, cid)` returns a `Client` or a
  *   `NumPyClient`; the four legacy message types (get_parameters, get_properties, train,
- *   evaluate) are converted with the exact RecordSet keys of spec §7.4;
+ *   evaluate) are converted with the exact RecordSet keys of docs/protocol.md, "Legacy records";
  * - Message API: `new ClientApp()` then `app.train(fn)`, `app.evaluate(fn)`, `app.query(fn)`,
  *   each `fn(message, context)` returning the reply Message (build it with `createReply`).
  *
@@ -57,7 +57,7 @@ class ValueError extends Error {
 
 /**
  * Flower's reason text for an exception raised by a ClientApp:
- * `<class 'TypeError'>:<'message'>` (spec §6.5), using the JS error class name.
+ * `<class 'TypeError'>:<'message'>` (docs/protocol.md, "Error replies"), using the JS error class name.
  */
 export function exceptionReason(err: unknown): string {
   let name: string;

@@ -1,7 +1,7 @@
 /**
  * The legacy `Client` contract (Flower's `flwr.client.Client`): four optional methods over the
  * legacy types. A method a client does not implement is answered with Flower's
- * *_NOT_IMPLEMENTED status, exactly as Flower's `maybe_call_*` helpers do (spec §7.4).
+ * *_NOT_IMPLEMENTED status, exactly as Flower's `maybe_call_*` helpers do (docs/protocol.md, "Legacy records").
  */
 import { StatusCode } from "../core/constants";
 import type { Context } from "../core/records/types";

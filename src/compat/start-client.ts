@@ -22,18 +22,16 @@
  * A server that simply goes away (e.g. a Python `flower-superlink`, whose ServerApp never sends
  * `reconnect`) is retried within `maxRetries` / `maxWaitTime`, unlimited by default as Flower.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { ClientApp } from "../client/client-app";
 import type { Client } from "../client/client";
 import { type NumPyClient, isNumPyClient } from "../client/numpy-client";
 import * as grpc from "@grpc/grpc-js";
-import { FlwrError, InvalidConfigError, InvalidKeyFileError, errorMessage } from "../core/errors";
+import { type KeyPair, assertKeyPair, parseOpenSshPrivateKey, parsePublicKey, readKeyTextFile } from "../auth/keys";
+import { FlwrError, InvalidConfigError, InvalidKeyFileError } from "../core/errors";
 import { type Logger, createLogger } from "../core/logger";
 import { applyGrpcExtensionsOption } from "./grpc-extensions-option";
 import type { ConfigsScalar } from "../core/records/types";
-import { type SuperNodeAuthFiles, type SuperNodeHandle, startSuperNode } from "../supernode/supernode";
+import { type SuperNodeHandle, startSuperNode } from "../supernode/supernode";
 import { isServiceError } from "../transport/status";
 import { runGrpcBidiClient } from "./grpc-bidi-client";
 
@@ -43,12 +41,12 @@ export type ClientTransport = "grpc-bidi" | "grpc-rere" | "rest";
 export const DEFAULT_CLIENT_TRANSPORT: ClientTransport = "grpc-bidi";
 const TRANSPORTS: readonly ClientTransport[] = ["grpc-bidi", "grpc-rere", "rest"];
 
-/** Node authentication keys: each a file path, or the key text itself (OpenSSH or PEM). */
+/** Node authentication keys: each a file path, or the key text itself (OpenSSH or PEM) as a string or Buffer. */
 export interface ClientAuthKeys {
   /** The node's EC private key: path, or OpenSSH / PEM text. */
-  privateKey: string;
+  privateKey: string | Uint8Array;
   /** Its public key: path, or an OpenSSH `.pub` line / PEM text. */
-  publicKey: string;
+  publicKey: string | Uint8Array;
 }
 
 /** What `onReady` is told once the client is connected. */
@@ -106,38 +104,24 @@ function isKeyText(value: string): boolean {
   return value.includes("-----BEGIN") || /^\s*(ecdsa-sha2-|ssh-)/.test(value) || value.includes("\n");
 }
 
-/**
- * The SuperNode reads its keys from files: key text is written to a private (0700) temporary
- * directory, removed by `cleanup` as soon as the keys were loaded.
- */
-function keyFiles(keys: ClientAuthKeys): { files: SuperNodeAuthFiles; cleanup: () => void } {
-  if (typeof keys.privateKey !== "string" || typeof keys.publicKey !== "string") {
-    throw new InvalidKeyFileError("startClient: `authKeys.privateKey` and `authKeys.publicKey` must be strings (paths or key text)");
+/** The text of one key: bytes or text as given, or the file a path names; and how to name it. */
+function keyText(value: unknown, what: "privateKey" | "publicKey"): { text: string; source: string; path?: string } {
+  if (value instanceof Uint8Array) return { text: Buffer.from(value).toString("utf8"), source: `authKeys.${what}` };
+  if (typeof value !== "string") {
+    throw new InvalidKeyFileError(`startClient: \`authKeys.${what}\` must be a string (path or key text) or a Buffer (key text)`);
   }
-  const privateIsText = isKeyText(keys.privateKey);
-  const publicIsText = isKeyText(keys.publicKey);
-  if (!privateIsText && !publicIsText) {
-    return { files: { privateKeyPath: keys.privateKey, publicKeyPath: keys.publicKey }, cleanup: () => undefined };
-  }
-  const dir = mkdtempSync(join(tmpdir(), "flwr-ts-keys-"));
-  const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
-  try {
-    const write = (name: string, text: string): string => {
-      const path = join(dir, name);
-      writeFileSync(path, text.endsWith("\n") ? text : text + "\n", { mode: 0o600 });
-      return path;
-    };
-    return {
-      files: {
-        privateKeyPath: privateIsText ? write("private-key", keys.privateKey) : keys.privateKey,
-        publicKeyPath: publicIsText ? write("public-key", keys.publicKey) : keys.publicKey,
-      },
-      cleanup,
-    };
-  } catch (err) {
-    cleanup();
-    throw new InvalidKeyFileError(`startClient: cannot stage the authentication keys: ${errorMessage(err)}`, { cause: err });
-  }
+  if (isKeyText(value)) return { text: value, source: `authKeys.${what}` };
+  return { text: readKeyTextFile(value, what === "privateKey" ? "private key file" : "public key file"), source: value, path: value };
+}
+
+/** Parses the node's key pair in memory (nothing is written to disk). Throws InvalidKeyFileError. */
+function authKeyPair(keys: ClientAuthKeys): KeyPair {
+  const priv = keyText(keys.privateKey, "privateKey");
+  const pub = keyText(keys.publicKey, "publicKey");
+  const privateKey = parseOpenSshPrivateKey(priv.text, priv.source);
+  const publicKeyPem = parsePublicKey(pub.text, pub.source);
+  assertKeyPair(privateKey, publicKeyPem, { privatePath: priv.source, publicPath: pub.source });
+  return { privateKey, publicKeyPem };
 }
 
 /**
@@ -202,7 +186,10 @@ export async function startClient(serverAddress: string, options: StartClientOpt
     return;
   }
 
-  const keys = options.authKeys !== undefined ? keyFiles(options.authKeys) : undefined;
+  if (insecure && options.authKeys !== undefined) {
+    throw new InvalidConfigError("startClient: `authKeys` need a TLS connection: pass `rootCertificates` (and not `insecure: true`)");
+  }
+  const auth = options.authKeys !== undefined ? authKeyPair(options.authKeys) : undefined;
   let node: SuperNodeHandle;
   try {
     node = await startSuperNode(
@@ -210,7 +197,7 @@ export async function startClient(serverAddress: string, options: StartClientOpt
         superlink: serverAddress,
         ...(rootCertificates !== undefined ? { rootCertificates: Buffer.from(rootCertificates) } : {}),
         ...(insecure ? { insecure: true } : {}),
-        ...(keys !== undefined ? { auth: keys.files } : {}),
+        ...(auth !== undefined ? { auth } : {}),
         app,
         ...(options.nodeConfig !== undefined ? { nodeConfig: options.nodeConfig } : {}),
         ...(options.maxRetries !== undefined ? { maxRetries: options.maxRetries } : {}),
@@ -222,8 +209,6 @@ export async function startClient(serverAddress: string, options: StartClientOpt
     // Aborted while still connecting: stopping is what the caller asked for, not a failure.
     if (signal?.aborted) return;
     throw withLibraryHint(err, serverAddress);
-  } finally {
-    keys?.cleanup();
   }
 
   const stop = (): void => {

@@ -1,7 +1,7 @@
 /**
  * The Driver: what a ServerApp uses to talk to SuperNodes through the SuperLink (Flower's
  * `flwr.server.Driver`). `GrpcDriver` (src/serverapp) implements it over the Driver API; tests
- * implement it in memory. Helpers here hold the rules every implementation shares (spec §7.2).
+ * implement it in memory. Helpers here hold the rules every implementation shares (docs/protocol.md, "Driver").
  */
 import { DEFAULT_TTL, ErrorCode } from "../core/constants";
 import { MalformedMessageError, errorMessage } from "../core/errors";
@@ -59,7 +59,7 @@ export function nowSeconds(): number {
   return Date.now() / 1000;
 }
 
-/** The message `Driver.createMessage` returns (spec §7.2). */
+/** The message `Driver.createMessage` returns (docs/protocol.md, "Driver"). */
 export function buildDriverMessage(
   runId: bigint,
   content: RecordSet,

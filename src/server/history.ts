@@ -1,7 +1,7 @@
 /**
  * Training and evaluation history of a legacy (strategy) run, as Flower's `History`:
  * losses per round and metrics per name per round. `toString()` reproduces Flower 1.10's text
- * exactly (spec §7.3); `toJSON()` is the machine-readable form behind `--history-json`.
+ * exactly (docs/protocol.md, "Strategy loop and History"); `toJSON()` is the machine-readable form behind `--history-json`.
  */
 import type { Metrics, Scalar } from "../core/records/legacy-types";
 import { PyTuple, type PyValue, pformat, pyFloatRepr } from "./python-repr";

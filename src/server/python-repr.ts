@@ -1,6 +1,6 @@
 /**
  * Python's `repr()` and `pprint.pformat()` for the few value kinds Flower prints, so that the
- * History text of a flwr-ts ServerApp is byte-for-byte what Flower 1.10 prints (spec §7.3).
+ * History text of a flwr-ts ServerApp is byte-for-byte what Flower 1.10 prints (docs/protocol.md, "Strategy loop and History").
  *
  * The Python object model used here:
  *   number -> float, bigint -> int, boolean -> bool, string -> str, Uint8Array -> bytes,

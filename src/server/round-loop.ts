@@ -1,5 +1,5 @@
 /**
- * The legacy strategy loop (Flower's `Server.fit` + `run_fl`, spec §7.3): initial parameters,
+ * The legacy strategy loop (Flower's `Server.fit` + `run_fl`, docs/protocol.md, "Strategy loop and History"): initial parameters,
  * then per round configure_fit -> concurrent fit -> aggregate_fit -> centralized evaluate ->
  * configure_evaluate -> concurrent evaluate -> aggregate_evaluate, recorded in a History.
  * A client that answers with an error, a non-OK status, or not before the round timeout counts

@@ -3,7 +3,7 @@
  *
  * Two forms, as Flower 1.10:
  *  - legacy:  `new ServerApp({ config: { numRounds: 3 }, strategy: new FedAvg(...) })` runs
- *    Flower's `start_driver` loop (spec §7.3) and returns its History;
+ *    Flower's `start_driver` loop (docs/protocol.md, "Strategy loop and History") and returns its History;
  *  - Message API: `new ServerApp({ main: async (driver, context) => {...} })` hands the Driver
  *    to user code and returns an empty History.
  * A `serverFn` form (Flower's `ServerApp(server_fn=...)`) builds the legacy components from the

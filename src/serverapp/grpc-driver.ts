@@ -1,5 +1,5 @@
 /**
- * The Driver over the SuperLink's Driver API (Flower's `GrpcDriver`, spec §7.2), on one
+ * The Driver over the SuperLink's Driver API (Flower's `GrpcDriver`, docs/protocol.md, "Driver"), on one
  * grpc-js channel with Flower's 512 MiB limits and no interceptors.
  *
  * Differences from Flower 1.10, on purpose:

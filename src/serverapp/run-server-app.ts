@@ -1,5 +1,5 @@
 /**
- * Runs one ServerApp against a SuperLink, as `flower-server-app` does (spec §7.1): connect the
+ * Runs one ServerApp against a SuperLink, as `flower-server-app` does (docs/protocol.md, "ServerApp"): connect the
  * GrpcDriver (CreateRun unless a run id is given, then GetRun), build the Context
  * (node 0, empty configs, empty state), run the app, close the channel. The [SUMMARY] lines go
  * to `out`; the History is returned and, if asked, written as JSON.

@@ -1,6 +1,6 @@
 /**
  * The default SuperLink state (`--database :flwr-in-memory-state:`): plain Maps in this process,
- * gone when it exits. Reference semantics for the State contract (spec §2), with Flower 1.10's
+ * gone when it exits. Reference semantics for the State contract (docs/protocol.md, "State"), with Flower 1.10's
  * in-memory bugs fixed: DeleteNode drops the public-key mapping, pulling results never throws
  * on a malformed ancestry or a deleted consumer, and id collisions are redrawn.
  */

@@ -52,7 +52,7 @@ export const SQLITE_SCHEMA_VERSION = 2;
 const MAX_ID_ATTEMPTS = 16;
 
 /**
- * Flower's §2.8 columns, plus: `seq` (FIFO order that survives VACUUM), `recordset` NULL for an
+ * The columns of Flower 1.10's SQLite schema, plus: `seq` (FIFO order that survives VACUUM), `recordset` NULL for an
  * absent RecordSet, `error_code`/`error_reason` NULL for an absent error, `reply_to` (normalized
  * `ancestry[0]`), ancestry as a JSON array, and `run.override_config` as a serialized
  * `flwr.proto.Run` (only its override_config set) so ints, floats and bytes stay distinct.

@@ -206,7 +206,7 @@ function copyTask(task: Task): Task {
 
 /**
  * The error reply standing in for a TaskIns whose consumer node is offline or gone
- * (Flower `make_node_unavailable_taskres`, spec §2.6 step 2). Bypasses the validator on
+ * (Flower's `make_node_unavailable_taskres`, docs/protocol.md, "State"). Bypasses the validator on
  * purpose: its consumer is the Driver, node 0, marked non-anonymous exactly as Flower does.
  */
 export function makeNodeUnavailableTaskRes(taskIns: TaskIns, now: number, reason = NODE_UNAVAILABLE_REASON): TaskRes {

@@ -2,7 +2,7 @@
  * The SuperLink's state: runs, nodes, task instructions (TaskIns) and results (TaskRes).
  * One interface, two backends (`in-memory-state.ts`, `sqlite-state.ts`), one conformance suite
  * (`test/state/state.conformance.ts`). Semantics follow Flower 1.10's in-memory state
- * (`../shared/flower-wire-spec.md` §2) with its bugs fixed; each method says what is promised.
+ * (docs/protocol.md, "State") with its bugs fixed; each method says what is promised.
  *
  * All methods are synchronous: both backends are in-process (better-sqlite3 is synchronous),
  * and a synchronous store keeps every read-modify-write atomic under Node's single thread.
@@ -17,16 +17,6 @@ export interface RunRecord {
   fabId: string;
   fabVersion: string;
   overrideConfig: Map<string, Scalar>;
-}
-
-/** A node as the state knows it (liveness and optional key). */
-export interface NodeRecord {
-  nodeId: bigint;
-  /** Unix seconds; the node counts as online while `onlineUntil > now`. */
-  onlineUntil: number;
-  pingInterval: number;
-  /** Canonical PEM bytes of the node's public key when authentication is on. */
-  publicKey?: Uint8Array;
 }
 
 /** Notified after state changes, so long-polling RPCs can wake up instead of sleeping. */
@@ -99,7 +89,7 @@ export interface StateOptions {
  */
 export interface State {
   /**
-   * Validates (spec §3.3) and stores a TaskIns. Assigns and returns a fresh uuid4 task_id.
+   * Validates (docs/protocol.md, "Validation") and stores a TaskIns. Assigns and returns a fresh uuid4 task_id.
    * Returns undefined when validation fails, the run does not exist, or the TaskIns has already
    * expired (`created_at + ttl <= now`); nothing is stored then. Throws ResourceExhaustedError
    * (nothing stored) when it would break a byte limit. Does not check that the consumer node
@@ -137,7 +127,7 @@ export interface State {
    * oldest first, marking them delivered; also delivered ones still stored RESULT_LEASE_SECONDS
    * after their delivery (asked for again: the answer carrying them was lost). Then, for each requested TaskIns that has no reply at
    * all (delivered or not) and whose named consumer node is offline, deleted or unknown, it
-   * synthesizes, stores and returns an error TaskRes (code 3, NODE_UNAVAILABLE, spec §2.6 fields)
+   * synthesizes, stores and returns an error TaskRes (code 3, NODE_UNAVAILABLE, fields as in docs/protocol.md, "State")
    * in TaskIns order, notifying `onTaskResStored`. A TaskIns that expired unanswered gets the
    * same reply with TASK_EXPIRED_REASON (anonymous consumers too); otherwise anonymous-consumer
    * TaskIns never get one.

@@ -1,6 +1,6 @@
 /**
  * Structural validation of TaskIns/TaskRes (Flower 1.10 `flwr/server/utils/validator.py`,
- * spec §3.3). Used by the Driver servicer before PushTaskIns and by both state backends.
+ * docs/protocol.md, "Validation"). Used by the Driver servicer before PushTaskIns and by both state backends.
  */
 import { MIN_TASK_TIMESTAMP } from "../core/constants";
 import type { Node } from "../proto/flwr/proto/node";

@@ -1,4 +1,4 @@
-/** GetRun, identical on the Fleet and the Driver API (spec §3.1, §3.2). */
+/** GetRun, identical on the Fleet and the Driver API (docs/protocol.md, "Fleet API", "Driver API"). */
 import type { GetRunRequest, GetRunResponse } from "../proto/flwr/proto/run";
 import type { State } from "../state/state";
 import type { LongPollHub } from "./long-poll";

@@ -5,7 +5,6 @@
  * Signals, argv and exit codes belong to src/cli/flower-superlink.ts.
  */
 import type * as grpc from "@grpc/grpc-js";
-import type { KeyObject } from "node:crypto";
 import type { Logger } from "../core/logger";
 import { AuthenticationError, FlwrError, InvalidConfigError, errorMessage } from "../core/errors";
 import { DEFAULT_LONG_POLL_MS, IN_MEMORY_DATABASE } from "../core/constants";
@@ -19,8 +18,8 @@ import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
 import type { ConnectionLimits } from "../transport/options";
 import { watchDescriptors } from "../transport/descriptor-watch";
 import { DRIVER_TASK_MESSAGES, FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
-import { Allowlist } from "../auth/allowlist";
-import { loadKeyPairFiles } from "../auth/keys";
+import type { Allowlist } from "../auth/allowlist";
+import { type KeyPair, assertKeyPair } from "../auth/keys";
 import { FleetAuthenticator, withFleetAuthentication } from "../auth/server-auth";
 import { createDriverServicer } from "./driver/driver-servicer";
 import { createFleetServicer } from "./fleet/fleet-servicer";
@@ -34,15 +33,20 @@ import { DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
 import { FLEET_API_REQUIRED_EXTENSIONS, activeGrpcExtensions, requireGrpcExtensions } from "../transport/grpc-extensions";
 
-/** Node authentication files (spec §4.1). All three are required to enable it. */
+/**
+ * Node authentication on the Fleet API (docs/protocol.md, "Node authentication"), with key
+ * material the caller read: src/cli/flower-superlink.ts reads the files.
+ */
 export interface SuperLinkAuthConfig {
-  /** CSV of allowed SuperNode OpenSSH public keys. */
-  allowlistCsv: string;
-  /** The SuperLink's OpenSSH (or PEM) EC private key. */
-  superlinkPrivateKey: string;
-  /** The SuperLink's public key; must belong to the private key. */
-  superlinkPublicKey: string;
-  /** Reload the CSV when the file changes (default true). */
+  /**
+   * The SuperNode public keys allowed on the Fleet API. One from `Allowlist.fromCsvFile` can be
+   * re-read (reloadAllowlist(), SIGHUP) and followed (`watchAllowlist`). The SuperLink owns it:
+   * close(), or a failed start, stops its watcher.
+   */
+  allowlist: Allowlist;
+  /** The SuperLink's EC key pair (e.g. from loadKeyPairFiles); the halves must match. */
+  superlinkKeys: KeyPair;
+  /** Reload the allowlist when its file changes (default true; a list without a file has none). */
   watchAllowlist?: boolean;
 }
 
@@ -167,12 +171,6 @@ export const DELIVERED_PAIR_GRACE_MS = 10_000;
 // Task-carrying responses may hold large records: written as chunks, the payload not copied.
 const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES);
 
-interface AuthMaterial {
-  allowlist: Allowlist;
-  serverPrivateKey: KeyObject;
-  serverPublicKeyPem: string;
-}
-
 function checkConfig(config: SuperLinkConfig): number {
   parseAddress(config.driverApiAddress);
   parseAddress(config.fleetApiAddress);
@@ -197,17 +195,17 @@ function checkConfig(config: SuperLinkConfig): number {
   return longPollMs;
 }
 
-function loadAuthMaterial(auth: SuperLinkAuthConfig, logger: Logger): AuthMaterial {
-  // Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
-  const { privateKey: serverPrivateKey, publicKeyPem: serverPublicKeyPem } = loadKeyPairFiles(
-    auth.superlinkPrivateKey,
-    auth.superlinkPublicKey,
-  );
-  const allowlist = Allowlist.fromCsvFile(auth.allowlistCsv, {
-    watch: auth.watchAllowlist ?? true,
-    logger,
-  });
-  return { allowlist, serverPrivateKey, serverPublicKeyPem };
+/** Checks the key pair before anything opens; starts following the allowlist file. */
+function prepareAuth(auth: SuperLinkAuthConfig): SuperLinkAuthConfig {
+  try {
+    // Throws InvalidKeyFileError for a mismatched pair, which would make every MAC fail.
+    assertKeyPair(auth.superlinkKeys.privateKey, auth.superlinkKeys.publicKeyPem);
+  } catch (err) {
+    auth.allowlist.close();
+    throw err;
+  }
+  if ((auth.watchAllowlist ?? true) && auth.allowlist.filePath !== undefined) auth.allowlist.watch();
+  return auth;
 }
 
 /** Starts the SuperLink. Rejects with a typed error (bad config/files, port in use, bad DB). */
@@ -217,11 +215,18 @@ export async function startSuperLink(
   deps: { logger: Logger; descriptorCheckMs?: number },
 ): Promise<SuperLinkHandle> {
   const { logger } = deps;
-  const longPollMs = checkConfig(config);
-  const limits = resolveLimits(config.limits);
+  let longPollMs: number;
+  let limits: ReturnType<typeof resolveLimits>;
+  try {
+    longPollMs = checkConfig(config);
+    limits = resolveLimits(config.limits);
+  } catch (err) {
+    config.auth?.allowlist.close(); // the SuperLink owns it (SuperLinkAuthConfig.allowlist)
+    throw err;
+  }
 
-  // Keys first: a bad key file must not leave a half-opened database behind.
-  const auth = config.auth !== undefined ? loadAuthMaterial(config.auth, logger) : undefined;
+  // Keys first: a bad key pair must not leave a half-opened database behind.
+  const auth = config.auth !== undefined ? prepareAuth(config.auth) : undefined;
   let state: State;
   try {
     state = createState(config.database, {
@@ -353,8 +358,8 @@ export async function startSuperLink(
     if (auth !== undefined) {
       authenticator = new FleetAuthenticator({
         allowlist: auth.allowlist,
-        serverPrivateKey: auth.serverPrivateKey,
-        serverPublicKeyPem: auth.serverPublicKeyPem,
+        serverPrivateKey: auth.superlinkKeys.privateKey,
+        serverPublicKeyPem: auth.superlinkKeys.publicKeyPem,
         state,
         logger: fleetLogger,
         pingIntervalBounds: limits.pingIntervalBounds,

@@ -1,10 +1,10 @@
 /**
  * The SuperNode's grpc-rere connection to the SuperLink's Fleet API: one channel, one method per
- * RPC, no retries (see src/transport/retry.ts) and no Flower rules (see supernode.ts).
+ * RPC, no retries (src/transport/retry.ts) and no Flower rules (registration.ts, task-runner.ts).
  *
  * With node authentication, every request is encoded once with the canonical (upb-order)
  * encoder, exactly those bytes are sent, and the `auth-token` MAC is computed over them
- * (spec §4.3-4.4); the SuperLink's public key is taken from the CreateNode response headers.
+ * (docs/protocol.md, "Headers and MAC", "Canonical encoding"); the SuperLink's public key is taken from the CreateNode response headers.
  * A PushTaskRes refused with UNAUTHENTICATED whose maps have prefix-related keys is re-sent
  * once in lexicographic map order, for a Python SuperLink on the C++ protobuf backend; the
  * order that worked is kept for later pushes.
@@ -149,7 +149,7 @@ export class FleetConnection implements FleetTransport {
       const refused = isServiceError(err) && err.code === grpc.status.UNAUTHENTICATED;
       if (!refused || this.auth === undefined || !hasPrefixRelatedMapKeys("PushTaskResRequest", request)) throw err;
       // Same MAC over the other map order: a Python SuperLink on the C++ protobuf backend sorts
-      // map keys lexicographically, upb puts a longer key before its prefix (spec §4.4).
+      // map keys lexicographically, upb puts a longer key before its prefix (docs/protocol.md, "Canonical encoding").
       const other: MapOrder = order === "upb" ? "lexicographic" : "upb";
       const { response } = await this.call<PushTaskResResponse>("pushTaskRes", request, control, other);
       this.pushOrder = other;

@@ -31,6 +31,11 @@ export class PingLoop {
 
   constructor(private readonly options: PingLoopOptions) {}
 
+  /** A call, not a property: the signal changes across the awaits below. */
+  private stopping(): boolean {
+    return this.options.stopSignal.aborted;
+  }
+
   /** Ends the current wait so the next ping goes out now (e.g. after a reconnection). */
   wake(): void {
     this.wakeUp?.();
@@ -39,7 +44,7 @@ export class PingLoop {
   /** Pings until the node stops; rejects only on a failure retrying cannot fix. */
   async run(): Promise<void> {
     const { connection, registration, intervalSeconds: interval, stopSignal: signal } = this.options;
-    while (!signal.aborted) {
+    while (!this.stopping()) {
       let node: Node;
       try {
         node = await registration.awaitNode();
@@ -62,7 +67,7 @@ export class PingLoop {
           },
         );
       } catch (err) {
-        if (signal.aborted) return;
+        if (this.stopping()) return;
         if (!isRefusal(err)) throw err;
         known = false;
       }
@@ -71,7 +76,7 @@ export class PingLoop {
           try {
             await registration.reregister(node, "Ping was answered with success=false");
           } catch (err) {
-            if (err instanceof Stopped || signal.aborted) return;
+            if (err instanceof Stopped || this.stopping()) return;
             throw err;
           }
         }
@@ -86,9 +91,13 @@ export class PingLoop {
     const base = Math.max(interval - PING_CALL_TIMEOUT, interval / 2);
     const factor = PING_BASE_MULTIPLIER + (this.options.random() * 2 - 1) * PING_RANDOM_RANGE;
     const wake = new AbortController();
-    this.wakeUp = () => wake.abort();
+    this.wakeUp = () => {
+      wake.abort();
+    };
     const stopSignal = this.options.stopSignal;
-    const stop = (): void => wake.abort();
+    const stop = (): void => {
+      wake.abort();
+    };
     stopSignal.addEventListener("abort", stop, { once: true });
     try {
       await abortableSleep(base * factor * 1000, wake.signal);

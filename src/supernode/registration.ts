@@ -177,7 +177,10 @@ export class Registration {
     const { connection, logger } = this.options;
     try {
       await connection.deleteNode(node, control);
-      logger.info({ event: "supernode.node-deleted", nodeId: node.nodeId.toString() }, `Node ${node.nodeId} unregistered (DeleteNode)`);
+      logger.info(
+        { event: "supernode.node-deleted", nodeId: node.nodeId.toString() },
+        `Node ${node.nodeId} unregistered (DeleteNode)`,
+      );
     } catch (err) {
       logger.warn(
         { event: "supernode.delete-node-failed", nodeId: node.nodeId.toString() },

@@ -1,7 +1,7 @@
 /**
  * The checks a SuperNode applies to a ClientApp's reply before pushing it: Flower 1.10's
  * `validate_out_message` (the reply must answer the message it replies to) plus the TTL rule the
- * SuperLink's validator applies (docs/protocol.md, "Tasks"). Pure functions, no I/O.
+ * SuperLink's validator applies (docs/protocol.md, "Messages and replies"). Pure functions, no I/O.
  */
 import type { Message, Metadata } from "../core/records/types";
 
@@ -60,7 +60,12 @@ export function replyProblem(incoming: Metadata, reply: Message): ReplyProblem |
         `Reply dropped: its TTL is ${out.ttl} s (message created_at ${incoming.createdAt}, ttl ${incoming.ttl} s; ` +
         `reply created_at ${out.createdAt}). The message expired before the reply was ready, or this node's clock ` +
         "is ahead of the ServerApp's by more than the TTL; the SuperLink would reject it.",
-      fields: { replyCreatedAt: out.createdAt, messageCreatedAt: incoming.createdAt, ttl: out.ttl, messageTtl: incoming.ttl },
+      fields: {
+        replyCreatedAt: out.createdAt,
+        messageCreatedAt: incoming.createdAt,
+        ttl: out.ttl,
+        messageTtl: incoming.ttl,
+      },
     };
   }
   return undefined;

@@ -11,6 +11,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { SuperNodeAuth } from "../auth/client-auth";
+import type { KeyPair } from "../auth/keys";
 import { ClientApp } from "../client/client-app";
 import { DEFAULT_SHUTDOWN_GRACE_MS, PING_DEFAULT_INTERVAL } from "../core/constants";
 import { InvalidConfigError } from "../core/errors";
@@ -36,12 +37,11 @@ import { type AppSource, TaskRunner } from "./task-runner";
 /** flwr-ts default: after an empty pull that came back at once, wait this long (Flower: 3 s). */
 export const DEFAULT_POLL_INTERVAL_MS = 1_000;
 
-export interface SuperNodeAuthFiles {
-  /** The SuperNode's OpenSSH (or PEM) EC private key. */
-  privateKeyPath: string;
-  /** Its public key; must belong to the private key. */
-  publicKeyPath: string;
-}
+/**
+ * The node's key pair for node authentication (docs/protocol.md, "Node authentication"), read
+ * by the caller: loadKeyPairFiles for key files, or parsed keys. The halves must match.
+ */
+export type SuperNodeAuthKeys = KeyPair;
 
 export interface SuperNodeConfig {
   /** HOST:PORT of the SuperLink's Fleet API; with `transport: "rest"`, its http(s):// URL. */
@@ -52,8 +52,8 @@ export interface SuperNodeConfig {
   rootCertificates?: Buffer;
   /** Plaintext connection (only with --insecure); excludes `rootCertificates` and `auth`. */
   insecure?: boolean;
-  /** Node authentication (spec §4). */
-  auth?: SuperNodeAuthFiles;
+  /** Node authentication: the node's key pair. */
+  auth?: SuperNodeAuthKeys;
   /**
    * The app to run: a ClientApp, or a factory called for every message with the run's FAB id and
    * version (Flower reloads the app per message; flower-supernode picks it by FAB); a factory that throws or returns something else is answered with error code 1.
@@ -109,12 +109,16 @@ export interface SuperNodeHandle {
 /** Starts a SuperNode; resolves once it is registered. Rejects with a typed error otherwise. */
 export async function startSuperNode(config: SuperNodeConfig, deps: SuperNodeDeps): Promise<SuperNodeHandle> {
   const checked = checkConfig(config);
-  const auth = config.auth ? SuperNodeAuth.fromFiles(config.auth.privateKeyPath, config.auth.publicKeyPath) : undefined;
+  // Throws InvalidKeyFileError for a mismatched pair.
+  const auth =
+    config.auth !== undefined ? new SuperNodeAuth(config.auth.privateKey, config.auth.publicKeyPem) : undefined;
   const connection: FleetTransport =
     config.transport === "rest"
       ? new RestFleetConnection({
           baseUrl: config.superlink,
-          poster: createNodeRestPoster(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
+          poster: createNodeRestPoster(
+            config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {},
+          ),
           ...(auth !== undefined ? { auth } : {}),
           logger: deps.logger,
         })
@@ -233,13 +237,18 @@ class SuperNode {
     const retry = new RetryInvoker(policy, {
       random,
       classify,
-      onBackoff: (s) => this.onBackoff(s),
-      onSuccess: (s) => this.onSuccess(s),
-      onGiveUp: (s) =>
+      onBackoff: (s) => {
+        this.onBackoff(s);
+      },
+      onSuccess: (s) => {
+        this.onSuccess(s);
+      },
+      onGiveUp: (s) => {
         this.logger.warn(
           { event: "supernode.give-up", call: s.what, tries: s.tries },
           `Giving up reconnection after ${(s.elapsedMs / 1000).toFixed(2)} seconds and ${s.tries} tries.`,
-        ),
+        );
+      },
     });
     // The ping loop retries without limit, as Flower's; the task loop's limits end the node.
     const pingRetry = new RetryInvoker(
@@ -247,11 +256,18 @@ class SuperNode {
       {
         random,
         classify,
-        onSuccess: (s) => this.onSuccess(s),
+        onSuccess: (s) => {
+          this.onSuccess(s);
+        },
         onBackoff: (s) => {
           this.connected = false;
           this.logger.debug(
-            { event: "supernode.ping-retry", tries: s.tries, waitMs: Math.round(s.waitMs ?? 0), error: describeFailure(s.error) },
+            {
+              event: "supernode.ping-retry",
+              tries: s.tries,
+              waitMs: Math.round(s.waitMs ?? 0),
+              error: describeFailure(s.error),
+            },
             `Ping failed (${describeFailure(s.error)}), retrying`,
           );
         },
@@ -266,7 +282,9 @@ class SuperNode {
       stopSignal,
       abortSignal,
       logger: this.logger,
-      onRegistered: (node) => this.tasks.updateNodeId(node.nodeId),
+      onRegistered: (node) => {
+        this.tasks.updateNodeId(node.nodeId);
+      },
     });
     this.pingLoop = new PingLoop({
       connection,
@@ -285,7 +303,9 @@ class SuperNode {
       nodeConfig: { ...(config.nodeConfig ?? {}) },
       stopSignal,
       abortSignal,
-      requestStop: () => this.stopController.abort(new Stopped()),
+      requestStop: () => {
+        this.stopController.abort(new Stopped());
+      },
       logger: this.logger,
     });
   }
@@ -317,7 +337,13 @@ class SuperNode {
     this.connected = false;
     const wait = ((s.waitMs ?? 0) / 1000).toFixed(2);
     this.logger.warn(
-      { event: "supernode.retry", call: s.what, tries: s.tries, waitMs: Math.round(s.waitMs ?? 0), error: describeFailure(s.error) },
+      {
+        event: "supernode.retry",
+        call: s.what,
+        tries: s.tries,
+        waitMs: Math.round(s.waitMs ?? 0),
+        error: describeFailure(s.error),
+      },
       s.tries === 1
         ? `Connection attempt failed (${s.what}: ${describeFailure(s.error)}), retrying in ${wait} seconds...`
         : `Connection attempt failed, retrying in ${wait} seconds`,
@@ -346,7 +372,9 @@ class SuperNode {
   }
 
   private async runLoops(): Promise<void> {
-    const ping = this.pingLoop.run().catch((err: unknown) => this.fail(err));
+    const ping = this.pingLoop.run().catch((err: unknown) => {
+      this.fail(err);
+    });
     try {
       await this.tasks.run();
     } catch (err) {
@@ -357,6 +385,7 @@ class SuperNode {
     await ping;
     // close() still needs the channel for DeleteNode and closes it itself.
     if (this.closing === undefined) this.connection.close();
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- the typed error a loop failed with
     if (this.failure !== undefined) throw this.failure;
   }
 
@@ -375,7 +404,12 @@ class SuperNode {
       const deleteBudget = Math.min(grace / 2, 2_000);
       this.stopController.abort(new Stopped());
       this.pingLoop.wake();
-      const hardStop = setTimeout(() => this.abortController.abort(new Stopped()), Math.max(0, grace - deleteBudget));
+      const hardStop = setTimeout(
+        () => {
+          this.abortController.abort(new Stopped());
+        },
+        Math.max(0, grace - deleteBudget),
+      );
       try {
         await waitAtMost(this.loops ?? Promise.resolve(), grace - deleteBudget);
       } finally {

@@ -1,6 +1,6 @@
 /**
  * The SuperNode's task loop: pull a TaskIns, run the ClientApp, push the reply, one message at a
- * time (docs/protocol.md, "Fleet API" and "Tasks"). One Context per run (its state persists
+ * time (docs/protocol.md, "SuperNode" and "Messages and replies"). One Context per run (its state persists
  * across the run's messages), GetRun once per run, the `reconnect` control message (registering
  * again afterwards, which Flower 1.10 forgets), and no TaskIns run twice after its reply went out
  * (the SuperLink delivers at least once, docs/delivery.md).
@@ -22,7 +22,7 @@ import type { Registration } from "./registration";
 import { replyProblem } from "./reply-check";
 
 /** flwr-ts: deadline of a PullTaskIns, so a silently dead connection cannot hang the node. */
-export const PULL_DEADLINE_MS = 60_000;
+const PULL_DEADLINE_MS = 60_000;
 /** `Reason.RECONNECT` of Flower's DisconnectRes, sent in reply to a reconnect message. */
 const REASON_RECONNECT = 1n;
 /** Error reason Flower sends when the ClientApp could not be loaded. */
@@ -70,6 +70,11 @@ export class TaskRunner {
     this.logger = options.logger;
   }
 
+  /** A call, not a property: the signal changes across the awaits below. */
+  private stopping(): boolean {
+    return this.options.stopSignal.aborted;
+  }
+
   /** After registering again, the runs' Contexts carry the new node id. */
   updateNodeId(nodeId: bigint): void {
     for (const context of this.contexts.values()) context.nodeId = nodeId;
@@ -78,7 +83,7 @@ export class TaskRunner {
   /** Pulls and handles TaskIns until the node stops; rejects on a failure retrying cannot fix. */
   async run(): Promise<void> {
     const { connection, registration, retry, stopSignal: stop, pollIntervalMs } = this.options;
-    while (!stop.aborted) {
+    while (!this.stopping()) {
       const startedAt = performance.now();
       let taskIns: TaskIns | undefined;
       let node: Node;
@@ -86,21 +91,27 @@ export class TaskRunner {
         [node, taskIns] = await registration.withRegistration("PullTaskIns", async (n) => {
           const response = await retry.invoke(
             "PullTaskIns",
-            () => connection.pullTaskIns(n, { signal: stop, deadlineMs: PULL_DEADLINE_MS, longPollMs: PULL_DEADLINE_MS }),
+            () =>
+              connection.pullTaskIns(n, { signal: stop, deadlineMs: PULL_DEADLINE_MS, longPollMs: PULL_DEADLINE_MS }),
             { signal: stop },
           );
-          return [n, response.taskInsList[0]] as const;
+          return [n, response.taskInsList.at(0)] as const;
         });
       } catch (err) {
-        if (stop.aborted) return;
+        if (this.stopping()) return;
         throw err;
       }
       const task = taskIns?.task;
-      if (taskIns === undefined || task === undefined || task.recordset === undefined || task.consumer?.nodeId !== node.nodeId) {
+      if (
+        taskIns === undefined ||
+        task === undefined ||
+        task.recordset === undefined ||
+        task.consumer?.nodeId !== node.nodeId
+      ) {
         if (taskIns !== undefined) {
           this.logger.warn(
             { event: "supernode.task-ignored", taskId: taskIns.taskId },
-            `Ignoring TaskIns ${taskIns.taskId}: ${task === undefined ? "no task" : task.recordset === undefined ? "no recordset" : `addressed to node ${task.consumer?.nodeId}`}`,
+            `Ignoring TaskIns ${taskIns.taskId}: ${task === undefined ? "no task" : task.recordset === undefined ? "no recordset" : `addressed to node ${String(task.consumer?.nodeId)}`}`,
           );
         }
         // A Python SuperLink answers an empty pull at once; ours holds it open for new work.
@@ -143,7 +154,12 @@ export class TaskRunner {
     const meta = message.metadata;
     if (meta.groupId !== "") this.logger.info(`[RUN ${meta.runId}, ROUND ${meta.groupId}]`);
     this.logger.info(
-      { event: "supernode.message-received", messageType: meta.messageType, messageId: meta.messageId, runId: meta.runId.toString() },
+      {
+        event: "supernode.message-received",
+        messageType: meta.messageType,
+        messageId: meta.messageId,
+        runId: meta.runId.toString(),
+      },
       `Received: ${meta.messageType} message ${meta.messageId}`,
     );
 
@@ -157,7 +173,10 @@ export class TaskRunner {
       app = this.options.appSource(run);
       if (!ClientApp.isClientApp(app)) throw new TypeError("the app factory did not return a ClientApp");
     } catch (err) {
-      this.logger.error({ event: "supernode.app-load-failed", err }, `Loading the ClientApp failed: ${errorMessage(err)}`);
+      this.logger.error(
+        { event: "supernode.app-load-failed", err },
+        `Loading the ClientApp failed: ${errorMessage(err)}`,
+      );
       app = undefined;
     }
     if (app === undefined) {
@@ -219,11 +238,15 @@ export class TaskRunner {
       const run = await registration.withRegistration("GetRun", () =>
         retry.invoke("GetRun", () => connection.getRun(runId, { signal }), { signal }),
       );
-      if (run !== undefined) info = { fabId: run.fabId, fabVersion: run.fabVersion, overrideConfig: this.overrideConfigOf(run) };
+      if (run !== undefined)
+        info = { fabId: run.fabId, fabVersion: run.fabVersion, overrideConfig: this.overrideConfigOf(run) };
     } catch (err) {
       // A Python SuperLink with authentication refuses GetRun for a run it does not know.
       if (!FlwrError.isFlwrError(err) || err.code !== "FLWR_AUTHENTICATION_FAILED") throw err;
-      this.logger.warn({ event: "supernode.get-run-refused", runId: runId.toString() }, `GetRun for run ${runId} was refused; using empty run details`);
+      this.logger.warn(
+        { event: "supernode.get-run-refused", runId: runId.toString() },
+        `GetRun for run ${runId} was refused; using empty run details`,
+      );
     }
     this.runs.set(runId, info);
     return info;
@@ -261,13 +284,14 @@ export class TaskRunner {
   private async sendReply(incoming: Metadata, reply: Message): Promise<void> {
     const problem = replyProblem(incoming, reply);
     if (problem !== undefined) {
-      if (problem.kind === "clock") this.logger.warn({ event: "supernode.reply-dropped", ...problem.fields }, problem.text);
+      if (problem.kind === "clock")
+        this.logger.warn({ event: "supernode.reply-dropped", ...problem.fields }, problem.text);
       else this.logger.error({ event: "supernode.reply-dropped", ...problem.fields }, problem.text);
       return;
     }
     const taskRes = messageToTaskRes(reply);
     const { connection, registration, retry, abortSignal: abort } = this.options;
-    let stored = true;
+    let stored: boolean;
     try {
       const response = await registration.withRegistration("PushTaskRes", (node) => {
         // After registering again, the result goes out under the new node id.
@@ -277,7 +301,10 @@ export class TaskRunner {
       stored = !response.results.has("None");
     } catch (err) {
       if (abort.aborted) {
-        this.logger.warn({ event: "supernode.reply-abandoned" }, "Shutting down: the reply could not be sent within the grace time");
+        this.logger.warn(
+          { event: "supernode.reply-abandoned" },
+          "Shutting down: the reply could not be sent within the grace time",
+        );
         return;
       }
       if (FlwrError.isFlwrError(err) && err.code === "FLWR_MALFORMED_MESSAGE") {
@@ -288,7 +315,10 @@ export class TaskRunner {
       // A re-push after a lost answer: the SuperLink already holds this result.
       if (isAlreadyStored(err)) {
         this.remember(incoming.messageId);
-        this.logger.info({ event: "supernode.reply-already-stored", replyTo: reply.metadata.replyToMessage }, "The SuperLink already had this reply");
+        this.logger.info(
+          { event: "supernode.reply-already-stored", replyTo: reply.metadata.replyToMessage },
+          "The SuperLink already had this reply",
+        );
         return;
       }
       throw err;
@@ -304,7 +334,12 @@ export class TaskRunner {
       return;
     }
     this.logger.info(
-      { event: "supernode.reply-sent", messageType: reply.metadata.messageType, replyTo: reply.metadata.replyToMessage, error: reply.error !== undefined },
+      {
+        event: "supernode.reply-sent",
+        messageType: reply.metadata.messageType,
+        replyTo: reply.metadata.replyToMessage,
+        error: reply.error !== undefined,
+      },
       "Sent reply",
     );
   }

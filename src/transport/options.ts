@@ -1,4 +1,4 @@
-/** grpc-js options shared by every server and channel (values as Flower 1.10, spec §9). */
+/** grpc-js options shared by every server and channel (values as Flower 1.10, docs/protocol.md, "Transport"). */
 import type { ChannelOptions } from "@grpc/grpc-js";
 import { GRPC_MAX_MESSAGE_LENGTH } from "../core/constants";
 
@@ -13,7 +13,7 @@ export const SERVER_OPTIONS: ChannelOptions = {
 
 /**
  * Client channels set no keepalive: a Python SuperLink treats client keepalive pings without
- * active calls as abuse and closes the connection (spec §9). The larger HTTP/2 receive window
+ * active calls as abuse and closes the connection (docs/protocol.md, "Transport"). The larger HTTP/2 receive window
  * (default 64 KiB) lets a pulled 100 MB model arrive in fewer round trips: bench relay 100 MB x 2
  * went from 11.3-13.3 s to 8.5-11.2 s. It only changes what this side advertises.
  */

@@ -4,7 +4,7 @@
  * of tries and by total time, and a classification that stops at once on failures retrying
  * cannot fix (refused credentials, a certificate the CA does not vouch for, wrong service).
  *
- * Flower 1.10 retries every gRPC error forever with an uncapped ceiling (spec §6.3); the cap
+ * Flower 1.10 retries every gRPC error forever with an uncapped ceiling (docs/protocol.md, "SuperNode"); the cap
  * (default 30 s) and the non-retryable classes are flwr-ts choices. Randomness, sleeping and the
  * clock are injectable so the policy is testable without waiting.
  *

@@ -69,18 +69,6 @@ export function fromServiceError(err: unknown, what: string): FlwrError {
   }
 }
 
-/** Whether a failed call is worth retrying (peer down, overloaded, connection reset). */
-export function isRetryableStatus(code: grpc.status): boolean {
-  return (
-    code === grpc.status.UNAVAILABLE ||
-    code === grpc.status.DEADLINE_EXCEEDED ||
-    code === grpc.status.RESOURCE_EXHAUSTED ||
-    code === grpc.status.ABORTED ||
-    code === grpc.status.INTERNAL ||
-    code === grpc.status.UNKNOWN
-  );
-}
-
 /** Node's TLS verification failures, as grpc-js reports them in UNAVAILABLE details. */
 const CERTIFICATE_FAILURE =
   /certificate|altnames|CERT_|unable to verify|unable to get (local )?issuer|self[- ]signed|ERR_TLS_CERT/i;

@@ -21,7 +21,7 @@ function vectorClient(): SuperNodeAuth {
   return new SuperNodeAuth(parseOpenSshPrivateKey(v.CLIENT_PRIVATE_OPENSSH), v.CLIENT_CANONICAL_PEM);
 }
 
-describe("spec §4.9 vectors through SuperNodeAuth", () => {
+describe("the test vectors of test/auth/vectors.ts through SuperNodeAuth", () => {
   test("the public-key header of the vector client", () => {
     const auth = vectorClient();
     expect(auth.publicKeyHeader).toBe(v.CLIENT_PUBLIC_KEY_HEADER);

@@ -104,7 +104,7 @@ function rawScalar(key: KeyObject): Buffer {
 
 // ---------------------------------------------------------------------------------------------
 
-describe("spec §4.9 key vectors", () => {
+describe("key test vectors (test/auth/vectors.ts)", () => {
   test("the client OpenSSH private key (47-byte d) loads and yields the canonical PEM", () => {
     const key = parseOpenSshPrivateKey(v.CLIENT_PRIVATE_OPENSSH);
     expect(rawScalar(key).toString("hex")).toBe("00" + "11".repeat(47));

@@ -1,6 +1,6 @@
 /**
- * The test vectors of spec §4.9 (produced with Python `cryptography` and upb v25.2, reproduced
- * with Node crypto), verbatim.
+ * Node-authentication test vectors, produced with Python `cryptography` and upb v25.2 and
+ * reproduced with Node crypto (docs/protocol.md, "Node authentication").
  */
 
 /** Client private scalar d = 0x11 x 47 (47 bytes: the mpint must be left-padded). */

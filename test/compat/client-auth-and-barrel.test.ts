@@ -3,6 +3,8 @@
  * SuperLink with TLS + allowlist; and the package barrel (src/index.ts): its public names, and
  * that importing it does not load TensorFlow.js.
  */
+import { Allowlist } from "../../src/auth/allowlist";
+import { loadKeyPairFiles } from "../../src/auth/keys";
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -35,9 +37,8 @@ beforeAll(async () => {
       database: ":flwr-in-memory-state:",
       tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
       auth: {
-        allowlistCsv: fx.allowlistCsv,
-        superlinkPrivateKey: fx.superlinkPrivateKey,
-        superlinkPublicKey: fx.superlinkPublicKey,
+        allowlist: Allowlist.fromCsvFile(fx.allowlistCsv),
+        superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey),
         watchAllowlist: false,
       },
     },
@@ -51,7 +52,7 @@ afterAll(async () => {
 });
 
 /** Runs startClient until it registered, then aborts it; resolves with the node id. */
-async function registerThenStop(authKeys: { privateKey: string; publicKey: string }): Promise<bigint> {
+async function registerThenStop(authKeys: { privateKey: string | Buffer; publicKey: string | Buffer }): Promise<bigint> {
   const abort = new AbortController();
   let nodeId = 0n;
   const run = startClient(`127.0.0.1:${link.fleetPort}`, {
@@ -76,6 +77,11 @@ describe("startClient authKeys", () => {
       privateKey: readFileSync(fx.clientPrivateKeys[0]!, "utf8"),
       publicKey: readFileSync(fx.clientPublicKeys[0]!, "utf8"),
     });
+    expect(nodeId).not.toBe(0n);
+  });
+
+  it("accepts the keys as Buffers", async () => {
+    const nodeId = await registerThenStop({ privateKey: fx.read(fx.clientPrivateKeys[0]!), publicKey: fx.read(fx.clientPublicKeys[0]!) });
     expect(nodeId).not.toBe(0n);
   });
 

@@ -1,6 +1,6 @@
 /**
- * The deterministic encoder against the upb-produced vectors of spec §4.9, and its own rules
- * (§4.4) checked byte by byte and by decoding with the generated ts-proto code.
+ * The deterministic encoder against the upb-produced vectors (test/core/spec-vectors.ts), and its
+ * rules (docs/protocol.md, "Canonical encoding") checked byte by byte and by decoding with the generated ts-proto code.
  */
 import { createHmac } from "node:crypto";
 import { MalformedMessageError } from "../../src/core/errors";
@@ -60,8 +60,8 @@ function expectedPushWithConfigs(configsRecordHex: string): string {
   return ld("0a", ld("22", ld("4a", entry)));
 }
 
-describe("spec §4.9 vectors", () => {
-  test("PingRequest, PullTaskInsRequest and GetRunRequest encode as upb does, with the spec's tokens", () => {
+describe("upb vectors (test/core/spec-vectors.ts)", () => {
+  test("PingRequest, PullTaskInsRequest and GetRunRequest encode as upb does, with the vectors' tokens", () => {
     const key = SPEC_HMAC_KEY;
     const ping = canonicalEncode("PingRequest", PingRequest.fromPartial({ node: { nodeId: NODE_ID }, pingInterval: 30 }));
     expect(hex(ping)).toBe("0a0b08c5e3b1adfb95a6999a01110000000000003e40");
@@ -125,7 +125,7 @@ describe("spec §4.9 vectors", () => {
   });
 });
 
-describe("encoding rules (spec §4.4)", () => {
+describe('encoding rules (docs/protocol.md, "Canonical encoding")', () => {
   const encodeConfigs = (data: Map<string, ConfigsRecordValue>, order: MapOrder = "upb"): string =>
     hex(canonicalEncode("PushTaskResRequest", pushWithConfigs(data), order));
 

@@ -1,6 +1,6 @@
 /**
- * Legacy types <-> RecordSet with Flower's exact record names (spec §7.4), and the decode of the
- * real upb-produced 511-byte PushTaskResRequest of spec §4.9 back into a FitRes.
+ * Legacy types <-> RecordSet with Flower's exact record names (docs/protocol.md, "Legacy records"), and the decode of the
+ * real upb-produced 511-byte PushTaskResRequest (test/core/spec-vectors.ts) back into a FitRes.
  */
 import { MalformedMessageError } from "../../src/core/errors";
 import {
@@ -71,7 +71,7 @@ describe("Parameters <-> ParametersRecord", () => {
   });
 });
 
-describe("exact record names and value types (spec §7.4)", () => {
+describe('exact record names and value types (docs/protocol.md, "Legacy records")', () => {
   test("FitIns", () => {
     const rs = fitInsToRecordSet({ parameters: params([1]), config: { lr: 0.1, epochs: 2n, tag: "x" } });
     expect([...rs.parametersRecords.keys()]).toEqual(["fitins.parameters"]);
@@ -184,7 +184,7 @@ describe("reading legacy values back", () => {
   });
 });
 
-describe("the spec's 511-byte PushTaskResRequest (upb output) decodes to the FitRes it describes", () => {
+describe("the 511-byte PushTaskResRequest (upb output) decodes to the FitRes it describes", () => {
   test("decode -> messageFromTaskRes -> recordSetToFitRes -> parametersToNdarrays", () => {
     const request = PushTaskResRequest.decode(Buffer.from(SPEC_PUSH_TASK_RES_HEX, "hex"));
     expect(request.taskResList).toHaveLength(1);

@@ -1,6 +1,6 @@
 /**
  * The .npy codec against bytes written by real NumPy (2.4.6, `np.save(allow_pickle=False)`;
- * versions 2.0/3.0 via `numpy.lib.format.write_array(version=...)`), plus the spec §4.9 vector.
+ * versions 2.0/3.0 via `numpy.lib.format.write_array(version=...)`), plus the .npy inside the 511-byte PushTaskResRequest vector (test/core/spec-vectors.ts).
  */
 import { MalformedMessageError } from "../../src/core/errors";
 import { ndarrayToNpy, npyToNdarray } from "../../src/core/records/npy";
@@ -9,7 +9,7 @@ import type { NDArray } from "../../src/core/records/types";
 const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
 const bytes = (h: string): Uint8Array => new Uint8Array(Buffer.from(h, "hex"));
 
-/** Spec §4.9: the .npy inside the 511-byte PushTaskResRequest (float32 [1.5, -2.0]). */
+/** The .npy inside the 511-byte PushTaskResRequest (float32 [1.5, -2.0]). */
 const SPEC_FLOAT32 =
   "934e554d5059010076007b276465736372273a20273c6634272c2027666f727472616e5f6f72646572273a2046616c73652c20277368617065273a2028322c292c207d" +
   "2020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020200a0000c03f000000c0";
@@ -69,7 +69,7 @@ const NUMPY_WRITTEN: Array<[string, NDArray, string]> = [
 ];
 
 describe("ndarrayToNpy", () => {
-  test("matches the spec §4.9 vector byte for byte (128-byte preamble)", () => {
+  test("matches the upb vector byte for byte (128-byte preamble)", () => {
     const out = ndarrayToNpy({ dtype: "float32", shape: [2], data: new Float32Array([1.5, -2.0]) });
     expect(hex(out)).toBe(SPEC_FLOAT32);
     expect(out.length).toBe(136);
@@ -115,7 +115,7 @@ describe("ndarrayToNpy", () => {
 });
 
 describe("npyToNdarray", () => {
-  test("reads the spec vector", () => {
+  test("reads the upb vector", () => {
     const a = npyToNdarray(bytes(SPEC_FLOAT32));
     expect(a.dtype).toBe("float32");
     expect(a.shape).toEqual([2]);

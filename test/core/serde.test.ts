@@ -213,7 +213,7 @@ describe("recordSetFromProto", () => {
 });
 
 describe("Message <-> TaskIns / TaskRes", () => {
-  test("messageToTaskIns follows the driver's layout (spec §7.2)", () => {
+  test('messageToTaskIns follows the driver\'s layout (docs/protocol.md, "Driver")', () => {
     const content = new RecordSet();
     const t = messageToTaskIns({ metadata: metadata({ messageId: "ignored" }), content });
     expect(t).toEqual({
@@ -238,7 +238,7 @@ describe("Message <-> TaskIns / TaskRes", () => {
     expect(TaskIns.decode(bytes).task!.recordset).toBeDefined();
   });
 
-  test("messageToTaskRes follows the SuperNode's layout (spec §6.4)", () => {
+  test('messageToTaskRes follows the SuperNode\'s layout (docs/protocol.md, "Messages and replies")', () => {
     const md = metadata({ srcNodeId: NODE_ID, dstNodeId: 0n, replyToMessage: "abc", ttl: 10.5 });
     const t = messageToTaskRes({ metadata: md, error: { code: 2, reason: "boom" } });
     expect(t.taskId).toBe("");
@@ -265,7 +265,7 @@ describe("Message <-> TaskIns / TaskRes", () => {
     expect(() => messageToTaskIns(m)).toThrow(/run_id/);
   });
 
-  test("messageFromTaskIns maps every metadata field (spec §6.4) through real bytes", () => {
+  test('messageFromTaskIns maps every metadata field (docs/protocol.md, "Messages and replies") through real bytes', () => {
     const rs = new RecordSet();
     rs.configsRecords.set("fitins.config", { epochs: 1n });
     const sent = messageToTaskIns({ metadata: metadata({ replyToMessage: "r" }), content: rs });

@@ -1,9 +1,9 @@
 /**
- * Test vectors copied from /work/shared/flower-wire-spec.md §4.9 (produced with upb v25.2 and
- * Python `cryptography`).
+ * Wire test vectors produced with Python protobuf (upb v25.2) and Python `cryptography` against
+ * Flower 1.10 (docs/protocol.md, "Canonical encoding" and "Headers and MAC").
  */
 
-/** HMAC key derived from the spec's client/server key pair (44 ASCII bytes). */
+/** HMAC key derived from the vectors' client/server key pair (44 ASCII bytes). */
 export const SPEC_HMAC_KEY = "-HJckHskSc-28dDJJT_dzDT6-GBndxFiIkzS3ws34Bk=";
 
 /** The 511-byte train-reply PushTaskResRequest, upb deterministic serialization. */

@@ -2,7 +2,7 @@
  * Node-authentication faults against the real flower-superlink daemon (TLS + auth):
  * - forged or tampered requests (wrong private key behind an allowed public key, a tampered
  *   auth-token, a tampered body, a result claiming another node) are refused with
- *   UNAUTHENTICATED "Access denied" (spec §4.5, §4.7) and the SuperLink keeps serving;
+ *   UNAUTHENTICATED "Access denied" (docs/protocol.md, "SuperLink checks", "Flower 1.10 bugs") and the SuperLink keeps serving;
  * - a SuperNode whose key files are not one pair refuses to start (exit 2);
  * - the allowlist changes without a restart: the file watcher lets a new node in, and a key
  *   removed + SIGHUP revokes a running SuperNode, which then stops with exit 2.

@@ -1,7 +1,7 @@
 /**
  * Malformed Fleet input against the real flower-superlink daemon (TLS, no node auth, so the
  * raw client can say anything): every bad request gets an answer and the SuperLink keeps
- * serving. Where Flower 1.10 answers OK and drops or keeps the data (spec §2.6, §3.1), so do we.
+ * serving. Where Flower 1.10 answers OK and drops or keeps the data (docs/protocol.md, "State", "Fleet API"), so do we.
  * (Driver-side garbage bytes and the receive-size limit: test/superlink/superlink.integration.)
  */
 import * as grpc from "@grpc/grpc-js";

@@ -2,7 +2,7 @@
  * Fault: a SuperNode dies (SIGKILL, no DeleteNode) in the middle of a round. Real processes:
  * flower-superlink (TLS + node auth), two flower-client-app, flower-server-app.
  *
- * Expected (spec §2.6 step 2, §7.3): once the dead node's last ping has run out (ping_interval
+ * Expected (docs/protocol.md, "State" and "Strategy loop and History"): once the dead node's last ping has run out (ping_interval
  * 30 s in Flower; here the nodes announce 6 s so the test does not wait half a minute), the SuperLink answers the ServerApp's pull for the unanswered instruction with a
  * synthesized NODE_UNAVAILABLE error reply; the legacy ServerApp counts it as a failure, FedAvg
  * aggregates the surviving result, the run finishes, and the surviving node keeps training.

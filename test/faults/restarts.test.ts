@@ -1,7 +1,7 @@
 /**
  * Faults around process restarts, with real processes (TLS + node authentication):
  * - the SuperLink restarted on its SQLite database between two runs: the SuperNodes ride it out
- *   with backoff, keep their node ids (the node rows and key mappings persist, spec §2.4, §2.8),
+ *   with backoff, keep their node ids (the node rows and key mappings persist, docs/protocol.md, "State"),
  *   the next run completes and the earlier run is still known (GetRun);
  * - the ServerApp killed mid-run: the SuperLink and SuperNodes keep running and the next
  *   ServerApp completes.

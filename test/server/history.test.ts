@@ -1,12 +1,12 @@
 /**
  * History text against Flower 1.10's own History class (fixtures/history-python.json, made by
- * running flwr/server/history.py from the v1.10.0 tag) and the sample in spec §7.3.
+ * running flwr/server/history.py from the v1.10.0 tag) and a sample of its output.
  */
 import { History } from "../../src/server/history";
 import vectors from "./fixtures/history-python.json";
 
 describe("History.toString", () => {
-  it("reproduces the spec §7.3 sample (fit metrics only)", () => {
+  it("reproduces the sample output of Flower 1.10 (fit metrics only)", () => {
     const h = new History();
     for (const round of [1, 2]) {
       h.addMetricsDistributedFit(round, { train_loss: 0.5, train_accuracy: 0.25, val_loss: 1.0, val_accuracy: 0.125 });

@@ -1,7 +1,7 @@
 /**
  * A real SuperLink (in-process, TLS, 127.0.0.1:0) and minimal fake SuperNodes that speak the
  * Fleet API directly: CreateNode, ping, PullTaskIns, PushTaskRes. Replies are made with the
- * shared serde (createReply + messageToTaskRes), as a SuperNode does (spec §6.4).
+ * shared serde (createReply + messageToTaskRes), as a SuperNode does (docs/protocol.md, "Messages and replies").
  */
 import * as grpc from "@grpc/grpc-js";
 import { IN_MEMORY_DATABASE } from "../../src/core/constants";

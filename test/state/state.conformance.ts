@@ -1,5 +1,5 @@
 /**
- * The State contract, as one suite every backend runs (STYLE.md principle 8). A behaviour
+ * The State contract, as one suite every backend runs (src/state/state.ts). A behaviour
  * that is not tested here is not part of the contract.
  *
  * Time is a TestClock the suite moves by hand, so liveness is tested without sleeping.
@@ -129,7 +129,7 @@ const ANONYMOUS: Node = { nodeId: 0n, anonymous: true };
 
 type Mutation<T> = [string, (m: T) => void];
 
-/** One mutation per validator rule of TaskIns (spec §3.3). */
+/** One mutation per validator rule of TaskIns (docs/protocol.md, "Validation"). */
 export const INVALID_TASK_INS: Array<Mutation<TaskIns>> = [
   ["non-empty task_id", (m) => void (m.taskId = "a")],
   ["no task", (m) => void (m.task = undefined)],
@@ -151,7 +151,7 @@ export const INVALID_TASK_INS: Array<Mutation<TaskIns>> = [
   ["non-empty ancestry", (m) => void (m.task!.ancestry = ["x"])],
 ];
 
-/** One mutation per validator rule of TaskRes (spec §3.3). */
+/** One mutation per validator rule of TaskRes (docs/protocol.md, "Validation"). */
 export const INVALID_TASK_RES: Array<Mutation<TaskRes>> = [
   ["non-empty task_id", (m) => void (m.taskId = "a")],
   ["no task", (m) => void (m.task = undefined)],

@@ -3,6 +3,8 @@
  * deletes the node, ends its waiting pull with UNAUTHENTICATED at once, and makes the ServerApp
  * see NODE_UNAVAILABLE for work addressed to it.
  */
+import { Allowlist } from "../../src/auth/allowlist";
+import { loadKeyPairFiles } from "../../src/auth/keys";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -37,9 +39,8 @@ beforeEach(async () => {
       database: IN_MEMORY_DATABASE,
       tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
       auth: {
-        allowlistCsv: csv,
-        superlinkPrivateKey: fx.superlinkPrivateKey,
-        superlinkPublicKey: fx.superlinkPublicKey,
+        allowlist: Allowlist.fromCsvFile(csv),
+        superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey),
         watchAllowlist: false,
       },
       longPollMs: 60_000,

@@ -3,6 +3,8 @@
  * scripts/generate.sh), with node authentication on, driven by raw node:https requests: what
  * strangers, browsers and broken clients get.
  */
+import { Allowlist } from "../../src/auth/allowlist";
+import { loadKeyPairFiles } from "../../src/auth/keys";
 import * as https from "node:https";
 import { SuperNodeAuth } from "../../src/auth/client-auth";
 import { IN_MEMORY_DATABASE, LONG_POLL_HEADER } from "../../src/core/constants";
@@ -29,7 +31,7 @@ beforeAll(async () => {
       fleetApiAddress: "127.0.0.1:0",
       database: IN_MEMORY_DATABASE,
       tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
-      auth: { allowlistCsv: fx.allowlistCsv, superlinkPrivateKey: fx.superlinkPrivateKey, superlinkPublicKey: fx.superlinkPublicKey, watchAllowlist: false },
+      auth: { allowlist: Allowlist.fromCsvFile(fx.allowlistCsv), superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey), watchAllowlist: false },
       fleetApiType: "rest",
       rest: { corsOrigins: [ORIGIN], maxBodyBytes: MAX_BODY },
       longPollMs: 60_000,

@@ -2,6 +2,8 @@
  * The SuperLink in-process over real gRPC on 127.0.0.1:0 with real TLS (certificates made by
  * scripts/generate.sh), driven by the generated Driver and Fleet clients.
  */
+import { Allowlist } from "../../src/auth/allowlist";
+import { loadKeyPairFiles } from "../../src/auth/keys";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -326,7 +328,7 @@ test("authentication without TLS is refused before anything starts", async () =>
         driverApiAddress: "127.0.0.1:0",
         fleetApiAddress: "127.0.0.1:0",
         database: IN_MEMORY_DATABASE,
-        auth: { allowlistCsv: fx.allowlistCsv, superlinkPrivateKey: fx.superlinkPrivateKey, superlinkPublicKey: fx.superlinkPublicKey },
+        auth: { allowlist: Allowlist.fromCsvFile(fx.allowlistCsv), superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey) },
       },
       { logger },
     ),

@@ -1,7 +1,7 @@
 /**
  * FleetConnection against an in-test Fleet server over real TLS that verifies auth tokens the way
  * a Python SuperLink on the C++ protobuf backend does: over a lexicographic-order re-encoding
- * (spec §4.4). Our SuperNode signs in upb order first; for a request whose maps have
+ * (docs/protocol.md, "Canonical encoding"). Our SuperNode signs in upb order first; for a request whose maps have
  * prefix-related keys the two orders differ, so the first push is refused and re-sent.
  */
 import * as grpc from "@grpc/grpc-js";

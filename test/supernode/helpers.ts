@@ -1,4 +1,6 @@
 /** Shared pieces of the SuperNode tests: a log sink, a test Driver, and SuperLink starters. */
+import { Allowlist } from "../../src/auth/allowlist";
+import { loadKeyPairFiles } from "../../src/auth/keys";
 import { Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import { createLogger, type Logger } from "../../src/core/logger";
@@ -60,9 +62,8 @@ export async function startTestSuperLink(options: TestSuperLinkOptions): Promise
   }
   if (options.auth) {
     config.auth = {
-      allowlistCsv: f!.allowlistCsv,
-      superlinkPrivateKey: f!.superlinkPrivateKey,
-      superlinkPublicKey: f!.superlinkPublicKey,
+      allowlist: Allowlist.fromCsvFile(f!.allowlistCsv),
+      superlinkKeys: loadKeyPairFiles(f!.superlinkPrivateKey, f!.superlinkPublicKey),
       watchAllowlist: false,
     };
   }

@@ -3,6 +3,7 @@
  * TLS certificates and OpenSSH keys from scripts/generate.sh, and a test Driver in the role of
  * the ServerApp.
  */
+import { loadKeyPairFiles } from "../../src/auth/keys";
 import { createServer } from "node:net";
 import { ClientApp, NumPyClient, createReply, type NDArrays } from "../../src/client";
 import type { Config, Metrics } from "../../src/core/records/legacy-types";
@@ -75,7 +76,7 @@ function driver(link: SuperLinkHandle, tls: boolean): TestDriver {
 
 const tlsAuth = (): Partial<SuperNodeConfig> => ({
   rootCertificates: fixtures.read(fixtures.caCert),
-  auth: { privateKeyPath: fixtures.clientPrivateKeys[0]!, publicKeyPath: fixtures.clientPublicKeys[0]! },
+  auth: loadKeyPairFiles(fixtures.clientPrivateKeys[0]!, fixtures.clientPublicKeys[0]!),
 });
 
 describe("SuperNode with TLS and node authentication", () => {
@@ -247,7 +248,7 @@ describe("SuperNode with TLS and node authentication", () => {
         superlink: link.fleetAddress,
         app: trainingApp(),
         rootCertificates: fixtures.read(fixtures.caCert),
-        auth: { privateKeyPath: otherFixtures.clientPrivateKeys[0]!, publicKeyPath: otherFixtures.clientPublicKeys[0]! },
+        auth: loadKeyPairFiles(otherFixtures.clientPrivateKeys[0]!, otherFixtures.clientPublicKeys[0]!),
       },
       { logger: memoryLogger().logger },
     ).catch((e: unknown) => e);

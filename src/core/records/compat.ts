@@ -1,6 +1,6 @@
 /**
  * Legacy types (FitIns, FitRes, ...) <-> RecordSet with the exact record names Flower 1.10 uses
- * (`flwr/common/recordset_compat.py`, spec §7.4), so a Python ServerApp or SuperNode reads what
+ * (`flwr/common/recordset_compat.py`, docs/protocol.md, "Legacy records"), so a Python ServerApp or SuperNode reads what
  * we write and vice versa.
  *
  * Value typing. Python tells int from float by type; JS cannot, so legacy config and metric

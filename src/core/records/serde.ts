@@ -1,7 +1,7 @@
 /**
  * Conversions between the domain types apps see (RecordSet, Message; `types.ts`) and the wire
  * types generated from Flower's protos (`src/proto`), following Flower 1.10's
- * `flwr/common/serde.py` field for field (spec §1.5, §6.4, §7.2, §7.4).
+ * `flwr/common/serde.py` field for field (docs/protocol.md, "Encoding", "Messages and replies", "Driver", "Legacy records").
  *
  * Typing rules (Flower decides by Python type; we decide by JS type):
  * - MetricsRecord: number -> double, bigint -> sint64, boolean -> sint64 (Python's bool is an
@@ -370,7 +370,7 @@ function messageFromTask(
 }
 
 /**
- * TaskIns -> Message (`serde.message_from_taskins`, spec §6.4): message_id = task_id,
+ * TaskIns -> Message (`serde.message_from_taskins`, docs/protocol.md, "Messages and replies"): message_id = task_id,
  * src/dst = producer/consumer, reply_to = ancestry[0] or "", created_at and ttl from the task.
  * Throws MalformedMessageError when the task is missing or carries both or neither of
  * recordset and error.
@@ -386,7 +386,7 @@ export function messageFromTaskRes(t: TaskRes): Message {
 
 /**
  * Builds the reply to `incoming` as Flower's `Message.create_reply` / `create_error_reply`
- * (spec §6.4): same run, group and type; src/dst swapped; reply_to = incoming message_id;
+ * (docs/protocol.md, "Messages and replies"): same run, group and type; src/dst swapped; reply_to = incoming message_id;
  * message_id ""; created_at = now (Unix seconds); ttl = in.ttl - (now - in.createdAt).
  * `content` is either the reply RecordSet or an error.
  */

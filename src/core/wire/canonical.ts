@@ -1,9 +1,9 @@
 /**
  * Deterministic protobuf encoding of the Fleet API requests, byte for byte what Python
  * protobuf 4.25 (upb) produces with `SerializeToString(deterministic=True)`: the input of the
- * SuperNode authentication HMAC (spec §4.3, §4.4).
+ * SuperNode authentication HMAC (docs/protocol.md, "Headers and MAC", "Canonical encoding").
  *
- * Rules (spec §4.4): fields in ascending number order; implicit-presence scalars omitted when
+ * Rules (docs/protocol.md, "Canonical encoding"): fields in ascending number order; implicit-presence scalars omitted when
  * their bit pattern is zero (so -0.0 IS written); set submessages always written, even empty;
  * oneof members always written once selected, even when zero/empty; repeated numerics packed
  * (omitted when empty); map entries always carry key and value; map keys sorted by UTF-8 bytes

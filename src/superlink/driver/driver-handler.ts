@@ -1,5 +1,5 @@
 /**
- * Driver API rules (spec §3.2) as plain functions over the State interface: no gRPC here.
+ * Driver API rules (docs/protocol.md, "Driver API") as plain functions over the State interface: no gRPC here.
  * Behaviour is Flower 1.10's, except that bad input is a typed MalformedMessageError
  * (gRPC INVALID_ARGUMENT with a message naming what is wrong) instead of an UNKNOWN crash.
  */

@@ -1,5 +1,5 @@
 /**
- * Fleet API rules (spec §3.1) as plain functions over the State interface: no gRPC here.
+ * Fleet API rules (docs/protocol.md, "Fleet API") as plain functions over the State interface: no gRPC here.
  * Behaviour is Flower 1.10's, with its crashes turned into typed errors:
  * - DeleteNode of an unknown node -> NotFoundError (Flower: UNKNOWN from a ValueError);
  * - PushTaskRes with an empty list -> MalformedMessageError (Flower: UNKNOWN from IndexError).
@@ -50,7 +50,7 @@ export function ping(request: PingRequest, state: State, bounds?: PingIntervalBo
   return { success: state.acknowledgePing(nodeId, boundedPingInterval(request.pingInterval, bounds)) };
 }
 
-/** The id State uses for the caller: undefined for an anonymous node (spec §2.5). */
+/** The id State uses for the caller: undefined for an anonymous node (docs/protocol.md, "State"). */
 function consumerOf(request: PullTaskInsRequest): bigint | undefined {
   const node = request.node;
   if (node === undefined || node.anonymous) return undefined;

@@ -14,7 +14,7 @@ test("without @tensorflow/tfjs the example's loader says to install it", () => {
       if (request.startsWith("@tensorflow/")) throw Object.assign(new Error("Cannot find module '" + request + "'"), { code: "MODULE_NOT_FOUND" });
       return resolve.call(this, request, ...rest);
     };
-    const { loadTensorFlow } = require(${JSON.stringify(join(REPO_ROOT, "dist", "core", "tensorflow.js"))});
+    const { loadTensorFlow } = require(${JSON.stringify(join(REPO_ROOT, "dist", "example", "tensorflow.js"))});
     try { loadTensorFlow(); console.log("loaded"); } catch (e) { console.log(e.code + " " + e.message); }`;
   const result = spawnSync(process.execPath, ["-e", script], { encoding: "utf8", timeout: 30_000 });
   expect(result.stdout.trim()).toBe(
