@@ -87,7 +87,7 @@ function makeArray(precision: Precision, shape: number[], data: Float32Array | F
 }
 
 /** Plain typed arrays. */
-export const allocateArray: Allocate = (precision, shape) => {
+const allocateArray: Allocate = (precision, shape) => {
   const size = shape.reduce((n, d) => n * d, 1);
   return precision === "float32" ? new Float32Array(size) : new Float64Array(size);
 };
