@@ -10,37 +10,47 @@ import { cpus, freemem, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { generateCredentials } from "./lib/deployment";
 import { REPO_ROOT, say, setDaemonNodeFlags } from "./lib/processes";
+import { type FedAvgCase, type FedAvgResult, runFedAvg } from "./scenarios/fedavg";
 import { type HopResult, runHop } from "./scenarios/hop";
 import { type IdleResult, runIdle } from "./scenarios/idle";
 import { type RelayCase, type RelayResult, runRelay } from "./scenarios/relay";
 import { type RoundsResult, runRounds } from "./scenarios/rounds";
 
-const SCENARIOS = ["rounds", "relay", "idle", "hop"] as const;
+const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Options {
   scenarios: Scenario[];
   rounds: number;
   relayCases: RelayCase[];
+  fedavgCases: FedAvgCase[];
+  fedavgRounds: number;
   idleNodes: number;
   idleSeconds: number;
   hopMB: number;
   keep: boolean;
   output: string;
+  /** A generate.sh variant (same arguments), e.g. an older one, to compare certificate choices. */
+  credentialsScript?: string;
   /** Directory for V8 CPU profiles of every daemon (node --cpu-prof). */
   profileDir?: string;
 }
 
-const USAGE = `Usage: npm run bench -- [rounds] [relay] [idle] [hop] [options]
-  (no scenario = all four)
+const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [options]
+  (no scenario = all five)
   --rounds N           FedAvg rounds in "rounds" (default 3)
   --relay-cases LIST   payload MB x nodes for "relay", TLS + auth unless ":tls" (TLS, no
                        node auth) or ":plain" (plaintext, no auth) follows
                        (default 10x2,10x10,100x2,100x10,100x2:plain)
+  --fedavg-cases LIST  payload MB x nodes for "fedavg", a FedAvg round with aggregation
+                       (default 100x10)
+  --fedavg-rounds N    rounds of each "fedavg" case (default 1)
   --nodes N            idle SuperNodes in "idle" (default 100; e.g. 1000)
   --idle-seconds S     measuring window of "idle" (default 30)
   --hop-mb N           payload of "hop", one gRPC upload between two processes (default 100)
   --output FILE        where the JSON results go (default bench/results/latest.json)
+  --credentials-script FILE  make certificates and keys with FILE instead of scripts/generate.sh
+                       (same arguments; e.g. an older version, to compare)
   --keep               keep the temp dir (certificates, apps, child logs)
   --profile DIR        write a V8 CPU profile of every daemon into DIR (open in Chrome DevTools)`;
 
@@ -61,6 +71,8 @@ function parseArgs(args: string[]): Options {
       { payloadMB: 100, nodes: 10, security: "tls+auth" },
       { payloadMB: 100, nodes: 2, security: "plaintext" },
     ],
+    fedavgCases: [{ payloadMB: 100, nodes: 10 }],
+    fedavgRounds: 1,
     idleNodes: 100,
     idleSeconds: 30,
     hopMB: 100,
@@ -95,10 +107,28 @@ function parseArgs(args: string[]): Options {
         });
         break;
       }
+      case "--fedavg-cases": {
+        const list = next() ?? "";
+        opts.fedavgCases = list.split(",").map((item) => {
+          const m = /^(\d+)x(\d+)$/.exec(item.trim());
+          if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new Error(`--fedavg-cases: "${item}" is not MBxNODES, e.g. 100x10`);
+          return { payloadMB: Number(m[1]), nodes: Number(m[2]) };
+        });
+        break;
+      }
+      case "--fedavg-rounds":
+        opts.fedavgRounds = positiveInt(arg, next());
+        break;
       case "--output":
         opts.output = next() ?? "";
         if (opts.output === "") throw new Error("--output needs a file name");
         break;
+      case "--credentials-script": {
+        const script = next();
+        if (script === undefined || script === "") throw new Error("--credentials-script needs a file");
+        opts.credentialsScript = resolve(script);
+        break;
+      }
       case "--keep":
         opts.keep = true;
         break;
@@ -178,6 +208,32 @@ function relayTable(results: RelayResult[]): string {
   );
 }
 
+/** Goals of issue 19, printed beside the measurements. */
+const GOAL_SERVERAPP_RSS_MIB = 400;
+const GOAL_SUPERLINK_RSS_MIB = 400;
+const GOAL_REGISTRATIONS_PER_SECOND = 300;
+
+function fedavgTable(results: FedAvgResult[]): string {
+  const goal = (v: number | undefined, max: number): string => (v === undefined ? "-" : `${f(v, 0)} (goal <= ${max}${v <= max ? ", met" : ", NOT met"})`);
+  const rows = results.map((r) =>
+    r.skipped !== undefined
+      ? [`${r.payloadMB} MB`, String(r.nodes), `skipped: ${r.skipped}`, "", "", "", ""]
+      : [
+          `${r.payloadMB} MB`,
+          String(r.nodes),
+          `${(r.roundSeconds ?? []).map((s) => f(s)).join(" / ")}${r.failures ? ` (${r.failures} failures)` : ""}`,
+          goal(r.serverAppPeakRssMiB, GOAL_SERVERAPP_RSS_MIB),
+          goal(r.superlinkPeakRssMiB, GOAL_SUPERLINK_RSS_MIB),
+          f(r.supernodePeakRssMiB, 0),
+          f(r.superlinkCpuSeconds),
+        ],
+  );
+  return (
+    "fedavg: legacy FedAvg, fit on every node and aggregation (TLS + auth)\n" +
+    table(["payload", "nodes", "round s", "app peak RSS MiB", "link peak RSS MiB", "node peak RSS MiB", "link CPU s"], rows)
+  );
+}
+
 function idleTable(r: IdleResult): string {
   const rates = Object.entries(r.rpcPerSecond)
     .sort(([a], [b]) => (a < b ? -1 : 1))
@@ -187,6 +243,11 @@ function idleTable(r: IdleResult): string {
     ["SuperNodes (online per SuperLink)", `${r.nodes} (${r.onlineNodes})`],
     ["worker processes", String(r.workers)],
     ["registration of all nodes", `${f(r.registerSeconds, 1)} s`],
+    [
+      "registrations per second",
+      `${f(r.registrationsPerSecond, 0)}/s (goal >= ${GOAL_REGISTRATIONS_PER_SECOND}${r.registrationsPerSecond >= GOAL_REGISTRATIONS_PER_SECOND ? ", met" : ", NOT met"})`,
+    ],
+    ["SuperLink CPU per registration", `${f(r.superlinkCpuMsPerRegistration, 1)} ms`],
     ["window", `${f(r.windowSeconds, 1)} s`],
     ["SuperLink CPU", `${f(r.superlinkCpuPercent, 1)} % of one core`],
     ["SuperLink RSS idle, no nodes", `${f(r.superlinkRssIdleMiB, 0)} MiB`],
@@ -248,10 +309,11 @@ async function main(args: string[]): Promise<number> {
     const keyPairs = Math.max(
       opts.scenarios.includes("rounds") ? 2 : 1,
       opts.scenarios.includes("relay") ? Math.max(...opts.relayCases.map((c) => c.nodes)) : 1,
+      opts.scenarios.includes("fedavg") ? Math.max(...opts.fedavgCases.map((c) => c.nodes)) : 1,
       opts.scenarios.includes("idle") ? opts.idleNodes : 1,
     );
     say(`generating certificates and ${keyPairs} SuperNode key pair(s) in ${workDir}`);
-    const creds = generateCredentials(keyPairs, join(workDir, "credentials"));
+    const creds = generateCredentials(keyPairs, join(workDir, "credentials"), opts.credentialsScript);
     for (const scenario of opts.scenarios) {
       const started = Date.now();
       say(`scenario ${scenario}: starting`);
@@ -264,6 +326,10 @@ async function main(args: string[]): Promise<number> {
           const r = await runRelay(creds, workDir, opts.relayCases);
           results["relay"] = r;
           texts.push(relayTable(r));
+        } else if (scenario === "fedavg") {
+          const r = await runFedAvg(creds, workDir, opts.fedavgCases, opts.fedavgRounds);
+          results["fedavg"] = r;
+          texts.push(fedavgTable(r));
         } else if (scenario === "idle") {
           const r = await runIdle(creds, workDir, { nodes: opts.idleNodes, windowSeconds: opts.idleSeconds });
           results["idle"] = r;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generates everything a TLS + node-authentication deployment needs, in the formats Flower 1.10
 # uses, so real Flower peers accept them too. Four independent groups of files:
-#   Fleet/Driver TLS   certificates/ca.key, ca.crt          self-signed CA (RSA 4096, SHA-256)
+#   Fleet/Driver TLS   certificates/ca.key, ca.crt          self-signed CA (ECDSA P-256, SHA-256)
 #                      certificates/server.key, server.pem  server certificate signed by the CA,
 #                                                           SANs localhost, ::1, 127.0.0.1
 #   ServerApp mTLS     certificates/serverapp-ca.key, serverapp-ca.crt
@@ -18,8 +18,8 @@
 #   --force  replace existing files (every peer holding the old ones loses access)
 #   N        number of SuperNode key pairs (default 2)
 #   OUTDIR   where certificates/ and keys/ go (default: the repository root)
-# Environment: FLWR_CERT_DAYS (default 365); FLWR_CERT_KEY=ec makes the Fleet/Driver CA and
-# server keys ECDSA P-256 instead of RSA 4096 (much faster to generate; the tests use it).
+# Environment: FLWR_CERT_DAYS (default 365); FLWR_CERT_KEY=rsa makes the Fleet/Driver CA and
+# server keys RSA 4096 (Flower's own recipe) instead of ECDSA P-256 (the default).
 #
 # Without --force nothing existing is replaced: a group whose files all exist is kept, a group
 # with none is generated, and a group with only some of its files is refused (exit 1) before
@@ -49,7 +49,7 @@ fi
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out_dir="${positional[1]:-$repo_root}"
 days="${FLWR_CERT_DAYS:-365}"
-cert_key="${FLWR_CERT_KEY:-rsa}"
+cert_key="${FLWR_CERT_KEY:-ec}"
 case "$cert_key" in
   rsa | ec) ;;
   *) echo "generate.sh: FLWR_CERT_KEY must be 'rsa' or 'ec', got '$cert_key'" >&2; exit 2 ;;
@@ -110,7 +110,9 @@ if [ "$fleet_action$serverapp_action$superlink_action$supernode_action" = keepke
 fi
 mkdir -p "$cert_dir" "$key_dir"
 
-# RSA 4096 as Flower's own recipe, or ECDSA P-256 with FLWR_CERT_KEY=ec.
+# ECDSA P-256 by default: the SuperLink signs every TLS handshake with server.key, and an
+# RSA-4096 signature costs ~60x a P-256 one (it capped registrations at ~50 nodes/s). Python
+# peers (grpcio) accept both. FLWR_CERT_KEY=rsa: RSA 4096, as Flower's own recipe.
 fleet_key() {
   if [ "$cert_key" = ec ]; then
     openssl ecparam -name prime256v1 -genkey -noout -out "$1"
@@ -128,6 +130,7 @@ if [ "$fleet_action" = generate ]; then
   openssl x509 -req -in "$cert_dir/server.csr" -CA "$cert_dir/ca.crt" -CAkey "$cert_dir/ca.key" \
     -CAcreateserial -out "$cert_dir/server.pem" -days "$days" -sha256 \
     -extfile "$conf" -extensions req_ext 2>/dev/null
+  chmod 600 "$cert_dir/ca.key" "$cert_dir/server.key"
 fi
 
 # A CA of its own for Driver API clients, so --driver-api-client-ca admits exactly the
@@ -146,7 +149,10 @@ if [ "$serverapp_action" = generate ]; then
   chmod 600 "$cert_dir/serverapp-ca.key" "$cert_dir/serverapp.key"
 fi
 
-# ECDSA P-384 key pairs in OpenSSH format, no passphrase, empty comment.
+# ECDSA P-384 key pairs in OpenSSH format, no passphrase, empty comment: Flower's own recipe, so
+# the allowlist works unchanged with Python SuperNodes made by Flower's tools. (P-256 would make
+# the SuperLink's one ECDH per node ~6x cheaper; our code accepts P-256/384/521 keys as long as
+# the SuperLink and its SuperNodes share a curve.)
 gen_key() {
   rm -f "$1" "$1.pub"
   ssh-keygen -q -t ecdsa -b 384 -N "" -C "" -f "$1"

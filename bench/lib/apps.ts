@@ -156,3 +156,82 @@ export function writeRelayApps(dir: string, payloadBytes: number, tensorBytes: n
   writeFileSync(join(dir, "echo_client.js"), ECHO_CLIENT);
   writeFileSync(join(dir, "relay_server.js"), relayServer(payloadBytes, tensorBytes, numNodes));
 }
+
+/**
+ * A NumPyClient for "fedavg": fit returns the global arrays plus a per-node offset (fresh
+ * arrays, as a real update) and a node-specific num_examples, so the weights differ.
+ */
+const LARGE_CLIENT = `"use strict";
+const path = require("node:path");
+const { ClientApp, NumPyClient } = require(path.join(${DIST}, "client"));
+
+class LargeClient extends NumPyClient {
+  constructor(partition) {
+    super();
+    this.partition = partition;
+  }
+  fit(parameters, _config) {
+    const offset = (this.partition + 1) / 8;
+    const updated = parameters.map((p) => ({ dtype: p.dtype, shape: p.shape, data: p.data.map((v) => v + offset) }));
+    return [updated, 100 + 7 * this.partition, {}];
+  }
+}
+
+exports.app = new ClientApp({
+  clientFn: (context) => new LargeClient(Number(context.nodeConfig["partition-id"] ?? 0)),
+});
+`;
+
+/**
+ * Legacy FedAvg over \`numNodes\` nodes with \`payloadBytes\` of float32 initial parameters (tensors
+ * of \`tensorBytes\`), fit only. After each round's aggregation it prints the process's peak RSS
+ * so far (configureEvaluate runs right after aggregate_fit and the centralized evaluation).
+ */
+function largeFedAvgServer(payloadBytes: number, tensorBytes: number, numNodes: number, numRounds: number): string {
+  return `"use strict";
+const path = require("node:path");
+const { ServerApp, FedAvg } = require(path.join(${DIST}, "server"));
+const { ndarraysToParameters } = require(path.join(${DIST}, "core", "records", "parameters"));
+
+function initial() {
+  const arrays = [];
+  for (let left = ${payloadBytes}, i = 0; left > 0; i++) {
+    const n = Math.min(${tensorBytes}, left) / 4;
+    const data = new Float32Array(n);
+    for (let j = 0; j < n; j++) data[j] = ((i * 31 + j) % 1000) / 1000;
+    arrays.push({ dtype: "float32", shape: [n], data });
+    left -= n * 4;
+  }
+  return ndarraysToParameters(arrays);
+}
+
+// A memory timeline in the log (kept with --keep): where the peak happens.
+const started = Date.now();
+setInterval(() => {
+  const m = process.memoryUsage();
+  const mib = (x) => Math.round(x / 2 ** 20);
+  console.log("BENCH_MEM " + JSON.stringify({ s: (Date.now() - started) / 1000, rss: mib(m.rss), external: mib(m.external), heap: mib(m.heapUsed) }));
+}, 250).unref();
+
+class MeasuredFedAvg extends FedAvg {
+  configureEvaluate(round, parameters, clientManager) {
+    console.log(${JSON.stringify(RESULT_PREFIX)} + JSON.stringify({ round, peakRssKiB: process.resourceUsage().maxRSS }));
+    return super.configureEvaluate(round, parameters, clientManager);
+  }
+}
+
+const strategy = new MeasuredFedAvg({
+  initialParameters: initial(),
+  fractionEvaluate: 0,
+  minFitClients: ${numNodes},
+  minAvailableClients: ${numNodes},
+});
+
+exports.app = new ServerApp({ config: { numRounds: ${numRounds} }, strategy });
+`;
+}
+
+export function writeFedAvgApps(dir: string, payloadBytes: number, tensorBytes: number, numNodes: number, numRounds: number): void {
+  writeFileSync(join(dir, "large_client.js"), LARGE_CLIENT);
+  writeFileSync(join(dir, "large_fedavg_server.js"), largeFedAvgServer(payloadBytes, tensorBytes, numNodes, numRounds));
+}

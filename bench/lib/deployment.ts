@@ -21,9 +21,9 @@ export interface Credentials {
   nodeKeys(i: number): { privateKeyPath: string; publicKeyPath: string };
 }
 
-/** Runs scripts/generate.sh N DIR: a CA, the server certificate, the SuperLink key pair and N SuperNode key pairs. */
-export function generateCredentials(numNodes: number, dir: string): Credentials {
-  const r = spawnSync("bash", [join(REPO_ROOT, "scripts", "generate.sh"), String(numNodes), dir], {
+/** Runs scripts/generate.sh N DIR (or another script taking the same arguments): a CA, the server certificate, the SuperLink key pair and N SuperNode key pairs. */
+export function generateCredentials(numNodes: number, dir: string, script = join(REPO_ROOT, "scripts", "generate.sh")): Credentials {
+  const r = spawnSync("bash", [script, String(numNodes), dir], {
     cwd: REPO_ROOT,
     encoding: "utf8",
   });

@@ -26,6 +26,10 @@ export interface IdleResult {
   workers: number;
   /** From the first worker spawned to every node registered. */
   registerSeconds: number;
+  /** nodes / registerSeconds (worker start-up included, so a lower bound). */
+  registrationsPerSecond: number;
+  /** SuperLink CPU from the first worker spawned to every node registered, per node. */
+  superlinkCpuMsPerRegistration: number;
   /** SuperLink CPU over the window, % of one core. */
   superlinkCpuPercent: number;
   superlinkRssIdleMiB: number;
@@ -62,6 +66,7 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     const idleMem = memoryInfo(superlink.child.pid);
 
     const workerScript = join(__dirname, "..", "idle-worker.js");
+    const linkCpuBeforeRegistration = cpuSeconds(superlink.child.pid);
     const startedAt = Date.now();
     const workers: Child[] = [];
     for (let first = 1, w = 0; first <= opts.nodes; first += NODES_PER_WORKER, w++) {
@@ -86,6 +91,7 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
       failOnExit(children),
     ]);
     const registerSeconds = (Date.now() - startedAt) / 1000;
+    const registrationCpuSeconds = cpuSeconds(superlink.child.pid) - linkCpuBeforeRegistration;
     say(`idle: ${opts.nodes} SuperNodes registered in ${registerSeconds.toFixed(1)} s; measuring for ${opts.windowSeconds} s`);
     await sleep(SETTLE_MS);
 
@@ -111,6 +117,8 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
       windowSeconds: elapsed,
       workers: workers.length,
       registerSeconds,
+      registrationsPerSecond: opts.nodes / registerSeconds,
+      superlinkCpuMsPerRegistration: (1000 * registrationCpuSeconds) / opts.nodes,
       superlinkCpuPercent: (100 * linkCpu) / elapsed,
       superlinkRssIdleMiB: idleMem.rssMiB,
       superlinkRssMiB: mem.rssMiB,

@@ -24,6 +24,7 @@ import {
   getWeights,
   loadDataset,
   loadTensorFlow,
+  useFastestBackend,
   setWeights,
   train,
   type NodeDataset,
@@ -98,6 +99,7 @@ export class CifarClient extends NumPyClient {
   }
 
   override async fit(parameters: NDArrays, config: Config): Promise<FitResult> {
+    await useFastestBackend();
     const model = this.model();
     try {
       setWeights(model, parameters);
@@ -111,6 +113,7 @@ export class CifarClient extends NumPyClient {
   }
 
   override async evaluate(parameters: NDArrays): Promise<FitEvaluateResult> {
+    await useFastestBackend();
     const model = this.model();
     try {
       setWeights(model, parameters);

@@ -20,7 +20,7 @@ import type { TrainOptions } from "./model";
 import { iidPartitionIndices, validatePartition } from "./partition";
 import { syntheticCifarLike } from "./synthetic-data";
 
-export { loadTensorFlow, type LoadedTensorFlow, type TensorFlow, type TensorFlowBackend } from "./tensorflow";
+export { loadTensorFlow, useFastestBackend, type LoadedTensorFlow, type TensorFlow, type TensorFlowBackend } from "./tensorflow";
 export { CIFAR10_CLASSES, IMAGE_SIZE, NUM_CLASSES, classCounts, selectImages, type ImageDataset } from "./dataset";
 export { CIFAR10_RECORD_BYTES, cifar10RecordCount, loadCifar10Binary, type Cifar10Split, type LoadCifar10Options } from "./cifar10";
 export { SYNTHETIC_CLASSES, SYNTHETIC_SOURCE, syntheticCifarLike, type SyntheticOptions } from "./synthetic-data";

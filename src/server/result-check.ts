@@ -7,14 +7,8 @@
 import { errorMessage } from "../core/errors";
 import type { Logger } from "../core/logger";
 import type { Parameters } from "../core/records/legacy-types";
-import { parametersToNdarrays } from "../core/records/parameters";
-import type { NDArrays } from "../core/records/types";
 import type { ClientProxy } from "./client-proxy";
-
-/** The layout that must match: per array, dtype and shape ("float32[3,2]"). */
-function signatureOf(arrays: NDArrays): string {
-  return arrays.map((a) => `${a.dtype}[${a.shape.join(",")}]`).join(" ");
-}
+import { parametersSignature } from "./result-spill";
 
 /** A result set aside: the client and why. */
 export class IllShapedResultError extends Error {
@@ -40,7 +34,7 @@ export function screenResults<R extends { parameters: Parameters }>(
 ): { kept: Array<[ClientProxy, R]>; rejected: IllShapedResultError[] } {
   const signatures: Array<string | Error> = results.map(([, res]) => {
     try {
-      return signatureOf(parametersToNdarrays(res.parameters));
+      return parametersSignature(res.parameters);
     } catch (err) {
       return err instanceof Error ? err : new Error(errorMessage(err));
     }
@@ -48,7 +42,7 @@ export function screenResults<R extends { parameters: Parameters }>(
   let globalSignature: string | undefined;
   if (global.tensors.length > 0) {
     try {
-      globalSignature = signatureOf(parametersToNdarrays(global));
+      globalSignature = parametersSignature(global);
     } catch {
       globalSignature = undefined;
     }

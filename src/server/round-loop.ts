@@ -15,7 +15,10 @@ import type { ClientManager } from "./client-manager";
 import type { ClientCallOptions, ClientProxy } from "./client-proxy";
 import { History } from "./history";
 import { screenResults } from "./result-check";
+import { ResultSpill, parametersBytes } from "./result-spill";
+import { FedAdam } from "./strategy/fedadam";
 import { FedAvg } from "./strategy/fedavg";
+import { FedMedian } from "./strategy/fedmedian";
 import type { EvaluateFailure, EvaluateResult, FitFailure, FitResult, Strategy } from "./strategy/strategy";
 
 /** Flower's `ServerConfig`. */
@@ -62,7 +65,27 @@ export interface ServerOptions {
   /** Default: FedAvg with Flower's defaults. */
   strategy?: Strategy;
   logger?: Logger;
+  /**
+   * Training results of at least `minBytes` of tensors are written to an unlinked temp file in
+   * `dir` as they arrive, instead of being held in memory until the round's last one
+   * (src/server/result-spill.ts). Only with a built-in strategy's aggregateFit, which reads them
+   * back in chunks. Default: 16 MiB, the OS temp dir; `false` keeps every result in memory.
+   */
+  fitResultSpill?: { minBytes?: number; dir?: string } | false;
 }
+
+/** Default `fitResultSpill.minBytes`: smaller results cost less to hold than to write out. */
+export const DEFAULT_SPILL_MIN_BYTES = 16 * 1024 * 1024;
+
+/** aggregateFit implementations that read results through arraySourcesOf (and keep none). */
+const SPILL_AWARE_AGGREGATE_FIT: ReadonlySet<unknown> = new Set([
+  // Compared by identity, never called unbound.
+  /* eslint-disable @typescript-eslint/unbound-method */
+  FedAvg.prototype.aggregateFit,
+  FedMedian.prototype.aggregateFit,
+  FedAdam.prototype.aggregateFit,
+  /* eslint-enable @typescript-eslint/unbound-method */
+]);
 
 const EMPTY_PARAMETERS: Parameters = { tensors: [], tensorType: "numpy.ndarray" };
 
@@ -81,11 +104,18 @@ export class Server {
   readonly strategy: Strategy;
   private readonly clients: ClientManager;
   private readonly logger: Logger;
+  private readonly spill: { minBytes: number; dir: string | undefined } | undefined;
 
   constructor(options: ServerOptions) {
     this.clients = options.clientManager;
     this.strategy = options.strategy ?? new FedAvg();
     this.logger = options.logger ?? silentLogger();
+    const spill = options.fitResultSpill ?? {};
+    this.spill =
+      // eslint-disable-next-line @typescript-eslint/unbound-method -- compared by identity
+      spill !== false && SPILL_AWARE_AGGREGATE_FIT.has(this.strategy.aggregateFit)
+        ? { minBytes: spill.minBytes ?? DEFAULT_SPILL_MIN_BYTES, dir: spill.dir }
+        : undefined;
     this.strategy.setLogger?.(this.logger);
   }
 
@@ -177,20 +207,37 @@ export class Server {
       { event: "serverapp.configure-fit", round, sampled: instructions.length, available: this.clients.numAvailable() },
       `configure_fit: strategy sampled ${instructions.length} clients (out of ${this.clients.numAvailable()})`,
     );
-    const [received, failures] = await this.runClients(
-      instructions,
-      (client, ins, callOpts) => client.fit(ins, callOpts),
-      { timeoutSeconds, groupId: round, signal },
-      "fit",
-    );
-    // One client's ill-shaped arrays are its failure, not the round's.
-    const { kept: results, rejected } = screenResults(received, this.parameters, { logger: this.logger, round, call: "fit" });
-    failures.push(...rejected);
-    this.logger.info(
-      { event: "serverapp.aggregate-fit", round, results: results.length, failures: failures.length },
-      `aggregate_fit: received ${results.length} results and ${failures.length} failures`,
-    );
-    const [parameters, metrics] = await this.strategy.aggregateFit(round, results, failures);
+    const spill = this.spill === undefined ? undefined : new ResultSpill(this.spill.dir);
+    const minBytes = this.spill?.minBytes ?? 0;
+    let parameters: Parameters | undefined;
+    let metrics: Metrics;
+    let results: FitResult[];
+    let failures: FitFailure[];
+    try {
+      let received: FitResult[];
+      [received, failures] = await this.runClients(
+        instructions,
+        async (client, ins, callOpts) => {
+          const res = await client.fit(ins, callOpts);
+          // Written out as it arrives; the received message is dropped with `res`.
+          if (spill === undefined || !isOk(res) || parametersBytes(res.parameters) < minBytes) return res;
+          return { ...res, parameters: await spill.keep(res.parameters) };
+        },
+        { timeoutSeconds, groupId: round, signal },
+        "fit",
+      );
+      // One client's ill-shaped arrays are its failure, not the round's.
+      const screened = screenResults(received, this.parameters, { logger: this.logger, round, call: "fit" });
+      results = screened.kept;
+      failures.push(...screened.rejected);
+      this.logger.info(
+        { event: "serverapp.aggregate-fit", round, results: results.length, failures: failures.length },
+        `aggregate_fit: received ${results.length} results and ${failures.length} failures`,
+      );
+      [parameters, metrics] = await this.strategy.aggregateFit(round, results, failures);
+    } finally {
+      await spill?.close();
+    }
     if (parameters === undefined && results.length > 0) {
       this.logger.warn(
         { event: "serverapp.round-not-aggregated", round },

@@ -5,7 +5,7 @@
  * generateFixtures() call copies one of them into a fresh temporary directory (tests may edit
  * their copy). The first call in a test file gets set 0, the next set 1 (a different CA and
  * different keys), and so on in turn. Without the pool (or for more SuperNodes than it has) the
- * call runs generate.sh itself. generate.sh's default RSA 4096 recipe is tested by
+ * call runs generate.sh itself. generate.sh's default recipe (also ECDSA P-256) is tested by
  * test/superlink/generate-sh.test.ts and test/superlink/demo-credentials.test.ts.
  */
 import { execFileSync, spawn } from "node:child_process";

@@ -79,10 +79,10 @@ describe("the ServerApp client certificate", () => {
 });
 
 describe("the Fleet/Driver certificates", () => {
-  it("are RSA 4096 by default (Flower's recipe) and valid for localhost and 127.0.0.1", () => {
+  it("are ECDSA P-256 by default (cheap TLS handshakes) and valid for localhost and 127.0.0.1", () => {
     const server = new X509Certificate(readFileSync(cert("server.pem")));
-    expect(server.publicKey.asymmetricKeyType).toBe("rsa");
-    expect(server.publicKey.asymmetricKeyDetails?.modulusLength).toBe(4096);
+    expect(server.publicKey.asymmetricKeyType).toBe("ec");
+    expect(server.publicKey.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
     expect(server.checkHost("localhost")).toBe("localhost");
     expect(server.checkIP("127.0.0.1")).toBe("127.0.0.1");
   });

@@ -158,6 +158,13 @@ function wrapHeader(header: string): Uint8Array {
   throw new MalformedMessageError("ndarrayToNpy: header too long for the .npy format");
 }
 
+/** Magic, version and padded header of a C-order array, as np.save writes them. */
+function npyPreamble(info: DTypeInfo, shape: readonly number[]): Uint8Array {
+  let header = `{'descr': '${info.descr}', 'fortran_order': False, 'shape': ${shapeRepr(shape)}, }`;
+  if (shape.length > 0) header += " ".repeat(Math.max(0, GROWTH_AXIS_MAX_DIGITS - String(shape[0]).length));
+  return wrapHeader(header);
+}
+
 /**
  * Serializes an array exactly as `np.save(f, a, allow_pickle=False)` does for a C-contiguous
  * array. Throws MalformedMessageError when the dtype is unknown, the typed array does not
@@ -181,9 +188,7 @@ export function ndarrayToNpy(a: NDArray): Uint8Array {
       `ndarrayToNpy: shape ${JSON.stringify(a.shape)} needs ${count} elements, data has ${a.data.length}`,
     );
   }
-  let header = `{'descr': '${info.descr}', 'fortran_order': False, 'shape': ${shapeRepr(a.shape)}, }`;
-  if (a.shape.length > 0) header += " ".repeat(Math.max(0, GROWTH_AXIS_MAX_DIGITS - String(a.shape[0]).length));
-  const preamble = wrapHeader(header);
+  const preamble = npyPreamble(info, a.shape);
 
   const dataBytes = count * info.itemSize;
   const out = new Uint8Array(preamble.length + dataBytes);
@@ -409,15 +414,26 @@ function fortranToC(src: ArrayLike<unknown>, dst: { length: number; [i: number]:
   }
 }
 
+/** What a `.npy` header says, checked against the bytes that follow it. */
+export interface NpyLayout {
+  dtype: DType;
+  shape: number[];
+  /** Element count (product of shape). */
+  count: number;
+  fortranOrder: boolean;
+  bigEndian: boolean;
+  /** Offset of the first data byte. */
+  dataStart: number;
+  /** Data bytes (count x item size), exactly what follows the header. */
+  dataBytes: number;
+}
+
 /**
- * Parses `.npy` bytes into a C-order NDArray (the data is copied, never aliased).
- * Accepts format versions 1.0, 2.0 and 3.0, any header length, `fortran_order: True`
- * (converted to C order) and big-endian descrs (converted to host order).
- * Throws MalformedMessageError for anything else: bad magic, unparsable header, object or
- * structured dtypes (NumPy's `allow_pickle=False` refusal), unsupported dtypes, or a data
- * section whose length differs from what the header promises.
+ * Reads and checks a `.npy` header without touching the data: the same checks as
+ * npyToNdarray (which uses it), so a layout returned here means the bytes decode.
+ * Throws MalformedMessageError otherwise.
  */
-export function npyToNdarray(bytes: Uint8Array): NDArray {
+export function readNpyLayout(bytes: Uint8Array): NpyLayout {
   const { headerText, dataStart, major } = readHeader(bytes);
   const header = new HeaderParser(headerText, major <= 2).parse();
   if (!(header instanceof Map)) {
@@ -452,6 +468,50 @@ export function npyToNdarray(bytes: Uint8Array): NDArray {
       `npyToNdarray: shape ${shapeRepr(shape)} of ${dtype} needs ${expectedBytes} data bytes, found ${available}`,
     );
   }
+  return { dtype, shape: [...shape], count, fortranOrder, bigEndian, dataStart, dataBytes: expectedBytes };
+}
+
+/**
+ * True when the data bytes after the header already are the array's elements in C order and
+ * host byte order (what NumPy writes on little-endian machines), so they can be used as they are.
+ */
+export function npyDataIsNative(layout: NpyLayout): boolean {
+  return (
+    (!layout.fortranOrder || layout.shape.length <= 1) &&
+    (layout.bigEndian !== HOST_IS_LITTLE_ENDIAN || DTYPES[layout.dtype].itemSize === 1) &&
+    layout.dtype !== "bool"
+  );
+}
+
+/**
+ * A `.npy` buffer for an array of `dtype` and `shape` whose data is still to be written, and a
+ * typed-array view of that data: the header is a multiple of 64 bytes long, so the view is
+ * aligned. Writing the view and then sending `bytes` saves a copy of the whole array.
+ */
+export function allocateNpy<D extends DType>(dtype: D, shape: readonly number[]): { bytes: Uint8Array; data: TypedArrayFor<D> } {
+  const info = DTYPES[dtype];
+  const count = elementCount(shape, "allocateNpy");
+  if (!HOST_IS_LITTLE_ENDIAN || dtype === "bool") {
+    throw new MalformedMessageError(`allocateNpy: ${dtype} on this host needs ndarrayToNpy`);
+  }
+  const preamble = npyPreamble(info, shape);
+  const bytes = new Uint8Array(preamble.length + count * info.itemSize);
+  bytes.set(preamble, 0);
+  const ctor = info.create(0).constructor as new (buffer: ArrayBufferLike, offset: number, length: number) => TypedArrayFor<D>;
+  return { bytes, data: new ctor(bytes.buffer, preamble.length, count) };
+}
+
+/**
+ * Parses `.npy` bytes into a C-order NDArray (the data is copied, never aliased).
+ * Accepts format versions 1.0, 2.0 and 3.0, any header length, `fortran_order: True`
+ * (converted to C order) and big-endian descrs (converted to host order).
+ * Throws MalformedMessageError for anything else: bad magic, unparsable header, object or
+ * structured dtypes (NumPy's `allow_pickle=False` refusal), unsupported dtypes, or a data
+ * section whose length differs from what the header promises.
+ */
+export function npyToNdarray(bytes: Uint8Array): NDArray {
+  const { dtype, shape, count, fortranOrder, bigEndian, dataStart, dataBytes: expectedBytes } = readNpyLayout(bytes);
+  const info = DTYPES[dtype];
 
   // Copy into a fresh, aligned buffer: the input may sit at any offset inside a larger buffer.
   // (Buffer#slice would alias, so allocate and copy explicitly.)

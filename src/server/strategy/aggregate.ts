@@ -5,16 +5,52 @@
  * input (float64, integers, mixed) is computed and returned as float64.
  */
 import { RoundFailedError } from "../../core/errors";
-import type { NDArray, NDArrays } from "../../core/records/types";
+import type { DType, NDArray, NDArrays } from "../../core/records/types";
 
 /** (arrays, num_examples) of one client. */
 export type WeightedArrays = [NDArrays, number];
 
+/**
+ * One array of one result, read in element ranges: the aggregation below walks every array in
+ * chunks, so a result can stay where it is (its received bytes, or a spill file, see
+ * src/server/result-spill.ts) instead of being decoded into one more copy. Each element gets
+ * the same operations in the same order as over whole arrays, so the results are bit-identical.
+ */
+export interface ArraySource {
+  readonly dtype: DType;
+  readonly shape: number[];
+  /** Element count. */
+  readonly length: number;
+  /**
+   * Elements [start, start + count) as numbers. The returned view may be reused by the next
+   * read of any array of the same result: use it before reading that result again.
+   */
+  read(start: number, count: number): ArrayLike<number>;
+}
+
+/** (arrays, num_examples) of one client, as sources. */
+export type WeightedSources = [ArraySource[], number];
+
+/** Where an aggregated array is written: a fresh typed array of the shape's element count. */
+export type Allocate = (precision: Precision, shape: number[]) => Float32Array | Float64Array;
+
 type Precision = "float32" | "float64";
 
-function toNumbers(a: NDArray): ArrayLike<number> {
-  if (a.data instanceof BigInt64Array) return Array.from(a.data, (v) => Number(v));
-  return a.data;
+/** Elements per chunk: small enough that one chunk of every result fits in a few MiB. */
+export const CHUNK_ELEMENTS = 1 << 18;
+
+/** An in-memory array as a source (int64 values become numbers, as before). */
+export function arraySource(a: NDArray): ArraySource {
+  const data = a.data;
+  return {
+    dtype: a.dtype,
+    shape: a.shape,
+    length: data.length,
+    read: (start, count) =>
+      data instanceof BigInt64Array
+        ? Array.from(data.subarray(start, start + count), (v) => Number(v))
+        : (data.subarray(start, start + count) as ArrayLike<number>),
+  };
 }
 
 function sameShape(a: number[], b: number[]): boolean {
@@ -22,7 +58,7 @@ function sameShape(a: number[], b: number[]): boolean {
 }
 
 /** Checks that every client sent the same layers with the same shapes; returns layer count. */
-function checkLayers(all: NDArrays[], what: string): number {
+function checkLayers(all: Array<Array<{ shape: number[] }>>, what: string): number {
   if (all.length === 0) throw new RoundFailedError(`${what}: no results to aggregate`);
   const first = all[0]!;
   all.forEach((arrays, c) => {
@@ -40,7 +76,7 @@ function checkLayers(all: NDArrays[], what: string): number {
   return first.length;
 }
 
-function layerPrecision(layers: NDArray[]): Precision {
+function layerPrecision(layers: Array<{ dtype: string }>): Precision {
   return layers.every((a) => a.dtype === "float32") ? "float32" : "float64";
 }
 
@@ -50,8 +86,14 @@ function makeArray(precision: Precision, shape: number[], data: Float32Array | F
     : { dtype: "float64", shape: [...shape], data: data };
 }
 
-function allocate(precision: Precision, size: number): Float32Array | Float64Array {
+/** Plain typed arrays. */
+const allocateArray: Allocate = (precision, shape) => {
+  const size = shape.reduce((n, d) => n * d, 1);
   return precision === "float32" ? new Float32Array(size) : new Float64Array(size);
+};
+
+function toSources(results: WeightedArrays[]): WeightedSources[] {
+  return results.map(([arrays, n]) => [arrays.map(arraySource), n]);
 }
 
 /**
@@ -59,6 +101,11 @@ function allocate(precision: Precision, size: number): Float32Array | Float64Arr
  * arrays are scaled, then each other client's scaled arrays are added, in result order.
  */
 export function aggregateInplace(results: WeightedArrays[]): NDArrays {
+  return aggregateInplaceSources(toSources(results));
+}
+
+/** aggregateInplace over sources, writing into arrays from `alloc`. */
+export function aggregateInplaceSources(results: WeightedSources[], alloc: Allocate = allocateArray): NDArrays {
   const numLayers = checkLayers(results.map(([a]) => a), "aggregate_inplace");
   const total = results.reduce((sum, [, n]) => sum + n, 0);
   if (!(total > 0)) throw new RoundFailedError("aggregate_inplace: the results report 0 examples in total");
@@ -67,15 +114,18 @@ export function aggregateInplace(results: WeightedArrays[]): NDArrays {
   for (let l = 0; l < numLayers; l++) {
     const layers = results.map(([a]) => a[l]!);
     const precision = layerPrecision(layers);
-    const size = layers[0]!.data.length;
-    const acc = allocate(precision, size);
+    const size = layers[0]!.length;
+    const acc = alloc(precision, layers[0]!.shape);
     const r = precision === "float32" ? Math.fround : (x: number) => x;
-    layers.forEach((layer, c) => {
-      const x = toNumbers(layer);
-      const f = r(factors[c]!);
-      if (c === 0) for (let i = 0; i < size; i++) acc[i] = r(f * x[i]!);
-      else for (let i = 0; i < size; i++) acc[i] = r(acc[i]! + r(f * x[i]!));
-    });
+    for (let s = 0; s < size; s += CHUNK_ELEMENTS) {
+      const n = Math.min(CHUNK_ELEMENTS, size - s);
+      layers.forEach((layer, c) => {
+        const x = layer.read(s, n);
+        const f = r(factors[c]!);
+        if (c === 0) for (let i = 0; i < n; i++) acc[s + i] = r(f * x[i]!);
+        else for (let i = 0; i < n; i++) acc[s + i] = r(acc[s + i]! + r(f * x[i]!));
+      });
+    }
     out.push(makeArray(precision, layers[0]!.shape, acc));
   }
   return out;
@@ -86,6 +136,11 @@ export function aggregateInplace(results: WeightedArrays[]): NDArrays {
  * aggregateInplace; the rounding differs slightly, as it does in Flower.
  */
 export function aggregate(results: WeightedArrays[]): NDArrays {
+  return aggregateSources(toSources(results));
+}
+
+/** aggregate over sources, writing into arrays from `alloc`. */
+export function aggregateSources(results: WeightedSources[], alloc: Allocate = allocateArray): NDArrays {
   const numLayers = checkLayers(results.map(([a]) => a), "aggregate");
   const total = results.reduce((sum, [, n]) => sum + n, 0);
   if (!(total > 0)) throw new RoundFailedError("aggregate: the results report 0 examples in total");
@@ -93,17 +148,20 @@ export function aggregate(results: WeightedArrays[]): NDArrays {
   for (let l = 0; l < numLayers; l++) {
     const layers = results.map(([a]) => a[l]!);
     const precision = layerPrecision(layers);
-    const size = layers[0]!.data.length;
-    const acc = allocate(precision, size);
+    const size = layers[0]!.length;
+    const acc = alloc(precision, layers[0]!.shape);
     const r = precision === "float32" ? Math.fround : (x: number) => x;
     const t = r(total);
-    layers.forEach((layer, c) => {
-      const x = toNumbers(layer);
-      const n = r(results[c]![1]);
-      if (c === 0) for (let i = 0; i < size; i++) acc[i] = r(x[i]! * n);
-      else for (let i = 0; i < size; i++) acc[i] = r(acc[i]! + r(x[i]! * n));
-    });
-    for (let i = 0; i < size; i++) acc[i] = r(acc[i]! / t);
+    for (let s = 0; s < size; s += CHUNK_ELEMENTS) {
+      const n = Math.min(CHUNK_ELEMENTS, size - s);
+      layers.forEach((layer, c) => {
+        const x = layer.read(s, n);
+        const w = r(results[c]![1]);
+        if (c === 0) for (let i = 0; i < n; i++) acc[s + i] = r(x[i]! * w);
+        else for (let i = 0; i < n; i++) acc[s + i] = r(acc[s + i]! + r(x[i]! * w));
+      });
+      for (let i = s; i < s + n; i++) acc[i] = r(acc[i]! / t);
+    }
     out.push(makeArray(precision, layers[0]!.shape, acc));
   }
   return out;
@@ -114,6 +172,11 @@ export function aggregate(results: WeightedArrays[]): NDArrays {
  * even count, the mean of the two middle values. NaN anywhere in a position gives NaN there.
  */
 export function aggregateMedian(results: WeightedArrays[]): NDArrays {
+  return aggregateMedianSources(toSources(results));
+}
+
+/** aggregateMedian over sources, writing into arrays from `alloc`. */
+export function aggregateMedianSources(results: WeightedSources[], alloc: Allocate = allocateArray): NDArrays {
   const numLayers = checkLayers(results.map(([a]) => a), "aggregate_median");
   const out: NDArrays = [];
   const k = results.length;
@@ -121,24 +184,28 @@ export function aggregateMedian(results: WeightedArrays[]): NDArrays {
     const layers = results.map(([a]) => a[l]!);
     const precision = layerPrecision(layers);
     const r = precision === "float32" ? Math.fround : (x: number) => x;
-    const size = layers[0]!.data.length;
-    const columns = layers.map(toNumbers);
-    const acc = allocate(precision, size);
+    const size = layers[0]!.length;
+    const acc = alloc(precision, layers[0]!.shape);
     const column = new Float64Array(k);
-    for (let i = 0; i < size; i++) {
-      let hasNaN = false;
-      for (let c = 0; c < k; c++) {
-        const v = columns[c]![i]!;
-        if (Number.isNaN(v)) hasNaN = true;
-        column[c] = v;
+    for (let s = 0; s < size; s += CHUNK_ELEMENTS) {
+      const n = Math.min(CHUNK_ELEMENTS, size - s);
+      // Every source hands out its own view, so all k chunks can be held at once.
+      const columns = layers.map((layer) => layer.read(s, n));
+      for (let i = 0; i < n; i++) {
+        let hasNaN = false;
+        for (let c = 0; c < k; c++) {
+          const v = columns[c]![i]!;
+          if (Number.isNaN(v)) hasNaN = true;
+          column[c] = v;
+        }
+        if (hasNaN) {
+          acc[s + i] = NaN;
+          continue;
+        }
+        column.sort();
+        const mid = k >> 1;
+        acc[s + i] = k % 2 === 1 ? column[mid]! : r(r(column[mid - 1]! + column[mid]!) / 2);
       }
-      if (hasNaN) {
-        acc[i] = NaN;
-        continue;
-      }
-      column.sort();
-      const mid = k >> 1;
-      acc[i] = k % 2 === 1 ? column[mid]! : r(r(column[mid - 1]! + column[mid]!) / 2);
     }
     out.push(makeArray(precision, layers[0]!.shape, acc));
   }

@@ -7,9 +7,13 @@
 import { InvalidConfigError } from "../../core/errors";
 import { type Logger, silentLogger } from "../../core/logger";
 import type { Config, EvaluateIns, FitIns, Metrics, Parameters } from "../../core/records/legacy-types";
-import { ndarraysToParameters, parametersToNdarrays } from "../../core/records/parameters";
+import { parametersToNdarrays } from "../../core/records/parameters";
 import type { ClientManager } from "../client-manager";
-import { type WeightedArrays, aggregate, aggregateInplace, weightedLossAvg } from "./aggregate";
+import { NUMPY_TENSOR_TYPE } from "../../core/records/parameters";
+import { allocateNpy, ndarrayToNpy } from "../../core/records/npy";
+import type { NDArrays } from "../../core/records/types";
+import { arraySourcesOf } from "../result-spill";
+import { type Allocate, type WeightedSources, aggregateInplaceSources, aggregateSources, weightedLossAvg } from "./aggregate";
 import type {
   ConfigFn,
   EvaluateFailure,
@@ -173,9 +177,10 @@ export class FedAvg implements Strategy {
   aggregateFit(serverRound: number, results: FitResult[], failures: FitFailure[]): [Parameters | undefined, Metrics] {
     if (results.length === 0) return [undefined, {}];
     if (!this.acceptFailures && failures.length > 0) return [undefined, {}];
-    const weighted = results.map(([, res]): WeightedArrays => [parametersToNdarrays(res.parameters), res.numExamples]);
-    const aggregated = this.inplace ? aggregateInplace(weighted) : aggregate(weighted);
-    return [ndarraysToParameters(aggregated), this.aggregateFitMetrics(serverRound, results)];
+    const weighted = results.map(([, res]): WeightedSources => [arraySourcesOf(res.parameters), res.numExamples]);
+    const output = new NpyOutput();
+    const aggregated = this.inplace ? aggregateInplaceSources(weighted, output.allocate) : aggregateSources(weighted, output.allocate);
+    return [output.parameters(aggregated), this.aggregateFitMetrics(serverRound, results)];
   }
 
   aggregateEvaluate(
@@ -202,5 +207,23 @@ export class FedAvg implements Strategy {
     }
     if (serverRound === 1) this.logger.warn("No fit_metrics_aggregation_fn provided");
     return {};
+  }
+}
+
+/**
+ * Aggregated arrays written straight into .npy buffers, so turning them into Parameters copies
+ * nothing (the bytes are those ndarraysToParameters would make).
+ */
+export class NpyOutput {
+  private readonly npy = new Map<ArrayBufferView, Uint8Array>();
+
+  readonly allocate: Allocate = (precision, shape) => {
+    const { bytes, data } = allocateNpy(precision, shape);
+    this.npy.set(data, bytes);
+    return data;
+  };
+
+  parameters(arrays: NDArrays): Parameters {
+    return { tensors: arrays.map((a) => this.npy.get(a.data) ?? ndarrayToNpy(a)), tensorType: NUMPY_TENSOR_TYPE };
   }
 }

@@ -3,9 +3,9 @@
  * are combined by the element-wise median instead of the weighted mean.
  */
 import type { Metrics, Parameters } from "../../core/records/legacy-types";
-import { ndarraysToParameters, parametersToNdarrays } from "../../core/records/parameters";
-import { type WeightedArrays, aggregateMedian } from "./aggregate";
-import { FedAvg } from "./fedavg";
+import { arraySourcesOf } from "../result-spill";
+import { type WeightedSources, aggregateMedianSources } from "./aggregate";
+import { FedAvg, NpyOutput } from "./fedavg";
 import type { FitFailure, FitResult } from "./strategy";
 
 export class FedMedian extends FedAvg {
@@ -16,7 +16,8 @@ export class FedMedian extends FedAvg {
   ): [Parameters | undefined, Metrics] {
     if (results.length === 0) return [undefined, {}];
     if (!this.acceptFailures && failures.length > 0) return [undefined, {}];
-    const weighted = results.map(([, res]): WeightedArrays => [parametersToNdarrays(res.parameters), res.numExamples]);
-    return [ndarraysToParameters(aggregateMedian(weighted)), this.aggregateFitMetrics(serverRound, results)];
+    const weighted = results.map(([, res]): WeightedSources => [arraySourcesOf(res.parameters), res.numExamples]);
+    const output = new NpyOutput();
+    return [output.parameters(aggregateMedianSources(weighted, output.allocate)), this.aggregateFitMetrics(serverRound, results)];
   }
 }
