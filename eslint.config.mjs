@@ -97,7 +97,10 @@ export default tseslint.config(
       "@typescript-eslint/no-confusing-void-expression": ["error", { ignoreArrowShorthand: true }],
       "@typescript-eslint/no-floating-promises": ["error", { ignoreVoid: true }],
       // Abort reasons (`signal.reason`) and caught values are `any`/`unknown` and are passed on as they are.
-      "@typescript-eslint/prefer-promise-reject-errors": ["error", { allowThrowingAny: true, allowThrowingUnknown: true }],
+      "@typescript-eslint/prefer-promise-reject-errors": [
+        "error",
+        { allowThrowingAny: true, allowThrowingUnknown: true },
+      ],
       "@typescript-eslint/only-throw-error": ["error", { allowThrowingAny: true, allowThrowingUnknown: true }],
       // Status codes from grpc-js and the wire are plain numbers; TypeScript already lets a number
       // into a numeric enum, and the assertion that would satisfy this rule is flagged as unnecessary.
@@ -230,7 +233,10 @@ export default tseslint.config(
       // Helpers named expect*/assert* assert too (expectRefused, expectSameBytes, ...).
       "jest/expect-expect": ["error", { assertFunctionNames: ["expect", "expect*", "assert*"] }],
       // Conditional tests for optional peers (Python, an SVG renderer) and setup hooks may assert.
-      "jest/no-standalone-expect": ["error", { additionalTestBlockFunctions: ["itPython", "testIfRenderer", "testIfReadOnly", "beforeAll", "beforeEach"] }],
+      "jest/no-standalone-expect": [
+        "error",
+        { additionalTestBlockFunctions: ["itPython", "testIfRenderer", "testIfReadOnly", "beforeAll", "beforeEach"] },
+      ],
       // Per-platform and per-parameter branches (backend, secure, transport) choose what to assert.
       "jest/no-conditional-expect": "off",
       "@typescript-eslint/unbound-method": "off",

@@ -36,8 +36,18 @@ const common = {
 
 const config: Config = {
   projects: [
-    { ...common, displayName: "unit", testRegex: ALL, testPathIgnorePatterns: ["/node_modules/", ...E2E, ...INTEGRATION] },
-    { ...common, displayName: "integration", testRegex: INTEGRATION, testPathIgnorePatterns: ["/node_modules/", ...E2E] },
+    {
+      ...common,
+      displayName: "unit",
+      testRegex: ALL,
+      testPathIgnorePatterns: ["/node_modules/", ...E2E, ...INTEGRATION],
+    },
+    {
+      ...common,
+      displayName: "integration",
+      testRegex: INTEGRATION,
+      testPathIgnorePatterns: ["/node_modules/", ...E2E],
+    },
     { ...common, displayName: "e2e", testRegex: E2E, testPathIgnorePatterns: ["/node_modules/"] },
   ],
   // Builds dist/ if needed and generates the shared certificates once (test/helpers/fixtures.ts).

@@ -27,7 +27,12 @@ async function main(args: string[]): Promise<void> {
         upload: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
           const used = process.cpuUsage(since);
           since = process.cpuUsage();
-          callback(null, Buffer.from(JSON.stringify({ bytes: call.request.length, userMs: used.user / 1000, systemMs: used.system / 1000 })));
+          callback(
+            null,
+            Buffer.from(
+              JSON.stringify({ bytes: call.request.length, userMs: used.user / 1000, systemMs: used.system / 1000 }),
+            ),
+          );
         },
       },
     },

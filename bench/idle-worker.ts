@@ -58,7 +58,10 @@ async function main(args: string[]): Promise<number> {
             {
               superlink,
               rootCertificates,
-              auth: loadKeyPairFiles(join(keysDir, `client_credentials_${i}`), join(keysDir, `client_credentials_${i}.pub`)),
+              auth: loadKeyPairFiles(
+                join(keysDir, `client_credentials_${i}`),
+                join(keysDir, `client_credentials_${i}.pub`),
+              ),
               app,
               nodeConfig: { "partition-id": BigInt(i - 1) },
             },
@@ -78,7 +81,14 @@ async function main(args: string[]): Promise<number> {
     `${handles.length} SuperNodes registered`,
   );
   // A node that stops on its own (refused, gave up) is a failed benchmark.
-  const failed = Promise.race(handles.map((h) => h.done.then(() => "stopped", () => "failed")));
+  const failed = Promise.race(
+    handles.map((h) =>
+      h.done.then(
+        () => "stopped",
+        () => "failed",
+      ),
+    ),
+  );
   const outcome = await Promise.race([stopped.then(() => "signal"), failed]);
   if (stopping !== undefined) {
     await stopping; // nodes end their `done` while closing on a signal: that is no failure

@@ -46,7 +46,8 @@ function serverCpuSeconds(postmaster: number): number {
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(entry) === postmaster || Number(fields[1]) === postmaster) total += (Number(fields[11]) + Number(fields[12])) / 100;
+      if (Number(entry) === postmaster || Number(fields[1]) === postmaster)
+        total += (Number(fields[11]) + Number(fields[12])) / 100;
     } catch {
       // the process ended meanwhile
     }

@@ -56,7 +56,8 @@ const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [o
 
 function positiveInt(flag: string, value: string | undefined): number {
   const n = Number(value);
-  if (value === undefined || !Number.isInteger(n) || n < 1) throw new Error(`${flag} needs a positive integer, got ${value ?? "nothing"}`);
+  if (value === undefined || !Number.isInteger(n) || n < 1)
+    throw new Error(`${flag} needs a positive integer, got ${value ?? "nothing"}`);
   return n;
 }
 
@@ -111,7 +112,8 @@ function parseArgs(args: string[]): Options {
         const list = next() ?? "";
         opts.fedavgCases = list.split(",").map((item) => {
           const m = /^(\d+)x(\d+)$/.exec(item.trim());
-          if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new Error(`--fedavg-cases: "${item}" is not MBxNODES, e.g. 100x10`);
+          if (!m || Number(m[1]) < 1 || Number(m[2]) < 1)
+            throw new Error(`--fedavg-cases: "${item}" is not MBxNODES, e.g. 100x10`);
           return { payloadMB: Number(m[1]), nodes: Number(m[2]) };
         });
         break;
@@ -168,7 +170,13 @@ function roundsTable(r: RoundsResult): string {
   const rows = r.roundSeconds.map((s, i) => [`round ${i + 1}`, f(s, 3)]);
   rows.unshift(["init (get_parameters)", f(r.initSeconds, 3)]);
   rows.push(
-    ["all rounds", f(r.roundSeconds.reduce((a, b) => a + b, 0), 3)],
+    [
+      "all rounds",
+      f(
+        r.roundSeconds.reduce((a, b) => a + b, 0),
+        3,
+      ),
+    ],
     ["run ([INIT] to summary)", f(r.runSeconds, 3)],
     ["flower-server-app process", f(r.serverAppProcessSeconds, 3)],
     ["SuperLink CPU during run", f(r.superlinkCpuSeconds, 3)],
@@ -200,8 +208,19 @@ function relayTable(results: RelayResult[]): string {
     "relay: one message with the payload to every node, echoed back (Message API ServerApp)\n" +
     table(
       [
-        "payload", "nodes", "security", "all pushed s", "round trip s", "MB/s", "link RSS before MiB", "link peak RSS MiB",
-        "node peak RSS MiB", "app peak RSS MiB", "link CPU s", "nodes CPU s", "app CPU s",
+        "payload",
+        "nodes",
+        "security",
+        "all pushed s",
+        "round trip s",
+        "MB/s",
+        "link RSS before MiB",
+        "link peak RSS MiB",
+        "node peak RSS MiB",
+        "app peak RSS MiB",
+        "link CPU s",
+        "nodes CPU s",
+        "app CPU s",
       ],
       rows,
     )
@@ -214,7 +233,8 @@ const GOAL_SUPERLINK_RSS_MIB = 400;
 const GOAL_REGISTRATIONS_PER_SECOND = 300;
 
 function fedavgTable(results: FedAvgResult[]): string {
-  const goal = (v: number | undefined, max: number): string => (v === undefined ? "-" : `${f(v, 0)} (goal <= ${max}${v <= max ? ", met" : ", NOT met"})`);
+  const goal = (v: number | undefined, max: number): string =>
+    v === undefined ? "-" : `${f(v, 0)} (goal <= ${max}${v <= max ? ", met" : ", NOT met"})`;
   const rows = results.map((r) =>
     r.skipped !== undefined
       ? [`${r.payloadMB} MB`, String(r.nodes), `skipped: ${r.skipped}`, "", "", "", ""]
@@ -230,7 +250,10 @@ function fedavgTable(results: FedAvgResult[]): string {
   );
   return (
     "fedavg: legacy FedAvg, fit on every node and aggregation (TLS + auth)\n" +
-    table(["payload", "nodes", "round s", "app peak RSS MiB", "link peak RSS MiB", "node peak RSS MiB", "link CPU s"], rows)
+    table(
+      ["payload", "nodes", "round s", "app peak RSS MiB", "link peak RSS MiB", "node peak RSS MiB", "link CPU s"],
+      rows,
+    )
   );
 }
 
@@ -284,8 +307,15 @@ function gitCommit(): string | undefined {
 
 async function main(args: string[]): Promise<number> {
   const opts = parseArgs(args);
-  for (const built of ["cli/flower-superlink.js", "cli/flower-client-app.js", "cli/flower-server-app.js", "client/index.js", "server/index.js"]) {
-    if (!existsSync(join(REPO_ROOT, "dist", built))) throw new Error(`dist/${built} is missing: run \`npm run build\` first`);
+  for (const built of [
+    "cli/flower-superlink.js",
+    "cli/flower-client-app.js",
+    "cli/flower-server-app.js",
+    "client/index.js",
+    "server/index.js",
+  ]) {
+    if (!existsSync(join(REPO_ROOT, "dist", built)))
+      throw new Error(`dist/${built} is missing: run \`npm run build\` first`);
   }
   if (opts.profileDir !== undefined) {
     mkdirSync(opts.profileDir, { recursive: true });

@@ -53,7 +53,9 @@ const guard = {
       if (spec === "buffer/" && args.importer === src("browser", "buffer-global.ts")) return undefined;
       const bare = spec.replace(/^node:/, "");
       if (spec.startsWith("node:") || NODE_BUILTINS.has(bare.split("/")[0])) {
-        return { errors: [{ text: `Node-only module "${spec}" imported by ${from}: the browser bundle must not contain it` }] };
+        return {
+          errors: [{ text: `Node-only module "${spec}" imported by ${from}: the browser bundle must not contain it` }],
+        };
       }
       const pkg = spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0];
       if (pkg === "@grpc/grpc-js" && from.startsWith(path.join("src", "proto") + path.sep)) {
@@ -62,7 +64,9 @@ const guard = {
         return { path: src("browser", "grpc-unavailable.ts") };
       }
       if (NODE_ONLY_PACKAGES.has(pkg)) {
-        return { errors: [{ text: `Node-only package "${spec}" imported by ${from}: the browser bundle must not contain it` }] };
+        return {
+          errors: [{ text: `Node-only package "${spec}" imported by ${from}: the browser bundle must not contain it` }],
+        };
       }
       return undefined;
     });
@@ -91,7 +95,9 @@ async function main() {
   writeFileSync(path.join(out, "meta.json"), JSON.stringify(result.metafile));
   copyFileSync(src("browser", "index.html"), path.join(out, "index.html"));
   const bytes = Object.values(result.metafile.outputs)[0]?.bytes;
-  process.stderr.write(`build-browser: ${path.relative(root, path.join(out, "flwr-browser.js"))}${bytes ? ` (${(bytes / 1e6).toFixed(2)} MB)` : ""}\n`);
+  process.stderr.write(
+    `build-browser: ${path.relative(root, path.join(out, "flwr-browser.js"))}${bytes ? ` (${(bytes / 1e6).toFixed(2)} MB)` : ""}\n`,
+  );
 }
 
 main().catch((err) => {

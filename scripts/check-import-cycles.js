@@ -42,7 +42,10 @@ function visit(f, stack) {
   stack.push(f);
   for (const d of graph.get(f) ?? []) {
     if (state.get(d) === 1) {
-      const cycle = stack.slice(stack.indexOf(d)).concat(d).map((p) => path.relative(root, p));
+      const cycle = stack
+        .slice(stack.indexOf(d))
+        .concat(d)
+        .map((p) => path.relative(root, p));
       cycles.push(`import cycle: ${cycle.join(" -> ")}`);
     } else if (!state.has(d)) visit(d, stack);
   }

@@ -14,10 +14,18 @@ const REWRITES = [
   // BinaryReader.string(strict): a fatal TextDecoder instead of U+FFFD substitution.
   { from: "reader.string()", to: "reader.string(true)" },
   {
-    from: ["        if ((tag & 7) === 4 || tag === 0) {", "          break;", "        }", "        reader.skip(tag & 7);"].join("\n"),
+    from: [
+      "        if ((tag & 7) === 4 || tag === 0) {",
+      "          break;",
+      "        }",
+      "        reader.skip(tag & 7);",
+    ].join("\n"),
     to: "        skipUnknownField(reader, tag);",
   },
-  { from: "      return message;\n    } finally {", to: "      checkMessageEnd(reader, end);\n      return message;\n    } finally {" },
+  {
+    from: "      return message;\n    } finally {",
+    to: "      checkMessageEnd(reader, end);\n      return message;\n    } finally {",
+  },
 ];
 
 const HELPER = `

@@ -93,7 +93,12 @@ export { type Logger, type LoggerOptions, createLogger, silentLogger } from "./c
 // Embedding the daemons (they take key material; these read or parse it).
 export { Allowlist } from "./auth/allowlist";
 export { type KeyPair, loadKeyPairFiles, parseOpenSshPrivateKey, parsePublicKey } from "./auth/keys";
-export { type SuperLinkAuthConfig, type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "./superlink/superlink";
+export {
+  type SuperLinkAuthConfig,
+  type SuperLinkConfig,
+  type SuperLinkHandle,
+  startSuperLink,
+} from "./superlink/superlink";
 export {
   type SuperNodeAuthKeys,
   type SuperNodeConfig,

@@ -231,7 +231,13 @@ exports.app = new ServerApp({ config: { numRounds: ${numRounds} }, strategy });
 `;
 }
 
-export function writeFedAvgApps(dir: string, payloadBytes: number, tensorBytes: number, numNodes: number, numRounds: number): void {
+export function writeFedAvgApps(
+  dir: string,
+  payloadBytes: number,
+  tensorBytes: number,
+  numNodes: number,
+  numRounds: number,
+): void {
   writeFileSync(join(dir, "large_client.js"), LARGE_CLIENT);
   writeFileSync(join(dir, "large_fedavg_server.js"), largeFedAvgServer(payloadBytes, tensorBytes, numNodes, numRounds));
 }

@@ -22,7 +22,11 @@ export interface Credentials {
 }
 
 /** Runs scripts/generate.sh N DIR (or another script taking the same arguments): a CA, the server certificate, the SuperLink key pair and N SuperNode key pairs. */
-export function generateCredentials(numNodes: number, dir: string, script = join(REPO_ROOT, "scripts", "generate.sh")): Credentials {
+export function generateCredentials(
+  numNodes: number,
+  dir: string,
+  script = join(REPO_ROOT, "scripts", "generate.sh"),
+): Credentials {
   const r = spawnSync("bash", [script, String(numNodes), dir], {
     cwd: REPO_ROOT,
     encoding: "utf8",
@@ -80,20 +84,29 @@ export async function startSuperLinkChild(
       ...(security === "plaintext"
         ? ["--insecure"]
         : [
-            "--ssl-ca-certfile", creds.caCert,
-            "--ssl-certfile", creds.serverCert,
-            "--ssl-keyfile", creds.serverKey,
+            "--ssl-ca-certfile",
+            creds.caCert,
+            "--ssl-certfile",
+            creds.serverCert,
+            "--ssl-keyfile",
+            creds.serverKey,
             ...(security === "tls+auth"
               ? [
-                  "--auth-list-public-keys", creds.allowlistCsv,
-                  "--auth-superlink-private-key", creds.serverPrivateKey,
-                  "--auth-superlink-public-key", creds.serverPublicKey,
+                  "--auth-list-public-keys",
+                  creds.allowlistCsv,
+                  "--auth-superlink-private-key",
+                  creds.serverPrivateKey,
+                  "--auth-superlink-public-key",
+                  creds.serverPublicKey,
                 ]
               : []),
           ]),
-      "--driver-api-address", "127.0.0.1:0",
-      "--fleet-api-address", "127.0.0.1:0",
-      "--metrics-address", "127.0.0.1:0",
+      "--driver-api-address",
+      "127.0.0.1:0",
+      "--fleet-api-address",
+      "127.0.0.1:0",
+      "--metrics-address",
+      "127.0.0.1:0",
       ...extraArgs,
     ],
   });
@@ -127,12 +140,15 @@ export async function startSuperNodeChild(
     logDir,
     args: [
       ref,
-      "--dir", appDir,
-      "--superlink", superlink.fleetAddress,
+      "--dir",
+      appDir,
+      "--superlink",
+      superlink.fleetAddress,
       ...(security === "plaintext"
         ? ["--insecure"]
         : [
-            "--root-certificates", creds.caCert,
+            "--root-certificates",
+            creds.caCert,
             ...(security === "tls+auth"
               ? ["--auth-supernode-private-key", keys.privateKeyPath, "--auth-supernode-public-key", keys.publicKeyPath]
               : []),

@@ -160,7 +160,9 @@ export async function stopChildren(children: Child[], graceMs = 10_000): Promise
 export function failOnExit(children: Child[]): Promise<never> {
   return Promise.race(
     children.map((c) =>
-      c.exited.then((code) => Promise.reject(new Error(`${c.name} exited unexpectedly with code ${code} (see ${c.logFile})`))),
+      c.exited.then((code) =>
+        Promise.reject(new Error(`${c.name} exited unexpectedly with code ${code} (see ${c.logFile})`)),
+      ),
     ),
   );
 }

@@ -9,7 +9,13 @@ import { freemem } from "node:os";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { RESULT_PREFIX, writeFedAvgApps } from "../lib/apps";
-import { type Credentials, recordTimeMs, startServerAppChild, startSuperLinkChild, startSuperNodeChild } from "../lib/deployment";
+import {
+  type Credentials,
+  recordTimeMs,
+  startServerAppChild,
+  startSuperLinkChild,
+  startSuperNodeChild,
+} from "../lib/deployment";
 import { type Child, type LogRecord, cpuSeconds, failOnExit, memoryInfo, say, stopChildren } from "../lib/processes";
 import { MB } from "./relay";
 
@@ -33,7 +39,12 @@ export interface FedAvgResult extends FedAvgCase {
   superlinkCpuSeconds?: number;
 }
 
-export async function runFedAvgCase(creds: Credentials, workDir: string, c: FedAvgCase, numRounds: number): Promise<FedAvgResult> {
+export async function runFedAvgCase(
+  creds: Credentials,
+  workDir: string,
+  c: FedAvgCase,
+  numRounds: number,
+): Promise<FedAvgResult> {
   const payloadBytes = c.payloadMB * MB;
   // SuperLink: the instruction to every node, results in flight; SuperNodes: ~3 copies each.
   const needed = payloadBytes * c.nodes * 8;
@@ -69,7 +80,8 @@ export async function runFedAvgCase(creds: Credentials, workDir: string, c: FedA
       .reduce((n, r) => n + Number(r["failures"] ?? 0), 0);
     const starts = records.filter((r) => r["event"] === "serverapp.round").map(recordTimeMs);
     const summary = records.find((r) => r["event"] === "serverapp.summary");
-    if (summary === undefined || starts.length !== numRounds) throw new Error(`fedavg: no summary in ${serverApp.logFile}`);
+    if (summary === undefined || starts.length !== numRounds)
+      throw new Error(`fedavg: no summary in ${serverApp.logFile}`);
     const marks = [...starts, recordTimeMs(summary)];
     const reports = serverApp.stdoutLines
       .filter((l) => l.startsWith(RESULT_PREFIX))
@@ -91,7 +103,12 @@ export async function runFedAvgCase(creds: Credentials, workDir: string, c: FedA
   }
 }
 
-export async function runFedAvg(creds: Credentials, workDir: string, cases: FedAvgCase[], numRounds: number): Promise<FedAvgResult[]> {
+export async function runFedAvg(
+  creds: Credentials,
+  workDir: string,
+  cases: FedAvgCase[],
+  numRounds: number,
+): Promise<FedAvgResult[]> {
   const results: FedAvgResult[] = [];
   for (const c of cases) results.push(await runFedAvgCase(creds, workDir, c, numRounds));
   return results;

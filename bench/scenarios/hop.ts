@@ -33,7 +33,13 @@ const median = (xs: number[]): number => {
   return s[Math.floor(s.length / 2)]!;
 };
 
-async function runHopCase(creds: Credentials, workDir: string, payloadMB: number, security: HopResult["security"], calls: number): Promise<HopResult> {
+async function runHopCase(
+  creds: Credentials,
+  workDir: string,
+  payloadMB: number,
+  security: HopResult["security"],
+  calls: number,
+): Promise<HopResult> {
   const script = join(__dirname, "..", "hop-server.js");
   const args = security === "tls" ? ["--tls", creds.caCert, creds.serverCert, creds.serverKey] : [];
   const server: Child = startNodeScript(`hop-server-${security}`, script, { args, logDir: workDir });
@@ -55,8 +61,9 @@ async function runHopCase(creds: Credentials, workDir: string, payloadMB: number
       const cpuBefore = process.cpuUsage();
       const started = performance.now();
       const reply = await new Promise<Buffer>((resolve, reject) => {
-        (stub as unknown as { upload: (b: Buffer, cb: (e: Error | null, r: Buffer) => void) => void }).upload(payload, (err, r) =>
-          err ? reject(err) : resolve(r),
+        (stub as unknown as { upload: (b: Buffer, cb: (e: Error | null, r: Buffer) => void) => void }).upload(
+          payload,
+          (err, r) => (err ? reject(err) : resolve(r)),
         );
       });
       times.push((performance.now() - started) / 1000);

@@ -8,7 +8,16 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Credentials, scrapeMetrics, startSuperLinkChild } from "../lib/deployment";
-import { type Child, cpuSeconds, failOnExit, memoryInfo, say, sleep, startNodeScript, stopChildren } from "../lib/processes";
+import {
+  type Child,
+  cpuSeconds,
+  failOnExit,
+  memoryInfo,
+  say,
+  sleep,
+  startNodeScript,
+  stopChildren,
+} from "../lib/processes";
 
 /** Nodes per worker process: keeps each worker's event loop far from saturation. */
 const NODES_PER_WORKER = 250;
@@ -75,11 +84,16 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
         startNodeScript(`idle-worker-${w}`, workerScript, {
           logDir: dir,
           args: [
-            "--superlink", superlink.fleetAddress,
-            "--ca", creds.caCert,
-            "--keys-dir", join(creds.dir, "keys"),
-            "--first", String(first),
-            "--count", String(count),
+            "--superlink",
+            superlink.fleetAddress,
+            "--ca",
+            creds.caCert,
+            "--keys-dir",
+            join(creds.dir, "keys"),
+            "--first",
+            String(first),
+            "--count",
+            String(count),
           ],
         }),
       );
@@ -87,12 +101,16 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     children.push(...workers);
     say(`idle: registering ${opts.nodes} SuperNodes in ${workers.length} worker process(es)`);
     await Promise.race([
-      Promise.all(workers.map((w) => w.waitForLog(`${w.name} ready`, (r) => r["event"] === "idle-worker.ready", 600_000))),
+      Promise.all(
+        workers.map((w) => w.waitForLog(`${w.name} ready`, (r) => r["event"] === "idle-worker.ready", 600_000)),
+      ),
       failOnExit(children),
     ]);
     const registerSeconds = (Date.now() - startedAt) / 1000;
     const registrationCpuSeconds = cpuSeconds(superlink.child.pid) - linkCpuBeforeRegistration;
-    say(`idle: ${opts.nodes} SuperNodes registered in ${registerSeconds.toFixed(1)} s; measuring for ${opts.windowSeconds} s`);
+    say(
+      `idle: ${opts.nodes} SuperNodes registered in ${registerSeconds.toFixed(1)} s; measuring for ${opts.windowSeconds} s`,
+    );
     await sleep(SETTLE_MS);
 
     const linkCpu0 = cpuSeconds(superlink.child.pid);

@@ -8,7 +8,13 @@ import { freemem } from "node:os";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { RESULT_PREFIX, writeRelayApps } from "../lib/apps";
-import { type Credentials, type Security, startServerAppChild, startSuperLinkChild, startSuperNodeChild } from "../lib/deployment";
+import {
+  type Credentials,
+  type Security,
+  startServerAppChild,
+  startSuperLinkChild,
+  startSuperNodeChild,
+} from "../lib/deployment";
 import { type Child, cpuSeconds, failOnExit, memoryInfo, say, stopChildren } from "../lib/processes";
 
 export const MB = 1_000_000;
@@ -65,7 +71,11 @@ export function relayCaseName(c: RelayCase): string {
   return `${c.payloadMB} MB x ${c.nodes}, ${SECURITY_NAMES[c.security]}`;
 }
 
-const SECURITY_NAMES: Record<Security, string> = { "tls+auth": "TLS + auth", tls: "TLS, no auth", plaintext: "plaintext" };
+const SECURITY_NAMES: Record<Security, string> = {
+  "tls+auth": "TLS + auth",
+  tls: "TLS, no auth",
+  plaintext: "plaintext",
+};
 const SECURITY_DIRS: Record<Security, string> = { "tls+auth": "tls-auth", tls: "tls", plaintext: "plain" };
 
 export async function runRelayCase(creds: Credentials, workDir: string, c: RelayCase): Promise<RelayResult> {

@@ -7,7 +7,13 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { writeRoundsApps } from "../lib/apps";
-import { type Credentials, recordTimeMs, startServerAppChild, startSuperLinkChild, startSuperNodeChild } from "../lib/deployment";
+import {
+  type Credentials,
+  recordTimeMs,
+  startServerAppChild,
+  startSuperLinkChild,
+  startSuperNodeChild,
+} from "../lib/deployment";
 import { type Child, type LogRecord, cpuSeconds, failOnExit, say, stopChildren } from "../lib/processes";
 
 export interface RoundsOptions {
@@ -40,7 +46,15 @@ export async function runRounds(creds: Credentials, workDir: string, opts: Round
     children.push(superlink.child);
     const nodes = await Promise.all(
       Array.from({ length: opts.numNodes }, (_, k) =>
-        startSuperNodeChild(k + 1, creds, superlink, dir, "tiny_client:app", dir, `partition-id=${k},num-partitions=${opts.numNodes}`),
+        startSuperNodeChild(
+          k + 1,
+          creds,
+          superlink,
+          dir,
+          "tiny_client:app",
+          dir,
+          `partition-id=${k},num-partitions=${opts.numNodes}`,
+        ),
       ),
     );
     children.push(...nodes);
@@ -64,9 +78,13 @@ export async function runRounds(creds: Credentials, workDir: string, opts: Round
       throw new Error(`rounds: expected [INIT], ${opts.numRounds} round lines and a summary in ${serverApp.logFile}`);
     }
     // A round with a failed client would be timed but not be a full round: refuse it.
-    for (const rec of records.filter((r) => r["event"] === "serverapp.aggregate-fit" || r["event"] === "serverapp.aggregate-evaluate")) {
+    for (const rec of records.filter(
+      (r) => r["event"] === "serverapp.aggregate-fit" || r["event"] === "serverapp.aggregate-evaluate",
+    )) {
       if (rec["results"] !== opts.numNodes || rec["failures"] !== 0) {
-        throw new Error(`rounds: round ${String(rec["round"])} had ${String(rec["failures"])} failure(s) (see ${serverApp.logFile})`);
+        throw new Error(
+          `rounds: round ${String(rec["round"])} had ${String(rec["failures"])} failure(s) (see ${serverApp.logFile})`,
+        );
       }
     }
     const marks = [...roundStarts.map(recordTimeMs), recordTimeMs(summary)];

@@ -82,7 +82,8 @@ export class Allowlist extends EventEmitter {
    * the list. The comparison is exact, byte for byte, as in Flower.
    */
   has(pem: string | Uint8Array): boolean {
-    const text = typeof pem === "string" ? pem : Buffer.from(pem.buffer, pem.byteOffset, pem.byteLength).toString("latin1");
+    const text =
+      typeof pem === "string" ? pem : Buffer.from(pem.buffer, pem.byteOffset, pem.byteLength).toString("latin1");
     return this.keys.has(text);
   }
 
@@ -98,7 +99,8 @@ export class Allowlist extends EventEmitter {
    * that was not loaded from a file.
    */
   reload(): AllowlistChange {
-    if (this.path === undefined) throw new InvalidConfigError("This allowlist was not loaded from a file; nothing to reload");
+    if (this.path === undefined)
+      throw new InvalidConfigError("This allowlist was not loaded from a file; nothing to reload");
     // Stat before reading: a write racing the read is then seen again by the watcher.
     this.lastSeen = fileVersion(this.path);
     const next = loadAllowlistCsv(this.path);

@@ -15,8 +15,7 @@ import { type EncodedChunks, joinChunks } from "../core/wire/chunked-writer";
 import { base64UrlPadded, computeAuthToken, decodeBase64UrlLikePython, deriveHmacKey } from "./crypto";
 import { assertKeyPair, canonicalizePublicPem, curveOf, loadKeyPairFiles, publicPemOf } from "./keys";
 
-const NO_SERVER_KEY =
-  "SuperLink did not send its public key; is authentication enabled on the SuperLink?";
+const NO_SERVER_KEY = "SuperLink did not send its public key; is authentication enabled on the SuperLink?";
 
 /**
  * A SuperNode's key pair and, after CreateNode, the HMAC key shared with the SuperLink.
@@ -74,7 +73,11 @@ export class SuperNodeAuth {
    * The canonical bytes of the request and the metadata that authenticates exactly those
    * bytes: send `bytes` as the request body (e.g. with an identity serializer).
    */
-  signedRequest(requestName: FleetRequestName, request: object, order: MapOrder = "upb"): { bytes: Uint8Array; metadata: grpc.Metadata } {
+  signedRequest(
+    requestName: FleetRequestName,
+    request: object,
+    order: MapOrder = "upb",
+  ): { bytes: Uint8Array; metadata: grpc.Metadata } {
     const { encoded, metadata } = this.signedRequestChunks(requestName, request, order);
     return { bytes: joinChunks(encoded), metadata };
   }
@@ -83,7 +86,11 @@ export class SuperNodeAuth {
    * `signedRequest` with the canonical bytes as chunks that reference the request's large
    * `bytes` values (MAC'd and sent without copying them; they must not change until sent).
    */
-  signedRequestChunks(requestName: FleetRequestName, request: object, order: MapOrder = "upb"): { encoded: EncodedChunks; metadata: grpc.Metadata } {
+  signedRequestChunks(
+    requestName: FleetRequestName,
+    request: object,
+    order: MapOrder = "upb",
+  ): { encoded: EncodedChunks; metadata: grpc.Metadata } {
     const encoded = canonicalEncodeChunks(requestName, request, order);
     const metadata = new grpc.Metadata();
     metadata.set(PUBLIC_KEY_HEADER, this.publicKeyHeader);
@@ -106,14 +113,20 @@ export class SuperNodeAuth {
    */
   acceptCreateNodeMetadata(metadata: grpc.Metadata): void {
     const value = metadata.get(PUBLIC_KEY_HEADER)[0];
-    this.acceptServerPublicKeyHeader(value === undefined ? undefined : typeof value === "string" ? value : value.toString("latin1"));
+    this.acceptServerPublicKeyHeader(
+      value === undefined ? undefined : typeof value === "string" ? value : value.toString("latin1"),
+    );
   }
 
   /**
    * `signedRequest` with plain header values instead of gRPC metadata (for HTTP transports):
    * `public-key` always, `auth-token` for every request but CreateNode.
    */
-  signedHeaders(requestName: FleetRequestName, request: object, order: MapOrder = "upb"): { bytes: Uint8Array; headers: Record<string, string> } {
+  signedHeaders(
+    requestName: FleetRequestName,
+    request: object,
+    order: MapOrder = "upb",
+  ): { bytes: Uint8Array; headers: Record<string, string> } {
     const { bytes, metadata } = this.signedRequest(requestName, request, order);
     const headers: Record<string, string> = {};
     for (const key of [PUBLIC_KEY_HEADER, AUTH_TOKEN_HEADER]) {

@@ -129,7 +129,11 @@ export function computeAuthToken(hmacKey: Uint8Array, payload: Uint8Array | read
 }
 
 /** Constant-time check of a received tag; a tag of the wrong length is simply false. */
-export function verifyAuthToken(hmacKey: Uint8Array, payload: Uint8Array | readonly Uint8Array[], token: Uint8Array): boolean {
+export function verifyAuthToken(
+  hmacKey: Uint8Array,
+  payload: Uint8Array | readonly Uint8Array[],
+  token: Uint8Array,
+): boolean {
   const expected = computeAuthToken(hmacKey, payload);
   if (token.length !== expected.length) return false;
   return timingSafeEqual(expected, token);

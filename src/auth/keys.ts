@@ -48,8 +48,7 @@ const CURVES: readonly CurveInfo[] = [
     opensslName: "secp384r1",
     oidDer: Buffer.from("06052b81040022", "hex"),
     fieldBytes: 48,
-    order:
-      0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n,
+    order: 0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n,
   },
   {
     curve: "P-521",
@@ -68,10 +67,11 @@ const EC_PUBLIC_KEY_OID_DER = Buffer.from("06072a8648ce3d0201", "hex");
 
 const EC_REQUIRED =
   "node authentication requires an elliptic-curve (ECDSA) key: ecdsa-sha2-nistp256, -nistp384 or " +
-  "-nistp521 (create one with `ssh-keygen -t ecdsa -b 384 -N \"\" -f <file>`)";
+  '-nistp521 (create one with `ssh-keygen -t ecdsa -b 384 -N "" -f <file>`)';
 
 /** Key types that are well-formed OpenSSH keys but not usable for Flower's ECDH. */
-const NON_EC_SSH_TYPES = /^(ssh-ed25519|ssh-ed448|ssh-rsa|ssh-dss|rsa-sha2-256|rsa-sha2-512|sk-.*|.*-cert-v01@openssh\.com)$/;
+const NON_EC_SSH_TYPES =
+  /^(ssh-ed25519|ssh-ed448|ssh-rsa|ssh-dss|rsa-sha2-256|rsa-sha2-512|sk-.*|.*-cert-v01@openssh\.com)$/;
 
 function curveBySshType(type: string): CurveInfo | undefined {
   return CURVES.find((c) => c.sshType === type);
@@ -162,11 +162,7 @@ function canonicalPemFromPoint(curve: CurveInfo, point: Buffer): string {
   if (!uncompressed && !compressed) {
     throw new Error(`the public point has the wrong length or encoding for ${curve.sshCurve}`);
   }
-  const spki = der(
-    0x30,
-    der(0x30, EC_PUBLIC_KEY_OID_DER, curve.oidDer),
-    der(0x03, Buffer.from([0x00]), point),
-  );
+  const spki = der(0x30, der(0x30, EC_PUBLIC_KEY_OID_DER, curve.oidDer), der(0x03, Buffer.from([0x00]), point));
   let key: KeyObject;
   try {
     key = createPublicKey({ key: spki, format: "der", type: "spki" });
@@ -197,7 +193,10 @@ function parsePublicBlob(blob: Buffer, expectedType: string | undefined): { curv
     throw new Error(`the key blob is of type "${type}" but the line says "${expectedType}"`);
   }
   const curve = curveBySshType(type);
-  if (!curve) throw new Error(NON_EC_SSH_TYPES.test(type) ? `"${type}" is not supported; ${EC_REQUIRED}` : `unknown key type "${type}"`);
+  if (!curve)
+    throw new Error(
+      NON_EC_SSH_TYPES.test(type) ? `"${type}" is not supported; ${EC_REQUIRED}` : `unknown key type "${type}"`,
+    );
   const curveName = reader.text();
   if (curveName !== curve.sshCurve) {
     throw new Error(`the key blob names curve "${curveName}" but its type is ${type}`);
@@ -217,7 +216,10 @@ function parsePublicBlob(blob: Buffer, expectedType: string | undefined): { curv
 export function parseOpenSshPublicKey(line: string, source?: string): string {
   const tokens = line.trim().split(/\s+/);
   const [type, body] = tokens;
-  if (!type) throw new InvalidKeyFileError(`empty public key${label(source)}; expected an OpenSSH line "ecdsa-sha2-nistp384 AAAA..."`);
+  if (!type)
+    throw new InvalidKeyFileError(
+      `empty public key${label(source)}; expected an OpenSSH line "ecdsa-sha2-nistp384 AAAA..."`,
+    );
   if (!curveBySshType(type)) {
     if (NON_EC_SSH_TYPES.test(type)) {
       throw new InvalidKeyFileError(`the public key${label(source)} is of type "${type}"; ${EC_REQUIRED}`);
@@ -254,7 +256,8 @@ export function canonicalizePublicPem(pem: string, source?: string): string {
 }
 
 function describeKey(key: KeyObject): string {
-  if (key.asymmetricKeyType === "ec") return `an EC key on unsupported curve ${key.asymmetricKeyDetails?.namedCurve ?? "?"}`;
+  if (key.asymmetricKeyType === "ec")
+    return `an EC key on unsupported curve ${key.asymmetricKeyDetails?.namedCurve ?? "?"}`;
   return `a ${key.asymmetricKeyType ?? "non-EC"} key`;
 }
 
@@ -265,18 +268,14 @@ const OPENSSH_BEGIN = "-----BEGIN OPENSSH PRIVATE KEY-----";
 const OPENSSH_END = "-----END OPENSSH PRIVATE KEY-----";
 const OPENSSH_MAGIC = Buffer.from("openssh-key-v1\0", "latin1");
 const PASSPHRASE_UNSUPPORTED =
-  "passphrase-protected keys are not supported; remove the passphrase with `ssh-keygen -p -N \"\" -f <file>`";
+  'passphrase-protected keys are not supported; remove the passphrase with `ssh-keygen -p -N "" -f <file>`';
 
 /** Builds a private KeyObject from the scalar alone; OpenSSL derives the public point. */
 function privateKeyFromScalar(curve: CurveInfo, d: Buffer): KeyObject {
   const scalar = BigInt("0x" + (d.length ? d.toString("hex") : "0"));
-  if (scalar <= 0n || scalar >= curve.order) throw new Error(`the private scalar is out of range for ${curve.sshCurve}`);
-  const sec1 = der(
-    0x30,
-    der(0x02, Buffer.from([0x01])),
-    der(0x04, d),
-    der(0xa0, curve.oidDer),
-  );
+  if (scalar <= 0n || scalar >= curve.order)
+    throw new Error(`the private scalar is out of range for ${curve.sshCurve}`);
+  const sec1 = der(0x30, der(0x02, Buffer.from([0x01])), der(0x04, d), der(0xa0, curve.oidDer));
   return createPrivateKey({ key: sec1, format: "der", type: "sec1" });
 }
 
@@ -350,9 +349,13 @@ export function parseOpenSshPrivateKey(text: string, source?: string): KeyObject
     try {
       return parseOpenSshKeyV1(text);
     } catch (err) {
-      if (err instanceof PassphraseError) throw new InvalidKeyFileError(`the private key${label(source)} is encrypted: ${PASSPHRASE_UNSUPPORTED}`);
-      if (err instanceof NotEcError) throw new InvalidKeyFileError(`the private key${label(source)} is of type "${err.keyType}"; ${EC_REQUIRED}`);
-      throw new InvalidKeyFileError(`invalid OpenSSH private key${label(source)}: ${errorMessage(err)}`, { cause: err });
+      if (err instanceof PassphraseError)
+        throw new InvalidKeyFileError(`the private key${label(source)} is encrypted: ${PASSPHRASE_UNSUPPORTED}`);
+      if (err instanceof NotEcError)
+        throw new InvalidKeyFileError(`the private key${label(source)} is of type "${err.keyType}"; ${EC_REQUIRED}`);
+      throw new InvalidKeyFileError(`invalid OpenSSH private key${label(source)}: ${errorMessage(err)}`, {
+        cause: err,
+      });
     }
   }
   if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type:\s*4,ENCRYPTED/.test(text)) {
@@ -372,7 +375,8 @@ export function parseOpenSshPrivateKey(text: string, source?: string): KeyObject
   } catch (err) {
     throw new InvalidKeyFileError(`invalid PEM private key${label(source)}: ${errorMessage(err)}`, { cause: err });
   }
-  if (!curveOfKeyObject(key)) throw new InvalidKeyFileError(`the private key${label(source)} is ${describeKey(key)}; ${EC_REQUIRED}`);
+  if (!curveOfKeyObject(key))
+    throw new InvalidKeyFileError(`the private key${label(source)} is ${describeKey(key)}; ${EC_REQUIRED}`);
   return key;
 }
 
@@ -398,7 +402,9 @@ export function readKeyTextFile(path: string, what: string): string {
 export function parsePublicKey(text: string, source: string): string {
   if (text.includes("-----BEGIN")) {
     if (!text.includes("-----BEGIN PUBLIC KEY-----")) {
-      throw new InvalidKeyFileError(`${source} is not a public key file (expected an OpenSSH .pub line or "-----BEGIN PUBLIC KEY-----")`);
+      throw new InvalidKeyFileError(
+        `${source} is not a public key file (expected an OpenSSH .pub line or "-----BEGIN PUBLIC KEY-----")`,
+      );
     }
     return canonicalizePublicPem(text, source);
   }
@@ -448,13 +454,21 @@ export function sshFingerprint(key: KeyObject | string): string {
   const info = curveOfKeyObject(object);
   if (!info) throw new InvalidKeyFileError(`the key is ${describeKey(object)}; ${EC_REQUIRED}`);
   const jwk = object.export({ format: "jwk" });
-  const point = Buffer.concat([Buffer.from([0x04]), Buffer.from(jwk.x ?? "", "base64url"), Buffer.from(jwk.y ?? "", "base64url")]);
+  const point = Buffer.concat([
+    Buffer.from([0x04]),
+    Buffer.from(jwk.x ?? "", "base64url"),
+    Buffer.from(jwk.y ?? "", "base64url"),
+  ]);
   const sshString = (b: Buffer): Buffer => {
     const length = Buffer.alloc(4);
     length.writeUInt32BE(b.length);
     return Buffer.concat([length, b]);
   };
-  const blob = Buffer.concat([sshString(Buffer.from(info.sshType)), sshString(Buffer.from(info.sshCurve)), sshString(point)]);
+  const blob = Buffer.concat([
+    sshString(Buffer.from(info.sshType)),
+    sshString(Buffer.from(info.sshCurve)),
+    sshString(point),
+  ]);
   return "SHA256:" + createHash("sha256").update(blob).digest("base64").replace(/=+$/, "");
 }
 
@@ -468,7 +482,11 @@ export interface KeyPair {
  * Throws InvalidKeyFileError unless `publicKeyPem` is the public half of `privateKey`. A
  * mismatched pair would make every MAC fail with nothing but "Access denied" to show for it.
  */
-export function assertKeyPair(privateKey: KeyObject, publicKeyPem: string, names?: { privatePath?: string; publicPath?: string }): void {
+export function assertKeyPair(
+  privateKey: KeyObject,
+  publicKeyPem: string,
+  names?: { privatePath?: string; publicPath?: string },
+): void {
   if (publicPemOf(privateKey) !== canonicalizePublicPem(publicKeyPem)) {
     const priv = names?.privatePath ?? "the private key";
     const pub = names?.publicPath ?? "the public key";

@@ -19,7 +19,12 @@ import { AUTH_TOKEN_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
 import { errorMessage } from "../core/errors";
 import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds, boundedPingInterval } from "../core/ping-interval";
 import { type Logger, silentLogger } from "../core/logger";
-import { FLEET_REQUEST_NAMES, type FleetRequestName, canonicalEncodeChunks, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
+import {
+  FLEET_REQUEST_NAMES,
+  type FleetRequestName,
+  canonicalEncodeChunks,
+  hasPrefixRelatedMapKeys,
+} from "../core/wire/canonical";
 import {
   CreateNodeResponse,
   type CreateNodeRequest,
@@ -135,7 +140,8 @@ export class FleetAuthenticator {
     if (name === "CreateNodeRequest") return { ok: true, publicKeyPem: pem, nodeId: undefined, token: undefined };
 
     const nodeId = await this.state.getNodeId(Buffer.from(pem, "latin1"));
-    const fail = (reason: string): HeaderVerdict => (nodeId === undefined ? { ok: false, reason } : { ok: false, reason, nodeId });
+    const fail = (reason: string): HeaderVerdict =>
+      nodeId === undefined ? { ok: false, reason } : { ok: false, reason, nodeId };
     let token: Buffer;
     try {
       token = decodeBase64UrlLikePython(headers.authToken ?? "");
@@ -164,7 +170,8 @@ export class FleetAuthenticator {
     if (!checked.ok) return checked;
     const { publicKeyPem: pem, nodeId, token } = checked;
     // CreateNode needs no more (checkHeaders gives the other requests a node and a token).
-    if (name === "CreateNodeRequest" || nodeId === undefined || token === undefined) return { ok: true, publicKeyPem: pem, nodeId: undefined };
+    if (name === "CreateNodeRequest" || nodeId === undefined || token === undefined)
+      return { ok: true, publicKeyPem: pem, nodeId: undefined };
     const fail = (reason: string): AuthVerdict => ({ ok: false, reason, nodeId });
     let hmacKey: Buffer;
     try {
@@ -184,7 +191,9 @@ export class FleetAuthenticator {
    * an allowlisted PEM. Cheap, needs no request body: transports can refuse strangers before
    * reading what they send. Never throws.
    */
-  checkKeyHeader(publicKeyHeader: string | undefined): { ok: true; publicKeyPem: string } | { ok: false; reason: string } {
+  checkKeyHeader(
+    publicKeyHeader: string | undefined,
+  ): { ok: true; publicKeyPem: string } | { ok: false; reason: string } {
     let pem: string;
     try {
       pem = decodeBase64UrlLikePython(publicKeyHeader ?? "").toString("latin1");
@@ -241,7 +250,8 @@ export class FleetAuthenticator {
   /** Records a MAC-checked request; a Ping also sets the window in which the node counts as live. */
   private noteSeen(nodeId: bigint, peer: string, pingInterval?: number): void {
     const previous = this.lastSeen.get(nodeId);
-    const windowMs = pingInterval !== undefined && Number.isFinite(pingInterval) ? pingInterval * 1000 : (previous?.windowMs ?? 0);
+    const windowMs =
+      pingInterval !== undefined && Number.isFinite(pingInterval) ? pingInterval * 1000 : (previous?.windowMs ?? 0);
     this.lastSeen.delete(nodeId);
     if (this.lastSeen.size >= this.cacheSize) {
       const oldest = this.lastSeen.keys().next().value;
@@ -305,7 +315,13 @@ export class FleetAuthenticator {
     return key;
   }
 
-  private macMatches(name: FleetRequestName, request: object, hmacKey: Buffer, token: Buffer, rawBytes: Uint8Array | undefined): boolean {
+  private macMatches(
+    name: FleetRequestName,
+    request: object,
+    hmacKey: Buffer,
+    token: Buffer,
+    rawBytes: Uint8Array | undefined,
+  ): boolean {
     // Our own SuperNode sends exactly the bytes it MACs, so the raw bytes usually match at once.
     if (rawBytes !== undefined && verifyAuthToken(hmacKey, rawBytes, token)) return true;
     try {
@@ -332,7 +348,9 @@ export class FleetAuthenticator {
       }
       case "GetRunRequest": {
         const runId = (request as GetRunRequest).runId;
-        return (await this.state.getNodes(runId)).has(nodeId) ? undefined : `GetRun for run ${runId}: unknown run or node not online`;
+        return (await this.state.getNodes(runId)).has(nodeId)
+          ? undefined
+          : `GetRun for run ${runId}: unknown run or node not online`;
       }
       case "DeleteNodeRequest":
       case "PingRequest":
@@ -375,7 +393,10 @@ function firstHeader(metadata: grpc.Metadata, key: string): string | undefined {
 const ACCESS_DENIED: Partial<grpc.StatusObject> = { code: grpc.status.UNAUTHENTICATED, details: "Access denied" };
 
 const REQUEST_NAME_BY_PATH = new Map<string, FleetRequestName>(
-  (Object.keys(FLEET_REQUEST_NAMES) as FleetMethod[]).map((method) => [FleetService[method].path, FLEET_REQUEST_NAMES[method]]),
+  (Object.keys(FLEET_REQUEST_NAMES) as FleetMethod[]).map((method) => [
+    FleetService[method].path,
+    FLEET_REQUEST_NAMES[method],
+  ]),
 );
 
 /**
@@ -392,20 +413,22 @@ function fleetAuthenticationGate(authenticator: FleetAuthenticator): grpc.Server
     const listener = new grpc.ServerListenerBuilder()
       .withOnReceiveMetadata((metadata, next) => {
         const publicKey = firstHeader(metadata, PUBLIC_KEY_HEADER);
-        authenticator.checkHeaders(requestName, { publicKey, authToken: firstHeader(metadata, AUTH_TOKEN_HEADER) }).then(
-          (verdict) => {
-            if (verdict.ok) {
-              next(metadata);
-              return;
-            }
-            authenticator.logDenied(requestName.replace(/Request$/, ""), verdict, publicKey);
-            gated.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "Access denied" });
-          },
-          (err: unknown) => {
-            const status = toServiceError(err);
-            gated.sendStatus({ code: status.code ?? grpc.status.INTERNAL, details: status.details ?? "" });
-          },
-        );
+        authenticator
+          .checkHeaders(requestName, { publicKey, authToken: firstHeader(metadata, AUTH_TOKEN_HEADER) })
+          .then(
+            (verdict) => {
+              if (verdict.ok) {
+                next(metadata);
+                return;
+              }
+              authenticator.logDenied(requestName.replace(/Request$/, ""), verdict, publicKey);
+              gated.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "Access denied" });
+            },
+            (err: unknown) => {
+              const status = toServiceError(err);
+              gated.sendStatus({ code: status.code ?? grpc.status.INTERNAL, details: status.details ?? "" });
+            },
+          );
       })
       .build();
     const gated = new grpc.ServerInterceptingCall(call, { start: (next) => next(listener) });
@@ -434,7 +457,11 @@ export function withFleetAuthentication(
   implementation: FleetServer,
   authenticator: FleetAuthenticator,
   options: FleetAuthenticationOptions = {},
-): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation; interceptor: grpc.ServerInterceptor } {
+): {
+  definition: grpc.ServiceDefinition;
+  implementation: grpc.UntypedServiceImplementation;
+  interceptor: grpc.ServerInterceptor;
+} {
   const rawRequests = new WeakMap<object, Buffer>();
   const definition: Record<string, grpc.MethodDefinition<object, object>> = {};
   const wrapped: grpc.UntypedServiceImplementation = {};
@@ -453,7 +480,10 @@ export function withFleetAuthentication(
     const requestName = FLEET_REQUEST_NAMES[method];
     const rpc = requestName.replace(/Request$/, "");
 
-    const handle = async (call: grpc.ServerUnaryCall<object, object>, callback: grpc.sendUnaryData<object>): Promise<void> => {
+    const handle = async (
+      call: grpc.ServerUnaryCall<object, object>,
+      callback: grpc.sendUnaryData<object>,
+    ): Promise<void> => {
       const publicKey = firstHeader(call.metadata, PUBLIC_KEY_HEADER);
       const verdict = await authenticator.authenticate(
         requestName,
@@ -469,7 +499,11 @@ export function withFleetAuthentication(
       if (method === "createNode") {
         let nodeId: bigint;
         try {
-          nodeId = await authenticator.registerNode(verdict.publicKeyPem, (call.request as CreateNodeRequest).pingInterval, call.getPeer());
+          nodeId = await authenticator.registerNode(
+            verdict.publicKeyPem,
+            (call.request as CreateNodeRequest).pingInterval,
+            call.getPeer(),
+          );
         } catch (err) {
           callback(toServiceError(err));
           return;
@@ -480,7 +514,8 @@ export function withFleetAuthentication(
         callback(null, CreateNodeResponse.fromPartial({ node: { nodeId, anonymous: false } }));
         return;
       }
-      if (verdict.nodeId !== undefined) authenticator.noteAuthenticated(verdict.nodeId, call.getPeer(), requestName, call.request);
+      if (verdict.nodeId !== undefined)
+        authenticator.noteAuthenticated(verdict.nodeId, call.getPeer(), requestName, call.request);
       options.onAuthenticated?.(call.metadata);
       inner(call, callback);
     };

@@ -27,16 +27,23 @@ import {
 const FIELD_BITS: Record<WebEcCurve, number> = { "P-256": 256, "P-384": 384, "P-521": 528 };
 
 /** ECDH shared secret Z (the x-coordinate, field-size bytes) with a peer's PEM public key. */
-export async function webEcdhSharedSecret(privateKey: WebCryptoKey, curve: WebEcCurve, peerPublicPem: string): Promise<Uint8Array> {
+export async function webEcdhSharedSecret(
+  privateKey: WebCryptoKey,
+  curve: WebEcCurve,
+  peerPublicPem: string,
+): Promise<Uint8Array> {
   let peer: WebCryptoKey;
   let peerCurve: WebEcCurve;
   try {
     const parsed = pointOfPublicPem(peerPublicPem);
     peerCurve = parsed.curve;
-    if (peerCurve !== curve) throw new Error(`the peer's key is on ${peerCurve} but this key is on ${curve}; both must use the same curve`);
+    if (peerCurve !== curve)
+      throw new Error(`the peer's key is on ${peerCurve} but this key is on ${curve}; both must use the same curve`);
     peer = await importEcdhPublicKey(peerCurve, parsed.point);
   } catch (err) {
-    throw new AuthenticationError(`cannot agree on a shared key with the peer's public key: ${errorMessage(err)}`, { cause: err });
+    throw new AuthenticationError(`cannot agree on a shared key with the peer's public key: ${errorMessage(err)}`, {
+      cause: err,
+    });
   }
   const bits = await webSubtle().deriveBits({ name: "ECDH", public: peer }, privateKey, FIELD_BITS[curve]);
   return new Uint8Array(bits);
@@ -45,20 +52,33 @@ export async function webEcdhSharedSecret(privateKey: WebCryptoKey, curve: WebEc
 /** HKDF-SHA256(Z), no salt, empty info, 32 bytes: Flower's key derivation. */
 export async function webHkdfSha256(sharedSecret: Uint8Array): Promise<Uint8Array> {
   const ikm = await webSubtle().importKey("raw", ownBuffer(sharedSecret), "HKDF", false, ["deriveBits"]);
-  const okm = await webSubtle().deriveBits({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: new Uint8Array(0) }, ikm, 256);
+  const okm = await webSubtle().deriveBits(
+    { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: new Uint8Array(0) },
+    ikm,
+    256,
+  );
   return new Uint8Array(okm);
 }
 
 /** The HMAC key both sides use: the ASCII bytes of base64url_padded(HKDF-SHA256(Z)). */
-export async function webDeriveHmacKey(privateKey: WebCryptoKey, curve: WebEcCurve, peerPublicPem: string): Promise<Uint8Array> {
+export async function webDeriveHmacKey(
+  privateKey: WebCryptoKey,
+  curve: WebEcCurve,
+  peerPublicPem: string,
+): Promise<Uint8Array> {
   const okm = await webHkdfSha256(await webEcdhSharedSecret(privateKey, curve, peerPublicPem));
   return Uint8Array.from(toBase64UrlPadded(okm), (c) => c.charCodeAt(0));
 }
 
 /** HMAC-SHA256(key, payload), the 32-byte `auth-token` tag; chunks are MAC'd as one payload. */
-export async function webAuthToken(hmacKey: Uint8Array | WebCryptoKey, payload: Uint8Array | readonly Uint8Array[]): Promise<Uint8Array> {
+export async function webAuthToken(
+  hmacKey: Uint8Array | WebCryptoKey,
+  payload: Uint8Array | readonly Uint8Array[],
+): Promise<Uint8Array> {
   const key =
-    hmacKey instanceof Uint8Array ? await webSubtle().importKey("raw", ownBuffer(hmacKey), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]) : hmacKey;
+    hmacKey instanceof Uint8Array
+      ? await webSubtle().importKey("raw", ownBuffer(hmacKey), { name: "HMAC", hash: "SHA-256" }, false, ["sign"])
+      : hmacKey;
   const data = ownBuffer(payload instanceof Uint8Array ? payload : concatBytes(...payload));
   return new Uint8Array(await webSubtle().sign("HMAC", key, data));
 }
@@ -122,7 +142,9 @@ export class WebSuperNodeAuth {
   /** Takes the SuperLink's `public-key` response header of CreateNode and derives the HMAC key. */
   async acceptServerPublicKeyHeader(text: string | undefined): Promise<void> {
     if (text === undefined || text.length === 0) {
-      throw new AuthenticationError("SuperLink did not send its public key; is authentication enabled on the SuperLink?");
+      throw new AuthenticationError(
+        "SuperLink did not send its public key; is authentication enabled on the SuperLink?",
+      );
     }
     let pem: string;
     try {
@@ -133,7 +155,9 @@ export class WebSuperNodeAuth {
       throw new AuthenticationError(`The SuperLink sent an invalid public key: ${errorMessage(err)}`, { cause: err });
     }
     const raw = await webDeriveHmacKey(this.privateKey, this.curve, pem);
-    this.hmacKey = await webSubtle().importKey("raw", ownBuffer(raw), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    this.hmacKey = await webSubtle().importKey("raw", ownBuffer(raw), { name: "HMAC", hash: "SHA-256" }, false, [
+      "sign",
+    ]);
     this.serverPem = pem;
   }
 

@@ -21,7 +21,13 @@ interface WebCurveInfo {
 const hex = (text: string): Uint8Array => Uint8Array.from(text.match(/../g) ?? [], (h) => parseInt(h, 16));
 
 const WEB_CURVES: readonly WebCurveInfo[] = [
-  { curve: "P-256", sshCurve: "nistp256", sshType: "ecdsa-sha2-nistp256", oid: hex("06082a8648ce3d030107"), fieldBytes: 32 },
+  {
+    curve: "P-256",
+    sshCurve: "nistp256",
+    sshType: "ecdsa-sha2-nistp256",
+    oid: hex("06082a8648ce3d030107"),
+    fieldBytes: 32,
+  },
   { curve: "P-384", sshCurve: "nistp384", sshType: "ecdsa-sha2-nistp384", oid: hex("06052b81040022"), fieldBytes: 48 },
   { curve: "P-521", sshCurve: "nistp521", sshType: "ecdsa-sha2-nistp521", oid: hex("06052b81040023"), fieldBytes: 66 },
 ];
@@ -63,7 +69,9 @@ function webCrypto(): typeof globalThis.crypto | undefined {
 function subtle(): SubtleApi {
   const s = webCrypto()?.subtle;
   if (s === undefined) {
-    throw new InvalidKeyFileError("WebCrypto (crypto.subtle) is not available: a browser gives it only to https:// pages and localhost");
+    throw new InvalidKeyFileError(
+      "WebCrypto (crypto.subtle) is not available: a browser gives it only to https:// pages and localhost",
+    );
   }
   return s;
 }
@@ -201,9 +209,16 @@ export function pointOfPublicPem(pem: string): { curve: WebEcCurve; point: Uint8
   const begin = pem.indexOf("-----BEGIN PUBLIC KEY-----");
   const end = pem.indexOf("-----END PUBLIC KEY-----", begin);
   if (begin < 0 || end < 0) throw new Error("not a PEM public key");
-  const spki = fromBase64(pem.slice(begin + "-----BEGIN PUBLIC KEY-----".length, end).replace(/\s+/g, ""), "the PEM body");
+  const spki = fromBase64(
+    pem.slice(begin + "-----BEGIN PUBLIC KEY-----".length, end).replace(/\s+/g, ""),
+    "the PEM body",
+  );
   for (const info of WEB_CURVES) {
-    const prefix = der(0x30, der(0x30, EC_PUBLIC_KEY_OID, info.oid), der(0x03, Uint8Array.of(0), new Uint8Array(1 + 2 * info.fieldBytes)));
+    const prefix = der(
+      0x30,
+      der(0x30, EC_PUBLIC_KEY_OID, info.oid),
+      der(0x03, Uint8Array.of(0), new Uint8Array(1 + 2 * info.fieldBytes)),
+    );
     const head = prefix.subarray(0, prefix.length - (1 + 2 * info.fieldBytes));
     if (spki.length === prefix.length && equalBytes(spki.subarray(0, head.length), head)) {
       const point = spki.subarray(head.length);
@@ -214,12 +229,17 @@ export function pointOfPublicPem(pem: string): { curve: WebEcCurve; point: Uint8
   throw new Error("not an uncompressed EC public key on P-256, P-384 or P-521");
 }
 
-function parsePublicBlob(blob: Uint8Array, expectedType: string | undefined): { curve: WebCurveInfo; point: Uint8Array } {
+function parsePublicBlob(
+  blob: Uint8Array,
+  expectedType: string | undefined,
+): { curve: WebCurveInfo; point: Uint8Array } {
   const reader = new SshReader(blob, "the key blob");
   const type = reader.text();
-  if (expectedType !== undefined && type !== expectedType) throw new Error(`the key blob is of type "${type}" but the line says "${expectedType}"`);
+  if (expectedType !== undefined && type !== expectedType)
+    throw new Error(`the key blob is of type "${type}" but the line says "${expectedType}"`);
   const curve = WEB_CURVES.find((c) => c.sshType === type);
-  if (curve === undefined) throw new Error(`key type "${type}" is not supported; use an ECDSA key (ssh-keygen -t ecdsa -b 384)`);
+  if (curve === undefined)
+    throw new Error(`key type "${type}" is not supported; use an ECDSA key (ssh-keygen -t ecdsa -b 384)`);
   if (reader.text() !== curve.sshCurve) throw new Error(`the key blob names another curve than ${type}`);
   const point = reader.bytes();
   if (reader.remaining !== 0) throw new Error("the key blob has trailing bytes");
@@ -276,9 +296,11 @@ export function parseOpenSshPrivateText(text: string): WebKeyPair {
   try {
     const begin = text.indexOf(OPENSSH_BEGIN);
     const end = text.indexOf(OPENSSH_END, begin);
-    if (begin < 0 || end < 0) throw new Error(`expected "${OPENSSH_BEGIN}" … "${OPENSSH_END}" (an OpenSSH private key)`);
+    if (begin < 0 || end < 0)
+      throw new Error(`expected "${OPENSSH_BEGIN}" … "${OPENSSH_END}" (an OpenSSH private key)`);
     const data = fromBase64(text.slice(begin + OPENSSH_BEGIN.length, end).replace(/\s+/g, ""), "the key body");
-    if (!equalBytes(data.subarray(0, OPENSSH_MAGIC.length), OPENSSH_MAGIC)) throw new Error("not an openssh-key-v1 key");
+    if (!equalBytes(data.subarray(0, OPENSSH_MAGIC.length), OPENSSH_MAGIC))
+      throw new Error("not an openssh-key-v1 key");
     const reader = new SshReader(data.subarray(OPENSSH_MAGIC.length), "the key");
     const cipher = reader.text();
     const kdf = reader.text();
@@ -294,7 +316,8 @@ export function parseOpenSshPrivateText(text: string): WebKeyPair {
     if (type !== outer.curve.sshType) throw new Error(`key type "${type}" is not supported or differs from the header`);
     if (section.text() !== outer.curve.sshCurve) throw new Error("the key names another curve than its type");
     const point = section.bytes();
-    if (!equalBytes(point, outer.point)) throw new Error("the public key in the header does not match the private section");
+    if (!equalBytes(point, outer.point))
+      throw new Error("the public key in the header does not match the private section");
     const d = mpintToField(section.bytes(), outer.curve.fieldBytes);
     section.bytes(); // comment
     if (!section.rest().every((byte, i) => byte === i + 1)) throw new Error("the private section has invalid padding");
@@ -307,7 +330,11 @@ export function parseOpenSshPrivateText(text: string): WebKeyPair {
 /** The unencrypted OpenSSH private-key text of a pair (what `ssh-keygen -N ""` writes). */
 export function openSshPrivateText(pair: WebKeyPair, comment = ""): string {
   const info = curveInfo(pair.curve);
-  const publicBlob = concatBytes(sshString(ascii(info.sshType)), sshString(ascii(info.sshCurve)), sshString(pair.point));
+  const publicBlob = concatBytes(
+    sshString(ascii(info.sshType)),
+    sshString(ascii(info.sshCurve)),
+    sshString(pair.point),
+  );
   const mpint = ((pair.d.at(0) ?? 0) & 0x80) !== 0 ? concatBytes(Uint8Array.of(0), pair.d) : pair.d;
   const check = (webCrypto() ?? { getRandomValues: (a: Uint8Array) => a }).getRandomValues(new Uint8Array(4));
   let section = concatBytes(
@@ -320,7 +347,10 @@ export function openSshPrivateText(pair: WebKeyPair, comment = ""): string {
     sshString(ascii(comment)),
   );
   const pad = (8 - (section.length % 8)) % 8;
-  section = concatBytes(section, Uint8Array.from({ length: pad }, (_, i) => i + 1));
+  section = concatBytes(
+    section,
+    Uint8Array.from({ length: pad }, (_, i) => i + 1),
+  );
   const body = concatBytes(
     OPENSSH_MAGIC,
     sshString(ascii("none")),
@@ -336,11 +366,18 @@ export function openSshPrivateText(pair: WebKeyPair, comment = ""): string {
 // ---------------------------------------------------------------------------------------------
 // WebCrypto keys.
 
-const b64url = (bytes: Uint8Array): string => toBase64(bytes).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const b64url = (bytes: Uint8Array): string =>
+  toBase64(bytes).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 
 function jwkOf(pair: { curve: WebEcCurve; point: Uint8Array; d?: Uint8Array }): EcJwk {
   const n = curveInfo(pair.curve).fieldBytes;
-  const jwk: EcJwk = { kty: "EC", crv: pair.curve, x: b64url(pair.point.subarray(1, 1 + n)), y: b64url(pair.point.subarray(1 + n)), ext: true };
+  const jwk: EcJwk = {
+    kty: "EC",
+    crv: pair.curve,
+    x: b64url(pair.point.subarray(1, 1 + n)),
+    y: b64url(pair.point.subarray(1 + n)),
+    ext: true,
+  };
   if (pair.d !== undefined) jwk.d = b64url(pair.d);
   return jwk;
 }
@@ -348,9 +385,18 @@ function jwkOf(pair: { curve: WebEcCurve; point: Uint8Array; d?: Uint8Array }): 
 /** The ECDH private key of a pair (not extractable). Throws InvalidKeyFileError if unusable. */
 export async function importEcdhPrivateKey(pair: WebKeyPair): Promise<WebCryptoKey> {
   try {
-    return await subtle().importKey("jwk", { ...jwkOf(pair), ext: false }, { name: "ECDH", namedCurve: pair.curve }, false, ["deriveBits"]);
+    return await subtle().importKey(
+      "jwk",
+      { ...jwkOf(pair), ext: false },
+      { name: "ECDH", namedCurve: pair.curve },
+      false,
+      ["deriveBits"],
+    );
   } catch (err) {
-    throw new InvalidKeyFileError(`the private key is not a valid ${pair.curve} key, or the public key does not belong to it: ${(err as Error).message}`, { cause: err });
+    throw new InvalidKeyFileError(
+      `the private key is not a valid ${pair.curve} key, or the public key does not belong to it: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
 }
 
@@ -369,19 +415,27 @@ export async function checkWebKeyPair(pair: WebKeyPair): Promise<void> {
   try {
     publicKey = await importEcdhPublicKey(pair.curve, pair.point);
   } catch (err) {
-    throw new InvalidKeyFileError(`the public point is not on ${pair.curve}: ${(err as Error).message}`, { cause: err });
+    throw new InvalidKeyFileError(`the public point is not on ${pair.curve}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const bits = curveInfo(pair.curve).fieldBytes * 8;
-  const probe = (await subtle().generateKey({ name: "ECDH", namedCurve: pair.curve }, false, ["deriveBits"]));
+  const probe = await subtle().generateKey({ name: "ECDH", namedCurve: pair.curve }, false, ["deriveBits"]);
   const probePublic = new Uint8Array(await subtle().exportKey("raw", probe.publicKey));
-  const a = new Uint8Array(await subtle().deriveBits({ name: "ECDH", public: await importEcdhPublicKey(pair.curve, probePublic) }, privateKey, bits));
+  const a = new Uint8Array(
+    await subtle().deriveBits(
+      { name: "ECDH", public: await importEcdhPublicKey(pair.curve, probePublic) },
+      privateKey,
+      bits,
+    ),
+  );
   const b = new Uint8Array(await subtle().deriveBits({ name: "ECDH", public: publicKey }, probe.privateKey, bits));
   if (!equalBytes(a, b)) throw new InvalidKeyFileError("the public key does not belong to the private key");
 }
 
 /** A fresh key pair (P-384 by default), as raw values to store and export. */
 export async function generateWebKeyPair(curve: WebEcCurve = DEFAULT_WEB_CURVE): Promise<WebKeyPair> {
-  const pair = (await subtle().generateKey({ name: "ECDH", namedCurve: curve }, true, ["deriveBits"]));
+  const pair = await subtle().generateKey({ name: "ECDH", namedCurve: curve }, true, ["deriveBits"]);
   const jwk = await subtle().exportKey("jwk", pair.privateKey);
   const n = curveInfo(curve).fieldBytes;
   const field = (v: string | undefined): Uint8Array => {

@@ -7,7 +7,13 @@ import { GetRunRequest } from "../proto/flwr/proto/run";
 import { PingRequest, PullTaskInsRequest, PushTaskResRequest } from "../proto/flwr/proto/fleet";
 import type { FleetRequestName } from "../core/wire/canonical";
 import { WebSuperNodeAuth, webAuthToken, webDeriveHmacKey, webEcdhSharedSecret, webHkdfSha256 } from "./web-auth";
-import { canonicalPemOfPoint, importEcdhPrivateKey, parseOpenSshPrivateText, parseOpenSshPublicLine, toBase64UrlPadded } from "./web-keys";
+import {
+  canonicalPemOfPoint,
+  importEcdhPrivateKey,
+  parseOpenSshPrivateText,
+  parseOpenSshPublicLine,
+  toBase64UrlPadded,
+} from "./web-keys";
 
 export interface AuthVectorInputs {
   clientPrivateOpenSsh: string;
@@ -70,7 +76,12 @@ export async function computeWebAuthVectors(v: AuthVectorInputs): Promise<AuthVe
     zHexFromServer: toHex(zFromServer),
     okmHex: toHex(await webHkdfSha256(z)),
     hmacKeyText: String.fromCharCode(...hmacKey),
-    tokens: { ping: await token(v.pingHex), pull: await token(v.pullHex), getRun: await token(v.getRunHex), pushTaskRes: await token(v.pushTaskResHex) },
+    tokens: {
+      ping: await token(v.pingHex),
+      pull: await token(v.pullHex),
+      getRun: await token(v.getRunHex),
+      pushTaskRes: await token(v.pushTaskResHex),
+    },
     signed: {
       ping: await sign("PingRequest", PingRequest.decode(fromHex(v.pingHex))),
       pull: await sign("PullTaskInsRequest", PullTaskInsRequest.decode(fromHex(v.pullHex))),

@@ -3,5 +3,5 @@
  * package (a plain-JS Uint8Array subclass with Node's API; the trailing slash names the package,
  * not Node's built-in).
  */
- 
+
 export { Buffer } from "buffer/";

@@ -19,8 +19,12 @@ function open(): Promise<IDBDatabase> {
   return new Promise((resolve, reject) => {
     const request = indexedDB.open(DB_NAME, 1);
     request.onupgradeneeded = () => request.result.createObjectStore(STORE);
-    request.onsuccess = () => { resolve(request.result); };
-    request.onerror = () => { reject(request.error ?? new Error("IndexedDB open failed")); };
+    request.onsuccess = () => {
+      resolve(request.result);
+    };
+    request.onerror = () => {
+      reject(request.error ?? new Error("IndexedDB open failed"));
+    };
   });
 }
 
@@ -29,8 +33,12 @@ async function transact<T>(mode: IDBTransactionMode, run: (store: IDBObjectStore
   try {
     return await new Promise<T>((resolve, reject) => {
       const request = run(db.transaction(STORE, mode).objectStore(STORE));
-      request.onsuccess = () => { resolve(request.result as T); };
-      request.onerror = () => { reject(request.error ?? new Error("IndexedDB request failed")); };
+      request.onsuccess = () => {
+        resolve(request.result as T);
+      };
+      request.onerror = () => {
+        reject(request.error ?? new Error("IndexedDB request failed"));
+      };
     });
   } finally {
     db.close();

@@ -41,7 +41,17 @@ function $(id: string, kind: new () => HTMLElement = HTMLElement): HTMLElement {
 }
 
 /** What the page shows as "State"; `data-state` carries the same word for scripts and tests. */
-type PageState = "idle" | "loading" | "registering" | "connected" | "training" | "evaluating" | "reconnecting" | "stopped" | "refused" | "failed";
+type PageState =
+  | "idle"
+  | "loading"
+  | "registering"
+  | "connected"
+  | "training"
+  | "evaluating"
+  | "reconnecting"
+  | "stopped"
+  | "refused"
+  | "failed";
 
 function setState(state: PageState, detail = ""): void {
   const el = $("state");
@@ -104,7 +114,8 @@ async function showKey(key: StoredKey | undefined): Promise<void> {
     $("fingerprint").textContent = "";
     return;
   }
-  $("key-status").textContent = `Key: ${key.curve} ECDSA, ${key.origin} (kept in this browser's IndexedDB since ${key.savedAt}).`;
+  $("key-status").textContent =
+    `Key: ${key.curve} ECDSA, ${key.origin} (kept in this browser's IndexedDB since ${key.savedAt}).`;
   $("public-line", HTMLTextAreaElement).value = openSshPublicLine(key.curve, key.point);
   $("fingerprint").textContent = `Fingerprint ${await webSshFingerprint(key.curve, key.point)}`;
 }
@@ -119,7 +130,8 @@ async function keep(pair: WebKeyPair, origin: string): Promise<void> {
 async function loadKeyFiles(): Promise<void> {
   const privateFile = $("private-key-file", HTMLInputElement).files?.[0];
   const publicFile = $("public-key-file", HTMLInputElement).files?.[0];
-  if (privateFile === undefined) throw new InvalidKeyFileError("Choose the private key file (e.g. keys/client_credentials_1)");
+  if (privateFile === undefined)
+    throw new InvalidKeyFileError("Choose the private key file (e.g. keys/client_credentials_1)");
   const pair = parseOpenSshPrivateText(await privateFile.text());
   if (publicFile !== undefined) {
     const pub = parseOpenSshPublicLine(await publicFile.text());
@@ -135,7 +147,9 @@ function download(name: string, text: string): void {
   a.href = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
   a.download = name;
   a.click();
-  setTimeout(() => { URL.revokeObjectURL(a.href); }, 10_000);
+  setTimeout(() => {
+    URL.revokeObjectURL(a.href);
+  }, 10_000);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -247,11 +261,17 @@ async function join(): Promise<void> {
   try {
     setState("loading", "TensorFlow.js");
     backendInUse ??= await initBrowserTensorFlow(params.get("backend") === "cpu" ? "cpu" : "webgl");
-    $("backend").textContent = backendInUse === "webgl" ? "webgl (GPU)" : "cpu (pure JavaScript; this browser offers no usable WebGL)";
+    $("backend").textContent =
+      backendInUse === "webgl" ? "webgl (GPU)" : "cpu (pure JavaScript; this browser offers no usable WebGL)";
     const logger = pageLogger();
     const auth = await WebSuperNodeAuth.create(key);
     const superlink = $("superlink", HTMLInputElement).value.trim();
-    const connection = new RestFleetConnection({ baseUrl: superlink, poster: createFetchRestPoster(fetch.bind(globalThis)), auth, logger });
+    const connection = new RestFleetConnection({
+      baseUrl: superlink,
+      poster: createFetchRestPoster(fetch.bind(globalThis)),
+      auth,
+      logger,
+    });
     setState("registering", superlink);
     const app = new ClientApp({ clientFn: (context) => new PageClient(new CifarClient(nodeData(context))) });
     running = await startSuperNodeOn(connection, { app, nodeConfig: nodeConfig(), maxWaitTimeMs: 60_000 }, { logger });
@@ -261,8 +281,12 @@ async function join(): Promise<void> {
   }
   $("stop", HTMLButtonElement).disabled = false;
   running.done.then(
-    () => { setState("stopped"); },
-    (err: unknown) => { fail(err); },
+    () => {
+      setState("stopped");
+    },
+    (err: unknown) => {
+      fail(err);
+    },
   );
 }
 
@@ -288,14 +312,18 @@ async function leave(): Promise<void> {
 /** Runs an async UI action; a failure is shown, never unhandled. */
 function action(run: () => Promise<void>): () => void {
   return () => {
-    run().catch((err: unknown) => { showError(errorMessage(err)); });
+    run().catch((err: unknown) => {
+      showError(errorMessage(err));
+    });
   };
 }
 
 function init(): void {
   $("superlink", HTMLInputElement).value = params.get("superlink") ?? location.origin;
   $("superlink-note").textContent =
-    location.protocol === "https:" ? "" : "This page is not served over https: WebCrypto, and so node authentication, may be unavailable.";
+    location.protocol === "https:"
+      ? ""
+      : "This page is not served over https: WebCrypto, and so node authentication, may be unavailable.";
   for (const id of ["partition-id", "num-partitions", "train-count", "test-count"]) {
     const v = params.get(id);
     if (v !== null) $(id, HTMLInputElement).value = v;
@@ -304,21 +332,35 @@ function init(): void {
     `Data: ${SYNTHETIC_SOURCE}, the same images the Node example SuperNodes generate for the same partition ` +
     "(a page cannot read CIFAR-10's files).";
   $("load-key").addEventListener("click", action(loadKeyFiles));
-  $("generate-key").addEventListener("click", action(async () => keep(await generateWebKeyPair(), "generated in this page")));
-  $("forget-key").addEventListener("click", action(async () => {
-    await forgetStoredKey();
-    await showKey(undefined);
-  }));
+  $("generate-key").addEventListener(
+    "click",
+    action(async () => keep(await generateWebKeyPair(), "generated in this page")),
+  );
+  $("forget-key").addEventListener(
+    "click",
+    action(async () => {
+      await forgetStoredKey();
+      await showKey(undefined);
+    }),
+  );
   $("download-key").addEventListener("click", () => {
-    if (currentKey === undefined) { showError("No key to download"); return; }
+    if (currentKey === undefined) {
+      showError("No key to download");
+      return;
+    }
     download("browser_credentials", openSshPrivateText(currentKey, "flwr-browser-supernode"));
-    download("browser_credentials.pub", `${openSshPublicLine(currentKey.curve, currentKey.point, "flwr-browser-supernode")}\n`);
+    download(
+      "browser_credentials.pub",
+      `${openSshPublicLine(currentKey.curve, currentKey.point, "flwr-browser-supernode")}\n`,
+    );
   });
   $("start").addEventListener("click", action(join));
   $("stop").addEventListener("click", action(leave));
   window.addEventListener("pagehide", () => void running?.close(1_000));
   setState("idle");
-  loadStoredKey().then(showKey, (err: unknown) => { showError(`Cannot read the stored key: ${errorMessage(err)}`); });
+  loadStoredKey().then(showKey, (err: unknown) => {
+    showError(`Cannot read the stored key: ${errorMessage(err)}`);
+  });
 }
 
 /** For tests and curious users: recompute the authentication test vectors with this browser's WebCrypto. */

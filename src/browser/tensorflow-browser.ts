@@ -43,7 +43,9 @@ export async function initBrowserTensorFlow(preferred: TensorFlowBackend = "webg
 
 async function probe(): Promise<boolean> {
   await tfjs.ready();
-  const t = tfjs.tidy(() => tfjs.conv2d(tfjs.ones([1, 4, 4, 1]).as4D(1, 4, 4, 1), tfjs.ones([2, 2, 1, 1]).as4D(2, 2, 1, 1), 1, "valid").sum());
+  const t = tfjs.tidy(() =>
+    tfjs.conv2d(tfjs.ones([1, 4, 4, 1]).as4D(1, 4, 4, 1), tfjs.ones([2, 2, 1, 1]).as4D(2, 2, 1, 1), 1, "valid").sum(),
+  );
   const value = (await t.data())[0];
   t.dispose();
   return value === 36;

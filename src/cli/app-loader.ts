@@ -101,7 +101,10 @@ export function describeLoadError(err: unknown, file: string, appDir: string): s
   const code = (err as { code?: unknown }).code;
   const transform = /^Transform failed with \d+ errors?:\n([\s\S]*)$/.exec(err.message);
   if (transform) {
-    const detail = transform[1]!.split("\n").filter((l) => l.trim() !== "").map((l) => l.replace(/: ERROR: /, ": "));
+    const detail = transform[1]!
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .map((l) => l.replace(/: ERROR: /, ": "));
     // tsx names a .mts/.cts file by its .ts twin in these messages; name the real file.
     const twin = file.replace(/\.[cm]ts$/, ".ts");
     const first = (detail[0] ?? err.message)
@@ -136,7 +139,8 @@ function firstUserFrame(stack: string, appDir: string): string | undefined {
   for (const line of stack.split("\n")) {
     const m = /^\s+at (?:.*? \()?((?:file:\/\/)?[^()\s]+:\d+:\d+)\)?$/.exec(line);
     const location = m?.[1];
-    if (location === undefined || location.startsWith("node:") || location.includes(`${sep}node_modules${sep}`)) continue;
+    if (location === undefined || location.startsWith("node:") || location.includes(`${sep}node_modules${sep}`))
+      continue;
     locations.push(location);
   }
   const inApp = locations.find((l) => l.replace(/^file:\/\//, "").startsWith(appDir + sep));

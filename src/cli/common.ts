@@ -16,7 +16,8 @@ import { EXIT_CONFIG, EXIT_OK } from "./run-daemon";
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 export const LOG_FORMATS: LogFormat[] = ["text", "json"];
 /** Help text of every daemon's --log-format flag. */
-export const LOG_FORMAT_HELP = "Log format: text (for people) or json (one pino JSON object a line). Default: text when stderr is a terminal, else json.";
+export const LOG_FORMAT_HELP =
+  "Log format: text (for people) or json (one pino JSON object a line). Default: text when stderr is a terminal, else json.";
 
 /** Redirectable outputs, so tests can run main() in-process. */
 export interface CliIo {
@@ -40,16 +41,19 @@ export function resolveLogFormat(flag: string | undefined, stderrIsTTY: boolean)
  * The daemon logger from --log-level / --log-format: stderr by default; an injected
  * destination (tests) receives text lines too when the format is text.
  */
-export function createCliLogger(
-  opts: { level: string; component: string; logFormat?: string },
-  io: CliIo,
-): Logger {
+export function createCliLogger(opts: { level: string; component: string; logFormat?: string }, io: CliIo): Logger {
   const sink = io.logDestination;
   // An injected destination is not stderr: it gets JSON unless asked otherwise.
   const tty = io.stderrIsTTY ?? (sink === undefined && process.stderr.isTTY);
   const format = resolveLogFormat(opts.logFormat, tty);
   const destination =
-    sink !== undefined && format === "text" ? { write: (line: string): void => { sink.write(formatLogLine(line)); } } : sink;
+    sink !== undefined && format === "text"
+      ? {
+          write: (line: string): void => {
+            sink.write(formatLogLine(line));
+          },
+        }
+      : sink;
   return createLogger({ level: opts.level, base: { component: opts.component }, format }, destination);
 }
 
@@ -78,7 +82,8 @@ export function parseOrExitCode(program: Command, argv: string[]): number | unde
     return undefined;
   } catch (err) {
     if (err instanceof CommanderError) {
-      const benign = err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help";
+      const benign =
+        err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help";
       return benign ? EXIT_OK : EXIT_CONFIG;
     }
     throw err;
@@ -116,11 +121,11 @@ export function superlinkAddress(
  */
 export function silenceIpServernameWarning(): void {
   const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
-  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
+  process.emitWarning = (warning: unknown, ...rest: unknown[]) => {
     const code = typeof rest[0] === "object" && rest[0] !== null ? (rest[0] as { code?: unknown }).code : rest[1];
     if (code === "DEP0123") return;
     emitWarning(warning, ...rest);
-  });
+  };
 }
 
 /** Commander argument parser for a non-negative integer flag, with the flag named in the error. */
@@ -190,7 +195,10 @@ const LISTEN_FAILURES: Record<string, string> = {
  * names the flag to change; undefined for any other failure. `flags` pairs each listening
  * flag with the address it was given; the failed address is found in the error's message.
  */
-export function listenFailureError(err: unknown, flags: ReadonlyArray<readonly [flag: string, address: string]>): InvalidConfigError | undefined {
+export function listenFailureError(
+  err: unknown,
+  flags: ReadonlyArray<readonly [flag: string, address: string]>,
+): InvalidConfigError | undefined {
   const text = errorMessage(err);
   const errno = Object.keys(LISTEN_FAILURES).find((code) => text.includes(code));
   if (errno === undefined) return undefined;

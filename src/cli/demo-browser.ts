@@ -10,7 +10,15 @@ import { X509Certificate, createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SYNTHETIC_SOURCE } from "../example/synthetic-data";
-import { type Child, DEMO_SUPERLINK_ARGS, demoServerAppArgs, ensureCredentials, startChild, stopAll, waitFor } from "./demo";
+import {
+  type Child,
+  DEMO_SUPERLINK_ARGS,
+  demoServerAppArgs,
+  ensureCredentials,
+  startChild,
+  stopAll,
+  waitFor,
+} from "./demo";
 
 const REPO_ROOT = resolve(__dirname, "..", "..");
 
@@ -32,9 +40,9 @@ export function browserInstructions(url: string, root = REPO_ROOT): string[] {
     "  1. Trust the demo's certificate: import certificates/ca.crt as an authority in the browser, or start Chromium with",
     `       chromium --user-data-dir=$(mktemp -d) --ignore-certificate-errors-spki-list=${pin} ${url}`,
     "  2. Give the page a key the SuperLink knows: load keys/client_credentials_2 and keys/client_credentials_2.pub",
-    "     with \"Use these files\", or generate a key in the page and append the line it shows to keys/client_public_keys.csv",
+    '     with "Use these files", or generate a key in the page and append the line it shows to keys/client_public_keys.csv',
     "     (the SuperLink reloads the file).",
-    "  3. Press \"Join the SuperLink\". The ServerApp starts round 1 once both SuperNodes are connected.",
+    '  3. Press "Join the SuperLink". The ServerApp starts round 1 once both SuperNodes are connected.',
     `  Data: ${SYNTHETIC_SOURCE}; the page trains partition 1 of 2, the Node SuperNode partition 0.`,
   ];
 }
@@ -75,11 +83,16 @@ export async function main(): Promise<number> {
       [
         "client:app",
         "--rest",
-        "--superlink", `https://${fleet}`,
-        "--root-certificates", "certificates/ca.crt",
-        "--auth-supernode-private-key", "keys/client_credentials_1",
-        "--auth-supernode-public-key", "keys/client_credentials_1.pub",
-        "--node-config", "partition-id=0,num-partitions=2",
+        "--superlink",
+        `https://${fleet}`,
+        "--root-certificates",
+        "certificates/ca.crt",
+        "--auth-supernode-private-key",
+        "keys/client_credentials_1",
+        "--auth-supernode-public-key",
+        "keys/client_credentials_1.pub",
+        "--node-config",
+        "partition-id=0,num-partitions=2",
       ],
       { onLog: (rec) => onNodeLog?.(rec) },
     );
@@ -98,7 +111,11 @@ export async function main(): Promise<number> {
         .filter((c) => c !== serverApp)
         .map((c) => c.exited.then((x) => Promise.reject(new Error(`${c.name} exited unexpectedly with code ${x}`)))),
     ]);
-    say(code === 0 ? "ServerApp finished; stopping the SuperNode and SuperLink (close the page)" : `ServerApp failed with exit code ${code}`);
+    say(
+      code === 0
+        ? "ServerApp finished; stopping the SuperNode and SuperLink (close the page)"
+        : `ServerApp failed with exit code ${code}`,
+    );
     await stopAll(children);
     return code;
   } catch (err) {

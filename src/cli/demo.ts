@@ -41,7 +41,8 @@ export function credentialFiles(): string[] {
   const files = ["certificates/ca.crt", "certificates/server.pem", "certificates/server.key"];
   files.push("certificates/serverapp-ca.crt", "certificates/serverapp.pem", "certificates/serverapp.key");
   files.push("keys/server_credentials", "keys/server_credentials.pub", "keys/client_public_keys.csv");
-  for (let i = 1; i <= NUM_SUPERNODES; i++) files.push(`keys/client_credentials_${i}`, `keys/client_credentials_${i}.pub`);
+  for (let i = 1; i <= NUM_SUPERNODES; i++)
+    files.push(`keys/client_credentials_${i}`, `keys/client_credentials_${i}.pub`);
   return files;
 }
 
@@ -53,7 +54,8 @@ export function credentialFiles(): string[] {
 export function ensureCredentials(root = REPO_ROOT): void {
   const missing = credentialFiles().filter((f) => !existsSync(join(root, f)));
   if (missing.length === 0) return;
-  const what = missing.length === credentialFiles().length ? "no certificates or keys yet" : `missing ${missing.join(", ")}`;
+  const what =
+    missing.length === credentialFiles().length ? "no certificates or keys yet" : `missing ${missing.join(", ")}`;
   say(`certificates/ or keys/ incomplete (${what}): running scripts/generate.sh`);
   const r = spawnSync("bash", [join(REPO_ROOT, "scripts", "generate.sh"), String(NUM_SUPERNODES), root], {
     cwd: root,
@@ -64,26 +66,40 @@ export function ensureCredentials(root = REPO_ROOT): void {
 
 /** The SuperLink's flags: TLS, node authentication, and mutual TLS on the Driver API. */
 export const DEMO_SUPERLINK_ARGS: readonly string[] = [
-  "--ssl-ca-certfile", "certificates/ca.crt",
-  "--ssl-certfile", "certificates/server.pem",
-  "--ssl-keyfile", "certificates/server.key",
-  "--driver-api-client-ca", "certificates/serverapp-ca.crt",
-  "--auth-list-public-keys", "keys/client_public_keys.csv",
-  "--auth-superlink-private-key", "keys/server_credentials",
-  "--auth-superlink-public-key", "keys/server_credentials.pub",
-  "--driver-api-address", "127.0.0.1:0",
-  "--fleet-api-address", "127.0.0.1:0",
+  "--ssl-ca-certfile",
+  "certificates/ca.crt",
+  "--ssl-certfile",
+  "certificates/server.pem",
+  "--ssl-keyfile",
+  "certificates/server.key",
+  "--driver-api-client-ca",
+  "certificates/serverapp-ca.crt",
+  "--auth-list-public-keys",
+  "keys/client_public_keys.csv",
+  "--auth-superlink-private-key",
+  "keys/server_credentials",
+  "--auth-superlink-public-key",
+  "keys/server_credentials.pub",
+  "--driver-api-address",
+  "127.0.0.1:0",
+  "--fleet-api-address",
+  "127.0.0.1:0",
 ];
 
 /** The ServerApp's flags: verify the SuperLink, present the ServerApp client certificate. */
 export function demoServerAppArgs(driverAddress: string, app = "server:app", dir = "./"): string[] {
   return [
     app,
-    "--root-certificates", "certificates/ca.crt",
-    "--ssl-certfile", "certificates/serverapp.pem",
-    "--ssl-keyfile", "certificates/serverapp.key",
-    "--dir", dir,
-    "--superlink", driverAddress,
+    "--root-certificates",
+    "certificates/ca.crt",
+    "--ssl-certfile",
+    "certificates/serverapp.pem",
+    "--ssl-keyfile",
+    "certificates/serverapp.key",
+    "--dir",
+    dir,
+    "--superlink",
+    driverAddress,
   ];
 }
 
@@ -116,7 +132,10 @@ export function startChild(
 
 export function waitFor<T>(what: string, child: Child, probe: (resolve: (v: T) => void) => void): Promise<T> {
   return new Promise<T>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`${what}: not ready after ${READY_TIMEOUT_MS / 1000} s`)), READY_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => rej(new Error(`${what}: not ready after ${READY_TIMEOUT_MS / 1000} s`)),
+      READY_TIMEOUT_MS,
+    );
     void child.exited.then((code) => rej(new Error(`${child.name} exited early with code ${code}`)));
     probe((v) => {
       clearTimeout(timer);
@@ -152,14 +171,13 @@ export async function main(): Promise<number> {
   try {
     ensureCredentials();
     say(`data: ${SYNTHETIC_SOURCE}; pass cifar-dir in --node-config for real CIFAR-10 (see README)`);
-    say(`TensorFlow.js backend: ${tfjsNodeInstalled() ? "@tensorflow/tfjs-node is installed (used when its native library loads)" : "pure-JS cpu (@tensorflow/tfjs-node is not installed)"}`);
-    let onReady: ((rec: Record<string, unknown>) => void) | undefined;
-    const superlink = startChild(
-      "superlink",
-      "flower-superlink",
-      [...DEMO_SUPERLINK_ARGS],
-      { onLog: (rec) => onReady?.(rec) },
+    say(
+      `TensorFlow.js backend: ${tfjsNodeInstalled() ? "@tensorflow/tfjs-node is installed (used when its native library loads)" : "pure-JS cpu (@tensorflow/tfjs-node is not installed)"}`,
     );
+    let onReady: ((rec: Record<string, unknown>) => void) | undefined;
+    const superlink = startChild("superlink", "flower-superlink", [...DEMO_SUPERLINK_ARGS], {
+      onLog: (rec) => onReady?.(rec),
+    });
     children.push(superlink);
     const ready = await waitFor<Record<string, unknown>>("SuperLink", superlink, (res) => {
       onReady = (rec) => {
@@ -178,11 +196,16 @@ export async function main(): Promise<number> {
         "flower-client-app",
         [
           "client:app",
-          "--root-certificates", "certificates/ca.crt",
-          "--superlink", fleet,
-          "--auth-supernode-private-key", `keys/client_credentials_${i}`,
-          "--auth-supernode-public-key", `keys/client_credentials_${i}.pub`,
-          "--node-config", `partition-id=${i - 1},num-partitions=${NUM_SUPERNODES}`,
+          "--root-certificates",
+          "certificates/ca.crt",
+          "--superlink",
+          fleet,
+          "--auth-supernode-private-key",
+          `keys/client_credentials_${i}`,
+          "--auth-supernode-public-key",
+          `keys/client_credentials_${i}.pub`,
+          "--node-config",
+          `partition-id=${i - 1},num-partitions=${NUM_SUPERNODES}`,
         ],
         { onLog: (rec) => onNodeLog?.(rec) },
       );
@@ -198,18 +221,17 @@ export async function main(): Promise<number> {
     await Promise.all(nodesReady);
     say(`${NUM_SUPERNODES} SuperNodes connected; starting the ServerApp`);
 
-    const serverApp = startChild(
-      "serverapp",
-      "flower-server-app",
-      demoServerAppArgs(driver),
-      { stdout: "inherit" },
-    );
+    const serverApp = startChild("serverapp", "flower-server-app", demoServerAppArgs(driver), { stdout: "inherit" });
     children.push(serverApp);
     const code = await Promise.race([
       serverApp.exited,
-      ...children.filter((c) => c !== serverApp).map((c) => c.exited.then((x) => Promise.reject(new Error(`${c.name} exited unexpectedly with code ${x}`)))),
+      ...children
+        .filter((c) => c !== serverApp)
+        .map((c) => c.exited.then((x) => Promise.reject(new Error(`${c.name} exited unexpectedly with code ${x}`)))),
     ]);
-    say(code === 0 ? "ServerApp finished; stopping SuperNodes and SuperLink" : `ServerApp failed with exit code ${code}`);
+    say(
+      code === 0 ? "ServerApp finished; stopping SuperNodes and SuperLink" : `ServerApp failed with exit code ${code}`,
+    );
     await stopAll(children);
     return code;
   } catch (err) {

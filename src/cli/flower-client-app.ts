@@ -16,7 +16,20 @@ import type { Logger } from "../core/logger";
 import { parseNodeConfig } from "../supernode/node-config";
 import { parseRestBaseUrl } from "../supernode/rest-connection";
 import { DEFAULT_POLL_INTERVAL_MS, type SuperNodeConfig, startSuperNode } from "../supernode/supernode";
-import { type CliIo, LOG_LEVELS, LOG_FORMATS, LOG_FORMAT_HELP, createCliLogger, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, nonNegativeInt, runMain, packageVersion } from "./common";
+import {
+  type CliIo,
+  LOG_LEVELS,
+  LOG_FORMATS,
+  LOG_FORMAT_HELP,
+  createCliLogger,
+  parseOrExitCode,
+  routeOutput,
+  superlinkAddress,
+  clientTlsFromFlags,
+  nonNegativeInt,
+  runMain,
+  packageVersion,
+} from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 import { enableGrpcExtensions } from "../transport/grpc-extensions";
 
@@ -69,7 +82,10 @@ export function addSuperNodeOptions(program: Command): Command {
       ]),
     )
     .addOption(
-      new Option("--rest", "Use REST as a transport layer (--superlink then takes an http:// or https:// URL).").conflicts(["grpcRere"]),
+      new Option(
+        "--rest",
+        "Use REST as a transport layer (--superlink then takes an http:// or https:// URL).",
+      ).conflicts(["grpcRere"]),
     )
     .option(
       "--root-certificates <path>",
@@ -92,11 +108,14 @@ export function addSuperNodeOptions(program: Command): Command {
       nonNegativeNumber("--max-wait-time"),
     )
     .option("--dir <dir>", "Directory the ClientApp module is loaded from.", ".")
-    .option("--auth-supernode-private-key <path>", "The SuperNode's private key (OpenSSH EC key) to enable authentication.")
+    .option(
+      "--auth-supernode-private-key <path>",
+      "The SuperNode's private key (OpenSSH EC key) to enable authentication.",
+    )
     .option("--auth-supernode-public-key <path>", "The SuperNode's public key to enable authentication.")
     .option(
       "--node-config <pairs>",
-      'Comma-separated key=value pairs (TOML values) handed to the ClientApp, e.g. \'partition-id=0,num-partitions=2,name="a"\'.',
+      "Comma-separated key=value pairs (TOML values) handed to the ClientApp, e.g. 'partition-id=0,num-partitions=2,name=\"a\"'.",
     )
     .option(
       "--poll-interval-ms <ms>",
@@ -136,9 +155,12 @@ export function loadClientApp(ref: string, dir: string): ClientApp {
     try {
       made = (value as () => unknown)();
     } catch (err) {
-      throw new AppLoadError(`Calling "${attribute}" (from "${ref}") to create the ClientApp failed: ${errorMessage(err)}`, {
-        cause: err,
-      });
+      throw new AppLoadError(
+        `Calling "${attribute}" (from "${ref}") to create the ClientApp failed: ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
+      );
     }
     if (ClientApp.isClientApp(made)) return made;
     throw new AppLoadError(`"${attribute}" (from "${ref}") is a function but did not return a ClientApp`);
@@ -156,10 +178,14 @@ function checkRestFlags(superlink: string, opts: ClientAppCliOptions, logger: Lo
   const url = parseRestBaseUrl(superlink);
   const secure = url.protocol === "https:";
   if (secure && opts.insecure) {
-    throw new InvalidConfigError(`Conflicting options: --insecure with the https:// SuperLink URL ${superlink}. Use http:// or drop --insecure.`);
+    throw new InvalidConfigError(
+      `Conflicting options: --insecure with the https:// SuperLink URL ${superlink}. Use http:// or drop --insecure.`,
+    );
   }
   if (!secure && opts.rootCertificates !== undefined) {
-    throw new InvalidConfigError(`Conflicting options: --root-certificates with the http:// SuperLink URL ${superlink}. Use https://.`);
+    throw new InvalidConfigError(
+      `Conflicting options: --root-certificates with the http:// SuperLink URL ${superlink}. Use https://.`,
+    );
   }
   if (!secure && (opts.authSupernodePrivateKey !== undefined || opts.authSupernodePublicKey !== undefined)) {
     throw new InvalidConfigError("Authentication requires a secure connection: use an https:// SuperLink URL.");
@@ -171,7 +197,12 @@ function checkRestFlags(superlink: string, opts: ClientAppCliOptions, logger: Lo
  * Turns parsed flags into a SuperNodeConfig; throws typed errors (exit code 2). `app` replaces
  * loading `ref` (flower-supernode passes its per-run app source).
  */
-export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger: Logger, app?: SuperNodeConfig["app"]): SuperNodeConfig {
+export function configFromOptions(
+  ref: string,
+  opts: ClientAppCliOptions,
+  logger: Logger,
+  app?: SuperNodeConfig["app"],
+): SuperNodeConfig {
   if (opts.grpcAdapter) {
     throw new InvalidConfigError("--grpc-adapter is not supported by flwr-ts: grpc-rere (the default) and --rest are.");
   }
@@ -196,7 +227,8 @@ export function configFromOptions(ref: string, opts: ClientAppCliOptions, logger
     );
   }
   // Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
-  const auth = privatePath !== undefined && publicPath !== undefined ? loadKeyPairFiles(privatePath, publicPath) : undefined;
+  const auth =
+    privatePath !== undefined && publicPath !== undefined ? loadKeyPairFiles(privatePath, publicPath) : undefined;
 
   return {
     superlink,
@@ -233,7 +265,14 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   if (parseExit !== undefined) return parseExit;
   const opts = program.opts<ClientAppCliOptions>();
   const ref = program.args[0]!;
-  const logger = createCliLogger({ level: opts.logLevel, component: "supernode", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
+  const logger = createCliLogger(
+    {
+      level: opts.logLevel,
+      component: "supernode",
+      ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}),
+    },
+    io,
+  );
   logger.info("Long-running Flower client starting");
   enableGrpcExtensions({ logger });
 

@@ -17,7 +17,19 @@ import { AppLoadError, InvalidConfigError } from "../core/errors";
 import { DEFAULT_RETRY_DEADLINE_MS } from "../serverapp/grpc-driver";
 import { type RunServerAppConfig, runServerApp } from "../serverapp/run-server-app";
 import { type ClientCertificate, readClientCertificateFiles } from "../transport/tls";
-import { type CliIo as CommonCliIo, LOG_LEVELS, LOG_FORMATS, LOG_FORMAT_HELP, createCliLogger, parseOrExitCode, routeOutput, superlinkAddress, clientTlsFromFlags, runMain, packageVersion } from "./common";
+import {
+  type CliIo as CommonCliIo,
+  LOG_LEVELS,
+  LOG_FORMATS,
+  LOG_FORMAT_HELP,
+  createCliLogger,
+  parseOrExitCode,
+  routeOutput,
+  superlinkAddress,
+  clientTlsFromFlags,
+  runMain,
+  packageVersion,
+} from "./common";
 import { EXIT_NO_FIT_RESULTS, EXIT_OK, EXIT_SIGNAL, exitCodeFor, reportFatal } from "./run-daemon";
 import { enableGrpcExtensions } from "../transport/grpc-extensions";
 
@@ -47,7 +59,8 @@ interface ServerAppOptions {
 
 function secondsArg(value: string): number {
   const seconds = Number(value.trim());
-  if (value.trim() === "" || !Number.isFinite(seconds) || seconds < 0) throw new InvalidArgumentError("Must be a non-negative number of seconds.");
+  if (value.trim() === "" || !Number.isFinite(seconds) || seconds < 0)
+    throw new InvalidArgumentError("Must be a non-negative number of seconds.");
   return seconds;
 }
 
@@ -83,7 +96,10 @@ function buildCommand(io: CliIo): Command {
       "--root-certificates <path>",
       "Path to the PEM-encoded root certificate file for establishing secure connections.",
     )
-    .option("--ssl-certfile <path>", "Client certificate (PEM) for a SuperLink started with --driver-api-client-ca (mutual TLS).")
+    .option(
+      "--ssl-certfile <path>",
+      "Client certificate (PEM) for a SuperLink started with --driver-api-client-ca (mutual TLS).",
+    )
     .option("--ssl-keyfile <path>", "Private key (PEM) of the --ssl-certfile client certificate.")
     .option("--server <address>", "Server address (deprecated: use --superlink).", DEFAULT_DRIVER_API_ADDRESS)
     .option(
@@ -96,7 +112,10 @@ function buildCommand(io: CliIo): Command {
     .option("--fab-version <version>", "The version of the FAB used in the run.")
     .option("--run-id <id>", "The identifier of an existing run.", runIdArg)
     .option("--flwr-dir <dir>", "The path containing installed Flower Apps (accepted; flwr-ts does not install FABs).")
-    .option("--history-plot <path>", "Also write the training History as an SVG chart (losses and metrics per round) to this file.")
+    .option(
+      "--history-plot <path>",
+      "Also write the training History as an SVG chart (losses and metrics per round) to this file.",
+    )
     .option("--history-json <path>", "Also write the training History as JSON to this file.")
     .option(
       "--retry-deadline <seconds>",
@@ -104,7 +123,9 @@ function buildCommand(io: CliIo): Command {
       secondsArg,
       DEFAULT_RETRY_DEADLINE_MS / 1000,
     )
-    .addOption(new Option("--log-level <level>", "Log level (--verbose means debug).").choices(LOG_LEVELS).default("info"))
+    .addOption(
+      new Option("--log-level <level>", "Log level (--verbose means debug).").choices(LOG_LEVELS).default("info"),
+    )
     .addOption(new Option("--log-format <format>", LOG_FORMAT_HELP).choices(LOG_FORMATS));
   routeOutput(program, io);
   return program;
@@ -156,7 +177,10 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const opts = program.opts<ServerAppOptions>();
   const appArg = program.args[0];
   const level = opts.verbose && program.getOptionValueSource("logLevel") !== "cli" ? "debug" : opts.logLevel;
-  const logger = createCliLogger({ level, component: "serverapp", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
+  const logger = createCliLogger(
+    { level, component: "serverapp", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) },
+    io,
+  );
   enableGrpcExtensions({ logger });
 
   let config: RunServerAppConfig;
@@ -169,7 +193,9 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
     logger.debug(`Flower will load ServerApp \`${ref}\` in ${opts.dir}`);
     const app = loadAppObject(ref, opts.dir);
     if (typeof app !== "object" || app === null || typeof (app as { run?: unknown }).run !== "function") {
-      throw new AppLoadError(`"${ref}" is not a ServerApp: export \`new ServerApp({...})\` from flwr-ts as "${ref.split(":")[1] ?? ""}"`);
+      throw new AppLoadError(
+        `"${ref}" is not a ServerApp: export \`new ServerApp({...})\` from flwr-ts as "${ref.split(":")[1] ?? ""}"`,
+      );
     }
     config = {
       app,

@@ -102,7 +102,8 @@ interface SuperLinkOptions {
 function positiveNumber(flag: string): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (value.trim() === "" || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${flag} must be a positive number.`);
+    if (value.trim() === "" || !Number.isFinite(n) || n <= 0)
+      throw new InvalidArgumentError(`${flag} must be a positive number.`);
     return n;
   };
 }
@@ -113,7 +114,15 @@ function integer(value: string): number {
   return n;
 }
 
-const BYTE_UNITS: Record<string, number> = { "": 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3 };
+const BYTE_UNITS: Record<string, number> = {
+  "": 1,
+  k: 1024,
+  kib: 1024,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+};
 
 /** A positive byte count: digits, optionally followed by KiB, MiB or GiB (or k, m, g). */
 function byteSize(flag: string): (value: string) => number {
@@ -121,7 +130,8 @@ function byteSize(flag: string): (value: string) => number {
     const match = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(value);
     const unit = match === null ? undefined : BYTE_UNITS[match[2]!.toLowerCase()];
     const n = match === null || unit === undefined ? NaN : Number(match[1]) * unit;
-    if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive number of bytes (e.g. 536870912 or 512MiB).`);
+    if (!Number.isSafeInteger(n) || n < 1)
+      throw new InvalidArgumentError(`${flag} must be a positive number of bytes (e.g. 536870912 or 512MiB).`);
     return n;
   };
 }
@@ -154,11 +164,7 @@ function buildCommand(io: CliIo): Command {
         "postgresql:// URL for state shared by several SuperLink replicas (docs/postgresql.md).",
       IN_MEMORY_DATABASE,
     )
-    .option(
-      "--insecure",
-      "Run both APIs without TLS. Use this flag only if you understand the risks.",
-      false,
-    )
+    .option("--insecure", "Run both APIs without TLS. Use this flag only if you understand the risks.", false)
     .option("--ssl-ca-certfile <path>", "CA certificate (PEM) of the server certificate.")
     .option("--ssl-certfile <path>", "Server certificate (PEM), used by the Driver API and the Fleet API.")
     .option("--ssl-keyfile <path>", "Server private key (PEM).")
@@ -168,7 +174,10 @@ function buildCommand(io: CliIo): Command {
         "presenting one (mutual TLS). The Fleet API does not ask SuperNodes for certificates.",
     )
     .option("--auth-list-public-keys <path>", "CSV file of known SuperNode public keys; enables node authentication.")
-    .option("--auth-superlink-private-key <path>", "The SuperLink's private key (OpenSSH EC key) for node authentication.")
+    .option(
+      "--auth-superlink-private-key <path>",
+      "The SuperLink's private key (OpenSSH EC key) for node authentication.",
+    )
     .option("--auth-superlink-public-key <path>", "The SuperLink's public key for node authentication.")
     .option(
       "--long-poll-ms <ms>",
@@ -178,14 +187,54 @@ function buildCommand(io: CliIo): Command {
     )
     .option("--metrics-address <address>", "Serve Prometheus metrics on http://ADDRESS/metrics (off by default).")
     // Limits against clients that flood the state (flwr-ts; see SuperLinkLimits).
-    .option("--max-run-bytes <bytes>", "Most bytes of stored tasks of one run.", positiveNumber("--max-run-bytes"), DEFAULT_SUPERLINK_LIMITS.maxRunBytes)
-    .option("--max-stored-bytes <bytes>", "Most bytes of stored tasks over all runs.", positiveNumber("--max-stored-bytes"), DEFAULT_SUPERLINK_LIMITS.maxStoredBytes)
-    .option("--max-task-ins-per-push <n>", "Most TaskIns in one PushTaskIns request.", positiveNumber("--max-task-ins-per-push"), DEFAULT_SUPERLINK_LIMITS.maxTaskInsPerPush)
-    .option("--max-runs <n>", "Most runs stored at once.", positiveNumber("--max-runs"), DEFAULT_SUPERLINK_LIMITS.maxRuns)
-    .option("--run-idle-ttl <seconds>", "Delete a run once it has no tasks and none were stored for this long.", positiveNumber("--run-idle-ttl"), DEFAULT_SUPERLINK_LIMITS.runIdleSeconds)
-    .option("--purge-interval <seconds>", "How often expired tasks and idle runs are deleted.", positiveNumber("--purge-interval"), DEFAULT_SUPERLINK_LIMITS.purgeIntervalSeconds)
-    .option("--min-ping-interval <seconds>", "Smaller ping_interval values are raised to this.", positiveNumber("--min-ping-interval"), DEFAULT_SUPERLINK_LIMITS.pingIntervalBounds.min)
-    .option("--max-ping-interval <seconds>", "Larger ping_interval values are lowered to this.", positiveNumber("--max-ping-interval"), DEFAULT_SUPERLINK_LIMITS.pingIntervalBounds.max)
+    .option(
+      "--max-run-bytes <bytes>",
+      "Most bytes of stored tasks of one run.",
+      positiveNumber("--max-run-bytes"),
+      DEFAULT_SUPERLINK_LIMITS.maxRunBytes,
+    )
+    .option(
+      "--max-stored-bytes <bytes>",
+      "Most bytes of stored tasks over all runs.",
+      positiveNumber("--max-stored-bytes"),
+      DEFAULT_SUPERLINK_LIMITS.maxStoredBytes,
+    )
+    .option(
+      "--max-task-ins-per-push <n>",
+      "Most TaskIns in one PushTaskIns request.",
+      positiveNumber("--max-task-ins-per-push"),
+      DEFAULT_SUPERLINK_LIMITS.maxTaskInsPerPush,
+    )
+    .option(
+      "--max-runs <n>",
+      "Most runs stored at once.",
+      positiveNumber("--max-runs"),
+      DEFAULT_SUPERLINK_LIMITS.maxRuns,
+    )
+    .option(
+      "--run-idle-ttl <seconds>",
+      "Delete a run once it has no tasks and none were stored for this long.",
+      positiveNumber("--run-idle-ttl"),
+      DEFAULT_SUPERLINK_LIMITS.runIdleSeconds,
+    )
+    .option(
+      "--purge-interval <seconds>",
+      "How often expired tasks and idle runs are deleted.",
+      positiveNumber("--purge-interval"),
+      DEFAULT_SUPERLINK_LIMITS.purgeIntervalSeconds,
+    )
+    .option(
+      "--min-ping-interval <seconds>",
+      "Smaller ping_interval values are raised to this.",
+      positiveNumber("--min-ping-interval"),
+      DEFAULT_SUPERLINK_LIMITS.pingIntervalBounds.min,
+    )
+    .option(
+      "--max-ping-interval <seconds>",
+      "Larger ping_interval values are lowered to this.",
+      positiveNumber("--max-ping-interval"),
+      DEFAULT_SUPERLINK_LIMITS.pingIntervalBounds.max,
+    )
     .addOption(new Option("--log-level <level>", "Log level.").choices(LOG_LEVELS).default("info"))
     .addOption(new Option("--log-format <format>", LOG_FORMAT_HELP).choices(LOG_FORMATS))
     .option(
@@ -257,7 +306,8 @@ function buildCommand(io: CliIo): Command {
       "A task delivered this long ago and still unanswered is offered again (default: half its TTL, 5-60 s).",
       (value: string) => {
         const n = Number(value);
-        if (value.trim() === "" || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError("Must be a positive number of seconds.");
+        if (value.trim() === "" || !Number.isFinite(n) || n <= 0)
+          throw new InvalidArgumentError("Must be a positive number of seconds.");
         return n;
       },
     );
@@ -302,7 +352,11 @@ function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMateri
         "to create a secure connection in Fleet API server (gRPC-rere).",
     );
   }
-  return readServerTlsFiles({ caCertFile: opts.sslCaCertfile!, certFile: opts.sslCertfile!, keyFile: opts.sslKeyfile! });
+  return readServerTlsFiles({
+    caCertFile: opts.sslCaCertfile!,
+    certFile: opts.sslCertfile!,
+    keyFile: opts.sslKeyfile!,
+  });
 }
 
 /**
@@ -310,7 +364,11 @@ function tlsFromOptions(opts: SuperLinkOptions, logger: Logger): ServerTlsMateri
  * key pair is read here, the allowlist CSV too (the SuperLink re-reads it on SIGHUP or a change).
  * Throws InvalidKeyFileError naming the file for an unreadable key or a mismatched pair.
  */
-function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefined, logger: Logger): SuperLinkAuthConfig | undefined {
+function authFromOptions(
+  opts: SuperLinkOptions,
+  tls: ServerTlsMaterial | undefined,
+  logger: Logger,
+): SuperLinkAuthConfig | undefined {
   const { authListPublicKeys: csv, authSuperlinkPrivateKey: privatePath, authSuperlinkPublicKey: publicPath } = opts;
   if (csv === undefined && privatePath === undefined && publicPath === undefined) return undefined;
   if (csv === undefined || privatePath === undefined || publicPath === undefined) {
@@ -335,7 +393,11 @@ function authFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefi
  * Driver API is reachable beyond loopback without it: whoever reaches it can run anything on
  * every SuperNode, read the results, and stop every SuperNode (a `reconnect` message).
  */
-function driverApiClientCaFromOptions(opts: SuperLinkOptions, tls: ServerTlsMaterial | undefined, logger: Logger): Buffer | undefined {
+function driverApiClientCaFromOptions(
+  opts: SuperLinkOptions,
+  tls: ServerTlsMaterial | undefined,
+  logger: Logger,
+): Buffer | undefined {
   if (opts.driverApiClientCa === undefined) {
     if (!isLoopbackHost(parseAddress(opts.driverApiAddress).host)) {
       logger.warn(
@@ -368,7 +430,11 @@ function listenFlags(config: SuperLinkConfig): Array<[string, string]> {
 }
 
 /** The REST Fleet API's CORS allow-list and body cap. */
-function restFromOptions(opts: SuperLinkOptions): { corsOrigins: string[]; maxBodyBytes: number; browserClientDir?: string } {
+function restFromOptions(opts: SuperLinkOptions): {
+  corsOrigins: string[];
+  maxBodyBytes: number;
+  browserClientDir?: string;
+} {
   const corsOrigins = (opts.restCorsOrigins ?? "")
     .split(",")
     .map((o) => o.trim())
@@ -401,7 +467,9 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
     );
   }
   if (!rest && opts.restServeBrowserClient === true) {
-    throw new InvalidConfigError("--rest-serve-browser-client needs --fleet-api-type rest (the page talks to the REST Fleet API)");
+    throw new InvalidConfigError(
+      "--rest-serve-browser-client needs --fleet-api-type rest (the page talks to the REST Fleet API)",
+    );
   }
   if (!rest && opts.restCorsOrigins !== undefined) {
     logger.warn("--rest-cors-origins applies only to --fleet-api-type rest; ignored for the gRPC Fleet API.");
@@ -452,7 +520,14 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const parseExit = parseOrExitCode(program, argv);
   if (parseExit !== undefined) return parseExit;
   const opts = program.opts<SuperLinkOptions>();
-  const logger = createCliLogger({ level: opts.logLevel, component: "superlink", ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}) }, io);
+  const logger = createCliLogger(
+    {
+      level: opts.logLevel,
+      component: "superlink",
+      ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat } : {}),
+    },
+    io,
+  );
   logger.info("Starting Flower SuperLink");
   enableGrpcExtensions({ logger });
 

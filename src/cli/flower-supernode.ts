@@ -25,7 +25,9 @@ interface SuperNodeCliOptions extends ClientAppCliOptions {
 
 function buildCommand(io: CliIo): Command {
   const program = new Command(NAME)
-    .description("Start a Flower SuperNode that runs the ClientApp of each run's FAB, wire-compatible with Flower 1.10.")
+    .description(
+      "Start a Flower SuperNode that runs the ClientApp of each run's FAB, wire-compatible with Flower 1.10.",
+    )
     .exitOverride()
     .showHelpAfterError(false)
     .version(packageVersion(), "-V, --version", "Print the flwr-ts version and exit.")
@@ -65,7 +67,7 @@ export async function main(argv: string[], io: CliIo = {}, env: NodeJS.ProcessEn
   const parseExit = parseOrExitCode(program, argv);
   if (parseExit !== undefined) return parseExit;
   const opts = program.opts<SuperNodeCliOptions>();
-  const defaultRef = (program.args[0]) ?? "";
+  const defaultRef = program.args[0] ?? "";
   const logger = createLogger({ level: opts.logLevel, base: { component: "supernode" } }, io.logDestination);
   logger.info("Starting Flower SuperNode");
   enableGrpcExtensions({ logger });

@@ -20,7 +20,9 @@ function buildCommand(io: CliIo, done: (code: number) => void): Command {
     .version(packageVersion(), "-V, --version", "Print the flwr-ts version and exit.");
   program
     .command("new")
-    .description("Create a new app folder: a typed ClientApp and ServerApp in TypeScript, package.json, tsconfig.json, README.")
+    .description(
+      "Create a new app folder: a typed ClientApp and ServerApp in TypeScript, package.json, tsconfig.json, README.",
+    )
     .argument("<name>", "The app's name: its folder (created in --dir) and package name.")
     .option("--dir <parent>", "Where the app folder is created.", ".")
     .action((name: string, opts: { dir: string }) => {

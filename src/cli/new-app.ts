@@ -36,13 +36,16 @@ export function createApp(options: NewAppOptions): { dir: string; files: string[
     throw new InvalidConfigError(`"${dir}" already exists and is not empty: choose another name or remove it`);
   }
   const templateDir = options.templateDir ?? APP_TEMPLATE_DIR;
-  const templates = readdirSync(templateDir).filter((f) => f.endsWith(".tmpl")).sort();
+  const templates = readdirSync(templateDir)
+    .filter((f) => f.endsWith(".tmpl"))
+    .sort();
   mkdirSync(dir, { recursive: true });
   const files: string[] = [];
   for (const template of templates) {
     const target = template === "gitignore.tmpl" ? ".gitignore" : template.slice(0, -".tmpl".length);
-    const text = readFileSync(join(templateDir, template), "utf8").replace(/\{\{(name|flwrVersion)\}\}/g, (_m, key: string) =>
-      key === "name" ? name : flwrVersion,
+    const text = readFileSync(join(templateDir, template), "utf8").replace(
+      /\{\{(name|flwrVersion)\}\}/g,
+      (_m, key: string) => (key === "name" ? name : flwrVersion),
     );
     writeFileSync(join(dir, target), text);
     files.push(target);

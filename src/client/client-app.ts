@@ -168,7 +168,9 @@ export class ClientApp {
       );
     }
     if (typeof handler !== "function") {
-      throw new InvalidConfigError(`app.${messageType}(handler): the handler must be a function (message, context) => Message`);
+      throw new InvalidConfigError(
+        `app.${messageType}(handler): the handler must be a function (message, context) => Message`,
+      );
     }
     return handler;
   }
@@ -181,7 +183,7 @@ export class ClientApp {
     if (typeof made !== "object" || made === null) {
       throw new TypeError("clientFn must return a Client or a NumPyClient");
     }
-    const client: Client = isNumPyClient(made) ? made.toClient() : (made);
+    const client: Client = isNumPyClient(made) ? made.toClient() : made;
     client.setContext?.(context);
 
     const messageType = message.metadata.messageType;

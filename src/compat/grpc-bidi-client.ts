@@ -48,7 +48,13 @@ import { type ConfigsScalar, type Context, type Message, RecordSet } from "../co
 import { type ClientMessage, FlowerServiceClient, type ServerMessage } from "../proto/flwr/proto/transport";
 import { type Classification, RetryInvoker, abortableSleep, describeFailure } from "../transport/retry";
 import { createClient } from "../transport/channel";
-import { cleanDetails, fromServiceError, isCertificateFailure, isServiceError, tlsSetupError } from "../transport/status";
+import {
+  cleanDetails,
+  fromServiceError,
+  isCertificateFailure,
+  isServiceError,
+  tlsSetupError,
+} from "../transport/status";
 import { channelCredentials } from "../transport/tls";
 
 /** Flower's node id for a grpc-bidi client, which has none. */
@@ -96,7 +102,12 @@ export async function runGrpcBidiClient(options: GrpcBidiClientOptions): Promise
       classify: (err) => classifyJoinError(err, target),
       onBackoff: (s) =>
         logger.warn(
-          { event: "client.join-retry", tries: s.tries, waitMs: Math.round(s.waitMs ?? 0), err: describeFailure(s.error) },
+          {
+            event: "client.join-retry",
+            tries: s.tries,
+            waitMs: Math.round(s.waitMs ?? 0),
+            err: describeFailure(s.error),
+          },
           `Connection attempt failed, retrying in ${((s.waitMs ?? 0) / 1000).toFixed(2)} seconds (${describeFailure(s.error)})`,
         ),
       onGiveUp: (s) =>
@@ -107,7 +118,12 @@ export async function runGrpcBidiClient(options: GrpcBidiClientOptions): Promise
     },
   );
   // One context for the whole run (Flower's NodeState for run 0), kept across reconnects.
-  const context: Context = { nodeId: BIDI_NODE_ID, nodeConfig: { ...options.nodeConfig }, state: new RecordSet(), runConfig: {} };
+  const context: Context = {
+    nodeId: BIDI_NODE_ID,
+    nodeConfig: { ...options.nodeConfig },
+    state: new RecordSet(),
+    runConfig: {},
+  };
   let connected = false;
   const session = new BidiSession(options.app, context, logger, () => {
     if (connected) return;
@@ -170,11 +186,7 @@ class BidiSession {
   ) {}
 
   /** One Join stream, from open to end. Rejects only with a fatal error (client code, bad message). */
-  run(
-    target: string,
-    credentials: grpc.ChannelCredentials,
-    signal: AbortSignal | undefined,
-  ): Promise<StreamEnd> {
+  run(target: string, credentials: grpc.ChannelCredentials, signal: AbortSignal | undefined): Promise<StreamEnd> {
     const client = createClient(FlowerServiceClient, target, credentials);
     const call = client.join();
     let instructions = 0;
@@ -208,7 +220,10 @@ class BidiSession {
               reconnectSeconds = reply.reconnectSeconds;
               // Answer, close our side, and give the server a moment to end the stream.
               call.write(reply.message, () => call.end());
-              lingerTimer = setTimeout(() => finish(() => resolve(endAfterReconnect(reconnectSeconds!))), RECONNECT_LINGER_MS);
+              lingerTimer = setTimeout(
+                () => finish(() => resolve(endAfterReconnect(reconnectSeconds!))),
+                RECONNECT_LINGER_MS,
+              );
               return;
             }
             call.write(reply.message);
@@ -225,7 +240,9 @@ class BidiSession {
       call.on("status", (status: grpc.StatusObject) => {
         if (status.code !== grpc.status.OK) return; // "error" reports it
         // The server ended the stream: Flower's client shuts down (StopIteration).
-        finish(() => resolve(reconnectSeconds !== undefined ? endAfterReconnect(reconnectSeconds) : { kind: "shutdown" }));
+        finish(() =>
+          resolve(reconnectSeconds !== undefined ? endAfterReconnect(reconnectSeconds) : { kind: "shutdown" }),
+        );
       });
       if (signal?.aborted) onAbort();
     });

@@ -146,7 +146,10 @@ export class GrpcBridge {
     const pending = this.pending;
     const kind = clientMessageKind(msg) ?? "an empty message";
     if (pending === undefined) {
-      this.fail(grpc.status.INVALID_ARGUMENT, `Unexpected ClientMessage (${kind}): no instruction is waiting for a reply`);
+      this.fail(
+        grpc.status.INVALID_ARGUMENT,
+        `Unexpected ClientMessage (${kind}): no instruction is waiting for a reply`,
+      );
       return;
     }
     if (kind !== pending.expected) {
@@ -185,11 +188,15 @@ export class GrpcBidiClientProxy implements ClientProxy {
   ) {}
 
   async getProperties(ins: GetPropertiesIns, opts: ClientCallOptions = {}): Promise<GetPropertiesRes> {
-    return clientMessageToGetPropertiesRes(await this.bridge.request(getPropertiesInsToServerMessage(ins), callOpts(opts)));
+    return clientMessageToGetPropertiesRes(
+      await this.bridge.request(getPropertiesInsToServerMessage(ins), callOpts(opts)),
+    );
   }
 
   async getParameters(ins: GetParametersIns, opts: ClientCallOptions = {}): Promise<GetParametersRes> {
-    return clientMessageToGetParametersRes(await this.bridge.request(getParametersInsToServerMessage(ins), callOpts(opts)));
+    return clientMessageToGetParametersRes(
+      await this.bridge.request(getParametersInsToServerMessage(ins), callOpts(opts)),
+    );
   }
 
   async fit(ins: FitIns, opts: ClientCallOptions = {}): Promise<FitRes> {
@@ -205,7 +212,9 @@ export class GrpcBidiClientProxy implements ClientProxy {
    * with the client's DisconnectRes reason.
    */
   async reconnect(seconds: number | undefined, opts: ClientCallOptions = {}): Promise<{ reason: DisconnectReason }> {
-    return clientMessageToDisconnectRes(await this.bridge.request(reconnectInsToServerMessage(seconds), callOpts(opts)));
+    return clientMessageToDisconnectRes(
+      await this.bridge.request(reconnectInsToServerMessage(seconds), callOpts(opts)),
+    );
   }
 }
 
@@ -246,7 +255,10 @@ export function createFlowerService(options: FlowerServiceOptions): FlowerServic
         { event: "server.bidi-refused", peer, open: open.size },
         `Refused a grpc-bidi client from ${peer}: ${open.size} already connected`,
       );
-      call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details: `At most ${maxClients} clients can be connected` });
+      call.emit("error", {
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details: `At most ${maxClients} clients can be connected`,
+      });
       return;
     }
     const cid = randomUUID().replace(/-/g, "");

@@ -108,10 +108,16 @@ function isKeyText(value: string): boolean {
 function keyText(value: unknown, what: "privateKey" | "publicKey"): { text: string; source: string; path?: string } {
   if (value instanceof Uint8Array) return { text: Buffer.from(value).toString("utf8"), source: `authKeys.${what}` };
   if (typeof value !== "string") {
-    throw new InvalidKeyFileError(`startClient: \`authKeys.${what}\` must be a string (path or key text) or a Buffer (key text)`);
+    throw new InvalidKeyFileError(
+      `startClient: \`authKeys.${what}\` must be a string (path or key text) or a Buffer (key text)`,
+    );
   }
   if (isKeyText(value)) return { text: value, source: `authKeys.${what}` };
-  return { text: readKeyTextFile(value, what === "privateKey" ? "private key file" : "public key file"), source: value, path: value };
+  return {
+    text: readKeyTextFile(value, what === "privateKey" ? "private key file" : "public key file"),
+    source: value,
+    path: value,
+  };
 }
 
 /** Parses the node's key pair in memory (nothing is written to disk). Throws InvalidKeyFileError. */
@@ -140,7 +146,9 @@ export async function startClient(serverAddress: string, options: StartClientOpt
   const { client, rootCertificates, signal } = options;
   const transport = options.transport ?? DEFAULT_CLIENT_TRANSPORT;
   if (!TRANSPORTS.includes(transport)) {
-    throw new InvalidConfigError(`startClient: unknown transport ${JSON.stringify(transport)} (possible: ${TRANSPORTS.join(", ")})`);
+    throw new InvalidConfigError(
+      `startClient: unknown transport ${JSON.stringify(transport)} (possible: ${TRANSPORTS.join(", ")})`,
+    );
   }
   if (rootCertificates !== undefined && !(rootCertificates instanceof Uint8Array)) {
     throw new InvalidConfigError("startClient: `rootCertificates` must be a Buffer with the PEM CA certificate(s)");
@@ -150,7 +158,9 @@ export async function startClient(serverAddress: string, options: StartClientOpt
   }
   const insecure = options.insecure ?? rootCertificates === undefined;
   if (options.maxWaitTime !== undefined && !(Number.isFinite(options.maxWaitTime) && options.maxWaitTime >= 0)) {
-    throw new InvalidConfigError(`startClient: \`maxWaitTime\` must be a non-negative number of seconds, got ${options.maxWaitTime}`);
+    throw new InvalidConfigError(
+      `startClient: \`maxWaitTime\` must be a non-negative number of seconds, got ${options.maxWaitTime}`,
+    );
   }
   if (transport === "rest") {
     // Hook for Flower's REST transport: route to a REST SuperNode here once flwr-ts has one.
@@ -162,7 +172,9 @@ export async function startClient(serverAddress: string, options: StartClientOpt
   if (transport === "grpc-bidi" && options.authKeys !== undefined) {
     // Flower logs "Client authentication is not supported for this transport type." and goes on
     // without; refusing is safer than silently connecting unauthenticated.
-    throw new InvalidConfigError('startClient: `authKeys` needs transport "grpc-rere"; grpc-bidi has no node authentication');
+    throw new InvalidConfigError(
+      'startClient: `authKeys` needs transport "grpc-rere"; grpc-bidi has no node authentication',
+    );
   }
   if (signal?.aborted) return;
   const logger = options.logger ?? createLogger({ format: "text", base: { component: "flwr" } });
@@ -187,7 +199,9 @@ export async function startClient(serverAddress: string, options: StartClientOpt
   }
 
   if (insecure && options.authKeys !== undefined) {
-    throw new InvalidConfigError("startClient: `authKeys` need a TLS connection: pass `rootCertificates` (and not `insecure: true`)");
+    throw new InvalidConfigError(
+      "startClient: `authKeys` need a TLS connection: pass `rootCertificates` (and not `insecure: true`)",
+    );
   }
   const auth = options.authKeys !== undefined ? authKeyPair(options.authKeys) : undefined;
   let node: SuperNodeHandle;
@@ -228,7 +242,10 @@ export async function startClient(serverAddress: string, options: StartClientOpt
 }
 
 /** Flower 1.10's deprecated `start_numpy_client`: startClient with a NumPyClient. */
-export async function startNumpyClient(serverAddress: string, options: StartClientOptions & { client: NumPyClient }): Promise<void> {
+export async function startNumpyClient(
+  serverAddress: string,
+  options: StartClientOptions & { client: NumPyClient },
+): Promise<void> {
   if (options === undefined || !isNumPyClient(options.client)) {
     throw new InvalidConfigError("startNumpyClient: `client` must be a NumPyClient");
   }

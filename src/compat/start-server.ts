@@ -286,7 +286,12 @@ async function disconnectRereNodes(
     );
     const replies = await driver.sendAndReceive(messages, { timeoutMs, ...(signal ? { signal } : {}) });
     logger.info(
-      { event: "server.clients-disconnected", transport: "grpc-rere", nodes: nodeIds.length, acknowledged: replies.length },
+      {
+        event: "server.clients-disconnected",
+        transport: "grpc-rere",
+        nodes: nodeIds.length,
+        acknowledged: replies.length,
+      },
       `Disconnected ${replies.length} of ${nodeIds.length} grpc-rere node(s)`,
     );
     const leaving = new Set(replies.map((r) => r.metadata.srcNodeId));

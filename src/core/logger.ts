@@ -21,8 +21,7 @@ export interface LoggerOptions {
 
 export function createLogger(options: LoggerOptions = {}, destination?: pino.DestinationStream): Logger {
   const format = options.format ?? "json";
-  const dest =
-    destination ?? (format === "text" ? textDestination(2) : pino.destination({ fd: 2, sync: true }));
+  const dest = destination ?? (format === "text" ? textDestination(2) : pino.destination({ fd: 2, sync: true }));
   return pino(
     {
       level: options.level ?? "info",
@@ -76,7 +75,14 @@ export function escapeControlChars(text: string): string {
   });
 }
 
-const LEVEL_NAMES: Record<number, string> = { 10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL" };
+const LEVEL_NAMES: Record<number, string> = {
+  10: "TRACE",
+  20: "DEBUG",
+  30: "INFO",
+  40: "WARN",
+  50: "ERROR",
+  60: "FATAL",
+};
 const HIDDEN_KEYS = new Set(["level", "time", "msg", "component", "pid", "hostname"]);
 
 /**
@@ -93,7 +99,9 @@ export function formatLogLine(line: string): string {
   const level = LEVEL_NAMES[Number(rec["level"])] ?? String(rec["level"]);
   const time = typeof rec["time"] === "string" ? rec["time"].slice(11, 23) : "";
   const rawComponent = rec["component"];
-  const component = rawComponent ? ` [${typeof rawComponent === "string" ? rawComponent : JSON.stringify(rawComponent)}]` : "";
+  const component = rawComponent
+    ? ` [${typeof rawComponent === "string" ? rawComponent : JSON.stringify(rawComponent)}]`
+    : "";
   const extras: string[] = [];
   for (const [k, v] of Object.entries(rec)) {
     if (HIDDEN_KEYS.has(k)) continue;
@@ -105,7 +113,10 @@ export function formatLogLine(line: string): string {
     extras.push(`${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
   }
   const msg = typeof rec["msg"] === "string" ? rec["msg"] : "";
-  return escapeControlChars(`${time} ${level.padEnd(5)}${component} ${msg}${extras.length ? "  " + extras.join(" ") : ""}`) + "\n";
+  return (
+    escapeControlChars(`${time} ${level.padEnd(5)}${component} ${msg}${extras.length ? "  " + extras.join(" ") : ""}`) +
+    "\n"
+  );
 }
 
 function textDestination(fd: number): pino.DestinationStream {

@@ -20,7 +20,10 @@ export const DEFAULT_PING_INTERVAL_BOUNDS: Readonly<PingIntervalBounds> = { min:
  * 5 s or 1 h still works, with 10 s or 30 min); NaN, infinities, zero and negative values are a
  * MalformedMessageError (INVALID_ARGUMENT).
  */
-export function boundedPingInterval(pingInterval: number, bounds: PingIntervalBounds = DEFAULT_PING_INTERVAL_BOUNDS): number {
+export function boundedPingInterval(
+  pingInterval: number,
+  bounds: PingIntervalBounds = DEFAULT_PING_INTERVAL_BOUNDS,
+): number {
   if (!(Number.isFinite(pingInterval) && pingInterval > 0)) {
     throw new MalformedMessageError(`ping_interval must be a positive number of seconds, got ${pingInterval}`);
   }

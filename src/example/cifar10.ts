@@ -94,7 +94,9 @@ export function loadCifar10Binary(dir: string, split: Cifar10Split, options: Loa
       }
       const read = fs.readSync(fd, record, 0, CIFAR10_RECORD_BYTES, local * CIFAR10_RECORD_BYTES);
       if (read !== CIFAR10_RECORD_BYTES) {
-        throw new InvalidConfigError(`CIFAR-10 file ${file.path} changed while reading (short read at record ${local})`);
+        throw new InvalidConfigError(
+          `CIFAR-10 file ${file.path} changed while reading (short read at record ${local})`,
+        );
       }
       decodeRecord(record, 0, dataset, position, file.path, local);
     });
@@ -156,7 +158,14 @@ function allocate(count: number, source: string): ImageDataset {
 const PLANE = IMAGE_HEIGHT * IMAGE_WIDTH;
 
 /** Writes the record at `bytes[offset..]` into slot `position` of `dataset`, CHW -> HWC. */
-function decodeRecord(bytes: Uint8Array, offset: number, dataset: ImageDataset, position: number, file: string, record: number): void {
+function decodeRecord(
+  bytes: Uint8Array,
+  offset: number,
+  dataset: ImageDataset,
+  position: number,
+  file: string,
+  record: number,
+): void {
   const label = bytes[offset]!;
   if (label >= NUM_CLASSES) {
     throw new InvalidConfigError(`CIFAR-10 file ${file}: record ${record} has label ${label}, expected 0-9`);

@@ -54,7 +54,8 @@ function integerSetting(config: Record<string, ConfigsScalar>, key: string, fall
 function stringSetting(config: Record<string, ConfigsScalar>, key: string): string | undefined {
   const value = config[key];
   if (value === undefined) return undefined;
-  if (typeof value !== "string" || value === "") throw new InvalidConfigError(`node config "${key}" must be a non-empty string`);
+  if (typeof value !== "string" || value === "")
+    throw new InvalidConfigError(`node config "${key}" must be a non-empty string`);
   return value;
 }
 

@@ -17,7 +17,8 @@ export function weightedAverage(results: Array<[number, Metrics]>): Metrics {
   const sums = new Map<string, number>();
   for (const [n, metrics] of results) {
     for (const [key, value] of Object.entries(metrics)) {
-      if (typeof value === "number" || typeof value === "bigint") sums.set(key, (sums.get(key) ?? 0) + n * Number(value));
+      if (typeof value === "number" || typeof value === "bigint")
+        sums.set(key, (sums.get(key) ?? 0) + n * Number(value));
     }
   }
   const out: Metrics = {};

@@ -78,12 +78,25 @@ export function createModel(tf: TensorFlow, seed = 0): LayersModel {
         ...common,
       }),
       tf.layers.maxPooling2d({ name: "pool1", poolSize: 2, strides: 2 }),
-      tf.layers.conv2d({ name: "conv2", filters: 16, kernelSize: 5, activation: "relu", kernelInitializer: init(2), ...common }),
+      tf.layers.conv2d({
+        name: "conv2",
+        filters: 16,
+        kernelSize: 5,
+        activation: "relu",
+        kernelInitializer: init(2),
+        ...common,
+      }),
       tf.layers.maxPooling2d({ name: "pool2", poolSize: 2, strides: 2 }),
       tf.layers.flatten({ name: "flatten" }),
       tf.layers.dense({ name: "fc1", units: 120, activation: "relu", kernelInitializer: init(3), ...common }),
       tf.layers.dense({ name: "fc2", units: 84, activation: "relu", kernelInitializer: init(4), ...common }),
-      tf.layers.dense({ name: "fc3", units: NUM_CLASSES, activation: "softmax", kernelInitializer: init(5), ...common }),
+      tf.layers.dense({
+        name: "fc3",
+        units: NUM_CLASSES,
+        activation: "softmax",
+        kernelInitializer: init(5),
+        ...common,
+      }),
     ],
   });
 }
@@ -128,7 +141,9 @@ function checkedValues(array: NDArray, shape: readonly (number | null)[], name: 
   }
   const size = array.shape.reduce((a, b) => a * b, 1);
   if (array.data.length !== size) {
-    throw new MalformedMessageError(`weight array ${index} (${name}) has ${array.data.length} values for shape [${array.shape.join(", ")}]`);
+    throw new MalformedMessageError(
+      `weight array ${index} (${name}) has ${array.data.length} values for shape [${array.shape.join(", ")}]`,
+    );
   }
   if (array.dtype === "float32") return array.data as Float32Array;
   if (array.dtype === "float64") return Float32Array.from(array.data as Float64Array);
@@ -146,8 +161,10 @@ function describeShapes(shapes: readonly (readonly (number | null)[])[]): string
 export async function train(model: LayersModel, data: ImageDataset, options: TrainOptions): Promise<TrainResult> {
   const { tf } = loadTensorFlow();
   const { epochs, batchSize, learningRate } = options;
-  if (!Number.isInteger(epochs) || epochs < 1) throw new InvalidConfigError(`epochs must be a positive integer, got ${epochs}`);
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidConfigError(`batch size must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(epochs) || epochs < 1)
+    throw new InvalidConfigError(`epochs must be a positive integer, got ${epochs}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new InvalidConfigError(`batch size must be a positive integer, got ${batchSize}`);
   if (!(learningRate > 0) || !Number.isFinite(learningRate)) {
     throw new InvalidConfigError(`learning rate must be a positive number, got ${learningRate}`);
   }
@@ -165,7 +182,10 @@ export async function train(model: LayersModel, data: ImageDataset, options: Tra
     const [x, y] = toTensors(tf, data, order);
     try {
       const history = await model.fit(x, y, { epochs: 1, batchSize, shuffle: false, verbose: 0 });
-      result = { loss: lastNumber(history.history["loss"]), accuracy: lastNumber(history.history["acc"] ?? history.history["accuracy"]) };
+      result = {
+        loss: lastNumber(history.history["loss"]),
+        accuracy: lastNumber(history.history["acc"] ?? history.history["accuracy"]),
+      };
     } finally {
       x.dispose();
       y.dispose();
@@ -177,7 +197,8 @@ export async function train(model: LayersModel, data: ImageDataset, options: Tra
 /** Mean loss and accuracy over `data`, in batches of `batchSize` (default 256). */
 export async function evaluate(model: LayersModel, data: ImageDataset, batchSize = 256): Promise<EvaluateResult> {
   const { tf } = loadTensorFlow();
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidConfigError(`batch size must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new InvalidConfigError(`batch size must be a positive integer, got ${batchSize}`);
   assertUsable(data, "evaluate");
   let lossSum = 0;
   let correct = 0;
@@ -201,7 +222,9 @@ export async function evaluate(model: LayersModel, data: ImageDataset, batchSize
 function assertUsable(data: ImageDataset, purpose: string): void {
   if (data.count < 1) throw new InvalidConfigError(`cannot ${purpose} on an empty dataset (${data.source})`);
   if (data.images.length !== data.count * IMAGE_SIZE || data.labels.length !== data.count) {
-    throw new InvalidConfigError(`dataset ${data.source} is inconsistent: ${data.count} images but ${data.images.length} values and ${data.labels.length} labels`);
+    throw new InvalidConfigError(
+      `dataset ${data.source} is inconsistent: ${data.count} images but ${data.images.length} values and ${data.labels.length} labels`,
+    );
   }
 }
 

@@ -27,7 +27,8 @@ export function validatePartition(numPartitions: number, partitionId: number): v
  */
 export function iidPartitionIndices(total: number, numPartitions: number, partitionId: number, seed: number): number[] {
   validatePartition(numPartitions, partitionId);
-  if (!Number.isInteger(total) || total < 0) throw new RangeError(`dataset size must be a non-negative integer, got ${total}`);
+  if (!Number.isInteger(total) || total < 0)
+    throw new RangeError(`dataset size must be a non-negative integer, got ${total}`);
   const base = Math.floor(total / numPartitions);
   const extra = total % numPartitions;
   const start = partitionId * base + Math.min(partitionId, extra);
@@ -39,7 +40,12 @@ export function iidPartitionIndices(total: number, numPartitions: number, partit
  * Partition `partitionId` of `numPartitions` IID partitions of `dataset` (a copy). Calls with
  * the same dataset and seed but different partition ids return disjoint sets of images.
  */
-export function partitionIid(dataset: ImageDataset, numPartitions: number, partitionId: number, seed: number): ImageDataset {
+export function partitionIid(
+  dataset: ImageDataset,
+  numPartitions: number,
+  partitionId: number,
+  seed: number,
+): ImageDataset {
   const indices = iidPartitionIndices(dataset.count, numPartitions, partitionId, seed);
   return selectImages(dataset, indices, `${dataset.source}, IID partition ${partitionId}/${numPartitions}`);
 }

@@ -66,7 +66,8 @@ export function syntheticCifarLike(options: SyntheticOptions): ImageDataset {
   const labels = new Int32Array(indices.length);
   const pixel = new Float32Array(IMAGE_SIZE);
   indices.forEach((index, position) => {
-    if (!Number.isInteger(index) || index < 0 || index >= count) throw new RangeError(`image index ${index} is outside [0, ${count})`);
+    if (!Number.isInteger(index) || index < 0 || index >= count)
+      throw new RangeError(`image index ${index} is outside [0, ${count})`);
     const label = order[index]! % NUM_CLASSES;
     labels[position] = label;
     drawImage(label, new SeededRandom(imageSeed(seed, index)), pixel);
@@ -115,7 +116,11 @@ function drawImage(label: number, random: SeededRandom, out: Float32Array): void
   for (let y = 0; y < IMAGE_HEIGHT; y++) {
     for (let x = 0; x < IMAGE_WIDTH; x++) {
       const t = min(1, max(0, 0.5 + (x - IMAGE_WIDTH / 2) * gx + (y - IMAGE_HEIGHT / 2) * gy));
-      let color: Rgb = [from[0] + (to[0] - from[0]) * t, from[1] + (to[1] - from[1]) * t, from[2] + (to[2] - from[2]) * t];
+      let color: Rgb = [
+        from[0] + (to[0] - from[0]) * t,
+        from[1] + (to[1] - from[1]) * t,
+        from[2] + (to[2] - from[2]) * t,
+      ];
       if ((x - dx) ** 2 + (y - dy) ** 2 <= dr * dr) color = dc;
       if (insideShape(label, (x + 0.5 - cx) / size, (y + 0.5 - cy) / size)) color = fg;
       const offset = (y * IMAGE_WIDTH + x) * IMAGE_CHANNELS;

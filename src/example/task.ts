@@ -20,9 +20,21 @@ import type { TrainOptions } from "./model";
 import { iidPartitionIndices, validatePartition } from "./partition";
 import { syntheticCifarLike } from "./synthetic-data";
 
-export { loadTensorFlow, useFastestBackend, type LoadedTensorFlow, type TensorFlow, type TensorFlowBackend } from "./tensorflow";
+export {
+  loadTensorFlow,
+  useFastestBackend,
+  type LoadedTensorFlow,
+  type TensorFlow,
+  type TensorFlowBackend,
+} from "./tensorflow";
 export { CIFAR10_CLASSES, IMAGE_SIZE, NUM_CLASSES, classCounts, selectImages, type ImageDataset } from "./dataset";
-export { CIFAR10_RECORD_BYTES, cifar10RecordCount, loadCifar10Binary, type Cifar10Split, type LoadCifar10Options } from "./cifar10";
+export {
+  CIFAR10_RECORD_BYTES,
+  cifar10RecordCount,
+  loadCifar10Binary,
+  type Cifar10Split,
+  type LoadCifar10Options,
+} from "./cifar10";
 export { SYNTHETIC_CLASSES, SYNTHETIC_SOURCE, syntheticCifarLike, type SyntheticOptions } from "./synthetic-data";
 export { iidPartitionIndices, partitionIid, validatePartition } from "./partition";
 export {
@@ -44,7 +56,11 @@ export const DEFAULT_TEST_COUNT = 200;
 /** Seed of the synthetic data and of the partition shuffle; all nodes must use the same one. */
 const DEFAULT_DATA_SEED = 42;
 /** Local training per federated round. */
-export const DEFAULT_TRAIN_OPTIONS: Readonly<TrainOptions> = Object.freeze({ epochs: 1, batchSize: 16, learningRate: 0.003 });
+export const DEFAULT_TRAIN_OPTIONS: Readonly<TrainOptions> = Object.freeze({
+  epochs: 1,
+  batchSize: 16,
+  learningRate: 0.003,
+});
 
 export interface LoadDatasetOptions {
   /** Directory with the CIFAR-10 binary version (or its parent); synthetic data when absent. */
@@ -90,7 +106,10 @@ export function loadDataset(options: LoadDatasetOptions): NodeDataset {
   if (options.cifarDir !== undefined) {
     const dir = options.cifarDir;
     const load = (split: "train" | "test", count: number): ImageDataset => {
-      const indices = iidPartitionIndices(cifar10RecordCount(dir, split), numPartitions, partitionId, seed).slice(0, count);
+      const indices = iidPartitionIndices(cifar10RecordCount(dir, split), numPartitions, partitionId, seed).slice(
+        0,
+        count,
+      );
       const dataset = loadCifar10Binary(dir, split, { indices });
       return { ...dataset, source: `${dataset.source}, ${partition}` };
     };
@@ -108,6 +127,7 @@ export function loadDataset(options: LoadDatasetOptions): NodeDataset {
 }
 
 function positiveInteger(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 1) throw new InvalidConfigError(`${what} must be a positive integer, got ${value}`);
+  if (!Number.isInteger(value) || value < 1)
+    throw new InvalidConfigError(`${what} must be a positive integer, got ${value}`);
   return value;
 }

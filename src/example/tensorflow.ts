@@ -11,7 +11,15 @@
 import { dirname } from "node:path";
 import { AppLoadError } from "../core/errors";
 import type * as tfjs from "@tensorflow/tfjs";
-import type { GradConfig, KernelConfig, KernelFunc, NamedAttrMap, Tensor, Tensor4D, TensorInfo } from "@tensorflow/tfjs";
+import type {
+  GradConfig,
+  KernelConfig,
+  KernelFunc,
+  NamedAttrMap,
+  Tensor,
+  Tensor4D,
+  TensorInfo,
+} from "@tensorflow/tfjs";
 import type * as TfWasm from "@tensorflow/tfjs-backend-wasm";
 
 export type TensorFlow = typeof tfjs;
@@ -108,7 +116,11 @@ function installWasmTrainingKernels(tf: TensorFlow): void {
         const byId = new Map<object, TensorInfo>();
         for (const t of Object.values(args.inputs)) if (t !== undefined) byId.set(t.dataId, t);
         const adapter: CpuBackendLike = {
-          data: { get: (dataId) => ({ values: byId.has(dataId) ? wasmBackend.typedArrayFromHeap(byId.get(dataId)!) : undefined }) },
+          data: {
+            get: (dataId) => ({
+              values: byId.has(dataId) ? wasmBackend.typedArrayFromHeap(byId.get(dataId)!) : undefined,
+            }),
+          },
           makeTensorInfo: (shape, dtype, values) => {
             const out = wasmBackend.makeOutput(shape, dtype);
             wasmBackend.typedArrayFromHeap(out).set(values);
@@ -149,7 +161,8 @@ function conv2dFilterGradByOps(
   const dilations = attrs["dilations"] as number | [number, number] | undefined;
   const dataFormat = (attrs["dataFormat"] as string | undefined) ?? "NHWC";
   const strides = attrs["strides"] as number | [number, number] | undefined;
-  const isOne = (v: number | [number, number] | undefined): boolean => v === undefined || v === 1 || (Array.isArray(v) && v[0] === 1 && v[1] === 1);
+  const isOne = (v: number | [number, number] | undefined): boolean =>
+    v === undefined || v === 1 || (Array.isArray(v) && v[0] === 1 && v[1] === 1);
   if (dataFormat !== "NHWC" || !isOne(dilations) || !isOne(strides)) return undefined;
   return () =>
     tf.tidy(() => {
@@ -164,7 +177,15 @@ function conv2dFilterGradByOps(
         "channelsLast",
       );
       const { top, bottom, left, right } = info.padInfo;
-      const padded = top + bottom + left + right > 0 ? tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]]) : x;
+      const padded =
+        top + bottom + left + right > 0
+          ? tf.pad(x, [
+              [0, 0],
+              [top, bottom],
+              [left, right],
+              [0, 0],
+            ])
+          : x;
       // With batch as the channel axis, the filter gradient is itself a convolution of x by dy:
       // dW[wR, wC, i, o] = sum over b, y, x of x[b, y + wR, x + wC, i] * dy[b, y, x, o].
       const input = tf.transpose(padded, [3, 1, 2, 0]); // [inC, H, W, batch]
@@ -194,9 +215,12 @@ function loadPureJs(): LoadedTensorFlow {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     tf = require("@tensorflow/tfjs") as TensorFlow;
   } catch (err) {
-    throw new AppLoadError("The example app needs TensorFlow.js: run `npm install @tensorflow/tfjs` (or @tensorflow/tfjs-node) next to flwr-ts", {
-      cause: err,
-    });
+    throw new AppLoadError(
+      "The example app needs TensorFlow.js: run `npm install @tensorflow/tfjs` (or @tensorflow/tfjs-node) next to flwr-ts",
+      {
+        cause: err,
+      },
+    );
   }
   // The CPU backend initialises synchronously, so the backend is active when this returns; the
   // promise only reports success.
@@ -231,7 +255,11 @@ interface CpuBackendLike {
 type KernelArgs = Parameters<KernelFunc>[0];
 
 function installFastCpuKernels(tf: TensorFlow): void {
-  replaceCpuKernel(tf, tf.Conv2DBackpropFilter, (original) => (args) => conv2dBackpropFilter(tf, args) ?? original(args));
+  replaceCpuKernel(
+    tf,
+    tf.Conv2DBackpropFilter,
+    (original) => (args) => conv2dBackpropFilter(tf, args) ?? original(args),
+  );
   replaceCpuKernel(tf, tf.MaxPoolGrad, (original) => (args) => maxPoolGrad(tf, args) ?? original(args));
 }
 
@@ -256,9 +284,11 @@ function conv2dBackpropFilter(tf: TensorFlow, args: KernelArgs): TensorInfo | un
   const backend = args.backend as CpuBackendLike;
   const x = args.inputs["x"];
   const dy = args.inputs["dy"];
-  const attrs = (args.attrs ?? {});
+  const attrs = args.attrs ?? {};
   if (x === undefined || dy === undefined) return undefined;
-  const dataFormat = tf.backend_util.convertConv2DDataFormat((attrs["dataFormat"] as "NHWC" | "NCHW" | undefined) ?? "NHWC");
+  const dataFormat = tf.backend_util.convertConv2DDataFormat(
+    (attrs["dataFormat"] as "NHWC" | "NCHW" | undefined) ?? "NHWC",
+  );
   if (dataFormat !== "channelsLast") return undefined;
   const xValues = float32Values(backend, x);
   const dyValues = float32Values(backend, dy);
@@ -306,7 +336,11 @@ function conv2dBackpropFilter(tf: TensorFlow, args: KernelArgs): TensorInfo | un
       }
     }
   }
-  return backend.makeTensorInfo([filterHeight, filterWidth, inChannels, outChannels], "float32", Float32Array.from(acc));
+  return backend.makeTensorInfo(
+    [filterHeight, filterWidth, inChannels, outChannels],
+    "float32",
+    Float32Array.from(acc),
+  );
 }
 
 /**
@@ -317,7 +351,7 @@ function maxPoolGrad(tf: TensorFlow, args: KernelArgs): TensorInfo | undefined {
   const backend = args.backend as CpuBackendLike;
   const dy = args.inputs["dy"];
   const x = args.inputs["input"];
-  const attrs = (args.attrs ?? {});
+  const attrs = args.attrs ?? {};
   if (x === undefined || dy === undefined) return undefined;
   const xValues = float32Values(backend, x);
   const dyValues = float32Values(backend, dy);

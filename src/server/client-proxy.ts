@@ -111,7 +111,9 @@ export class DriverClientProxy implements ClientProxy {
       opts.signal?.throwIfAborted();
       const elapsed = (Date.now() - started) / 1000;
       if (opts.timeoutSeconds !== undefined && elapsed >= opts.timeoutSeconds) {
-        throw new TimeoutError(`Timeout reached: node ${this.cid} did not answer "${messageType}" within ${opts.timeoutSeconds} s`);
+        throw new TimeoutError(
+          `Timeout reached: node ${this.cid} did not answer "${messageType}" within ${opts.timeoutSeconds} s`,
+        );
       }
       throw new NotFoundError(
         `Failed to send message to node ${this.cid}: the SuperLink did not store it (is the run still known to it?)`,

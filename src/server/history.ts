@@ -131,7 +131,9 @@ function metricsToPy(metrics: MetricsHistory): Map<string, PyValue> {
 
 function scalarToJson(value: Scalar): JsonScalar {
   if (typeof value === "bigint") {
-    return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value.toString();
+    return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER)
+      ? Number(value)
+      : value.toString();
   }
   if (value instanceof Uint8Array) return Buffer.from(value).toString("base64");
   return value;

@@ -15,7 +15,8 @@ export class PyTuple {
   }
 }
 
-export type PyValue = null | boolean | number | bigint | string | Uint8Array | PyTuple | PyValue[] | Map<PyKey, PyValue>;
+export type PyValue =
+  null | boolean | number | bigint | string | Uint8Array | PyTuple | PyValue[] | Map<PyKey, PyValue>;
 type PyKey = string | bigint | number | boolean;
 
 /**
@@ -182,10 +183,22 @@ class PrettyPrinter {
     const rep = pyRepr(v);
     const maxWidth = this.width - indent - allowance;
     if (pyLen(rep) > maxWidth) {
-      if (v instanceof Map) { this.printDict(v, indent, allowance, level + 1); return; }
-      if (v instanceof PyTuple) { this.printSequence(v.items, "(", v.items.length === 1 ? ",)" : ")", indent, allowance, level + 1); return; }
-      if (Array.isArray(v)) { this.printSequence(v, "[", "]", indent, allowance, level + 1); return; }
-      if (typeof v === "string") { this.printStr(v, indent, allowance, level + 1); return; }
+      if (v instanceof Map) {
+        this.printDict(v, indent, allowance, level + 1);
+        return;
+      }
+      if (v instanceof PyTuple) {
+        this.printSequence(v.items, "(", v.items.length === 1 ? ",)" : ")", indent, allowance, level + 1);
+        return;
+      }
+      if (Array.isArray(v)) {
+        this.printSequence(v, "[", "]", indent, allowance, level + 1);
+        return;
+      }
+      if (typeof v === "string") {
+        this.printStr(v, indent, allowance, level + 1);
+        return;
+      }
     }
     this.out += rep;
   }
@@ -276,6 +289,7 @@ class PrettyPrinter {
 
 /** Python's `str.splitlines(True)` for the common line breaks. */
 function splitLinesKeepEnds(s: string): string[] {
-  const lines = s.match(/[^\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]*(\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]|$)/gu) ?? [];
+  const lines =
+    s.match(/[^\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]*(\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]|$)/gu) ?? [];
   return lines.filter((l) => l !== "");
 }

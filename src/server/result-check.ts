@@ -51,8 +51,7 @@ export function screenResults<R extends { parameters: Parameters }>(
   for (const sig of signatures) if (typeof sig === "string") counts.set(sig, (counts.get(sig) ?? 0) + 1);
   const best = Math.max(0, ...counts.values());
   const leaders = [...counts].filter(([, n]) => n === best).map(([sig]) => sig);
-  const reference =
-    globalSignature !== undefined && leaders.includes(globalSignature) ? globalSignature : leaders[0];
+  const reference = globalSignature !== undefined && leaders.includes(globalSignature) ? globalSignature : leaders[0];
   const kept: Array<[ClientProxy, R]> = [];
   const rejected: IllShapedResultError[] = [];
   results.forEach((result, i) => {

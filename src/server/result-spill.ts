@@ -37,7 +37,16 @@ interface SpilledEntry {
 
 const spilled = new WeakMap<Parameters, SpilledEntry>();
 
-const ITEM_SIZE: Record<DType, number> = { float32: 4, float64: 8, int8: 1, uint8: 1, int16: 2, int32: 4, int64: 8, bool: 1 };
+const ITEM_SIZE: Record<DType, number> = {
+  float32: 4,
+  float64: 8,
+  int8: 1,
+  uint8: 1,
+  int16: 2,
+  int32: 4,
+  int64: 8,
+  bool: 1,
+};
 
 type TypedView = new (buffer: ArrayBufferLike, byteOffset: number, length: number) => ArrayLike<number> | BigInt64Array;
 const VIEW: Record<DType, TypedView> = {
@@ -65,7 +74,8 @@ class Scratch {
   private buffer: ArrayBuffer | undefined;
 
   get(bytes: number): ArrayBuffer {
-    if (this.buffer === undefined || this.buffer.byteLength < bytes) this.buffer = new ArrayBuffer(Math.max(bytes, CHUNK_ELEMENTS * 8));
+    if (this.buffer === undefined || this.buffer.byteLength < bytes)
+      this.buffer = new ArrayBuffer(Math.max(bytes, CHUNK_ELEMENTS * 8));
     return this.buffer;
   }
 }
@@ -224,12 +234,15 @@ export class ResultSpill {
 
   private readAt(position: number, into: Uint8Array): void {
     if (this.closed || this.handle === undefined) {
-      throw new RoundFailedError("a spilled training result was read after its round ended (keep copies, not the results)");
+      throw new RoundFailedError(
+        "a spilled training result was read after its round ended (keep copies, not the results)",
+      );
     }
     let done = 0;
     while (done < into.length) {
       const n = readSync(this.handle.fd, into, done, into.length - done, position + done);
-      if (n === 0) throw new RoundFailedError("the spill file of training results is shorter than what was written to it");
+      if (n === 0)
+        throw new RoundFailedError("the spill file of training results is shorter than what was written to it");
       done += n;
     }
   }

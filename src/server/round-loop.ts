@@ -42,7 +42,9 @@ export function resolveServerConfig(config: ServerConfig = {}): ResolvedServerCo
   }
   const timeout = config.roundTimeoutSeconds;
   if (timeout !== undefined && !(Number.isFinite(timeout) && timeout > 0)) {
-    throw new InvalidConfigError(`ServerConfig.roundTimeoutSeconds must be a positive number of seconds, got ${timeout}`);
+    throw new InvalidConfigError(
+      `ServerConfig.roundTimeoutSeconds must be a positive number of seconds, got ${timeout}`,
+    );
   }
   return { numRounds, roundTimeoutSeconds: timeout };
 }
@@ -124,7 +126,11 @@ export class Server {
   }
 
   /** Runs `numRounds` rounds. Rejects with the abort reason if `signal` aborts. */
-  async fit(numRounds: number, timeoutSeconds: number | undefined, opts: { signal?: AbortSignal } = {}): Promise<FitOutcome> {
+  async fit(
+    numRounds: number,
+    timeoutSeconds: number | undefined,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<FitOutcome> {
     const { signal } = opts;
     const history = new History();
     this.logger.info("[INIT]");
@@ -260,7 +266,12 @@ export class Server {
       return undefined;
     }
     this.logger.info(
-      { event: "serverapp.configure-evaluate", round, sampled: instructions.length, available: this.clients.numAvailable() },
+      {
+        event: "serverapp.configure-evaluate",
+        round,
+        sampled: instructions.length,
+        available: this.clients.numAvailable(),
+      },
       `configure_evaluate: strategy sampled ${instructions.length} clients (out of ${this.clients.numAvailable()})`,
     );
     const [results, failures] = await this.runClients(
@@ -310,7 +321,13 @@ export class Server {
       } else {
         const { code, message } = outcome.value.status;
         this.logger.warn(
-          { event: "serverapp.client-failed", nodeId: client.cid, round: callOpts.groupId, call: what, statusCode: code },
+          {
+            event: "serverapp.client-failed",
+            nodeId: client.cid,
+            round: callOpts.groupId,
+            call: what,
+            statusCode: code,
+          },
           `${what} on node ${client.cid} returned status ${code}: ${message}`,
         );
         failures.push([client, outcome.value]);
@@ -377,7 +394,9 @@ function shortNumber(value: number): string {
 }
 
 function metricsText(metrics: Metrics | undefined): string[] {
-  return Object.entries(metricsForLog(metrics ?? {})).map(([k, v]) => `${k}=${typeof v === "number" ? shortNumber(v) : String(v)}`);
+  return Object.entries(metricsForLog(metrics ?? {})).map(
+    ([k, v]) => `${k}=${typeof v === "number" ? shortNumber(v) : String(v)}`,
+  );
 }
 
 /**
@@ -388,7 +407,9 @@ function logRoundSummary(logger: Logger, s: RoundSummary): void {
   const parts = [`fit ${s.fitResults} results, ${s.fitFailures} failures${bracket(metricsText(s.fitMetrics))}`];
   if (s.evalResults !== undefined) {
     const loss = s.evalLoss !== undefined ? `, loss ${shortNumber(s.evalLoss)}` : "";
-    parts.push(`evaluate ${s.evalResults} results, ${s.evalFailures ?? 0} failures${loss}${bracket(metricsText(s.evalMetrics))}`);
+    parts.push(
+      `evaluate ${s.evalResults} results, ${s.evalFailures ?? 0} failures${loss}${bracket(metricsText(s.evalMetrics))}`,
+    );
   }
   if (s.centralizedLoss !== undefined) {
     parts.push(`centralized loss ${shortNumber(s.centralizedLoss)}${bracket(metricsText(s.centralizedMetrics))}`);
@@ -447,7 +468,11 @@ export async function runFl(
   opts: { logger?: Logger; signal?: AbortSignal; out?: (line: string) => void } = {},
 ): Promise<FitOutcome> {
   const logger = opts.logger ?? silentLogger();
-  const outcome = await server.fit(config.numRounds, config.roundTimeoutSeconds, opts.signal ? { signal: opts.signal } : {});
+  const outcome = await server.fit(
+    config.numRounds,
+    config.roundTimeoutSeconds,
+    opts.signal ? { signal: opts.signal } : {},
+  );
   logger.info(
     {
       event: "serverapp.summary",
@@ -457,6 +482,7 @@ export async function runFl(
     },
     `[SUMMARY] Run finished ${config.numRounds} round(s) in ${outcome.elapsedSeconds.toFixed(2)}s`,
   );
-  if (opts.out) for (const line of summaryLines(config.numRounds, outcome.elapsedSeconds, outcome.history)) opts.out(line);
+  if (opts.out)
+    for (const line of summaryLines(config.numRounds, outcome.elapsedSeconds, outcome.history)) opts.out(line);
   return outcome;
 }

@@ -108,7 +108,11 @@ async function runLegacy(
     logger,
     ...(signal ? { signal } : {}),
   });
-  const server = new Server({ clientManager, ...(components.strategy ? { strategy: components.strategy } : {}), logger });
+  const server = new Server({
+    clientManager,
+    ...(components.strategy ? { strategy: components.strategy } : {}),
+    logger,
+  });
   logger.info(
     { event: "serverapp.start", numRounds: config.numRounds, roundTimeoutSeconds: config.roundTimeoutSeconds ?? null },
     `Starting Flower ServerApp, config: ${describeServerConfig(config)}`,

@@ -31,7 +31,12 @@ import { type Logger, silentLogger } from "../core/logger";
 import { scalarMapToRecord } from "../core/records/serde";
 import type { Message, RecordSet } from "../core/records/types";
 import { InvalidConfigError } from "../core/errors";
-import { type DriverClient, DriverService, type PullTaskResRequest, type PullTaskResResponse } from "../proto/flwr/proto/driver";
+import {
+  type DriverClient,
+  DriverService,
+  type PullTaskResRequest,
+  type PullTaskResResponse,
+} from "../proto/flwr/proto/driver";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
 import { type Classification, RetryInvoker, describeFailure } from "../transport/retry";
@@ -168,7 +173,12 @@ export class GrpcDriver implements Driver {
         onSuccess: (state) => {
           if (state.tries > 1) {
             logger.info(
-              { event: "serverapp.reconnected", call: state.what, tries: state.tries, elapsedMs: Math.round(state.elapsedMs) },
+              {
+                event: "serverapp.reconnected",
+                call: state.what,
+                tries: state.tries,
+                elapsedMs: Math.round(state.elapsedMs),
+              },
               `${state.what} succeeded after ${state.tries} tries (${(state.elapsedMs / 1000).toFixed(2)} s)`,
             );
           }
@@ -189,7 +199,8 @@ export class GrpcDriver implements Driver {
     const pollIntervalMs = config.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
     const connectTimeoutMs = config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     if (config.clientCertificate !== undefined) checkClientCertificate(config.clientCertificate);
-    const clientCertificate = config.clientCertificate !== undefined ? { clientCertificate: config.clientCertificate } : {};
+    const clientCertificate =
+      config.clientCertificate !== undefined ? { clientCertificate: config.clientCertificate } : {};
     const credentials = channelCredentials({
       ...(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
       ...(config.insecure ? { insecure: true } : {}),
@@ -203,19 +214,26 @@ export class GrpcDriver implements Driver {
       const created = runId === undefined;
       if (runId === undefined) {
         const request = { fabId: config.fabId ?? "", fabVersion: config.fabVersion ?? "", overrideConfig: new Map() };
-        const response = await callWhileConnecting(
-          () => unaryCall(client.createRun.bind(client), request),
-          { target, what: "CreateRun", started, connectTimeoutMs, ...clientCertificate },
-        );
+        const response = await callWhileConnecting(() => unaryCall(client.createRun.bind(client), request), {
+          target,
+          what: "CreateRun",
+          started,
+          connectTimeoutMs,
+          ...clientCertificate,
+        });
         runId = response.response.runId;
         logger.debug({ runId: runId.toString() }, `CreateRun: run ${runId} created`);
       }
-      const getRun = await callWhileConnecting(
-        () => unaryCall(client.getRun.bind(client), { runId: runId }),
-        { target, what: "GetRun", started, connectTimeoutMs, ...clientCertificate },
-      );
+      const getRun = await callWhileConnecting(() => unaryCall(client.getRun.bind(client), { runId: runId }), {
+        target,
+        what: "GetRun",
+        started,
+        connectTimeoutMs,
+        ...clientCertificate,
+      });
       const run = getRun.response.run;
-      if (run === undefined) throw new NotFoundError(`Cannot find the run with ID: ${runId} (the SuperLink does not know it)`);
+      if (run === undefined)
+        throw new NotFoundError(`Cannot find the run with ID: ${runId} (the SuperLink does not know it)`);
       const runInfo: RunInfo = {
         runId: run.runId,
         fabId: run.fabId,
@@ -314,7 +332,8 @@ export class GrpcDriver implements Driver {
       }
       if (pending.size === 0) break;
       if (got.length === 0 && Date.now() - started < FAST_PULL_MS) {
-        const left = deadline === undefined ? this.pollIntervalMs : Math.min(this.pollIntervalMs, deadline - Date.now());
+        const left =
+          deadline === undefined ? this.pollIntervalMs : Math.min(this.pollIntervalMs, deadline - Date.now());
         if (left > 0) await sleep(left, signal);
       }
     }
@@ -338,17 +357,19 @@ export class GrpcDriver implements Driver {
     const { signal } = opts;
     signal?.throwIfAborted();
     const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + Math.max(opts.timeoutMs, 1);
-    const taskResList = await this.retry.invoke(
-      "PullTaskRes",
-      async () => {
-        if (deadline !== undefined && Date.now() >= deadline) return [];
-        return this.pullAttempt(ids, deadline, signal);
-      },
-      signal ? { signal } : {},
-    ).catch((err: unknown) => {
-      signal?.throwIfAborted();
-      throw this.failure(err, "PullTaskRes");
-    });
+    const taskResList = await this.retry
+      .invoke(
+        "PullTaskRes",
+        async () => {
+          if (deadline !== undefined && Date.now() >= deadline) return [];
+          return this.pullAttempt(ids, deadline, signal);
+        },
+        signal ? { signal } : {},
+      )
+      .catch((err: unknown) => {
+        signal?.throwIfAborted();
+        throw this.failure(err, "PullTaskRes");
+      });
     const messages: Message[] = [];
     for (const taskRes of taskResList) {
       const message = replyFromTaskRes(taskRes, this.logger, "serverapp.malformed-reply");
@@ -356,7 +377,12 @@ export class GrpcDriver implements Driver {
       const replyTo = message.metadata.replyToMessage.toLowerCase();
       if (this.answered.has(replyTo)) {
         this.logger.warn(
-          { event: "serverapp.duplicate-reply", replyTo, taskId: message.metadata.messageId, nodeId: message.metadata.srcNodeId.toString() },
+          {
+            event: "serverapp.duplicate-reply",
+            replyTo,
+            taskId: message.metadata.messageId,
+            nodeId: message.metadata.srcNodeId.toString(),
+          },
           `Dropping a second reply to message ${replyTo} from node ${message.metadata.srcNodeId}`,
         );
         continue;
@@ -453,7 +479,13 @@ function batchesByPayload(list: TaskIns[], maxBytes: number): TaskIns[][] {
  */
 async function callWhileConnecting<T>(
   invoke: () => Promise<T>,
-  ctx: { target: string; what: string; started: number; connectTimeoutMs: number; clientCertificate?: ClientCertificate },
+  ctx: {
+    target: string;
+    what: string;
+    started: number;
+    connectTimeoutMs: number;
+    clientCertificate?: ClientCertificate;
+  },
 ): Promise<T> {
   for (;;) {
     try {
@@ -479,7 +511,7 @@ async function callWhileConnecting<T>(
       if (unavailable) {
         throw new ConnectionError(
           `Cannot reach the SuperLink Driver API at ${ctx.target} (gave up after ${Math.round(elapsed / 1000)} s): ` +
-            withoutResolutionNote((err).details),
+            withoutResolutionNote(err.details),
           { cause: err },
         );
       }

@@ -100,10 +100,17 @@ export async function runServerApp(config: RunServerAppConfig, deps: RunServerAp
     if (driver.runCreated) {
       logger.info({ event: "serverapp.run-created", runId, grpcExtensions }, `Created run ${runId}; ${extensionsText}`);
     } else {
-      logger.info({ event: "serverapp.run-attached", runId, grpcExtensions }, `Using existing run ${runId}; ${extensionsText}`);
+      logger.info(
+        { event: "serverapp.run-attached", runId, grpcExtensions },
+        `Using existing run ${runId}; ${extensionsText}`,
+      );
     }
     const context: Context = { nodeId: 0n, nodeConfig: {}, state: new RecordSet(), runConfig: {} };
-    history = await app.run(driver, context, { logger, ...(signal ? { signal } : {}), ...(deps.out ? { out: deps.out } : {}) });
+    history = await app.run(driver, context, {
+      logger,
+      ...(signal ? { signal } : {}),
+      ...(deps.out ? { out: deps.out } : {}),
+    });
   } finally {
     driver.close();
   }
@@ -113,7 +120,10 @@ export async function runServerApp(config: RunServerAppConfig, deps: RunServerAp
   }
   if (config.historyPlotPath !== undefined) {
     writeHistoryFile(config.historyPlotPath, historyToSvg(history, `Flower run ${driver.runId}`));
-    logger.info({ event: "serverapp.history-plot-written", path: config.historyPlotPath }, `History chart written to ${config.historyPlotPath}`);
+    logger.info(
+      { event: "serverapp.history-plot-written", path: config.historyPlotPath },
+      `History chart written to ${config.historyPlotPath}`,
+    );
   }
   logger.info({ event: "serverapp.finished", runId: driver.runId.toString() }, "ServerApp finished");
   return history;

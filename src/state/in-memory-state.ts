@@ -130,7 +130,10 @@ export class InMemoryState implements SyncState {
     }
     const now = this.now();
     if (expiresAt(taskIns.task) <= now) {
-      this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: already expired (created_at + ttl is past)");
+      this.logger?.warn(
+        { runId: String(taskIns.runId) },
+        "TaskIns rejected: already expired (created_at + ttl is past)",
+      );
       return undefined;
     }
     const bytes = taskBytes(taskIns);

@@ -15,7 +15,14 @@
  * the rest of their ping interval and reconnecting SuperNodes keep their ids.
  */
 import Database from "better-sqlite3";
-import { FlwrError, NotFoundError, StateCorruptError, StateError, StateLockedError, errorMessage } from "../core/errors";
+import {
+  FlwrError,
+  NotFoundError,
+  StateCorruptError,
+  StateError,
+  StateLockedError,
+  errorMessage,
+} from "../core/errors";
 import { RecordSet } from "../proto/flwr/proto/recordset";
 import { Run } from "../proto/flwr/proto/run";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
@@ -238,19 +245,21 @@ export class SqliteState implements SyncState {
       // power loss may lose the last few commits.
       db.pragma("synchronous = NORMAL");
       const open = db;
-      open.transaction(() => {
-        const found = checkSchema(open, path, true);
-        if (found === "empty") {
-          open.exec(SCHEMA);
-          open.pragma(`application_id = ${SQLITE_APPLICATION_ID}`);
-        } else if (found === "version-1") {
-          open.exec(MIGRATE_1_TO_2);
-          open.prepare("UPDATE run SET last_activity = ?").run(this.now());
-        }
-        // Rewritten on every open: a write, so an unwritable file fails here, not mid-run. In
-        // exclusive mode this write also takes the lock for good.
-        open.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
-      }).immediate();
+      open
+        .transaction(() => {
+          const found = checkSchema(open, path, true);
+          if (found === "empty") {
+            open.exec(SCHEMA);
+            open.pragma(`application_id = ${SQLITE_APPLICATION_ID}`);
+          } else if (found === "version-1") {
+            open.exec(MIGRATE_1_TO_2);
+            open.prepare("UPDATE run SET last_activity = ?").run(this.now());
+          }
+          // Rewritten on every open: a write, so an unwritable file fails here, not mid-run. In
+          // exclusive mode this write also takes the lock for good.
+          open.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
+        })
+        .immediate();
       this.sql = prepareStatements(db);
       for (const row of this.sql.selectUsage.all() as Array<{ run_id: bigint; size_bytes: bigint; tasks: bigint }>) {
         this.usage.add(row.run_id, Number(row.size_bytes), Number(row.tasks));
@@ -272,19 +281,24 @@ export class SqliteState implements SyncState {
     }
     const now = this.now();
     if (expiresAt(taskIns.task) <= now) {
-      this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: already expired (created_at + ttl is past)");
+      this.logger?.warn(
+        { runId: String(taskIns.runId) },
+        "TaskIns rejected: already expired (created_at + ttl is past)",
+      );
       return undefined;
     }
     const bytes = taskBytes(taskIns);
     this.usage.check(new Map([[taskIns.runId, bytes]]));
     const taskId = this.guard("storeTaskIns", () =>
-      this.db.transaction(() => {
-        if (this.sql.runExists.get(taskIns.runId) === undefined) return undefined;
-        const id = uuid4();
-        this.sql.insertTaskIns.run(taskParams({ ...taskIns, taskId: id }, bytes));
-        this.sql.touchRun.run(now, taskIns.runId);
-        return id;
-      }).immediate(),
+      this.db
+        .transaction(() => {
+          if (this.sql.runExists.get(taskIns.runId) === undefined) return undefined;
+          const id = uuid4();
+          this.sql.insertTaskIns.run(taskParams({ ...taskIns, taskId: id }, bytes));
+          this.sql.touchRun.run(now, taskIns.runId);
+          return id;
+        })
+        .immediate(),
     );
     if (taskId === undefined) {
       this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: unknown run_id");
@@ -299,22 +313,24 @@ export class SqliteState implements SyncState {
   getTaskIns(nodeId: bigint | undefined, limit: number): TaskIns[] {
     checkLimit(limit);
     return this.guard("getTaskIns", () =>
-      this.db.transaction(() => {
-        const now = this.now();
-        const rows = this.sql.selectDeliverableTaskIns.all({
-          anonymous: nodeId === undefined ? 1 : 0,
-          node: nodeId ?? 0n,
-          limit,
-          now,
-          now_jd: julianDay(now),
-          lease: this.taskLeaseSeconds ?? null,
-        }) as TaskRow[];
-        const deliveredAt = isoTimestamp(now);
-        return rows.map((row) => {
-          this.sql.markTaskInsDelivered.run(deliveredAt, row.seq);
-          return rowToTask({ ...row, delivered_at: deliveredAt });
-        });
-      }).immediate(),
+      this.db
+        .transaction(() => {
+          const now = this.now();
+          const rows = this.sql.selectDeliverableTaskIns.all({
+            anonymous: nodeId === undefined ? 1 : 0,
+            node: nodeId ?? 0n,
+            limit,
+            now,
+            now_jd: julianDay(now),
+            lease: this.taskLeaseSeconds ?? null,
+          }) as TaskRow[];
+          const deliveredAt = isoTimestamp(now);
+          return rows.map((row) => {
+            this.sql.markTaskInsDelivered.run(deliveredAt, row.seq);
+            return rowToTask({ ...row, delivered_at: deliveredAt });
+          });
+        })
+        .immediate(),
     );
   }
 
@@ -327,20 +343,22 @@ export class SqliteState implements SyncState {
     const replyTo = normalizeTaskId(taskRes.task!.ancestry[0]!);
     const bytes = taskBytes(taskRes);
     const outcome = this.guard("storeTaskRes", () =>
-      this.db.transaction((): { stored: string } | { duplicateOf: string } | { refused: string } => {
-        if (this.sql.runExists.get(taskRes.runId) === undefined) return { refused: "unknown run_id" };
-        const now = this.now();
-        const insRow = this.sql.selectTaskInsHeader.get(replyTo) as TaskInsHeader | undefined;
-        const refusal = refuseTaskRes(taskRes, insRow === undefined ? undefined : headerToTaskIns(insRow), now);
-        if (refusal !== undefined) return { refused: refusal };
-        const existing = this.sql.selectFirstReplyId.get(replyTo) as string | undefined;
-        if (existing !== undefined) return { duplicateOf: existing };
-        this.usage.check(new Map([[taskRes.runId, bytes]]));
-        const id = uuid4();
-        this.sql.insertTaskRes.run({ ...taskParams({ ...taskRes, taskId: id }, bytes), reply_to: replyTo });
-        this.sql.touchRun.run(now, taskRes.runId);
-        return { stored: id };
-      }).immediate(),
+      this.db
+        .transaction((): { stored: string } | { duplicateOf: string } | { refused: string } => {
+          if (this.sql.runExists.get(taskRes.runId) === undefined) return { refused: "unknown run_id" };
+          const now = this.now();
+          const insRow = this.sql.selectTaskInsHeader.get(replyTo) as TaskInsHeader | undefined;
+          const refusal = refuseTaskRes(taskRes, insRow === undefined ? undefined : headerToTaskIns(insRow), now);
+          if (refusal !== undefined) return { refused: refusal };
+          const existing = this.sql.selectFirstReplyId.get(replyTo) as string | undefined;
+          if (existing !== undefined) return { duplicateOf: existing };
+          this.usage.check(new Map([[taskRes.runId, bytes]]));
+          const id = uuid4();
+          this.sql.insertTaskRes.run({ ...taskParams({ ...taskRes, taskId: id }, bytes), reply_to: replyTo });
+          this.sql.touchRun.run(now, taskRes.runId);
+          return { stored: id };
+        })
+        .immediate(),
     );
     if ("refused" in outcome) {
       this.logger?.warn({ runId: String(taskRes.runId), taskInsId: replyTo }, `TaskRes rejected: ${outcome.refused}`);
@@ -365,35 +383,37 @@ export class SqliteState implements SyncState {
     const sqlLimit = limit ?? -1; // SQLite: a negative LIMIT means none
     const synthesizedFor: string[] = [];
     const result = this.guard("getTaskRes", () =>
-      this.db.transaction(() => {
-        const now = this.now();
-        const deliveredAt = isoTimestamp(now);
-        const rows = this.sql.selectDeliverableReplies.all({
-          ids: requested,
-          limit: sqlLimit,
-          now_jd: julianDay(now),
-        }) as TaskRow[];
-        const out: TaskRes[] = rows.map((row) => {
-          this.sql.markTaskResDelivered.run(deliveredAt, row.seq);
-          return rowToTask({ ...row, delivered_at: deliveredAt });
-        });
-        if (limit !== undefined && out.length >= limit) return out;
-        const remaining = limit === undefined ? -1 : limit - out.length;
-        const orphans = this.sql.selectOrphanTaskIns.all(now, requested, now, remaining) as Array<
-          TaskRow & { consumer_offline: bigint }
-        >;
-        for (const row of orphans) {
-          const reason = row.consumer_offline === 1n ? NODE_UNAVAILABLE_REASON : TASK_EXPIRED_REASON;
-          const errorRes = makeNodeUnavailableTaskRes(rowToTask(row), now, reason);
-          errorRes.task!.deliveredAt = deliveredAt;
-          const bytes = taskBytes(errorRes);
-          this.sql.insertTaskRes.run({ ...taskParams(errorRes, bytes), reply_to: row.task_id });
-          this.usage.add(errorRes.runId, bytes);
-          out.push(errorRes);
-          synthesizedFor.push(row.task_id);
-        }
-        return out;
-      }).immediate(),
+      this.db
+        .transaction(() => {
+          const now = this.now();
+          const deliveredAt = isoTimestamp(now);
+          const rows = this.sql.selectDeliverableReplies.all({
+            ids: requested,
+            limit: sqlLimit,
+            now_jd: julianDay(now),
+          }) as TaskRow[];
+          const out: TaskRes[] = rows.map((row) => {
+            this.sql.markTaskResDelivered.run(deliveredAt, row.seq);
+            return rowToTask({ ...row, delivered_at: deliveredAt });
+          });
+          if (limit !== undefined && out.length >= limit) return out;
+          const remaining = limit === undefined ? -1 : limit - out.length;
+          const orphans = this.sql.selectOrphanTaskIns.all(now, requested, now, remaining) as Array<
+            TaskRow & { consumer_offline: bigint }
+          >;
+          for (const row of orphans) {
+            const reason = row.consumer_offline === 1n ? NODE_UNAVAILABLE_REASON : TASK_EXPIRED_REASON;
+            const errorRes = makeNodeUnavailableTaskRes(rowToTask(row), now, reason);
+            errorRes.task!.deliveredAt = deliveredAt;
+            const bytes = taskBytes(errorRes);
+            this.sql.insertTaskRes.run({ ...taskParams(errorRes, bytes), reply_to: row.task_id });
+            this.usage.add(errorRes.runId, bytes);
+            out.push(errorRes);
+            synthesizedFor.push(row.task_id);
+          }
+          return out;
+        })
+        .immediate(),
     );
     for (const taskInsId of synthesizedFor) this.events.taskResStored(taskInsId);
     return result;
@@ -403,11 +423,13 @@ export class SqliteState implements SyncState {
     if (taskIds.size === 0) return;
     const ids = JSON.stringify([...new Set([...taskIds].map(normalizeTaskId))]);
     this.guard("deleteTasks", () =>
-      this.db.transaction(() => {
-        // TaskIns first: it finds its victims through the delivered TaskRes deleted next.
-        this.release(this.sql.deleteAnsweredTaskIns.all(ids));
-        this.release(this.sql.deleteDeliveredTaskRes.all(ids));
-      }).immediate(),
+      this.db
+        .transaction(() => {
+          // TaskIns first: it finds its victims through the delivered TaskRes deleted next.
+          this.release(this.sql.deleteAnsweredTaskIns.all(ids));
+          this.release(this.sql.deleteDeliveredTaskRes.all(ids));
+        })
+        .immediate(),
     );
   }
 
@@ -421,29 +443,32 @@ export class SqliteState implements SyncState {
 
   purge(options: PurgeOptions): PurgeResult {
     return this.guard("purge", () =>
-      this.db.transaction(() => {
-        const cutoff = this.now() - options.expiredGraceSeconds;
-        // Replies first: they are found through the expired TaskIns deleted next.
-        const replies = this.sql.deleteRepliesOfExpiredTaskIns.all(cutoff);
-        const taskIns = this.sql.deleteExpiredTaskIns.all(cutoff);
-        const orphans = this.sql.deleteExpiredOrphanTaskRes.all(cutoff);
-        this.release(replies);
-        this.release(taskIns);
-        this.release(orphans);
-        let runs = 0;
-        const idleSince = this.now() - options.runIdleSeconds;
-        for (const runId of this.sql.selectIdleRunIds.all(idleSince) as bigint[]) {
-          if (this.usage.tasks(runId) > 0) continue;
-          runs += this.sql.deleteRun.run(runId).changes;
-        }
-        return { taskIns: taskIns.length, taskRes: replies.length + orphans.length, runs };
-      }).immediate(),
+      this.db
+        .transaction(() => {
+          const cutoff = this.now() - options.expiredGraceSeconds;
+          // Replies first: they are found through the expired TaskIns deleted next.
+          const replies = this.sql.deleteRepliesOfExpiredTaskIns.all(cutoff);
+          const taskIns = this.sql.deleteExpiredTaskIns.all(cutoff);
+          const orphans = this.sql.deleteExpiredOrphanTaskRes.all(cutoff);
+          this.release(replies);
+          this.release(taskIns);
+          this.release(orphans);
+          let runs = 0;
+          const idleSince = this.now() - options.runIdleSeconds;
+          for (const runId of this.sql.selectIdleRunIds.all(idleSince) as bigint[]) {
+            if (this.usage.tasks(runId) > 0) continue;
+            runs += this.sql.deleteRun.run(runId).changes;
+          }
+          return { taskIns: taskIns.length, taskRes: replies.length + orphans.length, runs };
+        })
+        .immediate(),
     );
   }
 
   /** Takes deleted rows (`RETURNING run_id, size_bytes`) off the storage accounting. */
   private release(rows: unknown[]): void {
-    for (const row of rows as Array<{ run_id: bigint; size_bytes: bigint }>) this.usage.remove(row.run_id, Number(row.size_bytes));
+    for (const row of rows as Array<{ run_id: bigint; size_bytes: bigint }>)
+      this.usage.remove(row.run_id, Number(row.size_bytes));
   }
 
   numTaskIns(): number {
@@ -457,18 +482,20 @@ export class SqliteState implements SyncState {
   createNode(pingInterval: number, publicKey?: Uint8Array): bigint {
     checkPingInterval(pingInterval);
     const nodeId = this.guard("createNode", () =>
-      this.db.transaction((): bigint | string => {
-        if (publicKey !== undefined && this.sql.selectNodeIdByKey.get(publicKey) !== undefined) {
-          return "public key already mapped to a node";
-        }
-        for (let attempt = 0; attempt < MAX_ID_ATTEMPTS; attempt++) {
-          const id = randomId();
-          if (this.sql.nodeExists.get(id) !== undefined) continue;
-          this.sql.insertNode.run(id, this.now() + pingInterval, pingInterval, publicKey ?? null);
-          return id;
-        }
-        return "no unused node id drawn";
-      }).immediate(),
+      this.db
+        .transaction((): bigint | string => {
+          if (publicKey !== undefined && this.sql.selectNodeIdByKey.get(publicKey) !== undefined) {
+            return "public key already mapped to a node";
+          }
+          for (let attempt = 0; attempt < MAX_ID_ATTEMPTS; attempt++) {
+            const id = randomId();
+            if (this.sql.nodeExists.get(id) !== undefined) continue;
+            this.sql.insertNode.run(id, this.now() + pingInterval, pingInterval, publicKey ?? null);
+            return id;
+          }
+          return "no unused node id drawn";
+        })
+        .immediate(),
     );
     if (typeof nodeId === "string") {
       this.logger?.error(`node registration failed: ${nodeId}`);
@@ -506,16 +533,18 @@ export class SqliteState implements SyncState {
   createRun(fabId: string, fabVersion: string, overrideConfig: Map<string, Scalar>): bigint {
     const config = Buffer.from(Run.encode(Run.fromPartial({ overrideConfig })).finish());
     const runId = this.guard("createRun", () =>
-      this.db.transaction(() => {
-        this.usage.checkRuns(Number(this.sql.countRuns.get()));
-        for (let attempt = 0; attempt < MAX_ID_ATTEMPTS; attempt++) {
-          const id = randomId();
-          if (this.sql.runExists.get(id) !== undefined) continue;
-          this.sql.insertRun.run(id, fabId, fabVersion, config, this.now());
-          return id;
-        }
-        return 0n;
-      }).immediate(),
+      this.db
+        .transaction(() => {
+          this.usage.checkRuns(Number(this.sql.countRuns.get()));
+          for (let attempt = 0; attempt < MAX_ID_ATTEMPTS; attempt++) {
+            const id = randomId();
+            if (this.sql.runExists.get(id) !== undefined) continue;
+            this.sql.insertRun.run(id, fabId, fabVersion, config, this.now());
+            return id;
+          }
+          return 0n;
+        })
+        .immediate(),
     );
     if (runId === 0n) this.logger?.error("run creation failed: no unused run id drawn");
     return runId;
@@ -591,7 +620,13 @@ function openFailureMessage(path: string, err: unknown): string {
     return `"${path}" is not a SQLite database (${detail}). Give --database a new file or a flwr-ts state database.`;
   }
   const ioError = typeof code === "string" && code.startsWith("SQLITE_IOERR");
-  if (code === "SQLITE_READONLY" || code === "SQLITE_CANTOPEN" || code === "SQLITE_PERM" || ioError || code === undefined) {
+  if (
+    code === "SQLITE_READONLY" ||
+    code === "SQLITE_CANTOPEN" ||
+    code === "SQLITE_PERM" ||
+    ioError ||
+    code === undefined
+  ) {
     return `Cannot open SQLite state database "${path}" for writing (${detail}). Check that the directory exists and the file and directory are writable.`;
   }
   return `Cannot open SQLite state database "${path}": ${detail}`;
@@ -638,7 +673,9 @@ function prepareStatements(db: Database.Database) {
   const plucked = (sql: string): Statement => db.prepare(sql).pluck();
   return {
     runExists: p("SELECT 1 FROM run WHERE run_id = ?"),
-    insertRun: p("INSERT INTO run (run_id, fab_id, fab_version, override_config, last_activity) VALUES (?, ?, ?, ?, ?)"),
+    insertRun: p(
+      "INSERT INTO run (run_id, fab_id, fab_version, override_config, last_activity) VALUES (?, ?, ?, ?, ?)",
+    ),
     countRuns: plucked("SELECT count(*) FROM run"),
     touchRun: p("UPDATE run SET last_activity = ? WHERE run_id = ?"),
     selectIdleRunIds: plucked("SELECT run_id FROM run WHERE last_activity <= ?"),

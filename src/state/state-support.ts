@@ -77,7 +77,9 @@ export class StorageUsage {
   checkRuns(stored: number): void {
     const max = this.limits.maxRuns;
     if (max !== undefined && stored >= max) {
-      throw new ResourceExhaustedError(`${stored} runs are stored, the limit (--max-runs) is ${max}; try again once idle runs were purged`);
+      throw new ResourceExhaustedError(
+        `${stored} runs are stored, the limit (--max-runs) is ${max}; try again once idle runs were purged`,
+      );
     }
   }
 

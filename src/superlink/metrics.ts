@@ -140,12 +140,36 @@ export class SuperLinkMetrics {
       });
     };
     gauge("flwr_superlink_online_nodes", "Nodes within their announced ping interval.", () => this.onlineNodes());
-    gauge("flwr_superlink_task_ins_stored", "TaskIns held in state (delivered or not).", () => this.gauges().taskInsStored);
-    gauge("flwr_superlink_task_res_stored", "TaskRes held in state (delivered or not).", () => this.gauges().taskResStored);
-    gauge("flwr_superlink_long_polls_waiting", "Pull calls currently held open waiting for work.", () => this.gauges().longPollsWaiting);
-    this.runsCreatedTotal = new Counter({ name: "flwr_superlink_runs_created_total", help: "Runs created since the SuperLink started.", registers });
-    this.taskInsPushedTotal = new Counter({ name: "flwr_superlink_task_ins_pushed_total", help: "TaskIns accepted from ServerApps (PushTaskIns).", registers });
-    this.taskResPushedTotal = new Counter({ name: "flwr_superlink_task_res_pushed_total", help: "TaskRes accepted from SuperNodes (PushTaskRes).", registers });
+    gauge(
+      "flwr_superlink_task_ins_stored",
+      "TaskIns held in state (delivered or not).",
+      () => this.gauges().taskInsStored,
+    );
+    gauge(
+      "flwr_superlink_task_res_stored",
+      "TaskRes held in state (delivered or not).",
+      () => this.gauges().taskResStored,
+    );
+    gauge(
+      "flwr_superlink_long_polls_waiting",
+      "Pull calls currently held open waiting for work.",
+      () => this.gauges().longPollsWaiting,
+    );
+    this.runsCreatedTotal = new Counter({
+      name: "flwr_superlink_runs_created_total",
+      help: "Runs created since the SuperLink started.",
+      registers,
+    });
+    this.taskInsPushedTotal = new Counter({
+      name: "flwr_superlink_task_ins_pushed_total",
+      help: "TaskIns accepted from ServerApps (PushTaskIns).",
+      registers,
+    });
+    this.taskResPushedTotal = new Counter({
+      name: "flwr_superlink_task_res_pushed_total",
+      help: "TaskRes accepted from SuperNodes (PushTaskRes).",
+      registers,
+    });
     collectDefaultMetrics({ register: this.registry });
   }
 
@@ -220,12 +244,16 @@ export class SuperLinkMetrics {
   status(): StatusSnapshot {
     const gauges = this.gauges();
     const nodesOnline = this.onlineNodes();
-    const nodes = [...this.nodes].slice(0, STATUS_NODES_SHOWN).map(([nodeId, onlineUntil]) => ({ nodeId, onlineUntil }));
+    const nodes = [...this.nodes]
+      .slice(0, STATUS_NODES_SHOWN)
+      .map(([nodeId, onlineUntil]) => ({ nodeId, onlineUntil }));
     const rpcs = [...this.rpcs].map(([key, count]) => {
       const [service, method, code] = key.split("\u0000") as [string, string, string];
       return { method: `${service}/${method}`, code, count };
     });
-    rpcs.sort((a, b) => (a.method < b.method ? -1 : a.method > b.method ? 1 : a.code < b.code ? -1 : a.code > b.code ? 1 : 0));
+    rpcs.sort((a, b) =>
+      a.method < b.method ? -1 : a.method > b.method ? 1 : a.code < b.code ? -1 : a.code > b.code ? 1 : 0,
+    );
     return {
       time: this.now(),
       startedAt: this.startedAt,
@@ -262,10 +290,14 @@ export class SuperLinkMetrics {
           request = message;
           next(message);
         })
-        .withOnCancel(() => { record(grpc.status.CANCELLED); })
+        .withOnCancel(() => {
+          record(grpc.status.CANCELLED);
+        })
         .build();
       const responder = new grpc.ResponderBuilder()
-        .withStart((next) => { next(listener); })
+        .withStart((next) => {
+          next(listener);
+        })
         .withSendMessage((message, next) => {
           response = message;
           next(message);
@@ -284,7 +316,8 @@ export class SuperLinkMetrics {
     switch (path) {
       case "/flwr.proto.Fleet/CreateNode": {
         const node = (response as { node?: { nodeId?: unknown } } | undefined)?.node;
-        if (this.createNodeMeansOnline && typeof node?.nodeId === "bigint") this.nodeAlive(node.nodeId, Number(req.pingInterval ?? 0));
+        if (this.createNodeMeansOnline && typeof node?.nodeId === "bigint")
+          this.nodeAlive(node.nodeId, Number(req.pingInterval ?? 0));
         break;
       }
       case "/flwr.proto.Fleet/Ping":
@@ -301,7 +334,11 @@ export class SuperLinkMetrics {
         this.runCreated();
         if (typeof runId === "bigint") {
           const run = request as { fabId?: unknown; fabVersion?: unknown } | undefined;
-          this.runActivity(runId, typeof run?.fabId === "string" ? run.fabId : "", typeof run?.fabVersion === "string" ? run.fabVersion : "");
+          this.runActivity(
+            runId,
+            typeof run?.fabId === "string" ? run.fabId : "",
+            typeof run?.fabVersion === "string" ? run.fabVersion : "",
+          );
         }
         break;
       }
@@ -343,7 +380,15 @@ export class SuperLinkMetrics {
     const key = runId.toString();
     let run = this.runs.get(key);
     if (run === undefined) {
-      run = { runId: key, fabId, fabVersion, createdAt: this.now(), lastGroupId: "", taskInsPushed: 0, taskResPushed: 0 };
+      run = {
+        runId: key,
+        fabId,
+        fabVersion,
+        createdAt: this.now(),
+        lastGroupId: "",
+        taskInsPushed: 0,
+        taskResPushed: 0,
+      };
       this.runs.set(key, run);
       const oldest = this.runs.keys().next();
       if (this.runs.size > STATUS_RUNS_SHOWN && oldest.done !== true) this.runs.delete(oldest.value);
@@ -363,12 +408,18 @@ export interface MetricsServer {
  * Serves, at `address` (port 0 allowed): `/metrics` (Prometheus text), `/status.json` (the
  * status snapshot) and `/` (the status page, which polls `/status.json`); 404 elsewhere.
  */
-export async function startMetricsServer(address: string, metrics: SuperLinkMetrics, logger: Logger): Promise<MetricsServer> {
+export async function startMetricsServer(
+  address: string,
+  metrics: SuperLinkMetrics,
+  logger: Logger,
+): Promise<MetricsServer> {
   const { host, port } = parseAddress(address);
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "").split("?")[0];
     if (path !== "/metrics" && path !== "/status.json" && path !== "/") {
-      res.writeHead(404, { "content-type": "text/plain" }).end("Not found: metrics are served on /metrics, the status page on /\n");
+      res
+        .writeHead(404, { "content-type": "text/plain" })
+        .end("Not found: metrics are served on /metrics, the status page on /\n");
       return;
     }
     if (req.method !== "GET" && req.method !== "HEAD") {
@@ -376,7 +427,12 @@ export async function startMetricsServer(address: string, metrics: SuperLinkMetr
       return;
     }
     const send = (contentType: string, body: string, headers: Record<string, string> = {}): void => {
-      res.writeHead(200, { "content-type": contentType, "cache-control": "no-store", "x-content-type-options": "nosniff", ...headers });
+      res.writeHead(200, {
+        "content-type": contentType,
+        "cache-control": "no-store",
+        "x-content-type-options": "nosniff",
+        ...headers,
+      });
       res.end(req.method === "HEAD" ? undefined : body);
     };
     const failed = (err: unknown): void => {
@@ -407,14 +463,18 @@ export async function startMetricsServer(address: string, metrics: SuperLinkMetr
   });
   const bound = server.address();
   const boundPort = typeof bound === "object" && bound !== null ? bound.port : port;
-  server.on("error", (err) => { logger.error({ err }, "metrics server error"); });
+  server.on("error", (err) => {
+    logger.error({ err }, "metrics server error");
+  });
   let closing: Promise<void> | undefined;
   return {
     port: boundPort,
     address: formatAddress({ host, port: boundPort }),
     close() {
       closing ??= new Promise<void>((resolve) => {
-        server.close(() => { resolve(); });
+        server.close(() => {
+          resolve();
+        });
         server.closeAllConnections();
       });
       return closing;

@@ -32,7 +32,11 @@ import { type RunningRestFleetServer, startRestFleetServer } from "./fleet/rest-
 import { loadBrowserClientFiles } from "./fleet/browser-client";
 import { DEFAULT_REST_MAX_BODY_BYTES } from "../core/wire/fleet-rest";
 import { type MetricsServer, SuperLinkMetrics, startMetricsServer } from "./metrics";
-import { FLEET_API_REQUIRED_EXTENSIONS, activeGrpcExtensions, requireGrpcExtensions } from "../transport/grpc-extensions";
+import {
+  FLEET_API_REQUIRED_EXTENSIONS,
+  activeGrpcExtensions,
+  requireGrpcExtensions,
+} from "../transport/grpc-extensions";
 
 /**
  * Node authentication on the Fleet API (docs/protocol.md, "Node authentication"), with key
@@ -133,8 +137,16 @@ export const DEFAULT_SUPERLINK_LIMITS = {
 /** The limits with defaults filled in; InvalidConfigError for a non-positive or inverted value. */
 function resolveLimits(limits: SuperLinkLimits = {}): Required<SuperLinkLimits> {
   const resolved = { ...DEFAULT_SUPERLINK_LIMITS, ...limits };
-  for (const key of ["maxRunBytes", "maxStoredBytes", "maxTaskInsPerPush", "maxRuns", "runIdleSeconds", "purgeIntervalSeconds"] as const) {
-    if (!(resolved[key] > 0)) throw new InvalidConfigError(`Limit ${key} must be a positive number, got ${resolved[key]}`);
+  for (const key of [
+    "maxRunBytes",
+    "maxStoredBytes",
+    "maxTaskInsPerPush",
+    "maxRuns",
+    "runIdleSeconds",
+    "purgeIntervalSeconds",
+  ] as const) {
+    if (!(resolved[key] > 0))
+      throw new InvalidConfigError(`Limit ${key} must be a positive number, got ${resolved[key]}`);
   }
   const { min, max } = resolved.pingIntervalBounds;
   if (!(min > 0 && max >= min && Number.isFinite(max))) {
@@ -249,7 +261,10 @@ export async function startSuperLink(
   let metricsServer: MetricsServer | undefined;
   let stopStoredRefresh: (() => void) | undefined;
   let authenticator: FleetAuthenticator | undefined;
-  const stopDescriptorWatch = watchDescriptors(logger, deps.descriptorCheckMs !== undefined ? { checkEveryMs: deps.descriptorCheckMs } : {});
+  const stopDescriptorWatch = watchDescriptors(
+    logger,
+    deps.descriptorCheckMs !== undefined ? { checkEveryMs: deps.descriptorCheckMs } : {},
+  );
 
   const onAllowlistChange = (change: { added: string[]; removed: string[] }): void => {
     logger.info(
@@ -283,7 +298,10 @@ export async function startSuperLink(
   // Expired tasks and idle runs go periodically; a purge is one state transaction.
   const purge = async (): Promise<void> => {
     try {
-      const removed = await state.purge({ expiredGraceSeconds: limits.purgeIntervalSeconds, runIdleSeconds: limits.runIdleSeconds });
+      const removed = await state.purge({
+        expiredGraceSeconds: limits.purgeIntervalSeconds,
+        runIdleSeconds: limits.runIdleSeconds,
+      });
       if (removed.taskIns + removed.taskRes + removed.runs > 0) {
         logger.info(
           { event: "superlink.purged", ...removed },
@@ -326,7 +344,10 @@ export async function startSuperLink(
       ...config.grpcServerOptions,
       interceptors: [metrics.interceptor()],
     };
-    const limitsFor = (name: string) => ({ name, ...(config.connectionLimits ? { limits: config.connectionLimits } : {}) });
+    const limitsFor = (name: string) => ({
+      name,
+      ...(config.connectionLimits ? { limits: config.connectionLimits } : {}),
+    });
     const driverImpl = createDriverServicer({
       state,
       logger: logger.child({ api: "driver" }),
@@ -338,11 +359,18 @@ export async function startSuperLink(
       deleteGraceMs: config.database === IN_MEMORY_DATABASE ? 0 : DELIVERED_PAIR_GRACE_MS,
     });
     const driverCredentials =
-      config.driverApiClientCa !== undefined ? serverCredentials(config.tls, { clientCa: config.driverApiClientCa }) : credentials;
+      config.driverApiClientCa !== undefined
+        ? serverCredentials(config.tls, { clientCa: config.driverApiClientCa })
+        : credentials;
     const driver = await startGrpcServer(
       config.driverApiAddress,
       driverCredentials,
-      [{ definition: withTaskInsCountLimit(FAST_DRIVER_SERVICE, limits.maxTaskInsPerPush), implementation: driverImpl }],
+      [
+        {
+          definition: withTaskInsCountLimit(FAST_DRIVER_SERVICE, limits.maxTaskInsPerPush),
+          implementation: driverImpl,
+        },
+      ],
       serverOptions,
       { ...limitsFor("Driver API"), logger: logger.child({ api: "driver" }) },
     );
@@ -359,8 +387,14 @@ export async function startSuperLink(
     // The receive guard comes first (it needs grpc-js's own call); the authentication gate last,
     // so metrics see its refusals.
     // (The REST Fleet API caps bodies itself; the guard is for gRPC calls.)
-    const fleetReceive = config.fleetApiType === "rest" ? undefined : createFleetReceiveGuard(config.fleetReceiveLimits ?? {}, fleetLogger);
-    const fleetInterceptors: grpc.ServerInterceptor[] = [...(fleetReceive ? [fleetReceive.interceptor()] : []), metrics.interceptor()];
+    const fleetReceive =
+      config.fleetApiType === "rest"
+        ? undefined
+        : createFleetReceiveGuard(config.fleetReceiveLimits ?? {}, fleetLogger);
+    const fleetInterceptors: grpc.ServerInterceptor[] = [
+      ...(fleetReceive ? [fleetReceive.interceptor()] : []),
+      metrics.interceptor(),
+    ];
     let fleetService: ServiceRegistration = { definition: FleetService, implementation: fleetImpl };
     if (auth !== undefined) {
       authenticator = new FleetAuthenticator({
@@ -383,7 +417,10 @@ export async function startSuperLink(
         `Client authentication enabled with ${auth.allowlist.size} known public keys`,
       );
     }
-    fleetService = { ...fleetService, definition: withChunkedSerializers(fleetService.definition, FLEET_TASK_MESSAGES) };
+    fleetService = {
+      ...fleetService,
+      definition: withChunkedSerializers(fleetService.definition, FLEET_TASK_MESSAGES),
+    };
     const fleet =
       config.fleetApiType === "rest"
         ? await startRestFleetServer({
@@ -396,7 +433,9 @@ export async function startSuperLink(
             ...(authenticator !== undefined ? { authenticator } : {}),
             maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
             corsOrigins: config.rest?.corsOrigins ?? [],
-            ...(config.rest?.browserClientDir !== undefined ? { staticFiles: loadBrowserClientFiles(config.rest.browserClientDir) } : {}),
+            ...(config.rest?.browserClientDir !== undefined
+              ? { staticFiles: loadBrowserClientFiles(config.rest.browserClientDir) }
+              : {}),
             logger: fleetLogger,
             onCall: (path, code, request, response, seconds) => {
               metrics.recordCall(path, code, request, response, seconds);

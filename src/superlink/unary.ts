@@ -51,7 +51,12 @@ export function serveUnary<Req, Res>(
       if (reply === undefined) {
         const status = toServiceError(err, (incidentId, failure) => {
           logger.error(
-            { rpc, incidentId, ...(FlwrError.isFlwrError(failure) ? { code: failure.code } : {}), err: boundedError(failure) },
+            {
+              rpc,
+              incidentId,
+              ...(FlwrError.isFlwrError(failure) ? { code: failure.code } : {}),
+              err: boundedError(failure),
+            },
             `${rpc} failed (incident ${incidentId}): ${truncateEcho(errorMessage(failure), MAX_LOGGED_ERROR_CHARS)}`,
           );
         });

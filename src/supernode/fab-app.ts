@@ -61,14 +61,17 @@ export function clientAppRefFromPyproject(text: string, where: string): string {
     const key = `${table}.${assignment[1]!.replace(/\s*\.\s*/g, ".")}`;
     if (key !== "tool.flwr.app.components.clientapp") continue;
     const value = parseTomlScalar(assignment[2]!.replace(/\s+#.*$/, ""), `${where} (clientapp)`);
-    if (typeof value !== "string" || value === "") throw new AppLoadError(`${where}: clientapp must be a non-empty string`);
+    if (typeof value !== "string" || value === "")
+      throw new AppLoadError(`${where}: clientapp must be a non-empty string`);
     return value;
   }
   throw new AppLoadError(`${where} names no ClientApp ([tool.flwr.app.components] clientapp = "module:attr")`);
 }
 
 /** The per-run app source handed to the SuperNode as `app`. */
-export function createFabAppSource(options: FabAppSourceOptions): (run: { fabId: string; fabVersion: string }) => ClientApp {
+export function createFabAppSource(
+  options: FabAppSourceOptions,
+): (run: { fabId: string; fabVersion: string }) => ClientApp {
   const { defaultRef, projectDir, flwrDir, load, logger } = options;
   return ({ fabId, fabVersion }) => {
     if (fabId === "") {
@@ -82,9 +85,12 @@ export function createFabAppSource(options: FabAppSourceOptions): (run: { fabId:
     try {
       text = readFileSync(configPath, "utf8");
     } catch (err) {
-      throw new AppLoadError(`Failed to load ClientApp: cannot read ${configPath} (is FAB ${fabId} ${fabVersion} installed?): ${errorMessage(err)}`, {
-        cause: err,
-      });
+      throw new AppLoadError(
+        `Failed to load ClientApp: cannot read ${configPath} (is FAB ${fabId} ${fabVersion} installed?): ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
+      );
     }
     const ref = clientAppRefFromPyproject(text, configPath);
     logger.debug({ event: "supernode.load-fab-app", fabId, fabVersion, ref }, `Loading ClientApp \`${ref}\``);

@@ -26,10 +26,13 @@ export function createFetchRestPoster(fetchFn: FetchFunction): ClosableRestPoste
     control.signal?.addEventListener("abort", onAbort, { once: true });
     const timer =
       control.deadlineMs !== undefined
-        ? setTimeout(() => {
-            deadline.expired = true;
-            cancel.abort();
-          }, Math.max(0, control.deadlineMs))
+        ? setTimeout(
+            () => {
+              deadline.expired = true;
+              cancel.abort();
+            },
+            Math.max(0, control.deadlineMs),
+          )
         : undefined;
     inFlight.add(cancel);
     try {
@@ -47,13 +50,20 @@ export function createFetchRestPoster(fetchFn: FetchFunction): ClosableRestPoste
       return { status: answer.status, header: (name) => answer.headers.get(name) ?? undefined, body: bytes };
     } catch (err) {
       if (err instanceof FleetCallError) throw err;
-      if (deadline.expired) throw new FleetCallError(CallStatus.DEADLINE_EXCEEDED, "Deadline exceeded", undefined, { cause: err });
-      if (cancel.signal.aborted) throw new FleetCallError(CallStatus.CANCELLED, "Call cancelled", undefined, { cause: err });
+      if (deadline.expired)
+        throw new FleetCallError(CallStatus.DEADLINE_EXCEEDED, "Deadline exceeded", undefined, { cause: err });
+      if (cancel.signal.aborted)
+        throw new FleetCallError(CallStatus.CANCELLED, "Call cancelled", undefined, { cause: err });
       // fetch says only "Failed to fetch" (TLS, DNS, refused, CORS alike): the console has details.
       const detail = err instanceof Error ? err.message : String(err);
-      throw new FleetCallError(CallStatus.UNAVAILABLE, `${detail} (POST ${url}; the browser console tells whether TLS, CORS or the network failed)`, undefined, {
-        cause: err,
-      });
+      throw new FleetCallError(
+        CallStatus.UNAVAILABLE,
+        `${detail} (POST ${url}; the browser console tells whether TLS, CORS or the network failed)`,
+        undefined,
+        {
+          cause: err,
+        },
+      );
     } finally {
       clearTimeout(timer);
       control.signal?.removeEventListener("abort", onAbort);

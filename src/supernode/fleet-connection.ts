@@ -128,13 +128,21 @@ export class FleetConnection implements FleetTransport {
 
   /** Announces liveness; false means the SuperLink does not know this node (any more). */
   async ping(node: Node, pingInterval: number, control: CallControl = {}): Promise<boolean> {
-    const { response } = await this.call<PingResponse>("ping", PingRequest.fromPartial({ node, pingInterval }), control);
+    const { response } = await this.call<PingResponse>(
+      "ping",
+      PingRequest.fromPartial({ node, pingInterval }),
+      control,
+    );
     return response.success;
   }
 
   /** Asks for the next TaskIns of this node (at most one; our SuperLink may hold an empty answer briefly). */
   async pullTaskIns(node: Node, control: CallControl = {}): Promise<PullTaskInsResponse> {
-    const { response } = await this.call<PullTaskInsResponse>("pullTaskIns", PullTaskInsRequest.fromPartial({ node }), control);
+    const { response } = await this.call<PullTaskInsResponse>(
+      "pullTaskIns",
+      PullTaskInsRequest.fromPartial({ node }),
+      control,
+    );
     return response;
   }
 
@@ -197,7 +205,8 @@ export class FleetConnection implements FleetTransport {
       bytes = (definition.requestSerialize as (value: object) => Buffer)(request);
       metadata = new grpc.Metadata();
     }
-    if (control.longPollMs !== undefined) metadata.set(LONG_POLL_HEADER, String(Math.max(0, Math.floor(control.longPollMs))));
+    if (control.longPollMs !== undefined)
+      metadata.set(LONG_POLL_HEADER, String(Math.max(0, Math.floor(control.longPollMs))));
     const options: Partial<grpc.CallOptions> = {};
     if (control.deadlineMs !== undefined) options.deadline = Date.now() + control.deadlineMs;
 

@@ -105,7 +105,8 @@ function parseBasicString(text: string, where: string): string {
   for (let i = 1; i < text.length; i++) {
     const ch = text[i]!;
     if (ch === '"') {
-      if (i !== text.length - 1) throw new InvalidConfigError(`${where}: unexpected text after the closing quote in ${text}`);
+      if (i !== text.length - 1)
+        throw new InvalidConfigError(`${where}: unexpected text after the closing quote in ${text}`);
       return out;
     }
     if (ch !== "\\") {

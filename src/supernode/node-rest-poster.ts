@@ -55,7 +55,10 @@ export function createNodeRestPoster(options: NodeRestPosterOptions = {}): Closa
       const onAbort = (): void => fail(CallStatus.CANCELLED, "Call cancelled");
       control.signal?.addEventListener("abort", onAbort, { once: true });
       if (control.deadlineMs !== undefined) {
-        timer = setTimeout(() => fail(CallStatus.DEADLINE_EXCEEDED, "Deadline exceeded"), Math.max(0, control.deadlineMs));
+        timer = setTimeout(
+          () => fail(CallStatus.DEADLINE_EXCEEDED, "Deadline exceeded"),
+          Math.max(0, control.deadlineMs),
+        );
       }
       req.on("error", (err: NodeJS.ErrnoException) => {
         // Keep the TLS / socket error text: src/transport/retry.ts recognises certificate and plaintext-peer failures in it.
@@ -80,7 +83,10 @@ export function createNodeRestPoster(options: NodeRestPosterOptions = {}): Closa
           );
         });
       });
-      if (control.signal?.aborted) { onAbort(); return; }
+      if (control.signal?.aborted) {
+        onAbort();
+        return;
+      }
       req.end(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
     });
   return {

@@ -66,7 +66,12 @@ export class Registration {
     const target = this.options.connection.target;
     const grpcExtensions = this.options.grpcExtensions?.();
     this.options.logger.info(
-      { event: "supernode.ready", nodeId: node.nodeId.toString(), superlink: target, ...(grpcExtensions !== undefined ? { grpcExtensions } : {}) },
+      {
+        event: "supernode.ready",
+        nodeId: node.nodeId.toString(),
+        superlink: target,
+        ...(grpcExtensions !== undefined ? { grpcExtensions } : {}),
+      },
       `SuperNode registered with the SuperLink at ${target} as node ${node.nodeId}` +
         (grpcExtensions !== undefined ? `; grpc-js extensions: ${grpcExtensions.join(", ") || "none"}` : ""),
     );

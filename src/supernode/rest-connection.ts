@@ -15,7 +15,12 @@
 import { LONG_POLL_HEADER } from "../core/constants";
 import { ConnectionError, InvalidConfigError } from "../core/errors";
 import type { Logger } from "../core/logger";
-import { FLEET_REQUEST_NAMES, type FleetRequestName, type MapOrder, hasPrefixRelatedMapKeys } from "../core/wire/canonical";
+import {
+  FLEET_REQUEST_NAMES,
+  type FleetRequestName,
+  type MapOrder,
+  hasPrefixRelatedMapKeys,
+} from "../core/wire/canonical";
 import { FLEET_REST_PATHS, type FleetRestMethod, PROTOBUF_CONTENT_TYPE } from "../core/wire/fleet-rest";
 import { PUBLIC_KEY_HEADER } from "../core/constants";
 import {
@@ -70,7 +75,9 @@ export interface RestAuth {
     requestName: FleetRequestName,
     request: object,
     order: MapOrder,
-  ): { bytes: Uint8Array; headers: Record<string, string> } | Promise<{ bytes: Uint8Array; headers: Record<string, string> }>;
+  ):
+    | { bytes: Uint8Array; headers: Record<string, string> }
+    | Promise<{ bytes: Uint8Array; headers: Record<string, string> }>;
   acceptServerPublicKeyHeader(text: string | undefined): void | Promise<void>;
 }
 
@@ -157,7 +164,11 @@ export class RestFleetConnection implements FleetTransport {
   }
 
   async createNode(pingInterval: number, control: CallControl = {}): Promise<Node> {
-    const { response, header } = await this.call("createNode", CreateNodeRequest.fromPartial({ pingInterval }), control);
+    const { response, header } = await this.call(
+      "createNode",
+      CreateNodeRequest.fromPartial({ pingInterval }),
+      control,
+    );
     if (this.auth !== undefined) {
       const key = header(PUBLIC_KEY_HEADER);
       if (key === undefined || key === "") {
@@ -201,7 +212,10 @@ export class RestFleetConnection implements FleetTransport {
       const other: MapOrder = order === "upb" ? "lexicographic" : "upb";
       const { response } = await this.call("pushTaskRes", request, control, other);
       this.pushOrder = other;
-      this.logger?.info({ event: "supernode.map-order", order: other }, `The SuperLink verified PushTaskRes with ${other} map-key order; using it from now on`);
+      this.logger?.info(
+        { event: "supernode.map-order", order: other },
+        `The SuperLink verified PushTaskRes with ${other} map-key order; using it from now on`,
+      );
       return response as PushTaskResResponse;
     }
   }
@@ -236,7 +250,8 @@ export class RestFleetConnection implements FleetTransport {
     } else {
       body = REQUEST_ENCODERS[method](request).finish();
     }
-    if (control.longPollMs !== undefined) headers[LONG_POLL_HEADER] = String(Math.max(0, Math.floor(control.longPollMs)));
+    if (control.longPollMs !== undefined)
+      headers[LONG_POLL_HEADER] = String(Math.max(0, Math.floor(control.longPollMs)));
 
     // One controller per call, so close() can cancel it and the caller's signal still can.
     const cancel = new AbortController();
@@ -256,17 +271,30 @@ export class RestFleetConnection implements FleetTransport {
     const path = FLEET_REST_PATHS[method];
     if (answer.status !== 200) {
       const text = new TextDecoder().decode(answer.body.subarray(0, MAX_ERROR_TEXT)).trim();
-      throw new FleetCallError(statusForHttp(answer.status), `HTTP ${answer.status} from POST ${path}${text ? `: ${text}` : ""}`, answer.status);
+      throw new FleetCallError(
+        statusForHttp(answer.status),
+        `HTTP ${answer.status} from POST ${path}${text ? `: ${text}` : ""}`,
+        answer.status,
+      );
     }
     const type = answer.header("content-type")?.split(";")[0]?.trim().toLowerCase();
     if (type !== PROTOBUF_CONTENT_TYPE) {
-      throw new FleetCallError(CallStatus.INTERNAL, `POST ${path} answered Content-Type "${type ?? "(none)"}", not ${PROTOBUF_CONTENT_TYPE}`, 200);
+      throw new FleetCallError(
+        CallStatus.INTERNAL,
+        `POST ${path} answered Content-Type "${type ?? "(none)"}", not ${PROTOBUF_CONTENT_TYPE}`,
+        200,
+      );
     }
     let response: object;
     try {
       response = RESPONSE_DECODERS[method](answer.body);
     } catch (err) {
-      throw new FleetCallError(CallStatus.INTERNAL, `POST ${path} answered a malformed response: ${(err as Error).message}`, 200, { cause: err });
+      throw new FleetCallError(
+        CallStatus.INTERNAL,
+        `POST ${path} answered a malformed response: ${(err as Error).message}`,
+        200,
+        { cause: err },
+      );
     }
     return { response, header: answer.header };
   }

@@ -90,7 +90,11 @@ export interface SuperNodeHandle {
  * Starts the SuperNode loop on a connection (any FleetTransport; it is closed when the node
  * stops); resolves once registered. Rejects with a typed error otherwise, closing the connection.
  */
-export async function startSuperNodeOn(connection: FleetTransport, config: SuperNodeCoreConfig, deps: SuperNodeDeps): Promise<SuperNodeHandle> {
+export async function startSuperNodeOn(
+  connection: FleetTransport,
+  config: SuperNodeCoreConfig,
+  deps: SuperNodeDeps,
+): Promise<SuperNodeHandle> {
   let checked: CheckedConfig;
   try {
     checked = checkConfig(config);
@@ -189,12 +193,18 @@ class SuperNode {
     const retry = new RetryInvoker(policy, {
       random,
       classify,
-      onBackoff: (s) => { this.onBackoff(s); },
-      onSuccess: (s) => { this.onSuccess(s); },
-      onGiveUp: (s) => { this.logger.warn(
+      onBackoff: (s) => {
+        this.onBackoff(s);
+      },
+      onSuccess: (s) => {
+        this.onSuccess(s);
+      },
+      onGiveUp: (s) => {
+        this.logger.warn(
           { event: "supernode.give-up", call: s.what, tries: s.tries },
           `Giving up reconnection after ${(s.elapsedMs / 1000).toFixed(2)} seconds and ${s.tries} tries.`,
-        ); },
+        );
+      },
     });
     // The ping loop retries without limit, as Flower's; the task loop's limits end the node.
     const pingRetry = new RetryInvoker(
@@ -202,11 +212,18 @@ class SuperNode {
       {
         random,
         classify,
-        onSuccess: (s) => { this.onSuccess(s); },
+        onSuccess: (s) => {
+          this.onSuccess(s);
+        },
         onBackoff: (s) => {
           this.connected = false;
           this.logger.debug(
-            { event: "supernode.ping-retry", tries: s.tries, waitMs: Math.round(s.waitMs ?? 0), error: describeFailure(s.error) },
+            {
+              event: "supernode.ping-retry",
+              tries: s.tries,
+              waitMs: Math.round(s.waitMs ?? 0),
+              error: describeFailure(s.error),
+            },
             `Ping failed (${describeFailure(s.error)}), retrying`,
           );
         },
@@ -221,7 +238,9 @@ class SuperNode {
       stopSignal,
       abortSignal,
       logger: this.logger,
-      onRegistered: (node) => { this.tasks.updateNodeId(node.nodeId); },
+      onRegistered: (node) => {
+        this.tasks.updateNodeId(node.nodeId);
+      },
       ...(deps.grpcExtensions !== undefined ? { grpcExtensions: deps.grpcExtensions } : {}),
     });
     this.pingLoop = new PingLoop({
@@ -241,7 +260,9 @@ class SuperNode {
       nodeConfig: { ...(config.nodeConfig ?? {}) },
       stopSignal,
       abortSignal,
-      requestStop: () => { this.stopController.abort(new Stopped()); },
+      requestStop: () => {
+        this.stopController.abort(new Stopped());
+      },
       logger: this.logger,
     });
   }
@@ -273,7 +294,13 @@ class SuperNode {
     this.connected = false;
     const wait = ((s.waitMs ?? 0) / 1000).toFixed(2);
     this.logger.warn(
-      { event: "supernode.retry", call: s.what, tries: s.tries, waitMs: Math.round(s.waitMs ?? 0), error: describeFailure(s.error) },
+      {
+        event: "supernode.retry",
+        call: s.what,
+        tries: s.tries,
+        waitMs: Math.round(s.waitMs ?? 0),
+        error: describeFailure(s.error),
+      },
       s.tries === 1
         ? `Connection attempt failed (${s.what}: ${describeFailure(s.error)}), retrying in ${wait} seconds...`
         : `Connection attempt failed, retrying in ${wait} seconds`,
@@ -302,7 +329,9 @@ class SuperNode {
   }
 
   private async runLoops(): Promise<void> {
-    const ping = this.pingLoop.run().catch((err: unknown) => { this.fail(err); });
+    const ping = this.pingLoop.run().catch((err: unknown) => {
+      this.fail(err);
+    });
     try {
       await this.tasks.run();
     } catch (err) {
@@ -333,7 +362,12 @@ class SuperNode {
       const deleteBudget = Math.min(grace / 2, 2_000);
       this.stopController.abort(new Stopped());
       this.pingLoop.wake();
-      const hardStop = setTimeout(() => { this.abortController.abort(new Stopped()); }, Math.max(0, grace - deleteBudget));
+      const hardStop = setTimeout(
+        () => {
+          this.abortController.abort(new Stopped());
+        },
+        Math.max(0, grace - deleteBudget),
+      );
       try {
         await waitAtMost(this.loops ?? Promise.resolve(), grace - deleteBudget);
       } finally {

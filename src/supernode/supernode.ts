@@ -55,7 +55,9 @@ export async function startSuperNode(config: SuperNodeConfig, deps: SuperNodeDep
     config.transport === "rest"
       ? new RestFleetConnection({
           baseUrl: config.superlink,
-          poster: createNodeRestPoster(config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {}),
+          poster: createNodeRestPoster(
+            config.rootCertificates !== undefined ? { rootCertificates: config.rootCertificates } : {},
+          ),
           ...(auth !== undefined ? { auth } : {}),
           logger: deps.logger,
         })
@@ -80,4 +82,3 @@ function grpcConnection(config: SuperNodeConfig, auth: SuperNodeAuth | undefined
     logger: logger,
   });
 }
-

@@ -51,7 +51,9 @@ export interface CallFailure {
 
 /** True for a failed call of either transport: a grpc-js ServiceError or a FleetCallError. */
 export function isCallFailure(err: unknown): err is CallFailure {
-  return typeof err === "object" && err !== null && typeof (err as { code?: unknown }).code === "number" && "details" in err;
+  return (
+    typeof err === "object" && err !== null && typeof (err as { code?: unknown }).code === "number" && "details" in err
+  );
 }
 
 /** Client side: a typed error for a failed call, keeping the original as `cause`. */

@@ -33,16 +33,32 @@ import {
   markGrpcExtensionActive,
 } from "./grpc-internals";
 
-export { REVIEWED_GRPC_JS_VERSION, activeGrpcExtensions, isGrpcExtensionActive, installedGrpcJsVersion, requireGrpcExtensions } from "./grpc-internals";
+export {
+  REVIEWED_GRPC_JS_VERSION,
+  activeGrpcExtensions,
+  isGrpcExtensionActive,
+  installedGrpcJsVersion,
+  requireGrpcExtensions,
+} from "./grpc-internals";
 export type { GrpcExtensionName } from "./grpc-internals";
 
 /** Every extension, in the order they are applied (a dependency before its dependents). */
-const EXTENSIONS: readonly GrpcExtension[] = [SERVER_ZERO_COPY_SEND, CLIENT_ZERO_COPY_SEND, INCREMENTAL_DECODER, RECEIVE_GUARD, SERVER_SESSION_HOOKS];
+const EXTENSIONS: readonly GrpcExtension[] = [
+  SERVER_ZERO_COPY_SEND,
+  CLIENT_ZERO_COPY_SEND,
+  INCREMENTAL_DECODER,
+  RECEIVE_GUARD,
+  SERVER_SESSION_HOOKS,
+];
 
 export const GRPC_EXTENSION_NAMES: readonly GrpcExtensionName[] = EXTENSIONS.map((e) => e.name);
 
 /** The extensions the SuperLink's gRPC Fleet API cannot run without (docs/security.md). */
-export const FLEET_API_REQUIRED_EXTENSIONS: readonly GrpcExtensionName[] = ["incremental-decoder", "receive-guard", "server-session-hooks"];
+export const FLEET_API_REQUIRED_EXTENSIONS: readonly GrpcExtensionName[] = [
+  "incremental-decoder",
+  "receive-guard",
+  "server-session-hooks",
+];
 
 export interface GrpcExtensionsReport {
   /** The grpc-js found (its package.json version). */
@@ -77,7 +93,10 @@ export function enableGrpcExtensions(options: EnableGrpcExtensionsOptions = {}):
   for (const extension of EXTENSIONS) {
     if (!wanted.has(extension.name) || isGrpcExtensionActive(extension.name)) continue;
     if (grpcJsVersion !== REVIEWED_GRPC_JS_VERSION) {
-      refused.push({ name: extension.name, reason: `grpc-js ${grpcJsVersion} is not the reviewed ${REVIEWED_GRPC_JS_VERSION}` });
+      refused.push({
+        name: extension.name,
+        reason: `grpc-js ${grpcJsVersion} is not the reviewed ${REVIEWED_GRPC_JS_VERSION}`,
+      });
       continue;
     }
     const missing = (extension.requires ?? []).filter((name) => !isGrpcExtensionActive(name));
@@ -97,14 +116,23 @@ export function enableGrpcExtensions(options: EnableGrpcExtensionsOptions = {}):
     markGrpcExtensionActive(extension.name);
     applied.push(extension.name);
   }
-  const report: GrpcExtensionsReport = { grpcJsVersion, reviewedVersion: REVIEWED_GRPC_JS_VERSION, active: activeGrpcExtensions(), applied, refused };
+  const report: GrpcExtensionsReport = {
+    grpcJsVersion,
+    reviewedVersion: REVIEWED_GRPC_JS_VERSION,
+    active: activeGrpcExtensions(),
+    applied,
+    refused,
+  };
   if (options.logger !== undefined) logReport(options.logger, report);
   return report;
 }
 
 function logReport(logger: Logger, report: GrpcExtensionsReport): void {
   for (const { name, reason } of report.refused) {
-    logger.warn({ event: "grpc.extension-refused", extension: name, reason }, `grpc-js extension ${name} not applied: ${reason}`);
+    logger.warn(
+      { event: "grpc.extension-refused", extension: name, reason },
+      `grpc-js extension ${name} not applied: ${reason}`,
+    );
   }
   // Debug: each daemon's ready line says what is active; the library API logs its own info line.
   logger.debug(

@@ -14,11 +14,7 @@ export const REVIEWED_GRPC_JS_VERSION = "1.14.7";
 
 /** The extensions, by name (docs/grpc-extensions.md says what each one touches and why). */
 export type GrpcExtensionName =
-  | "server-zero-copy-send"
-  | "client-zero-copy-send"
-  | "incremental-decoder"
-  | "receive-guard"
-  | "server-session-hooks";
+  "server-zero-copy-send" | "client-zero-copy-send" | "incremental-decoder" | "receive-guard" | "server-session-hooks";
 
 /** One extension: `prepare` finds every internal it needs or throws MissingGrpcInternal; the returned function applies it. */
 export interface GrpcExtension {
@@ -66,7 +62,11 @@ export function installedGrpcJsVersion(): string {
  * `load()` is a literal `require` of one grpc-js build file (literal, so a bundler that keeps
  * requires sees it); a missing file or export becomes MissingGrpcInternal naming `what`.
  */
-export function requireGrpcInternal<T>(what: string, load: () => unknown, pick: (mod: Record<string, unknown>) => T | undefined): T {
+export function requireGrpcInternal<T>(
+  what: string,
+  load: () => unknown,
+  pick: (mod: Record<string, unknown>) => T | undefined,
+): T {
   let mod: unknown;
   try {
     mod = load();
@@ -102,7 +102,10 @@ export function grpcTracer(): GrpcTracer {
     () => require("@grpc/grpc-js/build/src/logging"),
     (mod) =>
       typeof mod["trace"] === "function" && typeof mod["isTracerEnabled"] === "function"
-        ? (mod as { trace: (severity: number, tracer: string, text: string) => void; isTracerEnabled: (tracer: string) => boolean })
+        ? (mod as {
+            trace: (severity: number, tracer: string, text: string) => void;
+            isTracerEnabled: (tracer: string) => boolean;
+          })
         : undefined,
   );
   return {

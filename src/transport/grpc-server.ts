@@ -9,8 +9,19 @@ import * as grpc from "@grpc/grpc-js";
 import { ConnectionError, errorMessage } from "../core/errors";
 import { formatAddress, parseAddress } from "../core/address";
 import { type Logger, silentLogger } from "../core/logger";
-import { type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, constants as http2Constants } from "node:http2";
-import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS, SERVER_OPTIONS, SERVER_RECEIVE_WINDOW_BYTES, connectionLimitOptions } from "./options";
+import {
+  type Http2Server,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+  constants as http2Constants,
+} from "node:http2";
+import {
+  type ConnectionLimits,
+  DEFAULT_CONNECTION_LIMITS,
+  SERVER_OPTIONS,
+  SERVER_RECEIVE_WINDOW_BYTES,
+  connectionLimitOptions,
+} from "./options";
 import type { Socket } from "node:net";
 import { type GrpcExtension, MissingGrpcInternal, isGrpcExtensionActive } from "./grpc-internals";
 import { rejectMalformedRequests, withMalformedRequestsMarked } from "./request-decoding";
@@ -55,7 +66,10 @@ export async function startGrpcServer(
     ...connectionLimitOptions(limits),
     ...options,
     // Outermost, so the other interceptors (metrics) see the INVALID_ARGUMENT it answers.
-    interceptors: [...((options.interceptors as grpc.ServerInterceptor[] | undefined) ?? []), rejectMalformedRequests()],
+    interceptors: [
+      ...((options.interceptors as grpc.ServerInterceptor[] | undefined) ?? []),
+      rejectMalformedRequests(),
+    ],
   });
   for (const s of services) server.addService(withMalformedRequestsMarked(s.definition), s.implementation);
   const port = await new Promise<number>((resolve, reject) => {
@@ -173,7 +187,12 @@ interface ReceivingStream {
  * ACCEPT_FAILURE_REPORT_MS, with how many connections were refused since the last report.
  * Returns a function that stops the timers.
  */
-function watchConnections(http2Servers: Http2Server[], limits: ConnectionLimits, logger: Logger, name: string): () => void {
+function watchConnections(
+  http2Servers: Http2Server[],
+  limits: ConnectionLimits,
+  logger: Logger,
+  name: string,
+): () => void {
   const receiving = new Set<ReceivingStream>();
   let cancelled = 0;
   let cancelledSinceReport = 0;

@@ -138,7 +138,8 @@ export const SERVER_ZERO_COPY_SEND: GrpcExtension = {
       () => require("@grpc/grpc-js/build/src/server-interceptors"),
       (mod) => (mod["BaseServerInterceptingCall"] as { prototype?: ServerCallPrototype } | undefined)?.prototype,
     );
-    for (const key of ["serializeMessage", "sendMessage", "checkCancelled", "maybeSendMetadata", "sendStatus"]) requireMethod(what, proto, key);
+    for (const key of ["serializeMessage", "sendMessage", "checkCancelled", "maybeSendMetadata", "sendStatus"])
+      requireMethod(what, proto, key);
     const original = proto.sendMessage;
     const tracer = grpcTracer();
     return () => {
@@ -159,7 +160,13 @@ export const SERVER_ZERO_COPY_SEND: GrpcExtension = {
 };
 
 /** grpc-js's sendMessage, step for step (its trace line included), with the message written as a list of chunks. */
-function sendGathered(call: ServerCall, gather: GatherSerializer, message: object, callback: () => void, tracer: GrpcTracer): void {
+function sendGathered(
+  call: ServerCall,
+  gather: GatherSerializer,
+  message: object,
+  callback: () => void,
+  tracer: GrpcTracer,
+): void {
   if (call.checkCancelled()) return;
   let encoded: EncodedChunks;
   try {
@@ -177,7 +184,10 @@ function sendGathered(call: ServerCall, gather: GatherSerializer, message: objec
     return;
   }
   call.maybeSendMetadata();
-  tracer.trace(SERVER_CALL_TRACER, `Request to ${call.handler.path} sent data frame of size ${encoded.length + GRPC_FRAME_HEADER_BYTES}`);
+  tracer.trace(
+    SERVER_CALL_TRACER,
+    `Request to ${call.handler.path} sent data frame of size ${encoded.length + GRPC_FRAME_HEADER_BYTES}`,
+  );
   const stream = call.stream;
   const onWritten = (error?: Error | null): void => {
     if (error) {
@@ -231,7 +241,10 @@ export const CLIENT_ZERO_COPY_SEND: GrpcExtension = {
       filterWhat,
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require of one reviewed build file (docs/grpc-extensions.md)
       () => require("@grpc/grpc-js/build/src/compression-filter"),
-      (mod) => (typeof mod["CompressionFilter"] === "function" ? (mod["CompressionFilter"] as CompressionFilterClass) : undefined),
+      (mod) =>
+        typeof mod["CompressionFilter"] === "function"
+          ? (mod["CompressionFilter"] as CompressionFilterClass)
+          : undefined,
     );
     requireMethod(filterWhat, filterClass.prototype, "sendMessage");
     const callWhat = "build/src/subchannel-call Http2SubchannelCall";
@@ -249,25 +262,37 @@ export const CLIENT_ZERO_COPY_SEND: GrpcExtension = {
     try {
       identityProto = Object.getPrototypeOf(new filterClass({}, {}).sendCompression);
     } catch (err) {
-      throw new MissingGrpcInternal(`${filterWhat}: cannot construct (${err instanceof Error ? err.message : String(err)})`);
+      throw new MissingGrpcInternal(
+        `${filterWhat}: cannot construct (${err instanceof Error ? err.message : String(err)})`,
+      );
     }
-    if (typeof identityProto !== "object" || identityProto === null) throw new MissingGrpcInternal(`${filterWhat}: no sendCompression handler`);
+    if (typeof identityProto !== "object" || identityProto === null)
+      throw new MissingGrpcInternal(`${filterWhat}: no sendCompression handler`);
     requireMethod(`${filterWhat} identity handler`, identityProto, "writeMessage");
     const filterSend = filterClass.prototype.sendMessage;
     const subchannelSend = callProto.sendMessageWithContext;
     return () => {
-      filterClass.prototype.sendMessage = async function sendMessage(this: CompressionFilterInstance, message: Promise<WriteObject>): Promise<WriteObject> {
+      filterClass.prototype.sendMessage = async function sendMessage(
+        this: CompressionFilterInstance,
+        message: Promise<WriteObject>,
+      ): Promise<WriteObject> {
         const resolved = await message;
         const encoded = requestStandIns.get(resolved.message);
         if (Object.getPrototypeOf(this.sendCompression) !== identityProto) {
           // Compressing: grpc-js's own path, with the whole message.
-          return filterSend.call(this, Promise.resolve(encoded === undefined ? resolved : { ...resolved, message: joinChunks(encoded) }));
+          return filterSend.call(
+            this,
+            Promise.resolve(encoded === undefined ? resolved : { ...resolved, message: joinChunks(encoded) }),
+          );
         }
         const length = encoded?.length ?? resolved.message.length;
         if (this.maxSendMessageLength !== -1 && length > this.maxSendMessageLength) {
           // What grpc-js throws for an oversized message (a status object, not an Error).
           // eslint-disable-next-line @typescript-eslint/only-throw-error
-          throw { code: Status.RESOURCE_EXHAUSTED, details: `Attempted to send message with a size larger than ${this.maxSendMessageLength}` };
+          throw {
+            code: Status.RESOURCE_EXHAUSTED,
+            details: `Attempted to send message with a size larger than ${this.maxSendMessageLength}`,
+          };
         }
         // The identity handler never compresses: its flag byte is always 0, as frameMessage writes.
         if (encoded === undefined) return { message: frameMessage(resolved.message), flags: resolved.flags };
@@ -275,7 +300,11 @@ export const CLIENT_ZERO_COPY_SEND: GrpcExtension = {
         framedStandIns.set(header, encoded.chunks);
         return { message: header, flags: resolved.flags };
       };
-      callProto.sendMessageWithContext = function sendMessageWithContext(this: SubchannelCall, context: unknown, message: Buffer): void {
+      callProto.sendMessageWithContext = function sendMessageWithContext(
+        this: SubchannelCall,
+        context: unknown,
+        message: Buffer,
+      ): void {
         const chunks = framedStandIns.get(message);
         if (chunks === undefined || chunks.length === 0) {
           subchannelSend.call(this, context, message);
@@ -283,7 +312,9 @@ export const CLIENT_ZERO_COPY_SEND: GrpcExtension = {
         }
         if (this.traceEnabled) {
           const length = chunks.reduce((sum, chunk) => sum + chunk.byteLength, message.length);
-          this.trace(`write() called with message of length ${length} in ${chunks.length + 1} chunks (the last one follows)`);
+          this.trace(
+            `write() called with message of length ${length} in ${chunks.length + 1} chunks (the last one follows)`,
+          );
         }
         // Corked, everything leaves in one writev. grpc-js writes the last chunk itself, so its
         // callback, error handling, accounting and trace cover the message (after an error on an
@@ -357,7 +388,10 @@ const RESERVE_AFTER_BYTES = 64 * 1024;
 interface ResizableArrayBuffer extends ArrayBuffer {
   resize(byteLength: number): void;
 }
-type ResizableArrayBufferConstructor = new (byteLength: number, options: { maxByteLength: number }) => ResizableArrayBuffer;
+type ResizableArrayBufferConstructor = new (
+  byteLength: number,
+  options: { maxByteLength: number },
+) => ResizableArrayBuffer;
 
 /**
  * Memory for a large message that can grow up to `maxBytes` without moving: V8 reserves the
@@ -367,7 +401,9 @@ type ResizableArrayBufferConstructor = new (byteLength: number, options: { maxBy
  */
 function reserveResizable(byteLength: number, maxBytes: number): ResizableArrayBuffer | undefined {
   try {
-    const memory = new (ArrayBuffer as unknown as ResizableArrayBufferConstructor)(byteLength, { maxByteLength: maxBytes });
+    const memory = new (ArrayBuffer as unknown as ResizableArrayBufferConstructor)(byteLength, {
+      maxByteLength: maxBytes,
+    });
     return typeof memory.resize === "function" && memory.byteLength === byteLength ? memory : undefined;
   } catch {
     return undefined;
@@ -462,7 +498,9 @@ function incrementalWrite(this: DecoderInstance, data: Buffer): Buffer[] {
         // Reserved only once 64 KiB arrived: a peer that sends a few bytes costs a small buffer,
         // not a reservation (the copy into it is of at most 64 KiB).
         const resizable =
-          state.framedLength > DECODER_IN_PLACE_GROWTH_BYTES && capacity >= RESERVE_AFTER_BYTES ? reserveResizable(capacity, state.framedLength) : undefined;
+          state.framedLength > DECODER_IN_PLACE_GROWTH_BYTES && capacity >= RESERVE_AFTER_BYTES
+            ? reserveResizable(capacity, state.framedLength)
+            : undefined;
         const grown = resizable !== undefined ? Buffer.from(resizable, 0, capacity) : Buffer.allocUnsafe(capacity);
         if (state.message === undefined) state.header.copy(grown, 0);
         else state.message.copy(grown, 0, 0, state.filled);

@@ -171,7 +171,8 @@ export class ReceiveGuard {
       ["unauthenticatedBytesPerConnection", options.unauthenticatedBytesPerConnection],
       ["unauthenticatedBytesTotal", options.unauthenticatedBytesTotal],
     ] as const) {
-      if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`);
+      if (!Number.isSafeInteger(value) || value < 1)
+        throw new RangeError(`${name} must be a positive integer, got ${value}`);
     }
     this.perConnection = options.unauthenticatedBytesPerConnection;
     this.totalLimit = options.unauthenticatedBytesTotal;
@@ -199,7 +200,8 @@ export class ReceiveGuard {
       const limit = this.maxRequestBytes.get(method.path);
       if (limit !== undefined) {
         if (base.maxReceiveMessageSize === -1 || limit < base.maxReceiveMessageSize) base.maxReceiveMessageSize = limit;
-        if (base.decoder.maxReadMessageLength === -1 || limit < base.decoder.maxReadMessageLength) base.decoder.maxReadMessageLength = limit;
+        if (base.decoder.maxReadMessageLength === -1 || limit < base.decoder.maxReadMessageLength)
+          base.decoder.maxReadMessageLength = limit;
       }
       // A streaming request (grpc-bidi's Join) ends by the server's status while the peer is still
       // open by design; resetting it could overtake the status, which the peer must see.
@@ -242,7 +244,16 @@ export class ReceiveGuard {
     this.lastReportMs = now;
     const limit = scope === "connection" ? this.perConnection : this.totalLimit;
     this.logger.warn(
-      { event: "transport.receive-budget-exceeded", scope, method: path, peer, callBytes, limit, heldTotal: this.total, notLogged: this.unreported },
+      {
+        event: "transport.receive-budget-exceeded",
+        scope,
+        method: path,
+        peer,
+        callBytes,
+        limit,
+        heldTotal: this.total,
+        notLogged: this.unreported,
+      },
       `${path} from ${peer} refused with RESOURCE_EXHAUSTED: unauthenticated bytes over the ${scope} limit of ${limit}`,
     );
     this.unreported = 0;
@@ -279,9 +290,15 @@ export class ReceiveGuard {
     // eslint-disable-next-line @typescript-eslint/unbound-method -- called with .call(this, ...)
     const original = base.decompressMessage;
     const inflatedLimit = this.inflatedLimit;
-    base.decompressMessage = function decompressMessage(this: BaseCall, message: Buffer, encoding: string): Buffer | Promise<Buffer> {
-      if (account.closed || (encoding !== "gzip" && encoding !== "deflate")) return original.call(this, message, encoding);
-      const limit = this.maxReceiveMessageSize === -1 ? inflatedLimit : Math.min(inflatedLimit, this.maxReceiveMessageSize);
+    base.decompressMessage = function decompressMessage(
+      this: BaseCall,
+      message: Buffer,
+      encoding: string,
+    ): Buffer | Promise<Buffer> {
+      if (account.closed || (encoding !== "gzip" && encoding !== "deflate"))
+        return original.call(this, message, encoding);
+      const limit =
+        this.maxReceiveMessageSize === -1 ? inflatedLimit : Math.min(inflatedLimit, this.maxReceiveMessageSize);
       return new Promise<Buffer>((resolve, reject) => {
         const done = (err: Error | null, inflated: Buffer): void => {
           if (err !== null) {
@@ -289,7 +306,10 @@ export class ReceiveGuard {
             // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- grpc-js's decompressMessage rejects with a status object
             reject(
               tooLarge
-                ? { code: grpc.status.RESOURCE_EXHAUSTED, details: `Received message that decompresses to a size larger than ${limit}` }
+                ? {
+                    code: grpc.status.RESOURCE_EXHAUSTED,
+                    details: `Received message that decompresses to a size larger than ${limit}`,
+                  }
                 : { code: grpc.status.INTERNAL, details: "Failed to decompress message" },
             );
             return;

@@ -11,13 +11,7 @@
  * Shared by the SuperNode (Fleet calls, `classifyFleetError`) and the ServerApp's Driver, which
  * passes its own classification (`classifyDriverError`).
  */
-import {
-  AuthenticationError,
-  ConnectionError,
-  FlwrError,
-  InvalidConfigError,
-  errorMessage,
-} from "../core/errors";
+import { AuthenticationError, ConnectionError, FlwrError, InvalidConfigError, errorMessage } from "../core/errors";
 import { GrpcStatus, cleanDetails, fromServiceError, isCallFailure, statusName, tlsSetupError } from "./call-errors";
 
 export { isCertificateFailure } from "./call-errors";
@@ -98,10 +92,13 @@ export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> 
       clearTimeout(timer);
       reject(signal?.reason);
     };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, Math.max(0, ms));
+    const timer = setTimeout(
+      () => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      },
+      Math.max(0, ms),
+    );
     signal?.addEventListener("abort", onAbort, { once: true });
   });
 }

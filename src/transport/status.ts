@@ -35,7 +35,10 @@ export function toServiceError(err: unknown, report?: IncidentReporter): Partial
   if (report === undefined) return { code: grpc.status.INTERNAL, details: "Internal error" };
   const incidentId = randomBytes(6).toString("hex");
   report(incidentId, err);
-  return { code: grpc.status.INTERNAL, details: `Internal error (incident ${incidentId}; details are in the SuperLink's log)` };
+  return {
+    code: grpc.status.INTERNAL,
+    details: `Internal error (incident ${incidentId}; details are in the SuperLink's log)`,
+  };
 }
 
 /** True for a grpc-js client error (it carries a numeric `code`). */

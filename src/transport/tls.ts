@@ -53,18 +53,24 @@ export function checkServerTlsMaterial(material: ServerTlsMaterial, names?: Part
   try {
     new X509Certificate(material.caCert);
   } catch (err) {
-    throw new InvalidKeyFileError(`CA certificate ${label(names?.caCertFile, "")} is not a valid X.509 certificate`, { cause: err });
+    throw new InvalidKeyFileError(`CA certificate ${label(names?.caCertFile, "")} is not a valid X.509 certificate`, {
+      cause: err,
+    });
   }
   try {
     cert = new X509Certificate(material.cert);
   } catch (err) {
-    throw new InvalidKeyFileError(`Server certificate ${label(names?.certFile, "")} is not a valid X.509 certificate`, { cause: err });
+    throw new InvalidKeyFileError(`Server certificate ${label(names?.certFile, "")} is not a valid X.509 certificate`, {
+      cause: err,
+    });
   }
   let key;
   try {
     key = createPrivateKey(material.key);
   } catch (err) {
-    throw new InvalidKeyFileError(`Server private key ${label(names?.keyFile, "")} is not a valid PEM private key`, { cause: err });
+    throw new InvalidKeyFileError(`Server private key ${label(names?.keyFile, "")} is not a valid PEM private key`, {
+      cause: err,
+    });
   }
   if (!cert.checkPrivateKey(key)) {
     throw new InvalidKeyFileError(
@@ -82,9 +88,13 @@ export function checkServerTlsMaterial(material: ServerTlsMaterial, names?: Part
  * With `clientCa`, only clients presenting a certificate that this CA signed (valid now, usable
  * for client authentication) complete the handshake.
  */
-export function serverCredentials(material: ServerTlsMaterial | undefined, opts: { clientCa?: Buffer } = {}): grpc.ServerCredentials {
+export function serverCredentials(
+  material: ServerTlsMaterial | undefined,
+  opts: { clientCa?: Buffer } = {},
+): grpc.ServerCredentials {
   if (material === undefined) {
-    if (opts.clientCa !== undefined) throw new InvalidConfigError("Client certificates (mutual TLS) need TLS: drop --insecure");
+    if (opts.clientCa !== undefined)
+      throw new InvalidConfigError("Client certificates (mutual TLS) need TLS: drop --insecure");
     return grpc.ServerCredentials.createInsecure();
   }
   const keyCertPairs = [{ private_key: material.key, cert_chain: material.cert }];
@@ -138,7 +148,10 @@ export function readClientCertificateFiles(files: { certFile: string; keyFile: s
 }
 
 /** The checks of readClientCertificateFiles, for material given as bytes (library callers). */
-export function checkClientCertificate(material: ClientCertificate, names?: { certFile?: string; keyFile?: string }): void {
+export function checkClientCertificate(
+  material: ClientCertificate,
+  names?: { certFile?: string; keyFile?: string },
+): void {
   const certName = names?.certFile !== undefined ? `"${names.certFile}"` : "(clientCertificate.cert)";
   const keyName = names?.keyFile !== undefined ? `"${names.keyFile}"` : "(clientCertificate.key)";
   let cert: X509Certificate;
@@ -176,7 +189,9 @@ export function channelCredentials(opts: {
     throw new InvalidConfigError("Conflicting options: --insecure and --root-certificates cannot be used together");
   }
   if (opts.insecure && opts.clientCertificate !== undefined) {
-    throw new InvalidConfigError("Conflicting options: --insecure and a client certificate (--ssl-certfile) cannot be used together");
+    throw new InvalidConfigError(
+      "Conflicting options: --insecure and a client certificate (--ssl-certfile) cannot be used together",
+    );
   }
   if (opts.insecure) return grpc.credentials.createInsecure();
   const client = opts.clientCertificate;
@@ -189,7 +204,9 @@ export function readRootCertificates(path: string): Buffer {
   try {
     new X509Certificate(data);
   } catch (err) {
-    throw new InvalidKeyFileError(`Root certificates "${path}" do not contain a valid X.509 certificate`, { cause: err });
+    throw new InvalidKeyFileError(`Root certificates "${path}" do not contain a valid X.509 certificate`, {
+      cause: err,
+    });
   }
   return data;
 }

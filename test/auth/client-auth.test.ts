@@ -29,10 +29,20 @@ describe("the test vectors of test/auth/vectors.ts through SuperNodeAuth", () =>
   });
 
   test.each([
-    ["PingRequest", PingRequest.fromPartial({ node: { nodeId: v.NODE_ID }, pingInterval: 30 }), v.PING_HEX, v.PING_TOKEN],
+    [
+      "PingRequest",
+      PingRequest.fromPartial({ node: { nodeId: v.NODE_ID }, pingInterval: 30 }),
+      v.PING_HEX,
+      v.PING_TOKEN,
+    ],
     ["PullTaskInsRequest", PullTaskInsRequest.fromPartial({ node: { nodeId: v.NODE_ID } }), v.PULL_HEX, v.PULL_TOKEN],
     ["GetRunRequest", GetRunRequest.fromPartial({ runId: v.RUN_ID }), v.GET_RUN_HEX, v.GET_RUN_TOKEN],
-    ["PushTaskResRequest", PushTaskResRequest.decode(Buffer.from(v.PUSH_TASK_RES_HEX, "hex")), v.PUSH_TASK_RES_HEX, v.PUSH_TASK_RES_TOKEN],
+    [
+      "PushTaskResRequest",
+      PushTaskResRequest.decode(Buffer.from(v.PUSH_TASK_RES_HEX, "hex")),
+      v.PUSH_TASK_RES_HEX,
+      v.PUSH_TASK_RES_TOKEN,
+    ],
   ] as const)("%s: canonical bytes and auth-token", (name, request, bytesHex, token) => {
     const auth = vectorClient();
     auth.acceptCreateNodeMetadata(serverHeaders(v.SERVER_PUBLIC_KEY_HEADER));
@@ -72,9 +82,9 @@ describe("the CreateNode handshake", () => {
     );
     expect(() => auth.acceptCreateNodeMetadata(serverHeaders("abc"))).toThrow(AuthenticationError);
     const p256 = generateKeyPairSync("ec", { namedCurve: "P-256" });
-    expect(() => auth.acceptCreateNodeMetadata(serverHeaders(base64UrlPadded(Buffer.from(publicPemOf(p256.privateKey)))))).toThrow(
-      /on P-256 but this SuperNode's key is on P-384/,
-    );
+    expect(() =>
+      auth.acceptCreateNodeMetadata(serverHeaders(base64UrlPadded(Buffer.from(publicPemOf(p256.privateKey))))),
+    ).toThrow(/on P-256 but this SuperNode's key is on P-384/);
     // The key from the successful handshake is still in use.
     const ping = PingRequest.fromPartial({ node: { nodeId: v.NODE_ID }, pingInterval: 30 });
     expect(auth.metadataFor("PingRequest", ping).get("auth-token")).toEqual([v.PING_TOKEN]);
@@ -106,6 +116,8 @@ describe("fromFiles", () => {
   });
 
   test("refuses a private and public key that are not one pair", () => {
-    expect(() => SuperNodeAuth.fromFiles(fx.clientPrivateKeys[0]!, fx.clientPublicKeys[1]!)).toThrow(InvalidKeyFileError);
+    expect(() => SuperNodeAuth.fromFiles(fx.clientPrivateKeys[0]!, fx.clientPublicKeys[1]!)).toThrow(
+      InvalidKeyFileError,
+    );
   });
 });

@@ -74,7 +74,15 @@ function openSshPrivateKey(parts: PrivateKeyParts): string {
   const curve = parts.curve ?? "nistp384";
   const point = parts.point!;
   const [c1, c2] = parts.checkints ?? [0x12345678, 0x12345678];
-  let section = Buffer.concat([uint32(c1), uint32(c2), sshString(type), sshString(curve), sshString(point), sshString(parts.d), sshString("")]);
+  let section = Buffer.concat([
+    uint32(c1),
+    uint32(c2),
+    sshString(type),
+    sshString(curve),
+    sshString(point),
+    sshString(parts.d),
+    sshString(""),
+  ]);
   const padding = parts.padding ?? Buffer.from(Array.from({ length: (8 - (section.length % 8)) % 8 }, (_, i) => i + 1));
   section = Buffer.concat([section, padding]);
   const body = Buffer.concat([
@@ -86,7 +94,10 @@ function openSshPrivateKey(parts: PrivateKeyParts): string {
     sshString(publicBlob(type, curve, parts.outerPoint ?? point)),
     sshString(section),
   ]);
-  const lines = body.toString("base64").match(/.{1,70}/g)!.join("\n");
+  const lines = body
+    .toString("base64")
+    .match(/.{1,70}/g)!
+    .join("\n");
   return `-----BEGIN OPENSSH PRIVATE KEY-----\n${lines}\n-----END OPENSSH PRIVATE KEY-----\n`;
 }
 
@@ -151,19 +162,35 @@ describe("OpenSSH private key encodings", () => {
   const pem = publicPemOf(privateKey);
 
   test("an mpint with an extra leading 0x00 or without leading zeros is accepted", () => {
-    expect(publicPemOf(parseOpenSshPrivateKey(openSshPrivateKey({ point, d: Buffer.concat([Buffer.from([0]), d]) })))).toBe(pem);
+    expect(
+      publicPemOf(parseOpenSshPrivateKey(openSshPrivateKey({ point, d: Buffer.concat([Buffer.from([0]), d]) }))),
+    ).toBe(pem);
     const small = parseOpenSshPrivateKey(v.CLIENT_PRIVATE_OPENSSH);
     const smallD = rawScalar(small).subarray(1); // 47 bytes, high bit clear
-    expect(publicPemOf(parseOpenSshPrivateKey(openSshPrivateKey({ point: pointOf(small), d: smallD })))).toBe(v.CLIENT_CANONICAL_PEM);
-    expect(publicPemOf(parseOpenSshPrivateKey(openSshPrivateKey({ point: pointOf(small), d: Buffer.concat([Buffer.alloc(3), smallD]) })))).toBe(
+    expect(publicPemOf(parseOpenSshPrivateKey(openSshPrivateKey({ point: pointOf(small), d: smallD })))).toBe(
       v.CLIENT_CANONICAL_PEM,
     );
+    expect(
+      publicPemOf(
+        parseOpenSshPrivateKey(
+          openSshPrivateKey({ point: pointOf(small), d: Buffer.concat([Buffer.alloc(3), smallD]) }),
+        ),
+      ),
+    ).toBe(v.CLIENT_CANONICAL_PEM);
   });
 
   test.each([
     ["differing check integers", { checkints: [1, 2] as [number, number] }, /check integers/],
-    ["a public point that does not match d", { point: pointOf(generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey) }, /does not match/],
-    ["a header public key that does not match", { outerPoint: pointOf(generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey) }, /does not match/],
+    [
+      "a public point that does not match d",
+      { point: pointOf(generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey) },
+      /does not match/,
+    ],
+    [
+      "a header public key that does not match",
+      { outerPoint: pointOf(generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey) },
+      /does not match/,
+    ],
     ["bad padding", { padding: Buffer.from([1, 2, 4]) }, /padding/],
     ["two keys", { count: 2 }, /exactly one/],
     ["a scalar longer than the field", { d: Buffer.concat([Buffer.from([1]), Buffer.alloc(48)]) }, /longer than 48/],
@@ -265,20 +292,46 @@ describe("public key validation", () => {
   const line = (blob: Buffer, type = "ecdsa-sha2-nistp384"): string => `${type} ${blob.toString("base64")}`;
 
   test("a well-formed hand-built line is accepted", () => {
-    expect(parseOpenSshPublicKey(line(publicBlob("ecdsa-sha2-nistp384", "nistp384", point)))).toBe(publicPemOf(privateKey));
+    expect(parseOpenSshPublicKey(line(publicBlob("ecdsa-sha2-nistp384", "nistp384", point)))).toBe(
+      publicPemOf(privateKey),
+    );
   });
 
   test("a compressed point in the blob is canonicalized to the uncompressed form", () => {
     const compressed = Buffer.concat([Buffer.from([2 + (point[point.length - 1]! & 1)]), point.subarray(1, 49)]);
-    expect(parseOpenSshPublicKey(line(publicBlob("ecdsa-sha2-nistp384", "nistp384", compressed)))).toBe(publicPemOf(privateKey));
+    expect(parseOpenSshPublicKey(line(publicBlob("ecdsa-sha2-nistp384", "nistp384", compressed)))).toBe(
+      publicPemOf(privateKey),
+    );
   });
 
   test.each([
-    ["a blob type that differs from the line", line(publicBlob("ecdsa-sha2-nistp384", "nistp384", point), "ecdsa-sha2-nistp256"), /"ecdsa-sha2-nistp384" but the line says/],
-    ["a curve that differs from the type", line(publicBlob("ecdsa-sha2-nistp384", "nistp521", point)), /names curve "nistp521"/],
+    [
+      "a blob type that differs from the line",
+      line(publicBlob("ecdsa-sha2-nistp384", "nistp384", point), "ecdsa-sha2-nistp256"),
+      /"ecdsa-sha2-nistp384" but the line says/,
+    ],
+    [
+      "a curve that differs from the type",
+      line(publicBlob("ecdsa-sha2-nistp384", "nistp521", point)),
+      /names curve "nistp521"/,
+    ],
     ["trailing bytes", line(publicBlob("ecdsa-sha2-nistp384", "nistp384", point, Buffer.from([0]))), /trailing bytes/],
-    ["a point not on the curve", line(publicBlob("ecdsa-sha2-nistp384", "nistp384", Buffer.concat([point.subarray(0, 60), Buffer.from([point[60]! ^ 1]), point.subarray(61)]))), /not on curve/],
-    ["a point of the wrong length", line(publicBlob("ecdsa-sha2-nistp384", "nistp384", point.subarray(0, 65))), /wrong length/],
+    [
+      "a point not on the curve",
+      line(
+        publicBlob(
+          "ecdsa-sha2-nistp384",
+          "nistp384",
+          Buffer.concat([point.subarray(0, 60), Buffer.from([point[60]! ^ 1]), point.subarray(61)]),
+        ),
+      ),
+      /not on curve/,
+    ],
+    [
+      "a point of the wrong length",
+      line(publicBlob("ecdsa-sha2-nistp384", "nistp384", point.subarray(0, 65))),
+      /wrong length/,
+    ],
     ["a truncated blob", line(publicBlob("ecdsa-sha2-nistp384", "nistp384", point).subarray(0, 40)), /truncated/],
     ["invalid base64", "ecdsa-sha2-nistp384 AAAA*AAA", /not valid base64/],
     ["no key data", "ecdsa-sha2-nistp384", /no base64 key data/],
@@ -303,7 +356,9 @@ describe("fixtures from scripts/generate.sh", () => {
     expect(curveOf(server.privateKey)).toBe("P-384");
     expect(Buffer.byteLength(server.publicKeyPem)).toBe(215);
     fx.clientPrivateKeys.forEach((priv, i) => {
-      expect(loadKeyPairFiles(priv, fx.clientPublicKeys[i]!).publicKeyPem).toBe(loadPublicKeyFile(fx.clientPublicKeys[i]!));
+      expect(loadKeyPairFiles(priv, fx.clientPublicKeys[i]!).publicKeyPem).toBe(
+        loadPublicKeyFile(fx.clientPublicKeys[i]!),
+      );
     });
   });
 

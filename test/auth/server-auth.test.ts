@@ -118,7 +118,9 @@ function unary<Req, Res>(
 ): Promise<{ response: Res; headers: grpc.Metadata | undefined }> {
   return new Promise((resolve, reject) => {
     let headers: grpc.Metadata | undefined;
-    const fn = (client as unknown as Record<string, (...args: unknown[]) => grpc.ClientUnaryCall>)[method]!.bind(client);
+    const fn = (client as unknown as Record<string, (...args: unknown[]) => grpc.ClientUnaryCall>)[method]!.bind(
+      client,
+    );
     const call: grpc.ClientUnaryCall = fn(request, metadata, (err: grpc.ServiceError | null, response: Res) => {
       if (err) reject(err);
       else resolve({ response, headers });
@@ -162,7 +164,8 @@ beforeAll(async () => {
   serverPem = serverKeys.publicKeyPem;
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split("\n").filter(Boolean)) logLines.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString().split("\n").filter(Boolean))
+        logLines.push(JSON.parse(line) as Record<string, unknown>);
       done();
     },
   });
@@ -217,7 +220,10 @@ afterEach(() => {
 });
 
 /** CreateNode for client `index`; returns its auth (with the shared key) and node id. */
-async function connect(index: number, pingInterval = 30): Promise<{ auth: SuperNodeAuth; nodeId: bigint; headers: grpc.Metadata | undefined }> {
+async function connect(
+  index: number,
+  pingInterval = 30,
+): Promise<{ auth: SuperNodeAuth; nodeId: bigint; headers: grpc.Metadata | undefined }> {
   const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[index]!, fx.clientPublicKeys[index]!);
   const request = CreateNodeRequest.fromPartial({ pingInterval });
   const { response, headers } = await unary<CreateNodeRequest, { node?: { nodeId: bigint } }>(
@@ -230,7 +236,11 @@ async function connect(index: number, pingInterval = 30): Promise<{ auth: SuperN
   return { auth, nodeId: response.node!.nodeId, headers };
 }
 
-function ping(auth: SuperNodeAuth, nodeId: bigint, metadata?: grpc.Metadata): Promise<{ response: { success: boolean } }> {
+function ping(
+  auth: SuperNodeAuth,
+  nodeId: bigint,
+  metadata?: grpc.Metadata,
+): Promise<{ response: { success: boolean } }> {
   const request = PingRequest.fromPartial({ node: { nodeId }, pingInterval: 30 });
   return unary(client, "ping", request, metadata ?? auth.metadataFor("PingRequest", request));
 }
@@ -337,7 +347,12 @@ describe("CreateNode", () => {
     const md = new grpc.Metadata();
     md.set("public-key", Buffer.from(auth.publicKeyPem).toString("base64"));
     const request = CreateNodeRequest.fromPartial({ pingInterval: 30 });
-    const { response } = await unary<CreateNodeRequest, { node?: { nodeId: bigint } }>(client, "createNode", request, md);
+    const { response } = await unary<CreateNodeRequest, { node?: { nodeId: bigint } }>(
+      client,
+      "createNode",
+      request,
+      md,
+    );
     expect(response.node?.nodeId).toBe(await state.getNodeId(Buffer.from(auth.publicKeyPem)));
   });
 });
@@ -362,7 +377,10 @@ describe("authenticated RPCs", () => {
     const request = PullTaskInsRequest.fromPartial({ node: { nodeId } });
     // Field 15 (varint 1) is unknown to PullTaskInsRequest: ts-proto drops it on decode, so the
     // canonical re-encoding differs from what was MAC'd and only the raw bytes match.
-    const bytes = Buffer.concat([Buffer.from(canonicalEncode("PullTaskInsRequest", request)), Buffer.from([0x78, 0x01])]);
+    const bytes = Buffer.concat([
+      Buffer.from(canonicalEncode("PullTaskInsRequest", request)),
+      Buffer.from([0x78, 0x01]),
+    ]);
     const md = auth.metadataFor("PullTaskInsRequest", request);
     md.set("auth-token", base64UrlPadded(computeAuthToken(hmacKeyOf(auth), bytes)));
     await sendRaw("/flwr.proto.Fleet/PullTaskIns", bytes, md);
@@ -408,9 +426,13 @@ describe("authenticated RPCs", () => {
     const pingB = PingRequest.fromPartial({ node: { nodeId: b.nodeId }, pingInterval: 30 });
     expect(await statusOf(unary(client, "ping", pingB, a.auth.metadataFor("PingRequest", pingB)))).toEqual(DENIED);
     const pullB = PullTaskInsRequest.fromPartial({ node: { nodeId: b.nodeId } });
-    expect(await statusOf(unary(client, "pullTaskIns", pullB, a.auth.metadataFor("PullTaskInsRequest", pullB)))).toEqual(DENIED);
+    expect(
+      await statusOf(unary(client, "pullTaskIns", pullB, a.auth.metadataFor("PullTaskInsRequest", pullB))),
+    ).toEqual(DENIED);
     const deleteB = DeleteNodeRequest.fromPartial({ node: { nodeId: b.nodeId } });
-    expect(await statusOf(unary(client, "deleteNode", deleteB, a.auth.metadataFor("DeleteNodeRequest", deleteB)))).toEqual(DENIED);
+    expect(
+      await statusOf(unary(client, "deleteNode", deleteB, a.auth.metadataFor("DeleteNodeRequest", deleteB))),
+    ).toEqual(DENIED);
     const noNode = PingRequest.fromPartial({ pingInterval: 30 });
     expect(await statusOf(unary(client, "ping", noNode, a.auth.metadataFor("PingRequest", noNode)))).toEqual(DENIED);
     expect(calls).toEqual([]);
@@ -424,9 +446,13 @@ describe("authenticated RPCs", () => {
     const a = await connect(0);
     const b = await connect(1);
     const foreign = pushRequest(b.nodeId);
-    expect(await statusOf(unary(client, "pushTaskRes", foreign, a.auth.metadataFor("PushTaskResRequest", foreign)))).toEqual(DENIED);
+    expect(
+      await statusOf(unary(client, "pushTaskRes", foreign, a.auth.metadataFor("PushTaskResRequest", foreign))),
+    ).toEqual(DENIED);
     const empty = PushTaskResRequest.fromPartial({ taskResList: [] });
-    expect(await statusOf(unary(client, "pushTaskRes", empty, a.auth.metadataFor("PushTaskResRequest", empty)))).toEqual(DENIED);
+    expect(
+      await statusOf(unary(client, "pushTaskRes", empty, a.auth.metadataFor("PushTaskResRequest", empty))),
+    ).toEqual(DENIED);
     expect(calls).toEqual([]);
 
     const own = pushRequest(a.nodeId, [["loss", 1.5]]);
@@ -438,7 +464,11 @@ describe("authenticated RPCs", () => {
     const { auth, nodeId } = await connect(0);
     // Insertion order (what ts-proto puts on the wire) is neither upb nor lexicographic order,
     // so only the re-encodings can match: this exercises verifier paths (a) and (b).
-    const request = pushRequest(nodeId, [["loss_avg", 2], ["val", 3], ["loss", 1]]);
+    const request = pushRequest(nodeId, [
+      ["loss_avg", 2],
+      ["val", 3],
+      ["loss", 1],
+    ]);
     const wire = PushTaskResRequest.encode(request).finish();
     const orders: MapOrder[] = ["upb", "lexicographic"];
     const encodings = orders.map((order) => canonicalEncode("PushTaskResRequest", request, order));
@@ -461,12 +491,19 @@ describe("authenticated RPCs", () => {
     const { auth } = await connect(0);
     state.runs.add(77n);
     const known = GetRunRequest.fromPartial({ runId: 77n });
-    const { response } = await unary<GetRunRequest, { run?: { runId: bigint } }>(client, "getRun", known, auth.metadataFor("GetRunRequest", known));
+    const { response } = await unary<GetRunRequest, { run?: { runId: bigint } }>(
+      client,
+      "getRun",
+      known,
+      auth.metadataFor("GetRunRequest", known),
+    );
     expect(response.run?.runId).toBe(77n);
     expect(calls.map((c) => c.method)).toEqual(["getRun"]); // GetRunRequest names no node
 
     const unknown = GetRunRequest.fromPartial({ runId: 78n });
-    expect(await statusOf(unary(client, "getRun", unknown, auth.metadataFor("GetRunRequest", unknown)))).toEqual(DENIED);
+    expect(await statusOf(unary(client, "getRun", unknown, auth.metadataFor("GetRunRequest", unknown)))).toEqual(
+      DENIED,
+    );
   });
 
   test("a valid token from a key with no node yet is denied", async () => {
@@ -498,7 +535,9 @@ describe("allowlist changes", () => {
 
     expect(await statusOf(ping(a.auth, a.nodeId))).toEqual(DENIED);
     const request = CreateNodeRequest.fromPartial({ pingInterval: 30 });
-    expect(await statusOf(unary(client, "createNode", request, a.auth.metadataFor("CreateNodeRequest", request)))).toEqual(DENIED);
+    expect(
+      await statusOf(unary(client, "createNode", request, a.auth.metadataFor("CreateNodeRequest", request))),
+    ).toEqual(DENIED);
     expect((await ping(b.auth, b.nodeId)).response.success).toBe(true);
 
     // Put back: the same key works again with the same node.
@@ -530,7 +569,11 @@ test("rejections are logged with reason and fingerprint, never with key material
 });
 
 describe("FleetAuthenticator without gRPC", () => {
-  const headersOf = (auth: SuperNodeAuth, name: FleetRequestName, request: object): { publicKey: string; authToken: string | undefined } => {
+  const headersOf = (
+    auth: SuperNodeAuth,
+    name: FleetRequestName,
+    request: object,
+  ): { publicKey: string; authToken: string | undefined } => {
     const md = auth.metadataFor(name, request);
     const token = md.get("auth-token")[0];
     return { publicKey: auth.publicKeyHeader, authToken: token === undefined ? undefined : String(token) };
@@ -539,7 +582,13 @@ describe("FleetAuthenticator without gRPC", () => {
   test("the HMAC key cache stays within its bound and stays correct", async () => {
     const keys = loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey);
     const localState = new MapState();
-    const small = new FleetAuthenticator({ allowlist, serverPrivateKey: keys.privateKey, serverPublicKeyPem: keys.publicKeyPem, state: localState, hmacKeyCacheSize: 1 });
+    const small = new FleetAuthenticator({
+      allowlist,
+      serverPrivateKey: keys.privateKey,
+      serverPublicKeyPem: keys.publicKeyPem,
+      state: localState,
+      hmacKeyCacheSize: 1,
+    });
     try {
       const nodes: Array<{ auth: SuperNodeAuth; nodeId: bigint }> = [];
       for (const i of [0, 1]) {
@@ -553,7 +602,11 @@ describe("FleetAuthenticator without gRPC", () => {
       for (let round = 0; round < 3; round++) {
         for (const { auth, nodeId } of nodes) {
           const request = PingRequest.fromPartial({ node: { nodeId }, pingInterval: 30 });
-          const verdict: AuthVerdict = await small.authenticate("PingRequest", request, headersOf(auth, "PingRequest", request));
+          const verdict: AuthVerdict = await small.authenticate(
+            "PingRequest",
+            request,
+            headersOf(auth, "PingRequest", request),
+          );
           expect(verdict).toEqual({ ok: true, publicKeyPem: auth.publicKeyPem, nodeId });
           expect(small.cachedKeys).toBe(1);
         }
@@ -577,7 +630,12 @@ describe("FleetAuthenticator without gRPC", () => {
     };
     const pem = loadPublicKeyFile(fx.clientPublicKeys[0]!);
     const existing = await inner.createNode(30, Buffer.from(pem));
-    const auth = new FleetAuthenticator({ allowlist, serverPrivateKey: keys.privateKey, serverPublicKeyPem: keys.publicKeyPem, state: racing });
+    const auth = new FleetAuthenticator({
+      allowlist,
+      serverPrivateKey: keys.privateKey,
+      serverPublicKeyPem: keys.publicKeyPem,
+      state: racing,
+    });
     try {
       expect(await auth.registerNode(pem, 60)).toBe(existing);
       expect(inner.pingIntervals.get(existing)).toBe(30); // liveness untouched

@@ -41,7 +41,12 @@ test("a generated pair round-trips through OpenSSH text that node:crypto and ssh
   expect(await webSshFingerprint(pair.curve, pair.point)).toBe(sshFingerprint(parseOpenSshPublicKey(publicLine)));
   const dir = mkdtempSync(join(tmpdir(), "flwr-web-keys-"));
   try {
-    execFileSync("bash", ["-c", `printf '%s' "$0" > "$1/k" && chmod 600 "$1/k" && ssh-keygen -y -f "$1/k" > "$1/k.pub"`, privateText, dir]);
+    execFileSync("bash", [
+      "-c",
+      `printf '%s' "$0" > "$1/k" && chmod 600 "$1/k" && ssh-keygen -y -f "$1/k" > "$1/k.pub"`,
+      privateText,
+      dir,
+    ]);
     expect(readFileSync(join(dir, "k.pub"), "utf8").split(" ").slice(0, 2)).toEqual(publicLine.split(" ").slice(0, 2));
     const auth = await WebSuperNodeAuth.create(pair);
     expect(auth.publicKeyPem).toBe(loadKeyPairFiles(join(dir, "k"), join(dir, "k.pub")).publicKeyPem);
@@ -57,10 +62,17 @@ test("keys that do not belong together, encrypted keys and non-EC keys are refus
   await expect(WebSuperNodeAuth.create({ ...client, point: server.point })).rejects.toBeInstanceOf(InvalidKeyFileError);
   const encrypted = v.CLIENT_PRIVATE_OPENSSH; // re-encode with cipher "aes256-ctr" in the header
   const body = Buffer.from(encrypted.split("\n").slice(1, -2).join(""), "base64");
-  const tampered = Buffer.concat([body.subarray(0, 15), Buffer.from([0, 0, 0, 10]), Buffer.from("aes256-ctr"), body.subarray(15 + 8)]);
+  const tampered = Buffer.concat([
+    body.subarray(0, 15),
+    Buffer.from([0, 0, 0, 10]),
+    Buffer.from("aes256-ctr"),
+    body.subarray(15 + 8),
+  ]);
   const text = `-----BEGIN OPENSSH PRIVATE KEY-----\n${tampered.toString("base64")}\n-----END OPENSSH PRIVATE KEY-----\n`;
   expect(() => parseOpenSshPrivateText(text)).toThrow(/passphrase/);
-  expect(() => parseOpenSshPublicLine("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMWy9mhTzZ1FwEDWHZC9P9dn4kgrkD4dXvNWfxM5HYhd x")).toThrow(/ECDSA/);
+  expect(() =>
+    parseOpenSshPublicLine("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMWy9mhTzZ1FwEDWHZC9P9dn4kgrkD4dXvNWfxM5HYhd x"),
+  ).toThrow(/ECDSA/);
   expect(() => parseOpenSshPublicLine("not a key")).toThrow(InvalidKeyFileError);
   expect(canonicalPemOfPoint(client.curve, client.point)).toBe(v.CLIENT_CANONICAL_PEM);
 });

@@ -21,12 +21,19 @@ export function expectWebVectors(out: AuthVectorOutputs): void {
   expect(out.clientPem).toBe(v.CLIENT_CANONICAL_PEM);
   expect(out.clientPemFromPrivate).toBe(v.CLIENT_CANONICAL_PEM);
   expect(out.clientHeader).toBe(v.CLIENT_PUBLIC_KEY_HEADER);
-  expect(Buffer.from(out.serverPem, "latin1").toString("base64").replace(/\+/g, "-").replace(/\//g, "_")).toBe(v.SERVER_PUBLIC_KEY_HEADER);
+  expect(Buffer.from(out.serverPem, "latin1").toString("base64").replace(/\+/g, "-").replace(/\//g, "_")).toBe(
+    v.SERVER_PUBLIC_KEY_HEADER,
+  );
   expect(out.zHex).toBe(v.ECDH_Z_HEX);
   expect(out.zHexFromServer).toBe(v.ECDH_Z_HEX);
   expect(out.okmHex).toBe(v.HKDF_OKM_HEX);
   expect(out.hmacKeyText).toBe(v.HMAC_KEY_TEXT);
-  expect(out.tokens).toEqual({ ping: v.PING_TOKEN, pull: v.PULL_TOKEN, getRun: v.GET_RUN_TOKEN, pushTaskRes: v.PUSH_TASK_RES_TOKEN });
+  expect(out.tokens).toEqual({
+    ping: v.PING_TOKEN,
+    pull: v.PULL_TOKEN,
+    getRun: v.GET_RUN_TOKEN,
+    pushTaskRes: v.PUSH_TASK_RES_TOKEN,
+  });
   expect(out.signed).toEqual({
     ping: { hex: v.PING_HEX, token: v.PING_TOKEN },
     pull: { hex: v.PULL_HEX, token: v.PULL_TOKEN },

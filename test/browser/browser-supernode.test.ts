@@ -58,14 +58,19 @@ interface PageGlobals {
 }
 
 /** The page's `data-state` word, or its text content / value of an element. */
-const stateOf = (page: Page): Promise<string | undefined> => page.$eval("#state", (el) => (el as unknown as PageElement).dataset["state"]);
-const textOf = (page: Page, selector: string): Promise<string> => page.$eval(selector, (el) => (el as unknown as PageElement).textContent ?? "");
-const valueOf = (page: Page, selector: string): Promise<string> => page.$eval(selector, (el) => (el as unknown as PageElement).value);
+const stateOf = (page: Page): Promise<string | undefined> =>
+  page.$eval("#state", (el) => (el as unknown as PageElement).dataset["state"]);
+const textOf = (page: Page, selector: string): Promise<string> =>
+  page.$eval(selector, (el) => (el as unknown as PageElement).textContent ?? "");
+const valueOf = (page: Page, selector: string): Promise<string> =>
+  page.$eval(selector, (el) => (el as unknown as PageElement).value);
 
 async function waitForState(page: Page, wanted: RegExp, timeoutMs: number): Promise<string> {
   await page.waitForFunction(
     (source: string) =>
-      new RegExp(source).test((globalThis as unknown as PageGlobals).document.getElementById("state").dataset["state"] ?? ""),
+      new RegExp(source).test(
+        (globalThis as unknown as PageGlobals).document.getElementById("state").dataset["state"] ?? "",
+      ),
     { timeout: timeoutMs, polling: 100 },
     wanted.source,
   );
@@ -73,7 +78,11 @@ async function waitForState(page: Page, wanted: RegExp, timeoutMs: number): Prom
 }
 
 async function waitForValue(page: Page, id: string): Promise<string> {
-  await page.waitForFunction((i: string) => (globalThis as unknown as PageGlobals).document.getElementById(i).value !== "", { timeout: 10_000 }, id);
+  await page.waitForFunction(
+    (i: string) => (globalThis as unknown as PageGlobals).document.getElementById(i).value !== "",
+    { timeout: 10_000 },
+    id,
+  );
   return valueOf(page, `#${id}`);
 }
 
@@ -96,20 +105,45 @@ afterAll(async () => {
 describeWithChromium("browser SuperNode in Chromium", () => {
   test("joins a FedAvg run over https with node authentication beside a Node SuperNode; a key not allowlisted is refused", async () => {
     const superlink = start("superlink", "flower-superlink", [
-      "--fleet-api-type", "rest", "--rest-serve-browser-client",
-      "--driver-api-address", "127.0.0.1:0", "--fleet-api-address", "127.0.0.1:0",
-      "--ssl-ca-certfile", fx.caCert, "--ssl-certfile", fx.serverCert, "--ssl-keyfile", fx.serverKey,
-      "--auth-list-public-keys", fx.allowlistCsv,
-      "--auth-superlink-private-key", fx.superlinkPrivateKey, "--auth-superlink-public-key", fx.superlinkPublicKey,
+      "--fleet-api-type",
+      "rest",
+      "--rest-serve-browser-client",
+      "--driver-api-address",
+      "127.0.0.1:0",
+      "--fleet-api-address",
+      "127.0.0.1:0",
+      "--ssl-ca-certfile",
+      fx.caCert,
+      "--ssl-certfile",
+      fx.serverCert,
+      "--ssl-keyfile",
+      fx.serverKey,
+      "--auth-list-public-keys",
+      fx.allowlistCsv,
+      "--auth-superlink-private-key",
+      fx.superlinkPrivateKey,
+      "--auth-superlink-public-key",
+      fx.superlinkPublicKey,
     ]);
     const ready = await superlink.waitFor(/\{[^\n]*"event":"superlink\.ready"[^\n]*\}/, 30_000);
     const { driverAddress, fleetAddress, browserClientUrl } = JSON.parse(ready[0]) as Record<string, string>;
     expect(browserClientUrl).toBe(`https://${fleetAddress}/`);
 
     const nodeSuperNode = start("node-supernode", "flower-client-app", [
-      "client:app", "--dir", REPO_ROOT, "--rest", "--superlink", `https://${fleetAddress}`, "--root-certificates", fx.caCert,
-      "--auth-supernode-private-key", fx.clientPrivateKeys[0]!, "--auth-supernode-public-key", fx.clientPublicKeys[0]!,
-      "--node-config", NODE_CONFIG,
+      "client:app",
+      "--dir",
+      REPO_ROOT,
+      "--rest",
+      "--superlink",
+      `https://${fleetAddress}`,
+      "--root-certificates",
+      fx.caCert,
+      "--auth-supernode-private-key",
+      fx.clientPrivateKeys[0]!,
+      "--auth-supernode-public-key",
+      fx.clientPublicKeys[0]!,
+      "--node-config",
+      NODE_CONFIG,
     ]);
     const launching = launchChromium({ trustCertPem: fx.serverCert });
     await nodeSuperNode.waitFor(/"event":"supernode\.ready"/, 60_000);
@@ -123,14 +157,19 @@ describeWithChromium("browser SuperNode in Chromium", () => {
     expect(response?.url().startsWith("https://")).toBe(true);
     expect(response?.securityDetails()?.subjectName()).toBeTruthy();
     expect(response?.headers()["content-security-policy"]).toMatch(/script-src 'self'/);
-    expect(await page.evaluate(() => [(globalThis as unknown as PageGlobals).location.protocol, (globalThis as unknown as PageGlobals).isSecureContext])).toEqual([
-      "https:",
-      true,
-    ]);
+    expect(
+      await page.evaluate(() => [
+        (globalThis as unknown as PageGlobals).location.protocol,
+        (globalThis as unknown as PageGlobals).isSecureContext,
+      ]),
+    ).toEqual(["https:", true]);
 
     // Chromium's WebCrypto reproduces the authentication vectors.
     const vectors = await page.evaluate(
-      (inputs) => (globalThis as unknown as { flwrBrowserSelfTest: { computeWebAuthVectors(i: unknown): Promise<unknown> } }).flwrBrowserSelfTest.computeWebAuthVectors(inputs),
+      (inputs) =>
+        (
+          globalThis as unknown as { flwrBrowserSelfTest: { computeWebAuthVectors(i: unknown): Promise<unknown> } }
+        ).flwrBrowserSelfTest.computeWebAuthVectors(inputs),
       WEB_VECTOR_INPUTS as unknown as Record<string, string>,
     );
     expectWebVectors(vectors as AuthVectorOutputs);
@@ -142,25 +181,36 @@ describeWithChromium("browser SuperNode in Chromium", () => {
     await publicInput!.uploadFile(fx.clientPublicKeys[1]!);
     await page.click("#load-key");
     const shownLine = await waitForValue(page, "public-line");
-    expect(shownLine.split(" ").slice(0, 2)).toEqual(readFileSync(fx.clientPublicKeys[1]!, "utf8").trim().split(" ").slice(0, 2));
+    expect(shownLine.split(" ").slice(0, 2)).toEqual(
+      readFileSync(fx.clientPublicKeys[1]!, "utf8").trim().split(" ").slice(0, 2),
+    );
 
     await page.click("#start");
     expect(await waitForState(page, /^(connected|refused|failed)$/, 60_000)).toBe("connected");
 
     const serverApp = start("server-app", "flower-server-app", [
-      "server:app", "--dir", join(REPO_ROOT, "test", "browser", "app"), "--root-certificates", fx.caCert, "--superlink", String(driverAddress),
+      "server:app",
+      "--dir",
+      join(REPO_ROOT, "test", "browser", "app"),
+      "--root-certificates",
+      fx.caCert,
+      "--superlink",
+      String(driverAddress),
     ]);
     const code = await serverApp.waitForExit(150_000);
     if (code !== 0) throw new Error(`ServerApp exit ${code}\n${peers.map((p) => p.tail()).join("\n")}`);
     const summary = /\{[^\n]*"event":"serverapp\.summary"[^\n]*\}/.exec(serverApp.output);
     const history = (JSON.parse(summary![0]) as { history: Record<string, Record<string, unknown>> }).history;
-    if (process.env["FLWR_DEBUG_BROWSER"]) process.stderr.write(`${JSON.stringify(history)}\n${await textOf(page, "#log")}\n${serverApp.output}\n`);
+    if (process.env["FLWR_DEBUG_BROWSER"])
+      process.stderr.write(`${JSON.stringify(history)}\n${await textOf(page, "#log")}\n${serverApp.output}\n`);
     expect(history["metricsDistributedFit"]!["runtimes"]).toEqual([[1, "browser,node"]]);
     expect(history["metricsDistributedFit"]!["clients"]).toEqual([[1, 2]]);
     expect(history["metricsDistributed"]!["runtimes"]).toEqual([[1, "browser,node"]]);
 
     // The page showed the round's training and evaluation.
-    const row = await page.$$eval("#rounds tbody tr", (rows) => rows.map((r) => Array.from((r as unknown as PageElement).cells, (c) => c.textContent)));
+    const row = await page.$$eval("#rounds tbody tr", (rows) =>
+      rows.map((r) => Array.from((r as unknown as PageElement).cells, (c) => c.textContent)),
+    );
     expect(row).toHaveLength(1);
     expect(row[0]![0]).toBe("1");
     for (const cell of row[0]!.slice(1)) expect(cell).toMatch(/^\d+\.\d{4}$/);

@@ -17,15 +17,24 @@ let work: string;
 
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), "flwr-ts-bundle-"));
-  execFileSync(process.execPath, [BUILD, "--entry", join(REPO_ROOT, "src", "browser", "main.ts"), "--outdir", work], { cwd: REPO_ROOT, stdio: "pipe" });
+  execFileSync(process.execPath, [BUILD, "--entry", join(REPO_ROOT, "src", "browser", "main.ts"), "--outdir", work], {
+    cwd: REPO_ROOT,
+    stdio: "pipe",
+  });
 });
-afterAll(() => { rmSync(work, { recursive: true, force: true }); });
+afterAll(() => {
+  rmSync(work, { recursive: true, force: true });
+});
 
 test("the bundle is the shared source with nothing Node-only", () => {
   const bundle = readFileSync(join(work, "flwr-browser.js"), "utf8");
   expect(bundle).not.toMatch(/require\(\s*["']node:/);
-  expect(bundle).not.toMatch(/require\(\s*["'](fs|path|http|https|http2|net|tls|crypto|os|child_process|zlib|worker_threads)["']\s*\)/);
-  const inputs = Object.keys((JSON.parse(readFileSync(join(work, "meta.json"), "utf8")) as { inputs: Record<string, unknown> }).inputs);
+  expect(bundle).not.toMatch(
+    /require\(\s*["'](fs|path|http|https|http2|net|tls|crypto|os|child_process|zlib|worker_threads)["']\s*\)/,
+  );
+  const inputs = Object.keys(
+    (JSON.parse(readFileSync(join(work, "meta.json"), "utf8")) as { inputs: Record<string, unknown> }).inputs,
+  );
   for (const shared of [
     "src/supernode/supernode-core.ts",
     "src/supernode/rest-connection.ts",
@@ -39,17 +48,31 @@ test("the bundle is the shared source with nothing Node-only", () => {
   ]) {
     expect(inputs).toContain(shared);
   }
-  expect(inputs.filter((i) => /node_modules\/(@grpc|better-sqlite3|commander|@tensorflow\/tfjs-node)\//.test(i))).toEqual([]);
+  expect(
+    inputs.filter((i) => /node_modules\/(@grpc|better-sqlite3|commander|@tensorflow\/tfjs-node)\//.test(i)),
+  ).toEqual([]);
   expect(inputs.filter((i) => /node_modules\/pino\//.test(i))).toEqual(["node_modules/pino/browser.js"]);
-  for (const nodeOnly of ["src/auth/keys.ts", "src/auth/crypto.ts", "src/supernode/node-rest-poster.ts", "src/supernode/fleet-connection.ts", "src/example/cifar10.ts"]) {
+  for (const nodeOnly of [
+    "src/auth/keys.ts",
+    "src/auth/crypto.ts",
+    "src/supernode/node-rest-poster.ts",
+    "src/supernode/fleet-connection.ts",
+    "src/example/cifar10.ts",
+  ]) {
     expect(inputs).not.toContain(nodeOnly);
   }
 });
 
 test("a Node-only import fails the build and names the importer", () => {
   const entry = join(work, "bad-entry.ts");
-  writeFileSync(entry, `import { createNodeRestPoster } from ${JSON.stringify(join(REPO_ROOT, "src", "supernode", "node-rest-poster"))};\nconsole.log(createNodeRestPoster);\n`);
-  const r = spawnSync(process.execPath, [BUILD, "--entry", entry, "--outdir", join(work, "bad")], { cwd: REPO_ROOT, encoding: "utf8" });
+  writeFileSync(
+    entry,
+    `import { createNodeRestPoster } from ${JSON.stringify(join(REPO_ROOT, "src", "supernode", "node-rest-poster"))};\nconsole.log(createNodeRestPoster);\n`,
+  );
+  const r = spawnSync(process.execPath, [BUILD, "--entry", entry, "--outdir", join(work, "bad")], {
+    cwd: REPO_ROOT,
+    encoding: "utf8",
+  });
   expect(r.status).toBe(1);
   expect(r.stderr).toMatch(/Node-only module "node:http" imported by src\/supernode\/node-rest-poster\.ts/);
 });

@@ -28,9 +28,15 @@ beforeAll(() => {
   write(join(apps, "cjs-app.cjs"), `module.exports = { app: "cjs" };\n`);
   write(join(apps, "mjs-app.mjs"), `import { sep } from "node:path";\nexport const app = "mjs" + (sep ? "" : "?");\n`);
   write(join(apps, "shared.ts"), `export const suffix: string = "!";\n`);
-  write(join(apps, "ts-app.ts"), `import { suffix } from "./shared";\ninterface Named { name: string }\nconst named: Named = { name: "ts" + suffix };\nexport const app = named.name;\n`);
+  write(
+    join(apps, "ts-app.ts"),
+    `import { suffix } from "./shared";\ninterface Named { name: string }\nconst named: Named = { name: "ts" + suffix };\nexport const app = named.name;\n`,
+  );
   write(join(apps, "cts-app.cts"), `const value: string = "cts";\nexport const app = value;\n`);
-  write(join(apps, "mts-app.mts"), `import { suffix } from "./shared.ts";\nexport const app: string = "mts" + suffix;\n`);
+  write(
+    join(apps, "mts-app.mts"),
+    `import { suffix } from "./shared.ts";\nexport const app: string = "mts" + suffix;\n`,
+  );
   write(join(apps, "pkg", "package.json"), `{ "type": "module" }\n`);
   write(join(apps, "pkg", "esm-app.js"), `import { helper } from "./helper.ts";\nexport const app = helper();\n`);
   write(join(apps, "pkg", "helper.ts"), `export function helper(): string { return "esm-js"; }\n`);
@@ -39,12 +45,18 @@ beforeAll(() => {
   write(join(apps, "uses-alias.ts"), `import { where } from "alias-target";\nexport const app: string = where;\n`);
   write(join(apps, "node_modules", "alias-target", "index.js"), `exports.where = "node_modules";\n`);
   write(join(dir, "cwd", "remapped.ts"), `export const where: string = "cwd tsconfig";\n`);
-  write(join(dir, "cwd", "tsconfig.json"), JSON.stringify({ compilerOptions: { baseUrl: ".", paths: { "alias-target": ["./remapped.ts"] } } }));
+  write(
+    join(dir, "cwd", "tsconfig.json"),
+    JSON.stringify({ compilerOptions: { baseUrl: ".", paths: { "alias-target": ["./remapped.ts"] } } }),
+  );
 
   write(join(apps, "bad-ts.ts"), `const ok: number = 1;\nexport const app = ok +;\n`);
   write(join(apps, "bad-mts.mts"), `export const a = 1;\nexport const app = {;\n`);
   write(join(apps, "bad-js.js"), `const ok = 1;\nconst app = ;\n`);
-  write(join(apps, "throws.ts"), `const ok: number = 1;\nif (ok) throw new Error("no data folder");\nexport const app = ok;\n`);
+  write(
+    join(apps, "throws.ts"),
+    `const ok: number = 1;\nif (ok) throw new Error("no data folder");\nexport const app = ok;\n`,
+  );
   write(join(apps, "no-app.ts"), `export const client = 1;\nexport const other = 2;\n`);
   write(join(apps, "missing-import.ts"), `import { ClientApp } from "flwr-ts";\nexport const app = ClientApp;\n`);
   write(join(apps, "tla.mts"), `export const app = await Promise.resolve(1);\n`);
@@ -71,7 +83,12 @@ function loadInChild(refs: string[], cwd: string, env: NodeJS.ProcessEnv = {}): 
     process.stdout.write(JSON.stringify(out));`;
   const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
   if (!("TSX_TSCONFIG_PATH" in env)) delete childEnv["TSX_TSCONFIG_PATH"];
-  const result = spawnSync(process.execPath, ["-e", script, ...refs], { cwd, env: childEnv, encoding: "utf8", timeout: 30_000 });
+  const result = spawnSync(process.execPath, ["-e", script, ...refs], {
+    cwd,
+    env: childEnv,
+    encoding: "utf8",
+    timeout: 30_000,
+  });
   if (result.status !== 0) throw new Error(`loader child failed (${String(result.status)}): ${result.stderr}`);
   return JSON.parse(result.stdout) as Record<string, Outcome>;
 }
@@ -110,14 +127,25 @@ describe("load errors", () => {
   let outcomes: Record<string, Outcome>;
   beforeAll(() => {
     outcomes = loadInChild(
-      ["bad-ts:app", "bad-mts:app", "bad-js:app", "throws:app", "no-app:app", "missing-import:app", "tla:app", "absent:app"],
+      [
+        "bad-ts:app",
+        "bad-mts:app",
+        "bad-js:app",
+        "throws:app",
+        "no-app:app",
+        "missing-import:app",
+        "tla:app",
+        "absent:app",
+      ],
       REPO_ROOT,
     );
   });
   const apps = (): string => join(dir, "apps");
 
   it("name file:line:column of a TypeScript syntax error", () => {
-    expect(outcomes["bad-ts:app"]!.error).toContain(`FLWR_APP_LOAD_FAILED Loading "${apps()}/bad-ts.ts" failed: ${apps()}/bad-ts.ts:2:24: `);
+    expect(outcomes["bad-ts:app"]!.error).toContain(
+      `FLWR_APP_LOAD_FAILED Loading "${apps()}/bad-ts.ts" failed: ${apps()}/bad-ts.ts:2:24: `,
+    );
     expect(outcomes["bad-mts:app"]!.error).toContain(`failed: ${apps()}/bad-mts.mts:2:`);
   });
 
@@ -126,7 +154,9 @@ describe("load errors", () => {
   });
 
   it("name the app's line that threw while the module ran", () => {
-    expect(outcomes["throws:app"]!.error).toMatch(new RegExp(`failed: ${apps()}/throws\\.ts:2:\\d+: Error: no data folder$`));
+    expect(outcomes["throws:app"]!.error).toMatch(
+      new RegExp(`failed: ${apps()}/throws\\.ts:2:\\d+: Error: no data folder$`),
+    );
   });
 
   it("list what a module exports when the attribute is missing", () => {
@@ -147,15 +177,21 @@ describe("load errors", () => {
   });
 
   it("list the extensions looked for when no module matches", () => {
-    expect(outcomes["absent:app"]!.error).toContain("absent.js, absent.cjs, absent.mjs, absent.ts, absent.cts, absent.mts");
+    expect(outcomes["absent:app"]!.error).toContain(
+      "absent.js, absent.cjs, absent.mjs, absent.ts, absent.cts, absent.mts",
+    );
   });
 
   it("make flower-server-app exit 2 with file:line on stderr", () => {
-    const result = spawnSync(join(REPO_ROOT, "bin", "flower-server-app"), ["bad-ts:app", "--dir", apps(), "--insecure", "--log-format", "text"], {
-      cwd: REPO_ROOT,
-      encoding: "utf8",
-      timeout: 30_000,
-    });
+    const result = spawnSync(
+      join(REPO_ROOT, "bin", "flower-server-app"),
+      ["bad-ts:app", "--dir", apps(), "--insecure", "--log-format", "text"],
+      {
+        cwd: REPO_ROOT,
+        encoding: "utf8",
+        timeout: 30_000,
+      },
+    );
     expect(result.status).toBe(2);
     expect(result.stderr).toContain(`${apps()}/bad-ts.ts:2:24`);
   });

@@ -23,8 +23,19 @@ test("new NAME writes a runnable app folder with the names filled in", async () 
   const { code, out } = await flwrTs("new", "my-app", "--dir", parent);
   expect(code).toBe(0);
   const dir = join(parent, "my-app");
-  expect(readdirSync(dir).sort()).toEqual([".gitignore", "README.md", "client.ts", "package.json", "server.ts", "task.ts", "tsconfig.json"]);
-  const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { name: string; dependencies: Record<string, string> };
+  expect(readdirSync(dir).sort()).toEqual([
+    ".gitignore",
+    "README.md",
+    "client.ts",
+    "package.json",
+    "server.ts",
+    "task.ts",
+    "tsconfig.json",
+  ]);
+  const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as {
+    name: string;
+    dependencies: Record<string, string>;
+  };
   const ours = JSON.parse(readFileSync(join(__dirname, "..", "..", "package.json"), "utf8")) as { version: string };
   expect(pkg.name).toBe("my-app");
   expect(pkg.dependencies["flwr-ts"]).toBe(`^${ours.version}`);

@@ -30,7 +30,12 @@ async function superlinkLines(args: string[], stderrIsTTY?: boolean): Promise<{ 
   });
   // --fleet-api-type grpc-adapter is refused at once: a start line and a fatal line, then exit 2.
   const argv = ["node", "flower-superlink", "--insecure", "--fleet-api-type", "grpc-adapter", ...args];
-  const code = await superlinkMain(argv, { writeOut: () => {}, writeErr: () => {}, logDestination, ...(stderrIsTTY !== undefined ? { stderrIsTTY } : {}) });
+  const code = await superlinkMain(argv, {
+    writeOut: () => {},
+    writeErr: () => {},
+    logDestination,
+    ...(stderrIsTTY !== undefined ? { stderrIsTTY } : {}),
+  });
   return { code, lines: text.split("\n").filter((l) => l !== "") };
 }
 
@@ -38,7 +43,11 @@ test("in-process: a terminal gets text lines, --log-format json and injected sin
   const tty = await superlinkLines([], true);
   expect(tty.code).toBe(2);
   expect(tty.lines[0]).toMatch(/^\d\d:\d\d:\d\d\.\d\d\d INFO {2}\[superlink\] Starting Flower SuperLink$/);
-  expect(tty.lines.some((l) => /FATAL \[superlink\] flower-superlink: --fleet-api-type grpc-adapter is not supported/.test(l))).toBe(true);
+  expect(
+    tty.lines.some((l) =>
+      /FATAL \[superlink\] flower-superlink: --fleet-api-type grpc-adapter is not supported/.test(l),
+    ),
+  ).toBe(true);
   expect(tty.lines.some((l) => l.startsWith("{"))).toBe(false);
 
   for (const run of [await superlinkLines(["--log-format", "json"], true), await superlinkLines([])]) {
@@ -70,32 +79,42 @@ function quote(arg: string): string {
 describeTty("real processes", () => {
   beforeAll(() => ensureDist());
 
-  test.each(DAEMONS)("%s: text on a terminal, JSON through a pipe, --log-format json on a terminal", (bin, component, args) => {
-    const command = [process.execPath, join(REPO_ROOT, "bin", bin), ...args].map(quote).join(" ");
-    const onTty = (extra: string): { status: number | null; lines: string[] } => {
-      const r = spawnSync("script", ["-qec", `${command}${extra}`, "/dev/null"], { encoding: "utf8", cwd: REPO_ROOT });
-      return { status: r.status, lines: r.stdout.split(/\r?\n/).filter((l) => l.trim() !== "") };
-    };
+  test.each(DAEMONS)(
+    "%s: text on a terminal, JSON through a pipe, --log-format json on a terminal",
+    (bin, component, args) => {
+      const command = [process.execPath, join(REPO_ROOT, "bin", bin), ...args].map(quote).join(" ");
+      const onTty = (extra: string): { status: number | null; lines: string[] } => {
+        const r = spawnSync("script", ["-qec", `${command}${extra}`, "/dev/null"], {
+          encoding: "utf8",
+          cwd: REPO_ROOT,
+        });
+        return { status: r.status, lines: r.stdout.split(/\r?\n/).filter((l) => l.trim() !== "") };
+      };
 
-    const text = onTty("");
-    expect(text.status).toBe(2);
-    expect(text.lines.length).toBeGreaterThan(0);
-    for (const line of text.lines) expect(line).toMatch(new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3} (INFO |WARN |FATAL) \\[${component}\\] `));
-    expect(text.lines.some((l) => l.includes(`FATAL [${component}]`))).toBe(true);
+      const text = onTty("");
+      expect(text.status).toBe(2);
+      expect(text.lines.length).toBeGreaterThan(0);
+      for (const line of text.lines)
+        expect(line).toMatch(new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3} (INFO |WARN |FATAL) \\[${component}\\] `));
+      expect(text.lines.some((l) => l.includes(`FATAL [${component}]`))).toBe(true);
 
-    const json = onTty(" --log-format json");
-    expect(json.status).toBe(2);
-    for (const line of json.lines) expect(JSON.parse(line)).toMatchObject({ component });
+      const json = onTty(" --log-format json");
+      expect(json.status).toBe(2);
+      for (const line of json.lines) expect(JSON.parse(line)).toMatchObject({ component });
 
-    let piped = "";
-    try {
-      execFileSync(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
-    } catch (err) {
-      piped = String((err as { stderr?: Buffer }).stderr ?? "");
-      expect((err as { status?: number }).status).toBe(2);
-    }
-    const pipedLines = piped.split("\n").filter((l) => l !== "");
-    expect(pipedLines.length).toBeGreaterThan(0);
-    for (const line of pipedLines) expect(JSON.parse(line)).toMatchObject({ component });
-  });
+      let piped = "";
+      try {
+        execFileSync(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], {
+          cwd: REPO_ROOT,
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+      } catch (err) {
+        piped = String((err as { stderr?: Buffer }).stderr ?? "");
+        expect((err as { status?: number }).status).toBe(2);
+      }
+      const pipedLines = piped.split("\n").filter((l) => l !== "");
+      expect(pipedLines.length).toBeGreaterThan(0);
+      for (const line of pipedLines) expect(JSON.parse(line)).toMatchObject({ component });
+    },
+  );
 });

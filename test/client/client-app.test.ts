@@ -75,7 +75,11 @@ class EmptyClient extends NumPyClient {}
 
 function keysOf(rs: RecordSet | undefined): { p: string[]; m: string[]; c: string[] } {
   if (rs === undefined) throw new Error("reply has no content");
-  return { p: [...rs.parametersRecords.keys()], m: [...rs.metricsRecords.keys()], c: [...rs.configsRecords.keys()].sort() };
+  return {
+    p: [...rs.parametersRecords.keys()],
+    m: [...rs.metricsRecords.keys()],
+    c: [...rs.configsRecords.keys()].sort(),
+  };
 }
 
 function expectReplyMetadata(reply: Message, request: Message): void {
@@ -103,7 +107,11 @@ describe("ClientApp with a legacy clientFn (NumPyClient)", () => {
     const reply = await app.handle(request, newContext());
     expectReplyMetadata(reply, request);
     expect(reply.error).toBeUndefined();
-    expect(keysOf(reply.content)).toEqual({ p: ["getparametersres.parameters"], m: [], c: ["getparametersres.status"] });
+    expect(keysOf(reply.content)).toEqual({
+      p: ["getparametersres.parameters"],
+      m: [],
+      c: ["getparametersres.status"],
+    });
     expect(reply.content!.configsRecords.get("getparametersres.status")).toEqual({ code: 0n, message: "Success" });
     const arrays = parametersToNdarrays(recordSetToGetParametersRes(reply.content!).parameters);
     expect(arrays.map((a) => [a.dtype, a.shape, Array.from(a.data as ArrayLike<number | bigint>)])).toEqual([
@@ -115,8 +123,15 @@ describe("ClientApp with a legacy clientFn (NumPyClient)", () => {
 
   it("answers get_properties with getpropertiesres.properties and .status", async () => {
     const app = new ClientApp({ clientFn: () => new FullClient() });
-    const reply = await app.handle(incoming("get_properties", getPropertiesInsToRecordSet({ config: {} })), newContext());
-    expect(keysOf(reply.content)).toEqual({ p: [], m: [], c: ["getpropertiesres.properties", "getpropertiesres.status"] });
+    const reply = await app.handle(
+      incoming("get_properties", getPropertiesInsToRecordSet({ config: {} })),
+      newContext(),
+    );
+    expect(keysOf(reply.content)).toEqual({
+      p: [],
+      m: [],
+      c: ["getpropertiesres.properties", "getpropertiesres.status"],
+    });
     expect(reply.content!.configsRecords.get("getpropertiesres.properties")).toEqual({ os: "linux", cores: 2 });
     expect(reply.content!.configsRecords.get("getpropertiesres.status")).toEqual({ code: 0n, message: "Success" });
   });
@@ -124,7 +139,10 @@ describe("ClientApp with a legacy clientFn (NumPyClient)", () => {
   it("answers train with fitres.parameters, .num_examples, .metrics and .status", async () => {
     const client = new FullClient();
     const app = new ClientApp({ clientFn: () => client });
-    const request = incoming("train", fitInsToRecordSet({ parameters: fitParameters, config: { lr: 0.1, epochs: 2n } }));
+    const request = incoming(
+      "train",
+      fitInsToRecordSet({ parameters: fitParameters, config: { lr: 0.1, epochs: 2n } }),
+    );
     const reply = await app.handle(request, newContext());
     expectReplyMetadata(reply, request);
     expect(keysOf(reply.content)).toEqual({
@@ -163,7 +181,10 @@ describe("ClientApp with a legacy clientFn (NumPyClient)", () => {
   it("answers every method a NumPyClient does not override with Flower's NOT_IMPLEMENTED status", async () => {
     const app = new ClientApp({ clientFn: () => new EmptyClient() });
     const ctx = newContext();
-    const getParameters = await app.handle(incoming("get_parameters", getParametersInsToRecordSet({ config: {} })), ctx);
+    const getParameters = await app.handle(
+      incoming("get_parameters", getParametersInsToRecordSet({ config: {} })),
+      ctx,
+    );
     expect(getParameters.content!.configsRecords.get("getparametersres.status")).toEqual({
       code: 2n,
       message: "Client does not implement `get_parameters`",
@@ -181,7 +202,10 @@ describe("ClientApp with a legacy clientFn (NumPyClient)", () => {
     expect(props.content!.configsRecords.get("getpropertiesres.properties")).toEqual({});
 
     const fit = await app.handle(incoming("train", fitInsToRecordSet({ parameters: fitParameters, config: {} })), ctx);
-    expect(fit.content!.configsRecords.get("fitres.status")).toEqual({ code: 3n, message: "Client does not implement `fit`" });
+    expect(fit.content!.configsRecords.get("fitres.status")).toEqual({
+      code: 3n,
+      message: "Client does not implement `fit`",
+    });
     expect(fit.content!.metricsRecords.get("fitres.num_examples")).toEqual({ num_examples: 0n });
 
     const evaluate = await app.handle(
@@ -197,12 +221,23 @@ describe("ClientApp with a legacy clientFn (NumPyClient)", () => {
 
   it("accepts a plain Client object and answers its missing methods NOT_IMPLEMENTED", async () => {
     const client: Client = {
-      fit: (ins) => ({ status: { code: 0, message: "Success" }, parameters: ins.parameters, numExamples: 3, metrics: {} }),
+      fit: (ins) => ({
+        status: { code: 0, message: "Success" },
+        parameters: ins.parameters,
+        numExamples: 3,
+        metrics: {},
+      }),
     };
     const app = new ClientApp({ clientFn: async () => client });
-    const fit = await app.handle(incoming("train", fitInsToRecordSet({ parameters: fitParameters, config: {} })), newContext());
+    const fit = await app.handle(
+      incoming("train", fitInsToRecordSet({ parameters: fitParameters, config: {} })),
+      newContext(),
+    );
     expect(fit.content!.metricsRecords.get("fitres.num_examples")).toEqual({ num_examples: 3n });
-    const params = await app.handle(incoming("get_parameters", getParametersInsToRecordSet({ config: {} })), newContext());
+    const params = await app.handle(
+      incoming("get_parameters", getParametersInsToRecordSet({ config: {} })),
+      newContext(),
+    );
     expect(params.content!.configsRecords.get("getparametersres.status")).toMatchObject({ code: 2n });
   });
 
@@ -272,9 +307,14 @@ describe("ClientApp with a legacy clientFn (NumPyClient)", () => {
       }
     }
     const app = new ClientApp({ clientFn: () => new WrongShape() });
-    const reply = await app.handle(incoming("train", fitInsToRecordSet({ parameters: fitParameters, config: {} })), newContext());
+    const reply = await app.handle(
+      incoming("train", fitInsToRecordSet({ parameters: fitParameters, config: {} })),
+      newContext(),
+    );
     expect(reply.error?.code).toBe(2);
-    expect(reply.error?.reason).toMatch(/^<class 'TypeError'>:<'NumPyClient\.fit did not return a tuple with 3 elements\./);
+    expect(reply.error?.reason).toMatch(
+      /^<class 'TypeError'>:<'NumPyClient\.fit did not return a tuple with 3 elements\./,
+    );
   });
 
   it("turns a clientFn that throws into an error reply", async () => {

@@ -52,7 +52,10 @@ afterAll(async () => {
 });
 
 /** Runs startClient until it registered, then aborts it; resolves with the node id. */
-async function registerThenStop(authKeys: { privateKey: string | Buffer; publicKey: string | Buffer }): Promise<bigint> {
+async function registerThenStop(authKeys: {
+  privateKey: string | Buffer;
+  publicKey: string | Buffer;
+}): Promise<bigint> {
   const abort = new AbortController();
   let nodeId = 0n;
   const run = startClient(`127.0.0.1:${link.fleetPort}`, {
@@ -81,7 +84,10 @@ describe("startClient authKeys", () => {
   });
 
   it("accepts the keys as Buffers", async () => {
-    const nodeId = await registerThenStop({ privateKey: fx.read(fx.clientPrivateKeys[0]!), publicKey: fx.read(fx.clientPublicKeys[0]!) });
+    const nodeId = await registerThenStop({
+      privateKey: fx.read(fx.clientPrivateKeys[0]!),
+      publicKey: fx.read(fx.clientPublicKeys[0]!),
+    });
     expect(nodeId).not.toBe(0n);
   });
 

@@ -32,7 +32,11 @@ interface Harness {
 let h: Harness;
 async function harness(maxClients?: number): Promise<Harness> {
   const manager = new SimpleClientManager();
-  const service = createFlowerService({ clientManager: manager, logger: memoryLogger("warn").logger, ...(maxClients ? { maxClients } : {}) });
+  const service = createFlowerService({
+    clientManager: manager,
+    logger: memoryLogger("warn").logger,
+    ...(maxClients ? { maxClients } : {}),
+  });
   const server = await startGrpcServer(
     "127.0.0.1:0",
     serverCredentials({ caCert: fx.read(fx.caCert), cert: fx.read(fx.serverCert), key: fx.read(fx.serverKey) }),
@@ -76,7 +80,10 @@ async function registered(manager: SimpleClientManager, n: number): Promise<void
   expect(await manager.waitFor(n, 10_000)).toBe(true);
 }
 
-const fitIns = { parameters: { tensors: [Uint8Array.from([1, 2])], tensorType: "numpy.ndarray" }, config: { round: 1n } };
+const fitIns = {
+  parameters: { tensors: [Uint8Array.from([1, 2])], tensorType: "numpy.ndarray" },
+  config: { round: 1n },
+};
 
 describe("FlowerService.Join", () => {
   it("registers one client per stream with a random 32-hex cid; fit goes out and its reply comes back; half-close ends it", async () => {
@@ -96,7 +103,11 @@ describe("FlowerService.Join", () => {
     expect(msg.fitIns?.config.get("round")).toMatchObject({ sint64: 1n });
     stream.call.write(
       ClientMessage.fromPartial({
-        fitRes: { status: { code: Code.OK, message: "Success" }, parameters: { tensors: [Buffer.from([3])], tensorType: "numpy.ndarray" }, numExamples: 7n },
+        fitRes: {
+          status: { code: Code.OK, message: "Success" },
+          parameters: { tensors: [Buffer.from([3])], tensorType: "numpy.ndarray" },
+          numExamples: 7n,
+        },
       }),
     );
     await expect(fit).resolves.toMatchObject({ numExamples: 7, parameters: { tensors: [Uint8Array.from([3])] } });
@@ -115,7 +126,10 @@ describe("FlowerService.Join", () => {
     const a = join(h.client);
     await registered(h.manager, 1);
     a.call.write(ClientMessage.fromPartial({ disconnectRes: {} }));
-    await expect(a.ended).resolves.toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringContaining("no instruction is waiting") });
+    await expect(a.ended).resolves.toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: expect.stringContaining("no instruction is waiting"),
+    });
     expect(h.manager.numAvailable()).toBe(0);
   });
 
@@ -127,7 +141,10 @@ describe("FlowerService.Join", () => {
     await a.next();
     a.call.write(ClientMessage.fromPartial({ fitRes: { status: { code: Code.OK, message: "" } } }));
     await expect(evaluate).rejects.toMatchObject({ code: "FLWR_MALFORMED_MESSAGE" });
-    await expect(a.ended).resolves.toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: "Expected a ClientMessage with evaluateRes, got fitRes" });
+    await expect(a.ended).resolves.toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: "Expected a ClientMessage with evaluateRes, got fitRes",
+    });
     expect(h.manager.numAvailable()).toBe(0);
   });
 
@@ -137,7 +154,10 @@ describe("FlowerService.Join", () => {
     await registered(h.manager, 1);
     const fit = h.service.clients()[0]!.fit(fitIns, { timeoutSeconds: 0.2 });
     await expect(fit).rejects.toMatchObject({ code: "FLWR_TIMEOUT", message: "Timeout of 0.2sec was exceeded." });
-    await expect(a.ended).resolves.toEqual({ code: grpc.status.DEADLINE_EXCEEDED, details: "Timeout of 0.2sec was exceeded." });
+    await expect(a.ended).resolves.toEqual({
+      code: grpc.status.DEADLINE_EXCEEDED,
+      details: "Timeout of 0.2sec was exceeded.",
+    });
     expect(h.manager.numAvailable()).toBe(0);
   });
 
@@ -237,7 +257,12 @@ test("startClient (grpc-bidi) resolves when aborted while the server is not up y
   });
   const controller = new AbortController();
   const log = memoryLogger("debug");
-  const running = startClient(`127.0.0.1:${port}`, { client: new PlusOne(), insecure: true, logger: log.logger, signal: controller.signal });
+  const running = startClient(`127.0.0.1:${port}`, {
+    client: new PlusOne(),
+    insecure: true,
+    logger: log.logger,
+    signal: controller.signal,
+  });
   await until(() => log.lines.some((l) => l["event"] === "client.join-retry"));
   controller.abort();
   await expect(running).resolves.toBeUndefined();

@@ -96,9 +96,18 @@ async function serverForTest(opts: Parameters<typeof startServer>[0] = {}): Prom
 }> {
   const ready = deferred<ServerReadyInfo>();
   const log = memoryLogger("info");
-  const run = startServer({ serverAddress: "127.0.0.1:0", certificates, logger: log.logger, onReady: ready.resolve, ...opts });
+  const run = startServer({
+    serverAddress: "127.0.0.1:0",
+    certificates,
+    logger: log.logger,
+    onReady: ready.resolve,
+    ...opts,
+  });
   run.catch(() => undefined);
-  const { fleetPort } = await Promise.race([ready.promise, run.then(() => Promise.reject(new Error("server ended early")))]);
+  const { fleetPort } = await Promise.race([
+    ready.promise,
+    run.then(() => Promise.reject(new Error("server ended early"))),
+  ]);
   return { run, port: fleetPort, log };
 }
 
@@ -116,93 +125,116 @@ function expectTwoRoundsOfOffsets(clients: OffsetClient[]): void {
   }
 }
 
-describe.each<[ClientTransport]>([["grpc-bidi"], ["grpc-rere"]])("startServer + startClient (%s) over TLS", (transport) => {
-  it("runs 2 rounds with two NumPyClients: History has the distributed losses, parameters are FedAvg of the updates", async () => {
-    const summary: string[] = [];
-    const { run: server, port, log: serverLog } = await serverForTest({
-      config: { numRounds: 2 },
-      strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2 }),
-      out: (line) => summary.push(line),
-    });
+describe.each<[ClientTransport]>([["grpc-bidi"], ["grpc-rere"]])(
+  "startServer + startClient (%s) over TLS",
+  (transport) => {
+    it("runs 2 rounds with two NumPyClients: History has the distributed losses, parameters are FedAvg of the updates", async () => {
+      const summary: string[] = [];
+      const {
+        run: server,
+        port,
+        log: serverLog,
+      } = await serverForTest({
+        config: { numRounds: 2 },
+        strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2 }),
+        out: (line) => summary.push(line),
+      });
 
-    const a = new OffsetClient(1, 1);
-    const b = new OffsetClient(2, 3);
-    const ca = fx.read(fx.caCert);
-    const clientA = startClient(`127.0.0.1:${port}`, { client: a, rootCertificates: ca, transport, logger: memoryLogger("warn").logger });
-    const clientB = startClient(`localhost:${port}`, { client: b, rootCertificates: ca, transport, logger: memoryLogger("warn").logger });
-
-    const history = await server;
-    // The final disconnect lets both clients return, as start_client did after start_server.
-    await expect(Promise.all([clientA, clientB])).resolves.toEqual([undefined, undefined]);
-
-    expectTwoRoundsOfOffsets([a, b]);
-    // Weighted loss: w0 + (1*1 + 3*2) / 4.
-    expect(history.lossesDistributed).toEqual([
-      [1, 4.5],
-      [2, 6.25],
-    ]);
-    expect(summary).toContain("[SUMMARY]");
-    expect(summary).toContain("\tHistory (loss, distributed):");
-    const disconnected = serverLog.lines.filter((l) => l["event"] === "server.clients-disconnected");
-    expect(disconnected).toEqual([
-      transport === "grpc-bidi"
-        ? expect.objectContaining({ transport, clients: 2, acknowledged: 2 })
-        : expect.objectContaining({ transport, nodes: 2, acknowledged: 2 }),
-    ]);
-    // grpc-rere nodes unregistered before the server stopped.
-    expect(serverLog.lines.some((l) => l["event"] === "server.delete-node-missing")).toBe(false);
-    expect(await portIsFree(port)).toBe(true);
-  });
-
-  it("startClient with a CA that did not sign the server's certificate rejects with InvalidConfigError", async () => {
-    const abort = new AbortController();
-    const { run: server, port } = await serverForTest({ signal: abort.signal });
-    try {
-      const attempt = startClient(`127.0.0.1:${port}`, {
-        client: new OffsetClient(1, 1),
-        rootCertificates: otherFx.read(otherFx.caCert),
+      const a = new OffsetClient(1, 1);
+      const b = new OffsetClient(2, 3);
+      const ca = fx.read(fx.caCert);
+      const clientA = startClient(`127.0.0.1:${port}`, {
+        client: a,
+        rootCertificates: ca,
         transport,
         logger: memoryLogger("warn").logger,
       });
-      const peer = transport === "grpc-bidi" ? "server" : "SuperLink";
-      await expect(attempt).rejects.toMatchObject({
-        name: "InvalidConfigError",
-        code: "FLWR_INVALID_CONFIG",
-        message: expect.stringMatching(new RegExp(`TLS certificate verification of the ${peer} at 127\\.0\\.0\\.1:\\d+ failed`)),
-      });
-    } finally {
-      abort.abort(new Error("test over"));
-      await expect(server).rejects.toThrow("test over");
-    }
-  });
-
-  it("a plaintext client against the TLS server is refused (maxRetries bounds the attempts)", async () => {
-    const abort = new AbortController();
-    const { run: server, port } = await serverForTest({ signal: abort.signal });
-    try {
-      // No rootCertificates: plaintext by default, as Flower's start_client.
-      const attempt = startClient(`127.0.0.1:${port}`, {
-        client: new OffsetClient(1, 1),
-        maxRetries: 1,
+      const clientB = startClient(`localhost:${port}`, {
+        client: b,
+        rootCertificates: ca,
         transport,
-        logger: memoryLogger("error").logger,
+        logger: memoryLogger("warn").logger,
       });
-      const call = transport === "grpc-bidi" ? "Join" : "CreateNode";
-      await expect(attempt).rejects.toMatchObject({
-        name: "ConnectionError",
-        code: "FLWR_CONNECTION_FAILED",
-        message: expect.stringMatching(new RegExp(`Giving up on ${call} after 2 tries`)),
-      });
-    } finally {
-      abort.abort(new Error("test over"));
-      await expect(server).rejects.toThrow("test over");
-    }
-  });
-});
+
+      const history = await server;
+      // The final disconnect lets both clients return, as start_client did after start_server.
+      await expect(Promise.all([clientA, clientB])).resolves.toEqual([undefined, undefined]);
+
+      expectTwoRoundsOfOffsets([a, b]);
+      // Weighted loss: w0 + (1*1 + 3*2) / 4.
+      expect(history.lossesDistributed).toEqual([
+        [1, 4.5],
+        [2, 6.25],
+      ]);
+      expect(summary).toContain("[SUMMARY]");
+      expect(summary).toContain("\tHistory (loss, distributed):");
+      const disconnected = serverLog.lines.filter((l) => l["event"] === "server.clients-disconnected");
+      expect(disconnected).toEqual([
+        transport === "grpc-bidi"
+          ? expect.objectContaining({ transport, clients: 2, acknowledged: 2 })
+          : expect.objectContaining({ transport, nodes: 2, acknowledged: 2 }),
+      ]);
+      // grpc-rere nodes unregistered before the server stopped.
+      expect(serverLog.lines.some((l) => l["event"] === "server.delete-node-missing")).toBe(false);
+      expect(await portIsFree(port)).toBe(true);
+    });
+
+    it("startClient with a CA that did not sign the server's certificate rejects with InvalidConfigError", async () => {
+      const abort = new AbortController();
+      const { run: server, port } = await serverForTest({ signal: abort.signal });
+      try {
+        const attempt = startClient(`127.0.0.1:${port}`, {
+          client: new OffsetClient(1, 1),
+          rootCertificates: otherFx.read(otherFx.caCert),
+          transport,
+          logger: memoryLogger("warn").logger,
+        });
+        const peer = transport === "grpc-bidi" ? "server" : "SuperLink";
+        await expect(attempt).rejects.toMatchObject({
+          name: "InvalidConfigError",
+          code: "FLWR_INVALID_CONFIG",
+          message: expect.stringMatching(
+            new RegExp(`TLS certificate verification of the ${peer} at 127\\.0\\.0\\.1:\\d+ failed`),
+          ),
+        });
+      } finally {
+        abort.abort(new Error("test over"));
+        await expect(server).rejects.toThrow("test over");
+      }
+    });
+
+    it("a plaintext client against the TLS server is refused (maxRetries bounds the attempts)", async () => {
+      const abort = new AbortController();
+      const { run: server, port } = await serverForTest({ signal: abort.signal });
+      try {
+        // No rootCertificates: plaintext by default, as Flower's start_client.
+        const attempt = startClient(`127.0.0.1:${port}`, {
+          client: new OffsetClient(1, 1),
+          maxRetries: 1,
+          transport,
+          logger: memoryLogger("error").logger,
+        });
+        const call = transport === "grpc-bidi" ? "Join" : "CreateNode";
+        await expect(attempt).rejects.toMatchObject({
+          name: "ConnectionError",
+          code: "FLWR_CONNECTION_FAILED",
+          message: expect.stringMatching(new RegExp(`Giving up on ${call} after 2 tries`)),
+        });
+      } finally {
+        abort.abort(new Error("test over"));
+        await expect(server).rejects.toThrow("test over");
+      }
+    });
+  },
+);
 
 describe("startServer with both transports and grpc-bidi specifics", () => {
   it("one grpc-bidi and one grpc-rere client train together in one run", async () => {
-    const { run: server, port, log } = await serverForTest({
+    const {
+      run: server,
+      port,
+      log,
+    } = await serverForTest({
       config: { numRounds: 2 },
       strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2 }),
     });
@@ -211,7 +243,12 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
     const ca = fx.read(fx.caCert);
     const clients = [
       startNumpyClient(`127.0.0.1:${port}`, { client: a, rootCertificates: ca, logger: memoryLogger("warn").logger }),
-      startClient(`127.0.0.1:${port}`, { client: b, rootCertificates: ca, transport: "grpc-rere", logger: memoryLogger("warn").logger }),
+      startClient(`127.0.0.1:${port}`, {
+        client: b,
+        rootCertificates: ca,
+        transport: "grpc-rere",
+        logger: memoryLogger("warn").logger,
+      }),
     ];
     const history = await server;
     await expect(Promise.all(clients)).resolves.toEqual([undefined, undefined]);
@@ -240,7 +277,11 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
       }
     }
     const abort = new AbortController();
-    const { run: server, port, log } = await serverForTest({
+    const {
+      run: server,
+      port,
+      log,
+    } = await serverForTest({
       config: { numRounds: 1, roundTimeout: 3 },
       strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2, acceptFailures: false }),
       signal: abort.signal,
@@ -248,17 +289,36 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
     const ca = fx.read(fx.caCert);
     const clientLog = memoryLogger("info");
     const clients = [
-      startClient(`127.0.0.1:${port}`, { client: new OffsetClient(1, 1), rootCertificates: ca, logger: memoryLogger("warn").logger, signal: abort.signal }),
-      startClient(`127.0.0.1:${port}`, { client: new SlowFit(), rootCertificates: ca, logger: clientLog.logger, signal: abort.signal }),
+      startClient(`127.0.0.1:${port}`, {
+        client: new OffsetClient(1, 1),
+        rootCertificates: ca,
+        logger: memoryLogger("warn").logger,
+        signal: abort.signal,
+      }),
+      startClient(`127.0.0.1:${port}`, {
+        client: new SlowFit(),
+        rootCertificates: ca,
+        logger: clientLog.logger,
+        signal: abort.signal,
+      }),
     ];
     try {
       // Round 1's fit: the slow client times out, so aggregation is refused (acceptFailures: false).
-      while (!log.lines.some((l) => l["event"] === "serverapp.aggregate-fit")) await new Promise((r) => setTimeout(r, 20));
-      expect(log.lines.find((l) => l["event"] === "serverapp.aggregate-fit")).toMatchObject({ results: 1, failures: 1 });
-      expect(log.lines.find((l) => l["event"] === "serverapp.client-failed")?.["msg"]).toMatch(/Timeout of 3sec was exceeded/);
+      while (!log.lines.some((l) => l["event"] === "serverapp.aggregate-fit"))
+        await new Promise((r) => setTimeout(r, 20));
+      expect(log.lines.find((l) => l["event"] === "serverapp.aggregate-fit")).toMatchObject({
+        results: 1,
+        failures: 1,
+      });
+      expect(log.lines.find((l) => l["event"] === "serverapp.client-failed")?.["msg"]).toMatch(
+        /Timeout of 3sec was exceeded/,
+      );
       // The slow client saw DEADLINE_EXCEEDED and joins again as a new client.
-      while (!clientLog.lines.some((l) => l["event"] === "client.stream-broken")) await new Promise((r) => setTimeout(r, 20));
-      expect(String(clientLog.lines.find((l) => l["event"] === "client.stream-broken")?.["err"])).toMatch(/DEADLINE_EXCEEDED/);
+      while (!clientLog.lines.some((l) => l["event"] === "client.stream-broken"))
+        await new Promise((r) => setTimeout(r, 20));
+      expect(String(clientLog.lines.find((l) => l["event"] === "client.stream-broken")?.["err"])).toMatch(
+        /DEADLINE_EXCEEDED/,
+      );
     } finally {
       abort.abort(new Error("test over"));
       await server.catch(() => undefined);
@@ -274,14 +334,17 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
     const clients = [
       startClient(`127.0.0.1:${port}`, { client: early, rootCertificates: ca, logger: clientLog.logger }),
     ];
-    while (!clientLog.lines.some((l) => l["event"] === "client.join-retry")) await new Promise((r) => setTimeout(r, 20));
+    while (!clientLog.lines.some((l) => l["event"] === "client.join-retry"))
+      await new Promise((r) => setTimeout(r, 20));
     const { run: server } = await serverForTest({
       serverAddress: `127.0.0.1:${port}`,
       config: { numRounds: 2 },
       strategy: new FedAvg({ minAvailableClients: 2, minFitClients: 2, minEvaluateClients: 2 }),
     });
     const late = new OffsetClient(2, 3);
-    clients.push(startClient(`127.0.0.1:${port}`, { client: late, rootCertificates: ca, logger: memoryLogger("warn").logger }));
+    clients.push(
+      startClient(`127.0.0.1:${port}`, { client: late, rootCertificates: ca, logger: memoryLogger("warn").logger }),
+    );
     await server;
     await expect(Promise.all(clients)).resolves.toEqual([undefined, undefined]);
     expectTwoRoundsOfOffsets([early, late]);
@@ -294,8 +357,14 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
     );
     try {
       await expect(
-        startClient(`127.0.0.1:${link.fleetPort}`, { client: new OffsetClient(1, 1), logger: memoryLogger("error").logger }),
-      ).rejects.toMatchObject({ name: "InvalidConfigError", message: expect.stringMatching(/FlowerService\.Join.*transport: "grpc-rere"/s) });
+        startClient(`127.0.0.1:${link.fleetPort}`, {
+          client: new OffsetClient(1, 1),
+          logger: memoryLogger("error").logger,
+        }),
+      ).rejects.toMatchObject({
+        name: "InvalidConfigError",
+        message: expect.stringMatching(/FlowerService\.Join.*transport: "grpc-rere"/s),
+      });
     } finally {
       await link.close();
     }
@@ -308,14 +377,18 @@ describe("startServer with both transports and grpc-bidi specifics", () => {
       name: "InvalidConfigError",
       message: expect.stringContaining('transport "rest"'),
     });
-    await expect(startClient("127.0.0.1:1", { client, transport: "grpc" as ClientTransport, logger })).rejects.toMatchObject({
+    await expect(
+      startClient("127.0.0.1:1", { client, transport: "grpc" as ClientTransport, logger }),
+    ).rejects.toMatchObject({
       name: "InvalidConfigError",
       message: expect.stringContaining("unknown transport"),
     });
     await expect(
       startClient("127.0.0.1:1", { client, authKeys: { privateKey: "a", publicKey: "b" }, logger }),
     ).rejects.toMatchObject({ name: "InvalidConfigError", message: expect.stringContaining("grpc-rere") });
-    await expect(startNumpyClient("127.0.0.1:1", { client: {} as unknown as NumPyClient, logger })).rejects.toMatchObject({
+    await expect(
+      startNumpyClient("127.0.0.1:1", { client: {} as unknown as NumPyClient, logger }),
+    ).rejects.toMatchObject({
       name: "InvalidConfigError",
     });
   });
@@ -329,15 +402,25 @@ describe("startServer: bad certificates and options", () => {
       certificates: [Buffer.from("not a certificate"), certificates[1], certificates[2]],
       logger: memoryLogger("warn").logger,
     });
-    await expect(run).rejects.toMatchObject({ name: "InvalidKeyFileError", message: expect.stringContaining("certificates[0]") });
+    await expect(run).rejects.toMatchObject({
+      name: "InvalidKeyFileError",
+      message: expect.stringContaining("certificates[0]"),
+    });
     expect(await portIsFree(port)).toBe(true);
 
     const notAKey = startServer({
       serverAddress: `127.0.0.1:${port}`,
-      certificates: [certificates[0], certificates[1], Buffer.from("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")],
+      certificates: [
+        certificates[0],
+        certificates[1],
+        Buffer.from("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+      ],
       logger: memoryLogger("warn").logger,
     });
-    await expect(notAKey).rejects.toMatchObject({ name: "InvalidKeyFileError", message: expect.stringContaining("certificates[2]") });
+    await expect(notAKey).rejects.toMatchObject({
+      name: "InvalidKeyFileError",
+      message: expect.stringContaining("certificates[2]"),
+    });
     expect(await portIsFree(port)).toBe(true);
   });
 
@@ -347,7 +430,10 @@ describe("startServer: bad certificates and options", () => {
       certificates: [certificates[0], certificates[1], otherFx.read(otherFx.serverKey)],
       logger: memoryLogger("warn").logger,
     });
-    await expect(run).rejects.toMatchObject({ name: "InvalidKeyFileError", message: expect.stringMatching(/does not belong/) });
+    await expect(run).rejects.toMatchObject({
+      name: "InvalidKeyFileError",
+      message: expect.stringMatching(/does not belong/),
+    });
   });
 
   it("rejects malformed or conflicting security options with InvalidConfigError", async () => {
@@ -355,15 +441,27 @@ describe("startServer: bad certificates and options", () => {
     await expect(
       startServer({ certificates: ["a", "b", "c"] as unknown as [Buffer, Buffer, Buffer], logger }),
     ).rejects.toMatchObject({ name: "InvalidConfigError", message: expect.stringContaining("three Buffers") });
-    await expect(startServer({ certificates, insecure: true, logger })).rejects.toMatchObject({ name: "InvalidConfigError" });
+    await expect(startServer({ certificates, insecure: true, logger })).rejects.toMatchObject({
+      name: "InvalidConfigError",
+    });
     await expect(startServer({ insecure: false, logger })).rejects.toMatchObject({ name: "InvalidConfigError" });
-    await expect(startServer({ config: { numRounds: -1 }, logger })).rejects.toMatchObject({ name: "InvalidConfigError" });
-    await expect(startServer({ serverAddress: "nonsense", logger })).rejects.toMatchObject({ name: "InvalidConfigError" });
+    await expect(startServer({ config: { numRounds: -1 }, logger })).rejects.toMatchObject({
+      name: "InvalidConfigError",
+    });
+    await expect(startServer({ serverAddress: "nonsense", logger })).rejects.toMatchObject({
+      name: "InvalidConfigError",
+    });
+    await expect(startClient("127.0.0.1:1", { client: {}, logger })).rejects.toMatchObject({
+      name: "InvalidConfigError",
+      message: expect.stringContaining("`client`"),
+    });
     await expect(
-      startClient("127.0.0.1:1", { client: {}, logger }),
-    ).rejects.toMatchObject({ name: "InvalidConfigError", message: expect.stringContaining("`client`") });
-    await expect(
-      startClient("127.0.0.1:1", { client: new OffsetClient(1, 1), insecure: true, rootCertificates: certificates[0], logger }),
+      startClient("127.0.0.1:1", {
+        client: new OffsetClient(1, 1),
+        insecure: true,
+        rootCertificates: certificates[0],
+        logger,
+      }),
     ).rejects.toMatchObject({ name: "InvalidConfigError" });
   });
 
@@ -430,9 +528,11 @@ describe("abort", () => {
   it("an already aborted signal starts nothing", async () => {
     const abort = new AbortController();
     abort.abort(new Error("already"));
-    await expect(startServer({ serverAddress: "127.0.0.1:0", signal: abort.signal, logger: memoryLogger().logger })).rejects.toThrow(
-      "already",
-    );
-    await expect(startClient("127.0.0.1:1", { client: new OffsetClient(1, 1), signal: abort.signal })).resolves.toBeUndefined();
+    await expect(
+      startServer({ serverAddress: "127.0.0.1:0", signal: abort.signal, logger: memoryLogger().logger }),
+    ).rejects.toThrow("already");
+    await expect(
+      startClient("127.0.0.1:1", { client: new OffsetClient(1, 1), signal: abort.signal }),
+    ).resolves.toBeUndefined();
   });
 });

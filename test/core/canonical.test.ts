@@ -63,7 +63,10 @@ function expectedPushWithConfigs(configsRecordHex: string): string {
 describe("upb vectors (test/core/spec-vectors.ts)", () => {
   test("PingRequest, PullTaskInsRequest and GetRunRequest encode as upb does, with the vectors' tokens", () => {
     const key = SPEC_HMAC_KEY;
-    const ping = canonicalEncode("PingRequest", PingRequest.fromPartial({ node: { nodeId: NODE_ID }, pingInterval: 30 }));
+    const ping = canonicalEncode(
+      "PingRequest",
+      PingRequest.fromPartial({ node: { nodeId: NODE_ID }, pingInterval: 30 }),
+    );
     expect(hex(ping)).toBe("0a0b08c5e3b1adfb95a6999a01110000000000003e40");
     expect(authToken(key, ping)).toBe("8FGlk0sFj_PI_izTh0gyy6Wxy4xaBs2V4IZR1mpaRrk=");
 
@@ -203,7 +206,9 @@ describe('encoding rules (docs/protocol.md, "Canonical encoding")', () => {
         {
           task: {
             recordset: {
-              parameters: new Map([["p", ParametersRecord.fromPartial({ dataKeys: ["0"], dataValues: [{ shape: [-1, 2] }] })]]),
+              parameters: new Map([
+                ["p", ParametersRecord.fromPartial({ dataKeys: ["0"], dataValues: [{ shape: [-1, 2] }] })],
+              ]),
             },
           },
         },
@@ -379,7 +384,9 @@ describe("round trips with the generated decoder", () => {
                   }),
                 ],
               ]),
-              configs: new Map([["c", { data: new Map<string, ConfigsRecordValue>([["blob", { bytes: tensor(5000, 9) }]]) }]]),
+              configs: new Map([
+                ["c", { data: new Map<string, ConfigsRecordValue>([["blob", { bytes: tensor(5000, 9) }]]) }],
+              ]),
             },
           },
         },
@@ -395,7 +402,7 @@ describe("round trips with the generated decoder", () => {
     expect(Buffer.from(canonicalEncode("PushTaskResRequest", decoded)).equals(Buffer.from(bytes))).toBe(true);
   });
 
-  test("the rich request's map keys \"b\" and \"bl\" are reported as prefix-related", () => {
+  test('the rich request\'s map keys "b" and "bl" are reported as prefix-related', () => {
     expect(hasPrefixRelatedMapKeys("PushTaskResRequest", rich())).toBe(true);
   });
 });
@@ -440,7 +447,18 @@ describe("upb versus lexicographic order", () => {
         {
           task: {
             recordset: {
-              metrics: new Map([["m", { data: new Map([["aa", { double: 1 }], ["b", { double: 1 }], ["a", { double: 1 }]]) }]]),
+              metrics: new Map([
+                [
+                  "m",
+                  {
+                    data: new Map([
+                      ["aa", { double: 1 }],
+                      ["b", { double: 1 }],
+                      ["a", { double: 1 }],
+                    ]),
+                  },
+                ],
+              ]),
             },
           },
         },

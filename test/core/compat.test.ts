@@ -78,7 +78,10 @@ describe('exact record names and value types (docs/protocol.md, "Legacy records"
     expect([...rs.configsRecords.keys()]).toEqual(["fitins.config"]);
     expect(rs.metricsRecords.size).toBe(0);
     // sint64 reads back as a number when it is a safe integer.
-    expect(recordSetToFitIns(throughWire(rs))).toEqual({ parameters: params([1]), config: { lr: 0.1, epochs: 2, tag: "x" } });
+    expect(recordSetToFitIns(throughWire(rs))).toEqual({
+      parameters: params([1]),
+      config: { lr: 0.1, epochs: 2, tag: "x" },
+    });
   });
 
   test("FitRes: num_examples and code are sint64, metrics and status are ConfigsRecords", () => {
@@ -164,7 +167,12 @@ describe("reading legacy values back", () => {
 
   test("missing records and fields are refused, naming them", () => {
     expect(() => recordSetToFitIns(new RecordSet())).toThrow(/no ParametersRecord "fitins.parameters"/);
-    const res = fitResToRecordSet({ status: { code: 0, message: "" }, parameters: params(), numExamples: 1, metrics: {} });
+    const res = fitResToRecordSet({
+      status: { code: 0, message: "" },
+      parameters: params(),
+      numExamples: 1,
+      metrics: {},
+    });
     res.metricsRecords.set("fitres.num_examples", {});
     expect(() => recordSetToFitRes(res)).toThrow(/MetricsRecord "fitres.num_examples" has no "num_examples"/);
     res.metricsRecords.set("fitres.num_examples", { num_examples: 1.5 });

@@ -16,7 +16,9 @@ test("docs/errors.md documents exactly the FLWR_* codes the source uses", () => 
   for (const file of sourceFiles(join(ROOT, "src"))) {
     for (const match of readFileSync(file, "utf8").matchAll(/"(FLWR_[A-Z_]+)"/g)) inSource.add(match[1]!);
   }
-  const documented = new Set([...readFileSync(join(ROOT, "docs", "errors.md"), "utf8").matchAll(/^## (FLWR_[A-Z_]+)$/gm)].map((m) => m[1]!));
+  const documented = new Set(
+    [...readFileSync(join(ROOT, "docs", "errors.md"), "utf8").matchAll(/^## (FLWR_[A-Z_]+)$/gm)].map((m) => m[1]!),
+  );
   expect(inSource.size).toBeGreaterThan(5);
   expect([...documented].sort()).toEqual([...inSource].sort());
 });

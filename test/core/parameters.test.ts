@@ -26,6 +26,8 @@ describe("Parameters", () => {
     const p = ndarraysToParameters(arrays);
     p.tensors.push(new Uint8Array([1, 2, 3]));
     expect(() => parametersToNdarrays(p)).toThrow(MalformedMessageError);
-    expect(() => parametersToNdarrays(p)).toThrow(/^Parameters tensor 2 \(tensorType "numpy.ndarray"\): npyToNdarray: /);
+    expect(() => parametersToNdarrays(p)).toThrow(
+      /^Parameters tensor 2 \(tensorType "numpy.ndarray"\): npyToNdarray: /,
+    );
   });
 });

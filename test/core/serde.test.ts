@@ -111,7 +111,11 @@ describe("recordSetToProto", () => {
     ["record not a Map", (rs) => rs.parametersRecords.set("p", {} as never), /must be a Map/],
     [
       "non-int32 shape",
-      (rs) => rs.parametersRecords.set("p", new Map([["0", { dtype: "", shape: [2 ** 31], stype: "", data: new Uint8Array() }]])),
+      (rs) =>
+        rs.parametersRecords.set(
+          "p",
+          new Map([["0", { dtype: "", shape: [2 ** 31], stype: "", data: new Uint8Array() }]]),
+        ),
       /not a list of int32/,
     ],
   ];
@@ -299,7 +303,9 @@ describe("Message <-> TaskIns / TaskRes", () => {
   test("a task that is missing, or carries both or neither payload, is refused", () => {
     expect(() => messageFromTaskIns(TaskIns.fromPartial({ taskId: "t" }))).toThrow(/has no task/);
     expect(() => messageFromTaskIns(TaskIns.fromPartial({ task: {} }))).toThrow(/exactly one/);
-    expect(() => messageFromTaskRes(TaskRes.fromPartial({ task: { recordset: {}, error: {} } }))).toThrow(/exactly one/);
+    expect(() => messageFromTaskRes(TaskRes.fromPartial({ task: { recordset: {}, error: {} } }))).toThrow(
+      /exactly one/,
+    );
   });
 
   test("a reply round-trips: TaskIns -> Message -> createReply -> TaskRes -> bytes -> Message", () => {

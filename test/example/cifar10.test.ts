@@ -11,7 +11,13 @@ import { CIFAR10_RECORD_BYTES, cifar10RecordCount, loadCifar10Binary } from "../
 import { IMAGE_SIZE } from "../../src/example/dataset";
 import { loadDataset } from "../../src/example/task";
 
-const TRAIN_FILES = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
+const TRAIN_FILES = [
+  "data_batch_1.bin",
+  "data_batch_2.bin",
+  "data_batch_3.bin",
+  "data_batch_4.bin",
+  "data_batch_5.bin",
+];
 
 /** Pixel byte of image `id` at channel c, row y, column x: distinct per position and image. */
 const pixelByte = (id: number, c: number, y: number, x: number): number => (id * 7 + c * 85 + y * 5 + x * 3) % 256;
@@ -42,7 +48,8 @@ function writeCifarDir(dir: string): void {
 }
 
 /** Expected normalised HWC value. */
-const expected = (id: number, c: number, y: number, x: number): number => Math.fround(pixelByte(id, c, y, x) / 127.5 - 1);
+const expected = (id: number, c: number, y: number, x: number): number =>
+  Math.fround(pixelByte(id, c, y, x) / 127.5 - 1);
 
 let root: string;
 beforeEach(() => {
@@ -144,7 +151,9 @@ describe("loadCifar10Binary", () => {
 describe("loadDataset with a CIFAR-10 directory", () => {
   test("gives each node a disjoint IID share of both splits, capped by the counts", () => {
     writeCifarDir(root);
-    const nodes = [0, 1].map((partitionId) => loadDataset({ cifarDir: root, numPartitions: 2, partitionId, trainCount: 100, testCount: 100 }));
+    const nodes = [0, 1].map((partitionId) =>
+      loadDataset({ cifarDir: root, numPartitions: 2, partitionId, trainCount: 100, testCount: 100 }),
+    );
     // Labels identify records here only through the pixels; use a pixel that encodes the id.
     const ids = (images: Float32Array, count: number): number[] =>
       Array.from({ length: count }, (_, i) => {

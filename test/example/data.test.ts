@@ -14,7 +14,10 @@ import { loadDataset } from "../../src/example/task";
 function fingerprints(dataset: ImageDataset): string[] {
   return Array.from({ length: dataset.count }, (_, i) => {
     const pixels = dataset.images.subarray(i * IMAGE_SIZE, (i + 1) * IMAGE_SIZE);
-    return createHash("sha256").update(new Uint8Array(pixels.buffer, pixels.byteOffset, pixels.byteLength)).update(String(dataset.labels[i])).digest("hex");
+    return createHash("sha256")
+      .update(new Uint8Array(pixels.buffer, pixels.byteOffset, pixels.byteLength))
+      .update(String(dataset.labels[i]))
+      .digest("hex");
   });
 }
 
@@ -114,7 +117,9 @@ describe("IID partitioning", () => {
 
 describe("loadDataset (synthetic)", () => {
   test("nodes get disjoint training and test sets of the requested sizes", () => {
-    const nodes = [0, 1].map((partitionId) => loadDataset({ numPartitions: 2, partitionId, trainCount: 50, testCount: 20 }));
+    const nodes = [0, 1].map((partitionId) =>
+      loadDataset({ numPartitions: 2, partitionId, trainCount: 50, testCount: 20 }),
+    );
     for (const node of nodes) {
       expect(node.train.count).toBe(50);
       expect(node.test.count).toBe(20);
@@ -125,11 +130,15 @@ describe("loadDataset (synthetic)", () => {
     const everything = [...trainPrints.flat(), ...testPrints.flat()];
     expect(new Set(everything).size).toBe(everything.length);
     // Deterministic: the same node loads the same data again.
-    expect(fingerprints(loadDataset({ numPartitions: 2, partitionId: 1, trainCount: 50, testCount: 20 }).train)).toEqual(trainPrints[1]);
+    expect(
+      fingerprints(loadDataset({ numPartitions: 2, partitionId: 1, trainCount: 50, testCount: 20 }).train),
+    ).toEqual(trainPrints[1]);
   });
 
   test("bad counts are InvalidConfigError", () => {
-    expect(() => loadDataset({ numPartitions: 2, partitionId: 0, trainCount: 0 })).toThrow(/train count must be a positive integer/);
+    expect(() => loadDataset({ numPartitions: 2, partitionId: 0, trainCount: 0 })).toThrow(
+      /train count must be a positive integer/,
+    );
     expect(() => loadDataset({ numPartitions: 2, partitionId: 0, testCount: 2.5 })).toThrow(InvalidConfigError);
     expect(() => loadDataset({ numPartitions: 2, partitionId: 3 })).toThrow(InvalidConfigError);
   });

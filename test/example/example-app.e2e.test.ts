@@ -24,7 +24,10 @@ let fx: Fixtures;
 let outDir: string;
 
 function startDaemon(bin: string, args: string[]): Daemon {
-  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], {
+    cwd: REPO_ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const stdout: string[] = [];
   const stderr: string[] = [];
   const records: Array<Record<string, unknown>> = [];
@@ -48,7 +51,9 @@ function startDaemon(bin: string, args: string[]): Daemon {
       };
       waiters.push(check);
       check();
-      void exited.then((code) => reject(new Error(`${bin} exited with ${code} before "${name}":\n${stderr.join("\n")}`)));
+      void exited.then((code) =>
+        reject(new Error(`${bin} exited with ${code} before "${name}":\n${stderr.join("\n")}`)),
+      );
     });
   const daemon = { proc, stdout, stderr, exited, event };
   daemons.push(daemon);
@@ -71,25 +76,38 @@ afterAll(async () => {
 
 test("SuperLink + 2 SuperNodes running client:app + server:app: 3 FedAvg rounds with TLS and auth", async () => {
   const superlink = startDaemon("flower-superlink", [
-    "--ssl-ca-certfile", fx.caCert,
-    "--ssl-certfile", fx.serverCert,
-    "--ssl-keyfile", fx.serverKey,
-    "--auth-list-public-keys", fx.allowlistCsv,
-    "--auth-superlink-private-key", fx.superlinkPrivateKey,
-    "--auth-superlink-public-key", fx.superlinkPublicKey,
-    "--driver-api-address", "127.0.0.1:0",
-    "--fleet-api-address", "127.0.0.1:0",
+    "--ssl-ca-certfile",
+    fx.caCert,
+    "--ssl-certfile",
+    fx.serverCert,
+    "--ssl-keyfile",
+    fx.serverKey,
+    "--auth-list-public-keys",
+    fx.allowlistCsv,
+    "--auth-superlink-private-key",
+    fx.superlinkPrivateKey,
+    "--auth-superlink-public-key",
+    fx.superlinkPublicKey,
+    "--driver-api-address",
+    "127.0.0.1:0",
+    "--fleet-api-address",
+    "127.0.0.1:0",
   ]);
   const ready = await superlink.event("superlink.ready");
 
   const nodes = [0, 1].map((i) =>
     startDaemon("flower-client-app", [
       "client:app",
-      "--root-certificates", fx.caCert,
-      "--superlink", String(ready["fleetAddress"]),
-      "--auth-supernode-private-key", fx.clientPrivateKeys[i]!,
-      "--auth-supernode-public-key", fx.clientPublicKeys[i]!,
-      "--node-config", `partition-id=${i},num-partitions=2,train-count=48,test-count=32`,
+      "--root-certificates",
+      fx.caCert,
+      "--superlink",
+      String(ready["fleetAddress"]),
+      "--auth-supernode-private-key",
+      fx.clientPrivateKeys[i]!,
+      "--auth-supernode-public-key",
+      fx.clientPublicKeys[i]!,
+      "--node-config",
+      `partition-id=${i},num-partitions=2,train-count=48,test-count=32`,
     ]),
   );
   await Promise.all(nodes.map((n) => n.event("supernode.ready")));
@@ -97,10 +115,14 @@ test("SuperLink + 2 SuperNodes running client:app + server:app: 3 FedAvg rounds 
   const historyJson = join(outDir, "history.json");
   const serverApp = startDaemon("flower-server-app", [
     "server:app",
-    "--root-certificates", fx.caCert,
-    "--dir", "./",
-    "--superlink", String(ready["driverAddress"]),
-    "--history-json", historyJson,
+    "--root-certificates",
+    fx.caCert,
+    "--dir",
+    "./",
+    "--superlink",
+    String(ready["driverAddress"]),
+    "--history-json",
+    historyJson,
   ]);
   expect(await serverApp.exited).toBe(0);
 

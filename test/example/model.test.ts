@@ -23,7 +23,8 @@ afterAll(() => {
   for (const m of models) m.dispose();
 });
 
-const bytesOf = (arrays: NDArrays): Buffer[] => arrays.map((a) => Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength));
+const bytesOf = (arrays: NDArrays): Buffer[] =>
+  arrays.map((a) => Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength));
 
 describe("createModel / getWeights", () => {
   test("has Flower's Net layer sizes: 10 float32 arrays, 62,006 parameters", () => {
@@ -79,7 +80,11 @@ describe("setWeights", () => {
 
   test("float64 arrays are accepted and narrowed to float32", () => {
     const source = getWeights(model(3));
-    const asDouble: NDArrays = source.map((a) => ({ dtype: "float64", shape: a.shape, data: Float64Array.from(a.data as Float32Array) }));
+    const asDouble: NDArrays = source.map((a) => ({
+      dtype: "float64",
+      shape: a.shape,
+      data: Float64Array.from(a.data as Float32Array),
+    }));
     const target = model(4);
     setWeights(target, asDouble);
     const back = bytesOf(getWeights(target));
@@ -93,12 +98,16 @@ describe("setWeights", () => {
 
     const wrongShape = good.map((a, i) => (i === 2 ? { ...a, shape: [5, 5, 16, 6] } : a));
     expect(() => setWeights(target, wrongShape)).toThrow(MalformedMessageError);
-    expect(() => setWeights(target, wrongShape)).toThrow(/weight array 2 \(.*conv2.*\) has shape \[5, 5, 16, 6\], the model expects \[5, 5, 6, 16\]/);
+    expect(() => setWeights(target, wrongShape)).toThrow(
+      /weight array 2 \(.*conv2.*\) has shape \[5, 5, 16, 6\], the model expects \[5, 5, 6, 16\]/,
+    );
 
     expect(() => setWeights(target, good.slice(0, 9))).toThrow(/expects 10 weight arrays, got 9/);
     const shortData = good.map((a, i) => (i === 1 ? { ...a, data: new Float32Array(5) } : a));
     expect(() => setWeights(target, shortData)).toThrow(/weight array 1 .* has 5 values for shape \[6\]/);
-    const wrongType = good.map((a, i) => (i === 9 ? { dtype: "int32" as const, shape: [10], data: new Int32Array(10) } : a));
+    const wrongType = good.map((a, i) =>
+      i === 9 ? { dtype: "int32" as const, shape: [10], data: new Int32Array(10) } : a,
+    );
     expect(() => setWeights(target, wrongType)).toThrow(/dtype int32, expected float32/);
 
     const after = bytesOf(getWeights(target));

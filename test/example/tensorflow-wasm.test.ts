@@ -10,8 +10,14 @@ import { loadTensorFlow, useFastestBackend, type LoadedTensorFlow } from "../../
 function gradients(t: LoadedTensorFlow, strides: number, pad: "valid" | "same"): number[][] {
   const { tf } = t;
   return tf.tidy(() => {
-    const x = tf.tensor4d(Array.from({ length: 2 * 7 * 6 * 3 }, (_, i) => Math.sin(i * 0.37)), [2, 7, 6, 3]);
-    const w = tf.tensor4d(Array.from({ length: 3 * 3 * 3 * 4 }, (_, i) => Math.cos(i * 0.11) * 0.5), [3, 3, 3, 4]);
+    const x = tf.tensor4d(
+      Array.from({ length: 2 * 7 * 6 * 3 }, (_, i) => Math.sin(i * 0.37)),
+      [2, 7, 6, 3],
+    );
+    const w = tf.tensor4d(
+      Array.from({ length: 3 * 3 * 3 * 4 }, (_, i) => Math.cos(i * 0.11) * 0.5),
+      [3, 3, 3, 4],
+    );
     const f = (a: Tensor, b: Tensor): Tensor => tf.relu(tf.conv2d(a as Tensor4D, b as Tensor4D, strides, pad)).sum();
     const [dx, dw] = tf.grads(f)([x, w]);
     return [Array.from(dx!.dataSync()), Array.from(dw!.dataSync())];

@@ -111,38 +111,41 @@ describe("max-pool gradient", () => {
     ["same", 3, 2],
     ["same", 3, 1], // overlapping windows accumulate
   ];
-  test.each(cases)("routes each output gradient to the first maximum of its window (pad %s, size %d, stride %d)", (pad, size, stride) => {
-    const { tf } = loaded;
-    const [B, H, W, C] = [2, 7, 8, 3];
-    const xData = values(B * H * W * C, 3, true); // small integers: many ties
-    const rows = padding(H, size, stride, pad);
-    const cols = padding(W, size, stride, pad);
-    const dyData = Float32Array.from({ length: B * rows.out * cols.out * C }, (_, i) => i + 1);
+  test.each(cases)(
+    "routes each output gradient to the first maximum of its window (pad %s, size %d, stride %d)",
+    (pad, size, stride) => {
+      const { tf } = loaded;
+      const [B, H, W, C] = [2, 7, 8, 3];
+      const xData = values(B * H * W * C, 3, true); // small integers: many ties
+      const rows = padding(H, size, stride, pad);
+      const cols = padding(W, size, stride, pad);
+      const dyData = Float32Array.from({ length: B * rows.out * cols.out * C }, (_, i) => i + 1);
 
-    const x = tf.tensor4d(xData, [B, H, W, C]);
-    const dy = tf.tensor4d(dyData, [B, rows.out, cols.out, C]);
-    const dx = tf.grad((input: Tensor) => tf.mul(tf.maxPool(input as never, size, stride, pad), dy).sum())(x);
-    const actual = dx.dataSync();
+      const x = tf.tensor4d(xData, [B, H, W, C]);
+      const dy = tf.tensor4d(dyData, [B, rows.out, cols.out, C]);
+      const dx = tf.grad((input: Tensor) => tf.mul(tf.maxPool(input as never, size, stride, pad), dy).sum())(x);
+      const actual = dx.dataSync();
 
-    const expected = new Float64Array(xData.length);
-    for (let b = 0; b < B; b++)
-      for (let i = 0; i < rows.out; i++)
-        for (let j = 0; j < cols.out; j++)
-          for (let ch = 0; ch < C; ch++) {
-            let best = -Infinity;
-            let at = -1;
-            for (let r = i * stride - rows.before; r < i * stride - rows.before + size; r++)
-              for (let c = j * stride - cols.before; c < j * stride - cols.before + size; c++) {
-                if (r < 0 || r >= H || c < 0 || c >= W) continue;
-                const index = ((b * H + r) * W + c) * C + ch;
-                if (xData[index]! > best) {
-                  best = xData[index]!;
-                  at = index;
+      const expected = new Float64Array(xData.length);
+      for (let b = 0; b < B; b++)
+        for (let i = 0; i < rows.out; i++)
+          for (let j = 0; j < cols.out; j++)
+            for (let ch = 0; ch < C; ch++) {
+              let best = -Infinity;
+              let at = -1;
+              for (let r = i * stride - rows.before; r < i * stride - rows.before + size; r++)
+                for (let c = j * stride - cols.before; c < j * stride - cols.before + size; c++) {
+                  if (r < 0 || r >= H || c < 0 || c >= W) continue;
+                  const index = ((b * H + r) * W + c) * C + ch;
+                  if (xData[index]! > best) {
+                    best = xData[index]!;
+                    at = index;
+                  }
                 }
-              }
-            expected[at]! += dyData[((b * rows.out + i) * cols.out + j) * C + ch]!;
-          }
-    expect(Array.from(actual)).toEqual(Array.from(expected));
-    tf.dispose([x, dy, dx]);
-  });
+              expected[at]! += dyData[((b * rows.out + i) * cols.out + j) * C + ch]!;
+            }
+      expect(Array.from(actual)).toEqual(Array.from(expected));
+      tf.dispose([x, dy, dx]);
+    },
+  );
 });

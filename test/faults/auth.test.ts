@@ -17,7 +17,15 @@ import { canonicalEncode } from "../../src/core/wire/canonical";
 import type { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { unaryCall } from "../../src/transport/channel";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
-import { TLS_CHANNEL_OPTIONS, clientCredentials, driverClient, fleetClient, statusOf, validTaskIns, validTaskRes } from "../superlink/helpers";
+import {
+  TLS_CHANNEL_OPTIONS,
+  clientCredentials,
+  driverClient,
+  fleetClient,
+  statusOf,
+  validTaskIns,
+  validTaskRes,
+} from "../superlink/helpers";
 import {
   type RunningSuperLink,
   ensureDist,
@@ -69,10 +77,17 @@ function fleet(): FleetClient {
 }
 
 /** CreateNode as node `index`; returns its auth state (with the shared key) and node id. */
-async function register(client: FleetClient, index: number): Promise<{ auth: SuperNodeAuth; nodeId: bigint; headers: grpc.Metadata }> {
+async function register(
+  client: FleetClient,
+  index: number,
+): Promise<{ auth: SuperNodeAuth; nodeId: bigint; headers: grpc.Metadata }> {
   const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[index]!, fx.clientPublicKeys[index]!);
   const request = { pingInterval: 30 };
-  const { response, headers } = await unaryCall(client.createNode.bind(client), request, auth.metadataFor("CreateNodeRequest", request));
+  const { response, headers } = await unaryCall(
+    client.createNode.bind(client),
+    request,
+    auth.metadataFor("CreateNodeRequest", request),
+  );
   auth.acceptCreateNodeMetadata(headers);
   const nodeId = response.node!.nodeId;
   // As a SuperNode does: CreateNode alone leaves a new node offline until its first Ping.
@@ -98,7 +113,9 @@ describe("forged and tampered requests", () => {
     metadata.set("public-key", n1.auth.publicKeyHeader);
     expect(await statusOf(unaryCall(client.ping.bind(client), ping, metadata))).toEqual(DENIED);
     // The real node 1 is unaffected.
-    expect((await unaryCall(client.ping.bind(client), ping, n1.auth.metadataFor("PingRequest", ping))).response.success).toBe(true);
+    expect(
+      (await unaryCall(client.ping.bind(client), ping, n1.auth.metadataFor("PingRequest", ping))).response.success,
+    ).toBe(true);
   });
 
   test("a tampered auth-token or a tampered body is refused; the untouched request passes", async () => {
@@ -117,8 +134,13 @@ describe("forged and tampered requests", () => {
     const { bytes, metadata } = n1.auth.signedRequest("PingRequest", ping);
     const send = (body: Uint8Array): Promise<grpc.ServiceError | null> =>
       new Promise((resolve) =>
-        raw.makeUnaryRequest("/flwr.proto.Fleet/Ping", (b: Buffer) => b, (b: Buffer) => b, Buffer.from(body), metadata, (err) =>
-          resolve(err),
+        raw.makeUnaryRequest(
+          "/flwr.proto.Fleet/Ping",
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.from(body),
+          metadata,
+          (err) => resolve(err),
         ),
       );
     const otherBody = canonicalEncode("PingRequest", { ...ping, pingInterval: 31 }, "upb");
@@ -133,15 +155,17 @@ describe("forged and tampered requests", () => {
     const n2 = await register(client, 1);
     const driver = driverClient(link.driverAddress, ca);
     closers.push(() => driver.close());
-    const runId = (await unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() })).response
-      .runId;
-    const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, n2.nodeId)] })).response
-      .taskIds;
+    const runId = (
+      await unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() })
+    ).response.runId;
+    const [taskInsId] = (
+      await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, n2.nodeId)] })
+    ).response.taskIds;
     // Node 1, correctly authenticated, pushes a reply to node 2's instruction in node 2's name.
     const push = { taskResList: [validTaskRes(runId, n2.nodeId, taskInsId!)] };
-    expect(await statusOf(unaryCall(client.pushTaskRes.bind(client), push, n1.auth.metadataFor("PushTaskResRequest", push)))).toEqual(
-      DENIED,
-    );
+    expect(
+      await statusOf(unaryCall(client.pushTaskRes.bind(client), push, n1.auth.metadataFor("PushTaskResRequest", push))),
+    ).toEqual(DENIED);
     const pulled = await unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] });
     expect(pulled.response.taskResList).toEqual([]);
     // In its own name, node 2's reply goes through.
@@ -167,7 +191,11 @@ test("allowlist without restart: the watched file lets a new node in; removing i
   // Added to the file, no signal: the SuperLink's watcher picks it up.
   const changesBefore = link.proc.logs.filter(isEvent("superlink.allowlist-changed")).length;
   writeFileSync(csv, `${keys[0]},${keys[1]},${keys[2]}\n`);
-  await link.proc.waitForCount(isEvent("superlink.allowlist-changed", (r) => r["added"] === 1), changesBefore + 1, "the watcher's reload");
+  await link.proc.waitForCount(
+    isEvent("superlink.allowlist-changed", (r) => r["added"] === 1),
+    changesBefore + 1,
+    "the watcher's reload",
+  );
   expect(link.proc.logs.some(isEvent("superlink.allowlist-reloaded"))).toBe(false); // no SIGHUP involved
   const node3 = spawnSuperNode(fx, apps.dir, link.fleetAddress, 2, { name: "node-3" });
   const ready = await node3.waitFor(isEvent("supernode.ready"), "readiness");
@@ -177,7 +205,10 @@ test("allowlist without restart: the watched file lets a new node in; removing i
   writeFileSync(csv, `${keys[0]},${keys[1]}\n`);
   link.proc.proc.kill("SIGHUP");
   await link.proc.waitFor(isEvent("superlink.allowlist-reloaded"), "the SIGHUP reload");
-  await link.proc.waitFor(isEvent("superlink.node-revoked", (r) => r["nodeId"] === nodeId), "the revocation");
+  await link.proc.waitFor(
+    isEvent("superlink.node-revoked", (r) => r["nodeId"] === nodeId),
+    "the revocation",
+  );
   expect(await node3.exited).toBe(2);
   expect(node3.text()).toContain("access denied");
   expect(link.proc.alive()).toBe(true);
@@ -186,11 +217,16 @@ test("allowlist without restart: the watched file lets a new node in; removing i
 test("authentication flags without TLS are refused at startup (exit 2), nothing listens", async () => {
   const proc = spawnBin("superlink-insecure-auth", "flower-superlink", [
     "--insecure",
-    "--driver-api-address", "127.0.0.1:0",
-    "--fleet-api-address", "127.0.0.1:0",
-    "--auth-list-public-keys", csv,
-    "--auth-superlink-private-key", fx.superlinkPrivateKey,
-    "--auth-superlink-public-key", fx.superlinkPublicKey,
+    "--driver-api-address",
+    "127.0.0.1:0",
+    "--fleet-api-address",
+    "127.0.0.1:0",
+    "--auth-list-public-keys",
+    csv,
+    "--auth-superlink-private-key",
+    fx.superlinkPrivateKey,
+    "--auth-superlink-public-key",
+    fx.superlinkPublicKey,
   ]);
   expect(await proc.exited).toBe(2);
   expect(fatalText(proc)).toContain("Authentication requires secure connections");

@@ -144,12 +144,18 @@ function spawnNodes(d: Deployment): Proc[] {
   return [0, 1].map((i) =>
     spawnBin(`node-${i + 1}`, "flower-client-app", [
       "client:app",
-      "--dir", dir,
-      "--superlink", d.fleet,
-      "--root-certificates", fx.caCert,
-      "--auth-supernode-private-key", fx.clientPrivateKeys[i]!,
-      "--auth-supernode-public-key", fx.clientPublicKeys[i]!,
-      "--node-config", `partition-id=${i}`,
+      "--dir",
+      dir,
+      "--superlink",
+      d.fleet,
+      "--root-certificates",
+      fx.caCert,
+      "--auth-supernode-private-key",
+      fx.clientPrivateKeys[i]!,
+      "--auth-supernode-public-key",
+      fx.clientPublicKeys[i]!,
+      "--node-config",
+      `partition-id=${i}`,
     ]),
   );
 }
@@ -158,7 +164,19 @@ function spawnRun(d: Deployment, historyJson: string): Proc {
   return spawnBin(
     "serverapp",
     "flower-server-app",
-    ["server:app", "--dir", dir, "--superlink", d.driver, "--root-certificates", fx.caCert, "--retry-deadline", "30", "--history-json", historyJson],
+    [
+      "server:app",
+      "--dir",
+      dir,
+      "--superlink",
+      d.driver,
+      "--root-certificates",
+      fx.caCert,
+      "--retry-deadline",
+      "30",
+      "--history-json",
+      historyJson,
+    ],
     dir,
   );
 }
@@ -210,16 +228,26 @@ test.each(trials)(
     // Kill rounds drawn without repeats from 1..ROUNDS-1, each kill at a random point of its
     // round (mid-push, mid-training, mid-pull, between fit and evaluate).
     const rounds = Array.from({ length: ROUNDS - 1 }, (_, i) => i + 1);
-    const targets = Array.from({ length: Math.min(KILLS, rounds.length) }, () => rounds.splice(Math.floor(random() * rounds.length), 1)[0]!);
+    const targets = Array.from(
+      { length: Math.min(KILLS, rounds.length) },
+      () => rounds.splice(Math.floor(random() * rounds.length), 1)[0]!,
+    );
     targets.sort((a, b) => a - b);
     const killedAt: number[] = [];
     for (const [k, target] of targets.entries()) {
       const reached = await Promise.race([
-        run.waitFor(isEvent("serverapp.round", (r) => Number(r["round"]) >= target), `round ${target}`).then(
-          () => true,
-          () => false, // the run ended (the checks below say how)
+        run
+          .waitFor(
+            isEvent("serverapp.round", (r) => Number(r["round"]) >= target),
+            `round ${target}`,
+          )
+          .then(
+            () => true,
+            () => false, // the run ended (the checks below say how)
+          ),
+        new Promise<boolean>((resolve) =>
+          setTimeout(() => resolve(false), Math.max(0, trialStart + TRIAL_LIMIT_MS - Date.now())).unref(),
         ),
-        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), Math.max(0, trialStart + TRIAL_LIMIT_MS - Date.now())).unref()),
       ]);
       if (!reached) break;
       await new Promise((r) => setTimeout(r, random() * 700));
@@ -235,15 +263,22 @@ test.each(trials)(
     let timer: NodeJS.Timeout | undefined;
     const code = await Promise.race([
       run.exited,
-      new Promise<"stuck">((resolve) => (timer = setTimeout(() => resolve("stuck"), Math.max(1_000, trialStart + TRIAL_LIMIT_MS - Date.now())))),
+      new Promise<"stuck">(
+        (resolve) =>
+          (timer = setTimeout(() => resolve("stuck"), Math.max(1_000, trialStart + TRIAL_LIMIT_MS - Date.now()))),
+      ),
     ]);
     clearTimeout(timer);
     if (code === "stuck") {
       const tails = [run, ...nodes, link.proc].map((p) => `--- ${p.name}:\n${p.stderr.slice(-25).join("\n")}`);
       throw new Error(`${context}: the trial did not finish within ${TRIAL_LIMIT_MS / 1000} s\n${tails.join("\n")}`);
     }
-    if (code !== 0) throw new Error(`${context}: ServerApp exited ${code}: ${fatalText(run)}\n${run.text().slice(-3000)}`);
-    expect({ context, history: JSON.parse(readFileSync(historyPath, "utf8")) }).toEqual({ context, history: expectedHistory });
+    if (code !== 0)
+      throw new Error(`${context}: ServerApp exited ${code}: ${fatalText(run)}\n${run.text().slice(-3000)}`);
+    expect({ context, history: JSON.parse(readFileSync(historyPath, "utf8")) }).toEqual({
+      context,
+      history: expectedHistory,
+    });
     // Every round got both results and no failure: nothing lost, nothing counted twice.
     const full = Array.from({ length: ROUNDS }, () => [2, 0]);
     expect({ context, fit: aggregates(run, "serverapp.aggregate-fit") }).toEqual({ context, fit: full });
@@ -251,12 +286,17 @@ test.each(trials)(
     // No SuperNode ran one instruction twice.
     for (const n of nodes) {
       const replied = n.logs.filter(isEvent("supernode.reply-sent")).map((l) => String(l["replyTo"]));
-      expect({ context, node: n.name, duplicates: replied.length - new Set(replied).size }).toEqual({ context, node: n.name, duplicates: 0 });
+      expect({ context, node: n.name, duplicates: replied.length - new Set(replied).size }).toEqual({
+        context,
+        node: n.name,
+        duplicates: 0,
+      });
     }
     expect(killedAt.length).toBeGreaterThan(0);
     const report = process.env["FLWR_CRASH_REPORT"];
     if (report) {
-      const count = (p: Proc[], event: string): number => p.reduce((n, x) => n + x.logs.filter(isEvent(event)).length, 0);
+      const count = (p: Proc[], event: string): number =>
+        p.reduce((n, x) => n + x.logs.filter(isEvent(event)).length, 0);
       const line = {
         seed,
         killedInRounds: killedAt,
@@ -275,9 +315,7 @@ describe("the SQLite file at start", () => {
   test("a second SuperLink on a file in use exits 2 at once, saying so; after a SIGKILL of the first, a restart opens it", async () => {
     const d = deployment("locked");
     const first = await startOnSamePorts(d, "superlink-first");
-    const second = spawnBin("superlink-second", "flower-superlink", [
-      ...superlinkArgs(fx, { database: d.database }),
-    ]);
+    const second = spawnBin("superlink-second", "flower-superlink", [...superlinkArgs(fx, { database: d.database })]);
     expect(await second.exited).toBe(2);
     expect(fatalText(second)).toMatch(/locked by another process: is another flower-superlink running on it\?/);
     expect(second.logs.some(isEvent("superlink.ready"))).toBe(false);

@@ -61,11 +61,25 @@ function insecureSuperLink(): ReturnType<typeof startSuperLink> {
 }
 
 function insecureSuperNode(fleetAddress: string, nodeConfig: string, name = "node"): ReturnType<typeof spawnBin> {
-  return spawnBin(name, "flower-client-app", ["client:app", "--dir", appDir, "--insecure", "--superlink", fleetAddress, "--node-config", nodeConfig]);
+  return spawnBin(name, "flower-client-app", [
+    "client:app",
+    "--dir",
+    appDir,
+    "--insecure",
+    "--superlink",
+    fleetAddress,
+    "--node-config",
+    nodeConfig,
+  ]);
 }
 
 function insecureServerApp(driverAddress: string, extra: string[] = []): ReturnType<typeof spawnBin> {
-  return spawnBin("serverapp", "flower-server-app", ["server:app", "--dir", appDir, "--insecure", "--superlink", driverAddress, ...extra], appDir);
+  return spawnBin(
+    "serverapp",
+    "flower-server-app",
+    ["server:app", "--dir", appDir, "--insecure", "--superlink", driverAddress, ...extra],
+    appDir,
+  );
 }
 
 test("SuperLink: info lines for node registered, run created and node left; ServerApp: a line per round and an SVG chart", async () => {
@@ -88,11 +102,15 @@ test("SuperLink: info lines for node registered, run created and node left; Serv
 
   const rounds = app.logs.filter(isEvent("serverapp.round-finished"));
   expect(rounds.map((r) => r["round"])).toEqual([1, 2, 3]);
-  expect(rounds.every((r) => r["level"] === 30 && r["fitResults"] === 1 && r["fitFailures"] === 0 && r["evalResults"] === 1)).toBe(true);
+  expect(
+    rounds.every((r) => r["level"] === 30 && r["fitResults"] === 1 && r["fitFailures"] === 0 && r["evalResults"] === 1),
+  ).toBe(true);
   expect(rounds[0]!["fitMetrics"]).toEqual({ train_loss: 0.5 });
   expect(rounds[2]!["evalMetrics"]).toEqual({ accuracy: 0.75 });
   expect(rounds[2]!["evalLoss"]).toBeCloseTo(0.25);
-  expect(String(rounds[1]!["msg"])).toMatch(/^Round 2\/3 done in \d+\.\d\d s: fit 1 results, 0 failures \(train_loss=0\.5\); evaluate 1 results, 0 failures, loss 0\.3333 \(accuracy=0\.5\)$/);
+  expect(String(rounds[1]!["msg"])).toMatch(
+    /^Round 2\/3 done in \d+\.\d\d s: fit 1 results, 0 failures \(train_loss=0\.5\); evaluate 1 results, 0 failures, loss 0\.3333 \(accuracy=0\.5\)$/,
+  );
 
   const svg = readFileSync(plot, "utf8");
   expect(svg).toContain("<svg");
@@ -128,7 +146,9 @@ test("ServerApp pointed at the Fleet API: exit 2 with 'is that the Fleet API?'",
   const app = insecureServerApp(link.fleetAddress);
   expect(await app.exited).toBe(2);
   const fatal = app.logs.find((l) => l["level"] === 60);
-  expect(String(fatal?.["msg"])).toMatch(/does not implement CreateRun .*is that the Fleet API\? The Driver API is on port 9091 by default/);
+  expect(String(fatal?.["msg"])).toMatch(
+    /does not implement CreateRun .*is that the Fleet API\? The Driver API is on port 9091 by default/,
+  );
   expect(fatal?.["code"]).toBe("FLWR_INVALID_CONFIG");
 });
 
@@ -138,14 +158,25 @@ test("--insecure SuperNode against a TLS SuperLink: a warning with the hint, and
   const hint = await node.waitFor(isEvent("supernode.tls-hint"), "TLS hint");
   expect(hint["level"]).toBe(40);
   expect(String(hint["msg"])).toContain("it probably serves TLS. Drop --insecure and pass --root-certificates");
-  await node.waitFor(isEvent("supernode.retry", (r) => Number(r["tries"]) >= 3), "a retry after the hint");
+  await node.waitFor(
+    isEvent("supernode.retry", (r) => Number(r["tries"]) >= 3),
+    "a retry after the hint",
+  );
   expect(node.alive()).toBe(true);
   expect(node.logs.filter(isEvent("supernode.tls-hint"))).toHaveLength(1);
 });
 
 test("TLS SuperNode against a plaintext SuperLink: unambiguous, so exit 2 with the hint", async () => {
   const link = await insecureSuperLink();
-  const node = spawnBin("tls-node", "flower-client-app", ["client:app", "--dir", appDir, "--superlink", link.fleetAddress, "--root-certificates", fx.caCert]);
+  const node = spawnBin("tls-node", "flower-client-app", [
+    "client:app",
+    "--dir",
+    appDir,
+    "--superlink",
+    link.fleetAddress,
+    "--root-certificates",
+    fx.caCert,
+  ]);
   expect(await node.exited).toBe(2);
   const fatal = node.logs.find((l) => l["level"] === 60);
   expect(String(fatal?.["msg"])).toMatch(/does not speak TLS .*it probably runs with --insecure/);
@@ -154,9 +185,19 @@ test("TLS SuperNode against a plaintext SuperLink: unambiguous, so exit 2 with t
 test("SuperLink with node authentication: registered (authenticated), and a warning when two live SuperNodes present the same key", async () => {
   const link = await startSuperLink(superlinkArgs(fx));
   const nodeArgs = (name: string): string[] => [
-    "client:app", "--dir", appDir, "--superlink", link.fleetAddress, "--root-certificates", fx.caCert,
-    "--auth-supernode-private-key", fx.clientPrivateKeys[0]!, "--auth-supernode-public-key", fx.clientPublicKeys[0]!,
-    "--node-config", `name="${name}"`,
+    "client:app",
+    "--dir",
+    appDir,
+    "--superlink",
+    link.fleetAddress,
+    "--root-certificates",
+    fx.caCert,
+    "--auth-supernode-private-key",
+    fx.clientPrivateKeys[0]!,
+    "--auth-supernode-public-key",
+    fx.clientPublicKeys[0]!,
+    "--node-config",
+    `name="${name}"`,
   ];
   const first = spawnBin("first", "flower-client-app", nodeArgs("first"));
   const ready = await first.waitFor(isEvent("supernode.ready"), "readiness");

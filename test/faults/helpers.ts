@@ -37,8 +37,18 @@ export interface Proc {
 const running = new Set<Proc>();
 
 /** Spawns `node bin/<bin> ...args` with stdout and stderr captured. */
-export function spawnBin(name: string, bin: string, args: string[], cwd: string = REPO_ROOT, env: NodeJS.ProcessEnv = process.env): Proc {
-  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
+export function spawnBin(
+  name: string,
+  bin: string,
+  args: string[],
+  cwd: string = REPO_ROOT,
+  env: NodeJS.ProcessEnv = process.env,
+): Proc {
+  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], {
+    cwd,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const logs: LogRecord[] = [];
   const stdout: string[] = [];
   const stderr: string[] = [];
@@ -74,7 +84,10 @@ export function spawnBin(name: string, bin: string, args: string[], cwd: string 
     waitForCount(predicate, n, what) {
       return new Promise((resolve, reject) => {
         let ended = false;
-        const timer = setTimeout(() => finish(new Error(`${name}: no ${what} within ${WAIT_LIMIT_MS / 1000} s:\n${tail()}`)), WAIT_LIMIT_MS);
+        const timer = setTimeout(
+          () => finish(new Error(`${name}: no ${what} within ${WAIT_LIMIT_MS / 1000} s:\n${tail()}`)),
+          WAIT_LIMIT_MS,
+        );
         const finish = (err?: Error, rec?: LogRecord): void => {
           listeners.delete(check);
           clearTimeout(timer);
@@ -84,7 +97,8 @@ export function spawnBin(name: string, bin: string, args: string[], cwd: string 
         const check = (): void => {
           const hits = logs.filter(predicate);
           if (hits.length >= n) finish(undefined, hits[n - 1]);
-          else if (ended) finish(new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before ${what}:\n${tail()}`));
+          else if (ended)
+            finish(new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before ${what}:\n${tail()}`));
         };
         void exited.then(() => {
           ended = true;
@@ -176,18 +190,26 @@ export function superlinkArgs(
   opts: { auth?: boolean; database?: string; allowlistCsv?: string; driver?: string; fleet?: string } = {},
 ): string[] {
   const args = [
-    "--ssl-ca-certfile", fx.caCert,
-    "--ssl-certfile", fx.serverCert,
-    "--ssl-keyfile", fx.serverKey,
-    "--driver-api-address", opts.driver ?? "127.0.0.1:0",
-    "--fleet-api-address", opts.fleet ?? "127.0.0.1:0",
+    "--ssl-ca-certfile",
+    fx.caCert,
+    "--ssl-certfile",
+    fx.serverCert,
+    "--ssl-keyfile",
+    fx.serverKey,
+    "--driver-api-address",
+    opts.driver ?? "127.0.0.1:0",
+    "--fleet-api-address",
+    opts.fleet ?? "127.0.0.1:0",
   ];
   if (opts.database !== undefined) args.push("--database", opts.database);
   if (opts.auth !== false) {
     args.push(
-      "--auth-list-public-keys", opts.allowlistCsv ?? fx.allowlistCsv,
-      "--auth-superlink-private-key", fx.superlinkPrivateKey,
-      "--auth-superlink-public-key", fx.superlinkPublicKey,
+      "--auth-list-public-keys",
+      opts.allowlistCsv ?? fx.allowlistCsv,
+      "--auth-superlink-private-key",
+      fx.superlinkPrivateKey,
+      "--auth-superlink-public-key",
+      fx.superlinkPublicKey,
     );
   }
   return args;
@@ -216,18 +238,37 @@ export function spawnSuperNode(
   appDir: string,
   fleetAddress: string,
   index: number,
-  opts: { nodeConfig?: string; keys?: { privateKey: string; publicKey: string }; name?: string; pingInterval?: number } = {},
+  opts: {
+    nodeConfig?: string;
+    keys?: { privateKey: string; publicKey: string };
+    name?: string;
+    pingInterval?: number;
+  } = {},
 ): Proc {
   const keys = opts.keys ?? { privateKey: fx.clientPrivateKeys[index]!, publicKey: fx.clientPublicKeys[index]! };
-  return spawnBin(opts.name ?? `node-${index + 1}`, "flower-client-app", [
-    "client:app",
-    "--dir", appDir,
-    "--superlink", fleetAddress,
-    "--root-certificates", fx.caCert,
-    "--auth-supernode-private-key", keys.privateKey,
-    "--auth-supernode-public-key", keys.publicKey,
-    "--node-config", opts.nodeConfig ?? `partition-id=${index}`,
-  ], REPO_ROOT, opts.pingInterval === undefined ? process.env : { ...process.env, FLWR_TEST_PING_INTERVAL: String(opts.pingInterval) });
+  return spawnBin(
+    opts.name ?? `node-${index + 1}`,
+    "flower-client-app",
+    [
+      "client:app",
+      "--dir",
+      appDir,
+      "--superlink",
+      fleetAddress,
+      "--root-certificates",
+      fx.caCert,
+      "--auth-supernode-private-key",
+      keys.privateKey,
+      "--auth-supernode-public-key",
+      keys.publicKey,
+      "--node-config",
+      opts.nodeConfig ?? `partition-id=${index}`,
+    ],
+    REPO_ROOT,
+    opts.pingInterval === undefined
+      ? process.env
+      : { ...process.env, FLWR_TEST_PING_INTERVAL: String(opts.pingInterval) },
+  );
 }
 
 /** Starts a SuperNode and waits until it is registered; returns it with its node id. */
@@ -240,13 +281,19 @@ export async function startSuperNode(
 }
 
 /** Spawns flower-server-app running `server:<attr>` from `appDir`. */
-export function spawnServerApp(fx: Fixtures, appDir: string, driverAddress: string, attr = "app", ca = fx.caCert): Proc {
-  return spawnBin("serverapp", "flower-server-app", [
-    `server:${attr}`,
-    "--dir", appDir,
-    "--superlink", driverAddress,
-    "--root-certificates", ca,
-  ], appDir);
+export function spawnServerApp(
+  fx: Fixtures,
+  appDir: string,
+  driverAddress: string,
+  attr = "app",
+  ca = fx.caCert,
+): Proc {
+  return spawnBin(
+    "serverapp",
+    "flower-server-app",
+    [`server:${attr}`, "--dir", appDir, "--superlink", driverAddress, "--root-certificates", ca],
+    appDir,
+  );
 }
 
 /** The run id a ServerApp created (from its `serverapp.run-created` line). */
@@ -257,5 +304,7 @@ export async function runIdOf(serverApp: Proc): Promise<bigint> {
 
 /** How many train replies a SuperNode has sent so far. */
 export function trainRepliesSent(node: Proc): number {
-  return node.logs.filter((l) => l["event"] === "supernode.reply-sent" && l["messageType"] === "train" && l["error"] === false).length;
+  return node.logs.filter(
+    (l) => l["event"] === "supernode.reply-sent" && l["messageType"] === "train" && l["error"] === false,
+  ).length;
 }

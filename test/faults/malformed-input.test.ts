@@ -9,7 +9,15 @@ import type { DriverClient } from "../../src/proto/flwr/proto/driver";
 import type { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { unaryCall } from "../../src/transport/channel";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
-import { TLS_CHANNEL_OPTIONS, clientCredentials, driverClient, fleetClient, statusOf, validTaskIns, validTaskRes } from "../superlink/helpers";
+import {
+  TLS_CHANNEL_OPTIONS,
+  clientCredentials,
+  driverClient,
+  fleetClient,
+  statusOf,
+  validTaskIns,
+  validTaskRes,
+} from "../superlink/helpers";
 import { type RunningSuperLink, ensureDist, killAll, startSuperLink, superlinkArgs } from "./helpers";
 
 let fx: Fixtures;
@@ -37,7 +45,8 @@ afterAll(async () => {
 });
 
 async function createRun(): Promise<bigint> {
-  return (await unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() })).response.runId;
+  return (await unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() }))
+    .response.runId;
 }
 
 async function createNode(): Promise<bigint> {
@@ -48,17 +57,26 @@ async function createNode(): Promise<bigint> {
 async function roundTrip(): Promise<void> {
   const runId = await createRun();
   const nodeId = await createNode();
-  const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] })).response.taskIds;
-  const pulled = (await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] })).response;
+  const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] }))
+    .response.taskIds;
+  const pulled = (await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] }))
+    .response;
   expect(pulled.taskInsList.map((t) => t.taskId)).toEqual([taskInsId]);
   await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [validTaskRes(runId, nodeId, taskInsId!)] });
-  const results = (await unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] })).response.taskResList;
+  const results = (await unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] }))
+    .response.taskResList;
   expect(results.map((r) => r.task!.ancestry)).toEqual([[taskInsId]]);
 }
 
 function sendRaw(method: string, body: Buffer): Promise<grpc.ServiceError | null> {
   return new Promise((resolve) =>
-    raw.makeUnaryRequest(`/flwr.proto.Fleet/${method}`, (b: Buffer) => b, (b: Buffer) => b, body, (err) => resolve(err)),
+    raw.makeUnaryRequest(
+      `/flwr.proto.Fleet/${method}`,
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      body,
+      (err) => resolve(err),
+    ),
   );
 }
 
@@ -87,28 +105,35 @@ test("a TaskRes answering an unknown task id is answered OK like Flower's (no an
   const runId = await createRun();
   const nodeId = await createNode();
   const unknown = "0b5c1e3a-7f00-4d1e-9c1b-2f4a6d8e0c11";
-  const answer = (await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [validTaskRes(runId, nodeId, unknown)] })).response;
+  const answer = (
+    await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [validTaskRes(runId, nodeId, unknown)] })
+  ).response;
   expect(answer.reconnect?.reconnect).toBe(5n);
   expect(answer.results.size).toBe(1);
   await roundTrip();
 });
 
-test("a TaskRes for an unknown run or with an invalid task is dropped with key \"None\" and status OK (Flower behaviour)", async () => {
+test('a TaskRes for an unknown run or with an invalid task is dropped with key "None" and status OK (Flower behaviour)', async () => {
   const nodeId = await createNode();
   const orphan = validTaskRes(123456789n, nodeId, "0b5c1e3a-7f00-4d1e-9c1b-2f4a6d8e0c11");
-  expect([...(await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [orphan] })).response.results]).toEqual([["None", 0]]);
+  expect([...(await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [orphan] })).response.results]).toEqual([
+    ["None", 0],
+  ]);
   const runId = await createRun();
   const invalid = validTaskRes(runId, nodeId, "0b5c1e3a-7f00-4d1e-9c1b-2f4a6d8e0c11");
   invalid.task!.ttl = 0;
-  expect([...(await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [invalid] })).response.results]).toEqual([["None", 0]]);
+  expect([...(await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [invalid] })).response.results]).toEqual([
+    ["None", 0],
+  ]);
   await roundTrip();
 });
 
 test("a TaskRes whose ancestry is not a UUID does not break later pulls (Flower 1.10's in-memory state does)", async () => {
   const runId = await createRun();
   const nodeId = await createNode();
-  const answer = (await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [validTaskRes(runId, nodeId, "not-a-uuid")] }))
-    .response;
+  const answer = (
+    await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [validTaskRes(runId, nodeId, "not-a-uuid")] })
+  ).response;
   expect(answer.results.size).toBe(1);
   await roundTrip();
 });

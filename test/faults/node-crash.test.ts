@@ -39,29 +39,51 @@ afterAll(() => {
 });
 
 test("a SuperNode killed mid-round: its instruction fails with NODE_UNAVAILABLE, the run finishes, the other node keeps working", async () => {
-  const link = await startSuperLink(
-    [
-      "--ssl-ca-certfile", fx.caCert, "--ssl-certfile", fx.serverCert, "--ssl-keyfile", fx.serverKey,
-      "--auth-list-public-keys", fx.allowlistCsv,
-      "--auth-superlink-private-key", fx.superlinkPrivateKey,
-      "--auth-superlink-public-key", fx.superlinkPublicKey,
-      "--driver-api-address", "127.0.0.1:0", "--fleet-api-address", "127.0.0.1:0",
-      "--min-ping-interval", "1",
-    ],
-  );
+  const link = await startSuperLink([
+    "--ssl-ca-certfile",
+    fx.caCert,
+    "--ssl-certfile",
+    fx.serverCert,
+    "--ssl-keyfile",
+    fx.serverKey,
+    "--auth-list-public-keys",
+    fx.allowlistCsv,
+    "--auth-superlink-private-key",
+    fx.superlinkPrivateKey,
+    "--auth-superlink-public-key",
+    fx.superlinkPublicKey,
+    "--driver-api-address",
+    "127.0.0.1:0",
+    "--fleet-api-address",
+    "127.0.0.1:0",
+    "--min-ping-interval",
+    "1",
+  ]);
   const survivor = await startSuperNode(fx, apps.dir, link.fleetAddress, 0, { pingInterval: PING_INTERVAL });
   // The victim's fit never returns, so it is surely still "training" when it is killed.
-  const victim = await startSuperNode(fx, apps.dir, link.fleetAddress, 1, { nodeConfig: "partition-id=1,hang=true", pingInterval: PING_INTERVAL });
+  const victim = await startSuperNode(fx, apps.dir, link.fleetAddress, 1, {
+    nodeConfig: "partition-id=1,hang=true",
+    pingInterval: PING_INTERVAL,
+  });
 
   // `solo` needs one node per round, so round 2 can go on without the dead node.
   const serverApp = spawnServerApp(fx, apps.dir, link.driverAddress, "solo");
-  const round1 = await serverApp.waitFor(isEvent("serverapp.configure-fit", (r) => r["round"] === 1), "round 1");
+  const round1 = await serverApp.waitFor(
+    isEvent("serverapp.configure-fit", (r) => r["round"] === 1),
+    "round 1",
+  );
   expect(round1["sampled"]).toBe(2);
-  await victim.node.waitFor(isEvent("supernode.message-received", (r) => r["messageType"] === "train"), "the train instruction");
+  await victim.node.waitFor(
+    isEvent("supernode.message-received", (r) => r["messageType"] === "train"),
+    "the train instruction",
+  );
   victim.node.proc.kill("SIGKILL");
   expect(await victim.node.exited).toBeNull(); // killed, no clean exit
 
-  const aggregated = await serverApp.waitFor(isEvent("serverapp.aggregate-fit", (r) => r["round"] === 1), "round 1 aggregation");
+  const aggregated = await serverApp.waitFor(
+    isEvent("serverapp.aggregate-fit", (r) => r["round"] === 1),
+    "round 1 aggregation",
+  );
   expect({ results: aggregated["results"], failures: aggregated["failures"] }).toEqual({ results: 1, failures: 1 });
   const failed = serverApp.logs.find(isEvent("serverapp.client-failed", (r) => r["round"] === 1));
   expect(failed?.["nodeId"]).toBe(victim.nodeId.toString());

@@ -47,7 +47,9 @@ afterEach(async () => {
 afterAll(() => fx?.cleanup());
 
 function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"))!;
+  const line = readFileSync(`/proc/${pid}/status`, "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("VmRSS:"))!;
   return Number(line.split(/\s+/)[1]) / 1024;
 }
 
@@ -61,7 +63,11 @@ async function legitimateNode(
   closers.push(() => client.close());
   const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[0]!, fx.clientPublicKeys[0]!);
   const request = { pingInterval: 30 };
-  const { response, headers } = await unaryCall(client.createNode.bind(client), request, auth.metadataFor("CreateNodeRequest", request));
+  const { response, headers } = await unaryCall(
+    client.createNode.bind(client),
+    request,
+    auth.metadataFor("CreateNodeRequest", request),
+  );
   auth.acceptCreateNodeMetadata(headers);
   const nodeId = response.node!.nodeId;
   const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
@@ -125,7 +131,13 @@ interface Outcome {
  * Sends `body` (in 1 MiB pieces, after `prefix`) on a new stream and resolves when the stream
  * closes: with the grpc-status the server answered and how much of the body went out.
  */
-function sendRequest(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, prefix: Buffer, bodyBytes: number, body?: Buffer): Promise<Outcome> {
+function sendRequest(
+  session: http2.ClientHttp2Session,
+  headers: http2.OutgoingHttpHeaders,
+  prefix: Buffer,
+  bodyBytes: number,
+  body?: Buffer,
+): Promise<Outcome> {
   return new Promise((resolve) => {
     const stream = session.request(headers);
     let grpcStatus: string | undefined;
@@ -139,7 +151,10 @@ function sendRequest(session: http2.ClientHttp2Session, headers: http2.OutgoingH
     const piece = Buffer.alloc(MiB);
     const pump = (): void => {
       while (!stream.destroyed && !stream.closed && written < bodyBytes) {
-        const chunk = body !== undefined ? body.subarray(written, written + MiB) : piece.subarray(0, Math.min(MiB, bodyBytes - written));
+        const chunk =
+          body !== undefined
+            ? body.subarray(written, written + MiB)
+            : piece.subarray(0, Math.min(MiB, bodyBytes - written));
         written += chunk.length;
         if (!stream.write(chunk)) {
           stream.once("drain", pump);
@@ -176,8 +191,14 @@ describe("a SuperLink with TLS + node authentication", () => {
     const pid = link.proc.proc.pid!;
     const idle = rssMiB(pid);
     const publicKey = String(node.auth.metadataFor("PingRequest", {}).get(PUBLIC_KEY_HEADER)[0]);
-    const headers = requestHeaders(PUSH_PATH, { [PUBLIC_KEY_HEADER]: publicKey, "auth-token": base64UrlPadded(Buffer.alloc(32, 1)) });
-    const pingHeaders = requestHeaders(PING_PATH, { [PUBLIC_KEY_HEADER]: publicKey, "auth-token": base64UrlPadded(Buffer.alloc(32, 1)) });
+    const headers = requestHeaders(PUSH_PATH, {
+      [PUBLIC_KEY_HEADER]: publicKey,
+      "auth-token": base64UrlPadded(Buffer.alloc(32, 1)),
+    });
+    const pingHeaders = requestHeaders(PING_PATH, {
+      [PUBLIC_KEY_HEADER]: publicKey,
+      "auth-token": base64UrlPadded(Buffer.alloc(32, 1)),
+    });
     const declared = Buffer.concat([frameHeader(512 * MiB), Buffer.alloc(11, 0x0a)]);
 
     for (let round = 0; round < 2; round++) {
@@ -196,7 +217,9 @@ describe("a SuperLink with TLS + node authentication", () => {
           const stream = session.request(pingHeaders);
           stream.on("error", () => undefined);
           stream.resume();
-          pingRefusals.push(new Promise((resolve) => stream.on("response", (h) => resolve(h["grpc-status"] as string | undefined))));
+          pingRefusals.push(
+            new Promise((resolve) => stream.on("response", (h) => resolve(h["grpc-status"] as string | undefined))),
+          );
           stream.write(declared);
         }
       }
@@ -213,7 +236,9 @@ describe("a SuperLink with TLS + node authentication", () => {
     expect(await medianPingMs(node)).toBeLessThan(100);
     // The freed stream bookkeeping goes back to the system after V8's idle-time GCs: up to 45 s.
     const settled = await settledRssMiB(pid, idle + 100, 45_000);
-    console.log(`receive-attacks: SuperLink RSS ${idle.toFixed(0)} MiB idle, ${settled.toFixed(0)} MiB after the attack`);
+    console.log(
+      `receive-attacks: SuperLink RSS ${idle.toFixed(0)} MiB idle, ${settled.toFixed(0)} MiB after the attack`,
+    );
     expect(settled).toBeLessThan(idle + 100);
     expect(link.proc.alive()).toBe(true);
   });
@@ -223,7 +248,10 @@ describe("a SuperLink with TLS + node authentication", () => {
     await medianPingMs(node, 3);
     const pid = link.proc.proc.pid!;
     const idle = rssMiB(pid);
-    const unknown = requestHeaders(PUSH_PATH, { [PUBLIC_KEY_HEADER]: unknownPublicKeyHeader(), "auth-token": base64UrlPadded(Buffer.alloc(32, 1)) });
+    const unknown = requestHeaders(PUSH_PATH, {
+      [PUBLIC_KEY_HEADER]: unknownPublicKeyHeader(),
+      "auth-token": base64UrlPadded(Buffer.alloc(32, 1)),
+    });
     const gzipped = gzipSync(Buffer.alloc(300 * MiB)); // about 0.3 MiB
     expect(gzipped.length).toBeLessThan(MiB);
 
@@ -231,7 +259,15 @@ describe("a SuperLink with TLS + node authentication", () => {
       const sessions = await Promise.all([0, 1, 2, 3].map(() => connect(link)));
       const outcomes = await Promise.all([
         ...sessions.map((s) => sendRequest(s, unknown, frameHeader(300 * MiB), 300 * MiB)),
-        ...sessions.map((s) => sendRequest(s, { ...unknown, "grpc-encoding": "gzip" }, frameHeader(gzipped.length, true), gzipped.length, gzipped)),
+        ...sessions.map((s) =>
+          sendRequest(
+            s,
+            { ...unknown, "grpc-encoding": "gzip" },
+            frameHeader(gzipped.length, true),
+            gzipped.length,
+            gzipped,
+          ),
+        ),
         // No public-key header at all.
         sendRequest(sessions[0]!, requestHeaders(PUSH_PATH, {}), frameHeader(300 * MiB), 300 * MiB),
       ]);
@@ -263,7 +299,9 @@ describe("a SuperLink with TLS + node authentication", () => {
     for (let round = 0; round < 3; round++) {
       const session = await connect(link);
       const outcomes = await Promise.all(
-        [0, 1, 2, 3].map(() => sendRequest(session, headers, frameHeader(gzipped.length, true), gzipped.length, gzipped)),
+        [0, 1, 2, 3].map(() =>
+          sendRequest(session, headers, frameHeader(gzipped.length, true), gzipped.length, gzipped),
+        ),
       );
       expect(outcomes.map((o) => o.grpcStatus)).toEqual(Array(4).fill(String(grpc.status.RESOURCE_EXHAUSTED)));
       session.destroy();
@@ -276,12 +314,17 @@ describe("a SuperLink with TLS + node authentication", () => {
 test("bytes from unauthenticated calls over the per-connection budget end RESOURCE_EXHAUSTED with a log line", async () => {
   const link = await startSuperLink([
     ...superlinkArgs(fx),
-    "--fleet-unauthenticated-bytes-per-connection", "8MiB",
-    "--fleet-unauthenticated-bytes-total", "12MiB",
+    "--fleet-unauthenticated-bytes-per-connection",
+    "8MiB",
+    "--fleet-unauthenticated-bytes-total",
+    "12MiB",
   ]);
   const node = await legitimateNode(link);
   const publicKey = String(node.auth.metadataFor("PingRequest", {}).get(PUBLIC_KEY_HEADER)[0]);
-  const headers = requestHeaders(PUSH_PATH, { [PUBLIC_KEY_HEADER]: publicKey, "auth-token": base64UrlPadded(Buffer.alloc(32, 1)) });
+  const headers = requestHeaders(PUSH_PATH, {
+    [PUBLIC_KEY_HEADER]: publicKey,
+    "auth-token": base64UrlPadded(Buffer.alloc(32, 1)),
+  });
   const session = await connect(link);
   const tooMuch = await sendRequest(session, headers, frameHeader(20 * MiB), 20 * MiB);
   expect(tooMuch.grpcStatus).toBe(String(grpc.status.RESOURCE_EXHAUSTED));
@@ -299,24 +342,43 @@ test("bytes from unauthenticated calls over the per-connection budget end RESOUR
   await sleep(1500);
   const overTotal = await sendRequest(await connect(link), headers, frameHeader(7 * MiB), 7 * MiB);
   expect(overTotal.grpcStatus).toBe(String(grpc.status.RESOURCE_EXHAUSTED));
-  await link.proc.waitFor(isEvent("transport.receive-budget-exceeded", (rec) => rec["scope"] === "total"), "total-budget log line");
+  await link.proc.waitFor(
+    isEvent("transport.receive-budget-exceeded", (rec) => rec["scope"] === "total"),
+    "total-budget log line",
+  );
   holding.close();
   // The authenticated node is never budgeted and keeps working: on its connection, where its
   // Pings passed the MAC check, a 10 MiB PushTaskRes is read in full (then judged by the handler).
   expect(await medianPingMs(node, 3)).toBeLessThan(100);
   const taskRes = validTaskRes(1n, node.nodeId, "00000000-0000-4000-8000-000000000000");
   taskRes.task!.recordset = RecordSet.fromPartial({
-    parameters: new Map([["w", { dataKeys: ["a"], dataValues: [{ dtype: "float32", shape: [10 * MiB / 4], stype: "numpy.ndarray", data: Buffer.alloc(10 * MiB) }] }]]),
+    parameters: new Map([
+      [
+        "w",
+        {
+          dataKeys: ["a"],
+          dataValues: [
+            { dtype: "float32", shape: [(10 * MiB) / 4], stype: "numpy.ndarray", data: Buffer.alloc(10 * MiB) },
+          ],
+        },
+      ],
+    ]),
   });
   const push = { taskResList: [taskRes] };
-  const codeOf = (p: Promise<unknown>): Promise<grpc.status> => p.then(() => grpc.status.OK, (e: unknown) => (e as grpc.ServiceError).code);
-  expect(await codeOf(unaryCall(node.client.pushTaskRes.bind(node.client), push, node.auth.metadataFor("PushTaskResRequest", push)))).toBe(
-    grpc.status.OK,
-  );
+  const codeOf = (p: Promise<unknown>): Promise<grpc.status> =>
+    p.then(
+      () => grpc.status.OK,
+      (e: unknown) => (e as grpc.ServiceError).code,
+    );
+  expect(
+    await codeOf(
+      unaryCall(node.client.pushTaskRes.bind(node.client), push, node.auth.metadataFor("PushTaskResRequest", push)),
+    ),
+  ).toBe(grpc.status.OK);
   // The same request as the first call of a new connection is over the 8 MiB budget.
   const fresh = fleetClient(link.fleetAddress, ca);
   closers.push(() => fresh.close());
-  expect(await codeOf(unaryCall(fresh.pushTaskRes.bind(fresh), push, node.auth.metadataFor("PushTaskResRequest", push)))).toBe(
-    grpc.status.RESOURCE_EXHAUSTED,
-  );
+  expect(
+    await codeOf(unaryCall(fresh.pushTaskRes.bind(fresh), push, node.auth.metadataFor("PushTaskResRequest", push))),
+  ).toBe(grpc.status.RESOURCE_EXHAUSTED);
 });

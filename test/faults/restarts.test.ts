@@ -98,7 +98,10 @@ test("ServerApp killed mid-run: SuperLink and SuperNodes keep running and the ne
   const n2 = await startSuperNode(fx, apps.dir, link.fleetAddress, 1);
 
   const doomed = spawnServerApp(fx, apps.dir, link.driverAddress);
-  await doomed.waitFor(isEvent("serverapp.configure-fit", (r) => r["round"] === 1), "round 1");
+  await doomed.waitFor(
+    isEvent("serverapp.configure-fit", (r) => r["round"] === 1),
+    "round 1",
+  );
   doomed.proc.kill("SIGKILL");
   expect(await doomed.exited).toBeNull();
 

@@ -61,10 +61,18 @@ async function gauge(link: Link, name: string): Promise<number> {
 }
 
 /** An honest SuperNode's calls: CreateNode then authenticated Pings, as flower-client-app does. */
-async function honestNode(link: Link, index: number, pingInterval = 30): Promise<{ auth: SuperNodeAuth; nodeId: bigint }> {
+async function honestNode(
+  link: Link,
+  index: number,
+  pingInterval = 30,
+): Promise<{ auth: SuperNodeAuth; nodeId: bigint }> {
   const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[index]!, fx.clientPublicKeys[index]!);
   const create = { pingInterval };
-  const { response, headers } = await unaryCall(link.fleet.createNode.bind(link.fleet), create, auth.metadataFor("CreateNodeRequest", create));
+  const { response, headers } = await unaryCall(
+    link.fleet.createNode.bind(link.fleet),
+    create,
+    auth.metadataFor("CreateNodeRequest", create),
+  );
   auth.acceptCreateNodeMetadata(headers);
   const nodeId = response.node!.nodeId;
   expect(await ping(link, auth, nodeId, pingInterval)).toBe(true);
@@ -73,14 +81,17 @@ async function honestNode(link: Link, index: number, pingInterval = 30): Promise
 
 async function ping(link: Link, auth: SuperNodeAuth, nodeId: bigint, pingInterval: number): Promise<boolean> {
   const request = { node: { nodeId, anonymous: false }, pingInterval };
-  return (await unaryCall(link.fleet.ping.bind(link.fleet), request, auth.metadataFor("PingRequest", request))).response.success;
+  return (await unaryCall(link.fleet.ping.bind(link.fleet), request, auth.metadataFor("PingRequest", request))).response
+    .success;
 }
 
 /** CreateNode as someone who holds only node `index`'s public key (CreateNode carries no MAC). */
 function forgedCreateNode(link: Link, index: number, pingInterval: number): Promise<bigint> {
   const metadata = new grpc.Metadata();
   metadata.set("public-key", base64UrlPadded(Buffer.from(loadPublicKeyFile(fx.clientPublicKeys[index]!), "latin1")));
-  return unaryCall(link.fleet.createNode.bind(link.fleet), { pingInterval }, metadata).then((r) => r.response.node!.nodeId);
+  return unaryCall(link.fleet.createNode.bind(link.fleet), { pingInterval }, metadata).then(
+    (r) => r.response.node!.nodeId,
+  );
 }
 
 async function onlineNodes(link: Link, runId: bigint): Promise<bigint[]> {
@@ -88,7 +99,9 @@ async function onlineNodes(link: Link, runId: bigint): Promise<bigint[]> {
 }
 
 async function createRun(link: Link): Promise<bigint> {
-  return (await unaryCall(link.driver.createRun.bind(link.driver), { fabId: "", fabVersion: "", overrideConfig: new Map() })).response.runId;
+  return (
+    await unaryCall(link.driver.createRun.bind(link.driver), { fabId: "", fabVersion: "", overrideConfig: new Map() })
+  ).response.runId;
 }
 
 async function pushTaskIns(link: Link, list: TaskIns[]): Promise<string[]> {
@@ -139,7 +152,9 @@ test("an authenticated Ping's ping_interval is clamped to the bounds; out-of-ran
   const node = await honestNode(link, 0, 1);
   for (const bad of [-5, 0, Number.POSITIVE_INFINITY, Number.NaN]) {
     const request = { node: { nodeId: node.nodeId, anonymous: false }, pingInterval: bad };
-    const status = await statusOf(unaryCall(link.fleet.ping.bind(link.fleet), request, node.auth.metadataFor("PingRequest", request)));
+    const status = await statusOf(
+      unaryCall(link.fleet.ping.bind(link.fleet), request, node.auth.metadataFor("PingRequest", request)),
+    );
     expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
   }
   // 1e9 s is accepted as the 2 s maximum: the node is offline again within a few seconds.
@@ -155,21 +170,29 @@ test("a replayed PushTaskRes reaches the ServerApp once and stores nothing, befo
   const node = await honestNode(link, 0);
   const [taskInsId] = await pushTaskIns(link, [validTaskIns(runId, node.nodeId)]);
   const pull = { node: { nodeId: node.nodeId, anonymous: false }, taskIds: [] };
-  const pulled = await unaryCall(link.fleet.pullTaskIns.bind(link.fleet), pull, node.auth.metadataFor("PullTaskInsRequest", pull));
+  const pulled = await unaryCall(
+    link.fleet.pullTaskIns.bind(link.fleet),
+    pull,
+    node.auth.metadataFor("PullTaskInsRequest", pull),
+  );
   expect(pulled.response.taskInsList.map((t) => t.taskId)).toEqual([taskInsId]);
 
   // The captured request and headers, replayed byte for byte (its MAC stays valid).
   const push: PushTaskResRequest = { taskResList: [validTaskRes(runId, node.nodeId, taskInsId!)] };
   const captured = node.auth.metadataFor("PushTaskResRequest", push);
-  const send = async (): Promise<string[]> =>
-    [...(await unaryCall(link.fleet.pushTaskRes.bind(link.fleet), push, captured)).response.results.keys()];
+  const send = async (): Promise<string[]> => [
+    ...(await unaryCall(link.fleet.pushTaskRes.bind(link.fleet), push, captured)).response.results.keys(),
+  ];
   const [resultId] = await send();
   expect(resultId).toMatch(/^[0-9a-f-]{36}$/);
   // Before completion: every replay is answered with the stored result's id, nothing is added.
   for (let i = 0; i < 5; i++) expect(await send()).toEqual([resultId]);
   expect(await gauge(link, "flwr_superlink_task_res_stored")).toBe(1);
 
-  const results = await unaryCall(link.driver.pullTaskRes.bind(link.driver), { node: undefined, taskIds: [taskInsId!] });
+  const results = await unaryCall(link.driver.pullTaskRes.bind(link.driver), {
+    node: undefined,
+    taskIds: [taskInsId!],
+  });
   expect(results.response.taskResList.map((r) => r.taskId)).toEqual([resultId]);
   // The pair is deleted once the answer went out.
   const deadline = Date.now() + 10_000;
@@ -192,7 +215,9 @@ test("an honest re-push after a SuperLink restart (SQLite) is answered as the fi
   const [taskInsId] = await pushTaskIns(first, [validTaskIns(runId, node.nodeId)]);
   const push: PushTaskResRequest = { taskResList: [validTaskRes(runId, node.nodeId, taskInsId!)] };
   const metadata = node.auth.metadataFor("PushTaskResRequest", push);
-  const [resultId] = [...(await unaryCall(first.fleet.pushTaskRes.bind(first.fleet), push, metadata)).response.results.keys()];
+  const [resultId] = [
+    ...(await unaryCall(first.fleet.pushTaskRes.bind(first.fleet), push, metadata)).response.results.keys(),
+  ];
   // The SuperLink dies before the SuperNode sees the answer (as far as the SuperNode knows).
   first.proc.proc.kill("SIGKILL");
   await first.proc.exited;
@@ -201,7 +226,10 @@ test("an honest re-push after a SuperLink restart (SQLite) is answered as the fi
   const again = await unaryCall(second.fleet.pushTaskRes.bind(second.fleet), push, metadata);
   expect([...again.response.results.keys()]).toEqual([resultId]);
   expect(await gauge(second, "flwr_superlink_task_res_stored")).toBe(1);
-  const results = await unaryCall(second.driver.pullTaskRes.bind(second.driver), { node: undefined, taskIds: [taskInsId!] });
+  const results = await unaryCall(second.driver.pullTaskRes.bind(second.driver), {
+    node: undefined,
+    taskIds: [taskInsId!],
+  });
   expect(results.response.taskResList.map((r) => r.taskId)).toEqual([resultId]);
   expect(await stop(second.proc)).toBe(0);
 });
@@ -219,7 +247,12 @@ test("storage limits answer RESOURCE_EXHAUSTED with a log line, and store nothin
   const big = (): TaskIns => {
     const t = validTaskIns(runId, 42n);
     t.task!.recordset = {
-      parameters: new Map([["w", { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [], stype: "raw", data: Buffer.alloc(1_000_000, 7) }] }]]),
+      parameters: new Map([
+        [
+          "w",
+          { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [], stype: "raw", data: Buffer.alloc(1_000_000, 7) }] },
+        ],
+      ]),
       metrics: new Map(),
       configs: new Map(),
     };
@@ -269,9 +302,11 @@ test("200 000 tiny TaskIns in one push are refused undecoded, and the Fleet API 
   const node = await honestNode(link, 0);
   let finished = false;
   const t0 = performance.now();
-  const flood = runNodeScript(FLOOD_SCRIPT, [link.driverAddress, fx.caCert, String(runId), String(node.nodeId), "200000"], 60_000).finally(
-    () => (finished = true),
-  );
+  const flood = runNodeScript(
+    FLOOD_SCRIPT,
+    [link.driverAddress, fx.caCert, String(runId), String(node.nodeId), "200000"],
+    60_000,
+  ).finally(() => (finished = true));
   // Ping the SuperLink from this process while the child builds, sends and gets the answer.
   const samples: number[] = [];
   while (!finished && samples.length < 10_000) {
@@ -308,12 +343,19 @@ test("an expired TaskIns is not delivered, its pull answers an expiry error, and
   await sleep(2_200);
 
   const pull = { node: { nodeId: node.nodeId, anonymous: false }, taskIds: [] };
-  const delivered = await unaryCall(link.fleet.pullTaskIns.bind(link.fleet), pull, node.auth.metadataFor("PullTaskInsRequest", pull));
+  const delivered = await unaryCall(
+    link.fleet.pullTaskIns.bind(link.fleet),
+    pull,
+    node.auth.metadataFor("PullTaskInsRequest", pull),
+  );
   expect(delivered.response.taskInsList).toEqual([]);
   const results = await unaryCall(link.driver.pullTaskRes.bind(link.driver), { node: undefined, taskIds: [pulled!] });
   expect(results.response.taskResList.map((r) => r.task!.error?.reason)).toEqual([TASK_EXPIRED_REASON]);
 
   const purged = await link.proc.waitFor(isEvent("superlink.purged"), "a purge");
   expect(purged["taskIns"]).toBe(1);
-  expect([await gauge(link, "flwr_superlink_task_ins_stored"), await gauge(link, "flwr_superlink_task_res_stored")]).toEqual([0, 0]);
+  expect([
+    await gauge(link, "flwr_superlink_task_ins_stored"),
+    await gauge(link, "flwr_superlink_task_res_stored"),
+  ]).toEqual([0, 0]);
 });

@@ -42,11 +42,30 @@ beforeAll(() => {
   apps = writeApps();
   // The server's own CSR signed by its CA, valid until yesterday (OpenSSL 3.0 has no -not_after).
   expiredCert = join(fx.dir, "certificates", "expired.pem");
-  execFileSync("openssl", [
-    "x509", "-req", "-in", join(fx.dir, "certificates", "server.csr"),
-    "-CA", fx.caCert, "-CAkey", fx.caKey, "-CAcreateserial", "-out", expiredCert, "-days", "-1", "-sha256",
-    "-extfile", join(__dirname, "..", "..", "certificates", "certificate.conf"), "-extensions", "req_ext",
-  ], { stdio: "pipe" });
+  execFileSync(
+    "openssl",
+    [
+      "x509",
+      "-req",
+      "-in",
+      join(fx.dir, "certificates", "server.csr"),
+      "-CA",
+      fx.caCert,
+      "-CAkey",
+      fx.caKey,
+      "-CAcreateserial",
+      "-out",
+      expiredCert,
+      "-days",
+      "-1",
+      "-sha256",
+      "-extfile",
+      join(__dirname, "..", "..", "certificates", "certificate.conf"),
+      "-extensions",
+      "req_ext",
+    ],
+    { stdio: "pipe" },
+  );
 }, 120_000);
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
@@ -86,7 +105,15 @@ describe("TLS", () => {
     );
     closers.push(() => link.close(0));
     const node = spawnBin("node-1", "flower-client-app", [
-      "client:app", "--dir", apps.dir, "--superlink", link.fleetAddress, "--root-certificates", fx.caCert, "--max-retries", "3",
+      "client:app",
+      "--dir",
+      apps.dir,
+      "--superlink",
+      link.fleetAddress,
+      "--root-certificates",
+      fx.caCert,
+      "--max-retries",
+      "3",
     ]);
     await expectRefused(node, /TLS certificate verification of the SuperLink at 127\.0\.0\.1:\d+ failed \(.*expired/);
   });
@@ -107,7 +134,9 @@ describe("TLS", () => {
     const link = await startSuperLink(superlinkArgs(fx, { auth: false }));
     const serverApp = spawnServerApp(fx, apps.dir, link.driverAddress, "app", otherFx.caCert);
     expect(await serverApp.exited).toBe(2);
-    expect(fatalText(serverApp)).toMatch(/TLS certificate verification of the SuperLink at 127\.0\.0\.1:\d+ failed.*--root-certificates/);
+    expect(fatalText(serverApp)).toMatch(
+      /TLS certificate verification of the SuperLink at 127\.0\.0\.1:\d+ failed.*--root-certificates/,
+    );
     expect(fatalText(serverApp)).not.toContain("gave up after");
   });
 });
@@ -152,7 +181,13 @@ describe("malformed files at startup", () => {
 
   test("a key given as a SuperNode's --root-certificates: exit 2 naming the file", async () => {
     const node = spawnBin("node-1", "flower-client-app", [
-      "client:app", "--dir", apps.dir, "--superlink", "127.0.0.1:9", "--root-certificates", fx.serverKey,
+      "client:app",
+      "--dir",
+      apps.dir,
+      "--superlink",
+      "127.0.0.1:9",
+      "--root-certificates",
+      fx.serverKey,
     ]);
     await expectRefused(node, fx.serverKey);
   });

@@ -35,7 +35,8 @@ export interface LaunchedChromium {
 /** Starts headless Chromium with a fresh profile, trusting certificates with `trustSpki` keys. */
 export async function launchChromium(options: { trustCertPem?: string } = {}): Promise<LaunchedChromium> {
   const executablePath = chromiumPath();
-  if (executablePath === undefined) throw new Error(`Chromium not found (set FLWR_CHROMIUM or install ${DEFAULT_CHROMIUM})`);
+  if (executablePath === undefined)
+    throw new Error(`Chromium not found (set FLWR_CHROMIUM or install ${DEFAULT_CHROMIUM})`);
   // Loaded on use: a machine without Chromium never needs it.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const puppeteer = require("puppeteer-core") as typeof PuppeteerModule;
@@ -52,7 +53,8 @@ export async function launchChromium(options: { trustCertPem?: string } = {}): P
   ];
   // Chromium's sandbox cannot start as root (CI containers).
   if (process.getuid?.() === 0) args.push("--no-sandbox");
-  if (options.trustCertPem !== undefined) args.push(`--ignore-certificate-errors-spki-list=${spkiHash(options.trustCertPem)}`);
+  if (options.trustCertPem !== undefined)
+    args.push(`--ignore-certificate-errors-spki-list=${spkiHash(options.trustCertPem)}`);
   const browser = await puppeteer.launch({ executablePath, headless: true, args, protocolTimeout: 120_000 });
   return {
     browser,

@@ -30,10 +30,14 @@ export function distIsStale(): boolean {
 /** `npm run build`'s compiler run; type errors elsewhere do not stop tsc from emitting, so they are ignored here. */
 export function buildDist(): void {
   try {
-    execFileSync(process.execPath, [join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], {
-      cwd: REPO_ROOT,
-      stdio: "pipe",
-    });
+    execFileSync(
+      process.execPath,
+      [join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"],
+      {
+        cwd: REPO_ROOT,
+        stdio: "pipe",
+      },
+    );
   } catch {
     // The tests tell what is missing.
   }

@@ -9,7 +9,16 @@
  * test/superlink/generate-sh.test.ts and test/superlink/demo-credentials.test.ts.
  */
 import { execFileSync, spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -47,7 +56,10 @@ function generateArgs(numClients: number, dir: string): string[] {
 /** Runs scripts/generate.sh into `dir` without blocking (the global setup runs several at once). */
 export function generateSet(dir: string, numClients: number, keyType: "ec" | "rsa"): Promise<void> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn("bash", generateArgs(numClients, dir), { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FLWR_CERT_KEY: keyType } });
+    const child = spawn("bash", generateArgs(numClients, dir), {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, FLWR_CERT_KEY: keyType },
+    });
     let stderr = "";
     child.stderr.on("data", (chunk: Buffer) => {
       stderr += chunk.toString("utf8");
@@ -63,14 +75,22 @@ export function generateSet(dir: string, numClients: number, keyType: "ec" | "rs
 /** Copies a pool set into `dir`, keeping only `numClients` SuperNode key pairs and an allowlist of exactly those. */
 function copySet(from: string, dir: string, numClients: number): void {
   mkdirSync(join(dir, "certificates"));
-  for (const name of readdirSync(join(from, "certificates"))) copyFileSync(join(from, "certificates", name), join(dir, "certificates", name));
+  for (const name of readdirSync(join(from, "certificates")))
+    copyFileSync(join(from, "certificates", name), join(dir, "certificates", name));
   mkdirSync(join(dir, "keys"));
   const keys = ["server_credentials", ...Array.from({ length: numClients }, (_, i) => `client_credentials_${i + 1}`)];
-  for (const name of keys.flatMap((k) => [k, `${k}.pub`])) copyFileSync(join(from, "keys", name), join(dir, "keys", name));
+  for (const name of keys.flatMap((k) => [k, `${k}.pub`]))
+    copyFileSync(join(from, "keys", name), join(dir, "keys", name));
   // As generate.sh writes it: the "type blob" of each .pub, comma-separated, on one line.
   const csv = keys
     .slice(1)
-    .map((k) => readFileSync(join(dir, "keys", `${k}.pub`), "utf8").trim().split(/\s+/).slice(0, 2).join(" "))
+    .map((k) =>
+      readFileSync(join(dir, "keys", `${k}.pub`), "utf8")
+        .trim()
+        .split(/\s+/)
+        .slice(0, 2)
+        .join(" "),
+    )
     .join(",");
   writeFileSync(join(dir, "keys", "client_public_keys.csv"), `${csv}\n`);
 }
@@ -83,7 +103,10 @@ export function generateFixtures(numClients = 2): Fixtures {
   if (pool !== undefined && existsSync(pool) && numClients <= POOL_CLIENTS) {
     copySet(join(pool, `set-${poolCalls++ % POOL_SETS}`), dir, numClients);
   } else {
-    execFileSync("bash", generateArgs(numClients, dir), { stdio: "pipe", env: { ...process.env, FLWR_CERT_KEY: "ec" } });
+    execFileSync("bash", generateArgs(numClients, dir), {
+      stdio: "pipe",
+      env: { ...process.env, FLWR_CERT_KEY: "ec" },
+    });
   }
   const c = (f: string): string => join(dir, "certificates", f);
   const k = (f: string): string => join(dir, "keys", f);
@@ -108,4 +131,3 @@ export function generateFixtures(numClients = 2): Fixtures {
     },
   };
 }
-

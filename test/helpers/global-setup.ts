@@ -14,5 +14,7 @@ export default async function globalSetup(): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), "flwr-ts-fixture-pool-"));
   // Workers start after this and inherit the environment.
   process.env[FIXTURE_POOL_ENV] = root;
-  await Promise.all(Array.from({ length: POOL_SETS }, (_, i) => generateSet(join(root, `set-${i}`), POOL_CLIENTS, "ec")));
+  await Promise.all(
+    Array.from({ length: POOL_SETS }, (_, i) => generateSet(join(root, `set-${i}`), POOL_CLIENTS, "ec")),
+  );
 }

@@ -20,6 +20,8 @@ export async function runNodeScript(script: string, args: string[], timeoutMs: n
   child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
   child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
   const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve)).finally(() => clearTimeout(timer));
+  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve)).finally(() =>
+    clearTimeout(timer),
+  );
   return { code, stdout, stderr };
 }

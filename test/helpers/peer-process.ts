@@ -43,8 +43,14 @@ export class Peer {
     return new Promise((resolve, reject) => {
       const check = (): void => {
         const m = pattern.exec(this.output);
-        if (m) { done(() => resolve(m)); return; }
-        if (!this.running) { done(() => reject(new Error(`${this.name} exited before ${pattern}:\n${this.tail()}`))); return; }
+        if (m) {
+          done(() => resolve(m));
+          return;
+        }
+        if (!this.running) {
+          done(() => reject(new Error(`${this.name} exited before ${pattern}:\n${this.tail()}`)));
+          return;
+        }
       };
       const timer = setTimeout(
         () => done(() => reject(new Error(`${this.name}: no ${pattern} within ${timeoutMs} ms:\n${this.tail()}`))),

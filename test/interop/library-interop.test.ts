@@ -34,7 +34,12 @@ const itPython = PY_SRC ? it : it.skip;
 
 type Impl = "ts" | "py";
 
-const EXPECTED_HISTORY = { losses_distributed: [[1, 4.5], [2, 6.25]] };
+const EXPECTED_HISTORY = {
+  losses_distributed: [
+    [1, 4.5],
+    [2, 6.25],
+  ],
+};
 const EXPECTED_RECEIVED = {
   fit: [
     [1, 2],

@@ -50,29 +50,54 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
     return p;
   };
   const startPython = (name: string, entry: string, args: string[]): Peer =>
-    start(name, PYTHON, ["-c", `from ${entry.replace(/:.*/, "")} import ${entry.replace(/.*:/, "")}; ${entry.replace(/.*:/, "")}()`, ...args], pythonEnv());
+    start(
+      name,
+      PYTHON,
+      [
+        "-c",
+        `from ${entry.replace(/:.*/, "")} import ${entry.replace(/.*:/, "")}; ${entry.replace(/.*:/, "")}()`,
+        ...args,
+      ],
+      pythonEnv(),
+    );
   const startNode = (name: string, bin: string, args: string[]): Peer =>
     start(name, process.execPath, [join(REPO_ROOT, "bin", bin), ...args]);
 
   const superlinkTlsAuthArgs = (): string[] => [
-    "--ssl-ca-certfile", fx.caCert,
-    "--ssl-certfile", fx.serverCert,
-    "--ssl-keyfile", fx.serverKey,
-    "--auth-list-public-keys", fx.allowlistCsv,
-    "--auth-superlink-private-key", fx.superlinkPrivateKey,
-    "--auth-superlink-public-key", fx.superlinkPublicKey,
+    "--ssl-ca-certfile",
+    fx.caCert,
+    "--ssl-certfile",
+    fx.serverCert,
+    "--ssl-keyfile",
+    fx.serverKey,
+    "--auth-list-public-keys",
+    fx.allowlistCsv,
+    "--auth-superlink-private-key",
+    fx.superlinkPrivateKey,
+    "--auth-superlink-public-key",
+    fx.superlinkPublicKey,
   ];
   const supernodeArgs = (i: number, fleet: string): string[] => [
-    "--root-certificates", fx.caCert,
-    "--superlink", fleet,
-    "--auth-supernode-private-key", fx.clientPrivateKeys[i]!,
-    "--auth-supernode-public-key", fx.clientPublicKeys[i]!,
+    "--root-certificates",
+    fx.caCert,
+    "--superlink",
+    fleet,
+    "--auth-supernode-private-key",
+    fx.clientPrivateKeys[i]!,
+    "--auth-supernode-public-key",
+    fx.clientPublicKeys[i]!,
   ];
 
   /** Runs the Python ServerApp to completion and checks the FedAvg history it prints. */
   async function runPythonServerApp(driver: string, expectedImpls: string): Promise<string> {
     const serverApp = startPython("py-serverapp", "flwr.server:run_server_app", [
-      "server:app", "--dir", PY_APP_DIR, "--root-certificates", fx.caCert, "--superlink", driver,
+      "server:app",
+      "--dir",
+      PY_APP_DIR,
+      "--root-certificates",
+      fx.caCert,
+      "--superlink",
+      driver,
     ]);
     const code = await serverApp.waitForExit(SCENARIO_TIMEOUT_MS - 30_000);
     const out = serverApp.output;
@@ -81,7 +106,9 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
     }
     const history = out.slice(out.indexOf("[SUMMARY]"));
     // Centralized loss = mean of the global weights: 0 before training, +1 per round.
-    expect(history).toMatch(/History \(loss, centralized\):[\s\S]*round 0: 0\.0[\s\S]*round 1: 1\.0[\s\S]*round 2: 2\.0/);
+    expect(history).toMatch(
+      /History \(loss, centralized\):[\s\S]*round 0: 0\.0[\s\S]*round 1: 1\.0[\s\S]*round 2: 2\.0/,
+    );
     expect(history).toMatch(/History \(loss, distributed\):[\s\S]*round 1: 1\.0[\s\S]*round 2: 2\.0/);
     // Both clients answered every fit and evaluate, with the prefix-related metric keys intact.
     expect(history).toContain(`'impls': [(1, '${expectedImpls}'), (2, '${expectedImpls}')]`);
@@ -111,7 +138,10 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
   });
   afterEach(async () => {
     // SuperNodes first (they send DeleteNode on SIGTERM), then the rest.
-    const [links, others] = [peers.filter((p) => /superlink/.test(p.name)), peers.filter((p) => !/superlink/.test(p.name))];
+    const [links, others] = [
+      peers.filter((p) => /superlink/.test(p.name)),
+      peers.filter((p) => !/superlink/.test(p.name)),
+    ];
     await Promise.all(others.map((p) => p.stop()));
     await Promise.all(links.map((p) => p.stop()));
     rmSync(work, { recursive: true, force: true });
@@ -122,8 +152,10 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
     async () => {
       const superlink = startNode("ts-superlink", "flower-superlink", [
         ...superlinkTlsAuthArgs(),
-        "--driver-api-address", "127.0.0.1:0",
-        "--fleet-api-address", "127.0.0.1:0",
+        "--driver-api-address",
+        "127.0.0.1:0",
+        "--fleet-api-address",
+        "127.0.0.1:0",
       ]);
       const ready = await superlink.waitFor(/\{[^\n]*"event":"superlink\.ready"[^\n]*\}/, 30_000);
       const { driverAddress, fleetAddress } = JSON.parse(ready[0]) as { driverAddress: string; fleetAddress: string };
@@ -132,7 +164,10 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
 
       const nodes = [0, 1].map((i) =>
         startPython(`py-supernode-${i + 1}`, "flwr.client:run_client_app", [
-          "client:app", "--dir", PY_APP_DIR, ...supernodeArgs(i, fleet),
+          "client:app",
+          "--dir",
+          PY_APP_DIR,
+          ...supernodeArgs(i, fleet),
         ]),
       );
       await runPythonServerApp(driver, "python,python");
@@ -152,17 +187,25 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
       // calls, so a 1 s idle timeout closes it (GOAWAY) and the next call must reconnect.
       const superlink = startNode("ts-superlink", "flower-superlink", [
         ...superlinkTlsAuthArgs(),
-        "--driver-api-address", "127.0.0.1:0",
-        "--fleet-api-address", "127.0.0.1:0",
-        "--max-connection-idle-ms", "1000",
-        "--long-poll-ms", "0",
-        "--log-level", "debug",
+        "--driver-api-address",
+        "127.0.0.1:0",
+        "--fleet-api-address",
+        "127.0.0.1:0",
+        "--max-connection-idle-ms",
+        "1000",
+        "--long-poll-ms",
+        "0",
+        "--log-level",
+        "debug",
       ]);
       const ready = await superlink.waitFor(/\{[^\n]*"event":"superlink\.ready"[^\n]*\}/, 30_000);
       const { driverAddress, fleetAddress } = JSON.parse(ready[0]) as { driverAddress: string; fleetAddress: string };
       const nodes = [0, 1].map((i) =>
         startPython(`py-supernode-${i + 1}`, "flwr.client:run_client_app", [
-          "client:app", "--dir", PY_APP_DIR, ...supernodeArgs(i, fleetAddress),
+          "client:app",
+          "--dir",
+          PY_APP_DIR,
+          ...supernodeArgs(i, fleetAddress),
         ]),
       );
       await runPythonServerApp(driverAddress, "python,python");
@@ -173,7 +216,11 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
       // The debug line of every RPC names its peer address: many client ports means the
       // connections were really closed and re-opened (without the timeout: one per process).
       const peersSeen = (rpcPrefix: string): number =>
-        new Set([...superlink.output.matchAll(new RegExp(`"rpc":"${rpcPrefix}[^"]*","peer":"([^"]+)"`, "g"))].map((m) => m[1])).size;
+        new Set(
+          [...superlink.output.matchAll(new RegExp(`"rpc":"${rpcPrefix}[^"]*","peer":"([^"]+)"`, "g"))].map(
+            (m) => m[1],
+          ),
+        ).size;
       expect(peersSeen("Fleet.")).toBeGreaterThan(4);
       expect(peersSeen("Driver.")).toBeGreaterThan(2);
       expect(superlink.running).toBe(true);
@@ -189,15 +236,20 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
       while (fleetPort === driverPort) fleetPort = await freePort();
       const superlink = startPython("py-superlink", "flwr.server:run_superlink", [
         ...superlinkTlsAuthArgs(),
-        "--driver-api-address", `127.0.0.1:${driverPort}`,
-        "--fleet-api-address", `127.0.0.1:${fleetPort}`,
+        "--driver-api-address",
+        `127.0.0.1:${driverPort}`,
+        "--fleet-api-address",
+        `127.0.0.1:${fleetPort}`,
       ]);
       await waitForTcp(fleetPort, superlink, 30_000);
       await waitForTcp(driverPort, superlink, 30_000);
 
       const nodes = [0, 1].map((i) =>
         startNode(`ts-supernode-${i + 1}`, "flower-client-app", [
-          "client:app", "--dir", TS_APP_DIR, ...supernodeArgs(i, `127.0.0.1:${fleetPort}`),
+          "client:app",
+          "--dir",
+          TS_APP_DIR,
+          ...supernodeArgs(i, `127.0.0.1:${fleetPort}`),
         ]),
       );
       await Promise.all(nodes.map((n) => n.waitFor(/"event":"supernode\.ready"/, 30_000)));
@@ -205,7 +257,11 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
       // Debian's protobuf (C++ backend) MACs maps in lexicographic key order, so the first
       // PushTaskRes with `loss`/`loss_avg` in upb order is refused and our SuperNode must have
       // switched to lexicographic order; a upb-backed Python accepts the first attempt.
-      const backend = execFileSync(PYTHON, ["-c", "from google.protobuf.internal import api_implementation as a; print(a.Type())"], { env: pythonEnv() })
+      const backend = execFileSync(
+        PYTHON,
+        ["-c", "from google.protobuf.internal import api_implementation as a; print(a.Type())"],
+        { env: pythonEnv() },
+      )
         .toString()
         .trim();
       if (backend !== "upb") expect(nodes.some((n) => /lexicographic/.test(n.output))).toBe(true);

@@ -59,8 +59,10 @@ describeInterop(`Python Flower 1.10 interop: REST and signals${PY_SRC ? "" : ` â
   async function startOurSuperLink(args: string[]): Promise<{ superlink: Peer; driver: string; fleet: string }> {
     const superlink = startNode("ts-superlink", "flower-superlink", [
       ...(args.includes("--ssl-certfile") ? [] : ["--insecure"]),
-      "--driver-api-address", "127.0.0.1:0",
-      "--fleet-api-address", "127.0.0.1:0",
+      "--driver-api-address",
+      "127.0.0.1:0",
+      "--fleet-api-address",
+      "127.0.0.1:0",
       ...args,
     ]);
     const ready = await superlink.waitFor(/\{[^\n]*"event":"superlink\.ready"[^\n]*\}/, 30_000);
@@ -71,7 +73,12 @@ describeInterop(`Python Flower 1.10 interop: REST and signals${PY_SRC ? "" : ` â
   /** Runs the Python ServerApp (FedAvg, 2 rounds) and checks the History it prints. */
   async function runPythonServerApp(driver: string, expectedImpls: string): Promise<void> {
     const serverApp = startPython("py-serverapp", "flwr.server:run_server_app", [
-      "server:app", "--dir", PY_APP_DIR, "--insecure", "--superlink", driver,
+      "server:app",
+      "--dir",
+      PY_APP_DIR,
+      "--insecure",
+      "--superlink",
+      driver,
     ]);
     const code = await serverApp.waitForExit(SCENARIO_TIMEOUT_MS - 60_000);
     const out = serverApp.output;
@@ -79,7 +86,9 @@ describeInterop(`Python Flower 1.10 interop: REST and signals${PY_SRC ? "" : ` â
       throw new Error(`ServerApp exit ${code}\n${peers.map((p) => p.tail()).join("\n")}`);
     }
     const history = out.slice(out.indexOf("[SUMMARY]"));
-    expect(history).toMatch(/History \(loss, centralized\):[\s\S]*round 0: 0\.0[\s\S]*round 1: 1\.0[\s\S]*round 2: 2\.0/);
+    expect(history).toMatch(
+      /History \(loss, centralized\):[\s\S]*round 0: 0\.0[\s\S]*round 1: 1\.0[\s\S]*round 2: 2\.0/,
+    );
     expect(history).toContain(`'impls': [(1, '${expectedImpls}'), (2, '${expectedImpls}')]`);
     expect(history).toContain("'clients': [(1, 2), (2, 2)]");
   }
@@ -99,7 +108,10 @@ describeInterop(`Python Flower 1.10 interop: REST and signals${PY_SRC ? "" : ` â
     peers = [];
   });
   afterEach(async () => {
-    const [links, others] = [peers.filter((p) => /superlink/.test(p.name)), peers.filter((p) => !/superlink/.test(p.name))];
+    const [links, others] = [
+      peers.filter((p) => /superlink/.test(p.name)),
+      peers.filter((p) => !/superlink/.test(p.name)),
+    ];
     // Flower's REST SuperNode ignores SIGTERM while it sleeps between pulls: no need to wait for it.
     for (const p of others) if (/py-rest/.test(p.name) && p.running) p.child.kill("SIGKILL");
     await Promise.all(others.map((p) => p.stop()));
@@ -113,7 +125,13 @@ describeInterop(`Python Flower 1.10 interop: REST and signals${PY_SRC ? "" : ` â
       const { superlink, driver, fleet } = await startOurSuperLink(["--fleet-api-type", "rest"]);
       const nodes = [0, 1].map((i) =>
         startPython(`py-rest-supernode-${i + 1}`, "flwr.client:run_client_app", [
-          "client:app", "--dir", PY_APP_DIR, "--rest", "--insecure", "--superlink", `http://${fleet}`,
+          "client:app",
+          "--dir",
+          PY_APP_DIR,
+          "--rest",
+          "--insecure",
+          "--superlink",
+          `http://${fleet}`,
         ]),
       );
       await runPythonServerApp(driver, "python,python");
@@ -134,15 +152,24 @@ describeInterop(`Python Flower 1.10 interop: REST and signals${PY_SRC ? "" : ` â
       while (fleetPort === driverPort) fleetPort = await freePort();
       const superlink = startPython("py-superlink", "flwr.server:run_superlink", [
         "--insecure",
-        "--fleet-api-type", "rest",
-        "--driver-api-address", `127.0.0.1:${driverPort}`,
-        "--fleet-api-address", `127.0.0.1:${fleetPort}`,
+        "--fleet-api-type",
+        "rest",
+        "--driver-api-address",
+        `127.0.0.1:${driverPort}`,
+        "--fleet-api-address",
+        `127.0.0.1:${fleetPort}`,
       ]);
       await waitForTcp(driverPort, superlink, 30_000);
       await waitForTcp(fleetPort, superlink, 30_000);
       const nodes = [0, 1].map((i) =>
         startNode(`ts-rest-supernode-${i + 1}`, "flower-client-app", [
-          "client:app", "--dir", TS_APP_DIR, "--rest", "--insecure", "--superlink", `http://127.0.0.1:${fleetPort}`,
+          "client:app",
+          "--dir",
+          TS_APP_DIR,
+          "--rest",
+          "--insecure",
+          "--superlink",
+          `http://127.0.0.1:${fleetPort}`,
         ]),
       );
       await Promise.all(nodes.map((n) => n.waitFor(/"event":"supernode\.ready"/, 30_000)));
@@ -163,21 +190,43 @@ describeInterop(`Python Flower 1.10 interop: REST and signals${PY_SRC ? "" : ` â
       // Debug logs name every RPC: the node is in its pull loop once its PullTaskIns shows up.
       // TLS + node authentication, as a deployment runs (the hang was seen there).
       const { superlink, fleet } = await startOurSuperLink([
-        "--log-level", "debug",
-        "--ssl-ca-certfile", fx.caCert, "--ssl-certfile", fx.serverCert, "--ssl-keyfile", fx.serverKey,
-        "--auth-list-public-keys", fx.allowlistCsv,
-        "--auth-superlink-private-key", fx.superlinkPrivateKey, "--auth-superlink-public-key", fx.superlinkPublicKey,
+        "--log-level",
+        "debug",
+        "--ssl-ca-certfile",
+        fx.caCert,
+        "--ssl-certfile",
+        fx.serverCert,
+        "--ssl-keyfile",
+        fx.serverKey,
+        "--auth-list-public-keys",
+        fx.allowlistCsv,
+        "--auth-superlink-private-key",
+        fx.superlinkPrivateKey,
+        "--auth-superlink-public-key",
+        fx.superlinkPublicKey,
       ]);
       const outcomes: string[] = [];
       for (let trial = 0; trial < SIGNAL_TRIALS; trial++) {
         const signal: NodeJS.Signals = trial % 2 === 0 ? "SIGINT" : "SIGTERM";
         const pullsBefore = (superlink.output.match(/"rpc":"Fleet\.PullTaskIns"/g) ?? []).length;
         const node = startPython(`py-supernode-${trial}`, "flwr.client:run_client_app", [
-          "client:app", "--dir", PY_APP_DIR, "--superlink", fleet.replace(/^(0\.0\.0\.0|\[::\]):/, "127.0.0.1:"),
-          "--root-certificates", fx.caCert,
-          "--auth-supernode-private-key", fx.clientPrivateKeys[0]!, "--auth-supernode-public-key", fx.clientPublicKeys[0]!,
+          "client:app",
+          "--dir",
+          PY_APP_DIR,
+          "--superlink",
+          fleet.replace(/^(0\.0\.0\.0|\[::\]):/, "127.0.0.1:"),
+          "--root-certificates",
+          fx.caCert,
+          "--auth-supernode-private-key",
+          fx.clientPrivateKeys[0]!,
+          "--auth-supernode-public-key",
+          fx.clientPublicKeys[0]!,
         ]);
-        await until(() => (superlink.output.match(/"rpc":"Fleet\.PullTaskIns"/g) ?? []).length > pullsBefore, node, 60_000);
+        await until(
+          () => (superlink.output.match(/"rpc":"Fleet\.PullTaskIns"/g) ?? []).length > pullsBefore,
+          node,
+          60_000,
+        );
         // A random moment within Flower's 3 s pull cycle (a pull in flight or the sleep after it).
         await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 3_500)));
         const sentAt = performance.now();

@@ -80,7 +80,10 @@ function writeDocumentedSnippets(dir: string): void {
       if (!code.includes('from "flwr-ts"') || /^(const|let|await)\b.*\bawait\b/m.test(code)) continue;
       const firstLineEnd = code.indexOf("\n") + 1;
       const prelude = /\bNDArrays\b/.test(code.slice(0, firstLineEnd)) ? SNIPPET_PRELUDE : "";
-      writeFileSync(join(dir, `snippet-${doc.replace(/\W+/g, "-")}-${++index}.ts`), code.slice(0, firstLineEnd) + prelude + code.slice(firstLineEnd));
+      writeFileSync(
+        join(dir, `snippet-${doc.replace(/\W+/g, "-")}-${++index}.ts`),
+        code.slice(0, firstLineEnd) + prelude + code.slice(firstLineEnd),
+      );
     }
   }
 }
@@ -139,7 +142,10 @@ describe("the npm package", () => {
     ]) {
       expect(paths).toContain(required);
     }
-    const strays = paths.filter((p) => /^(test|bench|src|node_modules|coverage|\.ci|keys)\//.test(p) || p.endsWith(".map") || p.startsWith("tsconfig"));
+    const strays = paths.filter(
+      (p) =>
+        /^(test|bench|src|node_modules|coverage|\.ci|keys)\//.test(p) || p.endsWith(".map") || p.startsWith("tsconfig"),
+    );
     expect(strays).toEqual([]);
     // 1.5 MB at the time of writing; the whole repository with dist/ packed to 4.2 MB.
     expect(packed.unpackedSize).toBeLessThan(2.5 * 1024 * 1024);
@@ -188,14 +194,22 @@ describe("an app made by flwr-ts new", () => {
       return peer;
     };
     const superlink = start("superlink", "flower-superlink", [
-      "--ssl-ca-certfile", fx.caCert,
-      "--ssl-certfile", fx.serverCert,
-      "--ssl-keyfile", fx.serverKey,
-      "--driver-api-address", "127.0.0.1:0",
-      "--fleet-api-address", "127.0.0.1:0",
-      "--auth-list-public-keys", fx.allowlistCsv,
-      "--auth-superlink-private-key", fx.superlinkPrivateKey,
-      "--auth-superlink-public-key", fx.superlinkPublicKey,
+      "--ssl-ca-certfile",
+      fx.caCert,
+      "--ssl-certfile",
+      fx.serverCert,
+      "--ssl-keyfile",
+      fx.serverKey,
+      "--driver-api-address",
+      "127.0.0.1:0",
+      "--fleet-api-address",
+      "127.0.0.1:0",
+      "--auth-list-public-keys",
+      fx.allowlistCsv,
+      "--auth-superlink-private-key",
+      fx.superlinkPrivateKey,
+      "--auth-superlink-public-key",
+      fx.superlinkPublicKey,
     ]);
     const ready = await superlink.waitFor(/^\{.*"event":"superlink\.ready".*$/m, 60_000);
     const readyLine = JSON.parse(ready[0]) as { driverAddress: string; fleetAddress: string };
@@ -203,19 +217,27 @@ describe("an app made by flwr-ts new", () => {
     for (const i of [0, 1]) {
       start(`supernode-${i + 1}`, "flower-client-app", [
         "client:app",
-        "--superlink", readyLine.fleetAddress,
-        "--root-certificates", fx.caCert,
-        "--auth-supernode-private-key", fx.clientPrivateKeys[i]!,
-        "--auth-supernode-public-key", fx.clientPublicKeys[i]!,
-        "--node-config", `partition-id=${i},num-partitions=2`,
+        "--superlink",
+        readyLine.fleetAddress,
+        "--root-certificates",
+        fx.caCert,
+        "--auth-supernode-private-key",
+        fx.clientPrivateKeys[i]!,
+        "--auth-supernode-public-key",
+        fx.clientPublicKeys[i]!,
+        "--node-config",
+        `partition-id=${i},num-partitions=2`,
       ]);
     }
     const historyPath = join(appDir, "history.json");
     const serverApp = start("serverapp", "flower-server-app", [
       "server:app",
-      "--superlink", readyLine.driverAddress,
-      "--root-certificates", fx.caCert,
-      "--history-json", historyPath,
+      "--superlink",
+      readyLine.driverAddress,
+      "--root-certificates",
+      fx.caCert,
+      "--history-json",
+      historyPath,
     ]);
     const code = await serverApp.waitForExit(120_000);
     expect({ code, output: code === 0 ? "" : serverApp.tail() }).toEqual({ code: 0, output: "" });
@@ -243,6 +265,8 @@ describe("an app made by flwr-ts new", () => {
 
   it("has the flwr-ts bin installed too", async () => {
     const version = await run(join(appDir, "node_modules", ".bin", "flwr-ts"), ["--version"], appDir);
-    expect(version.trim()).toBe((JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { version: string }).version);
+    expect(version.trim()).toBe(
+      (JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { version: string }).version,
+    );
   });
 });

@@ -19,7 +19,11 @@ describe("strict decoding", () => {
     ["an END_GROUP of another field", () => PingRequest.decode(bytes(0x1b, 0x24)), /end group/],
     ["invalid UTF-8", () => PullTaskResRequest.decode(bytes(0x12, 0x02, 0xff, 0xfe)), /./],
     ["a lone surrogate in UTF-8 (CESU)", () => CreateRunRequest.decode(bytes(0x0a, 0x03, 0xed, 0xa0, 0x80)), /./],
-    ["a field running past its submessage", () => PullTaskResRequest.decode(bytes(0x0a, 0x01, 0x08, 0x05)), /past the end/],
+    [
+      "a field running past its submessage",
+      () => PullTaskResRequest.decode(bytes(0x0a, 0x01, 0x08, 0x05)),
+      /past the end/,
+    ],
     ["wire type 7", () => PingRequest.decode(bytes(0x0f)), /wire type/],
   ])("rejects %s", (_name, decode, message) => {
     expect(decode).toThrow(message);
@@ -27,7 +31,9 @@ describe("strict decoding", () => {
 
   it("skips well-formed unknown fields, groups included", () => {
     // node{node_id=1}, field 15 varint, field 3 group {field 1 varint}, field 14 length-delimited.
-    const ping = PingRequest.decode(bytes(0x0a, 0x02, 0x08, 0x02, 0x78, 0x01, 0x1b, 0x08, 0x01, 0x1c, 0x72, 0x01, 0x41));
+    const ping = PingRequest.decode(
+      bytes(0x0a, 0x02, 0x08, 0x02, 0x78, 0x01, 0x1b, 0x08, 0x01, 0x1c, 0x72, 0x01, 0x41),
+    );
     expect(ping.node).toEqual({ nodeId: 1n, anonymous: false });
   });
 
@@ -35,7 +41,9 @@ describe("strict decoding", () => {
     const groupId = "ünïcødé 🌸\n\u001b[2K";
     expect(TaskIns.decode(TaskIns.encode(TaskIns.fromPartial({ groupId })).finish()).groupId).toBe(groupId);
     const fabId = "é".repeat(40); // longer than the ASCII fast path
-    expect(CreateRunRequest.decode(CreateRunRequest.encode(CreateRunRequest.fromPartial({ fabId })).finish()).fabId).toBe(fabId);
+    expect(
+      CreateRunRequest.decode(CreateRunRequest.encode(CreateRunRequest.fromPartial({ fabId })).finish()).fabId,
+    ).toBe(fabId);
   });
 
   it("still decodes a large bytes field as a view into the input", () => {

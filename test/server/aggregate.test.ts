@@ -61,10 +61,16 @@ describe("weighted average (FedAvg)", () => {
   it("keeps float64 as float64 and turns integer arrays into float64, as NumPy does", () => {
     const f64: NDArray = { dtype: "float64", shape: [1], data: Float64Array.from([0.1]) };
     const i32: NDArray = { dtype: "int32", shape: [1], data: Int32Array.from([3]) };
-    const [a] = aggregateInplace([[[f64], 1], [[f64], 1]]);
+    const [a] = aggregateInplace([
+      [[f64], 1],
+      [[f64], 1],
+    ]);
     expect(a!.dtype).toBe("float64");
     expect(a!.data[0]).toBe(0.5 * 0.1 + 0.5 * 0.1);
-    const [b] = aggregateInplace([[[i32], 1], [[i32], 3]]);
+    const [b] = aggregateInplace([
+      [[i32], 1],
+      [[i32], 3],
+    ]);
     expect(b!.dtype).toBe("float64");
     expect(b!.data[0]).toBe(3);
   });
@@ -76,8 +82,18 @@ describe("weighted average (FedAvg)", () => {
   });
 
   it("refuses results with different shapes, naming them", () => {
-    expect(() => aggregateInplace([[[f32([2], [1, 2])], 1], [[f32([3], [1, 2, 3])], 1]])).toThrow(RoundFailedError);
-    expect(() => aggregateInplace([[[f32([2], [1, 2])], 1], [[f32([3], [1, 2, 3])], 1]])).toThrow(/array 0 of result 1 has shape \[3\]/);
+    expect(() =>
+      aggregateInplace([
+        [[f32([2], [1, 2])], 1],
+        [[f32([3], [1, 2, 3])], 1],
+      ]),
+    ).toThrow(RoundFailedError);
+    expect(() =>
+      aggregateInplace([
+        [[f32([2], [1, 2])], 1],
+        [[f32([3], [1, 2, 3])], 1],
+      ]),
+    ).toThrow(/array 0 of result 1 has shape \[3\]/);
     expect(() => aggregateInplace([[[f32([1], [1])], 0]])).toThrow(/0 examples/);
   });
 });
@@ -113,8 +129,18 @@ describe("element-wise median (FedMedian)", () => {
 
 describe("weightedLossAvg", () => {
   it("is sum(n * loss) / sum(n)", () => {
-    expect(weightedLossAvg([[10, 1.0], [30, 2.0]])).toBe(1.75);
-    expect(weightedLossAvg([[1, 0.1], [2, 0.2]])).toBe((1 * 0.1 + 2 * 0.2) / 3);
+    expect(
+      weightedLossAvg([
+        [10, 1.0],
+        [30, 2.0],
+      ]),
+    ).toBe(1.75);
+    expect(
+      weightedLossAvg([
+        [1, 0.1],
+        [2, 0.2],
+      ]),
+    ).toBe((1 * 0.1 + 2 * 0.2) / 3);
   });
 });
 
@@ -132,7 +158,11 @@ describe("FedAdam", () => {
     // w = 1, clients average to 3 => delta = 2; m = 0.1 * 2 = 0.2; v = 0.01 * 4 = 0.04;
     // w' = 1 + 0.1 * 0.2 / (sqrt(0.04) + 1e-9) ~= 1.1 (computed in float32).
     const strategy = new FedAdam({ initialParameters: ndarraysToParameters([f32([1], [1])]) });
-    const [params] = strategy.aggregateFit(1, [fitResult("a", [f32([1], [2])], 1), fitResult("b", [f32([1], [4])], 1)], []);
+    const [params] = strategy.aggregateFit(
+      1,
+      [fitResult("a", [f32([1], [2])], 1), fitResult("b", [f32([1], [4])], 1)],
+      [],
+    );
     const [w] = parametersToNdarrays(params!);
     const r = Math.fround;
     const expected = r(1 + r(r(r(0.1) * r(0.2)) / r(r(Math.sqrt(r(0.04))) + r(1e-9))));

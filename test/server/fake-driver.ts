@@ -94,7 +94,10 @@ export class FakeDriver implements Driver {
       const reply = this.replies.get(id);
       if (reply !== undefined && !reply.metadata.messageId.startsWith("taken:")) {
         out.push(reply);
-        this.replies.set(id, { ...reply, metadata: { ...reply.metadata, messageId: "taken:" + reply.metadata.messageId } });
+        this.replies.set(id, {
+          ...reply,
+          metadata: { ...reply.metadata, messageId: "taken:" + reply.metadata.messageId },
+        });
       }
     }
     return out;
@@ -127,7 +130,10 @@ export class FakeDriver implements Driver {
 
   private deliver(reply: Message): void {
     this.deliveries++;
-    this.replies.set(reply.metadata.replyToMessage, { ...reply, metadata: { ...reply.metadata, messageId: randomUUID() } });
+    this.replies.set(reply.metadata.replyToMessage, {
+      ...reply,
+      metadata: { ...reply.metadata, messageId: randomUUID() },
+    });
     for (const w of [...this.waiters]) w();
   }
 
@@ -165,7 +171,10 @@ export function legacyNode(client: NumPyLikeClient): FakeNode {
     switch (msg.metadata.messageType) {
       case "get_parameters":
         if (!client.getParameters) throw new Error("get_parameters not implemented");
-        return getParametersResToRecordSet({ status: { code: 0, message: "Success" }, parameters: client.getParameters() });
+        return getParametersResToRecordSet({
+          status: { code: 0, message: "Success" },
+          parameters: client.getParameters(),
+        });
       case "train":
         if (!client.fit) throw new Error("fit not implemented");
         return fitResToRecordSet(await client.fit(recordSetToFitIns(content)));

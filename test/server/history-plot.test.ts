@@ -29,7 +29,11 @@ const python = spawnSync("python3", ["--version"]).status === 0 ? "python3" : un
 /** Throws unless `svg` parses as XML (Python's expat), or at least has balanced tags. */
 function assertWellFormed(svg: string): void {
   if (python !== undefined) {
-    const r = spawnSync(python, ["-c", "import sys, xml.etree.ElementTree as ET; root = ET.fromstring(sys.stdin.buffer.read()); print(root.tag)"], { input: svg, encoding: "utf8" });
+    const r = spawnSync(
+      python,
+      ["-c", "import sys, xml.etree.ElementTree as ET; root = ET.fromstring(sys.stdin.buffer.read()); print(root.tag)"],
+      { input: svg, encoding: "utf8" },
+    );
     expect(r.stderr).toBe("");
     expect(r.stdout.trim()).toBe("{http://www.w3.org/2000/svg}svg");
     return;
@@ -47,7 +51,13 @@ test("a panel for the losses and one per numeric metric, well-formed and escaped
   const svg = historyToSvg(sampleHistory(), "Run <1> & co");
   assertWellFormed(svg);
   expect(svg.startsWith('<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
-  for (const title of ["Loss", "train_loss (distributed, fit)", "examples (distributed, fit)", "accuracy (distributed, evaluate)", "acc&lt;&amp;&gt; (centralized)"]) {
+  for (const title of [
+    "Loss",
+    "train_loss (distributed, fit)",
+    "examples (distributed, fit)",
+    "accuracy (distributed, evaluate)",
+    "acc&lt;&amp;&gt; (centralized)",
+  ]) {
     expect(svg).toContain(`>${title}</text>`);
   }
   expect(svg).toContain("Run &lt;1&gt; &amp; co");
@@ -71,7 +81,8 @@ test("one round and a constant value still give a finite chart; an empty History
 
 /** An SVG renderer on this machine: librsvg's rsvg-convert, or a real ImageMagick convert. */
 function svgRenderer(): ((svg: string, png: string) => ReturnType<typeof spawnSync>) | undefined {
-  if (spawnSync("rsvg-convert", ["--version"]).status === 0) return (svg, png) => spawnSync("rsvg-convert", ["-o", png, svg]);
+  if (spawnSync("rsvg-convert", ["--version"]).status === 0)
+    return (svg, png) => spawnSync("rsvg-convert", ["-o", png, svg]);
   if (spawnSync("convert", ["-version"]).status === 0) return (svg, png) => spawnSync("convert", [svg, png]);
   return undefined;
 }

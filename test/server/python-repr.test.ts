@@ -13,23 +13,58 @@ const range = (from: number, to: number): number[] => Array.from({ length: to - 
 /** The same Python values generate_vectors.py formats (ints as bigint, floats as number). */
 const cases: Record<keyof typeof vectors.pformat, Map<string, PyValue>> = {
   spec: dict({
-    train_accuracy: rounds([[1, 0.25], [2, 0.25]]),
-    train_loss: rounds([[1, 0.5], [2, 0.5]]),
-    val_accuracy: rounds([[1, 0.125], [2, 0.125]]),
-    val_loss: rounds([[1, 1.0], [2, 1.0]]),
+    train_accuracy: rounds([
+      [1, 0.25],
+      [2, 0.25],
+    ]),
+    train_loss: rounds([
+      [1, 0.5],
+      [2, 0.5],
+    ]),
+    val_accuracy: rounds([
+      [1, 0.125],
+      [2, 0.125],
+    ]),
+    val_loss: rounds([
+      [1, 1.0],
+      [2, 1.0],
+    ]),
   }),
   short: dict({ accuracy: rounds([[1, 0.5]]) }),
   long_list: dict({ accuracy: rounds(range(1, 7).map((r) => [r, r / 7])) }),
   long_key_mix: dict({
-    a_very_long_metric_name_that_takes_space: rounds([[1, 0.123456789], [2, 0.987654321]]),
-    b: rounds([[1, true], [2, "text value"]]),
-    c: rounds([[1, 10n], [2, -3n]]),
+    a_very_long_metric_name_that_takes_space: rounds([
+      [1, 0.123456789],
+      [2, 0.987654321],
+    ]),
+    b: rounds([
+      [1, true],
+      [2, "text value"],
+    ]),
+    c: rounds([
+      [1, 10n],
+      [2, -3n],
+    ]),
   }),
   long_str: dict({
-    note: rounds([[1, "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore"]]),
+    note: rounds([
+      [1, "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore"],
+    ]),
   }),
-  quotes: dict({ "it's": rounds([[1, 'say "hi"'], [2, "it's"]]), "tab\tkey": rounds([[1, "line\nbreak"]]) }),
-  unicode: dict({ "\u00e9": rounds([[1, "na\u00efve \u2603"], [2, "\u2028x"]]), A: rounds([[1, 1e-5]]) }),
+  quotes: dict({
+    "it's": rounds([
+      [1, 'say "hi"'],
+      [2, "it's"],
+    ]),
+    "tab\tkey": rounds([[1, "line\nbreak"]]),
+  }),
+  unicode: dict({
+    "\u00e9": rounds([
+      [1, "na\u00efve \u2603"],
+      [2, "\u2028x"],
+    ]),
+    A: rounds([[1, 1e-5]]),
+  }),
   bytes: dict({ blob: rounds([[1, Uint8Array.from([0, 0x61, 0x62, 0x27, 0x63])]]) }),
   many_rounds: dict({
     loss: rounds(range(1, 24).map((r) => [r, 0.5 + r * 0.001])),

@@ -73,7 +73,9 @@ describe("spilled training results", () => {
     dir = mkdtempSync(join(tmpdir(), "flwr-spill-test-"));
     spill = new ResultSpill(dir);
     spilledResults = await Promise.all(
-      clients.map(async (arrays, i) => fitResult(String(i), await spill.keep(ndarraysToParameters(arrays)), examples[i]!)),
+      clients.map(async (arrays, i) =>
+        fitResult(String(i), await spill.keep(ndarraysToParameters(arrays)), examples[i]!),
+      ),
     );
   });
 
@@ -91,7 +93,9 @@ describe("spilled training results", () => {
       expect(bytesOf(res.parameters)).toEqual(bytesOf(ndarraysToParameters(clients[i]!)));
     });
     const sources = arraySourcesOf(spilledResults[0]![1].parameters);
-    expect(sources.map((s) => [s.dtype, s.shape, s.length])).toEqual(clients[0]!.map((a) => [a.dtype, a.shape, a.data.length]));
+    expect(sources.map((s) => [s.dtype, s.shape, s.length])).toEqual(
+      clients[0]!.map((a) => [a.dtype, a.shape, a.data.length]),
+    );
   });
 
   it("FedAvg (in place and not) and FedMedian aggregate them to the bytes the whole-array math gives", () => {
@@ -112,8 +116,16 @@ describe("spilled training results", () => {
   });
 
   it("reads .npy bytes at unaligned offsets and in Fortran order", () => {
-    const a: NDArray = { dtype: "float32", shape: [CHUNK_ELEMENTS + 5], data: Float32Array.from(randomFloats(CHUNK_ELEMENTS + 5, 5)) };
-    const b: NDArray = { dtype: "float32", shape: [CHUNK_ELEMENTS + 5], data: Float32Array.from(randomFloats(CHUNK_ELEMENTS + 5, 6)) };
+    const a: NDArray = {
+      dtype: "float32",
+      shape: [CHUNK_ELEMENTS + 5],
+      data: Float32Array.from(randomFloats(CHUNK_ELEMENTS + 5, 5)),
+    };
+    const b: NDArray = {
+      dtype: "float32",
+      shape: [CHUNK_ELEMENTS + 5],
+      data: Float32Array.from(randomFloats(CHUNK_ELEMENTS + 5, 6)),
+    };
     const unaligned = (p: Parameters): Parameters => ({
       tensorType: p.tensorType,
       tensors: p.tensors.map((t) => {
@@ -122,10 +134,20 @@ describe("spilled training results", () => {
         return buf.subarray(1);
       }),
     });
-    const expected = bytesOf(ndarraysToParameters(aggregateInplace([[[a], 1], [[b], 3]])));
+    const expected = bytesOf(
+      ndarraysToParameters(
+        aggregateInplace([
+          [[a], 1],
+          [[b], 3],
+        ]),
+      ),
+    );
     const [out] = new FedAvg().aggregateFit(
       1,
-      [fitResult("a", unaligned(ndarraysToParameters([a])), 1), fitResult("b", unaligned(ndarraysToParameters([b])), 3)],
+      [
+        fitResult("a", unaligned(ndarraysToParameters([a])), 1),
+        fitResult("b", unaligned(ndarraysToParameters([b])), 3),
+      ],
       [],
     );
     expect(bytesOf(out!)).toEqual(expected);
@@ -133,7 +155,9 @@ describe("spilled training results", () => {
 
   it("cannot be read once the round's spill is closed", async () => {
     const own = new ResultSpill(dir);
-    const kept = await own.keep(ndarraysToParameters([{ dtype: "float32", shape: [2], data: Float32Array.from([1, 2]) }]));
+    const kept = await own.keep(
+      ndarraysToParameters([{ dtype: "float32", shape: [2], data: Float32Array.from([1, 2]) }]),
+    );
     expect(parametersToNdarrays(kept)[0]!.data).toEqual(Float32Array.from([1, 2]));
     await own.close();
     expect(() => kept.tensors).toThrow(/after its round ended/);
@@ -149,12 +173,24 @@ describe("the Server loop with spilling", () => {
       const run = async (fitResultSpill: { minBytes: number; dir: string } | false): Promise<[string[], string[]]> => {
         const driver = new FakeDriver();
         arrays.forEach((a, i) => {
-          driver.addNode(BigInt(i + 1), legacyNode({
-            fit: () => ({ status: { code: 0, message: "Success" }, parameters: ndarraysToParameters(a), numExamples: examples[i]!, metrics: {} }),
-          }));
+          driver.addNode(
+            BigInt(i + 1),
+            legacyNode({
+              fit: () => ({
+                status: { code: 0, message: "Success" },
+                parameters: ndarraysToParameters(a),
+                numExamples: examples[i]!,
+                metrics: {},
+              }),
+            }),
+          );
         });
         const clientManager = new SimpleClientManager({ discover: driverNodeDiscovery(driver) });
-        const strategy = new FedAvg({ initialParameters: ndarraysToParameters(arrays[0]!), minAvailableClients: 3, fractionEvaluate: 0 });
+        const strategy = new FedAvg({
+          initialParameters: ndarraysToParameters(arrays[0]!),
+          minAvailableClients: 3,
+          fractionEvaluate: 0,
+        });
         const server = new Server({ clientManager, strategy, fitResultSpill });
         await server.fit(1, undefined);
         // Sampling is random; the sum follows the instruction (= push) order.

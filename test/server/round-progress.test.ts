@@ -26,7 +26,12 @@ test("one line per round with results, failures, losses and metrics; a round whe
         fits += 1;
         return fits === 1 ? { ...ok([1]), status: { code: 3, message: "disk full" } } : ok([1]);
       },
-      evaluate: () => ({ status: { code: 0, message: "Success" }, loss: 0.123456, numExamples: 5, metrics: { accuracy: 0.9 } }),
+      evaluate: () => ({
+        status: { code: 0, message: "Success" },
+        loss: 0.123456,
+        numExamples: 5,
+        metrics: { accuracy: 0.9 },
+      }),
     }),
   );
   const { logger, lines } = memoryLogger("info");
@@ -45,7 +50,9 @@ test("one line per round with results, failures, losses and metrics; a round whe
 
   expect(history.roundsWithoutFitResults).toEqual([1]);
   const rounds = lines.filter((l) => l["event"] === "serverapp.round-finished");
-  expect(rounds.map((r) => [r["round"], r["fitResults"], r["fitFailures"], r["evalResults"], r["evalFailures"]])).toEqual([
+  expect(
+    rounds.map((r) => [r["round"], r["fitResults"], r["fitFailures"], r["evalResults"], r["evalFailures"]]),
+  ).toEqual([
     [1, 0, 1, 1, 0],
     [2, 1, 0, 1, 0],
   ]);
@@ -65,7 +72,12 @@ test("a round with results is not counted even when the strategy refuses to aggr
   driver.addNode(2n, async () => ({ code: 2, reason: "boom" }));
   const app = new ServerApp({
     config: { numRounds: 1 },
-    strategy: new FedAvg({ fractionEvaluate: 0, acceptFailures: false, minAvailableClients: 2, initialParameters: vectorParameters([0]) }),
+    strategy: new FedAvg({
+      fractionEvaluate: 0,
+      acceptFailures: false,
+      minAvailableClients: 2,
+      initialParameters: vectorParameters([0]),
+    }),
   });
   const history = await app.run(driver, context());
   expect(history.roundsWithoutFitResults).toEqual([]);

@@ -29,7 +29,13 @@ describe("ServerApp", () => {
     const history = await app.run(driver, ctx);
     expect(seen).toEqual({ driver, context: ctx, replies: 1 });
     expect(history.isEmpty).toBe(true);
-    expect(driver.sent[0]!.metadata).toMatchObject({ runId: driver.runId, srcNodeId: 0n, dstNodeId: 7n, groupId: "g1", ttl: 3600 });
+    expect(driver.sent[0]!.metadata).toMatchObject({
+      runId: driver.runId,
+      srcNodeId: 0n,
+      dstNodeId: 7n,
+      groupId: "g1",
+      ttl: 3600,
+    });
   });
 
   it("builds the legacy components from the context with serverFn", async () => {
@@ -67,8 +73,12 @@ describe("ServerApp", () => {
   it("checks outgoing messages as Flower's driver does", async () => {
     const driver = new FakeDriver();
     const msg = driver.createMessage(new RecordSet(), "train", 1n, "");
-    await expect(driver.pushMessages([{ ...msg, metadata: { ...msg.metadata, ttl: 0 } }])).rejects.toThrow(/ttl must be > 0/);
+    await expect(driver.pushMessages([{ ...msg, metadata: { ...msg.metadata, ttl: 0 } }])).rejects.toThrow(
+      /ttl must be > 0/,
+    );
     await expect(driver.pushMessages([{ ...msg, metadata: { ...msg.metadata, runId: 1n } }])).rejects.toThrow(/run_id/);
-    await expect(driver.pushMessages([{ ...msg, metadata: { ...msg.metadata, replyToMessage: "x" } }])).rejects.toThrow(/reply_to/);
+    await expect(driver.pushMessages([{ ...msg, metadata: { ...msg.metadata, replyToMessage: "x" } }])).rejects.toThrow(
+      /reply_to/,
+    );
   });
 });

@@ -20,7 +20,12 @@ const weightedAccuracy: MetricsAggregationFn = (results) => {
 };
 
 function fitRes(weights: number[], numExamples: number, metrics: Metrics = {}, code = 0): FitRes {
-  return { status: { code, message: code === 0 ? "Success" : "not implemented" }, parameters: vectorParameters(weights), numExamples, metrics };
+  return {
+    status: { code, message: code === 0 ? "Success" : "not implemented" },
+    parameters: vectorParameters(weights),
+    numExamples,
+    metrics,
+  };
 }
 
 const NODE_A = 1n;
@@ -65,7 +70,10 @@ describe("legacy ServerApp loop", () => {
     expect(train.every((m) => m.metadata.ttl === 3600 && m.metadata.srcNodeId === 0n)).toBe(true);
     expect(driver.sentOfType("evaluate")).toHaveLength(0);
     // Round 1 aggregate, sent in round 2: (10 * [1, 2] + 30 * [3, 4]) / 40.
-    expect(seenRound2).toEqual([[2.5, 3.5], [2.5, 3.5]]);
+    expect(seenRound2).toEqual([
+      [2.5, 3.5],
+      [2.5, 3.5],
+    ]);
     expect(recordSetToFitIns(train[0]!.content!).config).toEqual({ round: 1 });
 
     expect(history.toString()).toBe("History (metrics, distributed, fit):\n{'acc': [(1, 0.3125), (2, 0.3125)]}\n");
@@ -82,9 +90,24 @@ describe("legacy ServerApp loop", () => {
 
   it("runs federated evaluation and records the weighted loss", async () => {
     const driver = new FakeDriver();
-    driver.addNode(NODE_A, legacyNode({ fit: () => fitRes([1], 1), evaluate: () => ({ status: { code: 0, message: "" }, loss: 1.0, numExamples: 10, metrics: {} }) }));
-    driver.addNode(NODE_B, legacyNode({ fit: () => fitRes([1], 1), evaluate: () => ({ status: { code: 0, message: "" }, loss: 2.0, numExamples: 30, metrics: {} }) }));
-    const app = new ServerApp({ config: { numRounds: 1 }, strategy: new FedAvg({ initialParameters: vectorParameters([0]) }) });
+    driver.addNode(
+      NODE_A,
+      legacyNode({
+        fit: () => fitRes([1], 1),
+        evaluate: () => ({ status: { code: 0, message: "" }, loss: 1.0, numExamples: 10, metrics: {} }),
+      }),
+    );
+    driver.addNode(
+      NODE_B,
+      legacyNode({
+        fit: () => fitRes([1], 1),
+        evaluate: () => ({ status: { code: 0, message: "" }, loss: 2.0, numExamples: 30, metrics: {} }),
+      }),
+    );
+    const app = new ServerApp({
+      config: { numRounds: 1 },
+      strategy: new FedAvg({ initialParameters: vectorParameters([0]) }),
+    });
     const history = await app.run(driver, context());
     expect(driver.sentOfType("get_parameters")).toHaveLength(0);
     expect(driver.sentOfType("evaluate").map((m) => m.metadata.groupId)).toEqual(["1", "1"]);
@@ -130,14 +153,35 @@ describe("legacy ServerApp loop", () => {
 
     it.each([
       ["a wrong shape", () => fitRes([1, 2, 3], 10)],
-      ["a wrong tensor count", () => ({ ...fitRes([1], 10), parameters: { tensors: [], tensorType: "numpy.ndarray" } })],
-      ["undecodable bytes", () => ({ ...fitRes([1], 10), parameters: { tensors: [new Uint8Array([1, 2, 3])], tensorType: "numpy.ndarray" } })],
-      ["a wrong dtype", () => ({ ...fitRes([1], 10), parameters: { tensors: [ndarrayToNpy({ dtype: "float64", shape: [1], data: new Float64Array([9]) })], tensorType: "numpy.ndarray" } })],
+      [
+        "a wrong tensor count",
+        () => ({ ...fitRes([1], 10), parameters: { tensors: [], tensorType: "numpy.ndarray" } }),
+      ],
+      [
+        "undecodable bytes",
+        () => ({
+          ...fitRes([1], 10),
+          parameters: { tensors: [new Uint8Array([1, 2, 3])], tensorType: "numpy.ndarray" },
+        }),
+      ],
+      [
+        "a wrong dtype",
+        () => ({
+          ...fitRes([1], 10),
+          parameters: {
+            tensors: [ndarrayToNpy({ dtype: "float64", shape: [1], data: new Float64Array([9]) })],
+            tensorType: "numpy.ndarray",
+          },
+        }),
+      ],
     ])("counts one result with %s as that client's failure; the run goes on", async (_what, bad) => {
       const driver = new FakeDriver();
       threeNodes(driver, legacyNode({ fit: bad }));
       const { logger, lines } = memoryLogger();
-      const app = new ServerApp({ config: { numRounds: 2 }, strategy: new FedAvg({ fractionEvaluate: 0, initialParameters: vectorParameters([0]) }) });
+      const app = new ServerApp({
+        config: { numRounds: 2 },
+        strategy: new FedAvg({ fractionEvaluate: 0, initialParameters: vectorParameters([0]) }),
+      });
       await app.run(driver, context(), { logger });
       expect(messagesOf(lines).filter((m) => m === "aggregate_fit: received 2 results and 1 failures")).toHaveLength(2);
       const bads = lines.filter((l) => l["event"] === "serverapp.bad-result");
@@ -162,7 +206,10 @@ describe("legacy ServerApp loop", () => {
       const driver = new FakeDriver();
       threeNodes(driver, legacyNode({ fit: () => fitRes([100], 10, {}, 3) }));
       const { logger, lines } = memoryLogger();
-      const app = new ServerApp({ config: { numRounds: 1 }, strategy: new FedAvg({ fractionEvaluate: 0, initialParameters: vectorParameters([0]) }) });
+      const app = new ServerApp({
+        config: { numRounds: 1 },
+        strategy: new FedAvg({ fractionEvaluate: 0, initialParameters: vectorParameters([0]) }),
+      });
       await app.run(driver, context(), { logger });
       expect(messagesOf(lines)).toContain("aggregate_fit: received 2 results and 1 failures");
     });
@@ -188,7 +235,10 @@ describe("legacy ServerApp loop", () => {
         return "silent";
       });
       const { logger, lines } = memoryLogger();
-      const app = new ServerApp({ config: { numRounds: 1 }, strategy: new FedAvg({ fractionEvaluate: 0, initialParameters: vectorParameters([0]) }) });
+      const app = new ServerApp({
+        config: { numRounds: 1 },
+        strategy: new FedAvg({ fractionEvaluate: 0, initialParameters: vectorParameters([0]) }),
+      });
       await app.run(driver, context(), { logger });
       expect(messagesOf(lines)).toContain("aggregate_fit: received 2 results and 1 failures");
       expect(messagesOf(lines).some((m) => m.includes("Node Unavailable"))).toBe(true);
@@ -213,8 +263,14 @@ describe("legacy ServerApp loop", () => {
 
   it("gets initial parameters from one random client when the strategy has none", async () => {
     const driver = new FakeDriver();
-    driver.addNode(NODE_A, legacyNode({ getParameters: () => vectorParameters([5, 6]), fit: (ins) => fitRes(vectorOf(ins.parameters), 1) }));
-    const app = new ServerApp({ config: { numRounds: 1 }, strategy: new FedAvg({ fractionEvaluate: 0, minFitClients: 1, minAvailableClients: 1 }) });
+    driver.addNode(
+      NODE_A,
+      legacyNode({ getParameters: () => vectorParameters([5, 6]), fit: (ins) => fitRes(vectorOf(ins.parameters), 1) }),
+    );
+    const app = new ServerApp({
+      config: { numRounds: 1 },
+      strategy: new FedAvg({ fractionEvaluate: 0, minFitClients: 1, minAvailableClients: 1 }),
+    });
     await app.run(driver, context());
     const [train] = driver.sentOfType("train");
     expect(vectorOf(recordSetToFitIns(train!.content!).parameters)).toEqual([5, 6]);
@@ -223,14 +279,20 @@ describe("legacy ServerApp loop", () => {
   it("fails the run when the SuperLink connection fails", async () => {
     const driver = new FakeDriver();
     driver.failGetNodes = new ConnectionError("GetNodes to the SuperLink failed (UNAVAILABLE): gone");
-    const app = new ServerApp({ config: { numRounds: 1 }, strategy: new FedAvg({ initialParameters: vectorParameters([0]) }) });
+    const app = new ServerApp({
+      config: { numRounds: 1 },
+      strategy: new FedAvg({ initialParameters: vectorParameters([0]) }),
+    });
     await expect(app.run(driver, context())).rejects.toThrow("GetNodes to the SuperLink failed (UNAVAILABLE): gone");
   });
 
   it("stops waiting when aborted", async () => {
     const driver = new FakeDriver();
     const controller = new AbortController();
-    const app = new ServerApp({ config: { numRounds: 1 }, strategy: new FedAvg({ initialParameters: vectorParameters([0]) }) });
+    const app = new ServerApp({
+      config: { numRounds: 1 },
+      strategy: new FedAvg({ initialParameters: vectorParameters([0]) }),
+    });
     const running = app.run(driver, context(), { signal: controller.signal });
     setTimeout(() => controller.abort(new Error("stop now")), 100);
     await expect(running).rejects.toThrow("stop now");

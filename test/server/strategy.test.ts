@@ -16,13 +16,24 @@ function managerWith(n: number, opts: ConstructorParameters<typeof SimpleClientM
 }
 
 function fitResult(cid: string, weights: number[], n: number): FitResult {
-  const res: FitRes = { status: { code: 0, message: "" }, parameters: vectorParameters(weights), numExamples: n, metrics: {} };
+  const res: FitRes = {
+    status: { code: 0, message: "" },
+    parameters: vectorParameters(weights),
+    numExamples: n,
+    metrics: {},
+  };
   return [proxy(cid), res];
 }
 
 describe("FedAvg sampling", () => {
   it("samples max(int(available * fraction), min_clients) and waits for min_available_clients", () => {
-    const s = new FedAvg({ fractionFit: 0.5, minFitClients: 2, minAvailableClients: 3, fractionEvaluate: 0.1, minEvaluateClients: 1 });
+    const s = new FedAvg({
+      fractionFit: 0.5,
+      minFitClients: 2,
+      minAvailableClients: 3,
+      fractionEvaluate: 0.1,
+      minEvaluateClients: 1,
+    });
     expect(s.numFitClients(10)).toEqual([5, 3]);
     expect(s.numFitClients(3)).toEqual([2, 3]);
     expect(s.numFitClients(7)).toEqual([3, 3]); // int(3.5) = 3
@@ -32,7 +43,9 @@ describe("FedAvg sampling", () => {
 
   it("has Flower's defaults", () => {
     const s = new FedAvg();
-    expect([s.fractionFit, s.fractionEvaluate, s.minFitClients, s.minEvaluateClients, s.minAvailableClients]).toEqual([1, 1, 2, 2, 2]);
+    expect([s.fractionFit, s.fractionEvaluate, s.minFitClients, s.minEvaluateClients, s.minAvailableClients]).toEqual([
+      1, 1, 2, 2, 2,
+    ]);
     expect(s.acceptFailures).toBe(true);
     expect(String(s)).toBe("FedAvg(accept_failures=True)");
   });
@@ -101,7 +114,10 @@ describe("FedAvg aggregation rules", () => {
     s.aggregateFit(2, [fitResult("a", [1], 1)], []);
     expect(lines.filter((l) => l["msg"] === "No fit_metrics_aggregation_fn provided")).toHaveLength(1);
     const withFn = new FedAvg({ fitMetricsAggregationFn: (r) => ({ clients: BigInt(r.length), first: r[0]![0] }) });
-    expect(withFn.aggregateFit(1, [fitResult("a", [1], 4), fitResult("b", [1], 6)], [])[1]).toEqual({ clients: 2n, first: 4 });
+    expect(withFn.aggregateFit(1, [fitResult("a", [1], 4), fitResult("b", [1], 6)], [])[1]).toEqual({
+      clients: 2n,
+      first: 4,
+    });
   });
 });
 
@@ -113,7 +129,11 @@ describe("FedProx and FedMedian", () => {
   });
 
   it("FedMedian aggregates with the element-wise median, ignoring num_examples", () => {
-    const [params] = new FedMedian().aggregateFit(1, [fitResult("a", [1], 1000), fitResult("b", [5], 1), fitResult("c", [9], 1)], []);
+    const [params] = new FedMedian().aggregateFit(
+      1,
+      [fitResult("a", [1], 1000), fitResult("b", [5], 1), fitResult("c", [9], 1)],
+      [],
+    );
     expect(vectorOf(params!)).toEqual([5]);
     expect(String(new FedMedian())).toBe("FedMedian(accept_failures=True)");
   });

@@ -47,7 +47,8 @@ async function runCli(args: string[], signal?: AbortSignal): Promise<CliRun> {
   const logs: Array<Record<string, unknown>> = [];
   const logDestination = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString("utf8").split("\n")) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString("utf8").split("\n"))
+        if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
       cb();
     },
   });
@@ -113,13 +114,42 @@ describe("flower-server-app configuration errors (exit 2)", () => {
   });
 
   it("wants both --ssl-certfile and --ssl-keyfile, a key that belongs to the certificate, and TLS", async () => {
-    const certOnly = await runCli(["server_app:app", "--dir", dir, "--root-certificates", fx.caCert, "--ssl-certfile", fx.serverappCert]);
+    const certOnly = await runCli([
+      "server_app:app",
+      "--dir",
+      dir,
+      "--root-certificates",
+      fx.caCert,
+      "--ssl-certfile",
+      fx.serverappCert,
+    ]);
     expect(certOnly.code).toBe(2);
     expect(fatal(certOnly)).toMatch(/needs both --ssl-certfile .* and --ssl-keyfile .*only --ssl-certfile was given/);
-    const wrongKey = await runCli(["server_app:app", "--dir", dir, "--root-certificates", fx.caCert, "--ssl-certfile", fx.serverappCert, "--ssl-keyfile", fx.serverKey]);
+    const wrongKey = await runCli([
+      "server_app:app",
+      "--dir",
+      dir,
+      "--root-certificates",
+      fx.caCert,
+      "--ssl-certfile",
+      fx.serverappCert,
+      "--ssl-keyfile",
+      fx.serverKey,
+    ]);
     expect(wrongKey.code).toBe(2);
-    expect(fatal(wrongKey)).toMatch(/Client private key ".*server\.key" does not belong to certificate ".*serverapp\.pem"/);
-    const insecure = await runCli(["server_app:app", "--dir", dir, "--insecure", "--ssl-certfile", fx.serverappCert, "--ssl-keyfile", fx.serverappKey]);
+    expect(fatal(wrongKey)).toMatch(
+      /Client private key ".*server\.key" does not belong to certificate ".*serverapp\.pem"/,
+    );
+    const insecure = await runCli([
+      "server_app:app",
+      "--dir",
+      dir,
+      "--insecure",
+      "--ssl-certfile",
+      fx.serverappCert,
+      "--ssl-keyfile",
+      fx.serverappKey,
+    ]);
     expect(insecure.code).toBe(2);
     expect(fatal(insecure)).toContain("--insecure cannot be combined with --ssl-certfile/--ssl-keyfile");
   });
@@ -137,8 +167,17 @@ describe("flower-server-app runs", () => {
   it("runs the app against a SuperLink over TLS and prints the summary on stdout", async () => {
     const link = await startTestSuperLink(fx);
     const ca = fx.read(fx.caCert);
-    const fitRes: FitRes = { status: { code: 0, message: "" }, parameters: vectorParameters([1]), numExamples: 1, metrics: {} };
-    const node = await FakeSuperNode.start(link.fleetAddress, ca, legacyNode({ getParameters: () => vectorParameters([0]), fit: () => fitRes }));
+    const fitRes: FitRes = {
+      status: { code: 0, message: "" },
+      parameters: vectorParameters([1]),
+      numExamples: 1,
+      metrics: {},
+    };
+    const node = await FakeSuperNode.start(
+      link.fleetAddress,
+      ca,
+      legacyNode({ getParameters: () => vectorParameters([0]), fit: () => fitRes }),
+    );
     try {
       // --server is the deprecated alias; --superlink wins when both are given.
       const r = await runCli([
@@ -178,7 +217,10 @@ describe("flower-server-app runs", () => {
     const link = await startTestSuperLink(fx);
     try {
       const controller = new AbortController();
-      const running = runCli(["server_app:app", "--dir", dir, "--root-certificates", fx.caCert, "--superlink", link.driverAddress], controller.signal);
+      const running = runCli(
+        ["server_app:app", "--dir", dir, "--root-certificates", fx.caCert, "--superlink", link.driverAddress],
+        controller.signal,
+      );
       setTimeout(() => controller.abort(), 500);
       const r = await running;
       expect(r.code).toBe(130);

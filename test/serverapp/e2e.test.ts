@@ -94,19 +94,44 @@ test("runs a FedAvg app to completion: history on stdout, logs on stderr, exit 0
     numExamples: n,
     metrics: { acc },
   });
-  for (const [w, n, acc] of [[1, 1, 0.5], [3, 3, 0.25]] as const) {
-    const node = await FakeSuperNode.start(link.fleetAddress, ca, legacyNode({ getParameters: () => vectorParameters([0]), fit: () => fit(w, n, acc) }));
+  for (const [w, n, acc] of [
+    [1, 1, 0.5],
+    [3, 3, 0.25],
+  ] as const) {
+    const node = await FakeSuperNode.start(
+      link.fleetAddress,
+      ca,
+      legacyNode({ getParameters: () => vectorParameters([0]), fit: () => fit(w, n, acc) }),
+    );
     cleanups.push(() => node.die());
   }
   const historyJson = join(dir, "history.json");
-  const child = serverApp(["server:app", "--root-certificates", fx.caCert, "--superlink", link.driverAddress, "--history-json", historyJson]);
+  const child = serverApp([
+    "server:app",
+    "--root-certificates",
+    fx.caCert,
+    "--superlink",
+    link.driverAddress,
+    "--history-json",
+    historyJson,
+  ]);
   expect(await child.exited).toBe(0);
   expect(child.stdout[0]).toBe("[SUMMARY]");
   expect(child.stdout[1]).toMatch(/^Run finished 2 round\(s\) in \d+\.\d\ds$/);
-  expect(child.stdout.slice(2)).toEqual(["\tHistory (metrics, distributed, fit):", "\t{'acc': [(1, 0.3125), (2, 0.3125)]}"]);
+  expect(child.stdout.slice(2)).toEqual([
+    "\tHistory (metrics, distributed, fit):",
+    "\t{'acc': [(1, 0.3125), (2, 0.3125)]}",
+  ]);
   expect(child.logs.find((l) => l["event"] === "serverapp.run-created")?.["runId"]).toMatch(/^-?\d+$/);
   expect(child.logs.every((l) => l["component"] === "serverapp")).toBe(true);
-  expect((JSON.parse(readFileSync(historyJson, "utf8")) as { metricsDistributedFit: unknown }).metricsDistributedFit).toEqual({ acc: [[1, 0.3125], [2, 0.3125]] });
+  expect(
+    (JSON.parse(readFileSync(historyJson, "utf8")) as { metricsDistributedFit: unknown }).metricsDistributedFit,
+  ).toEqual({
+    acc: [
+      [1, 0.3125],
+      [2, 0.3125],
+    ],
+  });
 });
 
 test("refuses plaintext without --insecure: exit 2, nothing on stdout", async () => {
@@ -127,7 +152,15 @@ test("stops on SIGINT with exit 130", async () => {
 
 test("exits 1 with a clear message when the SuperLink goes away mid-run for longer than --retry-deadline", async () => {
   const link = await startTestSuperLink(fx);
-  const child = serverApp(["server:waiting", "--root-certificates", fx.caCert, "--superlink", link.driverAddress, "--retry-deadline", "1"]);
+  const child = serverApp([
+    "server:waiting",
+    "--root-certificates",
+    fx.caCert,
+    "--superlink",
+    link.driverAddress,
+    "--retry-deadline",
+    "1",
+  ]);
   await child.event("serverapp.waiting-for-clients");
   await link.close(0);
   expect(await child.exited).toBe(1);

@@ -41,13 +41,20 @@ async function superlink(longPollMs?: number): Promise<SuperLinkHandle> {
   return link;
 }
 
-async function connect(link: SuperLinkHandle, extra: Partial<Parameters<typeof GrpcDriver.connect>[0]> = {}): Promise<GrpcDriver> {
+async function connect(
+  link: SuperLinkHandle,
+  extra: Partial<Parameters<typeof GrpcDriver.connect>[0]> = {},
+): Promise<GrpcDriver> {
   const driver = await GrpcDriver.connect({ superlink: link.driverAddress, rootCertificates: ca, ...extra });
   cleanups.push(() => driver.close());
   return driver;
 }
 
-async function node(link: SuperLinkHandle, handler: Parameters<typeof FakeSuperNode.start>[2], pingInterval = 30): Promise<FakeSuperNode> {
+async function node(
+  link: SuperLinkHandle,
+  handler: Parameters<typeof FakeSuperNode.start>[2],
+  pingInterval = 30,
+): Promise<FakeSuperNode> {
   const n = await FakeSuperNode.start(link.fleetAddress, ca, handler, pingInterval);
   cleanups.push(() => n.die());
   return n;
@@ -75,7 +82,12 @@ describe("GrpcDriver.connect", () => {
     const driver = await connect(link, { fabId: "flwr/demo", fabVersion: "1.0.0" });
     expect(driver.runCreated).toBe(true);
     expect(typeof driver.runId).toBe("bigint");
-    expect(await driver.run()).toEqual({ runId: driver.runId, fabId: "flwr/demo", fabVersion: "1.0.0", overrideConfig: {} });
+    expect(await driver.run()).toEqual({
+      runId: driver.runId,
+      fabId: "flwr/demo",
+      fabVersion: "1.0.0",
+      overrideConfig: {},
+    });
   });
 
   it("attaches to an existing run, and refuses an unknown one", async () => {
@@ -113,16 +125,16 @@ describe("GrpcDriver.connect", () => {
 
   it("refuses a plaintext connection to a TLS SuperLink", async () => {
     const link = await superlink();
-    await expect(GrpcDriver.connect({ superlink: link.driverAddress, insecure: true, connectTimeoutMs: 300 })).rejects.toThrow(
-      ConnectionError,
-    );
+    await expect(
+      GrpcDriver.connect({ superlink: link.driverAddress, insecure: true, connectTimeoutMs: 300 }),
+    ).rejects.toThrow(ConnectionError);
   });
 
   it("refuses a malformed address or conflicting credentials", async () => {
     await expect(GrpcDriver.connect({ superlink: "nohostport", insecure: true })).rejects.toThrow(/Invalid address/);
-    await expect(GrpcDriver.connect({ superlink: "127.0.0.1:1", insecure: true, rootCertificates: ca })).rejects.toThrow(
-      /Conflicting options/,
-    );
+    await expect(
+      GrpcDriver.connect({ superlink: "127.0.0.1:1", insecure: true, rootCertificates: ca }),
+    ).rejects.toThrow(/Conflicting options/);
   });
 });
 
@@ -154,7 +166,9 @@ describe("GrpcDriver messaging", () => {
     const big = (i: number): RecordSet => {
       const data = new Uint8Array(Math.ceil(PUSH_BATCH_BYTES * 0.6)).fill(i);
       return new RecordSet({
-        parametersRecords: new Map([["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])]]),
+        parametersRecords: new Map([
+          ["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])],
+        ]),
       });
     };
     const msgs = [0, 1, 2].map((i) => driver.createMessage(big(i), "query", a.nodeId, String(i)));
@@ -170,7 +184,9 @@ describe("GrpcDriver messaging", () => {
     expect(a.received.map((m) => m.metadata.messageId)).toEqual([...bigIds, ...smallIds]);
     const tensor = a.received[1]!.content!.parametersRecords.get("p")!.get("w")!.data;
     expect(tensor.length).toBe(Math.ceil(PUSH_BATCH_BYTES * 0.6));
-    expect(Buffer.from(tensor.buffer, tensor.byteOffset, tensor.length).equals(Buffer.alloc(tensor.length, 1))).toBe(true);
+    expect(Buffer.from(tensor.buffer, tensor.byteOffset, tensor.length).equals(Buffer.alloc(tensor.length, 1))).toBe(
+      true,
+    );
   });
 
   it("stops a split push at the first refused request and reports it", async () => {
@@ -196,7 +212,9 @@ describe("GrpcDriver messaging", () => {
     cleanups.push(() => driver.close());
     const data = new Uint8Array(Math.ceil(PUSH_BATCH_BYTES * 0.6));
     const content = new RecordSet({
-      parametersRecords: new Map([["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])]]),
+      parametersRecords: new Map([
+        ["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])],
+      ]),
     });
     const msgs = [1, 2, 3].map((i) => driver.createMessage(content, "query", 42n, String(i)));
     await expect(driver.pushMessages(msgs)).rejects.toThrow(/disk full/);
@@ -234,7 +252,9 @@ describe("GrpcDriver messaging", () => {
     const link = await superlink(60_000);
     const driver = await connect(link);
     const a = await node(link, async () => "silent");
-    const replies = await driver.sendAndReceive([driver.createMessage(new RecordSet(), "query", a.nodeId, "")], { timeoutMs: 500 });
+    const replies = await driver.sendAndReceive([driver.createMessage(new RecordSet(), "query", a.nodeId, "")], {
+      timeoutMs: 500,
+    });
     expect(replies).toEqual([]);
   });
 
@@ -277,7 +297,11 @@ describe("GrpcDriver messaging", () => {
           ancestry: [m.metadata.messageId],
           taskType: m.metadata.messageType,
           // Two keys but one array: the SuperLink stores it, our serde refuses it.
-          recordset: { parameters: new Map([["p", { dataKeys: ["a", "b"], dataValues: [{ dtype: "", shape: [], stype: "", data: Buffer.alloc(0) }] }]]) },
+          recordset: {
+            parameters: new Map([
+              ["p", { dataKeys: ["a", "b"], dataValues: [{ dtype: "", shape: [], stype: "", data: Buffer.alloc(0) }] }],
+            ]),
+          },
         },
       }),
     }));
@@ -290,7 +314,9 @@ describe("GrpcDriver messaging", () => {
     const link = await superlink();
     const driver = await connect(link);
     const msg = driver.createMessage(new RecordSet(), "train", 5n, "");
-    await expect(driver.pushMessages([{ ...msg, metadata: { ...msg.metadata, srcNodeId: 3n } }])).rejects.toThrow(MalformedMessageError);
+    await expect(driver.pushMessages([{ ...msg, metadata: { ...msg.metadata, srcNodeId: 3n } }])).rejects.toThrow(
+      MalformedMessageError,
+    );
   });
 
   it("reports a lost SuperLink as a ConnectionError once the retry deadline has passed", async () => {
@@ -330,7 +356,10 @@ describe("GrpcDriver across a SuperLink restart", () => {
     let link = await start("127.0.0.1:0", "127.0.0.1:0");
     cleanups.push(() => link.close(0));
     const { logger, lines } = memoryLogger("info");
-    const driver = await GrpcDriver.connect({ superlink: link.driverAddress, rootCertificates: ca, retryDeadlineMs: 30_000 }, { logger });
+    const driver = await GrpcDriver.connect(
+      { superlink: link.driverAddress, rootCertificates: ca, retryDeadlineMs: 30_000 },
+      { logger },
+    );
     cleanups.push(() => driver.close());
     const silent = await node(link, async () => "silent");
     const [taskId] = await driver.pushMessages([driver.createMessage(new RecordSet(), "query", silent.nodeId, "1")]);

@@ -49,13 +49,21 @@ export class FakeSuperNode {
   ) {}
 
   /** Creates the node (with `pingInterval` seconds), starts pinging and serving messages. */
-  static async start(fleetAddress: string, ca: Buffer, handler: FleetNodeHandler, pingInterval = 30): Promise<FakeSuperNode> {
+  static async start(
+    fleetAddress: string,
+    ca: Buffer,
+    handler: FleetNodeHandler,
+    pingInterval = 30,
+  ): Promise<FakeSuperNode> {
     const client = createClient(FleetClient, fleetAddress, channelCredentials({ rootCertificates: ca }));
     const { response } = await unaryCall(client.createNode.bind(client), { pingInterval });
     const node = new FakeSuperNode(client, response.node!.nodeId, handler);
-    node.pinger = setInterval(() => {
-      client.ping({ node: { nodeId: node.nodeId, anonymous: false }, pingInterval }, () => undefined);
-    }, (pingInterval * 1000) / 3);
+    node.pinger = setInterval(
+      () => {
+        client.ping({ node: { nodeId: node.nodeId, anonymous: false }, pingInterval }, () => undefined);
+      },
+      (pingInterval * 1000) / 3,
+    );
     node.loopDone = node.serve();
     return node;
   }

@@ -40,7 +40,11 @@ async function superlink(): Promise<SuperLinkHandle> {
   return link;
 }
 
-async function node(link: SuperLinkHandle, handler: Parameters<typeof FakeSuperNode.start>[2], pingInterval = 30): Promise<FakeSuperNode> {
+async function node(
+  link: SuperLinkHandle,
+  handler: Parameters<typeof FakeSuperNode.start>[2],
+  pingInterval = 30,
+): Promise<FakeSuperNode> {
   const n = await FakeSuperNode.start(link.fleetAddress, ca, handler, pingInterval);
   cleanups.push(() => n.die());
   return n;
@@ -67,8 +71,14 @@ function strategy(extra: ConstructorParameters<typeof FedAvg>[0] = {}): FedAvg {
 
 test("runs a 2-round FedAvg over TLS, prints the summary and writes the history JSON", async () => {
   const link = await superlink();
-  const a = await node(link, legacyNode({ getParameters: () => vectorParameters([0, 0]), fit: () => fitRes([1, 2], 10, 0.5) }));
-  const b = await node(link, legacyNode({ getParameters: () => vectorParameters([0, 0]), fit: () => fitRes([3, 4], 30, 0.25) }));
+  const a = await node(
+    link,
+    legacyNode({ getParameters: () => vectorParameters([0, 0]), fit: () => fitRes([1, 2], 10, 0.5) }),
+  );
+  const b = await node(
+    link,
+    legacyNode({ getParameters: () => vectorParameters([0, 0]), fit: () => fitRes([3, 4], 30, 0.25) }),
+  );
   const out: string[] = [];
   const { logger, lines } = memoryLogger("info");
   const historyJsonPath = join(tmp, "history.json");
@@ -97,7 +107,12 @@ test("runs a 2-round FedAvg over TLS, prints the summary and writes the history 
   expect(JSON.parse(readFileSync(historyJsonPath, "utf8"))).toEqual({
     lossesDistributed: [],
     lossesCentralized: [],
-    metricsDistributedFit: { acc: [[1, 0.3125], [2, 0.3125]] },
+    metricsDistributedFit: {
+      acc: [
+        [1, 0.3125],
+        [2, 0.3125],
+      ],
+    },
     metricsDistributed: {},
     metricsCentralized: {},
   });
@@ -117,7 +132,10 @@ test("a SuperNode that dies mid-round fails only its own task; the round complet
   const { logger, lines } = memoryLogger("info");
   const history = await runServerApp(
     {
-      app: new ServerApp({ config: { numRounds: 1 }, strategy: strategy({ initialParameters: vectorParameters([0]) }) }),
+      app: new ServerApp({
+        config: { numRounds: 1 },
+        strategy: strategy({ initialParameters: vectorParameters([0]) }),
+      }),
       superlink: link.driverAddress,
       rootCertificates: ca,
     },
@@ -135,7 +153,10 @@ test("fails with a ConnectionError when the SuperLink goes away during the run (
   const { logger } = memoryLogger("info");
   const running = runServerApp(
     {
-      app: new ServerApp({ config: { numRounds: 1 }, strategy: strategy({ initialParameters: vectorParameters([0]) }) }),
+      app: new ServerApp({
+        config: { numRounds: 1 },
+        strategy: strategy({ initialParameters: vectorParameters([0]) }),
+      }),
       superlink: link.driverAddress,
       rootCertificates: ca,
       driver: { retryDeadlineMs: 1_000 },
@@ -149,12 +170,17 @@ test("fails with a ConnectionError when the SuperLink goes away during the run (
 
 test("refuses an object that is not a ServerApp, and a history path in a missing directory", async () => {
   const { logger } = memoryLogger("info");
-  await expect(runServerApp({ app: { run: () => undefined }, superlink: "127.0.0.1:1", insecure: true }, { logger })).rejects.toThrow(
-    AppLoadError,
-  );
+  await expect(
+    runServerApp({ app: { run: () => undefined }, superlink: "127.0.0.1:1", insecure: true }, { logger }),
+  ).rejects.toThrow(AppLoadError);
   await expect(
     runServerApp(
-      { app: new ServerApp(), superlink: "127.0.0.1:1", insecure: true, historyJsonPath: join(tmp, "missing", "h.json") },
+      {
+        app: new ServerApp(),
+        superlink: "127.0.0.1:1",
+        insecure: true,
+        historyJsonPath: join(tmp, "missing", "h.json"),
+      },
       { logger },
     ),
   ).rejects.toThrow(InvalidConfigError);

@@ -6,7 +6,14 @@ import { join } from "node:path";
 import { ErrorCode } from "../../src/core/constants";
 import { StateCorruptError, StateError, StateLockedError } from "../../src/core/errors";
 import { SQLITE_APPLICATION_ID, SQLITE_SCHEMA_VERSION, SqliteState } from "../../src/state/sqlite-state";
-import { TestClock, describeStateConformance, describeStateLimits, makeTaskIns, makeTaskRes, sampleRecordSet } from "./state.conformance";
+import {
+  TestClock,
+  describeStateConformance,
+  describeStateLimits,
+  makeTaskIns,
+  makeTaskRes,
+  sampleRecordSet,
+} from "./state.conformance";
 import { promisedState } from "../../src/state/sync-state";
 
 /**
@@ -51,9 +58,15 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describeStateConformance("SqliteState(:memory:)", (clock) => promisedState(new SqliteState(":memory:", { now: clock.now })));
-describeStateConformance("SqliteState(file)", (clock) => promisedState(new SqliteState(freshPath(), { now: clock.now })));
-describeStateLimits("SqliteState(file)", (clock, limits) => promisedState(new SqliteState(freshPath(), { now: clock.now, limits })));
+describeStateConformance("SqliteState(:memory:)", (clock) =>
+  promisedState(new SqliteState(":memory:", { now: clock.now })),
+);
+describeStateConformance("SqliteState(file)", (clock) =>
+  promisedState(new SqliteState(freshPath(), { now: clock.now })),
+);
+describeStateLimits("SqliteState(file)", (clock, limits) =>
+  promisedState(new SqliteState(freshPath(), { now: clock.now, limits })),
+);
 
 describe("SqliteState on a file", () => {
   test("runs, nodes, key mappings and undelivered tasks (errors included) survive reopening", () => {
@@ -63,7 +76,10 @@ describe("SqliteState on a file", () => {
     const error = { code: BigInt(ErrorCode.CLIENT_APP_RAISED_EXCEPTION), reason: "ZeroDivisionError" };
 
     const first = new SqliteState(path, { now: clock.now });
-    const config = new Map([["rounds", { sint64: 3n }], ["lr", { double: 0.01 }]]);
+    const config = new Map([
+      ["rounds", { sint64: 3n }],
+      ["lr", { double: 0.01 }],
+    ]);
     const runId = first.createRun("flwr/demo", "1.0", config);
     const nodeId = first.createNode(30, key);
     const otherNode = first.createNode(30);
@@ -178,7 +194,9 @@ describe("SqliteState on a file", () => {
     const insId = first.storeTaskIns(makeTaskIns(clock, runId, { nodeId: 7n, anonymous: false }))!;
     first.close();
     const raw = new Database(path);
-    raw.exec("ALTER TABLE task_ins DROP COLUMN size_bytes; ALTER TABLE task_res DROP COLUMN size_bytes; ALTER TABLE run DROP COLUMN last_activity;");
+    raw.exec(
+      "ALTER TABLE task_ins DROP COLUMN size_bytes; ALTER TABLE task_res DROP COLUMN size_bytes; ALTER TABLE run DROP COLUMN last_activity;",
+    );
     raw.pragma("user_version = 1");
     raw.close();
     const migrated = new SqliteState(path, { now: clock.now });
@@ -235,7 +253,10 @@ describe("SqliteState on a file", () => {
     const state = new SqliteState(path);
     const runId = state.createRun("f", "v", new Map());
     const nodeId = state.createNode(30);
-    for (let i = 0; i < 200; i++) state.storeTaskIns(makeTaskIns(new TestClock(), runId, { nodeId, anonymous: false }, { recordset: sampleRecordSet() }));
+    for (let i = 0; i < 200; i++)
+      state.storeTaskIns(
+        makeTaskIns(new TestClock(), runId, { nodeId, anonymous: false }, { recordset: sampleRecordSet() }),
+      );
     state.close();
     // Scribble over a page in the middle of the file (not the header, so it still opens).
     const bytes = readFileSync(path);
@@ -264,7 +285,11 @@ describe("SqliteState on a file", () => {
     const reopened = new SqliteState(path, { now: clock.now });
     try {
       // The SuperLink purges at start and then every --purge-interval.
-      expect(reopened.purge({ expiredGraceSeconds: 0, runIdleSeconds: 86_400 })).toEqual({ taskIns: 1, taskRes: 1, runs: 0 });
+      expect(reopened.purge({ expiredGraceSeconds: 0, runIdleSeconds: 86_400 })).toEqual({
+        taskIns: 1,
+        taskRes: 1,
+        runs: 0,
+      });
       expect([reopened.numTaskIns(), reopened.numTaskRes()]).toEqual([1, 0]);
       expect(reopened.getRun(runId)?.runId).toBe(runId);
     } finally {

@@ -215,7 +215,12 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
       if (id === undefined) throw new Error("test setup: TaskIns was not stored");
       return id;
     };
-    const storeRes = async (runId: bigint, producerId: bigint, taskInsId: string, task: Partial<Task> = {}): Promise<string> => {
+    const storeRes = async (
+      runId: bigint,
+      producerId: bigint,
+      taskInsId: string,
+      task: Partial<Task> = {},
+    ): Promise<string> => {
       const id = await state.storeTaskRes(makeTaskRes(clock, runId, producerId, taskInsId, task));
       if (id === undefined) throw new Error("test setup: TaskRes was not stored");
       return id;
@@ -290,7 +295,7 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
       test("getNodes is not filtered by run", async () => {
         const a = await state.createNode(30);
         const b = await state.createNode(30);
-        expect(await state.getNodes((await newRun()))).toEqual(new Set([a, b]));
+        expect(await state.getNodes(await newRun())).toEqual(new Set([a, b]));
       });
 
       test("a node goes offline when its ping interval passes and comes back on ping", async () => {
@@ -324,7 +329,7 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
         await expect(state.createNode(NaN)).rejects.toThrow(MalformedMessageError);
         const nodeId = await state.createNode(30);
         await expect(state.acknowledgePing(nodeId, NaN)).rejects.toThrow(MalformedMessageError);
-        expect(await state.getNodes((await newRun()))).toEqual(new Set([nodeId]));
+        expect(await state.getNodes(await newRun())).toEqual(new Set([nodeId]));
       });
 
       test("deleteNode removes the node; an unknown node throws NotFoundError", async () => {
@@ -348,8 +353,10 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
     });
 
     describe("public keys", () => {
-      const keyA = (): Uint8Array => new TextEncoder().encode("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
-      const keyB = (): Uint8Array => new TextEncoder().encode("-----BEGIN PUBLIC KEY-----\nBBBB\n-----END PUBLIC KEY-----\n");
+      const keyA = (): Uint8Array =>
+        new TextEncoder().encode("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+      const keyB = (): Uint8Array =>
+        new TextEncoder().encode("-----BEGIN PUBLIC KEY-----\nBBBB\n-----END PUBLIC KEY-----\n");
 
       test("a node created with a key is found by the key's bytes", async () => {
         const nodeId = await state.createNode(30, keyA());
@@ -836,7 +843,6 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
       });
     });
 
-
     // flwr-ts security rules (not in Flower 1.10): one result per task, TTLs, storage limits.
     describe("one result per task", () => {
       test("a second reply stores nothing and returns the first reply's id", async () => {
@@ -859,10 +865,12 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
         const insId = await storeIns(runId, named(nodeId));
         const first = await storeRes(runId, nodeId, insId);
         expect(await state.getTaskRes(new Set([insId]))).toHaveLength(1);
-        for (let i = 0; i < 5; i++) expect(await state.storeTaskRes(makeTaskRes(clock, runId, nodeId, insId))).toBe(first);
+        for (let i = 0; i < 5; i++)
+          expect(await state.storeTaskRes(makeTaskRes(clock, runId, nodeId, insId))).toBe(first);
         expect(await state.getTaskRes(new Set([insId]))).toEqual([]);
         await state.deleteTasks(new Set([insId]));
-        for (let i = 0; i < 5; i++) expect(await state.storeTaskRes(makeTaskRes(clock, runId, nodeId, insId))).toBeUndefined();
+        for (let i = 0; i < 5; i++)
+          expect(await state.storeTaskRes(makeTaskRes(clock, runId, nodeId, insId))).toBeUndefined();
         expect([await state.numTaskIns(), await state.numTaskRes(), await state.storedBytes()]).toEqual([0, 0, 0]);
       });
 
@@ -878,7 +886,9 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
 
       test("a reply naming no stored TaskIns is refused", async () => {
         const runId = await newRun();
-        expect(await state.storeTaskRes(makeTaskRes(clock, runId, 7n, "00000000-0000-4000-8000-000000000000"))).toBeUndefined();
+        expect(
+          await state.storeTaskRes(makeTaskRes(clock, runId, 7n, "00000000-0000-4000-8000-000000000000")),
+        ).toBeUndefined();
         expect(await state.numTaskRes()).toBe(0);
       });
 
@@ -988,7 +998,15 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
 
     describe("storage limits", () => {
       const payload = (size: number): RecordSet => ({
-        parameters: new Map([["w", { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [size], stype: "raw", data: Buffer.alloc(size, 1) }] }]]),
+        parameters: new Map([
+          [
+            "w",
+            {
+              dataKeys: ["a"],
+              dataValues: [{ dtype: "u8", shape: [size], stype: "raw", data: Buffer.alloc(size, 1) }],
+            },
+          ],
+        ]),
         metrics: new Map(),
         configs: new Map(),
       });
@@ -1098,7 +1116,12 @@ export function describeStateLimits(
       for (const s of states.splice(0)) await s.close();
     });
     const payload = (size: number): RecordSet => ({
-      parameters: new Map([["w", { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [size], stype: "raw", data: Buffer.alloc(size, 1) }] }]]),
+      parameters: new Map([
+        [
+          "w",
+          { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [size], stype: "raw", data: Buffer.alloc(size, 1) }] },
+        ],
+      ]),
       metrics: new Map(),
       configs: new Map(),
     });
@@ -1107,13 +1130,21 @@ export function describeStateLimits(
       const state = await open({ maxRunBytes: 25_000 });
       const runA = await state.createRun("f", "v", new Map());
       const runB = await state.createRun("f", "v", new Map());
-      expect(await state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) }))).toMatch(UUID4);
-      expect(await state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) }))).toMatch(UUID4);
+      expect(await state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) }))).toMatch(
+        UUID4,
+      );
+      expect(await state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) }))).toMatch(
+        UUID4,
+      );
       const before = await state.storedBytes(runA);
-      await expect(state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) }))).rejects.toThrow(ResourceExhaustedError);
+      await expect(
+        state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) })),
+      ).rejects.toThrow(ResourceExhaustedError);
       expect([await state.numTaskIns(), await state.storedBytes(runA)]).toEqual([2, before]);
       // Another run has its own budget.
-      expect(await state.storeTaskIns(makeTaskIns(clock, runB, named(7n), { recordset: payload(10_000) }))).toMatch(UUID4);
+      expect(await state.storeTaskIns(makeTaskIns(clock, runB, named(7n), { recordset: payload(10_000) }))).toMatch(
+        UUID4,
+      );
     });
 
     test("the total byte limit spans runs, results count too, and pulling frees space", async () => {
@@ -1122,7 +1153,9 @@ export function describeStateLimits(
       const runB = await state.createRun("f", "v", new Map());
       const insA = (await state.storeTaskIns(makeTaskIns(clock, runA, named(7n), { recordset: payload(10_000) })))!;
       await state.storeTaskIns(makeTaskIns(clock, runB, named(7n), { recordset: payload(10_000) }));
-      await expect(state.storeTaskRes(makeTaskRes(clock, runA, 7n, insA, { recordset: payload(10_000) }))).rejects.toThrow(ResourceExhaustedError);
+      await expect(
+        state.storeTaskRes(makeTaskRes(clock, runA, 7n, insA, { recordset: payload(10_000) })),
+      ).rejects.toThrow(ResourceExhaustedError);
       expect(await state.numTaskRes()).toBe(0);
       await expect(state.checkStorage(new Map([[runB, 10_000]]))).rejects.toThrow(ResourceExhaustedError);
       expect(await state.storeTaskRes(makeTaskRes(clock, runA, 7n, insA))).toMatch(UUID4);

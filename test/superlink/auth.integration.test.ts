@@ -56,7 +56,11 @@ afterEach(async () => {
 async function connect(fleet: FleetClient, index: number): Promise<{ auth: SuperNodeAuth; nodeId: bigint }> {
   const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[index]!, fx.clientPublicKeys[index]!);
   const request = { pingInterval: 30 };
-  const { response, headers } = await unaryCall(fleet.createNode.bind(fleet), request, auth.metadataFor("CreateNodeRequest", request));
+  const { response, headers } = await unaryCall(
+    fleet.createNode.bind(fleet),
+    request,
+    auth.metadataFor("CreateNodeRequest", request),
+  );
   auth.acceptCreateNodeMetadata(headers);
   const nodeId = response.node!.nodeId;
   // As a SuperNode does: CreateNode alone leaves a new node offline until its first Ping.
@@ -75,11 +79,14 @@ test("removing a key revokes its node at once and its work answers NODE_UNAVAILA
   });
   const n1 = await connect(fleet, 0);
   const n2 = await connect(fleet, 1);
-  const runId = (await unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() })).response
-    .runId;
+  const runId = (
+    await unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() })
+  ).response.runId;
 
   const pull = { node: { nodeId: n1.nodeId, anonymous: false }, taskIds: [] };
-  const waiting = statusOf(unaryCall(fleet.pullTaskIns.bind(fleet), pull, longPollOptIn(n1.auth.metadataFor("PullTaskInsRequest", pull))));
+  const waiting = statusOf(
+    unaryCall(fleet.pullTaskIns.bind(fleet), pull, longPollOptIn(n1.auth.metadataFor("PullTaskInsRequest", pull))),
+  );
   await until(() => link.waitingPulls === 1, "node 1's pull to wait");
 
   writeFileSync(csv, `${keys[1]}\n`);
@@ -89,7 +96,9 @@ test("removing a key revokes its node at once and its work answers NODE_UNAVAILA
   expect(await waiting).toEqual({ code: grpc.status.UNAUTHENTICATED, details: "Access denied" });
   expect(link.waitingPulls).toBe(0);
 
-  expect((await unaryCall(driver.getNodes.bind(driver), { runId })).response.nodes).toEqual([{ nodeId: n2.nodeId, anonymous: false }]);
+  expect((await unaryCall(driver.getNodes.bind(driver), { runId })).response.nodes).toEqual([
+    { nodeId: n2.nodeId, anonymous: false },
+  ]);
   const ping = { node: { nodeId: n1.nodeId, anonymous: false }, pingInterval: 30 };
   expect(await statusOf(unaryCall(fleet.ping.bind(fleet), ping, n1.auth.metadataFor("PingRequest", ping)))).toEqual({
     code: grpc.status.UNAUTHENTICATED,
@@ -97,14 +106,17 @@ test("removing a key revokes its node at once and its work answers NODE_UNAVAILA
   });
 
   // Work for the revoked node comes back to the ServerApp as a NODE_UNAVAILABLE error.
-  const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, n1.nodeId)] })).response
-    .taskIds;
+  const [taskInsId] = (
+    await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, n1.nodeId)] })
+  ).response.taskIds;
   const { response } = await unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] });
   expect(response.taskResList.map((t) => t.task!.error?.code)).toEqual([BigInt(ErrorCode.NODE_UNAVAILABLE)]);
 
   // The remaining node is unaffected.
   const ping2 = { node: { nodeId: n2.nodeId, anonymous: false }, pingInterval: 30 };
-  expect((await unaryCall(fleet.ping.bind(fleet), ping2, n2.auth.metadataFor("PingRequest", ping2))).response.success).toBe(true);
+  expect(
+    (await unaryCall(fleet.ping.bind(fleet), ping2, n2.auth.metadataFor("PingRequest", ping2))).response.success,
+  ).toBe(true);
   expect(link.metrics.rpcCount("Fleet", "PullTaskIns", "UNAUTHENTICATED")).toBe(1);
 });
 

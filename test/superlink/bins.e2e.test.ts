@@ -17,7 +17,10 @@ interface Run {
 }
 
 function runBin(bin: string, args: string[]): Promise<Run> {
-  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], {
+    cwd: REPO_ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stdout = "";
   let stderr = "";
   proc.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -41,17 +44,21 @@ const fatal = (r: Run): string =>
   );
 
 beforeAll(() => {
-  if (!existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js"))) throw new Error("dist/ is missing: run `npm run build` first");
+  if (!existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js")))
+    throw new Error("dist/ is missing: run `npm run build` first");
 });
 
 describe("--version", () => {
   const version = (JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { version: string }).version;
-  it.each(["flower-superlink", "flower-client-app", "flower-server-app"])("%s --version prints the package version and exits 0", async (bin) => {
-    const r = await runBin(bin, ["--version"]);
-    expect(r.code).toBe(0);
-    expect(r.stdout).toBe(`${version}\n`);
-    expect(r.stderr).toBe("");
-  });
+  it.each(["flower-superlink", "flower-client-app", "flower-server-app"])(
+    "%s --version prints the package version and exits 0",
+    async (bin) => {
+      const r = await runBin(bin, ["--version"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toBe(`${version}\n`);
+      expect(r.stderr).toBe("");
+    },
+  );
 });
 
 describe("a listen address already in use", () => {

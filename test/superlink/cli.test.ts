@@ -28,15 +28,19 @@ async function runCli(args: string[]): Promise<Outcome> {
   let err = "";
   const logDestination = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString("utf8").split("\n")) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString("utf8").split("\n"))
+        if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
       cb();
     },
   });
-  const code = await main(["node", "flower-superlink", "--driver-api-address", "127.0.0.1:0", "--fleet-api-address", "127.0.0.1:0", ...args], {
-    writeOut: (s) => (out += s),
-    writeErr: (s) => (err += s),
-    logDestination,
-  });
+  const code = await main(
+    ["node", "flower-superlink", "--driver-api-address", "127.0.0.1:0", "--fleet-api-address", "127.0.0.1:0", ...args],
+    {
+      writeOut: (s) => (out += s),
+      writeErr: (s) => (err += s),
+      logDestination,
+    },
+  );
   return { code, logs, out, err };
 }
 
@@ -48,7 +52,14 @@ function fatal(o: Outcome): string {
   return String(line!["msg"]);
 }
 
-const tlsArgs = (): string[] => ["--ssl-ca-certfile", fx.caCert, "--ssl-certfile", fx.serverCert, "--ssl-keyfile", fx.serverKey];
+const tlsArgs = (): string[] => [
+  "--ssl-ca-certfile",
+  fx.caCert,
+  "--ssl-certfile",
+  fx.serverCert,
+  "--ssl-keyfile",
+  fx.serverKey,
+];
 const authArgs = (): string[] => [
   "--auth-list-public-keys",
   fx.allowlistCsv,
@@ -170,7 +181,18 @@ test("Fleet API byte budgets must be positive sizes (bytes, or KiB/MiB/GiB): oth
 test("--help prints the flags and exits 0", async () => {
   const o = await runCli(["--help"]);
   expect(o.code).toBe(0);
-  for (const flag of ["--driver-api-address", "--fleet-api-address", "--database", "--insecure", "--ssl-ca-certfile", "--auth-list-public-keys", "--long-poll-ms", "--metrics-address", "--fleet-unauthenticated-bytes-per-connection", "--fleet-unauthenticated-bytes-total"]) {
+  for (const flag of [
+    "--driver-api-address",
+    "--fleet-api-address",
+    "--database",
+    "--insecure",
+    "--ssl-ca-certfile",
+    "--auth-list-public-keys",
+    "--long-poll-ms",
+    "--metrics-address",
+    "--fleet-unauthenticated-bytes-per-connection",
+    "--fleet-unauthenticated-bytes-total",
+  ]) {
     expect(o.out).toContain(flag);
   }
 });
@@ -202,17 +224,29 @@ describe("--driver-api-client-ca (mutual TLS on the Driver API)", () => {
 
 describe("which Driver API addresses count as loopback (no open-Driver-API warning)", () => {
   // The warning itself is checked with real processes in driver-mtls.e2e.test.ts.
-  test.each(["0.0.0.0", "::", "10.1.2.3", "superlink.example.org", "::ffff:10.0.0.1", "128.0.0.1"])("%s: reachable from outside", (host) => {
-    expect(isLoopbackHost(host)).toBe(false);
-  });
-  test.each(["127.0.0.1", "127.8.9.10", "::1", "localhost", "LOCALHOST", "::ffff:127.0.0.1"])("%s: loopback", (host) => {
-    expect(isLoopbackHost(host)).toBe(true);
-  });
+  test.each(["0.0.0.0", "::", "10.1.2.3", "superlink.example.org", "::ffff:10.0.0.1", "128.0.0.1"])(
+    "%s: reachable from outside",
+    (host) => {
+      expect(isLoopbackHost(host)).toBe(false);
+    },
+  );
+  test.each(["127.0.0.1", "127.8.9.10", "::1", "localhost", "LOCALHOST", "::ffff:127.0.0.1"])(
+    "%s: loopback",
+    (host) => {
+      expect(isLoopbackHost(host)).toBe(true);
+    },
+  );
 });
 
 test("connection-limit flags: documented in --help, bounded, and reach the config", async () => {
   const help = await runCli(["--help"]);
-  for (const flag of ["--max-connection-idle-ms", "--max-connection-age-ms", "--max-connection-age-grace-ms", "--request-receive-timeout-ms", "--min-request-receive-rate"]) {
+  for (const flag of [
+    "--max-connection-idle-ms",
+    "--max-connection-age-ms",
+    "--max-connection-age-grace-ms",
+    "--request-receive-timeout-ms",
+    "--min-request-receive-rate",
+  ]) {
     expect(help.out).toContain(flag);
   }
   // Above 2^31-1 ms, Node timers fire at once: refused rather than silently closing everything.

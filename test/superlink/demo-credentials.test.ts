@@ -18,7 +18,8 @@ let root: string;
 const children: ChildProcess[] = [];
 
 beforeAll(() => {
-  if (!existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js"))) throw new Error("dist/ is missing: run `npm run build` first");
+  if (!existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js")))
+    throw new Error("dist/ is missing: run `npm run build` first");
   root = mkdtempSync(join(tmpdir(), "flwr-ts-demo-"));
 });
 afterAll(() => {
@@ -26,13 +27,24 @@ afterAll(() => {
   rmSync(root, { recursive: true, force: true });
 });
 
-const hashes = (): string[] => credentialFiles().map((f) => createHash("sha256").update(readFileSync(join(root, f))).digest("hex"));
+const hashes = (): string[] =>
+  credentialFiles().map((f) =>
+    createHash("sha256")
+      .update(readFileSync(join(root, f)))
+      .digest("hex"),
+  );
 
 describe("ensureCredentials", () => {
   it("generates every file the demo needs on a fresh clone", () => {
     ensureCredentials(root);
     for (const f of credentialFiles()) expect(existsSync(join(root, f))).toBe(true);
-    expect(credentialFiles()).toEqual(expect.arrayContaining(["certificates/serverapp-ca.crt", "certificates/serverapp.pem", "certificates/serverapp.key"]));
+    expect(credentialFiles()).toEqual(
+      expect.arrayContaining([
+        "certificates/serverapp-ca.crt",
+        "certificates/serverapp.pem",
+        "certificates/serverapp.key",
+      ]),
+    );
   }, 60_000);
 
   it("changes nothing on a second run", () => {
@@ -43,7 +55,8 @@ describe("ensureCredentials", () => {
 
   it("on an older checkout without the ServerApp certificate, adds it and keeps the existing keys", () => {
     const before = hashes();
-    for (const f of ["serverapp-ca.key", "serverapp-ca.crt", "serverapp.key", "serverapp.pem"]) unlinkSync(join(root, "certificates", f));
+    for (const f of ["serverapp-ca.key", "serverapp-ca.crt", "serverapp.key", "serverapp.pem"])
+      unlinkSync(join(root, "certificates", f));
     ensureCredentials(root);
     const after = hashes();
     credentialFiles().forEach((f, i) => {
@@ -72,7 +85,10 @@ describe("the demo's flags", () => {
       `const { ServerApp } = require(${serverModule});\n` +
         `exports.app = new ServerApp({ main: async (driver) => { console.log("nodes seen: " + (await driver.getNodeIds()).length); } });\n`,
     );
-    const link = spawn(process.execPath, [join(REPO_ROOT, "bin", "flower-superlink"), ...DEMO_SUPERLINK_ARGS], { cwd: root, stdio: ["ignore", "ignore", "pipe"] });
+    const link = spawn(process.execPath, [join(REPO_ROOT, "bin", "flower-superlink"), ...DEMO_SUPERLINK_ARGS], {
+      cwd: root,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     children.push(link);
     const exited = new Promise<void>((resolve) => link.on("exit", () => resolve()));
     try {
@@ -88,7 +104,11 @@ describe("the demo's flags", () => {
       const admitted = await runServerApp(args);
       expect(admitted.code).toBe(0);
       expect(admitted.stdout).toContain("nodes seen: 0");
-      const withoutCert = args.filter((a, i) => !["--ssl-certfile", "--ssl-keyfile"].includes(a) && !["--ssl-certfile", "--ssl-keyfile"].includes(args[i - 1]!));
+      const withoutCert = args.filter(
+        (a, i) =>
+          !["--ssl-certfile", "--ssl-keyfile"].includes(a) &&
+          !["--ssl-certfile", "--ssl-keyfile"].includes(args[i - 1]!),
+      );
       const refused = await runServerApp(withoutCert);
       expect(refused.code).toBe(2);
       expect(refused.stderr).toContain("requires a client certificate");
@@ -100,7 +120,10 @@ describe("the demo's flags", () => {
 });
 
 function runServerApp(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", "flower-server-app"), ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", "flower-server-app"), ...args], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   children.push(proc);
   let stdout = "";
   let stderr = "";

@@ -42,12 +42,17 @@ describe("driver handler (over InMemoryState)", () => {
     const { runId } = await driver.createRun({ fabId: "f", fabVersion: "v", overrideConfig: new Map() }, state);
     const nodeId = await state.createNode(30);
     const res = await driver.pushTaskIns(
-      { taskInsList: [validTaskIns(runId, nodeId, { taskType: "train" }), validTaskIns(runId, nodeId, { taskType: "evaluate" })] },
+      {
+        taskInsList: [
+          validTaskIns(runId, nodeId, { taskType: "train" }),
+          validTaskIns(runId, nodeId, { taskType: "evaluate" }),
+        ],
+      },
       state,
       { now: () => clock },
     );
     expect(res.taskIds).toHaveLength(2);
-    const pulled = [...await state.getTaskIns(nodeId, 5)];
+    const pulled = [...(await state.getTaskIns(nodeId, 5))];
     expect(pulled.map((t) => t.taskId)).toEqual(res.taskIds);
     expect(pulled.map((t) => t.task!.taskType)).toEqual(["train", "evaluate"]);
     expect(pulled[0]!.task!.pushedAt).toBe(clock);
@@ -79,13 +84,17 @@ describe("driver handler (over InMemoryState)", () => {
     expect(await state.numTaskIns()).toBe(0);
   });
 
-  test("a TaskIns for an unknown run gets \"\" (as Flower) and a warning", async () => {
+  test('a TaskIns for an unknown run gets "" (as Flower) and a warning', async () => {
     const { logger, lines } = memoryLogger();
     const { runId } = await driver.createRun({ fabId: "f", fabVersion: "v", overrideConfig: new Map() }, state);
     const nodeId = await state.createNode(30);
-    const res = await driver.pushTaskIns({ taskInsList: [validTaskIns(runId, nodeId), validTaskIns(runId + 1n, nodeId)] }, state, {
-      logger,
-    });
+    const res = await driver.pushTaskIns(
+      { taskInsList: [validTaskIns(runId, nodeId), validTaskIns(runId + 1n, nodeId)] },
+      state,
+      {
+        logger,
+      },
+    );
     expect(res.taskIds[0]).not.toBe("");
     expect(res.taskIds[1]).toBe("");
     expect(lines.some((l) => l["event"] === "driver.push-task-ins.not-stored")).toBe(true);
@@ -131,7 +140,12 @@ describe("driver handler (over InMemoryState)", () => {
     const { runId } = await driver.createRun({ fabId: "f", fabVersion: "v", overrideConfig: new Map() }, state);
     const nodeId = await state.createNode(30);
     const [insId] = (await driver.pushTaskIns({ taskInsList: [validTaskIns(runId, nodeId)] }, state)).taskIds;
-    const pending = driver.pullTaskResLongPoll({ node: undefined, taskIds: [insId!] }, state, { hub, maxWaitMs: 60_000 }, 60_000);
+    const pending = driver.pullTaskResLongPoll(
+      { node: undefined, taskIds: [insId!] },
+      state,
+      { hub, maxWaitMs: 60_000 },
+      60_000,
+    );
     await new Promise((r) => setImmediate(r));
     expect(hub.waiting).toBe(1);
     const resTask = validTaskRes(runId, nodeId, insId!);
@@ -147,7 +161,12 @@ describe("driver handler (over InMemoryState)", () => {
     const { runId } = await driver.createRun({ fabId: "f", fabVersion: "v", overrideConfig: new Map() }, state);
     const nodeId = await state.createNode(30);
     const [insId] = (await driver.pushTaskIns({ taskInsList: [validTaskIns(runId, nodeId)] }, state)).taskIds;
-    const pending = driver.pullTaskResLongPoll({ node: undefined, taskIds: [insId!] }, state, { hub, maxWaitMs: 60_000 }, 5);
+    const pending = driver.pullTaskResLongPoll(
+      { node: undefined, taskIds: [insId!] },
+      state,
+      { hub, maxWaitMs: 60_000 },
+      5,
+    );
     clock += 60; // the node's ping interval has run out; only the periodic re-check can notice
     const result = await pending;
     expect(result.response.taskResList).toHaveLength(1);
@@ -175,14 +194,21 @@ describe("driver handler (over InMemoryState)", () => {
     const resTask = validTaskRes(runId, nodeId, insId!);
     resTask.task!.pushedAt = clock;
     await state.storeTaskRes(resTask);
-    expect((await driver.pullTaskRes({ node: undefined, taskIds: [insId!] }, state)).response.taskResList).toHaveLength(1);
+    expect((await driver.pullTaskRes({ node: undefined, taskIds: [insId!] }, state)).response.taskResList).toHaveLength(
+      1,
+    );
   });
 
   test("closing the hub ends a waiting pullTaskRes at once with what is there", async () => {
     const { runId } = await driver.createRun({ fabId: "f", fabVersion: "v", overrideConfig: new Map() }, state);
     const nodeId = await state.createNode(30);
     const [insId] = (await driver.pushTaskIns({ taskInsList: [validTaskIns(runId, nodeId)] }, state)).taskIds;
-    const pending = driver.pullTaskResLongPoll({ node: undefined, taskIds: [insId!] }, state, { hub, maxWaitMs: 60_000 }, 60_000);
+    const pending = driver.pullTaskResLongPoll(
+      { node: undefined, taskIds: [insId!] },
+      state,
+      { hub, maxWaitMs: 60_000 },
+      60_000,
+    );
     await new Promise((r) => setImmediate(r));
     hub.close();
     const result = await pending;

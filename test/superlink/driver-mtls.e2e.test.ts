@@ -35,20 +35,75 @@ function openssl(...args: string[]): void {
 }
 
 beforeAll(() => {
-  if (!existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js"))) throw new Error("dist/ is missing: run `npm run build` first");
+  if (!existsSync(join(REPO_ROOT, "dist", "cli", "flower-superlink.js")))
+    throw new Error("dist/ is missing: run `npm run build` first");
   fx = generateFixtures(1);
   dir = mkdtempSync(join(tmpdir(), "flwr-ts-driver-mtls-"));
   const f = (name: string): string => join(dir, name);
   const ecKey = (path: string): void => openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", path);
   ecKey(f("self.key"));
-  openssl("req", "-new", "-x509", "-key", f("self.key"), "-subj", "/CN=self-signed", "-days", "10", "-out", f("self.pem"));
+  openssl(
+    "req",
+    "-new",
+    "-x509",
+    "-key",
+    f("self.key"),
+    "-subj",
+    "/CN=self-signed",
+    "-days",
+    "10",
+    "-out",
+    f("self.pem"),
+  );
   ecKey(f("other-ca.key"));
-  openssl("req", "-new", "-x509", "-key", f("other-ca.key"), "-subj", "/CN=other CA", "-days", "10", "-out", f("other-ca.crt"));
+  openssl(
+    "req",
+    "-new",
+    "-x509",
+    "-key",
+    f("other-ca.key"),
+    "-subj",
+    "/CN=other CA",
+    "-days",
+    "10",
+    "-out",
+    f("other-ca.crt"),
+  );
   ecKey(f("client.key"));
   openssl("req", "-new", "-key", f("client.key"), "-subj", "/CN=client", "-out", f("client.csr"));
-  openssl("x509", "-req", "-in", f("client.csr"), "-CA", f("other-ca.crt"), "-CAkey", f("other-ca.key"), "-set_serial", "2", "-days", "10", "-out", f("other.pem"));
+  openssl(
+    "x509",
+    "-req",
+    "-in",
+    f("client.csr"),
+    "-CA",
+    f("other-ca.crt"),
+    "-CAkey",
+    f("other-ca.key"),
+    "-set_serial",
+    "2",
+    "-days",
+    "10",
+    "-out",
+    f("other.pem"),
+  );
   // -days -1: notAfter a day before notBefore, so already expired; signed by the right CA.
-  openssl("x509", "-req", "-in", f("client.csr"), "-CA", fx.serverappCaCert, "-CAkey", join(fx.dir, "certificates", "serverapp-ca.key"), "-set_serial", "3", "-days", "-1", "-out", f("expired.pem"));
+  openssl(
+    "x509",
+    "-req",
+    "-in",
+    f("client.csr"),
+    "-CA",
+    fx.serverappCaCert,
+    "-CAkey",
+    join(fx.dir, "certificates", "serverapp-ca.key"),
+    "-set_serial",
+    "3",
+    "-days",
+    "-1",
+    "-out",
+    f("expired.pem"),
+  );
   Object.assign(extra, {
     selfCert: f("self.pem"),
     selfKey: f("self.key"),
@@ -79,7 +134,10 @@ interface Run {
 
 /** Runs a bin to its end (killed after `timeoutMs`). */
 function runBin(bin: string, args: string[], timeoutMs = 30_000): Promise<Run> {
-  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], {
+    cwd: dir,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   children.push(proc);
   let stdout = "";
   let stderr = "";
@@ -116,7 +174,10 @@ interface SuperLinkChild {
 
 /** Starts bin/flower-superlink and waits for its ready line. */
 async function startSuperLinkBin(args: string[]): Promise<SuperLinkChild> {
-  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", "flower-superlink"), ...args], { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+  const proc = spawn(process.execPath, [join(REPO_ROOT, "bin", "flower-superlink"), ...args], {
+    cwd: dir,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   children.push(proc);
   const logs: Array<Record<string, unknown>> = [];
   const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => resolve(code)));
@@ -143,7 +204,14 @@ async function startSuperLinkBin(args: string[]): Promise<SuperLinkChild> {
   };
 }
 
-const tlsArgs = (): string[] => ["--ssl-ca-certfile", fx.caCert, "--ssl-certfile", fx.serverCert, "--ssl-keyfile", fx.serverKey];
+const tlsArgs = (): string[] => [
+  "--ssl-ca-certfile",
+  fx.caCert,
+  "--ssl-certfile",
+  fx.serverCert,
+  "--ssl-keyfile",
+  fx.serverKey,
+];
 const loopback = ["--driver-api-address", "127.0.0.1:0", "--fleet-api-address", "127.0.0.1:0"];
 const isOpenWarning = (l: Record<string, unknown>): boolean => l["event"] === "superlink.driver-api-open";
 
@@ -158,7 +226,16 @@ describe("flower-superlink --driver-api-client-ca", () => {
   afterAll(async () => link?.stop());
 
   const serverApp = (extraArgs: string[]): Promise<Run> =>
-    runBin("flower-server-app", ["server_app:app", "--dir", dir, "--root-certificates", fx.caCert, "--superlink", driver, ...extraArgs]);
+    runBin("flower-server-app", [
+      "server_app:app",
+      "--dir",
+      dir,
+      "--root-certificates",
+      fx.caCert,
+      "--superlink",
+      driver,
+      ...extraArgs,
+    ]);
 
   it("admits a ServerApp presenting the generated serverapp certificate", async () => {
     const r = await serverApp(["--ssl-certfile", fx.serverappCert, "--ssl-keyfile", fx.serverappKey]);
@@ -190,18 +267,29 @@ describe("flower-superlink --driver-api-client-ca", () => {
   it("refuses an expired certificate from the right CA (server side), and the ServerApp says so before dialling", async () => {
     const read = (p: string): Buffer => fx.read(p);
     // The SuperLink's own verdict, by a raw TLS handshake (no flwr-ts client-side checks).
-    expect(await probeClientCertificate(driver, { cert: read(extra.expiredCert), key: read(extra.expiredKey) })).toBe("refused");
-    expect(await probeClientCertificate(driver, { cert: read(extra.otherCert), key: read(extra.otherKey) })).toBe("refused");
-    expect(await probeClientCertificate(driver, { cert: read(fx.serverappCert), key: read(fx.serverappKey) })).toBe("accepted");
+    expect(await probeClientCertificate(driver, { cert: read(extra.expiredCert), key: read(extra.expiredKey) })).toBe(
+      "refused",
+    );
+    expect(await probeClientCertificate(driver, { cert: read(extra.otherCert), key: read(extra.otherKey) })).toBe(
+      "refused",
+    );
+    expect(await probeClientCertificate(driver, { cert: read(fx.serverappCert), key: read(fx.serverappKey) })).toBe(
+      "accepted",
+    );
     const r = await serverApp(["--ssl-certfile", extra.expiredCert, "--ssl-keyfile", extra.expiredKey]);
     expect(r.code).toBe(2);
     expect(fatal(r)).toMatch(/Client certificate "[^"]+expired\.pem" expired on/);
   });
 
   it("keeps the Fleet API open to SuperNodes without client certificates", async () => {
-    const fleet = createClient(FleetClient, String(link.ready["fleetAddress"]), channelCredentials({ rootCertificates: fx.read(fx.caCert) }), {
-      "grpc.ssl_target_name_override": "localhost",
-    });
+    const fleet = createClient(
+      FleetClient,
+      String(link.ready["fleetAddress"]),
+      channelCredentials({ rootCertificates: fx.read(fx.caCert) }),
+      {
+        "grpc.ssl_target_name_override": "localhost",
+      },
+    );
     try {
       const { response } = await unaryCall(fleet.createNode.bind(fleet), { pingInterval: 30 });
       expect(response.node?.nodeId).toBeDefined();
@@ -217,18 +305,38 @@ describe("flower-superlink --driver-api-client-ca", () => {
 
 describe("flower-superlink without --driver-api-client-ca", () => {
   it("warns when the Driver API listens on 0.0.0.0, and still serves a ServerApp without a client certificate", async () => {
-    const link = await startSuperLinkBin([...tlsArgs(), "--driver-api-address", "0.0.0.0:0", "--fleet-api-address", "127.0.0.1:0"]);
+    const link = await startSuperLinkBin([
+      ...tlsArgs(),
+      "--driver-api-address",
+      "0.0.0.0:0",
+      "--fleet-api-address",
+      "127.0.0.1:0",
+    ]);
     try {
       const warning = link.logs.find(isOpenWarning);
       expect(warning?.["level"]).toBe(40);
       expect(String(warning?.["msg"])).toContain("--driver-api-client-ca");
       const port = String(link.ready["driverAddress"]).split(":").pop();
-      const args = ["server_app:app", "--dir", dir, "--root-certificates", fx.caCert, "--superlink", `127.0.0.1:${port}`];
+      const args = [
+        "server_app:app",
+        "--dir",
+        dir,
+        "--root-certificates",
+        fx.caCert,
+        "--superlink",
+        `127.0.0.1:${port}`,
+      ];
       const r = await runBin("flower-server-app", args);
       expect(r.code).toBe(0);
       expect(r.stdout).toContain("nodes seen: 0");
       // A ServerApp already given its certificate works too (ServerApps can be set up first, then the SuperLink).
-      const withCert = await runBin("flower-server-app", [...args, "--ssl-certfile", fx.serverappCert, "--ssl-keyfile", fx.serverappKey]);
+      const withCert = await runBin("flower-server-app", [
+        ...args,
+        "--ssl-certfile",
+        fx.serverappCert,
+        "--ssl-keyfile",
+        fx.serverappKey,
+      ]);
       expect(withCert.code).toBe(0);
     } finally {
       await link.stop();
@@ -284,7 +392,12 @@ describe("the library: startSuperLink({ driverApiClientCa }) and GrpcDriver({ cl
   it("refuses client certificates without TLS", async () => {
     await expect(
       startSuperLink(
-        { driverApiAddress: "127.0.0.1:0", fleetApiAddress: "127.0.0.1:0", database: IN_MEMORY_DATABASE, driverApiClientCa: fx.read(fx.serverappCaCert) },
+        {
+          driverApiAddress: "127.0.0.1:0",
+          fleetApiAddress: "127.0.0.1:0",
+          database: IN_MEMORY_DATABASE,
+          driverApiClientCa: fx.read(fx.serverappCaCert),
+        },
         { logger: silentLogger() },
       ),
     ).rejects.toThrow(/requires TLS/);

@@ -36,7 +36,9 @@ describe("fleet handler (over InMemoryState)", () => {
     expect((await fleet.ping({ node: { nodeId, anonymous: false }, pingInterval: 10 }, state)).success).toBe(true);
     clock += 8; // 16 s after creation: only online because of the ping
     expect((await state.getNodes(runId)).has(nodeId)).toBe(true);
-    expect((await fleet.ping({ node: { nodeId: 12345n, anonymous: false }, pingInterval: 10 }, state)).success).toBe(false);
+    expect((await fleet.ping({ node: { nodeId: 12345n, anonymous: false }, pingInterval: 10 }, state)).success).toBe(
+      false,
+    );
   });
 
   test("deleteNode removes the node; anonymous and node 0 are no-ops; unknown -> NotFoundError", async () => {
@@ -127,7 +129,9 @@ describe("fleet handler (over InMemoryState)", () => {
   test("pushTaskRes stores the first result with pushed_at = now and answers Flower's response", async () => {
     const nodeId = (await fleet.createNode({ pingInterval: 30 }, state)).node!.nodeId;
     const insId = (await state.storeTaskIns(validTaskIns(runId, nodeId)))!;
-    const res = await fleet.pushTaskRes({ taskResList: [validTaskRes(runId, nodeId, insId)] }, state, { now: () => clock });
+    const res = await fleet.pushTaskRes({ taskResList: [validTaskRes(runId, nodeId, insId)] }, state, {
+      now: () => clock,
+    });
     expect(res.reconnect).toEqual({ reconnect: 5n });
     const [taskId, value] = [...res.results][0] ?? [];
     expect(taskId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
@@ -137,7 +141,7 @@ describe("fleet handler (over InMemoryState)", () => {
     expect(stored[0]!.task!.pushedAt).toBe(clock);
   });
 
-  test("pushTaskRes of an invalid result answers OK with key \"None\" and logs why", async () => {
+  test('pushTaskRes of an invalid result answers OK with key "None" and logs why', async () => {
     const { logger, lines } = memoryLogger();
     const nodeId = (await fleet.createNode({ pingInterval: 30 }, state)).node!.nodeId;
     const insId = (await state.storeTaskIns(validTaskIns(runId, nodeId)))!;
@@ -150,14 +154,20 @@ describe("fleet handler (over InMemoryState)", () => {
     expect(String(warning?.["reason"])).toContain("`ttl` must be higher than zero");
   });
 
-  test("pushTaskRes for an unknown run answers \"None\" and logs that the run does not exist", async () => {
+  test('pushTaskRes for an unknown run answers "None" and logs that the run does not exist', async () => {
     const { logger, lines } = memoryLogger();
     const nodeId = (await fleet.createNode({ pingInterval: 30 }, state)).node!.nodeId;
-    const res = await fleet.pushTaskRes({ taskResList: [validTaskRes(runId + 1n, nodeId, "4f1c2b4e-9c7e-4a59-9a8e-2b1d0c3e4f5a")] }, state, {
-      logger,
-    });
+    const res = await fleet.pushTaskRes(
+      { taskResList: [validTaskRes(runId + 1n, nodeId, "4f1c2b4e-9c7e-4a59-9a8e-2b1d0c3e4f5a")] },
+      state,
+      {
+        logger,
+      },
+    );
     expect([...res.results]).toEqual([["None", 0]]);
-    expect(String(lines.find((l) => l["event"] === "fleet.push-task-res.dropped")?.["reason"])).toContain("does not exist");
+    expect(String(lines.find((l) => l["event"] === "fleet.push-task-res.dropped")?.["reason"])).toContain(
+      "does not exist",
+    );
   });
 
   test("pushTaskRes with an empty list is a MalformedMessageError (Flower crashed with IndexError)", async () => {
@@ -169,7 +179,9 @@ describe("fleet handler (over InMemoryState)", () => {
     const nodeId = (await fleet.createNode({ pingInterval: 30 }, state)).node!.nodeId;
     const a = (await state.storeTaskIns(validTaskIns(runId, nodeId)))!;
     const b = (await state.storeTaskIns(validTaskIns(runId, nodeId)))!;
-    await fleet.pushTaskRes({ taskResList: [validTaskRes(runId, nodeId, a), validTaskRes(runId, nodeId, b)] }, state, { logger });
+    await fleet.pushTaskRes({ taskResList: [validTaskRes(runId, nodeId, a), validTaskRes(runId, nodeId, b)] }, state, {
+      logger,
+    });
     expect(await state.numTaskRes()).toBe(1);
     expect(lines.some((l) => l["event"] === "fleet.push-task-res.extra-ignored")).toBe(true);
   });

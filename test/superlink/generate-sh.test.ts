@@ -28,7 +28,9 @@ function snapshot(root: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const sub of ["certificates", "keys"]) {
     for (const name of readdirSync(join(root, sub)).sort()) {
-      out[`${sub}/${name}`] = createHash("sha256").update(readFileSync(join(root, sub, name))).digest("hex");
+      out[`${sub}/${name}`] = createHash("sha256")
+        .update(readFileSync(join(root, sub, name)))
+        .digest("hex");
     }
   }
   return out;
@@ -90,7 +92,10 @@ describe("the Fleet/Driver certificates", () => {
   it("refuses an unknown FLWR_CERT_KEY before writing anything (exit 2)", () => {
     const other = mkdtempSync(join(tmpdir(), "flwr-ts-generate-"));
     try {
-      const r = spawnSync("bash", [SCRIPT, "1", other], { encoding: "utf8", env: { ...process.env, FLWR_CERT_KEY: "dsa" } });
+      const r = spawnSync("bash", [SCRIPT, "1", other], {
+        encoding: "utf8",
+        env: { ...process.env, FLWR_CERT_KEY: "dsa" },
+      });
       expect(r.status).toBe(2);
       expect(r.stderr).toContain("FLWR_CERT_KEY must be 'rsa' or 'ec'");
       expect(readdirSync(other)).toEqual([]);
@@ -112,7 +117,14 @@ describe("existing files", () => {
 
   it("a missing group is generated and the others are kept (an older checkout gets its ServerApp certificate)", () => {
     const before = snapshot(dir);
-    for (const f of ["serverapp-ca.key", "serverapp-ca.crt", "serverapp.key", "serverapp.pem", "serverapp.csr", "serverapp-ca.srl"]) {
+    for (const f of [
+      "serverapp-ca.key",
+      "serverapp-ca.crt",
+      "serverapp.key",
+      "serverapp.pem",
+      "serverapp.csr",
+      "serverapp-ca.srl",
+    ]) {
       unlinkSync(cert(f));
     }
     const r = generate("2", dir);
@@ -146,7 +158,12 @@ describe("existing files", () => {
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     const after = snapshot(dir);
-    for (const path of ["certificates/ca.crt", "certificates/serverapp.pem", "keys/server_credentials", "keys/client_credentials_1"]) {
+    for (const path of [
+      "certificates/ca.crt",
+      "certificates/serverapp.pem",
+      "keys/server_credentials",
+      "keys/client_credentials_1",
+    ]) {
       expect(after[path]).toBeDefined();
       expect(after[path]).not.toEqual(before[path]);
     }

@@ -10,7 +10,11 @@ import { createClient } from "../../src/transport/channel";
 import { channelCredentials } from "../../src/transport/tls";
 
 /** A TaskIns that passes Flower's validator, addressed to `nodeId` in `runId`. */
-export function validTaskIns(runId: bigint, nodeId: bigint, overrides: { taskType?: string; groupId?: string } = {}): TaskIns {
+export function validTaskIns(
+  runId: bigint,
+  nodeId: bigint,
+  overrides: { taskType?: string; groupId?: string } = {},
+): TaskIns {
   return TaskIns.fromPartial({
     taskId: "",
     groupId: overrides.groupId ?? "1",
@@ -54,7 +58,8 @@ export function memoryLogger(level = "debug"): { logger: Logger; lines: Array<Re
   const lines: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString("utf8").split("\n")) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString("utf8").split("\n"))
+        if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
       cb();
     },
   });

@@ -33,7 +33,15 @@ import {
   superlinkArgs,
   writeApps,
 } from "../faults/helpers";
-import { TLS_CHANNEL_OPTIONS, clientCredentials, driverClient, fleetClient, memoryLogger, statusOf, validTaskIns } from "./helpers";
+import {
+  TLS_CHANNEL_OPTIONS,
+  clientCredentials,
+  driverClient,
+  fleetClient,
+  memoryLogger,
+  statusOf,
+  validTaskIns,
+} from "./helpers";
 
 const clients: grpc.Client[] = [];
 afterAll(async () => {
@@ -77,7 +85,10 @@ function frame(body: Buffer): Buffer {
 
 /** How long the SuperLink keeps a TCP connection on which the peer sends nothing (< 20 s). */
 async function silentConnectionLifetime(address: string): Promise<number> {
-  const socket = net.connect(Number(address.slice(address.lastIndexOf(":") + 1)), address.slice(0, address.lastIndexOf(":")));
+  const socket = net.connect(
+    Number(address.slice(address.lastIndexOf(":") + 1)),
+    address.slice(0, address.lastIndexOf(":")),
+  );
   socket.on("error", () => {});
   socket.resume(); // read (and drop) what the server sends, so its FIN is seen
   const opened = Date.now();
@@ -100,11 +111,16 @@ describe("connection limits (plaintext SuperLink with small limits)", () => {
   beforeAll(async () => {
     link = await startSuperLink([
       "--insecure",
-      "--driver-api-address", "127.0.0.1:0",
-      "--fleet-api-address", "127.0.0.1:0",
-      "--max-connection-idle-ms", "800",
-      "--request-receive-timeout-ms", "1500",
-      "--min-request-receive-rate", "1024",
+      "--driver-api-address",
+      "127.0.0.1:0",
+      "--fleet-api-address",
+      "127.0.0.1:0",
+      "--max-connection-idle-ms",
+      "800",
+      "--request-receive-timeout-ms",
+      "1500",
+      "--min-request-receive-rate",
+      "1024",
     ]);
     fleet = track(fleetClient(link.fleetAddress));
   }, 60_000);
@@ -144,7 +160,11 @@ describe("connection limits (plaintext SuperLink with small limits)", () => {
     const started = Date.now();
     const optIn = new grpc.Metadata();
     optIn.set(LONG_POLL_HEADER, "2000");
-    const pulled = await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] }, optIn);
+    const pulled = await unaryCall(
+      fleet.pullTaskIns.bind(fleet),
+      { node: { nodeId, anonymous: false }, taskIds: [] },
+      optIn,
+    );
     expect(pulled.response.taskInsList).toEqual([]);
     expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
   });
@@ -221,8 +241,10 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
     mkdirSync(join(dbDir, "secret-location"));
     link = await startSuperLink([
       ...superlinkArgs(fx, { auth: false, database: dbPath }),
-      "--metrics-address", "127.0.0.1:0",
-      "--max-connection-idle-ms", "2000",
+      "--metrics-address",
+      "127.0.0.1:0",
+      "--max-connection-idle-ms",
+      "2000",
     ]);
     const ca = fx.read(fx.caCert);
     driver = track(driverClient(link.driverAddress, ca));
@@ -238,7 +260,8 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
   });
 
   const createRun = async (): Promise<bigint> =>
-    (await unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() })).response.runId;
+    (await unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() })).response
+      .runId;
 
   test("with TLS, a TCP connection that never starts the handshake is closed after the idle timeout (not Node's 120 s)", async () => {
     expect(await silentConnectionLifetime(link.fleetAddress)).toBeGreaterThanOrEqual(1900);
@@ -249,13 +272,18 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
   test("a 16 MiB bad task id: short INVALID_ARGUMENT and log line, and the channel keeps working", async () => {
     const huge = "x".repeat(16 * 1024 * 1024);
     const started = Date.now();
-    const status = await statusOf(unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [huge, "also-bad"] }));
+    const status = await statusOf(
+      unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [huge, "also-bad"] }),
+    );
     const elapsedMs = Date.now() - started;
     expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(status.details).toContain("task_ids are not UUIDs");
     expect(status.details).toContain("truncated");
     expect(status.details.length).toBeLessThan(400);
-    const line = await link.proc.waitFor((r) => String(r["msg"]).startsWith("Driver.PullTaskRes failed"), "warning line");
+    const line = await link.proc.waitFor(
+      (r) => String(r["msg"]).startsWith("Driver.PullTaskRes failed"),
+      "warning line",
+    );
     expect(JSON.stringify(line).length).toBeLessThan(1000);
     expect(link.proc.stderr.every((l) => l.length < 10_000)).toBe(true);
     // Same channel, next call.
@@ -271,15 +299,20 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
     try {
       node = spawnBin("node-forge", "flower-client-app", [
         "client:app",
-        "--dir", apps.dir,
-        "--superlink", link.fleetAddress,
-        "--root-certificates", fx.caCert,
+        "--dir",
+        apps.dir,
+        "--superlink",
+        link.fleetAddress,
+        "--root-certificates",
+        fx.caCert,
       ]);
       const ready = await node.waitFor(isEvent("supernode.ready"), "readiness line");
       const nodeId = BigInt(String(ready["nodeId"]));
       const runId = await createRun();
       const forged = "1]\n12:00:00.000 ERROR [superlink] FORGED: all nodes compromised\r\u001b[2K";
-      await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId, { groupId: forged })] });
+      await unaryCall(driver.pushTaskIns.bind(driver), {
+        taskInsList: [validTaskIns(runId, nodeId, { groupId: forged })],
+      });
       const logged = await node.waitFor((r) => String(r["msg"]).includes("ROUND 1]"), "round line");
       expect(String(logged["msg"])).toContain(forged); // the JSON line keeps the text, escaped by JSON
       const jsonLines = node.stderr.filter((l) => l.startsWith("{"));
@@ -298,11 +331,16 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
     }
   }, 90_000);
 
-
   describe("wire data that Python's protobuf rejects gets INVALID_ARGUMENT", () => {
     const send = (client: grpc.Client, method: string, body: Buffer): Promise<grpc.ServiceError | null> =>
       new Promise((resolve) =>
-        client.makeUnaryRequest(method, (b: Buffer) => b, (b: Buffer) => b, body, (err) => resolve(err)),
+        client.makeUnaryRequest(
+          method,
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          body,
+          (err) => resolve(err),
+        ),
       );
     const cases: Array<[string, "driver" | "fleet", string, number[]]> = [
       ["field number 0 (varint)", "fleet", "/flwr.proto.Fleet/Ping", [0x00, 0x00]],
@@ -332,7 +370,9 @@ describe("errors and logs (TLS SuperLink on a SQLite file)", () => {
       const ready = await link.proc.waitFor(isEvent("superlink.ready"), "readiness line");
       const text = await (await fetch(`http://${String(ready["metricsAddress"])}/metrics`)).text();
       expect(text).toContain('flwr_superlink_rpcs_total{service="Fleet",method="Ping",code="INVALID_ARGUMENT"} 2');
-      expect(text).toContain('flwr_superlink_rpcs_total{service="Driver",method="PullTaskRes",code="INVALID_ARGUMENT"}');
+      expect(text).toContain(
+        'flwr_superlink_rpcs_total{service="Driver",method="PullTaskRes",code="INVALID_ARGUMENT"}',
+      );
     });
   });
 });
@@ -341,12 +381,19 @@ describe("file descriptor exhaustion", () => {
   test("is logged once, not once per refused connection, and the SuperLink survives it", async () => {
     // bash sets the descriptor limit (Node cannot); the SuperLink needs ~30 of them to start.
     const bin = join(REPO_ROOT, "bin", "flower-superlink");
-    const proc = spawn("bash", ["-c", `ulimit -n 64 && exec "${process.execPath}" "${bin}" --insecure --driver-api-address 127.0.0.1:0 --fleet-api-address 127.0.0.1:0`], {
-      stdio: ["ignore", "ignore", "pipe"],
-      detached: true,
-      // Samples every 250 ms instead of 5 s, so "several samples later" is 2 s, not 11.
-      env: { ...process.env, FLWR_TEST_DESCRIPTOR_CHECK_MS: "250" },
-    });
+    const proc = spawn(
+      "bash",
+      [
+        "-c",
+        `ulimit -n 64 && exec "${process.execPath}" "${bin}" --insecure --driver-api-address 127.0.0.1:0 --fleet-api-address 127.0.0.1:0`,
+      ],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+        detached: true,
+        // Samples every 250 ms instead of 5 s, so "several samples later" is 2 s, not 11.
+        env: { ...process.env, FLWR_TEST_DESCRIPTOR_CHECK_MS: "250" },
+      },
+    );
     const logs: LogRecord[] = [];
     createInterface({ input: proc.stderr }).on("line", (line) => {
       try {
@@ -362,7 +409,8 @@ describe("file descriptor exhaustion", () => {
         for (;;) {
           const hit = logs.find(isEvent(event));
           if (hit) return hit;
-          if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`no ${event}: ${JSON.stringify(logs.slice(-5))}`);
+          if (Date.now() > deadline || proc.exitCode !== null)
+            throw new Error(`no ${event}: ${JSON.stringify(logs.slice(-5))}`);
           await sleep(100);
         }
       };
@@ -418,7 +466,9 @@ test("a state failure answers INTERNAL with an incident id and no path; the path
   const driver = driverClient(link.driverAddress, fx.read(fx.caCert));
   try {
     await link.state.close();
-    const status = await statusOf(unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() }));
+    const status = await statusOf(
+      unaryCall(driver.createRun.bind(driver), { fabId: "", fabVersion: "", overrideConfig: new Map() }),
+    );
     expect(status.code).toBe(grpc.status.INTERNAL);
     expect(status.details).not.toContain("secret-location");
     expect(status.details).not.toContain(dbDir);

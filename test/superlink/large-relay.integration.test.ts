@@ -20,7 +20,13 @@ afterAll(() => fx.cleanup());
 test("a 6 MB record is relayed both ways with every byte intact", async () => {
   const tls = readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey });
   const link = await startSuperLink(
-    { driverApiAddress: "127.0.0.1:0", fleetApiAddress: "127.0.0.1:0", database: IN_MEMORY_DATABASE, tls, longPollMs: 60_000 },
+    {
+      driverApiAddress: "127.0.0.1:0",
+      fleetApiAddress: "127.0.0.1:0",
+      database: IN_MEMORY_DATABASE,
+      tls,
+      longPollMs: 60_000,
+    },
     { logger: memoryLogger().logger },
   );
   const ca = fx.read(fx.caCert);
@@ -28,29 +34,47 @@ test("a 6 MB record is relayed both ways with every byte intact", async () => {
   const fleet = fleetClient(link.fleetAddress, ca);
   try {
     const tensors = [randomBytes(2 * 1024 * 1024), randomBytes(4 * 1024 * 1024 + 3), randomBytes(100)];
-    const params = { dataKeys: ["a", "b", "c"], dataValues: tensors.map((data) => ({ dtype: "uint8", shape: [data.length], stype: "numpy.ndarray", data })) };
-    const runId = (await unaryCall(driver.createRun.bind(driver), { fabId: "f", fabVersion: "1", overrideConfig: new Map() })).response.runId;
+    const params = {
+      dataKeys: ["a", "b", "c"],
+      dataValues: tensors.map((data) => ({ dtype: "uint8", shape: [data.length], stype: "numpy.ndarray", data })),
+    };
+    const runId = (
+      await unaryCall(driver.createRun.bind(driver), { fabId: "f", fabVersion: "1", overrideConfig: new Map() })
+    ).response.runId;
     const nodeId = (await unaryCall(fleet.createNode.bind(fleet), { pingInterval: 30 })).response.node!.nodeId;
 
     const ins = validTaskIns(runId, nodeId, { taskType: "query" });
-    ins.task!.recordset = { parameters: new Map([["weights", params]]), metrics: new Map([["m", { data: new Map([["loss", { double: -0.5 }]]) }]]), configs: new Map() };
+    ins.task!.recordset = {
+      parameters: new Map([["weights", params]]),
+      metrics: new Map([["m", { data: new Map([["loss", { double: -0.5 }]]) }]]),
+      configs: new Map(),
+    };
     const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [ins] })).response.taskIds;
 
-    const pulled = (await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] })).response;
+    const pulled = (await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] }))
+      .response;
     expect(pulled.taskInsList.map((t) => t.taskId)).toEqual([taskInsId]);
     const got = pulled.taskInsList[0]!.task!.recordset!;
-    expect(got.parameters.get("weights")!.dataValues.map((v, i) => v.data.equals(tensors[i]!))).toEqual([true, true, true]);
+    expect(got.parameters.get("weights")!.dataValues.map((v, i) => v.data.equals(tensors[i]!))).toEqual([
+      true,
+      true,
+      true,
+    ]);
     expect(got.metrics.get("m")!.data.get("loss")).toEqual({ double: -0.5 });
 
     const res = validTaskRes(runId, nodeId, taskInsId!);
     res.task!.recordset = got;
     await unaryCall(fleet.pushTaskRes.bind(fleet), { taskResList: [res] });
-    const results = (await unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] })).response;
+    const results = (await unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] }))
+      .response;
     expect(results.taskResList).toHaveLength(1);
     const back = results.taskResList[0]!.task!.recordset!.parameters.get("weights")!;
     expect(back.dataKeys).toEqual(["a", "b", "c"]);
     expect(back.dataValues.map((v, i) => v.data.equals(tensors[i]!))).toEqual([true, true, true]);
-    await until(async () => (await link.state.numTaskIns()) === 0 && (await link.state.numTaskRes()) === 0, "TaskIns/TaskRes deletion");
+    await until(
+      async () => (await link.state.numTaskIns()) === 0 && (await link.state.numTaskRes()) === 0,
+      "TaskIns/TaskRes deletion",
+    );
   } finally {
     driver.close();
     fleet.close();

@@ -81,7 +81,8 @@ describe("LongPollHub", () => {
 
 describe("optedInWaitMs (long polling only for pulls that ask)", () => {
   test("no header, or a header that is not a plain number, means Flower's immediate answer", () => {
-    for (const header of [undefined, "", "abc", "-5", "1e3", "12.5", "9999999999"]) expect(optedInWaitMs(header, 2_000)).toBe(0);
+    for (const header of [undefined, "", "abc", "-5", "1e3", "12.5", "9999999999"])
+      expect(optedInWaitMs(header, 2_000)).toBe(0);
   });
   test("the requested wait is capped at the SuperLink's --long-poll-ms", () => {
     expect(optedInWaitMs("500", 2_000)).toBe(500);

@@ -20,14 +20,21 @@ afterEach(async () => {
 
 async function superLink(fleetApiType: "grpc-rere" | "rest" = "grpc-rere"): Promise<SuperLinkHandle> {
   const link = await startSuperLink(
-    { driverApiAddress: "127.0.0.1:0", fleetApiAddress: "127.0.0.1:0", database: IN_MEMORY_DATABASE, metricsAddress: "127.0.0.1:0", fleetApiType },
+    {
+      driverApiAddress: "127.0.0.1:0",
+      fleetApiAddress: "127.0.0.1:0",
+      database: IN_MEMORY_DATABASE,
+      metricsAddress: "127.0.0.1:0",
+      fleetApiType,
+    },
     { logger: silentLogger() },
   );
   links.push(link);
   return link;
 }
 
-const scrape = async (link: SuperLinkHandle, path = "/metrics"): Promise<Response> => fetch(`http://${String(link.metricsAddress)}${path}`);
+const scrape = async (link: SuperLinkHandle, path = "/metrics"): Promise<Response> =>
+  fetch(`http://${String(link.metricsAddress)}${path}`);
 
 test("two SuperLinks in one process keep their metrics apart; latency histograms per method, default process metrics", async () => {
   const [a, b] = [await superLink(), await superLink()];
@@ -44,15 +51,24 @@ test("two SuperLinks in one process keep their metrics apart; latency histograms
   expect(textA).toMatch(/^flwr_superlink_runs_created_total 2$/m);
   expect(textB).not.toContain('method="CreateRun"');
   expect(textB).toMatch(/^flwr_superlink_runs_created_total 0$/m);
-  expect(textA).toMatch(/^flwr_superlink_rpc_duration_seconds_count\{service="Driver",method="CreateRun",transport="grpc"\} 2$/m);
-  expect(textA).toMatch(/^flwr_superlink_rpc_duration_seconds_bucket\{le="60",service="Driver",method="CreateRun",transport="grpc"\} 2$/m);
+  expect(textA).toMatch(
+    /^flwr_superlink_rpc_duration_seconds_count\{service="Driver",method="CreateRun",transport="grpc"\} 2$/m,
+  );
+  expect(textA).toMatch(
+    /^flwr_superlink_rpc_duration_seconds_bucket\{le="60",service="Driver",method="CreateRun",transport="grpc"\} 2$/m,
+  );
   expect(textA).toMatch(/^# TYPE flwr_superlink_rpc_duration_seconds histogram$/m);
-  for (const name of ["process_resident_memory_bytes", "process_cpu_seconds_total", "nodejs_heap_size_used_bytes", "nodejs_eventloop_lag_seconds"]) {
+  for (const name of [
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "nodejs_heap_size_used_bytes",
+    "nodejs_eventloop_lag_seconds",
+  ]) {
     expect(textA).toMatch(new RegExp(`^${name} \\d`, "m"));
   }
 });
 
-test("REST Fleet calls are timed under transport=\"rest\"", async () => {
+test('REST Fleet calls are timed under transport="rest"', async () => {
   const link = await superLink("rest");
   const body = CreateNodeRequest.encode({ pingInterval: 30 }).finish();
   const res = await fetch(`http://${link.fleetAddress}/api/v0/fleet/create-node`, {
@@ -62,7 +78,9 @@ test("REST Fleet calls are timed under transport=\"rest\"", async () => {
   });
   expect(res.status).toBe(200);
   const text = await (await scrape(link)).text();
-  expect(text).toMatch(/^flwr_superlink_rpc_duration_seconds_count\{service="Fleet",method="CreateNode",transport="rest"\} 1$/m);
+  expect(text).toMatch(
+    /^flwr_superlink_rpc_duration_seconds_count\{service="Fleet",method="CreateNode",transport="rest"\} 1$/m,
+  );
   expect(text).toContain('flwr_superlink_rpcs_total{service="Fleet",method="CreateNode",code="OK"} 1');
 });
 
@@ -88,9 +106,24 @@ test("the status snapshot keeps the latest runs with their round and task counts
   const metrics = new SuperLinkMetrics({ now: () => now });
   const ok = grpc.status.OK;
   for (let i = 1; i <= STATUS_RUNS_SHOWN + 5; i++) {
-    metrics.recordCall("/flwr.proto.Driver/CreateRun", ok, { fabId: `fab-${i}`, fabVersion: "1" }, { runId: BigInt(i) });
+    metrics.recordCall(
+      "/flwr.proto.Driver/CreateRun",
+      ok,
+      { fabId: `fab-${i}`, fabVersion: "1" },
+      { runId: BigInt(i) },
+    );
   }
-  metrics.recordCall("/flwr.proto.Driver/PushTaskIns", ok, { taskInsList: [{ runId: 7n, groupId: "2" }, { runId: 7n, groupId: "3" }] }, {});
+  metrics.recordCall(
+    "/flwr.proto.Driver/PushTaskIns",
+    ok,
+    {
+      taskInsList: [
+        { runId: 7n, groupId: "2" },
+        { runId: 7n, groupId: "3" },
+      ],
+    },
+    {},
+  );
   metrics.recordCall("/flwr.proto.Fleet/PushTaskRes", ok, { taskResList: [{ runId: 7n, groupId: "3" }] }, {});
   metrics.recordCall("/flwr.proto.Fleet/CreateNode", ok, { pingInterval: 30 }, { node: { nodeId: -5n } });
   now += 10_000;
@@ -98,7 +131,17 @@ test("the status snapshot keeps the latest runs with their round and task counts
   expect(status.runsCreated).toBe(STATUS_RUNS_SHOWN + 5);
   expect(status.runs).toHaveLength(STATUS_RUNS_SHOWN);
   expect(status.runs[0]?.runId).toBe(String(STATUS_RUNS_SHOWN + 5)); // newest first
-  expect(status.runs.find((r) => r.runId === "7")).toMatchObject({ fabId: "fab-7", lastGroupId: "3", taskInsPushed: 2, taskResPushed: 1 });
-  expect(status).toMatchObject({ nodesOnline: 1, nodes: [{ nodeId: "-5", onlineUntil: 31_000 }], taskInsPushedTotal: 2, taskResPushedTotal: 1 });
+  expect(status.runs.find((r) => r.runId === "7")).toMatchObject({
+    fabId: "fab-7",
+    lastGroupId: "3",
+    taskInsPushed: 2,
+    taskResPushed: 1,
+  });
+  expect(status).toMatchObject({
+    nodesOnline: 1,
+    nodes: [{ nodeId: "-5", onlineUntil: 31_000 }],
+    taskInsPushedTotal: 2,
+    taskResPushedTotal: 1,
+  });
   expect(status.rpcsTotal).toBe(STATUS_RUNS_SHOWN + 5 + 3);
 });

@@ -8,7 +8,12 @@ import { loadKeyPairFiles } from "../../src/auth/keys";
 import * as https from "node:https";
 import { SuperNodeAuth } from "../../src/auth/client-auth";
 import { IN_MEMORY_DATABASE, LONG_POLL_HEADER } from "../../src/core/constants";
-import { CreateNodeRequest, CreateNodeResponse, PullTaskInsRequest, PullTaskInsResponse } from "../../src/proto/flwr/proto/fleet";
+import {
+  CreateNodeRequest,
+  CreateNodeResponse,
+  PullTaskInsRequest,
+  PullTaskInsResponse,
+} from "../../src/proto/flwr/proto/fleet";
 import { GetRunRequest, GetRunResponse } from "../../src/proto/flwr/proto/run";
 import { readServerTlsFiles } from "../../src/transport/tls";
 import { type SuperLinkHandle, startSuperLink } from "../../src/superlink/superlink";
@@ -31,7 +36,11 @@ beforeAll(async () => {
       fleetApiAddress: "127.0.0.1:0",
       database: IN_MEMORY_DATABASE,
       tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
-      auth: { allowlist: Allowlist.fromCsvFile(fx.allowlistCsv), superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey), watchAllowlist: false },
+      auth: {
+        allowlist: Allowlist.fromCsvFile(fx.allowlistCsv),
+        superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey),
+        watchAllowlist: false,
+      },
       fleetApiType: "rest",
       rest: { corsOrigins: [ORIGIN], maxBodyBytes: MAX_BODY },
       longPollMs: 60_000,
@@ -66,7 +75,9 @@ function request(
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
         res.on("error", reject);
       },
     );
@@ -85,7 +96,10 @@ function request(
 async function registeredNode(): Promise<{ auth: SuperNodeAuth; nodeId: bigint }> {
   const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[0]!, fx.clientPublicKeys[0]!);
   const signed = auth.signedHeaders("CreateNodeRequest", CreateNodeRequest.fromPartial({ pingInterval: 30 }));
-  const answer = await request("/api/v0/fleet/create-node", { headers: { ...PROTOBUF, ...signed.headers }, body: signed.bytes });
+  const answer = await request("/api/v0/fleet/create-node", {
+    headers: { ...PROTOBUF, ...signed.headers },
+    body: signed.bytes,
+  });
   expect(answer.status).toBe(200);
   auth.acceptServerPublicKeyHeader(answer.headers["public-key"] as string);
   return { auth, nodeId: CreateNodeResponse.decode(answer.body).node!.nodeId };
@@ -96,8 +110,12 @@ test("an unauthenticated CreateNode is refused with 401 before its body is read"
   const answer = await request("/api/v0/fleet/create-node", { headers: PROTOBUF, declaredLength: 10_000_000 });
   expect(answer.status).toBe(401);
   expect(answer.body.toString()).toBe("Access denied\n");
-  const unknownKey = Buffer.from("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").toString("base64url") + "==";
-  const stranger = await request("/api/v0/fleet/create-node", { headers: { ...PROTOBUF, "public-key": unknownKey }, declaredLength: 10_000_000 });
+  const unknownKey =
+    Buffer.from("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").toString("base64url") + "==";
+  const stranger = await request("/api/v0/fleet/create-node", {
+    headers: { ...PROTOBUF, "public-key": unknownKey },
+    declaredLength: 10_000_000,
+  });
   expect(stranger.status).toBe(401);
 });
 
@@ -110,14 +128,26 @@ test("an allowlisted key without a valid auth-token is refused (401 without a to
   });
   expect(noToken.status).toBe(401);
   // A token made for another request does not authenticate this one.
-  const other = auth.signedHeaders("PullTaskInsRequest", PullTaskInsRequest.fromPartial({ node: { nodeId: nodeId + 1n, anonymous: false } }));
-  const wrong = await request("/api/v0/fleet/pull-task-ins", { headers: { ...PROTOBUF, ...other.headers }, body: PullTaskInsRequest.encode(pull).finish() });
+  const other = auth.signedHeaders(
+    "PullTaskInsRequest",
+    PullTaskInsRequest.fromPartial({ node: { nodeId: nodeId + 1n, anonymous: false } }),
+  );
+  const wrong = await request("/api/v0/fleet/pull-task-ins", {
+    headers: { ...PROTOBUF, ...other.headers },
+    body: PullTaskInsRequest.encode(pull).finish(),
+  });
   expect(wrong.status).toBe(403);
   // Signed correctly, but for another node than the key's.
-  const foreign = await request("/api/v0/fleet/pull-task-ins", { headers: { ...PROTOBUF, ...other.headers }, body: other.bytes });
+  const foreign = await request("/api/v0/fleet/pull-task-ins", {
+    headers: { ...PROTOBUF, ...other.headers },
+    body: other.bytes,
+  });
   expect(foreign.status).toBe(403);
   const good = auth.signedHeaders("PullTaskInsRequest", pull);
-  const ok = await request("/api/v0/fleet/pull-task-ins", { headers: { ...PROTOBUF, ...good.headers }, body: good.bytes });
+  const ok = await request("/api/v0/fleet/pull-task-ins", {
+    headers: { ...PROTOBUF, ...good.headers },
+    body: good.bytes,
+  });
   expect(ok.status).toBe(200);
   expect(ok.headers["content-type"]).toBe("application/protobuf");
   expect(PullTaskInsResponse.decode(ok.body).taskInsList).toEqual([]);
@@ -125,12 +155,21 @@ test("an allowlisted key without a valid auth-token is refused (401 without a to
 
 test("an opted-in PullTaskIns is held open (long poll); one without the header is answered at once", async () => {
   const { auth, nodeId } = await registeredNode();
-  const signed = auth.signedHeaders("PullTaskInsRequest", PullTaskInsRequest.fromPartial({ node: { nodeId, anonymous: false } }));
+  const signed = auth.signedHeaders(
+    "PullTaskInsRequest",
+    PullTaskInsRequest.fromPartial({ node: { nodeId, anonymous: false } }),
+  );
   const started = performance.now();
-  const immediate = await request("/api/v0/fleet/pull-task-ins", { headers: { ...PROTOBUF, ...signed.headers }, body: signed.bytes });
+  const immediate = await request("/api/v0/fleet/pull-task-ins", {
+    headers: { ...PROTOBUF, ...signed.headers },
+    body: signed.bytes,
+  });
   expect(immediate.status).toBe(200);
   expect(performance.now() - started).toBeLessThan(10_000);
-  const held = request("/api/v0/fleet/pull-task-ins", { headers: { ...PROTOBUF, ...signed.headers, [LONG_POLL_HEADER]: "60000" }, body: signed.bytes });
+  const held = request("/api/v0/fleet/pull-task-ins", {
+    headers: { ...PROTOBUF, ...signed.headers, [LONG_POLL_HEADER]: "60000" },
+    body: signed.bytes,
+  });
   await until(() => link.waitingPulls === 1, "the REST pull to wait");
   // A new TaskIns for the node ends the wait with it.
   const runId = await link.state.createRun("", "", new Map());
@@ -144,7 +183,11 @@ test("an opted-in PullTaskIns is held open (long poll); one without the header i
 test("CORS: a preflight from an allowed origin is answered 204 with the allowed headers; others get 403", async () => {
   const preflight = await request("/api/v0/fleet/pull-task-ins", {
     method: "OPTIONS",
-    headers: { origin: ORIGIN, "access-control-request-method": "POST", "access-control-request-headers": "content-type,accept,public-key,auth-token" },
+    headers: {
+      origin: ORIGIN,
+      "access-control-request-method": "POST",
+      "access-control-request-headers": "content-type,accept,public-key,auth-token",
+    },
   });
   expect(preflight.status).toBe(204);
   expect(preflight.headers["access-control-allow-origin"]).toBe(ORIGIN);
@@ -161,7 +204,10 @@ test("CORS: a preflight from an allowed origin is answered 204 with the allowed 
   // The actual call from the allowed origin carries the CORS answer and exposes the key header.
   const { auth } = await registeredNode();
   const signed = auth.signedHeaders("CreateNodeRequest", CreateNodeRequest.fromPartial({ pingInterval: 30 }));
-  const call = await request("/api/v0/fleet/create-node", { headers: { ...PROTOBUF, ...signed.headers, origin: ORIGIN }, body: signed.bytes });
+  const call = await request("/api/v0/fleet/create-node", {
+    headers: { ...PROTOBUF, ...signed.headers, origin: ORIGIN },
+    body: signed.bytes,
+  });
   expect(call.status).toBe(200);
   expect(call.headers["access-control-allow-origin"]).toBe(ORIGIN);
   expect(call.headers["access-control-expose-headers"]).toBe("public-key");
@@ -178,14 +224,28 @@ test("bodies over the cap get 413, whether announced or streamed", async () => {
   // Chunked upload (no Content-Length): cut off once it passes the cap.
   const streamed = await new Promise<number>((resolve, reject) => {
     const req = https.request(
-      { host: "127.0.0.1", port: link.fleetPort, path: "/api/v0/fleet/push-task-res", method: "POST", ca, agent: false,
-        headers: { ...PROTOBUF, "public-key": auth.publicKeyHeader, "auth-token": "AAAA", "transfer-encoding": "chunked" } },
+      {
+        host: "127.0.0.1",
+        port: link.fleetPort,
+        path: "/api/v0/fleet/push-task-res",
+        method: "POST",
+        ca,
+        agent: false,
+        headers: {
+          ...PROTOBUF,
+          "public-key": auth.publicKeyHeader,
+          "auth-token": "AAAA",
+          "transfer-encoding": "chunked",
+        },
+      },
       (res) => {
         res.resume();
         resolve(res.statusCode ?? 0);
       },
     );
-    req.on("error", (err: NodeJS.ErrnoException) => (err.code === "ECONNRESET" || err.code === "EPIPE" ? undefined : reject(err)));
+    req.on("error", (err: NodeJS.ErrnoException) =>
+      err.code === "ECONNRESET" || err.code === "EPIPE" ? undefined : reject(err),
+    );
     const chunk = Buffer.alloc(16 * 1024);
     let sent = 0;
     const pump = (): void => {
@@ -207,10 +267,16 @@ test("malformed protobuf is 400 with a short message; Flower's header rules appl
   const malformed = await request("/api/v0/fleet/get-run", { headers: { ...PROTOBUF, ...token }, body: garbage });
   expect(malformed.status).toBe(400);
   expect(malformed.body.toString()).toMatch(/^Malformed GetRunRequest: .{1,200}\n$/);
-  const json = await request("/api/v0/fleet/get-run", { headers: { ...PROTOBUF, ...token, "content-type": "application/json" }, body: garbage });
+  const json = await request("/api/v0/fleet/get-run", {
+    headers: { ...PROTOBUF, ...token, "content-type": "application/json" },
+    body: garbage,
+  });
   expect(json.status).toBe(400);
   expect(json.body.toString()).toBe("Unsupported `Content-Type`\n");
-  const noAccept = await request("/api/v0/fleet/get-run", { headers: { "content-type": "application/protobuf", ...token }, body: garbage });
+  const noAccept = await request("/api/v0/fleet/get-run", {
+    headers: { "content-type": "application/protobuf", ...token },
+    body: garbage,
+  });
   expect(noAccept.body.toString()).toBe("Missing header `Accept`\n");
   expect((await request("/api/v0/fleet/nope", { headers: PROTOBUF, body: garbage })).status).toBe(404);
   expect((await request("/api/v0/fleet/ping", { method: "GET" })).status).toBe(405);
@@ -218,7 +284,10 @@ test("malformed protobuf is 400 with a short message; Flower's header rules appl
   const runId = await link.state.createRun("", "", new Map());
   await link.state.acknowledgePing(nodeId, 30);
   const signed = auth.signedHeaders("GetRunRequest", GetRunRequest.fromPartial({ runId }));
-  const run = await request("//api/v0/fleet/get-run", { headers: { ...PROTOBUF, ...signed.headers }, body: signed.bytes });
+  const run = await request("//api/v0/fleet/get-run", {
+    headers: { ...PROTOBUF, ...signed.headers },
+    body: signed.bytes,
+  });
   expect(run.status).toBe(200);
   expect(GetRunResponse.decode(run.body).run?.runId).toBe(runId);
 });

@@ -37,7 +37,7 @@ test("a CreateNode asking for 1e9 s is online for 1800 s only; a Ping asking for
   expect((await state.getNodes(runId)).has(nodeId)).toBe(true);
 });
 
-test("PushTaskRes: a re-push gets the stored id, a reply to nothing or to another node's task gets \"None\"", async () => {
+test('PushTaskRes: a re-push gets the stored id, a reply to nothing or to another node\'s task gets "None"', async () => {
   const { logger, lines } = memoryLogger();
   const nodeId = (await fleet.createNode({ pingInterval: 30 }, state)).node!.nodeId;
   const [insId] = (await driver.pushTaskIns({ taskInsList: [validTaskIns(runId, nodeId)] }, state)).taskIds;
@@ -45,26 +45,38 @@ test("PushTaskRes: a re-push gets the stored id, a reply to nothing or to anothe
   const [first] = [...(await push()).results.keys()];
   expect([...(await push()).results.keys()]).toEqual([first]);
   expect(await state.numTaskRes()).toBe(1);
-  const foreign = await fleet.pushTaskRes({ taskResList: [validTaskRes(runId, nodeId + 1n, insId!)] }, state, { logger });
+  const foreign = await fleet.pushTaskRes({ taskResList: [validTaskRes(runId, nodeId + 1n, insId!)] }, state, {
+    logger,
+  });
   expect([...foreign.results.keys()]).toEqual(["None"]);
-  const unknown = await fleet.pushTaskRes({ taskResList: [validTaskRes(runId, nodeId, "00000000-0000-4000-8000-000000000000")] }, state, { logger });
+  const unknown = await fleet.pushTaskRes(
+    { taskResList: [validTaskRes(runId, nodeId, "00000000-0000-4000-8000-000000000000")] },
+    state,
+    { logger },
+  );
   expect([...unknown.results.keys()]).toEqual(["None"]);
   expect(lines.filter((l) => l["event"] === "fleet.push-task-res.dropped")).toHaveLength(2);
 });
 
 test("PushTaskIns: the per-push count and the byte limits refuse the whole request", async () => {
   const tiny = () => validTaskIns(runId, 7n);
-  await expect(driver.pushTaskIns({ taskInsList: [tiny(), tiny(), tiny()] }, state, { maxTaskInsPerPush: 2 })).rejects.toThrow(ResourceExhaustedError);
+  await expect(
+    driver.pushTaskIns({ taskInsList: [tiny(), tiny(), tiny()] }, state, { maxTaskInsPerPush: 2 }),
+  ).rejects.toThrow(ResourceExhaustedError);
   const big = () => {
     const t = tiny();
     t.task!.recordset = {
-      parameters: new Map([["w", { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [], stype: "", data: Buffer.alloc(20_000) }] }]]),
+      parameters: new Map([
+        ["w", { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [], stype: "", data: Buffer.alloc(20_000) }] }],
+      ]),
       metrics: new Map(),
       configs: new Map(),
     };
     return t;
   };
-  await expect(driver.pushTaskIns({ taskInsList: [big(), big(), big()] }, state)).rejects.toThrow(ResourceExhaustedError);
+  await expect(driver.pushTaskIns({ taskInsList: [big(), big(), big()] }, state)).rejects.toThrow(
+    ResourceExhaustedError,
+  );
   expect(await state.numTaskIns()).toBe(0);
   expect((await driver.pushTaskIns({ taskInsList: [big(), big()] }, state)).taskIds).toHaveLength(2);
 });

@@ -101,15 +101,24 @@ afterEach(async () => {
 
 function secureArgs(database: string): string[] {
   return [
-    "--ssl-ca-certfile", fx.caCert,
-    "--ssl-certfile", fx.serverCert,
-    "--ssl-keyfile", fx.serverKey,
-    "--auth-list-public-keys", fx.allowlistCsv,
-    "--auth-superlink-private-key", fx.superlinkPrivateKey,
-    "--auth-superlink-public-key", fx.superlinkPublicKey,
-    "--database", database,
-    "--driver-api-address", "127.0.0.1:0",
-    "--fleet-api-address", "127.0.0.1:0",
+    "--ssl-ca-certfile",
+    fx.caCert,
+    "--ssl-certfile",
+    fx.serverCert,
+    "--ssl-keyfile",
+    fx.serverKey,
+    "--auth-list-public-keys",
+    fx.allowlistCsv,
+    "--auth-superlink-private-key",
+    fx.superlinkPrivateKey,
+    "--auth-superlink-public-key",
+    fx.superlinkPublicKey,
+    "--database",
+    database,
+    "--driver-api-address",
+    "127.0.0.1:0",
+    "--fleet-api-address",
+    "127.0.0.1:0",
   ];
 }
 
@@ -122,7 +131,11 @@ async function startSecure(database: string): Promise<{ daemon: Daemon; driverAd
 /** CreateNode as an authenticated SuperNode; returns the node id. */
 async function authCreateNode(fleet: FleetClient, auth: SuperNodeAuth): Promise<bigint> {
   const request = { pingInterval: 30 };
-  const { response, headers } = await unaryCall(fleet.createNode.bind(fleet), request, auth.metadataFor("CreateNodeRequest", request));
+  const { response, headers } = await unaryCall(
+    fleet.createNode.bind(fleet),
+    request,
+    auth.metadataFor("CreateNodeRequest", request),
+  );
   auth.acceptCreateNodeMetadata(headers);
   return response.node!.nodeId;
 }
@@ -144,20 +157,29 @@ test("TLS + auth + SQLite: accepts known nodes, refuses others, stops cleanly, k
   const nodeId = await authCreateNode(fleet, node1);
   expect(nodeId).not.toBe(0n);
   const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
-  expect((await unaryCall(fleet.ping.bind(fleet), ping, node1.metadataFor("PingRequest", ping))).response.success).toBe(true);
-
-  const runId = (await unaryCall(driver.createRun.bind(driver), { fabId: "fab", fabVersion: "1", overrideConfig: new Map() }))
-    .response.runId;
-  expect((await unaryCall(driver.getNodes.bind(driver), { runId })).response.nodes).toEqual([{ nodeId, anonymous: false }]);
-  const getRun = { runId };
-  expect((await unaryCall(fleet.getRun.bind(fleet), getRun, node1.metadataFor("GetRunRequest", getRun))).response.run?.runId).toBe(
-    runId,
+  expect((await unaryCall(fleet.ping.bind(fleet), ping, node1.metadataFor("PingRequest", ping))).response.success).toBe(
+    true,
   );
+
+  const runId = (
+    await unaryCall(driver.createRun.bind(driver), { fabId: "fab", fabVersion: "1", overrideConfig: new Map() })
+  ).response.runId;
+  expect((await unaryCall(driver.getNodes.bind(driver), { runId })).response.nodes).toEqual([
+    { nodeId, anonymous: false },
+  ]);
+  const getRun = { runId };
+  expect(
+    (await unaryCall(fleet.getRun.bind(fleet), getRun, node1.metadataFor("GetRunRequest", getRun))).response.run?.runId,
+  ).toBe(runId);
 
   // Unknown key.
   const node2 = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[1]!, fx.clientPublicKeys[1]!);
   const unknown = await statusOf(
-    unaryCall(fleet.createNode.bind(fleet), { pingInterval: 30 }, node2.metadataFor("CreateNodeRequest", { pingInterval: 30 })),
+    unaryCall(
+      fleet.createNode.bind(fleet),
+      { pingInterval: 30 },
+      node2.metadataFor("CreateNodeRequest", { pingInterval: 30 }),
+    ),
   );
   expect(unknown).toEqual({ code: grpc.status.UNAUTHENTICATED, details: "Access denied" });
 
@@ -183,14 +205,18 @@ test("TLS + auth + SQLite: accepts known nodes, refuses others, stops cleanly, k
   expect((await unaryCall(driver2.getRun.bind(driver2), { runId })).response.run?.runId).toBe(runId);
   const again = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[0]!, fx.clientPublicKeys[0]!);
   expect(await authCreateNode(fleet2, again)).toBe(nodeId);
-  expect((await unaryCall(fleet2.getRun.bind(fleet2), getRun, again.metadataFor("GetRunRequest", getRun))).response.run?.runId).toBe(
-    runId,
-  );
+  expect(
+    (await unaryCall(fleet2.getRun.bind(fleet2), getRun, again.metadataFor("GetRunRequest", getRun))).response.run
+      ?.runId,
+  ).toBe(runId);
 
   // SIGHUP reloads the allowlist: the second SuperNode is accepted afterwards.
   writeFileSync(fx.allowlistCsv, `${clientKeys.join(",")}\n`);
   second.daemon.proc.kill("SIGHUP");
-  await second.daemon.waitFor((r) => r["event"] === "superlink.allowlist-changed" && r["added"] === 1, "the allowlist reload");
+  await second.daemon.waitFor(
+    (r) => r["event"] === "superlink.allowlist-changed" && r["added"] === 1,
+    "the allowlist reload",
+  );
   const node2b = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[1]!, fx.clientPublicKeys[1]!);
   expect(await authCreateNode(fleet2, node2b)).not.toBe(0n);
 

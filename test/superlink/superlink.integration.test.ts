@@ -92,19 +92,31 @@ async function createNode(fleet: FleetClient, pingInterval = 30): Promise<bigint
 test("full Driver + Fleet round trip over TLS", async () => {
   const { link, driver, fleet, lines } = await start();
   const ready = lines.find((l) => l["event"] === "superlink.ready");
-  expect(ready).toMatchObject({ driverAddress: link.driverAddress, fleetAddress: link.fleetAddress, tls: true, auth: false });
+  expect(ready).toMatchObject({
+    driverAddress: link.driverAddress,
+    fleetAddress: link.fleetAddress,
+    tls: true,
+    auth: false,
+  });
   expect(link.driverPort).toBeGreaterThan(0);
   expect(link.fleetPort).toBeGreaterThan(0);
 
   const { response: created } = await unaryCall(driver.createRun.bind(driver), {
     fabId: "fab",
     fabVersion: "1.0",
-    overrideConfig: new Map([["lr", { double: 0.5 }], ["rounds", { sint64: 3n }]]),
+    overrideConfig: new Map([
+      ["lr", { double: 0.5 }],
+      ["rounds", { sint64: 3n }],
+    ]),
   });
   const runId = created.runId;
   const nodeId = await createNode(fleet);
-  expect((await unaryCall(driver.getNodes.bind(driver), { runId })).response.nodes).toEqual([{ nodeId, anonymous: false }]);
-  expect((await unaryCall(fleet.ping.bind(fleet), { node: { nodeId, anonymous: false }, pingInterval: 30 })).response).toEqual({
+  expect((await unaryCall(driver.getNodes.bind(driver), { runId })).response.nodes).toEqual([
+    { nodeId, anonymous: false },
+  ]);
+  expect(
+    (await unaryCall(fleet.ping.bind(fleet), { node: { nodeId, anonymous: false }, pingInterval: 30 })).response,
+  ).toEqual({
     success: true,
   });
 
@@ -114,11 +126,16 @@ test("full Driver + Fleet round trip over TLS", async () => {
   expect((await unaryCall(driver.getRun.bind(driver), { runId })).response.run?.runId).toBe(runId);
   expect((await unaryCall(driver.getRun.bind(driver), { runId: runId + 1n })).response.run).toBeUndefined();
 
-  const { response: pushed } = await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] });
+  const { response: pushed } = await unaryCall(driver.pushTaskIns.bind(driver), {
+    taskInsList: [validTaskIns(runId, nodeId)],
+  });
   const [taskInsId] = pushed.taskIds;
   expect(taskInsId).toMatch(/^[0-9a-f-]{36}$/);
 
-  const { response: pulled } = await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] });
+  const { response: pulled } = await unaryCall(fleet.pullTaskIns.bind(fleet), {
+    node: { nodeId, anonymous: false },
+    taskIds: [],
+  });
   expect(pulled.taskInsList.map((t) => t.taskId)).toEqual([taskInsId]);
   expect(pulled.taskInsList[0]!.task!.deliveredAt).not.toBe("");
   expect(pulled.taskInsList[0]!.task!.recordset).toBeDefined();
@@ -130,10 +147,16 @@ test("full Driver + Fleet round trip over TLS", async () => {
   const [resultId] = [...stored.results.keys()];
   expect(resultId).toMatch(/^[0-9a-f-]{36}$/);
 
-  const { response: results } = await unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] });
+  const { response: results } = await unaryCall(driver.pullTaskRes.bind(driver), {
+    node: undefined,
+    taskIds: [taskInsId!],
+  });
   expect(results.taskResList.map((t) => [t.taskId, t.task!.ancestry])).toEqual([[resultId, [taskInsId]]]);
   // The delivered pair is deleted once the answer went out.
-  await until(async () => (await link.state.numTaskIns()) === 0 && (await link.state.numTaskRes()) === 0, "TaskIns/TaskRes deletion");
+  await until(
+    async () => (await link.state.numTaskIns()) === 0 && (await link.state.numTaskRes()) === 0,
+    "TaskIns/TaskRes deletion",
+  );
 
   expect((await unaryCall(fleet.deleteNode.bind(fleet), { node: { nodeId, anonymous: false } })).response).toEqual({});
   expect((await unaryCall(driver.getNodes.bind(driver), { runId })).response.nodes).toEqual([]);
@@ -149,7 +172,11 @@ test("a PullTaskIns started before the push receives the task (long polling)", a
   const { link, driver, fleet } = await start();
   const runId = await createRun(driver);
   const nodeId = await createNode(fleet);
-  const pull = unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] }, longPollOptIn());
+  const pull = unaryCall(
+    fleet.pullTaskIns.bind(fleet),
+    { node: { nodeId, anonymous: false }, taskIds: [] },
+    longPollOptIn(),
+  );
   await until(() => link.waitingPulls === 1, "the pull to wait");
   const { response } = await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] });
   const { response: pulled } = await pull;
@@ -162,7 +189,10 @@ test("a PullTaskIns without the opt-in header is answered at once, as Flower (Py
   await createRun(driver);
   const nodeId = await createNode(fleet);
   const started = performance.now();
-  const { response } = await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] });
+  const { response } = await unaryCall(fleet.pullTaskIns.bind(fleet), {
+    node: { nodeId, anonymous: false },
+    taskIds: [],
+  });
   // The SuperLink holds opted-in pulls for 60 s here; an answer within 10 s was not held.
   expect(performance.now() - started).toBeLessThan(10_000);
   expect(response.taskInsList).toEqual([]);
@@ -173,8 +203,8 @@ test("a PullTaskRes started before the node answers receives the result (long po
   const { link, driver, fleet } = await start();
   const runId = await createRun(driver);
   const nodeId = await createNode(fleet);
-  const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] })).response
-    .taskIds;
+  const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] }))
+    .response.taskIds;
   const pull = unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] });
   await until(() => link.waitingPulls === 1, "the pull to wait");
   await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] });
@@ -188,14 +218,19 @@ test("a cancelled long-poll leaves no waiter behind and takes no task", async ()
   const runId = await createRun(driver);
   const nodeId = await createNode(fleet);
   const ended = new Promise<grpc.ServiceError | null>((resolve) => {
-    const call = fleet.pullTaskIns({ node: { nodeId, anonymous: false }, taskIds: [] }, longPollOptIn(), (err) => resolve(err));
+    const call = fleet.pullTaskIns({ node: { nodeId, anonymous: false }, taskIds: [] }, longPollOptIn(), (err) =>
+      resolve(err),
+    );
     void until(() => link.waitingPulls === 1, "the pull to wait").then(() => call.cancel());
   });
   expect((await ended)?.code).toBe(grpc.status.CANCELLED);
   await until(() => link.waitingPulls === 0, "the server to drop the waiter");
-  const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] })).response
-    .taskIds;
-  const { response } = await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] });
+  const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] }))
+    .response.taskIds;
+  const { response } = await unaryCall(fleet.pullTaskIns.bind(fleet), {
+    node: { nodeId, anonymous: false },
+    taskIds: [],
+  });
   expect(response.taskInsList.map((t) => t.taskId)).toEqual([taskInsId]);
 });
 
@@ -204,8 +239,8 @@ test("a node that stops pinging makes PullTaskRes deliver a NODE_UNAVAILABLE err
   const { driver, fleet } = await start({ longPollMs: 2000, limits: { pingIntervalBounds: { min: 0.1, max: 1800 } } });
   const runId = await createRun(driver);
   const nodeId = await createNode(fleet, 0.3);
-  const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] })).response
-    .taskIds;
+  const [taskInsId] = (await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] }))
+    .response.taskIds;
   const pullOnce = async () =>
     (await unaryCall(driver.pullTaskRes.bind(driver), { node: undefined, taskIds: [taskInsId!] })).response.taskResList;
   let results = await pullOnce();
@@ -316,7 +351,10 @@ test("a SQLite database keeps runs and nodes across a restart", async () => {
 
   const second = await start({ database });
   expect((await unaryCall(second.fleet.getRun.bind(second.fleet), { runId })).response.run?.runId).toBe(runId);
-  const ping = await unaryCall(second.fleet.ping.bind(second.fleet), { node: { nodeId, anonymous: false }, pingInterval: 30 });
+  const ping = await unaryCall(second.fleet.ping.bind(second.fleet), {
+    node: { nodeId, anonymous: false },
+    pingInterval: 30,
+  });
   expect(ping.response.success).toBe(true);
 });
 
@@ -328,7 +366,10 @@ test("authentication without TLS is refused before anything starts", async () =>
         driverApiAddress: "127.0.0.1:0",
         fleetApiAddress: "127.0.0.1:0",
         database: IN_MEMORY_DATABASE,
-        auth: { allowlist: Allowlist.fromCsvFile(fx.allowlistCsv), superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey) },
+        auth: {
+          allowlist: Allowlist.fromCsvFile(fx.allowlistCsv),
+          superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey),
+        },
       },
       { logger },
     ),

@@ -38,7 +38,8 @@ async function run(...args: string[]): Promise<Run> {
   let stdout = "";
   const logDestination = new Writable({
     write(chunk: Buffer, _e, cb) {
-      for (const line of chunk.toString().split("\n")) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString().split("\n"))
+        if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
       cb();
     },
   });
@@ -92,12 +93,28 @@ describe("flower-client-app command line", () => {
     const bare = await run("client:app", "--dir", dir, "--insecure", "--rest", "--superlink", "127.0.0.1:9093");
     expect(bare.code).toBe(2);
     expect(bare.text).toContain("please provide `https://` or `http://` before the server address");
-    const httpsInsecure = await run("client:app", "--dir", dir, "--insecure", "--rest", "--superlink", "https://127.0.0.1:9093");
+    const httpsInsecure = await run(
+      "client:app",
+      "--dir",
+      dir,
+      "--insecure",
+      "--rest",
+      "--superlink",
+      "https://127.0.0.1:9093",
+    );
     expect(httpsInsecure.code).toBe(2);
     expect(httpsInsecure.text).toContain("Conflicting options: --insecure with the https:// SuperLink URL");
     const httpAuth = await run(
-      "client:app", "--dir", dir, "--rest", "--superlink", "http://127.0.0.1:9093",
-      "--auth-supernode-private-key", join(dir, "k"), "--auth-supernode-public-key", join(dir, "k.pub"),
+      "client:app",
+      "--dir",
+      dir,
+      "--rest",
+      "--superlink",
+      "http://127.0.0.1:9093",
+      "--auth-supernode-private-key",
+      join(dir, "k"),
+      "--auth-supernode-public-key",
+      join(dir, "k.pub"),
     );
     expect(httpAuth.code).toBe(2);
     expect(httpAuth.text).toContain("Authentication requires a secure connection: use an https:// SuperLink URL");
@@ -163,7 +180,16 @@ describe("flower-client-app command line", () => {
 
   it("connects to the deprecated --server address with a warning, and gives up after --max-retries (exit 1)", async () => {
     const port = await closedPort();
-    const r = await run("client:makeApp", "--dir", dir, "--insecure", "--server", `127.0.0.1:${port}`, "--max-retries", "0");
+    const r = await run(
+      "client:makeApp",
+      "--dir",
+      dir,
+      "--insecure",
+      "--server",
+      `127.0.0.1:${port}`,
+      "--max-retries",
+      "0",
+    );
     expect(r.code).toBe(1);
     expect(r.text).toContain("Passing flag --server is deprecated. Use --superlink instead.");
     expect(r.text).toMatch(new RegExp(`Giving up on CreateNode after 1 try .*127\\.0\\.0\\.1:${port}`));

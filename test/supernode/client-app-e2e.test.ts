@@ -100,7 +100,8 @@ function spawnClientApp(args: string[]): Spawned {
         const check = (): void => {
           const hit = lines.find(predicate);
           if (hit) resolve(hit);
-          else if (child.exitCode !== null) reject(new Error(`flower-client-app exited (${child.exitCode}) before ${what}:\n${stderr}`));
+          else if (child.exitCode !== null)
+            reject(new Error(`flower-client-app exited (${child.exitCode}) before ${what}:\n${stderr}`));
           else waiters.push(check);
         };
         check();

@@ -61,7 +61,13 @@ test("pyproject.toml: the clientapp component is found among arrays and comments
 
 test("FAB ids need exactly one '/', versions no path separators", () => {
   expect(fabProjectDir("acme/demo", "1.0.0", "/f")).toBe(join("/f", "apps", "acme", "demo", "1.0.0"));
-  for (const [id, version] of [["acme", "1"], ["a/b/c", "1"], ["../x", "1"], ["a/b", "../../etc"], ["a/b", ""]]) {
+  for (const [id, version] of [
+    ["acme", "1"],
+    ["a/b/c", "1"],
+    ["../x", "1"],
+    ["a/b", "../../etc"],
+    ["a/b", ""],
+  ]) {
     expect(() => fabProjectDir(id!, version!, "/f")).toThrow(AppLoadError);
   }
 });
@@ -80,7 +86,13 @@ test("a SuperNode answers a FAB run with the installed app, a run without FAB id
     {
       superlink: link.fleetAddress,
       insecure: true,
-      app: createFabAppSource({ defaultRef: "client:app", projectDir: join(dir, "project"), flwrDir: join(dir, "flwr"), load: loadClientApp, logger }),
+      app: createFabAppSource({
+        defaultRef: "client:app",
+        projectDir: join(dir, "project"),
+        flwrDir: join(dir, "flwr"),
+        load: loadClientApp,
+        logger,
+      }),
     },
     { logger },
   );
@@ -92,8 +104,12 @@ test("a SuperNode answers a FAB run with the installed app, a run without FAB id
       const { taskId } = await d.push(runId, node.nodeId, "query");
       return (await d.reply(taskId)).message;
     };
-    expect((await answer({ fabId: "acme/demo", fabVersion: "1.0.0" })).content!.configsRecords.get("out")).toEqual({ who: "fab" });
-    expect((await answer({ fabId: "", fabVersion: "" })).content!.configsRecords.get("out")).toEqual({ who: "default" });
+    expect((await answer({ fabId: "acme/demo", fabVersion: "1.0.0" })).content!.configsRecords.get("out")).toEqual({
+      who: "fab",
+    });
+    expect((await answer({ fabId: "", fabVersion: "" })).content!.configsRecords.get("out")).toEqual({
+      who: "default",
+    });
     expect(lines.some((l) => l.msg === "FAB ID is not provided; the default ClientApp will be loaded.")).toBe(true);
     const missing = await answer({ fabId: "acme/other", fabVersion: "2.0" });
     expect(missing.error?.code).toBe(ErrorCode.LOAD_CLIENT_APP_EXCEPTION);

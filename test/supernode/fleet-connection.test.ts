@@ -73,8 +73,14 @@ async function startStrictFleet(
     pullTaskIns: (_call, callback) => callback(null, { reconnect: undefined, taskInsList: [] }),
     getRun: (_call, callback) => callback(null, { run: undefined }),
   };
-  const tls = readServerTlsFiles({ caCertFile: fixtures.caCert, certFile: fixtures.serverCert, keyFile: fixtures.serverKey });
-  const server = await startGrpcServer("127.0.0.1:0", serverCredentials(tls), [{ definition: FleetService, implementation }]);
+  const tls = readServerTlsFiles({
+    caCertFile: fixtures.caCert,
+    certFile: fixtures.serverCert,
+    keyFile: fixtures.serverKey,
+  });
+  const server = await startGrpcServer("127.0.0.1:0", serverCredentials(tls), [
+    { definition: FleetService, implementation },
+  ]);
   return { server, pushes };
 }
 
@@ -97,7 +103,10 @@ function taskRes(metrics: Record<string, number>): TaskRes {
   });
 }
 
-async function connect(server: RunningGrpcServer, logger = memoryLogger()): Promise<{ connection: FleetConnection; lines: typeof logger.lines }> {
+async function connect(
+  server: RunningGrpcServer,
+  logger = memoryLogger(),
+): Promise<{ connection: FleetConnection; lines: typeof logger.lines }> {
   const connection = new FleetConnection({
     superlink: `127.0.0.1:${server.port}`,
     rootCertificates: fixtures.read(fixtures.caCert),

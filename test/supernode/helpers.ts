@@ -29,7 +29,11 @@ export function memoryLogger(level = "debug"): { logger: Logger; lines: LogLine[
 }
 
 /** Polls `predicate` until it holds (bounded by the test timeout, checked every 10 ms). */
-export async function until(predicate: () => boolean | Promise<boolean>, what = "condition", limitMs = 45_000): Promise<void> {
+export async function until(
+  predicate: () => boolean | Promise<boolean>,
+  what = "condition",
+  limitMs = 45_000,
+): Promise<void> {
   const started = Date.now();
   while (!(await predicate())) {
     if (Date.now() - started > limitMs) throw new Error(`timed out waiting for ${what}`);
@@ -82,7 +86,10 @@ export class TestDriver {
     );
   }
 
-  async createRun(overrideConfig: Map<string, Scalar> = new Map(), fab: { fabId: string; fabVersion: string } = { fabId: "", fabVersion: "" }): Promise<bigint> {
+  async createRun(
+    overrideConfig: Map<string, Scalar> = new Map(),
+    fab: { fabId: string; fabVersion: string } = { fabId: "", fabVersion: "" },
+  ): Promise<bigint> {
     const { response } = await unaryCall(this.client.createRun.bind(this.client), {
       fabId: fab.fabId,
       fabVersion: fab.fabVersion,
@@ -157,5 +164,9 @@ export class TestDriver {
 
 /** A ServiceError-shaped value for tests that need one. */
 export function serviceError(code: grpc.status, details: string): grpc.ServiceError {
-  return Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), { code, details, metadata: new grpc.Metadata() });
+  return Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), {
+    code,
+    details,
+    metadata: new grpc.Metadata(),
+  });
 }

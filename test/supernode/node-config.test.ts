@@ -6,7 +6,9 @@ import { parseNodeConfig, parseTomlScalar } from "../../src/supernode/node-confi
 
 describe("parseNodeConfig", () => {
   it("parses Flower's example: ints to bigint, quoted strings, floats and booleans", () => {
-    expect(parseNodeConfig('key1="value1",partition-id=0,num-partitions=100,lr=0.01,iid=true,big=9007199254740993')).toEqual({
+    expect(
+      parseNodeConfig('key1="value1",partition-id=0,num-partitions=100,lr=0.01,iid=true,big=9007199254740993'),
+    ).toEqual({
       key1: "value1",
       "partition-id": 0n,
       "num-partitions": 100n,
@@ -23,7 +25,7 @@ describe("parseNodeConfig", () => {
   });
 
   it("accepts spaces around '=', TOML number forms and string escapes", () => {
-    expect(parseNodeConfig(' a = -3 , b=1e3, c=0x1F, d=1_000, e = "tab\\there", f=\'C:\\path\', g=-inf')).toEqual({
+    expect(parseNodeConfig(" a = -3 , b=1e3, c=0x1F, d=1_000, e = \"tab\\there\", f='C:\\path', g=-inf")).toEqual({
       a: -3n,
       b: 1000,
       c: 31n,

@@ -38,7 +38,10 @@ afterAll(async () => {
 });
 
 const connect = (url: string, ca?: Buffer): RestFleetConnection =>
-  new RestFleetConnection({ baseUrl: url, poster: createNodeRestPoster(ca !== undefined ? { rootCertificates: ca } : {}) });
+  new RestFleetConnection({
+    baseUrl: url,
+    poster: createNodeRestPoster(ca !== undefined ? { rootCertificates: ca } : {}),
+  });
 
 async function failureOf(p: Promise<unknown>): Promise<unknown> {
   try {

@@ -44,12 +44,24 @@ afterAll(async () => {
 
 test("REST SuperLink (TLS + auth) + flower-client-app --rest + flower-supernode --rest run a ServerApp", async () => {
   const superlink = start("superlink", "flower-superlink", [
-    "--fleet-api-type", "rest",
-    "--driver-api-address", "127.0.0.1:0",
-    "--fleet-api-address", "127.0.0.1:0",
-    "--ssl-ca-certfile", fx.caCert, "--ssl-certfile", fx.serverCert, "--ssl-keyfile", fx.serverKey,
-    "--auth-list-public-keys", fx.allowlistCsv,
-    "--auth-superlink-private-key", fx.superlinkPrivateKey, "--auth-superlink-public-key", fx.superlinkPublicKey,
+    "--fleet-api-type",
+    "rest",
+    "--driver-api-address",
+    "127.0.0.1:0",
+    "--fleet-api-address",
+    "127.0.0.1:0",
+    "--ssl-ca-certfile",
+    fx.caCert,
+    "--ssl-certfile",
+    fx.serverCert,
+    "--ssl-keyfile",
+    fx.serverKey,
+    "--auth-list-public-keys",
+    fx.allowlistCsv,
+    "--auth-superlink-private-key",
+    fx.superlinkPrivateKey,
+    "--auth-superlink-public-key",
+    fx.superlinkPublicKey,
   ]);
   const ready = await superlink.waitFor(/\{[^\n]*"event":"superlink\.ready"[^\n]*\}/, 30_000);
   const { driverAddress, fleetAddress, fleetApiType } = JSON.parse(ready[0]) as {
@@ -60,8 +72,15 @@ test("REST SuperLink (TLS + auth) + flower-client-app --rest + flower-supernode 
   expect(fleetApiType).toBe("rest");
   const url = `https://${fleetAddress}`;
   const nodeArgs = (i: number): string[] => [
-    "--rest", "--superlink", url, "--root-certificates", fx.caCert,
-    "--auth-supernode-private-key", fx.clientPrivateKeys[i]!, "--auth-supernode-public-key", fx.clientPublicKeys[i]!,
+    "--rest",
+    "--superlink",
+    url,
+    "--root-certificates",
+    fx.caCert,
+    "--auth-supernode-private-key",
+    fx.clientPrivateKeys[i]!,
+    "--auth-supernode-public-key",
+    fx.clientPublicKeys[i]!,
   ];
   const nodes = [
     start("client-app", "flower-client-app", ["client:app", "--dir", TS_APP_DIR, ...nodeArgs(0)]),
@@ -70,22 +89,45 @@ test("REST SuperLink (TLS + auth) + flower-client-app --rest + flower-supernode 
   await Promise.all(nodes.map((n) => n.waitFor(/"event":"supernode\.ready"/, 30_000)));
 
   const serverApp = start("server-app", "flower-server-app", [
-    "server:app", "--dir", TS_APP_DIR, "--root-certificates", fx.caCert, "--superlink", driverAddress,
+    "server:app",
+    "--dir",
+    TS_APP_DIR,
+    "--root-certificates",
+    fx.caCert,
+    "--superlink",
+    driverAddress,
   ]);
   const code = await serverApp.waitForExit(120_000);
   if (code !== 0) throw new Error(`ServerApp exit ${code}\n${peers.map((p) => p.tail()).join("\n")}`);
   const summary = /\{[^\n]*"event":"serverapp\.summary"[^\n]*\}/.exec(serverApp.output);
   const history = (JSON.parse(summary![0]) as { history: Record<string, unknown> }).history;
-  expect(history["lossesCentralized"]).toEqual([[0, 0], [1, 1], [2, 2]]);
-  expect((history["metricsDistributedFit"] as Record<string, unknown>)["impls"]).toEqual([[1, "ts,ts"], [2, "ts,ts"]]);
+  expect(history["lossesCentralized"]).toEqual([
+    [0, 0],
+    [1, 1],
+    [2, 2],
+  ]);
+  expect((history["metricsDistributedFit"] as Record<string, unknown>)["impls"]).toEqual([
+    [1, "ts,ts"],
+    [2, "ts,ts"],
+  ]);
   // flower-supernode found no FAB id in the run and used its default app, as Flower says.
   expect(nodes[1]!.output).toContain("FAB ID is not provided; the default ClientApp will be loaded.");
   for (const n of nodes) expect(n.running).toBe(true);
 
   // A SuperNode whose key is not allowlisted is refused over REST and gives up at once (exit 2).
   const outsider = start("outsider", "flower-client-app", [
-    "client:app", "--dir", TS_APP_DIR, "--rest", "--superlink", url, "--root-certificates", fx.caCert,
-    "--auth-supernode-private-key", stranger.clientPrivateKeys[0]!, "--auth-supernode-public-key", stranger.clientPublicKeys[0]!,
+    "client:app",
+    "--dir",
+    TS_APP_DIR,
+    "--rest",
+    "--superlink",
+    url,
+    "--root-certificates",
+    fx.caCert,
+    "--auth-supernode-private-key",
+    stranger.clientPrivateKeys[0]!,
+    "--auth-supernode-public-key",
+    stranger.clientPublicKeys[0]!,
   ]);
   expect(await outsider.waitForExit(30_000)).toBe(2);
   expect(outsider.output).toMatch(/allowlist/);

@@ -182,7 +182,10 @@ describe("SuperNode with TLS and node authentication", () => {
     const d = driver(link, true);
     const runId = await d.createRun();
     const first = await d.push(runId, node.nodeId, "train");
-    expect((await d.reply(first.taskId)).taskRes.task!.error).toEqual({ code: 2n, reason: "<class 'RangeError'>:<'bad batch'>" });
+    expect((await d.reply(first.taskId)).taskRes.task!.error).toEqual({
+      code: 2n,
+      reason: "<class 'RangeError'>:<'bad batch'>",
+    });
     const second = await d.push(runId, node.nodeId, "train");
     const reply = await d.reply(second.taskId);
     expect(reply.taskRes.task!.error).toBeUndefined();
@@ -222,7 +225,12 @@ describe("SuperNode with TLS and node authentication", () => {
     const link = await superLink({ tls: true, auth: true });
     const { logger, lines } = memoryLogger();
     const err = await startSuperNode(
-      { superlink: link.fleetAddress, app: trainingApp(), ...tlsAuth(), rootCertificates: otherFixtures.read(otherFixtures.caCert) },
+      {
+        superlink: link.fleetAddress,
+        app: trainingApp(),
+        ...tlsAuth(),
+        rootCertificates: otherFixtures.read(otherFixtures.caCert),
+      },
       { logger },
     ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InvalidConfigError);
@@ -258,9 +266,10 @@ describe("SuperNode with TLS and node authentication", () => {
 
   it("refuses to start with keys against a SuperLink that has authentication off", async () => {
     const link = await superLink({ tls: true });
-    const err = await startSuperNode({ superlink: link.fleetAddress, app: trainingApp(), ...tlsAuth() }, { logger: memoryLogger().logger }).catch(
-      (e: unknown) => e,
-    );
+    const err = await startSuperNode(
+      { superlink: link.fleetAddress, app: trainingApp(), ...tlsAuth() },
+      { logger: memoryLogger().logger },
+    ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InvalidConfigError);
     expect((err as Error).message).toContain("did not send its public key");
   });
@@ -411,7 +420,16 @@ describe("replyProblem", () => {
     createdAt: 1_720_000_000,
   };
   const reply = (overrides: Partial<Message["metadata"]> = {}): Message => ({
-    metadata: { ...incoming, messageId: "", srcNodeId: 9n, dstNodeId: 0n, replyToMessage: "m", createdAt: 1_720_000_010, ttl: 50, ...overrides },
+    metadata: {
+      ...incoming,
+      messageId: "",
+      srcNodeId: 9n,
+      dstNodeId: 0n,
+      replyToMessage: "m",
+      createdAt: 1_720_000_010,
+      ttl: 50,
+      ...overrides,
+    },
     content: new RecordSet(),
   });
 

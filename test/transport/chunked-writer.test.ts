@@ -6,7 +6,13 @@ import { PullTaskResResponse, PushTaskInsRequest, DriverService } from "../../sr
 import { PullTaskInsResponse, PushTaskResRequest, FleetService } from "../../src/proto/flwr/proto/fleet";
 import { RecordSet } from "../../src/proto/flwr/proto/recordset";
 import { TaskIns, TaskRes } from "../../src/proto/flwr/proto/task";
-import { ChunkedWriter, HEADROOM_BYTES, encodeMessage, encodeMessageChunks, withHeadroom } from "../../src/core/wire/chunked-writer";
+import {
+  ChunkedWriter,
+  HEADROOM_BYTES,
+  encodeMessage,
+  encodeMessageChunks,
+  withHeadroom,
+} from "../../src/core/wire/chunked-writer";
 import { withChunkedSerializers } from "../../src/transport/chunked-serializers";
 import { requestBytes } from "../../src/transport/grpc-zero-copy";
 import { bytesOf, prng } from "../helpers/random-bytes";
@@ -16,7 +22,10 @@ const SIZES = [0, 1, 127, 128, 1023, 1024, 1025, 16383, 16384, 70_000];
 
 function randomRecordSet(rand: () => number): RecordSet {
   const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
-  const parameters = new Map<string, { dataKeys: string[]; dataValues: Array<{ dtype: string; shape: number[]; stype: string; data: Buffer }> }>();
+  const parameters = new Map<
+    string,
+    { dataKeys: string[]; dataValues: Array<{ dtype: string; shape: number[]; stype: string; data: Buffer }> }
+  >();
   const nParams = Math.floor(rand() * 3);
   for (let p = 0; p < nParams; p++) {
     const n = Math.floor(rand() * 4);
@@ -24,7 +33,12 @@ function randomRecordSet(rand: () => number): RecordSet {
     const values = [];
     for (let i = 0; i < n; i++) {
       keys.push(i === 0 ? "" : `w${i}-é`);
-      values.push({ dtype: pick(["", "float32", "int64"]), shape: pick([[], [3], [2, 300], [-1, 0]]), stype: pick(["", "numpy.ndarray"]), data: bytesOf(rand, pick(SIZES)) });
+      values.push({
+        dtype: pick(["", "float32", "int64"]),
+        shape: pick([[], [3], [2, 300], [-1, 0]]),
+        stype: pick(["", "numpy.ndarray"]),
+        data: bytesOf(rand, pick(SIZES)),
+      });
     }
     parameters.set(p === 0 ? "" : `params-${p}`, { dataKeys: keys, dataValues: values });
   }
@@ -109,7 +123,10 @@ test("the four task messages encode byte for byte as the generated encoder, on 2
   for (let i = 0; i < 50; i++) {
     const list = Array.from({ length: Math.floor(rand() * 3) }, () => randomTask(rand));
     const asRes = list.map((t) => TaskRes.fromPartial(t));
-    expectSameBytes(PullTaskInsResponse, PullTaskInsResponse.fromPartial({ taskInsList: list, reconnect: rand() < 0.5 ? { reconnect: 5n } : undefined }));
+    expectSameBytes(
+      PullTaskInsResponse,
+      PullTaskInsResponse.fromPartial({ taskInsList: list, reconnect: rand() < 0.5 ? { reconnect: 5n } : undefined }),
+    );
     expectSameBytes(PushTaskInsRequest, PushTaskInsRequest.fromPartial({ taskInsList: list }));
     expectSameBytes(PushTaskResRequest, PushTaskResRequest.fromPartial({ taskResList: asRes }));
     expectSameBytes(PullTaskResResponse, PullTaskResResponse.fromPartial({ taskResList: asRes }));
@@ -126,7 +143,20 @@ test("an empty message and a multi-megabyte record round-trip through the genera
         runId: -5n,
         task: {
           consumer: { nodeId: 9n },
-          recordset: { parameters: new Map([["p", { dataKeys: ["a", "b"], dataValues: [{ dtype: "float32", shape: [786436], stype: "", data }, { dtype: "", shape: [], stype: "", data }] }]]) },
+          recordset: {
+            parameters: new Map([
+              [
+                "p",
+                {
+                  dataKeys: ["a", "b"],
+                  dataValues: [
+                    { dtype: "float32", shape: [786436], stype: "", data },
+                    { dtype: "", shape: [], stype: "", data },
+                  ],
+                },
+              ],
+            ]),
+          },
         },
       },
     ],
@@ -152,15 +182,23 @@ test("withChunkedSerializers replaces only the named serializers and leaves the 
   expect(fleet.pullTaskIns.path).toBe(FleetService.pullTaskIns.path);
   expect(fleet.ping).toEqual(FleetService.ping);
   const message = PullTaskInsResponse.fromPartial({ taskInsList: [randomTask(prng(7))] });
-  expect(fleet.pullTaskIns.responseSerialize(message).equals(FleetService.pullTaskIns.responseSerialize(message))).toBe(true);
+  expect(fleet.pullTaskIns.responseSerialize(message).equals(FleetService.pullTaskIns.responseSerialize(message))).toBe(
+    true,
+  );
 
   const driver = withChunkedSerializers(DriverService, { requests: { pushTaskIns: PushTaskInsRequest } });
   const request = PushTaskInsRequest.fromPartial({ taskInsList: [randomTask(prng(8))] });
   // A client request serializes to a stand-in that the patched grpc-js sends as chunks.
-  expect(requestBytes(driver.pushTaskIns.requestSerialize(request)).equals(DriverService.pushTaskIns.requestSerialize(request))).toBe(true);
+  expect(
+    requestBytes(driver.pushTaskIns.requestSerialize(request)).equals(
+      DriverService.pushTaskIns.requestSerialize(request),
+    ),
+  ).toBe(true);
   expect(driver.pushTaskIns.responseSerialize).toBe(DriverService.pushTaskIns.responseSerialize);
 
-  expect(() => withChunkedSerializers(FleetService, { responses: { noSuchMethod: PullTaskInsResponse } })).toThrow('no method "noSuchMethod"');
+  expect(() => withChunkedSerializers(FleetService, { responses: { noSuchMethod: PullTaskInsResponse } })).toThrow(
+    'no method "noSuchMethod"',
+  );
 });
 
 /** A one-record PushTaskResRequest with the given array bytes. */

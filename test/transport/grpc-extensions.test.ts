@@ -9,7 +9,13 @@
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { GRPC_EXTENSION_NAMES, REVIEWED_GRPC_JS_VERSION, activeGrpcExtensions, enableGrpcExtensions, installedGrpcJsVersion } from "../../src/transport/grpc-extensions";
+import {
+  GRPC_EXTENSION_NAMES,
+  REVIEWED_GRPC_JS_VERSION,
+  activeGrpcExtensions,
+  enableGrpcExtensions,
+  installedGrpcJsVersion,
+} from "../../src/transport/grpc-extensions";
 import { REPO_ROOT } from "../helpers/fixtures";
 import { runNodeScript } from "../helpers/node-script";
 
@@ -17,9 +23,13 @@ const dist = (f: string): string => JSON.stringify(join(REPO_ROOT, "dist", f));
 
 test("the installed grpc-js is the reviewed version, pinned exactly in package.json and package-lock.json", () => {
   expect(installedGrpcJsVersion()).toBe(REVIEWED_GRPC_JS_VERSION);
-  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string> };
+  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as {
+    dependencies: Record<string, string>;
+  };
   expect(pkg.dependencies["@grpc/grpc-js"]).toBe(REVIEWED_GRPC_JS_VERSION);
-  const lock = JSON.parse(readFileSync(join(REPO_ROOT, "package-lock.json"), "utf8")) as { packages: Record<string, { version?: string }> };
+  const lock = JSON.parse(readFileSync(join(REPO_ROOT, "package-lock.json"), "utf8")) as {
+    packages: Record<string, { version?: string }>;
+  };
   expect(lock.packages).toHaveProperty(["node_modules/@grpc/grpc-js", "version"], REVIEWED_GRPC_JS_VERSION);
 });
 
@@ -27,7 +37,12 @@ test("every extension applies to the installed grpc-js, and enabling again appli
   // test/helpers/grpc-extensions-setup.ts enabled them for this file.
   expect(activeGrpcExtensions()).toEqual([...GRPC_EXTENSION_NAMES]);
   const again = enableGrpcExtensions();
-  expect(again).toMatchObject({ grpcJsVersion: REVIEWED_GRPC_JS_VERSION, applied: [], refused: [], active: [...GRPC_EXTENSION_NAMES] });
+  expect(again).toMatchObject({
+    grpcJsVersion: REVIEWED_GRPC_JS_VERSION,
+    applied: [],
+    refused: [],
+    active: [...GRPC_EXTENSION_NAMES],
+  });
 });
 
 /** Prints which grpc-js methods are grpc-js's own, before and after the steps in `body`. */
@@ -79,8 +94,18 @@ test("importing flwr-ts and creating a server and a channel change nothing; enab
     after: { changed: string[]; active: string[] };
   };
   expect(out.before).toEqual({ changed: [], active: [] });
-  expect(out.report).toMatchObject({ applied: [...GRPC_EXTENSION_NAMES], refused: [], grpcJsVersion: REVIEWED_GRPC_JS_VERSION });
-  expect(out.after.changed.sort()).toEqual(["clientFilter", "decoder", "serverSend", "serverSerialize", "subchannelSend"]);
+  expect(out.report).toMatchObject({
+    applied: [...GRPC_EXTENSION_NAMES],
+    refused: [],
+    grpcJsVersion: REVIEWED_GRPC_JS_VERSION,
+  });
+  expect(out.after.changed.sort()).toEqual([
+    "clientFilter",
+    "decoder",
+    "serverSend",
+    "serverSerialize",
+    "subchannelSend",
+  ]);
   expect(out.after.active).toEqual([...GRPC_EXTENSION_NAMES]);
 });
 
@@ -93,7 +118,10 @@ test("an extension whose dependency is not active is refused, and changes nothin
   `;
   const run = await runNodeScript(script, [], 30_000);
   expect(run.code).toBe(0);
-  const out = JSON.parse(run.stdout) as { report: { applied: string[]; refused: Array<{ name: string; reason: string }> }; changed: string[] };
+  const out = JSON.parse(run.stdout) as {
+    report: { applied: string[]; refused: Array<{ name: string; reason: string }> };
+    changed: string[];
+  };
   expect(out.report.applied).toEqual(["client-zero-copy-send"]);
   expect(out.report.refused).toEqual([{ name: "receive-guard", reason: "needs incremental-decoder" }]);
   expect(out.changed.sort()).toEqual(["clientFilter", "subchannelSend"]);
@@ -177,5 +205,7 @@ test("startServer enables the extensions by default and logs it; with grpcExtens
   const run = await runNodeScript(script, [], 30_000);
   expect(run.code).toBe(0);
   expect(JSON.parse(run.stdout)).toEqual({ refused: "FLWR_INVALID_CONFIG", ended: "stop" });
-  expect(run.stderr).toContain(`startServer enabled grpc-js ${REVIEWED_GRPC_JS_VERSION} extensions process-wide: ${GRPC_EXTENSION_NAMES.join(", ")}`);
+  expect(run.stderr).toContain(
+    `startServer enabled grpc-js ${REVIEWED_GRPC_JS_VERSION} extensions process-wide: ${GRPC_EXTENSION_NAMES.join(", ")}`,
+  );
 });

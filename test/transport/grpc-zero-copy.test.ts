@@ -33,8 +33,9 @@ type DecoderWrite = (this: StreamDecoder, data: Buffer) => Buffer[];
 let originalDecoderWrite: DecoderWrite | undefined;
 jest.isolateModules(() => {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- a second, unpatched copy of grpc-js's decoder
-  originalDecoderWrite = (require("@grpc/grpc-js/build/src/stream-decoder") as { StreamDecoder: { prototype: { write: DecoderWrite } } }).StreamDecoder
-    .prototype.write;
+  originalDecoderWrite = (
+    require("@grpc/grpc-js/build/src/stream-decoder") as { StreamDecoder: { prototype: { write: DecoderWrite } } }
+  ).StreamDecoder.prototype.write;
 });
 const pristineWrite = (decoder: StreamDecoder, data: Buffer): Buffer[] => originalDecoderWrite!.call(decoder, data);
 
@@ -58,7 +59,8 @@ function framed(message: Buffer): Buffer {
 }
 
 test("the zero-copy extensions are active and the decoder is grpc-js's no more", () => {
-  for (const name of ["server-zero-copy-send", "client-zero-copy-send", "incremental-decoder"] as const) expect(isGrpcExtensionActive(name)).toBe(true);
+  for (const name of ["server-zero-copy-send", "client-zero-copy-send", "incremental-decoder"] as const)
+    expect(isGrpcExtensionActive(name)).toBe(true);
   expect(StreamDecoder.prototype.write).not.toBe(originalDecoderWrite);
 });
 
@@ -67,11 +69,13 @@ describe("the in-place decoder", () => {
     const rand = prng(20261130);
     const sizes = [0, 1, 4, 5, 6, 100, 16_384, 70_000, 300_000];
     for (let round = 0; round < 40; round++) {
-      const messages = Array.from({ length: 1 + Math.floor(rand() * 5) }, () => bytesOf(rand, sizes[Math.floor(rand() * sizes.length)]!));
+      const messages = Array.from({ length: 1 + Math.floor(rand() * 5) }, () =>
+        bytesOf(rand, sizes[Math.floor(rand() * sizes.length)]!),
+      );
       const stream = Buffer.concat(messages.map(framed));
       // Cuts: single bytes (inside headers too), small and large pieces.
       const pieces: Buffer[] = [];
-      for (let pos = 0; pos < stream.length; ) {
+      for (let pos = 0; pos < stream.length;) {
         const kind = rand();
         const n = kind < 0.3 ? 1 : kind < 0.6 ? 1 + Math.floor(rand() * 10) : 1 + Math.floor(rand() * 40_000);
         pieces.push(stream.subarray(pos, pos + n));
@@ -94,7 +98,9 @@ describe("the in-place decoder", () => {
     const header = framed(Buffer.alloc(0));
     header.writeUInt32BE(1001, 1);
     expect(() => new StreamDecoder(1000).write(header)).toThrow("Received message larger than max (1001 vs 1000)");
-    expect(() => pristineWrite(new StreamDecoder(1000), header)).toThrow("Received message larger than max (1001 vs 1000)");
+    expect(() => pristineWrite(new StreamDecoder(1000), header)).toThrow(
+      "Received message larger than max (1001 vs 1000)",
+    );
   });
 });
 
@@ -139,7 +145,9 @@ describe("the in-place decoder's buffer grows with the bytes that arrived", () =
       out.push(...decoder.write(stream.subarray(pos, pos + n)));
       pos += n;
       if (out.length === 0) {
-        expect(decoderCapacity(decoder)).toBeLessThanOrEqual(Math.max(2 * Math.min(pos, stream.length), 5 + DECODER_MIN_CAPACITY));
+        expect(decoderCapacity(decoder)).toBeLessThanOrEqual(
+          Math.max(2 * Math.min(pos, stream.length), 5 + DECODER_MIN_CAPACITY),
+        );
       }
     }
     expect(out).toHaveLength(1);
@@ -156,7 +164,9 @@ describe("the in-place decoder's buffer grows with the bytes that arrived", () =
     let underlying: ArrayBufferLike | undefined;
     for (let pos = 0; pos < stream.length; pos += 16_384) {
       out.push(...decoder.write(stream.subarray(pos, pos + 16_384)));
-      const now = (decoder as unknown as Record<symbol, { message?: Buffer }>)[Object.getOwnPropertySymbols(decoder)[0]!]?.message?.buffer;
+      const now = (decoder as unknown as Record<symbol, { message?: Buffer }>)[
+        Object.getOwnPropertySymbols(decoder)[0]!
+      ]?.message?.buffer;
       if (now !== undefined && (now as ArrayBuffer & { resizable?: boolean }).resizable === true) {
         underlying ??= now;
         expect(now).toBe(underlying); // resizable from 64 KiB on, and never moved again
@@ -222,35 +232,56 @@ const ECHO: grpc.MethodDefinition<Parts, Buffer> = {
   responseStream: false,
   requestSerialize: gatherRequestSerializer((v: object) => encoded(v as Parts)),
   requestDeserialize: (b: Buffer) => b as unknown as Parts,
-  responseSerialize: withGather((v: object) => joined(v as Parts), (v: object) => encoded(v as Parts)),
+  responseSerialize: withGather(
+    (v: object) => joined(v as Parts),
+    (v: object) => encoded(v as Parts),
+  ),
   responseDeserialize: (b: Buffer) => b,
 };
 
 async function echoServer(options: grpc.ChannelOptions = {}): Promise<RunningGrpcServer> {
-  const credentials = serverCredentials({ caCert: fx.read(fx.caCert), cert: fx.read(fx.serverCert), key: fx.read(fx.serverKey) });
-  const server = await startGrpcServer("127.0.0.1:0", credentials, [
-    {
-      definition: { echo: ECHO },
-      implementation: {
-        // Answer with the request reversed, in three chunks around a small middle one.
-        echo: (call: grpc.ServerUnaryCall<Buffer, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-          const back = Buffer.from(call.request).reverse();
-          const half = Math.floor(back.length / 2);
-          cb(null, { parts: [back.subarray(0, half), Buffer.alloc(0), back.subarray(half)] });
+  const credentials = serverCredentials({
+    caCert: fx.read(fx.caCert),
+    cert: fx.read(fx.serverCert),
+    key: fx.read(fx.serverKey),
+  });
+  const server = await startGrpcServer(
+    "127.0.0.1:0",
+    credentials,
+    [
+      {
+        definition: { echo: ECHO },
+        implementation: {
+          // Answer with the request reversed, in three chunks around a small middle one.
+          echo: (call: grpc.ServerUnaryCall<Buffer, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+            const back = Buffer.from(call.request).reverse();
+            const half = Math.floor(back.length / 2);
+            cb(null, { parts: [back.subarray(0, half), Buffer.alloc(0), back.subarray(half)] });
+          },
         },
       },
-    },
-  ], options);
+    ],
+    options,
+  );
   servers.push(server);
   return server;
 }
 
-function echoClient(server: RunningGrpcServer, options: grpc.ChannelOptions = {}): (parts: Uint8Array[]) => Promise<Buffer> {
+function echoClient(
+  server: RunningGrpcServer,
+  options: grpc.ChannelOptions = {},
+): (parts: Uint8Array[]) => Promise<Buffer> {
   const Client = grpc.makeGenericClientConstructor({ echo: ECHO }, "ZeroCopy");
-  const client = createClient(Client, `localhost:${server.port}`, channelCredentials({ rootCertificates: fx.read(fx.caCert) }), options);
+  const client = createClient(
+    Client,
+    `localhost:${server.port}`,
+    channelCredentials({ rootCertificates: fx.read(fx.caCert) }),
+    options,
+  );
   clients.push(client);
   const call = client["echo"] as (req: Parts, cb: (e: grpc.ServiceError | null, r: Buffer) => void) => void;
-  return (parts) => new Promise((resolve, reject) => call.call(client, { parts }, (e, r) => (e ? reject(e) : resolve(r))));
+  return (parts) =>
+    new Promise((resolve, reject) => call.call(client, { parts }, (e, r) => (e ? reject(e) : resolve(r))));
 }
 
 describe("chunked sends over TLS", () => {
@@ -266,7 +297,9 @@ describe("chunked sends over TLS", () => {
   });
 
   test("carry the exact bytes when the channel compresses (the chunks are joined first)", async () => {
-    const echo = echoClient(await echoServer(), { "grpc.default_compression_algorithm": grpc.compressionAlgorithms.gzip });
+    const echo = echoClient(await echoServer(), {
+      "grpc.default_compression_algorithm": grpc.compressionAlgorithms.gzip,
+    });
     expect((await echo(parts)).equals(reversed)).toBe(true);
   });
 
@@ -276,7 +309,9 @@ describe("chunked sends over TLS", () => {
     await expect(tooBigForServer([Buffer.alloc(1001)])).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
     await expect(tooBigForServer([Buffer.alloc(1000)])).resolves.toHaveLength(1000);
     const limitedClient = echoClient(server, { "grpc.max_send_message_length": 10 });
-    await expect(limitedClient([Buffer.alloc(6), Buffer.alloc(5)])).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
+    await expect(limitedClient([Buffer.alloc(6), Buffer.alloc(5)])).rejects.toMatchObject({
+      code: grpc.status.RESOURCE_EXHAUSTED,
+    });
   });
 
   test("a request stand-in stands for its bytes", () => {

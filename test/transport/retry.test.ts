@@ -12,10 +12,15 @@ import {
 } from "../../src/transport/retry";
 
 function serviceError(code: grpc.status, details: string): grpc.ServiceError {
-  return Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), { code, details, metadata: new grpc.Metadata() });
+  return Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), {
+    code,
+    details,
+    metadata: new grpc.Metadata(),
+  });
 }
 
-const unavailable = (): grpc.ServiceError => serviceError(grpc.status.UNAVAILABLE, "No connection established. Last error: connect ECONNREFUSED 127.0.0.1:1");
+const unavailable = (): grpc.ServiceError =>
+  serviceError(grpc.status.UNAVAILABLE, "No connection established. Last error: connect ECONNREFUSED 127.0.0.1:1");
 
 /** A fake clock advanced only by the fake sleep, so no test waits for real. */
 function fakeTime(random: () => number): { deps: RetryDeps; waits: number[]; clock: { now: number } } {
@@ -36,7 +41,10 @@ function fakeTime(random: () => number): { deps: RetryDeps; waits: number[]; clo
 }
 
 /** A call failing `failures` times with `error()`, then returning "ok". */
-function flaky(failures: number, error: () => unknown = unavailable): { fn: () => Promise<string>; calls: () => number } {
+function flaky(
+  failures: number,
+  error: () => unknown = unavailable,
+): { fn: () => Promise<string>; calls: () => number } {
   let calls = 0;
   return {
     fn: async () => {
@@ -94,7 +102,9 @@ describe("RetryInvoker", () => {
     const invoker = new RetryInvoker({ maxRetries: 2 }, { ...deps, onGiveUp: (s) => gaveUp.push(s) });
     const err = await invoker.invoke("CreateNode", call.fn).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConnectionError);
-    expect((err as Error).message).toMatch(/^Giving up on CreateNode after 3 tries in .* s: UNAVAILABLE: No connection established/);
+    expect((err as Error).message).toMatch(
+      /^Giving up on CreateNode after 3 tries in .* s: UNAVAILABLE: No connection established/,
+    );
     expect((err as ConnectionError).cause).toMatchObject({ code: grpc.status.UNAVAILABLE });
     expect(call.calls()).toBe(3);
     expect(gaveUp).toHaveLength(1);
@@ -104,7 +114,9 @@ describe("RetryInvoker", () => {
   it("tries exactly once with maxRetries 0", async () => {
     const { deps, waits } = fakeTime(() => 0.5);
     const call = flaky(100);
-    await expect(new RetryInvoker({ maxRetries: 0 }, deps).invoke("CreateNode", call.fn)).rejects.toThrow(ConnectionError);
+    await expect(new RetryInvoker({ maxRetries: 0 }, deps).invoke("CreateNode", call.fn)).rejects.toThrow(
+      ConnectionError,
+    );
     expect(call.calls()).toBe(1);
     expect(waits).toEqual([]);
   });
@@ -128,7 +140,10 @@ describe("RetryInvoker", () => {
     const { deps } = fakeTime(() => 0.5);
     const successes: RetryState[] = [];
     const backoffs: RetryState[] = [];
-    const invoker = new RetryInvoker({}, { ...deps, onSuccess: (s) => successes.push(s), onBackoff: (s) => backoffs.push(s) });
+    const invoker = new RetryInvoker(
+      {},
+      { ...deps, onSuccess: (s) => successes.push(s), onBackoff: (s) => backoffs.push(s) },
+    );
     await invoker.invoke("Ping", flaky(2).fn);
     expect(successes.map((s) => s.tries)).toEqual([3]);
     expect(backoffs.map((s) => [s.tries, s.waitMs])).toEqual([
@@ -162,7 +177,9 @@ describe("RetryInvoker", () => {
     const call = flaky(100, () => serviceError(grpc.status.UNAUTHENTICATED, "Access denied"));
     const err = await new RetryInvoker({}, deps).invoke("CreateNode", call.fn).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AuthenticationError);
-    expect((err as Error).message).toContain("refused CreateNode: access denied: is this node's public key in the SuperLink's allowlist?");
+    expect((err as Error).message).toContain(
+      "refused CreateNode: access denied: is this node's public key in the SuperLink's allowlist?",
+    );
     expect(call.calls()).toBe(1);
     expect(waits).toEqual([]);
   });
@@ -176,7 +193,9 @@ describe("RetryInvoker", () => {
     const call = flaky(100, () => certificate);
     const err = await new RetryInvoker({}, deps).invoke("CreateNode", call.fn).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InvalidConfigError);
-    expect((err as Error).message).toMatch(/TLS certificate verification .* failed .*self-signed certificate in certificate chain.*--root-certificates/);
+    expect((err as Error).message).toMatch(
+      /TLS certificate verification .* failed .*self-signed certificate in certificate chain.*--root-certificates/,
+    );
     expect(call.calls()).toBe(1);
   });
 
@@ -210,7 +229,9 @@ describe("RetryInvoker", () => {
       controller.abort(reason);
       throw serviceError(grpc.status.CANCELLED, "Cancelled on client");
     };
-    await expect(new RetryInvoker({}, deps).invoke("PullTaskIns", fn, { signal: controller.signal })).rejects.toBe(reason);
+    await expect(new RetryInvoker({}, deps).invoke("PullTaskIns", fn, { signal: controller.signal })).rejects.toBe(
+      reason,
+    );
     expect(calls).toBe(1);
   });
 
@@ -248,7 +269,9 @@ describe("classifyFleetError", () => {
     expect(verdict.kind).toBe("fatal");
     const error = (verdict as { error: Error }).error;
     expect(error).toBeInstanceOf(InvalidConfigError);
-    expect(error.message).toMatch(/^The SuperLink at 127\.0\.0\.1:9092 does not speak TLS \(.*wrong version number\): it probably runs with --insecure/);
+    expect(error.message).toMatch(
+      /^The SuperLink at 127\.0\.0\.1:9092 does not speak TLS \(.*wrong version number\): it probably runs with --insecure/,
+    );
     expect(error.message).not.toContain("Resolution note");
     expect(error.message).not.toContain("deps/openssl");
   });
@@ -267,12 +290,17 @@ describe("classifyFleetError", () => {
   });
 
   it("points UNIMPLEMENTED at the wrong port and maps other statuses to typed errors", () => {
-    const unimplemented = classifyFleetError(serviceError(grpc.status.UNIMPLEMENTED, "The server does not implement the method"), {
-      what: "CreateNode",
-    });
+    const unimplemented = classifyFleetError(
+      serviceError(grpc.status.UNIMPLEMENTED, "The server does not implement the method"),
+      {
+        what: "CreateNode",
+      },
+    );
     expect((unimplemented as { error: Error }).error).toBeInstanceOf(InvalidConfigError);
     expect((unimplemented as { error: Error }).error.message).toContain("Fleet API address");
-    const notFound = classifyFleetError(serviceError(grpc.status.NOT_FOUND, "Node 5 not found"), { what: "DeleteNode" });
+    const notFound = classifyFleetError(serviceError(grpc.status.NOT_FOUND, "Node 5 not found"), {
+      what: "DeleteNode",
+    });
     expect((notFound as { error: Error }).error).toBeInstanceOf(NotFoundError);
   });
 

@@ -30,7 +30,10 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await s.close(0);
 });
 
-async function windowsSeenByClient(url: string, options: Parameters<typeof connect>[1]): Promise<{ stream: number; connection: number }> {
+async function windowsSeenByClient(
+  url: string,
+  options: Parameters<typeof connect>[1],
+): Promise<{ stream: number; connection: number }> {
   const session = connect(url, options);
   sessions.push(session);
   const settings = await new Promise<{ initialWindowSize?: number }>((resolve, reject) => {
@@ -42,7 +45,10 @@ async function windowsSeenByClient(url: string, options: Parameters<typeof conne
   while (session.state.remoteWindowSize !== SERVER_RECEIVE_WINDOW_BYTES && Date.now() < until) {
     await new Promise((r) => setTimeout(r, 10));
   }
-  return { stream: settings.initialWindowSize ?? NODE_DEFAULT_WINDOW, connection: session.state.remoteWindowSize ?? -1 };
+  return {
+    stream: settings.initialWindowSize ?? NODE_DEFAULT_WINDOW,
+    connection: session.state.remoteWindowSize ?? -1,
+  };
 }
 
 function tlsCredentials(): grpc.ServerCredentials {
@@ -63,7 +69,9 @@ describe("startGrpcServer receive window", () => {
   it("is the same over TLS", async () => {
     const server = await startGrpcServer("127.0.0.1:0", tlsCredentials(), []);
     servers.push(server);
-    expect(await windowsSeenByClient(`https://localhost:${server.port}`, { ca: fx.read(fx.caCert), ALPNProtocols: ["h2"] })).toEqual({
+    expect(
+      await windowsSeenByClient(`https://localhost:${server.port}`, { ca: fx.read(fx.caCert), ALPNProtocols: ["h2"] }),
+    ).toEqual({
       stream: NODE_DEFAULT_WINDOW,
       connection: SERVER_RECEIVE_WINDOW_BYTES,
     });
@@ -99,7 +107,7 @@ describe("startGrpcServer receive window", () => {
       })().catch((e) => { console.error(e); process.exit(1); });
     `;
     const run = await runNodeScript(script, [fx.caCert, fx.serverCert, fx.serverKey], 30_000);
-  expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" }); // killed (code null) = stalled 30 s: deadlock
-  expect(JSON.parse(run.stdout)).toEqual({ uploaded: "20000000", downloaded: 20_000_000 });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" }); // killed (code null) = stalled 30 s: deadlock
+    expect(JSON.parse(run.stdout)).toEqual({ uploaded: "20000000", downloaded: 20_000_000 });
   });
 });

@@ -9,12 +9,18 @@ describe("toServiceError", () => {
     expect(bad.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(bad.details!.length).toBeLessThan(300);
     expect(bad.details).toContain("truncated");
-    expect(toServiceError(new NotFoundError("Node 5 not found"))).toEqual({ code: grpc.status.NOT_FOUND, details: "Node 5 not found" });
+    expect(toServiceError(new NotFoundError("Node 5 not found"))).toEqual({
+      code: grpc.status.NOT_FOUND,
+      details: "Node 5 not found",
+    });
   });
 
   it("answers state errors and unexpected exceptions with INTERNAL and an incident id only", () => {
     const reported: Array<[string, unknown]> = [];
-    for (const err of [new StateError('SQLite state "/srv/secret/state.db": insert failed'), new TypeError("x is undefined at /app/x.js")]) {
+    for (const err of [
+      new StateError('SQLite state "/srv/secret/state.db": insert failed'),
+      new TypeError("x is undefined at /app/x.js"),
+    ]) {
       const status = toServiceError(err, (id, e) => reported.push([id, e]));
       expect(status.code).toBe(grpc.status.INTERNAL);
       expect(status.details).not.toMatch(/secret|state\.db|x\.js|undefined/);
@@ -26,5 +32,8 @@ describe("toServiceError", () => {
 });
 
 test("without a reporter, an internal failure says nothing at all (no id that no log holds)", () => {
-  expect(toServiceError(new StateError("/srv/secret/state.db is locked"))).toEqual({ code: grpc.status.INTERNAL, details: "Internal error" });
+  expect(toServiceError(new StateError("/srv/secret/state.db is locked"))).toEqual({
+    code: grpc.status.INTERNAL,
+    details: "Internal error",
+  });
 });

@@ -54,7 +54,13 @@ const SERVER_KINDS: readonly ServerMessageKind[] = [
   "fitIns",
   "evaluateIns",
 ];
-const CLIENT_KINDS: readonly ClientMessageKind[] = ["disconnectRes", "getPropertiesRes", "getParametersRes", "fitRes", "evaluateRes"];
+const CLIENT_KINDS: readonly ClientMessageKind[] = [
+  "disconnectRes",
+  "getPropertiesRes",
+  "getParametersRes",
+  "fitRes",
+  "evaluateRes",
+];
 
 /** Which field of the `msg` oneof is set; undefined for an empty message. */
 export function serverMessageKind(msg: ServerMessage): ServerMessageKind | undefined {
@@ -75,7 +81,9 @@ function scalarToProto(where: string, value: Scalar): ProtoScalar {
   if (typeof value === "bigint") return { sint64: value };
   if (typeof value === "string") return { string: value };
   if (value instanceof Uint8Array) return { bytes: Buffer.from(value.buffer, value.byteOffset, value.byteLength) };
-  throw new MalformedMessageError(`${where}: a legacy Scalar is a boolean, number, bigint, string or bytes, got ${typeof value}`);
+  throw new MalformedMessageError(
+    `${where}: a legacy Scalar is a boolean, number, bigint, string or bytes, got ${typeof value}`,
+  );
 }
 
 function scalarFromProto(where: string, p: ProtoScalar | undefined): Scalar {
@@ -131,7 +139,7 @@ const NOT_IMPLEMENTED_CODES: ReadonlySet<number> = new Set([
 ]);
 
 export function statusToProto(status: Status): ProtoStatus {
-  return { code: NOT_IMPLEMENTED_CODES.has(status.code) ? (status.code) : Code.OK, message: status.message };
+  return { code: NOT_IMPLEMENTED_CODES.has(status.code) ? status.code : Code.OK, message: status.message };
 }
 
 function statusFromProto(p: ProtoStatus | undefined): Status {
@@ -191,7 +199,8 @@ export type LegacyInstruction =
 
 /** Decodes a ServerMessage; MalformedMessageError for an empty one (Flower raises ValueError). */
 export function serverMessageToInstruction(msg: ServerMessage): LegacyInstruction {
-  if (msg.reconnectIns) return { kind: "reconnectIns", seconds: fromInt64("ReconnectIns.seconds", msg.reconnectIns.seconds) };
+  if (msg.reconnectIns)
+    return { kind: "reconnectIns", seconds: fromInt64("ReconnectIns.seconds", msg.reconnectIns.seconds) };
   if (msg.getPropertiesIns) {
     const config = scalarDictFromProto("GetPropertiesIns.config", msg.getPropertiesIns.config);
     return { kind: "getPropertiesIns", ins: { config } };
@@ -277,14 +286,19 @@ export function disconnectResToClientMessage(reason: DisconnectReason): ClientMe
 function expectReply<K extends ClientMessageKind>(msg: ClientMessage, kind: K): NonNullable<ClientMessage[K]> {
   const value = msg[kind];
   if (value === undefined) {
-    throw new MalformedMessageError(`Expected a ClientMessage with ${kind}, got ${clientMessageKind(msg) ?? "an empty message"}`);
+    throw new MalformedMessageError(
+      `Expected a ClientMessage with ${kind}, got ${clientMessageKind(msg) ?? "an empty message"}`,
+    );
   }
   return value;
 }
 
 export function clientMessageToGetPropertiesRes(msg: ClientMessage): GetPropertiesRes {
   const res = expectReply(msg, "getPropertiesRes");
-  return { status: statusFromProto(res.status), properties: scalarDictFromProto("GetPropertiesRes.properties", res.properties) };
+  return {
+    status: statusFromProto(res.status),
+    properties: scalarDictFromProto("GetPropertiesRes.properties", res.properties),
+  };
 }
 
 export function clientMessageToGetParametersRes(msg: ClientMessage): GetParametersRes {

@@ -488,7 +488,10 @@ export function npyDataIsNative(layout: NpyLayout): boolean {
  * typed-array view of that data: the header is a multiple of 64 bytes long, so the view is
  * aligned. Writing the view and then sending `bytes` saves a copy of the whole array.
  */
-export function allocateNpy<D extends DType>(dtype: D, shape: readonly number[]): { bytes: Uint8Array; data: TypedArrayFor<D> } {
+export function allocateNpy<D extends DType>(
+  dtype: D,
+  shape: readonly number[],
+): { bytes: Uint8Array; data: TypedArrayFor<D> } {
   const info = DTYPES[dtype];
   const count = elementCount(shape, "allocateNpy");
   if (!HOST_IS_LITTLE_ENDIAN || dtype === "bool") {
@@ -497,7 +500,11 @@ export function allocateNpy<D extends DType>(dtype: D, shape: readonly number[])
   const preamble = npyPreamble(info, shape);
   const bytes = new Uint8Array(preamble.length + count * info.itemSize);
   bytes.set(preamble, 0);
-  const ctor = info.create(0).constructor as new (buffer: ArrayBufferLike, offset: number, length: number) => TypedArrayFor<D>;
+  const ctor = info.create(0).constructor as new (
+    buffer: ArrayBufferLike,
+    offset: number,
+    length: number,
+  ) => TypedArrayFor<D>;
   return { bytes, data: new ctor(bytes.buffer, preamble.length, count) };
 }
 

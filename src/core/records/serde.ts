@@ -72,7 +72,7 @@ function setOwn<T>(target: Record<string, T>, key: string, value: T): void {
 function describe(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "a list of mixed or unsupported types";
-  if (typeof value === "object") return (value).constructor?.name ?? "object";
+  if (typeof value === "object") return value.constructor?.name ?? "object";
   return typeof value;
 }
 
@@ -95,12 +95,12 @@ function metricsValueToProto(where: string, value: unknown): MetricsRecordValue 
   if (typeof value === "bigint") return { sint64: checkInt64(value, where) };
   if (typeof value === "boolean") return { sint64: value ? 1n : 0n };
   if (Array.isArray(value)) {
-    if (value.every((v) => typeof v === "number")) return { doubleList: { vals: [...(value)] } };
+    if (value.every((v) => typeof v === "number")) return { doubleList: { vals: [...value] } };
     if (value.every((v) => typeof v === "bigint")) {
-      return { sint64List: { vals: (value).map((v) => checkInt64(v, where)) } };
+      return { sint64List: { vals: value.map((v) => checkInt64(v, where)) } };
     }
     if (value.every((v) => typeof v === "boolean")) {
-      return { sint64List: { vals: (value).map((v) => (v ? 1n : 0n)) } };
+      return { sint64List: { vals: value.map((v) => (v ? 1n : 0n)) } };
     }
   }
   throw new MalformedMessageError(
@@ -116,13 +116,13 @@ function configsValueToProto(where: string, value: unknown): ConfigsRecordValue 
   if (isBytes(value)) return { bytes: toBuffer(value) };
   if (Array.isArray(value)) {
     // Flower tries bool first, so an empty list becomes a bool_list.
-    if (value.every((v) => typeof v === "boolean")) return { boolList: { vals: [...(value)] } };
-    if (value.every((v) => typeof v === "number")) return { doubleList: { vals: [...(value)] } };
+    if (value.every((v) => typeof v === "boolean")) return { boolList: { vals: [...value] } };
+    if (value.every((v) => typeof v === "number")) return { doubleList: { vals: [...value] } };
     if (value.every((v) => typeof v === "bigint")) {
-      return { sint64List: { vals: (value).map((v) => checkInt64(v, where)) } };
+      return { sint64List: { vals: value.map((v) => checkInt64(v, where)) } };
     }
-    if (value.every((v) => typeof v === "string")) return { stringList: { vals: [...(value)] } };
-    if (value.every(isBytes)) return { bytesList: { vals: (value).map(toBuffer) } };
+    if (value.every((v) => typeof v === "string")) return { stringList: { vals: [...value] } };
+    if (value.every(isBytes)) return { bytesList: { vals: value.map(toBuffer) } };
   }
   throw new MalformedMessageError(
     `${where}: ${describe(value)} is not allowed in a ConfigsRecord ` +
@@ -190,9 +190,7 @@ function parametersRecordToProto(name: string, record: ParametersRecord): ProtoP
 function parametersRecordFromProto(name: string, record: ProtoParametersRecord): ParametersRecord {
   const where = `ParametersRecord "${name}"`;
   if (record.dataKeys.length !== record.dataValues.length) {
-    throw new MalformedMessageError(
-      `${where}: ${record.dataKeys.length} keys but ${record.dataValues.length} arrays`,
-    );
+    throw new MalformedMessageError(`${where}: ${record.dataKeys.length} keys but ${record.dataValues.length} arrays`);
   }
   const out: ParametersRecord = new Map();
   record.dataKeys.forEach((key, i) => {
@@ -249,14 +247,14 @@ export function recordSetFromProto(p: ProtoRecordSet): RecordSet {
   for (const [name, record] of p.parameters) rs.parametersRecords.set(name, parametersRecordFromProto(name, record));
   for (const [name, record] of p.metrics) {
     const out: MetricsRecord = {};
-    for (const [key, value] of (record).data) {
+    for (const [key, value] of record.data) {
       setOwn(out, key, metricsValueFromProto(`MetricsRecord "${name}" key "${key}"`, value));
     }
     rs.metricsRecords.set(name, out);
   }
   for (const [name, record] of p.configs) {
     const out: ConfigsRecord = {};
-    for (const [key, value] of (record).data) {
+    for (const [key, value] of record.data) {
       setOwn(out, key, configsValueFromProto(`ConfigsRecord "${name}" key "${key}"`, value));
     }
     rs.configsRecords.set(name, out);
@@ -406,8 +404,9 @@ export function createReply(
     createdAt: nowSeconds,
   };
   // Duck-typed: an app may build its RecordSet with another loaded copy of this package.
-  const isRecordSet = content instanceof RecordSet || (typeof content === "object" && content !== null && "parametersRecords" in content);
-  return isRecordSet ? { metadata, content: content } : { metadata, error: { ...(content) } };
+  const isRecordSet =
+    content instanceof RecordSet || (typeof content === "object" && content !== null && "parametersRecords" in content);
+  return isRecordSet ? { metadata, content: content } : { metadata, error: { ...content } };
 }
 
 // ---------------------------------------------------------------------------------------------

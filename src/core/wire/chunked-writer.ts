@@ -258,7 +258,8 @@ export class ChunkedWriter {
 /** The bytes of `encoded` in one Buffer: a view of its only chunk, else a joined copy. */
 export function joinChunks(encoded: EncodedChunks): Buffer {
   const only = encoded.chunks[0];
-  if (encoded.chunks.length === 1 && only !== undefined) return Buffer.from(only.buffer, only.byteOffset, only.byteLength);
+  if (encoded.chunks.length === 1 && only !== undefined)
+    return Buffer.from(only.buffer, only.byteOffset, only.byteLength);
   return Buffer.concat(encoded.chunks, encoded.length);
 }
 

@@ -106,7 +106,10 @@ export function aggregateInplace(results: WeightedArrays[]): NDArrays {
 
 /** aggregateInplace over sources, writing into arrays from `alloc`. */
 export function aggregateInplaceSources(results: WeightedSources[], alloc: Allocate = allocateArray): NDArrays {
-  const numLayers = checkLayers(results.map(([a]) => a), "aggregate_inplace");
+  const numLayers = checkLayers(
+    results.map(([a]) => a),
+    "aggregate_inplace",
+  );
   const total = results.reduce((sum, [, n]) => sum + n, 0);
   if (!(total > 0)) throw new RoundFailedError("aggregate_inplace: the results report 0 examples in total");
   const factors = results.map(([, n]) => n / total);
@@ -141,7 +144,10 @@ export function aggregate(results: WeightedArrays[]): NDArrays {
 
 /** aggregate over sources, writing into arrays from `alloc`. */
 export function aggregateSources(results: WeightedSources[], alloc: Allocate = allocateArray): NDArrays {
-  const numLayers = checkLayers(results.map(([a]) => a), "aggregate");
+  const numLayers = checkLayers(
+    results.map(([a]) => a),
+    "aggregate",
+  );
   const total = results.reduce((sum, [, n]) => sum + n, 0);
   if (!(total > 0)) throw new RoundFailedError("aggregate: the results report 0 examples in total");
   const out: NDArrays = [];
@@ -177,7 +183,10 @@ export function aggregateMedian(results: WeightedArrays[]): NDArrays {
 
 /** aggregateMedian over sources, writing into arrays from `alloc`. */
 export function aggregateMedianSources(results: WeightedSources[], alloc: Allocate = allocateArray): NDArrays {
-  const numLayers = checkLayers(results.map(([a]) => a), "aggregate_median");
+  const numLayers = checkLayers(
+    results.map(([a]) => a),
+    "aggregate_median",
+  );
   const out: NDArrays = [];
   const k = results.length;
   for (let l = 0; l < numLayers; l++) {

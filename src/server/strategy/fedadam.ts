@@ -16,7 +16,7 @@ import type { FitFailure, FitResult } from "./strategy";
 type Round = (x: number) => number;
 
 function values(a: NDArray): ArrayLike<number> {
-  return a.data instanceof BigInt64Array ? Array.from(a.data, (v) => Number(v)) : (a.data);
+  return a.data instanceof BigInt64Array ? Array.from(a.data, (v) => Number(v)) : a.data;
 }
 
 /** Element-wise op over arrays of one shape, in float32 if every input is float32. */
@@ -47,7 +47,11 @@ export class FedAdam extends FedOpt {
     super(options, { beta1: 0.9, beta2: 0.99 });
   }
 
-  override aggregateFit(serverRound: number, results: FitResult[], failures: FitFailure[]): [Parameters | undefined, Metrics] {
+  override aggregateFit(
+    serverRound: number,
+    results: FitResult[],
+    failures: FitFailure[],
+  ): [Parameters | undefined, Metrics] {
     const [fedavgParameters, metrics] = super.aggregateFit(serverRound, results, failures);
     if (fedavgParameters === undefined) return [undefined, {}];
     const averaged = parametersToNdarrays(fedavgParameters);
@@ -59,15 +63,16 @@ export class FedAdam extends FedOpt {
     const { beta1, beta2, eta, tau } = this;
     const delta: NDArrays = averaged.map((x, i) => elementwise([x, this.currentWeights[i]!], (_r, a, b) => a - b));
     const mPrev = this.mT ?? delta.map(zerosLike);
-    this.mT = mPrev.map((m, i) =>
-      elementwise([m, delta[i]!], (r, mv, d) => r(r(beta1) * mv) + r(r(1 - beta1) * d)),
-    );
+    this.mT = mPrev.map((m, i) => elementwise([m, delta[i]!], (r, mv, d) => r(r(beta1) * mv) + r(r(1 - beta1) * d)));
     const vPrev = this.vT ?? delta.map(zerosLike);
     this.vT = vPrev.map((v, i) =>
       elementwise([v, delta[i]!], (r, vv, d) => r(r(beta2) * vv) + r(r(1 - beta2) * r(d * d))),
     );
     this.currentWeights = this.currentWeights.map((w, i) =>
-      elementwise([w, this.mT![i]!, this.vT![i]!], (r, wv, mv, vv) => wv + r(r(r(eta) * mv) / r(r(Math.sqrt(vv)) + r(tau)))),
+      elementwise(
+        [w, this.mT![i]!, this.vT![i]!],
+        (r, wv, mv, vv) => wv + r(r(r(eta) * mv) / r(r(Math.sqrt(vv)) + r(tau))),
+      ),
     );
     return [ndarraysToParameters(this.currentWeights), metrics];
   }

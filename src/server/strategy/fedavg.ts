@@ -13,7 +13,13 @@ import { NUMPY_TENSOR_TYPE } from "../../core/records/parameters";
 import { allocateNpy, ndarrayToNpy } from "../../core/records/npy";
 import type { NDArrays } from "../../core/records/types";
 import { arraySourcesOf } from "../result-spill";
-import { type Allocate, type WeightedSources, aggregateInplaceSources, aggregateSources, weightedLossAvg } from "./aggregate";
+import {
+  type Allocate,
+  type WeightedSources,
+  aggregateInplaceSources,
+  aggregateSources,
+  weightedLossAvg,
+} from "./aggregate";
 import type {
   ConfigFn,
   EvaluateFailure,
@@ -153,7 +159,11 @@ export class FedAvg implements Strategy {
     return result ?? undefined;
   }
 
-  async configureFit(serverRound: number, parameters: Parameters, clientManager: ClientManager): Promise<FitInstruction[]> {
+  async configureFit(
+    serverRound: number,
+    parameters: Parameters,
+    clientManager: ClientManager,
+  ): Promise<FitInstruction[]> {
     const config: Config = this.onFitConfigFn ? this.onFitConfigFn(serverRound) : {};
     const fitIns: FitIns = { parameters, config };
     const [sampleSize, minNumClients] = this.numFitClients(clientManager.numAvailable());
@@ -179,7 +189,9 @@ export class FedAvg implements Strategy {
     if (!this.acceptFailures && failures.length > 0) return [undefined, {}];
     const weighted = results.map(([, res]): WeightedSources => [arraySourcesOf(res.parameters), res.numExamples]);
     const output = new NpyOutput();
-    const aggregated = this.inplace ? aggregateInplaceSources(weighted, output.allocate) : aggregateSources(weighted, output.allocate);
+    const aggregated = this.inplace
+      ? aggregateInplaceSources(weighted, output.allocate)
+      : aggregateSources(weighted, output.allocate);
     return [output.parameters(aggregated), this.aggregateFitMetrics(serverRound, results)];
   }
 

@@ -18,6 +18,9 @@ export class FedMedian extends FedAvg {
     if (!this.acceptFailures && failures.length > 0) return [undefined, {}];
     const weighted = results.map(([, res]): WeightedSources => [arraySourcesOf(res.parameters), res.numExamples]);
     const output = new NpyOutput();
-    return [output.parameters(aggregateMedianSources(weighted, output.allocate)), this.aggregateFitMetrics(serverRound, results)];
+    return [
+      output.parameters(aggregateMedianSources(weighted, output.allocate)),
+      this.aggregateFitMetrics(serverRound, results),
+    ];
   }
 }

@@ -3,7 +3,15 @@
  * Methods may return values or promises; the Server awaits both.
  */
 import type { Logger } from "../../core/logger";
-import type { Config, EvaluateIns, EvaluateRes, FitIns, FitRes, Metrics, Parameters } from "../../core/records/legacy-types";
+import type {
+  Config,
+  EvaluateIns,
+  EvaluateRes,
+  FitIns,
+  FitRes,
+  Metrics,
+  Parameters,
+} from "../../core/records/legacy-types";
 import type { NDArrays } from "../../core/records/types";
 import type { ClientManager } from "../client-manager";
 import type { ClientProxy } from "../client-proxy";

@@ -67,7 +67,8 @@ export async function pushTaskIns(
   const problems: string[] = [];
   list.forEach((taskIns, i) => {
     const errors = validateTaskInsOrRes(taskIns, "ins");
-    if (errors.length > 0) problems.push(list.length === 1 ? errors.join(", ") : `task_ins_list[${i}]: ${errors.join(", ")}`);
+    if (errors.length > 0)
+      problems.push(list.length === 1 ? errors.join(", ") : `task_ins_list[${i}]: ${errors.join(", ")}`);
   });
   if (problems.length > 0) {
     throw new MalformedMessageError(`Malformed PushTaskInsRequest: ${problems.join("; ")}`);
@@ -109,7 +110,11 @@ const MAX_BAD_ID_CHARS = 60;
  * hyphens anywhere, any case) and returns its canonical lowercase 8-4-4-4-12 form, or undefined.
  */
 export function canonicalUuid(text: string): string | undefined {
-  const hex = text.replaceAll("urn:", "").replaceAll("uuid:", "").replace(/^[{}]+|[{}]+$/g, "").replace(/-/g, "");
+  const hex = text
+    .replaceAll("urn:", "")
+    .replaceAll("uuid:", "")
+    .replace(/^[{}]+|[{}]+$/g, "")
+    .replace(/-/g, "");
   if (!HEX32.test(hex)) return undefined;
   const h = hex.toLowerCase();
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
@@ -149,7 +154,11 @@ export interface PullTaskResResult {
  */
 export async function pullTaskRes(request: PullTaskResRequest, state: State): Promise<PullTaskResResult> {
   const taskIds = parseTaskIds(request.taskIds);
-  return { response: { taskResList: taskIds.size > 0 ? await state.getTaskRes(taskIds) : [] }, taskIds, aborted: false };
+  return {
+    response: { taskResList: taskIds.size > 0 ? await state.getTaskRes(taskIds) : [] },
+    taskIds,
+    aborted: false,
+  };
 }
 
 /**

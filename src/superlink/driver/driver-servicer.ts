@@ -52,15 +52,27 @@ export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
       );
       return reply(response);
     }),
-    getNodes: serveUnary(logger, "Driver.GetNodes", async ({ request }) => reply(await driver.getNodes(request, state))),
+    getNodes: serveUnary(logger, "Driver.GetNodes", async ({ request }) =>
+      reply(await driver.getNodes(request, state)),
+    ),
     pushTaskIns: serveUnary(logger, "Driver.PushTaskIns", async ({ request }) => {
       // Refused undecoded by withTaskInsCountLimit (counted only up to the limit + 1).
       const refused = refusedTaskInsCount(request);
-      if (refused !== undefined) throw driver.tooManyTaskIns(refused, maxTaskInsPerPush ?? driver.DEFAULT_MAX_TASK_INS_PER_PUSH);
-      return reply(await driver.pushTaskIns(request, state, { logger, ...(maxTaskInsPerPush !== undefined ? { maxTaskInsPerPush } : {}) }));
+      if (refused !== undefined)
+        throw driver.tooManyTaskIns(refused, maxTaskInsPerPush ?? driver.DEFAULT_MAX_TASK_INS_PER_PUSH);
+      return reply(
+        await driver.pushTaskIns(request, state, {
+          logger,
+          ...(maxTaskInsPerPush !== undefined ? { maxTaskInsPerPush } : {}),
+        }),
+      );
     }),
     pullTaskRes: serveUnary(logger, "Driver.PullTaskRes", async ({ request, call, signal }) => {
-      const result = await driver.pullTaskResLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, longPollMs), signal });
+      const result = await driver.pullTaskResLongPoll(request, state, {
+        hub,
+        maxWaitMs: maxWaitFor(call, longPollMs),
+        signal,
+      });
       return {
         response: result.response,
         // Flower deletes the delivered TaskIns/TaskRes pairs only once the answer went out with

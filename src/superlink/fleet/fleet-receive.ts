@@ -37,9 +37,14 @@ const SMALL_REQUEST_LIMITS: ReadonlyMap<string, number> = new Map(
 export function createFleetReceiveGuard(limits: FleetReceiveLimits, logger: Logger): ReceiveGuard {
   const perConnection = limits.unauthenticatedBytesPerConnection ?? DEFAULT_UNAUTHENTICATED_BYTES_PER_CONNECTION;
   const total = limits.unauthenticatedBytesTotal ?? DEFAULT_UNAUTHENTICATED_BYTES_TOTAL;
-  for (const [what, value] of [["per connection", perConnection], ["in total", total]] as const) {
+  for (const [what, value] of [
+    ["per connection", perConnection],
+    ["in total", total],
+  ] as const) {
     if (!Number.isSafeInteger(value) || value < 1) {
-      throw new InvalidConfigError(`The Fleet API's budget for unauthenticated bytes ${what} must be a positive integer, got ${value}`);
+      throw new InvalidConfigError(
+        `The Fleet API's budget for unauthenticated bytes ${what} must be a positive integer, got ${value}`,
+      );
     }
   }
   return new ReceiveGuard({

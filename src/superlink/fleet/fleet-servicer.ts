@@ -51,15 +51,28 @@ export function createFleetServicer(deps: FleetServicerDeps): FleetServer {
       const response = await fleet.deleteNode(request, state);
       const nodeId = request.node?.nodeId ?? 0n;
       if (nodeId !== 0n && request.node?.anonymous !== true) {
-        logger.info({ event: "superlink.node-left", nodeId: nodeId.toString(), reason: "DeleteNode" }, `Node ${nodeId} left (DeleteNode)`);
+        logger.info(
+          { event: "superlink.node-left", nodeId: nodeId.toString(), reason: "DeleteNode" },
+          `Node ${nodeId} left (DeleteNode)`,
+        );
       }
       return reply(response);
     }),
-    ping: serveUnary(logger, "Fleet.Ping", async ({ request }) => reply(await fleet.ping(request, state, pingIntervalBounds))),
-    pullTaskIns: serveUnary(logger, "Fleet.PullTaskIns", async ({ request, call, signal }) =>
-      reply(await fleet.pullTaskInsLongPoll(request, state, { hub, maxWaitMs: maxWaitFor(call, requestedWait(call.metadata)), signal })),
+    ping: serveUnary(logger, "Fleet.Ping", async ({ request }) =>
+      reply(await fleet.ping(request, state, pingIntervalBounds)),
     ),
-    pushTaskRes: serveUnary(logger, "Fleet.PushTaskRes", async ({ request }) => reply(await fleet.pushTaskRes(request, state, { logger }))),
+    pullTaskIns: serveUnary(logger, "Fleet.PullTaskIns", async ({ request, call, signal }) =>
+      reply(
+        await fleet.pullTaskInsLongPoll(request, state, {
+          hub,
+          maxWaitMs: maxWaitFor(call, requestedWait(call.metadata)),
+          signal,
+        }),
+      ),
+    ),
+    pushTaskRes: serveUnary(logger, "Fleet.PushTaskRes", async ({ request }) =>
+      reply(await fleet.pushTaskRes(request, state, { logger })),
+    ),
     getRun: serveUnary(logger, "Fleet.GetRun", async ({ request }) => reply(await fleet.getRun(request, state))),
   };
 }

@@ -96,12 +96,27 @@ interface Codec<Req, Res> {
 }
 
 const CODECS: { [M in FleetRestMethod]: Codec<object, never> } = {
-  createNode: { decode: (b: Uint8Array) => CreateNodeRequest.decode(b), encode: (r: CreateNodeResponse) => CreateNodeResponse.encode(r) },
-  deleteNode: { decode: (b: Uint8Array) => DeleteNodeRequest.decode(b), encode: (r: DeleteNodeResponse) => DeleteNodeResponse.encode(r) },
+  createNode: {
+    decode: (b: Uint8Array) => CreateNodeRequest.decode(b),
+    encode: (r: CreateNodeResponse) => CreateNodeResponse.encode(r),
+  },
+  deleteNode: {
+    decode: (b: Uint8Array) => DeleteNodeRequest.decode(b),
+    encode: (r: DeleteNodeResponse) => DeleteNodeResponse.encode(r),
+  },
   ping: { decode: (b: Uint8Array) => PingRequest.decode(b), encode: (r: PingResponse) => PingResponse.encode(r) },
-  pullTaskIns: { decode: (b: Uint8Array) => PullTaskInsRequest.decode(b), encode: (r: PullTaskInsResponse) => PullTaskInsResponse.encode(r) },
-  pushTaskRes: { decode: (b: Uint8Array) => PushTaskResRequest.decode(b), encode: (r: PushTaskResResponse) => PushTaskResResponse.encode(r) },
-  getRun: { decode: (b: Uint8Array) => GetRunRequest.decode(b), encode: (r: GetRunResponse) => GetRunResponse.encode(r) },
+  pullTaskIns: {
+    decode: (b: Uint8Array) => PullTaskInsRequest.decode(b),
+    encode: (r: PullTaskInsResponse) => PullTaskInsResponse.encode(r),
+  },
+  pushTaskRes: {
+    decode: (b: Uint8Array) => PushTaskResRequest.decode(b),
+    encode: (r: PushTaskResResponse) => PushTaskResResponse.encode(r),
+  },
+  getRun: {
+    decode: (b: Uint8Array) => GetRunRequest.decode(b),
+    encode: (r: GetRunResponse) => GetRunResponse.encode(r),
+  },
 };
 
 /** gRPC method path of each REST route, for metrics. */
@@ -128,7 +143,9 @@ const METHOD_BY_PATH = new Map<string, FleetRestMethod>(
 );
 
 /** Request headers a browser may send (preflight answer). */
-const ALLOWED_REQUEST_HEADERS = ["content-type", "accept", PUBLIC_KEY_HEADER, AUTH_TOKEN_HEADER, LONG_POLL_HEADER].join(", ");
+const ALLOWED_REQUEST_HEADERS = ["content-type", "accept", PUBLIC_KEY_HEADER, AUTH_TOKEN_HEADER, LONG_POLL_HEADER].join(
+  ", ",
+);
 /** Time to receive a request's headers, and the whole request. */
 const HEADERS_TIMEOUT_MS = 30_000;
 const REQUEST_TIMEOUT_MS = 900_000;
@@ -155,7 +172,9 @@ export function checkCorsOrigins(origins: readonly string[]): void {
     try {
       parsed = new URL(origin);
     } catch {
-      throw new InvalidConfigError(`--rest-cors-origins: "${origin}" is not an origin (expected scheme://host[:port] or *)`);
+      throw new InvalidConfigError(
+        `--rest-cors-origins: "${origin}" is not an origin (expected scheme://host[:port] or *)`,
+      );
     }
     if (parsed.origin !== origin) {
       throw new InvalidConfigError(
@@ -172,7 +191,8 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
   checkCorsOrigins(options.corsOrigins);
   const anyOrigin = options.corsOrigins.includes("*");
   const origins = new Set(options.corsOrigins);
-  const allowedOrigin = (origin: string | undefined): boolean => origin !== undefined && (anyOrigin || origins.has(origin));
+  const allowedOrigin = (origin: string | undefined): boolean =>
+    origin !== undefined && (anyOrigin || origins.has(origin));
 
   // Arrival time of each request, for the latency histogram (src/superlink/metrics.ts).
   const arrivedAt = new WeakMap<http.IncomingMessage, number>();
@@ -192,7 +212,11 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
     const method = METHOD_BY_PATH.get(path);
     const file = options.staticFiles?.get(path);
     if (file !== undefined && (req.method === "GET" || req.method === "HEAD")) {
-      res.writeHead(200, { ...BROWSER_CLIENT_HEADERS, "content-type": file.contentType, "content-length": String(file.body.length) });
+      res.writeHead(200, {
+        ...BROWSER_CLIENT_HEADERS,
+        "content-type": file.contentType,
+        "content-length": String(file.body.length),
+      });
       res.end(req.method === "HEAD" ? undefined : file.body);
       req.resume();
       return;
@@ -203,7 +227,10 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
     }
     const fail = (failure: HttpFailure): void => {
       if (method !== undefined && req.method === "POST") called(req, GRPC_PATHS[method], grpcCodeOf(failure.status));
-      logger.debug({ event: "fleet.rest-refused", path, status: failure.status, reason: failure.message }, `REST ${path}: ${failure.message}`);
+      logger.debug(
+        { event: "fleet.rest-refused", path, status: failure.status, reason: failure.message },
+        `REST ${path}: ${failure.message}`,
+      );
       // A refused body is not read into memory: it is discarded for a moment (a reset right away
       // could destroy the answer in the client's receive buffer), then the connection is dropped.
       if (!req.complete) {
@@ -215,10 +242,14 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
       }
       reply(res, failure.status, Buffer.from(`${failure.message}\n`), "text/plain; charset=utf-8");
     };
-    if (method === undefined) { fail(new HttpFailure(404, `Not found: no Fleet API route ${path}`)); return; }
+    if (method === undefined) {
+      fail(new HttpFailure(404, `Not found: no Fleet API route ${path}`));
+      return;
+    }
     if (req.method !== "POST") {
       res.setHeader("allow", "POST, OPTIONS");
-      fail(new HttpFailure(405, `Method not allowed: ${path} takes POST`)); return;
+      fail(new HttpFailure(405, `Method not allowed: ${path} takes POST`));
+      return;
     }
     try {
       checkHeaders(req);
@@ -229,13 +260,18 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
           throw new HttpFailure(401, "Access denied");
         }
         if (method !== "createNode" && !header(req, AUTH_TOKEN_HEADER)) {
-          authenticator.logDenied(`REST ${path}`, { ok: false, reason: "no auth-token header" }, header(req, PUBLIC_KEY_HEADER));
+          authenticator.logDenied(
+            `REST ${path}`,
+            { ok: false, reason: "no auth-token header" },
+            header(req, PUBLIC_KEY_HEADER),
+          );
           throw new HttpFailure(401, "Access denied");
         }
       }
       checkDeclaredLength(req, maxBodyBytes);
     } catch (err) {
-      fail(err as HttpFailure); return;
+      fail(err as HttpFailure);
+      return;
     }
     readBody(req, maxBodyBytes).then(
       (body) => serve(method, req, res, body).catch((err: unknown) => answerError(res, path, err, fail)),
@@ -243,7 +279,12 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
     );
   };
 
-  const answerPreflight = (req: http.IncomingMessage, res: http.ServerResponse, origin: string | undefined, known: boolean): void => {
+  const answerPreflight = (
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    origin: string | undefined,
+    known: boolean,
+  ): void => {
     if (!allowedOrigin(origin)) {
       reply(res, 403, Buffer.from("CORS: origin not allowed\n"), "text/plain; charset=utf-8");
       return;
@@ -259,7 +300,12 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
     req.resume();
   };
 
-  const serve = async (method: FleetRestMethod, req: http.IncomingMessage, res: http.ServerResponse, body: Buffer): Promise<void> => {
+  const serve = async (
+    method: FleetRestMethod,
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    body: Buffer,
+  ): Promise<void> => {
     let request: object;
     try {
       request = CODECS[method].decode(body);
@@ -270,7 +316,12 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
     if (authenticator !== undefined) {
       const name = FLEET_REQUEST_NAMES[method];
       const publicKey = header(req, PUBLIC_KEY_HEADER);
-      const verdict = await authenticator.authenticate(name, request, { publicKey, authToken: header(req, AUTH_TOKEN_HEADER) }, body);
+      const verdict = await authenticator.authenticate(
+        name,
+        request,
+        { publicKey, authToken: header(req, AUTH_TOKEN_HEADER) },
+        body,
+      );
       if (!verdict.ok) {
         authenticator.logDenied(`REST ${FLEET_REST_PATHS[method]}`, verdict, publicKey);
         throw new HttpFailure(403, "Access denied");
@@ -304,7 +355,11 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
         res.once("close", onClose);
         try {
           const maxWaitMs = optedInWaitMs(header(req, LONG_POLL_HEADER), longPollMs);
-          response = await fleet.pullTaskInsLongPoll(request as PullTaskInsRequest, state, { hub, maxWaitMs, signal: gone.signal });
+          response = await fleet.pullTaskInsLongPoll(request as PullTaskInsRequest, state, {
+            hub,
+            maxWaitMs,
+            signal: gone.signal,
+          });
         } finally {
           res.off("close", onClose);
         }
@@ -330,12 +385,22 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
       res.destroy();
       return;
     }
-    if (err instanceof HttpFailure) { fail(err); return; }
+    if (err instanceof HttpFailure) {
+      fail(err);
+      return;
+    }
     if (FlwrError.isFlwrError(err)) {
       logger.warn({ rpc: `REST ${path}`, code: err.code }, `REST ${path} failed: ${err.message}`);
       const status =
-        err.code === "FLWR_MALFORMED_MESSAGE" ? 400 : err.code === "FLWR_NOT_FOUND" ? 404 : err.code === "FLWR_AUTHENTICATION_FAILED" ? 403 : 500;
-      fail(new HttpFailure(status, status === 403 ? "Access denied" : err.message)); return;
+        err.code === "FLWR_MALFORMED_MESSAGE"
+          ? 400
+          : err.code === "FLWR_NOT_FOUND"
+            ? 404
+            : err.code === "FLWR_AUTHENTICATION_FAILED"
+              ? 403
+              : 500;
+      fail(new HttpFailure(status, status === 403 ? "Access denied" : err.message));
+      return;
     }
     logger.error({ rpc: `REST ${path}`, err }, `REST ${path} failed with an unexpected error`);
     fail(new HttpFailure(500, "Internal server error"));
@@ -359,7 +424,11 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
   });
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => {
-      reject(new ConnectionError(`Cannot start the REST Fleet API on ${options.address}: ${errorMessage(err)}`, { cause: err }));
+      reject(
+        new ConnectionError(`Cannot start the REST Fleet API on ${options.address}: ${errorMessage(err)}`, {
+          cause: err,
+        }),
+      );
     };
     server.once("error", onError);
     server.listen(port, host, () => {
@@ -383,9 +452,12 @@ export async function startRestFleetServer(options: RestFleetServerOptions): Pro
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
-        const timer = setTimeout(() => {
-          for (const socket of sockets) socket.destroy();
-        }, Math.max(0, graceMs));
+        const timer = setTimeout(
+          () => {
+            for (const socket of sockets) socket.destroy();
+          },
+          Math.max(0, graceMs),
+        );
         timer.unref();
       });
       return closing;
@@ -398,7 +470,13 @@ function encode(method: FleetRestMethod, response: object): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function reply(res: http.ServerResponse, status: number, body: Buffer, contentType: string, headers: Record<string, string> = {}): void {
+function reply(
+  res: http.ServerResponse,
+  status: number,
+  body: Buffer,
+  contentType: string,
+  headers: Record<string, string> = {},
+): void {
   res.writeHead(status, { ...headers, "content-type": contentType, "content-length": String(body.length) });
   res.end(body);
 }

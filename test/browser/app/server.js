@@ -16,7 +16,10 @@ function aggregate(results) {
     if (with_.length > 0) out[key] = with_.reduce((s, [n, m]) => s + n * m[key], 0) / total;
   }
   out.clients = BigInt(results.length);
-  out.runtimes = results.map(([, m]) => String(m.runtime ?? "node")).sort().join(",");
+  out.runtimes = results
+    .map(([, m]) => String(m.runtime ?? "node"))
+    .sort()
+    .join(",");
   return out;
 }
 

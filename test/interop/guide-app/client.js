@@ -7,7 +7,9 @@
  */
 const { readFileSync } = require("node:fs");
 const path = require("node:path");
-const { NumPyClient, startNumpyClient } = require(process.env.FLWR_TS_DIST || path.join(__dirname, "..", "..", "..", "dist"));
+const { NumPyClient, startNumpyClient } = require(
+  process.env.FLWR_TS_DIST || path.join(__dirname, "..", "..", "..", "dist"),
+);
 
 const [address, caCert, offsetArg, examplesArg, transport] = process.argv.slice(2);
 const offset = Number(offsetArg);

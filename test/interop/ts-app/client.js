@@ -6,10 +6,9 @@
  * FLWR_TS_DIST overrides where the built package is (default: this repository's dist/).
  */
 const path = require("node:path");
-const { ClientApp, NumPyClient } = require(path.join(
-  process.env.FLWR_TS_DIST || path.join(__dirname, "..", "..", "..", "dist"),
-  "client",
-));
+const { ClientApp, NumPyClient } = require(
+  path.join(process.env.FLWR_TS_DIST || path.join(__dirname, "..", "..", "..", "dist"), "client"),
+);
 
 class InteropClient extends NumPyClient {
   getParameters(_config) {
@@ -29,7 +28,7 @@ class InteropClient extends NumPyClient {
   evaluate(parameters, _config) {
     let sum = 0;
     let count = 0;
-    for (const p of parameters) for (const v of p.data) (sum += v), (count += 1);
+    for (const p of parameters) for (const v of p.data) ((sum += v), (count += 1));
     return [sum / count, 5, { acc: 0.75, accuracy: 0.5, impl: "ts" }];
   }
 }
