@@ -36,7 +36,7 @@ const WEB_CURVES: readonly WebCurveInfo[] = [
 const EC_PUBLIC_KEY_OID = hex("06072a8648ce3d0201");
 
 /** Flower's default curve (and the one `ssh-keygen -t ecdsa -b 384` makes). */
-export const DEFAULT_WEB_CURVE: WebEcCurve = "P-384";
+const DEFAULT_WEB_CURVE: WebEcCurve = "P-384";
 
 /** A SuperNode key pair as raw values: the private scalar and the uncompressed public point. */
 export interface WebKeyPair {
@@ -48,7 +48,7 @@ export interface WebKeyPair {
 }
 
 /** WebCrypto's types, named the same under Node's typings and the DOM's. */
-export type SubtleApi = (typeof globalThis.crypto)["subtle"];
+type SubtleApi = (typeof globalThis.crypto)["subtle"];
 export type WebCryptoKey = Awaited<ReturnType<SubtleApi["importKey"]>>;
 interface EcJwk {
   kty: "EC";
@@ -105,7 +105,7 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** Standard base64 with padding. */
-export function toBase64(bytes: Uint8Array): string {
+function toBase64(bytes: Uint8Array): string {
   let binary = "";
   for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
   return btoa(binary);

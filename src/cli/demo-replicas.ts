@@ -78,7 +78,7 @@ export async function main(): Promise<number> {
     }
     for (const [i, rec] of ready.entries()) {
       say(
-        `replica ${REPLICAS[i]}: Driver API ${String(rec["driverAddress"])}, Fleet API ${String(rec["fleetAddress"])}`,
+        `replica ${String(REPLICAS[i])}: Driver API ${String(rec["driverAddress"])}, Fleet API ${String(rec["fleetAddress"])}`,
       );
     }
     const nodesReady = [1, 2].map((i) => {

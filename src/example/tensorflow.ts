@@ -127,7 +127,7 @@ function installWasmTrainingKernels(tf: TensorFlow): void {
             return out;
           },
         };
-        const out = conv2dBackpropFilter(tf, { ...args, backend: adapter as unknown as KernelArgs["backend"] });
+        const out = conv2dBackpropFilter(tf, { ...args, backend: adapter });
         if (out === undefined) throw new Error("Conv2DBackpropFilter on wasm: only NHWC float32 is supported");
         return out;
       },
@@ -141,7 +141,7 @@ function installWasmTrainingKernels(tf: TensorFlow): void {
       const grads = original.gradFunc(dy, saved, attrs);
       if (tf.getBackend() !== "wasm") return grads;
       const [x] = saved as [Tensor4D];
-      const filter = conv2dFilterGradByOps(tf, x, dy as Tensor4D, attrs as NamedAttrMap, saved[1]!.shape);
+      const filter = conv2dFilterGradByOps(tf, x, dy as Tensor4D, attrs, saved[1]!.shape);
       return filter === undefined ? grads : { ...grads, filter };
     },
   });

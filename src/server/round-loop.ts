@@ -77,7 +77,7 @@ export interface ServerOptions {
 }
 
 /** Default `fitResultSpill.minBytes`: smaller results cost less to hold than to write out. */
-export const DEFAULT_SPILL_MIN_BYTES = 16 * 1024 * 1024;
+const DEFAULT_SPILL_MIN_BYTES = 16 * 1024 * 1024;
 
 /** aggregateFit implementations that read results through arraySourcesOf (and keep none). */
 const SPILL_AWARE_AGGREGATE_FIT: ReadonlySet<unknown> = new Set([

@@ -180,7 +180,7 @@ const INT8_OID = 20;
 const BIGINT_TYPES: pg.CustomTypesConfig = {
   getTypeParser: ((oid: number, format?: "text" | "binary") => {
     if (oid === INT8_OID && format !== "binary") return (text: string): bigint => BigInt(text);
-    // eslint-disable-next-line @typescript-eslint/no-unsafe-enum-assignment -- pg passes any OID through
+
     return pg.types.getTypeParser(oid, format ?? "text") as (value: string) => unknown;
   }) as pg.CustomTypesConfig["getTypeParser"],
 };

@@ -17,8 +17,8 @@ import { createNodeRestPoster } from "./node-rest-poster";
 import { RestFleetConnection } from "./rest-connection";
 import { type SuperNodeCoreConfig, type SuperNodeDeps, type SuperNodeHandle, startSuperNodeOn } from "./supernode-core";
 
-export { DEFAULT_POLL_INTERVAL_MS, startSuperNodeOn } from "./supernode-core";
-export type { SuperNodeCoreConfig, SuperNodeDeps, SuperNodeHandle } from "./supernode-core";
+export { DEFAULT_POLL_INTERVAL_MS } from "./supernode-core";
+export type { SuperNodeDeps, SuperNodeHandle } from "./supernode-core";
 
 /**
  * The node's key pair for node authentication (docs/protocol.md, "Node authentication"), read

@@ -183,8 +183,8 @@ describeIfPostgres("SuperLink replicas on PostgreSQL", () => {
       startSuperLink(linkArgs(database), "replica-a"),
       startSuperLink(linkArgs(database), "replica-b"),
     ]);
-    const fleet = await startTcpProxy([a!.fleetAddress, b!.fleetAddress]);
-    const driver = await startTcpProxy([a!.driverAddress, b!.driverAddress]);
+    const fleet = await startTcpProxy([a.fleetAddress, b.fleetAddress]);
+    const driver = await startTcpProxy([a.driverAddress, b.driverAddress]);
     try {
       nodes = spawnNodes(fleet.address);
       await Promise.all(nodes.map((n) => n.waitFor(isEvent("supernode.ready"), "registration")));
@@ -195,11 +195,11 @@ describeIfPostgres("SuperLink replicas on PostgreSQL", () => {
         "round 2",
       );
       // Both replicas serve (the SuperNodes were spread over them) before one dies mid-round.
-      expect([...fleet.forwarded.keys()].sort()).toEqual([a!.fleetAddress, b!.fleetAddress].sort());
+      expect([...fleet.forwarded.keys()].sort()).toEqual([a.fleetAddress, b.fleetAddress].sort());
       await new Promise((r) => setTimeout(r, 300));
-      a!.proc.proc.kill("SIGKILL");
-      await a!.proc.exited;
-      await finished(run, [...nodes, b!.proc]);
+      a.proc.proc.kill("SIGKILL");
+      await a.proc.exited;
+      await finished(run, [...nodes, b.proc]);
 
       expect(JSON.parse(readFileSync(historyPath, "utf8"))).toEqual(expectedHistory);
       const full = Array.from({ length: ROUNDS }, () => [2, 0]);
@@ -212,7 +212,7 @@ describeIfPostgres("SuperLink replicas on PostgreSQL", () => {
           duplicates: 0,
         });
       }
-      expect(b!.proc.alive()).toBe(true);
+      expect(b.proc.alive()).toBe(true);
     } finally {
       await fleet.close();
       await driver.close();

@@ -1084,7 +1084,11 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
       test("a listener may read the state it is notified about", async () => {
         const runId = await newRun();
         let pulling: Promise<TaskIns[]> | undefined;
-        state.subscribe({ onTaskInsStored: (nodeId) => (pulling = state.getTaskIns(nodeId, 1)) });
+        state.subscribe({
+          onTaskInsStored: (nodeId) => {
+            pulling = state.getTaskIns(nodeId, 1);
+          },
+        });
         const insId = await storeIns(runId, named(7n));
         expect(pulling).toBeDefined();
         expect((await pulling!).map((t) => t.taskId)).toEqual([insId]);

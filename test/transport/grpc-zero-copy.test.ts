@@ -32,10 +32,9 @@ type DecoderWrite = (this: StreamDecoder, data: Buffer) => Buffer[];
 // grpc-js's own decoder, from a copy of grpc-js loaded apart from the extended one.
 let originalDecoderWrite: DecoderWrite | undefined;
 jest.isolateModules(() => {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a second, unpatched copy of grpc-js's decoder
-  originalDecoderWrite = (
-    require("@grpc/grpc-js/build/src/stream-decoder") as { StreamDecoder: { prototype: { write: DecoderWrite } } }
-  ).StreamDecoder.prototype.write;
+  originalDecoderWrite = // eslint-disable-next-line @typescript-eslint/no-require-imports
+    (require("@grpc/grpc-js/build/src/stream-decoder") as { StreamDecoder: { prototype: { write: DecoderWrite } } })
+      .StreamDecoder.prototype.write;
 });
 const pristineWrite = (decoder: StreamDecoder, data: Buffer): Buffer[] => originalDecoderWrite!.call(decoder, data);
 

@@ -49,7 +49,7 @@ export function arraySource(a: NDArray): ArraySource {
     read: (start, count) =>
       data instanceof BigInt64Array
         ? Array.from(data.subarray(start, start + count), (v) => Number(v))
-        : (data.subarray(start, start + count) as ArrayLike<number>),
+        : data.subarray(start, start + count),
   };
 }
 
