@@ -24,7 +24,6 @@ const out = option("--outdir") ?? path.join(root, "dist", "browser");
 /** Source module (absolute, without extension) -> its browser form. */
 const BROWSER_REPLACEMENTS = new Map([
   // Loads tfjs-node or the pure-JS CPU backend with require(); the page picks webgl/cpu itself.
-  [src("core", "tensorflow"), src("browser", "tensorflow-browser.ts")],
   [src("example", "tensorflow"), src("browser", "tensorflow-browser.ts")],
   // Reads CIFAR-10 binaries with node:fs; a page has only the synthetic data.
   [src("example", "cifar10"), src("browser", "cifar10-unavailable.ts")],

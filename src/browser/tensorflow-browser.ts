@@ -20,6 +20,11 @@ export function loadTensorFlow(): LoadedTensorFlow {
   return { tf: tfjs, backend };
 }
 
+/** The Node loader's fastest-backend switch: here the page already chose (initBrowserTensorFlow). */
+export function useFastestBackend(): Promise<LoadedTensorFlow> {
+  return Promise.resolve(loadTensorFlow());
+}
+
 /**
  * Activates `preferred` ("webgl" by default) if this browser can run it, else "cpu"; resolves
  * with the backend in use. A WebGL context that cannot compile tfjs's shaders counts as absent.

@@ -82,7 +82,7 @@ type Transport = "grpc" | "rest";
 export interface SuperLinkMetricsOptions {
   now?: () => number;
   /** Read at scrape time (default all zero). */
-  gauges?: () => MetricsGauges;
+  gauges?: () => MetricsGauges | Promise<MetricsGauges>;
 }
 
 export class SuperLinkMetrics {
@@ -104,7 +104,7 @@ export class SuperLinkMetrics {
   private runsCreated = 0;
   private readonly now: () => number;
   private readonly startedAt: number;
-  private gauges: () => MetricsGauges;
+  private gauges: () => MetricsGauges | Promise<MetricsGauges>;
   /**
    * False with node authentication: CreateNode carries no MAC and grants no liveness there, so
    * only successful Pings count a node as online.
@@ -129,13 +129,14 @@ export class SuperLinkMetrics {
       buckets: RPC_DURATION_BUCKETS,
       registers,
     });
-    const gauge = (name: string, help: string, read: () => number): void => {
+    // prom-client awaits an async collect, so a scrape shows the state's counts as they are now.
+    const gauge = (name: string, help: string, read: () => number | Promise<number>): void => {
       new Gauge({
         name,
         help,
         registers,
-        collect() {
-          this.set(read());
+        async collect() {
+          this.set(await read());
         },
       });
     };
@@ -143,17 +144,17 @@ export class SuperLinkMetrics {
     gauge(
       "flwr_superlink_task_ins_stored",
       "TaskIns held in state (delivered or not).",
-      () => this.gauges().taskInsStored,
+      async () => (await this.gauges()).taskInsStored,
     );
     gauge(
       "flwr_superlink_task_res_stored",
       "TaskRes held in state (delivered or not).",
-      () => this.gauges().taskResStored,
+      async () => (await this.gauges()).taskResStored,
     );
     gauge(
       "flwr_superlink_long_polls_waiting",
       "Pull calls currently held open waiting for work.",
-      () => this.gauges().longPollsWaiting,
+      async () => (await this.gauges()).longPollsWaiting,
     );
     this.runsCreatedTotal = new Counter({
       name: "flwr_superlink_runs_created_total",
@@ -174,7 +175,7 @@ export class SuperLinkMetrics {
   }
 
   /** Where the state gauges come from (the SuperLink sets it once its state and hub exist). */
-  setGauges(gauges: () => MetricsGauges): void {
+  setGauges(gauges: () => MetricsGauges | Promise<MetricsGauges>): void {
     this.gauges = gauges;
   }
 
@@ -241,8 +242,8 @@ export class SuperLinkMetrics {
   }
 
   /** What `/status.json` serves. */
-  status(): StatusSnapshot {
-    const gauges = this.gauges();
+  async status(): Promise<StatusSnapshot> {
+    const gauges = await this.gauges();
     const nodesOnline = this.onlineNodes();
     const nodes = [...this.nodes]
       .slice(0, STATUS_NODES_SHOWN)
@@ -441,8 +442,11 @@ export async function startMetricsServer(
     };
     try {
       if (path === "/") send("text/html; charset=utf-8", STATUS_PAGE_HTML, STATUS_PAGE_HEADERS);
-      else if (path === "/status.json") send("application/json; charset=utf-8", JSON.stringify(metrics.status()));
-      else {
+      else if (path === "/status.json") {
+        void metrics.status().then((snapshot) => {
+          send("application/json; charset=utf-8", JSON.stringify(snapshot));
+        }, failed);
+      } else {
         void metrics.render().then((text) => {
           send(metrics.registry.contentType, text);
         }, failed);

@@ -259,7 +259,6 @@ export async function startSuperLink(
   const metrics = new SuperLinkMetrics();
   const servers: Array<RunningGrpcServer | RunningRestFleetServer> = [];
   let metricsServer: MetricsServer | undefined;
-  let stopStoredRefresh: (() => void) | undefined;
   let authenticator: FleetAuthenticator | undefined;
   const stopDescriptorWatch = watchDescriptors(
     logger,
@@ -322,7 +321,6 @@ export async function startSuperLink(
     closing ??= (async () => {
       clearInterval(purgeTimer);
       hub.close();
-      stopStoredRefresh?.();
       auth?.allowlist.off("change", onAllowlistChange);
       await Promise.all(servers.map((s) => s.close(graceMs)));
       stopDescriptorWatch();
@@ -451,23 +449,10 @@ export async function startSuperLink(
     servers.push(fleet);
 
     if (config.metricsAddress !== undefined) {
-      // The gauges are read synchronously; the counts come from the (async) state, refreshed on
-      // every read and every stored task, so a scrape shows them as of the last change.
-      const stored = { taskIns: 0, taskRes: 0 };
-      const refreshStored = (): void => {
-        Promise.all([state.numTaskIns(), state.numTaskRes()]).then(
-          ([taskIns, taskRes]) => {
-            stored.taskIns = taskIns;
-            stored.taskRes = taskRes;
-          },
-          () => undefined, // closed or unreachable: keep the last counts
-        );
-      };
-      refreshStored();
-      stopStoredRefresh = state.subscribe({ onTaskInsStored: refreshStored, onTaskResStored: refreshStored });
-      metrics.setGauges(() => {
-        refreshStored();
-        return { taskInsStored: stored.taskIns, taskResStored: stored.taskRes, longPollsWaiting: hub.waiting };
+      // Read from the state at every scrape (for PostgreSQL, the counts of all replicas).
+      metrics.setGauges(async () => {
+        const [taskIns, taskRes] = await Promise.all([state.numTaskIns(), state.numTaskRes()]);
+        return { taskInsStored: taskIns, taskResStored: taskRes, longPollsWaiting: hub.waiting };
       });
       metricsServer = await startMetricsServer(config.metricsAddress, metrics, logger);
     }

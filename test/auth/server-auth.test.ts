@@ -507,7 +507,7 @@ describe("authenticated RPCs", () => {
   });
 
   test("a valid token from a key with no node yet is denied", async () => {
-    const fresh = keyDir.sshKeygen("fresh", ["-t", "ecdsa", "-b", "256"]);
+    const fresh = keyDir.sshKeygen("fresh", ["-t", "ecdsa", "-b", "384"]);
     const auth = SuperNodeAuth.fromFiles(fresh, `${fresh}.pub`);
     writeFileSync(fx.allowlistCsv, `${originalCsv.trim()},${readFileSync(`${fresh}.pub`, "utf8").trim()}\n`);
     allowlist.reload();

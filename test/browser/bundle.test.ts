@@ -9,6 +9,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT } from "../helpers/fixtures";
+import * as browserCifar10 from "../../src/browser/cifar10-unavailable";
+import * as browserTensorFlow from "../../src/browser/tensorflow-browser";
+import * as nodeCifar10 from "../../src/example/cifar10";
+import * as nodeTensorFlow from "../../src/example/tensorflow";
 
 jest.setTimeout(120_000);
 
@@ -75,4 +79,21 @@ test("a Node-only import fails the build and names the importer", () => {
   });
   expect(r.status).toBe(1);
   expect(r.stderr).toMatch(/Node-only module "node:http" imported by src\/supernode\/node-rest-poster\.ts/);
+});
+
+test("each browser replacement module exports what the Node module it replaces exports", () => {
+  // esbuild cannot tell a missing export of a TypeScript module from a type, so a function the
+  // Node module gained and its browser form lacks would be undefined only when a page calls it.
+  const pairs: Array<[string, object, object]> = [
+    ["tensorflow-browser", nodeTensorFlow, browserTensorFlow],
+    ["cifar10-unavailable", nodeCifar10, browserCifar10],
+  ];
+  for (const [browserModule, nodeModule, browserForm] of pairs) {
+    const nodeExports = Object.keys(nodeModule).sort();
+    const browserExports = Object.keys(browserForm);
+    expect({ module: browserModule, missing: nodeExports.filter((name) => !browserExports.includes(name)) }).toEqual({
+      module: browserModule,
+      missing: [],
+    });
+  }
 });

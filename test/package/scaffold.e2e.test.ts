@@ -147,8 +147,9 @@ describe("the npm package", () => {
         /^(test|bench|src|node_modules|coverage|\.ci|keys)\//.test(p) || p.endsWith(".map") || p.startsWith("tsconfig"),
     );
     expect(strays).toEqual([]);
-    // 1.5 MB at the time of writing; the whole repository with dist/ packed to 4.2 MB.
-    expect(packed.unpackedSize).toBeLessThan(2.5 * 1024 * 1024);
+    // 3.3 MB at the time of writing, 1.45 MB of it the browser SuperNode's bundle (dist/browser);
+    // the whole repository with dist/ packed to 4.2 MB.
+    expect(packed.unpackedSize).toBeLessThan(4 * 1024 * 1024);
   });
 
   it("is publishable and keeps TensorFlow.js out of the install", () => {

@@ -101,7 +101,7 @@ test("the metrics address serves the status page, /status.json, and 404/405 else
   expect((await fetch(`http://${String(link.metricsAddress)}/metrics`, { method: "POST" })).status).toBe(405);
 });
 
-test("the status snapshot keeps the latest runs with their round and task counts", () => {
+test("the status snapshot keeps the latest runs with their round and task counts", async () => {
   let now = 1_000;
   const metrics = new SuperLinkMetrics({ now: () => now });
   const ok = grpc.status.OK;
@@ -127,7 +127,7 @@ test("the status snapshot keeps the latest runs with their round and task counts
   metrics.recordCall("/flwr.proto.Fleet/PushTaskRes", ok, { taskResList: [{ runId: 7n, groupId: "3" }] }, {});
   metrics.recordCall("/flwr.proto.Fleet/CreateNode", ok, { pingInterval: 30 }, { node: { nodeId: -5n } });
   now += 10_000;
-  const status = metrics.status();
+  const status = await metrics.status();
   expect(status.runsCreated).toBe(STATUS_RUNS_SHOWN + 5);
   expect(status.runs).toHaveLength(STATUS_RUNS_SHOWN);
   expect(status.runs[0]?.runId).toBe(String(STATUS_RUNS_SHOWN + 5)); // newest first

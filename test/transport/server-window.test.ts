@@ -83,7 +83,9 @@ describe("startGrpcServer receive window", () => {
     const script = `
       const grpc = require("@grpc/grpc-js");
       const fs = require("node:fs");
-      const { startGrpcServer } = require(${JSON.stringify(join(REPO_ROOT, "dist", "transport", "server.js"))});
+      // As the daemons do: the server's window settings are part of the grpc-js extensions.
+      require(${JSON.stringify(join(REPO_ROOT, "dist", "transport", "grpc-extensions.js"))}).enableGrpcExtensions();
+      const { startGrpcServer } = require(${JSON.stringify(join(REPO_ROOT, "dist", "transport", "grpc-server.js"))});
       const { CHANNEL_OPTIONS } = require(${JSON.stringify(join(REPO_ROOT, "dist", "transport", "options.js"))});
       const [ca, cert, key] = process.argv.slice(1).map((f) => fs.readFileSync(f));
       const raw = (path) => ({ path, requestStream: false, responseStream: false,
