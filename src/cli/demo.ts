@@ -172,7 +172,7 @@ export async function main(): Promise<number> {
     ensureCredentials();
     say(`data: ${SYNTHETIC_SOURCE}; pass cifar-dir in --node-config for real CIFAR-10 (see README)`);
     say(
-      `TensorFlow.js backend: ${tfjsNodeInstalled() ? "@tensorflow/tfjs-node is installed (used when its native library loads)" : "pure-JS cpu (@tensorflow/tfjs-node is not installed)"}`,
+      `TensorFlow.js backend: ${tfjsNodeInstalled() ? "@tensorflow/tfjs-node is installed (used when its native library loads)" : "wasm, else pure-JS cpu (@tensorflow/tfjs-node is not installed; the ClientApp picks the fastest that starts)"}`,
     );
     let onReady: ((rec: Record<string, unknown>) => void) | undefined;
     const superlink = startChild("superlink", "flower-superlink", [...DEMO_SUPERLINK_ARGS], {
