@@ -18,7 +18,7 @@ import type { KeyObject } from "node:crypto";
 import { AUTH_TOKEN_HEADER, PUBLIC_KEY_HEADER } from "../core/constants";
 import { errorMessage } from "../core/errors";
 import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds, boundedPingInterval } from "../core/ping-interval";
-import { type Logger, silentLogger } from "../core/logger";
+import { boundedError, type Logger, MAX_LOGGED_ERROR_CHARS, silentLogger, truncateEcho } from "../core/logger";
 import {
   FLEET_REQUEST_NAMES,
   type FleetRequestName,
@@ -36,7 +36,7 @@ import {
   type PushTaskResRequest,
 } from "../proto/flwr/proto/fleet";
 import type { GetRunRequest } from "../proto/flwr/proto/run";
-import { toServiceError } from "../transport/status";
+import { type IncidentReporter, toServiceError } from "../transport/status";
 import type { Allowlist, AllowlistChange } from "./allowlist";
 import { base64UrlPadded, decodeBase64UrlLikePython, deriveHmacKey, verifyAuthToken } from "./crypto";
 import { assertKeyPair, sshFingerprint } from "./keys";
@@ -289,6 +289,19 @@ export class FleetAuthenticator {
     );
   }
 
+  /**
+   * Logs an internal failure (a state error, a bug) of `rpc` under the incident id its INTERNAL
+   * status names, so the operator can find what the caller was told about.
+   */
+  incidentReporter(rpc: string): IncidentReporter {
+    return (incidentId, err) => {
+      this.logger.error(
+        { event: "fleet.auth-internal-error", rpc, incidentId, err: boundedError(err) },
+        `${rpc} failed (incident ${incidentId}): ${truncateEcho(errorMessage(err), MAX_LOGGED_ERROR_CHARS)}`,
+      );
+    };
+  }
+
   /** Logs a rejection with the reason and key fingerprint, never the key or token. */
   logDenied(rpc: string, verdict: Extract<AuthVerdict, { ok: false }>, publicKeyHeader: string | undefined): void {
     const fields: Record<string, unknown> = { event: "fleet.auth-denied", rpc, reason: verdict.reason };
@@ -425,7 +438,7 @@ function fleetAuthenticationGate(authenticator: FleetAuthenticator): grpc.Server
               gated.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "Access denied" });
             },
             (err: unknown) => {
-              const status = toServiceError(err);
+              const status = toServiceError(err, authenticator.incidentReporter(requestName.replace(/Request$/, "")));
               gated.sendStatus({ code: status.code ?? grpc.status.INTERNAL, details: status.details ?? "" });
             },
           );
@@ -505,7 +518,7 @@ export function withFleetAuthentication(
             call.getPeer(),
           );
         } catch (err) {
-          callback(toServiceError(err));
+          callback(toServiceError(err, authenticator.incidentReporter(rpc)));
           return;
         }
         const headers = new grpc.Metadata();
@@ -520,7 +533,9 @@ export function withFleetAuthentication(
       inner(call, callback);
     };
     const handler: grpc.handleUnaryCall<object, object> = (call, callback) => {
-      handle(call, callback).catch((err: unknown) => callback(toServiceError(err)));
+      handle(call, callback).catch((err: unknown) => {
+        callback(toServiceError(err, authenticator.incidentReporter(rpc)));
+      });
     };
     wrapped[method] = handler;
   }

@@ -126,3 +126,16 @@ function textDestination(fd: number): pino.DestinationStream {
     },
   };
 }
+
+/** How much of an internal error's message an incident log line keeps. */
+export const MAX_LOGGED_ERROR_CHARS = 1000;
+
+/** An error for an incident log line: its type, message and stack, each bounded in length. */
+export function boundedError(err: unknown): { type: string; message: string; stack?: string } {
+  if (!(err instanceof Error)) return { type: typeof err, message: truncateEcho(String(err), MAX_LOGGED_ERROR_CHARS) };
+  return {
+    type: err.name,
+    message: truncateEcho(err.message, MAX_LOGGED_ERROR_CHARS),
+    ...(err.stack !== undefined ? { stack: truncateEcho(err.stack, 4 * MAX_LOGGED_ERROR_CHARS) } : {}),
+  };
+}

@@ -5,7 +5,7 @@
  * into log lines is truncated; internal failures are logged with the incident id the caller got.
  */
 import * as grpc from "@grpc/grpc-js";
-import { type Logger, truncateEcho } from "../core/logger";
+import { boundedError, type Logger, MAX_LOGGED_ERROR_CHARS, truncateEcho } from "../core/logger";
 import { FlwrError, errorMessage } from "../core/errors";
 import { toServiceError } from "../transport/status";
 
@@ -13,7 +13,6 @@ import { toServiceError } from "../transport/status";
  * Our own failures (state errors) may say more than a caller's echo, but are still bounded:
  * SQLite messages can quote parts of a statement's input.
  */
-const MAX_LOGGED_ERROR_CHARS = 1000;
 
 /** What a handler answers: the response, and optionally work to do once it was handed to gRPC. */
 export interface UnaryReply<Res> {
@@ -97,15 +96,6 @@ export function serveUnary<Req, Res>(
 }
 
 /** What the log keeps of an internal failure: its type, message and stack, each bounded. */
-function boundedError(err: unknown): { type: string; message: string; stack?: string } {
-  if (!(err instanceof Error)) return { type: typeof err, message: truncateEcho(String(err), MAX_LOGGED_ERROR_CHARS) };
-  return {
-    type: err.name,
-    message: truncateEcho(err.message, MAX_LOGGED_ERROR_CHARS),
-    ...(err.stack !== undefined ? { stack: truncateEcho(err.stack, 4 * MAX_LOGGED_ERROR_CHARS) } : {}),
-  };
-}
-
 /** Shorthand for handlers that just compute a response. */
 export function reply<Res>(response: Res): UnaryReply<Res> {
   return { response };

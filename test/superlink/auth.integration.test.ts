@@ -5,7 +5,8 @@
  */
 import { Allowlist } from "../../src/auth/allowlist";
 import { loadKeyPairFiles } from "../../src/auth/keys";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { SuperNodeAuth } from "../../src/auth/client-auth";
@@ -137,4 +138,44 @@ test("reloadAllowlist without authentication is a configuration error", async ()
   );
   closers.push(() => plain.close());
   expect(() => plain.reloadAllowlist()).toThrow(InvalidConfigError);
+});
+
+// The SQLite file is locked by its SuperLink, so the state is made to fail by closing it under
+// the running SuperLink: an authenticated CreateNode then answers an incident id, not the path.
+test("an authenticated CreateNode whose state fails answers INTERNAL with an incident id the log names", async () => {
+  const dbDir = mkdtempSync(join(tmpdir(), "flwr-ts-auth-incident-"));
+  const { logger, lines } = memoryLogger();
+  const failing = await startSuperLink(
+    {
+      driverApiAddress: "127.0.0.1:0",
+      fleetApiAddress: "127.0.0.1:0",
+      database: join(dbDir, "secret-location.db"),
+      tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
+      auth: {
+        allowlist: Allowlist.fromCsvFile(csv),
+        superlinkKeys: loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey),
+        watchAllowlist: false,
+      },
+    },
+    { logger },
+  );
+  const fleet = fleetClient(failing.fleetAddress, fx.read(fx.caCert));
+  closers.push(async () => {
+    fleet.close();
+    await failing.close(500).catch(() => undefined);
+    rmSync(dbDir, { recursive: true, force: true });
+  });
+  await failing.state.close();
+  const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[0]!, fx.clientPublicKeys[0]!);
+  const request = { pingInterval: 30 };
+  const status = await statusOf(
+    unaryCall(fleet.createNode.bind(fleet), request, auth.metadataFor("CreateNodeRequest", request)),
+  );
+  expect(status.code).toBe(grpc.status.INTERNAL);
+  expect(status.details).not.toContain("secret-location");
+  const incident = /incident ([0-9a-f]+)/.exec(status.details)?.[1];
+  expect(incident).toBeDefined();
+  const line = lines.find((r) => r["incidentId"] === incident);
+  expect(line?.["level"]).toBe(50);
+  expect(line?.["event"]).toBe("fleet.auth-internal-error");
 });
