@@ -235,11 +235,13 @@ describe("a SuperLink with TLS + node authentication", () => {
     }
     expect(await medianPingMs(node)).toBeLessThan(100);
     // The freed stream bookkeeping goes back to the system after V8's idle-time GCs: up to 45 s.
-    const settled = await settledRssMiB(pid, idle + 100, 45_000);
+    // Seen here: +85..101 MiB after two rounds (more while other test files load both cores, as
+    // malloc keeps some freed arenas); 150 MiB still shows nothing of the 1.9 TiB declared stayed.
+    const settled = await settledRssMiB(pid, idle + 150, 45_000);
     console.log(
       `receive-attacks: SuperLink RSS ${idle.toFixed(0)} MiB idle, ${settled.toFixed(0)} MiB after the attack`,
     );
-    expect(settled).toBeLessThan(idle + 100);
+    expect(settled).toBeLessThan(idle + 150);
     expect(link.proc.alive()).toBe(true);
   });
 
