@@ -28,8 +28,9 @@ import {
   normalizeTaskId,
   refuseTaskRes,
   systemNow,
+  arrivedExpired,
+  isValidTask,
 } from "./state-support";
-import { validateTaskInsOrRes } from "./validator";
 
 /** Attempts at drawing an unused random id before giving up (a collision is ~2^-64 likely). */
 const MAX_ID_ATTEMPTS = 16;
@@ -119,23 +120,13 @@ export class InMemoryState implements SyncState {
   }
 
   storeTaskIns(taskIns: TaskIns): string | undefined {
-    const errors = validateTaskInsOrRes(taskIns, "ins");
-    if (errors.length > 0) {
-      this.logger?.warn({ errors }, "TaskIns rejected: invalid");
-      return undefined;
-    }
+    if (!isValidTask(taskIns, "ins", this.logger)) return undefined;
     if (!this.runs.has(taskIns.runId)) {
       this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: unknown run_id");
       return undefined;
     }
     const now = this.now();
-    if (expiresAt(taskIns.task) <= now) {
-      this.logger?.warn(
-        { runId: String(taskIns.runId) },
-        "TaskIns rejected: already expired (created_at + ttl is past)",
-      );
-      return undefined;
-    }
+    if (arrivedExpired(taskIns, now, this.logger)) return undefined;
     const bytes = taskBytes(taskIns);
     this.usage.check(new Map([[taskIns.runId, bytes]]));
     const message = copyTaskMessage(taskIns);
@@ -187,11 +178,7 @@ export class InMemoryState implements SyncState {
   }
 
   storeTaskRes(taskRes: TaskRes): string | undefined {
-    const errors = validateTaskInsOrRes(taskRes, "res");
-    if (errors.length > 0) {
-      this.logger?.warn({ errors }, "TaskRes rejected: invalid");
-      return undefined;
-    }
+    if (!isValidTask(taskRes, "res", this.logger)) return undefined;
     if (!this.runs.has(taskRes.runId)) {
       this.logger?.warn({ runId: String(taskRes.runId) }, "TaskRes rejected: unknown run_id");
       return undefined;

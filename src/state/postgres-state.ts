@@ -46,15 +46,15 @@ import {
   checkLease,
   checkLimit,
   checkPingInterval,
-  expiresAt,
   isoTimestamp,
   makeNodeUnavailableTaskRes,
   normalizeTaskId,
   refuseTaskRes,
   systemNow,
   taskBytes,
+  arrivedExpired,
+  isValidTask,
 } from "./state-support";
-import { validateTaskInsOrRes } from "./validator";
 
 /** The NOTIFY channel replicas announce stored tasks on. */
 const POSTGRES_CHANNEL = "flwr_state_events";
@@ -435,19 +435,9 @@ export class PostgresState implements State {
   }
 
   async storeTaskIns(taskIns: TaskIns): Promise<string | undefined> {
-    const errors = validateTaskInsOrRes(taskIns, "ins");
-    if (errors.length > 0) {
-      this.logger?.warn({ errors }, "TaskIns rejected: invalid");
-      return undefined;
-    }
+    if (!isValidTask(taskIns, "ins", this.logger)) return undefined;
     const now = this.now();
-    if (expiresAt(taskIns.task) <= now) {
-      this.logger?.warn(
-        { runId: String(taskIns.runId) },
-        "TaskIns rejected: already expired (created_at + ttl is past)",
-      );
-      return undefined;
-    }
+    if (arrivedExpired(taskIns, now, this.logger)) return undefined;
     const bytes = taskBytes(taskIns);
     const taskId = await this.tx("storeTaskIns", async (db, announce) => {
       // The run row lock serializes stores of one run, so its byte limit holds across replicas.
@@ -493,11 +483,7 @@ export class PostgresState implements State {
   }
 
   async storeTaskRes(taskRes: TaskRes): Promise<string | undefined> {
-    const errors = validateTaskInsOrRes(taskRes, "res");
-    if (errors.length > 0) {
-      this.logger?.warn({ errors }, "TaskRes rejected: invalid");
-      return undefined;
-    }
+    if (!isValidTask(taskRes, "res", this.logger)) return undefined;
     const replyTo = normalizeTaskId(taskRes.task!.ancestry[0]!);
     const bytes = taskBytes(taskRes);
     const outcome = await this.tx(

@@ -37,7 +37,6 @@ import {
   StateEventHub,
   StorageUsage,
   TASK_EXPIRED_REASON,
-  expiresAt,
   refuseTaskRes,
   taskBytes,
   checkLease,
@@ -47,8 +46,9 @@ import {
   makeNodeUnavailableTaskRes,
   normalizeTaskId,
   systemNow,
+  arrivedExpired,
+  isValidTask,
 } from "./state-support";
-import { validateTaskInsOrRes } from "./validator";
 
 /** Marks a database as ours (`PRAGMA application_id`): ASCII "flwt". */
 export const SQLITE_APPLICATION_ID = 0x666c7774;
@@ -274,19 +274,9 @@ export class SqliteState implements SyncState {
   }
 
   storeTaskIns(taskIns: TaskIns): string | undefined {
-    const errors = validateTaskInsOrRes(taskIns, "ins");
-    if (errors.length > 0) {
-      this.logger?.warn({ errors }, "TaskIns rejected: invalid");
-      return undefined;
-    }
+    if (!isValidTask(taskIns, "ins", this.logger)) return undefined;
     const now = this.now();
-    if (expiresAt(taskIns.task) <= now) {
-      this.logger?.warn(
-        { runId: String(taskIns.runId) },
-        "TaskIns rejected: already expired (created_at + ttl is past)",
-      );
-      return undefined;
-    }
+    if (arrivedExpired(taskIns, now, this.logger)) return undefined;
     const bytes = taskBytes(taskIns);
     this.usage.check(new Map([[taskIns.runId, bytes]]));
     const taskId = this.guard("storeTaskIns", () =>
@@ -335,11 +325,7 @@ export class SqliteState implements SyncState {
   }
 
   storeTaskRes(taskRes: TaskRes): string | undefined {
-    const errors = validateTaskInsOrRes(taskRes, "res");
-    if (errors.length > 0) {
-      this.logger?.warn({ errors }, "TaskRes rejected: invalid");
-      return undefined;
-    }
+    if (!isValidTask(taskRes, "res", this.logger)) return undefined;
     const replyTo = normalizeTaskId(taskRes.task!.ancestry[0]!);
     const bytes = taskBytes(taskRes);
     const outcome = this.guard("storeTaskRes", () =>

@@ -9,6 +9,7 @@ import { RecordSet } from "../proto/flwr/proto/recordset";
 import type { Task, TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import { uuid4 } from "./ids";
+import { validateTaskInsOrRes } from "./validator";
 import type { StateEvents, StateLimits, StateLogger } from "./state";
 
 /**
@@ -267,4 +268,22 @@ export class StateEventHub {
       this.logger?.warn({ err }, `state event listener failed: ${errorMessage(err)}`);
     }
   }
+}
+
+/**
+ * The checks every backend makes before storing a TaskIns or TaskRes: false (with a warning)
+ * when it fails validation (docs/protocol.md, "Validation").
+ */
+export function isValidTask(task: TaskIns | TaskRes, kind: "ins" | "res", logger: StateLogger | undefined): boolean {
+  const errors = validateTaskInsOrRes(task, kind);
+  if (errors.length === 0) return true;
+  logger?.warn({ errors }, `${kind === "ins" ? "TaskIns" : "TaskRes"} rejected: invalid`);
+  return false;
+}
+
+/** True (with a warning) when a TaskIns arrives already expired (`created_at + ttl <= now`). */
+export function arrivedExpired(taskIns: TaskIns, now: number, logger: StateLogger | undefined): boolean {
+  if (expiresAt(taskIns.task) > now) return false;
+  logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: already expired (created_at + ttl is past)");
+  return true;
 }
