@@ -18,6 +18,7 @@ import {
   startChild,
   stopAll,
   waitFor,
+  demoSuperNodeArgs,
 } from "./demo";
 
 const REPO_ROOT = resolve(__dirname, "..", "..");
@@ -77,25 +78,9 @@ export async function main(): Promise<number> {
     const url = String(ready["browserClientUrl"]);
 
     let onNodeLog: ((rec: Record<string, unknown>) => void) | undefined;
-    const node = startChild(
-      "node-1",
-      "flower-client-app",
-      [
-        "client:app",
-        "--rest",
-        "--superlink",
-        `https://${fleet}`,
-        "--root-certificates",
-        "certificates/ca.crt",
-        "--auth-supernode-private-key",
-        "keys/client_credentials_1",
-        "--auth-supernode-public-key",
-        "keys/client_credentials_1.pub",
-        "--node-config",
-        "partition-id=0,num-partitions=2",
-      ],
-      { onLog: (rec) => onNodeLog?.(rec) },
-    );
+    const node = startChild("node-1", "flower-client-app", [...demoSuperNodeArgs(`https://${fleet}`, 1, 2), "--rest"], {
+      onLog: (rec) => onNodeLog?.(rec),
+    });
     children.push(node);
     await waitFor("SuperNode 1", node, (res) => {
       onNodeLog = (rec) => {

@@ -15,6 +15,7 @@ import {
   startChild,
   stopGroup,
   waitFor,
+  demoSuperNodeArgs,
 } from "./demo";
 import { type LocalPostgres, localPostgresUnavailableReason, startLocalPostgres } from "./local-postgres";
 
@@ -83,24 +84,7 @@ export async function main(): Promise<number> {
     }
     const nodesReady = [1, 2].map((i) => {
       const fleet = String(ready[(i - 1) % ready.length]?.["fleetAddress"]);
-      const node = startUntil(
-        `node-${i}`,
-        "flower-client-app",
-        [
-          "client:app",
-          "--root-certificates",
-          "certificates/ca.crt",
-          "--superlink",
-          fleet,
-          "--auth-supernode-private-key",
-          `keys/client_credentials_${i}`,
-          "--auth-supernode-public-key",
-          `keys/client_credentials_${i}.pub`,
-          "--node-config",
-          `partition-id=${i - 1},num-partitions=2`,
-        ],
-        "supernode.ready",
-      );
+      const node = startUntil(`node-${i}`, "flower-client-app", demoSuperNodeArgs(fleet, i, 2), "supernode.ready");
       others.push(node.child);
       return node.ready;
     });

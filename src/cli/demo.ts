@@ -86,6 +86,26 @@ export const DEMO_SUPERLINK_ARGS: readonly string[] = [
   "127.0.0.1:0",
 ];
 
+/**
+ * SuperNode `i`'s flags (1-based): the example ClientApp on partition i-1 of `numPartitions`,
+ * verifying the SuperLink at `superlink`, authenticating with keys/client_credentials_<i>.
+ */
+export function demoSuperNodeArgs(superlink: string, i: number, numPartitions: number): string[] {
+  return [
+    "client:app",
+    "--root-certificates",
+    "certificates/ca.crt",
+    "--superlink",
+    superlink,
+    "--auth-supernode-private-key",
+    `keys/client_credentials_${i}`,
+    "--auth-supernode-public-key",
+    `keys/client_credentials_${i}.pub`,
+    "--node-config",
+    `partition-id=${i - 1},num-partitions=${numPartitions}`,
+  ];
+}
+
 /** The ServerApp's flags: verify the SuperLink, present the ServerApp client certificate. */
 export function demoServerAppArgs(driverAddress: string, app = "server:app", dir = "./"): string[] {
   return [
@@ -191,24 +211,9 @@ export async function main(): Promise<number> {
     const nodesReady: Promise<unknown>[] = [];
     for (let i = 1; i <= NUM_SUPERNODES; i++) {
       let onNodeLog: ((rec: Record<string, unknown>) => void) | undefined;
-      const node = startChild(
-        `node-${i}`,
-        "flower-client-app",
-        [
-          "client:app",
-          "--root-certificates",
-          "certificates/ca.crt",
-          "--superlink",
-          fleet,
-          "--auth-supernode-private-key",
-          `keys/client_credentials_${i}`,
-          "--auth-supernode-public-key",
-          `keys/client_credentials_${i}.pub`,
-          "--node-config",
-          `partition-id=${i - 1},num-partitions=${NUM_SUPERNODES}`,
-        ],
-        { onLog: (rec) => onNodeLog?.(rec) },
-      );
+      const node = startChild(`node-${i}`, "flower-client-app", demoSuperNodeArgs(fleet, i, NUM_SUPERNODES), {
+        onLog: (rec) => onNodeLog?.(rec),
+      });
       children.push(node);
       nodesReady.push(
         waitFor(`SuperNode ${i}`, node, (res) => {
