@@ -9,7 +9,16 @@ import { NotFoundError } from "../core/errors";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import { randomId, uuid4 } from "./ids";
-import type { PurgeOptions, PurgeResult, RunRecord, StateEvents, StateLogger, StateOptions, SyncState } from "./state";
+import type {
+  PurgeOptions,
+  PurgeResult,
+  RunRecord,
+  SharedContent,
+  StateEvents,
+  StateLogger,
+  StateOptions,
+  SyncState,
+} from "./state";
 import {
   StateEventHub,
   StorageUsage,
@@ -30,6 +39,7 @@ import {
   systemNow,
   arrivedExpired,
   isValidTask,
+  sharedTaskBytes,
 } from "./state-support";
 
 /** Attempts at drawing an unused random id before giving up (a collision is ~2^-64 likely). */
@@ -50,6 +60,14 @@ interface StoredTaskIns {
   consumerKey: string;
   /** State-clock time of the last delivery. */
   deliveredAtSeconds?: number;
+  /** Key into `sharedContents` when the RecordSet is shared content. */
+  contentKey?: string;
+}
+
+interface StoredContent {
+  content: SharedContent;
+  /** Stored TaskIns referencing it. */
+  refs: number;
 }
 
 interface StoredTaskRes {
@@ -79,6 +97,7 @@ function setRemove(map: Map<string, Set<string>>, key: string, id: string): void
   if (set.size === 0) map.delete(key);
 }
 const consumerKeyOf = (nodeId: bigint): string => `node:${nodeId}`;
+const contentKeyOf = (runId: bigint, digest: string): string => `${runId}:${digest}`;
 const publicKeyIndex = (key: Uint8Array): string => Buffer.from(key).toString("hex");
 
 /**
@@ -108,6 +127,8 @@ export class InMemoryState implements SyncState {
   private readonly taskRes = new Map<string, StoredTaskRes>();
   /** TaskIns id -> ids of every stored TaskRes answering it. */
   private readonly repliesByTaskIns = new Map<string, Set<string>>();
+  /** Run and digest (contentKeyOf) -> shared content referenced by stored TaskIns. */
+  private readonly sharedContents = new Map<string, StoredContent>();
   private nextSeq = 0;
 
   constructor(options: StateOptions = {}) {
@@ -119,7 +140,7 @@ export class InMemoryState implements SyncState {
     this.taskLeaseSeconds = options.taskLeaseSeconds;
   }
 
-  storeTaskIns(taskIns: TaskIns): string | undefined {
+  storeTaskIns(taskIns: TaskIns, shared?: SharedContent): string | undefined {
     if (!isValidTask(taskIns, "ins", this.logger)) return undefined;
     if (!this.runs.has(taskIns.runId)) {
       this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: unknown run_id");
@@ -127,13 +148,28 @@ export class InMemoryState implements SyncState {
     }
     const now = this.now();
     if (arrivedExpired(taskIns, now, this.logger)) return undefined;
-    const bytes = taskBytes(taskIns);
-    this.usage.check(new Map([[taskIns.runId, bytes]]));
+    const contentKey = shared === undefined ? undefined : contentKeyOf(taskIns.runId, shared.digest);
+    const storedContent = contentKey === undefined ? undefined : this.sharedContents.get(contentKey);
+    const bytes = shared === undefined ? taskBytes(taskIns) : sharedTaskBytes();
+    const contentBytes = shared !== undefined && storedContent === undefined ? shared.encoded.length : 0;
+    this.usage.check(new Map([[taskIns.runId, bytes + contentBytes]]));
     const message = copyTaskMessage(taskIns);
     message.taskId = this.freshTaskId();
     const consumer = message.task!.consumer!;
     const consumerKey = consumer.anonymous ? ANONYMOUS_CONSUMER : consumerKeyOf(consumer.nodeId);
-    this.taskIns.set(message.taskId, { seq: this.nextSeq++, message, bytes, consumerKey });
+    const stored: StoredTaskIns = { seq: this.nextSeq++, message, bytes, consumerKey };
+    if (shared !== undefined && contentKey !== undefined) {
+      stored.contentKey = contentKey;
+      if (storedContent === undefined) {
+        this.sharedContents.set(contentKey, { content: shared, refs: 1 });
+        this.usage.add(message.runId, contentBytes, 0);
+      } else {
+        storedContent.refs++;
+      }
+      // Every TaskIns of this content points at the one stored RecordSet.
+      message.task!.recordset = (storedContent?.content ?? shared).recordset;
+    }
+    this.taskIns.set(message.taskId, stored);
     this.usage.add(message.runId, bytes);
     this.runActivity.set(message.runId, now);
     let queue = this.undeliveredByConsumer.get(consumerKey);
@@ -267,6 +303,14 @@ export class InMemoryState implements SyncState {
       for (const resId of delivered) this.removeTaskRes(resId);
       this.removeTaskIns(taskInsId);
     }
+  }
+
+  sharedContent(runId: bigint, digest: string): SharedContent | undefined {
+    return this.sharedContents.get(contentKeyOf(runId, digest))?.content;
+  }
+
+  numSharedContents(): number {
+    return this.sharedContents.size;
   }
 
   checkStorage(bytesByRun: Map<bigint, number>): void {
@@ -418,6 +462,13 @@ export class InMemoryState implements SyncState {
     if (ins === undefined) return;
     this.taskIns.delete(taskInsId);
     this.usage.remove(ins.message.runId, ins.bytes);
+    if (ins.contentKey !== undefined) {
+      const content = this.sharedContents.get(ins.contentKey);
+      if (content !== undefined && --content.refs <= 0) {
+        this.sharedContents.delete(ins.contentKey);
+        this.usage.remove(ins.message.runId, content.content.encoded.length, 0);
+      }
+    }
     setRemove(this.undeliveredByConsumer, ins.consumerKey, taskInsId);
     setRemove(this.leasedByConsumer, ins.consumerKey, taskInsId);
   }

@@ -35,6 +35,7 @@ import type {
   StateLimits,
   StateLogger,
   StateOptions,
+  SharedContent,
 } from "./state";
 import {
   DEFAULT_MAX_LEASE_SECONDS,
@@ -54,6 +55,8 @@ import {
   taskBytes,
   arrivedExpired,
   isValidTask,
+  sharedTaskBytes,
+  asBuffer,
 } from "./state-support";
 
 /** The NOTIFY channel replicas announce stored tasks on. */
@@ -124,6 +127,17 @@ const POSTGRES_MIGRATIONS: readonly string[] = [
    CREATE TABLE task_res (${TASK_COLUMNS},
        reply_to        text NOT NULL UNIQUE
    );`,
+  // flwr-ts shared content (docs/protocol.md, "Shared content"): one row per run and digest,
+  // shared by the TaskIns rows naming it in `content_digest` (their `recordset` is NULL).
+  `CREATE TABLE shared_content (
+       run_id          bigint NOT NULL REFERENCES run(run_id),
+       digest          text NOT NULL,
+       recordset       bytea NOT NULL,
+       size_bytes      bigint NOT NULL,
+       PRIMARY KEY (run_id, digest)
+   );
+   ALTER TABLE task_ins ADD COLUMN content_digest text;
+   CREATE INDEX task_ins_content ON task_ins (run_id, content_digest);`,
 ];
 
 /** The schema version this code reads and writes. */
@@ -171,6 +185,8 @@ interface TaskRow {
   ancestry: string;
   task_type: string;
   recordset: Buffer | null;
+  /** The shared content's RecordSet, for a TaskIns row whose `recordset` is NULL. */
+  shared_recordset?: Buffer | null;
   error_code: bigint | null;
   error_reason: string | null;
 }
@@ -427,25 +443,46 @@ export class PostgresState implements State {
     const usage = new StorageUsage(this.limits);
     if (this.limits.maxRunBytes === undefined && this.limits.maxStoredBytes === undefined) return usage;
     const rows = await db.query<{ run_id: bigint; size_bytes: bigint; tasks: bigint }>(
-      `SELECT run_id, sum(size_bytes)::bigint AS size_bytes, count(*)::bigint AS tasks FROM
-         (SELECT run_id, size_bytes FROM task_ins UNION ALL SELECT run_id, size_bytes FROM task_res) t GROUP BY run_id`,
+      `SELECT run_id, sum(size_bytes)::bigint AS size_bytes, sum(task)::bigint AS tasks FROM
+         (SELECT run_id, size_bytes, 1 AS task FROM task_ins UNION ALL SELECT run_id, size_bytes, 1 FROM task_res
+          UNION ALL SELECT run_id, size_bytes, 0 FROM shared_content) t GROUP BY run_id`,
     );
     for (const row of rows.rows) usage.add(row.run_id, Number(row.size_bytes), Number(row.tasks));
     return usage;
   }
 
-  async storeTaskIns(taskIns: TaskIns): Promise<string | undefined> {
+  async storeTaskIns(taskIns: TaskIns, shared?: SharedContent): Promise<string | undefined> {
     if (!isValidTask(taskIns, "ins", this.logger)) return undefined;
     const now = this.now();
     if (arrivedExpired(taskIns, now, this.logger)) return undefined;
-    const bytes = taskBytes(taskIns);
+    const bytes = shared === undefined ? taskBytes(taskIns) : sharedTaskBytes();
     const taskId = await this.tx("storeTaskIns", async (db, announce) => {
-      // The run row lock serializes stores of one run, so its byte limit holds across replicas.
+      // The run row lock serializes stores of one run, so its byte limit holds across replicas
+      // (and shared content is dropped only under it: see dropUnreferencedContent).
       const run = await db.query("SELECT 1 FROM run WHERE run_id = $1 FOR UPDATE", [taskIns.runId]);
       if (run.rowCount === 0) return undefined;
-      (await this.usage(db)).check(new Map([[taskIns.runId, bytes]]));
+      let contentBytes = 0;
+      if (shared !== undefined) {
+        const found = await db.query("SELECT 1 FROM shared_content WHERE run_id = $1 AND digest = $2", [
+          taskIns.runId,
+          shared.digest,
+        ]);
+        if (found.rowCount === 0) contentBytes = shared.encoded.length;
+      }
+      (await this.usage(db)).check(new Map([[taskIns.runId, bytes + contentBytes]]));
+      if (shared !== undefined && contentBytes > 0) {
+        await db.query("INSERT INTO shared_content (run_id, digest, recordset, size_bytes) VALUES ($1, $2, $3, $4)", [
+          taskIns.runId,
+          shared.digest,
+          asBuffer(shared.encoded),
+          contentBytes,
+        ]);
+      }
       const id = uuid4();
-      await db.query(INSERT_TASK_SQL("task_ins"), taskParams({ ...taskIns, taskId: id }, bytes, null));
+      await db.query(INSERT_TASK_SQL("task_ins", "content_digest"), [
+        ...taskParams({ ...taskIns, taskId: id }, bytes, null, shared !== undefined),
+        shared?.digest ?? null,
+      ]);
       await db.query("UPDATE run SET last_activity = $1 WHERE run_id = $2", [now, taskIns.runId]);
       const consumer = taskIns.task!.consumer!;
       announce.taskIns.push({ nodeId: consumer.nodeId, anonymous: consumer.anonymous });
@@ -462,7 +499,9 @@ export class PostgresState implements State {
       // Unexpired, and never delivered, or delivered and still unanswered with its lease passed.
       // SKIP LOCKED: a task another replica is handing out right now is not handed out twice.
       const rows = await db.query<TaskRow>(
-        `SELECT * FROM task_ins ti WHERE consumer_anonymous = $1 AND consumer_node_id = $2
+        `SELECT *, (SELECT sc.recordset FROM shared_content sc
+                    WHERE sc.run_id = ti.run_id AND sc.digest = ti.content_digest) AS shared_recordset
+         FROM task_ins ti WHERE consumer_anonymous = $1 AND consumer_node_id = $2
            AND created_at + ttl > $3
            AND (delivered_unix IS NULL OR (
                  $3 - delivered_unix >= COALESCE($5::double precision,
@@ -593,6 +632,13 @@ export class PostgresState implements State {
     if (taskIds.size === 0) return;
     const ids = [...new Set([...taskIds].map(normalizeTaskId))];
     await this.tx("deleteTasks", async (db) => {
+      // Runs whose shared content may lose its last TaskIns here, locked first (as stores do).
+      const sharing = await db.query<{ run_id: bigint }>(
+        "SELECT DISTINCT run_id FROM task_ins WHERE task_id = ANY($1::text[]) AND content_digest IS NOT NULL",
+        [ids],
+      );
+      const runIds = sharing.rows.map((r) => r.run_id.toString());
+      if (runIds.length > 0) await lockRunsForContent(db, runIds);
       // TaskIns first: it finds its victims through the delivered TaskRes deleted next.
       await db.query(
         `DELETE FROM task_ins WHERE task_id IN (
@@ -600,6 +646,7 @@ export class PostgresState implements State {
         [ids],
       );
       await db.query("DELETE FROM task_res WHERE reply_to = ANY($1::text[]) AND delivered_unix IS NOT NULL", [ids]);
+      if (runIds.length > 0) await dropUnreferencedContent(db, runIds);
     });
   }
 
@@ -712,6 +759,21 @@ export class PostgresState implements State {
     };
   }
 
+  async sharedContent(runId: bigint, digest: string): Promise<SharedContent | undefined> {
+    const rows = await this.single<{ recordset: Buffer }>(
+      "sharedContent",
+      "SELECT recordset FROM shared_content WHERE run_id = $1 AND digest = $2",
+      [runId, digest],
+    );
+    const encoded = rows.rows[0]?.recordset;
+    return encoded === undefined ? undefined : { digest, encoded, recordset: RecordSet.decode(encoded) };
+  }
+
+  async numSharedContents(): Promise<number> {
+    const rows = await this.single<{ n: bigint }>("numSharedContents", "SELECT count(*) AS n FROM shared_content", []);
+    return Number(rows.rows[0]?.n ?? 0n);
+  }
+
   async checkStorage(bytesByRun: Map<bigint, number>): Promise<void> {
     await this.tx("checkStorage", async (db) => {
       (await this.usage(db)).check(bytesByRun);
@@ -722,7 +784,8 @@ export class PostgresState implements State {
     const rows = await this.single<{ n: bigint | null }>(
       "storedBytes",
       `SELECT sum(size_bytes)::bigint AS n FROM
-         (SELECT run_id, size_bytes FROM task_ins UNION ALL SELECT run_id, size_bytes FROM task_res) t
+         (SELECT run_id, size_bytes FROM task_ins UNION ALL SELECT run_id, size_bytes FROM task_res
+          UNION ALL SELECT run_id, size_bytes FROM shared_content) t
        WHERE $1::bigint IS NULL OR run_id = $1`,
       [runId ?? null],
     );
@@ -732,6 +795,9 @@ export class PostgresState implements State {
   async purge(options: PurgeOptions): Promise<PurgeResult> {
     return this.tx("purge", async (db) => {
       const cutoff = this.now() - options.expiredGraceSeconds;
+      const sharing = await db.query<{ run_id: bigint }>("SELECT DISTINCT run_id FROM shared_content");
+      const runIds = sharing.rows.map((r) => r.run_id.toString());
+      if (runIds.length > 0) await lockRunsForContent(db, runIds);
       // Replies first: they are found through the expired TaskIns deleted next.
       const replies = await db.query(
         "DELETE FROM task_res WHERE reply_to IN (SELECT task_id FROM task_ins WHERE created_at + ttl <= $1)",
@@ -743,6 +809,7 @@ export class PostgresState implements State {
            AND NOT EXISTS (SELECT 1 FROM task_ins ti WHERE ti.task_id = tr.reply_to)`,
         [cutoff],
       );
+      if (runIds.length > 0) await dropUnreferencedContent(db, runIds);
       const runs = await db.query(
         `DELETE FROM run r WHERE last_activity <= $1
            AND NOT EXISTS (SELECT 1 FROM task_ins ti WHERE ti.run_id = r.run_id)
@@ -796,7 +863,12 @@ function headerToTaskIns(
 }
 
 /** Positional parameters in INSERT_TASK_COLUMNS order. Validated messages have task, producer, consumer. */
-function taskParams(message: TaskIns | TaskRes, sizeBytes: number, deliveredUnix: number | null): unknown[] {
+function taskParams(
+  message: TaskIns | TaskRes,
+  sizeBytes: number,
+  deliveredUnix: number | null,
+  sharedRecordSet = false,
+): unknown[] {
   const task = message.task!;
   return [
     message.taskId,
@@ -813,7 +885,8 @@ function taskParams(message: TaskIns | TaskRes, sizeBytes: number, deliveredUnix
     task.ttl,
     JSON.stringify(task.ancestry),
     task.taskType,
-    task.recordset === undefined ? null : Buffer.from(RecordSet.encode(task.recordset).finish()),
+    // Shared content is stored once, in `shared_content`.
+    sharedRecordSet || task.recordset === undefined ? null : Buffer.from(RecordSet.encode(task.recordset).finish()),
     task.error === undefined ? null : task.error.code,
     task.error === undefined ? null : task.error.reason,
     sizeBytes,
@@ -835,8 +908,31 @@ function rowToTask(row: TaskRow): TaskIns {
       ttl: row.ttl,
       ancestry: JSON.parse(row.ancestry) as string[],
       taskType: row.task_type,
-      recordset: row.recordset === null ? undefined : RecordSet.decode(row.recordset),
+      recordset: decodeRecordSet(row.recordset ?? row.shared_recordset ?? null),
       error: row.error_code === null ? undefined : { code: row.error_code, reason: row.error_reason ?? "" },
     },
   };
+}
+
+function decodeRecordSet(bytes: Buffer | null): RecordSet | undefined {
+  return bytes === null ? undefined : RecordSet.decode(bytes);
+}
+
+/**
+ * Locks the run rows before shared content of those runs is dropped. storeTaskIns holds its run
+ * FOR UPDATE from its "is the content stored?" check to its commit, so a content row is never
+ * dropped while another replica adds a TaskIns referencing it. NO KEY UPDATE, so inserts of
+ * other tasks (which take KEY SHARE on the run) are not blocked.
+ */
+async function lockRunsForContent(db: Queryable, runIds: string[]): Promise<void> {
+  await db.query("SELECT 1 FROM run WHERE run_id = ANY($1::bigint[]) ORDER BY run_id FOR NO KEY UPDATE", [runIds]);
+}
+
+/** Deletes the shared content of `runIds` that no stored TaskIns references any more. */
+async function dropUnreferencedContent(db: Queryable, runIds: string[]): Promise<void> {
+  await db.query(
+    `DELETE FROM shared_content sc WHERE sc.run_id = ANY($1::bigint[])
+       AND NOT EXISTS (SELECT 1 FROM task_ins ti WHERE ti.run_id = sc.run_id AND ti.content_digest = sc.digest)`,
+    [runIds],
+  );
 }

@@ -29,7 +29,16 @@ import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import { randomId, uuid4 } from "./ids";
 import { NODE_UNAVAILABLE_REASON } from "../core/constants";
-import type { PurgeOptions, PurgeResult, RunRecord, StateEvents, StateLogger, StateOptions, SyncState } from "./state";
+import type {
+  PurgeOptions,
+  PurgeResult,
+  RunRecord,
+  SharedContent,
+  StateEvents,
+  StateLogger,
+  StateOptions,
+  SyncState,
+} from "./state";
 import {
   DEFAULT_MAX_LEASE_SECONDS,
   DEFAULT_MIN_LEASE_SECONDS,
@@ -48,12 +57,14 @@ import {
   systemNow,
   arrivedExpired,
   isValidTask,
+  sharedTaskBytes,
+  asBuffer,
 } from "./state-support";
 
 /** Marks a database as ours (`PRAGMA application_id`): ASCII "flwt". */
 export const SQLITE_APPLICATION_ID = 0x666c7774;
 /** Version of the schema below (`PRAGMA user_version`); bump it with every change. */
-export const SQLITE_SCHEMA_VERSION = 2;
+export const SQLITE_SCHEMA_VERSION = 3;
 
 /** Attempts at drawing an unused random id before giving up (a collision is ~2^-64 likely). */
 const MAX_ID_ATTEMPTS = 16;
@@ -83,7 +94,23 @@ const TASK_COLUMNS = `
     recordset           BLOB,
     error_code          INTEGER,
     error_reason        TEXT,
-    size_bytes          INTEGER NOT NULL DEFAULT 0`;
+    size_bytes          INTEGER NOT NULL DEFAULT 0,
+    content_digest      TEXT`;
+
+/**
+ * flwr-ts shared content (docs/protocol.md, "Shared content"): one row per run and digest, the
+ * encoded RecordSet that TaskIns rows with that `content_digest` (and a NULL `recordset`) share.
+ */
+const SHARED_CONTENT_SCHEMA = `
+CREATE TABLE shared_content (
+    run_id          INTEGER NOT NULL REFERENCES run(run_id),
+    digest          TEXT NOT NULL,
+    recordset       BLOB NOT NULL,
+    size_bytes      INTEGER NOT NULL,
+    PRIMARY KEY (run_id, digest)
+);
+CREATE INDEX idx_task_ins_content ON task_ins (run_id, content_digest);
+`;
 
 const SCHEMA = `
 CREATE TABLE run (
@@ -107,7 +134,7 @@ CREATE TABLE task_res (${TASK_COLUMNS},
     reply_to            TEXT NOT NULL
 );
 CREATE INDEX idx_task_res_reply_to ON task_res (reply_to);
-`;
+${SHARED_CONTENT_SCHEMA}`;
 
 /**
  * Version 1 -> 2 (flwr-ts storage limits and expiry): task sizes and run activity. Rows of a
@@ -119,9 +146,16 @@ ALTER TABLE task_res ADD COLUMN size_bytes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE run ADD COLUMN last_activity REAL NOT NULL DEFAULT 0;
 `;
 
+/** Version 2 -> 3: shared content (task_res gets the column too: both tables share TASK_COLUMNS). */
+const MIGRATE_2_TO_3 = `
+ALTER TABLE task_ins ADD COLUMN content_digest TEXT;
+ALTER TABLE task_res ADD COLUMN content_digest TEXT;
+${SHARED_CONTENT_SCHEMA}`;
+
 const INSERT_TASK_COLUMNS =
   "task_id, group_id, run_id, producer_anonymous, producer_node_id, consumer_anonymous, consumer_node_id, " +
-  "created_at, delivered_at, pushed_at, ttl, ancestry, task_type, recordset, error_code, error_reason, size_bytes";
+  "created_at, delivered_at, pushed_at, ttl, ancestry, task_type, recordset, error_code, error_reason, size_bytes, " +
+  "content_digest";
 const INSERT_TASK_VALUES = INSERT_TASK_COLUMNS.split(", ")
   .map((c) => `@${c}`)
   .join(", ");
@@ -156,6 +190,8 @@ interface TaskRow {
   ancestry: string;
   task_type: string;
   recordset: Buffer | null;
+  /** The shared content's RecordSet, for a TaskIns row whose `recordset` is NULL. */
+  shared_recordset?: Buffer | null;
   error_code: bigint | null;
   error_reason: string | null;
 }
@@ -253,7 +289,10 @@ export class SqliteState implements SyncState {
             open.pragma(`application_id = ${SQLITE_APPLICATION_ID}`);
           } else if (found === "version-1") {
             open.exec(MIGRATE_1_TO_2);
+            open.exec(MIGRATE_2_TO_3);
             open.prepare("UPDATE run SET last_activity = ?").run(this.now());
+          } else if (found === "version-2") {
+            open.exec(MIGRATE_2_TO_3);
           }
           // Rewritten on every open: a write, so an unwritable file fails here, not mid-run. In
           // exclusive mode this write also takes the lock for good.
@@ -261,8 +300,11 @@ export class SqliteState implements SyncState {
         })
         .immediate();
       this.sql = prepareStatements(db);
+      // Crash recovery: content is stored and dropped in the transactions of its TaskIns, but a
+      // file written otherwise must not keep unreferenced content forever.
+      this.sql.deleteUnreferencedContent.run();
       for (const row of this.sql.selectUsage.all() as Array<{ run_id: bigint; size_bytes: bigint; tasks: bigint }>) {
-        this.usage.add(row.run_id, Number(row.size_bytes), Number(row.tasks));
+        this.usage.add(row.run_id, Number(row.size_bytes ?? 0n), Number(row.tasks ?? 0n));
       }
     } catch (err) {
       db?.close();
@@ -273,27 +315,36 @@ export class SqliteState implements SyncState {
     this.db = db;
   }
 
-  storeTaskIns(taskIns: TaskIns): string | undefined {
+  storeTaskIns(taskIns: TaskIns, shared?: SharedContent): string | undefined {
     if (!isValidTask(taskIns, "ins", this.logger)) return undefined;
     const now = this.now();
     if (arrivedExpired(taskIns, now, this.logger)) return undefined;
-    const bytes = taskBytes(taskIns);
-    this.usage.check(new Map([[taskIns.runId, bytes]]));
-    const taskId = this.guard("storeTaskIns", () =>
+    const bytes = shared === undefined ? taskBytes(taskIns) : sharedTaskBytes();
+    const stored = this.guard("storeTaskIns", () =>
       this.db
         .transaction(() => {
           if (this.sql.runExists.get(taskIns.runId) === undefined) return undefined;
+          let contentBytes = 0;
+          if (shared !== undefined && this.sql.sharedContentExists.get(taskIns.runId, shared.digest) === undefined) {
+            contentBytes = shared.encoded.length;
+          }
+          this.usage.check(new Map([[taskIns.runId, bytes + contentBytes]]));
+          if (contentBytes > 0 && shared !== undefined) {
+            this.sql.insertSharedContent.run(taskIns.runId, shared.digest, asBuffer(shared.encoded), contentBytes);
+          }
           const id = uuid4();
-          this.sql.insertTaskIns.run(taskParams({ ...taskIns, taskId: id }, bytes));
+          this.sql.insertTaskIns.run(taskParams({ ...taskIns, taskId: id }, bytes, shared?.digest));
           this.sql.touchRun.run(now, taskIns.runId);
-          return id;
+          return { id, contentBytes };
         })
         .immediate(),
     );
-    if (taskId === undefined) {
+    if (stored === undefined) {
       this.logger?.warn({ runId: String(taskIns.runId) }, "TaskIns rejected: unknown run_id");
       return undefined;
     }
+    const taskId = stored.id;
+    if (stored.contentBytes > 0) this.usage.add(taskIns.runId, stored.contentBytes, 0);
     this.usage.add(taskIns.runId, bytes);
     const consumer = taskIns.task!.consumer!;
     this.events.taskInsStored(consumer.nodeId, consumer.anonymous);
@@ -414,6 +465,7 @@ export class SqliteState implements SyncState {
           // TaskIns first: it finds its victims through the delivered TaskRes deleted next.
           this.release(this.sql.deleteAnsweredTaskIns.all(ids));
           this.release(this.sql.deleteDeliveredTaskRes.all(ids));
+          this.releaseContent(this.sql.deleteUnreferencedContent.all());
         })
         .immediate(),
     );
@@ -439,6 +491,7 @@ export class SqliteState implements SyncState {
           this.release(replies);
           this.release(taskIns);
           this.release(orphans);
+          this.releaseContent(this.sql.deleteUnreferencedContent.all());
           let runs = 0;
           const idleSince = this.now() - options.runIdleSeconds;
           for (const runId of this.sql.selectIdleRunIds.all(idleSince) as bigint[]) {
@@ -455,6 +508,23 @@ export class SqliteState implements SyncState {
   private release(rows: unknown[]): void {
     for (const row of rows as Array<{ run_id: bigint; size_bytes: bigint }>)
       this.usage.remove(row.run_id, Number(row.size_bytes));
+  }
+
+  /** Takes deleted shared content (`RETURNING run_id, size_bytes`) off the storage accounting. */
+  private releaseContent(rows: unknown[]): void {
+    for (const row of rows as Array<{ run_id: bigint; size_bytes: bigint }>)
+      this.usage.remove(row.run_id, Number(row.size_bytes), 0);
+  }
+
+  sharedContent(runId: bigint, digest: string): SharedContent | undefined {
+    const encoded = this.guard("sharedContent", () => this.sql.selectSharedContent.get(runId, digest)) as
+      Buffer | undefined;
+    if (encoded === undefined) return undefined;
+    return { digest, encoded, recordset: RecordSet.decode(encoded) };
+  }
+
+  numSharedContents(): number {
+    return this.guard("numSharedContents", () => Number(this.sql.countSharedContents.get() as bigint));
   }
 
   numTaskIns(): number {
@@ -623,7 +693,11 @@ function openFailureMessage(path: string, err: unknown): string {
  * Throws StateError for anything else. `strict` runs inside the creating transaction, where an
  * empty-but-marked state cannot be left half-made by a concurrent opener.
  */
-function checkSchema(db: Database.Database, path: string, strict: boolean): "empty" | "current" | "version-1" {
+function checkSchema(
+  db: Database.Database,
+  path: string,
+  strict: boolean,
+): "empty" | "current" | "version-1" | "version-2" {
   const applicationId = Number(db.pragma("application_id", { simple: true }));
   const version = Number(db.pragma("user_version", { simple: true }));
   const tables = Number(db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table'").pluck().get());
@@ -641,6 +715,7 @@ function checkSchema(db: Database.Database, path: string, strict: boolean): "emp
     );
   }
   if (version === 1 && tables > 0) return "version-1";
+  if (version === 2 && tables > 0) return "version-2";
   if (version !== SQLITE_SCHEMA_VERSION) {
     throw new StateError(
       `"${path}" holds flwr-ts state schema version ${version}, but this flwr-ts reads only version ` +
@@ -667,8 +742,19 @@ function prepareStatements(db: Database.Database) {
     selectIdleRunIds: plucked("SELECT run_id FROM run WHERE last_activity <= ?"),
     deleteRun: p("DELETE FROM run WHERE run_id = ?"),
     selectUsage: p(
-      "SELECT run_id, sum(size_bytes) AS size_bytes, count(*) AS tasks FROM " +
-        "(SELECT run_id, size_bytes FROM task_ins UNION ALL SELECT run_id, size_bytes FROM task_res) GROUP BY run_id",
+      "SELECT run_id, sum(size_bytes) AS size_bytes, sum(task) AS tasks FROM " +
+        "(SELECT run_id, size_bytes, 1 AS task FROM task_ins UNION ALL SELECT run_id, size_bytes, 1 FROM task_res " +
+        "UNION ALL SELECT run_id, size_bytes, 0 FROM shared_content) GROUP BY run_id",
+    ),
+    sharedContentExists: p("SELECT 1 FROM shared_content WHERE run_id = ? AND digest = ?"),
+    insertSharedContent: p("INSERT INTO shared_content (run_id, digest, recordset, size_bytes) VALUES (?, ?, ?, ?)"),
+    selectSharedContent: plucked("SELECT recordset FROM shared_content WHERE run_id = ? AND digest = ?"),
+    countSharedContents: plucked("SELECT count(*) FROM shared_content"),
+    // Content no stored TaskIns references (its last one was deleted or purged).
+    deleteUnreferencedContent: p(
+      `DELETE FROM shared_content WHERE NOT EXISTS (SELECT 1 FROM task_ins ti
+         WHERE ti.run_id = shared_content.run_id AND ti.content_digest = shared_content.digest)
+       RETURNING run_id, size_bytes`,
     ),
     selectRun: p("SELECT * FROM run WHERE run_id = ?"),
 
@@ -682,7 +768,9 @@ function prepareStatements(db: Database.Database) {
     insertTaskIns: p(`INSERT INTO task_ins (${INSERT_TASK_COLUMNS}) VALUES (${INSERT_TASK_VALUES})`),
     // Unexpired, and never delivered, or delivered and still unanswered with its lease passed.
     selectDeliverableTaskIns: p(
-      `SELECT * FROM task_ins WHERE consumer_anonymous = @anonymous AND consumer_node_id = @node
+      `SELECT *, (SELECT sc.recordset FROM shared_content sc
+                  WHERE sc.run_id = task_ins.run_id AND sc.digest = task_ins.content_digest) AS shared_recordset
+       FROM task_ins WHERE consumer_anonymous = @anonymous AND consumer_node_id = @node
          AND created_at + ttl > @now
          AND (delivered_at = '' OR (${LEASE_PASSED}
                AND NOT EXISTS (SELECT 1 FROM task_res tr WHERE tr.reply_to = task_ins.task_id)))
@@ -741,7 +829,7 @@ function prepareStatements(db: Database.Database) {
 }
 
 /** Named parameters of a task row. Validated messages always have task, producer, consumer. */
-function taskParams(message: TaskIns | TaskRes, sizeBytes: number): Record<string, unknown> {
+function taskParams(message: TaskIns | TaskRes, sizeBytes: number, contentDigest?: string): Record<string, unknown> {
   const task = message.task!;
   return {
     task_id: message.taskId,
@@ -757,10 +845,15 @@ function taskParams(message: TaskIns | TaskRes, sizeBytes: number): Record<strin
     ttl: task.ttl,
     ancestry: JSON.stringify(task.ancestry),
     task_type: task.taskType,
-    recordset: task.recordset === undefined ? null : Buffer.from(RecordSet.encode(task.recordset).finish()),
+    // Shared content is stored once, in `shared_content`.
+    recordset:
+      contentDigest !== undefined || task.recordset === undefined
+        ? null
+        : Buffer.from(RecordSet.encode(task.recordset).finish()),
     error_code: task.error === undefined ? null : task.error.code,
     error_reason: task.error === undefined ? null : task.error.reason,
     size_bytes: sizeBytes,
+    content_digest: contentDigest ?? null,
   };
 }
 
@@ -779,8 +872,12 @@ function rowToTask(row: TaskRow): TaskIns {
       ttl: row.ttl,
       ancestry: JSON.parse(row.ancestry) as string[],
       taskType: row.task_type,
-      recordset: row.recordset === null ? undefined : RecordSet.decode(row.recordset),
+      recordset: decodeRecordSet(row.recordset ?? row.shared_recordset ?? null),
       error: row.error_code === null ? undefined : { code: row.error_code, reason: row.error_reason ?? "" },
     },
   };
+}
+
+function decodeRecordSet(bytes: Buffer | null): RecordSet | undefined {
+  return bytes === null ? undefined : RecordSet.decode(bytes);
 }

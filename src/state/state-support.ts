@@ -2,6 +2,7 @@
  * Pieces both state backends share: the clock, Flower's `delivered_at` format, the
  * NODE_UNAVAILABLE reply, envelope copies, and the change-notification hub.
  */
+import { createHash } from "node:crypto";
 import { ErrorCode, NODE_UNAVAILABLE_REASON } from "../core/constants";
 import { MalformedMessageError, ResourceExhaustedError, errorMessage } from "../core/errors";
 import { encodeMessageChunks } from "../core/wire/chunked-writer";
@@ -30,6 +31,21 @@ export function taskBytes(message: TaskIns | TaskRes): number {
   const task = message.task;
   const recordset = task?.recordset === undefined ? 0 : encodeMessageChunks(RecordSet, task.recordset).length;
   return recordset + (task?.error?.reason.length ?? 0) + TASK_OVERHEAD_BYTES;
+}
+
+/** The bytes a TaskIns whose RecordSet is shared content is charged: its envelope only. */
+export function sharedTaskBytes(): number {
+  return TASK_OVERHEAD_BYTES;
+}
+
+/** Lowercase hex SHA-256 of shared content (the SuperLink's own digest of the bytes). */
+export function contentDigest(encoded: Uint8Array): string {
+  return createHash("sha256").update(encoded).digest("hex");
+}
+
+/** The same bytes as a Buffer, without a copy (what the database drivers bind). */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** Unix seconds at which a task expires: `created_at + ttl`. */
@@ -93,13 +109,15 @@ export class StorageUsage {
     this.total += bytes;
   }
 
-  remove(runId: bigint, bytes: number): void {
+  /** Uncounts `tasks` stored tasks (default one; 0 for shared content) of `bytes` bytes. */
+  remove(runId: bigint, bytes: number, tasks = 1): void {
     const entry = this.byRun.get(runId);
     if (entry === undefined) return;
     entry.bytes -= bytes;
-    entry.tasks -= 1;
+    entry.tasks -= tasks;
     this.total -= bytes;
-    if (entry.tasks <= 0) this.byRun.delete(runId);
+    // Shared content may be uncounted after its last TaskIns: keep the entry until both are 0.
+    if (entry.tasks <= 0 && entry.bytes <= 0) this.byRun.delete(runId);
   }
 }
 

@@ -11,6 +11,7 @@
  * thread; PostgreSQL makes each one a transaction. Errors are rejections, never synchronous
  * throws.
  */
+import type { RecordSet } from "../proto/flwr/proto/recordset";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import type { Logger } from "../core/logger";
@@ -21,6 +22,20 @@ export interface RunRecord {
   fabId: string;
   fabVersion: string;
   overrideConfig: Map<string, Scalar>;
+}
+
+/**
+ * A RecordSet that several TaskIns of one run share (flwr-ts, docs/protocol.md, "Shared content"):
+ * stored once per run and digest, counted once against the byte limits, and deleted with the
+ * last stored TaskIns that references it.
+ */
+export interface SharedContent {
+  /** Lowercase hex SHA-256 of `encoded`, computed by the SuperLink (never taken from a client). */
+  digest: string;
+  /** The encoded RecordSet, as received. */
+  encoded: Uint8Array;
+  /** `encoded`, decoded. */
+  recordset: RecordSet;
 }
 
 /** Notified after state changes, so long-polling RPCs can wake up instead of sleeping. */
@@ -102,8 +117,23 @@ export interface State {
    * (nothing stored) when it would break a byte limit. Does not check that the consumer node
    * exists. Sets no `pushed_at` (the caller does). The argument is not modified; the state
    * keeps its own copy. Notifies `onTaskInsStored`.
+   *
+   * With `shared`, the TaskIns's recordset is that content (the caller sets
+   * `task.recordset = shared.recordset`, so validation sees it): the content is stored once per run
+   * and digest (if already stored, the stored copy is used), charged `encoded.length` bytes once,
+   * and the TaskIns only its envelope (TASK_OVERHEAD_BYTES). A pull returns the same RecordSet as
+   * without sharing. The content is deleted with the last stored TaskIns that references it.
    */
-  storeTaskIns(taskIns: TaskIns): Promise<string | undefined>;
+  storeTaskIns(taskIns: TaskIns, shared?: SharedContent): Promise<string | undefined>;
+
+  /**
+   * The shared content of run `runId` with this digest (lowercase hex) while a stored TaskIns
+   * references it, else undefined.
+   */
+  sharedContent(runId: bigint, digest: string): Promise<SharedContent | undefined>;
+
+  /** Number of stored shared contents (over all runs). */
+  numSharedContents(): Promise<number>;
 
   /**
    * Returns up to `limit` (>= 1) unexpired TaskIns for `nodeId`, FIFO, and marks each one delivered
@@ -199,7 +229,7 @@ export interface State {
    */
   checkStorage(bytesByRun: Map<bigint, number>): Promise<void>;
 
-  /** Bytes of stored TaskIns + TaskRes of one run, or of all runs when `runId` is undefined. */
+  /** Bytes of stored TaskIns + TaskRes (shared content once) of one run, or of all runs when `runId` is undefined. */
   storedBytes(runId?: bigint): Promise<number>;
 
   /**

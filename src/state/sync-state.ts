@@ -17,7 +17,9 @@ function settle<T>(fn: () => T): Promise<T> {
 export function promisedState(sync: SyncState): State {
   return {
     kind: sync.kind,
-    storeTaskIns: (taskIns) => settle(() => sync.storeTaskIns(taskIns)),
+    storeTaskIns: (taskIns, shared) => settle(() => sync.storeTaskIns(taskIns, shared)),
+    sharedContent: (runId, digest) => settle(() => sync.sharedContent(runId, digest)),
+    numSharedContents: () => settle(() => sync.numSharedContents()),
     getTaskIns: (nodeId, limit) => settle(() => sync.getTaskIns(nodeId, limit)),
     storeTaskRes: (taskRes) => settle(() => sync.storeTaskRes(taskRes)),
     getTaskRes: (taskIds, limit) => settle(() => sync.getTaskRes(taskIds, limit)),

@@ -7,11 +7,17 @@
 import { ErrorCode, MIN_TASK_TIMESTAMP, NODE_UNAVAILABLE_REASON } from "../../src/core/constants";
 import { MalformedMessageError, NotFoundError, ResourceExhaustedError } from "../../src/core/errors";
 import type { Node } from "../../src/proto/flwr/proto/node";
-import type { RecordSet } from "../../src/proto/flwr/proto/recordset";
+import { RecordSet } from "../../src/proto/flwr/proto/recordset";
 import type { Task, TaskIns, TaskRes } from "../../src/proto/flwr/proto/task";
 import type { Scalar } from "../../src/proto/flwr/proto/transport";
-import type { State, StateEvents, StateLimits } from "../../src/state/state";
-import { TASK_EXPIRED_REASON, TASK_OVERHEAD_BYTES, isoTimestamp, taskBytes } from "../../src/state/state-support";
+import type { SharedContent, State, StateEvents, StateLimits } from "../../src/state/state";
+import {
+  TASK_EXPIRED_REASON,
+  TASK_OVERHEAD_BYTES,
+  contentDigest,
+  isoTimestamp,
+  taskBytes,
+} from "../../src/state/state-support";
 
 /** A clock the test moves by hand; `now` is bound so it can be passed as `{ now: clock.now }`. */
 export class TestClock {
@@ -128,6 +134,26 @@ export function makeTaskRes(
       error: undefined,
       ...task,
     },
+  };
+}
+
+/** Shared content as the SuperLink makes it from received bytes: digest and decoded RecordSet. */
+export function makeSharedContent(recordset: RecordSet): SharedContent {
+  const encoded = Buffer.from(RecordSet.encode(recordset).finish());
+  return { digest: contentDigest(encoded), encoded, recordset: RecordSet.decode(encoded) };
+}
+
+/** A RecordSet with one array of `size` bytes of `fill`. */
+function payloadRecordSet(size: number, fill = 1): RecordSet {
+  return {
+    parameters: new Map([
+      [
+        "w",
+        { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [size], stype: "raw", data: Buffer.alloc(size, fill) }] },
+      ],
+    ]),
+    metrics: new Map(),
+    configs: new Map([["c", { data: new Map([["round", { sint64: 3n }]]) }]]),
   };
 }
 
@@ -781,6 +807,87 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
       });
     });
 
+    describe("shared content", () => {
+      const storeShared = async (runId: bigint, consumer: Node, shared: SharedContent): Promise<string> => {
+        const id = await state.storeTaskIns(
+          makeTaskIns(clock, runId, consumer, { recordset: shared.recordset }),
+          shared,
+        );
+        if (id === undefined) throw new Error("test setup: shared TaskIns was not stored");
+        return id;
+      };
+
+      test("is stored once, counted once, and every consumer pulls the same RecordSet", async () => {
+        const runId = await newRun();
+        const nodes = [await state.createNode(30), await state.createNode(30), await state.createNode(30)];
+        const shared = makeSharedContent(payloadRecordSet(5000));
+        for (const nodeId of nodes) await storeShared(runId, named(nodeId), makeSharedContent(payloadRecordSet(5000)));
+        expect(await state.numSharedContents()).toBe(1);
+        expect(await state.numTaskIns()).toBe(3);
+        expect(await state.storedBytes(runId)).toBe(shared.encoded.length + 3 * TASK_OVERHEAD_BYTES);
+        for (const nodeId of nodes) {
+          const [pulled] = await state.getTaskIns(nodeId, 1);
+          expect(pulled?.task?.consumer?.nodeId).toBe(nodeId);
+          // Byte-identical to the content, as an unshared TaskIns would be.
+          expect(Buffer.from(RecordSet.encode(pulled!.task!.recordset!).finish())).toEqual(shared.encoded);
+        }
+        const found = await state.sharedContent(runId, shared.digest);
+        expect(found?.digest).toBe(shared.digest);
+        expect(Buffer.from(found!.encoded)).toEqual(shared.encoded);
+      });
+
+      test("is scoped to its run: another run neither sees it nor shares it", async () => {
+        const runA = await newRun();
+        const runB = await newRun();
+        const nodeId = await state.createNode(30);
+        const shared = makeSharedContent(payloadRecordSet(3000));
+        await storeShared(runA, named(nodeId), shared);
+        expect(await state.sharedContent(runB, shared.digest)).toBeUndefined();
+        expect(await state.sharedContent(runA, "00".repeat(32))).toBeUndefined();
+        await storeShared(runB, named(nodeId), shared);
+        expect(await state.numSharedContents()).toBe(2);
+        expect(await state.storedBytes(runB)).toBe(shared.encoded.length + TASK_OVERHEAD_BYTES);
+      });
+
+      test("is freed with the last TaskIns referencing it (deleteTasks)", async () => {
+        const runId = await newRun();
+        const [a, b] = [await state.createNode(30), await state.createNode(30)];
+        const shared = makeSharedContent(payloadRecordSet(4000));
+        const insA = await storeShared(runId, named(a), shared);
+        const insB = await storeShared(runId, named(b), shared);
+        await storeRes(runId, a, insA);
+        await state.getTaskRes(new Set([insA]));
+        await state.deleteTasks(new Set([insA]));
+        expect(await state.numSharedContents()).toBe(1);
+        expect((await state.getTaskIns(b, 1))[0]?.task?.recordset).toBeDefined();
+        await storeRes(runId, b, insB);
+        await state.getTaskRes(new Set([insB]));
+        await state.deleteTasks(new Set([insB]));
+        expect(await state.numSharedContents()).toBe(0);
+        expect(await state.sharedContent(runId, shared.digest)).toBeUndefined();
+        expect(await state.storedBytes()).toBe(0);
+      });
+
+      test("is freed when its TaskIns expire and are purged, and its run can then go", async () => {
+        const runId = await newRun();
+        const nodeId = await state.createNode(30);
+        const shared = makeSharedContent(payloadRecordSet(2000));
+        const ttl = { ttl: 10 };
+        await state.storeTaskIns(
+          makeTaskIns(clock, runId, named(nodeId), { ...ttl, recordset: shared.recordset }),
+          shared,
+        );
+        await state.storeTaskIns(
+          makeTaskIns(clock, runId, named(nodeId), { ...ttl, recordset: shared.recordset }),
+          shared,
+        );
+        clock.advance(20);
+        const removed = await state.purge({ expiredGraceSeconds: 0, runIdleSeconds: 5 });
+        expect(removed).toEqual({ taskIns: 2, taskRes: 0, runs: 1 });
+        expect([await state.numSharedContents(), await state.storedBytes()]).toEqual([0, 0]);
+      });
+    });
+
     describe("delivery lease (at-least-once)", () => {
       // Default lease: half the TTL within [5 s, 60 s]; TTL 20 s gives 10 s.
       test("an unanswered TaskIns is offered again once its lease passed, not before", async () => {
@@ -1167,6 +1274,23 @@ export function describeStateLimits(
       await state.deleteTasks(new Set([insA]));
       expect(await state.storedBytes()).toBe(await state.storedBytes(runB));
       await expect(state.checkStorage(new Map([[runB, 10_000]]))).resolves.toBeUndefined();
+    });
+
+    test("shared content counts once against the byte limits; new content over the limit is refused", async () => {
+      const state = await open({ maxRunBytes: 25_000 });
+      const runId = await state.createRun("f", "v", new Map());
+      const shared = makeSharedContent(payload(10_000));
+      // Ten copies would be 100 000 bytes; shared, they are one content plus ten envelopes.
+      for (let i = 0; i < 10; i++) {
+        const ins = makeTaskIns(clock, runId, named(BigInt(i + 1)), { recordset: shared.recordset });
+        expect(await state.storeTaskIns(ins, shared)).toMatch(UUID4);
+      }
+      expect(await state.storedBytes(runId)).toBe(shared.encoded.length + 10 * TASK_OVERHEAD_BYTES);
+      const other = makeSharedContent(payload(12_000));
+      await expect(
+        state.storeTaskIns(makeTaskIns(clock, runId, named(1n), { recordset: other.recordset }), other),
+      ).rejects.toThrow(ResourceExhaustedError);
+      expect([await state.numTaskIns(), await state.numSharedContents()]).toEqual([10, 1]);
     });
 
     test("createRun beyond maxRuns throws ResourceExhaustedError; purging an idle run makes room", async () => {
