@@ -116,6 +116,17 @@ export class ResourceExhaustedError extends FlwrError {
   }
 }
 
+/**
+ * A PushSharedTaskIns names shared content by a digest the SuperLink does not hold for that run
+ * (never uploaded, or freed with its last TaskIns). Maps to FAILED_PRECONDITION; the flwr-ts
+ * Driver then sends the content again.
+ */
+export class UnknownContentError extends FlwrError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("FLWR_UNKNOWN_CONTENT", message, options);
+  }
+}
+
 /** Reads a message from any caught value without assuming it is an Error. */
 export function errorMessage(value: unknown): string {
   if (value instanceof Error) return value.message;

@@ -21,6 +21,10 @@
  *    (or one message), so the first SuperNode gets its message while later ones are still on
  *    the wire, and many large messages never exceed the 512 MiB request limit together (if one
  *    request fails, the call rejects and the messages of the requests before it stay stored);
+ *  - TaskIns with a large RecordSet go through the flwr-ts extension PushSharedTaskIns when the
+ *    SuperLink has it: the same content (a broadcast) is uploaded once and later TaskIns refer to
+ *    the digest the SuperLink answered (docs/protocol.md, "Shared content"); a SuperLink without
+ *    it (Flower 1.10: UNIMPLEMENTED) gets plain PushTaskIns on this channel from then on;
  *  - a malformed TaskRes is logged and, when it names the message it answers, turned into an
  *    error reply for that message (so nothing waits for it forever); it never crashes the run.
  */
@@ -41,6 +45,18 @@ import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import { createClient, unaryCall } from "../transport/channel";
 import { type Classification, RetryInvoker, describeFailure } from "../transport/retry";
 import { DRIVER_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
+import { gatherRequestSerializer } from "../transport/grpc-zero-copy";
+import { encodeMessageChunks } from "../core/wire/chunked-writer";
+import { type PushSharedTaskInsResponse, SharedContentDriverService } from "../proto/flwr_ts/proto/shared_content";
+import {
+  AcknowledgedContents,
+  type PushPart,
+  SHARED_PUSH_REQUEST_ENCODER,
+  type SharedPushRequest,
+  payloadBytes,
+  planPush,
+  sharedRequest,
+} from "./shared-push";
 import { fromServiceError, isServiceError, tlsSetupError, withoutResolutionNote } from "../transport/status";
 import { type ClientCertificate, channelCredentials, checkClientCertificate } from "../transport/tls";
 import { clientCertificateRefusal } from "../transport/client-certificate-refusal";
@@ -119,6 +135,28 @@ const FAST_DRIVER_CLIENT = grpc.makeGenericClientConstructor(
   "flwr.proto.Driver",
 ) as unknown as typeof DriverClient;
 
+// PushSharedTaskIns writes each content's RecordSet in place as chunks (no copy of the payload).
+const SHARED_CONTENT_CLIENT = grpc.makeGenericClientConstructor(
+  {
+    pushSharedTaskIns: {
+      ...SharedContentDriverService.pushSharedTaskIns,
+      requestSerialize: gatherRequestSerializer((value) =>
+        encodeMessageChunks(SHARED_PUSH_REQUEST_ENCODER, value as SharedPushRequest),
+      ),
+    },
+  },
+  "flwr_ts.proto.SharedContentDriver",
+);
+
+interface SharedContentClient extends grpc.Client {
+  pushSharedTaskIns(
+    request: SharedPushRequest,
+    metadata: grpc.Metadata,
+    options: Partial<grpc.CallOptions>,
+    callback: (err: grpc.ServiceError | null, response: PushSharedTaskInsResponse) => void,
+  ): grpc.ClientUnaryCall;
+}
+
 export class GrpcDriver implements Driver {
   readonly runId: bigint;
   /** True when connect() created the run (CreateRun), false for an existing `runId`. */
@@ -135,6 +173,11 @@ export class GrpcDriver implements Driver {
   private readonly answered = new Set<string>();
   /** Settles when the PushTaskIns requests queued so far have been answered. */
   private pushQueue: Promise<unknown> = Promise.resolve();
+  /** PushSharedTaskIns on the same channel as `client`. */
+  private readonly sharedClient: SharedContentClient;
+  /** Whether the SuperLink has PushSharedTaskIns: undefined until the first shared push asks. */
+  private sharedSupported: boolean | undefined;
+  private readonly acknowledged = new AcknowledgedContents();
 
   private constructor(
     client: DriverClient,
@@ -153,6 +196,9 @@ export class GrpcDriver implements Driver {
     this.pollIntervalMs = pollIntervalMs;
     this.logger = logger;
     this.retryDeadlineMs = retryDeadlineMs;
+    this.sharedClient = new SHARED_CONTENT_CLIENT(target, grpc.credentials.createInsecure(), {
+      channelOverride: client.getChannel(),
+    }) as unknown as SharedContentClient;
     this.retry = new RetryInvoker(
       {
         maxWaitTimeMs: retryDeadlineMs,
@@ -269,8 +315,8 @@ export class GrpcDriver implements Driver {
     // All batches are queued now, so a concurrent call's pushes go after this call's, and a
     // batch is sent only if the one before it succeeded.
     let previous: Promise<unknown> = Promise.resolve();
-    const parts = batchesByPayload(taskInsList, PUSH_BATCH_BYTES).map((batch) => {
-      const part = this.pushInTurn(batch, previous);
+    const parts = planPush(taskInsList, PUSH_BATCH_BYTES).map((planned) => {
+      const part = this.pushInTurn(planned, previous);
       previous = part;
       return part;
     });
@@ -291,21 +337,95 @@ export class GrpcDriver implements Driver {
    * (rejects with its error otherwise). Concurrent pushes share one HTTP/2 connection, and
    * interleaved they would all arrive only at the very end.
    */
-  private pushInTurn(taskInsList: TaskIns[], after: Promise<unknown>): Promise<string[]> {
+  private pushInTurn(part: PushPart, after: Promise<unknown>): Promise<string[]> {
     const push = this.pushQueue.then(async () => {
       await after;
-      const { response } = await this.call("PushTaskIns", () =>
-        unaryCall(this.client.pushTaskIns.bind(this.client), { taskInsList }),
-      );
-      if (response.taskIds.length !== taskInsList.length) {
-        throw new MalformedMessageError(
-          `The SuperLink answered PushTaskIns with ${response.taskIds.length} task ids for ${taskInsList.length} messages`,
-        );
+      if (part.kind === "shared" && (await this.hasSharedContent())) return this.pushShared(part);
+      // Plain (or no extension): PUSH_BATCH_BYTES per request, one after the other.
+      const taskIds: string[] = [];
+      for (const batch of batchesByPayload(part.taskInsList, PUSH_BATCH_BYTES)) {
+        taskIds.push(...(await this.pushPlain(batch)));
       }
-      return response.taskIds;
+      return taskIds;
     });
     this.pushQueue = push.catch(() => undefined);
     return push;
+  }
+
+  private async pushPlain(taskInsList: TaskIns[]): Promise<string[]> {
+    const { response } = await this.call("PushTaskIns", () =>
+      unaryCall(this.client.pushTaskIns.bind(this.client), { taskInsList }),
+    );
+    if (response.taskIds.length !== taskInsList.length) {
+      throw new MalformedMessageError(
+        `The SuperLink answered PushTaskIns with ${response.taskIds.length} task ids for ${taskInsList.length} messages`,
+      );
+    }
+    return response.taskIds;
+  }
+
+  /**
+   * One PushSharedTaskIns: new contents uploaded once, acknowledged ones by digest. If the
+   * SuperLink no longer holds an acknowledged one (FAILED_PRECONDITION, FLWR_UNKNOWN_CONTENT: its
+   * TaskIns were all done), they are forgotten and the request is sent again with the contents.
+   */
+  private async pushShared(part: Extract<PushPart, { kind: "shared" }>): Promise<string[]> {
+    for (let attempt = 1; ; attempt++) {
+      const { request, uploaded } = sharedRequest(part, attempt === 1 ? this.acknowledged : undefined);
+      let response: PushSharedTaskInsResponse;
+      try {
+        ({ response } = await this.retry.invoke("PushSharedTaskIns", () =>
+          unaryCall(this.sharedClient.pushSharedTaskIns.bind(this.sharedClient), request),
+        ));
+      } catch (err) {
+        const cause = err instanceof GaveUp ? err.cause : err;
+        if (attempt === 1 && isServiceError(cause) && cause.code === grpc.status.FAILED_PRECONDITION) {
+          this.logger.debug(
+            { event: "serverapp.shared-content-unknown" },
+            `The SuperLink no longer holds shared content; sending it again (${withoutResolutionNote(cause.details)})`,
+          );
+          this.acknowledged.clear();
+          continue;
+        }
+        throw this.failure(err, "PushSharedTaskIns");
+      }
+      if (response.taskIds.length !== part.taskInsList.length || response.contentDigests.length !== uploaded.length) {
+        throw new MalformedMessageError(
+          `The SuperLink answered PushSharedTaskIns with ${response.taskIds.length} task ids and ` +
+            `${response.contentDigests.length} digests for ${part.taskInsList.length} messages and ${uploaded.length} contents`,
+        );
+      }
+      uploaded.forEach((content, i) => this.acknowledged.remember(content, Buffer.from(response.contentDigests[i]!)));
+      return response.taskIds;
+    }
+  }
+
+  /**
+   * Asks the SuperLink once per channel whether it has PushSharedTaskIns, with an empty request
+   * (answered empty by flwr-ts, UNIMPLEMENTED by Flower 1.10), so no payload is sent in vain.
+   */
+  private async hasSharedContent(): Promise<boolean> {
+    if (this.sharedSupported !== undefined) return this.sharedSupported;
+    try {
+      await this.retry.invoke("PushSharedTaskIns", () =>
+        unaryCall(this.sharedClient.pushSharedTaskIns.bind(this.sharedClient), { contents: [], taskInsList: [] }),
+      );
+      this.sharedSupported = true;
+      this.logger.debug(
+        { event: "serverapp.shared-content", supported: true },
+        "The SuperLink has PushSharedTaskIns: broadcasts are uploaded once",
+      );
+    } catch (err) {
+      const cause = err instanceof GaveUp ? err.cause : err;
+      if (!(isServiceError(cause) && cause.code === grpc.status.UNIMPLEMENTED))
+        throw this.failure(err, "PushSharedTaskIns");
+      this.sharedSupported = false;
+      this.logger.info(
+        { event: "serverapp.shared-content", supported: false },
+        "The SuperLink does not implement PushSharedTaskIns (a Flower SuperLink): every message is uploaded in full",
+      );
+    }
+    return this.sharedSupported;
   }
 
   async pullMessages(ids: string[]): Promise<Message[]> {
@@ -343,6 +463,7 @@ export class GrpcDriver implements Driver {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.acknowledged.clear();
     this.client.close();
   }
 
@@ -443,15 +564,6 @@ export class GrpcDriver implements Driver {
   private callError(err: unknown, what: string): Error {
     return withoutNote(fromServiceError(err, `${what} to the SuperLink Driver API at ${this.target}`));
   }
-}
-
-/** Tensor bytes a TaskIns carries (what dominates its encoded size). */
-function payloadBytes(taskIns: TaskIns): number {
-  let total = 0;
-  for (const record of taskIns.task?.recordset?.parameters.values() ?? []) {
-    for (const array of record.dataValues) total += array.data.length;
-  }
-  return total;
 }
 
 /** Consecutive runs of `list` with at most `maxBytes` of payload each (a larger item alone). */

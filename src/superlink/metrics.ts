@@ -16,6 +16,8 @@
  * - flwr_superlink_task_ins_stored / flwr_superlink_task_res_stored: from State.
  * - flwr_superlink_task_ins_pushed_total / flwr_superlink_task_res_pushed_total: tasks accepted.
  * - flwr_superlink_runs_created_total: runs created since start.
+ * - flwr_superlink_driver_received_bytes_total{method}: request bytes the Driver API decoded
+ *   (what ServerApps uploaded; shared content counts once: docs/protocol.md, "Shared content").
  * - flwr_superlink_long_polls_waiting: pulls currently held open.
  * - prom-client's default process and Node.js metrics (process_resident_memory_bytes,
  *   process_cpu_seconds_total, nodejs_heap_size_used_bytes, nodejs_eventloop_lag_seconds, ...).
@@ -93,6 +95,7 @@ export class SuperLinkMetrics {
   private readonly runsCreatedTotal: Counter;
   private readonly taskInsPushedTotal: Counter;
   private readonly taskResPushedTotal: Counter;
+  private readonly driverReceivedBytesTotal: Counter<"method">;
   /** Same counts as rpcsTotal, readable synchronously (tests, status page). */
   private readonly rpcs = new Map<string, number>();
   private rpcCountTotal = 0;
@@ -164,6 +167,12 @@ export class SuperLinkMetrics {
     this.taskInsPushedTotal = new Counter({
       name: "flwr_superlink_task_ins_pushed_total",
       help: "TaskIns accepted from ServerApps (PushTaskIns).",
+      registers,
+    });
+    this.driverReceivedBytesTotal = new Counter({
+      name: "flwr_superlink_driver_received_bytes_total",
+      help: "Request bytes decoded by the Driver API, by method.",
+      labelNames: ["method"],
       registers,
     });
     this.taskResPushedTotal = new Counter({
@@ -271,6 +280,26 @@ export class SuperLinkMetrics {
   }
 
   /**
+   * A copy of a Driver API service definition whose request decoders count the bytes they
+   * decode (flwr_superlink_driver_received_bytes_total). The input is not modified.
+   */
+  withReceivedBytes<D extends grpc.ServiceDefinition>(definition: D): D {
+    const result: Record<string, grpc.MethodDefinition<object, object>> = {};
+    for (const [name, method] of Object.entries(definition) as Array<[string, grpc.MethodDefinition<object, object>]>) {
+      const decode = method.requestDeserialize;
+      const label = method.path.slice(method.path.lastIndexOf("/") + 1);
+      result[name] = {
+        ...method,
+        requestDeserialize: (bytes: Buffer): object => {
+          this.driverReceivedBytesTotal.inc({ method: label }, bytes.length);
+          return decode(bytes);
+        },
+      };
+    }
+    return result as unknown as D;
+  }
+
+  /**
    * A grpc-js server interceptor that records every call's final status and duration and feeds
    * the node and run trackers from the (decoded) request and response messages.
    */
@@ -346,6 +375,11 @@ export class SuperLinkMetrics {
       case "/flwr.proto.Driver/PushTaskIns":
         this.countTasks(request, "taskInsList", "ins");
         break;
+      case "/flwr_ts.proto.SharedContentDriver/PushSharedTaskIns": {
+        const items = (request as { taskInsList?: Array<{ taskIns?: unknown }> } | undefined)?.taskInsList ?? [];
+        this.countTasks({ taskInsList: items.map((i) => i.taskIns ?? {}) }, "taskInsList", "ins");
+        break;
+      }
       case "/flwr.proto.Fleet/PushTaskRes":
         this.countTasks(request, "taskResList", "res");
         break;

@@ -25,6 +25,8 @@ import { createDriverServicer } from "./driver/driver-servicer";
 import { createFleetServicer } from "./fleet/fleet-servicer";
 import { DEFAULT_MAX_TASK_INS_PER_PUSH } from "./driver/driver-handler";
 import { withTaskInsCountLimit } from "./driver/push-count-limit";
+import { createSharedContentServicer } from "./driver/shared-content";
+import { SharedContentDriverService } from "../proto/flwr_ts/proto/shared_content";
 import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds } from "../core/ping-interval";
 import { type FleetReceiveLimits, createFleetReceiveGuard } from "./fleet/fleet-receive";
 import { LongPollHub } from "./long-poll";
@@ -365,8 +367,19 @@ export async function startSuperLink(
       driverCredentials,
       [
         {
-          definition: withTaskInsCountLimit(FAST_DRIVER_SERVICE, limits.maxTaskInsPerPush),
+          definition: metrics.withReceivedBytes(withTaskInsCountLimit(FAST_DRIVER_SERVICE, limits.maxTaskInsPerPush)),
           implementation: driverImpl,
+        },
+        // flwr-ts extension: broadcasts uploaded once (docs/protocol.md, "Shared content").
+        {
+          definition: metrics.withReceivedBytes(
+            withTaskInsCountLimit(SharedContentDriverService, limits.maxTaskInsPerPush, "pushSharedTaskIns", 2),
+          ),
+          implementation: createSharedContentServicer({
+            state,
+            logger: logger.child({ api: "driver" }),
+            maxTaskInsPerPush: limits.maxTaskInsPerPush,
+          }),
         },
       ],
       serverOptions,

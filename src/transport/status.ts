@@ -28,6 +28,8 @@ export function toServiceError(err: unknown, report?: IncidentReporter): Partial
         return { code: grpc.status.NOT_FOUND, details: truncateEcho(err.message) };
       case "FLWR_RESOURCE_EXHAUSTED":
         return { code: grpc.status.RESOURCE_EXHAUSTED, details: truncateEcho(err.message) };
+      case "FLWR_UNKNOWN_CONTENT":
+        return { code: grpc.status.FAILED_PRECONDITION, details: truncateEcho(err.message) };
       default:
         break;
     }

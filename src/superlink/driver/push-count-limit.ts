@@ -16,11 +16,11 @@ export function refusedTaskInsCount(request: object): number | undefined {
 }
 
 /**
- * Counts field 1 (`task_ins_list`, length-delimited) at the top level of an encoded
+ * Counts field `field` (`task_ins_list`: 1 in PushTaskIns, 2 in PushSharedTaskIns; length-delimited) at the top level of an encoded
  * PushTaskInsRequest, stopping once `stopAbove` is passed. Undefined for bytes that do not parse
  * (the real decoder then reports them as it always did).
  */
-export function countTaskInsEntries(bytes: Uint8Array, stopAbove: number): number | undefined {
+export function countTaskInsEntries(bytes: Uint8Array, stopAbove: number, field = 1): number | undefined {
   let pos = 0;
   let count = 0;
   const varint = (): number | undefined => {
@@ -42,7 +42,7 @@ export function countTaskInsEntries(bytes: Uint8Array, stopAbove: number): numbe
       const length = varint();
       if (length === undefined || pos + length > bytes.length) return undefined;
       pos += length;
-      if (Math.floor(tag / 8) === 1 && ++count > stopAbove) return count;
+      if (Math.floor(tag / 8) === field && ++count > stopAbove) return count;
     } else if (wireType === 0) {
       if (varint() === undefined) return undefined;
     } else if (wireType === 1) {
@@ -60,19 +60,24 @@ export function countTaskInsEntries(bytes: Uint8Array, stopAbove: number): numbe
  * A copy of a Driver service definition whose PushTaskIns deserializer refuses, undecoded, a
  * request carrying more than `max` TaskIns. The input is not modified.
  */
-export function withTaskInsCountLimit<D extends grpc.ServiceDefinition>(definition: D, max: number): D {
-  const method = definition["pushTaskIns"] as grpc.MethodDefinition<object, object> | undefined;
-  if (method === undefined) throw new Error("withTaskInsCountLimit: no pushTaskIns in the service definition");
+export function withTaskInsCountLimit<D extends grpc.ServiceDefinition>(
+  definition: D,
+  max: number,
+  methodName = "pushTaskIns",
+  field = 1,
+): D {
+  const method = definition[methodName] as grpc.MethodDefinition<object, object> | undefined;
+  if (method === undefined) throw new Error(`withTaskInsCountLimit: no ${methodName} in the service definition`);
   const decode = method.requestDeserialize;
   const limited: grpc.MethodDefinition<object, object> = {
     ...method,
     requestDeserialize: (bytes: Buffer): object => {
-      const count = countTaskInsEntries(bytes, max);
+      const count = countTaskInsEntries(bytes, max, field);
       if (count === undefined || count <= max) return decode(bytes);
       const standIn = { taskInsList: [] };
       refusedCounts.set(standIn, count);
       return standIn;
     },
   };
-  return { ...definition, pushTaskIns: limited };
+  return { ...definition, [methodName]: limited };
 }
