@@ -26,6 +26,8 @@ import { createFleetServicer } from "./fleet/fleet-servicer";
 import { DEFAULT_MAX_TASK_INS_PER_PUSH } from "./driver/driver-handler";
 import { withTaskInsCountLimit } from "./driver/push-count-limit";
 import { createSharedContentServicer } from "./driver/shared-content";
+import { DEFAULT_SEND_PACING, sendPacingInterceptor } from "./fleet/send-pacing";
+import { reclaimAfterSendInterceptor } from "./memory-reclaim";
 import { SharedContentDriverService } from "../proto/flwr_ts/proto/shared_content";
 import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds } from "../core/ping-interval";
 import { type FleetReceiveLimits, createFleetReceiveGuard } from "./fleet/fleet-receive";
@@ -344,6 +346,11 @@ export async function startSuperLink(
       ...config.grpcServerOptions,
       interceptors: [metrics.interceptor()],
     };
+    // Pulled results are freed at once, not at V8's leisure (src/superlink/memory-reclaim.ts).
+    const driverServerOptions: grpc.ChannelOptions = {
+      ...serverOptions,
+      interceptors: [metrics.interceptor(), reclaimAfterSendInterceptor(new Set([DriverService.pullTaskRes.path]))],
+    };
     const limitsFor = (name: string) => ({
       name,
       ...(config.connectionLimits ? { limits: config.connectionLimits } : {}),
@@ -382,7 +389,7 @@ export async function startSuperLink(
           }),
         },
       ],
-      serverOptions,
+      driverServerOptions,
       { ...limitsFor("Driver API"), logger: logger.child({ api: "driver" }) },
     );
     servers.push(driver);
@@ -405,6 +412,8 @@ export async function startSuperLink(
     const fleetInterceptors: grpc.ServerInterceptor[] = [
       ...(fleetReceive ? [fleetReceive.interceptor()] : []),
       metrics.interceptor(),
+      // A broadcast stored once is pulled by all nodes at once: a few large answers at a time.
+      sendPacingInterceptor({ ...DEFAULT_SEND_PACING, paths: new Set([FleetService.pullTaskIns.path]) }),
     ];
     let fleetService: ServiceRegistration = { definition: FleetService, implementation: fleetImpl };
     if (auth !== undefined) {

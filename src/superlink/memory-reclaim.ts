@@ -1,0 +1,81 @@
+/**
+ * Prompt release of large messages the SuperLink is done with (flwr-ts).
+ *
+ * Received messages live in resizable ArrayBuffers (src/transport/grpc-zero-copy.ts, the
+ * incremental decoder), whose memory V8 does not count as external memory: a 100 MB result that
+ * became garbage puts no pressure on the collector, and with a JavaScript heap of a few MB a
+ * major collection may not come for a whole round. The SuperLink then held every result and
+ * instruction of the round in its RSS long after they were pulled and deleted. So once a
+ * PullTaskRes answer carrying large results has been written (its results and their
+ * instructions are then deleted from the state), a major collection is asked for when at least
+ * `minBytes` were released since the last one. A collection of the SuperLink's small heap takes
+ * a few milliseconds.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+
+/** Released bytes that make a collection worth it (two 100 MB results are 200 MB). */
+export const DEFAULT_RECLAIM_MIN_BYTES = 64 * 1024 * 1024;
+
+type Collect = () => void;
+let collectGarbage: Collect | null | undefined;
+
+/** V8's `gc`, exposed on first use (null when this V8 refuses). */
+function collector(): Collect | null {
+  if (collectGarbage === undefined) {
+    try {
+      setFlagsFromString("--expose-gc");
+      collectGarbage = runInNewContext("gc") as Collect;
+    } catch {
+      collectGarbage = null;
+    }
+  }
+  return collectGarbage;
+}
+
+/** Tensor bytes of a task-carrying message (`taskInsList` / `taskResList`). */
+export function taskPayloadBytes(message: unknown): number {
+  const m = message as { taskInsList?: unknown; taskResList?: unknown } | null;
+  const list = (m?.taskInsList ?? m?.taskResList) as
+    | Array<{ task?: { recordset?: { parameters?: Map<string, { dataValues: Array<{ data: Uint8Array }> }> } } }>
+    | undefined;
+  if (!Array.isArray(list)) return 0;
+  let total = 0;
+  for (const item of list) {
+    for (const record of item.task?.recordset?.parameters?.values() ?? []) {
+      for (const array of record.dataValues) total += array.data.length;
+    }
+  }
+  return total;
+}
+
+/**
+ * A server interceptor that, after the answer of one of `paths` was written, counts its payload
+ * as released and collects garbage once `minBytes` were released.
+ */
+export function reclaimAfterSendInterceptor(
+  paths: ReadonlySet<string>,
+  minBytes = DEFAULT_RECLAIM_MIN_BYTES,
+): grpc.ServerInterceptor {
+  let released = 0;
+  return (method, call) => {
+    if (!paths.has(method.path)) return new grpc.ServerInterceptingCall(call);
+    let bytes = 0;
+    const responder = new grpc.ResponderBuilder()
+      .withSendMessage((message, next) => {
+        bytes = taskPayloadBytes(message);
+        next(message);
+      })
+      .withSendStatus((status, next) => {
+        next(status);
+        released += bytes;
+        if (released < minBytes) return;
+        released = 0;
+        // After the state deleted the pulled pairs (they go right after the answer is handed over).
+        setImmediate(() => collector()?.());
+      })
+      .build();
+    return new grpc.ServerInterceptingCall(call, responder);
+  };
+}
