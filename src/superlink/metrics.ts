@@ -193,7 +193,7 @@ export class SuperLinkMetrics {
    * `durationSeconds` (when known) goes to the latency histogram.
    */
   recordRpc(path: string, code: grpc.status, durationSeconds?: number, transport: Transport = "grpc"): void {
-    const m = /^\/flwr\.proto\.([^/]+)\/(.+)$/.exec(path);
+    const m = /^\/flwr(?:_ts)?\.proto\.([^/]+)\/(.+)$/.exec(path);
     const service = m?.[1] ?? "unknown";
     const method = m?.[2] ?? path;
     const codeName = grpc.status[code] ?? String(code);

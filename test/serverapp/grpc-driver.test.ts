@@ -158,7 +158,7 @@ describe("GrpcDriver messaging", () => {
     expect(a.received[0]!.metadata).toMatchObject({ groupId: "7", ttl: 3600, srcNodeId: 0n, messageType: "query" });
   });
 
-  it("splits a large push into PushTaskIns requests sent one at a time, keeping the id order", async () => {
+  it("splits a large push into requests sent one at a time, keeping the id order", async () => {
     const link = await superlink(0);
     const driver = await connect(link);
     const a = await node(link, async () => "silent");
@@ -175,7 +175,10 @@ describe("GrpcDriver messaging", () => {
     // Two concurrent calls plus three small messages that share one request.
     const small = [3, 4, 5].map((i) => driver.createMessage(new RecordSet(), "query", a.nodeId, String(i)));
     const [bigIds, smallIds] = await Promise.all([driver.pushMessages(msgs), driver.pushMessages(small)]);
-    expect(link.metrics.rpcCount("Driver", "PushTaskIns", "OK")).toBe(4);
+    // Large messages go as shared content (one probe, then one request per distinct payload that
+    // does not fit with the one before), the small ones in one plain PushTaskIns.
+    expect(link.metrics.rpcCount("SharedContentDriver", "PushSharedTaskIns", "OK")).toBe(4);
+    expect(link.metrics.rpcCount("Driver", "PushTaskIns", "OK")).toBe(1);
 
     expect(new Set([...bigIds, ...smallIds]).size).toBe(6);
     while (a.received.length < 6) await new Promise((r) => setTimeout(r, 20));
@@ -221,6 +224,70 @@ describe("GrpcDriver messaging", () => {
     expect(pushes).toEqual([1]);
     // The queue is not stuck: a later push goes through.
     expect(await driver.pushMessages([driver.createMessage(new RecordSet(), "query", 42n, "4")])).toEqual(["id-2-0"]);
+  });
+
+  it("uploads a broadcast once: every node gets the same bytes, the Driver API receives the payload once", async () => {
+    const link = await superlink(0);
+    const driver = await connect(link);
+    const nodes = [await node(link, async () => "silent"), await node(link, async () => "silent")];
+    const third = await node(link, async () => "silent");
+    nodes.push(third);
+    const size = 3 * 1024 * 1024;
+    const data = new Uint8Array(size).map((_, i) => (i * 7) % 251);
+    const content = new RecordSet({
+      parametersRecords: new Map([["p", new Map([["w", { dtype: "uint8", shape: [size], stype: "raw", data }]])]]),
+    });
+    // One call for two nodes, then one more call (legacy round loop style) for the third.
+    await driver.pushMessages(nodes.slice(0, 2).map((n) => driver.createMessage(content, "query", n.nodeId, "1")));
+    await driver.pushMessages([driver.createMessage(content, "query", third.nodeId, "1")]);
+    for (const n of nodes) while (n.received.length < 1) await new Promise((r) => setTimeout(r, 20));
+    for (const n of nodes) {
+      const got = n.received[0]!.content!.parametersRecords.get("p")!.get("w")!.data;
+      expect(Buffer.from(got.buffer, got.byteOffset, got.length).equals(Buffer.from(data))).toBe(true);
+    }
+    const text = await link.metrics.render();
+    const received = (method: string): number =>
+      Number(
+        new RegExp(`flwr_superlink_driver_received_bytes_total\\{method="${method}"\\} (\\d+)`).exec(text)?.[1] ?? 0,
+      );
+    // Once (plus envelopes), not three times; nothing went through plain PushTaskIns.
+    expect(received("PushSharedTaskIns")).toBeGreaterThan(size);
+    expect(received("PushSharedTaskIns")).toBeLessThan(size + 64 * 1024);
+    expect(received("PushTaskIns")).toBe(0);
+    expect(await link.state.numSharedContents()).toBe(1);
+  });
+
+  it("falls back to PushTaskIns, once per channel, on a SuperLink without the extension", async () => {
+    const pushes: number[] = [];
+    const fake = await startGrpcServer("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), [
+      {
+        definition: DriverService,
+        implementation: {
+          createRun: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, { runId: 7n }),
+          getRun: (_call: unknown, cb: grpc.sendUnaryData<unknown>) =>
+            cb(null, { run: { runId: 7n, fabId: "", fabVersion: "", overrideConfig: new Map() } }),
+          pushTaskIns: (call: grpc.ServerUnaryCall<PushTaskInsRequest, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+            pushes.push(call.request.taskInsList.length);
+            cb(null, { taskIds: call.request.taskInsList.map((_, i) => `id-${pushes.length}-${i}`) });
+          },
+        },
+      },
+    ]);
+    cleanups.push(() => fake.close(0));
+    const { logger, lines } = memoryLogger();
+    const driver = await GrpcDriver.connect({ superlink: fake.address, insecure: true }, { logger });
+    cleanups.push(() => driver.close());
+    const data = new Uint8Array(256 * 1024).fill(3);
+    const content = new RecordSet({
+      parametersRecords: new Map([
+        ["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])],
+      ]),
+    });
+    const ids = await driver.pushMessages([1n, 2n].map((n) => driver.createMessage(content, "query", n, "1")));
+    expect(ids).toEqual(["id-1-0", "id-1-1"]);
+    expect(await driver.pushMessages([driver.createMessage(content, "query", 3n, "1")])).toEqual(["id-2-0"]);
+    expect(pushes).toEqual([2, 1]);
+    expect(lines.filter((l) => /does not implement PushSharedTaskIns/.test(String(l["msg"])))).toHaveLength(1);
   });
 
   it("returns each reply once from pullMessages", async () => {

@@ -16,6 +16,11 @@ import {
 } from "./state.conformance";
 import { promisedState } from "../../src/state/sync-state";
 
+/** Turns a current schema back into version 2's (before shared content). */
+const WITHOUT_SHARED_CONTENT =
+  "DROP INDEX idx_task_ins_content; DROP TABLE shared_content; " +
+  "ALTER TABLE task_ins DROP COLUMN content_digest; ALTER TABLE task_res DROP COLUMN content_digest;";
+
 /**
  * Makes `path` unwritable for this process and returns the undo, or undefined where this system
  * cannot: file modes for ordinary users; for root (which ignores modes) the immutable attribute.
@@ -123,7 +128,7 @@ describe("SqliteState on a file", () => {
       expect(raw.pragma("user_version", { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
       expect(raw.pragma("journal_mode", { simple: true })).toBe("wal");
       const tables = raw.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all();
-      expect(tables).toEqual(["node", "run", "task_ins", "task_res"]);
+      expect(tables).toEqual(["node", "run", "shared_content", "task_ins", "task_res"]);
     } finally {
       raw.close();
     }
@@ -194,6 +199,7 @@ describe("SqliteState on a file", () => {
     const insId = first.storeTaskIns(makeTaskIns(clock, runId, { nodeId: 7n, anonymous: false }))!;
     first.close();
     const raw = new Database(path);
+    raw.exec(WITHOUT_SHARED_CONTENT);
     raw.exec(
       "ALTER TABLE task_ins DROP COLUMN size_bytes; ALTER TABLE task_res DROP COLUMN size_bytes; ALTER TABLE run DROP COLUMN last_activity;",
     );
@@ -213,6 +219,28 @@ describe("SqliteState on a file", () => {
     const check = new Database(path, { readonly: true });
     expect(check.pragma("user_version", { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
     check.close();
+  });
+
+  test("a version 2 database (before shared content) is migrated, its tasks kept", () => {
+    const path = freshPath();
+    const clock = new TestClock();
+    const first = new SqliteState(path, { now: clock.now });
+    const runId = first.createRun("f", "v", new Map());
+    const insId = first.storeTaskIns(makeTaskIns(clock, runId, { nodeId: 7n, anonymous: false }))!;
+    const bytes = first.storedBytes();
+    first.close();
+    const raw = new Database(path);
+    raw.exec(WITHOUT_SHARED_CONTENT);
+    raw.pragma("user_version = 2");
+    raw.close();
+    const migrated = new SqliteState(path, { now: clock.now });
+    try {
+      expect(migrated.getTaskIns(7n, 10).map((t) => t.taskId)).toEqual([insId]);
+      expect(migrated.storedBytes()).toBe(bytes);
+      expect(migrated.numSharedContents()).toBe(0);
+    } finally {
+      migrated.close();
+    }
   });
 
   test("a database of Flower's Python SuperLink (unversioned tables) is refused", () => {
@@ -267,7 +295,7 @@ describe("SqliteState on a file", () => {
     bytes.fill(0xa5, at, at + pageSize);
     writeFileSync(path, bytes);
     expect(() => new SqliteState(path)).toThrow(StateCorruptError);
-    expect(() => new SqliteState(path)).toThrow(/is corrupt .*new file/);
+    expect(() => new SqliteState(path)).toThrow(/is corrupt [\s\S]*new file/);
   });
 
   test("expired tasks (a crashed run's leftovers) are purged after the file is reopened", () => {
