@@ -14,6 +14,7 @@ import {
   startServerAppChild,
   startSuperLinkChild,
   startSuperNodeChild,
+  scrapeMetrics,
 } from "../lib/deployment";
 import { mibToMB, recordGoal } from "../lib/goals";
 import { type Child, cpuSeconds, failOnExit, memoryInfo, say, stopChildren } from "../lib/processes";
@@ -56,6 +57,8 @@ export interface RelayResult extends RelayCase {
   supernodesCpuSeconds?: number;
   /** The ServerApp's, from the first push to the last reply. */
   serverAppCpuSeconds?: number;
+  /** Bytes the SuperLink's Driver API received during the run / payload bytes (1 = uploaded once). */
+  driverBytesPerPayload?: number;
 }
 
 interface ServerAppReport {
@@ -106,6 +109,13 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
     const before = memoryInfo(superlink.child.pid);
     say(`relay ${relayCaseName(c)}: ${c.nodes} SuperNodes ready; relaying`);
 
+    const driverBytes = async (): Promise<number> => {
+      let total = 0;
+      for (const [k, v] of await scrapeMetrics(superlink.metricsAddress))
+        if (k.startsWith("flwr_superlink_driver_received_bytes_total")) total += v;
+      return total;
+    };
+    const driverBytes0 = await driverBytes();
     const linkCpu0 = cpuSeconds(superlink.child.pid);
     const nodesCpu = (): number => nodes.reduce((sum, n) => sum + cpuSeconds(n.pid), 0);
     const nodesCpu0 = nodesCpu();
@@ -118,6 +128,7 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
     const report = JSON.parse(line.slice(RESULT_PREFIX.length)) as ServerAppReport;
 
     const superlinkCpuSeconds = cpuSeconds(superlink.child.pid) - linkCpu0;
+    const driverBytesPerPayload = ((await driverBytes()) - driverBytes0) / payloadBytes;
     const supernodesCpuSeconds = nodesCpu() - nodesCpu0;
     const linkMem = memoryInfo(superlink.child.pid);
     const nodePeak = Math.max(...nodes.map((n) => memoryInfo(n.pid).peakRssMiB));
@@ -134,6 +145,7 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
       superlinkCpuSeconds,
       supernodesCpuSeconds,
       serverAppCpuSeconds: report.cpuMs / 1000,
+      driverBytesPerPayload,
     };
   } finally {
     await stopChildren(children.slice(1));
@@ -206,5 +218,11 @@ function recordRelayGoals(r: RelayCaseResult): void {
     "superlink-peak-rss-100x10-mb",
     samples((x) => mb(x.superlinkPeakRssMiB)),
     source,
+  );
+  recordGoal(
+    "broadcast-driver-bytes-per-payload",
+    samples((x) => x.driverBytesPerPayload),
+    source,
+    "Driver API bytes of the whole relay run (one broadcast round)",
   );
 }
