@@ -2,7 +2,12 @@
  * Opt-in interop tests against real Flower 1.10.0 (Python), with TLS and node authentication:
  *   (a) our flower-superlink + 2 Python SuperNodes + Python ServerApp;
  *   (b) Python SuperLink + 2 of our SuperNodes (a JS ClientApp) + Python ServerApp;
- *   (c) as (a), with a 1 s idle-connection timeout, so Python's channels are closed between polls.
+ *   (c) as (a), with a 1 s idle-connection timeout, so Python's channels are closed between polls;
+ *   (d) our SuperLink + 2 Python SuperNodes + our ServerApp broadcasting a 1 MB model: the
+ *       broadcast goes through the shared-content extension (uploaded once per round) and the
+ *       Python nodes get correct bytes (docs/protocol.md, "Shared content");
+ *   (e) Python SuperLink + 2 Python SuperNodes + our ServerApp (same app): the Driver finds no
+ *       extension, falls back to PushTaskIns and the run is the same.
  * They run only when FLWR_PY_SRC points at a Flower 1.10 `src/py` tree (FLWR_PY_SHIMS adds the
  * `Crypto`/`iterators` shims, FLWR_PYTHON picks the interpreter, default /usr/bin/python3);
  * see docs/interop.md. They spawn the built bin/* (run `npm run build` first).
@@ -224,6 +229,98 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
       expect(peersSeen("Fleet.")).toBeGreaterThan(4);
       expect(peersSeen("Driver.")).toBeGreaterThan(2);
       expect(superlink.running).toBe(true);
+    },
+    SCENARIO_TIMEOUT_MS,
+  );
+
+  /** Runs our flower-server-app with ts-app/broadcast-server.js and checks its History. */
+  async function runBroadcastServerApp(driver: string): Promise<Peer> {
+    const serverApp = startNode("ts-serverapp", "flower-server-app", [
+      "broadcast-server:app",
+      "--dir",
+      TS_APP_DIR,
+      "--root-certificates",
+      fx.caCert,
+      "--superlink",
+      driver,
+      "--log-level",
+      "debug",
+    ]);
+    const code = await serverApp.waitForExit(SCENARIO_TIMEOUT_MS - 30_000);
+    if (code !== 0) throw new Error(`ServerApp exit ${code}\n${peers.map((p) => p.tail()).join("\n")}`);
+    // Centralized loss = mean of the 250 000 weights: each Python node trained on the bytes sent.
+    expect(serverApp.output).toMatch(
+      /History \(loss, centralized\):[\s\S]*round 0: 0\.0[\s\S]*round 1: 1\.0[\s\S]*round 2: 2\.0/,
+    );
+    return serverApp;
+  }
+
+  it(
+    "(d) Python SuperNodes on our SuperLink receive a broadcast uploaded once (shared content)",
+    async () => {
+      const superlink = startNode("ts-superlink", "flower-superlink", [
+        ...superlinkTlsAuthArgs(),
+        "--driver-api-address",
+        "127.0.0.1:0",
+        "--fleet-api-address",
+        "127.0.0.1:0",
+        "--metrics-address",
+        "127.0.0.1:0",
+      ]);
+      const ready = await superlink.waitFor(/\{[^\n]*"event":"superlink\.ready"[^\n]*\}/, 30_000);
+      const { driverAddress, fleetAddress, metricsAddress } = JSON.parse(ready[0]) as Record<string, string>;
+      const nodes = [0, 1].map((i) =>
+        startPython(`py-supernode-${i + 1}`, "flwr.client:run_client_app", [
+          "client:app",
+          "--dir",
+          PY_APP_DIR,
+          ...supernodeArgs(i, fleetAddress!),
+        ]),
+      );
+      const serverApp = await runBroadcastServerApp(driverAddress!);
+      expect(serverApp.output).toMatch(/broadcasts are uploaded once/);
+      const text = await (await fetch(`http://${metricsAddress}/metrics`)).text();
+      const bytes = (method: string): number =>
+        Number(new RegExp(`driver_received_bytes_total\\{method="${method}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+      // 4 broadcasts (2 rounds x fit + evaluate) of 1 MB to 2 nodes: 8 MB without sharing.
+      expect(bytes("PushSharedTaskIns")).toBeGreaterThanOrEqual(4_000_000);
+      expect(bytes("PushSharedTaskIns")).toBeLessThan(6_000_000);
+      expect(bytes("PushTaskIns")).toBeLessThan(1_000_000);
+      for (const n of nodes) {
+        expect(n.running).toBe(true);
+        expect(n.output).not.toMatch(/ERROR|Traceback/);
+      }
+    },
+    SCENARIO_TIMEOUT_MS,
+  );
+
+  it(
+    "(e) our ServerApp on a Python SuperLink falls back to PushTaskIns",
+    async () => {
+      const driverPort = await freePort();
+      let fleetPort = await freePort();
+      while (fleetPort === driverPort) fleetPort = await freePort();
+      const superlink = startPython("py-superlink", "flwr.server:run_superlink", [
+        ...superlinkTlsAuthArgs(),
+        "--driver-api-address",
+        `127.0.0.1:${driverPort}`,
+        "--fleet-api-address",
+        `127.0.0.1:${fleetPort}`,
+      ]);
+      await waitForTcp(fleetPort, superlink, 30_000);
+      await waitForTcp(driverPort, superlink, 30_000);
+      const nodes = [0, 1].map((i) =>
+        startPython(`py-supernode-${i + 1}`, "flwr.client:run_client_app", [
+          "client:app",
+          "--dir",
+          PY_APP_DIR,
+          ...supernodeArgs(i, `127.0.0.1:${fleetPort}`),
+        ]),
+      );
+      const serverApp = await runBroadcastServerApp(`127.0.0.1:${driverPort}`);
+      expect(serverApp.output.match(/does not implement PushSharedTaskIns/g)).toHaveLength(1);
+      for (const n of nodes) expect(n.running).toBe(true);
+      expect(superlink.output).not.toMatch(/Traceback/);
     },
     SCENARIO_TIMEOUT_MS,
   );
