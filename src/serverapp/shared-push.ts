@@ -17,14 +17,14 @@ import type { TaskIns } from "../proto/flwr/proto/task";
 import { SharedTaskIns } from "../proto/flwr_ts/proto/shared_content";
 
 /** A TaskIns carrying at least this much tensor payload goes through the shared path. */
-export const SHARED_MIN_PAYLOAD_BYTES = 64 * 1024;
+const SHARED_MIN_PAYLOAD_BYTES = 64 * 1024;
 /** Acknowledged contents remembered at once (each holds its RecordSet alive). */
 const MAX_REMEMBERED = 4;
 /**
  * An acknowledged content is forgotten this long after it was last referenced, so its arrays
  * are not kept alive through a round: the instructions of one round are pushed back to back.
  */
-export const REMEMBER_MS = 2_000;
+const REMEMBER_MS = 2_000;
 
 /** The request as this client writes it: contents as RecordSets, encoded in place. */
 export interface SharedPushRequest {

@@ -16,7 +16,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
 /** Released bytes that make a collection worth it (two 100 MB results are 200 MB). */
-export const DEFAULT_RECLAIM_MIN_BYTES = 64 * 1024 * 1024;
+const DEFAULT_RECLAIM_MIN_BYTES = 64 * 1024 * 1024;
 
 type Collect = () => void;
 let collectGarbage: Collect | null | undefined;
