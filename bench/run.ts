@@ -284,7 +284,7 @@ function idleTable(r: IdleResult): string {
 function hopTable(results: HopResult[]): string {
   const rows = results.map((r) => [
     `${r.payloadMB} MB`,
-    r.security,
+    r.stack === "node:http2" ? `${r.security}, node:http2 only` : r.security,
     f(r.medianSeconds, 3),
     f(r.firstSeconds, 3),
     f(r.senderCpuMs, 0),
