@@ -16,21 +16,22 @@ import { enableGrpcExtensions } from "../../src/transport/grpc-extensions";
 import { HOP_METHOD } from "../lib/hop-method";
 import type { Credentials } from "../lib/deployment";
 import { type Child, say, stopChildren, startNodeScript } from "../lib/processes";
+import { type Summary, summarize } from "../lib/stats";
 
 export interface HopResult {
   payloadMB: number;
   security: "tls" | "plaintext";
   /** "grpc-js": our stack, as the daemons run it; "node:http2": bare Node HTTP/2, no gRPC. */
   stack: HopStack;
-  /** Calls made; the first one (connection and memory warm-up) is not in the medians. */
+  /** Calls made; the first one (connection and memory warm-up) is not in the summaries. */
   calls: number;
-  medianSeconds: number;
+  seconds: Summary;
   firstSeconds: number;
-  /** Median CPU of the sending process per call (user + system), ms. */
-  senderCpuMs: number;
-  /** Median CPU of the receiving process per call, user and system, ms. */
-  receiverUserMs: number;
-  receiverSystemMs: number;
+  /** CPU of the sending process per call (user + system), ms. */
+  senderCpuMs: Summary;
+  /** CPU of the receiving process per call, user and system, ms. */
+  receiverUserMs: Summary;
+  receiverSystemMs: Summary;
 }
 
 export type HopStack = "grpc-js" | "node:http2";
@@ -45,9 +46,13 @@ interface HopReply {
 /** Uploads one payload, resolves with the receiver's reply. */
 type Upload = (payload: Buffer) => Promise<HopReply>;
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
+/** Timed calls by default, after the warm-up call. */
+export const DEFAULT_HOP_REPEAT = 10;
+
+const summary = (xs: number[]): Summary => {
+  const s = summarize(xs);
+  if (s === undefined) throw new Error("hop: no samples");
+  return s;
 };
 
 async function runHopCase(
@@ -95,10 +100,10 @@ async function runHopCase(
       stack,
       calls,
       firstSeconds: times[0]!,
-      medianSeconds: median(warm(times)),
-      senderCpuMs: median(warm(senderCpu)),
-      receiverUserMs: median(warm(receiverUser)),
-      receiverSystemMs: median(warm(receiverSystem)),
+      seconds: summary(warm(times)),
+      senderCpuMs: summary(warm(senderCpu)),
+      receiverUserMs: summary(warm(receiverUser)),
+      receiverSystemMs: summary(warm(receiverSystem)),
     };
   } finally {
     close?.();
@@ -149,7 +154,14 @@ function nodeHttp2Uploader(port: number, ca: Buffer | undefined): { upload: Uplo
   };
 }
 
-export async function runHop(creds: Credentials, workDir: string, payloadMB: number, calls = 6): Promise<HopResult[]> {
+/** `times` timed uploads per security setting, after one warm-up upload. */
+export async function runHop(
+  creds: Credentials,
+  workDir: string,
+  payloadMB: number,
+  times: number,
+): Promise<HopResult[]> {
+  const calls = times + 1;
   const results: HopResult[] = [];
   for (const security of ["tls", "plaintext"] as const) {
     for (const stack of ["grpc-js", "node:http2"] as const) {
