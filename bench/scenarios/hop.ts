@@ -34,7 +34,7 @@ export interface HopResult {
   receiverSystemMs: Summary;
 }
 
-export type HopStack = "grpc-js" | "node:http2";
+type HopStack = "grpc-js" | "node:http2";
 
 /** What one upload reports: the receiver's byte count and CPU since its previous call. */
 interface HopReply {
