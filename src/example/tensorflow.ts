@@ -82,6 +82,16 @@ export function useFastestBackend(): Promise<LoadedTensorFlow> {
   return switching;
 }
 
+/**
+ * Pins TensorFlow.js to the backend `loadTensorFlow` chose (tfjs-node or cpu): later
+ * `useFastestBackend` calls keep it instead of moving to wasm. For comparing backends (bench).
+ */
+export function keepCurrentBackend(): LoadedTensorFlow {
+  const current = loadTensorFlow();
+  switching ??= Promise.resolve(current);
+  return current;
+}
+
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: string): TensorInfo;
   typedArrayFromHeap(info: TensorInfo): Float32Array;
