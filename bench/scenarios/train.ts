@@ -19,10 +19,13 @@ export type TrainBackend = (typeof TRAIN_BACKENDS)[number];
 /** Fits (rounds) per backend by default, after the warm-up fit. */
 export const DEFAULT_TRAIN_REPEAT = 10;
 /**
- * Largest difference in test accuracy (any round) from the cpu backend for a backend to count
- * as "the same accuracy": float32 sums in another order drift by a few images of 200 over rounds.
+ * A backend has "the same accuracy" when its test accuracy after each of the first
+ * ACCURACY_ROUNDS rounds (the demo's 3) is within SAME_ACCURACY of the cpu backend's. Later
+ * rounds are shown but not compared: float32 sums in another order change the weights by ~1e-6
+ * per step, and training amplifies that (test accuracy drifted by up to 0.075 after 5-10 rounds).
  */
-const SAME_ACCURACY = 0.03;
+const ACCURACY_ROUNDS = 3;
+const SAME_ACCURACY = 0.02;
 
 export interface TrainBackendResult {
   backend: TrainBackend;
@@ -32,8 +35,10 @@ export interface TrainBackendResult {
   fitSeconds?: Summary;
   fitCpuSeconds?: Summary;
   evaluateSeconds?: Summary;
-  /** Largest |test accuracy - cpu's| over the rounds both ran; undefined without a cpu run. */
+  /** Largest |test accuracy - cpu's| over the first ACCURACY_ROUNDS rounds; undefined without a cpu run. */
   maxAccuracyDiffFromCpu?: number;
+  /** |test accuracy - cpu's| after the last round both ran (not compared: see ACCURACY_ROUNDS). */
+  lastRoundAccuracyDiffFromCpu?: number;
 }
 
 async function runBackend(workDir: string, backend: TrainBackend, fits: number): Promise<TrainBackendResult> {
@@ -79,7 +84,10 @@ export async function runTrain(
       const other = cpu.rounds[i];
       return other === undefined ? [] : [Math.abs(round.testAccuracy - other.testAccuracy)];
     });
-    if (diffs.length > 0) r.maxAccuracyDiffFromCpu = Math.max(...diffs);
+    if (diffs.length > 0) {
+      r.maxAccuracyDiffFromCpu = Math.max(...diffs.slice(0, ACCURACY_ROUNDS));
+      r.lastRoundAccuracyDiffFromCpu = diffs[diffs.length - 1]!;
+    }
   }
   // The goal is about the backend the example would use: the fastest that trains alike.
   const alike = results.filter((r) => r.fitSeconds !== undefined && (r.maxAccuracyDiffFromCpu ?? 0) <= SAME_ACCURACY);
@@ -89,7 +97,9 @@ export async function runTrain(
       "example-fit-seconds",
       fastest.rounds.map((r) => r.fitSeconds),
       `train, ${fastest.backend} backend`,
-      "one fit per round, after a warm-up fit",
+      fastest.maxAccuracyDiffFromCpu === undefined && fastest.backend !== "cpu"
+        ? "one fit per round after a warm-up; accuracy not compared (cpu not run)"
+        : "one fit per round, after a warm-up fit",
     );
   }
   return results;
