@@ -63,6 +63,11 @@ function fleetRpcCounts(metrics: Map<string, number>): Map<string, number> {
   return counts;
 }
 
+/** Nodes of worker `w` when `nodes` are spread evenly over `workers`. */
+function workerShare(nodes: number, workers: number, w: number): number {
+  return Math.floor(nodes / workers) + (w < nodes % workers ? 1 : 0);
+}
+
 export async function runIdle(creds: Credentials, workDir: string, opts: IdleOptions): Promise<IdleResult> {
   if (opts.nodes > creds.numNodes) throw new Error(`idle: ${opts.nodes} nodes but only ${creds.numNodes} key pairs`);
   const dir = join(workDir, `idle-${opts.nodes}`);
@@ -75,11 +80,11 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     const idleMem = memoryInfo(superlink.child.pid);
 
     const workerScript = join(__dirname, "..", "idle-worker.js");
-    const linkCpuBeforeRegistration = cpuSeconds(superlink.child.pid);
-    const startedAt = Date.now();
     const workers: Child[] = [];
-    for (let first = 1, w = 0; first <= opts.nodes; first += NODES_PER_WORKER, w++) {
-      const count = Math.min(NODES_PER_WORKER, opts.nodes - first + 1);
+    // Nodes spread evenly over the workers (300 nodes: 150 + 150, not 250 + 50).
+    const workerCount = Math.ceil(opts.nodes / NODES_PER_WORKER);
+    for (let first = 1, w = 0; w < workerCount; first += workerShare(opts.nodes, workerCount, w), w++) {
+      const count = workerShare(opts.nodes, workerCount, w);
       workers.push(
         startNodeScript(`idle-worker-${w}`, workerScript, {
           logDir: dir,
@@ -94,12 +99,22 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
             String(first),
             "--count",
             String(count),
+            "--start-on-signal",
           ],
         }),
       );
     }
     children.push(...workers);
+    // Registration is timed from one signal to all workers once each has started and parsed its
+    // keys: process start-up and key files are not registration.
+    await Promise.race([
+      Promise.all(workers.map((w) => w.waitForLog(`${w.name} loaded`, (r) => r["event"] === "idle-worker.loaded"))),
+      failOnExit(children),
+    ]);
     say(`idle: registering ${opts.nodes} SuperNodes in ${workers.length} worker process(es)`);
+    const linkCpuBeforeRegistration = cpuSeconds(superlink.child.pid);
+    const startedAt = Date.now();
+    for (const w of workers) w.proc.kill("SIGUSR2");
     await Promise.race([
       Promise.all(
         workers.map((w) => w.waitForLog(`${w.name} ready`, (r) => r["event"] === "idle-worker.ready", 600_000)),
