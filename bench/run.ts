@@ -270,7 +270,11 @@ function idleTable(r: IdleResult): string {
       "registrations per second",
       `${f(r.registrationsPerSecond, 0)}/s (goal >= ${GOAL_REGISTRATIONS_PER_SECOND}${r.registrationsPerSecond >= GOAL_REGISTRATIONS_PER_SECOND ? ", met" : ", NOT met"})`,
     ],
-    ["SuperLink CPU per registration", `${f(r.superlinkCpuMsPerRegistration, 1)} ms`],
+    [
+      "SuperLink CPU per registration",
+      `${f(r.superlinkCpuMsPerRegistration, 1)} ms (one core's ceiling ${f(1000 / r.superlinkCpuMsPerRegistration, 0)}/s)`,
+    ],
+    ["SuperNodes' CPU per registration (workers)", `${f(r.workersCpuMsPerRegistration, 1)} ms`],
     ["window", `${f(r.windowSeconds, 1)} s`],
     ["SuperLink CPU", `${f(r.superlinkCpuPercent, 1)} % of one core`],
     ["SuperLink RSS idle, no nodes", `${f(r.superlinkRssIdleMiB, 0)} MiB`],

@@ -37,8 +37,10 @@ export interface IdleResult {
   registerSeconds: number;
   /** nodes / registerSeconds (worker start-up included, so a lower bound). */
   registrationsPerSecond: number;
-  /** SuperLink CPU from the first worker spawned to every node registered, per node. */
+  /** SuperLink CPU from the start signal to every node registered, per node. */
   superlinkCpuMsPerRegistration: number;
+  /** The worker processes' CPU over the same span, per node: the SuperNodes' side of a registration. */
+  workersCpuMsPerRegistration: number;
   /** SuperLink CPU over the window, % of one core. */
   superlinkCpuPercent: number;
   superlinkRssIdleMiB: number;
@@ -113,6 +115,7 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     ]);
     say(`idle: registering ${opts.nodes} SuperNodes in ${workers.length} worker process(es)`);
     const linkCpuBeforeRegistration = cpuSeconds(superlink.child.pid);
+    const workersCpuBeforeRegistration = workers.reduce((sum, w) => sum + cpuSeconds(w.pid), 0);
     const startedAt = Date.now();
     for (const w of workers) w.proc.kill("SIGUSR2");
     await Promise.race([
@@ -123,6 +126,8 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     ]);
     const registerSeconds = (Date.now() - startedAt) / 1000;
     const registrationCpuSeconds = cpuSeconds(superlink.child.pid) - linkCpuBeforeRegistration;
+    const workersRegistrationCpuSeconds =
+      workers.reduce((sum, w) => sum + cpuSeconds(w.pid), 0) - workersCpuBeforeRegistration;
     say(
       `idle: ${opts.nodes} SuperNodes registered in ${registerSeconds.toFixed(1)} s; measuring for ${opts.windowSeconds} s`,
     );
@@ -152,6 +157,7 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
       registerSeconds,
       registrationsPerSecond: opts.nodes / registerSeconds,
       superlinkCpuMsPerRegistration: (1000 * registrationCpuSeconds) / opts.nodes,
+      workersCpuMsPerRegistration: (1000 * workersRegistrationCpuSeconds) / opts.nodes,
       superlinkCpuPercent: (100 * linkCpu) / elapsed,
       superlinkRssIdleMiB: idleMem.rssMiB,
       superlinkRssMiB: mem.rssMiB,
