@@ -8,6 +8,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Credentials, scrapeMetrics, startSuperLinkChild } from "../lib/deployment";
+import { recordGoal } from "../lib/goals";
 import {
   type Child,
   cpuSeconds,
@@ -18,11 +19,13 @@ import {
   startNodeScript,
   stopChildren,
 } from "../lib/processes";
+import { type Repeated, type Summary, numericFields, summarize, summarizeRuns } from "../lib/stats";
 
 /** Nodes per worker process: keeps each worker's event loop far from saturation. */
 const NODES_PER_WORKER = 250;
 /** Wait after the last registration before measuring, so start-up work is not counted. */
 const SETTLE_MS = 5_000;
+const SAMPLE_MS = 1_000;
 
 export interface IdleOptions {
   nodes: number;
@@ -33,14 +36,16 @@ export interface IdleResult {
   nodes: number;
   windowSeconds: number;
   workers: number;
-  /** From the first worker spawned to every node registered. */
+  /** From the start signal (every worker started, its keys parsed) to every node registered. */
   registerSeconds: number;
-  /** nodes / registerSeconds (worker start-up included, so a lower bound). */
+  /** nodes / registerSeconds: SuperLink and SuperNodes sharing this machine's cores. */
   registrationsPerSecond: number;
   /** SuperLink CPU from the start signal to every node registered, per node. */
   superlinkCpuMsPerRegistration: number;
   /** The worker processes' CPU over the same span, per node: the SuperNodes' side of a registration. */
   workersCpuMsPerRegistration: number;
+  /** 1000 / superlinkCpuMsPerRegistration: registrations/s one core could take on the SuperLink side. */
+  superlinkRegistrationCeilingPerSecond: number;
   /** SuperLink CPU over the window, % of one core. */
   superlinkCpuPercent: number;
   superlinkRssIdleMiB: number;
@@ -52,6 +57,71 @@ export interface IdleResult {
   rpcPerSecond: Record<string, number>;
   /** CPU of all worker processes together over the window, % of one core (the nodes' own cost). */
   workersCpuPercent: number;
+  /** SuperLink CPU over each 1 s of the window, % of one core. */
+  superlinkCpuPercentPerSecond: number[];
+  /** SuperLink RSS at the end of each 1 s of the window, MiB. */
+  superlinkRssMiBPerSecond: number[];
+}
+
+/** Runs by default: 1 (the window's 1 s samples give the medians of CPU and RSS). */
+export const DEFAULT_IDLE_REPEAT = 1;
+/** Nodes from which idle reports to the 10,000-idle-nodes goals. */
+const IDLE_GOAL_NODES = 10_000;
+/** Fewer nodes register in too short a time for a rate worth reporting. */
+const REGISTRATION_GOAL_NODES = 300;
+
+/** The figures the table summarizes over runs; CPU and RSS over every 1 s sample of every run. */
+export function summarizeIdle(runs: readonly IdleResult[]): Record<string, Summary> {
+  const summary = summarizeRuns(runs.map(numericFields));
+  const cpu = summarize(runs.flatMap((r) => r.superlinkCpuPercentPerSecond));
+  const rss = summarize(runs.flatMap((r) => r.superlinkRssMiBPerSecond));
+  if (cpu !== undefined) summary["superlinkCpuPercentPerSecond"] = cpu;
+  if (rss !== undefined) summary["superlinkRssMiBPerSecond"] = rss;
+  return summary;
+}
+
+export async function runIdleRepeated(
+  creds: Credentials,
+  workDir: string,
+  opts: IdleOptions,
+  times: number,
+): Promise<Repeated<IdleResult>> {
+  const runs: IdleResult[] = [];
+  for (let i = 0; i < times; i++) {
+    if (i > 0) say(`idle: run ${i + 1} of ${times}`);
+    runs.push(await runIdle(creds, workDir, opts, i + 1));
+  }
+  const source = `idle ${opts.nodes} nodes`;
+  const note = `1 s samples within ${runs.length} run(s)`;
+  if (opts.nodes >= REGISTRATION_GOAL_NODES) {
+    recordGoal(
+      "registrations-per-second",
+      runs.map((r) => r.registrationsPerSecond),
+      `${source}, end to end (SuperLink and SuperNodes on this machine's cores)`,
+      "one rate per run",
+    );
+    recordGoal(
+      "registrations-per-second",
+      runs.map((r) => r.superlinkRegistrationCeilingPerSecond),
+      `${source}, SuperLink side: 1000 / its CPU ms per registration (one core)`,
+      "one value per run",
+    );
+  }
+  if (opts.nodes >= IDLE_GOAL_NODES) {
+    recordGoal(
+      "idle-10000-superlink-cores",
+      runs.flatMap((r) => r.superlinkCpuPercentPerSecond.map((p) => p / 100)),
+      source,
+      note,
+    );
+    recordGoal(
+      "idle-10000-superlink-rss-mib",
+      runs.flatMap((r) => r.superlinkRssMiBPerSecond),
+      source,
+      note,
+    );
+  }
+  return { runs, summary: summarizeIdle(runs) };
 }
 
 function fleetRpcCounts(metrics: Map<string, number>): Map<string, number> {
@@ -70,9 +140,10 @@ function workerShare(nodes: number, workers: number, w: number): number {
   return Math.floor(nodes / workers) + (w < nodes % workers ? 1 : 0);
 }
 
-export async function runIdle(creds: Credentials, workDir: string, opts: IdleOptions): Promise<IdleResult> {
+/** One run (fresh SuperLink and nodes); `run` (1, 2, ...) names its log directory. */
+export async function runIdle(creds: Credentials, workDir: string, opts: IdleOptions, run = 1): Promise<IdleResult> {
   if (opts.nodes > creds.numNodes) throw new Error(`idle: ${opts.nodes} nodes but only ${creds.numNodes} key pairs`);
-  const dir = join(workDir, `idle-${opts.nodes}`);
+  const dir = join(workDir, `idle-${opts.nodes}-run${run}`);
   mkdirSync(dir, { recursive: true });
   const children: Child[] = [];
   try {
@@ -137,7 +208,21 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     const workerCpu0 = workers.reduce((s, w) => s + cpuSeconds(w.pid), 0);
     const rpc0 = fleetRpcCounts(await scrapeMetrics(superlink.metricsAddress));
     const t0 = Date.now();
-    await Promise.race([sleep(opts.windowSeconds * 1000), failOnExit(children)]);
+    // CPU and RSS every second of the window: >= 10 samples from one run for the medians.
+    const failed = failOnExit(children);
+    const cpuSamples: number[] = [];
+    const rssSamples: number[] = [];
+    let lastCpu = linkCpu0;
+    let lastAt = t0;
+    while (Date.now() - t0 < opts.windowSeconds * 1000 - 50) {
+      await Promise.race([sleep(Math.min(SAMPLE_MS, opts.windowSeconds * 1000 - (Date.now() - t0))), failed]);
+      const at = Date.now();
+      const cpu = cpuSeconds(superlink.child.pid);
+      cpuSamples.push((100 * (cpu - lastCpu)) / ((at - lastAt) / 1000));
+      rssSamples.push(memoryInfo(superlink.child.pid).rssMiB);
+      lastCpu = cpu;
+      lastAt = at;
+    }
     const elapsed = (Date.now() - t0) / 1000;
     const linkCpu = cpuSeconds(superlink.child.pid) - linkCpu0;
     const workerCpu = workers.reduce((s, w) => s + cpuSeconds(w.pid), 0) - workerCpu0;
@@ -158,6 +243,7 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
       registrationsPerSecond: opts.nodes / registerSeconds,
       superlinkCpuMsPerRegistration: (1000 * registrationCpuSeconds) / opts.nodes,
       workersCpuMsPerRegistration: (1000 * workersRegistrationCpuSeconds) / opts.nodes,
+      superlinkRegistrationCeilingPerSecond: opts.nodes / Math.max(registrationCpuSeconds, 1e-3),
       superlinkCpuPercent: (100 * linkCpu) / elapsed,
       superlinkRssIdleMiB: idleMem.rssMiB,
       superlinkRssMiB: mem.rssMiB,
@@ -165,6 +251,8 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
       onlineNodes: metrics.get("flwr_superlink_online_nodes") ?? 0,
       rpcPerSecond,
       workersCpuPercent: (100 * workerCpu) / elapsed,
+      superlinkCpuPercentPerSecond: cpuSamples,
+      superlinkRssMiBPerSecond: rssSamples,
     };
   } finally {
     await stopChildren(children.slice(1), 20_000);
