@@ -315,6 +315,8 @@ function idleTable(r: Repeated<IdleResult>): string {
     ["registration of all nodes, s", m(s, "registerSeconds", 1)],
     ["registrations per second", m(s, "registrationsPerSecond", 0)],
     ["SuperLink CPU per registration, ms", m(s, "superlinkCpuMsPerRegistration", 1)],
+    ["one core's ceiling, 1000 / SuperLink ms per registration, /s", m(s, "superlinkRegistrationCeilingPerSecond", 0)],
+    ["SuperNodes' CPU per registration (workers), ms", m(s, "workersCpuMsPerRegistration", 1)],
     ["window, s", m(s, "windowSeconds", 1)],
     ["SuperLink CPU, % of one core (whole window)", m(s, "superlinkCpuPercent", 1)],
     [`SuperLink CPU, % of one core (${cpuSamples} 1 s samples)`, m(s, "superlinkCpuPercentPerSecond", 1)],
