@@ -5,7 +5,11 @@
  * SIGINT: every node sends DeleteNode and closes, then the process exits.
  *
  * Usage: node idle-worker.js --superlink HOST:PORT --ca FILE --keys-dir DIR --first I --count N
- * (nodes use keys DIR/client_credentials_I .. I+N-1).
+ * [--start-on-signal] (nodes use keys DIR/client_credentials_I .. I+N-1).
+ *
+ * The key files are read and parsed first (`idle-worker.loaded`), so registration times cover
+ * registration alone; with --start-on-signal the worker then waits for SIGUSR2, which lets the
+ * bench start every worker's registrations at once, after every process has started.
  */
 import { loadKeyPairFiles } from "../src/auth/keys";
 import { readFileSync } from "node:fs";
@@ -15,7 +19,10 @@ import { createLogger } from "../src/core/logger";
 import { type SuperNodeHandle, startSuperNode } from "../src/supernode/supernode";
 import { enableGrpcExtensions } from "../src/transport/grpc-extensions";
 
-/** Registrations in flight at once: enough to be quick, few enough not to time out TLS handshakes. */
+/**
+ * Registrations in flight at once per worker, as a pool (a new one starts as soon as one is
+ * done): enough to keep the SuperLink busy, few enough not to time out TLS handshakes.
+ */
 const REGISTER_CONCURRENCY = 20;
 const CLOSE_GRACE_MS = 2_000;
 
@@ -47,30 +54,40 @@ async function main(args: string[]): Promise<number> {
   });
 
   enableGrpcExtensions();
+  const keyPairs = Array.from({ length: count }, (_, k) => {
+    const i = first + k;
+    return {
+      i,
+      keys: loadKeyPairFiles(join(keysDir, `client_credentials_${i}`), join(keysDir, `client_credentials_${i}.pub`)),
+    };
+  });
+  // Listening before "loaded" is logged: the bench signals as soon as it reads that line.
+  const signalled = args.includes("--start-on-signal")
+    ? new Promise<boolean>((resolve) => process.once("SIGUSR2", () => resolve(true)))
+    : undefined;
+  logger.info({ event: "idle-worker.loaded", nodes: count }, `${count} key pairs loaded`);
+  if (signalled !== undefined) {
+    // A signal listener alone does not keep the process alive.
+    const keepAlive = setInterval(() => undefined, 60_000);
+    const go = await Promise.race([signalled, stopped.then(() => false)]);
+    clearInterval(keepAlive);
+    if (!go) return 0;
+  }
   const started = Date.now();
-  const indices = Array.from({ length: count }, (_, k) => first + k);
   try {
-    for (let k = 0; k < indices.length; k += REGISTER_CONCURRENCY) {
-      const batch = indices.slice(k, k + REGISTER_CONCURRENCY);
-      const made = await Promise.all(
-        batch.map((i) =>
-          startSuperNode(
-            {
-              superlink,
-              rootCertificates,
-              auth: loadKeyPairFiles(
-                join(keysDir, `client_credentials_${i}`),
-                join(keysDir, `client_credentials_${i}.pub`),
-              ),
-              app,
-              nodeConfig: { "partition-id": BigInt(i - 1) },
-            },
+    let next = 0;
+    const startNext = async (): Promise<void> => {
+      while (next < keyPairs.length && stopping === undefined) {
+        const { i, keys } = keyPairs[next++]!;
+        handles.push(
+          await startSuperNode(
+            { superlink, rootCertificates, auth: keys, app, nodeConfig: { "partition-id": BigInt(i - 1) } },
             { logger: nodeLogger.child({ node: i }) },
           ),
-        ),
-      );
-      handles.push(...made);
-    }
+        );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(REGISTER_CONCURRENCY, count) }, startNext));
   } catch (err) {
     logger.error({ err }, "idle-worker: a SuperNode failed to start");
     await stop();

@@ -17,9 +17,16 @@ import { DEFAULT_FEDAVG_REPEAT, type FedAvgCase, type FedAvgCaseResult, runFedAv
 import { DEFAULT_HOP_REPEAT, type HopResult, runHop } from "./scenarios/hop";
 import { DEFAULT_IDLE_REPEAT, type IdleResult, runIdleRepeated } from "./scenarios/idle";
 import { type RelayCase, type RelayCaseResult, defaultRelayRepeat, runRelay } from "./scenarios/relay";
+import {
+  DEFAULT_TRAIN_REPEAT,
+  TRAIN_BACKENDS,
+  type TrainBackend,
+  type TrainBackendResult,
+  runTrain,
+} from "./scenarios/train";
 import { DEFAULT_ROUNDS_REPEAT, type RoundsResult, runRoundsRepeated } from "./scenarios/rounds";
 
-const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop"] as const;
+const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop", "train"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Options {
@@ -31,6 +38,7 @@ interface Options {
   idleNodes: number;
   idleSeconds: number;
   hopMB: number;
+  trainBackends: TrainBackend[];
   /** Runs of every case (--repeat); undefined = each scenario's default. */
   repeat?: number;
   keep: boolean;
@@ -41,8 +49,8 @@ interface Options {
   profileDir?: string;
 }
 
-const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [options]
-  (no scenario = all five)
+const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [train] [options]
+  (no scenario = all six)
   --rounds N           FedAvg rounds in "rounds" (default 3)
   --relay-cases LIST   payload MB x nodes for "relay", TLS + auth unless ":tls" (TLS, no
                        node auth) or ":plain" (plaintext, no auth) follows
@@ -53,10 +61,13 @@ const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [o
   --nodes N            idle SuperNodes in "idle" (default 100; e.g. 1000)
   --idle-seconds S     measuring window of "idle" (default 30)
   --hop-mb N           payload of "hop", one gRPC upload between two processes (default 100)
+  --train-backends L   TensorFlow.js backends of "train", the example's default fit
+                       (default cpu,wasm,tfjs-node; one not installed is listed as such)
   --repeat N           runs of every case (fresh daemons each); tables print median [min-max]
                        and n. Defaults: rounds 10; relay 10 for 100x2 (TLS + auth), 3 when
                        MB x nodes >= 1000, else 5; fedavg 1; idle 1 (CPU and RSS medians over
-                       the window's 1 s samples); hop 10 calls after a warm-up
+                       the window's 1 s samples); hop 10 calls after a warm-up; train 10
+                       fits per backend after a warm-up fit
   --output FILE        where the JSON results go (default bench/results/latest.json)
   --credentials-script FILE  make certificates and keys with FILE instead of scripts/generate.sh
                        (same arguments; e.g. an older version, to compare)
@@ -86,6 +97,7 @@ function parseArgs(args: string[]): Options {
     idleNodes: 100,
     idleSeconds: 30,
     hopMB: 100,
+    trainBackends: [...TRAIN_BACKENDS],
     keep: false,
     output: join(REPO_ROOT, "bench", "results", "latest.json"),
   };
@@ -101,6 +113,14 @@ function parseArgs(args: string[]): Options {
         break;
       case "--idle-seconds":
         opts.idleSeconds = positiveInt(arg, next());
+        break;
+      case "--train-backends":
+        opts.trainBackends = (next() ?? "").split(",").map((name) => {
+          const backend = TRAIN_BACKENDS.find((b) => b === name.trim());
+          if (backend === undefined)
+            throw new Error(`--train-backends: "${name}" is not one of ${TRAIN_BACKENDS.join(", ")}`);
+          return backend;
+        });
         break;
       case "--repeat":
         opts.repeat = positiveInt(arg, next());
@@ -295,6 +315,8 @@ function idleTable(r: Repeated<IdleResult>): string {
     ["registration of all nodes, s", m(s, "registerSeconds", 1)],
     ["registrations per second", m(s, "registrationsPerSecond", 0)],
     ["SuperLink CPU per registration, ms", m(s, "superlinkCpuMsPerRegistration", 1)],
+    ["one core's ceiling, 1000 / SuperLink ms per registration, /s", m(s, "superlinkRegistrationCeilingPerSecond", 0)],
+    ["SuperNodes' CPU per registration (workers), ms", m(s, "workersCpuMsPerRegistration", 1)],
     ["window, s", m(s, "windowSeconds", 1)],
     ["SuperLink CPU, % of one core (whole window)", m(s, "superlinkCpuPercent", 1)],
     [`SuperLink CPU, % of one core (${cpuSamples} 1 s samples)`, m(s, "superlinkCpuPercentPerSecond", 1)],
@@ -313,7 +335,7 @@ function idleTable(r: Repeated<IdleResult>): string {
 function hopTable(results: HopResult[]): string {
   const rows = results.map((r) => [
     `${r.payloadMB} MB`,
-    r.security,
+    r.stack === "node:http2" ? `${r.security}, node:http2 only` : r.security,
     String(r.seconds.n),
     formatSummary(r.seconds, 3),
     f(r.firstSeconds, 3),
@@ -325,6 +347,47 @@ function hopTable(results: HopResult[]): string {
     "hop: one unary gRPC upload between two processes, no protobuf; medians [min-max] of n calls after a warm-up call\n" +
     table(
       ["payload", "security", "n", "seconds", "first s", "sender CPU ms", "receiver user ms", "receiver sys ms"],
+      rows,
+    )
+  );
+}
+
+function trainTable(results: TrainBackendResult[]): string {
+  const rounds = Math.max(0, ...results.map((r) => r.rounds.length));
+  const shown = [1, 3, rounds].filter((x, i, all) => x <= rounds && all.indexOf(x) === i);
+  const rows = results.map((r) =>
+    r.unavailable !== undefined
+      ? [r.backend, "0", `not available: ${r.unavailable}`]
+      : [
+          r.backend,
+          String(r.fitSeconds?.n ?? 0),
+          formatSummary(r.fitSeconds),
+          formatSummary(r.fitCpuSeconds),
+          f(r.warmupFitSeconds),
+          formatSummary(r.evaluateSeconds, 3),
+          ...shown.map((k) => {
+            const round = r.rounds[k - 1];
+            return round === undefined ? "-" : `${f(round.trainAccuracy, 3)} / ${f(round.testAccuracy, 3)}`;
+          }),
+          f(r.maxAccuracyDiffFromCpu, 3),
+          f(r.lastRoundAccuracyDiffFromCpu, 3),
+        ],
+  );
+  return (
+    "train: the example's default fit (400 images, 1 epoch, batch 16) and evaluation (200 images) per backend; " +
+    "medians [min-max] of n fits after a warm-up fit, rounds in a row from the same seeds\n" +
+    table(
+      [
+        "backend",
+        "n",
+        "fit s",
+        "fit CPU s",
+        "warm-up fit s",
+        "evaluate s",
+        ...shown.map((k) => `round ${k} train / test acc`),
+        "max |test acc - cpu| rounds 1-3",
+        "last round |test acc - cpu|",
+      ],
       rows,
     )
   );
@@ -407,6 +470,10 @@ async function main(args: string[]): Promise<number> {
           const r = await runIdleRepeated(creds, workDir, idleOpts, opts.repeat ?? DEFAULT_IDLE_REPEAT);
           results["idle"] = r;
           texts.push(idleTable(r));
+        } else if (scenario === "train") {
+          const r = await runTrain(workDir, opts.trainBackends, opts.repeat ?? DEFAULT_TRAIN_REPEAT);
+          results["train"] = r;
+          texts.push(trainTable(r));
         } else {
           const r = await runHop(creds, workDir, opts.hopMB, opts.repeat ?? DEFAULT_HOP_REPEAT);
           results["hop"] = r;

@@ -4,9 +4,12 @@
  * plaintext, several times. No protobuf, no state, no auth: what one process-to-process
  * transfer costs on this machine, and how much CPU each end spends on it. A relay of 100 MB to
  * 2 nodes and back makes 8 such transfers through the SuperLink (4 in, 4 out).
+ * Each case also runs on bare node:http2 (one POST, no grpc-js, none of our code): the floor
+ * that Node's own HTTP/2 and TLS put under our stack.
  */
 import * as grpc from "@grpc/grpc-js";
 import { readFileSync } from "node:fs";
+import * as http2 from "node:http2";
 import { join } from "node:path";
 import { createClient } from "../../src/transport/channel";
 import { enableGrpcExtensions } from "../../src/transport/grpc-extensions";
@@ -18,6 +21,8 @@ import { type Summary, summarize } from "../lib/stats";
 export interface HopResult {
   payloadMB: number;
   security: "tls" | "plaintext";
+  /** "grpc-js": our stack, as the daemons run it; "node:http2": bare Node HTTP/2, no gRPC. */
+  stack: HopStack;
   /** Calls made; the first one (connection and memory warm-up) is not in the summaries. */
   calls: number;
   seconds: Summary;
@@ -28,6 +33,18 @@ export interface HopResult {
   receiverUserMs: Summary;
   receiverSystemMs: Summary;
 }
+
+type HopStack = "grpc-js" | "node:http2";
+
+/** What one upload reports: the receiver's byte count and CPU since its previous call. */
+interface HopReply {
+  bytes: number;
+  userMs: number;
+  systemMs: number;
+}
+
+/** Uploads one payload, resolves with the receiver's reply. */
+type Upload = (payload: Buffer) => Promise<HopReply>;
 
 /** Timed calls by default, after the warm-up call. */
 export const DEFAULT_HOP_REPEAT = 10;
@@ -43,20 +60,23 @@ async function runHopCase(
   workDir: string,
   payloadMB: number,
   security: HopResult["security"],
+  stack: HopStack,
   calls: number,
 ): Promise<HopResult> {
   const script = join(__dirname, "..", "hop-server.js");
-  const args = security === "tls" ? ["--tls", creds.caCert, creds.serverCert, creds.serverKey] : [];
-  const server: Child = startNodeScript(`hop-server-${security}`, script, { args, logDir: workDir });
-  const client = grpc.makeGenericClientConstructor({ upload: HOP_METHOD }, "Hop");
-  let stub: grpc.Client | undefined;
+  const args = [
+    ...(stack === "node:http2" ? ["--node-http2"] : []),
+    ...(security === "tls" ? ["--tls", creds.caCert, creds.serverCert, creds.serverKey] : []),
+  ];
+  const name = `hop-server-${security}${stack === "node:http2" ? "-node-http2" : ""}`;
+  const server: Child = startNodeScript(name, script, { args, logDir: workDir });
+  let close: (() => void) | undefined;
   try {
     const ready = await server.waitForLog("hop server ready", (r) => r["event"] === "hop-server.ready");
-    const credentials =
-      security === "tls" ? grpc.credentials.createSsl(readFileSync(creds.caCert)) : grpc.credentials.createInsecure();
-    // Both ends extended, as the daemons are.
-    enableGrpcExtensions();
-    stub = createClient(client, `localhost:${String(ready["port"])}`, credentials);
+    const port = Number(ready["port"]);
+    const ca = security === "tls" ? readFileSync(creds.caCert) : undefined;
+    const client = stack === "grpc-js" ? grpcUploader(port, ca) : nodeHttp2Uploader(port, ca);
+    close = client.close;
     const payload = Buffer.alloc(payloadMB * 1_000_000, 1);
     const times: number[] = [];
     const senderCpu: number[] = [];
@@ -65,16 +85,10 @@ async function runHopCase(
     for (let i = 0; i < calls; i++) {
       const cpuBefore = process.cpuUsage();
       const started = performance.now();
-      const reply = await new Promise<Buffer>((resolve, reject) => {
-        (stub as unknown as { upload: (b: Buffer, cb: (e: Error | null, r: Buffer) => void) => void }).upload(
-          payload,
-          (err, r) => (err ? reject(err) : resolve(r)),
-        );
-      });
+      const r = await client.upload(payload);
       times.push((performance.now() - started) / 1000);
       const cpu = process.cpuUsage(cpuBefore);
       senderCpu.push((cpu.user + cpu.system) / 1000);
-      const r = JSON.parse(reply.toString("utf8")) as { bytes: number; userMs: number; systemMs: number };
       if (r.bytes !== payload.length) throw new Error(`hop: the server got ${r.bytes} bytes, sent ${payload.length}`);
       receiverUser.push(r.userMs);
       receiverSystem.push(r.systemMs);
@@ -83,6 +97,7 @@ async function runHopCase(
     return {
       payloadMB,
       security,
+      stack,
       calls,
       firstSeconds: times[0]!,
       seconds: summary(warm(times)),
@@ -91,9 +106,52 @@ async function runHopCase(
       receiverSystemMs: summary(warm(receiverSystem)),
     };
   } finally {
-    stub?.close();
+    close?.();
     await stopChildren([server]);
   }
+}
+
+/** Our client, as the daemons run it (extensions on: the payload is sent without a copy). */
+function grpcUploader(port: number, ca: Buffer | undefined): { upload: Upload; close: () => void } {
+  const credentials = ca !== undefined ? grpc.credentials.createSsl(ca) : grpc.credentials.createInsecure();
+  // Both ends extended, as the daemons are.
+  enableGrpcExtensions();
+  const Client = grpc.makeGenericClientConstructor({ upload: HOP_METHOD }, "Hop");
+  const stub = createClient(Client, `localhost:${String(port)}`, credentials) as unknown as grpc.Client & {
+    upload: (b: Buffer, cb: (e: Error | null, r: Buffer) => void) => void;
+  };
+  return {
+    upload: (payload) =>
+      new Promise((resolve, reject) => {
+        stub.upload(payload, (err, r) => (err ? reject(err) : resolve(JSON.parse(r.toString("utf8")) as HopReply)));
+      }),
+    close: () => stub.close(),
+  };
+}
+
+/** One POST per upload over one node:http2 session. */
+function nodeHttp2Uploader(port: number, ca: Buffer | undefined): { upload: Upload; close: () => void } {
+  const session = http2.connect(`${ca !== undefined ? "https" : "http"}://localhost:${String(port)}`, {
+    ...(ca !== undefined ? { ca } : {}),
+  });
+  return {
+    upload: (payload) =>
+      new Promise((resolve, reject) => {
+        const request = session.request({ ":method": "POST", ":path": "/upload", "content-length": payload.length });
+        const parts: Buffer[] = [];
+        request.on("data", (chunk: Buffer) => parts.push(chunk));
+        request.on("end", () => {
+          try {
+            resolve(JSON.parse(Buffer.concat(parts).toString("utf8")) as HopReply);
+          } catch (err) {
+            reject(err instanceof Error ? err : new Error(String(err)));
+          }
+        });
+        request.on("error", reject);
+        request.end(payload);
+      }),
+    close: () => session.close(),
+  };
 }
 
 /** `times` timed uploads per security setting, after one warm-up upload. */
@@ -106,8 +164,10 @@ export async function runHop(
   const calls = times + 1;
   const results: HopResult[] = [];
   for (const security of ["tls", "plaintext"] as const) {
-    say(`hop ${payloadMB} MB, ${security}: ${calls} uploads`);
-    results.push(await runHopCase(creds, workDir, payloadMB, security, calls));
+    for (const stack of ["grpc-js", "node:http2"] as const) {
+      say(`hop ${payloadMB} MB, ${security}, ${stack}: ${calls} uploads`);
+      results.push(await runHopCase(creds, workDir, payloadMB, security, stack, calls));
+    }
   }
   return results;
 }

@@ -16,7 +16,7 @@ import {
   startSuperNodeChild,
   scrapeMetrics,
 } from "../lib/deployment";
-import { mibToMB, recordGoal } from "../lib/goals";
+import { type GoalId, mibToMB, recordGoal } from "../lib/goals";
 import { type Child, cpuSeconds, failOnExit, memoryInfo, say, stopChildren } from "../lib/processes";
 import { type Repeated, numericFields, repeat, summarizeRuns } from "../lib/stats";
 
@@ -194,31 +194,18 @@ export async function runRelay(
 function recordRelayGoals(r: RelayCaseResult): void {
   if (r.security !== "tls+auth" || r.payloadMB !== 100) return;
   const source = `relay ${relayCaseName(r)}`;
+  const note =
+    r.runs.length < 10 ? `${r.runs.length} runs (fewer by default for MB x nodes >= 1000; --repeat N)` : undefined;
   const samples = (pick: (x: RelayResult) => number | undefined): number[] =>
-    r.runs.map(pick).filter((x): x is number => x !== undefined);
-  if (r.nodes === 2)
-    recordGoal(
-      "relay-100x2-seconds",
-      samples((x) => x.roundTripSeconds),
-      source,
-    );
-  if (r.nodes !== 10) return;
-  recordGoal(
-    "relay-100x10-seconds",
-    samples((x) => x.roundTripSeconds),
-    source,
-  );
+    r.runs.map(pick).flatMap((x) => (x === undefined ? [] : [x]));
+  const record = (id: GoalId, pick: (x: RelayResult) => number | undefined): void =>
+    recordGoal(id, samples(pick), source, note);
   const mb = (mib: number | undefined): number | undefined => (mib === undefined ? undefined : mibToMB(mib));
-  recordGoal(
-    "serverapp-peak-rss-100x10-mb",
-    samples((x) => mb(x.serverAppPeakRssMiB)),
-    source,
-  );
-  recordGoal(
-    "superlink-peak-rss-100x10-mb",
-    samples((x) => mb(x.superlinkPeakRssMiB)),
-    source,
-  );
+  if (r.nodes === 2) record("relay-100x2-seconds", (x) => x.roundTripSeconds);
+  if (r.nodes !== 10) return;
+  record("relay-100x10-seconds", (x) => x.roundTripSeconds);
+  record("serverapp-peak-rss-100x10-mb", (x) => mb(x.serverAppPeakRssMiB));
+  record("superlink-peak-rss-100x10-mb", (x) => mb(x.superlinkPeakRssMiB));
   recordGoal(
     "broadcast-driver-bytes-per-payload",
     samples((x) => x.driverBytesPerPayload),

@@ -13,7 +13,15 @@ import { AuthenticationError, errorMessage } from "../core/errors";
 import { type FleetRequestName, type MapOrder, canonicalEncodeChunks } from "../core/wire/canonical";
 import { type EncodedChunks, joinChunks } from "../core/wire/chunked-writer";
 import { base64UrlPadded, computeAuthToken, decodeBase64UrlLikePython, deriveHmacKey } from "./crypto";
-import { assertKeyPair, canonicalizePublicPem, curveOf, loadKeyPairFiles, publicPemOf } from "./keys";
+import {
+  type EcCurve,
+  type ImportedPublicKey,
+  assertKeyPair,
+  curveOf,
+  importPublicPem,
+  loadKeyPairFiles,
+  publicPemOf,
+} from "./keys";
 
 const NO_SERVER_KEY = "SuperLink did not send its public key; is authentication enabled on the SuperLink?";
 
@@ -27,14 +35,16 @@ export class SuperNodeAuth {
   /** `public-key` header value: base64url (padded) of the canonical PEM. */
   readonly publicKeyHeader: string;
   private readonly privateKey: KeyObject;
+  private readonly curve: EcCurve;
   private hmacKey: Buffer | undefined;
   private serverPem: string | undefined;
 
   /** Throws InvalidKeyFileError if publicKeyPem is not the public half of privateKey. */
   constructor(privateKey: KeyObject, publicKeyPem?: string) {
+    this.curve = curveOf(privateKey);
     const derived = publicPemOf(privateKey);
-    if (publicKeyPem !== undefined) assertKeyPair(privateKey, publicKeyPem);
-    curveOf(privateKey);
+    // A canonical PEM equal to the derived one needs no further check (loadKeyPairFiles made it so).
+    if (publicKeyPem !== undefined && publicKeyPem !== derived) assertKeyPair(privateKey, publicKeyPem);
     this.privateKey = privateKey;
     this.publicKeyPem = derived;
     this.publicKeyHeader = base64UrlPadded(Buffer.from(derived, "latin1"));
@@ -139,21 +149,20 @@ export class SuperNodeAuth {
   /** `acceptCreateNodeMetadata` for the `public-key` value of an HTTP response header. */
   acceptServerPublicKeyHeader(text: string | undefined): void {
     if (text === undefined || text.length === 0) throw new AuthenticationError(NO_SERVER_KEY);
-    let pem: string;
+    let server: ImportedPublicKey;
     try {
-      pem = canonicalizePublicPem(decodeBase64UrlLikePython(text).toString("latin1"));
+      server = importPublicPem(decodeBase64UrlLikePython(text).toString("latin1"));
     } catch (err) {
       throw new AuthenticationError(`The SuperLink sent an invalid public key: ${errorMessage(err)}`, { cause: err });
     }
-    const ownCurve = curveOf(this.privateKey);
-    const serverCurve = curveOf(pem);
-    if (ownCurve !== serverCurve) {
+    if (this.curve !== server.curve) {
       throw new AuthenticationError(
-        `The SuperLink's key is on ${serverCurve} but this SuperNode's key is on ${ownCurve}; both must use the same curve`,
+        `The SuperLink's key is on ${server.curve} but this SuperNode's key is on ${this.curve}; both must use the same curve`,
       );
     }
-    this.hmacKey = deriveHmacKey(this.privateKey, pem);
-    this.serverPem = pem;
+    // The parsed key goes to ECDH as it is: the PEM is parsed once.
+    this.hmacKey = deriveHmacKey(this.privateKey, server.key);
+    this.serverPem = server.pem;
   }
 
   /** Forgets the shared key (e.g. before reconnecting); the next CreateNode derives it again. */

@@ -113,8 +113,8 @@ export function hkdfSha256(sharedSecret: Uint8Array): Buffer {
  * The HMAC key both sides use: the 44 ASCII bytes of base64url_padded(HKDF-SHA256(Z)), not the
  * 32 raw HKDF bytes (docs/protocol.md, "Headers and MAC"). Throws AuthenticationError if ECDH is impossible.
  */
-export function deriveHmacKey(ownPrivateKey: KeyObject, peerPublicPem: string): Buffer {
-  return Buffer.from(base64UrlPadded(hkdfSha256(ecdhSharedSecret(ownPrivateKey, peerPublicPem))), "ascii");
+export function deriveHmacKey(ownPrivateKey: KeyObject, peerPublicKey: KeyObject | string): Buffer {
+  return Buffer.from(base64UrlPadded(hkdfSha256(ecdhSharedSecret(ownPrivateKey, peerPublicKey))), "ascii");
 }
 
 /**

@@ -172,17 +172,31 @@ function canonicalPemFromPoint(curve: CurveInfo, point: Buffer): string {
   return canonicalPublicPem(key);
 }
 
-/** PEM SPKI of a public (or private) EC key, byte-identical to Python's public_key_to_bytes. */
+/**
+ * PEM SPKI of a public (or private) EC key, byte-identical to Python's public_key_to_bytes.
+ * Written from the key's (x, y) rather than re-imported through JWK: OpenSSL keeps a compressed
+ * point compressed on export, and a JWK import runs a full key check (a scalar multiplication,
+ * ~0.6 ms on P-384) that a key already held by a KeyObject has passed on its way in.
+ */
 function canonicalPublicPem(key: KeyObject): string {
-  const publicKey = key.type === "private" ? createPublicKey(key) : key;
-  // Re-import through JWK (x, y): OpenSSL keeps a compressed point compressed on export, and
-  // the canonical form is always uncompressed.
-  const { kty, crv, x, y } = publicKey.export({ format: "jwk" });
-  if (kty === undefined || crv === undefined || x === undefined || y === undefined) {
-    throw new Error("the public key is not an EC key with an (x, y) point");
+  const info = curveOfKeyObject(key);
+  const { x, y } = key.export({ format: "jwk" });
+  if (info === undefined || x === undefined || y === undefined) {
+    throw new Error("the public key is not an EC key with an (x, y) point on P-256, P-384 or P-521");
   }
-  const uncompressed = createPublicKey({ key: { kty, crv, x, y }, format: "jwk" });
-  return uncompressed.export({ type: "spki", format: "pem" }) as string;
+  const xBytes = Buffer.from(x, "base64url");
+  const yBytes = Buffer.from(y, "base64url");
+  if (xBytes.length !== info.fieldBytes || yBytes.length !== info.fieldBytes) {
+    throw new Error(`the public point's coordinates are not ${info.fieldBytes} bytes long`);
+  }
+  return pemOfPoint(info, Buffer.concat([Buffer.from([0x04]), xBytes, yBytes]));
+}
+
+/** The canonical PEM text of an uncompressed point (64-column base64, trailing newline), as OpenSSL writes it. */
+function pemOfPoint(curve: CurveInfo, point: Buffer): string {
+  const spki = der(0x30, der(0x30, EC_PUBLIC_KEY_OID_DER, curve.oidDer), der(0x03, Buffer.from([0x00]), point));
+  const body = spki.toString("base64").replace(/.{64}/g, "$&\n").replace(/\n$/, "");
+  return `-----BEGIN PUBLIC KEY-----\n${body}\n-----END PUBLIC KEY-----\n`;
 }
 
 /** Parses an OpenSSH public key blob (`string type, string curve, string Q`). */
@@ -243,16 +257,32 @@ export function parseOpenSshPublicKey(line: string, source?: string): string {
  * Throws InvalidKeyFileError for non-EC or unsupported curves.
  */
 export function canonicalizePublicPem(pem: string, source?: string): string {
+  return importPublicPem(pem, source).pem;
+}
+
+/** A parsed EC public key: the KeyObject (for ECDH), its canonical PEM and its curve. */
+export interface ImportedPublicKey {
+  key: KeyObject;
+  pem: string;
+  curve: EcCurve;
+}
+
+/**
+ * `canonicalizePublicPem` that also returns the parsed key and its curve, so a caller that goes
+ * on to ECDH parses the PEM once. Throws InvalidKeyFileError for non-EC or unsupported curves.
+ */
+export function importPublicPem(pem: string, source?: string): ImportedPublicKey {
   let key: KeyObject;
   try {
     key = createPublicKey({ key: pem, format: "pem" });
   } catch (err) {
     throw new InvalidKeyFileError(`invalid PEM public key${label(source)}: ${errorMessage(err)}`, { cause: err });
   }
-  if (!curveOfKeyObject(key)) {
+  const info = curveOfKeyObject(key);
+  if (!info) {
     throw new InvalidKeyFileError(`the public key${label(source)} is ${describeKey(key)}; ${EC_REQUIRED}`);
   }
-  return canonicalPublicPem(key);
+  return { key, pem: canonicalPublicPem(key), curve: info.curve };
 }
 
 function describeKey(key: KeyObject): string {

@@ -1,6 +1,9 @@
 /**
  * Loads TensorFlow.js once per process: the native `@tensorflow/tfjs-node` backend when it is
- * installed and works, otherwise the pure-JavaScript `@tensorflow/tfjs` CPU backend.
+ * installed and works, otherwise the pure-JavaScript `@tensorflow/tfjs` CPU backend, which
+ * `useFastestBackend` then moves to `@tensorflow/tfjs-backend-wasm` (SIMD; its threaded build
+ * needs Web Workers from blob: URLs, which Node's worker_threads refuse, so tfjs disables it in
+ * Node).
  *
  * The pure-JS CPU backend ships two training kernels written against its generic
  * `TensorBuffer.get(...)` accessor (Conv2DBackpropFilter and MaxPoolGrad); for a small CNN they
@@ -59,7 +62,10 @@ let switching: Promise<LoadedTensorFlow> | undefined;
  * the npm package; nothing is downloaded), which trains the example's CNN several times faster
  * than the pure-JS CPU backend with the same accuracy (bench/README.md). It lacks two training
  * kernels, supplied here: ReluGrad, and Conv2D's filter gradient, computed as a wasm
- * convolution (or, for strides other than 1, by the JS kernel the CPU backend uses). Stays on the CPU backend if WebAssembly cannot start. Call
+ * convolution (or, for strides other than 1, by the JS kernel the CPU backend uses). Three slow
+ * ones get faster paths with the same results: Conv2D's input gradient as a convolution
+ * (stride 1), MaxPoolGrad by the JS kernel below, GatherV2 of whole rows (every batch `fit` cuts
+ * out of the data) as copies. Stays on the CPU backend if WebAssembly cannot start. Call
  * before creating models; later calls return the same result.
  */
 export function useFastestBackend(): Promise<LoadedTensorFlow> {
@@ -82,9 +88,45 @@ export function useFastestBackend(): Promise<LoadedTensorFlow> {
   return switching;
 }
 
+/**
+ * Pins TensorFlow.js to the backend `loadTensorFlow` chose (tfjs-node or cpu): later
+ * `useFastestBackend` calls keep it instead of moving to wasm. For comparing backends (bench).
+ */
+export function keepCurrentBackend(): LoadedTensorFlow {
+  const current = loadTensorFlow();
+  switching ??= Promise.resolve(current);
+  return current;
+}
+
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: string): TensorInfo;
+  /** A view of the tensor in wasm memory (Int32Array for int32; typed here as the common case). */
   typedArrayFromHeap(info: TensorInfo): Float32Array;
+}
+
+/** The CPU backend's view (`data.get(...).values`, `makeTensorInfo`) of the wasm tensors in `inputs`. */
+function wasmAsCpuBackend(wasmBackend: WasmBackendLike, inputs: KernelArgs["inputs"]): CpuBackendLike {
+  const byId = new Map<object, TensorInfo>();
+  for (const t of Object.values(inputs)) if (t !== undefined) byId.set(t.dataId, t);
+  return {
+    data: {
+      get: (dataId) => ({
+        values: byId.has(dataId) ? wasmBackend.typedArrayFromHeap(byId.get(dataId)!) : undefined,
+      }),
+    },
+    makeTensorInfo: (shape, dtype, values) => {
+      const out = wasmBackend.makeOutput(shape, dtype);
+      wasmBackend.typedArrayFromHeap(out).set(values);
+      return out;
+    },
+  };
+}
+
+/** Runs a CPU-backend JS kernel of this module over wasm memory; `what` names it in the error. */
+function overWasmMemory(args: KernelArgs, kernel: (a: KernelArgs) => TensorInfo | undefined, what: string): TensorInfo {
+  const out = kernel({ ...args, backend: wasmAsCpuBackend(args.backend as WasmBackendLike, args.inputs) });
+  if (out === undefined) throw new Error(`${what} on wasm: only NHWC float32 is supported`);
+  return out;
 }
 
 function installWasmTrainingKernels(tf: TensorFlow): void {
@@ -111,28 +153,16 @@ function installWasmTrainingKernels(tf: TensorFlow): void {
     tf.registerKernel({
       kernelName: tf.Conv2DBackpropFilter,
       backendName: "wasm",
-      kernelFunc: (args) => {
-        const wasmBackend = args.backend as WasmBackendLike;
-        const byId = new Map<object, TensorInfo>();
-        for (const t of Object.values(args.inputs)) if (t !== undefined) byId.set(t.dataId, t);
-        const adapter: CpuBackendLike = {
-          data: {
-            get: (dataId) => ({
-              values: byId.has(dataId) ? wasmBackend.typedArrayFromHeap(byId.get(dataId)!) : undefined,
-            }),
-          },
-          makeTensorInfo: (shape, dtype, values) => {
-            const out = wasmBackend.makeOutput(shape, dtype);
-            wasmBackend.typedArrayFromHeap(out).set(values);
-            return out;
-          },
-        };
-        const out = conv2dBackpropFilter(tf, { ...args, backend: adapter });
-        if (out === undefined) throw new Error("Conv2DBackpropFilter on wasm: only NHWC float32 is supported");
-        return out;
-      },
+      kernelFunc: (args) => overWasmMemory(args, (a) => conv2dBackpropFilter(tf, a), "Conv2DBackpropFilter"),
     });
   }
+  // The wasm MaxPoolGrad and GatherV2 (which tf.LayersModel.fit uses to cut every batch out of the
+  // data) are several times slower than plain copies: same values, faster paths.
+  replaceKernel(tf, tf.MaxPoolGrad, "wasm", (original) => (args) => {
+    const out = maxPoolGrad(tf, { ...args, backend: wasmAsCpuBackend(args.backend as WasmBackendLike, args.inputs) });
+    return out ?? original(args);
+  });
+  replaceKernel(tf, tf.GatherV2, "wasm", (original) => (args) => gatherRows(args) ?? original(args));
   const original = tf.getGradient(tf.Conv2D) as GradConfig | undefined;
   if (original === undefined) return;
   tf.registerGradient({
@@ -140,11 +170,93 @@ function installWasmTrainingKernels(tf: TensorFlow): void {
     gradFunc: (dy, saved, attrs) => {
       const grads = original.gradFunc(dy, saved, attrs);
       if (tf.getBackend() !== "wasm") return grads;
-      const [x] = saved as [Tensor4D];
-      const filter = conv2dFilterGradByOps(tf, x, dy as Tensor4D, attrs, saved[1]!.shape);
-      return filter === undefined ? grads : { ...grads, filter };
+      const [x, w] = saved as [Tensor4D, Tensor4D];
+      const filter = conv2dFilterGradByOps(tf, x, dy as Tensor4D, attrs, w.shape);
+      const input = conv2dInputGradByOps(tf, x.shape, dy as Tensor4D, w, attrs);
+      return { ...grads, ...(filter !== undefined ? { filter } : {}), ...(input !== undefined ? { x: input } : {}) };
     },
   });
+}
+
+/**
+ * GatherV2 along axis 0 (whole rows, e.g. a batch of images out of the dataset) as row copies in
+ * wasm memory; undefined for the other cases, which keep the wasm kernel. Same bounds check.
+ */
+function gatherRows(args: KernelArgs): TensorInfo | undefined {
+  const wasmBackend = args.backend as WasmBackendLike;
+  const x = args.inputs["x"];
+  const indices = args.inputs["indices"];
+  const attrs = args.attrs ?? {};
+  const axis = attrs["axis"] as number | undefined;
+  const batchDims = (attrs["batchDims"] as number | undefined) ?? 0;
+  if (x === undefined || indices === undefined || batchDims !== 0) return undefined;
+  if ((axis ?? 0) !== 0 && axis !== -x.shape.length) return undefined;
+  if (indices.dtype !== "int32" || (x.dtype !== "float32" && x.dtype !== "int32") || x.shape.length < 1) {
+    return undefined;
+  }
+  const rows = x.shape[0]!;
+  const rowSize = x.shape.slice(1).reduce((a, b) => a * b, 1);
+  // A copy: making the output may grow wasm memory, which detaches earlier views of it.
+  const index = Int32Array.from(wasmBackend.typedArrayFromHeap(indices));
+  for (const i of index) {
+    if (!(i >= 0 && i <= rows - 1)) throw new Error(`GatherV2: the index value ${i} is not in [0, ${rows - 1}]`);
+  }
+  const out = wasmBackend.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
+  const from = wasmBackend.typedArrayFromHeap(x);
+  const to = wasmBackend.typedArrayFromHeap(out);
+  index.forEach((i, k) => to.set(from.subarray(i * rowSize, (i + 1) * rowSize), k * rowSize));
+  return out;
+}
+
+/**
+ * Conv2D's input gradient with wasm ops, for NHWC, stride 1, dilation 1: the "full" convolution
+ * of dy (padded by the filter size - 1) with the filter flipped and its channel axes swapped,
+ * cropped to x (XNNPACK's convolution instead of wasm's plain Conv2DBackpropInput loop).
+ * Undefined for other cases, which keep the original gradient.
+ */
+function conv2dInputGradByOps(
+  tf: TensorFlow,
+  xShape: number[],
+  dy: Tensor4D,
+  w: Tensor4D,
+  attrs: NamedAttrMap,
+): (() => Tensor) | undefined {
+  if (!isStrideOneNhwc(attrs) || xShape.length !== 4) return undefined;
+  return () =>
+    tf.tidy(() => {
+      const [, inHeight, inWidth] = xShape as [number, number, number, number];
+      const [filterHeight, filterWidth] = w.shape;
+      const info = tf.backend_util.computeConv2DInfo(
+        xShape as [number, number, number, number],
+        w.shape,
+        1,
+        1,
+        attrs["pad"] as "valid" | "same" | number,
+        attrs["dimRoundingMode"] as "floor" | "round" | "ceil" | undefined,
+        false,
+        "channelsLast",
+      );
+      const padded = tf.pad(dy, [
+        [0, 0],
+        [filterHeight - 1, filterHeight - 1],
+        [filterWidth - 1, filterWidth - 1],
+        [0, 0],
+      ]);
+      // [fh, fw, in, out] -> flipped in space, [fh, fw, out, in]
+      const flipped = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2]);
+      const full = tf.conv2d(padded, flipped, 1, "valid"); // [b, H + pads, W + pads, in]
+      const { top, left } = info.padInfo;
+      return tf.slice(full, [0, top, left, 0], [-1, inHeight, inWidth, -1]);
+    });
+}
+
+function isStrideOneNhwc(attrs: NamedAttrMap): boolean {
+  const dilations = attrs["dilations"] as number | [number, number] | undefined;
+  const dataFormat = (attrs["dataFormat"] as string | undefined) ?? "NHWC";
+  const strides = attrs["strides"] as number | [number, number] | undefined;
+  const isOne = (v: number | [number, number] | undefined): boolean =>
+    v === undefined || v === 1 || (Array.isArray(v) && v[0] === 1 && v[1] === 1);
+  return dataFormat === "NHWC" && isOne(dilations) && isOne(strides);
 }
 
 /**
@@ -158,12 +270,7 @@ function conv2dFilterGradByOps(
   attrs: NamedAttrMap,
   filterShape: number[],
 ): (() => Tensor) | undefined {
-  const dilations = attrs["dilations"] as number | [number, number] | undefined;
-  const dataFormat = (attrs["dataFormat"] as string | undefined) ?? "NHWC";
-  const strides = attrs["strides"] as number | [number, number] | undefined;
-  const isOne = (v: number | [number, number] | undefined): boolean =>
-    v === undefined || v === 1 || (Array.isArray(v) && v[0] === 1 && v[1] === 1);
-  if (dataFormat !== "NHWC" || !isOne(dilations) || !isOne(strides)) return undefined;
+  if (!isStrideOneNhwc(attrs)) return undefined;
   return () =>
     tf.tidy(() => {
       const info = tf.backend_util.computeConv2DInfo(
@@ -255,19 +362,25 @@ interface CpuBackendLike {
 type KernelArgs = Parameters<KernelFunc>[0];
 
 function installFastCpuKernels(tf: TensorFlow): void {
-  replaceCpuKernel(
+  replaceKernel(
     tf,
     tf.Conv2DBackpropFilter,
+    "cpu",
     (original) => (args) => conv2dBackpropFilter(tf, args) ?? original(args),
   );
-  replaceCpuKernel(tf, tf.MaxPoolGrad, (original) => (args) => maxPoolGrad(tf, args) ?? original(args));
+  replaceKernel(tf, tf.MaxPoolGrad, "cpu", (original) => (args) => maxPoolGrad(tf, args) ?? original(args));
 }
 
-function replaceCpuKernel(tf: TensorFlow, kernelName: string, wrap: (original: KernelFunc) => KernelFunc): void {
-  const existing = tf.getKernel(kernelName, "cpu");
+function replaceKernel(
+  tf: TensorFlow,
+  kernelName: string,
+  backendName: string,
+  wrap: (original: KernelFunc) => KernelFunc,
+): void {
+  const existing = tf.getKernel(kernelName, backendName) as KernelConfig | undefined;
   if (existing === undefined) return;
   const replacement: KernelConfig = { ...existing, kernelFunc: wrap(existing.kernelFunc) };
-  tf.unregisterKernel(kernelName, "cpu");
+  tf.unregisterKernel(kernelName, backendName);
   tf.registerKernel(replacement);
 }
 

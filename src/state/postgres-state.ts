@@ -26,6 +26,7 @@ import { Run } from "../proto/flwr/proto/run";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
 import { randomId, uuid4 } from "./ids";
+import { redactPostgresUrl } from "./postgres-url";
 import type {
   PurgeOptions,
   PurgeResult,
@@ -75,11 +76,6 @@ const MIGRATION_LOCK_KEY = 0x666c7774;
 const RUN_CREATION_LOCK_KEY = 0x666c7775;
 /** Delay before the LISTEN connection is reopened after it broke. */
 const LISTEN_RETRY_MS = 1000;
-
-/** Is `database` a PostgreSQL connection string? */
-export function isPostgresUrl(database: string): boolean {
-  return /^postgres(ql)?:\/\//i.test(database);
-}
 
 const TASK_COLUMNS = `
     seq                 bigserial PRIMARY KEY,
@@ -217,17 +213,6 @@ function splitUrl(database: string): { url: string; poolMax: number | undefined 
   if (!Number.isInteger(poolMax) || poolMax < 1)
     throw new StateError(`PostgreSQL state: pool_max must be a positive integer, got "${raw}"`);
   return { url: url.toString(), poolMax };
-}
-
-/** The URL with its password masked, for messages and logs. */
-export function redactPostgresUrl(database: string): string {
-  try {
-    const url = new URL(database);
-    if (url.password !== "") url.password = "***";
-    return url.toString();
-  } catch {
-    return "postgresql://(unparsable URL)";
-  }
 }
 
 type Queryable = Pick<pg.PoolClient, "query">;

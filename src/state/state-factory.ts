@@ -1,11 +1,15 @@
 /**
  * The one place that picks a state backend from the `--database` value (Flower's
- * `StateFactory`), and the only importer of the concrete State classes.
+ * `StateFactory`), and the only importer of the concrete State classes. The SQLite and
+ * PostgreSQL backends (with better-sqlite3 and pg) are loaded only when chosen: every module
+ * a process loads stays in its V8 heap, and each full GC (one per ~64 MB of received chunks
+ * while relaying large messages) marks all of it.
  */
 import { IN_MEMORY_DATABASE } from "../core/constants";
 import { InMemoryState } from "./in-memory-state";
-import { PostgresState, isPostgresUrl, redactPostgresUrl } from "./postgres-state";
-import { SqliteState } from "./sqlite-state";
+import type * as PostgresBackend from "./postgres-state";
+import { isPostgresUrl, redactPostgresUrl } from "./postgres-url";
+import type * as SqliteBackend from "./sqlite-state";
 import type { State, StateOptions } from "./state";
 import { promisedState } from "./sync-state";
 
@@ -18,7 +22,13 @@ import { promisedState } from "./sync-state";
  */
 export async function createState(database: string, options: StateOptions = {}): Promise<State> {
   if (database === IN_MEMORY_DATABASE) return promisedState(new InMemoryState(options));
-  if (isPostgresUrl(database)) return PostgresState.open(database, options);
+  if (isPostgresUrl(database)) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only for a PostgreSQL database (see above)
+    const { PostgresState } = require("./postgres-state") as typeof PostgresBackend;
+    return PostgresState.open(database, options);
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only for a SQLite database (see above)
+  const { SqliteState } = require("./sqlite-state") as typeof SqliteBackend;
   return promisedState(new SqliteState(database, options));
 }
 

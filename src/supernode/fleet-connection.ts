@@ -38,7 +38,7 @@ import { createClient, unaryCall } from "../transport/channel";
 import { FLEET_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
 import { sendableRequest } from "../transport/grpc-zero-copy";
 import { isServiceError } from "../transport/status";
-import { channelCredentials } from "../transport/tls";
+import { sharedChannelCredentials } from "../transport/tls";
 import type { CallControl, FleetTransport } from "./fleet-transport";
 
 export interface FleetConnectionOptions {
@@ -82,11 +82,15 @@ export class FleetConnection implements FleetTransport {
     this.target = options.superlink;
     this.auth = options.auth;
     this.logger = options.logger ?? silentLogger();
-    const credentials = channelCredentials({
+    const credentials = sharedChannelCredentials({
       ...(options.rootCertificates !== undefined ? { rootCertificates: options.rootCertificates } : {}),
       ...(options.insecure !== undefined ? { insecure: options.insecure } : {}),
     });
-    this.client = createClient(grpc.Client, options.superlink, credentials, options.channelOptions ?? {});
+    this.client = createClient(grpc.Client, options.superlink, credentials, {
+      // Credentials are shared per CA bundle; each SuperNode still has its own connection.
+      "grpc.use_local_subchannel_pool": 1,
+      ...options.channelOptions,
+    });
   }
 
   /** Whether requests carry node-authentication metadata. */

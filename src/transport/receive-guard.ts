@@ -115,14 +115,15 @@ class CallAccount implements ReceiveAccount {
     private readonly guard: ReceiveGuard,
     private readonly connection: ConnectionState,
     private readonly path: string,
-    private readonly peer: string,
+    /** The peer's address, for the refusal line only (reading it costs a getpeername per call). */
+    private readonly peer: () => string,
   ) {}
 
   reserve(bytes: number): void {
     if (this.closed) return;
     const scope = this.guard.refusal(this.connection, bytes);
     if (scope !== undefined) {
-      this.guard.reportRefusal(scope, this.path, this.peer, this.held + bytes);
+      this.guard.reportRefusal(scope, this.path, this.peer(), this.held + bytes);
       throw new Error(
         scope === "connection"
           ? `Request refused: more than ${this.guard.perConnection} bytes in flight on this connection before authentication`
@@ -273,8 +274,10 @@ export class ReceiveGuard {
       this.calls.set(metadata, { connection, identity, account: undefined });
       return;
     }
-    const socket = session.socket;
-    const peer = `${socket?.remoteAddress ?? "unknown"}:${socket?.remotePort ?? ""}`;
+    const peer = (): string => {
+      const socket = session.socket as ServerHttp2Session["socket"] | undefined;
+      return `${socket?.remoteAddress ?? "unknown"}:${socket?.remotePort ?? ""}`;
+    };
     const account = new CallAccount(this, connection, path, peer);
     this.calls.set(metadata, { connection, identity, account });
     setDecoderAccount(base.decoder, account);

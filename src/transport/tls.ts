@@ -198,6 +198,32 @@ export function channelCredentials(opts: {
   return grpc.credentials.createSsl(opts.rootCertificates ?? null, client?.key ?? null, client?.cert ?? null);
 }
 
+/** Most CA bundles whose credentials `sharedChannelCredentials` keeps. */
+const SHARED_CREDENTIALS_LIMIT = 8;
+const sharedCredentials = new Map<string, grpc.ChannelCredentials>();
+
+/**
+ * `channelCredentials` without a client certificate, made once per CA bundle (by content) and
+ * reused: each set of credentials parses its CA bundle into a new TLS context (~0.5 ms), which
+ * many SuperNodes in one process (bench idle workers, library users) would pay per node. grpc-js
+ * shares connections between channels with equal credentials, so a channel using these must set
+ * `grpc.use_local_subchannel_pool` to keep a connection of its own.
+ */
+export function sharedChannelCredentials(opts: {
+  rootCertificates?: Buffer;
+  insecure?: boolean;
+}): grpc.ChannelCredentials {
+  if (opts.insecure) return channelCredentials(opts);
+  const key = opts.rootCertificates?.toString("latin1") ?? "";
+  let credentials = sharedCredentials.get(key);
+  if (credentials === undefined) {
+    credentials = channelCredentials(opts);
+    if (sharedCredentials.size >= SHARED_CREDENTIALS_LIMIT) sharedCredentials.clear();
+    sharedCredentials.set(key, credentials);
+  }
+  return credentials;
+}
+
 /** Reads a CA bundle given on the command line, with a clear error. */
 export function readRootCertificates(path: string): Buffer {
   const data = readPemFile(path, "root certificates");

@@ -263,6 +263,23 @@ describe("keys made by ssh-keygen and openssl", () => {
     expect(loadKeyPairFiles(pkcs8, pubPem).publicKeyPem).toBe(expected);
   });
 
+  test("the canonical PEM, written from (x, y), is OpenSSL's own SPKI PEM on every curve (coordinates with leading zero bytes too)", () => {
+    let leadingZero = 0;
+    for (const namedCurve of ["P-256", "P-384", "P-521"]) {
+      for (let i = 0; i < 96; i++) {
+        const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve });
+        const openssl = publicKey.export({ type: "spki", format: "pem" }) as string;
+        const { x } = publicKey.export({ format: "jwk" });
+        if (Buffer.from(x ?? "", "base64url")[0] === 0) leadingZero++;
+        expect(publicPemOf(privateKey)).toBe(openssl);
+        expect(publicPemOf(publicKey)).toBe(openssl);
+        expect(canonicalizePublicPem(openssl)).toBe(openssl);
+      }
+    }
+    // 288 keys: a zero first byte of x is all but certain (P-521's x starts with 0 or 1 always).
+    expect(leadingZero).toBeGreaterThan(0);
+  });
+
   test("a compressed-point PEM public key is canonicalized to the uncompressed form", () => {
     const file = keys.sshKeygen("compressed", ["-t", "ecdsa", "-b", "384"]);
     const expected = loadPublicKeyFile(`${file}.pub`);

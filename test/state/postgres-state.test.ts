@@ -6,7 +6,8 @@
 import pg from "pg";
 import { type LocalPostgres, localPostgresUnavailableReason, startLocalPostgres } from "../../src/cli/local-postgres";
 import { StateError } from "../../src/core/errors";
-import { POSTGRES_SCHEMA_VERSION, PostgresState, redactPostgresUrl } from "../../src/state/postgres-state";
+import { POSTGRES_SCHEMA_VERSION, PostgresState } from "../../src/state/postgres-state";
+import { redactPostgresUrl } from "../../src/state/postgres-url";
 import type { State, StateOptions } from "../../src/state/state";
 import { createState } from "../../src/state/state-factory";
 import {

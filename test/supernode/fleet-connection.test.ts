@@ -37,10 +37,11 @@ interface PushAttempt {
 async function startStrictFleet(
   verifyOrder: MapOrder,
   options: { refuseAll?: boolean } = {},
-): Promise<{ server: RunningGrpcServer; pushes: PushAttempt[] }> {
+): Promise<{ server: RunningGrpcServer; pushes: PushAttempt[]; peers: string[] }> {
   const serverKey = loadPrivateKeyFile(fixtures.superlinkPrivateKey);
   const serverPem = publicPemOf(serverKey);
   const pushes: PushAttempt[] = [];
+  const peers: string[] = [];
   const hmacKeyOf = (md: grpc.Metadata): Buffer => {
     const header = md.get(PUBLIC_KEY_HEADER)[0] as string;
     return deriveHmacKey(serverKey, decodeBase64UrlLikePython(header).toString("latin1"));
@@ -51,6 +52,7 @@ async function startStrictFleet(
   };
   const implementation: FleetServer = {
     createNode: (call, callback) => {
+      peers.push(call.getPeer());
       const md = new grpc.Metadata();
       md.set(PUBLIC_KEY_HEADER, base64UrlPadded(Buffer.from(serverPem, "latin1")));
       call.sendMetadata(md);
@@ -81,7 +83,7 @@ async function startStrictFleet(
   const server = await startGrpcServer("127.0.0.1:0", serverCredentials(tls), [
     { definition: FleetService, implementation },
   ]);
-  return { server, pushes };
+  return { server, pushes, peers };
 }
 
 function taskRes(metrics: Record<string, number>): TaskRes {
@@ -116,6 +118,24 @@ async function connect(
   });
   return { connection, lines: logger.lines };
 }
+
+describe("FleetConnection credentials", () => {
+  it("connections with the same CA bundle share its TLS credentials but each has a connection of its own", async () => {
+    const { server, peers } = await startStrictFleet("upb");
+    const first = await connect(server);
+    const second = await connect(server);
+    try {
+      await first.connection.createNode(30);
+      await second.connection.createNode(30);
+      expect(peers).toHaveLength(2);
+      expect(new Set(peers).size).toBe(2);
+    } finally {
+      first.connection.close();
+      second.connection.close();
+      await server.close(0);
+    }
+  });
+});
 
 describe("FleetConnection with node authentication", () => {
   it("re-sends a PushTaskRes in lexicographic map order when the SuperLink verifies that order, and keeps it", async () => {
