@@ -43,7 +43,9 @@ async function freshState(options: StateOptions): Promise<State> {
     admin = new pg.Client({ connectionString: server!.url });
     await admin.connect();
   }
-  await admin.query("DELETE FROM task_res; DELETE FROM task_ins; DELETE FROM shared_content; DELETE FROM node; DELETE FROM run");
+  await admin.query(
+    "DELETE FROM task_res; DELETE FROM task_ins; DELETE FROM shared_content; DELETE FROM node; DELETE FROM run",
+  );
   return state;
 }
 
