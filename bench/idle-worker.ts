@@ -4,7 +4,7 @@
  * Logs JSON lines on stderr; `idle-worker.ready` once every node is registered. SIGTERM or
  * SIGINT: every node sends DeleteNode and closes, then the process exits.
  *
- * Usage: node idle-worker.js --superlink HOST:PORT --ca FILE --keys-dir DIR --first I --count N
+ * Usage: node idle-worker.js --superlink HOST:PORT --ca FILE --keys-dir DIR --first I --count N [--concurrency C]
  * (nodes use keys DIR/client_credentials_I .. I+N-1).
  */
 import { loadKeyPairFiles } from "../src/auth/keys";
@@ -15,8 +15,8 @@ import { createLogger } from "../src/core/logger";
 import { type SuperNodeHandle, startSuperNode } from "../src/supernode/supernode";
 import { enableGrpcExtensions } from "../src/transport/grpc-extensions";
 
-/** Registrations in flight at once: enough to be quick, few enough not to time out TLS handshakes. */
-const REGISTER_CONCURRENCY = 20;
+/** Registrations in flight at once (default; --concurrency): enough to be quick, few enough not to time out TLS handshakes. */
+const DEFAULT_REGISTER_CONCURRENCY = 20;
 const CLOSE_GRACE_MS = 2_000;
 
 function flag(args: string[], name: string): string {
@@ -32,6 +32,9 @@ async function main(args: string[]): Promise<number> {
   const keysDir = flag(args, "--keys-dir");
   const first = Number(flag(args, "--first"));
   const count = Number(flag(args, "--count"));
+  const concurrency = args.includes("--concurrency")
+    ? Number(flag(args, "--concurrency"))
+    : DEFAULT_REGISTER_CONCURRENCY;
   const logger = createLogger({ level: "info", base: { component: "idle-worker" } });
   const nodeLogger = logger.child({}, { level: "warn" });
   const app = new ClientApp();
@@ -50,11 +53,13 @@ async function main(args: string[]): Promise<number> {
   const started = Date.now();
   const indices = Array.from({ length: count }, (_, k) => first + k);
   try {
-    for (let k = 0; k < indices.length; k += REGISTER_CONCURRENCY) {
-      const batch = indices.slice(k, k + REGISTER_CONCURRENCY);
-      const made = await Promise.all(
-        batch.map((i) =>
-          startSuperNode(
+    // A pool of `concurrency` registrations in flight (not batches: one slow handshake would stall a batch).
+    let next = 0;
+    const runner = async (): Promise<void> => {
+      while (next < indices.length) {
+        const i = indices[next++]!;
+        handles.push(
+          await startSuperNode(
             {
               superlink,
               rootCertificates,
@@ -67,10 +72,10 @@ async function main(args: string[]): Promise<number> {
             },
             { logger: nodeLogger.child({ node: i }) },
           ),
-        ),
-      );
-      handles.push(...made);
-    }
+        );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, concurrency) }, runner));
   } catch (err) {
     logger.error({ err }, "idle-worker: a SuperNode failed to start");
     await stop();

@@ -257,6 +257,18 @@ function fedavgTable(results: FedAvgResult[]): string {
   );
 }
 
+/** Issue 19: 10,000 idle authenticated SuperNodes under 1 core and 1 GiB. */
+const IDLE_GOAL_NODES = 10_000;
+
+/** Measured at the goal's node count, or extrapolated linearly from the per-node cost. */
+function idleGoalText(r: IdleResult): string {
+  const scale = IDLE_GOAL_NODES / r.nodes;
+  const cpu = r.superlinkCpuPercent * scale;
+  const rss = r.superlinkRssIdleMiB + (r.superlinkRssMiB - r.superlinkRssIdleMiB) * scale;
+  const met = cpu <= 100 && rss <= 1024;
+  return `${r.nodes === IDLE_GOAL_NODES ? "" : "~"}${f(cpu, 0)} % of one core, ${f(rss, 0)} MiB${r.nodes === IDLE_GOAL_NODES ? "" : " (extrapolated)"}, ${met ? "met" : "NOT met"}`;
+}
+
 function idleTable(r: IdleResult): string {
   const rates = Object.entries(r.rpcPerSecond)
     .sort(([a], [b]) => (a < b ? -1 : 1))
@@ -275,8 +287,15 @@ function idleTable(r: IdleResult): string {
     ["SuperLink CPU", `${f(r.superlinkCpuPercent, 1)} % of one core`],
     ["SuperLink RSS idle, no nodes", `${f(r.superlinkRssIdleMiB, 0)} MiB`],
     ["SuperLink RSS with nodes", `${f(r.superlinkRssMiB, 0)} MiB (peak ${f(r.superlinkPeakRssMiB, 0)} MiB)`],
+    ["SuperLink JS heap used / external", `${f(r.superlinkHeapUsedMiB, 0)} / ${f(r.superlinkExternalMiB, 0)} MiB`],
+    [
+      "per node: SuperLink CPU, RSS",
+      `${f((10 * r.superlinkCpuPercent) / r.nodes, 3)} ms/s, ${f((1024 * (r.superlinkRssMiB - r.superlinkRssIdleMiB)) / r.nodes, 0)} KiB`,
+    ],
+    [`at ${IDLE_GOAL_NODES} nodes (goal <= 1 core, <= 1024 MiB)`, idleGoalText(r)],
     ["Fleet RPCs", rates],
     ["workers' CPU (all nodes together)", `${f(r.workersCpuPercent, 1)} % of one core`],
+    ["workers' RSS (all together)", `${f(r.workersRssMiB, 0)} MiB`],
   ];
   return `idle: ${r.nodes} idle authenticated SuperNodes\n` + table(["measure", "value"], rows);
 }

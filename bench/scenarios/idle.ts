@@ -19,8 +19,13 @@ import {
   stopChildren,
 } from "../lib/processes";
 
-/** Nodes per worker process: keeps each worker's event loop far from saturation. */
-const NODES_PER_WORKER = 250;
+/** Nodes per worker process: keeps each worker's event loop far from saturation (and 10,000 nodes in 20 processes). */
+const NODES_PER_WORKER = 500;
+/**
+ * Registrations in flight over all workers together. The SuperLink registers one node per
+ * ~7-11 ms of its CPU, so more in flight only queues TLS handshakes until they time out.
+ */
+const REGISTRATIONS_IN_FLIGHT = 40;
 /** Wait after the last registration before measuring, so start-up work is not counted. */
 const SETTLE_MS = 5_000;
 
@@ -48,8 +53,13 @@ export interface IdleResult {
   onlineNodes: number;
   /** RPCs per second over the window, by Fleet method. */
   rpcPerSecond: Record<string, number>;
+  /** The SuperLink's JS heap (used) and memory outside it held by JS objects (Buffers, TLS/HTTP-2 wrappers), at the end. */
+  superlinkHeapUsedMiB: number;
+  superlinkExternalMiB: number;
   /** CPU of all worker processes together over the window, % of one core (the nodes' own cost). */
   workersCpuPercent: number;
+  /** RSS of all worker processes together at the end of the window. */
+  workersRssMiB: number;
 }
 
 function fleetRpcCounts(metrics: Map<string, number>): Map<string, number> {
@@ -69,7 +79,13 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
   mkdirSync(dir, { recursive: true });
   const children: Child[] = [];
   try {
-    const superlink = await startSuperLinkChild(creds, dir);
+    const superlink = await startSuperLinkChild(
+      creds,
+      dir,
+      "superlink",
+      "tls+auth",
+      (process.env["BENCH_SUPERLINK_ARGS"] ?? "").split(" ").filter((a) => a !== ""),
+    );
     children.push(superlink.child);
     await sleep(1_000);
     const idleMem = memoryInfo(superlink.child.pid);
@@ -78,6 +94,8 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     const linkCpuBeforeRegistration = cpuSeconds(superlink.child.pid);
     const startedAt = Date.now();
     const workers: Child[] = [];
+    const numWorkers = Math.ceil(opts.nodes / NODES_PER_WORKER);
+    const concurrency = Math.max(1, Math.round(REGISTRATIONS_IN_FLIGHT / numWorkers));
     for (let first = 1, w = 0; first <= opts.nodes; first += NODES_PER_WORKER, w++) {
       const count = Math.min(NODES_PER_WORKER, opts.nodes - first + 1);
       workers.push(
@@ -94,6 +112,8 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
             String(first),
             "--count",
             String(count),
+            "--concurrency",
+            String(concurrency),
           ],
         }),
       );
@@ -124,6 +144,7 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     const metrics = await scrapeMetrics(superlink.metricsAddress);
     const rpc1 = fleetRpcCounts(metrics);
     const mem = memoryInfo(superlink.child.pid);
+    const workersRssMiB = workers.reduce((sum, w) => sum + memoryInfo(w.pid).rssMiB, 0);
 
     const rpcPerSecond: Record<string, number> = {};
     for (const [name, n] of rpc1) {
@@ -143,7 +164,10 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
       superlinkPeakRssMiB: mem.peakRssMiB,
       onlineNodes: metrics.get("flwr_superlink_online_nodes") ?? 0,
       rpcPerSecond,
+      superlinkHeapUsedMiB: (metrics.get("nodejs_heap_size_used_bytes") ?? 0) / 2 ** 20,
+      superlinkExternalMiB: (metrics.get("nodejs_external_memory_bytes") ?? 0) / 2 ** 20,
       workersCpuPercent: (100 * workerCpu) / elapsed,
+      workersRssMiB,
     };
   } finally {
     await stopChildren(children.slice(1), 20_000);
