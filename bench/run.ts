@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- SCENARIO... [options]]`: benchmarks of the real daemons (child processes
  * from bin/, TLS + node authentication from scripts/generate.sh, ports 127.0.0.1:0).
- * Scenarios: rounds, relay, idle, hop (default: all). Prints a table per scenario on stdout and
+ * Scenarios: rounds, relay, fedavg, idle, hop, round1000 (default: all). Prints a table per scenario on stdout and
  * writes bench/results/latest.json. See bench/README.md.
  */
 import { execFileSync } from "node:child_process";
@@ -15,8 +15,9 @@ import { type HopResult, runHop } from "./scenarios/hop";
 import { type IdleResult, runIdle } from "./scenarios/idle";
 import { type RelayCase, type RelayResult, runRelay } from "./scenarios/relay";
 import { type RoundsResult, runRounds } from "./scenarios/rounds";
+import { type Round1000Result, runRound1000 } from "./scenarios/round1000";
 
-const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop"] as const;
+const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop", "round1000"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Options {
@@ -27,6 +28,7 @@ interface Options {
   fedavgRounds: number;
   idleNodes: number;
   idleSeconds: number;
+  roundNodes: number;
   hopMB: number;
   keep: boolean;
   output: string;
@@ -36,8 +38,8 @@ interface Options {
   profileDir?: string;
 }
 
-const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [options]
-  (no scenario = all five)
+const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [round1000] [options]
+  (no scenario = all six)
   --rounds N           FedAvg rounds in "rounds" (default 3)
   --relay-cases LIST   payload MB x nodes for "relay", TLS + auth unless ":tls" (TLS, no
                        node auth) or ":plain" (plaintext, no auth) follows
@@ -47,6 +49,8 @@ const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [o
   --fedavg-rounds N    rounds of each "fedavg" case (default 1)
   --nodes N            idle SuperNodes in "idle" (default 100; e.g. 1000)
   --idle-seconds S     measuring window of "idle" (default 30)
+  --round-nodes N      SuperNodes in "round1000", FedAvg rounds (--rounds) over N nodes
+                       (default 1000)
   --hop-mb N           payload of "hop", one gRPC upload between two processes (default 100)
   --output FILE        where the JSON results go (default bench/results/latest.json)
   --credentials-script FILE  make certificates and keys with FILE instead of scripts/generate.sh
@@ -76,6 +80,7 @@ function parseArgs(args: string[]): Options {
     fedavgRounds: 1,
     idleNodes: 100,
     idleSeconds: 30,
+    roundNodes: 1000,
     hopMB: 100,
     keep: false,
     output: join(REPO_ROOT, "bench", "results", "latest.json"),
@@ -92,6 +97,9 @@ function parseArgs(args: string[]): Options {
         break;
       case "--idle-seconds":
         opts.idleSeconds = positiveInt(arg, next());
+        break;
+      case "--round-nodes":
+        opts.roundNodes = positiveInt(arg, next());
         break;
       case "--hop-mb":
         opts.hopMB = positiveInt(arg, next());
@@ -300,6 +308,30 @@ function idleTable(r: IdleResult): string {
   return `idle: ${r.nodes} idle authenticated SuperNodes\n` + table(["measure", "value"], rows);
 }
 
+/** Issue 19: a round over 1,000 nodes with a tiny model in under 5 s. */
+const GOAL_ROUND1000_SECONDS = 5;
+
+function round1000Table(r: Round1000Result): string {
+  const sorted = [...r.roundSeconds].sort((a, b) => a - b);
+  const median = sorted[Math.floor((sorted.length - 1) / 2)] ?? NaN;
+  const goal =
+    r.nodes === 1000
+      ? `goal < ${GOAL_ROUND1000_SECONDS} s at 1000 nodes, ${median < GOAL_ROUND1000_SECONDS ? "met" : "NOT met"}`
+      : "";
+  const rows = [
+    ["registration of all nodes", f(r.registerSeconds, 1), ""],
+    ["[INIT] (initial parameters from one node)", f(r.initSeconds, 3), ""],
+    ...r.roundSeconds.map((s, i) => [`round ${i + 1} (fit + evaluate on all)`, f(s, 3), ""]),
+    ["median round", f(median, 3), goal],
+    ["SuperLink CPU over the run", f(r.superlinkCpuSeconds, 2), ""],
+    ["workers' CPU over the run (all nodes)", f(r.workersCpuSeconds, 2), ""],
+  ];
+  return (
+    `round1000: FedAvg rounds over ${r.nodes} authenticated SuperNodes (${r.workers} worker processes), tiny model\n` +
+    table(["phase", "seconds", "goal"], rows)
+  );
+}
+
 function hopTable(results: HopResult[]): string {
   const rows = results.map((r) => [
     `${r.payloadMB} MB`,
@@ -360,6 +392,7 @@ async function main(args: string[]): Promise<number> {
       opts.scenarios.includes("relay") ? Math.max(...opts.relayCases.map((c) => c.nodes)) : 1,
       opts.scenarios.includes("fedavg") ? Math.max(...opts.fedavgCases.map((c) => c.nodes)) : 1,
       opts.scenarios.includes("idle") ? opts.idleNodes : 1,
+      opts.scenarios.includes("round1000") ? opts.roundNodes : 1,
     );
     say(`generating certificates and ${keyPairs} SuperNode key pair(s) in ${workDir}`);
     const creds = generateCredentials(keyPairs, join(workDir, "credentials"), opts.credentialsScript);
@@ -383,6 +416,10 @@ async function main(args: string[]): Promise<number> {
           const r = await runIdle(creds, workDir, { nodes: opts.idleNodes, windowSeconds: opts.idleSeconds });
           results["idle"] = r;
           texts.push(idleTable(r));
+        } else if (scenario === "round1000") {
+          const r = await runRound1000(creds, workDir, { nodes: opts.roundNodes, rounds: opts.rounds });
+          results["round1000"] = r;
+          texts.push(round1000Table(r));
         } else {
           const r = await runHop(creds, workDir, opts.hopMB);
           results["hop"] = r;

@@ -8,24 +8,9 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Credentials, scrapeMetrics, startSuperLinkChild } from "../lib/deployment";
-import {
-  type Child,
-  cpuSeconds,
-  failOnExit,
-  memoryInfo,
-  say,
-  sleep,
-  startNodeScript,
-  stopChildren,
-} from "../lib/processes";
+import { startNodeWorkers, waitForNodeWorkers } from "../lib/node-workers";
+import { type Child, cpuSeconds, failOnExit, memoryInfo, say, sleep, stopChildren } from "../lib/processes";
 
-/** Nodes per worker process: keeps each worker's event loop far from saturation (and 10,000 nodes in 20 processes). */
-const NODES_PER_WORKER = 500;
-/**
- * Registrations in flight over all workers together. The SuperLink registers one node per
- * ~7-11 ms of its CPU, so more in flight only queues TLS handshakes until they time out.
- */
-const REGISTRATIONS_IN_FLIGHT = 40;
 /** Wait after the last registration before measuring, so start-up work is not counted. */
 const SETTLE_MS = 5_000;
 
@@ -74,7 +59,6 @@ function fleetRpcCounts(metrics: Map<string, number>): Map<string, number> {
 }
 
 export async function runIdle(creds: Credentials, workDir: string, opts: IdleOptions): Promise<IdleResult> {
-  if (opts.nodes > creds.numNodes) throw new Error(`idle: ${opts.nodes} nodes but only ${creds.numNodes} key pairs`);
   const dir = join(workDir, `idle-${opts.nodes}`);
   mkdirSync(dir, { recursive: true });
   const children: Child[] = [];
@@ -90,42 +74,12 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     await sleep(1_000);
     const idleMem = memoryInfo(superlink.child.pid);
 
-    const workerScript = join(__dirname, "..", "idle-worker.js");
     const linkCpuBeforeRegistration = cpuSeconds(superlink.child.pid);
     const startedAt = Date.now();
-    const workers: Child[] = [];
-    const numWorkers = Math.ceil(opts.nodes / NODES_PER_WORKER);
-    const concurrency = Math.max(1, Math.round(REGISTRATIONS_IN_FLIGHT / numWorkers));
-    for (let first = 1, w = 0; first <= opts.nodes; first += NODES_PER_WORKER, w++) {
-      const count = Math.min(NODES_PER_WORKER, opts.nodes - first + 1);
-      workers.push(
-        startNodeScript(`idle-worker-${w}`, workerScript, {
-          logDir: dir,
-          args: [
-            "--superlink",
-            superlink.fleetAddress,
-            "--ca",
-            creds.caCert,
-            "--keys-dir",
-            join(creds.dir, "keys"),
-            "--first",
-            String(first),
-            "--count",
-            String(count),
-            "--concurrency",
-            String(concurrency),
-          ],
-        }),
-      );
-    }
+    const workers = startNodeWorkers(creds, superlink, { nodes: opts.nodes, app: "empty", name: "idle", logDir: dir });
     children.push(...workers);
     say(`idle: registering ${opts.nodes} SuperNodes in ${workers.length} worker process(es)`);
-    await Promise.race([
-      Promise.all(
-        workers.map((w) => w.waitForLog(`${w.name} ready`, (r) => r["event"] === "idle-worker.ready", 600_000)),
-      ),
-      failOnExit(children),
-    ]);
+    await waitForNodeWorkers(workers, children);
     const registerSeconds = (Date.now() - startedAt) / 1000;
     const registrationCpuSeconds = cpuSeconds(superlink.child.pid) - linkCpuBeforeRegistration;
     say(
