@@ -1,7 +1,8 @@
 /**
  * `npm run bench [-- SCENARIO... [options]]`: benchmarks of the real daemons (child processes
  * from bin/, TLS + node authentication from scripts/generate.sh, ports 127.0.0.1:0).
- * Scenarios: rounds, relay, fedavg, idle, hop, round1000 (default: all). Prints a table per scenario on stdout and
+ * Scenarios: rounds, relay, fedavg, idle, hop, round1000 (default: all); each case repeated (--repeat N), medians printed,
+ * and a table of the issue 19 goals (bench/lib/goals.ts) at the end. Prints a table per scenario on stdout and
  * writes bench/results/latest.json. See bench/README.md.
  */
 import { execFileSync } from "node:child_process";
@@ -10,12 +11,19 @@ import { cpus, freemem, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { generateCredentials } from "./lib/deployment";
 import { REPO_ROOT, say, setDaemonNodeFlags } from "./lib/processes";
-import { type FedAvgCase, type FedAvgResult, runFedAvg } from "./scenarios/fedavg";
-import { type HopResult, runHop } from "./scenarios/hop";
-import { type IdleResult, runIdle } from "./scenarios/idle";
-import { type RelayCase, type RelayResult, runRelay } from "./scenarios/relay";
-import { type RoundsResult, runRounds } from "./scenarios/rounds";
-import { type Round1000Result, runRound1000 } from "./scenarios/round1000";
+import { GOAL_HEADERS, type GoalRow, goalCells, goalRows } from "./lib/goals";
+import { type Repeated, type Summary, formatSummary } from "./lib/stats";
+import { DEFAULT_FEDAVG_REPEAT, type FedAvgCase, type FedAvgCaseResult, runFedAvg } from "./scenarios/fedavg";
+import { DEFAULT_HOP_REPEAT, type HopResult, runHop } from "./scenarios/hop";
+import { DEFAULT_IDLE_REPEAT, type IdleResult, runIdleRepeated } from "./scenarios/idle";
+import { type RelayCase, type RelayCaseResult, defaultRelayRepeat, runRelay } from "./scenarios/relay";
+import { DEFAULT_ROUNDS_REPEAT, type RoundsResult, runRoundsRepeated } from "./scenarios/rounds";
+import {
+  DEFAULT_ROUND1000_REPEAT,
+  DEFAULT_ROUND1000_ROUNDS,
+  type Round1000Result,
+  runRound1000Repeated,
+} from "./scenarios/round1000";
 
 const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop", "round1000"] as const;
 type Scenario = (typeof SCENARIOS)[number];
@@ -29,7 +37,10 @@ interface Options {
   idleNodes: number;
   idleSeconds: number;
   roundNodes: number;
+  roundRounds: number;
   hopMB: number;
+  /** Runs of every case (--repeat); undefined = each scenario's default. */
+  repeat?: number;
   keep: boolean;
   output: string;
   /** A generate.sh variant (same arguments), e.g. an older one, to compare certificate choices. */
@@ -49,9 +60,14 @@ const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [r
   --fedavg-rounds N    rounds of each "fedavg" case (default 1)
   --nodes N            idle SuperNodes in "idle" (default 100; e.g. 1000)
   --idle-seconds S     measuring window of "idle" (default 30)
-  --round-nodes N      SuperNodes in "round1000", FedAvg rounds (--rounds) over N nodes
+  --round-nodes N      SuperNodes in "round1000", FedAvg rounds over N in-process nodes
                        (default 1000)
+  --round-rounds N     rounds per run of "round1000" (default 10; each round is a sample)
   --hop-mb N           payload of "hop", one gRPC upload between two processes (default 100)
+  --repeat N           runs of every case (fresh daemons each); tables print median [min-max]
+                       and n. Defaults: rounds 10; relay 10 for 100x2 (TLS + auth), 3 when
+                       MB x nodes >= 1000, else 5; fedavg 1; idle 1 (CPU and RSS medians over
+                       the window's 1 s samples); hop 10 calls after a warm-up
   --output FILE        where the JSON results go (default bench/results/latest.json)
   --credentials-script FILE  make certificates and keys with FILE instead of scripts/generate.sh
                        (same arguments; e.g. an older version, to compare)
@@ -81,6 +97,7 @@ function parseArgs(args: string[]): Options {
     idleNodes: 100,
     idleSeconds: 30,
     roundNodes: 1000,
+    roundRounds: DEFAULT_ROUND1000_ROUNDS,
     hopMB: 100,
     keep: false,
     output: join(REPO_ROOT, "bench", "results", "latest.json"),
@@ -100,6 +117,12 @@ function parseArgs(args: string[]): Options {
         break;
       case "--round-nodes":
         opts.roundNodes = positiveInt(arg, next());
+        break;
+      case "--round-rounds":
+        opts.roundRounds = positiveInt(arg, next());
+        break;
+      case "--repeat":
+        opts.repeat = positiveInt(arg, next());
         break;
       case "--hop-mb":
         opts.hopMB = positiveInt(arg, next());
@@ -165,60 +188,67 @@ function parseArgs(args: string[]): Options {
   return opts;
 }
 
-/** A fixed-width text table. */
-function table(headers: string[], rows: string[][]): string {
+/** A fixed-width text table; the columns in `left` are left-aligned, the others right-aligned. */
+function table(headers: string[], rows: string[][], left: readonly number[] = [0]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i]!)).join("  ");
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (left.includes(i) ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return [line(headers), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
 
 const f = (x: number | undefined, digits = 2): string => (x === undefined ? "-" : x.toFixed(digits));
+/** A summarized figure: "median [min-max]". */
+const m = (summary: Record<string, Summary>, key: string, digits = 2): string => formatSummary(summary[key], digits);
+const MEDIANS = "medians [min-max] over the runs";
 
-function roundsTable(r: RoundsResult): string {
-  const rows = r.roundSeconds.map((s, i) => [`round ${i + 1}`, f(s, 3)]);
-  rows.unshift(["init (get_parameters)", f(r.initSeconds, 3)]);
+function roundsTable(r: Repeated<RoundsResult>, rounds: number): string {
+  const s = r.summary;
+  const rows = Array.from({ length: rounds }, (_, i) => [`round ${i + 1}`, m(s, `round ${i + 1}`, 3)]);
+  rows.unshift(["init (get_parameters)", m(s, "initSeconds", 3)]);
   rows.push(
-    [
-      "all rounds",
-      f(
-        r.roundSeconds.reduce((a, b) => a + b, 0),
-        3,
-      ),
-    ],
-    ["run ([INIT] to summary)", f(r.runSeconds, 3)],
-    ["flower-server-app process", f(r.serverAppProcessSeconds, 3)],
-    ["SuperLink CPU during run", f(r.superlinkCpuSeconds, 3)],
+    ["all rounds", m(s, "all rounds", 3)],
+    ["run ([INIT] to summary)", m(s, "runSeconds", 3)],
+    ["flower-server-app process", m(s, "serverAppProcessSeconds", 3)],
+    ["SuperLink CPU during run", m(s, "superlinkCpuSeconds", 3)],
   );
-  return `rounds: ${r.rounds}-round FedAvg, ${r.nodes} SuperNodes, TLS + auth\n` + table(["phase", "seconds"], rows);
+  return (
+    `rounds: ${rounds}-round FedAvg, 2 SuperNodes, TLS + auth; ${MEDIANS} (n = ${r.runs.length}, fresh daemons each)\n` +
+    table(["phase", "seconds"], rows)
+  );
 }
 
-function relayTable(results: RelayResult[]): string {
+function relayTable(results: RelayCaseResult[]): string {
   const rows = results.map((r) =>
     r.skipped !== undefined
-      ? [`${r.payloadMB} MB`, String(r.nodes), r.security, `skipped: ${r.skipped}`, "", "", "", "", "", "", "", "", ""]
+      ? [`${r.payloadMB} MB`, String(r.nodes), r.security, "0", `skipped: ${r.skipped}`]
       : [
           `${r.payloadMB} MB`,
           String(r.nodes),
           r.security,
-          f(r.allPushedSeconds),
-          f(r.roundTripSeconds),
-          f(r.throughputMBps, 0),
-          f(r.superlinkRssBeforeMiB, 0),
-          f(r.superlinkPeakRssMiB, 0),
-          f(r.supernodePeakRssMiB, 0),
-          f(r.serverAppPeakRssMiB, 0),
-          f(r.superlinkCpuSeconds),
-          f(r.supernodesCpuSeconds),
-          f(r.serverAppCpuSeconds),
+          String(r.runs.length),
+          m(r.summary, "allPushedSeconds"),
+          m(r.summary, "roundTripSeconds"),
+          m(r.summary, "throughputMBps", 0),
+          m(r.summary, "superlinkRssBeforeMiB", 0),
+          m(r.summary, "superlinkPeakRssMiB", 0),
+          m(r.summary, "supernodePeakRssMiB", 0),
+          m(r.summary, "serverAppPeakRssMiB", 0),
+          m(r.summary, "superlinkCpuSeconds"),
+          m(r.summary, "supernodesCpuSeconds"),
+          m(r.summary, "serverAppCpuSeconds"),
         ],
   );
   return (
-    "relay: one message with the payload to every node, echoed back (Message API ServerApp)\n" +
+    `relay: one message with the payload to every node, echoed back (Message API ServerApp); ${MEDIANS} (n runs, fresh daemons each)\n` +
     table(
       [
         "payload",
         "nodes",
         "security",
+        "n",
         "all pushed s",
         "round trip s",
         "MB/s",
@@ -235,100 +265,109 @@ function relayTable(results: RelayResult[]): string {
   );
 }
 
-/** Goals of issue 19, printed beside the measurements. */
-const GOAL_SERVERAPP_RSS_MIB = 400;
-const GOAL_SUPERLINK_RSS_MIB = 400;
-const GOAL_REGISTRATIONS_PER_SECOND = 300;
-
-function fedavgTable(results: FedAvgResult[]): string {
-  const goal = (v: number | undefined, max: number): string =>
-    v === undefined ? "-" : `${f(v, 0)} (goal <= ${max}${v <= max ? ", met" : ", NOT met"})`;
+function fedavgTable(results: FedAvgCaseResult[]): string {
   const rows = results.map((r) =>
     r.skipped !== undefined
-      ? [`${r.payloadMB} MB`, String(r.nodes), `skipped: ${r.skipped}`, "", "", "", ""]
+      ? [`${r.payloadMB} MB`, String(r.nodes), "0", `skipped: ${r.skipped}`]
       : [
           `${r.payloadMB} MB`,
           String(r.nodes),
-          `${(r.roundSeconds ?? []).map((s) => f(s)).join(" / ")}${r.failures ? ` (${r.failures} failures)` : ""}`,
-          goal(r.serverAppPeakRssMiB, GOAL_SERVERAPP_RSS_MIB),
-          goal(r.superlinkPeakRssMiB, GOAL_SUPERLINK_RSS_MIB),
-          f(r.supernodePeakRssMiB, 0),
-          f(r.superlinkCpuSeconds),
+          String(r.runs.length),
+          Array.from({ length: r.rounds }, (_, i) => m(r.summary, `round ${i + 1}`)).join(" / "),
+          m(r.summary, "failures", 0),
+          m(r.summary, "serverAppPeakRssMiB", 0),
+          m(r.summary, "superlinkPeakRssMiB", 0),
+          m(r.summary, "supernodePeakRssMiB", 0),
+          m(r.summary, "superlinkCpuSeconds"),
         ],
   );
   return (
-    "fedavg: legacy FedAvg, fit on every node and aggregation (TLS + auth)\n" +
+    `fedavg: legacy FedAvg, fit on every node and aggregation (TLS + auth); ${MEDIANS} (n runs, fresh daemons each)\n` +
     table(
-      ["payload", "nodes", "round s", "app peak RSS MiB", "link peak RSS MiB", "node peak RSS MiB", "link CPU s"],
+      [
+        "payload",
+        "nodes",
+        "n",
+        "round s",
+        "fit failures",
+        "app peak RSS MiB",
+        "link peak RSS MiB",
+        "node peak RSS MiB",
+        "link CPU s",
+      ],
       rows,
     )
+  );
+}
+
+function idleTable(r: Repeated<IdleResult>): string {
+  const s = r.summary;
+  const last = r.runs[r.runs.length - 1];
+  const rates = Object.entries(last?.rpcPerSecond ?? {})
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([k, v]) => `${k} ${v.toFixed(1)}/s`)
+    .join(", ");
+  const cpuSamples = s["superlinkCpuPercentPerSecond"]?.n ?? 0;
+  const rows = [
+    ["SuperNodes (online per SuperLink)", `${last?.nodes ?? "-"} (${m(s, "onlineNodes", 0)})`],
+    ["worker processes", String(last?.workers ?? "-")],
+    ["registration of all nodes, s", m(s, "registerSeconds", 1)],
+    ["registrations per second", m(s, "registrationsPerSecond", 0)],
+    ["SuperLink CPU per registration, ms", m(s, "superlinkCpuMsPerRegistration", 1)],
+    ["window, s", m(s, "windowSeconds", 1)],
+    ["SuperLink CPU, % of one core (whole window)", m(s, "superlinkCpuPercent", 1)],
+    [`SuperLink CPU, % of one core (${cpuSamples} 1 s samples)`, m(s, "superlinkCpuPercentPerSecond", 1)],
+    ["SuperLink RSS idle, no nodes, MiB", m(s, "superlinkRssIdleMiB", 0)],
+    [`SuperLink RSS with nodes, MiB (1 s samples)`, m(s, "superlinkRssMiBPerSecond", 0)],
+    ["SuperLink peak RSS, MiB", m(s, "superlinkPeakRssMiB", 0)],
+    ["Fleet RPCs (last run)", rates],
+    [
+      "SuperLink JS heap used / external, MiB",
+      `${m(s, "superlinkHeapUsedMiB", 0)} / ${m(s, "superlinkExternalMiB", 0)}`,
+    ],
+    ["per node: SuperLink CPU ms/s, RSS KiB", last === undefined ? "-" : perNodeText(last)],
+    [`at ${IDLE_GOAL_NODES} nodes (goal < 1 core, < 1024 MiB)`, last === undefined ? "-" : idleGoalText(last)],
+    ["workers' CPU, % of one core (all nodes)", m(s, "workersCpuPercent", 1)],
+    ["workers' RSS, MiB (all together)", m(s, "workersRssMiB", 0)],
+  ];
+  return (
+    `idle: ${last?.nodes ?? "-"} idle authenticated SuperNodes; medians [min-max] over ${r.runs.length} run(s), CPU and RSS over 1 s samples\n` +
+    table(["measure", "value"], rows)
   );
 }
 
 /** Issue 19: 10,000 idle authenticated SuperNodes under 1 core and 1 GiB. */
 const IDLE_GOAL_NODES = 10_000;
 
-/** Measured at the goal's node count, or extrapolated linearly from the per-node cost. */
+function perNodeText(r: IdleResult): string {
+  const rssKiB = (1024 * (r.superlinkRssMiB - r.superlinkRssIdleMiB)) / r.nodes;
+  return `${f((10 * r.superlinkCpuPercent) / r.nodes, 3)}, ${f(rssKiB, 0)} (last run)`;
+}
+
+/** Measured at the goal's node count, or extrapolated linearly from the per-node cost (last run). */
 function idleGoalText(r: IdleResult): string {
+  if (r.nodes >= IDLE_GOAL_NODES) return "measured: see the goals table";
   const scale = IDLE_GOAL_NODES / r.nodes;
   const cpu = r.superlinkCpuPercent * scale;
   const rss = r.superlinkRssIdleMiB + (r.superlinkRssMiB - r.superlinkRssIdleMiB) * scale;
-  const met = cpu <= 100 && rss <= 1024;
-  return `${r.nodes === IDLE_GOAL_NODES ? "" : "~"}${f(cpu, 0)} % of one core, ${f(rss, 0)} MiB${r.nodes === IDLE_GOAL_NODES ? "" : " (extrapolated)"}, ${met ? "met" : "NOT met"}`;
+  return `~${f(cpu, 0)} % of one core, ${f(rss, 0)} MiB (extrapolated)`;
 }
 
-function idleTable(r: IdleResult): string {
-  const rates = Object.entries(r.rpcPerSecond)
-    .sort(([a], [b]) => (a < b ? -1 : 1))
-    .map(([k, v]) => `${k} ${v.toFixed(1)}/s`)
-    .join(", ");
+function round1000Table(r: Repeated<Round1000Result>): string {
+  const s = r.summary;
+  const last = r.runs[r.runs.length - 1];
   const rows = [
-    ["SuperNodes (online per SuperLink)", `${r.nodes} (${r.onlineNodes})`],
-    ["worker processes", String(r.workers)],
-    ["registration of all nodes", `${f(r.registerSeconds, 1)} s`],
-    [
-      "registrations per second",
-      `${f(r.registrationsPerSecond, 0)}/s (goal >= ${GOAL_REGISTRATIONS_PER_SECOND}${r.registrationsPerSecond >= GOAL_REGISTRATIONS_PER_SECOND ? ", met" : ", NOT met"})`,
-    ],
-    ["SuperLink CPU per registration", `${f(r.superlinkCpuMsPerRegistration, 1)} ms`],
-    ["window", `${f(r.windowSeconds, 1)} s`],
-    ["SuperLink CPU", `${f(r.superlinkCpuPercent, 1)} % of one core`],
-    ["SuperLink RSS idle, no nodes", `${f(r.superlinkRssIdleMiB, 0)} MiB`],
-    ["SuperLink RSS with nodes", `${f(r.superlinkRssMiB, 0)} MiB (peak ${f(r.superlinkPeakRssMiB, 0)} MiB)`],
-    ["SuperLink JS heap used / external", `${f(r.superlinkHeapUsedMiB, 0)} / ${f(r.superlinkExternalMiB, 0)} MiB`],
-    [
-      "per node: SuperLink CPU, RSS",
-      `${f((10 * r.superlinkCpuPercent) / r.nodes, 3)} ms/s, ${f((1024 * (r.superlinkRssMiB - r.superlinkRssIdleMiB)) / r.nodes, 0)} KiB`,
-    ],
-    [`at ${IDLE_GOAL_NODES} nodes (goal <= 1 core, <= 1024 MiB)`, idleGoalText(r)],
-    ["Fleet RPCs", rates],
-    ["workers' CPU (all nodes together)", `${f(r.workersCpuPercent, 1)} % of one core`],
-    ["workers' RSS (all together)", `${f(r.workersRssMiB, 0)} MiB`],
-  ];
-  return `idle: ${r.nodes} idle authenticated SuperNodes\n` + table(["measure", "value"], rows);
-}
-
-/** Issue 19: a round over 1,000 nodes with a tiny model in under 5 s. */
-const GOAL_ROUND1000_SECONDS = 5;
-
-function round1000Table(r: Round1000Result): string {
-  const sorted = [...r.roundSeconds].sort((a, b) => a - b);
-  const median = sorted[Math.floor((sorted.length - 1) / 2)] ?? NaN;
-  const goal =
-    r.nodes === 1000
-      ? `goal < ${GOAL_ROUND1000_SECONDS} s at 1000 nodes, ${median < GOAL_ROUND1000_SECONDS ? "met" : "NOT met"}`
-      : "";
-  const rows = [
-    ["registration of all nodes", f(r.registerSeconds, 1), ""],
-    ["[INIT] (initial parameters from one node)", f(r.initSeconds, 3), ""],
-    ...r.roundSeconds.map((s, i) => [`round ${i + 1} (fit + evaluate on all)`, f(s, 3), ""]),
-    ["median round", f(median, 3), goal],
-    ["SuperLink CPU over the run", f(r.superlinkCpuSeconds, 2), ""],
-    ["workers' CPU over the run (all nodes)", f(r.workersCpuSeconds, 2), ""],
+    ["registration of all nodes, s", m(s, "registerSeconds", 1)],
+    ["[INIT] (initial parameters from one node), s", m(s, "initSeconds", 3)],
+    [`round (fit + evaluate on all), s (${s["roundSeconds"]?.n ?? 0} rounds)`, m(s, "roundSeconds", 3)],
+    ["rounds of the last run, s", last === undefined ? "-" : last.roundSeconds.map((x) => f(x, 2)).join(" ")],
+    ["SuperLink CPU over a run, s", m(s, "superlinkCpuSeconds", 2)],
+    ["workers' CPU over a run (all nodes), s", m(s, "workersCpuSeconds", 2)],
   ];
   return (
-    `round1000: FedAvg rounds over ${r.nodes} authenticated SuperNodes (${r.workers} worker processes), tiny model\n` +
-    table(["phase", "seconds", "goal"], rows)
+    `round1000: FedAvg rounds over ${last?.nodes ?? "-"} authenticated SuperNodes in ${last?.workers ?? "-"} worker processes, ` +
+    `tiny model; ${MEDIANS} (n = ${r.runs.length})\n` +
+    table(["measure", "value"], rows)
   );
 }
 
@@ -336,15 +375,26 @@ function hopTable(results: HopResult[]): string {
   const rows = results.map((r) => [
     `${r.payloadMB} MB`,
     r.security,
-    f(r.medianSeconds, 3),
+    String(r.seconds.n),
+    formatSummary(r.seconds, 3),
     f(r.firstSeconds, 3),
-    f(r.senderCpuMs, 0),
-    f(r.receiverUserMs, 0),
-    f(r.receiverSystemMs, 0),
+    formatSummary(r.senderCpuMs, 0),
+    formatSummary(r.receiverUserMs, 0),
+    formatSummary(r.receiverSystemMs, 0),
   ]);
   return (
-    "hop: one unary gRPC upload between two processes, no protobuf (medians after the first call)\n" +
-    table(["payload", "security", "seconds", "first s", "sender CPU ms", "receiver user ms", "receiver sys ms"], rows)
+    "hop: one unary gRPC upload between two processes, no protobuf; medians [min-max] of n calls after a warm-up call\n" +
+    table(
+      ["payload", "security", "n", "seconds", "first s", "sender CPU ms", "receiver user ms", "receiver sys ms"],
+      rows,
+    )
+  );
+}
+
+function goalsTable(rows: GoalRow[]): string {
+  return (
+    "goals of issue 19: median [min-max] of n samples against the target\n" +
+    table(GOAL_HEADERS, goalCells(rows), [0, 4, 5, 6])
   );
 }
 
@@ -401,27 +451,31 @@ async function main(args: string[]): Promise<number> {
       say(`scenario ${scenario}: starting`);
       try {
         if (scenario === "rounds") {
-          const r = await runRounds(creds, workDir, { numRounds: opts.rounds, numNodes: 2 });
+          const times = opts.repeat ?? DEFAULT_ROUNDS_REPEAT;
+          const r = await runRoundsRepeated(creds, workDir, { numRounds: opts.rounds, numNodes: 2 }, times);
           results["rounds"] = r;
-          texts.push(roundsTable(r));
+          texts.push(roundsTable(r, opts.rounds));
         } else if (scenario === "relay") {
-          const r = await runRelay(creds, workDir, opts.relayCases);
+          const r = await runRelay(creds, workDir, opts.relayCases, (c) => opts.repeat ?? defaultRelayRepeat(c));
           results["relay"] = r;
           texts.push(relayTable(r));
         } else if (scenario === "fedavg") {
-          const r = await runFedAvg(creds, workDir, opts.fedavgCases, opts.fedavgRounds);
+          const times = opts.repeat ?? DEFAULT_FEDAVG_REPEAT;
+          const r = await runFedAvg(creds, workDir, opts.fedavgCases, opts.fedavgRounds, times);
           results["fedavg"] = r;
           texts.push(fedavgTable(r));
         } else if (scenario === "idle") {
-          const r = await runIdle(creds, workDir, { nodes: opts.idleNodes, windowSeconds: opts.idleSeconds });
+          const idleOpts = { nodes: opts.idleNodes, windowSeconds: opts.idleSeconds };
+          const r = await runIdleRepeated(creds, workDir, idleOpts, opts.repeat ?? DEFAULT_IDLE_REPEAT);
           results["idle"] = r;
           texts.push(idleTable(r));
         } else if (scenario === "round1000") {
-          const r = await runRound1000(creds, workDir, { nodes: opts.roundNodes, rounds: opts.rounds });
+          const roundOpts = { nodes: opts.roundNodes, rounds: opts.roundRounds };
+          const r = await runRound1000Repeated(creds, workDir, roundOpts, opts.repeat ?? DEFAULT_ROUND1000_REPEAT);
           results["round1000"] = r;
           texts.push(round1000Table(r));
         } else {
-          const r = await runHop(creds, workDir, opts.hopMB);
+          const r = await runHop(creds, workDir, opts.hopMB, opts.repeat ?? DEFAULT_HOP_REPEAT);
           results["hop"] = r;
           texts.push(hopTable(r));
         }
@@ -439,6 +493,9 @@ async function main(args: string[]): Promise<number> {
     if (opts.keep) say(`kept ${workDir} (certificates, apps, child logs)`);
     else rmSync(workDir, { recursive: true, force: true });
   }
+  const goals = goalRows();
+  results["goals"] = goals;
+  texts.push(goalsTable(goals));
   results["finishedAt"] = new Date().toISOString();
   mkdirSync(join(opts.output, ".."), { recursive: true });
   writeFileSync(opts.output, JSON.stringify(results, null, 2) + "\n");

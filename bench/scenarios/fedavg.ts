@@ -17,6 +17,8 @@ import {
   startSuperNodeChild,
 } from "../lib/deployment";
 import { type Child, type LogRecord, cpuSeconds, failOnExit, memoryInfo, say, stopChildren } from "../lib/processes";
+import { mibToMB, recordGoal } from "../lib/goals";
+import { type Repeated, numericFields, repeat, summarizeRuns } from "../lib/stats";
 import { MB } from "./relay";
 
 const TENSOR_BYTES = 2 * MB;
@@ -44,6 +46,7 @@ export async function runFedAvgCase(
   workDir: string,
   c: FedAvgCase,
   numRounds: number,
+  run = 1,
 ): Promise<FedAvgResult> {
   const payloadBytes = c.payloadMB * MB;
   // SuperLink: the instruction to every node, results in flight; SuperNodes: ~3 copies each.
@@ -53,7 +56,7 @@ export async function runFedAvgCase(
     return { ...c, rounds: numRounds, skipped: reason };
   }
   if (c.nodes > creds.numNodes) throw new Error(`fedavg: ${c.nodes} nodes but only ${creds.numNodes} key pairs`);
-  const dir = join(workDir, `fedavg-${c.payloadMB}MB-${c.nodes}nodes`);
+  const dir = join(workDir, `fedavg-${c.payloadMB}MB-${c.nodes}nodes-run${run}`);
   mkdirSync(dir, { recursive: true });
   writeFedAvgApps(dir, payloadBytes, TENSOR_BYTES, c.nodes, numRounds);
   const children: Child[] = [];
@@ -103,13 +106,62 @@ export async function runFedAvgCase(
   }
 }
 
+/** A case run `runs.length` times (fresh daemons each time), with the median of every figure. */
+export interface FedAvgCaseResult extends FedAvgCase, Repeated<FedAvgResult> {
+  rounds: number;
+  skipped?: string;
+}
+
+/**
+ * Runs of a case by default: 1 (100 MB x 10 takes tens of seconds and a peak RSS is one number
+ * per run; `--repeat N` for more).
+ */
+export const DEFAULT_FEDAVG_REPEAT = 1;
+
+function fedavgFields(r: FedAvgResult): Record<string, number> {
+  const fields = numericFields(r);
+  (r.roundSeconds ?? []).forEach((s, i) => (fields[`round ${i + 1}`] = s));
+  return fields;
+}
+
 export async function runFedAvg(
   creds: Credentials,
   workDir: string,
   cases: FedAvgCase[],
   numRounds: number,
-): Promise<FedAvgResult[]> {
-  const results: FedAvgResult[] = [];
-  for (const c of cases) results.push(await runFedAvgCase(creds, workDir, c, numRounds));
+  times: number,
+): Promise<FedAvgCaseResult[]> {
+  const results: FedAvgCaseResult[] = [];
+  for (const c of cases) {
+    const first = await runFedAvgCase(creds, workDir, c, numRounds);
+    if (first.skipped !== undefined) {
+      results.push({ ...c, rounds: numRounds, skipped: first.skipped, runs: [], summary: {} });
+      continue;
+    }
+    const rest = await repeat(times - 1, (i) => {
+      say(`fedavg ${c.payloadMB} MB x ${c.nodes}: run ${i + 2} of ${times}`);
+      return runFedAvgCase(creds, workDir, c, numRounds, i + 2);
+    });
+    const runs = [first, ...rest.runs];
+    results.push({ ...c, rounds: numRounds, runs, summary: summarizeRuns(runs.map(fedavgFields)) });
+    if (c.payloadMB === 100 && c.nodes === 10) {
+      const source = `fedavg 100 MB x 10, ${numRounds} round(s)`;
+      const note = "one peak per run";
+      const mb = (pick: (r: FedAvgResult) => number | undefined): number[] =>
+        runs.map(pick).flatMap((x) => (x === undefined ? [] : [mibToMB(x)]));
+      recordGoal(
+        "serverapp-peak-rss-100x10-mb",
+        mb((r) => r.serverAppPeakRssMiB),
+        source,
+        note,
+      );
+      recordGoal(
+        "superlink-peak-rss-100x10-mb",
+        mb((r) => r.superlinkPeakRssMiB),
+        source,
+        note,
+      );
+    }
+  }
   return results;
 }

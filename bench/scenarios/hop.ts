@@ -13,24 +13,29 @@ import { enableGrpcExtensions } from "../../src/transport/grpc-extensions";
 import { HOP_METHOD } from "../lib/hop-method";
 import type { Credentials } from "../lib/deployment";
 import { type Child, say, stopChildren, startNodeScript } from "../lib/processes";
+import { type Summary, summarize } from "../lib/stats";
 
 export interface HopResult {
   payloadMB: number;
   security: "tls" | "plaintext";
-  /** Calls made; the first one (connection and memory warm-up) is not in the medians. */
+  /** Calls made; the first one (connection and memory warm-up) is not in the summaries. */
   calls: number;
-  medianSeconds: number;
+  seconds: Summary;
   firstSeconds: number;
-  /** Median CPU of the sending process per call (user + system), ms. */
-  senderCpuMs: number;
-  /** Median CPU of the receiving process per call, user and system, ms. */
-  receiverUserMs: number;
-  receiverSystemMs: number;
+  /** CPU of the sending process per call (user + system), ms. */
+  senderCpuMs: Summary;
+  /** CPU of the receiving process per call, user and system, ms. */
+  receiverUserMs: Summary;
+  receiverSystemMs: Summary;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
+/** Timed calls by default, after the warm-up call. */
+export const DEFAULT_HOP_REPEAT = 10;
+
+const summary = (xs: number[]): Summary => {
+  const s = summarize(xs);
+  if (s === undefined) throw new Error("hop: no samples");
+  return s;
 };
 
 async function runHopCase(
@@ -80,10 +85,10 @@ async function runHopCase(
       security,
       calls,
       firstSeconds: times[0]!,
-      medianSeconds: median(warm(times)),
-      senderCpuMs: median(warm(senderCpu)),
-      receiverUserMs: median(warm(receiverUser)),
-      receiverSystemMs: median(warm(receiverSystem)),
+      seconds: summary(warm(times)),
+      senderCpuMs: summary(warm(senderCpu)),
+      receiverUserMs: summary(warm(receiverUser)),
+      receiverSystemMs: summary(warm(receiverSystem)),
     };
   } finally {
     stub?.close();
@@ -91,7 +96,14 @@ async function runHopCase(
   }
 }
 
-export async function runHop(creds: Credentials, workDir: string, payloadMB: number, calls = 6): Promise<HopResult[]> {
+/** `times` timed uploads per security setting, after one warm-up upload. */
+export async function runHop(
+  creds: Credentials,
+  workDir: string,
+  payloadMB: number,
+  times: number,
+): Promise<HopResult[]> {
+  const calls = times + 1;
   const results: HopResult[] = [];
   for (const security of ["tls", "plaintext"] as const) {
     say(`hop ${payloadMB} MB, ${security}: ${calls} uploads`);

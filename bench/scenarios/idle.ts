@@ -3,16 +3,21 @@
  * processes (bench/idle-worker.ts), against a SuperLink child. Measures the SuperLink's CPU
  * (utime + stime from /proc over a window), its RSS, and what the idle traffic is (RPC rates
  * from its --metrics-address endpoint): pings every ~20 s per node, plus each node's long-poll
- * PullTaskIns that the SuperLink holds open for up to 2 s.
+ * PullTaskIns that the SuperLink holds open for up to --fleet-long-poll-ms (30 s). Extra
+ * flower-superlink flags for an A/B come from the environment, BENCH_SUPERLINK_ARGS (e.g.
+ * "--fleet-long-poll-ms 2000", the hold before it had its own cap).
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Credentials, scrapeMetrics, startSuperLinkChild } from "../lib/deployment";
 import { startNodeWorkers, waitForNodeWorkers } from "../lib/node-workers";
+import { recordGoal } from "../lib/goals";
 import { type Child, cpuSeconds, failOnExit, memoryInfo, say, sleep, stopChildren } from "../lib/processes";
+import { type Repeated, type Summary, numericFields, summarize, summarizeRuns } from "../lib/stats";
 
 /** Wait after the last registration before measuring, so start-up work is not counted. */
 const SETTLE_MS = 5_000;
+const SAMPLE_MS = 1_000;
 
 export interface IdleOptions {
   nodes: number;
@@ -45,6 +50,65 @@ export interface IdleResult {
   workersCpuPercent: number;
   /** RSS of all worker processes together at the end of the window. */
   workersRssMiB: number;
+  /** SuperLink CPU over each 1 s of the window, % of one core. */
+  superlinkCpuPercentPerSecond: number[];
+  /** SuperLink RSS at the end of each 1 s of the window, MiB. */
+  superlinkRssMiBPerSecond: number[];
+}
+
+/** Runs by default: 1 (the window's 1 s samples give the medians of CPU and RSS). */
+export const DEFAULT_IDLE_REPEAT = 1;
+/** Nodes from which idle reports to the 10,000-idle-nodes goals. */
+const IDLE_GOAL_NODES = 10_000;
+/** Fewer nodes register too fast for worker start-up to be left out of the rate. */
+const REGISTRATION_GOAL_NODES = 300;
+
+/** The figures the table summarizes over runs; CPU and RSS over every 1 s sample of every run. */
+export function summarizeIdle(runs: readonly IdleResult[]): Record<string, Summary> {
+  const summary = summarizeRuns(runs.map(numericFields));
+  const cpu = summarize(runs.flatMap((r) => r.superlinkCpuPercentPerSecond));
+  const rss = summarize(runs.flatMap((r) => r.superlinkRssMiBPerSecond));
+  if (cpu !== undefined) summary["superlinkCpuPercentPerSecond"] = cpu;
+  if (rss !== undefined) summary["superlinkRssMiBPerSecond"] = rss;
+  return summary;
+}
+
+export async function runIdleRepeated(
+  creds: Credentials,
+  workDir: string,
+  opts: IdleOptions,
+  times: number,
+): Promise<Repeated<IdleResult>> {
+  const runs: IdleResult[] = [];
+  for (let i = 0; i < times; i++) {
+    if (i > 0) say(`idle: run ${i + 1} of ${times}`);
+    runs.push(await runIdle(creds, workDir, opts, i + 1));
+  }
+  const source = `idle ${opts.nodes} nodes`;
+  const note = `1 s samples within ${runs.length} run(s)`;
+  if (opts.nodes >= REGISTRATION_GOAL_NODES) {
+    recordGoal(
+      "registrations-per-second",
+      runs.map((r) => r.registrationsPerSecond),
+      `${source} (from the first worker spawned: a lower bound)`,
+      "one rate per run",
+    );
+  }
+  if (opts.nodes >= IDLE_GOAL_NODES) {
+    recordGoal(
+      "idle-10000-superlink-cores",
+      runs.flatMap((r) => r.superlinkCpuPercentPerSecond.map((p) => p / 100)),
+      source,
+      note,
+    );
+    recordGoal(
+      "idle-10000-superlink-rss-mib",
+      runs.flatMap((r) => r.superlinkRssMiBPerSecond),
+      source,
+      note,
+    );
+  }
+  return { runs, summary: summarizeIdle(runs) };
 }
 
 function fleetRpcCounts(metrics: Map<string, number>): Map<string, number> {
@@ -58,8 +122,9 @@ function fleetRpcCounts(metrics: Map<string, number>): Map<string, number> {
   return counts;
 }
 
-export async function runIdle(creds: Credentials, workDir: string, opts: IdleOptions): Promise<IdleResult> {
-  const dir = join(workDir, `idle-${opts.nodes}`);
+/** One run (fresh SuperLink and nodes); `run` (1, 2, ...) names its log directory. */
+export async function runIdle(creds: Credentials, workDir: string, opts: IdleOptions, run = 1): Promise<IdleResult> {
+  const dir = join(workDir, `idle-${opts.nodes}-run${run}`);
   mkdirSync(dir, { recursive: true });
   const children: Child[] = [];
   try {
@@ -91,7 +156,21 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     const workerCpu0 = workers.reduce((s, w) => s + cpuSeconds(w.pid), 0);
     const rpc0 = fleetRpcCounts(await scrapeMetrics(superlink.metricsAddress));
     const t0 = Date.now();
-    await Promise.race([sleep(opts.windowSeconds * 1000), failOnExit(children)]);
+    // CPU and RSS every second of the window: >= 10 samples from one run for the medians.
+    const failed = failOnExit(children);
+    const cpuSamples: number[] = [];
+    const rssSamples: number[] = [];
+    let lastCpu = linkCpu0;
+    let lastAt = t0;
+    while (Date.now() - t0 < opts.windowSeconds * 1000 - 50) {
+      await Promise.race([sleep(Math.min(SAMPLE_MS, opts.windowSeconds * 1000 - (Date.now() - t0))), failed]);
+      const at = Date.now();
+      const cpu = cpuSeconds(superlink.child.pid);
+      cpuSamples.push((100 * (cpu - lastCpu)) / ((at - lastAt) / 1000));
+      rssSamples.push(memoryInfo(superlink.child.pid).rssMiB);
+      lastCpu = cpu;
+      lastAt = at;
+    }
     const elapsed = (Date.now() - t0) / 1000;
     const linkCpu = cpuSeconds(superlink.child.pid) - linkCpu0;
     const workerCpu = workers.reduce((s, w) => s + cpuSeconds(w.pid), 0) - workerCpu0;
@@ -122,6 +201,8 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
       superlinkExternalMiB: (metrics.get("nodejs_external_memory_bytes") ?? 0) / 2 ** 20,
       workersCpuPercent: (100 * workerCpu) / elapsed,
       workersRssMiB,
+      superlinkCpuPercentPerSecond: cpuSamples,
+      superlinkRssMiBPerSecond: rssSamples,
     };
   } finally {
     await stopChildren(children.slice(1), 20_000);

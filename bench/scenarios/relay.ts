@@ -15,7 +15,9 @@ import {
   startSuperLinkChild,
   startSuperNodeChild,
 } from "../lib/deployment";
+import { mibToMB, recordGoal } from "../lib/goals";
 import { type Child, cpuSeconds, failOnExit, memoryInfo, say, stopChildren } from "../lib/processes";
+import { type Repeated, numericFields, repeat, summarizeRuns } from "../lib/stats";
 
 export const MB = 1_000_000;
 /** Payloads are float32 tensors of this size (a 10 MB payload is 5 tensors). */
@@ -78,7 +80,8 @@ const SECURITY_NAMES: Record<Security, string> = {
 };
 const SECURITY_DIRS: Record<Security, string> = { "tls+auth": "tls-auth", tls: "tls", plaintext: "plain" };
 
-export async function runRelayCase(creds: Credentials, workDir: string, c: RelayCase): Promise<RelayResult> {
+/** One run of a case; `run` (1, 2, ...) names its log directory. */
+export async function runRelayCase(creds: Credentials, workDir: string, c: RelayCase, run = 1): Promise<RelayResult> {
   const payloadBytes = c.payloadMB * MB;
   const needed = payloadBytes * c.nodes * BYTES_NEEDED_PER_PAYLOAD_BYTE_PER_NODE;
   if (needed > freemem() * 0.8) {
@@ -87,7 +90,7 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
     return { ...c, skipped: reason };
   }
   if (c.nodes > creds.numNodes) throw new Error(`relay: ${c.nodes} nodes but only ${creds.numNodes} key pairs`);
-  const dir = join(workDir, `relay-${c.payloadMB}MB-${c.nodes}nodes-${SECURITY_DIRS[c.security]}`);
+  const dir = join(workDir, `relay-${c.payloadMB}MB-${c.nodes}nodes-${SECURITY_DIRS[c.security]}-run${run}`);
   mkdirSync(dir, { recursive: true });
   writeRelayApps(dir, payloadBytes, TENSOR_BYTES, c.nodes);
   const children: Child[] = [];
@@ -138,8 +141,70 @@ export async function runRelayCase(creds: Credentials, workDir: string, c: Relay
   }
 }
 
-export async function runRelay(creds: Credentials, workDir: string, cases: RelayCase[]): Promise<RelayResult[]> {
-  const results: RelayResult[] = [];
-  for (const c of cases) results.push(await runRelayCase(creds, workDir, c));
+/** A case run `runs.length` times (fresh daemons each time), with the median of every figure. */
+export interface RelayCaseResult extends RelayCase, Repeated<RelayResult> {
+  /** Set when the case was not run (not enough memory). */
+  skipped?: string;
+}
+
+/** Runs of a case by default: 10 for the 100 MB x 2 goal, 3 when payload x nodes >= 1 GB, else 5. */
+export function defaultRelayRepeat(c: RelayCase): number {
+  if (c.payloadMB * c.nodes >= 1000) return 3;
+  return c.payloadMB === 100 && c.nodes === 2 && c.security === "tls+auth" ? 10 : 5;
+}
+
+export async function runRelay(
+  creds: Credentials,
+  workDir: string,
+  cases: RelayCase[],
+  repeatOf: (c: RelayCase) => number,
+): Promise<RelayCaseResult[]> {
+  const results: RelayCaseResult[] = [];
+  for (const c of cases) {
+    const times = repeatOf(c);
+    const first = await runRelayCase(creds, workDir, c);
+    if (first.skipped !== undefined) {
+      results.push({ ...c, skipped: first.skipped, runs: [], summary: {} });
+      continue;
+    }
+    const rest = await repeat(times - 1, (i) => {
+      say(`relay ${relayCaseName(c)}: run ${i + 2} of ${times}`);
+      return runRelayCase(creds, workDir, c, i + 2);
+    });
+    const runs = [first, ...rest.runs];
+    const r: RelayCaseResult = { ...c, runs, summary: summarizeRuns(runs.map(numericFields)) };
+    results.push(r);
+    recordRelayGoals(r);
+  }
   return results;
+}
+
+function recordRelayGoals(r: RelayCaseResult): void {
+  if (r.security !== "tls+auth" || r.payloadMB !== 100) return;
+  const source = `relay ${relayCaseName(r)}`;
+  const samples = (pick: (x: RelayResult) => number | undefined): number[] =>
+    r.runs.map(pick).filter((x): x is number => x !== undefined);
+  if (r.nodes === 2)
+    recordGoal(
+      "relay-100x2-seconds",
+      samples((x) => x.roundTripSeconds),
+      source,
+    );
+  if (r.nodes !== 10) return;
+  recordGoal(
+    "relay-100x10-seconds",
+    samples((x) => x.roundTripSeconds),
+    source,
+  );
+  const mb = (mib: number | undefined): number | undefined => (mib === undefined ? undefined : mibToMB(mib));
+  recordGoal(
+    "serverapp-peak-rss-100x10-mb",
+    samples((x) => mb(x.serverAppPeakRssMiB)),
+    source,
+  );
+  recordGoal(
+    "superlink-peak-rss-100x10-mb",
+    samples((x) => mb(x.superlinkPeakRssMiB)),
+    source,
+  );
 }

@@ -15,6 +15,7 @@ import {
   startSuperNodeChild,
 } from "../lib/deployment";
 import { type Child, type LogRecord, cpuSeconds, failOnExit, say, stopChildren } from "../lib/processes";
+import { type Repeated, numericFields, repeat } from "../lib/stats";
 
 export interface RoundsOptions {
   numRounds: number;
@@ -71,8 +72,14 @@ export function fedAvgRoundTimes(
   };
 }
 
-export async function runRounds(creds: Credentials, workDir: string, opts: RoundsOptions): Promise<RoundsResult> {
-  const dir = join(workDir, "rounds");
+/** One run (fresh daemons); `run` (1, 2, ...) names its log directory. */
+export async function runRounds(
+  creds: Credentials,
+  workDir: string,
+  opts: RoundsOptions,
+  run = 1,
+): Promise<RoundsResult> {
+  const dir = join(workDir, `rounds-run${run}`);
   mkdirSync(dir, { recursive: true });
   writeRoundsApps(dir, opts.numRounds, opts.numNodes);
   const children: Child[] = [];
@@ -119,4 +126,31 @@ export async function runRounds(creds: Credentials, workDir: string, opts: Round
     await stopChildren(children.slice(1));
     await stopChildren(children.slice(0, 1));
   }
+}
+
+/** The figures of one run the table summarizes: each round, their sum, and the top-level numbers. */
+export function roundsFields(r: RoundsResult): Record<string, number> {
+  const fields = numericFields(r);
+  r.roundSeconds.forEach((s, i) => (fields[`round ${i + 1}`] = s));
+  fields["all rounds"] = r.roundSeconds.reduce((a, b) => a + b, 0);
+  return fields;
+}
+
+/** Default runs: 10 (each a few seconds). */
+export const DEFAULT_ROUNDS_REPEAT = 10;
+
+export function runRoundsRepeated(
+  creds: Credentials,
+  workDir: string,
+  opts: RoundsOptions,
+  times: number,
+): Promise<Repeated<RoundsResult>> {
+  return repeat(
+    times,
+    (i) => {
+      if (i > 0) say(`rounds: run ${i + 1} of ${times}`);
+      return runRounds(creds, workDir, opts, i + 1);
+    },
+    roundsFields,
+  );
 }
