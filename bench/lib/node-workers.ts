@@ -16,12 +16,6 @@ const NODES_PER_WORKER = 500;
  */
 const REGISTRATIONS_IN_FLIGHT = 40;
 const READY_TIMEOUT_MS = 900_000;
-/**
- * Workers run at a lower CPU priority than the SuperLink: 20 busy workers on 2 cores would
- * otherwise get 20/21 of the CPU under Linux's fair share and starve the SuperLink they measure
- * (10,000 nodes: registrations fell to 10/s and held pulls missed their 60 s deadline).
- */
-const WORKER_NICE = 10;
 
 export interface NodeWorkersOptions {
   nodes: number;
@@ -30,6 +24,13 @@ export interface NodeWorkersOptions {
   /** Names the workers (`${name}-worker-0`, ...) and their log files in `logDir`. */
   name: string;
   logDir: string;
+  /**
+   * CPU priority of the workers (default 0). `idle` uses 10: 20 busy workers on 2 cores would
+   * otherwise get 20/21 of the CPU under Linux's fair share and starve the SuperLink they
+   * measure (10,000 nodes: registrations fell to 10/s, held pulls missed their 60 s deadline).
+   * Rounds keep 0: starved nodes on a loaded machine miss their ping deadline.
+   */
+  nice?: number;
 }
 
 /** Starts the workers for nodes 1..`nodes` (key pairs of `creds`); see waitForNodeWorkers. */
@@ -65,8 +66,9 @@ export function startNodeWorkers(creds: Credentials, superlink: SuperLinkChild, 
     );
   }
   for (const w of workers) {
+    if ((opts.nice ?? 0) === 0) break;
     try {
-      setPriority(w.pid, WORKER_NICE);
+      setPriority(w.pid, opts.nice ?? 0);
     } catch {
       // Not allowed here: the workers keep the default priority.
     }

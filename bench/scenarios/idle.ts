@@ -141,7 +141,13 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
 
     const linkCpuBeforeRegistration = cpuSeconds(superlink.child.pid);
     const startedAt = Date.now();
-    const workers = startNodeWorkers(creds, superlink, { nodes: opts.nodes, app: "empty", name: "idle", logDir: dir });
+    const workers = startNodeWorkers(creds, superlink, {
+      nodes: opts.nodes,
+      app: "empty",
+      name: "idle",
+      logDir: dir,
+      nice: 10,
+    });
     children.push(...workers);
     say(`idle: registering ${opts.nodes} SuperNodes in ${workers.length} worker process(es)`);
     await waitForNodeWorkers(workers, children);

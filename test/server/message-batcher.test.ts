@@ -34,8 +34,8 @@ describe("MessageBatcher (a round's one-message calls share pushes and pulls)", 
       const node = n;
       driver.addNode(node, (msg) =>
         node === 7n
-          ? new Promise((resolve) => release.set(node, () => resolve(msg.content)))
-          : Promise.resolve(msg.content),
+          ? new Promise((resolve) => release.set(node, () => resolve(msg.content ?? new RecordSet())))
+          : Promise.resolve(msg.content ?? new RecordSet()),
       );
     }
     const batcher = new MessageBatcher(driver);
@@ -56,7 +56,7 @@ describe("MessageBatcher (a round's one-message calls share pushes and pulls)", 
   test("a timeout or an abort ends only its own call; a message not stored resolves undefined", async () => {
     const driver = new CountingDriver();
     driver.addNode(1n, () => new Promise(() => undefined)); // never answers
-    driver.addNode(2n, (msg) => Promise.resolve(msg.content));
+    driver.addNode(2n, (msg) => Promise.resolve(msg.content ?? new RecordSet()));
     driver.addNode(3n, () => new Promise(() => undefined));
     const batcher = new MessageBatcher(driver);
     const controller = new AbortController();
@@ -75,7 +75,7 @@ describe("MessageBatcher (a round's one-message calls share pushes and pulls)", 
 
   test("a failed push rejects every call it carried", async () => {
     const driver = new CountingDriver();
-    driver.addNode(1n, (msg) => Promise.resolve(msg.content));
+    driver.addNode(1n, (msg) => Promise.resolve(msg.content ?? new RecordSet()));
     driver.failPush = new Error("SuperLink gone");
     const batcher = new MessageBatcher(driver);
     const calls = [batcher.sendAndReceive(message(driver, 1n)), batcher.sendAndReceive(message(driver, 1n))];
