@@ -14,12 +14,6 @@ const MAX_MESSAGES_PER_PUSH = 1000;
 const FAST_PULL_MS = 100;
 /** Sleep after such a fast empty pull. */
 const POLL_INTERVAL_MS = 200;
-/**
- * Pause after a pull that brought replies while others are still due: a held pull returns at
- * the first reply, and re-asking at once for all 1,000 ids after each one makes the round
- * O(N^2) in ids the SuperLink parses; 20 ms lets the replies of that time come together.
- */
-const COALESCE_MS = 20;
 
 export interface BatchedCallOptions {
   /** Stop waiting after this long: the call resolves undefined. Default: no limit. */
@@ -168,9 +162,9 @@ export class MessageBatcher {
         return;
       }
       for (const reply of replies) this.pending.get(reply.metadata.replyToMessage.toLowerCase())?.resolve(reply);
-      if (this.pending.size === 0) continue;
-      if (replies.length > 0) await new Promise((r) => setTimeout(r, COALESCE_MS));
-      else if (Date.now() - started < FAST_PULL_MS) await new Promise((r) => setTimeout(r, POLL_INTERVAL_MS));
+      if (replies.length === 0 && this.pending.size > 0 && Date.now() - started < FAST_PULL_MS) {
+        await new Promise((r) => setTimeout(r, POLL_INTERVAL_MS));
+      }
     }
   }
 }
