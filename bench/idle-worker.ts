@@ -1,11 +1,14 @@
 /**
- * Bench worker for the `idle` scenario: runs many authenticated SuperNodes in this one process
- * (startSuperNode, one gRPC channel each, the real ping and pull loops) with an empty ClientApp.
+ * Bench worker for the `idle` and `round1000` scenarios: runs many authenticated SuperNodes in
+ * this one process (startSuperNode, one gRPC channel each, the real ping and pull loops) with an
+ * empty ClientApp (`--app empty`, idle) or a tiny NumPyClient (`--app tiny`: two float32 arrays,
+ * as bench/lib/apps.ts's rounds client).
  * Logs JSON lines on stderr; `idle-worker.ready` once every node is registered. SIGTERM or
  * SIGINT: every node sends DeleteNode and closes, then the process exits.
  *
  * Usage: node idle-worker.js --superlink HOST:PORT --ca FILE --keys-dir DIR --first I --count N
- * [--start-on-signal] (nodes use keys DIR/client_credentials_I .. I+N-1).
+ *   [--concurrency C] [--app empty|tiny] [--start-on-signal]
+ * (nodes use keys DIR/client_credentials_I .. I+N-1).
  *
  * The key files are read and parsed first (`idle-worker.loaded`), so registration times cover
  * registration alone; with --start-on-signal the worker then waits for SIGUSR2, which lets the
@@ -15,16 +18,46 @@ import { loadKeyPairFiles } from "../src/auth/keys";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ClientApp } from "../src/client/client-app";
+import { type EvaluateResult, type FitResult, NumPyClient } from "../src/client/numpy-client";
+import type { NDArrays } from "../src/core/records/types";
 import { createLogger } from "../src/core/logger";
 import { type SuperNodeHandle, startSuperNode } from "../src/supernode/supernode";
 import { enableGrpcExtensions } from "../src/transport/grpc-extensions";
 
 /**
- * Registrations in flight at once per worker, as a pool (a new one starts as soon as one is
- * done): enough to keep the SuperLink busy, few enough not to time out TLS handshakes.
+ * Registrations in flight at once per worker (default; --concurrency), as a pool (a new one
+ * starts as soon as one is done): enough to keep the SuperLink busy, few enough not to time out
+ * TLS handshakes.
  */
-const REGISTER_CONCURRENCY = 20;
+const DEFAULT_REGISTER_CONCURRENCY = 20;
 const CLOSE_GRACE_MS = 2_000;
+
+/** The rounds scenario's tiny model: fit adds 0.5 to every value, evaluate reports the mean. */
+class TinyClient extends NumPyClient {
+  override getParameters(): NDArrays {
+    return [
+      { dtype: "float32", shape: [3, 4], data: new Float32Array(12) },
+      { dtype: "float32", shape: [4], data: new Float32Array(4) },
+    ];
+  }
+  override fit(parameters: NDArrays): FitResult {
+    const updated = parameters.map((p) => ({
+      dtype: "float32" as const,
+      shape: p.shape,
+      data: Float32Array.from(p.data as Float32Array, (v) => v + 0.5),
+    }));
+    return [updated, 10, { loss: 0.5 }];
+  }
+  override evaluate(parameters: NDArrays): EvaluateResult {
+    let sum = 0;
+    let n = 0;
+    for (const p of parameters) {
+      for (const v of p.data as Float32Array) sum += v;
+      n += p.data.length;
+    }
+    return [n === 0 ? 0 : sum / n, 5, { accuracy: 0.5 }];
+  }
+}
 
 function flag(args: string[], name: string): string {
   const i = args.indexOf(name);
@@ -39,9 +72,15 @@ async function main(args: string[]): Promise<number> {
   const keysDir = flag(args, "--keys-dir");
   const first = Number(flag(args, "--first"));
   const count = Number(flag(args, "--count"));
+  const concurrency = args.includes("--concurrency")
+    ? Number(flag(args, "--concurrency"))
+    : DEFAULT_REGISTER_CONCURRENCY;
   const logger = createLogger({ level: "info", base: { component: "idle-worker" } });
   const nodeLogger = logger.child({}, { level: "warn" });
-  const app = new ClientApp();
+  const appName = args.includes("--app") ? flag(args, "--app") : "empty";
+  if (appName !== "empty" && appName !== "tiny")
+    throw new Error(`idle-worker: --app must be empty or tiny, got ${appName}`);
+  const app = appName === "tiny" ? new ClientApp({ clientFn: () => new TinyClient().toClient() }) : new ClientApp();
   const handles: SuperNodeHandle[] = [];
 
   let stopping: Promise<void> | undefined;
@@ -87,7 +126,7 @@ async function main(args: string[]): Promise<number> {
         );
       }
     };
-    await Promise.all(Array.from({ length: Math.min(REGISTER_CONCURRENCY, count) }, startNext));
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, count)) }, startNext));
   } catch (err) {
     logger.error({ err }, "idle-worker: a SuperNode failed to start");
     await stop();

@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- SCENARIO... [options]]`: benchmarks of the real daemons (child processes
  * from bin/, TLS + node authentication from scripts/generate.sh, ports 127.0.0.1:0).
- * Scenarios: rounds, relay, fedavg, idle, hop (default: all); each case repeated (--repeat N), medians printed,
+ * Scenarios: rounds, relay, fedavg, idle, hop, round1000 (default: all); each case repeated (--repeat N), medians printed,
  * and a table of the issue 19 goals (bench/lib/goals.ts) at the end. Prints a table per scenario on stdout and
  * writes bench/results/latest.json. See bench/README.md.
  */
@@ -25,8 +25,14 @@ import {
   runTrain,
 } from "./scenarios/train";
 import { DEFAULT_ROUNDS_REPEAT, type RoundsResult, runRoundsRepeated } from "./scenarios/rounds";
+import {
+  DEFAULT_ROUND1000_REPEAT,
+  DEFAULT_ROUND1000_ROUNDS,
+  type Round1000Result,
+  runRound1000Repeated,
+} from "./scenarios/round1000";
 
-const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop", "train"] as const;
+const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop", "train", "round1000"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Options {
@@ -37,6 +43,8 @@ interface Options {
   fedavgRounds: number;
   idleNodes: number;
   idleSeconds: number;
+  roundNodes: number;
+  roundRounds: number;
   hopMB: number;
   trainBackends: TrainBackend[];
   /** Runs of every case (--repeat); undefined = each scenario's default. */
@@ -49,8 +57,8 @@ interface Options {
   profileDir?: string;
 }
 
-const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [train] [options]
-  (no scenario = all six)
+const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [train] [round1000] [options]
+  (no scenario = all seven)
   --rounds N           FedAvg rounds in "rounds" (default 3)
   --relay-cases LIST   payload MB x nodes for "relay", TLS + auth unless ":tls" (TLS, no
                        node auth) or ":plain" (plaintext, no auth) follows
@@ -60,6 +68,9 @@ const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [t
   --fedavg-rounds N    rounds of each "fedavg" case (default 1)
   --nodes N            idle SuperNodes in "idle" (default 100; e.g. 1000)
   --idle-seconds S     measuring window of "idle" (default 30)
+  --round-nodes N      SuperNodes in "round1000", FedAvg rounds over N in-process nodes
+                       (default 1000)
+  --round-rounds N     rounds per run of "round1000" (default 10; each round is a sample)
   --hop-mb N           payload of "hop", one gRPC upload between two processes (default 100)
   --train-backends L   TensorFlow.js backends of "train", the example's default fit
                        (default cpu,wasm,tfjs-node; one not installed is listed as such)
@@ -96,6 +107,8 @@ function parseArgs(args: string[]): Options {
     fedavgRounds: 1,
     idleNodes: 100,
     idleSeconds: 30,
+    roundNodes: 1000,
+    roundRounds: DEFAULT_ROUND1000_ROUNDS,
     hopMB: 100,
     trainBackends: [...TRAIN_BACKENDS],
     keep: false,
@@ -121,6 +134,12 @@ function parseArgs(args: string[]): Options {
             throw new Error(`--train-backends: "${name}" is not one of ${TRAIN_BACKENDS.join(", ")}`);
           return backend;
         });
+        break;
+      case "--round-nodes":
+        opts.roundNodes = positiveInt(arg, next());
+        break;
+      case "--round-rounds":
+        opts.roundRounds = positiveInt(arg, next());
         break;
       case "--repeat":
         opts.repeat = positiveInt(arg, next());
@@ -324,10 +343,52 @@ function idleTable(r: Repeated<IdleResult>): string {
     [`SuperLink RSS with nodes, MiB (1 s samples)`, m(s, "superlinkRssMiBPerSecond", 0)],
     ["SuperLink peak RSS, MiB", m(s, "superlinkPeakRssMiB", 0)],
     ["Fleet RPCs (last run)", rates],
+    [
+      "SuperLink JS heap used / external, MiB",
+      `${m(s, "superlinkHeapUsedMiB", 0)} / ${m(s, "superlinkExternalMiB", 0)}`,
+    ],
+    ["per node: SuperLink CPU ms/s, RSS KiB", last === undefined ? "-" : perNodeText(last)],
+    [`at ${IDLE_GOAL_NODES} nodes (goal < 1 core, < 1024 MiB)`, last === undefined ? "-" : idleGoalText(last)],
     ["workers' CPU, % of one core (all nodes)", m(s, "workersCpuPercent", 1)],
+    ["workers' RSS, MiB (all together)", m(s, "workersRssMiB", 0)],
   ];
   return (
     `idle: ${last?.nodes ?? "-"} idle authenticated SuperNodes; medians [min-max] over ${r.runs.length} run(s), CPU and RSS over 1 s samples\n` +
+    table(["measure", "value"], rows)
+  );
+}
+
+/** Issue 19: 10,000 idle authenticated SuperNodes under 1 core and 1 GiB. */
+const IDLE_GOAL_NODES = 10_000;
+
+function perNodeText(r: IdleResult): string {
+  const rssKiB = (1024 * (r.superlinkRssMiB - r.superlinkRssIdleMiB)) / r.nodes;
+  return `${f((10 * r.superlinkCpuPercent) / r.nodes, 3)}, ${f(rssKiB, 0)} (last run)`;
+}
+
+/** Measured at the goal's node count, or extrapolated linearly from the per-node cost (last run). */
+function idleGoalText(r: IdleResult): string {
+  if (r.nodes >= IDLE_GOAL_NODES) return "measured: see the goals table";
+  const scale = IDLE_GOAL_NODES / r.nodes;
+  const cpu = r.superlinkCpuPercent * scale;
+  const rss = r.superlinkRssIdleMiB + (r.superlinkRssMiB - r.superlinkRssIdleMiB) * scale;
+  return `~${f(cpu, 0)} % of one core, ${f(rss, 0)} MiB (extrapolated)`;
+}
+
+function round1000Table(r: Repeated<Round1000Result>): string {
+  const s = r.summary;
+  const last = r.runs[r.runs.length - 1];
+  const rows = [
+    ["registration of all nodes, s", m(s, "registerSeconds", 1)],
+    ["[INIT] (initial parameters from one node), s", m(s, "initSeconds", 3)],
+    [`round (fit + evaluate on all), s (${s["roundSeconds"]?.n ?? 0} rounds)`, m(s, "roundSeconds", 3)],
+    ["rounds of the last run, s", last === undefined ? "-" : last.roundSeconds.map((x) => f(x, 2)).join(" ")],
+    ["SuperLink CPU over a run, s", m(s, "superlinkCpuSeconds", 2)],
+    ["workers' CPU over a run (all nodes), s", m(s, "workersCpuSeconds", 2)],
+  ];
+  return (
+    `round1000: FedAvg rounds over ${last?.nodes ?? "-"} authenticated SuperNodes in ${last?.workers ?? "-"} worker processes, ` +
+    `tiny model; ${MEDIANS} (n = ${r.runs.length})\n` +
     table(["measure", "value"], rows)
   );
 }
@@ -444,6 +505,7 @@ async function main(args: string[]): Promise<number> {
       opts.scenarios.includes("relay") ? Math.max(...opts.relayCases.map((c) => c.nodes)) : 1,
       opts.scenarios.includes("fedavg") ? Math.max(...opts.fedavgCases.map((c) => c.nodes)) : 1,
       opts.scenarios.includes("idle") ? opts.idleNodes : 1,
+      opts.scenarios.includes("round1000") ? opts.roundNodes : 1,
     );
     say(`generating certificates and ${keyPairs} SuperNode key pair(s) in ${workDir}`);
     const creds = generateCredentials(keyPairs, join(workDir, "credentials"), opts.credentialsScript);
@@ -474,6 +536,11 @@ async function main(args: string[]): Promise<number> {
           const r = await runTrain(workDir, opts.trainBackends, opts.repeat ?? DEFAULT_TRAIN_REPEAT);
           results["train"] = r;
           texts.push(trainTable(r));
+        } else if (scenario === "round1000") {
+          const roundOpts = { nodes: opts.roundNodes, rounds: opts.roundRounds };
+          const r = await runRound1000Repeated(creds, workDir, roundOpts, opts.repeat ?? DEFAULT_ROUND1000_REPEAT);
+          results["round1000"] = r;
+          texts.push(round1000Table(r));
         } else {
           const r = await runHop(creds, workDir, opts.hopMB, opts.repeat ?? DEFAULT_HOP_REPEAT);
           results["hop"] = r;

@@ -4,6 +4,8 @@
  * running a ClientApp file, and a ServerApp child.
  */
 import { spawnSync } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Child, REPO_ROOT, type LogRecord, startDaemon } from "./processes";
 
@@ -21,19 +23,57 @@ export interface Credentials {
   nodeKeys(i: number): { privateKeyPath: string; publicKeyPath: string };
 }
 
+/**
+ * Key pairs generate.sh makes (ssh-keygen, ~30 ms each); beyond them the bench makes the rest
+ * itself (addNodeKeyPairs), so 10,000 pairs take seconds instead of 5 minutes.
+ */
+const SSH_KEYGEN_PAIRS = 100;
+
+/** SSH wire-format string: uint32 length + bytes. */
+function sshString(bytes: Buffer): Buffer {
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(bytes.length);
+  return Buffer.concat([length, bytes]);
+}
+
+/**
+ * SuperNode key pairs `first`..`last` made with node:crypto: ECDSA P-384 as generate.sh's, the
+ * private key in PEM (PKCS#8, which SuperNodes accept beside OpenSSH's format), the public key
+ * as an OpenSSH line; appended to the allowlist CSV.
+ */
+function addNodeKeyPairs(keysDir: string, first: number, last: number): void {
+  const lines: string[] = [];
+  for (let i = first; i <= last; i++) {
+    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "secp384r1" });
+    // The uncompressed point ends the SPKI DER (export as JWK can deadlock Node 20 in a GC).
+    const point = publicKey.export({ type: "spki", format: "der" }).subarray(-97);
+    const type = "ecdsa-sha2-nistp384";
+    const blob = Buffer.concat([sshString(Buffer.from(type)), sshString(Buffer.from("nistp384")), sshString(point)]);
+    const line = `${type} ${blob.toString("base64")}`;
+    writeFileSync(join(keysDir, `client_credentials_${i}`), privateKey.export({ format: "pem", type: "pkcs8" }), {
+      mode: 0o600,
+    });
+    writeFileSync(join(keysDir, `client_credentials_${i}.pub`), `${line}\n`);
+    lines.push(line);
+  }
+  const csv = join(keysDir, "client_public_keys.csv");
+  writeFileSync(csv, `${[readFileSync(csv, "utf8").trim(), ...lines].join(",")}\n`);
+}
+
 /** Runs scripts/generate.sh N DIR (or another script taking the same arguments): a CA, the server certificate, the SuperLink key pair and N SuperNode key pairs. */
 export function generateCredentials(
   numNodes: number,
   dir: string,
   script = join(REPO_ROOT, "scripts", "generate.sh"),
 ): Credentials {
-  const r = spawnSync("bash", [script, String(numNodes), dir], {
+  const r = spawnSync("bash", [script, String(Math.min(numNodes, SSH_KEYGEN_PAIRS)), dir], {
     cwd: REPO_ROOT,
     encoding: "utf8",
   });
   if (r.status !== 0) throw new Error(`scripts/generate.sh failed (${r.status}): ${r.stderr}`);
   const certs = join(dir, "certificates");
   const keys = join(dir, "keys");
+  if (numNodes > SSH_KEYGEN_PAIRS) addNodeKeyPairs(keys, SSH_KEYGEN_PAIRS + 1, numNodes);
   return {
     dir,
     caCert: join(certs, "ca.crt"),

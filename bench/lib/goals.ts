@@ -105,7 +105,7 @@ export const GOALS: readonly Goal[] = [
     compare: "<",
     target: 1,
     digits: 2,
-    measuredBy: "idle --nodes 10000 (or the scale scenario)",
+    measuredBy: "idle --nodes 10000",
   },
   {
     id: "idle-10000-superlink-rss-mib",
@@ -114,7 +114,7 @@ export const GOALS: readonly Goal[] = [
     compare: "<",
     target: 1024,
     digits: 0,
-    measuredBy: "idle --nodes 10000 (or the scale scenario)",
+    measuredBy: "idle --nodes 10000",
   },
   {
     id: "round-1000-nodes-seconds",
@@ -123,7 +123,7 @@ export const GOALS: readonly Goal[] = [
     compare: "<",
     target: 5,
     digits: 2,
-    measuredBy: "the scale scenario",
+    measuredBy: "round1000",
   },
   {
     id: "example-fit-seconds",

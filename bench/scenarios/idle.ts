@@ -3,26 +3,23 @@
  * processes (bench/idle-worker.ts), against a SuperLink child. Measures the SuperLink's CPU
  * (utime + stime from /proc over a window), its RSS, and what the idle traffic is (RPC rates
  * from its --metrics-address endpoint): pings every ~20 s per node, plus each node's long-poll
- * PullTaskIns that the SuperLink holds open for up to 2 s.
+ * PullTaskIns that the SuperLink holds open for up to --fleet-long-poll-ms (30 s). Extra
+ * flower-superlink flags for an A/B come from the environment, BENCH_SUPERLINK_ARGS (e.g.
+ * "--fleet-long-poll-ms 2000", the hold before it had its own cap).
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Credentials, scrapeMetrics, startSuperLinkChild } from "../lib/deployment";
-import { recordGoal } from "../lib/goals";
 import {
-  type Child,
-  cpuSeconds,
-  failOnExit,
-  memoryInfo,
-  say,
-  sleep,
-  startNodeScript,
-  stopChildren,
-} from "../lib/processes";
+  startNodeWorkers,
+  startRegistrations,
+  waitForNodeWorkers,
+  waitForNodeWorkersLoaded,
+} from "../lib/node-workers";
+import { recordGoal } from "../lib/goals";
+import { type Child, cpuSeconds, failOnExit, memoryInfo, say, sleep, stopChildren } from "../lib/processes";
 import { type Repeated, type Summary, numericFields, summarize, summarizeRuns } from "../lib/stats";
 
-/** Nodes per worker process: keeps each worker's event loop far from saturation. */
-const NODES_PER_WORKER = 250;
 /** Wait after the last registration before measuring, so start-up work is not counted. */
 const SETTLE_MS = 5_000;
 const SAMPLE_MS = 1_000;
@@ -55,8 +52,13 @@ export interface IdleResult {
   onlineNodes: number;
   /** RPCs per second over the window, by Fleet method. */
   rpcPerSecond: Record<string, number>;
+  /** The SuperLink's JS heap (used) and memory outside it held by JS objects (Buffers, TLS/HTTP-2 wrappers), at the end. */
+  superlinkHeapUsedMiB: number;
+  superlinkExternalMiB: number;
   /** CPU of all worker processes together over the window, % of one core (the nodes' own cost). */
   workersCpuPercent: number;
+  /** RSS of all worker processes together at the end of the window. */
+  workersRssMiB: number;
   /** SuperLink CPU over each 1 s of the window, % of one core. */
   superlinkCpuPercentPerSecond: number[];
   /** SuperLink RSS at the end of each 1 s of the window, MiB. */
@@ -135,66 +137,41 @@ function fleetRpcCounts(metrics: Map<string, number>): Map<string, number> {
   return counts;
 }
 
-/** Nodes of worker `w` when `nodes` are spread evenly over `workers`. */
-function workerShare(nodes: number, workers: number, w: number): number {
-  return Math.floor(nodes / workers) + (w < nodes % workers ? 1 : 0);
-}
-
 /** One run (fresh SuperLink and nodes); `run` (1, 2, ...) names its log directory. */
 export async function runIdle(creds: Credentials, workDir: string, opts: IdleOptions, run = 1): Promise<IdleResult> {
-  if (opts.nodes > creds.numNodes) throw new Error(`idle: ${opts.nodes} nodes but only ${creds.numNodes} key pairs`);
   const dir = join(workDir, `idle-${opts.nodes}-run${run}`);
   mkdirSync(dir, { recursive: true });
   const children: Child[] = [];
   try {
-    const superlink = await startSuperLinkChild(creds, dir);
+    const superlink = await startSuperLinkChild(
+      creds,
+      dir,
+      "superlink",
+      "tls+auth",
+      (process.env["BENCH_SUPERLINK_ARGS"] ?? "").split(" ").filter((a) => a !== ""),
+    );
     children.push(superlink.child);
     await sleep(1_000);
     const idleMem = memoryInfo(superlink.child.pid);
 
-    const workerScript = join(__dirname, "..", "idle-worker.js");
-    const workers: Child[] = [];
-    // Nodes spread evenly over the workers (300 nodes: 150 + 150, not 250 + 50).
-    const workerCount = Math.ceil(opts.nodes / NODES_PER_WORKER);
-    for (let first = 1, w = 0; w < workerCount; first += workerShare(opts.nodes, workerCount, w), w++) {
-      const count = workerShare(opts.nodes, workerCount, w);
-      workers.push(
-        startNodeScript(`idle-worker-${w}`, workerScript, {
-          logDir: dir,
-          args: [
-            "--superlink",
-            superlink.fleetAddress,
-            "--ca",
-            creds.caCert,
-            "--keys-dir",
-            join(creds.dir, "keys"),
-            "--first",
-            String(first),
-            "--count",
-            String(count),
-            "--start-on-signal",
-          ],
-        }),
-      );
-    }
+    const workers = startNodeWorkers(creds, superlink, {
+      nodes: opts.nodes,
+      app: "empty",
+      name: "idle",
+      logDir: dir,
+      nice: 10,
+      startOnSignal: true,
+    });
     children.push(...workers);
     // Registration is timed from one signal to all workers once each has started and parsed its
     // keys: process start-up and key files are not registration.
-    await Promise.race([
-      Promise.all(workers.map((w) => w.waitForLog(`${w.name} loaded`, (r) => r["event"] === "idle-worker.loaded"))),
-      failOnExit(children),
-    ]);
+    await waitForNodeWorkersLoaded(workers, children);
     say(`idle: registering ${opts.nodes} SuperNodes in ${workers.length} worker process(es)`);
     const linkCpuBeforeRegistration = cpuSeconds(superlink.child.pid);
     const workersCpuBeforeRegistration = workers.reduce((sum, w) => sum + cpuSeconds(w.pid), 0);
     const startedAt = Date.now();
-    for (const w of workers) w.proc.kill("SIGUSR2");
-    await Promise.race([
-      Promise.all(
-        workers.map((w) => w.waitForLog(`${w.name} ready`, (r) => r["event"] === "idle-worker.ready", 600_000)),
-      ),
-      failOnExit(children),
-    ]);
+    startRegistrations(workers);
+    await waitForNodeWorkers(workers, children);
     const registerSeconds = (Date.now() - startedAt) / 1000;
     const registrationCpuSeconds = cpuSeconds(superlink.child.pid) - linkCpuBeforeRegistration;
     const workersRegistrationCpuSeconds =
@@ -229,6 +206,7 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     const metrics = await scrapeMetrics(superlink.metricsAddress);
     const rpc1 = fleetRpcCounts(metrics);
     const mem = memoryInfo(superlink.child.pid);
+    const workersRssMiB = workers.reduce((sum, w) => sum + memoryInfo(w.pid).rssMiB, 0);
 
     const rpcPerSecond: Record<string, number> = {};
     for (const [name, n] of rpc1) {
@@ -250,7 +228,10 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
       superlinkPeakRssMiB: mem.peakRssMiB,
       onlineNodes: metrics.get("flwr_superlink_online_nodes") ?? 0,
       rpcPerSecond,
+      superlinkHeapUsedMiB: (metrics.get("nodejs_heap_size_used_bytes") ?? 0) / 2 ** 20,
+      superlinkExternalMiB: (metrics.get("nodejs_external_memory_bytes") ?? 0) / 2 ** 20,
       workersCpuPercent: (100 * workerCpu) / elapsed,
+      workersRssMiB,
       superlinkCpuPercentPerSecond: cpuSamples,
       superlinkRssMiBPerSecond: rssSamples,
     };

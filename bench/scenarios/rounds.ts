@@ -37,6 +37,41 @@ export interface RoundsResult {
   superlinkCpuSeconds: number;
 }
 
+/**
+ * Round times from a legacy FedAvg ServerApp's log: [INIT] to the first round, each round from
+ * its `serverapp.round` line to the next one (or the summary), and [INIT] to the summary.
+ * Throws if a line is missing or a round had a failure or fewer results than `numNodes`.
+ */
+export function fedAvgRoundTimes(
+  records: LogRecord[],
+  numRounds: number,
+  numNodes: number,
+  logFile: string,
+): { initSeconds: number; roundSeconds: number[]; runSeconds: number } {
+  const init = records.find((r) => r["msg"] === "[INIT]");
+  const roundStarts = records.filter((r) => r["event"] === "serverapp.round");
+  const summary = records.find((r) => r["event"] === "serverapp.summary");
+  if (!init || !summary || roundStarts.length !== numRounds) {
+    throw new Error(`rounds: expected [INIT], ${numRounds} round lines and a summary in ${logFile}`);
+  }
+  // A round with a failed client would be timed but not be a full round: refuse it.
+  for (const rec of records.filter(
+    (r) => r["event"] === "serverapp.aggregate-fit" || r["event"] === "serverapp.aggregate-evaluate",
+  )) {
+    if (rec["results"] !== numNodes || rec["failures"] !== 0) {
+      throw new Error(
+        `rounds: round ${String(rec["round"])} had ${String(rec["results"])} result(s) and ${String(rec["failures"])} failure(s) (see ${logFile})`,
+      );
+    }
+  }
+  const marks = [...roundStarts.map(recordTimeMs), recordTimeMs(summary)];
+  return {
+    initSeconds: (marks[0]! - recordTimeMs(init)) / 1000,
+    roundSeconds: roundStarts.map((_, i) => (marks[i + 1]! - marks[i]!) / 1000),
+    runSeconds: (recordTimeMs(summary) - recordTimeMs(init)) / 1000,
+  };
+}
+
 /** One run (fresh daemons); `run` (1, 2, ...) names its log directory. */
 export async function runRounds(
   creds: Credentials,
@@ -78,30 +113,11 @@ export async function runRounds(
     const superlinkCpuSeconds = cpuSeconds(superlink.child.pid) - cpuBefore;
     if (code !== 0) throw new Error(`flower-server-app exited with code ${code} (see ${serverApp.logFile})`);
 
-    const init = records.find((r) => r["msg"] === "[INIT]");
-    const roundStarts = records.filter((r) => r["event"] === "serverapp.round");
-    const summary = records.find((r) => r["event"] === "serverapp.summary");
-    if (!init || !summary || roundStarts.length !== opts.numRounds) {
-      throw new Error(`rounds: expected [INIT], ${opts.numRounds} round lines and a summary in ${serverApp.logFile}`);
-    }
-    // A round with a failed client would be timed but not be a full round: refuse it.
-    for (const rec of records.filter(
-      (r) => r["event"] === "serverapp.aggregate-fit" || r["event"] === "serverapp.aggregate-evaluate",
-    )) {
-      if (rec["results"] !== opts.numNodes || rec["failures"] !== 0) {
-        throw new Error(
-          `rounds: round ${String(rec["round"])} had ${String(rec["failures"])} failure(s) (see ${serverApp.logFile})`,
-        );
-      }
-    }
-    const marks = [...roundStarts.map(recordTimeMs), recordTimeMs(summary)];
-    const roundSeconds = roundStarts.map((_, i) => (marks[i + 1]! - marks[i]!) / 1000);
+    const times = fedAvgRoundTimes(records, opts.numRounds, opts.numNodes, serverApp.logFile);
     return {
       rounds: opts.numRounds,
       nodes: opts.numNodes,
-      initSeconds: (marks[0]! - recordTimeMs(init)) / 1000,
-      roundSeconds,
-      runSeconds: (recordTimeMs(summary) - recordTimeMs(init)) / 1000,
+      ...times,
       serverAppProcessSeconds,
       superlinkCpuSeconds,
     };

@@ -1,6 +1,6 @@
 /**
  * `flower-superlink`: Flower 1.10's SuperLink command line (docs/protocol.md, "Keys and files", "TLS", "Transport") plus flwr-ts
- * options (--long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms, the connection
+ * options (--long-poll-ms, --fleet-long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms, the connection
  * limits --max-connection-idle-ms and others, src/transport/options.ts, and the Fleet API
  * budgets --fleet-unauthenticated-bytes-per-connection and --fleet-unauthenticated-bytes-total).
  * Translates the flags into a SuperLinkConfig, starts the SuperLink under runDaemon (SIGINT/SIGTERM: graceful
@@ -11,6 +11,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import {
   DEFAULT_DRIVER_API_ADDRESS,
   DEFAULT_FLEET_API_ADDRESS,
+  DEFAULT_FLEET_LONG_POLL_MS,
   DEFAULT_LONG_POLL_MS,
   DEFAULT_SHUTDOWN_GRACE_MS,
   IN_MEMORY_DATABASE,
@@ -73,6 +74,7 @@ interface SuperLinkOptions {
   authSuperlinkPrivateKey?: string;
   authSuperlinkPublicKey?: string;
   longPollMs: number;
+  fleetLongPollMs: number;
   metricsAddress?: string;
   logLevel: string;
   logFormat?: string;
@@ -181,9 +183,15 @@ function buildCommand(io: CliIo): Command {
     .option("--auth-superlink-public-key <path>", "The SuperLink's public key for node authentication.")
     .option(
       "--long-poll-ms <ms>",
-      "How long an empty PullTaskIns/PullTaskRes may wait for work (0 = answer at once).",
+      "How long an empty PullTaskRes may wait for work (0 = every pull, Fleet ones too, answers at once).",
       nonNegativeInt("--long-poll-ms"),
       DEFAULT_LONG_POLL_MS,
+    )
+    .option(
+      "--fleet-long-poll-ms <ms>",
+      "How long an empty PullTaskIns of a SuperNode that asks for it (flwr-ts SuperNodes) may wait for work (0 = answer at once).",
+      nonNegativeInt("--fleet-long-poll-ms"),
+      DEFAULT_FLEET_LONG_POLL_MS,
     )
     .option("--metrics-address <address>", "Serve Prometheus metrics on http://ADDRESS/metrics (off by default).")
     // Limits against clients that flood the state (flwr-ts; see SuperLinkLimits).
@@ -486,6 +494,7 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
     ...(auth ? { auth } : {}),
     ...(driverApiClientCa ? { driverApiClientCa } : {}),
     longPollMs: opts.longPollMs,
+    fleetLongPollMs: opts.fleetLongPollMs,
     limits: {
       maxRunBytes: opts.maxRunBytes,
       maxStoredBytes: opts.maxStoredBytes,

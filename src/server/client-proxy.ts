@@ -1,7 +1,8 @@
 /**
  * A connected client as the legacy strategy loop sees it (Flower's `ClientProxy`), and the one
  * implementation that reaches a SuperNode through the Driver API (`DriverClientProxy`): one
- * message per call, converted to and from the legacy types with Flower's RecordSet keys.
+ * message per call, converted to and from the legacy types with Flower's RecordSet keys; the
+ * calls made together (a round's) share their pushes and pulls (message-batcher.ts).
  */
 import { MessageType } from "../core/constants";
 import { FlwrError, NotFoundError, TimeoutError } from "../core/errors";
@@ -27,6 +28,7 @@ import type {
 } from "../core/records/legacy-types";
 import type { RecordSet } from "../core/records/types";
 import type { Driver } from "./driver";
+import { batcherFor } from "./message-batcher";
 
 /** How one client call is made. */
 export interface ClientCallOptions {
@@ -102,11 +104,11 @@ export class DriverClientProxy implements ClientProxy {
     const groupId = opts.groupId ? String(opts.groupId) : "";
     const message = this.driver.createMessage(content, messageType, this.nodeId, groupId, opts.timeoutSeconds);
     const started = Date.now();
-    const replies = await this.driver.sendAndReceive([message], {
-      ...(opts.timeoutSeconds !== undefined ? { timeoutMs: opts.timeoutSeconds * 1000 } : {}),
-      ...(opts.signal ? { signal: opts.signal } : {}),
+    // Shared with the other clients' calls of this round: one push, one pull loop (message-batcher.ts).
+    const reply = await batcherFor(this.driver).sendAndReceive(message, {
+      timeoutMs: opts.timeoutSeconds === undefined ? undefined : opts.timeoutSeconds * 1000,
+      signal: opts.signal,
     });
-    const reply = replies[0];
     if (reply === undefined) {
       opts.signal?.throwIfAborted();
       const elapsed = (Date.now() - started) / 1000;

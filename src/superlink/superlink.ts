@@ -7,7 +7,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../core/logger";
 import { AuthenticationError, FlwrError, InvalidConfigError, errorMessage } from "../core/errors";
-import { DEFAULT_LONG_POLL_MS, IN_MEMORY_DATABASE } from "../core/constants";
+import { DEFAULT_FLEET_LONG_POLL_MS, DEFAULT_LONG_POLL_MS, IN_MEMORY_DATABASE } from "../core/constants";
 import { parseAddress } from "../core/address";
 import { DriverService } from "../proto/flwr/proto/driver";
 import { FleetService } from "../proto/flwr/proto/fleet";
@@ -76,8 +76,16 @@ export interface SuperLinkConfig {
    * never asks for client certificates.
    */
   driverApiClientCa?: Buffer;
-  /** How long an empty pull may wait for work (default DEFAULT_LONG_POLL_MS; 0 = Flower behaviour). */
+  /**
+   * How long an empty PullTaskRes (Driver API) may wait for work (default DEFAULT_LONG_POLL_MS);
+   * 0 = Flower behaviour for every pull, Fleet ones too.
+   */
   longPollMs?: number;
+  /**
+   * How long an empty PullTaskIns of a SuperNode that asks for it (LONG_POLL_HEADER) may wait
+   * (default DEFAULT_FLEET_LONG_POLL_MS; 0 = answer at once). Off while `longPollMs` is 0.
+   */
+  fleetLongPollMs?: number;
   /** HOST:PORT for Prometheus metrics on GET /metrics; undefined = off. */
   metricsAddress?: string;
   /** Fleet API transport: "grpc-rere" (default) or "rest" (Flower 1.10's REST routes over HTTP(S)). */
@@ -191,7 +199,7 @@ const DELIVERED_PAIR_GRACE_MS = 10_000;
 // Task-carrying responses may hold large records: written as chunks, the payload not copied.
 const FAST_DRIVER_SERVICE = withChunkedSerializers(DriverService, DRIVER_TASK_MESSAGES);
 
-function checkConfig(config: SuperLinkConfig): number {
+function checkConfig(config: SuperLinkConfig): { longPollMs: number; fleetLongPollMs: number } {
   parseAddress(config.driverApiAddress);
   parseAddress(config.fleetApiAddress);
   if (config.metricsAddress !== undefined) parseAddress(config.metricsAddress);
@@ -209,10 +217,13 @@ function checkConfig(config: SuperLinkConfig): number {
   // from unauthenticated peers: it does not start that way (docs/security.md).
   if (config.fleetApiType !== "rest") requireGrpcExtensions(FLEET_API_REQUIRED_EXTENSIONS, "The Fleet API (grpc-rere)");
   const longPollMs = config.longPollMs ?? DEFAULT_LONG_POLL_MS;
-  if (!Number.isFinite(longPollMs) || longPollMs < 0) {
-    throw new InvalidConfigError(`Long-poll time must be a non-negative number of milliseconds, got ${longPollMs}`);
+  const fleetLongPollMs = config.fleetLongPollMs ?? DEFAULT_FLEET_LONG_POLL_MS;
+  for (const ms of [longPollMs, fleetLongPollMs]) {
+    if (!Number.isFinite(ms) || ms < 0) {
+      throw new InvalidConfigError(`Long-poll time must be a non-negative number of milliseconds, got ${ms}`);
+    }
   }
-  return longPollMs;
+  return { longPollMs, fleetLongPollMs: longPollMs === 0 ? 0 : fleetLongPollMs };
 }
 
 /** Checks the key pair before anything opens; starts following the allowlist file. */
@@ -236,9 +247,10 @@ export async function startSuperLink(
 ): Promise<SuperLinkHandle> {
   const { logger } = deps;
   let longPollMs: number;
+  let fleetLongPollMs: number;
   let limits: ReturnType<typeof resolveLimits>;
   try {
-    longPollMs = checkConfig(config);
+    ({ longPollMs, fleetLongPollMs } = checkConfig(config));
     limits = resolveLimits(config.limits);
   } catch (err) {
     config.auth?.allowlist.close(); // the SuperLink owns it (SuperLinkAuthConfig.allowlist)
@@ -399,7 +411,7 @@ export async function startSuperLink(
       state,
       logger: fleetLogger,
       hub,
-      longPollMs,
+      longPollMs: fleetLongPollMs,
       pingIntervalBounds: limits.pingIntervalBounds,
     });
     // The receive guard comes first (it needs grpc-js's own call); the authentication gate last,
@@ -448,7 +460,7 @@ export async function startSuperLink(
             ...(config.tls !== undefined ? { tls: config.tls } : {}),
             state,
             hub,
-            longPollMs,
+            longPollMs: fleetLongPollMs,
             pingIntervalBounds: limits.pingIntervalBounds,
             ...(authenticator !== undefined ? { authenticator } : {}),
             maxBodyBytes: config.rest?.maxBodyBytes ?? DEFAULT_REST_MAX_BODY_BYTES,
@@ -494,6 +506,7 @@ export async function startSuperLink(
         auth: auth !== undefined,
         database: databaseForLogs(config.database),
         longPollMs,
+        fleetLongPollMs,
         limits,
         fleetApiType: config.fleetApiType ?? "grpc-rere",
         grpcExtensions: activeGrpcExtensions(),

@@ -156,7 +156,7 @@ describe("connection limits (plaintext SuperLink with small limits)", () => {
       expect(nodeId).not.toBe(0n);
       await sleep(1500); // longer than the idle timeout: the next call needs a new connection
     }
-    // Held for --long-poll-ms (default 2 s; pulls opt in with the header), more than twice the idle timeout.
+    // Held for the 2 s it asks for (under --fleet-long-poll-ms, default 30 s), more than twice the idle timeout.
     const started = Date.now();
     const optIn = new grpc.Metadata();
     optIn.set(LONG_POLL_HEADER, "2000");

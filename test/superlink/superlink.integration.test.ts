@@ -199,6 +199,66 @@ test("a PullTaskIns without the opt-in header is answered at once, as Flower (Py
   expect(link.waitingPulls).toBe(0);
 });
 
+test("an opted-in PullTaskIns is held up to --fleet-long-poll-ms, apart from the Driver's --long-poll-ms", async () => {
+  const { link, driver, fleet } = await start({ longPollMs: 100, fleetLongPollMs: 1500 });
+  const runId = await createRun(driver);
+  const nodeId = await createNode(fleet);
+  const started = performance.now();
+  const { response } = await unaryCall(
+    fleet.pullTaskIns.bind(fleet),
+    { node: { nodeId, anonymous: false }, taskIds: [] },
+    longPollOptIn(),
+  );
+  expect(response.taskInsList).toEqual([]);
+  // Held for the Fleet's 1.5 s, not the Driver API's 0.1 s.
+  expect(performance.now() - started).toBeGreaterThanOrEqual(1300);
+  expect(link.waitingPulls).toBe(0);
+  // A task pushed while a pull is held is delivered by that very pull.
+  const pull = unaryCall(
+    fleet.pullTaskIns.bind(fleet),
+    { node: { nodeId, anonymous: false }, taskIds: [] },
+    longPollOptIn(),
+  );
+  await until(() => link.waitingPulls === 1, "the pull to wait");
+  const pushed = await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] });
+  expect((await pull).response.taskInsList.map((t) => t.taskId)).toEqual(pushed.response.taskIds);
+});
+
+test("a held PullTaskIns answers before the call's deadline, not with DEADLINE_EXCEEDED", async () => {
+  // Default Fleet hold (30 s), a client asking for 60 s but with a 1.5 s deadline.
+  const { link, driver, fleet } = await start();
+  await createRun(driver);
+  const nodeId = await createNode(fleet);
+  const started = performance.now();
+  const pulled = await new Promise<{ err: grpc.ServiceError | null; tasks: number }>((resolve) =>
+    fleet.pullTaskIns(
+      { node: { nodeId, anonymous: false }, taskIds: [] },
+      longPollOptIn(),
+      { deadline: Date.now() + 1500 },
+      (err, res) => resolve({ err, tasks: res?.taskInsList.length ?? -1 }),
+    ),
+  );
+  expect(pulled).toEqual({ err: null, tasks: 0 });
+  expect(performance.now() - started).toBeGreaterThanOrEqual(800);
+  expect(link.waitingPulls).toBe(0);
+});
+
+test("--long-poll-ms 0 answers opted-in PullTaskIns at once too (Flower behaviour everywhere)", async () => {
+  const { link, driver, fleet } = await start({ longPollMs: 0, fleetLongPollMs: 60_000 });
+  await createRun(driver);
+  const nodeId = await createNode(fleet);
+  const started = performance.now();
+  const { response } = await unaryCall(
+    fleet.pullTaskIns.bind(fleet),
+    { node: { nodeId, anonymous: false }, taskIds: [] },
+    longPollOptIn(),
+  );
+  expect(response.taskInsList).toEqual([]);
+  // A hold would have lasted 60 s.
+  expect(performance.now() - started).toBeLessThan(10_000);
+  expect(link.waitingPulls).toBe(0);
+});
+
 test("a PullTaskRes started before the node answers receives the result (long polling)", async () => {
   const { link, driver, fleet } = await start();
   const runId = await createRun(driver);
