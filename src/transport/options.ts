@@ -18,9 +18,6 @@ export const SERVER_OPTIONS: ChannelOptions = {
   "grpc.keepalive_time_ms": 210_000,
   "grpc.keepalive_permit_without_calls": 0,
   "grpc.http2.max_pings_without_data": 0,
-  // Nothing here serves channelz; with it on, grpc-js keeps a trace, call counters and a
-  // registry entry per connection and touches them on every call (memory and CPU per node).
-  "grpc.enable_channelz": 0,
 };
 
 /**
@@ -34,7 +31,6 @@ export const CHANNEL_OPTIONS: ChannelOptions = {
   "grpc.max_receive_message_length": GRPC_MAX_MESSAGE_LENGTH,
   "grpc.max_send_message_length": GRPC_MAX_MESSAGE_LENGTH,
   "grpc-node.flow_control_window": 16 * 1024 * 1024,
-  "grpc.enable_channelz": 0,
 };
 
 /**
