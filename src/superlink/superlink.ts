@@ -326,6 +326,7 @@ export async function startSuperLink(
       stopDescriptorWatch();
       await metricsServer?.close();
       authenticator?.close();
+      await authenticator?.settled();
       auth?.allowlist.close();
       try {
         await state.close();
@@ -402,6 +403,8 @@ export async function startSuperLink(
         state,
         logger: fleetLogger,
         pingIntervalBounds: limits.pingIntervalBounds,
+        // The ECDH of each known key on the thread pool before its node registers.
+        precomputeHmacKeys: true,
       });
       const authenticated = withFleetAuthentication(fleetImpl, authenticator, {
         onAuthenticated: (metadata) => fleetReceive?.markAuthenticated(metadata),
