@@ -86,9 +86,9 @@ const DEFAULT_HMAC_KEY_CACHE_SIZE = 10_000;
 
 /**
  * The authentication rules, free of gRPC plumbing: checks headers and requests, registers
- * nodes on CreateNode. Keeps the derived HMAC key of each node key in a bounded LRU cache and
- * drops the keys of nodes removed from the allowlist. Call `close()` to stop listening to the
- * allowlist.
+ * nodes on CreateNode. Keeps the derived HMAC key of each node key in a bounded LRU cache (or,
+ * with `precomputeHmacKeys`, derived ahead for every allowlisted key) and drops the keys of
+ * nodes removed from the allowlist. Call `close()` to stop listening to the allowlist.
  */
 export class FleetAuthenticator {
   /** `public-key` header value the SuperLink sends with CreateNode responses. */
