@@ -63,12 +63,10 @@ export interface FleetAuthenticatorOptions {
   pingIntervalBounds?: PingIntervalBounds;
   /**
    * Derive the HMAC key of every allowlisted key (and of keys added later) ahead of its first
-   * MAC'd call, on the thread pool (hmac-key-precompute.ts); until then the on-demand path
+   * MAC'd call, in a worker thread (hmac-key-precompute.ts); until then the on-demand path
    * serves it. Default false; `close()` stops it.
    */
   precomputeHmacKeys?: boolean;
-  /** Precomputations in flight at most; default 2. */
-  precomputeConcurrency?: number;
 }
 
 /** Outcome of authenticating one request. */
@@ -132,7 +130,6 @@ export class FleetAuthenticator {
       const logger = this.logger;
       this.precomputer = new HmacKeyPrecomputer({
         privateKey: options.serverPrivateKey,
-        ...(options.precomputeConcurrency !== undefined ? { concurrency: options.precomputeConcurrency } : {}),
         onDerived: (pem, hmacKey) => {
           // A key removed while its derivation was in flight stays out.
           if (!this.allowlist.has(pem)) return;

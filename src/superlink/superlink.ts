@@ -403,7 +403,7 @@ export async function startSuperLink(
         state,
         logger: fleetLogger,
         pingIntervalBounds: limits.pingIntervalBounds,
-        // The ECDH of each known key on the thread pool before its node registers.
+        // The ECDH of each known key in a worker thread before its node registers.
         precomputeHmacKeys: true,
       });
       const authenticated = withFleetAuthentication(fleetImpl, authenticator, {

@@ -1,5 +1,5 @@
 /**
- * HMAC keys derived ahead of registration on the thread pool (src/auth/hmac-key-precompute.ts):
+ * HMAC keys derived ahead of registration in a worker thread (src/auth/hmac-key-precompute.ts):
  * the same bytes as the on-demand `diffieHellman` path on every curve, used by the
  * authenticator, dropped with their key, followed for keys added to a watched allowlist file,
  * and stoppable mid-way with nothing left in flight.
@@ -9,7 +9,7 @@ import { writeFileSync } from "node:fs";
 import { Writable } from "node:stream";
 import { Allowlist } from "../../src/auth/allowlist";
 import { computeAuthToken, deriveHmacKey } from "../../src/auth/crypto";
-import { HmacKeyPrecomputer, deriveHmacKeyOnThreadPool } from "../../src/auth/hmac-key-precompute";
+import { HmacKeyPrecomputer } from "../../src/auth/hmac-key-precompute";
 import { loadPrivateKeyFile, loadPublicKeyFile, publicPemOf } from "../../src/auth/keys";
 import { FleetAuthenticator, type FleetAuthState } from "../../src/auth/server-auth";
 import { createLogger } from "../../src/core/logger";
@@ -81,12 +81,21 @@ async function ping(
 }
 
 test.each(Object.keys(CURVES) as Array<keyof typeof CURVES>)(
-  "on %s the thread-pool derivation gives the on-demand HMAC key and MACs",
+  "on %s the worker's derivation gives the on-demand HMAC key and MACs",
   async (curve) => {
     const server = ecKey(curve);
-    for (let i = 0; i < 4; i++) {
-      const node = ecKey(curve);
-      const precomputed = await deriveHmacKeyOnThreadPool(server.privateKey, node.pem);
+    // More keys than one batch to the worker.
+    const nodes = Array.from({ length: 10 }, () => ecKey(curve));
+    const derived = new Map<string, Buffer>();
+    const precomputer = new HmacKeyPrecomputer({
+      privateKey: server.privateKey,
+      onDerived: (pem, key) => derived.set(pem, key),
+    });
+    precomputer.add(nodes.map((n) => n.pem));
+    await until(() => derived.size === nodes.length, "every key derived");
+    await precomputer.settled();
+    for (const node of nodes) {
+      const precomputed = derived.get(node.pem)!;
       expect(precomputed).toEqual(deriveHmacKey(server.privateKey, node.pem));
       // Both sides agree: the node derives the same key from the server's public key.
       expect(precomputed).toEqual(deriveHmacKey(node.privateKey, server.pem));
@@ -233,7 +242,6 @@ test("closing mid-precomputation stops it: nothing more derived, nothing left in
     state: new MapState(),
     logger,
     precomputeHmacKeys: true,
-    precomputeConcurrency: 2,
   });
   await until(() => authenticator.precomputedKeys >= 1, "a first precomputed key");
   authenticator.close();
