@@ -39,6 +39,7 @@ import type { GetRunRequest } from "../proto/flwr/proto/run";
 import { type IncidentReporter, toServiceError } from "../transport/status";
 import type { Allowlist, AllowlistChange } from "./allowlist";
 import { base64UrlPadded, decodeBase64UrlLikePython, deriveHmacKey, verifyAuthToken } from "./crypto";
+import { HmacKeyPrecomputer } from "./hmac-key-precompute";
 import { assertKeyPair, sshFingerprint } from "./keys";
 
 /** The slice of the SuperLink State that authentication needs (the State interface has it). */
@@ -60,6 +61,12 @@ export interface FleetAuthenticatorOptions {
   hmacKeyCacheSize?: number;
   /** Accepted ping_interval range of CreateNode (default DEFAULT_PING_INTERVAL_BOUNDS). */
   pingIntervalBounds?: PingIntervalBounds;
+  /**
+   * Derive the HMAC key of every allowlisted key (and of keys added later) ahead of its first
+   * MAC'd call, in a worker thread (hmac-key-precompute.ts); until then the on-demand path
+   * serves it. Default false; `close()` stops it.
+   */
+  precomputeHmacKeys?: boolean;
 }
 
 /** Outcome of authenticating one request. */
@@ -77,9 +84,9 @@ const DEFAULT_HMAC_KEY_CACHE_SIZE = 10_000;
 
 /**
  * The authentication rules, free of gRPC plumbing: checks headers and requests, registers
- * nodes on CreateNode. Keeps the derived HMAC key of each node key in a bounded LRU cache and
- * drops the keys of nodes removed from the allowlist. Call `close()` to stop listening to the
- * allowlist.
+ * nodes on CreateNode. Keeps the derived HMAC key of each node key in a bounded LRU cache (or,
+ * with `precomputeHmacKeys`, derived ahead for every allowlisted key) and drops the keys of
+ * nodes removed from the allowlist. Call `close()` to stop listening to the allowlist.
  */
 export class FleetAuthenticator {
   /** `public-key` header value the SuperLink sends with CreateNode responses. */
@@ -90,11 +97,20 @@ export class FleetAuthenticator {
   private readonly logger: Logger;
   private readonly cacheSize: number;
   private readonly pingIntervalBounds: PingIntervalBounds;
+  /** Keys derived on demand, LRU-bounded by cacheSize. */
   private readonly hmacKeys = new Map<string, Buffer>();
+  /** Precomputed keys of allowlisted keys: kept while the key is allowlisted (44 bytes each). */
+  private readonly precomputed = new Map<string, Buffer>();
+  private readonly precomputer: HmacKeyPrecomputer | undefined;
   /** Last authenticated request per node (bounded like hmacKeys): spots a key used by two live SuperNodes. */
   private readonly lastSeen = new Map<bigint, { atMs: number; peer: string; windowMs: number; warnedAtMs: number }>();
   private readonly onAllowlistChange = (change: AllowlistChange): void => {
-    for (const pem of change.removed) this.hmacKeys.delete(pem);
+    for (const pem of change.removed) {
+      this.hmacKeys.delete(pem);
+      this.precomputed.delete(pem);
+    }
+    this.precomputer?.remove(change.removed);
+    this.precomputer?.add(change.added);
   };
 
   /** Throws InvalidKeyFileError if serverPublicKeyPem does not belong to serverPrivateKey. */
@@ -110,17 +126,56 @@ export class FleetAuthenticator {
     this.logger = options.logger ?? silentLogger();
     this.cacheSize = Math.max(1, options.hmacKeyCacheSize ?? DEFAULT_HMAC_KEY_CACHE_SIZE);
     this.pingIntervalBounds = options.pingIntervalBounds ?? DEFAULT_PING_INTERVAL_BOUNDS;
+    if (options.precomputeHmacKeys === true) {
+      const logger = this.logger;
+      this.precomputer = new HmacKeyPrecomputer({
+        privateKey: options.serverPrivateKey,
+        onDerived: (pem, hmacKey) => {
+          // A key removed while its derivation was in flight stays out.
+          if (!this.allowlist.has(pem)) return;
+          this.precomputed.set(pem, hmacKey);
+          this.hmacKeys.delete(pem);
+        },
+        onFailed: (pem, err) => {
+          logger.debug(
+            { event: "superlink.hmac-key-precompute-failed", key: fingerprintOfPem(pem), err: boundedError(err) },
+            `Could not precompute a node key's HMAC key (left to its first call): ${errorMessage(err)}`,
+          );
+        },
+        onFinished: ({ derived, failed, ms }) => {
+          logger.debug(
+            { event: "superlink.hmac-keys-precomputed", derived, failed, ms: Math.round(ms) },
+            `Precomputed the HMAC keys of ${derived} node key(s) in ${Math.round(ms)} ms`,
+          );
+        },
+      });
+    }
     this.allowlist.on("change", this.onAllowlistChange);
+    this.precomputer?.add(this.allowlist.values());
   }
 
-  /** Stops following allowlist changes. The authenticator stays usable. */
+  /**
+   * Stops following allowlist changes and stops precomputing (results in flight are dropped;
+   * `settled()` waits for them). The authenticator stays usable.
+   */
   close(): void {
     this.allowlist.off("change", this.onAllowlistChange);
+    this.precomputer?.stop();
   }
 
-  /** Number of cached node HMAC keys (for tests and metrics). */
+  /** Resolves once no precomputation is in flight. */
+  async settled(): Promise<void> {
+    await this.precomputer?.settled();
+  }
+
+  /** Number of node HMAC keys derived on demand and cached (for tests and metrics). */
   get cachedKeys(): number {
     return this.hmacKeys.size;
+  }
+
+  /** Number of precomputed node HMAC keys (for tests and metrics). */
+  get precomputedKeys(): number {
+    return this.precomputed.size;
   }
 
   /**
@@ -312,6 +367,8 @@ export class FleetAuthenticator {
   }
 
   private hmacKeyFor(pem: string): Buffer {
+    const precomputed = this.precomputed.get(pem);
+    if (precomputed !== undefined) return precomputed;
     const cached = this.hmacKeys.get(pem);
     if (cached !== undefined) {
       // Move to the back: the Map's insertion order is the LRU order.

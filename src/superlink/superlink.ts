@@ -342,6 +342,7 @@ export async function startSuperLink(
       stopDescriptorWatch();
       await metricsServer?.close();
       authenticator?.close();
+      await authenticator?.settled();
       auth?.allowlist.close();
       try {
         await state.close();
@@ -436,6 +437,8 @@ export async function startSuperLink(
         state,
         logger: fleetLogger,
         pingIntervalBounds: limits.pingIntervalBounds,
+        // The ECDH of each known key in a worker thread before its node registers.
+        precomputeHmacKeys: true,
       });
       const authenticated = withFleetAuthentication(fleetImpl, authenticator, {
         onAuthenticated: (metadata) => fleetReceive?.markAuthenticated(metadata),
