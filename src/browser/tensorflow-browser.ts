@@ -25,6 +25,11 @@ export function useFastestBackend(): Promise<LoadedTensorFlow> {
   return Promise.resolve(loadTensorFlow());
 }
 
+/** The Node loader's "stay on the loaded backend": the page's choice already stands. */
+export function keepCurrentBackend(): LoadedTensorFlow {
+  return loadTensorFlow();
+}
+
 /**
  * Activates `preferred` ("webgl" by default) if this browser can run it, else "cpu"; resolves
  * with the backend in use. A WebGL context that cannot compile tfjs's shaders counts as absent.
