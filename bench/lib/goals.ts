@@ -87,7 +87,7 @@ export const GOALS: readonly Goal[] = [
     compare: "<=",
     target: 1.1,
     digits: 2,
-    measuredBy: "broadcast",
+    measuredBy: "relay (case 100x10)",
   },
   {
     id: "registrations-per-second",
@@ -96,7 +96,7 @@ export const GOALS: readonly Goal[] = [
     compare: ">=",
     target: 300,
     digits: 0,
-    measuredBy: "register",
+    measuredBy: "idle --nodes 300",
   },
   {
     id: "idle-10000-superlink-cores",
