@@ -25,7 +25,7 @@ export { getRun } from "../run-info";
 
 /** flwr-ts: while a PullTaskRes waits, results are re-checked this often so that an error for a
  * node that went offline (synthesized by State.getTaskRes) is delivered without delay. */
-const PULL_TASK_RES_RECHECK_MS = 250;
+export const PULL_TASK_RES_RECHECK_MS = 250;
 
 /**
  * flwr-ts: most TaskIns one PushTaskIns may carry (`--max-task-ins-per-push`). Storing 200 000
@@ -152,10 +152,14 @@ export interface PullTaskResResult {
  * error results synthesized for offline consumers (State.getTaskRes). The `node` field is
  * ignored, as in Flower. Does not delete anything: see PullTaskResResult.taskIds.
  */
-export async function pullTaskRes(request: PullTaskResRequest, state: State): Promise<PullTaskResResult> {
+export async function pullTaskRes(
+  request: PullTaskResRequest,
+  state: State,
+  limit?: number,
+): Promise<PullTaskResResult> {
   const taskIds = parseTaskIds(request.taskIds);
   return {
-    response: { taskResList: taskIds.size > 0 ? await state.getTaskRes(taskIds) : [] },
+    response: { taskResList: taskIds.size > 0 ? await state.getTaskRes(taskIds, limit) : [] },
     taskIds,
     aborted: false,
   };
@@ -171,8 +175,9 @@ export async function pullTaskResLongPoll(
   state: State,
   poll: LongPollOptions,
   recheckMs: number = PULL_TASK_RES_RECHECK_MS,
+  limit?: number,
 ): Promise<PullTaskResResult> {
-  const result = await pullTaskRes(request, state);
+  const result = await pullTaskRes(request, state, limit);
   const { taskIds } = result;
   if (result.response.taskResList.length > 0 || taskIds.size === 0 || poll.maxWaitMs <= 0) return result;
   const deadline = Date.now() + poll.maxWaitMs;
@@ -182,7 +187,7 @@ export async function pullTaskResLongPoll(
     if (remaining <= 0) break;
     const outcome = await poll.hub.waitForTaskRes(taskIds, Math.min(remaining, recheckMs), poll.signal);
     if (outcome === "aborted") return { response: { taskResList: [] }, taskIds, aborted: true };
-    found = await state.getTaskRes(taskIds);
+    found = await state.getTaskRes(taskIds, limit);
     if (found.length > 0 || outcome === "closing") break;
   }
   return { response: { taskResList: found }, taskIds, aborted: false };

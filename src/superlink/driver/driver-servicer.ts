@@ -6,6 +6,7 @@ import type { LongPollHub } from "../long-poll";
 import { maxWaitFor, reply, serveUnary } from "../unary";
 import * as driver from "./driver-handler";
 import { refusedTaskInsCount } from "./push-count-limit";
+import { ResultAnswerSizing } from "./result-answer-sizing";
 
 export interface DriverServicerDeps {
   state: State;
@@ -28,6 +29,7 @@ export interface DriverServicerDeps {
 export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
   const { state, logger, hub, longPollMs, maxTaskInsPerPush } = deps;
   const graceMs = deps.deleteGraceMs ?? 0;
+  const answerSizing = new ResultAnswerSizing();
   const deleteNow = (taskIds: Set<string>): void => {
     state.deleteTasks(taskIds).catch((err: unknown) => {
       // The state was closed meanwhile (shutdown) or the database is away; the rows expire
@@ -68,11 +70,17 @@ export function createDriverServicer(deps: DriverServicerDeps): DriverServer {
       );
     }),
     pullTaskRes: serveUnary(logger, "Driver.PullTaskRes", async ({ request, call, signal }) => {
-      const result = await driver.pullTaskResLongPoll(request, state, {
-        hub,
-        maxWaitMs: maxWaitFor(call, longPollMs),
-        signal,
-      });
+      const maxWaitMs = maxWaitFor(call, longPollMs);
+      // Only long-polling ServerApps (ours) pull again at once, so only their answers are sized.
+      const limit = maxWaitMs > 0 ? answerSizing.limit() : undefined;
+      const result = await driver.pullTaskResLongPoll(
+        request,
+        state,
+        { hub, maxWaitMs, signal },
+        driver.PULL_TASK_RES_RECHECK_MS,
+        limit,
+      );
+      if (maxWaitMs > 0) answerSizing.observe(result.response.taskResList);
       return {
         response: result.response,
         // Flower deletes the delivered TaskIns/TaskRes pairs only once the answer went out with
