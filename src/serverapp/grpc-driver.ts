@@ -47,13 +47,13 @@ import { type Classification, RetryInvoker, describeFailure } from "../transport
 import { DRIVER_TASK_MESSAGES, withChunkedSerializers } from "../transport/chunked-serializers";
 import { gatherRequestSerializer } from "../transport/grpc-zero-copy";
 import { encodeMessageChunks } from "../core/wire/chunked-writer";
+import { taskPayloadBytes } from "../core/wire/payload-bytes";
 import { type PushSharedTaskInsResponse, SharedContentDriverService } from "../proto/flwr_ts/proto/shared_content";
 import {
   AcknowledgedContents,
   type PushPart,
   SHARED_PUSH_REQUEST_ENCODER,
   type SharedPushRequest,
-  payloadBytes,
   planPush,
   sharedRequest,
 } from "./shared-push";
@@ -572,7 +572,7 @@ function batchesByPayload(list: TaskIns[], maxBytes: number): TaskIns[][] {
   let current: TaskIns[] = [];
   let bytes = 0;
   for (const taskIns of list) {
-    const size = payloadBytes(taskIns);
+    const size = taskPayloadBytes(taskIns);
     if (current.length > 0 && bytes + size > maxBytes) {
       batches.push(current);
       current = [];

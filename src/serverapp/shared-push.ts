@@ -12,6 +12,7 @@
  */
 import type { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { type EncodedChunks, encodeMessageChunks } from "../core/wire/chunked-writer";
+import { taskPayloadBytes } from "../core/wire/payload-bytes";
 import { RecordSet } from "../proto/flwr/proto/recordset";
 import type { TaskIns } from "../proto/flwr/proto/task";
 import { SharedTaskIns } from "../proto/flwr_ts/proto/shared_content";
@@ -40,15 +41,6 @@ export const SHARED_PUSH_REQUEST_ENCODER = {
     return writer;
   },
 };
-
-/** Tensor bytes a TaskIns carries (what dominates its encoded size). */
-export function payloadBytes(taskIns: TaskIns): number {
-  let total = 0;
-  for (const record of taskIns.task?.recordset?.parameters.values() ?? []) {
-    for (const array of record.dataValues) total += array.data.length;
-  }
-  return total;
-}
 
 /** True when the two encodings are the same bytes. */
 function sameEncoding(a: EncodedChunks, b: EncodedChunks): boolean {
@@ -97,7 +89,7 @@ export function planPush(list: TaskIns[], maxBytes: number): PushPart[] {
   let current: PushPart | undefined;
   let bytes = 0;
   for (const taskIns of list) {
-    const size = payloadBytes(taskIns);
+    const size = taskPayloadBytes(taskIns);
     const recordset = taskIns.task?.recordset;
     if (size < SHARED_MIN_PAYLOAD_BYTES || recordset === undefined) {
       if (current?.kind !== "plain" || (current.taskInsList.length > 0 && bytes + size > maxBytes)) {

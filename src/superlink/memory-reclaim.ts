@@ -12,6 +12,8 @@
  * a few milliseconds.
  */
 import * as grpc from "@grpc/grpc-js";
+import { tasksPayloadBytes } from "../core/wire/payload-bytes";
+import type { Task } from "../proto/flwr/proto/task";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
@@ -35,19 +37,10 @@ function collector(): Collect | null {
 }
 
 /** Tensor bytes of a task-carrying message (`taskInsList` / `taskResList`). */
-export function taskPayloadBytes(message: unknown): number {
+export function messagePayloadBytes(message: unknown): number {
   const m = message as { taskInsList?: unknown; taskResList?: unknown } | null;
-  const list = (m?.taskInsList ?? m?.taskResList) as
-    | Array<{ task?: { recordset?: { parameters?: Map<string, { dataValues: Array<{ data: Uint8Array }> }> } } }>
-    | undefined;
-  if (!Array.isArray(list)) return 0;
-  let total = 0;
-  for (const item of list) {
-    for (const record of item.task?.recordset?.parameters?.values() ?? []) {
-      for (const array of record.dataValues) total += array.data.length;
-    }
-  }
-  return total;
+  const list = m?.taskInsList ?? m?.taskResList;
+  return Array.isArray(list) ? tasksPayloadBytes(list as Array<{ task?: Task }>) : 0;
 }
 
 /**
@@ -64,7 +57,7 @@ export function reclaimAfterSendInterceptor(
     let bytes = 0;
     const responder = new grpc.ResponderBuilder()
       .withSendMessage((message, next) => {
-        bytes = taskPayloadBytes(message);
+        bytes = messagePayloadBytes(message);
         next(message);
       })
       .withSendStatus((status, next) => {

@@ -82,6 +82,22 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
     "--auth-superlink-public-key",
     fx.superlinkPublicKey,
   ];
+  /** A Python SuperLink with TLS and node auth on two free ports, both listening. */
+  const startPythonSuperLink = async (): Promise<{ superlink: Peer; driverPort: number; fleetPort: number }> => {
+    const driverPort = await freePort();
+    let fleetPort = await freePort();
+    while (fleetPort === driverPort) fleetPort = await freePort();
+    const superlink = startPython("py-superlink", "flwr.server:run_superlink", [
+      ...superlinkTlsAuthArgs(),
+      "--driver-api-address",
+      `127.0.0.1:${driverPort}`,
+      "--fleet-api-address",
+      `127.0.0.1:${fleetPort}`,
+    ]);
+    await waitForTcp(fleetPort, superlink, 30_000);
+    await waitForTcp(driverPort, superlink, 30_000);
+    return { superlink, driverPort, fleetPort };
+  };
   const supernodeArgs = (i: number, fleet: string): string[] => [
     "--root-certificates",
     fx.caCert,
@@ -297,18 +313,7 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
   it(
     "(e) our ServerApp on a Python SuperLink falls back to PushTaskIns",
     async () => {
-      const driverPort = await freePort();
-      let fleetPort = await freePort();
-      while (fleetPort === driverPort) fleetPort = await freePort();
-      const superlink = startPython("py-superlink", "flwr.server:run_superlink", [
-        ...superlinkTlsAuthArgs(),
-        "--driver-api-address",
-        `127.0.0.1:${driverPort}`,
-        "--fleet-api-address",
-        `127.0.0.1:${fleetPort}`,
-      ]);
-      await waitForTcp(fleetPort, superlink, 30_000);
-      await waitForTcp(driverPort, superlink, 30_000);
+      const { superlink, driverPort, fleetPort } = await startPythonSuperLink();
       const nodes = [0, 1].map((i) =>
         startPython(`py-supernode-${i + 1}`, "flwr.client:run_client_app", [
           "client:app",
@@ -328,18 +333,7 @@ describeInterop(`Python Flower 1.10 interop (TLS + node auth)${PY_SRC ? "" : ` â
   it(
     "(b) 2 of our SuperNodes (JS ClientApp) work with a Python SuperLink and ServerApp",
     async () => {
-      const driverPort = await freePort();
-      let fleetPort = await freePort();
-      while (fleetPort === driverPort) fleetPort = await freePort();
-      const superlink = startPython("py-superlink", "flwr.server:run_superlink", [
-        ...superlinkTlsAuthArgs(),
-        "--driver-api-address",
-        `127.0.0.1:${driverPort}`,
-        "--fleet-api-address",
-        `127.0.0.1:${fleetPort}`,
-      ]);
-      await waitForTcp(fleetPort, superlink, 30_000);
-      await waitForTcp(driverPort, superlink, 30_000);
+      const { superlink, driverPort, fleetPort } = await startPythonSuperLink();
 
       const nodes = [0, 1].map((i) =>
         startNode(`ts-supernode-${i + 1}`, "flower-client-app", [

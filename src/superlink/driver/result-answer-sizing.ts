@@ -7,21 +7,13 @@
  * which our ServerApp makes at once. Flower's ServerApps do not long-poll and sleep 3 s between
  * pulls, so their answers are never capped (a cap would only slow them down).
  */
+import { tasksPayloadBytes } from "../../core/wire/payload-bytes";
 import type { TaskRes } from "../../proto/flwr/proto/task";
 
 /** About this much tensor payload per long-polled answer, once results are known to be large. */
 const DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 /** A cap of this many results or more is no cap: small results go out all together. */
 const UNCAPPED_RESULTS = 1000;
-
-/** Tensor bytes of one TaskRes (what dominates its encoded size). */
-function payloadBytes(taskRes: TaskRes): number {
-  let total = 0;
-  for (const record of taskRes.task?.recordset?.parameters.values() ?? []) {
-    for (const array of record.dataValues) total += array.data.length;
-  }
-  return total;
-}
 
 /**
  * The SuperLink's running estimate of a result's size (from the last non-empty answer), and the
@@ -42,8 +34,6 @@ export class ResultAnswerSizing {
   /** Learns from an answer's results (an empty answer teaches nothing). */
   observe(taskResList: readonly TaskRes[]): void {
     if (taskResList.length === 0) return;
-    let total = 0;
-    for (const taskRes of taskResList) total += payloadBytes(taskRes);
-    this.averageBytes = total / taskResList.length;
+    this.averageBytes = tasksPayloadBytes(taskResList) / taskResList.length;
   }
 }

@@ -11,7 +11,7 @@
  * that reads slowly delays others by at most that long. Nothing is refused.
  */
 import * as grpc from "@grpc/grpc-js";
-import { taskPayloadBytes } from "../memory-reclaim";
+import { messagePayloadBytes } from "../memory-reclaim";
 
 export interface SendPacingOptions {
   /** Methods whose answers are paced (full paths). */
@@ -85,7 +85,7 @@ export function sendPacingInterceptor(options: SendPacingOptions): grpc.ServerIn
         next(listener);
       })
       .withSendMessage((message, next) => {
-        if (taskPayloadBytes(message) < options.minPayloadBytes) {
+        if (messagePayloadBytes(message) < options.minPayloadBytes) {
           next(message);
           return;
         }

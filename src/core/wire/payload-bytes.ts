@@ -1,0 +1,21 @@
+/**
+ * Tensor bytes a task carries: the sum of its RecordSet's array data (what dominates the encoded
+ * size of a large TaskIns or TaskRes). Used to decide which messages count as large.
+ */
+import type { Task } from "../../proto/flwr/proto/task";
+
+/** Tensor bytes of one TaskIns or TaskRes. */
+export function taskPayloadBytes(taskInsOrRes: { task?: Task | undefined }): number {
+  let total = 0;
+  for (const record of taskInsOrRes.task?.recordset?.parameters.values() ?? []) {
+    for (const array of record.dataValues) total += array.data.length;
+  }
+  return total;
+}
+
+/** Tensor bytes of a list of TaskIns or TaskRes. */
+export function tasksPayloadBytes(list: ReadonlyArray<{ task?: Task | undefined }>): number {
+  let total = 0;
+  for (const item of list) total += taskPayloadBytes(item);
+  return total;
+}
