@@ -210,7 +210,7 @@ const started = Date.now();
 setInterval(() => {
   const m = process.memoryUsage();
   const mib = (x) => Math.round(x / 2 ** 20);
-  console.log("BENCH_MEM " + JSON.stringify({ s: (Date.now() - started) / 1000, rss: mib(m.rss), external: mib(m.external), heap: mib(m.heapUsed) }));
+  console.log("BENCH_MEM " + JSON.stringify({ s: (Date.now() - started) / 1000, rss: mib(m.rss), external: mib(m.external), arrayBuffers: mib(m.arrayBuffers), heap: mib(m.heapUsed) }));
 }, 250).unref();
 
 class MeasuredFedAvg extends FedAvg {

@@ -154,18 +154,31 @@ export class MessageBatcher {
   private async pullLoop(): Promise<void> {
     while (this.pending.size > 0) {
       const started = Date.now();
-      let replies: Message[];
-      try {
-        replies = await this.driver.pullMessages([...this.pending.keys()]);
-      } catch (err) {
-        for (const waiter of [...this.pending.values()]) waiter.reject(err);
-        return;
-      }
-      for (const reply of replies) this.pending.get(reply.metadata.replyToMessage.toLowerCase())?.resolve(reply);
-      if (replies.length === 0 && this.pending.size > 0 && Date.now() - started < FAST_PULL_MS) {
+      const delivered = await this.pullAndDeliver();
+      if (delivered === undefined) return;
+      if (delivered === 0 && this.pending.size > 0 && Date.now() - started < FAST_PULL_MS) {
         await new Promise((r) => setTimeout(r, POLL_INTERVAL_MS));
       }
     }
+  }
+
+  /**
+   * One pull, its replies handed to their callers; the number of replies, undefined when the
+   * pull failed (every waiter rejected). Its own call so that no reply stays referenced from
+   * the loop's suspended frame during the next pull: a suspended async function keeps its
+   * registers, and with them the last reply it iterated over (a whole 100 MB result, held for
+   * as long as the next result takes to arrive).
+   */
+  private async pullAndDeliver(): Promise<number | undefined> {
+    let replies: Message[];
+    try {
+      replies = await this.driver.pullMessages([...this.pending.keys()]);
+    } catch (err) {
+      for (const waiter of [...this.pending.values()]) waiter.reject(err);
+      return undefined;
+    }
+    for (const reply of replies) this.pending.get(reply.metadata.replyToMessage.toLowerCase())?.resolve(reply);
+    return replies.length;
   }
 }
 

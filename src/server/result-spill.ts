@@ -11,7 +11,7 @@
  * back, rebuilt from the file.
  */
 import { open, mkdtemp, rm, type FileHandle } from "node:fs/promises";
-import { readSync } from "node:fs";
+import { readSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MalformedMessageError, RoundFailedError } from "../core/errors";
@@ -196,9 +196,11 @@ export class ResultSpill {
       this.size += layout.dataBytes;
       return { dtype: layout.dtype, shape: layout.shape, count: layout.count, offset, byteLength: layout.dataBytes };
     });
-    await Promise.all(
-      p.tensors.map((tensor, i) => writeAll(handle, tensor.subarray(layouts[i]!.dataStart), arrays[i]!.offset)),
-    );
+    // Synchronous: the received bytes are written out (and can be collected) before this process
+    // reads anything more from the network, so a result that arrives next is never received while
+    // this one is still held. Asynchronous writes of 100 MB took 0.2-2 s on a loaded machine,
+    // with the next result arriving meanwhile; a synchronous one is one copy into the page cache.
+    p.tensors.forEach((tensor, i) => writeAll(handle, tensor.subarray(layouts[i]!.dataStart), arrays[i]!.offset));
     const npyBytes = (a: SpilledArray): Uint8Array => this.npyBytes(a);
     const kept: Parameters = {
       tensorType: p.tensorType,
@@ -266,10 +268,7 @@ export class ResultSpill {
   }
 }
 
-async function writeAll(handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+function writeAll(handle: FileHandle, bytes: Uint8Array, position: number): void {
   let done = 0;
-  while (done < bytes.length) {
-    const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, position + done);
-    done += bytesWritten;
-  }
+  while (done < bytes.length) done += writeSync(handle.fd, bytes, done, bytes.length - done, position + done);
 }

@@ -9,6 +9,7 @@
  */
 import { StatusCode } from "../core/constants";
 import { FlwrError, InvalidConfigError, RoundFailedError, errorMessage } from "../core/errors";
+import { ReleasedBytes } from "../core/garbage-collection";
 import { type Logger, silentLogger } from "../core/logger";
 import type { Metrics, Parameters, Status } from "../core/records/legacy-types";
 import type { ClientManager } from "./client-manager";
@@ -79,6 +80,13 @@ export interface ServerOptions {
 /** Default `fitResultSpill.minBytes`: smaller results cost less to hold than to write out. */
 const DEFAULT_SPILL_MIN_BYTES = 16 * 1024 * 1024;
 
+/**
+ * Spilled result bytes after which garbage is collected: received messages are buffers V8 does
+ * not count (src/core/garbage-collection.ts), and without a collection each 100 MB result stayed
+ * in the RSS until long after its spill.
+ */
+const RECLAIM_MIN_BYTES = 64 * 1024 * 1024;
+
 /** aggregateFit implementations that read results through arraySourcesOf (and keep none). */
 const SPILL_AWARE_AGGREGATE_FIT: ReadonlySet<unknown> = new Set([
   // Compared by identity, never called unbound.
@@ -107,6 +115,7 @@ export class Server {
   private readonly clients: ClientManager;
   private readonly logger: Logger;
   private readonly spill: { minBytes: number; dir: string | undefined } | undefined;
+  private readonly releasedResults = new ReleasedBytes(RECLAIM_MIN_BYTES);
 
   constructor(options: ServerOptions) {
     this.clients = options.clientManager;
@@ -226,8 +235,12 @@ export class Server {
         async (client, ins, callOpts) => {
           const res = await client.fit(ins, callOpts);
           // Written out as it arrives; the received message is dropped with `res`.
-          if (spill === undefined || !isOk(res) || parametersBytes(res.parameters) < minBytes) return res;
-          return { ...res, parameters: await spill.keep(res.parameters) };
+          const bytes = parametersBytes(res.parameters);
+          if (spill === undefined || !isOk(res) || bytes < minBytes) return res;
+          const kept = { ...res, parameters: await spill.keep(res.parameters) };
+          // The received message is garbage once this returns, but V8 does not see its size.
+          this.releasedResults.add(bytes);
+          return kept;
         },
         { timeoutSeconds, groupId: round, signal },
         "fit",
@@ -240,6 +253,8 @@ export class Server {
         { event: "serverapp.aggregate-fit", round, results: results.length, failures: failures.length },
         `aggregate_fit: received ${results.length} results and ${failures.length} failures`,
       );
+      // The last spilled result's message goes before the aggregate is allocated.
+      this.releasedResults.collectNow();
       [parameters, metrics] = await this.strategy.aggregateFit(round, results, failures);
     } finally {
       await spill?.close();

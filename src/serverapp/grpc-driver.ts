@@ -530,7 +530,12 @@ export class GrpcDriver implements Driver {
         new grpc.Metadata(),
         callOptions,
       );
-      return response.taskResList;
+      // grpc-js keeps the response referenced until the HTTP/2 stream is torn down, a turn of the
+      // event loop or more after the answer: emptied here, it no longer holds the results (whole
+      // received messages of up to 100 MB) past their consumers, who may have written them out.
+      const taskResList = response.taskResList;
+      response.taskResList = [];
+      return taskResList;
     } catch (err) {
       if (isServiceError(err) && err.code === grpc.status.DEADLINE_EXCEEDED && deadline !== undefined) return [];
       throw err;

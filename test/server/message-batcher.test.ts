@@ -1,4 +1,6 @@
 import { MessageType } from "../../src/core/constants";
+import { collectGarbage } from "../../src/core/garbage-collection";
+import { createReply } from "../../src/core/records/serde";
 import { RecordSet } from "../../src/core/records/types";
 import type { Message } from "../../src/core/records/types";
 import { MessageBatcher } from "../../src/server/message-batcher";
@@ -20,6 +22,11 @@ class CountingDriver extends FakeDriver {
     this.pulls.push(ids.length);
     return super.pullMessages(ids);
   }
+}
+
+/** The reply's replyTo, and nothing that keeps the reply (nor the promise of it) referenced. */
+async function replyTo(batcher: MessageBatcher, msg: Message): Promise<string | undefined> {
+  return (await batcher.sendAndReceive(msg))?.metadata.replyToMessage;
 }
 
 function message(driver: FakeDriver, nodeId: bigint): Message {
@@ -81,5 +88,40 @@ describe("MessageBatcher (a round's one-message calls share pushes and pulls)", 
     const calls = [batcher.sendAndReceive(message(driver, 1n)), batcher.sendAndReceive(message(driver, 1n))];
     for (const call of calls) await expect(call).rejects.toThrow("SuperLink gone");
     expect(driver.pushes).toEqual([2]);
+  });
+
+  test("a delivered reply is not kept by the pull loop while it waits for the next one", async () => {
+    // Replies built fresh on each pull and kept nowhere by the driver; the second message is
+    // never answered, so the loop goes on pulling (held pulls) after delivering the first reply.
+    const driver = new FakeDriver();
+    const held: Array<() => void> = [];
+    let answer: Message | undefined;
+    driver.pushMessages = async (msgs) => msgs.map((m) => `id-${m.metadata.dstNodeId}`);
+    driver.pullMessages = async (ids) => {
+      const reply = answer;
+      answer = undefined;
+      if (reply !== undefined && ids.includes(reply.metadata.replyToMessage)) return [reply];
+      await new Promise<void>((resolve) => held.push(resolve));
+      return [];
+    };
+    const batcher = new MessageBatcher(driver);
+    const first = message(driver, 1n);
+    answer = createReply({ ...first, metadata: { ...first.metadata, messageId: "id-1" } }, new RecordSet());
+    let done = false;
+    const registry = new FinalizationRegistry(() => (done = true));
+    registry.register(answer, undefined);
+    const stop = new AbortController();
+    const unanswered = batcher.sendAndReceive(message(driver, 2n), { signal: stop.signal });
+    expect(await replyTo(batcher, first)).toBe("id-1");
+    // The loop is now held in its next pull; the reply, dropped here, must be collectable.
+    for (let i = 0; i < 50 && !done; i++) {
+      collectGarbage();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(done).toBe(true);
+    expect(held.length).toBeGreaterThan(0);
+    stop.abort(new Error("end of test"));
+    await expect(unanswered).rejects.toThrow("end of test");
+    for (const release of held) release();
   });
 });
