@@ -12,7 +12,7 @@ type Collect = () => void;
 let collect: Collect | null | undefined;
 
 /** V8's `gc`, exposed on first use (null when this V8 refuses). */
-function collector(): Collect | null {
+export function garbageCollector(): Collect | null {
   if (collect === undefined) {
     try {
       setFlagsFromString("--expose-gc");
@@ -32,7 +32,7 @@ function collector(): Collect | null {
  * is back when this returns.
  */
 export function collectGarbage(): boolean {
-  const gc = collector();
+  const gc = garbageCollector();
   if (gc === null) return false;
   gc();
   gc();

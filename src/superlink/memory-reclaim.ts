@@ -14,27 +14,10 @@
 import * as grpc from "@grpc/grpc-js";
 import { tasksPayloadBytes } from "../core/wire/payload-bytes";
 import type { Task } from "../proto/flwr/proto/task";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
+import { garbageCollector } from "../core/garbage-collection";
 
 /** Released bytes that make a collection worth it (two 100 MB results are 200 MB). */
 const DEFAULT_RECLAIM_MIN_BYTES = 64 * 1024 * 1024;
-
-type Collect = () => void;
-let collectGarbage: Collect | null | undefined;
-
-/** V8's `gc`, exposed on first use (null when this V8 refuses). */
-function collector(): Collect | null {
-  if (collectGarbage === undefined) {
-    try {
-      setFlagsFromString("--expose-gc");
-      collectGarbage = runInNewContext("gc") as Collect;
-    } catch {
-      collectGarbage = null;
-    }
-  }
-  return collectGarbage;
-}
 
 /** Tensor bytes of a task-carrying message (`taskInsList` / `taskResList`). */
 export function messagePayloadBytes(message: unknown): number {
@@ -66,7 +49,7 @@ export function reclaimAfterSendInterceptor(
         if (released < minBytes) return;
         released = 0;
         // After the state deleted the pulled pairs (they go right after the answer is handed over).
-        setImmediate(() => collector()?.());
+        setImmediate(() => garbageCollector()?.());
       })
       .build();
     return new grpc.ServerInterceptingCall(call, responder);

@@ -6,6 +6,7 @@ import * as grpc from "@grpc/grpc-js";
 import { createServer } from "node:net";
 import { ErrorCode } from "../../src/core/constants";
 import { ConnectionError, MalformedMessageError, NotFoundError } from "../../src/core/errors";
+import { collectGarbage } from "../../src/core/garbage-collection";
 import { RecordSet } from "../../src/core/records/types";
 import { DriverService, type PushTaskInsRequest } from "../../src/proto/flwr/proto/driver";
 import { TaskRes } from "../../src/proto/flwr/proto/task";
@@ -302,6 +303,36 @@ describe("GrpcDriver messaging", () => {
     }
     expect(replies.map((r) => r.metadata.replyToMessage)).toEqual([id]);
     expect(await driver.pullMessages([id!])).toEqual([]);
+  });
+
+  it("lets a pulled reply's received bytes be collected as soon as its consumer drops them", async () => {
+    // grpc-js keeps the PullTaskRes response referenced until the HTTP/2 stream is torn down,
+    // a turn or more after the answer: a consumer that has written a 100 MB result out and
+    // collects garbage at once must not find the whole received message still held.
+    const link = await superlink();
+    const driver = await connect(link);
+    const a = await node(link, async () => {
+      const rs = new RecordSet();
+      const data = new Uint8Array(2 * 1024 * 1024).fill(3);
+      rs.parametersRecords.set(
+        "p",
+        new Map([["0", { dtype: "", shape: [data.length], stype: "numpy.ndarray", data }]]),
+      );
+      return rs;
+    });
+    let collected = false;
+    const registry = new FinalizationRegistry(() => (collected = true));
+    /** Round trip; registers the reply's received buffer and keeps nothing of it. */
+    const roundTrip = async (): Promise<number> => {
+      const [reply] = await driver.sendAndReceive([driver.createMessage(new RecordSet(), "query", a.nodeId, "")]);
+      const data = reply!.content!.parametersRecords.get("p")!.get("0")!.data;
+      registry.register(data.buffer, undefined);
+      return data.length;
+    };
+    expect(await roundTrip()).toBe(2 * 1024 * 1024);
+    collectGarbage(); // in the turn the answer came in, before grpc-js lets go of its stream
+    for (let i = 0; i < 50 && !collected; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(collected).toBe(true);
   });
 
   it("works with a SuperLink that does not long-poll (fast empty pulls)", async () => {
