@@ -12,7 +12,9 @@
  * - inflates a compressed request from such a call to at most `unauthenticatedInflatedBytes`
  *   (charged to the same budget), off the event loop;
  * - resets the stream (RST_STREAM NO_ERROR, after the status) when a call ends before the peer
- *   finished sending, so the rest of its request is never read.
+ *   finished sending, so the rest of its request is never read;
+ * - with a `largeMessageAdmission`, pauses the stream of a large request message until that
+ *   admission lets it in (src/transport/receive-admission.ts), for every call, authenticated or not.
  * What "authenticated" means is the caller's: `markAuthenticated(metadata)` says the call with
  * that metadata proved the identity its `identityHeader` names; its memory stops counting, and
  * later calls on the same connection naming the same identity are not budgeted (a TLS connection
@@ -28,7 +30,13 @@ import * as grpc from "@grpc/grpc-js";
 import { constants as http2Constants, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import * as zlib from "node:zlib";
 import { type Logger, silentLogger } from "../core/logger";
-import { GRPC_FRAME_HEADER_BYTES, type ReceiveAccount, setDecoderAccount } from "./grpc-zero-copy";
+import {
+  GRPC_FRAME_HEADER_BYTES,
+  type ReceiveAccount,
+  setDecoderAccount,
+  setDecoderLargeMessageWatch,
+} from "./grpc-zero-copy";
+import type { AdmissionTicket, ReceiveAdmission } from "./receive-admission";
 import { type GrpcExtension, requireGrpcExtensions, requireGrpcInternal, requireMethod } from "./grpc-internals";
 
 /**
@@ -63,6 +71,8 @@ export interface ReceiveGuardOptions {
   unauthenticatedInflatedBytes?: number;
   /** Metadata header naming the identity a call authenticates as (e.g. "public-key"). */
   identityHeader: string;
+  /** Large request messages are read only when this lets them in. */
+  largeMessageAdmission?: ReceiveAdmission;
   logger?: Logger;
 }
 
@@ -160,6 +170,8 @@ export class ReceiveGuard {
   private readonly maxRequestBytes: ReadonlyMap<string, number>;
   private readonly inflatedLimit: number;
   private readonly identityHeader: string;
+  /** Admission of large request messages, if any. */
+  readonly admission: ReceiveAdmission | undefined;
   private readonly logger: Logger;
   private readonly connections = new WeakMap<ServerHttp2Session, ConnectionState>();
   private readonly calls = new WeakMap<grpc.Metadata, GuardedCall>();
@@ -180,6 +192,7 @@ export class ReceiveGuard {
     this.maxRequestBytes = options.maxRequestBytes ?? new Map();
     this.inflatedLimit = Math.max(1, options.unauthenticatedInflatedBytes ?? DEFAULT_UNAUTHENTICATED_INFLATED_BYTES);
     this.identityHeader = options.identityHeader;
+    this.admission = options.largeMessageAdmission;
     this.logger = options.logger ?? silentLogger();
     requireGrpcExtensions(["incremental-decoder", "receive-guard"], "A ReceiveGuard");
   }
@@ -207,6 +220,7 @@ export class ReceiveGuard {
       // A streaming request (grpc-bidi's Join) ends by the server's status while the peer is still
       // open by design; resetting it could overtake the status, which the peer must see.
       if (!method.requestStream) resetWhenEndedEarly(base);
+      if (this.admission !== undefined) admitLargeMessages(base, this.admission);
       const listener = new grpc.ServerListenerBuilder()
         .withOnReceiveMetadata((metadata, next) => {
           this.admit(base, method.path, metadata);
@@ -332,6 +346,30 @@ export class ReceiveGuard {
       });
     };
   }
+}
+
+/**
+ * Each large request message of the call asks `admission` first; while it waits, the stream is
+ * paused (nghttp2 then stops returning stream window to the peer, and the connection's other
+ * streams go on). A call that ends gives its claim back.
+ */
+function admitLargeMessages(base: BaseCall, admission: ReceiveAdmission): void {
+  const stream = base.stream;
+  let ticket: AdmissionTicket | undefined;
+  setDecoderLargeMessageWatch(base.decoder, {
+    minBytes: admission.minMessageBytes,
+    started(declaredBytes) {
+      ticket = admission.request(declaredBytes, () => {
+        if (!stream.destroyed) stream.resume();
+      });
+      if (!ticket.admitted) stream.pause();
+    },
+    received(message) {
+      ticket?.received(message.buffer as ArrayBuffer);
+      ticket = undefined;
+    },
+  });
+  stream.once("close", () => ticket?.cancel());
 }
 
 /**
