@@ -35,7 +35,7 @@ export const DEFAULT_LARGE_RESULT_BUDGET_BYTES = 256 * 1024 * 1024;
 /** Results at least this large are admitted by the budget; smaller ones are read at once. */
 const LARGE_RESULT_MIN_BYTES = 16 * 1024 * 1024;
 /** A held result is read after this long even if the budget did not free (nobody pulls, say). */
-export const DEFAULT_LARGE_RESULT_MAX_WAIT_MS = 10_000;
+const DEFAULT_LARGE_RESULT_MAX_WAIT_MS = 10_000;
 
 export interface FleetReceiveLimits {
   /** Default DEFAULT_UNAUTHENTICATED_BYTES_PER_CONNECTION. */
