@@ -2,7 +2,8 @@
  * `flower-superlink`: Flower 1.10's SuperLink command line (docs/protocol.md, "Keys and files", "TLS", "Transport") plus flwr-ts
  * options (--long-poll-ms, --fleet-long-poll-ms, --metrics-address, --log-level, --shutdown-grace-ms, the connection
  * limits --max-connection-idle-ms and others, src/transport/options.ts, and the Fleet API
- * budgets --fleet-unauthenticated-bytes-per-connection and --fleet-unauthenticated-bytes-total).
+ * budgets --fleet-unauthenticated-bytes-per-connection, --fleet-unauthenticated-bytes-total and
+ * --fleet-large-result-budget-bytes).
  * Translates the flags into a SuperLinkConfig, starts the SuperLink under runDaemon (SIGINT/SIGTERM: graceful
  * stop; SIGHUP: reload the allowlist) and returns the exit code: 0 clean stop, 2 bad
  * configuration or files, 1 runtime failure.
@@ -29,6 +30,7 @@ import { DEFAULT_CONNECTION_LIMITS } from "../transport/options";
 import {
   DEFAULT_UNAUTHENTICATED_BYTES_PER_CONNECTION,
   DEFAULT_UNAUTHENTICATED_BYTES_TOTAL,
+  DEFAULT_LARGE_RESULT_BUDGET_BYTES,
 } from "../superlink/fleet/fleet-receive";
 import {
   DEFAULT_SUPERLINK_LIMITS,
@@ -97,6 +99,7 @@ interface SuperLinkOptions {
   restServeBrowserClient?: boolean;
   fleetUnauthenticatedBytesPerConnection: number;
   fleetUnauthenticatedBytesTotal: number;
+  fleetLargeResultBudgetBytes: number;
   taskLeaseSeconds?: number;
 }
 
@@ -127,13 +130,15 @@ const BYTE_UNITS: Record<string, number> = {
 };
 
 /** A positive byte count: digits, optionally followed by KiB, MiB or GiB (or k, m, g). */
-function byteSize(flag: string): (value: string) => number {
+function byteSize(flag: string, zeroAllowed = false): (value: string) => number {
   return (value) => {
     const match = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(value);
     const unit = match === null ? undefined : BYTE_UNITS[match[2]!.toLowerCase()];
     const n = match === null || unit === undefined ? NaN : Number(match[1]) * unit;
-    if (!Number.isSafeInteger(n) || n < 1)
-      throw new InvalidArgumentError(`${flag} must be a positive number of bytes (e.g. 536870912 or 512MiB).`);
+    if (!Number.isSafeInteger(n) || n < (zeroAllowed ? 0 : 1))
+      throw new InvalidArgumentError(
+        `${flag} must be a ${zeroAllowed ? "non-negative" : "positive"} number of bytes (e.g. 536870912 or 512MiB).`,
+      );
     return n;
   };
 }
@@ -308,6 +313,12 @@ function buildCommand(io: CliIo): Command {
       "Fleet API: the same budget over all connections together.",
       byteSize("--fleet-unauthenticated-bytes-total"),
       DEFAULT_UNAUTHENTICATED_BYTES_TOTAL,
+    )
+    .option(
+      "--fleet-large-result-budget-bytes <bytes>",
+      "Fleet API: most bytes of large results (PushTaskRes of 16 MiB and more) in memory at once, received, stored or being sent on; further uploads wait (HTTP/2 flow control) until budget frees, 10 s at most. 0 = no budget.",
+      byteSize("--fleet-large-result-budget-bytes", true),
+      DEFAULT_LARGE_RESULT_BUDGET_BYTES,
     )
     .option(
       "--task-lease-seconds <s>",
@@ -515,6 +526,7 @@ export function configFromOptions(opts: SuperLinkOptions, logger: Logger): Super
     fleetReceiveLimits: {
       unauthenticatedBytesPerConnection: opts.fleetUnauthenticatedBytesPerConnection,
       unauthenticatedBytesTotal: opts.fleetUnauthenticatedBytesTotal,
+      largeResultBudgetBytes: opts.fleetLargeResultBudgetBytes,
     },
     ...(opts.taskLeaseSeconds !== undefined ? { taskLeaseSeconds: opts.taskLeaseSeconds } : {}),
   };

@@ -8,8 +8,9 @@
  * instruction of the round in its RSS long after they were pulled and deleted. So once a
  * PullTaskRes answer carrying large results has been written (its results and their
  * instructions are then deleted from the state), a major collection is asked for when at least
- * `minBytes` were released since the last one. A collection of the SuperLink's small heap takes
- * a few milliseconds.
+ * `minBytes` were released since the last one, or at once when `collectNow()` says so (large
+ * uploads wait for memory to be freed: src/transport/receive-admission.ts). A collection of the
+ * SuperLink's small heap takes a few milliseconds.
  */
 import * as grpc from "@grpc/grpc-js";
 import { tasksPayloadBytes } from "../core/wire/payload-bytes";
@@ -18,6 +19,11 @@ import { garbageCollector } from "../core/garbage-collection";
 
 /** Released bytes that make a collection worth it (two 100 MB results are 200 MB). */
 const DEFAULT_RECLAIM_MIN_BYTES = 64 * 1024 * 1024;
+
+/** A major collection now, where this V8 allows one. */
+export function collectGarbageNow(): void {
+  garbageCollector()?.();
+}
 
 /** Tensor bytes of a task-carrying message (`taskInsList` / `taskResList`). */
 export function messagePayloadBytes(message: unknown): number {
@@ -33,6 +39,7 @@ export function messagePayloadBytes(message: unknown): number {
 export function reclaimAfterSendInterceptor(
   paths: ReadonlySet<string>,
   minBytes = DEFAULT_RECLAIM_MIN_BYTES,
+  collectNow: () => boolean = () => false,
 ): grpc.ServerInterceptor {
   let released = 0;
   return (method, call) => {
@@ -46,7 +53,7 @@ export function reclaimAfterSendInterceptor(
       .withSendStatus((status, next) => {
         next(status);
         released += bytes;
-        if (released < minBytes) return;
+        if (released < minBytes && !(bytes > 0 && collectNow())) return;
         released = 0;
         // After the state deleted the pulled pairs (they go right after the answer is handed over).
         setImmediate(() => garbageCollector()?.());

@@ -26,6 +26,7 @@ import * as http from "node:http";
 import * as grpc from "@grpc/grpc-js";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { Logger } from "../core/logger";
+import type { ReceiveAdmissionStats } from "../transport/receive-admission";
 import { ConnectionError, errorMessage } from "../core/errors";
 import { formatAddress, parseAddress } from "../core/address";
 import { DEFAULT_PING_INTERVAL_BOUNDS } from "../core/ping-interval";
@@ -181,6 +182,48 @@ export class SuperLinkMetrics {
       registers,
     });
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Gauges and counters of the Fleet API's admission of large results (src/transport/receive-admission.ts). */
+  watchLargeResultAdmission(stats: () => ReceiveAdmissionStats): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, read: (s: ReceiveAdmissionStats) => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read(stats()));
+        },
+      });
+    };
+    const counter = (name: string, help: string, read: (s: ReceiveAdmissionStats) => number): void => {
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read(stats()));
+        },
+      });
+    };
+    gauge(
+      "flwr_superlink_large_result_bytes_held",
+      "Bytes of large PushTaskRes messages admitted and still in memory (received, stored or being sent on).",
+      (s) => s.heldBytes,
+    );
+    gauge("flwr_superlink_large_results_waiting", "Large PushTaskRes messages held back now.", (s) => s.waiting);
+    counter(
+      "flwr_superlink_large_results_held_back_total",
+      "Large PushTaskRes messages that waited for the memory budget.",
+      (s) => s.waited,
+    );
+    counter(
+      "flwr_superlink_large_results_admitted_after_max_wait_total",
+      "Large PushTaskRes messages read after the longest wait although the budget had not freed.",
+      (s) => s.admittedAfterMaxWait,
+    );
   }
 
   /** Where the state gauges come from (the SuperLink sets it once its state and hub exist). */

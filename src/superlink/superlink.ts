@@ -31,6 +31,7 @@ import { reclaimAfterSendInterceptor } from "./memory-reclaim";
 import { SharedContentDriverService } from "../proto/flwr_ts/proto/shared_content";
 import { DEFAULT_PING_INTERVAL_BOUNDS, type PingIntervalBounds } from "../core/ping-interval";
 import { type FleetReceiveLimits, createFleetReceiveGuard } from "./fleet/fleet-receive";
+import type { ReceiveAdmissionStats } from "../transport/receive-admission";
 import { LongPollHub } from "./long-poll";
 import { type RunningRestFleetServer, startRestFleetServer } from "./fleet/rest-server";
 import { loadBrowserClientFiles } from "./fleet/browser-client";
@@ -179,6 +180,8 @@ export interface SuperLinkHandle {
   metrics: SuperLinkMetrics;
   /** Pull calls currently held open waiting for work (long polling). */
   readonly waitingPulls: number;
+  /** The Fleet API's admission of large results (gRPC Fleet API with a budget; else undefined). */
+  largeResultAdmission(): ReceiveAdmissionStats | undefined;
   /**
    * Re-reads the allowlist CSV now (as SIGHUP does). Nodes whose keys were removed are deleted
    * and their waiting pulls end with UNAUTHENTICATED. A bad file throws InvalidKeyFileError and
@@ -359,10 +362,15 @@ export async function startSuperLink(
       ...config.grpcServerOptions,
       interceptors: [metrics.interceptor()],
     };
-    // Pulled results are freed at once, not at V8's leisure (src/superlink/memory-reclaim.ts).
+    // Pulled results are freed at once, not at V8's leisure (src/superlink/memory-reclaim.ts);
+    // at once after every answer with results while large uploads wait for memory.
+    let largeResultsWaiting = (): boolean => false;
     const driverServerOptions: grpc.ChannelOptions = {
       ...serverOptions,
-      interceptors: [metrics.interceptor(), reclaimAfterSendInterceptor(new Set([DriverService.pullTaskRes.path]))],
+      interceptors: [
+        metrics.interceptor(),
+        reclaimAfterSendInterceptor(new Set([DriverService.pullTaskRes.path]), undefined, () => largeResultsWaiting()),
+      ],
     };
     const limitsFor = (name: string) => ({
       name,
@@ -421,7 +429,12 @@ export async function startSuperLink(
     const fleetReceive =
       config.fleetApiType === "rest"
         ? undefined
-        : createFleetReceiveGuard(config.fleetReceiveLimits ?? {}, fleetLogger);
+        : createFleetReceiveGuard(config.fleetReceiveLimits ?? {}, fleetLogger, auth !== undefined);
+    const admission = fleetReceive?.admission;
+    if (admission !== undefined) {
+      metrics.watchLargeResultAdmission(() => admission.stats());
+      largeResultsWaiting = () => admission.stats().waiting > 0;
+    }
     const fleetInterceptors: grpc.ServerInterceptor[] = [
       ...(fleetReceive ? [fleetReceive.interceptor()] : []),
       metrics.interceptor(),
@@ -531,6 +544,7 @@ export async function startSuperLink(
       get waitingPulls() {
         return hub.waiting;
       },
+      largeResultAdmission: () => fleetReceive?.admission?.stats(),
       reloadAllowlist() {
         if (auth === undefined) {
           throw new InvalidConfigError("Authentication is not enabled: there is no allowlist to reload");

@@ -347,6 +347,17 @@ export interface ReceiveAccount {
   reserve(bytes: number): void;
 }
 
+/**
+ * Told about a call's large messages (see src/transport/receive-admission.ts): `started` when the
+ * frame header of a message of at least `minBytes` arrived (before any of its body is held),
+ * `received` with its buffer once it is whole.
+ */
+export interface LargeMessageWatch {
+  readonly minBytes: number;
+  started(declaredBytes: number): void;
+  received(message: Buffer): void;
+}
+
 /** Smallest buffer the decoder starts a message in (messages that declare less get exactly that). */
 export const DECODER_MIN_CAPACITY = 1024;
 
@@ -354,6 +365,7 @@ interface DecoderInstance {
   maxReadMessageLength: number;
   [DECODER_STATE]?: DecoderState;
   [DECODER_ACCOUNT]?: ReceiveAccount;
+  [DECODER_WATCH]?: LargeMessageWatch;
 }
 interface DecoderState {
   header: Buffer;
@@ -368,10 +380,16 @@ interface DecoderState {
 }
 const DECODER_STATE = Symbol("flwr.decoderState");
 const DECODER_ACCOUNT = Symbol("flwr.decoderAccount");
+const DECODER_WATCH = Symbol("flwr.decoderWatch");
 
 /** Makes `decoder` (a grpc-js StreamDecoder) charge `account` for the message memory it holds. */
 export function setDecoderAccount(decoder: object, account: ReceiveAccount): void {
   (decoder as DecoderInstance)[DECODER_ACCOUNT] = account;
+}
+
+/** Makes `decoder` (a grpc-js StreamDecoder) tell `watch` about its large messages. */
+export function setDecoderLargeMessageWatch(decoder: object, watch: LargeMessageWatch): void {
+  (decoder as DecoderInstance)[DECODER_WATCH] = watch;
 }
 
 /** Bytes of message buffer `decoder` holds now (for tests). */
@@ -483,6 +501,8 @@ function incrementalWrite(this: DecoderInstance, data: Buffer): Buffer[] {
       state.framedLength = GRPC_FRAME_HEADER_BYTES + size;
       state.message = undefined;
       state.resizable = undefined;
+      const watch = this[DECODER_WATCH];
+      if (watch !== undefined && size >= watch.minBytes) watch.started(size);
     }
     const n = Math.min(state.framedLength - state.filled, data.length - pos);
     if (n === 0) break; // a header at the very end of `data`: nothing to hold yet
@@ -513,6 +533,9 @@ function incrementalWrite(this: DecoderInstance, data: Buffer): Buffer[] {
     state.filled = needed;
     pos += n;
     if (state.filled === state.framedLength) {
+      const watch = this[DECODER_WATCH];
+      if (watch !== undefined && state.framedLength - GRPC_FRAME_HEADER_BYTES >= watch.minBytes)
+        watch.received(message);
       messages.push(message);
       state.message = undefined;
       state.resizable = undefined;

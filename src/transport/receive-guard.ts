@@ -12,7 +12,10 @@
  * - inflates a compressed request from such a call to at most `unauthenticatedInflatedBytes`
  *   (charged to the same budget), off the event loop;
  * - resets the stream (RST_STREAM NO_ERROR, after the status) when a call ends before the peer
- *   finished sending, so the rest of its request is never read.
+ *   finished sending, so the rest of its request is never read;
+ * - with a `largeMessageAdmission`, pauses the stream of a large request message until that
+ *   admission lets it in (src/transport/receive-admission.ts), for every call or only for the
+ *   authenticated ones (`largeMessageAdmissionAuthenticatedOnly`).
  * What "authenticated" means is the caller's: `markAuthenticated(metadata)` says the call with
  * that metadata proved the identity its `identityHeader` names; its memory stops counting, and
  * later calls on the same connection naming the same identity are not budgeted (a TLS connection
@@ -28,7 +31,13 @@ import * as grpc from "@grpc/grpc-js";
 import { constants as http2Constants, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import * as zlib from "node:zlib";
 import { type Logger, silentLogger } from "../core/logger";
-import { GRPC_FRAME_HEADER_BYTES, type ReceiveAccount, setDecoderAccount } from "./grpc-zero-copy";
+import {
+  GRPC_FRAME_HEADER_BYTES,
+  type ReceiveAccount,
+  setDecoderAccount,
+  setDecoderLargeMessageWatch,
+} from "./grpc-zero-copy";
+import type { AdmissionTicket, ReceiveAdmission } from "./receive-admission";
 import { type GrpcExtension, requireGrpcExtensions, requireGrpcInternal, requireMethod } from "./grpc-internals";
 
 /**
@@ -63,6 +72,15 @@ export interface ReceiveGuardOptions {
   unauthenticatedInflatedBytes?: number;
   /** Metadata header naming the identity a call authenticates as (e.g. "public-key"). */
   identityHeader: string;
+  /** Large request messages are read only when this lets them in. */
+  largeMessageAdmission?: ReceiveAdmission;
+  /**
+   * Only calls that count as authenticated when their message starts ask the admission; the
+   * others are read at once, under the unauthenticated budgets (default false: every call asks).
+   * With node authentication this keeps a peer that proved nothing from taking the budget by
+   * declaring a large message and sending none of it.
+   */
+  largeMessageAdmissionAuthenticatedOnly?: boolean;
   logger?: Logger;
 }
 
@@ -160,6 +178,9 @@ export class ReceiveGuard {
   private readonly maxRequestBytes: ReadonlyMap<string, number>;
   private readonly inflatedLimit: number;
   private readonly identityHeader: string;
+  /** Admission of large request messages, if any. */
+  readonly admission: ReceiveAdmission | undefined;
+  private readonly admissionAuthenticatedOnly: boolean;
   private readonly logger: Logger;
   private readonly connections = new WeakMap<ServerHttp2Session, ConnectionState>();
   private readonly calls = new WeakMap<grpc.Metadata, GuardedCall>();
@@ -180,6 +201,8 @@ export class ReceiveGuard {
     this.maxRequestBytes = options.maxRequestBytes ?? new Map();
     this.inflatedLimit = Math.max(1, options.unauthenticatedInflatedBytes ?? DEFAULT_UNAUTHENTICATED_INFLATED_BYTES);
     this.identityHeader = options.identityHeader;
+    this.admission = options.largeMessageAdmission;
+    this.admissionAuthenticatedOnly = options.largeMessageAdmissionAuthenticatedOnly ?? false;
     this.logger = options.logger ?? silentLogger();
     requireGrpcExtensions(["incremental-decoder", "receive-guard"], "A ReceiveGuard");
   }
@@ -207,9 +230,15 @@ export class ReceiveGuard {
       // A streaming request (grpc-bidi's Join) ends by the server's status while the peer is still
       // open by design; resetting it could overtake the status, which the peer must see.
       if (!method.requestStream) resetWhenEndedEarly(base);
+      // Set from the metadata, which arrives before any message.
+      let budgeted = true;
+      if (this.admission !== undefined) {
+        const authenticatedOnly = this.admissionAuthenticatedOnly;
+        admitLargeMessages(base, this.admission, () => !authenticatedOnly || !budgeted);
+      }
       const listener = new grpc.ServerListenerBuilder()
         .withOnReceiveMetadata((metadata, next) => {
-          this.admit(base, method.path, metadata);
+          budgeted = this.admit(base, method.path, metadata);
           next(metadata);
         })
         .build();
@@ -260,9 +289,10 @@ export class ReceiveGuard {
     this.unreported = 0;
   }
 
-  private admit(base: BaseCall, path: string, metadata: grpc.Metadata): void {
+  /** Starts counting the call's bytes unless its connection proved its identity; true if counted. */
+  private admit(base: BaseCall, path: string, metadata: grpc.Metadata): boolean {
     const session = base.stream.session as ServerHttp2Session | undefined;
-    if (session === undefined) return;
+    if (session === undefined) return true;
     let connection = this.connections.get(session);
     if (connection === undefined) {
       connection = { held: 0, authenticated: new Set() };
@@ -272,7 +302,7 @@ export class ReceiveGuard {
     const identity = value === undefined ? undefined : typeof value === "string" ? value : value.toString("latin1");
     if (identity !== undefined && connection.authenticated.has(identity)) {
       this.calls.set(metadata, { connection, identity, account: undefined });
-      return;
+      return false;
     }
     const peer = (): string => {
       const socket = session.socket as ServerHttp2Session["socket"] | undefined;
@@ -283,6 +313,7 @@ export class ReceiveGuard {
     setDecoderAccount(base.decoder, account);
     base.stream.once("close", () => account.release());
     this.inflateBounded(base, account);
+    return true;
   }
 
   /**
@@ -332,6 +363,32 @@ export class ReceiveGuard {
       });
     };
   }
+}
+
+/**
+ * Each large request message of the call asks `admission` first (when `asks()` says so as the
+ * message starts); while it waits, the stream is
+ * paused (nghttp2 then stops returning stream window to the peer, and the connection's other
+ * streams go on). A call that ends gives its claim back.
+ */
+function admitLargeMessages(base: BaseCall, admission: ReceiveAdmission, asks: () => boolean): void {
+  const stream = base.stream;
+  let ticket: AdmissionTicket | undefined;
+  setDecoderLargeMessageWatch(base.decoder, {
+    minBytes: admission.minMessageBytes,
+    started(declaredBytes) {
+      if (!asks()) return;
+      ticket = admission.request(declaredBytes, () => {
+        if (!stream.destroyed) stream.resume();
+      });
+      if (!ticket.admitted) stream.pause();
+    },
+    received(message) {
+      ticket?.received(message.buffer as ArrayBuffer);
+      ticket = undefined;
+    },
+  });
+  stream.once("close", () => ticket?.cancel());
 }
 
 /**

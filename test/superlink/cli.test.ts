@@ -176,6 +176,10 @@ test("Fleet API byte budgets must be positive sizes (bytes, or KiB/MiB/GiB): oth
     expect(o.code).toBe(2);
     expect(o.err).toContain(`${flag} must be a positive number of bytes`);
   }
+  // The large-result budget may be 0 (off), never negative.
+  const negative = await runCli(["--insecure", "--fleet-large-result-budget-bytes", "-1"]);
+  expect(negative.code).toBe(2);
+  expect(negative.err).toContain("--fleet-large-result-budget-bytes must be a non-negative number of bytes");
 });
 
 test("--help prints the flags and exits 0", async () => {
@@ -192,6 +196,7 @@ test("--help prints the flags and exits 0", async () => {
     "--metrics-address",
     "--fleet-unauthenticated-bytes-per-connection",
     "--fleet-unauthenticated-bytes-total",
+    "--fleet-large-result-budget-bytes",
   ]) {
     expect(o.out).toContain(flag);
   }
