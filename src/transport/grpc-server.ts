@@ -174,11 +174,16 @@ function releaseAlpnCopies(http2Servers: Http2Server[]): void {
   for (const http2Server of http2Servers) {
     const shared = (http2Server as { ALPNProtocols?: unknown }).ALPNProtocols;
     if (!Buffer.isBuffer(shared)) continue;
-    http2Server.on("secureConnection", (socket: object) => {
-      const options = (socket as { _tlsOptions?: { ALPNProtocols?: unknown } })._tlsOptions;
-      if (options !== undefined && Buffer.isBuffer(options.ALPNProtocols)) options.ALPNProtocols = shared;
-    });
+    http2Server.on("secureConnection", (socket: object) => releaseAlpnCopy(socket, shared));
   }
+}
+
+/** Points `socket`'s ALPN list at `shared`; a no-op unless the socket has Node's field, holding a Buffer. */
+export function releaseAlpnCopy(socket: object, shared: Buffer): void {
+  const options = (socket as { _tlsOptions?: unknown })._tlsOptions;
+  if (typeof options !== "object" || options === null) return;
+  const tlsOptions = options as { ALPNProtocols?: unknown };
+  if (Buffer.isBuffer(tlsOptions.ALPNProtocols)) tlsOptions.ALPNProtocols = shared;
 }
 
 /** How often the receive deadline is checked, at most (also bounded by a quarter of it). */
