@@ -11,11 +11,17 @@ interface CsvRow {
   fields: string[];
 }
 
+const COMMA = 0x2c;
+const CR = 0x0d;
+const LF = 0x0a;
+const QUOTE = 0x22;
+
 /**
  * Python's `csv.reader` with the default "excel" dialect: `,` separates fields, a field that
  * starts with `"` is quoted (`""` inside is a literal quote, newlines are kept), characters after
  * a closing quote are appended, and `\r`, `\n` or `\r\n` ends a row. An empty line is a row
- * without fields.
+ * without fields. Runs of plain characters are sliced, not appended one by one: a 10,000-key
+ * file would otherwise leave ~2 million intermediate strings (~100 MB of heap) to collect.
  */
 function parseCsv(text: string): CsvRow[] {
   const rows: CsvRow[] = [];
@@ -30,24 +36,26 @@ function parseCsv(text: string): CsvRow[] {
     let atFieldStart = true;
     let rowEnded = false;
     while (i < text.length) {
-      const ch = text[i] as string;
       if (inQuotes) {
-        if (ch === '"') {
-          if (text[i + 1] === '"') {
-            field += '"';
-            i += 2;
-            continue;
-          }
-          inQuotes = false;
-          i++;
+        const quote = text.indexOf('"', i);
+        const end = quote < 0 ? text.length : quote;
+        line += lineBreaksIn(text, i, end);
+        field += text.slice(i, end);
+        if (quote < 0) {
+          i = end;
+          break;
+        }
+        if (text[quote + 1] === '"') {
+          field += '"';
+          i = quote + 2;
           continue;
         }
-        if (ch === "\n" || (ch === "\r" && text[i + 1] !== "\n")) line++;
-        field += ch;
-        i++;
+        inQuotes = false;
+        i = quote + 1;
         continue;
       }
-      if (ch === ",") {
+      const ch = text.charCodeAt(i);
+      if (ch === COMMA) {
         fields.push(field);
         field = "";
         fieldStarted = true;
@@ -55,23 +63,30 @@ function parseCsv(text: string): CsvRow[] {
         i++;
         continue;
       }
-      if (ch === "\r" || ch === "\n") {
-        i += ch === "\r" && text[i + 1] === "\n" ? 2 : 1;
+      if (ch === CR || ch === LF) {
+        i += ch === CR && text.charCodeAt(i + 1) === LF ? 2 : 1;
         line++;
         rowEnded = true;
         break;
       }
-      if (ch === '"' && atFieldStart) {
+      if (ch === QUOTE && atFieldStart) {
         inQuotes = true;
         fieldStarted = true;
         atFieldStart = false;
         i++;
         continue;
       }
-      field += ch;
+      // A run of plain characters: a quote is only special at the start of a field.
+      let end = i + 1;
+      while (end < text.length) {
+        const next = text.charCodeAt(end);
+        if (next === COMMA || next === CR || next === LF) break;
+        end++;
+      }
+      field += text.slice(i, end);
       fieldStarted = true;
       atFieldStart = false;
-      i++;
+      i = end;
     }
     if (inQuotes) throw new Error(`unexpected end of file inside a quoted field starting on line ${startLine}`);
     if (fieldStarted || field !== "") fields.push(field);
@@ -79,6 +94,16 @@ function parseCsv(text: string): CsvRow[] {
     if (!rowEnded) break;
   }
   return rows;
+}
+
+/** Line breaks in text[start, end): `\n`, and `\r` not followed by `\n`. */
+function lineBreaksIn(text: string, start: number, end: number): number {
+  let breaks = 0;
+  for (let k = start; k < end; k++) {
+    const ch = text.charCodeAt(k);
+    if (ch === LF || (ch === CR && text.charCodeAt(k + 1) !== LF)) breaks++;
+  }
+  return breaks;
 }
 
 /**

@@ -103,9 +103,12 @@ export class Allowlist extends EventEmitter {
       throw new InvalidConfigError("This allowlist was not loaded from a file; nothing to reload");
     // Stat before reading: a write racing the read is then seen again by the watcher.
     this.lastSeen = fileVersion(this.path);
-    const next = loadAllowlistCsv(this.path);
-    const added = [...next].filter((k) => !this.keys.has(k));
-    const removed = [...this.keys].filter((k) => !next.has(k));
+    const loaded = loadAllowlistCsv(this.path);
+    const added = [...loaded].filter((k) => !this.keys.has(k));
+    const removed = [...this.keys].filter((k) => !loaded.has(k));
+    // The kept keys stay the strings already held (also by the authenticator's HMAC key map), so
+    // a reload does not leave two copies of each; added ones come from the new file.
+    const next = new Set([...this.keys].filter((k) => loaded.has(k)).concat(added));
     this.keys = next;
     const change = { added, removed };
     if (added.length > 0 || removed.length > 0) {

@@ -27,15 +27,26 @@ parentPort.on("message", (pems) => {
       const z = diffieHellman({ privateKey, publicKey: createPublicKey(pem) });
       const okm = Buffer.from(hkdfSync("sha256", z, Buffer.alloc(0), Buffer.alloc(0), 32));
       const unpadded = okm.toString("base64url");
-      return { pem, key: unpadded + "=".repeat((4 - (unpadded.length % 4)) % 4) };
+      return { key: unpadded + "=".repeat((4 - (unpadded.length % 4)) % 4) };
     } catch (err) {
-      return { pem, error: String((err && err.message) || err) };
+      return { error: String((err && err.message) || err) };
     }
   }));
 });
 `;
 
-type WorkerResult = { pem: string; key: string } | { pem: string; error: string };
+/**
+ * One result per key of the batch, in its order. The PEM is not sent back: a copy of it would be
+ * a second ~230-byte string per key for the maps to hold instead of the allowlist's own.
+ */
+type WorkerResult = { key: string } | { error: string };
+
+/**
+ * The worker holds 8 keys at a time. A small young generation makes it collect each batch's
+ * KeyObjects soon (only a GC frees their native keys): the thread's malloc arena stays resident
+ * at its peak size after the worker ends.
+ */
+const WORKER_HEAP_LIMITS = { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 16 };
 
 export interface HmacKeyPrecomputerOptions {
   privateKey: KeyObject;
@@ -113,17 +124,22 @@ export class HmacKeyPrecomputer {
 
   private startedWorker(): Worker {
     if (this.worker !== undefined) return this.worker;
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { privateKey: this.options.privateKey } });
+    const worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { privateKey: this.options.privateKey },
+      resourceLimits: WORKER_HEAP_LIMITS,
+    });
     worker.on("message", (results: WorkerResult[]) => {
       if (worker !== this.worker) return;
+      const batch = this.inFlight ?? [];
       this.inFlight = undefined;
-      for (const result of results) this.report(result);
+      batch.forEach((pem, i) => this.report(pem, results[i] ?? { error: "no result from the worker" }));
       this.sendNext();
     });
     worker.on("error", (err) => {
       if (worker !== this.worker) return;
       // The keys of the lost batch go to the on-demand path; the next batch gets a new worker.
-      for (const pem of this.inFlight ?? []) this.report({ pem, error: String(err) });
+      for (const pem of this.inFlight ?? []) this.report(pem, { error: String(err) });
       this.inFlight = undefined;
       this.worker = undefined;
       this.sendNext();
@@ -142,15 +158,15 @@ export class HmacKeyPrecomputer {
     void exited.then(() => this.exiting.delete(exited));
   }
 
-  private report(result: WorkerResult): void {
+  private report(pem: string, result: WorkerResult): void {
     if (this.stopped) return;
     try {
       if ("key" in result) {
         if (this.batch) this.batch.derived++;
-        this.options.onDerived(result.pem, Buffer.from(result.key, "ascii"));
+        this.options.onDerived(pem, Buffer.from(result.key, "ascii"));
       } else {
         if (this.batch) this.batch.failed++;
-        this.options.onFailed?.(result.pem, new Error(result.error));
+        this.options.onFailed?.(pem, new Error(result.error));
       }
     } catch {
       // A failing callback (a log line) must not stop the queue.

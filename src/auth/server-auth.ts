@@ -561,6 +561,8 @@ export function withFleetAuthentication(
         { publicKey, authToken: firstHeader(call.metadata, AUTH_TOKEN_HEADER) },
         rawRequests.get(call.request),
       );
+      // The raw bytes are a view into a received chunk: a held call must not keep it alive.
+      rawRequests.delete(call.request);
       if (!verdict.ok) {
         authenticator.logDenied(rpc, verdict, publicKey);
         callback(ACCESS_DENIED);

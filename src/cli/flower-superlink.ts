@@ -55,6 +55,7 @@ import {
 } from "./common";
 import { exitCodeFor, reportFatal, runDaemon } from "./run-daemon";
 import { enableGrpcExtensions } from "../transport/grpc-extensions";
+import { limitHeapGrowth } from "./heap-growth";
 
 const NAME = "flower-superlink";
 const FLEET_API_TYPE_GRPC_RERE = "grpc-rere";
@@ -608,5 +609,6 @@ function testDescriptorCheck(): { descriptorCheckMs?: number } {
 
 /** Entry point of bin/flower-superlink. */
 export function run(): void {
+  limitHeapGrowth();
   runMain(NAME, (argv) => main(argv));
 }

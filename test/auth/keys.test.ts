@@ -1,4 +1,4 @@
-import { createPrivateKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes } from "node:crypto";
 import { copyFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { InvalidKeyFileError } from "../../src/core/errors";
@@ -321,6 +321,92 @@ describe("public key validation", () => {
     );
   });
 
+  test("every curve: points are accepted or refused as OpenSSL's SPKI import decides, with the same point", () => {
+    // The allowlist validates points without making a KeyObject (src/auth/keys.ts); this holds it
+    // to what importing the SPKI does, on valid, compressed (either sign), off-curve points and
+    // coordinates at or above the field prime.
+    const curves = [
+      {
+        name: "P-256",
+        ssh: "nistp256",
+        oid: "06082a8648ce3d030107",
+        bytes: 32,
+        p: 2n ** 256n - 2n ** 224n + 2n ** 192n + 2n ** 96n - 1n,
+      },
+      {
+        name: "P-384",
+        ssh: "nistp384",
+        oid: "06052b81040022",
+        bytes: 48,
+        p: 2n ** 384n - 2n ** 128n - 2n ** 96n + 2n ** 32n - 1n,
+      },
+      { name: "P-521", ssh: "nistp521", oid: "06052b81040023", bytes: 66, p: 2n ** 521n - 1n },
+    ];
+    const derLength = (n: number): Buffer =>
+      Buffer.from(n < 0x80 ? [n] : n < 0x100 ? [0x81, n] : [0x82, n >> 8, n & 0xff]);
+    const der = (tag: number, ...parts: Buffer[]): Buffer => {
+      const body = Buffer.concat(parts);
+      return Buffer.concat([Buffer.from([tag]), derLength(body.length), body]);
+    };
+    const fieldBytes = (n: bigint, bytes: number): Buffer =>
+      Buffer.from(n.toString(16).padStart(2 * bytes, "0"), "hex");
+    let accepted = 0;
+    let refused = 0;
+    for (const curve of curves) {
+      const opensslView = (candidate: Buffer): string | undefined => {
+        const spki = der(
+          0x30,
+          der(0x30, Buffer.from("06072a8648ce3d0201", "hex"), Buffer.from(curve.oid, "hex")),
+          der(0x03, Buffer.from([0]), candidate),
+        );
+        try {
+          return publicPemOf(createPublicKey({ key: spki, format: "der", type: "spki" }));
+        } catch {
+          return undefined;
+        }
+      };
+      const ours = (candidate: Buffer): string | undefined => {
+        try {
+          return parseOpenSshPublicKey(
+            line(publicBlob(`ecdsa-sha2-${curve.ssh}`, curve.ssh, candidate), `ecdsa-sha2-${curve.ssh}`),
+          );
+        } catch (err) {
+          expect(err).toBeInstanceOf(InvalidKeyFileError);
+          return undefined;
+        }
+      };
+      for (let i = 0; i < 8; i++) {
+        const valid = pointOf(generateKeyPairSync("ec", { namedCurve: curve.name }).privateKey);
+        const x = valid.subarray(1, 1 + curve.bytes);
+        const y = valid.subarray(1 + curve.bytes);
+        const odd = y[y.length - 1]! & 1;
+        const xPlusP = BigInt(`0x${x.toString("hex")}`) + curve.p;
+        const yPlusP = BigInt(`0x${y.toString("hex")}`) + curve.p;
+        const fits = (n: bigint): boolean => n < 2n ** BigInt(8 * curve.bytes);
+        const candidates = [
+          valid,
+          Buffer.concat([Buffer.from([2 + odd]), x]),
+          Buffer.concat([Buffer.from([3 - odd]), x]),
+          Buffer.concat([valid.subarray(0, 5), Buffer.from([valid[5]! ^ 1]), valid.subarray(6)]),
+          Buffer.concat([Buffer.from([2]), randomBytes(curve.bytes)]),
+          Buffer.concat([Buffer.from([4]), fieldBytes(curve.p, curve.bytes), y]),
+          ...(fits(xPlusP) ? [Buffer.concat([Buffer.from([4]), fieldBytes(xPlusP, curve.bytes), y])] : []),
+          ...(fits(yPlusP) ? [Buffer.concat([Buffer.from([4]), x, fieldBytes(yPlusP, curve.bytes)])] : []),
+          ...(fits(xPlusP) ? [Buffer.concat([Buffer.from([2 + odd]), fieldBytes(xPlusP, curve.bytes)])] : []),
+        ];
+        for (const candidate of candidates) {
+          const expected = opensslView(candidate);
+          expect(ours(candidate)).toBe(expected);
+          if (expected === undefined) refused++;
+          else accepted++;
+        }
+      }
+    }
+    // Both outcomes were exercised on every kind of input.
+    expect(accepted).toBeGreaterThan(curves.length * 8);
+    expect(refused).toBeGreaterThan(curves.length * 8);
+  });
+
   test.each([
     [
       "a blob type that differs from the line",
@@ -423,6 +509,16 @@ describe("loadAllowlistCsv", () => {
     ["OpenSSH comments after the key", () => `${a} alice@host,${b} bob\n${c}\n`],
   ])("accepts %s", (_name, text) => {
     expect(load("variant.csv", text())).toEqual(expected);
+  });
+
+  test("rows are numbered by the line they start on, across quoted fields holding line breaks", () => {
+    const file = keys.path("lines.csv");
+    // The quoted CRLF is one line break.
+    writeFileSync(file, `"${a}\r\n",${b}\r\n${c},ecdsa-sha2-nistp384 AAAAbroken\n`);
+    expect(() => loadAllowlistCsv(file)).toThrow(`${file} (row 3, column 2)`);
+    // LF, and a CR before the closing quote, are one each; an empty line is a row.
+    writeFileSync(file, `"${a}\n\r",${b}\n\n"${c}\r"\r\n,ecdsa-sha2-nistp384 AAAAbroken\n`);
+    expect(() => loadAllowlistCsv(file)).toThrow(`${file} (row 7, column 2)`);
   });
 
   test("an empty file is an empty allowlist", () => {

@@ -7,10 +7,11 @@
  * internals it relies on.
  */
 import * as grpc from "@grpc/grpc-js";
+import type { EventEmitter } from "node:events";
 import { connect, type ClientHttp2Session } from "node:http2";
 import { join } from "node:path";
 import { SERVER_RECEIVE_WINDOW_BYTES } from "../../src/transport/options";
-import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/grpc-server";
+import { type RunningGrpcServer, releaseAlpnCopy, startGrpcServer } from "../../src/transport/grpc-server";
 import { serverCredentials } from "../../src/transport/tls";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { runNodeScript } from "../helpers/node-script";
@@ -111,5 +112,57 @@ describe("startGrpcServer receive window", () => {
     const run = await runNodeScript(script, [fx.caCert, fx.serverCert, fx.serverKey], 30_000);
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" }); // killed (code null) = stalled 30 s: deadlock
     expect(JSON.parse(run.stdout)).toEqual({ uploaded: "20000000", downloaded: 20_000_000 });
+  });
+});
+
+describe("accepted TLS sockets", () => {
+  it("share the server's ALPN list once the handshake is done, and later handshakes still negotiate h2", async () => {
+    // Node copies the ALPN list into every accepted socket's options (a small Buffer that pinned
+    // an 8 KiB pool slab per few idle connections); startGrpcServer points them back at the server's.
+    const server = await startGrpcServer("127.0.0.1:0", tlsCredentials(), []);
+    servers.push(server);
+    const http2Server = [
+      ...(server.server as unknown as { http2Servers: Map<object, unknown> }).http2Servers.keys(),
+    ][0];
+    const shared = (http2Server as { ALPNProtocols?: Buffer }).ALPNProtocols;
+    expect(Buffer.isBuffer(shared)).toBe(true);
+    const sharedBytes = Buffer.from(shared!);
+    for (let i = 0; i < 2; i++) {
+      const accepted = new Promise<{ ALPNProtocols?: unknown; alpnProtocol: unknown }>((resolve) => {
+        // Registered after startGrpcServer's own listener, so it runs after it.
+        (http2Server as EventEmitter).once("secureConnection", (socket: object) => {
+          const tls = socket as { _tlsOptions?: { ALPNProtocols?: unknown }; alpnProtocol?: unknown };
+          resolve({ ALPNProtocols: tls._tlsOptions?.ALPNProtocols, alpnProtocol: tls.alpnProtocol });
+        });
+      });
+      const session = connect(`https://localhost:${server.port}`, { ca: fx.read(fx.caCert), ALPNProtocols: ["h2"] });
+      sessions.push(session);
+      await new Promise<void>((resolve, reject) => {
+        session.once("remoteSettings", () => resolve());
+        session.once("error", reject);
+      });
+      const seen = await accepted;
+      expect(seen.ALPNProtocols).toBe(shared);
+      expect(seen.alpnProtocol).toBe("h2");
+      expect(session.alpnProtocol).toBe("h2");
+    }
+    // The server's own list is untouched.
+    expect(shared).toEqual(sharedBytes);
+  });
+
+  it("leave a socket without Node's field, or with something else in it, as it is", () => {
+    const shared = Buffer.from([2, 0x68, 0x32]);
+    const bare = {};
+    releaseAlpnCopy(bare, shared);
+    expect(bare).toEqual({});
+    const empty = { _tlsOptions: {} };
+    releaseAlpnCopy(empty, shared);
+    expect(empty).toEqual({ _tlsOptions: {} });
+    const list = { _tlsOptions: { ALPNProtocols: ["h2"] } };
+    releaseAlpnCopy(list, shared);
+    expect(list._tlsOptions.ALPNProtocols).toEqual(["h2"]);
+    const copy = { _tlsOptions: { ALPNProtocols: Buffer.from(shared) } };
+    releaseAlpnCopy(copy, shared);
+    expect(copy._tlsOptions.ALPNProtocols).toBe(shared);
   });
 });
