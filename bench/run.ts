@@ -15,7 +15,7 @@ import { GOAL_HEADERS, type GoalRow, goalCells, goalRows } from "./lib/goals";
 import { type Repeated, type Summary, formatSummary } from "./lib/stats";
 import { DEFAULT_FEDAVG_REPEAT, type FedAvgCase, type FedAvgCaseResult, runFedAvg } from "./scenarios/fedavg";
 import { DEFAULT_HOP_REPEAT, type HopResult, runHop } from "./scenarios/hop";
-import { DEFAULT_IDLE_REPEAT, type IdleResult, runIdleRepeated } from "./scenarios/idle";
+import { DEFAULT_IDLE_REPEAT, type IdleResult, runIdleRepeated, warmBatchNodes } from "./scenarios/idle";
 import { type RelayCase, type RelayCaseResult, defaultRelayRepeat, runRelay } from "./scenarios/relay";
 import {
   DEFAULT_TRAIN_REPEAT,
@@ -336,6 +336,10 @@ function idleTable(r: Repeated<IdleResult>): string {
     ["SuperLink CPU per registration, ms", m(s, "superlinkCpuMsPerRegistration", 1)],
     ["one core's ceiling, 1000 / SuperLink ms per registration, /s", m(s, "superlinkRegistrationCeilingPerSecond", 0)],
     ["SuperNodes' CPU per registration (workers), ms", m(s, "workersCpuMsPerRegistration", 1)],
+    ["warm SuperLink, a second batch: registrations per second", m(s, "warmRegistrationsPerSecond", 0)],
+    ["warm: SuperLink CPU per registration, ms", m(s, "warmSuperlinkCpuMsPerRegistration", 1)],
+    ["warm: one core's ceiling, /s", m(s, "warmSuperlinkRegistrationCeilingPerSecond", 0)],
+    ["warm: SuperNodes' CPU per registration (new workers), ms", m(s, "warmWorkersCpuMsPerRegistration", 1)],
     ["window, s", m(s, "windowSeconds", 1)],
     ["SuperLink CPU, % of one core (whole window)", m(s, "superlinkCpuPercent", 1)],
     [`SuperLink CPU, % of one core (${cpuSamples} 1 s samples)`, m(s, "superlinkCpuPercentPerSecond", 1)],
@@ -504,7 +508,7 @@ async function main(args: string[]): Promise<number> {
       opts.scenarios.includes("rounds") ? 2 : 1,
       opts.scenarios.includes("relay") ? Math.max(...opts.relayCases.map((c) => c.nodes)) : 1,
       opts.scenarios.includes("fedavg") ? Math.max(...opts.fedavgCases.map((c) => c.nodes)) : 1,
-      opts.scenarios.includes("idle") ? opts.idleNodes : 1,
+      opts.scenarios.includes("idle") ? opts.idleNodes + warmBatchNodes(opts.idleNodes) : 1,
       opts.scenarios.includes("round1000") ? opts.roundNodes : 1,
     );
     say(`generating certificates and ${keyPairs} SuperNode key pair(s) in ${workDir}`);

@@ -6,7 +6,7 @@
 import { setPriority } from "node:os";
 import { join } from "node:path";
 import type { Credentials, SuperLinkChild } from "./deployment";
-import { type Child, failOnExit, startNodeScript } from "./processes";
+import { type Child, daemonNodeFlagsInUse, failOnExit, startNodeScript } from "./processes";
 
 /** Nodes per worker process: keeps each worker's event loop far from saturation (and 10,000 nodes in 20 processes). */
 const NODES_PER_WORKER = 500;
@@ -36,6 +36,8 @@ export interface NodeWorkersOptions {
    * (see startRegistrations), so registration is timed apart from process start-up.
    */
   startOnSignal?: boolean;
+  /** Key pair of the first node (default 1): a later batch uses keys no earlier batch used. */
+  firstKey?: number;
 }
 
 /** Nodes of worker `w` when `nodes` are spread evenly over `workers` (300: 150 + 150, not 250 + 50). */
@@ -43,19 +45,22 @@ function workerShare(nodes: number, workers: number, w: number): number {
   return Math.floor(nodes / workers) + (w < nodes % workers ? 1 : 0);
 }
 
-/** Starts the workers for nodes 1..`nodes` (key pairs of `creds`); see waitForNodeWorkers. */
+/** Starts the workers for nodes firstKey..firstKey + `nodes` - 1 (key pairs of `creds`); see waitForNodeWorkers. */
 export function startNodeWorkers(creds: Credentials, superlink: SuperLinkChild, opts: NodeWorkersOptions): Child[] {
-  if (opts.nodes > creds.numNodes)
-    throw new Error(`${opts.name}: ${opts.nodes} nodes but only ${creds.numNodes} key pairs`);
+  const firstKey = opts.firstKey ?? 1;
+  if (firstKey - 1 + opts.nodes > creds.numNodes)
+    throw new Error(`${opts.name}: nodes up to ${firstKey - 1 + opts.nodes} but only ${creds.numNodes} key pairs`);
   const workerScript = join(__dirname, "..", "idle-worker.js");
   const numWorkers = Math.ceil(opts.nodes / NODES_PER_WORKER);
   const concurrency = Math.max(1, Math.round(REGISTRATIONS_IN_FLIGHT / numWorkers));
   const workers: Child[] = [];
-  for (let first = 1, w = 0; w < numWorkers; first += workerShare(opts.nodes, numWorkers, w), w++) {
+  for (let first = firstKey, w = 0; w < numWorkers; first += workerShare(opts.nodes, numWorkers, w), w++) {
     const count = workerShare(opts.nodes, numWorkers, w);
     workers.push(
       startNodeScript(`${opts.name}-worker-${w}`, workerScript, {
         logDir: opts.logDir,
+        // --profile: the SuperNodes' side too.
+        nodeFlags: [...daemonNodeFlagsInUse()],
         args: [
           "--superlink",
           superlink.fleetAddress,

@@ -129,6 +129,11 @@ export function setDaemonNodeFlags(flags: string[]): void {
   daemonNodeFlags = [...flags];
 }
 
+/** The flags setDaemonNodeFlags set (bench workers that run daemons in-process use them too). */
+export function daemonNodeFlagsInUse(): readonly string[] {
+  return daemonNodeFlags;
+}
+
 /** Spawns a bin/ daemon (flower-superlink, flower-client-app, flower-server-app). */
 export function startDaemon(name: string, bin: string, opts: StartOptions): Child {
   return startNodeScript(name, join(REPO_ROOT, "bin", bin), {

@@ -9,7 +9,7 @@
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { type Credentials, scrapeMetrics, startSuperLinkChild } from "../lib/deployment";
+import { type Credentials, type SuperLinkChild, scrapeMetrics, startSuperLinkChild } from "../lib/deployment";
 import {
   startNodeWorkers,
   startRegistrations,
@@ -63,6 +63,16 @@ export interface IdleResult {
   superlinkCpuPercentPerSecond: number[];
   /** SuperLink RSS at the end of each 1 s of the window, MiB. */
   superlinkRssMiBPerSecond: number[];
+  /**
+   * A second batch of `nodes` fresh keys registered on the same SuperLink after the first batch
+   * left (DeleteNode; see warmBatchNodes): a long-running SuperLink's code is optimized by then.
+   * New worker processes, so the SuperNodes' side stays cold. Absent when not measured.
+   */
+  warmRegisterSeconds?: number;
+  warmRegistrationsPerSecond?: number;
+  warmSuperlinkCpuMsPerRegistration?: number;
+  warmSuperlinkRegistrationCeilingPerSecond?: number;
+  warmWorkersCpuMsPerRegistration?: number;
 }
 
 /** Runs by default: 1 (the window's 1 s samples give the medians of CPU and RSS). */
@@ -71,6 +81,13 @@ export const DEFAULT_IDLE_REPEAT = 1;
 const IDLE_GOAL_NODES = 10_000;
 /** Fewer nodes register in too short a time for a rate worth reporting. */
 const REGISTRATION_GOAL_NODES = 300;
+/** Up to this many nodes, a second (warm) batch is registered after the window. */
+const WARM_BATCH_MAX_NODES = 1_000;
+
+/** Nodes of the warm second batch for a run of `nodes` (0: none); they need key pairs of their own. */
+export function warmBatchNodes(nodes: number): number {
+  return nodes >= REGISTRATION_GOAL_NODES && nodes <= WARM_BATCH_MAX_NODES ? nodes : 0;
+}
 
 /** The figures the table summarizes over runs; CPU and RSS over every 1 s sample of every run. */
 export function summarizeIdle(runs: readonly IdleResult[]): Record<string, Summary> {
@@ -108,6 +125,22 @@ export async function runIdleRepeated(
       `${source}, SuperLink side: 1000 / its CPU ms per registration (one core)`,
       "one value per run",
     );
+    const warm = runs.filter((r) => r.warmRegistrationsPerSecond !== undefined);
+    if (warm.length > 0) {
+      const label = `${source}, warm: a second ${opts.nodes} fresh nodes on the same SuperLink after the first left`;
+      recordGoal(
+        "registrations-per-second",
+        warm.map((r) => r.warmRegistrationsPerSecond ?? 0),
+        `${label}, end to end`,
+        "one rate per run; the cold first batch is the line above",
+      );
+      recordGoal(
+        "registrations-per-second",
+        warm.map((r) => r.warmSuperlinkRegistrationCeilingPerSecond ?? 0),
+        `${label}, SuperLink side (one core)`,
+        "one value per run",
+      );
+    }
   }
   if (opts.nodes >= IDLE_GOAL_NODES) {
     recordGoal(
@@ -154,28 +187,8 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     await sleep(1_000);
     const idleMem = memoryInfo(superlink.child.pid);
 
-    const workers = startNodeWorkers(creds, superlink, {
-      nodes: opts.nodes,
-      app: "empty",
-      name: "idle",
-      logDir: dir,
-      nice: 10,
-      startOnSignal: true,
-    });
-    children.push(...workers);
-    // Registration is timed from one signal to all workers once each has started and parsed its
-    // keys: process start-up and key files are not registration.
-    await waitForNodeWorkersLoaded(workers, children);
-    say(`idle: registering ${opts.nodes} SuperNodes in ${workers.length} worker process(es)`);
-    const linkCpuBeforeRegistration = cpuSeconds(superlink.child.pid);
-    const workersCpuBeforeRegistration = workers.reduce((sum, w) => sum + cpuSeconds(w.pid), 0);
-    const startedAt = Date.now();
-    startRegistrations(workers);
-    await waitForNodeWorkers(workers, children);
-    const registerSeconds = (Date.now() - startedAt) / 1000;
-    const registrationCpuSeconds = cpuSeconds(superlink.child.pid) - linkCpuBeforeRegistration;
-    const workersRegistrationCpuSeconds =
-      workers.reduce((sum, w) => sum + cpuSeconds(w.pid), 0) - workersCpuBeforeRegistration;
+    const cold = await registerBatch(creds, superlink, children, { nodes: opts.nodes, firstKey: 1, name: "idle", dir });
+    const { workers, registerSeconds, registrationCpuSeconds, workersRegistrationCpuSeconds } = cold;
     say(
       `idle: ${opts.nodes} SuperNodes registered in ${registerSeconds.toFixed(1)} s; measuring for ${opts.windowSeconds} s`,
     );
@@ -207,6 +220,7 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
     const rpc1 = fleetRpcCounts(metrics);
     const mem = memoryInfo(superlink.child.pid);
     const workersRssMiB = workers.reduce((sum, w) => sum + memoryInfo(w.pid).rssMiB, 0);
+    const warm = await warmBatch(creds, superlink, children, workers, { nodes: opts.nodes, dir });
 
     const rpcPerSecond: Record<string, number> = {};
     for (const [name, n] of rpc1) {
@@ -234,9 +248,85 @@ export async function runIdle(creds: Credentials, workDir: string, opts: IdleOpt
       workersRssMiB,
       superlinkCpuPercentPerSecond: cpuSamples,
       superlinkRssMiBPerSecond: rssSamples,
+      ...warm,
     };
   } finally {
     await stopChildren(children.slice(1), 20_000);
     await stopChildren(children.slice(0, 1));
   }
+}
+
+interface Batch {
+  workers: Child[];
+  registerSeconds: number;
+  registrationCpuSeconds: number;
+  workersRegistrationCpuSeconds: number;
+}
+
+/**
+ * Starts workers for `nodes` nodes from key `firstKey` and times their registration from one
+ * signal to all workers, once each has started and parsed its keys (process start-up and key
+ * files are not registration). The workers join `children`.
+ */
+async function registerBatch(
+  creds: Credentials,
+  superlink: SuperLinkChild,
+  children: Child[],
+  batch: { nodes: number; firstKey: number; name: string; dir: string },
+): Promise<Batch> {
+  const workers = startNodeWorkers(creds, superlink, {
+    nodes: batch.nodes,
+    app: "empty",
+    name: batch.name,
+    logDir: batch.dir,
+    nice: 10,
+    startOnSignal: true,
+    firstKey: batch.firstKey,
+  });
+  children.push(...workers);
+  await waitForNodeWorkersLoaded(workers, children);
+  say(`${batch.name}: registering ${batch.nodes} SuperNodes in ${workers.length} worker process(es)`);
+  const linkCpuBefore = cpuSeconds(superlink.child.pid);
+  const workersCpuBefore = workers.reduce((sum, w) => sum + cpuSeconds(w.pid), 0);
+  const startedAt = Date.now();
+  startRegistrations(workers);
+  await waitForNodeWorkers(workers, children);
+  return {
+    workers,
+    registerSeconds: (Date.now() - startedAt) / 1000,
+    registrationCpuSeconds: cpuSeconds(superlink.child.pid) - linkCpuBefore,
+    workersRegistrationCpuSeconds: workers.reduce((sum, w) => sum + cpuSeconds(w.pid), 0) - workersCpuBefore,
+  };
+}
+
+/** Pause after the first batch left, so its DeleteNodes and closing connections are not counted. */
+const WARM_BATCH_PAUSE_MS = 2_000;
+
+/** The warm second batch (see IdleResult.warmRegistrationsPerSecond): the first batch's workers stop first. */
+async function warmBatch(
+  creds: Credentials,
+  superlink: SuperLinkChild,
+  children: Child[],
+  firstWorkers: Child[],
+  opts: { nodes: number; dir: string },
+): Promise<Partial<IdleResult>> {
+  const nodes = warmBatchNodes(opts.nodes);
+  if (nodes === 0 || creds.numNodes < opts.nodes + nodes) return {};
+  await stopChildren(firstWorkers, 20_000);
+  children.splice(0, children.length, ...children.filter((c) => !firstWorkers.includes(c)));
+  await sleep(WARM_BATCH_PAUSE_MS);
+  const warm = await registerBatch(creds, superlink, children, {
+    nodes,
+    firstKey: opts.nodes + 1,
+    name: "idle-warm",
+    dir: opts.dir,
+  });
+  say(`idle: warm batch of ${nodes} SuperNodes registered in ${warm.registerSeconds.toFixed(1)} s`);
+  return {
+    warmRegisterSeconds: warm.registerSeconds,
+    warmRegistrationsPerSecond: nodes / warm.registerSeconds,
+    warmSuperlinkCpuMsPerRegistration: (1000 * warm.registrationCpuSeconds) / nodes,
+    warmSuperlinkRegistrationCeilingPerSecond: nodes / Math.max(warm.registrationCpuSeconds, 1e-3),
+    warmWorkersCpuMsPerRegistration: (1000 * warm.workersRegistrationCpuSeconds) / nodes,
+  };
 }

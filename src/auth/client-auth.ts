@@ -26,6 +26,20 @@ import {
 const NO_SERVER_KEY = "SuperLink did not send its public key; is authentication enabled on the SuperLink?";
 
 /**
+ * The SuperLink key parsed last, by its header value: the SuperNodes of one process (and a node
+ * registering again) get the same key, parsed once (a P-384 PEM import is ~0.15-0.3 ms). A
+ * KeyObject is immutable, so sharing it is safe; each node's ECDH stays its own.
+ */
+let lastServerKey: { header: string; key: ImportedPublicKey } | undefined;
+
+function importServerKeyHeader(text: string): ImportedPublicKey {
+  if (lastServerKey?.header === text) return lastServerKey.key;
+  const key = importPublicPem(decodeBase64UrlLikePython(text).toString("latin1"));
+  lastServerKey = { header: text, key };
+  return key;
+}
+
+/**
  * A SuperNode's key pair and, after CreateNode, the HMAC key shared with the SuperLink.
  * One instance per connection; a new CreateNode replaces the shared key.
  */
@@ -151,7 +165,7 @@ export class SuperNodeAuth {
     if (text === undefined || text.length === 0) throw new AuthenticationError(NO_SERVER_KEY);
     let server: ImportedPublicKey;
     try {
-      server = importPublicPem(decodeBase64UrlLikePython(text).toString("latin1"));
+      server = importServerKeyHeader(text);
     } catch (err) {
       throw new AuthenticationError(`The SuperLink sent an invalid public key: ${errorMessage(err)}`, { cause: err });
     }

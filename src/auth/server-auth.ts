@@ -67,6 +67,11 @@ export interface FleetAuthenticatorOptions {
    * serves it. Default false; `close()` stops it.
    */
   precomputeHmacKeys?: boolean;
+  /**
+   * Called when a node's first MAC-checked call after CreateNode brought it online (see
+   * `authenticate`), with the ping interval its CreateNode announced (e.g. for metrics).
+   */
+  onFirstCallOnline?: (nodeId: bigint, pingIntervalSeconds: number) => void;
 }
 
 /** Outcome of authenticating one request. */
@@ -104,6 +109,9 @@ export class FleetAuthenticator {
   private readonly precomputer: HmacKeyPrecomputer | undefined;
   /** Last authenticated request per node (bounded like hmacKeys): spots a key used by two live SuperNodes. */
   private readonly lastSeen = new Map<bigint, { atMs: number; peer: string; windowMs: number; warnedAtMs: number }>();
+  /** Nodes registered (CreateNode) whose first MAC-checked call is still to come -> announced ping interval (s). */
+  private readonly awaitingFirstCall = new Map<bigint, number>();
+  private readonly onFirstCallOnline: ((nodeId: bigint, pingIntervalSeconds: number) => void) | undefined;
   private readonly onAllowlistChange = (change: AllowlistChange): void => {
     for (const pem of change.removed) {
       this.hmacKeys.delete(pem);
@@ -126,6 +134,7 @@ export class FleetAuthenticator {
     this.logger = options.logger ?? silentLogger();
     this.cacheSize = Math.max(1, options.hmacKeyCacheSize ?? DEFAULT_HMAC_KEY_CACHE_SIZE);
     this.pingIntervalBounds = options.pingIntervalBounds ?? DEFAULT_PING_INTERVAL_BOUNDS;
+    this.onFirstCallOnline = options.onFirstCallOnline;
     if (options.precomputeHmacKeys === true) {
       const logger = this.logger;
       this.precomputer = new HmacKeyPrecomputer({
@@ -238,7 +247,34 @@ export class FleetAuthenticator {
 
     const binding = await this.checkNodeBinding(name, request, nodeId);
     if (binding !== undefined) return fail(binding);
+    await this.onFirstCheckedCall(name, nodeId);
     return { ok: true, publicKeyPem: pem, nodeId };
+  }
+
+  /**
+   * The first MAC-checked call after CreateNode proves the node holds its private key: it brings
+   * the node online for the ping interval CreateNode announced, as a Ping would. So our
+   * SuperNodes need no Ping right after CreateNode (their first call is the first pull); a Ping
+   * sets liveness itself, a DeleteNode ends it.
+   */
+  private async onFirstCheckedCall(name: FleetRequestName, nodeId: bigint): Promise<void> {
+    const interval = this.awaitingFirstCall.get(nodeId);
+    if (interval === undefined) return;
+    this.awaitingFirstCall.delete(nodeId);
+    if (name === "PingRequest" || name === "DeleteNodeRequest") return;
+    if (!(await this.state.acknowledgePing(nodeId, interval))) return;
+    this.noteSeen(nodeId, "", interval);
+    this.onFirstCallOnline?.(nodeId, interval);
+  }
+
+  /** Remembers a registered node until its first MAC-checked call (bounded like the key cache: the oldest goes). */
+  private awaitFirstCall(nodeId: bigint, pingInterval: number): void {
+    this.awaitingFirstCall.delete(nodeId);
+    if (this.awaitingFirstCall.size >= this.cacheSize) {
+      const oldest = this.awaitingFirstCall.keys().next().value;
+      if (oldest !== undefined) this.awaitingFirstCall.delete(oldest);
+    }
+    this.awaitingFirstCall.set(nodeId, pingInterval);
   }
 
   /**
@@ -267,27 +303,33 @@ export class FleetAuthenticator {
    *
    * flwr-ts: CreateNode carries no MAC (anyone holding the public key can send it), so it never
    * changes liveness: an existing node keeps its liveness as it is (neither extended nor cut
-   * short), and a new node starts offline. Only MAC-checked Pings bring a node online; Flower's
-   * SuperNodes and ours ping right after CreateNode. Flower 1.10 extended the liveness here.
+   * short), and a new node starts offline. Only MAC-checked calls bring a node online: a Ping, or
+   * the node's first MAC-checked call after this CreateNode (for the interval announced here;
+   * see `onFirstCheckedCall`). Flower's SuperNodes ping right after CreateNode; ours pull first.
+   * Flower 1.10 extended the liveness here.
    */
   async registerNode(publicKeyPem: string, pingInterval: number, peer = ""): Promise<bigint> {
-    boundedPingInterval(pingInterval, this.pingIntervalBounds);
+    const interval = boundedPingInterval(pingInterval, this.pingIntervalBounds);
     const keyBytes = Buffer.from(publicKeyPem, "latin1");
     const existing = await this.state.getNodeId(keyBytes);
     if (existing !== undefined) {
       this.warnIfStillOnline(existing, publicKeyPem, peer);
       this.logRegistered(existing, peer, true);
+      this.awaitFirstCall(existing, interval);
       return existing;
     }
-    // Interval 0: online until now, i.e. offline until its first authenticated Ping.
+    // Interval 0: online until now, i.e. offline until its first MAC-checked call.
     const created = await this.state.createNode(0, keyBytes);
     if (created !== 0n) {
       this.logRegistered(created, peer, false);
+      this.awaitFirstCall(created, interval);
       return created;
     }
     // Another CreateNode for the same key (here or on another replica) won the race: reuse its
     // node, as Flower would.
-    return (await this.state.getNodeId(keyBytes)) ?? 0n;
+    const raced = (await this.state.getNodeId(keyBytes)) ?? 0n;
+    if (raced !== 0n) this.awaitFirstCall(raced, interval);
+    return raced;
   }
 
   private logRegistered(nodeId: bigint, peer: string, reused: boolean): void {

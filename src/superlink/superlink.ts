@@ -452,6 +452,8 @@ export async function startSuperLink(
         pingIntervalBounds: limits.pingIntervalBounds,
         // The ECDH of each known key in a worker thread before its node registers.
         precomputeHmacKeys: true,
+        // A node's first MAC-checked call brings it online as a Ping would: the gauge follows.
+        onFirstCallOnline: (nodeId, seconds) => metrics.nodeAlive(nodeId, seconds),
       });
       const authenticated = withFleetAuthentication(fleetImpl, authenticator, {
         onAuthenticated: (metadata) => fleetReceive?.markAuthenticated(metadata),

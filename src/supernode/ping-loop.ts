@@ -1,6 +1,7 @@
 /**
  * The SuperNode's ping loop: announces liveness (interval 30 s announced, next ping after
- * 17.5-22.5 s, 5 s deadline, as Flower's heartbeat) and retries without limit. A SuperLink that
+ * 17.5-22.5 s, 5 s deadline, as Flower's heartbeat; the first one an interval after registering, not
+ * at once as Flower's) and retries without limit. A SuperLink that
  * answers `success=false` (or, with authentication, UNAUTHENTICATED) has forgotten the node: it
  * restarted with in-memory state or deleted the node. The node then registers again instead of
  * dying as Flower 1.10 does.
@@ -43,6 +44,10 @@ export class PingLoop {
   /** Pings until the node stops; rejects only on a failure retrying cannot fix. */
   async run(): Promise<void> {
     const { connection, registration, intervalSeconds: interval, stopSignal: signal } = this.options;
+    // No Ping right after CreateNode: CreateNode announced the interval and the node's first
+    // MAC-checked call (the first pull) proves its key, which brings it online on our SuperLink
+    // (Flower's SuperLink counts CreateNode itself). wake() still pings at once after a reconnection.
+    await this.waitUntilNextPing(interval);
     while (!this.stopping()) {
       let node: Node;
       try {

@@ -91,6 +91,33 @@ describe("the CreateNode handshake", () => {
     expect(auth.serverPublicKeyPem).toBe(Buffer.from(v.SERVER_PUBLIC_KEY_HEADER, "base64").toString());
   });
 
+  test("nodes of one process that get the same SuperLink key each derive their own HMAC key; a new SuperLink key is parsed anew", () => {
+    const server = generateKeyPairSync("ec", { namedCurve: "P-384" });
+    const otherServer = generateKeyPairSync("ec", { namedCurve: "P-384" });
+    const header = (key: typeof server): string => base64UrlPadded(Buffer.from(publicPemOf(key.privateKey)));
+    const nodes = [0, 1].map(() => new SuperNodeAuth(generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey));
+    const ping = PingRequest.fromPartial({ node: { nodeId: 5n }, pingInterval: 30 });
+    const tokens = (): unknown[] => nodes.map((n) => n.metadataFor("PingRequest", ping).get("auth-token")[0]);
+    for (const n of nodes) n.acceptCreateNodeMetadata(serverHeaders(header(server)));
+    const first = tokens();
+    expect(first[0]).not.toEqual(first[1]);
+    // The vector client against the vector SuperLink key in between: still the vector's token.
+    const auth = vectorClient();
+    auth.acceptCreateNodeMetadata(serverHeaders(v.SERVER_PUBLIC_KEY_HEADER));
+    expect(
+      auth
+        .metadataFor("PingRequest", PingRequest.fromPartial({ node: { nodeId: v.NODE_ID }, pingInterval: 30 }))
+        .get("auth-token"),
+    ).toEqual([v.PING_TOKEN]);
+    for (const n of nodes) n.acceptCreateNodeMetadata(serverHeaders(header(server)));
+    expect(tokens()).toEqual(first);
+    for (const n of nodes) n.acceptCreateNodeMetadata(serverHeaders(header(otherServer)));
+    const other = tokens();
+    expect(other[0]).not.toEqual(first[0]);
+    expect(other[1]).not.toEqual(first[1]);
+    expect(nodes[0]!.serverPublicKeyPem).toBe(publicPemOf(otherServer.privateKey));
+  });
+
   test("reset() forgets the shared key", () => {
     const auth = vectorClient();
     auth.acceptCreateNodeMetadata(serverHeaders(v.SERVER_PUBLIC_KEY_HEADER));

@@ -644,6 +644,67 @@ describe("FleetAuthenticator without gRPC", () => {
     }
   });
 
+  test("the first MAC-checked call after CreateNode brings the node online for CreateNode's interval, once", async () => {
+    const keys = loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey);
+    const localState = new MapState();
+    const online: Array<[bigint, number]> = [];
+    const authenticator = new FleetAuthenticator({
+      allowlist,
+      serverPrivateKey: keys.privateKey,
+      serverPublicKeyPem: keys.publicKeyPem,
+      state: localState,
+      onFirstCallOnline: (nodeId, seconds) => online.push([nodeId, seconds]),
+    });
+    try {
+      const node = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[0]!, fx.clientPublicKeys[0]!);
+      const nodeId = await authenticator.registerNode(node.publicKeyPem, 45);
+      expect(localState.pingIntervals.get(nodeId)).toBe(0); // CreateNode alone: offline
+      const md = new grpc.Metadata();
+      md.set("public-key", authenticator.serverPublicKeyHeader);
+      node.acceptCreateNodeMetadata(md);
+
+      // A pull with a wrong MAC proves nothing.
+      const pull = PullTaskInsRequest.fromPartial({ node: { nodeId } });
+      const forged = { ...headersOf(node, "PullTaskInsRequest", pull), authToken: base64UrlPadded(Buffer.alloc(32)) };
+      expect((await authenticator.authenticate("PullTaskInsRequest", pull, forged)).ok).toBe(false);
+      expect(localState.pingIntervals.get(nodeId)).toBe(0);
+      expect(online).toEqual([]);
+
+      expect(
+        (await authenticator.authenticate("PullTaskInsRequest", pull, headersOf(node, "PullTaskInsRequest", pull))).ok,
+      ).toBe(true);
+      expect(localState.pingIntervals.get(nodeId)).toBe(45);
+      expect(online).toEqual([[nodeId, 45]]);
+
+      // Later calls leave liveness to the Pings.
+      localState.pingIntervals.set(nodeId, 0);
+      expect(
+        (await authenticator.authenticate("PullTaskInsRequest", pull, headersOf(node, "PullTaskInsRequest", pull))).ok,
+      ).toBe(true);
+      expect(localState.pingIntervals.get(nodeId)).toBe(0);
+      expect(online).toHaveLength(1);
+
+      // CreateNode again (a restarted SuperNode): its first call counts again.
+      expect(await authenticator.registerNode(node.publicKeyPem, 20)).toBe(nodeId);
+      expect(
+        (await authenticator.authenticate("PullTaskInsRequest", pull, headersOf(node, "PullTaskInsRequest", pull))).ok,
+      ).toBe(true);
+      expect(localState.pingIntervals.get(nodeId)).toBe(20);
+
+      // A DeleteNode as the first call does not bring the node online.
+      expect(await authenticator.registerNode(node.publicKeyPem, 20)).toBe(nodeId);
+      localState.pingIntervals.set(nodeId, 0);
+      const del = DeleteNodeRequest.fromPartial({ node: { nodeId } });
+      expect(
+        (await authenticator.authenticate("DeleteNodeRequest", del, headersOf(node, "DeleteNodeRequest", del))).ok,
+      ).toBe(true);
+      expect(localState.pingIntervals.get(nodeId)).toBe(0);
+      expect(online).toHaveLength(2);
+    } finally {
+      authenticator.close();
+    }
+  });
+
   test("a server key pair that does not belong together is refused", () => {
     const keys = loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey);
     expect(
