@@ -86,13 +86,14 @@ export async function startGrpcServer(
   releaseAlpnCopies(http2Servers);
   const stopWatching = watchConnections(http2Servers, limits, logger, name);
   const stopClosingSilent = closeSilentConnections(http2Servers, limits.maxConnectionIdleMs, logger, name);
+  const sessions = openSessions(http2Servers);
   let closing: Promise<void> | undefined;
   return {
     server,
     port,
     address: formatAddress({ host: hostPort.host, port }),
     close(graceMs = 0) {
-      closing ??= shutdown(server, graceMs).finally(() => {
+      closing ??= shutdown(server, graceMs, sessions).finally(() => {
         stopWatching();
         stopClosingSilent();
       });
@@ -101,7 +102,28 @@ export async function startGrpcServer(
   };
 }
 
-function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
+/**
+ * The server's open HTTP/2 sessions. grpc-js 1.14.7's `forceShutdown` destroys only the sessions
+ * it tracks with channelz on, and ours is off (src/transport/options.ts): without this, a closed
+ * server kept every connection with a call still open (a grpc-bidi Join, a held pull), and their
+ * sockets kept the process alive.
+ */
+function openSessions(http2Servers: Http2Server[]): ReadonlySet<ServerHttp2Session> {
+  const sessions = new Set<ServerHttp2Session>();
+  for (const http2Server of http2Servers) {
+    http2Server.on("session", (session: ServerHttp2Session) => {
+      sessions.add(session);
+      session.once("close", () => sessions.delete(session));
+    });
+  }
+  return sessions;
+}
+
+/**
+ * Stops accepting, asks every connection to finish (grpc-js's GOAWAY: calls in progress go on),
+ * and after `graceMs` cancels whatever is left.
+ */
+function shutdown(server: grpc.Server, graceMs: number, sessions: ReadonlySet<ServerHttp2Session>): Promise<void> {
   return new Promise((resolve) => {
     let done = false;
     const finish = (): void => {
@@ -112,6 +134,7 @@ function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
     };
     const timer = setTimeout(() => {
       server.forceShutdown();
+      for (const session of [...sessions]) session.destroy();
       finish();
     }, graceMs);
     server.tryShutdown(() => finish());

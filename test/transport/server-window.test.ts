@@ -166,3 +166,44 @@ describe("accepted TLS sockets", () => {
     expect(copy._tlsOptions.ALPNProtocols).toBe(shared);
   });
 });
+
+/** A bidi method that never answers nor ends: only the server's close can end its calls. */
+const HOLD: grpc.ServiceDefinition = {
+  hold: {
+    path: "/test.Hold/Hold",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (b: Buffer) => b,
+    requestDeserialize: (b: Buffer) => b,
+    responseSerialize: (b: Buffer) => b,
+    responseDeserialize: (b: Buffer) => b,
+  },
+};
+
+describe("closing a server", () => {
+  // grpc-js's forceShutdown finds sessions only with channelz on; ours is off.
+  it.each([0, 200])("ends the connections it still has, with a call open (grace %i ms)", async (graceMs) => {
+    const server = await startGrpcServer("127.0.0.1:0", tlsCredentials(), [
+      { definition: HOLD, implementation: { hold: () => undefined } },
+    ]);
+    const session = connect(`https://localhost:${server.port}`, { ca: fx.read(fx.caCert), ALPNProtocols: ["h2"] });
+    sessions.push(session);
+    session.on("error", () => undefined);
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/test.Hold/Hold",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    stream.on("error", () => undefined);
+    const headers = new Promise((resolve) => stream.once("response", resolve));
+    stream.write(Buffer.from([0, 0, 0, 0, 1, 7]));
+    const closed = new Promise<boolean>((resolve) => {
+      session.once("close", () => resolve(true));
+      setTimeout(() => resolve(false), 10_000).unref();
+    });
+    await Promise.race([headers, new Promise((r) => setTimeout(r, 200))]);
+    await server.close(graceMs);
+    expect(await closed).toBe(true);
+  });
+});
