@@ -149,7 +149,7 @@ function shutdown(server: grpc.Server, graceMs: number, sessions: ReadonlySet<Se
  * both peers may have megabytes in flight towards each other at once (our channels already
  * accept 16 MiB per stream), a concurrent upload and download on one connection deadlock;
  * with 64 KiB per upload stream they cannot (test/transport/server-window.test.ts).
- * This, watchConnections and closeSilentConnections reach into a grpc-js internal (the server's
+ * This, watchConnections, closeSilentConnections and openSessions reach into a grpc-js internal (the server's
  * `http2Servers`): only with the server-session-hooks extension active. Without it the server
  * still works, at the default window and without the slow-sender deadline, silent-connection
  * sweep and accept-failure warnings (the SuperLink's Fleet API refuses to start that way).
