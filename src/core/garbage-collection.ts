@@ -12,7 +12,7 @@ type Collect = () => void;
 let collect: Collect | null | undefined;
 
 /** V8's `gc`, exposed on first use (null when this V8 refuses). */
-export function garbageCollector(): Collect | null {
+function garbageCollector(): Collect | null {
   if (collect === undefined) {
     try {
       setFlagsFromString("--expose-gc");
@@ -22,6 +22,14 @@ export function garbageCollector(): Collect | null {
     }
   }
   return collect;
+}
+
+/**
+ * One major collection now, where this V8 allows one: the cheap form for callers that ask
+ * often (the memory of dead array buffers may come back a little later; see collectGarbage).
+ */
+export function collectGarbageOnce(): void {
+  garbageCollector()?.();
 }
 
 /**

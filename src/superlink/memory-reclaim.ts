@@ -15,15 +15,10 @@
 import * as grpc from "@grpc/grpc-js";
 import { tasksPayloadBytes } from "../core/wire/payload-bytes";
 import type { Task } from "../proto/flwr/proto/task";
-import { garbageCollector } from "../core/garbage-collection";
+import { collectGarbageOnce } from "../core/garbage-collection";
 
 /** Released bytes that make a collection worth it (two 100 MB results are 200 MB). */
 const DEFAULT_RECLAIM_MIN_BYTES = 64 * 1024 * 1024;
-
-/** A major collection now, where this V8 allows one. */
-export function collectGarbageNow(): void {
-  garbageCollector()?.();
-}
 
 /** Tensor bytes of a task-carrying message (`taskInsList` / `taskResList`). */
 export function messagePayloadBytes(message: unknown): number {
@@ -56,7 +51,7 @@ export function reclaimAfterSendInterceptor(
         if (released < minBytes && !(bytes > 0 && collectNow())) return;
         released = 0;
         // After the state deleted the pulled pairs (they go right after the answer is handed over).
-        setImmediate(() => garbageCollector()?.());
+        setImmediate(collectGarbageOnce);
       })
       .build();
     return new grpc.ServerInterceptingCall(call, responder);

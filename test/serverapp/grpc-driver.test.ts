@@ -68,6 +68,39 @@ function echo(msg: { metadata: { messageType: string; groupId: string } }): Reco
   return rs;
 }
 
+/** A RecordSet of one raw uint8 tensor holding `data`. */
+function rawTensor(data: Uint8Array): RecordSet {
+  return new RecordSet({
+    parametersRecords: new Map([["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])]]),
+  });
+}
+
+/**
+ * A Driver API (no shared-content extension) that creates run 7 and answers each PushTaskIns
+ * with `answer` (its 1-based number among the pushes); closed after the test.
+ */
+async function fakeDriver(
+  answer: (request: PushTaskInsRequest, push: number, cb: grpc.sendUnaryData<unknown>) => void,
+): Promise<{ address: string; pushes: number[] }> {
+  const pushes: number[] = [];
+  const fake = await startGrpcServer("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), [
+    {
+      definition: DriverService,
+      implementation: {
+        createRun: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, { runId: 7n }),
+        getRun: (_call: unknown, cb: grpc.sendUnaryData<unknown>) =>
+          cb(null, { run: { runId: 7n, fabId: "", fabVersion: "", overrideConfig: new Map() } }),
+        pushTaskIns: (call: grpc.ServerUnaryCall<PushTaskInsRequest, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+          pushes.push(call.request.taskInsList.length);
+          answer(call.request, pushes.length, cb);
+        },
+      },
+    },
+  ]);
+  cleanups.push(() => fake.close(0));
+  return { address: fake.address, pushes };
+}
+
 /** A port that nothing listens on. */
 async function closedPort(): Promise<number> {
   const server = createServer();
@@ -164,14 +197,7 @@ describe("GrpcDriver messaging", () => {
     const driver = await connect(link);
     const a = await node(link, async () => "silent");
     // Each message carries 0.6 x PUSH_BATCH_BYTES, so no two fit in one request.
-    const big = (i: number): RecordSet => {
-      const data = new Uint8Array(Math.ceil(PUSH_BATCH_BYTES * 0.6)).fill(i);
-      return new RecordSet({
-        parametersRecords: new Map([
-          ["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])],
-        ]),
-      });
-    };
+    const big = (i: number): RecordSet => rawTensor(new Uint8Array(Math.ceil(PUSH_BATCH_BYTES * 0.6)).fill(i));
     const msgs = [0, 1, 2].map((i) => driver.createMessage(big(i), "query", a.nodeId, String(i)));
     // Two concurrent calls plus three small messages that share one request.
     const small = [3, 4, 5].map((i) => driver.createMessage(new RecordSet(), "query", a.nodeId, String(i)));
@@ -195,31 +221,13 @@ describe("GrpcDriver messaging", () => {
 
   it("stops a split push at the first refused request and reports it", async () => {
     // A Driver API that creates runs and refuses the first PushTaskIns.
-    const pushes: number[] = [];
-    const fake = await startGrpcServer("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), [
-      {
-        definition: DriverService,
-        implementation: {
-          createRun: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, { runId: 7n }),
-          getRun: (_call: unknown, cb: grpc.sendUnaryData<unknown>) =>
-            cb(null, { run: { runId: 7n, fabId: "", fabVersion: "", overrideConfig: new Map() } }),
-          pushTaskIns: (call: grpc.ServerUnaryCall<PushTaskInsRequest, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-            pushes.push(call.request.taskInsList.length);
-            if (pushes.length === 1) cb({ code: grpc.status.INTERNAL, details: "disk full" });
-            else cb(null, { taskIds: call.request.taskInsList.map((_, i) => `id-${pushes.length}-${i}`) });
-          },
-        },
-      },
-    ]);
-    cleanups.push(() => fake.close(0));
-    const driver = await GrpcDriver.connect({ superlink: fake.address, insecure: true });
-    cleanups.push(() => driver.close());
-    const data = new Uint8Array(Math.ceil(PUSH_BATCH_BYTES * 0.6));
-    const content = new RecordSet({
-      parametersRecords: new Map([
-        ["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])],
-      ]),
+    const { address, pushes } = await fakeDriver((request, push, cb) => {
+      if (push === 1) cb({ code: grpc.status.INTERNAL, details: "disk full" });
+      else cb(null, { taskIds: request.taskInsList.map((_, i) => `id-${push}-${i}`) });
     });
+    const driver = await GrpcDriver.connect({ superlink: address, insecure: true });
+    cleanups.push(() => driver.close());
+    const content = rawTensor(new Uint8Array(Math.ceil(PUSH_BATCH_BYTES * 0.6)));
     const msgs = [1, 2, 3].map((i) => driver.createMessage(content, "query", 42n, String(i)));
     await expect(driver.pushMessages(msgs)).rejects.toThrow(/disk full/);
     expect(pushes).toEqual([1]);
@@ -235,9 +243,7 @@ describe("GrpcDriver messaging", () => {
     nodes.push(third);
     const size = 3 * 1024 * 1024;
     const data = new Uint8Array(size).map((_, i) => (i * 7) % 251);
-    const content = new RecordSet({
-      parametersRecords: new Map([["p", new Map([["w", { dtype: "uint8", shape: [size], stype: "raw", data }]])]]),
-    });
+    const content = rawTensor(data);
     // One call for two nodes, then one more call (legacy round loop style) for the third.
     await driver.pushMessages(nodes.slice(0, 2).map((n) => driver.createMessage(content, "query", n.nodeId, "1")));
     await driver.pushMessages([driver.createMessage(content, "query", third.nodeId, "1")]);
@@ -259,31 +265,13 @@ describe("GrpcDriver messaging", () => {
   });
 
   it("falls back to PushTaskIns, once per channel, on a SuperLink without the extension", async () => {
-    const pushes: number[] = [];
-    const fake = await startGrpcServer("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), [
-      {
-        definition: DriverService,
-        implementation: {
-          createRun: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, { runId: 7n }),
-          getRun: (_call: unknown, cb: grpc.sendUnaryData<unknown>) =>
-            cb(null, { run: { runId: 7n, fabId: "", fabVersion: "", overrideConfig: new Map() } }),
-          pushTaskIns: (call: grpc.ServerUnaryCall<PushTaskInsRequest, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-            pushes.push(call.request.taskInsList.length);
-            cb(null, { taskIds: call.request.taskInsList.map((_, i) => `id-${pushes.length}-${i}`) });
-          },
-        },
-      },
-    ]);
-    cleanups.push(() => fake.close(0));
+    const { address, pushes } = await fakeDriver((request, push, cb) =>
+      cb(null, { taskIds: request.taskInsList.map((_, i) => `id-${push}-${i}`) }),
+    );
     const { logger, lines } = memoryLogger();
-    const driver = await GrpcDriver.connect({ superlink: fake.address, insecure: true }, { logger });
+    const driver = await GrpcDriver.connect({ superlink: address, insecure: true }, { logger });
     cleanups.push(() => driver.close());
-    const data = new Uint8Array(256 * 1024).fill(3);
-    const content = new RecordSet({
-      parametersRecords: new Map([
-        ["p", new Map([["w", { dtype: "uint8", shape: [data.length], stype: "raw", data }]])],
-      ]),
-    });
+    const content = rawTensor(new Uint8Array(256 * 1024).fill(3));
     const ids = await driver.pushMessages([1n, 2n].map((n) => driver.createMessage(content, "query", n, "1")));
     expect(ids).toEqual(["id-1-0", "id-1-1"]);
     expect(await driver.pushMessages([driver.createMessage(content, "query", 3n, "1")])).toEqual(["id-2-0"]);

@@ -5,14 +5,12 @@
  */
 import { generateKeyPairSync } from "node:crypto";
 import { Allowlist } from "../../src/auth/allowlist";
-import { SuperNodeAuth } from "../../src/auth/client-auth";
 import { loadKeyPairFiles, publicPemOf } from "../../src/auth/keys";
 import { IN_MEMORY_DATABASE } from "../../src/core/constants";
 import { type SuperLinkConfig, startSuperLink } from "../../src/superlink/superlink";
-import { unaryCall } from "../../src/transport/channel";
 import { readServerTlsFiles } from "../../src/transport/tls";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
-import { fleetClient, memoryLogger, until } from "./helpers";
+import { fleetClient, memoryLogger, registerAuthenticated, until } from "./helpers";
 
 let fx: Fixtures;
 beforeAll(() => {
@@ -44,17 +42,8 @@ test("nodes whose keys were precomputed register and authenticate", async () => 
     await until(() => lines.some((l) => l["event"] === PRECOMPUTED), "the precomputation to finish");
     expect(lines.find((l) => l["event"] === PRECOMPUTED)).toMatchObject({ derived: 2, failed: 0 });
     for (const index of [0, 1]) {
-      const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[index]!, fx.clientPublicKeys[index]!);
-      const create = { pingInterval: 30 };
-      const { response, headers } = await unaryCall(
-        fleet.createNode.bind(fleet),
-        create,
-        auth.metadataFor("CreateNodeRequest", create),
-      );
-      auth.acceptCreateNodeMetadata(headers);
-      const ping = { node: { nodeId: response.node!.nodeId, anonymous: false }, pingInterval: 30 };
-      const pinged = await unaryCall(fleet.ping.bind(fleet), ping, auth.metadataFor("PingRequest", ping));
-      expect(pinged.response.success).toBe(true);
+      const { pinged } = await registerAuthenticated(fleet, fx.clientPrivateKeys[index]!, fx.clientPublicKeys[index]!);
+      expect(pinged).toBe(true);
     }
   } finally {
     fleet.close();

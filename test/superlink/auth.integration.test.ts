@@ -17,7 +17,16 @@ import { unaryCall } from "../../src/transport/channel";
 import { readServerTlsFiles } from "../../src/transport/tls";
 import { type SuperLinkHandle, startSuperLink } from "../../src/superlink/superlink";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
-import { driverClient, fleetClient, longPollOptIn, memoryLogger, statusOf, until, validTaskIns } from "./helpers";
+import {
+  driverClient,
+  fleetClient,
+  longPollOptIn,
+  memoryLogger,
+  registerAuthenticated,
+  statusOf,
+  until,
+  validTaskIns,
+} from "./helpers";
 
 let fx: Fixtures;
 let csv: string;
@@ -55,18 +64,12 @@ afterEach(async () => {
 });
 
 async function connect(fleet: FleetClient, index: number): Promise<{ auth: SuperNodeAuth; nodeId: bigint }> {
-  const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[index]!, fx.clientPublicKeys[index]!);
-  const request = { pingInterval: 30 };
-  const { response, headers } = await unaryCall(
-    fleet.createNode.bind(fleet),
-    request,
-    auth.metadataFor("CreateNodeRequest", request),
+  // As a SuperNode does: CreateNode alone leaves a new node offline until its first MAC-checked call.
+  const { auth, nodeId } = await registerAuthenticated(
+    fleet,
+    fx.clientPrivateKeys[index]!,
+    fx.clientPublicKeys[index]!,
   );
-  auth.acceptCreateNodeMetadata(headers);
-  const nodeId = response.node!.nodeId;
-  // As a SuperNode does: CreateNode alone leaves a new node offline until its first Ping.
-  const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
-  await unaryCall(fleet.ping.bind(fleet), ping, auth.metadataFor("PingRequest", ping));
   return { auth, nodeId };
 }
 

@@ -1,12 +1,13 @@
 /** Builders and small utilities shared by the SuperLink tests. */
 import { Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
+import { SuperNodeAuth } from "../../src/auth/client-auth";
 import { LONG_POLL_HEADER } from "../../src/core/constants";
 import { createLogger, type Logger } from "../../src/core/logger";
 import { DriverClient } from "../../src/proto/flwr/proto/driver";
 import { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { TaskIns, TaskRes } from "../../src/proto/flwr/proto/task";
-import { createClient } from "../../src/transport/channel";
+import { createClient, unaryCall } from "../../src/transport/channel";
 import { channelCredentials } from "../../src/transport/tls";
 
 /** A TaskIns that passes Flower's validator, addressed to `nodeId` in `runId`. */
@@ -106,4 +107,27 @@ export async function statusOf(p: Promise<unknown>): Promise<{ code: grpc.status
 export function longPollOptIn(metadata: grpc.Metadata = new grpc.Metadata()): grpc.Metadata {
   metadata.set(LONG_POLL_HEADER, "60000");
   return metadata;
+}
+
+/**
+ * Registers as an authenticated SuperNode does: CreateNode, then the first MAC-checked call (a
+ * Ping), which brings the new node online and proves the connection's key.
+ */
+export async function registerAuthenticated(
+  fleet: FleetClient,
+  privateKeyFile: string,
+  publicKeyFile: string,
+): Promise<{ auth: SuperNodeAuth; nodeId: bigint; pinged: boolean }> {
+  const auth = SuperNodeAuth.fromFiles(privateKeyFile, publicKeyFile);
+  const create = { pingInterval: 30 };
+  const { response, headers } = await unaryCall(
+    fleet.createNode.bind(fleet),
+    create,
+    auth.metadataFor("CreateNodeRequest", create),
+  );
+  auth.acceptCreateNodeMetadata(headers);
+  const nodeId = response.node!.nodeId;
+  const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
+  const pinged = await unaryCall(fleet.ping.bind(fleet), ping, auth.metadataFor("PingRequest", ping));
+  return { auth, nodeId, pinged: pinged.response.success };
 }

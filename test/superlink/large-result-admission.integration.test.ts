@@ -9,7 +9,7 @@
 import * as http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { Allowlist } from "../../src/auth/allowlist";
-import { SuperNodeAuth } from "../../src/auth/client-auth";
+import type { SuperNodeAuth } from "../../src/auth/client-auth";
 import { loadKeyPairFiles } from "../../src/auth/keys";
 import { IN_MEMORY_DATABASE } from "../../src/core/constants";
 import { type SuperLinkHandle as RunningSuperLink, startSuperLink } from "../../src/superlink/superlink";
@@ -18,7 +18,16 @@ import type { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { unaryCall } from "../../src/transport/channel";
 import { readServerTlsFiles } from "../../src/transport/tls";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
-import { driverClient, fleetClient, memoryLogger, statusOf, until, validTaskIns, validTaskRes } from "./helpers";
+import {
+  driverClient,
+  fleetClient,
+  memoryLogger,
+  registerAuthenticated,
+  statusOf,
+  until,
+  validTaskIns,
+  validTaskRes,
+} from "./helpers";
 
 const MiB = 1024 * 1024;
 /** Above the 16 MiB from which results are admitted by the budget. */
@@ -211,18 +220,8 @@ test("with node authentication, only uploads on connections that proved their ke
   for (const i of [0, 1]) {
     const fleet = fleetClient(link.fleetAddress, ca);
     closers.push(() => fleet.close());
-    const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[i]!, fx.clientPublicKeys[i]!);
-    const create = { pingInterval: 30 };
-    const { response, headers } = await unaryCall(
-      fleet.createNode.bind(fleet),
-      create,
-      auth.metadataFor("CreateNodeRequest", create),
-    );
-    auth.acceptCreateNodeMetadata(headers);
-    const nodeId = response.node!.nodeId;
-    // The first MAC-checked call: the connection has proved its key.
-    const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
-    await unaryCall(fleet.ping.bind(fleet), ping, auth.metadataFor("PingRequest", ping));
+    // Its Ping is the first MAC-checked call: the connection has proved its key.
+    const { auth, nodeId } = await registerAuthenticated(fleet, fx.clientPrivateKeys[i]!, fx.clientPublicKeys[i]!);
     nodes.push({ fleet, auth, nodeId });
   }
   const { taskIds } = (

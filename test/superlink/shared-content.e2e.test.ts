@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { requireDist } from "../helpers/dist";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { Peer } from "../helpers/peer-process";
+import { superlinkArgs } from "../faults/helpers";
 
 const TS_APP_DIR = join(REPO_ROOT, "test", "interop", "ts-app");
 const FLOATS = 250_000;
@@ -56,26 +57,7 @@ async function metrics(address: string): Promise<Map<string, number>> {
 }
 
 test("a broadcast is uploaded once per round; every node gets the same bytes", async () => {
-  const superlink = start("superlink", "flower-superlink", [
-    "--ssl-ca-certfile",
-    fx.caCert,
-    "--ssl-certfile",
-    fx.serverCert,
-    "--ssl-keyfile",
-    fx.serverKey,
-    "--auth-list-public-keys",
-    fx.allowlistCsv,
-    "--auth-superlink-private-key",
-    fx.superlinkPrivateKey,
-    "--auth-superlink-public-key",
-    fx.superlinkPublicKey,
-    "--driver-api-address",
-    "127.0.0.1:0",
-    "--fleet-api-address",
-    "127.0.0.1:0",
-    "--metrics-address",
-    "127.0.0.1:0",
-  ]);
+  const superlink = start("superlink", "flower-superlink", [...superlinkArgs(fx), "--metrics-address", "127.0.0.1:0"]);
   const ready = await superlink.waitFor(/\{[^\n]*"event":"superlink\.ready"[^\n]*\}/, 30_000);
   const { driverAddress, fleetAddress, metricsAddress } = JSON.parse(ready[0]) as Record<string, string>;
   const nodes = Array.from({ length: NODES }, (_, i) =>

@@ -89,6 +89,11 @@ async function createNode(fleet: FleetClient, pingInterval = 30): Promise<bigint
   return response.node!.nodeId;
 }
 
+/** A PullTaskIns for `nodeId` that opts in to being held (as our SuperNodes' pulls do). */
+function optedInPull(fleet: FleetClient, nodeId: bigint): Promise<{ response: PullTaskInsResponse }> {
+  return unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] }, longPollOptIn());
+}
+
 test("full Driver + Fleet round trip over TLS", async () => {
   const { link, driver, fleet, lines } = await start();
   const ready = lines.find((l) => l["event"] === "superlink.ready");
@@ -172,11 +177,7 @@ test("a PullTaskIns started before the push receives the task (long polling)", a
   const { link, driver, fleet } = await start();
   const runId = await createRun(driver);
   const nodeId = await createNode(fleet);
-  const pull = unaryCall(
-    fleet.pullTaskIns.bind(fleet),
-    { node: { nodeId, anonymous: false }, taskIds: [] },
-    longPollOptIn(),
-  );
+  const pull = optedInPull(fleet, nodeId);
   await until(() => link.waitingPulls === 1, "the pull to wait");
   const { response } = await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] });
   const { response: pulled } = await pull;
@@ -204,21 +205,13 @@ test("an opted-in PullTaskIns is held up to --fleet-long-poll-ms, apart from the
   const runId = await createRun(driver);
   const nodeId = await createNode(fleet);
   const started = performance.now();
-  const { response } = await unaryCall(
-    fleet.pullTaskIns.bind(fleet),
-    { node: { nodeId, anonymous: false }, taskIds: [] },
-    longPollOptIn(),
-  );
+  const { response } = await optedInPull(fleet, nodeId);
   expect(response.taskInsList).toEqual([]);
   // Held for the Fleet's 1.5 s, not the Driver API's 0.1 s.
   expect(performance.now() - started).toBeGreaterThanOrEqual(1300);
   expect(link.waitingPulls).toBe(0);
   // A task pushed while a pull is held is delivered by that very pull.
-  const pull = unaryCall(
-    fleet.pullTaskIns.bind(fleet),
-    { node: { nodeId, anonymous: false }, taskIds: [] },
-    longPollOptIn(),
-  );
+  const pull = optedInPull(fleet, nodeId);
   await until(() => link.waitingPulls === 1, "the pull to wait");
   const pushed = await unaryCall(driver.pushTaskIns.bind(driver), { taskInsList: [validTaskIns(runId, nodeId)] });
   expect((await pull).response.taskInsList.map((t) => t.taskId)).toEqual(pushed.response.taskIds);
@@ -248,11 +241,7 @@ test("--long-poll-ms 0 answers opted-in PullTaskIns at once too (Flower behaviou
   await createRun(driver);
   const nodeId = await createNode(fleet);
   const started = performance.now();
-  const { response } = await unaryCall(
-    fleet.pullTaskIns.bind(fleet),
-    { node: { nodeId, anonymous: false }, taskIds: [] },
-    longPollOptIn(),
-  );
+  const { response } = await optedInPull(fleet, nodeId);
   expect(response.taskInsList).toEqual([]);
   // A hold would have lasted 60 s.
   expect(performance.now() - started).toBeLessThan(10_000);
@@ -316,11 +305,7 @@ test("close() ends a waiting pull promptly with an empty answer", async () => {
   const { link, driver, fleet } = await start();
   await createRun(driver);
   const nodeId = await createNode(fleet);
-  const pull: Promise<{ response: PullTaskInsResponse }> = unaryCall(
-    fleet.pullTaskIns.bind(fleet),
-    { node: { nodeId, anonymous: false }, taskIds: [] },
-    longPollOptIn(),
-  );
+  const pull = optedInPull(fleet, nodeId);
   await until(() => link.waitingPulls === 1, "the pull to wait");
   await link.close(30_000);
   expect((await pull).response.taskInsList).toEqual([]);

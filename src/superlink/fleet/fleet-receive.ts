@@ -13,10 +13,10 @@
  */
 import { GRPC_MAX_MESSAGE_LENGTH, PUBLIC_KEY_HEADER } from "../../core/constants";
 import { InvalidConfigError } from "../../core/errors";
+import { collectGarbageOnce } from "../../core/garbage-collection";
 import type { Logger } from "../../core/logger";
 import { FleetService } from "../../proto/flwr/proto/fleet";
 import { ReceiveAdmission } from "../../transport/receive-admission";
-import { collectGarbageNow } from "../memory-reclaim";
 import { ReceiveGuard } from "../../transport/receive-guard";
 
 /** Largest CreateNode, DeleteNode, Ping, PullTaskIns or GetRun request. */
@@ -100,7 +100,7 @@ export function createFleetReceiveGuard(
             budgetBytes: budget,
             minMessageBytes: LARGE_RESULT_MIN_BYTES,
             maxWaitMs,
-            collect: collectGarbageNow,
+            collect: collectGarbageOnce,
             onAdmittedAfterMaxWait: (bytes, stats) => {
               logger.info(
                 { event: "superlink.large-result-admitted-after-wait", bytes, heldBytes: stats.heldBytes, maxWaitMs },
