@@ -10,11 +10,10 @@
  * Anything else that reads `parameters.tensors` of a spilled result gets the same .npy bytes
  * back, rebuilt from the file.
  */
-import { open, mkdtemp, rm, type FileHandle } from "node:fs/promises";
-import { readSync, writeSync } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { MalformedMessageError, RoundFailedError } from "../core/errors";
+import { openUnlinkedFile, readFullySync, writeAllSync } from "../core/unlinked-file";
 import type { Parameters } from "../core/records/legacy-types";
 import { type NpyLayout, allocateNpy, npyDataIsNative, npyToNdarray, readNpyLayout } from "../core/records/npy";
 import type { DType } from "../core/records/types";
@@ -200,7 +199,9 @@ export class ResultSpill {
     // reads anything more from the network, so a result that arrives next is never received while
     // this one is still held. Asynchronous writes of 100 MB took 0.2-2 s on a loaded machine,
     // with the next result arriving meanwhile; a synchronous one is one copy into the page cache.
-    p.tensors.forEach((tensor, i) => writeAll(handle, tensor.subarray(layouts[i]!.dataStart), arrays[i]!.offset));
+    p.tensors.forEach((tensor, i) => {
+      writeAllSync(handle.fd, tensor.subarray(layouts[i]!.dataStart), arrays[i]!.offset);
+    });
     const npyBytes = (a: SpilledArray): Uint8Array => this.npyBytes(a);
     const kept: Parameters = {
       tensorType: p.tensorType,
@@ -240,35 +241,15 @@ export class ResultSpill {
         "a spilled training result was read after its round ended (keep copies, not the results)",
       );
     }
-    let done = 0;
-    while (done < into.length) {
-      const n = readSync(this.handle.fd, into, done, into.length - done, position + done);
-      if (n === 0)
-        throw new RoundFailedError("the spill file of training results is shorter than what was written to it");
-      done += n;
-    }
+    if (readFullySync(this.handle.fd, into, position) < into.length)
+      throw new RoundFailedError("the spill file of training results is shorter than what was written to it");
   }
 
   private async file(): Promise<FileHandle> {
     if (this.closed) throw new RoundFailedError("the round's result spill is closed");
     if (this.handle !== undefined) return this.handle;
-    this.opening ??= (async () => {
-      const dir = await mkdtemp(join(this.dir, "flwr-fit-results-"));
-      try {
-        const path = join(dir, "results");
-        const handle = await open(path, "wx+", 0o600);
-        await rm(path);
-        return handle;
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
-    })();
+    this.opening ??= openUnlinkedFile(this.dir, "flwr-fit-results-");
     this.handle = await this.opening;
     return this.handle;
   }
-}
-
-function writeAll(handle: FileHandle, bytes: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(handle.fd, bytes, done, bytes.length - done, position + done);
 }

@@ -8,6 +8,7 @@ import { NODE_UNAVAILABLE_REASON } from "../core/constants";
 import { NotFoundError } from "../core/errors";
 import type { TaskIns, TaskRes } from "../proto/flwr/proto/task";
 import type { Scalar } from "../proto/flwr/proto/transport";
+import { type ContentMemory, type ContentSpillOptions, SharedContentStore } from "./content-spill";
 import { randomId, uuid4 } from "./ids";
 import type {
   PurgeOptions,
@@ -60,14 +61,11 @@ interface StoredTaskIns {
   consumerKey: string;
   /** State-clock time of the last delivery. */
   deliveredAtSeconds?: number;
-  /** Key into `sharedContents` when the RecordSet is shared content. */
+  /**
+   * Key into `sharedContents` when the RecordSet is shared content; `message` then has no
+   * recordset (a delivery takes the content's, which may have been spilled to disk).
+   */
   contentKey?: string;
-}
-
-interface StoredContent {
-  content: SharedContent;
-  /** Stored TaskIns referencing it. */
-  refs: number;
 }
 
 interface StoredTaskRes {
@@ -100,6 +98,12 @@ const consumerKeyOf = (nodeId: bigint): string => `node:${nodeId}`;
 const contentKeyOf = (runId: bigint, digest: string): string => `${runId}:${digest}`;
 const publicKeyIndex = (key: Uint8Array): string => Buffer.from(key).toString("hex");
 
+/** Options of the in-memory backend. */
+export interface InMemoryStateOptions extends StateOptions {
+  /** How delivered shared contents leave memory (src/state/content-spill.ts). */
+  contentSpill?: ContentSpillOptions;
+}
+
 /**
  * Map-based State. Every method is synchronous, so each one is atomic under Node's single
  * thread. Stored and returned TaskIns/TaskRes are envelope copies: callers may mutate what they
@@ -128,12 +132,13 @@ export class InMemoryState implements SyncState {
   /** TaskIns id -> ids of every stored TaskRes answering it. */
   private readonly repliesByTaskIns = new Map<string, Set<string>>();
   /** Run and digest (contentKeyOf) -> shared content referenced by stored TaskIns. */
-  private readonly sharedContents = new Map<string, StoredContent>();
+  private readonly sharedContents: SharedContentStore;
   private nextSeq = 0;
 
-  constructor(options: StateOptions = {}) {
+  constructor(options: InMemoryStateOptions = {}) {
     this.now = options.now ?? systemNow;
     this.logger = options.logger;
+    this.sharedContents = new SharedContentStore(options.contentSpill ?? {}, this.logger);
     this.events = new StateEventHub(this.logger);
     this.usage = new StorageUsage(options.limits ?? {});
     checkLease(options.taskLeaseSeconds);
@@ -149,9 +154,11 @@ export class InMemoryState implements SyncState {
     const now = this.now();
     if (arrivedExpired(taskIns, now, this.logger)) return undefined;
     const contentKey = shared === undefined ? undefined : contentKeyOf(taskIns.runId, shared.digest);
-    const storedContent = contentKey === undefined ? undefined : this.sharedContents.get(contentKey);
     const bytes = shared === undefined ? taskBytes(taskIns) : sharedTaskBytes();
-    const contentBytes = shared !== undefined && storedContent === undefined ? shared.encoded.length : 0;
+    const contentBytes =
+      shared !== undefined && contentKey !== undefined && !this.sharedContents.has(contentKey)
+        ? shared.encoded.length
+        : 0;
     this.usage.check(new Map([[taskIns.runId, bytes + contentBytes]]));
     const message = copyTaskMessage(taskIns);
     message.taskId = this.freshTaskId();
@@ -160,14 +167,9 @@ export class InMemoryState implements SyncState {
     const stored: StoredTaskIns = { seq: this.nextSeq++, message, bytes, consumerKey };
     if (shared !== undefined && contentKey !== undefined) {
       stored.contentKey = contentKey;
-      if (storedContent === undefined) {
-        this.sharedContents.set(contentKey, { content: shared, refs: 1 });
-        this.usage.add(message.runId, contentBytes, 0);
-      } else {
-        storedContent.refs++;
-      }
-      // Every TaskIns of this content points at the one stored RecordSet.
-      message.task!.recordset = (storedContent?.content ?? shared).recordset;
+      if (this.sharedContents.addRef(contentKey, shared)) this.usage.add(message.runId, contentBytes, 0);
+      // Deliveries take the one stored content's RecordSet (getTaskIns).
+      message.task!.recordset = undefined;
     }
     this.taskIns.set(message.taskId, stored);
     this.usage.add(message.runId, bytes);
@@ -202,14 +204,26 @@ export class InMemoryState implements SyncState {
     candidates.sort((a, b) => a.seq - b.seq);
     const deliveredAt = isoTimestamp(now);
     const result: TaskIns[] = [];
+    const firstDeliveries: string[] = [];
     for (const stored of candidates.slice(0, limit)) {
       const taskId = stored.message.taskId;
+      const copy = copyTaskMessage(stored.message);
+      if (stored.contentKey !== undefined) {
+        const content = this.sharedContents.content(stored.contentKey);
+        // Unreadable spill file (logged): not delivered now, still leased (content-spill.ts).
+        if (content === undefined) continue;
+        copy.task!.recordset = content.recordset;
+        if (stored.deliveredAtSeconds === undefined) firstDeliveries.push(stored.contentKey);
+      }
       setRemove(this.undeliveredByConsumer, consumerKey, taskId);
       setAdd(this.leasedByConsumer, consumerKey, taskId);
       stored.message.task!.deliveredAt = deliveredAt;
+      copy.task!.deliveredAt = deliveredAt;
       stored.deliveredAtSeconds = now;
-      result.push(copyTaskMessage(stored.message));
+      result.push(copy);
     }
+    // After the answer holds its RecordSets: a content whose TaskIns are all delivered is spilled.
+    for (const contentKey of firstDeliveries) this.sharedContents.delivered(contentKey);
     return result;
   }
 
@@ -306,7 +320,7 @@ export class InMemoryState implements SyncState {
   }
 
   sharedContent(runId: bigint, digest: string): SharedContent | undefined {
-    return this.sharedContents.get(contentKeyOf(runId, digest))?.content;
+    return this.sharedContents.content(contentKeyOf(runId, digest));
   }
 
   numSharedContents(): number {
@@ -427,7 +441,18 @@ export class InMemoryState implements SyncState {
   }
 
   close(): void {
-    // Nothing to release; the data lives as long as this object.
+    // The data lives as long as this object; only spill files are released.
+    this.sharedContents.close();
+  }
+
+  /** What the shared contents hold in memory and on disk (tests, diagnostics). */
+  contentMemory(): ContentMemory {
+    return this.sharedContents.memory();
+  }
+
+  /** Resolves once no shared content is being written to its spill file (tests). */
+  contentSpillsSettled(): Promise<void> {
+    return this.sharedContents.settled();
   }
 
   /**
@@ -463,11 +488,8 @@ export class InMemoryState implements SyncState {
     this.taskIns.delete(taskInsId);
     this.usage.remove(ins.message.runId, ins.bytes);
     if (ins.contentKey !== undefined) {
-      const content = this.sharedContents.get(ins.contentKey);
-      if (content !== undefined && --content.refs <= 0) {
-        this.sharedContents.delete(ins.contentKey);
-        this.usage.remove(ins.message.runId, content.content.encoded.length, 0);
-      }
+      const freed = this.sharedContents.removeRef(ins.contentKey, ins.deliveredAtSeconds === undefined);
+      if (freed > 0) this.usage.remove(ins.message.runId, freed, 0);
     }
     setRemove(this.undeliveredByConsumer, ins.consumerKey, taskInsId);
     setRemove(this.leasedByConsumer, ins.consumerKey, taskInsId);

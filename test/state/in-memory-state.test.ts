@@ -1,6 +1,286 @@
-import { InMemoryState } from "../../src/state/in-memory-state";
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, truncateSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { collectGarbage } from "../../src/core/garbage-collection";
+import { encodeMessage } from "../../src/core/wire/chunked-writer";
+import { PullTaskInsResponse } from "../../src/proto/flwr/proto/fleet";
+import { RecordSet } from "../../src/proto/flwr/proto/recordset";
+import type { TaskIns } from "../../src/proto/flwr/proto/task";
+import { InMemoryState, type InMemoryStateOptions } from "../../src/state/in-memory-state";
+import type { State } from "../../src/state/state";
+import { TASK_OVERHEAD_BYTES } from "../../src/state/state-support";
 import { promisedState } from "../../src/state/sync-state";
-import { describeStateConformance, describeStateLimits } from "./state.conformance";
+import { memoryLogger } from "../server/helpers";
+import {
+  TestClock,
+  describeStateConformance,
+  describeStateLimits,
+  makeSharedContent,
+  makeTaskIns,
+} from "./state.conformance";
 
 describeStateConformance("InMemoryState", (clock) => promisedState(new InMemoryState({ now: clock.now })));
 describeStateLimits("InMemoryState", (clock, limits) => promisedState(new InMemoryState({ now: clock.now, limits })));
+
+/**
+ * Every shared content spilled once delivered and read back from its file on every later use;
+ * each pull waits for the spill it starts, so the suite sees the spilled state.
+ */
+function spillingState(options: InMemoryStateOptions): State {
+  const sync = new InMemoryState({ ...options, contentSpill: { minBytes: 0, alwaysReadBack: true } });
+  const state = promisedState(sync);
+  return {
+    ...state,
+    getTaskIns: async (nodeId, limit) => {
+      const taskIns = await state.getTaskIns(nodeId, limit);
+      await sync.contentSpillsSettled();
+      return taskIns;
+    },
+  };
+}
+describeStateConformance("InMemoryState, shared content spilled", (clock) => spillingState({ now: clock.now }));
+describeStateLimits("InMemoryState, shared content spilled", (clock, limits) =>
+  spillingState({ now: clock.now, limits }),
+);
+
+describe("InMemoryState: delivered shared content leaves memory", () => {
+  const MIN_BYTES = 64 * 1024;
+  let dir: string;
+  let clock: TestClock;
+  const states: InMemoryState[] = [];
+  const open = (options: InMemoryStateOptions["contentSpill"] = {}, logger?: InMemoryStateOptions["logger"]) => {
+    const state = new InMemoryState({
+      now: clock.now,
+      contentSpill: { minBytes: MIN_BYTES, dir, ...options },
+      ...(logger !== undefined ? { logger } : {}),
+    });
+    states.push(state);
+    return state;
+  };
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "flwr-content-spill-test-"));
+  });
+  beforeEach(() => {
+    clock = new TestClock();
+  });
+  afterEach(() => {
+    for (const state of states.splice(0)) state.close();
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** The open descriptors of spill files under `dir` (unlinked files: "... (deleted)"). */
+  const spillFds = (): string[] =>
+    readdirSync("/proc/self/fd").filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
+      } catch {
+        return false;
+      }
+    });
+  /** Waits (boundedly) for the asynchronous closes of spill files. */
+  const openSpillFiles = async (expected: number): Promise<number> => {
+    for (let i = 0; i < 200 && spillFds().length !== expected; i++) await new Promise((r) => setTimeout(r, 10));
+    return spillFds().length;
+  };
+  const payload = (size: number, fill: number): RecordSet => ({
+    parameters: new Map([
+      [
+        "w",
+        { dataKeys: ["a"], dataValues: [{ dtype: "u8", shape: [size], stype: "raw", data: Buffer.alloc(size, fill) }] },
+      ],
+    ]),
+    metrics: new Map(),
+    configs: new Map(),
+  });
+
+  /**
+   * Stores one shared content for each node and returns its digest, a copy of its bytes and weak
+   * references to the stored bytes and RecordSet (the test itself keeps no strong one).
+   */
+  function broadcast(state: InMemoryState, runId: bigint, nodes: bigint[], size: number, fill = 3) {
+    const shared = makeSharedContent(payload(size, fill));
+    for (const nodeId of nodes) {
+      const taskIns = makeTaskIns(clock, runId, { nodeId, anonymous: false }, { recordset: shared.recordset });
+      expect(state.storeTaskIns(taskIns, shared)).toBeDefined();
+    }
+    return {
+      digest: shared.digest,
+      expected: Buffer.from(shared.encoded),
+      encoded: new WeakRef(shared.encoded),
+      recordset: new WeakRef(shared.recordset),
+    };
+  }
+  /** The PullTaskIns answer bytes of `taskIns` (delivered_at left out), as the Fleet API writes them. */
+  const answerBytes = (taskIns: TaskIns): Buffer =>
+    encodeMessage(PullTaskInsResponse, {
+      reconnect: undefined,
+      taskInsList: [{ ...taskIns, task: { ...taskIns.task!, deliveredAt: "" } }],
+    });
+  /** Pulls one TaskIns of `nodeId`; returns its answer bytes, keeping nothing else. */
+  const pull = (state: InMemoryState, nodeId: bigint): Buffer | undefined => {
+    const [taskIns] = state.getTaskIns(nodeId, 1);
+    return taskIns === undefined ? undefined : answerBytes(taskIns);
+  };
+  const recordsetBytes = (taskIns: TaskIns | undefined): Buffer =>
+    Buffer.from(RecordSet.encode(taskIns!.task!.recordset!).finish());
+  const collect = async (): Promise<void> => {
+    // WeakRef targets stay alive until the current job ends.
+    await new Promise((r) => setImmediate(r));
+    expect(collectGarbage()).toBe(true);
+  };
+
+  test("is spilled once its last undelivered TaskIns was delivered, and then nothing holds it", async () => {
+    const state = open();
+    const runId = state.createRun("fab", "1.0", new Map());
+    const nodes = [state.createNode(3600), state.createNode(3600), state.createNode(3600)];
+    const content = broadcast(state, runId, nodes, 256 * 1024);
+    const bytes = state.storedBytes(runId);
+    expect(recordsetBytes(state.getTaskIns(nodes[0], 1)[0])).toEqual(content.expected);
+    expect(recordsetBytes(state.getTaskIns(nodes[1], 1)[0])).toEqual(content.expected);
+    await state.contentSpillsSettled();
+    expect(state.contentMemory()).toMatchObject({ contents: 1, inMemory: 1, spilled: 0 });
+    expect(recordsetBytes(state.getTaskIns(nodes[2], 1)[0])).toEqual(content.expected);
+    await state.contentSpillsSettled();
+    expect(state.contentMemory()).toEqual({ contents: 1, inMemory: 0, inMemoryBytes: 0, spilled: 1, readBacks: 0 });
+    expect(await openSpillFiles(1)).toBe(1);
+    expect(state.storedBytes(runId)).toBe(bytes);
+    await collect();
+    expect(content.encoded.deref()).toBeUndefined();
+    expect(content.recordset.deref()).toBeUndefined();
+  });
+
+  test("contents below the spill size stay in memory", async () => {
+    const state = open();
+    const runId = state.createRun("fab", "1.0", new Map());
+    const nodeId = state.createNode(3600);
+    const content = broadcast(state, runId, [nodeId], MIN_BYTES / 2);
+    expect(pull(state, nodeId)).toBeDefined();
+    await state.contentSpillsSettled();
+    expect(state.contentMemory()).toMatchObject({ contents: 1, inMemory: 1, spilled: 0 });
+    await collect();
+    expect(content.encoded.deref()).toBeDefined();
+  });
+
+  test("a redelivery after the lease reads it back: the same pull answer, byte for byte", async () => {
+    const state = open();
+    const runId = state.createRun("fab", "1.0", new Map());
+    const nodes = [state.createNode(3600), state.createNode(3600)];
+    const content = broadcast(state, runId, nodes, 300 * 1024 + 7);
+    const first = nodes.map((nodeId) => pull(state, nodeId)!);
+    await state.contentSpillsSettled();
+    await collect();
+    expect(content.encoded.deref()).toBeUndefined();
+    clock.advance(61);
+    const again = nodes.map((nodeId) => pull(state, nodeId)!);
+    expect(again).toEqual(first);
+    // Read once: the second redelivery used the copy the first one still held.
+    expect(state.contentMemory()).toMatchObject({ inMemory: 0, spilled: 1 });
+    expect(state.contentMemory().readBacks).toBeGreaterThanOrEqual(1);
+    expect(first[0]!.includes(content.expected)).toBe(true);
+  });
+
+  test("found by digest after every delivery; a new TaskIns holds it until delivered, with no second write", async () => {
+    const state = open();
+    const runId = state.createRun("fab", "1.0", new Map());
+    const [a, b] = [state.createNode(3600), state.createNode(3600)];
+    const content = broadcast(state, runId, [a], 200 * 1024);
+    const pulledA = pull(state, a)!;
+    await state.contentSpillsSettled();
+    await collect();
+    const found = state.sharedContent(runId, content.digest)!;
+    expect(state.contentMemory().readBacks).toBe(1);
+    expect(Buffer.from(found.encoded)).toEqual(content.expected);
+    const taskIns = makeTaskIns(clock, runId, { nodeId: b, anonymous: false }, { recordset: found.recordset });
+    expect(state.storeTaskIns(taskIns, found)).toBeDefined();
+    expect(state.contentMemory()).toMatchObject({ contents: 1, inMemory: 1, spilled: 1 });
+    const pulledB = pull(state, b)!;
+    expect(pulledB.includes(content.expected)).toBe(true);
+    expect(pulledB.length).toBe(pulledA.length);
+    await state.contentSpillsSettled();
+    expect(state.contentMemory()).toMatchObject({ contents: 1, inMemory: 0, spilled: 1 });
+    expect(await openSpillFiles(1)).toBe(1);
+  });
+
+  test("the last TaskIns removed closes its file, close() the others", async () => {
+    const state = open();
+    const [runA, runB] = [state.createRun("fab", "1.0", new Map()), state.createRun("fab", "1.0", new Map())];
+    const nodeId = state.createNode(3600);
+    broadcast(state, runA, [nodeId], 100 * 1024, 1);
+    broadcast(state, runB, [nodeId], 100 * 1024, 2);
+    const [insA] = state.getTaskIns(nodeId, 1);
+    expect(state.getTaskIns(nodeId, 1)).toHaveLength(1);
+    await state.contentSpillsSettled();
+    expect(state.contentMemory().spilled).toBe(2);
+    expect(await openSpillFiles(2)).toBe(2);
+    const res = {
+      taskId: "",
+      groupId: "",
+      runId: runA,
+      task: {
+        producer: { nodeId, anonymous: false },
+        consumer: { nodeId: 0n, anonymous: true },
+        createdAt: clock.now(),
+        deliveredAt: "",
+        pushedAt: clock.now(),
+        ttl: 3600,
+        ancestry: [insA!.taskId],
+        taskType: "train",
+        recordset: { parameters: new Map(), metrics: new Map(), configs: new Map() },
+        error: undefined,
+      },
+    };
+    expect(state.storeTaskRes(res)).toBeDefined();
+    state.getTaskRes(new Set([insA!.taskId]));
+    state.deleteTasks(new Set([insA!.taskId]));
+    expect(state.contentMemory()).toMatchObject({ contents: 1, spilled: 1 });
+    expect(state.storedBytes(runA)).toBe(0);
+    expect(await openSpillFiles(1)).toBe(1);
+    state.close();
+    expect(await openSpillFiles(0)).toBe(0);
+  });
+
+  test("a spill that cannot be written leaves the content in memory, logged once", async () => {
+    const { logger, lines } = memoryLogger();
+    const state = open({ dir: join(dir, "missing") }, logger);
+    const runId = state.createRun("fab", "1.0", new Map());
+    const nodeId = state.createNode(3600);
+    const first = broadcast(state, runId, [nodeId], 100 * 1024, 1);
+    const second = broadcast(state, runId, [nodeId], 100 * 1024, 2);
+    expect(pull(state, nodeId)).toBeDefined();
+    expect(pull(state, nodeId)).toBeDefined();
+    await state.contentSpillsSettled();
+    expect(state.contentMemory()).toMatchObject({ contents: 2, inMemory: 2, spilled: 0 });
+    const failures = lines.filter((l) => l.event === "state.shared-content-spill-failed");
+    expect(failures.map((l) => l.level)).toEqual([40, 20]);
+    clock.advance(61);
+    const again = state.getTaskIns(nodeId, 2);
+    expect(again.map(recordsetBytes)).toEqual([first.expected, second.expected]);
+  });
+
+  test("a spill file that cannot be read back: no redelivery, no digest match, until the content comes again", async () => {
+    const { logger, lines } = memoryLogger();
+    const state = open({}, logger);
+    const runId = state.createRun("fab", "1.0", new Map());
+    const [a, b] = [state.createNode(3600), state.createNode(3600)];
+    const content = broadcast(state, runId, [a], 128 * 1024);
+    expect(pull(state, a)).toBeDefined();
+    await state.contentSpillsSettled();
+    await collect();
+    const [fd] = spillFds();
+    truncateSync(`/proc/self/fd/${fd!}`, 1000);
+    clock.advance(61);
+    const bytes = state.storedBytes(runId);
+    expect(state.getTaskIns(a, 1)).toEqual([]);
+    expect(lines.filter((l) => l.event === "state.shared-content-unreadable")).toHaveLength(1);
+    expect(state.sharedContent(runId, content.digest)).toBeUndefined();
+    expect([state.numSharedContents(), state.numTaskIns(), state.storedBytes(runId)]).toEqual([1, 1, bytes]);
+    expect(await openSpillFiles(0)).toBe(0);
+    // The Driver, told the digest is unknown, uploads the content again.
+    const upload = makeSharedContent(RecordSet.decode(content.expected));
+    const taskIns = makeTaskIns(clock, runId, { nodeId: b, anonymous: false }, { recordset: upload.recordset });
+    expect(state.storeTaskIns(taskIns, upload)).toBeDefined();
+    expect(state.storedBytes(runId)).toBe(bytes + TASK_OVERHEAD_BYTES);
+    expect(recordsetBytes(state.getTaskIns(a, 1)[0])).toEqual(content.expected);
+    expect(recordsetBytes(state.getTaskIns(b, 1)[0])).toEqual(content.expected);
+  });
+});

@@ -886,6 +886,56 @@ export function describeStateConformance(name: string, makeState: (clock: TestCl
         expect(removed).toEqual({ taskIns: 2, taskRes: 0, runs: 1 });
         expect([await state.numSharedContents(), await state.storedBytes()]).toEqual([0, 0]);
       });
+
+      test("once every TaskIns was delivered, a redelivery after the lease is the same TaskIns", async () => {
+        const runId = await newRun();
+        const nodes = [await state.createNode(3600), await state.createNode(3600)];
+        const shared = makeSharedContent(payloadRecordSet(6000, 7));
+        const ids = await inOrder(nodes, (nodeId) =>
+          storeShared(runId, named(nodeId), makeSharedContent(payloadRecordSet(6000, 7))),
+        );
+        const first = await inOrder(nodes, async (nodeId) => (await state.getTaskIns(nodeId, 1))[0]!);
+        const bytesBefore = await state.storedBytes(runId);
+        // TTL 3600 s: a 60 s lease.
+        clock.advance(61);
+        for (const [i, nodeId] of nodes.entries()) {
+          const [again] = await state.getTaskIns(nodeId, 1);
+          expect(again?.taskId).toBe(ids[i]);
+          expect(Buffer.from(RecordSet.encode(again!.task!.recordset!).finish())).toEqual(shared.encoded);
+          expect({ ...again!.task!, deliveredAt: "", recordset: undefined }).toEqual({
+            ...first[i]!.task!,
+            deliveredAt: "",
+            recordset: undefined,
+          });
+        }
+        expect(await state.storedBytes(runId)).toBe(bytesBefore);
+        expect(await state.storedBytes(runId)).toBe(shared.encoded.length + 2 * TASK_OVERHEAD_BYTES);
+      });
+
+      test("once every TaskIns was delivered, it is still found by digest and shared by a new TaskIns", async () => {
+        const runId = await newRun();
+        const [a, b] = [await state.createNode(3600), await state.createNode(3600)];
+        const shared = makeSharedContent(payloadRecordSet(5000, 9));
+        const insA = await storeShared(runId, named(a), makeSharedContent(payloadRecordSet(5000, 9)));
+        expect(await state.getTaskIns(a, 1)).toHaveLength(1);
+        const found = await state.sharedContent(runId, shared.digest);
+        expect(found?.digest).toBe(shared.digest);
+        expect(Buffer.from(found!.encoded)).toEqual(shared.encoded);
+        expect(Buffer.from(RecordSet.encode(found!.recordset).finish())).toEqual(shared.encoded);
+        // A push by digest (the next round's fit reusing this round's evaluate parameters).
+        await storeShared(runId, named(b), found!);
+        expect(await state.numSharedContents()).toBe(1);
+        expect(await state.storedBytes(runId)).toBe(shared.encoded.length + 2 * TASK_OVERHEAD_BYTES);
+        const [pulled] = await state.getTaskIns(b, 1);
+        expect(Buffer.from(RecordSet.encode(pulled!.task!.recordset!).finish())).toEqual(shared.encoded);
+        // Still found after that delivery too, and freed with its last TaskIns.
+        expect(Buffer.from((await state.sharedContent(runId, shared.digest))!.encoded)).toEqual(shared.encoded);
+        await storeRes(runId, a, insA);
+        await state.getTaskRes(new Set([insA]));
+        await state.deleteTasks(new Set([insA]));
+        expect(await state.numSharedContents()).toBe(1);
+        expect(await state.storedBytes(runId)).toBe(shared.encoded.length + TASK_OVERHEAD_BYTES);
+      });
     });
 
     describe("delivery lease (at-least-once)", () => {

@@ -1,0 +1,283 @@
+/**
+ * The in-memory state's shared contents (docs/protocol.md, "Shared content"), kept out of the
+ * SuperLink's memory once every TaskIns that uses them has been delivered.
+ *
+ * A broadcast of 100 MB was held from its upload until the round's last result was pulled, that
+ * is through the whole round, only because a delivered TaskIns whose lease runs out is delivered
+ * again (and a later push may name the content by digest). Once a content's last undelivered
+ * TaskIns has been delivered, its encoded bytes are written to an unlinked temporary file
+ * (src/core/unlinked-file.ts) and the state drops its references to them and to the decoded
+ * RecordSet; V8 frees them once the pull answers in flight have been written. A redelivery or a
+ * lookup by digest reads the bytes back, checks their digest and decodes them as an upload is
+ * decoded, so what is pulled is byte-identical. Byte accounting does not change: the content
+ * counts until its last TaskIns is removed, which closes the file.
+ *
+ * The write runs on a libuv thread, off the event loop; until it has completed the content stays
+ * in memory and is used from there. A write that fails (disk full) leaves the content in memory
+ * (logged once). A read that fails (EIO, a short file) makes the content unavailable: the
+ * redelivery is skipped (the task stays leased, and expires unless a result comes) and a lookup
+ * by digest finds nothing, so the Driver uploads the content again, which brings it back.
+ */
+import type { FileHandle } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { errorMessage } from "../core/errors";
+import { openUnlinkedFile, readFullySync, writeAll } from "../core/unlinked-file";
+import { RecordSet } from "../proto/flwr/proto/recordset";
+import type { SharedContent, StateLogger } from "./state";
+import { contentDigest } from "./state-support";
+
+/**
+ * Contents smaller than this stay in memory: a small broadcast costs little to keep, and a spill
+ * file per evaluate config would cost more in system calls than it frees.
+ */
+const CONTENT_SPILL_MIN_BYTES = 16 * 1024 * 1024;
+
+/** Where and from what size delivered contents are spilled. */
+export interface ContentSpillOptions {
+  /** Contents of at least this many encoded bytes are spilled (default CONTENT_SPILL_MIN_BYTES; Infinity: never). */
+  minBytes?: number;
+  /** Directory the unlinked files are created in (default the OS temporary directory). */
+  dir?: string;
+  /**
+   * Read a spilled content back on every use, even while a copy handed out earlier is still
+   * alive (default false: that copy is used). For tests of the read-back path.
+   */
+  alwaysReadBack?: boolean;
+}
+
+/** What the store holds, for tests and diagnostics. */
+export interface ContentMemory {
+  /** Stored contents. */
+  contents: number;
+  /** Of which held in memory by the state. */
+  inMemory: number;
+  /** Their encoded bytes. */
+  inMemoryBytes: number;
+  /** Contents whose bytes are in a spill file. */
+  spilled: number;
+  /** Contents read back from their file so far. */
+  readBacks: number;
+}
+
+interface StoredContent {
+  digest: string;
+  byteLength: number;
+  /** Stored TaskIns referencing it. */
+  refs: number;
+  /** Of those, the ones never delivered. */
+  undelivered: number;
+  /** The content, while the state holds it. */
+  held?: SharedContent;
+  /** The last copy used after `held` was dropped, while something else still holds it. */
+  recent?: WeakRef<SharedContent>;
+  /** The spill file holding `encoded`, once written. */
+  file?: FileHandle;
+  spilling: boolean;
+  /** A spill write failed: the content stays in memory. */
+  spillFailed: boolean;
+  /** Deleted from the store (a write in progress closes its file when it completes). */
+  removed: boolean;
+}
+
+function closeQuietly(file: FileHandle): void {
+  file.close().catch(() => undefined);
+}
+
+/** Shared contents by key (run and digest), each with its references and, maybe, its spill file. */
+export class SharedContentStore {
+  private readonly contents = new Map<string, StoredContent>();
+  private readonly minBytes: number;
+  private readonly dir: string;
+  private readonly alwaysReadBack: boolean;
+  private readonly pending = new Set<Promise<void>>();
+  private readBacks = 0;
+  private spillFailureLogged = false;
+  private closed = false;
+
+  constructor(
+    options: ContentSpillOptions,
+    private readonly logger: StateLogger | undefined,
+  ) {
+    this.minBytes = options.minBytes ?? CONTENT_SPILL_MIN_BYTES;
+    this.dir = options.dir ?? tmpdir();
+    this.alwaysReadBack = options.alwaysReadBack ?? false;
+  }
+
+  get size(): number {
+    return this.contents.size;
+  }
+
+  has(key: string): boolean {
+    return this.contents.has(key);
+  }
+
+  /**
+   * Counts a new, undelivered TaskIns using `shared` (stored under `key`); true when the content
+   * was not stored yet (the caller charges its bytes). A content that was spilled is held in
+   * memory again until this TaskIns, too, has been delivered.
+   */
+  addRef(key: string, shared: SharedContent): boolean {
+    const entry = this.contents.get(key);
+    if (entry === undefined) {
+      this.contents.set(key, {
+        digest: shared.digest,
+        byteLength: shared.encoded.length,
+        refs: 1,
+        undelivered: 1,
+        held: shared,
+        spilling: false,
+        spillFailed: false,
+        removed: false,
+      });
+      return true;
+    }
+    entry.refs++;
+    entry.undelivered++;
+    // Same digest, same bytes: keep the copy pull answers may still hold rather than a second one.
+    entry.held ??= this.liveCopy(entry) ?? shared;
+    return false;
+  }
+
+  /** A TaskIns using the content under `key` was delivered for the first time. */
+  delivered(key: string): void {
+    const entry = this.contents.get(key);
+    if (entry === undefined) return;
+    entry.undelivered--;
+    this.maybeSpill(entry);
+  }
+
+  /**
+   * A stored TaskIns using the content under `key` was removed (`undelivered`: never delivered).
+   * Returns the bytes to uncount: the content's, when that was its last TaskIns, else 0.
+   */
+  removeRef(key: string, undelivered: boolean): number {
+    const entry = this.contents.get(key);
+    if (entry === undefined) return 0;
+    entry.refs--;
+    if (undelivered) entry.undelivered--;
+    if (entry.refs > 0) {
+      this.maybeSpill(entry);
+      return 0;
+    }
+    this.contents.delete(key);
+    entry.removed = true;
+    if (entry.file !== undefined) closeQuietly(entry.file);
+    return entry.byteLength;
+  }
+
+  /**
+   * The content under `key`: from memory, or read back from its spill file (digest checked,
+   * decoded strictly). Undefined when none is stored or it cannot be read back (logged).
+   */
+  content(key: string): SharedContent | undefined {
+    const entry = this.contents.get(key);
+    if (entry === undefined) return undefined;
+    const inMemory = entry.held ?? this.liveCopy(entry);
+    if (inMemory !== undefined) return inMemory;
+    if (entry.file === undefined) return undefined;
+    try {
+      const content = this.readBack(entry, entry.file);
+      entry.recent = new WeakRef(content);
+      this.readBacks++;
+      return content;
+    } catch (err) {
+      this.logger?.error(
+        { event: "state.shared-content-unreadable", digest: entry.digest, err },
+        `Shared content ${entry.digest.slice(0, 16)}… could not be read back from its spill file ` +
+          `(${errorMessage(err)}); its TaskIns are not delivered again until the Driver uploads it again`,
+      );
+      closeQuietly(entry.file);
+      delete entry.file;
+      return undefined;
+    }
+  }
+
+  memory(): ContentMemory {
+    const memory: ContentMemory = { contents: 0, inMemory: 0, inMemoryBytes: 0, spilled: 0, readBacks: this.readBacks };
+    for (const entry of this.contents.values()) {
+      memory.contents++;
+      if (entry.held !== undefined) {
+        memory.inMemory++;
+        memory.inMemoryBytes += entry.byteLength;
+      }
+      if (entry.file !== undefined) memory.spilled++;
+    }
+    return memory;
+  }
+
+  /** Resolves once no spill write is in progress. */
+  async settled(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending]);
+  }
+
+  /** Closes every spill file (writes in progress close theirs when they complete). */
+  close(): void {
+    this.closed = true;
+    for (const entry of this.contents.values()) {
+      entry.removed = true;
+      if (entry.file !== undefined) closeQuietly(entry.file);
+    }
+    this.contents.clear();
+  }
+
+  private liveCopy(entry: StoredContent): SharedContent | undefined {
+    return this.alwaysReadBack ? undefined : entry.recent?.deref();
+  }
+
+  /** Drops the state's hold on a delivered large content, writing its spill file first. */
+  private maybeSpill(entry: StoredContent): void {
+    const held = entry.held;
+    if (held === undefined || entry.undelivered > 0 || entry.byteLength < this.minBytes) return;
+    if (entry.file !== undefined) {
+      // On disk already (spilled before, then used again): nothing to write.
+      entry.recent = new WeakRef(held);
+      delete entry.held;
+      return;
+    }
+    if (entry.spilling || entry.spillFailed || this.closed) return;
+    entry.spilling = true;
+    const write = this.write(held.encoded).then(
+      (file) => {
+        entry.spilling = false;
+        if (entry.removed) {
+          closeQuietly(file);
+          return;
+        }
+        entry.file = file;
+        this.maybeSpill(entry);
+      },
+      (err: unknown) => {
+        entry.spilling = false;
+        entry.spillFailed = true;
+        const message =
+          `Shared content ${entry.digest.slice(0, 16)}… (${entry.byteLength} bytes) stays in memory: ` +
+          `writing its spill file in ${this.dir} failed (${errorMessage(err)})`;
+        if (this.spillFailureLogged) this.logger?.debug({ event: "state.shared-content-spill-failed" }, message);
+        else this.logger?.warn({ event: "state.shared-content-spill-failed", err }, message);
+        this.spillFailureLogged = true;
+      },
+    );
+    this.pending.add(write);
+    void write.finally(() => this.pending.delete(write));
+  }
+
+  private async write(encoded: Uint8Array): Promise<FileHandle> {
+    const file = await openUnlinkedFile(this.dir, "flwr-shared-content-");
+    try {
+      await writeAll(file, encoded, 0);
+      return file;
+    } catch (err) {
+      closeQuietly(file);
+      throw err;
+    }
+  }
+
+  private readBack(entry: StoredContent, file: FileHandle): SharedContent {
+    const encoded = Buffer.allocUnsafeSlow(entry.byteLength);
+    const read = readFullySync(file.fd, encoded, 0);
+    if (read < entry.byteLength) throw new Error(`the file holds ${read} of ${entry.byteLength} bytes`);
+    const digest = contentDigest(encoded);
+    if (digest !== entry.digest) throw new Error(`the bytes read back have digest ${digest.slice(0, 16)}…`);
+    return { digest, encoded, recordset: RecordSet.decode(encoded) };
+  }
+}
