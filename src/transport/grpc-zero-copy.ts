@@ -24,6 +24,7 @@
  */
 import { status as Status } from "@grpc/grpc-js";
 import type { ServerHttp2Stream } from "node:http2";
+import { collectYoungGarbage } from "../core/garbage-collection";
 import { type EncodedChunks, joinChunks, withHeadroom } from "../core/wire/chunked-writer";
 import {
   type GrpcExtension,
@@ -454,6 +455,15 @@ export function decoderCapacity(decoder: object): number {
 /** Messages larger than this grow in place (a resizable ArrayBuffer) instead of by copying. */
 export const DECODER_IN_PLACE_GROWTH_BYTES = 1024 * 1024;
 
+/**
+ * A young-generation collection after every this many bytes of large messages received (by all
+ * decoders of the process): the DATA chunks they were copied from are then freed within about as
+ * many bytes, instead of piling up (bench relay 100 MB x 10: SuperLink peak -12 to -23 MiB, each
+ * SuperNode 198 -> 175 MiB). One costs ~0.1 ms, twelve per 100 MB.
+ */
+export const YOUNG_COLLECTION_EVERY_BYTES = 8 * 1024 * 1024;
+let largeBytesSinceYoungCollection = 0;
+
 /** A large message's buffer becomes resizable when it grows to this size. */
 const RESERVE_AFTER_BYTES = 64 * 1024;
 
@@ -584,6 +594,13 @@ function incrementalWrite(this: DecoderInstance, data: Buffer): Buffer[] {
     }
     const message = state.message!;
     data.copy(message, state.filled, pos, pos + n);
+    if (state.framedLength > DECODER_IN_PLACE_GROWTH_BYTES) {
+      largeBytesSinceYoungCollection += n;
+      if (largeBytesSinceYoungCollection >= YOUNG_COLLECTION_EVERY_BYTES) {
+        largeBytesSinceYoungCollection = 0;
+        collectYoungGarbage();
+      }
+    }
     state.filled = needed;
     pos += n;
     if (state.filled === state.framedLength) {
