@@ -20,8 +20,9 @@
  */
 import type { FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { errorMessage } from "../core/errors";
+import { StateError, errorMessage } from "../core/errors";
 import { openUnlinkedFile, readFullySync, writeAll } from "../core/unlinked-file";
+import { type DeferredRecordSetSource, deferredRecordSet } from "../core/wire/deferred-recordset";
 import { RecordSet } from "../proto/flwr/proto/recordset";
 import type { SharedContent, StateLogger } from "./state";
 import { contentDigest } from "./state-support";
@@ -62,6 +63,10 @@ export interface ContentMemory {
 interface StoredContent {
   digest: string;
   byteLength: number;
+  /** Tensor bytes of its RecordSet (what the answer pacing counts). */
+  payloadBytes: number;
+  /** What deliveries of a large content read from (made on first use). */
+  source?: DeferredRecordSetSource;
   /** Stored TaskIns referencing it. */
   refs: number;
   /** Of those, the ones never delivered. */
@@ -81,6 +86,12 @@ interface StoredContent {
 
 function closeQuietly(file: FileHandle): void {
   file.close().catch(() => undefined);
+}
+
+function tensorBytes(recordset: RecordSet): number {
+  let total = 0;
+  for (const record of recordset.parameters.values()) for (const array of record.dataValues) total += array.data.length;
+  return total;
 }
 
 /** Shared contents by key (run and digest), each with its references and, maybe, its spill file. */
@@ -122,6 +133,7 @@ export class SharedContentStore {
       this.contents.set(key, {
         digest: shared.digest,
         byteLength: shared.encoded.length,
+        payloadBytes: tensorBytes(shared.recordset),
         refs: 1,
         undelivered: 1,
         held: shared,
@@ -160,9 +172,23 @@ export class SharedContentStore {
       return 0;
     }
     this.contents.delete(key);
-    entry.removed = true;
-    if (entry.file !== undefined) closeQuietly(entry.file);
+    this.drop(entry);
     return entry.byteLength;
+  }
+
+  /**
+   * The RecordSet a delivery of the content under `key` carries: a small content's own; for a
+   * large one, a deferred RecordSet (src/core/wire/deferred-recordset.ts) reading the bytes from
+   * memory while the state holds them and from the spill file afterwards, so an answer waiting to
+   * be written keeps nothing alive. Undefined when there is none, or it cannot be read back.
+   */
+  deliveryRecordSet(key: string): RecordSet | undefined {
+    const entry = this.contents.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.byteLength < this.minBytes) return this.content(key)?.recordset;
+    // Only a redelivery finds it on disk alone: read back whole once, so a bad file is found now.
+    if (entry.held === undefined && this.contentOf(entry) === undefined) return undefined;
+    return deferredRecordSet((entry.source ??= this.sourceOf(entry)));
   }
 
   /**
@@ -171,7 +197,10 @@ export class SharedContentStore {
    */
   content(key: string): SharedContent | undefined {
     const entry = this.contents.get(key);
-    if (entry === undefined) return undefined;
+    return entry === undefined ? undefined : this.contentOf(entry);
+  }
+
+  private contentOf(entry: StoredContent): SharedContent | undefined {
     const inMemory = entry.held ?? this.liveCopy(entry);
     if (inMemory !== undefined) return inMemory;
     if (entry.file === undefined) return undefined;
@@ -213,11 +242,39 @@ export class SharedContentStore {
   /** Closes every spill file (writes in progress close theirs when they complete). */
   close(): void {
     this.closed = true;
-    for (const entry of this.contents.values()) {
-      entry.removed = true;
-      if (entry.file !== undefined) closeQuietly(entry.file);
-    }
+    for (const entry of this.contents.values()) this.drop(entry);
     this.contents.clear();
+  }
+
+  /** Forgets a deleted content's bytes and closes its file (a read after that fails cleanly). */
+  private drop(entry: StoredContent): void {
+    entry.removed = true;
+    delete entry.held;
+    delete entry.recent;
+    if (entry.file !== undefined) closeQuietly(entry.file);
+    delete entry.file;
+  }
+
+  private sourceOf(entry: StoredContent): DeferredRecordSetSource {
+    const unreadable = (why: string): StateError =>
+      new StateError(`Shared content ${entry.digest.slice(0, 16)}… cannot be read: ${why}`);
+    return {
+      byteLength: entry.byteLength,
+      payloadBytes: entry.payloadBytes,
+      slice: (offset, length) => {
+        const inMemory = entry.held ?? this.liveCopy(entry);
+        if (inMemory !== undefined) return inMemory.encoded.subarray(offset, offset + length);
+        if (entry.file === undefined) throw unreadable(entry.removed ? "it was deleted" : "its spill file failed");
+        const out = Buffer.allocUnsafeSlow(length);
+        if (readFullySync(entry.file.fd, out, offset) < length) throw unreadable("its spill file is short");
+        return out;
+      },
+      load: () => {
+        const content = entry.removed ? undefined : this.contentOf(entry);
+        if (content === undefined) throw unreadable(entry.removed ? "it was deleted" : "its spill file failed");
+        return content.recordset;
+      },
+    };
   }
 
   private liveCopy(entry: StoredContent): SharedContent | undefined {

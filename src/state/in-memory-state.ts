@@ -209,10 +209,10 @@ export class InMemoryState implements SyncState {
       const taskId = stored.message.taskId;
       const copy = copyTaskMessage(stored.message);
       if (stored.contentKey !== undefined) {
-        const content = this.sharedContents.content(stored.contentKey);
+        const recordset = this.sharedContents.deliveryRecordSet(stored.contentKey);
         // Unreadable spill file (logged): not delivered now, still leased (content-spill.ts).
-        if (content === undefined) continue;
-        copy.task!.recordset = content.recordset;
+        if (recordset === undefined) continue;
+        copy.task!.recordset = recordset;
         if (stored.deliveredAtSeconds === undefined) firstDeliveries.push(stored.contentKey);
       }
       setRemove(this.undeliveredByConsumer, consumerKey, taskId);

@@ -5,7 +5,13 @@
  * clients made with `makeGenericClientConstructor` (`requestSerialize`).
  */
 import type * as grpc from "@grpc/grpc-js";
-import { type MessageEncoder, encodeMessage, encodeMessageChunks } from "../core/wire/chunked-writer";
+import {
+  type EncodedChunks,
+  type MessageEncoder,
+  encodeMessage,
+  encodeMessageChunks,
+} from "../core/wire/chunked-writer";
+import { encodePullTaskInsResponseChunks } from "../core/wire/deferred-recordset";
 import { gatherRequestSerializer, withGather } from "./grpc-zero-copy";
 import { PullTaskResResponse, PushTaskInsRequest } from "../proto/flwr/proto/driver";
 import { PullTaskInsResponse, PushTaskResRequest } from "../proto/flwr/proto/fleet";
@@ -15,6 +21,8 @@ export interface ChunkedSerializerChoice {
   requests?: Record<string, MessageEncoder<object>>;
   /** Method name -> encoder of its response message (used by servers). */
   responses?: Record<string, MessageEncoder<object>>;
+  /** Method name -> the gather form of its response's encoder, when not `encodeMessageChunks`. */
+  responseChunks?: Record<string, (value: object) => EncodedChunks>;
 }
 
 /**
@@ -28,6 +36,8 @@ export const DRIVER_TASK_MESSAGES: ChunkedSerializerChoice = {
 export const FLEET_TASK_MESSAGES: ChunkedSerializerChoice = {
   requests: { pushTaskRes: PushTaskResRequest },
   responses: { pullTaskIns: PullTaskInsResponse },
+  // A spilled broadcast is read from disk as it is written (src/core/wire/deferred-recordset.ts).
+  responseChunks: { pullTaskIns: encodePullTaskInsResponseChunks as (value: object) => EncodedChunks },
 };
 
 /**
@@ -58,7 +68,7 @@ export function withChunkedSerializers<D extends grpc.ServiceDefinition>(
     // Patched servers write the response as chunks that reference the payload (no copy).
     pick(name).responseSerialize = withGather(
       (value) => encodeMessage(encoder, value),
-      (value) => encodeMessageChunks(encoder, value),
+      choice.responseChunks?.[name] ?? ((value) => encodeMessageChunks(encoder, value)),
     );
   }
   return result as unknown as D;

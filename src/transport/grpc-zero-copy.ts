@@ -25,7 +25,13 @@
 import { status as Status } from "@grpc/grpc-js";
 import type { ServerHttp2Stream } from "node:http2";
 import { collectYoungGarbage } from "../core/garbage-collection";
-import { type EncodedChunks, joinChunks, withHeadroom } from "../core/wire/chunked-writer";
+import {
+  type EncodedChunks,
+  chunkLength,
+  deferredChunkOf,
+  joinChunks,
+  withHeadroom,
+} from "../core/wire/chunked-writer";
 import {
   type GrpcExtension,
   type GrpcTracer,
@@ -222,7 +228,9 @@ export interface BatchWritable {
  * Writes `pieces` in order, at most `batchBytes` of them (pieces are cut into views, never copied)
  * handed to `stream` at a time, each batch corked into one writev, the next one once the last
  * write of the previous one has completed; `done` once, after the last write or at the first error
- * (a destroyed stream fails every later write).
+ * (a destroyed stream fails every later write). A stand-in for deferred bytes (deferredChunkOf: a
+ * spilled broadcast) is read batch by batch, so only the batch on the wire is in memory; a read
+ * that fails ends the write with that error.
  */
 export function writeInBatches(
   stream: BatchWritable,
@@ -245,11 +253,25 @@ export function writeInBatches(
     let room = batchBytes;
     while (index < pieces.length && room > 0) {
       const piece = pieces[index]!;
-      const n = Math.min(piece.byteLength - offset, room);
-      const view = offset === 0 && n === piece.byteLength ? piece : piece.subarray(offset, offset + n);
+      const deferred = deferredChunkOf(piece);
+      const length = chunkLength(piece);
+      const n = Math.min(length - offset, room);
+      let view: Uint8Array;
+      try {
+        view =
+          deferred !== undefined
+            ? deferred.slice(offset, n)
+            : offset === 0 && n === length
+              ? piece
+              : piece.subarray(offset, offset + n);
+      } catch (err) {
+        stream.uncork();
+        done(err instanceof Error ? err : new Error(String(err)));
+        return;
+      }
       offset += n;
       room -= n;
-      if (offset === piece.byteLength) {
+      if (offset === length) {
         index++;
         offset = 0;
       }

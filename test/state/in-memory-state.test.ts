@@ -2,7 +2,9 @@ import { mkdtempSync, readdirSync, readlinkSync, rmSync, truncateSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { collectGarbage } from "../../src/core/garbage-collection";
-import { encodeMessage } from "../../src/core/wire/chunked-writer";
+import { deferredChunkOf, encodeMessage, joinChunks } from "../../src/core/wire/chunked-writer";
+import { encodePullTaskInsResponseChunks } from "../../src/core/wire/deferred-recordset";
+import { taskPayloadBytes } from "../../src/core/wire/payload-bytes";
 import { PullTaskInsResponse } from "../../src/proto/flwr/proto/fleet";
 import { RecordSet } from "../../src/proto/flwr/proto/recordset";
 import type { TaskIns } from "../../src/proto/flwr/proto/task";
@@ -135,11 +137,11 @@ describe("InMemoryState: delivered shared content leaves memory", () => {
     const nodes = [state.createNode(3600), state.createNode(3600), state.createNode(3600)];
     const content = broadcast(state, runId, nodes, 256 * 1024);
     const bytes = state.storedBytes(runId);
-    expect(recordsetBytes(state.getTaskIns(nodes[0], 1)[0])).toEqual(content.expected);
-    expect(recordsetBytes(state.getTaskIns(nodes[1], 1)[0])).toEqual(content.expected);
+    expect(recordsetBytes(state.getTaskIns(nodes[0], 1)[0]).equals(content.expected)).toBe(true);
+    expect(recordsetBytes(state.getTaskIns(nodes[1], 1)[0]).equals(content.expected)).toBe(true);
     await state.contentSpillsSettled();
     expect(state.contentMemory()).toMatchObject({ contents: 1, inMemory: 1, spilled: 0 });
-    expect(recordsetBytes(state.getTaskIns(nodes[2], 1)[0])).toEqual(content.expected);
+    expect(recordsetBytes(state.getTaskIns(nodes[2], 1)[0]).equals(content.expected)).toBe(true);
     await state.contentSpillsSettled();
     expect(state.contentMemory()).toEqual({ contents: 1, inMemory: 0, inMemoryBytes: 0, spilled: 1, readBacks: 0 });
     expect(await openSpillFiles(1)).toBe(1);
@@ -147,6 +149,33 @@ describe("InMemoryState: delivered shared content leaves memory", () => {
     await collect();
     expect(content.encoded.deref()).toBeUndefined();
     expect(content.recordset.deref()).toBeUndefined();
+  });
+
+  test("a pulled TaskIns does not hold a delivered large content: its answer is read from the file", async () => {
+    const state = open();
+    const runId = state.createRun("fab", "1.0", new Map());
+    const nodes = [state.createNode(3600), state.createNode(3600)];
+    const size = 300 * 1024;
+    const content = broadcast(state, runId, nodes, size, 5);
+    const pulled = nodes.map((nodeId) => state.getTaskIns(nodeId, 1)[0]!);
+    await state.contentSpillsSettled();
+    await collect();
+    // Answers waiting to be written hold the TaskIns, and so nothing of the content.
+    expect(content.encoded.deref()).toBeUndefined();
+    expect(pulled.map((t) => taskPayloadBytes(t))).toEqual([size, size]);
+    const answer = { reconnect: undefined, taskInsList: [pulled[0]!] };
+    const chunks = encodePullTaskInsResponseChunks(answer);
+    expect(chunks.chunks.some((c) => deferredChunkOf(c) !== undefined)).toBe(true);
+    expect(state.contentMemory().readBacks).toBe(0);
+    const plain = { ...pulled[0]!, task: { ...pulled[0]!.task!, recordset: RecordSet.decode(content.expected) } };
+    const expected = encodeMessage(PullTaskInsResponse, { reconnect: undefined, taskInsList: [plain] });
+    expect(joinChunks(chunks).equals(expected)).toBe(true);
+    expect(chunks.length).toBe(expected.length);
+    expect(state.contentMemory().readBacks).toBe(0);
+    // Any other reader gets the RecordSet itself, read back whole.
+    expect(recordsetBytes(pulled[1]).equals(content.expected)).toBe(true);
+    expect(state.contentMemory().readBacks).toBe(1);
+    expect(encodeMessage(PullTaskInsResponse, answer).equals(expected)).toBe(true);
   });
 
   test("contents below the spill size stay in memory", async () => {
@@ -172,7 +201,7 @@ describe("InMemoryState: delivered shared content leaves memory", () => {
     expect(content.encoded.deref()).toBeUndefined();
     clock.advance(61);
     const again = nodes.map((nodeId) => pull(state, nodeId)!);
-    expect(again).toEqual(first);
+    expect(again.map((bytes, i) => bytes.equals(first[i]!))).toEqual([true, true]);
     // Read once: the second redelivery used the copy the first one still held.
     expect(state.contentMemory()).toMatchObject({ inMemory: 0, spilled: 1 });
     expect(state.contentMemory().readBacks).toBeGreaterThanOrEqual(1);
@@ -189,13 +218,13 @@ describe("InMemoryState: delivered shared content leaves memory", () => {
     await collect();
     const found = state.sharedContent(runId, content.digest)!;
     expect(state.contentMemory().readBacks).toBe(1);
-    expect(Buffer.from(found.encoded)).toEqual(content.expected);
+    expect(Buffer.from(found.encoded).equals(content.expected)).toBe(true);
     const taskIns = makeTaskIns(clock, runId, { nodeId: b, anonymous: false }, { recordset: found.recordset });
     expect(state.storeTaskIns(taskIns, found)).toBeDefined();
     expect(state.contentMemory()).toMatchObject({ contents: 1, inMemory: 1, spilled: 1 });
     const pulledB = pull(state, b)!;
     expect(pulledB.includes(content.expected)).toBe(true);
-    expect(pulledB.length).toBe(pulledA.length);
+    expect(pulledA.includes(content.expected)).toBe(true);
     await state.contentSpillsSettled();
     expect(state.contentMemory()).toMatchObject({ contents: 1, inMemory: 0, spilled: 1 });
     expect(await openSpillFiles(1)).toBe(1);
@@ -254,7 +283,10 @@ describe("InMemoryState: delivered shared content leaves memory", () => {
     expect(failures.map((l) => l.level)).toEqual([40, 20]);
     clock.advance(61);
     const again = state.getTaskIns(nodeId, 2);
-    expect(again.map(recordsetBytes)).toEqual([first.expected, second.expected]);
+    expect(again.map(recordsetBytes).map((bytes, i) => bytes.equals([first, second][i]!.expected))).toEqual([
+      true,
+      true,
+    ]);
   });
 
   test("a spill file that cannot be read back: no redelivery, no digest match, until the content comes again", async () => {
@@ -280,7 +312,7 @@ describe("InMemoryState: delivered shared content leaves memory", () => {
     const taskIns = makeTaskIns(clock, runId, { nodeId: b, anonymous: false }, { recordset: upload.recordset });
     expect(state.storeTaskIns(taskIns, upload)).toBeDefined();
     expect(state.storedBytes(runId)).toBe(bytes + TASK_OVERHEAD_BYTES);
-    expect(recordsetBytes(state.getTaskIns(a, 1)[0])).toEqual(content.expected);
-    expect(recordsetBytes(state.getTaskIns(b, 1)[0])).toEqual(content.expected);
+    expect(recordsetBytes(state.getTaskIns(a, 1)[0]).equals(content.expected)).toBe(true);
+    expect(recordsetBytes(state.getTaskIns(b, 1)[0]).equals(content.expected)).toBe(true);
   });
 });

@@ -27,6 +27,8 @@ import {
   YOUNG_COLLECTION_EVERY_BYTES,
 } from "../../src/transport/grpc-zero-copy";
 import { bytesOf, prng } from "../helpers/random-bytes";
+import { ChunkedWriter, deferredChunkOf, joinChunks } from "../../src/core/wire/chunked-writer";
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { runNodeScript } from "../helpers/node-script";
 import { isGrpcExtensionActive } from "../../src/transport/grpc-extensions";
@@ -404,6 +406,54 @@ describe("large answers are handed to the stream in batches (writeInBatches)", (
     await new Promise((r) => setTimeout(r, 20));
     expect(sink.handovers.length).toBe(2);
     expect(calls).toBe(1);
+  });
+
+  /** Deferred bytes over `bytes`, counting what is read at once; `failAt`: the read from there throws. */
+  const deferredOver = (bytes: Uint8Array, failAt?: number) => {
+    const reads: number[] = [];
+    const writer = new ChunkedWriter();
+    writer.raw(Buffer.from([9, 9]));
+    writer.deferredBytes({
+      byteLength: bytes.length,
+      slice: (offset, length) => {
+        if (failAt !== undefined && offset + length > failAt) throw new Error("EIO");
+        reads.push(length);
+        return Buffer.from(bytes.subarray(offset, offset + length));
+      },
+    });
+    return { encoded: writer.finishChunks(), reads };
+  };
+
+  test("deferred bytes are read one batch at a time, in order, and joined or finished the same", async () => {
+    const { encoded, reads } = deferredOver(payload);
+    expect(encoded.chunks.some((c) => deferredChunkOf(c) !== undefined)).toBe(true);
+    const sink = recordingWritable();
+    const error = await new Promise<Error | null | undefined>((resolve) =>
+      writeInBatches(sink.stream, encoded.chunks, batch, resolve),
+    );
+    expect(error).toBeUndefined();
+    const expected = Buffer.concat([Buffer.from([9, 9]), new BinaryWriter().uint32(payload.length).finish(), payload]);
+    expect(Buffer.concat(sink.received).equals(expected)).toBe(true);
+    expect(encoded.length).toBe(expected.length);
+    expect(Math.max(...reads)).toBeLessThanOrEqual(batch);
+    expect(sink.maxOutstanding()).toBeLessThanOrEqual(batch);
+    expect(joinChunks(encoded).equals(expected)).toBe(true);
+  });
+
+  test("a deferred read that fails ends it with that error, done once", async () => {
+    const { encoded } = deferredOver(payload, 2 * batch);
+    const sink = recordingWritable();
+    let calls = 0;
+    const error = await new Promise<Error | null | undefined>((resolve) =>
+      writeInBatches(sink.stream, encoded.chunks, batch, (e) => {
+        calls++;
+        resolve(e);
+      }),
+    );
+    expect(error?.message).toBe("EIO");
+    await new Promise((r) => setTimeout(r, 20));
+    expect(calls).toBe(1);
+    expect(sink.handovers.length).toBe(2);
   });
 });
 

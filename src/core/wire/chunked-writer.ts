@@ -49,6 +49,43 @@ interface Frame {
   length: number;
 }
 
+/**
+ * Bytes that are not in memory (a delivered broadcast spilled to disk, src/state/content-spill.ts),
+ * read a piece at a time when written out.
+ */
+export interface DeferredBytes {
+  byteLength: number;
+  /** Bytes [offset, offset + length): a view or a fresh copy. Throws when they cannot be read. */
+  slice(offset: number, length: number): Uint8Array;
+}
+
+/** Empty stand-ins for deferred bytes in a chunk list, and what they stand for. */
+const deferredStandIns = new WeakMap<Uint8Array, DeferredBytes>();
+
+/**
+ * The deferred bytes a chunk of `finishChunks()` stands for (its own length is 0), or undefined
+ * for an ordinary chunk. A transport writing the list must read these (`slice`) as it goes.
+ */
+export function deferredChunkOf(chunk: Uint8Array): DeferredBytes | undefined {
+  return chunk.byteLength === 0 ? deferredStandIns.get(chunk) : undefined;
+}
+
+/** The length a chunk of `finishChunks()` contributes: its own, or that of the bytes it stands for. */
+export function chunkLength(chunk: Uint8Array): number {
+  return deferredChunkOf(chunk)?.byteLength ?? chunk.byteLength;
+}
+
+/** Copies `chunk` (reading it, if deferred) into `out` at `pos`; returns its length. */
+function copyChunk(chunk: Uint8Array, out: Uint8Array, pos: number): number {
+  const deferred = deferredChunkOf(chunk);
+  if (deferred === undefined) {
+    out.set(chunk, pos);
+    return chunk.length;
+  }
+  out.set(deferred.slice(0, deferred.byteLength), pos);
+  return deferred.byteLength;
+}
+
 /** An encoded message as consecutive chunks; `length` is their total. */
 export interface EncodedChunks {
   chunks: Uint8Array[];
@@ -126,10 +163,7 @@ export class ChunkedWriter {
     if (chunks.length === 1 && only !== undefined) return Buffer.from(only.buffer, only.byteOffset, only.byteLength);
     const out = length < HEADROOM_MIN_LENGTH ? Buffer.allocUnsafe(length) : allocateWithHeadroom(length);
     let pos = 0;
-    for (const chunk of chunks) {
-      out.set(chunk, pos);
-      pos += chunk.length;
-    }
+    for (const chunk of chunks) pos += copyChunk(chunk, out, pos);
     return out;
   }
 
@@ -150,7 +184,7 @@ export class ChunkedWriter {
       runLength = 0;
     };
     for (const chunk of chunks) {
-      if (chunk.length >= REFERENCE_THRESHOLD) {
+      if (chunk.length >= REFERENCE_THRESHOLD || deferredChunkOf(chunk) !== undefined) {
         endRun();
         out.push(chunk);
       } else {
@@ -171,6 +205,20 @@ export class ChunkedWriter {
     this.cut();
     this.current.chunks.push(value);
     this.current.length += value.length;
+    return this;
+  }
+
+  /**
+   * A `bytes` value (length prefix, then the bytes) whose bytes are read only when written out:
+   * `finish()` reads them, `finishChunks()` lists a stand-in (deferredChunkOf).
+   */
+  deferredBytes(value: DeferredBytes): this {
+    this.small().uint32(value.byteLength);
+    this.cut();
+    const standIn = new Uint8Array(0);
+    deferredStandIns.set(standIn, value);
+    this.current.chunks.push(standIn);
+    this.current.length += value.byteLength;
     return this;
   }
 
@@ -258,9 +306,14 @@ export class ChunkedWriter {
 /** The bytes of `encoded` in one Buffer: a view of its only chunk, else a joined copy. */
 export function joinChunks(encoded: EncodedChunks): Buffer {
   const only = encoded.chunks[0];
-  if (encoded.chunks.length === 1 && only !== undefined)
+  if (encoded.chunks.length === 1 && only !== undefined && deferredChunkOf(only) === undefined)
     return Buffer.from(only.buffer, only.byteOffset, only.byteLength);
-  return Buffer.concat(encoded.chunks, encoded.length);
+  if (!encoded.chunks.some((chunk) => deferredChunkOf(chunk) !== undefined))
+    return Buffer.concat(encoded.chunks, encoded.length);
+  const out = Buffer.allocUnsafe(encoded.length);
+  let pos = 0;
+  for (const chunk of encoded.chunks) pos += copyChunk(chunk, out, pos);
+  return out;
 }
 
 /** A Buffer of `length` bytes with HEADROOM_BYTES before it in its own (unpooled) ArrayBuffer. */

@@ -3,9 +3,12 @@
  * size of a large TaskIns or TaskRes). Used to decide which messages count as large.
  */
 import type { Task } from "../../proto/flwr/proto/task";
+import { deferredSourceOf } from "./deferred-recordset";
 
-/** Tensor bytes of one TaskIns or TaskRes. */
+/** Tensor bytes of one TaskIns or TaskRes (a deferred RecordSet is not read for it). */
 export function taskPayloadBytes(taskInsOrRes: { task?: Task | undefined }): number {
+  const deferred = deferredSourceOf(taskInsOrRes.task?.recordset);
+  if (deferred !== undefined) return deferred.payloadBytes;
   let total = 0;
   for (const record of taskInsOrRes.task?.recordset?.parameters.values() ?? []) {
     for (const array of record.dataValues) total += array.data.length;
