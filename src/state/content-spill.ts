@@ -261,11 +261,11 @@ export class SharedContentStore {
     return {
       byteLength: entry.byteLength,
       payloadBytes: entry.payloadBytes,
-      slice: (offset, length) => {
+      slice: (offset, length, into) => {
         const inMemory = entry.held ?? this.liveCopy(entry);
         if (inMemory !== undefined) return inMemory.encoded.subarray(offset, offset + length);
         if (entry.file === undefined) throw unreadable(entry.removed ? "it was deleted" : "its spill file failed");
-        const out = Buffer.allocUnsafeSlow(length);
+        const out = into?.subarray(0, length) ?? Buffer.allocUnsafeSlow(length);
         if (readFullySync(entry.file.fd, out, offset) < length) throw unreadable("its spill file is short");
         return out;
       },

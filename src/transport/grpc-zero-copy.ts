@@ -229,8 +229,9 @@ export interface BatchWritable {
  * handed to `stream` at a time, each batch corked into one writev, the next one once the last
  * write of the previous one has completed; `done` once, after the last write or at the first error
  * (a destroyed stream fails every later write). A stand-in for deferred bytes (deferredChunkOf: a
- * spilled broadcast) is read batch by batch, so only the batch on the wire is in memory; a read
- * that fails ends the write with that error.
+ * spilled broadcast) is read batch by batch, so only the batch on the wire is in memory, into one
+ * buffer reused from batch to batch (a batch is written when the next one is read); a read that
+ * fails ends the write with that error.
  */
 export function writeInBatches(
   stream: BatchWritable,
@@ -240,6 +241,7 @@ export function writeInBatches(
 ): void {
   let index = 0;
   let offset = 0;
+  let scratch: Buffer | undefined;
   const writeBatch = (error?: Error | null): void => {
     if (error) {
       done(error);
@@ -251,6 +253,7 @@ export function writeInBatches(
     }
     stream.cork();
     let room = batchBytes;
+    let scratchUsed = 0;
     while (index < pieces.length && room > 0) {
       const piece = pieces[index]!;
       const deferred = deferredChunkOf(piece);
@@ -258,9 +261,10 @@ export function writeInBatches(
       const n = Math.min(length - offset, room);
       let view: Uint8Array;
       try {
+        if (deferred !== undefined) scratch ??= Buffer.allocUnsafeSlow(batchBytes);
         view =
           deferred !== undefined
-            ? deferred.slice(offset, n)
+            ? deferred.slice(offset, n, scratch!.subarray(scratchUsed, (scratchUsed += n)))
             : offset === 0 && n === length
               ? piece
               : piece.subarray(offset, offset + n);

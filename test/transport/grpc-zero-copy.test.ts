@@ -27,7 +27,7 @@ import {
   YOUNG_COLLECTION_EVERY_BYTES,
 } from "../../src/transport/grpc-zero-copy";
 import { bytesOf, prng } from "../helpers/random-bytes";
-import { ChunkedWriter, deferredChunkOf, joinChunks } from "../../src/core/wire/chunked-writer";
+import { ChunkedWriter, chunkLength, deferredChunkOf, joinChunks } from "../../src/core/wire/chunked-writer";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { runNodeScript } from "../helpers/node-script";
@@ -248,8 +248,11 @@ describe("the in-place decoder's buffer grows with the bytes that arrived", () =
 
 /** A raw-bytes method whose request and response may be given as chunks. */
 type Parts = { parts: Uint8Array[] };
-const encoded = (v: Parts): EncodedChunks => ({ chunks: v.parts, length: v.parts.reduce((n, p) => n + p.length, 0) });
-const joined = (v: Parts): Buffer => Buffer.concat(v.parts);
+const encoded = (v: Parts): EncodedChunks => ({
+  chunks: v.parts,
+  length: v.parts.reduce((n, p) => n + chunkLength(p), 0),
+});
+const joined = (v: Parts): Buffer => joinChunks(encoded(v));
 const ECHO: grpc.MethodDefinition<Parts, Buffer> = {
   path: "/t.ZeroCopy/Echo",
   requestStream: false,
@@ -263,7 +266,26 @@ const ECHO: grpc.MethodDefinition<Parts, Buffer> = {
   responseDeserialize: (b: Buffer) => b,
 };
 
-async function echoServer(options: grpc.ChannelOptions = {}): Promise<RunningGrpcServer> {
+/** Answers with the request reversed: as it is, or (`deferred`) as deferred bytes read into the writer's buffer. */
+type EchoAnswer = (back: Buffer) => Parts;
+const answerInParts: EchoAnswer = (back) => {
+  const half = Math.floor(back.length / 2);
+  return { parts: [back.subarray(0, half), Buffer.alloc(0), back.subarray(half)] };
+};
+/** The reversed request as a `bytes` field (length prefix, then the bytes), read in pieces as it is sent. */
+const answerDeferred: EchoAnswer = (back) => {
+  const writer = new ChunkedWriter();
+  writer.deferredBytes({
+    byteLength: back.length,
+    slice: (offset, length, into) => {
+      into!.set(back.subarray(offset, offset + length));
+      return into!;
+    },
+  });
+  return { parts: writer.finishChunks().chunks };
+};
+
+async function echoServer(options: grpc.ChannelOptions = {}, answer = answerInParts): Promise<RunningGrpcServer> {
   const credentials = serverCredentials({
     caCert: fx.read(fx.caCert),
     cert: fx.read(fx.serverCert),
@@ -278,9 +300,7 @@ async function echoServer(options: grpc.ChannelOptions = {}): Promise<RunningGrp
         implementation: {
           // Answer with the request reversed, in three chunks around a small middle one.
           echo: (call: grpc.ServerUnaryCall<Buffer, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-            const back = Buffer.from(call.request).reverse();
-            const half = Math.floor(back.length / 2);
-            cb(null, { parts: [back.subarray(0, half), Buffer.alloc(0), back.subarray(half)] });
+            cb(null, answer(Buffer.from(call.request).reverse()));
           },
         },
       },
@@ -467,6 +487,12 @@ describe("chunked sends over TLS", () => {
     expect((await echo(parts)).equals(reversed)).toBe(true);
     expect((await echo([])).length).toBe(0);
     expect((await echo([Buffer.from("x")])).toString()).toBe("x");
+  });
+
+  test("carry deferred bytes exactly, read batch after batch into one reused buffer", async () => {
+    const echo = echoClient(await echoServer({}, answerDeferred));
+    const prefix = new BinaryWriter().uint32(payload.length).finish();
+    expect((await echo(parts)).equals(Buffer.concat([prefix, reversed]))).toBe(true);
   });
 
   test("carry the exact bytes when the channel compresses (the chunks are joined first)", async () => {

@@ -55,8 +55,11 @@ interface Frame {
  */
 export interface DeferredBytes {
   byteLength: number;
-  /** Bytes [offset, offset + length): a view or a fresh copy. Throws when they cannot be read. */
-  slice(offset: number, length: number): Uint8Array;
+  /**
+   * Bytes [offset, offset + length): a view of memory, or a copy, made into `into` (`length`
+   * bytes) when given. Throws when they cannot be read.
+   */
+  slice(offset: number, length: number, into?: Uint8Array): Uint8Array;
 }
 
 /** Empty stand-ins for deferred bytes in a chunk list, and what they stand for. */
