@@ -302,6 +302,10 @@ export class SharedContentStore {
         }
         entry.file = file;
         this.maybeSpill(entry);
+        this.logger?.debug(
+          { event: "state.shared-content-spilled", digest: entry.digest, bytes: entry.byteLength },
+          `Shared content ${entry.digest.slice(0, 16)}… (${entry.byteLength} bytes) delivered: kept in its spill file`,
+        );
       },
       (err: unknown) => {
         entry.spilling = false;

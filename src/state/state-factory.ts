@@ -6,11 +6,11 @@
  * while relaying large messages) marks all of it.
  */
 import { IN_MEMORY_DATABASE } from "../core/constants";
-import { InMemoryState } from "./in-memory-state";
+import { InMemoryState, type InMemoryStateOptions } from "./in-memory-state";
 import type * as PostgresBackend from "./postgres-state";
 import { isPostgresUrl, redactPostgresUrl } from "./postgres-url";
 import type * as SqliteBackend from "./sqlite-state";
-import type { State, StateOptions } from "./state";
+import type { State } from "./state";
 import { promisedState } from "./sync-state";
 
 /**
@@ -18,9 +18,10 @@ import { promisedState } from "./sync-state";
  * is a SQLite path (":memory:" gives a private in-memory SQLite database, useful in tests),
  * except a `postgresql://` (or `postgres://`) URL, which gives a PostgresState that several
  * SuperLink replicas may share. Create one State per SuperLink process and share it across all
- * RPCs. Rejects with StateError when the database cannot be used.
+ * RPCs. Rejects with StateError when the database cannot be used. `contentSpill` applies to the
+ * in-memory backend only.
  */
-export async function createState(database: string, options: StateOptions = {}): Promise<State> {
+export async function createState(database: string, options: InMemoryStateOptions = {}): Promise<State> {
   if (database === IN_MEMORY_DATABASE) return promisedState(new InMemoryState(options));
   if (isPostgresUrl(database)) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only for a PostgreSQL database (see above)

@@ -12,6 +12,7 @@ import { parseAddress } from "../core/address";
 import { DriverService } from "../proto/flwr/proto/driver";
 import { FleetService } from "../proto/flwr/proto/fleet";
 import type { State } from "../state/state";
+import type { ContentSpillOptions } from "../state/content-spill";
 import { createState, databaseForLogs } from "../state/state-factory";
 import { type RunningGrpcServer, type ServiceRegistration, startGrpcServer } from "../transport/grpc-server";
 import { type ServerTlsMaterial, serverCredentials } from "../transport/tls";
@@ -245,8 +246,9 @@ function prepareAuth(auth: SuperLinkAuthConfig): SuperLinkAuthConfig {
 /** Starts the SuperLink. Rejects with a typed error (bad config/files, port in use, bad DB). */
 export async function startSuperLink(
   config: SuperLinkConfig,
-  // descriptorCheckMs: how often to sample open file descriptors (default 5 s; tests use less).
-  deps: { logger: Logger; descriptorCheckMs?: number },
+  // descriptorCheckMs: how often to sample open file descriptors (default 5 s; tests use less);
+  // contentSpill: how the in-memory state spills delivered broadcasts (default 16 MiB, TMPDIR).
+  deps: { logger: Logger; descriptorCheckMs?: number; contentSpill?: ContentSpillOptions },
 ): Promise<SuperLinkHandle> {
   const { logger } = deps;
   let longPollMs: number;
@@ -268,6 +270,7 @@ export async function startSuperLink(
       logger: logger.child({ module: "state" }),
       limits: { maxRunBytes: limits.maxRunBytes, maxStoredBytes: limits.maxStoredBytes, maxRuns: limits.maxRuns },
       ...(config.taskLeaseSeconds !== undefined ? { taskLeaseSeconds: config.taskLeaseSeconds } : {}),
+      ...(deps.contentSpill !== undefined ? { contentSpill: deps.contentSpill } : {}),
     });
   } catch (err) {
     auth?.allowlist.close();

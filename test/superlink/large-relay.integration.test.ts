@@ -4,6 +4,12 @@
  * every payload byte must come back intact and decodable by the generated clients.
  */
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { RecordSet } from "../../src/proto/flwr/proto/recordset";
+import type { TaskIns } from "../../src/proto/flwr/proto/task";
+import { contentDigest } from "../../src/state/state-support";
 import { IN_MEMORY_DATABASE } from "../../src/core/constants";
 import { unaryCall } from "../../src/transport/channel";
 import { readServerTlsFiles } from "../../src/transport/tls";
@@ -79,5 +85,81 @@ test("a 6 MB record is relayed both ways with every byte intact", async () => {
     driver.close();
     fleet.close();
     await link.close(1000);
+  }
+});
+
+test("a delivered broadcast read back from its spill file arrives intact (redelivery after the lease)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "flwr-relay-spill-"));
+  const { logger, lines } = memoryLogger();
+  const spillFiles = (): number =>
+    readdirSync("/proc/self/fd").filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
+      } catch {
+        return false;
+      }
+    }).length;
+  const tls = readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey });
+  const link = await startSuperLink(
+    {
+      driverApiAddress: "127.0.0.1:0",
+      fleetApiAddress: "127.0.0.1:0",
+      database: IN_MEMORY_DATABASE,
+      tls,
+      longPollMs: 60_000,
+      taskLeaseSeconds: 0,
+    },
+    // Every content spilled and, once it is, every read from the file.
+    { logger, contentSpill: { minBytes: 1024, dir, alwaysReadBack: true } },
+  );
+  const ca = fx.read(fx.caCert);
+  const driver = driverClient(link.driverAddress, ca);
+  const fleet = fleetClient(link.fleetAddress, ca);
+  try {
+    // Larger than a few 1 MiB send batches, not a multiple of one.
+    const tensors = [randomBytes(3 * 1024 * 1024 + 5), randomBytes(100)];
+    const recordset = {
+      parameters: new Map([
+        [
+          "weights",
+          {
+            dataKeys: ["a", "b"],
+            dataValues: tensors.map((data) => ({ dtype: "uint8", shape: [data.length], stype: "raw", data })),
+          },
+        ],
+      ]),
+      metrics: new Map(),
+      configs: new Map(),
+    };
+    const encoded = Buffer.from(RecordSet.encode(recordset).finish());
+    const shared = { digest: contentDigest(encoded), encoded, recordset: RecordSet.decode(encoded) };
+    const runId = (
+      await unaryCall(driver.createRun.bind(driver), { fabId: "f", fabVersion: "1", overrideConfig: new Map() })
+    ).response.runId;
+    const nodeId = (await unaryCall(fleet.createNode.bind(fleet), { pingInterval: 30 })).response.node!.nodeId;
+    const ins = validTaskIns(runId, nodeId, { taskType: "query" });
+    ins.task!.recordset = shared.recordset;
+    const taskInsId = await link.state.storeTaskIns(ins, shared);
+    const pull = async (): Promise<TaskIns | undefined> =>
+      (await unaryCall(fleet.pullTaskIns.bind(fleet), { node: { nodeId, anonymous: false }, taskIds: [] })).response
+        .taskInsList[0];
+    const intact = (t: TaskIns | undefined): boolean[] =>
+      t!.task!.recordset!.parameters.get("weights")!.dataValues.map((v, i) => v.data.equals(tensors[i]!));
+
+    const first = await pull();
+    expect(first?.taskId).toBe(taskInsId);
+    expect(intact(first)).toEqual([true, true]);
+    await until(() => lines.some((l) => l["event"] === "state.shared-content-spilled"), "the spill");
+    expect(spillFiles()).toBe(1);
+    // Lease 0: offered again at once, now from the file.
+    const again = await pull();
+    expect(again?.taskId).toBe(taskInsId);
+    expect(intact(again)).toEqual([true, true]);
+    expect(Buffer.from(RecordSet.encode(again!.task!.recordset!).finish()).equals(encoded)).toBe(true);
+  } finally {
+    driver.close();
+    fleet.close();
+    await link.close(1000);
+    rmSync(dir, { recursive: true, force: true });
   }
 });
