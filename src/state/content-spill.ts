@@ -7,9 +7,12 @@
  * again (and a later push may name the content by digest). Once a content's last undelivered
  * TaskIns has been delivered, its encoded bytes are written to an unlinked temporary file
  * (src/core/unlinked-file.ts) and the state drops its references to them and to the decoded
- * RecordSet; V8 frees them once the pull answers in flight have been written. A redelivery or a
- * lookup by digest reads the bytes back, checks their digest and decodes them as an upload is
- * decoded, so what is pulled is byte-identical. Byte accounting does not change: the content
+ * RecordSet. Deliveries of a large content carry a deferred RecordSet
+ * (src/core/wire/deferred-recordset.ts) rather than the content itself, so the answers waiting to
+ * be written hold none of it: a gRPC answer reads its bytes batch by batch, from memory while
+ * anything still holds them, else from the file. A redelivery or a lookup by digest reads the
+ * bytes back whole, checks their digest and decodes them as an upload is decoded, so what is
+ * pulled is byte-identical. Byte accounting does not change: the content
  * counts until its last TaskIns is removed, which closes the file.
  *
  * The write runs on a libuv thread, off the event loop; until it has completed the content stays
