@@ -215,7 +215,7 @@ function sendGathered(
  * wire (bench relay 100 MB x 10: SuperLink peak 589 -> 402 MiB at 1 MiB, 398 at 256 KiB, 442 at
  * 4 MiB). The window, and so the throughput on long links, stays what the client asked for.
  */
-export const SEND_BATCH_BYTES = 1024 * 1024;
+const SEND_BATCH_BYTES = 1024 * 1024;
 
 /** What writeInBatches needs of a stream (a Node Writable). */
 export interface BatchWritable {

@@ -7,8 +7,11 @@ import { createLogger, type Logger } from "../../src/core/logger";
 import { DriverClient } from "../../src/proto/flwr/proto/driver";
 import { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { TaskIns, TaskRes } from "../../src/proto/flwr/proto/task";
+import { IN_MEMORY_DATABASE } from "../../src/core/constants";
+import { type SuperLinkConfig, type SuperLinkHandle, startSuperLink } from "../../src/superlink/superlink";
 import { createClient, unaryCall } from "../../src/transport/channel";
-import { channelCredentials } from "../../src/transport/tls";
+import { channelCredentials, readServerTlsFiles } from "../../src/transport/tls";
+import type { Fixtures } from "../helpers/fixtures";
 
 /** A TaskIns that passes Flower's validator, addressed to `nodeId` in `runId`. */
 export function validTaskIns(
@@ -130,4 +133,26 @@ export async function registerAuthenticated(
   const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
   const pinged = await unaryCall(fleet.ping.bind(fleet), ping, auth.metadataFor("PingRequest", ping));
   return { auth, nodeId, pinged: pinged.response.success };
+}
+
+/**
+ * An in-memory SuperLink on loopback ports (0) with the fixtures' server certificate, held pulls
+ * of 60 s, and `extra` on top.
+ */
+export function startTlsSuperLink(
+  fx: Fixtures,
+  deps: Parameters<typeof startSuperLink>[1],
+  extra: Partial<SuperLinkConfig> = {},
+): Promise<SuperLinkHandle> {
+  return startSuperLink(
+    {
+      driverApiAddress: "127.0.0.1:0",
+      fleetApiAddress: "127.0.0.1:0",
+      database: IN_MEMORY_DATABASE,
+      tls: readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey }),
+      longPollMs: 60_000,
+      ...extra,
+    },
+    deps,
+  );
 }

@@ -10,12 +10,17 @@ import { join } from "node:path";
 import { RecordSet } from "../../src/proto/flwr/proto/recordset";
 import type { TaskIns } from "../../src/proto/flwr/proto/task";
 import { contentDigest } from "../../src/state/state-support";
-import { IN_MEMORY_DATABASE } from "../../src/core/constants";
 import { unaryCall } from "../../src/transport/channel";
-import { readServerTlsFiles } from "../../src/transport/tls";
-import { startSuperLink } from "../../src/superlink/superlink";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
-import { driverClient, fleetClient, memoryLogger, until, validTaskIns, validTaskRes } from "./helpers";
+import {
+  driverClient,
+  fleetClient,
+  memoryLogger,
+  startTlsSuperLink,
+  until,
+  validTaskIns,
+  validTaskRes,
+} from "./helpers";
 
 let fx: Fixtures;
 beforeAll(() => {
@@ -24,17 +29,7 @@ beforeAll(() => {
 afterAll(() => fx.cleanup());
 
 test("a 6 MB record is relayed both ways with every byte intact", async () => {
-  const tls = readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey });
-  const link = await startSuperLink(
-    {
-      driverApiAddress: "127.0.0.1:0",
-      fleetApiAddress: "127.0.0.1:0",
-      database: IN_MEMORY_DATABASE,
-      tls,
-      longPollMs: 60_000,
-    },
-    { logger: memoryLogger().logger },
-  );
+  const link = await startTlsSuperLink(fx, { logger: memoryLogger().logger });
   const ca = fx.read(fx.caCert);
   const driver = driverClient(link.driverAddress, ca);
   const fleet = fleetClient(link.fleetAddress, ca);
@@ -99,18 +94,11 @@ test("a delivered broadcast read back from its spill file arrives intact (redeli
         return false;
       }
     }).length;
-  const tls = readServerTlsFiles({ caCertFile: fx.caCert, certFile: fx.serverCert, keyFile: fx.serverKey });
-  const link = await startSuperLink(
-    {
-      driverApiAddress: "127.0.0.1:0",
-      fleetApiAddress: "127.0.0.1:0",
-      database: IN_MEMORY_DATABASE,
-      tls,
-      longPollMs: 60_000,
-      taskLeaseSeconds: 0,
-    },
+  const link = await startTlsSuperLink(
+    fx,
     // Every content spilled and, once it is, every read from the file.
     { logger, contentSpill: { minBytes: 1024, dir, alwaysReadBack: true } },
+    { taskLeaseSeconds: 0 },
   );
   const ca = fx.read(fx.caCert);
   const driver = driverClient(link.driverAddress, ca);
