@@ -44,15 +44,19 @@ function sshString(bytes: Buffer): Buffer {
 function addNodeKeyPairs(keysDir: string, first: number, last: number): void {
   const lines: string[] = [];
   for (let i = first; i <= last; i++) {
-    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "secp384r1" });
-    // The uncompressed point ends the SPKI DER (export as JWK can deadlock Node 20 in a GC).
-    const point = publicKey.export({ type: "spki", format: "der" }).subarray(-97);
+    // Encoded by the generating job itself: exporting the KeyObjects it returns can deadlock
+    // Node 20 when a collection destroys the job meanwhile (test/helpers/ec-keys.ts).
+    const { privateKey, publicKey } = generateKeyPairSync("ec", {
+      namedCurve: "secp384r1",
+      publicKeyEncoding: { type: "spki", format: "der" },
+      privateKeyEncoding: { type: "pkcs8", format: "pem" },
+    });
+    // The uncompressed point ends the SPKI DER.
+    const point = publicKey.subarray(-97);
     const type = "ecdsa-sha2-nistp384";
     const blob = Buffer.concat([sshString(Buffer.from(type)), sshString(Buffer.from("nistp384")), sshString(point)]);
     const line = `${type} ${blob.toString("base64")}`;
-    writeFileSync(join(keysDir, `client_credentials_${i}`), privateKey.export({ format: "pem", type: "pkcs8" }), {
-      mode: 0o600,
-    });
+    writeFileSync(join(keysDir, `client_credentials_${i}`), privateKey, { mode: 0o600 });
     writeFileSync(join(keysDir, `client_credentials_${i}.pub`), `${line}\n`);
     lines.push(line);
   }

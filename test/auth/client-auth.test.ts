@@ -1,5 +1,4 @@
 import * as grpc from "@grpc/grpc-js";
-import { generateKeyPairSync } from "node:crypto";
 import { SuperNodeAuth } from "../../src/auth/client-auth";
 import { base64UrlPadded } from "../../src/auth/crypto";
 import { loadPublicKeyFile, parseOpenSshPrivateKey, publicPemOf } from "../../src/auth/keys";
@@ -8,6 +7,7 @@ import { PingRequest, PullTaskInsRequest, PushTaskResRequest } from "../../src/p
 import { GetRunRequest } from "../../src/proto/flwr/proto/run";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import * as v from "./vectors";
+import { generateEcKeyPair } from "../helpers/ec-keys";
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString("hex");
 
@@ -81,7 +81,7 @@ describe("the CreateNode handshake", () => {
       /SuperLink sent an invalid public key/,
     );
     expect(() => auth.acceptCreateNodeMetadata(serverHeaders("abc"))).toThrow(AuthenticationError);
-    const p256 = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const p256 = generateEcKeyPair("P-256");
     expect(() =>
       auth.acceptCreateNodeMetadata(serverHeaders(base64UrlPadded(Buffer.from(publicPemOf(p256.privateKey))))),
     ).toThrow(/on P-256 but this SuperNode's key is on P-384/);
@@ -92,10 +92,10 @@ describe("the CreateNode handshake", () => {
   });
 
   test("nodes of one process that get the same SuperLink key each derive their own HMAC key; a new SuperLink key is parsed anew", () => {
-    const server = generateKeyPairSync("ec", { namedCurve: "P-384" });
-    const otherServer = generateKeyPairSync("ec", { namedCurve: "P-384" });
+    const server = generateEcKeyPair("P-384");
+    const otherServer = generateEcKeyPair("P-384");
     const header = (key: typeof server): string => base64UrlPadded(Buffer.from(publicPemOf(key.privateKey)));
-    const nodes = [0, 1].map(() => new SuperNodeAuth(generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey));
+    const nodes = [0, 1].map(() => new SuperNodeAuth(generateEcKeyPair("P-384").privateKey));
     const ping = PingRequest.fromPartial({ node: { nodeId: 5n }, pingInterval: 30 });
     const tokens = (): unknown[] => nodes.map((n) => n.metadataFor("PingRequest", ping).get("auth-token")[0]);
     for (const n of nodes) n.acceptCreateNodeMetadata(serverHeaders(header(server)));

@@ -1,4 +1,4 @@
-import { createPublicKey, generateKeyPairSync } from "node:crypto";
+import { createPublicKey } from "node:crypto";
 import { AuthenticationError, MalformedMessageError } from "../../src/core/errors";
 import {
   base64UrlPadded,
@@ -11,6 +11,7 @@ import {
 } from "../../src/auth/crypto";
 import { parseOpenSshPrivateKey, parseOpenSshPublicKey } from "../../src/auth/keys";
 import * as v from "./vectors";
+import { generateEcKeyPair } from "../helpers/ec-keys";
 
 const clientKey = parseOpenSshPrivateKey(v.CLIENT_PRIVATE_OPENSSH);
 const serverKey = parseOpenSshPrivateKey(v.SERVER_PRIVATE_OPENSSH);
@@ -94,7 +95,7 @@ describe("key agreement", () => {
   });
 
   test("keys on different curves cannot agree: AuthenticationError", () => {
-    const p256 = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const p256 = generateEcKeyPair("P-256");
     const p256Pem = createPublicKey(p256.privateKey).export({ type: "spki", format: "pem" }) as string;
     expect(() => deriveHmacKey(serverKey, p256Pem)).toThrow(AuthenticationError);
   });

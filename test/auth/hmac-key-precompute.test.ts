@@ -4,7 +4,7 @@
  * authenticator, dropped with their key, followed for keys added to a watched allowlist file,
  * and stoppable mid-way with nothing left in flight.
  */
-import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { Writable } from "node:stream";
 import { Allowlist } from "../../src/auth/allowlist";
@@ -15,11 +15,12 @@ import { FleetAuthenticator, type FleetAuthState } from "../../src/auth/server-a
 import { createLogger } from "../../src/core/logger";
 import { PingRequest } from "../../src/proto/flwr/proto/fleet";
 import { csvElementOf, makeKeyDir } from "./key-helpers";
+import { generateEcKeyPair } from "../helpers/ec-keys";
 
 const CURVES = { "P-256": "prime256v1", "P-384": "secp384r1", "P-521": "secp521r1" } as const;
 
 function ecKey(curve: keyof typeof CURVES): { privateKey: KeyObject; pem: string } {
-  const { privateKey } = generateKeyPairSync("ec", { namedCurve: CURVES[curve] });
+  const { privateKey } = generateEcKeyPair(CURVES[curve]);
   return { privateKey, pem: publicPemOf(privateKey) };
 }
 

@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes } from "node:crypto";
+import { createPrivateKey, createPublicKey, type KeyObject, randomBytes } from "node:crypto";
 import { copyFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { InvalidKeyFileError } from "../../src/core/errors";
@@ -19,6 +19,7 @@ import { decodeBase64UrlLikePython } from "../../src/auth/crypto";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { csvElementOf, type KeyDir, makeKeyDir, run } from "./key-helpers";
 import * as v from "./vectors";
+import { generateEcKeyPair } from "../helpers/ec-keys";
 
 let fx: Fixtures;
 let keys: KeyDir;
@@ -156,7 +157,7 @@ describe("key test vectors (test/auth/vectors.ts)", () => {
 });
 
 describe("OpenSSH private key encodings", () => {
-  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-384" });
+  const { privateKey } = generateEcKeyPair("P-384");
   const d = rawScalar(privateKey);
   const point = pointOf(privateKey);
   const pem = publicPemOf(privateKey);
@@ -183,12 +184,12 @@ describe("OpenSSH private key encodings", () => {
     ["differing check integers", { checkints: [1, 2] as [number, number] }, /check integers/],
     [
       "a public point that does not match d",
-      { point: pointOf(generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey) },
+      { point: pointOf(generateEcKeyPair("P-384").privateKey) },
       /does not match/,
     ],
     [
       "a header public key that does not match",
-      { outerPoint: pointOf(generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey) },
+      { outerPoint: pointOf(generateEcKeyPair("P-384").privateKey) },
       /does not match/,
     ],
     ["bad padding", { padding: Buffer.from([1, 2, 4]) }, /padding/],
@@ -267,7 +268,7 @@ describe("keys made by ssh-keygen and openssl", () => {
     let leadingZero = 0;
     for (const namedCurve of ["P-256", "P-384", "P-521"]) {
       for (let i = 0; i < 96; i++) {
-        const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve });
+        const { privateKey, publicKey } = generateEcKeyPair(namedCurve);
         const openssl = publicKey.export({ type: "spki", format: "pem" }) as string;
         const { x } = publicKey.export({ format: "jwk" });
         if (Buffer.from(x ?? "", "base64url")[0] === 0) leadingZero++;
@@ -304,7 +305,7 @@ describe("keys made by ssh-keygen and openssl", () => {
 });
 
 describe("public key validation", () => {
-  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-384" });
+  const { privateKey } = generateEcKeyPair("P-384");
   const point = pointOf(privateKey);
   const line = (blob: Buffer, type = "ecdsa-sha2-nistp384"): string => `${type} ${blob.toString("base64")}`;
 
@@ -376,7 +377,7 @@ describe("public key validation", () => {
         }
       };
       for (let i = 0; i < 8; i++) {
-        const valid = pointOf(generateKeyPairSync("ec", { namedCurve: curve.name }).privateKey);
+        const valid = pointOf(generateEcKeyPair(curve.name).privateKey);
         const x = valid.subarray(1, 1 + curve.bytes);
         const y = valid.subarray(1 + curve.bytes);
         const odd = y[y.length - 1]! & 1;
@@ -553,7 +554,7 @@ describe("loadAllowlistCsv", () => {
 });
 
 test("PEM key objects from node:crypto are accepted as private keys", () => {
-  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-521" });
+  const { privateKey } = generateEcKeyPair("P-521");
   const pem = privateKey.export({ type: "pkcs8", format: "pem" }) as string;
   const loaded = parseOpenSshPrivateKey(pem);
   expect(curveOf(loaded)).toBe("P-521");

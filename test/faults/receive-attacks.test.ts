@@ -11,7 +11,6 @@
  * The budget for unauthenticated bytes is checked with small flags: RESOURCE_EXHAUSTED and a
  * log line.
  */
-import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as http2 from "node:http2";
 import { gzipSync } from "node:zlib";
@@ -24,6 +23,7 @@ import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { RecordSet } from "../../src/proto/flwr/proto/recordset";
 import { fleetClient, validTaskRes } from "../superlink/helpers";
 import { type RunningSuperLink, ensureDist, isEvent, killAll, startSuperLink, superlinkArgs } from "./helpers";
+import { generateEcKeyPair } from "../helpers/ec-keys";
 
 jest.setTimeout(240_000);
 
@@ -117,7 +117,7 @@ function requestHeaders(path: string, extra: Record<string, string>): http2.Outg
 const base64UrlPadded = (bytes: Buffer): string => bytes.toString("base64").replace(/\+/g, "-").replace(/\//g, "_");
 
 function unknownPublicKeyHeader(): string {
-  const { publicKey } = generateKeyPairSync("ec", { namedCurve: "secp384r1" });
+  const { publicKey } = generateEcKeyPair("secp384r1");
   return base64UrlPadded(Buffer.from(publicKey.export({ type: "spki", format: "pem" }) as string, "latin1"));
 }
 

@@ -3,7 +3,6 @@
  * allowlisted keys (src/auth/hmac-key-precompute.ts): nodes register and authenticate with
  * them, and a SuperLink stopped mid-precomputation leaves nothing running.
  */
-import { generateKeyPairSync } from "node:crypto";
 import { Allowlist } from "../../src/auth/allowlist";
 import { loadKeyPairFiles, publicPemOf } from "../../src/auth/keys";
 import { IN_MEMORY_DATABASE } from "../../src/core/constants";
@@ -11,6 +10,7 @@ import { type SuperLinkConfig, startSuperLink } from "../../src/superlink/superl
 import { readServerTlsFiles } from "../../src/transport/tls";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { fleetClient, memoryLogger, registerAuthenticated, until } from "./helpers";
+import { generateEcKeyPair } from "../helpers/ec-keys";
 
 let fx: Fixtures;
 beforeAll(() => {
@@ -54,9 +54,7 @@ test("nodes whose keys were precomputed register and authenticate", async () => 
 test("stopping the SuperLink mid-precomputation leaves nothing running", async () => {
   const server = loadKeyPairFiles(fx.superlinkPrivateKey, fx.superlinkPublicKey);
   const curve = server.privateKey.asymmetricKeyDetails?.namedCurve ?? "secp384r1";
-  const pems = Array.from({ length: 600 }, () =>
-    publicPemOf(generateKeyPairSync("ec", { namedCurve: curve }).privateKey),
-  );
+  const pems = Array.from({ length: 600 }, () => publicPemOf(generateEcKeyPair(curve).privateKey));
   const { logger, lines } = memoryLogger();
   const link = await startSuperLink(config(new Allowlist(pems)), { logger });
   await link.close();
