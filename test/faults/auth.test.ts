@@ -19,6 +19,7 @@ import { unaryCall } from "../../src/transport/channel";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import {
   TLS_CHANNEL_OPTIONS,
+  authenticatedCreateNode,
   clientCredentials,
   driverClient,
   fleetClient,
@@ -82,14 +83,7 @@ async function register(
   index: number,
 ): Promise<{ auth: SuperNodeAuth; nodeId: bigint; headers: grpc.Metadata }> {
   const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[index]!, fx.clientPublicKeys[index]!);
-  const request = { pingInterval: 30 };
-  const { response, headers } = await unaryCall(
-    client.createNode.bind(client),
-    request,
-    auth.metadataFor("CreateNodeRequest", request),
-  );
-  auth.acceptCreateNodeMetadata(headers);
-  const nodeId = response.node!.nodeId;
+  const { nodeId, headers } = await authenticatedCreateNode(client, auth);
   // As a SuperNode does: CreateNode alone leaves a new node offline until its first Ping.
   const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
   await unaryCall(client.ping.bind(client), ping, auth.metadataFor("PingRequest", ping));

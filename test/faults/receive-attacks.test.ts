@@ -21,9 +21,10 @@ import type { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { unaryCall } from "../../src/transport/channel";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { RecordSet } from "../../src/proto/flwr/proto/recordset";
-import { fleetClient, validTaskRes } from "../superlink/helpers";
+import { authenticatedCreateNode, fleetClient, validTaskRes } from "../superlink/helpers";
 import { type RunningSuperLink, ensureDist, isEvent, killAll, startSuperLink, superlinkArgs } from "./helpers";
 import { generateEcKeyPair } from "../helpers/ec-keys";
+import { grpcFrameHeader as frameHeader, grpcRequestHeaders as requestHeaders } from "../helpers/raw-grpc";
 
 jest.setTimeout(240_000);
 
@@ -62,14 +63,7 @@ async function legitimateNode(
   const client: FleetClient = fleetClient(link.fleetAddress, ca);
   closers.push(() => client.close());
   const auth = SuperNodeAuth.fromFiles(fx.clientPrivateKeys[0]!, fx.clientPublicKeys[0]!);
-  const request = { pingInterval: 30 };
-  const { response, headers } = await unaryCall(
-    client.createNode.bind(client),
-    request,
-    auth.metadataFor("CreateNodeRequest", request),
-  );
-  auth.acceptCreateNodeMetadata(headers);
-  const nodeId = response.node!.nodeId;
+  const { nodeId } = await authenticatedCreateNode(client, auth);
   const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
   return {
     auth,
@@ -100,17 +94,6 @@ function connect(link: RunningSuperLink): Promise<http2.ClientHttp2Session> {
     session.once("error", reject);
     closers.push(() => session.destroy());
   });
-}
-
-function frameHeader(declared: number, compressed = false): Buffer {
-  const header = Buffer.alloc(5);
-  header.writeUInt8(compressed ? 1 : 0, 0);
-  header.writeUInt32BE(declared, 1);
-  return header;
-}
-
-function requestHeaders(path: string, extra: Record<string, string>): http2.OutgoingHttpHeaders {
-  return { ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", ...extra };
 }
 
 /** base64url with padding, as Flower sends header values. */

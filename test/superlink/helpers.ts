@@ -116,20 +116,31 @@ export function longPollOptIn(metadata: grpc.Metadata = new grpc.Metadata()): gr
  * Registers as an authenticated SuperNode does: CreateNode, then the first MAC-checked call (a
  * Ping), which brings the new node online and proves the connection's key.
  */
+/**
+ * CreateNode (ping interval 30 s) as the SuperNode `auth` speaks for, which then takes the
+ * SuperLink's public key from the answer's metadata; the node id and that metadata.
+ */
+export async function authenticatedCreateNode(
+  fleet: FleetClient,
+  auth: SuperNodeAuth,
+): Promise<{ nodeId: bigint; headers: grpc.Metadata }> {
+  const request = { pingInterval: 30 };
+  const { response, headers } = await unaryCall(
+    fleet.createNode.bind(fleet),
+    request,
+    auth.metadataFor("CreateNodeRequest", request),
+  );
+  auth.acceptCreateNodeMetadata(headers);
+  return { nodeId: response.node!.nodeId, headers };
+}
+
 export async function registerAuthenticated(
   fleet: FleetClient,
   privateKeyFile: string,
   publicKeyFile: string,
 ): Promise<{ auth: SuperNodeAuth; nodeId: bigint; pinged: boolean }> {
   const auth = SuperNodeAuth.fromFiles(privateKeyFile, publicKeyFile);
-  const create = { pingInterval: 30 };
-  const { response, headers } = await unaryCall(
-    fleet.createNode.bind(fleet),
-    create,
-    auth.metadataFor("CreateNodeRequest", create),
-  );
-  auth.acceptCreateNodeMetadata(headers);
-  const nodeId = response.node!.nodeId;
+  const { nodeId } = await authenticatedCreateNode(fleet, auth);
   const ping = { node: { nodeId, anonymous: false }, pingInterval: 30 };
   const pinged = await unaryCall(fleet.ping.bind(fleet), ping, auth.metadataFor("PingRequest", ping));
   return { auth, nodeId, pinged: pinged.response.success };

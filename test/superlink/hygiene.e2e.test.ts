@@ -42,6 +42,7 @@ import {
   statusOf,
   validTaskIns,
 } from "./helpers";
+import { grpcFrameHeader, grpcRequestHeaders } from "../helpers/raw-grpc";
 
 const clients: grpc.Client[] = [];
 afterAll(async () => {
@@ -66,21 +67,14 @@ function rawSession(address: string): Promise<http2.ClientHttp2Session> {
 
 /** Opens a gRPC request stream for `method`, headers only; the test writes the body. */
 function grpcStream(session: http2.ClientHttp2Session, method: string): http2.ClientHttp2Stream {
-  const stream = session.request({
-    ":method": "POST",
-    ":path": method,
-    "content-type": "application/grpc",
-    te: "trailers",
-  });
+  const stream = session.request(grpcRequestHeaders(method));
   stream.on("error", () => {});
   return stream;
 }
 
 /** gRPC framing of one message: flag byte, 4-byte big-endian length, the bytes. */
 function frame(body: Buffer): Buffer {
-  const header = Buffer.alloc(5);
-  header.writeUInt32BE(body.length, 1);
-  return Buffer.concat([header, body]);
+  return Buffer.concat([grpcFrameHeader(body.length), body]);
 }
 
 /** How long the SuperLink keeps a TCP connection on which the peer sends nothing (< 20 s). */

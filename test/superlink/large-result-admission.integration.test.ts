@@ -28,6 +28,7 @@ import {
   validTaskIns,
   validTaskRes,
 } from "./helpers";
+import { grpcFrameHeader, grpcRequestHeaders } from "../helpers/raw-grpc";
 
 const MiB = 1024 * 1024;
 /** Above the 16 MiB from which results are admitted by the budget. */
@@ -179,16 +180,9 @@ test("an upload that ends gives its budget back, and small calls on a held conne
   const session = http2.connect(`https://localhost:${link.fleetAddress.split(":").pop()}`, { ca });
   session.on("error", () => undefined);
   closers.push(() => session.destroy());
-  const stalled = session.request({
-    ":method": "POST",
-    ":path": "/flwr.proto.Fleet/PushTaskRes",
-    "content-type": "application/grpc",
-    te: "trailers",
-  });
+  const stalled = session.request(grpcRequestHeaders("/flwr.proto.Fleet/PushTaskRes"));
   stalled.on("error", () => undefined);
-  const header = Buffer.alloc(5);
-  header.writeUInt32BE(RESULT_BYTES + 1000, 1);
-  stalled.write(Buffer.concat([header, Buffer.alloc(MiB)]));
+  stalled.write(Buffer.concat([grpcFrameHeader(RESULT_BYTES + 1000), Buffer.alloc(MiB)]));
   await until(() => link.largeResultAdmission()!.admitted === 1, "the stalled upload admitted");
 
   // Node 1's upload waits behind it, while its connection still serves small calls.

@@ -13,7 +13,7 @@ import type { FleetClient } from "../../src/proto/flwr/proto/fleet";
 import { unaryCall } from "../../src/transport/channel";
 import { requireDist } from "../helpers/dist";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
-import { driverClient, fleetClient, statusOf } from "./helpers";
+import { authenticatedCreateNode, driverClient, fleetClient, statusOf } from "./helpers";
 
 const BIN = join(REPO_ROOT, "bin", "flower-superlink");
 
@@ -130,14 +130,7 @@ async function startSecure(database: string): Promise<{ daemon: Daemon; driverAd
 
 /** CreateNode as an authenticated SuperNode; returns the node id. */
 async function authCreateNode(fleet: FleetClient, auth: SuperNodeAuth): Promise<bigint> {
-  const request = { pingInterval: 30 };
-  const { response, headers } = await unaryCall(
-    fleet.createNode.bind(fleet),
-    request,
-    auth.metadataFor("CreateNodeRequest", request),
-  );
-  auth.acceptCreateNodeMetadata(headers);
-  return response.node!.nodeId;
+  return (await authenticatedCreateNode(fleet, auth)).nodeId;
 }
 
 async function stop(daemon: Daemon, signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {

@@ -15,6 +15,7 @@ import { type RunningGrpcServer, releaseAlpnCopy, startGrpcServer } from "../../
 import { serverCredentials } from "../../src/transport/tls";
 import { type Fixtures, REPO_ROOT, generateFixtures } from "../helpers/fixtures";
 import { runNodeScript } from "../helpers/node-script";
+import { grpcRequestHeaders } from "../helpers/raw-grpc";
 
 const NODE_DEFAULT_WINDOW = 65_535;
 
@@ -189,12 +190,7 @@ describe("closing a server", () => {
     const session = connect(`https://localhost:${server.port}`, { ca: fx.read(fx.caCert), ALPNProtocols: ["h2"] });
     sessions.push(session);
     session.on("error", () => undefined);
-    const stream = session.request({
-      ":method": "POST",
-      ":path": "/test.Hold/Hold",
-      "content-type": "application/grpc",
-      te: "trailers",
-    });
+    const stream = session.request(grpcRequestHeaders("/test.Hold/Hold"));
     stream.on("error", () => undefined);
     const headers = new Promise((resolve) => stream.once("response", resolve));
     stream.write(Buffer.from([0, 0, 0, 0, 1, 7]));
