@@ -26,6 +26,7 @@ import { tmpdir } from "node:os";
 import { StateError, errorMessage } from "../core/errors";
 import { openUnlinkedFile, readFullySync, writeAll } from "../core/unlinked-file";
 import { type DeferredRecordSetSource, deferredRecordSet } from "../core/wire/deferred-recordset";
+import { recordSetPayloadBytes } from "../core/wire/payload-bytes";
 import { RecordSet } from "../proto/flwr/proto/recordset";
 import type { SharedContent, StateLogger } from "./state";
 import { contentDigest } from "./state-support";
@@ -91,12 +92,6 @@ function closeQuietly(file: FileHandle): void {
   file.close().catch(() => undefined);
 }
 
-function tensorBytes(recordset: RecordSet): number {
-  let total = 0;
-  for (const record of recordset.parameters.values()) for (const array of record.dataValues) total += array.data.length;
-  return total;
-}
-
 /** Shared contents by key (run and digest), each with its references and, maybe, its spill file. */
 export class SharedContentStore {
   private readonly contents = new Map<string, StoredContent>();
@@ -136,7 +131,7 @@ export class SharedContentStore {
       this.contents.set(key, {
         digest: shared.digest,
         byteLength: shared.encoded.length,
-        payloadBytes: tensorBytes(shared.recordset),
+        payloadBytes: recordSetPayloadBytes(shared.recordset),
         refs: 1,
         undelivered: 1,
         held: shared,
