@@ -20,6 +20,7 @@ const INTEGRATION = [
   "/test/superlink/(cli|rest-fleet|generate-sh|metrics|metrics-status-page)\\.test\\.ts$",
   "/test/state/(sqlite|postgres)-state\\.test\\.ts$",
   "/test/proto/generated-current\\.test\\.ts$",
+  "/test/transport/server-certificate-chain\\.test\\.ts$",
   "/test/server/history-plot\\.test\\.ts$",
   "/test/example/model\\.test\\.ts$",
 ];

@@ -14,6 +14,7 @@ import { REPO_ROOT, say, setDaemonNodeFlags } from "./lib/processes";
 import { GOAL_HEADERS, type GoalRow, goalCells, goalRows } from "./lib/goals";
 import { type Repeated, type Summary, formatSummary } from "./lib/stats";
 import { DEFAULT_FEDAVG_REPEAT, type FedAvgCase, type FedAvgCaseResult, runFedAvg } from "./scenarios/fedavg";
+import { DEFAULT_HANDSHAKE_REPEAT, type HandshakeRuns, runHandshake } from "./scenarios/handshake";
 import { DEFAULT_HOP_REPEAT, type HopResult, runHop } from "./scenarios/hop";
 import { DEFAULT_IDLE_REPEAT, type IdleResult, runIdleRepeated, warmBatchNodes } from "./scenarios/idle";
 import { type RelayCase, type RelayCaseResult, defaultRelayRepeat, runRelay } from "./scenarios/relay";
@@ -32,7 +33,7 @@ import {
   runRound1000Repeated,
 } from "./scenarios/round1000";
 
-const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop", "train", "round1000"] as const;
+const SCENARIOS = ["rounds", "relay", "fedavg", "idle", "hop", "handshake", "train", "round1000"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Options {
@@ -57,8 +58,8 @@ interface Options {
   profileDir?: string;
 }
 
-const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [train] [round1000] [options]
-  (no scenario = all seven)
+const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [handshake] [train] [round1000] [options]
+  (no scenario = all eight)
   --rounds N           FedAvg rounds in "rounds" (default 3)
   --relay-cases LIST   payload MB x nodes for "relay", TLS + auth unless ":tls" (TLS, no
                        node auth) or ":plain" (plaintext, no auth) follows
@@ -77,7 +78,8 @@ const USAGE = `Usage: npm run bench -- [rounds] [relay] [fedavg] [idle] [hop] [t
   --repeat N           runs of every case (fresh daemons each); tables print median [min-max]
                        and n. Defaults: rounds 10; relay 10 for 100x2 (TLS + auth), 3 when
                        MB x nodes >= 1000, else 5; fedavg 1; idle 1 (CPU and RSS medians over
-                       the window's 1 s samples); hop 10 calls after a warm-up; train 10
+                       the window's 1 s samples); hop 10 calls after a warm-up; handshake 5
+                       runs of 300 connections; train 10
                        fits per backend after a warm-up fit
   --output FILE        where the JSON results go (default bench/results/latest.json)
   --credentials-script FILE  make certificates and keys with FILE instead of scripts/generate.sh
@@ -335,10 +337,14 @@ function idleTable(r: Repeated<IdleResult>): string {
     ["registrations per second", m(s, "registrationsPerSecond", 0)],
     ["SuperLink CPU per registration, ms", m(s, "superlinkCpuMsPerRegistration", 1)],
     ["one core's ceiling, 1000 / SuperLink ms per registration, /s", m(s, "superlinkRegistrationCeilingPerSecond", 0)],
+    ["SuperLink main thread (event loop) CPU per registration, ms", m(s, "superlinkMainThreadMsPerRegistration", 1)],
+    ["event loop's ceiling, 1000 / main thread ms per registration, /s", m(s, "superlinkEventLoopCeilingPerSecond", 0)],
     ["SuperNodes' CPU per registration (workers), ms", m(s, "workersCpuMsPerRegistration", 1)],
     ["warm SuperLink, a second batch: registrations per second", m(s, "warmRegistrationsPerSecond", 0)],
     ["warm: SuperLink CPU per registration, ms", m(s, "warmSuperlinkCpuMsPerRegistration", 1)],
     ["warm: one core's ceiling, /s", m(s, "warmSuperlinkRegistrationCeilingPerSecond", 0)],
+    ["warm: SuperLink main thread CPU per registration, ms", m(s, "warmSuperlinkMainThreadMsPerRegistration", 1)],
+    ["warm: event loop's ceiling, /s", m(s, "warmSuperlinkEventLoopCeilingPerSecond", 0)],
     ["warm: SuperNodes' CPU per registration (new workers), ms", m(s, "warmWorkersCpuMsPerRegistration", 1)],
     ["window, s", m(s, "windowSeconds", 1)],
     ["SuperLink CPU, % of one core (whole window)", m(s, "superlinkCpuPercent", 1)],
@@ -414,6 +420,22 @@ function hopTable(results: HopResult[]): string {
       ["payload", "security", "n", "seconds", "first s", "sender CPU ms", "receiver user ms", "receiver sys ms"],
       rows,
     )
+  );
+}
+
+function handshakeTable(r: HandshakeRuns): string {
+  const s = r.summary;
+  const rows = [
+    ["connections per run", String(r.runs[0]?.connections ?? "-")],
+    ["connections per second (both ends on this machine)", formatSummary(s.perSecond, 0)],
+    ["client CPU per connection (the SuperNodes' side), ms", formatSummary(s.clientCpuMs, 2)],
+    ["server CPU per connection (the SuperLink's side), ms", formatSummary(s.serverCpuMs, 2)],
+    ["ceiling, 1000 x cores / (client + server ms), /s", formatSummary(s.ceilingPerSecond, 0)],
+  ];
+  return (
+    "handshake: the floor under a registration on bare node:http2 (fresh TLS connection, two small POSTs, " +
+    `the client's P-384 ECDH; no gRPC, none of our code); ${MEDIANS} (n = ${r.runs.length})\n` +
+    table(["measure", "value"], rows)
   );
 }
 
@@ -545,6 +567,10 @@ async function main(args: string[]): Promise<number> {
           const r = await runRound1000Repeated(creds, workDir, roundOpts, opts.repeat ?? DEFAULT_ROUND1000_REPEAT);
           results["round1000"] = r;
           texts.push(round1000Table(r));
+        } else if (scenario === "handshake") {
+          const r = await runHandshake(creds, workDir, opts.repeat ?? DEFAULT_HANDSHAKE_REPEAT);
+          results["handshake"] = r;
+          texts.push(handshakeTable(r));
         } else {
           const r = await runHop(creds, workDir, opts.hopMB, opts.repeat ?? DEFAULT_HOP_REPEAT);
           results["hop"] = r;

@@ -174,9 +174,21 @@ export function failOnExit(children: Child[]): Promise<never> {
 
 const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ, 100 on every Linux build that matters (getconf CLK_TCK)
 
-/** User + system CPU time of a process so far, in seconds (/proc/<pid>/stat). */
+/** User + system CPU time of a process so far, all its threads, in seconds (/proc/<pid>/stat). */
 export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/**
+ * User + system CPU time of a process's main thread so far, in seconds: for Node, the event loop
+ * (V8's compiler and GC helpers, libuv's pool and worker threads run on threads of their own).
+ */
+export function mainThreadCpuSeconds(pid: number): number {
+  return statCpuSeconds(`/proc/${pid}/task/${pid}/stat`);
+}
+
+function statCpuSeconds(path: string): number {
+  const stat = readFileSync(path, "utf8");
   // The command name may contain spaces or parentheses: fields start after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const utime = Number(fields[11]);
