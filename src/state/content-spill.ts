@@ -331,8 +331,9 @@ export class SharedContentStore {
    * that file, hashing everything read from it, and checks the digest before handing out the
    * range that ends the content, so an answer from a bad file never reaches its last byte (the
    * file is then dropped, fileFailed). A reader that switched mid-answer hashes the part it sent
-   * from memory by reading it from the file as it goes (CATCH_UP_FACTOR). While it is open a
-   * removal of the content leaves the content's bytes and file to it.
+   * from memory by reading it from the file as it goes (CATCH_UP_FACTOR; what it sends from the
+   * file meanwhile is hashed when read again, so a file changed and changed back in between goes
+   * unnoticed). While it is open a removal of the content leaves the content's bytes and file to it.
    */
   private openReader(entry: StoredContent): DeferredReader {
     if (entry.removed) throw this.unreadable(entry);
