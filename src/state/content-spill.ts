@@ -9,22 +9,30 @@
  * (src/core/unlinked-file.ts) and the state drops its references to them and to the decoded
  * RecordSet. Deliveries of a large content carry a deferred RecordSet
  * (src/core/wire/deferred-recordset.ts) rather than the content itself, so the answers waiting to
- * be written hold none of it: a gRPC answer reads its bytes batch by batch, from memory while
- * anything still holds them, else from the file. A redelivery or a lookup by digest reads the
- * bytes back whole, checks their digest and decodes them as an upload is decoded, so what is
- * pulled is byte-identical. Byte accounting does not change: the content
- * counts until its last TaskIns is removed, which closes the file.
+ * be written hold none of it: a gRPC answer reads its bytes batch by batch through a reader of
+ * its own (`openReader`), from memory while anything still holds them, else from the file,
+ * hashing what it reads from the file and checking the digest before it hands out the batch that
+ * ends the content: an answer from a bad file is aborted short of its last byte, so no SuperNode
+ * gets a complete message with wrong bytes. A redelivery or a lookup by digest reads the bytes
+ * back whole, checks their digest and decodes them as an upload is decoded, so what is pulled is
+ * byte-identical. Byte accounting does not change: the content counts until its last TaskIns is
+ * removed, which closes the file; answers still being written from it keep its bytes and file
+ * until they are done (the last reader to finish closes it), and only `close()` (shutdown) cuts
+ * them short.
  *
  * The write runs on a libuv thread, off the event loop; until it has completed the content stays
  * in memory and is used from there. A write that fails (disk full) leaves the content in memory
- * (logged once). A read that fails (EIO, a short file) makes the content unavailable: the
- * redelivery is skipped (the task stays leased, and expires unless a result comes) and a lookup
- * by digest finds nothing, so the Driver uploads the content again, which brings it back.
+ * (logged once). A read that fails (EIO, a short file, wrong bytes: logged once, the file closed)
+ * makes the content unavailable: the answer being written fails, the redelivery is skipped (the
+ * task stays leased, and expires unless a result comes) and a lookup by digest finds nothing, so
+ * the Driver uploads the content again, which brings it back.
  */
+import { type Hash, createHash } from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { StateError, errorMessage } from "../core/errors";
 import { openUnlinkedFile, readFullySync, writeAll } from "../core/unlinked-file";
+import type { DeferredReader } from "../core/wire/chunked-writer";
 import { type DeferredRecordSetSource, deferredRecordSet } from "../core/wire/deferred-recordset";
 import { recordSetPayloadBytes } from "../core/wire/payload-bytes";
 import { RecordSet } from "../proto/flwr/proto/recordset";
@@ -36,6 +44,15 @@ import { contentDigest } from "./state-support";
  * file per evaluate config would cost more in system calls than it frees.
  */
 const CONTENT_SPILL_MIN_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A reader that switches to the file mid-answer hashes the part it sent from memory by reading it
+ * from the file too, at most this many times the bytes of each range it is asked for (so the
+ * event loop is never held for long), and whatever is left before the last range.
+ */
+const CATCH_UP_FACTOR = 4;
+/** Largest single read of that catch-up. */
+const CATCH_UP_READ_BYTES = 1024 * 1024;
 
 /** Where and from what size delivered contents are spilled. */
 export interface ContentSpillOptions {
@@ -86,6 +103,11 @@ interface StoredContent {
   spillFailed: boolean;
   /** Deleted from the store (a write in progress closes its file when it completes). */
   removed: boolean;
+  /**
+   * Answers being written from it (DeferredBytes.open): while there are any, a removal keeps its
+   * bytes and file for them, and the last one to finish lets go of them.
+   */
+  readers: number;
 }
 
 function closeQuietly(file: FileHandle): void {
@@ -99,6 +121,8 @@ export class SharedContentStore {
   private readonly dir: string;
   private readonly alwaysReadBack: boolean;
   private readonly pending = new Set<Promise<void>>();
+  /** Deleted contents kept for the answers still being written from them. */
+  private readonly lingering = new Set<StoredContent>();
   private readBacks = 0;
   private spillFailureLogged = false;
   private closed = false;
@@ -138,6 +162,7 @@ export class SharedContentStore {
         spilling: false,
         spillFailed: false,
         removed: false,
+        readers: 0,
       });
       return true;
     }
@@ -208,15 +233,25 @@ export class SharedContentStore {
       this.readBacks++;
       return content;
     } catch (err) {
-      this.logger?.error(
-        { event: "state.shared-content-unreadable", digest: entry.digest, err },
-        `Shared content ${entry.digest.slice(0, 16)}… could not be read back from its spill file ` +
-          `(${errorMessage(err)}); its TaskIns are not delivered again until the Driver uploads it again`,
-      );
-      closeQuietly(entry.file);
-      delete entry.file;
+      this.fileFailed(entry, entry.file, err);
       return undefined;
     }
+  }
+
+  /**
+   * `file` gave wrong bytes or none: unless that was handled already, logged, closed and no
+   * longer used (answers still reading it fail; the content is delivered only from memory, if at
+   * all, until the Driver uploads it again).
+   */
+  private fileFailed(entry: StoredContent, file: FileHandle, err: unknown): void {
+    if (entry.file !== file) return;
+    this.logger?.error(
+      { event: "state.shared-content-unreadable", digest: entry.digest, err },
+      `Shared content ${entry.digest.slice(0, 16)}… could not be read back from its spill file ` +
+        `(${errorMessage(err)}); its TaskIns are not delivered again until the Driver uploads it again`,
+    );
+    closeQuietly(file);
+    delete entry.file;
   }
 
   memory(): ContentMemory {
@@ -237,16 +272,29 @@ export class SharedContentStore {
     while (this.pending.size > 0) await Promise.all([...this.pending]);
   }
 
-  /** Closes every spill file (writes in progress close theirs when they complete). */
+  /**
+   * Closes every spill file, at once: answers still being written from one fail (writes in
+   * progress close theirs when they complete).
+   */
   close(): void {
     this.closed = true;
-    for (const entry of this.contents.values()) this.drop(entry);
+    for (const entry of this.contents.values()) this.drop(entry, true);
+    for (const entry of this.lingering) this.drop(entry, true);
     this.contents.clear();
+    this.lingering.clear();
   }
 
-  /** Forgets a deleted content's bytes and closes its file (a read after that fails cleanly). */
-  private drop(entry: StoredContent): void {
+  /**
+   * Forgets a deleted content's bytes and closes its file (a read after that fails cleanly); while
+   * answers are being written from it (unless `now`), once the last of them is done.
+   */
+  private drop(entry: StoredContent, now = false): void {
     entry.removed = true;
+    if (entry.readers > 0 && !now) {
+      this.lingering.add(entry);
+      return;
+    }
+    this.lingering.delete(entry);
     delete entry.held;
     delete entry.recent;
     if (entry.file !== undefined) closeQuietly(entry.file);
@@ -254,23 +302,110 @@ export class SharedContentStore {
   }
 
   private sourceOf(entry: StoredContent): DeferredRecordSetSource {
-    const unreadable = (why: string): StateError =>
-      new StateError(`Shared content ${entry.digest.slice(0, 16)}… cannot be read: ${why}`);
     return {
       byteLength: entry.byteLength,
       payloadBytes: entry.payloadBytes,
-      slice: (offset, length, into) => {
-        const inMemory = entry.held ?? this.liveCopy(entry);
-        if (inMemory !== undefined) return inMemory.encoded.subarray(offset, offset + length);
-        if (entry.file === undefined) throw unreadable(entry.removed ? "it was deleted" : "its spill file failed");
-        const out = into?.subarray(0, length) ?? Buffer.allocUnsafeSlow(length);
-        if (readFullySync(entry.file.fd, out, offset) < length) throw unreadable("its spill file is short");
-        return out;
+      // Writers read through `open`; any other range comes from the content, read back whole.
+      slice: (offset, length) => {
+        const content = entry.removed ? undefined : this.contentOf(entry);
+        if (content === undefined) throw this.unreadable(entry);
+        return content.encoded.subarray(offset, offset + length);
       },
+      open: () => this.openReader(entry),
       load: () => {
         const content = entry.removed ? undefined : this.contentOf(entry);
-        if (content === undefined) throw unreadable(entry.removed ? "it was deleted" : "its spill file failed");
+        if (content === undefined) throw this.unreadable(entry);
         return content.recordset;
+      },
+    };
+  }
+
+  private unreadable(entry: StoredContent, why?: string): StateError {
+    why ??= entry.removed ? "it was deleted" : "its spill file failed";
+    return new StateError(`Shared content ${entry.digest.slice(0, 16)}… cannot be read: ${why}`);
+  }
+
+  /**
+   * A reader for one answer (DeferredReader: consecutive ranges). It serves each range from memory
+   * while the content is there; from its first range read from the file on, it reads only from
+   * that file, hashing everything read from it, and checks the digest before handing out the
+   * range that ends the content, so an answer from a bad file never reaches its last byte (the
+   * file is then dropped, fileFailed). A reader that switched mid-answer hashes the part it sent
+   * from memory by reading it from the file as it goes (CATCH_UP_FACTOR; what it sends from the
+   * file meanwhile is hashed when read again, so a file changed and changed back in between goes
+   * unnoticed). While it is open a removal of the content leaves the content's bytes and file to it.
+   */
+  private openReader(entry: StoredContent): DeferredReader {
+    if (entry.removed) throw this.unreadable(entry);
+    entry.readers++;
+    let released = false;
+    let failed: string | undefined;
+    let position = 0;
+    let file: FileHandle | undefined;
+    let hash: Hash | undefined;
+    let hashed = 0;
+    let catchUp: Buffer | undefined;
+    const readFile = (from: FileHandle, into: Buffer, at: number): void => {
+      const read = readFullySync(from.fd, into, at);
+      if (read < into.length) throw new Error(`the file ends at ${at + read} of ${entry.byteLength} bytes`);
+    };
+    const fromFile = (from: FileHandle, digest: Hash, offset: number, out: Buffer): void => {
+      const last = offset + out.length === entry.byteLength;
+      let budget = last ? Infinity : CATCH_UP_FACTOR * Math.max(out.length, 1);
+      while (hashed < offset && budget > 0) {
+        const n = Math.min(offset - hashed, CATCH_UP_READ_BYTES, budget);
+        const piece = (catchUp ??= Buffer.allocUnsafeSlow(CATCH_UP_READ_BYTES)).subarray(0, n);
+        readFile(from, piece, hashed);
+        digest.update(piece);
+        hashed += n;
+        budget -= n;
+      }
+      readFile(from, out, offset);
+      if (hashed === offset) {
+        digest.update(out);
+        hashed += out.length;
+      }
+      if (!last) return;
+      hash = undefined;
+      const got = digest.digest("hex");
+      if (got !== entry.digest) throw new Error(`the bytes read have digest ${got.slice(0, 16)}…`);
+    };
+    return {
+      slice: (offset, length, into) => {
+        if (released) throw this.unreadable(entry, "its reader was released");
+        if (failed !== undefined) throw this.unreadable(entry, failed);
+        if (offset !== position || length < 0 || offset + length > entry.byteLength)
+          throw new RangeError(`read of ${length} bytes at ${offset}, expected the range at ${position}`);
+        if (file === undefined) {
+          const inMemory = entry.held ?? this.liveCopy(entry);
+          if (inMemory !== undefined) {
+            position += length;
+            return inMemory.encoded.subarray(offset, offset + length);
+          }
+          if (entry.file === undefined) throw this.unreadable(entry);
+          file = entry.file;
+          hash = createHash("sha256");
+        }
+        const out = into?.subarray(0, length) ?? Buffer.allocUnsafeSlow(length);
+        // Checked already (a last empty range asked for again).
+        if (hash === undefined) return out;
+        const view = Buffer.from(out.buffer, out.byteOffset, length);
+        try {
+          fromFile(file, hash, offset, view);
+        } catch (err) {
+          failed = errorMessage(err);
+          this.fileFailed(entry, file, err);
+          throw this.unreadable(entry, failed);
+        }
+        position += length;
+        return out;
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        catchUp = undefined;
+        entry.readers--;
+        if (entry.readers === 0 && entry.removed) this.drop(entry);
       },
     };
   }

@@ -26,6 +26,7 @@ import { status as Status } from "@grpc/grpc-js";
 import type { ServerHttp2Stream } from "node:http2";
 import { collectYoungGarbage } from "../core/garbage-collection";
 import {
+  type DeferredReader,
   type EncodedChunks,
   chunkLength,
   deferredChunkOf,
@@ -222,6 +223,9 @@ export interface BatchWritable {
   cork(): void;
   uncork(): void;
   write(chunk: Uint8Array, callback?: (error?: Error | null) => void): boolean;
+  /** A Node stream's events: on 'close' (destroyed: the call ended or was cancelled) a deferred reader is released at once. */
+  once?(event: "close", listener: () => void): unknown;
+  off?(event: "close", listener: () => void): unknown;
 }
 
 /**
@@ -230,7 +234,9 @@ export interface BatchWritable {
  * write of the previous one has completed; `done` once, after the last write or at the first error
  * (a destroyed stream fails every later write). A stand-in for deferred bytes (deferredChunkOf: a
  * spilled broadcast) is read batch by batch, so only the batch on the wire is in memory, into one
- * buffer reused from batch to batch (a batch is written when the next one is read); a read that
+ * buffer reused from batch to batch (a batch is written when the next one is read), through a
+ * reader of its own when the source has one (DeferredBytes.open), released once the last of its
+ * bytes is read, at the first error, or when the stream closes, whichever comes first; a read that
  * fails ends the write with that error.
  */
 export function writeInBatches(
@@ -242,13 +248,34 @@ export function writeInBatches(
   let index = 0;
   let offset = 0;
   let scratch: Buffer | undefined;
+  let reader: DeferredReader | undefined;
+  let closed = false;
+  const releaseReader = (): void => {
+    const open = reader;
+    if (open === undefined) return;
+    reader = undefined;
+    stream.off?.("close", onClose);
+    open.release();
+  };
+  const onClose = (): void => {
+    closed = true;
+    releaseReader();
+  };
+  const finish = (error?: Error | null): void => {
+    releaseReader();
+    done(error);
+  };
   const writeBatch = (error?: Error | null): void => {
     if (error) {
-      done(error);
+      finish(error);
       return;
     }
     if (index >= pieces.length) {
-      done();
+      finish();
+      return;
+    }
+    if (closed) {
+      finish(new Error("the stream closed before the message was written"));
       return;
     }
     stream.cork();
@@ -261,21 +288,24 @@ export function writeInBatches(
       const n = Math.min(length - offset, room);
       let view: Uint8Array;
       try {
-        if (deferred !== undefined) scratch ??= Buffer.allocUnsafeSlow(batchBytes);
-        view =
-          deferred !== undefined
-            ? deferred.slice(offset, n, scratch!.subarray(scratchUsed, (scratchUsed += n)))
-            : offset === 0 && n === length
-              ? piece
-              : piece.subarray(offset, offset + n);
+        if (deferred === undefined) view = offset === 0 && n === length ? piece : piece.subarray(offset, offset + n);
+        else {
+          if (offset === 0) {
+            reader = deferred.open?.();
+            if (reader !== undefined) stream.once?.("close", onClose);
+          }
+          scratch ??= Buffer.allocUnsafeSlow(batchBytes);
+          view = (reader ?? deferred).slice(offset, n, scratch.subarray(scratchUsed, (scratchUsed += n)));
+        }
       } catch (err) {
         stream.uncork();
-        done(err instanceof Error ? err : new Error(String(err)));
+        finish(err instanceof Error ? err : new Error(String(err)));
         return;
       }
       offset += n;
       room -= n;
       if (offset === length) {
+        releaseReader();
         index++;
         offset = 0;
       }

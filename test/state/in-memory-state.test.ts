@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, readlinkSync, rmSync, truncateSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, truncateSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { collectGarbage } from "../../src/core/garbage-collection";
@@ -12,6 +12,7 @@ import { InMemoryState, type InMemoryStateOptions } from "../../src/state/in-mem
 import type { State } from "../../src/state/state";
 import { TASK_OVERHEAD_BYTES } from "../../src/state/state-support";
 import { promisedState } from "../../src/state/sync-state";
+import { type BatchWritable, writeInBatches } from "../../src/transport/grpc-zero-copy";
 import { memoryLogger } from "../server/helpers";
 import {
   TestClock,
@@ -314,5 +315,202 @@ describe("InMemoryState: delivered shared content leaves memory", () => {
     expect(state.storedBytes(runId)).toBe(bytes + TASK_OVERHEAD_BYTES);
     expect(recordsetBytes(state.getTaskIns(a, 1)[0]).equals(content.expected)).toBe(true);
     expect(recordsetBytes(state.getTaskIns(b, 1)[0]).equals(content.expected)).toBe(true);
+  });
+  /**
+   * A PullTaskIns answer for `taskIns` written as the gRPC Fleet API writes it (writeInBatches,
+   * 64 KiB batches) to a stream whose handovers complete only on `step()`, and the bytes it
+   * should be.
+   */
+  const BATCH = 64 * 1024;
+  function streamedAnswer(taskIns: TaskIns, expectedRecordSet: Buffer) {
+    const answer = { reconnect: undefined, taskInsList: [taskIns] };
+    const plain = { ...taskIns, task: { ...taskIns.task!, recordset: RecordSet.decode(expectedRecordSet) } };
+    const expected = encodeMessage(PullTaskInsResponse, { reconnect: undefined, taskInsList: [plain] });
+    const received: Buffer[] = [];
+    let pending: ((error?: Error | null) => void) | undefined;
+    let outcome: Error | "written" | undefined;
+    const stream: BatchWritable = {
+      cork: () => undefined,
+      uncork: () => undefined,
+      write: (chunk, callback) => {
+        received.push(Buffer.from(chunk));
+        pending = callback ?? pending;
+        return true;
+      },
+    };
+    const chunks = encodePullTaskInsResponseChunks(answer);
+    expect(chunks.chunks.some((c) => deferredChunkOf(c) !== undefined)).toBe(true);
+    writeInBatches(stream, chunks.chunks, BATCH, (e) => {
+      expect(outcome).toBeUndefined();
+      outcome = e ?? "written";
+    });
+    const step = (): boolean => {
+      const callback = pending;
+      pending = undefined;
+      callback?.();
+      return callback !== undefined;
+    };
+    return {
+      expected,
+      step,
+      /** Completes every handover; the outcome. */
+      finish: (): Error | "written" | undefined => {
+        for (let i = 0; i < 10_000 && step(); i++);
+        return outcome;
+      },
+      received: () => Buffer.concat(received),
+    };
+  }
+  const unreadableLogs = (lines: ReturnType<typeof memoryLogger>["lines"]) =>
+    lines.filter((l) => l.event === "state.shared-content-unreadable");
+  /** Writes `bytes` into the spill file at `position`, through another descriptor of it. */
+  const overwriteSpillFile = (position: number, bytes: Buffer): void => {
+    const [fd] = spillFds();
+    const other = openSync(`/proc/self/fd/${fd!}`, "r+");
+    try {
+      writeSync(other, bytes, 0, bytes.length, position);
+    } finally {
+      closeSync(other);
+    }
+  };
+  const SIZE = 600 * 1024 + 3;
+
+  test.each([
+    ["garbage in the file", () => overwriteSpillFile(SIZE / 2, Buffer.from("garbage"))],
+    ["the file cut short", () => truncateSync(`/proc/self/fd/${spillFds()[0]!}`, SIZE - 1000)],
+  ])(
+    "answers streamed from a bad spill file (%s) end short of their last byte; later deliveries as after a read failure",
+    async (_, spoil) => {
+      const { logger, lines } = memoryLogger();
+      const state = open({}, logger);
+      const runId = state.createRun("fab", "1.0", new Map());
+      const nodes = [state.createNode(3600), state.createNode(3600)];
+      const content = broadcast(state, runId, nodes, SIZE, 7);
+      const pulled = nodes.map((nodeId) => state.getTaskIns(nodeId, 1)[0]!);
+      await state.contentSpillsSettled();
+      await collect();
+      expect(content.encoded.deref()).toBeUndefined();
+      spoil();
+      // Two answers at once from the same file: both fail, the file is dropped and logged once.
+      const answers = pulled.map((taskIns) => streamedAnswer(taskIns, content.expected));
+      for (let i = 0; i < 10_000 && answers.map((a) => a.step()).some(Boolean); i++);
+      for (const answer of answers) {
+        const outcome = answer.finish();
+        expect(outcome).toBeInstanceOf(Error);
+        expect((outcome as Error).message).toMatch(/cannot be read/);
+        expect(answer.received().length).toBeLessThan(answer.expected.length);
+      }
+      expect(unreadableLogs(lines)).toHaveLength(1);
+      expect(await openSpillFiles(0)).toBe(0);
+      // The in-flight deliveries stay leased; once the lease runs out they are not delivered again.
+      clock.advance(61);
+      expect(state.getTaskIns(nodes[0], 1)).toEqual([]);
+      expect(state.sharedContent(runId, content.digest)).toBeUndefined();
+      expect(state.numTaskIns()).toBe(2);
+      expect(unreadableLogs(lines)).toHaveLength(1);
+      // Uploaded again: delivered again.
+      const upload = makeSharedContent(RecordSet.decode(content.expected));
+      const node = state.createNode(3600);
+      const taskIns = makeTaskIns(clock, runId, { nodeId: node, anonymous: false }, { recordset: upload.recordset });
+      expect(state.storeTaskIns(taskIns, upload)).toBeDefined();
+      const again = streamedAnswer(state.getTaskIns(nodes[1], 1)[0]!, content.expected);
+      expect(again.finish()).toBe("written");
+      expect(again.received().equals(again.expected)).toBe(true);
+    },
+  );
+
+  test.each([
+    ["an intact file", undefined],
+    ["garbage where the file was not read yet", SIZE - 100],
+    ["garbage where the answer came from memory", 1000],
+  ])("an answer begun from memory and ended from the file (%s) is checked on the whole content", async (_, spoilAt) => {
+    const { logger, lines } = memoryLogger();
+    const state = open({}, logger);
+    const runId = state.createRun("fab", "1.0", new Map());
+    const [a, b] = [state.createNode(3600), state.createNode(3600)];
+    const content = broadcast(state, runId, [a, b], SIZE, 9);
+    const answer = streamedAnswer(state.getTaskIns(a, 1)[0]!, content.expected);
+    for (let i = 0; i < 3; i++) expect(answer.step()).toBe(true);
+    // The last delivery: the content is spilled and leaves memory while the answer is written.
+    const answerB = streamedAnswer(state.getTaskIns(b, 1)[0]!, content.expected);
+    await state.contentSpillsSettled();
+    await collect();
+    expect(content.encoded.deref()).toBeUndefined();
+    if (spoilAt !== undefined) overwriteSpillFile(spoilAt, Buffer.from("garbage"));
+    const outcome = answer.finish();
+    if (spoilAt === undefined) {
+      expect(outcome).toBe("written");
+      expect(answer.received().equals(answer.expected)).toBe(true);
+      expect(answerB.finish()).toBe("written");
+      expect(answerB.received().equals(answerB.expected)).toBe(true);
+      expect(unreadableLogs(lines)).toHaveLength(0);
+      expect(await openSpillFiles(1)).toBe(1);
+    } else {
+      expect(outcome).toBeInstanceOf(Error);
+      expect(answer.received().length).toBeLessThan(answer.expected.length);
+      expect(answerB.finish()).toBeInstanceOf(Error);
+      expect(unreadableLogs(lines)).toHaveLength(1);
+      expect(await openSpillFiles(0)).toBe(0);
+    }
+  });
+
+  /** Removes every TaskIns of the state (expired: purged). */
+  const purgeAll = (state: InMemoryState): void => {
+    clock.advance(3600);
+    state.purge({ expiredGraceSeconds: 0, runIdleSeconds: 1e9 });
+    expect(state.numTaskIns()).toBe(0);
+  };
+
+  test("a content removed while an answer is written from its file: the answer ends whole, then the file closes", async () => {
+    const state = open();
+    const runId = state.createRun("fab", "1.0", new Map());
+    const nodeId = state.createNode(3600);
+    const content = broadcast(state, runId, [nodeId], SIZE, 4);
+    const [taskIns] = state.getTaskIns(nodeId, 1);
+    await state.contentSpillsSettled();
+    await collect();
+    expect(content.encoded.deref()).toBeUndefined();
+    const answer = streamedAnswer(taskIns!, content.expected);
+    expect(answer.step()).toBe(true);
+    purgeAll(state);
+    expect([state.numSharedContents(), state.storedBytes(runId)]).toEqual([0, 0]);
+    expect(spillFds()).toHaveLength(1);
+    expect(answer.finish()).toBe("written");
+    expect(answer.received().equals(answer.expected)).toBe(true);
+    expect(await openSpillFiles(0)).toBe(0);
+  });
+
+  test("a content removed while an answer is written from memory: the answer ends whole, then it is freed", async () => {
+    const state = open();
+    const runId = state.createRun("fab", "1.0", new Map());
+    const [a, b] = [state.createNode(3600), state.createNode(3600)];
+    const content = broadcast(state, runId, [a, b], SIZE, 6);
+    const answer = streamedAnswer(state.getTaskIns(a, 1)[0]!, content.expected);
+    expect(answer.step()).toBe(true);
+    purgeAll(state);
+    await collect();
+    expect(content.encoded.deref()).toBeDefined();
+    expect(answer.finish()).toBe("written");
+    expect(answer.received().equals(answer.expected)).toBe(true);
+    await state.contentSpillsSettled();
+    await collect();
+    expect(content.encoded.deref()).toBeUndefined();
+    expect(spillFds()).toHaveLength(0);
+  });
+
+  test("close() during an answer from a spill file closes the file at once; the answer fails", async () => {
+    const state = open();
+    const runId = state.createRun("fab", "1.0", new Map());
+    const nodeId = state.createNode(3600);
+    const content = broadcast(state, runId, [nodeId], SIZE, 2);
+    const [taskIns] = state.getTaskIns(nodeId, 1);
+    await state.contentSpillsSettled();
+    await collect();
+    const answer = streamedAnswer(taskIns!, content.expected);
+    expect(answer.step()).toBe(true);
+    state.close();
+    expect(await openSpillFiles(0)).toBe(0);
+    expect(answer.finish()).toBeInstanceOf(Error);
+    expect(answer.received().length).toBeLessThan(answer.expected.length);
   });
 });

@@ -10,7 +10,7 @@ import * as grpc from "@grpc/grpc-js";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { StreamDecoder } from "@grpc/grpc-js/build/src/stream-decoder";
-import type { EncodedChunks } from "../../src/core/wire/chunked-writer";
+import type { DeferredBytes, DeferredReader, EncodedChunks } from "../../src/core/wire/chunked-writer";
 import { createClient } from "../../src/transport/channel";
 import { type RunningGrpcServer, startGrpcServer } from "../../src/transport/grpc-server";
 import { channelCredentials, serverCredentials } from "../../src/transport/tls";
@@ -474,6 +474,132 @@ describe("large answers are handed to the stream in batches (writeInBatches)", (
     await new Promise((r) => setTimeout(r, 20));
     expect(calls).toBe(1);
     expect(sink.handovers.length).toBe(2);
+  });
+});
+
+/**
+ * Deferred bytes over `bytes` that are read only through readers (DeferredBytes.open), counting
+ * readers opened and released, releases of a released reader, reads after release and reads out
+ * of order; `failAt`: a read from there throws; `onRead`: told of every read.
+ */
+function deferredWithReaders(bytes: Uint8Array, options: { failAt?: number; onRead?: () => void } = {}) {
+  const counts = { opened: 0, released: 0, releasedTwice: 0, lateReads: 0, outOfOrder: 0 };
+  const source: DeferredBytes = {
+    byteLength: bytes.length,
+    slice: () => {
+      throw new Error("read without a reader");
+    },
+    open: (): DeferredReader => {
+      counts.opened++;
+      let released = false;
+      let position = 0;
+      return {
+        slice: (offset, length, into) => {
+          options.onRead?.();
+          if (released) counts.lateReads++;
+          if (offset !== position) counts.outOfOrder++;
+          position = offset + length;
+          if (options.failAt !== undefined && offset + length > options.failAt) throw new Error("EIO");
+          const out = into ?? new Uint8Array(length);
+          out.set(bytes.subarray(offset, offset + length));
+          return out;
+        },
+        release: () => {
+          if (released) counts.releasedTwice++;
+          released = true;
+          counts.released++;
+        },
+      };
+    },
+  };
+  return { source, counts };
+}
+
+describe("deferred bytes with readers (DeferredBytes.open): one reader per write, released exactly once", () => {
+  const payload = bytesOf(prng(13), 3 * 1024 * 1024 + 5);
+  const batch = 1024 * 1024;
+  /** A message with the deferred bytes twice (two readers per write), and the bytes it is. */
+  const twice = (source: DeferredBytes): { encoded: EncodedChunks; expected: Buffer } => {
+    const writer = new ChunkedWriter();
+    writer.raw(Buffer.from([9]));
+    writer.deferredBytes(source);
+    writer.raw(Buffer.from([8]));
+    writer.deferredBytes(source);
+    const prefix = new BinaryWriter().uint32(payload.length).finish();
+    return {
+      encoded: writer.finishChunks(),
+      expected: Buffer.concat([Buffer.from([9]), prefix, payload, Buffer.from([8]), prefix, payload]),
+    };
+  };
+  const write = (stream: Writable, encoded: EncodedChunks) =>
+    new Promise<Error | null | undefined>((resolve) => writeInBatches(stream, encoded.chunks, batch, resolve));
+
+  test("written whole: each reader reads its ranges in order and is released after its last one", async () => {
+    const { source, counts } = deferredWithReaders(payload);
+    const { encoded, expected } = twice(source);
+    const sink = recordingWritable();
+    expect(await write(sink.stream, encoded)).toBeUndefined();
+    expect(Buffer.concat(sink.received).equals(expected)).toBe(true);
+    expect(counts).toEqual({ opened: 2, released: 2, releasedTwice: 0, lateReads: 0, outOfOrder: 0 });
+    // Joined (a client, a server without the extensions): one reader each too.
+    expect(joinChunks(encoded).equals(expected)).toBe(true);
+    expect(counts).toMatchObject({ opened: 4, released: 4, releasedTwice: 0 });
+  });
+
+  test.each([
+    ["a read fails", { failAt: 2 * batch }, undefined, "EIO"],
+    ["a write fails", {}, 2, "socket closed"],
+  ])("released once when %s", async (_, options, failOnHandover, message) => {
+    const { source, counts } = deferredWithReaders(payload, options);
+    const sink = recordingWritable(failOnHandover);
+    expect((await write(sink.stream, twice(source).encoded))?.message).toBe(message);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(counts).toEqual({ opened: 1, released: 1, releasedTwice: 0, lateReads: 0, outOfOrder: 0 });
+  });
+
+  test("released once when the stream closes mid-message (a cancelled call), with nothing read after", async () => {
+    const { source, counts } = deferredWithReaders(payload);
+    const sink = recordingWritable();
+    const outcomes: (Error | null | undefined)[] = [];
+    writeInBatches(sink.stream, twice(source).encoded.chunks, batch, (e) => outcomes.push(e));
+    expect(counts).toMatchObject({ opened: 1, released: 0 });
+    sink.stream.destroy();
+    for (let i = 0; i < 100 && counts.released === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(counts).toEqual({ opened: 1, released: 1, releasedTwice: 0, lateReads: 0, outOfOrder: 0 });
+    expect(outcomes.length).toBeLessThanOrEqual(1);
+    if (outcomes.length === 1) expect(outcomes[0]).toBeInstanceOf(Error);
+    expect(sink.stream.listenerCount("close")).toBe(0);
+  });
+
+  test("over TLS, a client that cancels during the answer releases the server's reader", async () => {
+    const big = bytesOf(prng(17), 32 * 1024 * 1024);
+    let cancel: (() => void) | undefined;
+    const { source, counts } = deferredWithReaders(big, { onRead: () => cancel?.() });
+    const server = await echoServer({}, () => {
+      const writer = new ChunkedWriter();
+      writer.deferredBytes(source);
+      return { parts: writer.finishChunks().chunks };
+    });
+    const Client = grpc.makeGenericClientConstructor({ echo: ECHO }, "ZeroCopy");
+    const client = createClient(
+      Client,
+      `localhost:${server.port}`,
+      channelCredentials({ rootCertificates: fx.read(fx.caCert) }),
+      { "grpc.max_receive_message_length": -1 },
+    );
+    clients.push(client);
+    const echo = client["echo"] as (req: Parts, cb: (e: grpc.ServiceError | null) => void) => grpc.ClientUnaryCall;
+    const failed = new Promise<grpc.ServiceError | null>((resolve) => {
+      const call = echo.call(client, { parts: [Buffer.from("x")] }, resolve);
+      cancel = () => {
+        cancel = undefined;
+        setImmediate(() => call.cancel());
+      };
+    });
+    expect((await failed)?.code).toBe(grpc.status.CANCELLED);
+    for (let i = 0; i < 500 && counts.released === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(counts).toMatchObject({ opened: 1, released: 1, releasedTwice: 0, lateReads: 0, outOfOrder: 0 });
   });
 });
 

@@ -60,6 +60,23 @@ export interface DeferredBytes {
    * bytes) when given. Throws when they cannot be read.
    */
   slice(offset: number, length: number, into?: Uint8Array): Uint8Array;
+  /**
+   * A reader for one write of all the bytes, when the source wants one (content-spill.ts: it
+   * checks the digest of what it reads and keeps its file open meanwhile). Writers that have it
+   * use it instead of `slice`: consecutive ranges from 0, then `release()`.
+   */
+  open?(): DeferredReader;
+}
+
+/** One writer's pass over deferred bytes (DeferredBytes.open). */
+export interface DeferredReader {
+  /**
+   * As DeferredBytes.slice, for consecutive ranges from 0; throws when the bytes cannot be read
+   * or, at the range that ends them, when what was read is not what they are.
+   */
+  slice(offset: number, length: number, into?: Uint8Array): Uint8Array;
+  /** Called exactly once, whether the write completed, failed or was abandoned. */
+  release(): void;
 }
 
 /** Empty stand-ins for deferred bytes in a chunk list, and what they stand for. */
@@ -85,7 +102,12 @@ function copyChunk(chunk: Uint8Array, out: Uint8Array, pos: number): number {
     out.set(chunk, pos);
     return chunk.length;
   }
-  out.set(deferred.slice(0, deferred.byteLength), pos);
+  const reader = deferred.open?.();
+  try {
+    out.set((reader ?? deferred).slice(0, deferred.byteLength), pos);
+  } finally {
+    reader?.release();
+  }
   return deferred.byteLength;
 }
 
