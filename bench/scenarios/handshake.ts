@@ -17,6 +17,7 @@ import { createSecureContext } from "node:tls";
 import type { Credentials } from "../lib/deployment";
 import { type Child, say, stopChildren, startNodeScript } from "../lib/processes";
 import { type Summary, summarize } from "../lib/stats";
+import { type HopReply, postToNodeHttp2Hop } from "./hop";
 
 export interface HandshakeResult {
   connections: number;
@@ -45,12 +46,6 @@ const IN_FLIGHT = 20;
 const CREATE_NODE_BYTES = 16;
 const PULL_BYTES = 40;
 
-interface CpuReply {
-  bytes: number;
-  userMs: number;
-  systemMs: number;
-}
-
 /** P-384 private keys, one per connection: PEM round trip (Node 20 KeyObjects straight from the job can deadlock on export). */
 function p384PrivateKeys(n: number): KeyObject[] {
   return Array.from({ length: n }, () => {
@@ -76,21 +71,8 @@ async function runOnce(creds: Credentials, workDir: string, run: number): Promis
     const secureContext = createSecureContext({ ca: readFileSync(creds.caCert) });
     const keys = p384PrivateKeys(CONNECTIONS + WARM_UP);
     const superlinkKey = createPublicKey(p384PrivateKeys(1)[0]!);
-    const post = (session: http2.ClientHttp2Session, bytes: number): Promise<CpuReply> =>
-      new Promise((resolve, reject) => {
-        const request = session.request({ ":method": "POST", ":path": "/register", "content-length": bytes });
-        const parts: Buffer[] = [];
-        request.on("data", (chunk: Buffer) => parts.push(chunk));
-        request.on("end", () => {
-          try {
-            resolve(JSON.parse(Buffer.concat(parts).toString("utf8")) as CpuReply);
-          } catch (err) {
-            reject(err instanceof Error ? err : new Error(String(err)));
-          }
-        });
-        request.on("error", reject);
-        request.end(Buffer.alloc(bytes));
-      });
+    const post = (session: http2.ClientHttp2Session, bytes: number): Promise<HopReply> =>
+      postToNodeHttp2Hop(session, "/register", Buffer.alloc(bytes));
     let serverMs = 0;
     const register = async (key: KeyObject): Promise<void> => {
       const session = http2.connect(url, { secureContext });

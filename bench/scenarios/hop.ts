@@ -37,7 +37,7 @@ export interface HopResult {
 type HopStack = "grpc-js" | "node:http2";
 
 /** What one upload reports: the receiver's byte count and CPU since its previous call. */
-interface HopReply {
+export interface HopReply {
   bytes: number;
   userMs: number;
   systemMs: number;
@@ -129,27 +129,31 @@ function grpcUploader(port: number, ca: Buffer | undefined): { upload: Upload; c
   };
 }
 
+/** One POST of `body` to bench/hop-server.ts `--node-http2`; resolves with its JSON reply. */
+export function postToNodeHttp2Hop(session: http2.ClientHttp2Session, path: string, body: Buffer): Promise<HopReply> {
+  return new Promise((resolve, reject) => {
+    const request = session.request({ ":method": "POST", ":path": path, "content-length": body.length });
+    const parts: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => parts.push(chunk));
+    request.on("end", () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(parts).toString("utf8")) as HopReply);
+      } catch (err) {
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
 /** One POST per upload over one node:http2 session. */
 function nodeHttp2Uploader(port: number, ca: Buffer | undefined): { upload: Upload; close: () => void } {
   const session = http2.connect(`${ca !== undefined ? "https" : "http"}://localhost:${String(port)}`, {
     ...(ca !== undefined ? { ca } : {}),
   });
   return {
-    upload: (payload) =>
-      new Promise((resolve, reject) => {
-        const request = session.request({ ":method": "POST", ":path": "/upload", "content-length": payload.length });
-        const parts: Buffer[] = [];
-        request.on("data", (chunk: Buffer) => parts.push(chunk));
-        request.on("end", () => {
-          try {
-            resolve(JSON.parse(Buffer.concat(parts).toString("utf8")) as HopReply);
-          } catch (err) {
-            reject(err instanceof Error ? err : new Error(String(err)));
-          }
-        });
-        request.on("error", reject);
-        request.end(payload);
-      }),
+    upload: (payload) => postToNodeHttp2Hop(session, "/upload", payload),
     close: () => session.close(),
   };
 }

@@ -1,4 +1,4 @@
-import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, truncateSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, truncateSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { collectGarbage } from "../../src/core/garbage-collection";
@@ -14,6 +14,7 @@ import { TASK_OVERHEAD_BYTES } from "../../src/state/state-support";
 import { promisedState } from "../../src/state/sync-state";
 import { type BatchWritable, writeInBatches } from "../../src/transport/grpc-zero-copy";
 import { memoryLogger } from "../server/helpers";
+import { openFdsUnder } from "../helpers/open-files";
 import {
   TestClock,
   describeStateConformance,
@@ -72,14 +73,7 @@ describe("InMemoryState: delivered shared content leaves memory", () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   /** The open descriptors of spill files under `dir` (unlinked files: "... (deleted)"). */
-  const spillFds = (): string[] =>
-    readdirSync("/proc/self/fd").filter((fd) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
-      } catch {
-        return false;
-      }
-    });
+  const spillFds = (): string[] => openFdsUnder(dir);
   /** Waits (boundedly) for the asynchronous closes of spill files. */
   const openSpillFiles = async (expected: number): Promise<number> => {
     for (let i = 0; i < 200 && spillFds().length !== expected; i++) await new Promise((r) => setTimeout(r, 10));

@@ -5,7 +5,7 @@
  */
 import { status } from "@grpc/grpc-js";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import * as http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +14,7 @@ import { RecordSet } from "../../src/proto/flwr/proto/recordset";
 import type { TaskIns } from "../../src/proto/flwr/proto/task";
 import { contentDigest } from "../../src/state/state-support";
 import { unaryCall } from "../../src/transport/channel";
+import { openFdsUnder } from "../helpers/open-files";
 import { type Fixtures, generateFixtures } from "../helpers/fixtures";
 import { grpcFrameHeader, grpcRequestHeaders } from "../helpers/raw-grpc";
 import {
@@ -90,14 +91,7 @@ test("a 6 MB record is relayed both ways with every byte intact", async () => {
 test("a delivered broadcast read back from its spill file arrives intact (redelivery after the lease)", async () => {
   const dir = mkdtempSync(join(tmpdir(), "flwr-relay-spill-"));
   const { logger, lines } = memoryLogger();
-  const spillFiles = (): number =>
-    readdirSync("/proc/self/fd").filter((fd) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
-      } catch {
-        return false;
-      }
-    }).length;
+  const spillFiles = (): number => openFdsUnder(dir).length;
   const link = await startTlsSuperLink(
     fx,
     // Every content spilled and, once it is, every read from the file.
@@ -159,14 +153,7 @@ test("a delivered broadcast read back from its spill file arrives intact (redeli
 test("a broadcast whose spill file goes bad before a paced answer is written from it: an error, never wrong bytes", async () => {
   const dir = mkdtempSync(join(tmpdir(), "flwr-relay-spill-"));
   const { logger, lines } = memoryLogger();
-  const spillFds = (): string[] =>
-    readdirSync("/proc/self/fd").filter((fd) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
-      } catch {
-        return false;
-      }
-    });
+  const spillFds = (): string[] => openFdsUnder(dir);
   // Once spilled, every read from the file (the test holds the content).
   const link = await startTlsSuperLink(
     fx,
