@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- SCENARIO... [options]]`: benchmarks of the real daemons (child processes
  * from bin/, TLS + node authentication from scripts/generate.sh, ports 127.0.0.1:0).
- * Scenarios: rounds, relay, fedavg, idle, hop, round1000 (default: all); each case repeated (--repeat N), medians printed,
+ * Scenarios: rounds, relay, fedavg, idle, hop, handshake, train, round1000 (default: all); each case repeated (--repeat N), medians printed,
  * and a table of the issue 19 goals (bench/lib/goals.ts) at the end. Prints a table per scenario on stdout and
  * writes bench/results/latest.json. See bench/README.md.
  */
