@@ -78,6 +78,8 @@ async function runOnce(creds: Credentials, workDir: string, run: number): Promis
       const session = http2.connect(url, { secureContext });
       sessions.push(session);
       const failed = new Promise<never>((_, reject) => session.once("error", reject));
+      // An error after the steps (the session is kept open) is nobody's to handle.
+      failed.catch(() => undefined);
       const steps = async (): Promise<void> => {
         const created = await post(session, CREATE_NODE_BYTES);
         diffieHellman({ privateKey: key, publicKey: superlinkKey });
