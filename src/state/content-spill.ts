@@ -110,6 +110,12 @@ interface StoredContent {
   readers: number;
 }
 
+/** Fills `into` from `file` at `at`; throws when the file (of `total` bytes when whole) ends first. */
+function readRange(file: FileHandle, into: Buffer, at: number, total: number): void {
+  const read = readFullySync(file.fd, into, at);
+  if (read < into.length) throw new Error(`the file ends at ${at + read} of ${total} bytes`);
+}
+
 function closeQuietly(file: FileHandle): void {
   file.close().catch(() => undefined);
 }
@@ -345,22 +351,18 @@ export class SharedContentStore {
     let hash: Hash | undefined;
     let hashed = 0;
     let catchUp: Buffer | undefined;
-    const readFile = (from: FileHandle, into: Buffer, at: number): void => {
-      const read = readFullySync(from.fd, into, at);
-      if (read < into.length) throw new Error(`the file ends at ${at + read} of ${entry.byteLength} bytes`);
-    };
     const fromFile = (from: FileHandle, digest: Hash, offset: number, out: Buffer): void => {
       const last = offset + out.length === entry.byteLength;
       let budget = last ? Infinity : CATCH_UP_FACTOR * Math.max(out.length, 1);
       while (hashed < offset && budget > 0) {
         const n = Math.min(offset - hashed, CATCH_UP_READ_BYTES, budget);
         const piece = (catchUp ??= Buffer.allocUnsafeSlow(CATCH_UP_READ_BYTES)).subarray(0, n);
-        readFile(from, piece, hashed);
+        readRange(from, piece, hashed, entry.byteLength);
         digest.update(piece);
         hashed += n;
         budget -= n;
       }
-      readFile(from, out, offset);
+      readRange(from, out, offset, entry.byteLength);
       if (hashed === offset) {
         digest.update(out);
         hashed += out.length;
@@ -468,8 +470,7 @@ export class SharedContentStore {
 
   private readBack(entry: StoredContent, file: FileHandle): SharedContent {
     const encoded = Buffer.allocUnsafeSlow(entry.byteLength);
-    const read = readFullySync(file.fd, encoded, 0);
-    if (read < entry.byteLength) throw new Error(`the file holds ${read} of ${entry.byteLength} bytes`);
+    readRange(file, encoded, 0, entry.byteLength);
     const digest = contentDigest(encoded);
     if (digest !== entry.digest) throw new Error(`the bytes read back have digest ${digest.slice(0, 16)}…`);
     return { digest, encoded, recordset: RecordSet.decode(encoded) };

@@ -333,8 +333,6 @@ export function joinChunks(encoded: EncodedChunks): Buffer {
   const only = encoded.chunks[0];
   if (encoded.chunks.length === 1 && only !== undefined && deferredChunkOf(only) === undefined)
     return Buffer.from(only.buffer, only.byteOffset, only.byteLength);
-  if (!encoded.chunks.some((chunk) => deferredChunkOf(chunk) !== undefined))
-    return Buffer.concat(encoded.chunks, encoded.length);
   const out = Buffer.allocUnsafe(encoded.length);
   let pos = 0;
   for (const chunk of encoded.chunks) pos += copyChunk(chunk, out, pos);
